@@ -1,0 +1,162 @@
+"""One error tree for the whole of hbw-sync, and the one place it maps to exit codes and HTTP.
+
+Every failure a user, a script or a peer can meet is an ``HbwError``. Expected
+outcomes (a conflict, "no such task") are *values*, not exceptions; these are
+for the cases where the operation cannot go on and nothing was changed.
+
+::
+
+    HbwError                      exit 1   HTTP 500  something unexpected
+    ├── UsageError                exit 2   HTTP 400  bad input from the person or script
+    ├── ConfigError               exit 78  HTTP 500  not initialised, no team, bad home
+    ├── StoreError                exit 74  HTTP 500  local store unreadable, disk full
+    ├── ProtocolError             exit 65  HTTP 400  bytes that are not a valid message
+    │   ├── LimitError            exit 65  HTTP 413  over a size cap, decompression bomb
+    │   └── VersionError          exit 76  HTTP 426  unknown format version or dictionary
+    ├── IntegrityError            exit 65  HTTP 400  signature, AEAD tag or hash mismatch
+    ├── AccessError               exit 77  HTTP 403  not allowed
+    │   ├── WrongKeyError         exit 77  HTTP 403  wrong passphrase or team key
+    │   └── RevokedError          exit 77  HTTP 403  this device was revoked
+    └── TransientError            exit 75  HTTP 503  relay unreachable, link dropped: retry later
+
+Exit codes follow BSD ``sysexits.h`` so that cron and systemd can tell
+"try again later" (75) from "a person must look at this".
+
+Each error also carries a stable dotted ``code`` (``protocol.truncated``,
+``integrity.signature``...) that JSON output and the wire use, and that the
+protocol test vectors name, so another implementation can be checked against
+the same expectations without sharing class names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HbwError(Exception):
+    """Root of every error hbw-sync raises on purpose.
+
+    ``message`` says what went wrong in words a non-engineer can act on;
+    ``hint`` (optional) says what to do about it.
+    """
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as a JSON-friendly dict, for ``--json`` output and wire responses."""
+        d: dict[str, Any] = {"error": type(self).__name__, "code": self.code, "message": self.message}
+        if self.hint:
+            d["hint"] = self.hint
+        return d
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(HbwError):
+    code = "usage"
+
+
+class ConfigError(HbwError):
+    code = "config"
+
+
+class StoreError(HbwError):
+    code = "store"
+
+
+class ProtocolError(HbwError):
+    code = "protocol"
+
+
+class LimitError(ProtocolError):
+    code = "protocol.limit"
+
+
+class VersionError(ProtocolError):
+    code = "protocol.version"
+
+
+class IntegrityError(HbwError):
+    code = "integrity"
+
+
+class AccessError(HbwError):
+    code = "access"
+
+
+class WrongKeyError(AccessError):
+    code = "access.wrong_key"
+
+
+class RevokedError(AccessError):
+    code = "access.revoked"
+
+
+class TransientError(HbwError):
+    code = "transient"
+
+
+# The one table of exit codes. Looked up along the MRO, most specific first.
+EXIT_CODES: dict[type[HbwError], int] = {
+    HbwError: 1,
+    UsageError: 2,
+    ConfigError: 78,  # EX_CONFIG
+    StoreError: 74,  # EX_IOERR
+    ProtocolError: 65,  # EX_DATAERR
+    LimitError: 65,
+    VersionError: 76,  # EX_PROTOCOL
+    IntegrityError: 65,
+    AccessError: 77,  # EX_NOPERM
+    WrongKeyError: 77,
+    RevokedError: 77,
+    TransientError: 75,  # EX_TEMPFAIL
+}
+
+# The one table of HTTP statuses, for the relay.
+HTTP_STATUSES: dict[type[HbwError], int] = {
+    HbwError: 500,
+    UsageError: 400,
+    ConfigError: 500,
+    StoreError: 500,
+    ProtocolError: 400,
+    LimitError: 413,
+    VersionError: 426,
+    IntegrityError: 400,
+    AccessError: 403,
+    WrongKeyError: 403,
+    RevokedError: 403,
+    TransientError: 503,
+}
+
+_BY_NAME: dict[str, type[HbwError]] = {cls.__name__: cls for cls in EXIT_CODES}
+
+
+def _lookup(table: dict[type[HbwError], int], exc: BaseException) -> int:
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]  # type: ignore[index]
+    return table[HbwError]
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The process exit code for an error (1 for anything outside the tree)."""
+    return _lookup(EXIT_CODES, exc)
+
+
+def http_status_for(exc: BaseException) -> int:
+    """The HTTP status the relay answers with for an error."""
+    return _lookup(HTTP_STATUSES, exc)
+
+
+def from_dict(d: dict[str, Any]) -> HbwError:
+    """Rebuild an error sent by a peer (the relay's JSON error body), unknown names as ``HbwError``."""
+    cls = _BY_NAME.get(str(d.get("error")), HbwError)
+    return cls(str(d.get("message", "unknown error")), code=d.get("code"), hint=d.get("hint"))
