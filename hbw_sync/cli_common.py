@@ -1,0 +1,82 @@
+"""What both CLIs share: error reporting with the exit-code table, and --json output.
+
+Each CLI command is one library call; this module turns the call's result into
+text or JSON and an ``HbwError`` into one clear message and the exit code from
+``errors.exit_code_for``. Nothing here prompts unless a person is at a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from .errors import HbwError, exit_code_for
+
+EX_SOFTWARE = 70
+
+
+class HbwGroup(click.Group):
+    """A click group that reports HbwError as a message plus its documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HbwError as e:
+            report_error(ctx, e)
+            ctx.exit(exit_code_for(e))
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing half-done was saved", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except OSError as e:  # disk full, permissions on an output file...
+            click.echo(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
+            ctx.exit(74)
+        except Exception as e:  # a bug: one line for the person, the traceback with HBW_DEBUG=1
+            if os.environ.get("HBW_DEBUG"):
+                raise
+            click.echo(f"internal error: {type(e).__name__}: {e} (run with HBW_DEBUG=1 for details)", err=True)
+            ctx.exit(EX_SOFTWARE)
+
+
+def wants_json(ctx: click.Context) -> bool:
+    return bool(ctx.find_root().meta.get("hbw_json"))
+
+
+def report_error(ctx: click.Context, e: HbwError) -> None:
+    if wants_json(ctx):
+        click.echo(json.dumps(e.to_dict()))
+    click.echo(f"error: {e.message}", err=True)
+    if e.hint:
+        click.echo(f"hint: {e.hint}", err=True)
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.find_root().meta["hbw_json"] = True
+    return value
+
+
+def json_option(f: Callable) -> Callable:
+    """--json: print machine-readable output (and errors) on stdout."""
+    return click.option(
+        "--json", "as_json", is_flag=True, expose_value=False, callback=_set_json, help="Print JSON for scripts."
+    )(f)
+
+
+def emit(ctx: click.Context, data: Any, text: Callable[[], None] | str | None = None) -> None:
+    """Print ``data`` as JSON if --json was given, else run/print the human form."""
+    if wants_json(ctx):
+        click.echo(json.dumps(data, indent=None, default=str, ensure_ascii=False))
+    elif callable(text):
+        text()
+    elif text is not None:
+        click.echo(text)
+
+
+def is_interactive() -> bool:
+    return sys.stdin.isatty() and not os.environ.get("CI")

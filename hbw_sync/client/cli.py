@@ -1,0 +1,447 @@
+"""The ``hbw-sync`` command line: a thin layer over ``Device`` and ``Replica``.
+
+Each command is one library call plus formatting. Commands that read or change
+content need the passphrase (``HBW_PASSPHRASE``, or a prompt at a terminal);
+``status`` and, later, ``sync`` do not, so a scheduler never meets a prompt.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import AccessError, UsageError
+from ..ops import Status
+from ..cli_common import HbwGroup, emit, is_interactive, json_option
+from . import importer, views
+from .device import Device
+from .replica import Replica
+
+
+def _passphrase(confirm: bool = False) -> str:
+    p = os.environ.get("HBW_PASSPHRASE")
+    if p is not None:
+        return p
+    if is_interactive():
+        return click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+    raise AccessError(
+        "this command needs your passphrase, and there is no terminal to ask it on",
+        hint="set HBW_PASSPHRASE for scripts; 'status' and 'sync' need no passphrase",
+    )
+
+
+def _home(ctx: click.Context) -> Path | None:
+    return ctx.find_root().params.get("home")
+
+
+def _device(ctx: click.Context) -> Device:
+    dev = Device.open(_home(ctx))
+    ctx.call_on_close(dev.close)
+    return dev
+
+
+def _replica(ctx: click.Context) -> Replica:
+    return _device(ctx).unlock(_passphrase())
+
+
+@click.group(cls=HbwGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hbw-sync")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HBW_SYNC_HOME",
+    help="Directory of the local store (default: your user data directory; env HBW_SYNC_HOME).",
+)
+def cli(home: Path | None) -> None:
+    """Work on your team's tasks and documents offline; sync when a link allows.
+
+    Everything works with no network. Changes wait in the outbox, signed and
+    encrypted, until a sync (or a bundle by email or USB stick) carries them.
+    Commands that show or change content ask for your passphrase (or read
+    HBW_PASSPHRASE); 'status' needs none.
+
+    Exit codes: 0 ok, 2 bad input, 65 bad or tampered data, 74 local store or
+    disk problem, 75 try again later, 76 needs a newer version, 77 not allowed
+    (wrong passphrase, revoked device), 78 not set up yet.
+    """
+
+
+@cli.command()
+@click.option("--name", required=True, help="Your member name in the team, e.g. 'amina' (lowercase).")
+@click.option("--relay", "relay_url", help="The office relay's URL, if you know it already.")
+@json_option
+@click.pass_context
+def init(ctx: click.Context, name: str, relay_url: str | None) -> None:
+    """Create this device's identity and an empty, encrypted local store.
+
+    You choose a passphrase: it protects everything you write at rest.
+    """
+    dev = Device.init(_home(ctx), name, _passphrase(confirm=True), relay_url)
+    ident = dev.identity
+    dev.close()
+    emit(ctx, {"member": ident.member, "device": ident.device_id.hex(), "home": str(dev.store.home)},
+         f"Device {ident.device_id.hex()} ready for {ident.member} in {dev.store.home}.\n"
+         "Next: 'hbw-sync team create NAME' (first official of a team) or 'hbw-sync join INVITE'.")
+
+
+@cli.group(cls=HbwGroup)
+def team() -> None:
+    """Your team: create one locally before a relay exists."""
+
+
+@team.command("create")
+@click.argument("name")
+@json_option
+@click.pass_context
+def team_create(ctx: click.Context, name: str) -> None:
+    """Start team NAME on this device (you become its supervisor)."""
+    rep = _replica(ctx)
+    rep.create_team(name)
+    emit(ctx, {"team": name, "team_id": rep.identity.team_id.hex()}, f"Team {name!r} created. You can add tasks now.")
+
+
+# -- tasks ---------------------------------------------------------------------------------------
+
+
+@cli.group(cls=HbwGroup)
+def task() -> None:
+    """Add, list, change and import tasks. IDs may be shortened to any unambiguous prefix."""
+
+
+def _print_tasks(tasks: list[views.TaskView]) -> None:
+    if not tasks:
+        click.echo("No tasks.")
+        return
+    click.echo(f"{'ID':6}  {'STATUS':11}  {'PRI':6}  {'DUE':10}  {'ASSIGNEE':10}  {'NEEDS':16}  TITLE")
+    for t in tasks:
+        click.echo(
+            f"{t.short:6}  {t.status:11}  {t.priority:6}  {t.due or '-':10}  {t.assignee or '-':10}  "
+            f"{','.join(t.needs) or '-':16}  {t.title}" + ("  [pinned]" if t.pinned else "")
+        )
+
+
+def _print_task(t: views.TaskView) -> None:
+    click.echo(f"Task {t.id[:6]}  ({t.id})")
+    click.echo(f"  Title:       {t.title}")
+    click.echo(f"  Status:      {t.status}")
+    click.echo(f"  Assignee:    {t.assignee or '-'}")
+    click.echo(f"  Due:         {t.due or '-'}")
+    click.echo(f"  Priority:    {t.priority}")
+    click.echo(f"  Needs:       {', '.join(t.needs) or 'nothing special'}")
+    if t.pinned:
+        click.echo("  Pinned:      yes (rebalancing will not move it)")
+    click.echo(f"  Updated:     {t.updated or '-'}")
+    if t.description:
+        click.echo("  Description:")
+        for line in t.description.splitlines():
+            click.echo(f"    {line}")
+    for n in t.notes:
+        click.echo(f"  Note ({n.by}, {n.at}): {n.text}")
+    for d in t.docs:
+        click.echo(f"  Document:    {d[:6]}")
+    for c in t.conflicts:
+        click.echo(f"  Conflict:    {c['field']}: {c['detail']}")
+
+
+def _task_options(f: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option("--description", "-d", help="Longer text: what to do, context."),
+            click.option("--assign", "assignee", help="Member who should do it ('-' for nobody)."),
+            click.option("--due", help="Due date: YYYY-MM-DD, today, tomorrow, +3d ('none' clears)."),
+            click.option("--priority", type=click.Choice(["low", "normal", "high", "urgent"]), help="Priority."),
+            click.option("--needs", help="What doing it requires: internet,laptop,office ('none' clears)."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _assignee(value: str | None) -> str | None:
+    return None if value in (None, "-", "") else value.strip().lower()
+
+
+@task.command("add")
+@click.argument("title")
+@_task_options
+@json_option
+@click.pass_context
+def task_add(ctx: click.Context, title: str, description: str | None, assignee: str | None, due: str | None,
+             priority: str | None, needs: str | None) -> None:
+    """Add a task called TITLE (assigned to you unless --assign says otherwise)."""
+    rep = _replica(ctx)
+    t = rep.add_task(
+        title,
+        description=description or "",
+        assignee=_assignee(assignee) if assignee is not None else rep.identity.member,
+        due=views.parse_date(due) if due else None,
+        priority=views.parse_priority(priority) if priority else 1,
+        needs=views.parse_needs(needs) if needs else 0,
+    )
+    emit(ctx, t.to_dict(), f"Added task {t.short}: {t.title}")
+
+
+@task.command("list")
+@click.option("--mine", is_flag=True, help="Only tasks assigned to you.")
+@click.option("--status", type=click.Choice(["open", "in_progress", "done", "blocked"]), help="Only tasks in this status.")
+@click.option("--assignee", help="Only tasks assigned to this member.")
+@json_option
+@click.pass_context
+def task_list(ctx: click.Context, mine: bool, status: str | None, assignee: str | None) -> None:
+    """List tasks: open work first, by priority and due date."""
+    tasks = _replica(ctx).tasks(mine=mine, status=views.parse_status(status) if status else None, assignee=assignee)
+    emit(ctx, [t.to_dict() for t in tasks], lambda: _print_tasks(tasks))
+
+
+@task.command("show")
+@click.argument("task_id")
+@json_option
+@click.pass_context
+def task_show(ctx: click.Context, task_id: str) -> None:
+    """Show everything about one task: fields, notes, documents, conflicts."""
+    t = _replica(ctx).task(task_id)
+    emit(ctx, t.to_dict(), lambda: _print_task(t))
+
+
+@task.command("edit")
+@click.argument("task_id")
+@click.option("--title", help="New title.")
+@_task_options
+@click.option("--status", type=click.Choice(["open", "in_progress", "done", "blocked"]), help="New status.")
+@click.option("--pin/--unpin", default=None, help="Pin so rebalancing never moves it (supervisors).")
+@json_option
+@click.pass_context
+def task_edit(ctx: click.Context, task_id: str, title: str | None, description: str | None, assignee: str | None,
+              due: str | None, priority: str | None, needs: str | None, status: str | None, pin: bool | None) -> None:
+    """Change fields of a task; only the options given change."""
+    values: dict[str, Any] = {}
+    if title is not None:
+        values["title"] = title
+    if description is not None:
+        values["description"] = description
+    if assignee is not None:
+        values["assignee"] = _assignee(assignee)
+    if due is not None:
+        values["due"] = views.parse_date(due)
+    if priority is not None:
+        values["priority"] = views.parse_priority(priority)
+    if needs is not None:
+        values["needs"] = views.parse_needs(needs)
+    if status is not None:
+        values["status"] = views.parse_status(status)
+    if pin is not None:
+        values["pinned"] = pin
+    t = _replica(ctx).edit_task(task_id, **values)
+    emit(ctx, t.to_dict(), f"Updated task {t.short}: {t.title}")
+
+
+@task.command("assign")
+@click.argument("task_id")
+@click.argument("member")
+@json_option
+@click.pass_context
+def task_assign(ctx: click.Context, task_id: str, member: str) -> None:
+    """Give a task to MEMBER ('-' to unassign)."""
+    t = _replica(ctx).assign(task_id, _assignee(member))
+    emit(ctx, t.to_dict(), f"Task {t.short} is now assigned to {t.assignee or 'nobody'}.")
+
+
+@task.command("start")
+@click.argument("task_id")
+@json_option
+@click.pass_context
+def task_start(ctx: click.Context, task_id: str) -> None:
+    """Mark a task as in progress."""
+    t = _replica(ctx).set_status(task_id, Status.IN_PROGRESS)
+    emit(ctx, t.to_dict(), f"Task {t.short} is in progress.")
+
+
+@task.command("done")
+@click.argument("task_id")
+@json_option
+@click.pass_context
+def task_done(ctx: click.Context, task_id: str) -> None:
+    """Mark a task as done."""
+    t = _replica(ctx).set_status(task_id, Status.DONE)
+    emit(ctx, t.to_dict(), f"Task {t.short} is done.")
+
+
+@task.command("note")
+@click.argument("task_id")
+@click.argument("text")
+@json_option
+@click.pass_context
+def task_note(ctx: click.Context, task_id: str, text: str) -> None:
+    """Add a note to a task (notes are never overwritten, even offline)."""
+    t = _replica(ctx).note(task_id, text)
+    emit(ctx, t.to_dict(), f"Note added to task {t.short}.")
+
+
+@task.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), help="File format (default: from the extension).")
+@json_option
+@click.pass_context
+def task_import(ctx: click.Context, file: Path, fmt: str | None) -> None:
+    """Import tasks from a CSV or JSON file (columns: title, description, assignee, due, priority, needs).
+
+    All or nothing: if any row is bad, every bad row is listed with its line
+    number and nothing is imported.
+    """
+    rows = importer.parse_import(file, fmt)
+    rep = _replica(ctx)
+    ids = rep.add_tasks(rows)
+    emit(ctx, {"imported": len(ids), "ids": [i.hex() for i in ids]}, f"Imported {len(ids)} task(s) from {file.name}.")
+
+
+# -- documents -------------------------------------------------------------------------------------
+
+
+@cli.group(cls=HbwGroup)
+def doc() -> None:
+    """Add, list, fetch and update documents (every update is a new version)."""
+
+
+def _print_docs(docs: list[views.DocView]) -> None:
+    if not docs:
+        click.echo("No documents.")
+        return
+    click.echo(f"{'ID':6}  {'SIZE':>10}  {'VER':>3}  {'TASK':6}  NAME")
+    for d in docs:
+        click.echo(f"{d.short:6}  {d.size:>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}")
+
+
+@doc.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--task", "task_id", help="Attach it to this task.")
+@click.option("--name", help="Name to show (default: the file's name).")
+@json_option
+@click.pass_context
+def doc_add(ctx: click.Context, path: Path, task_id: str | None, name: str | None) -> None:
+    """Add the file at PATH as a new document."""
+    d = _replica(ctx).add_doc(path, task=task_id, name=name)
+    emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({d.size} bytes).")
+
+
+@doc.command("list")
+@json_option
+@click.pass_context
+def doc_list(ctx: click.Context) -> None:
+    """List documents."""
+    docs = _replica(ctx).docs()
+    emit(ctx, [d.to_dict() for d in docs], lambda: _print_docs(docs))
+
+
+@doc.command("get")
+@click.argument("doc_id")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write it (default: its name, here).")
+@click.option("--version", type=int, help="An older version, counting from 1.")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@json_option
+@click.pass_context
+def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int | None, force: bool) -> None:
+    """Write a document's content to a file."""
+    d, data = _replica(ctx).doc_bytes(doc_id, version)
+    out = output or Path(views.safe_filename(d.name))
+    if out.is_dir():
+        out = out / views.safe_filename(d.name)
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists", hint="pass --force to overwrite, or -o another path")
+    tmp = out.with_name(out.name + ".hbw-part")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    emit(ctx, {**d.to_dict(), "path": str(out)}, f"Wrote {len(data)} bytes to {out}.")
+
+
+@doc.command("update")
+@click.argument("doc_id")
+@click.argument("path", type=click.Path(path_type=Path))
+@json_option
+@click.pass_context
+def doc_update(ctx: click.Context, doc_id: str, path: Path) -> None:
+    """Record the file at PATH as a new version of a document."""
+    d = _replica(ctx).update_doc(doc_id, path)
+    emit(ctx, d.to_dict(), f"Document {d.short} is now at version {d.versions}.")
+
+
+# -- profile, status -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--laptop/--no-laptop", default=None, help="Do you have a laptop at home?")
+@click.option("--internet/--no-internet", default=None, help="Do you have internet at home?")
+@click.option("--office-days", help="Days you are in the office, e.g. mon,thu ('none' clears).")
+@click.option("--away-until", help="Away (ill, leave) until this date ('none' clears).")
+@json_option
+@click.pass_context
+def profile(ctx: click.Context, laptop: bool | None, internet: bool | None, office_days: str | None,
+            away_until: str | None) -> None:
+    """Show or set your working conditions; the relay uses them to reallocate work."""
+    values: dict[str, Any] = {}
+    if laptop is not None:
+        values["laptop"] = laptop
+    if internet is not None:
+        values["internet"] = internet
+    if office_days is not None:
+        values["office_days"] = views.parse_days(office_days)
+    if away_until is not None:
+        values["away_until"] = views.parse_date(away_until)
+    p = _replica(ctx).set_profile(**values)
+
+    def text() -> None:
+        yn = {True: "yes", False: "no", None: "not said"}
+        click.echo(f"Profile of {p['member']}:")
+        click.echo(f"  Laptop at home:   {yn[p['laptop']]}")
+        click.echo(f"  Internet at home: {yn[p['internet']]}")
+        click.echo(f"  Office days:      {', '.join(p['office_days']) or 'none'}")
+        click.echo(f"  Away until:       {p['away_until'] or '-'}")
+
+    emit(ctx, p, text)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """What waits to be sent, when the last sync worked, and conflicts. No passphrase needed."""
+    s = _device(ctx).status()
+
+    def text() -> None:
+        o = s["outbox"]
+        click.echo(f"{s['member']} on device {s['device'][:8]}" + (f", team {s['team']}" if s["team"] else ", no team yet"))
+        if o["changes"]:
+            click.echo(f"Waiting to be sent: {o['changes']} change(s) in {o['batches']} batch(es), {o['bytes']} bytes.")
+        else:
+            click.echo("Nothing waiting to be sent.")
+        if s["inbox_batches"]:
+            click.echo(f"Received, to apply when you next unlock: {s['inbox_batches']} batch(es).")
+        last = s["last_sync"]
+        if last is None:
+            click.echo("Never synced.")
+        else:
+            ok = "worked" if last["ok"] else f"failed ({last['detail']})"
+            click.echo(f"Last sync {views.iso_ms(last['at_ms'])} by {last['how']}: {ok}.")
+            if not last["ok"] and s["last_successful_sync_ms"]:
+                click.echo(f"Last successful sync: {views.iso_ms(s['last_successful_sync_ms'])}.")
+        click.echo(f"Conflicts to review: {s['conflicts']}." if s["conflicts"] else "No conflicts.")
+
+    emit(ctx, s, text)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Verify the local store: every task and document matches the change log."""
+    problems = _replica(ctx).check()
+    emit(ctx, {"ok": not problems, "problems": problems}, "Store is consistent." if not problems else "\n".join(problems))
+    if problems:
+        ctx.exit(65)
+
+
+def main() -> None:
+    cli(prog_name="hbw-sync")

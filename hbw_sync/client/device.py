@@ -1,0 +1,152 @@
+"""The device as seen without the passphrase: identity, status, and unlocking.
+
+Everything here works for a scheduler at 3 a.m.: it reads routing columns,
+counts and already sealed batches, never content. ``unlock`` turns a Device
+into a ``Replica`` that can read and change content.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import crypto, hlc
+from ..errors import ConfigError, UsageError
+from ..ops import is_member_name
+from . import vault
+from .store import Store
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Identity:
+    member: str
+    device_id: bytes
+    team_id: bytes | None
+    team_name: str | None
+    relay_url: str | None
+    role: str | None
+
+
+class Device:
+    """An open store without the passphrase."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        home: Path | None,
+        name: str,
+        passphrase: str,
+        relay_url: str | None = None,
+        kdf: vault.KdfParams = vault.KdfParams(),
+    ) -> "Device":
+        """Create the device identity and an empty store protected by ``passphrase``."""
+        if not is_member_name(name):
+            raise UsageError(
+                f"{name!r} is not a valid member name", hint="use 1-32 lowercase letters, digits, '.', '_' or '-'"
+            )
+        if not passphrase:
+            raise UsageError("the passphrase must not be empty")
+        store = Store.create(home)
+        store_key = os.urandom(32)
+        sealer = vault.Sealer(store_key)
+        author = crypto.DeviceKey.generate()
+        transport = crypto.DeviceKey.generate()
+        with store.transaction():
+            store.set_meta("member", name)
+            store.set_meta("kdf", kdf.to_list())
+            store.set_meta("store_key", vault.wrap_store_key(passphrase, store_key, kdf))
+            store.set_meta("author_key", sealer.seal(author.private, b"meta:author_key"))
+            store.set_meta("author_public", author.public)
+            store.set_meta("device_id", author.device_id)
+            store.set_meta("transport_key", transport.private)
+            store.set_meta("relay_url", relay_url)
+            store.set_meta("hlc", 0)
+            store.set_meta("next_seq", 1)
+            store.set_meta("pull_cursor", 0)
+            store.set_meta("created_ms", now_ms())
+        return cls(store)
+
+    @classmethod
+    def open(cls, home: Path | None = None) -> "Device":
+        return cls(Store.open(home))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what anyone at the keyboard may see ----------------------------------------------------
+
+    @property
+    def identity(self) -> Identity:
+        m = self.store.meta
+        return Identity(
+            member=m("member"),
+            device_id=m("device_id"),
+            team_id=m("team_id"),
+            team_name=m("team_name"),
+            relay_url=m("relay_url"),
+            role=m("role"),
+        )
+
+    def require_team(self) -> bytes:
+        team = self.store.meta("team_id")
+        if team is None:
+            raise ConfigError(
+                "this device is not in a team yet",
+                hint="run 'hbw-sync team create NAME' (first official) or 'hbw-sync join INVITE'",
+            )
+        return team
+
+    def status(self) -> dict[str, Any]:
+        """What waits to be sent, what came in, the last sync, and conflicts; no passphrase needed."""
+        s = self.store
+        out = s.execute("SELECT COUNT(*), COALESCE(SUM(n_ops), 0), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        inbox = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+        conflicts = s.execute("SELECT COUNT(*) FROM conflicts WHERE seen = 0").fetchone()[0]
+        last = s.execute("SELECT finished_ms, ok, how, detail FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
+        last_ok = s.execute("SELECT MAX(finished_ms) FROM sync_log WHERE ok = 1").fetchone()[0]
+        ident = self.identity
+        return {
+            "member": ident.member,
+            "device": ident.device_id.hex(),
+            "team": ident.team_name,
+            "relay": ident.relay_url,
+            "outbox": {"batches": out[0], "changes": out[1], "bytes": out[2]},
+            "inbox_batches": inbox,
+            "conflicts": conflicts,
+            "last_sync": None
+            if last is None
+            else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": last[3]},
+            "last_successful_sync_ms": last_ok,
+            "hlc_ms": hlc.wall_ms(s.meta("hlc", 0)),
+        }
+
+    def transport_key(self) -> crypto.DeviceKey:
+        return crypto.DeviceKey(self.store.meta("transport_key"))
+
+    # -- unlocking -----------------------------------------------------------------------------
+
+    def unlock(self, passphrase: str) -> "Replica":
+        from .replica import Replica
+
+        store_key = vault.unwrap_store_key(
+            passphrase, self.store.meta("store_key"), vault.KdfParams.from_list(self.store.meta("kdf"))
+        )
+        return Replica(self.store, store_key)

@@ -1,0 +1,529 @@
+"""The unlocked replica: every change an official makes, and every query, as one library call.
+
+A change is one transaction that (1) stamps ops with the device's HLC, (2)
+folds them into the merged state with the same rule every replica uses
+(``hbw_sync.merge``), (3) logs them sealed at rest, and (4) puts them into the
+outbox as a signed, sealed batch, all or nothing. Nothing waits for a network.
+
+The outbox keeps one *open* batch that later changes join (it is re-sealed
+with them) until it holds ``OPEN_MAX_OPS`` ops or a sync or bundle export
+closes it; closed batches never change again, so the relay can de-duplicate
+them by (device, seq). Re-sealing keeps small edits from each paying a whole
+batch's framing while every change is still signed and sealed the moment the
+command returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .. import batch as wire
+from .. import crypto, hlc, merge
+from ..errors import ConfigError, UsageError
+from ..ops import FIELDS, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
+from . import views
+from .device import Device, now_ms
+from .store import Store, _pack, _unpack
+from .vault import Sealer
+
+OPEN_MAX_OPS = 200
+BATCH_MAX_OPS = 1000
+BATCH_MAX_PLAIN = 768 * 1024  # keeps a sealed batch under the 1 MB many proxies refuse
+BATCH_LEVEL = 19
+MAX_DOC_BYTES = 32 * 1024 * 1024  # until resumable document transfer lands
+
+_TASK_LIST = ("assignee", "status", "due", "priority", "needs", "pinned")
+
+
+def _short_hex(b: bytes) -> str:
+    return b.hex()
+
+
+class Replica(Device):
+    """A device unlocked with its passphrase: reads and writes content."""
+
+    def __init__(self, store: Store, store_key: bytes):
+        super().__init__(store)
+        self.sealer = Sealer(store_key)
+        self.author = crypto.DeviceKey(self.sealer.open(store.meta("author_key"), b"meta:author_key"))
+
+    # -- team and keys ---------------------------------------------------------------------------
+
+    def create_team(self, name: str) -> None:
+        """Start a team on this device alone, so the first official can work before any relay exists."""
+        if self.store.meta("team_id") is not None:
+            raise UsageError(f"this device is already in team {self.store.meta('team_name')!r}")
+        if not name.strip():
+            raise UsageError("the team name must not be empty")
+        key = crypto.TeamKey.generate(epoch=1)
+        with self.store.transaction():
+            self.store.set_meta("team_id", os.urandom(wire.TEAM_ID_LEN))
+            self.store.set_meta("team_name", name.strip())
+            self.store.set_meta("role", "supervisor")
+            self.add_team_key(key)
+
+    def add_team_key(self, key: crypto.TeamKey) -> None:
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT OR REPLACE INTO team_keys (epoch, key_id, sealed) VALUES (?, ?, ?)",
+                (key.epoch, key.key_id, self.sealer.seal(key.secret, b"team_key:%d" % key.epoch)),
+            )
+            if key.epoch >= (self.store.meta("key_epoch") or 0):
+                self.store.set_meta("key_epoch", key.epoch)
+
+    def team_keys(self) -> dict[int, crypto.TeamKey]:
+        rows = self.store.execute("SELECT epoch, sealed FROM team_keys").fetchall()
+        return {e: crypto.TeamKey(e, self.sealer.open(s, b"team_key:%d" % e)) for e, s in rows}
+
+    def current_key(self) -> crypto.TeamKey:
+        epoch = self.store.meta("key_epoch")
+        keys = self.team_keys()
+        if epoch not in keys:
+            raise ConfigError("this device holds no team key", hint="create a team or join one")
+        return keys[epoch]
+
+    # -- state at rest ----------------------------------------------------------------------------
+
+    def _where(self, kind: Kind, entity: bytes) -> bytes:
+        return b"entity:%d:" % kind + entity
+
+    def _load(self, kind: Kind, entity: bytes) -> merge.EntityState | None:
+        row = self.store.execute("SELECT state FROM entities WHERE kind = ? AND id = ?", (int(kind), entity)).fetchone()
+        if row is None:
+            return None
+        kind_v, ent, regs, apps, head = _unpack(self.sealer.open(row[0], self._where(kind, entity)))
+        st = merge.EntityState(Kind(kind_v), ent)
+        st.registers = {t: (v, merge.Stamp(ts, oid)) for t, (v, ts, oid) in regs.items()}
+        st.appends = {t: dict(items) for t, items in apps.items()}
+        st.head = merge.Stamp(*head) if head else None
+        return st
+
+    def _save(self, st: merge.EntityState) -> None:
+        regs = {}
+        for t, (v, s) in st.registers.items():
+            if st.kind is Kind.DOC and FIELDS[Kind.DOC][t].name == "data":
+                v = None  # document bytes live once, in the op log, found by the register's op id
+            regs[t] = [v, s.ts, s.op_id]
+        head = [st.head.ts, st.head.op_id] if st.head else None
+        blob = self.sealer.seal(_pack([int(st.kind), st.entity, regs, st.appends, head]), self._where(st.kind, st.entity))
+        vals = st.values()
+        clear = [vals.get(f) for f in _TASK_LIST] if st.kind is Kind.TASK else [None] * len(_TASK_LIST)
+        if clear[5] is not None:
+            clear[5] = int(clear[5])
+        self.store.execute(
+            "INSERT OR REPLACE INTO entities (kind, id, assignee, status, due, priority, needs, pinned, head, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (int(st.kind), st.entity, *clear, st.head.op_id if st.head else None, blob),
+        )
+
+    def _log(self, op: Op, device: bytes, received_ms: int | None, batch_seq: int | None) -> bool:
+        """Record an op in the log; False if it was already there (a duplicate delivery)."""
+        op_id = op.op_id(device)
+        body = self.sealer.seal(_pack([routing_row(op), dict(op.content or {})]), b"op:" + op_id)
+        cur = self.store.execute(
+            "INSERT OR IGNORE INTO oplog (op_id, kind, entity, device, hlc, received_ms, batch_seq, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (op_id, int(op.kind), op.entity, device, op.hlc, received_ms, batch_seq, body),
+        )
+        return cur.rowcount == 1
+
+    def _op_from_log(self, op_id: bytes, body: bytes) -> Op:
+        row, content = _unpack(self.sealer.open(body, b"op:" + op_id))
+        kind, entity, ts, base, fields = row
+        return Op(Kind(kind), entity, ts, base, fields, content)
+
+    # -- making changes ----------------------------------------------------------------------------
+
+    def change(self, edits: Sequence[tuple[Kind, bytes, dict[str, Any]]]) -> list[Op]:
+        """Apply a list of (kind, entity, {field name: value}) edits as one atomic command."""
+        team = self.require_team()
+        key = self.current_key()
+        me = self.author.device_id
+        made: list[Op] = []
+        heads: dict[tuple[Kind, bytes], bytes | None] = {}
+        with self.store.transaction():
+            clock = self.store.meta("hlc", 0)
+            for kind, entity, values in edits:
+                clock = hlc.tick(clock, now_ms())
+                st = self._load(kind, entity)
+                base = heads.get((kind, entity), st.head.op_id if st and st.head else None)
+                try:
+                    op = make_op(kind, entity, clock, base, **values)
+                except (ValueError, Exception) as e:  # ProtocolError from validation: a bad value
+                    raise UsageError(f"invalid change: {getattr(e, 'message', e)}") from None
+                stamp = merge.Stamp(op.hlc, op.op_id(me))
+                self._save(merge.apply_op(st, op, stamp))
+                self._log(op, me, None, None)
+                heads[(kind, entity)] = stamp.op_id
+                made.append(op)
+            self.store.set_meta("hlc", clock)
+            if made:
+                self._queue(team, key, made)
+        return made
+
+    def _queue(self, team: bytes, key: crypto.TeamKey, new_ops: list[Op]) -> None:
+        """Put ops into the outbox: join the open batch, cut into batches by count and size, seal, sign."""
+        me = self.author.device_id
+        s = self.store
+        open_row = s.execute("SELECT seq FROM outbox WHERE state = 'open'").fetchone()
+        pending: list[Op] = []
+        seqs: list[int] = []
+        if open_row:
+            seqs.append(open_row[0])
+            rows = s.execute("SELECT op_id, body FROM oplog WHERE batch_seq = ? ORDER BY hlc", (open_row[0],)).fetchall()
+            pending = [self._op_from_log(oid, body) for oid, body in rows]
+        chunks: list[list[Op]] = [[]]
+        size = 0
+        for op in pending + new_ops:
+            op_size = wire.batch_sizes([op])
+            if chunks[-1] and (len(chunks[-1]) >= BATCH_MAX_OPS or size + op_size > BATCH_MAX_PLAIN):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(op)
+            size += op_size
+        next_seq = s.meta("next_seq")
+        t = now_ms()
+        for i, chunk in enumerate(chunks):
+            if i < len(seqs):
+                seq = seqs[i]
+            else:
+                seq = next_seq
+                next_seq += 1
+            data = wire.encode_batch(wire.Batch(team, me, seq, key.epoch, tuple(chunk)), self.author, key, level=BATCH_LEVEL)
+            last = i == len(chunks) - 1
+            state = "open" if last and len(chunk) < OPEN_MAX_OPS else "closed"
+            s.execute(
+                "INSERT OR REPLACE INTO outbox (seq, state, n_ops, size, data, created_ms, closed_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, state, len(chunk), len(data), data, t, None if state == "open" else t),
+            )
+            s.conn.executemany(
+                "UPDATE oplog SET batch_seq = ? WHERE op_id = ?", [(seq, make_op_id(op.hlc, me)) for op in chunk]
+            )
+        s.set_meta("next_seq", next_seq)
+
+    # -- applying others' changes --------------------------------------------------------------------
+
+    def apply_batch(self, data: bytes, public_key: bytes, received_ms: int | None = None) -> int:
+        """Verify, open and merge a batch from another device; returns how many ops were new.
+
+        Applying the same batch twice, or batches in any order, gives the same state.
+        """
+        b = wire.decode_batch(data, public_key, self.team_keys(), team=self.require_team())
+        new = 0
+        with self.store.transaction():
+            clock = self.store.meta("hlc", 0)
+            for op in b.ops:
+                if not self._log(op, b.device, received_ms, None):
+                    continue
+                new += 1
+                clock = hlc.observe(clock, op.hlc, now_ms())
+                stamp = merge.stamp_for(op, b.device, received_ms)
+                self._save(merge.apply_op(self._load(op.kind, op.entity), op, stamp))
+            self.store.set_meta("hlc", clock)
+        return new
+
+    def rebuild(self, kind: Kind, entity: bytes) -> merge.EntityState | None:
+        """Recompute an entity from its op log (after a relay capped a clock, or to verify the store)."""
+        rows = self.store.execute(
+            "SELECT op_id, body, device, received_ms FROM oplog WHERE kind = ? AND entity = ?", (int(kind), entity)
+        ).fetchall()
+        st = None
+        for oid, body, device, rcv in rows:
+            op = self._op_from_log(oid, body)
+            st = merge.apply_op(st, op, merge.stamp_for(op, device, rcv))
+        if st is not None:
+            self._save(st)
+        return st
+
+    # -- resolving ids -----------------------------------------------------------------------------
+
+    def resolve(self, kind: Kind, prefix: str) -> bytes:
+        """An entity id from an unambiguous hex prefix (as git does); UsageError otherwise."""
+        p = prefix.strip().lower()
+        what = kind.name.lower()
+        if len(p) < 2 or any(c not in "0123456789abcdef" for c in p):
+            raise UsageError(f"{prefix!r} is not a {what} id", hint="give at least 2 hex digits, as shown by 'list'")
+        rows = self.store.execute(
+            "SELECT id FROM entities WHERE kind = ? AND hex(id) LIKE ? LIMIT 6", (int(kind), p.upper() + "%")
+        ).fetchall()
+        if not rows:
+            raise UsageError(f"no {what} with id {prefix!r}", hint=f"see '{'task' if kind is Kind.TASK else 'doc'} list'")
+        if len(rows) > 1:
+            ids = ", ".join(r[0].hex()[:8] for r in rows[:5])
+            raise UsageError(f"{what} id {prefix!r} is ambiguous: {ids}...", hint="give more digits")
+        return rows[0][0]
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def add_task(
+        self,
+        title: str,
+        description: str = "",
+        assignee: str | None = None,
+        due: int | None = None,
+        priority: int = 1,
+        needs: int = 0,
+    ) -> views.TaskView:
+        tid = self.add_tasks([dict(title=title, description=description, assignee=assignee, due=due, priority=priority, needs=needs)])[0]
+        return self.task(tid.hex())
+
+    def add_tasks(self, rows: Iterable[dict[str, Any]]) -> list[bytes]:
+        """Create many tasks in one transaction (import). Each row: title and optional fields by name."""
+        edits = []
+        ids = []
+        for r in rows:
+            title = (r.get("title") or "").strip()
+            if not title:
+                raise UsageError("a task needs a title")
+            self._check_member(r.get("assignee"))
+            tid = os.urandom(8)
+            values = {"title": title, "status": int(Status.OPEN), "priority": r.get("priority", 1), "needs": r.get("needs", 0)}
+            if r.get("description"):
+                values["description"] = r["description"]
+            for f in ("assignee", "due"):
+                if r.get(f) is not None:
+                    values[f] = r[f]
+            edits.append((Kind.TASK, tid, values))
+            ids.append(tid)
+        self.change(edits)
+        return ids
+
+    def _check_member(self, name: str | None) -> None:
+        if name is not None and not is_member_name(name):
+            raise UsageError(f"{name!r} is not a valid member name", hint="use 1-32 lowercase letters, digits, '.', '_' or '-'")
+
+    def edit_task(self, prefix: str, **values: Any) -> views.TaskView:
+        """Change any task fields by name (title, description, assignee, status, due, priority, needs, pinned)."""
+        tid = self.resolve(Kind.TASK, prefix)
+        values = {k: v for k, v in values.items()}
+        if "assignee" in values:
+            self._check_member(values["assignee"])
+        if not values:
+            raise UsageError("nothing to change", hint="give at least one option, see --help")
+        if "title" in values and not (values["title"] or "").strip():
+            raise UsageError("a task's title must not be empty")
+        self.change([(Kind.TASK, tid, values)])
+        return self.task(tid.hex())
+
+    def assign(self, prefix: str, member: str | None) -> views.TaskView:
+        return self.edit_task(prefix, assignee=member)
+
+    def set_status(self, prefix: str, status: Status) -> views.TaskView:
+        return self.edit_task(prefix, status=int(status))
+
+    def note(self, prefix: str, text: str) -> views.TaskView:
+        if not text.strip():
+            raise UsageError("a note must not be empty")
+        return self.edit_task(prefix, note=text)
+
+    def task(self, prefix: str) -> views.TaskView:
+        tid = self.resolve(Kind.TASK, prefix)
+        st = self._load(Kind.TASK, tid)
+        assert st is not None
+        view = self._task_view(st)
+        rows = self.store.execute("SELECT id, state FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall()
+        for did, _ in rows:
+            doc = self._load(Kind.DOC, did)
+            if doc and doc.values().get("task") == tid:
+                view.docs.append(did.hex())
+        view.conflicts = [
+            {"field": f, "detail": d, "at": views.iso_ms(t)}
+            for f, d, t in self.store.execute(
+                "SELECT field, detail, created_ms FROM conflicts WHERE kind = ? AND entity = ?", (int(Kind.TASK), tid)
+            ).fetchall()
+        ]
+        return view
+
+    def _device_names(self) -> dict[bytes, str]:
+        names = {bytes.fromhex(k): v for k, v in (self.store.meta("roster") or {}).items()}
+        names[self.author.device_id] = self.store.meta("member")
+        return names
+
+    def _task_view(self, st: merge.EntityState, names: dict[bytes, str] | None = None) -> views.TaskView:
+        v = st.values()
+        names = names if names is not None else self._device_names()
+        notes = []
+        for op_id, text in sorted(st.appends.get(FIELDS[Kind.TASK][34].tag, {}).items()):
+            ts, dev = split_op_id(op_id)
+            notes.append(views.NoteView(text, views.hlc_iso(ts), names.get(dev, dev.hex())))
+        return views.TaskView(
+            id=st.entity.hex(),
+            title=v.get("title", ""),
+            description=v.get("description", ""),
+            assignee=v.get("assignee"),
+            status=views.STATUS_NAMES[Status(v.get("status", 0))],
+            due=views.format_day(v.get("due")),
+            priority=views.PRIORITY_NAMES[v.get("priority", 1)],
+            needs=views.needs_to_names(v.get("needs", 0)),
+            pinned=bool(v.get("pinned", False)),
+            updated=views.hlc_iso(st.head.ts if st.head else None),
+            notes=notes,
+        )
+
+    def tasks(self, mine: bool = False, status: int | None = None, assignee: str | None = None) -> list[views.TaskView]:
+        """Tasks filtered on routing columns (no decryption needed to filter), open work first."""
+        sql = "SELECT id FROM entities WHERE kind = ?"
+        params: list[Any] = [int(Kind.TASK)]
+        if mine:
+            assignee = self.store.meta("member")
+        if assignee is not None:
+            sql += " AND assignee = ?"
+            params.append(assignee)
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        sql += " ORDER BY status = 2, priority DESC, due IS NULL, due, id"
+        names = self._device_names()
+        out = []
+        for (tid,) in self.store.execute(sql, params).fetchall():
+            st = self._load(Kind.TASK, tid)
+            if st is not None:
+                out.append(self._task_view(st, names))
+        return out
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def _read_file(self, path: Path) -> bytes:
+        try:
+            size = path.stat().st_size
+            if size > MAX_DOC_BYTES:
+                raise UsageError(f"{path} is {size} bytes; documents are limited to {MAX_DOC_BYTES} bytes for now")
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise UsageError(f"no such file: {path}") from None
+        except IsADirectoryError:
+            raise UsageError(f"{path} is a directory, not a file") from None
+        except PermissionError:
+            raise UsageError(f"cannot read {path}: permission denied") from None
+        except OSError as e:
+            raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+
+    def add_doc(self, path: Path, task: str | None = None, name: str | None = None) -> views.DocView:
+        data = self._read_file(Path(path))
+        tid = self.resolve(Kind.TASK, task) if task else None
+        did = os.urandom(8)
+        values: dict[str, Any] = {
+            "name": name or Path(path).name,
+            "data": data,
+            "sha256": hashlib.sha256(data).digest(),
+            "size": len(data),
+        }
+        if tid is not None:
+            values["task"] = tid
+        self.change([(Kind.DOC, did, values)])
+        return self.doc(did.hex())
+
+    def update_doc(self, prefix: str, path: Path) -> views.DocView:
+        did = self.resolve(Kind.DOC, prefix)
+        data = self._read_file(Path(path))
+        self.change([(Kind.DOC, did, {"data": data, "sha256": hashlib.sha256(data).digest(), "size": len(data)})])
+        return self.doc(did.hex())
+
+    def _doc_versions(self, did: bytes) -> list[tuple[bytes, bytes]]:
+        """(op id, body) of every op on a document that carried bytes, oldest first."""
+        rows = self.store.execute(
+            "SELECT op_id, body FROM oplog WHERE kind = ? AND entity = ? ORDER BY hlc, op_id", (int(Kind.DOC), did)
+        ).fetchall()
+        out = []
+        for oid, body in rows:
+            if 33 in self._op_from_log(oid, body).content:
+                out.append((oid, body))
+        return out
+
+    def _doc_view(self, st: merge.EntityState) -> views.DocView:
+        v = st.values()
+        return views.DocView(
+            id=st.entity.hex(),
+            name=v.get("name", ""),
+            size=v.get("size", 0),
+            sha256=(v.get("sha256") or b"").hex(),
+            versions=len(self._doc_versions(st.entity)),
+            task=v["task"].hex() if v.get("task") else None,
+            updated=views.hlc_iso(st.head.ts if st.head else None),
+        )
+
+    def doc(self, prefix: str) -> views.DocView:
+        st = self._load(Kind.DOC, self.resolve(Kind.DOC, prefix))
+        assert st is not None
+        return self._doc_view(st)
+
+    def docs(self) -> list[views.DocView]:
+        rows = self.store.execute("SELECT id FROM entities WHERE kind = ? ORDER BY id", (int(Kind.DOC),)).fetchall()
+        return [self._doc_view(st) for (d,) in rows if (st := self._load(Kind.DOC, d))]
+
+    def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
+        """A document's current bytes (or version N, from 1), checked against its recorded hash."""
+        did = self.resolve(Kind.DOC, prefix)
+        st = self._load(Kind.DOC, did)
+        assert st is not None
+        if version is None:
+            reg = st.registers.get(33)
+            if reg is None:
+                raise UsageError("this document has no content yet")
+            oid = reg[1].op_id
+            body = self.store.execute("SELECT body FROM oplog WHERE op_id = ?", (oid,)).fetchone()[0]
+        else:
+            versions = self._doc_versions(did)
+            if not 1 <= version <= len(versions):
+                raise UsageError(f"document has {len(versions)} version(s); no version {version}")
+            oid, body = versions[version - 1]
+        content = self._op_from_log(oid, body).content
+        data = content[33]
+        return self._doc_view(st), data
+
+    # -- profile ----------------------------------------------------------------------------------
+
+    def set_profile(self, **values: Any) -> dict[str, Any]:
+        """The member's working conditions (laptop, internet, office_days, away_until), synced for rebalancing."""
+        values = {k: v for k, v in values.items()}
+        if not values:
+            return self.profile()
+        me = self.store.meta("member")
+        self.change([(Kind.MEMBER, me.encode(), values)])
+        return self.profile()
+
+    def profile(self, member: str | None = None) -> dict[str, Any]:
+        name = member or self.store.meta("member")
+        st = self._load(Kind.MEMBER, name.encode())
+        v = st.values() if st else {}
+        return {
+            "member": name,
+            "laptop": v.get("laptop"),
+            "internet": v.get("internet"),
+            "office_days": views.days_to_names(v.get("office_days", 0)),
+            "away_until": views.format_day(v.get("away_until")),
+        }
+
+    def members(self) -> list[dict[str, Any]]:
+        names = {r[0].decode() for r in self.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.MEMBER),))}
+        names |= {r[0] for r in self.store.execute("SELECT DISTINCT assignee FROM entities WHERE assignee IS NOT NULL")}
+        names.add(self.store.meta("member"))
+        return [self.profile(n) for n in sorted(names)]
+
+    # -- verification ------------------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Recompute every entity from the op log and compare; returns the problems found (none: [])."""
+        problems = []
+        for kind, eid in self.store.execute("SELECT kind, id FROM entities").fetchall():
+            stored = self._load(Kind(kind), eid)
+            rows = self.store.execute(
+                "SELECT op_id, body, device, received_ms FROM oplog WHERE kind = ? AND entity = ?", (kind, eid)
+            ).fetchall()
+            st = None
+            for oid, body, device, rcv in rows:
+                op = self._op_from_log(oid, body)
+                validate_op(op)
+                st = merge.apply_op(st, op, merge.stamp_for(op, device, rcv))
+            if st is None or stored is None or st.values().keys() != stored.values().keys() or st.head != stored.head:
+                problems.append(f"{Kind(kind).name.lower()} {eid.hex()} does not match its op log")
+        unbatched = self.store.execute(
+            "SELECT COUNT(*) FROM oplog WHERE device = ? AND batch_seq IS NULL", (self.author.device_id,)
+        ).fetchone()[0]
+        if unbatched:
+            problems.append(f"{unbatched} local change(s) are not in any outbox batch")
+        return problems

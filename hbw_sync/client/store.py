@@ -1,0 +1,201 @@
+"""The device's local SQLite store: schema, location and transactions.
+
+One file (``store.db``, WAL) in the user's data directory. What is in clear and
+what is sealed follows ``vault``: routing columns (assignee, status, due...) and
+already sealed batches are readable without the passphrase, so ``status`` and a
+scheduled ``sync`` work unattended; every content value sits in a ``state`` or
+``body`` blob sealed under the store key.
+
+Transactions: sqlite-utils helpers commit on their own (``with conn:``), which
+would break a multi-statement change in two. So the schema is made with
+sqlite-utils, and every change runs inside ``Store.transaction()``: an explicit
+``BEGIN IMMEDIATE`` on an autocommit connection, with raw SQL inside. A kill -9
+at any point leaves either the whole command or none of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator
+
+import msgpack
+import platformdirs
+import sqlite_utils
+
+from ..errors import ConfigError, StoreError
+
+SCHEMA_VERSION = 1
+DB_NAME = "store.db"
+
+
+def default_home() -> Path:
+    """Where the store lives: $HBW_SYNC_HOME, else the platform's user data dir."""
+    env = os.environ.get("HBW_SYNC_HOME")
+    return Path(env) if env else Path(platformdirs.user_data_dir("hbw-sync", appauthor=False))
+
+
+def _pack(v: Any) -> bytes:
+    return msgpack.packb(v, use_bin_type=True)
+
+
+def _unpack(b: bytes) -> Any:
+    return msgpack.unpackb(b, raw=False, strict_map_key=False)
+
+
+class Store:
+    """An open store file. ``Store.create`` makes a new one; ``Store.open`` an existing one."""
+
+    def __init__(self, home: Path, conn: sqlite3.Connection):
+        self.home = home
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged command survives power loss
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the local store {path}: {e}") from None
+        return conn
+
+    @classmethod
+    def open(cls, home: Path | None = None) -> "Store":
+        home = Path(home) if home else default_home()
+        path = home / DB_NAME
+        if not path.exists():
+            raise ConfigError(
+                f"no hbw-sync store in {home}", hint="run 'hbw-sync init --name YOUR-NAME' first"
+            )
+        store = cls(home, cls._connect(path))
+        version = store.meta("schema")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"store {path} has schema version {version}; this hbw-sync knows {SCHEMA_VERSION}")
+        return store
+
+    @classmethod
+    def create(cls, home: Path | None = None) -> "Store":
+        home = Path(home) if home else default_home()
+        path = home / DB_NAME
+        if path.exists():
+            raise ConfigError(f"{home} already holds an hbw-sync store", hint="use another --home, or keep using this one")
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            os.chmod(home, 0o700)
+        except OSError as e:
+            raise StoreError(f"cannot create {home}: {e}") from None
+        store = cls(home, cls._connect(path))
+        store._create_schema()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _create_schema(self) -> None:
+        db = self.db
+        with self.transaction():
+            db["meta"].create({"key": str, "value": bytes}, pk="key")
+            db["team_keys"].create({"epoch": int, "key_id": bytes, "sealed": bytes}, pk="epoch")
+            db["entities"].create(
+                {
+                    "kind": int,
+                    "id": bytes,
+                    "assignee": str,
+                    "status": int,
+                    "due": int,
+                    "priority": int,
+                    "needs": int,
+                    "pinned": int,
+                    "head": bytes,
+                    "state": bytes,
+                },
+                pk=("kind", "id"),
+            )
+            db["oplog"].create(
+                {
+                    "op_id": bytes,
+                    "kind": int,
+                    "entity": bytes,
+                    "device": bytes,
+                    "hlc": int,
+                    "received_ms": int,
+                    "batch_seq": int,
+                    "body": bytes,
+                },
+                pk="op_id",
+            )
+            db["oplog"].create_index(["kind", "entity"])
+            db["oplog"].create_index(["batch_seq"])
+            db["outbox"].create(
+                {"seq": int, "state": str, "n_ops": int, "size": int, "data": bytes, "created_ms": int, "closed_ms": int},
+                pk="seq",
+            )
+            db["inbox"].create({"rseq": int, "device": bytes, "received_ms": int, "data": bytes}, pk="rseq")
+            db["conflicts"].create(
+                {
+                    "id": int,
+                    "kind": int,
+                    "entity": bytes,
+                    "field": str,
+                    "winner": bytes,
+                    "loser": bytes,
+                    "detail": str,
+                    "created_ms": int,
+                    "seen": int,
+                },
+                pk="id",
+            )
+            db["sync_log"].create(
+                {"id": int, "started_ms": int, "finished_ms": int, "ok": int, "how": str, "detail": str}, pk="id"
+            )
+            self.set_meta("schema", SCHEMA_VERSION)
+
+    # -- transactions and meta ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change. Nested use joins the outer transaction."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"the local store is busy or unwritable: {e}") from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as e:  # disk full, I/O error: nothing was written
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise StoreError(f"could not save the change (nothing was changed): {e}") from None
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else _unpack(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, _pack(value)))
+
+    def execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"local store error: {e}") from None

@@ -1,0 +1,1 @@
+"""The hbw-sync relay (``hbw-relay``): runs in the office, never reads content."""
