@@ -445,3 +445,7 @@ def check(ctx: click.Context) -> None:
 
 def main() -> None:
     cli(prog_name="hbw-sync")
+
+
+if __name__ == "__main__":
+    main()

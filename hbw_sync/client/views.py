@@ -179,6 +179,8 @@ def safe_filename(name: str) -> str:
     reach the file system: the result never leaves the chosen directory.
     """
     cleaned = "".join("_" if (c in '/\\:*?"<>|' or ord(c) < 32 or ord(c) == 127) else c for c in name).strip()
+    while ".." in cleaned:
+        cleaned = cleaned.replace("..", ".")
     cleaned = cleaned.lstrip(".") or "document"
     if cleaned.split(".")[0].lower() in _RESERVED:
         cleaned = "_" + cleaned

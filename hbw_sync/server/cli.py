@@ -21,3 +21,7 @@ def cli() -> None:
 
 def main() -> None:
     cli(prog_name="hbw-relay")
+
+
+if __name__ == "__main__":
+    main()
