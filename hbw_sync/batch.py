@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from . import codec, crypto
-from .errors import IntegrityError, ProtocolError, VersionError, WrongKeyError
-from .ops import DEVICE_ID_LEN, Op, op_from_row, routing_row
+from .errors import IntegrityError, LimitError, ProtocolError, VersionError, WrongKeyError
+from .ops import DEVICE_ID_LEN, Op, canonical, op_from_row, routing_row
 
 MAGIC = b"HBW"
 TYPE_BATCH = b"B"
@@ -95,7 +95,7 @@ class Frame:
         if not isinstance(rows, list) or not rows:
             raise ProtocolError("a batch must hold a non-empty array of ops", code="protocol.schema")
         if len(rows) > limits.max_ops:
-            raise ProtocolError(f"batch holds {len(rows)} ops, over the limit of {limits.max_ops}", code="protocol.limit")
+            raise LimitError(f"batch holds {len(rows)} ops, over the limit of {limits.max_ops}", code="protocol.limit")
         return rows
 
     def open(self, keys: KeyRing | crypto.TeamKey, limits: codec.Limits = codec.DEFAULT_LIMITS) -> Batch:
@@ -132,9 +132,9 @@ def parse_batch(data: bytes, limits: codec.Limits = codec.DEFAULT_LIMITS) -> Fra
         raise ProtocolError("a batch must be bytes", code="protocol.type")
     data = bytes(data)
     if len(data) > limits.max_message:
-        raise ProtocolError(f"batch of {len(data)} bytes is over the {limits.max_message}-byte limit", code="protocol.limit")
+        raise LimitError(f"batch of {len(data)} bytes is over the {limits.max_message}-byte limit", code="protocol.limit")
     if len(data) < 5 or data[:3] != MAGIC or data[3:4] != TYPE_BATCH:
-        if len(data) < 5 and MAGIC.startswith(data[:3]):
+        if len(data) < 5 and (MAGIC + TYPE_BATCH).startswith(data[:4]):
             raise ProtocolError("batch is truncated", code="protocol.truncated")
         raise ProtocolError("not an hbw-sync batch (bad magic)", code="protocol.magic")
     if data[4] != VERSION:
@@ -191,7 +191,7 @@ def encode_batch(
             raise ValueError("ops must have content and strictly increasing timestamps")
         last = op.hlc
     routing = codec.compress(codec.pack([routing_row(op) for op in batch.ops]), level=level, dict_id=dict_id)
-    content_z = codec.compress(codec.pack([dict(op.content or {}) for op in batch.ops]), level=level, dict_id=dict_id)
+    content_z = codec.compress(codec.pack([canonical(op.content) for op in batch.ops]), level=level, dict_id=dict_id)
     s_len = crypto.NONCE_LEN + len(content_z) + crypto.TAG_LEN
     header = HEADER.pack(
         MAGIC, TYPE_BATCH, bytes([VERSION]), 0, batch.team, batch.device, batch.seq, batch.epoch, dict_id, len(routing), s_len
@@ -220,4 +220,4 @@ def decode_batch(
 
 def batch_sizes(ops: Sequence[Op]) -> int:
     """Rough plaintext size of ops, to cut an outbox into batches under a byte budget."""
-    return sum(len(codec.pack(routing_row(op))) + len(codec.pack(dict(op.content or {}))) for op in ops)
+    return sum(len(codec.pack(routing_row(op))) + len(codec.pack(canonical(op.content))) for op in ops)

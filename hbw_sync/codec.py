@@ -46,6 +46,13 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack extension type {code} is not allowed", code="protocol.msgpack")
 
 
+def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise ProtocolError("duplicate key in a msgpack map", code="protocol.msgpack")
+    return d
+
+
 def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode exactly one msgpack object that spans all of ``data``."""
     try:
@@ -55,6 +62,7 @@ def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
             use_list=True,
             strict_map_key=False,  # field maps use integer keys
             ext_hook=_no_ext,
+            object_pairs_hook=_unique_map,  # a duplicate key could mean two things to two decoders
             timestamp=0,
             max_str_len=limits.max_str,
             max_bin_len=limits.max_plain,
@@ -138,7 +146,10 @@ def decompress(data: bytes, *, cap: int, dict_id: int = 0) -> bytes:
     """Inflate exactly one frame of at most ``cap`` bytes, refusing bombs before allocating."""
     if zstd_frame_length(data) != len(data):
         raise ProtocolError("trailing bytes after the zstd frame", code="protocol.trailing")
-    size = zstandard.frame_content_size(data)
+    try:
+        size = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:  # reserved bits, oversized window, size field of 2**64-2
+        raise ProtocolError("corrupt zstd frame header", code="protocol.zstd") from None
     if size < 0:
         raise ProtocolError("zstd frame does not declare its size", code="protocol.zstd")
     if size > cap:
@@ -147,6 +158,12 @@ def decompress(data: bytes, *, cap: int, dict_id: int = 0) -> bytes:
     if dict_id:
         kwargs["dict_data"] = dictionary(dict_id)
     try:
+        if size == 0:
+            # The one-shot API returns b"" for a declared size of 0 without decoding the
+            # frame at all; decode at most one byte to check that it really is empty.
+            if zstandard.ZstdDecompressor(**kwargs).stream_reader(data).read(1):
+                raise ProtocolError("zstd frame size does not match its header", code="protocol.zstd")
+            return b""
         # The one-shot API allocates the declared size and fails if the frame holds more.
         out = zstandard.ZstdDecompressor(**kwargs).decompress(data, max_output_size=cap)
     except zstandard.ZstdError as e:

@@ -60,6 +60,8 @@ def tick(last: int, now_ms: int) -> int:
     observed slightly ahead), the logical counter advances instead; its overflow
     carries into the millisecond part, which keeps the order total.
     """
+    if last >= MAX_HLC:
+        raise ValueError("clock exhausted: no timestamp is left after 2**64-1")
     return max(pack(min(max(now_ms, 0), MAX_MS)), last + 1)
 
 

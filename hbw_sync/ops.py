@@ -230,7 +230,12 @@ def validate_op(op: Op) -> None:
 
 def routing_row(op: Op) -> list[Any]:
     """The op's routing part as the msgpack array the wire carries: [kind, entity, hlc, base, fields]."""
-    return [int(op.kind), op.entity, op.hlc, op.base, dict(op.fields)]
+    return [int(op.kind), op.entity, op.hlc, op.base, canonical(op.fields)]
+
+
+def canonical(values: Mapping[int, Any] | None) -> dict[int, Any]:
+    """Fields sorted by tag, so one op always encodes to the same bytes."""
+    return dict(sorted((values or {}).items()))
 
 
 def op_from_row(row: Any, content: Any = None, *, with_content: bool) -> Op:

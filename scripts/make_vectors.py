@@ -1,0 +1,701 @@
+#!/usr/bin/env python3
+"""Write the protocol test vectors to ``protocol/vectors/`` (deterministically).
+
+Usage: ``.venv/bin/python scripts/make_vectors.py [OUT_DIR]``
+
+Every input is fixed: device keys come from fixed seeds, team keys from fixed
+secrets, AEAD nonces are derived from the vector's name. Ed25519 signatures and
+ChaCha20-Poly1305 are deterministic for fixed inputs, and msgpack encoding is
+canonical for the values used here, so everything except the zstd output is
+reproducible with any library version. zstd output at a fixed level is stable
+for one zstd release only; the zstandard version that produced the files is
+recorded in ``meta`` of ``batches.json`` and ``invalid.json``, and the tests
+compare the zstd-dependent bytes only when the installed version matches.
+
+Invalid batches that must fail *behind* the signature (schema, order, bombs,
+dictionaries...) are assembled here by hand and signed properly, so that a
+decoder reaches the stage the vector is about; each invalid vector names that
+stage.
+
+Importable: ``generate(out_dir)`` writes the files and returns their paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import msgpack  # noqa: E402
+import zstandard  # noqa: E402
+
+from hbw_sync import batch as B  # noqa: E402
+from hbw_sync import codec, crypto, hlc, merge  # noqa: E402
+from hbw_sync.ops import FIELDS, NAMES, Kind, Op, make_op, make_op_id, routing_row  # noqa: E402
+
+DEFAULT_OUT = ROOT / "protocol" / "vectors"
+LEVEL = 19
+
+# -- fixed keys ---------------------------------------------------------------------------
+
+DEVICE_SEEDS = {"d1": b"\x01" * 32, "d2": b"\x11" * 32, "d3": b"\x21" * 32}
+DEVICES = {name: crypto.DeviceKey(seed) for name, seed in DEVICE_SEEDS.items()}
+TEAM_KEYS = {
+    "t1": crypto.TeamKey(1, b"\x02" * 32),  # the team key, epoch 1
+    "t2": crypto.TeamKey(2, b"\x12" * 32),  # after a rotation, epoch 2
+    "tmax": crypto.TeamKey(0xFFFFFFFF, b"\x22" * 32),  # the largest epoch
+    "impostor": crypto.TeamKey(1, b"\x0f" * 32),  # epoch 1 but the wrong secret
+}
+TEAM_ID = bytes.fromhex("0a0b0c0d0e0f1011")
+OTHER_TEAM_ID = bytes.fromhex("f0f1f2f3f4f5f6f7")
+T0 = 1_760_000_000_000  # 2025-10-09T08:53:20Z, the vectors' "now"
+DAY = 86_400_000
+MIN = 60_000
+
+
+def nonce_for(name: str) -> bytes:
+    return hashlib.sha256(b"hbw-sync test vector nonce\x00" + name.encode()).digest()[: crypto.NONCE_LEN]
+
+
+# -- JSON forms ---------------------------------------------------------------------------
+
+
+def jval(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return {"hex": v.hex()}
+    return v
+
+
+def unjval(v: Any) -> Any:
+    if isinstance(v, dict):
+        return bytes.fromhex(v["hex"])
+    return v
+
+
+def op_to_json(op: Op) -> dict[str, Any]:
+    specs = FIELDS[op.kind]
+    values = {**op.fields, **(op.content or {})}
+    return {
+        "kind": op.kind.name.lower(),
+        "entity": op.entity.hex(),
+        "hlc": op.hlc,
+        "base": None if op.base is None else op.base.hex(),
+        "fields": {specs[t].name: jval(values[t]) for t in sorted(values)},
+    }
+
+
+def op_from_json(d: dict[str, Any]) -> Op:
+    """The op a JSON form describes. Fields go in ascending tag order (the canonical order)."""
+    kind = Kind[d["kind"].upper()]
+    named = {k: unjval(v) for k, v in d["fields"].items()}
+    ordered = dict(sorted(named.items(), key=lambda kv: NAMES[kind][kv[0]].tag))
+    base = None if d["base"] is None else bytes.fromhex(d["base"])
+    return make_op(kind, bytes.fromhex(d["entity"]), d["hlc"], base, **ordered)
+
+
+def team_key_json(k: crypto.TeamKey) -> dict[str, Any]:
+    return {"epoch": k.epoch, "secret": k.secret.hex()}
+
+
+def decode_args(
+    *, device: str = "d1", keys: tuple[str, ...] = ("t1",), team: bytes = TEAM_ID, limits: dict | None = None
+) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "public_key": DEVICES[device].public.hex(),
+        "team_keys": [team_key_json(TEAM_KEYS[k]) for k in keys],
+        "team": team.hex(),
+    }
+    if limits:
+        d["limits"] = limits
+    return d
+
+
+# -- hand assembly of (possibly bad but validly signed) batches ---------------------------
+
+
+def assemble(
+    routing_z: bytes,
+    content_z: bytes | None = None,
+    *,
+    name: str,
+    device: str = "d1",
+    device_id: bytes | None = None,
+    team: bytes = TEAM_ID,
+    seq: int = 1,
+    key: str = "t1",
+    epoch: int | None = None,
+    dict_id: int = 0,
+    version: int = B.VERSION,
+    flags: int = 0,
+    magic: bytes = B.MAGIC,
+    mtype: bytes = B.TYPE_BATCH,
+    sealed: bytes | None = None,
+    aad: bytes | None = None,
+) -> bytes:
+    """Header + routing + sealed + signature, with every part overridable; always validly signed."""
+    dk, tk = DEVICES[device], TEAM_KEYS[key]
+    s_len = len(sealed) if sealed is not None else crypto.NONCE_LEN + len(content_z or b"") + crypto.TAG_LEN
+    header = B.HEADER.pack(
+        magic, mtype, bytes([version]), flags, team, device_id or dk.device_id, seq,
+        tk.epoch if epoch is None else epoch, dict_id, len(routing_z), s_len,
+    )  # fmt: skip
+    signed_aad = header + routing_z
+    if sealed is None:
+        sealed = crypto.seal(tk.subkey(B.CONTENT_PURPOSE), content_z or b"", aad or signed_aad, nonce=nonce_for(name))
+    signed = signed_aad + sealed
+    return signed + dk.sign(signed)
+
+
+def z(obj_bytes: bytes) -> bytes:
+    return codec.compress(obj_bytes, level=LEVEL)
+
+
+def packb(obj: Any) -> bytes:
+    """msgpack that may hold things ``codec.pack`` would (ext types, floats): for bad inputs."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+def keys_vectors() -> dict[str, Any]:
+    return {
+        "meta": {
+            "device_id": "SHA-256('hbw-sync device id v1' || 0x00 || public_key)[0:8]",
+            "key_id": "HMAC-SHA256(secret, 'hbw-sync key id v1' || 0x00 || epoch as u32 BE)[0:8]",
+            "content_key": "HKDF-SHA256(ikm=secret, salt=none, info='hbw-sync batch content v1', L=32)",
+        },
+        "devices": [
+            {"name": n, "seed": DEVICE_SEEDS[n].hex(), "public_key": k.public.hex(), "device_id": k.device_id.hex()}
+            for n, k in DEVICES.items()
+        ],
+        "team_id": TEAM_ID.hex(),
+        "other_team_id": OTHER_TEAM_ID.hex(),
+        "team_keys": [
+            {
+                "name": n,
+                "epoch": k.epoch,
+                "secret": k.secret.hex(),
+                "key_id": k.key_id.hex(),
+                "content_key": k.subkey(B.CONTENT_PURPOSE).hex(),
+            }
+            for n, k in TEAM_KEYS.items()
+        ],
+    }
+
+
+# -- hlc ----------------------------------------------------------------------------------
+
+
+def hlc_vectors() -> dict[str, Any]:
+    P = hlc.pack
+    S = hlc.DEFAULT_MAX_SKEW_MS
+    cases: list[dict[str, Any]] = []
+
+    def add(fn: str, args: dict[str, Any], note: str) -> None:
+        f = getattr(hlc, fn)
+        try:
+            result: Any = f(**args)
+        except ValueError:
+            result = "ValueError"
+        if isinstance(result, tuple):
+            result = list(result)
+        cases.append({"fn": fn, "args": args, "expected": result, "note": note})
+
+    add("pack", {"ms": 0, "logical": 0}, "zero")
+    add("pack", {"ms": 1, "logical": 0}, "1 ms is 2^16")
+    add("pack", {"ms": T0, "logical": 5}, "a 2025 time")
+    add("pack", {"ms": hlc.MAX_MS, "logical": hlc.LOGICAL_MASK}, "the largest HLC, 2^64-1")
+    add("pack", {"ms": -1, "logical": 0}, "negative ms is refused")
+    add("pack", {"ms": hlc.MAX_MS + 1, "logical": 0}, "ms over 48 bits is refused")
+    add("pack", {"ms": T0, "logical": 65536}, "logical over 16 bits is refused")
+    add("unpack", {"ts": P(T0, 5)}, "(ms, logical)")
+    add("unpack", {"ts": hlc.MAX_HLC}, "largest")
+    add("tick", {"last": 0, "now_ms": T0}, "first event: the wall time, logical 0")
+    add("tick", {"last": P(T0, 3), "now_ms": T0}, "same millisecond: logical + 1")
+    add("tick", {"last": P(T0, 3), "now_ms": T0 + 1}, "wall clock moved on: logical resets")
+    add("tick", {"last": P(T0 + 5000, 0), "now_ms": T0}, "wall clock set back 5 s: stay ahead of last")
+    add("tick", {"last": P(T0, hlc.LOGICAL_MASK), "now_ms": T0}, "logical overflow carries into ms")
+    add("tick", {"last": 0, "now_ms": -5}, "negative wall time clamps to 0, still > last")
+    add("tick", {"last": 0, "now_ms": hlc.MAX_MS + 10}, "wall time past 48 bits clamps to MAX_MS")
+    add("skew_bound", {"now_ms": T0}, "now + 10 min, logical all ones")
+    add("skew_bound", {"now_ms": T0, "max_skew_ms": 0}, "no skew allowed")
+    add("observe", {"last": P(T0, 0), "remote": P(T0 + 1000, 7), "now_ms": T0}, "peer 1 s ahead: adopted")
+    add("observe", {"last": P(T0, 9), "remote": P(T0 - 1000, 0), "now_ms": T0}, "peer behind: keep last")
+    add("observe", {"last": P(T0, 0), "remote": P(T0 + 3 * DAY, 0), "now_ms": T0}, "peer 3 days ahead: capped at now+skew")
+    add("observe", {"last": P(T0, 0), "remote": P(T0 + 2000, 0), "now_ms": T0, "max_skew_ms": 1000}, "custom skew bound")
+    add("effective", {"ts": P(T0 + 3 * DAY, 0), "received_ms": None}, "not yet at the relay: face value")
+    add("effective", {"ts": P(T0 + 5 * MIN, 2), "received_ms": T0}, "within the bound: unchanged")
+    add("effective", {"ts": P(T0 + 3 * DAY, 0), "received_ms": T0}, "3 days ahead of the relay: capped")
+    add("effective", {"ts": P(T0 + 2000, 0), "received_ms": T0, "max_skew_ms": 1000}, "custom bound")
+    return {
+        "meta": {
+            "layout": "hlc = ms << 16 | logical; all values are exact integers up to 2^64-1",
+            "default_max_skew_ms": S,
+            "errors": "'ValueError' means the arguments must be refused",
+        },
+        "cases": cases,
+    }
+
+
+# -- valid batches ------------------------------------------------------------------------
+
+E_TASK = bytes.fromhex("7461736b00000001")
+E_TASK2 = bytes.fromhex("7461736b00000002")
+E_DOC = bytes.fromhex("646f630000000001")
+E_MEMBER = b"amina"
+
+
+def op_id(device: str, ts: int) -> bytes:
+    return make_op_id(ts, DEVICES[device].device_id)
+
+
+def valid_batch_specs() -> list[dict[str, Any]]:
+    specs = _valid_batch_specs()
+    for spec in specs:
+        spec["ops"] = [canonical(op) for op in spec["ops"]]
+    return specs
+
+
+def _valid_batch_specs() -> list[dict[str, Any]]:
+    P = hlc.pack
+    report = b"%PDF-1.4\n% quarterly report\n" + bytes(range(256))
+    return [
+        {
+            "name": "single_task",
+            "description": "One op creating a task: routing and content fields of every type.",
+            "device": "d1", "key": "t1", "seq": 1, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.TASK, E_TASK, P(T0, 0), None,
+                        assignee="amina", status=0, due=20_380, priority=2, needs=3, pinned=False,
+                        title="File the Q3 returns", description="Collect the forms from the registry."),
+            ],
+        },
+        {
+            "name": "mixed_ops",
+            "description": "Tasks, a document and a member profile; nulls, notes, bytes, bases.",
+            "device": "d1", "key": "t1", "seq": 2, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.TASK, E_TASK, P(T0 + MIN, 0), op_id("d1", P(T0, 0)),
+                        assignee=None, status=1, due=None, note="Forms collected; two are missing."),
+                make_op(Kind.TASK, E_TASK2, P(T0 + MIN, 1), None,
+                        assignee="bosco", status=0, priority=1, needs=4, pinned=True,
+                        title="Scan the paper files", description=""),
+                make_op(Kind.DOC, E_DOC, P(T0 + MIN, 2), None,
+                        task=E_TASK, size=len(report), name="report.pdf", data=report,
+                        sha256=hashlib.sha256(report).digest()),
+                make_op(Kind.DOC, E_DOC, P(T0 + 2 * MIN, 0), op_id("d1", P(T0 + MIN, 2)), task=None),
+                make_op(Kind.MEMBER, E_MEMBER, P(T0 + 3 * MIN, 0), None,
+                        laptop=True, internet=True, office_days=0b0000101, away_until=None,
+                        display_name="Amina"),
+                make_op(Kind.TASK, E_TASK, P(T0 + 4 * MIN, 0), op_id("d1", P(T0 + MIN, 0)), status=2),
+                make_op(Kind.TASK, E_TASK2, P(T0 + 5 * MIN, 0), op_id("d1", P(T0 + MIN, 1)),
+                        note="Boxes 1-4 done."),
+            ],
+        },
+        {
+            "name": "unicode_text",
+            "description": "Non-ASCII text in every content string (UTF-8 on the wire; lengths count code points).",
+            "device": "d2", "key": "t1", "seq": 1, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.TASK, E_TASK2, P(T0 + 10 * MIN, 0), None,
+                        title="Ripoti ya robo — Q3 ✓",
+                        description="Ελέγξτε τα έντυπα · 检查表格 · تحقق من النماذج · 👩🏾‍💼 done",
+                        note="Ñandú 🐦 ok"),
+                make_op(Kind.MEMBER, b"chidi", P(T0 + 10 * MIN, 1), None, display_name="Chidi Okonkwo-Ñúñez 🚲"),
+            ],
+        },
+        {
+            "name": "empty_sections",
+            "description": "An op with routing fields only, one with content only, one with neither.",
+            "device": "d3", "key": "t1", "seq": 3, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.TASK, E_TASK, P(T0 + 20 * MIN, 0), None, status=3),
+                make_op(Kind.TASK, E_TASK, P(T0 + 20 * MIN, 1), None, note="blocked: needs a signature"),
+                make_op(Kind.MEMBER, b"dana", P(T0 + 20 * MIN, 2), None),
+            ],
+        },
+        {
+            "name": "rotated_epoch",
+            "description": "Sealed with the epoch-2 key after a rotation; the decoder holds epochs 1 and 2.",
+            "device": "d2", "key": "t2", "seq": 9, "keys": ("t1", "t2"),
+            "ops": [make_op(Kind.TASK, E_TASK, P(T0 + DAY, 0), None, assignee="chidi", title="Reassigned")],
+        },
+        {
+            "name": "max_integers",
+            "description": "Largest seq (2^64-1), epoch (2^32-1), HLC (2^64-1), doc size (2^40) and due day; "
+            "32-byte entity. Catches signed 64-bit integer mistakes.",
+            "device": "d3", "key": "tmax", "seq": (1 << 64) - 1, "keys": ("tmax",),
+            "ops": [
+                make_op(Kind.DOC, b"\xff" * 32, hlc.MAX_HLC - 1, None, task=b"\xee" * 32, size=1 << 40),
+                make_op(Kind.TASK, b"\xff" * 32, hlc.MAX_HLC, op_id("d3", hlc.MAX_HLC - 1),
+                        due=2_932_896, status=3, priority=3, needs=7),
+            ],
+        },
+    ]  # fmt: skip
+
+
+def canonical(op: Op) -> Op:
+    """The same op with its fields in ascending tag order (the order the vectors' msgpack uses)."""
+    return op_from_json(op_to_json(op))
+
+
+def encode_spec(spec: dict[str, Any]) -> bytes:
+    dk, tk = DEVICES[spec["device"]], TEAM_KEYS[spec["key"]]
+    b = B.Batch(TEAM_ID, dk.device_id, spec["seq"], tk.epoch, tuple(spec["ops"]))
+    return B.encode_batch(b, dk, tk, level=LEVEL, nonce=nonce_for(spec["name"]))
+
+
+def batch_vectors() -> dict[str, Any]:
+    out = []
+    for spec in valid_batch_specs():
+        data = encode_spec(spec)
+        ops = spec["ops"]
+        routing_plain = codec.pack([routing_row(op) for op in ops])
+        content_plain = codec.pack([dict(op.content or {}) for op in ops])
+        frame = B.parse_batch(data)
+        content_z = crypto.open_sealed(TEAM_KEYS[spec["key"]].subkey(B.CONTENT_PURPOSE), frame.sealed, frame.aad)
+        # self-checks: the hand assembler agrees with encode_batch, and the stages agree
+        assert assemble(frame.routing, content_z, name=spec["name"], device=spec["device"], seq=spec["seq"], key=spec["key"]) == data
+        assert codec.decompress(frame.routing, cap=1 << 30) == routing_plain
+        assert codec.decompress(content_z, cap=1 << 30) == content_plain
+        assert [op_from_json(op_to_json(op)) for op in ops] == list(ops)
+        assert codec.pack([routing_row(op_from_json(op_to_json(op))) for op in ops]) == routing_plain
+        assert codec.pack([op_from_json(op_to_json(op)).content for op in ops]) == content_plain
+        out.append(
+            {
+                "name": spec["name"],
+                "description": spec["description"],
+                "decode": decode_args(device=spec["device"], keys=spec["keys"]),
+                "inputs": {
+                    "team": TEAM_ID.hex(),
+                    "device": spec["device"],
+                    "device_id": DEVICES[spec["device"]].device_id.hex(),
+                    "seq": spec["seq"],
+                    "epoch": TEAM_KEYS[spec["key"]].epoch,
+                    "dict_id": 0,
+                    "level": LEVEL,
+                    "nonce": nonce_for(spec["name"]).hex(),
+                    "ops": [op_to_json(op) for op in ops],
+                },
+                "routing_plain": routing_plain.hex(),
+                "content_plain": content_plain.hex(),
+                "header": data[: B.HEADER_LEN].hex(),
+                "routing": frame.routing.hex(),
+                "content_zstd": content_z.hex(),
+                "sealed": frame.sealed.hex(),
+                "signature": frame.signature.hex(),
+                "batch": data.hex(),
+            }
+        )
+    return {"meta": zstd_meta(), "batches": out}
+
+
+def zstd_meta() -> dict[str, Any]:
+    return {
+        "zstandard_version": zstandard.__version__,
+        "zstd_version": ".".join(map(str, zstandard.ZSTD_VERSION)),
+        "level": LEVEL,
+        "note": "zstd-compressed bytes (header lengths, routing, content_zstd, sealed, signature, batch) "
+        "are reproducible only with this zstd version; decoding them is not version-dependent",
+    }
+
+
+# -- invalid batches ----------------------------------------------------------------------
+
+
+def invalid_vectors() -> dict[str, Any]:
+    P = hlc.pack
+    specs = {s["name"]: s for s in valid_batch_specs()}
+    good = encode_spec(specs["single_task"])
+    other = encode_spec(specs["unicode_text"])
+    gframe = B.parse_batch(good)
+    r_len, s_len = len(gframe.routing), len(gframe.sealed)
+    op1 = specs["single_task"]["ops"][0]
+    row = routing_row(op1)
+    content = [dict(op1.content or {})]
+    good_rz, good_cz = z(codec.pack([row])), z(codec.pack(content))
+    bomb = z(bytes(codec.DEFAULT_LIMITS.max_plain + 1))
+    vectors: list[dict[str, Any]] = []
+
+    def flip(data: bytes, i: int) -> bytes:
+        return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+
+    def add(name: str, description: str, data: bytes, cls: str, code: str, stage: str, **decode: Any) -> None:
+        vectors.append(
+            {
+                "name": name,
+                "description": description,
+                "stage": stage,
+                "batch": data.hex(),
+                "decode": decode_args(**decode),
+                "expected_error_class": cls,
+                "expected_code": code,
+            }
+        )
+
+    def signed(name: str, rows: Any, contents: Any = None, *, raw_routing: bytes | None = None,
+               raw_content: bytes | None = None, **kw: Any) -> bytes:  # fmt: skip
+        rz = raw_routing if raw_routing is not None else z(packb(rows))
+        cz = raw_content if raw_content is not None else z(packb(content if contents is None else contents))
+        return assemble(rz, cz, name=name, **kw)
+
+    def with_fields(fields: dict[Any, Any]) -> list:
+        r = list(row)
+        r[4] = fields
+        return [r]
+
+    PE, IE, LE, VE = "ProtocolError", "IntegrityError", "LimitError", "VersionError"
+
+    # framing (parse)
+    add("empty", "No bytes at all.", b"", PE, "protocol.truncated", "parse")
+    add("magic_prefix_only", "The first two magic bytes, then nothing.", b"HB", PE, "protocol.truncated", "parse")
+    add("bad_magic", "Magic 'HBX' instead of 'HBW'.", b"HBX" + good[3:], PE, "protocol.magic", "parse")
+    add("bad_type", "Message type 'X' instead of 'B'.", good[:3] + b"X" + good[4:], PE, "protocol.magic", "parse")
+    add("bad_type_short", "Four bytes 'HBWX': the type byte is already wrong, so it is not a truncated batch.",
+        b"HBWX", PE, "protocol.magic", "parse")  # fmt: skip
+    add("unknown_version_2", "Format version 2, validly signed.",
+        signed("unknown_version_2", [row], version=2), VE, "protocol.version", "parse")  # fmt: skip
+    add("version_0", "Format version 0.", signed("version_0", [row], version=0), VE, "protocol.version", "parse")
+    add("unknown_flag_bit0", "Flags 0x01, validly signed.",
+        signed("unknown_flag_bit0", [row], flags=0x01), VE, "protocol.version", "parse")  # fmt: skip
+    add("unknown_flag_bit7", "Flags 0x80, validly signed.",
+        signed("unknown_flag_bit7", [row], flags=0x80), VE, "protocol.version", "parse")  # fmt: skip
+    add("truncated_in_header", "Cut after 20 bytes.", good[:20], PE, "protocol.truncated", "parse")
+    add("truncated_header_minus_1", "Cut 1 byte short of the 46-byte header.", good[:45], PE, "protocol.truncated", "parse")
+    add("truncated_after_header", "The header alone.", good[:46], PE, "protocol.truncated", "parse")
+    add("truncated_in_routing", "Cut in the middle of the routing section.", good[: 46 + r_len // 2],
+        PE, "protocol.truncated", "parse")  # fmt: skip
+    add("truncated_in_sealed", "Cut 1 byte before the end of the sealed section.", good[: 46 + r_len + s_len - 1],
+        PE, "protocol.truncated", "parse")  # fmt: skip
+    add("truncated_no_signature", "The signature is missing.", good[:-64], PE, "protocol.truncated", "parse")
+    add("truncated_in_signature", "The last byte of the signature is missing.", good[:-1], PE, "protocol.truncated", "parse")
+    add("trailing_byte", "One zero byte after the signature.", good + b"\x00", PE, "protocol.trailing", "parse")
+    add("seq_zero", "Sequence number 0 (they start at 1), validly signed.",
+        signed("seq_zero", [row], seq=0), PE, "protocol.schema", "parse")  # fmt: skip
+    add("over_max_message", "A valid batch decoded with max_message = 100 bytes.", good, LE, "protocol.limit", "parse",
+        limits={"max_message": 100})  # fmt: skip
+
+    # team and signature
+    add("wrong_team", "A batch of another team, validly signed by an enrolled device.",
+        signed("wrong_team", [row], team=OTHER_TEAM_ID), IE, "integrity.team", "team")  # fmt: skip
+    add("tampered_team", "The team id byte flipped: refused as foreign before the signature is checked.",
+        flip(good, 6), IE, "integrity.team", "team")  # fmt: skip
+    add("flipped_seq", "One bit of the sequence number flipped (seq 1 -> 257).", flip(good, 28), IE, "integrity.signature", "signature")
+    add("flipped_epoch", "One bit of the key epoch flipped.", flip(good, 33), IE, "integrity.signature", "signature")
+    add("flipped_routing", "One bit flipped in the routing section.", flip(good, 46 + r_len // 2),
+        IE, "integrity.signature", "signature")  # fmt: skip
+    add("flipped_sealed", "One bit flipped in the sealed section.", flip(good, 46 + r_len + s_len // 2),
+        IE, "integrity.signature", "signature")  # fmt: skip
+    add("flipped_signature", "One bit flipped in the signature.", flip(good, len(good) - 10),
+        IE, "integrity.signature", "signature")  # fmt: skip
+    add("wrong_device_key", "A valid batch checked against another device's public key.", good,
+        IE, "integrity.device", "signature", device="d2")  # fmt: skip
+    add("forged_device_id", "Header names device d2 but d1 signed it; checked with d2's key.",
+        signed("forged_device_id", [row], device_id=DEVICES["d2"].device_id), IE, "integrity.signature", "signature",
+        device="d2")  # fmt: skip
+
+    # keys and AEAD
+    add("epoch_not_held", "A valid epoch-1 batch; the decoder holds only epoch 2.", good,
+        "WrongKeyError", "access.wrong_key", "key", keys=("t2",))  # fmt: skip
+    add("wrong_secret_same_epoch", "A valid batch opened with another epoch-1 secret.", good,
+        IE, "integrity.aead", "content", keys=("impostor",))  # fmt: skip
+    add("content_spliced", "The sealed section of another batch, re-signed: the AAD no longer matches.",
+        assemble(good_rz, name="content_spliced", sealed=B.parse_batch(other).sealed),
+        IE, "integrity.aead", "content")  # fmt: skip
+    add("content_sealed_with_other_aad", "Content sealed with a different header's AAD (seq 2), signed as seq 1.",
+        assemble(good_rz, good_cz, name="content_sealed_with_other_aad",
+                 aad=B.HEADER.pack(B.MAGIC, B.TYPE_BATCH, b"\x01", 0, TEAM_ID, DEVICES["d1"].device_id, 2, 1, 0,
+                                   len(good_rz), crypto.NONCE_LEN + len(good_cz) + crypto.TAG_LEN) + good_rz),
+        IE, "integrity.aead", "content")  # fmt: skip
+    add("sealed_too_short", "A 27-byte sealed section (shorter than nonce + tag), validly signed.",
+        assemble(good_rz, name="sealed_too_short", sealed=bytes(27)), PE, "protocol.truncated", "content")  # fmt: skip
+
+    # zstd
+    add("routing_bomb", "Routing declares 64 MiB + 1 of plaintext (zeros): refused from the frame header.",
+        signed("routing_bomb", None, raw_routing=bomb), LE, "protocol.bomb", "routing")  # fmt: skip
+    add("content_bomb", "Content declares 64 MiB + 1 of plaintext: refused after the AEAD opens.",
+        signed("content_bomb", [row], raw_content=bomb), LE, "protocol.bomb", "content")  # fmt: skip
+    add("routing_not_zstd", "Routing is bare msgpack, not a zstd frame.",
+        signed("routing_not_zstd", None, raw_routing=codec.pack([row])), PE, "protocol.zstd", "routing")  # fmt: skip
+    add("routing_no_content_size", "Routing frame does not declare its decompressed size.",
+        signed("routing_no_content_size", None,
+               raw_routing=zstandard.ZstdCompressor(level=LEVEL, write_content_size=False).compress(codec.pack([row]))),
+        PE, "protocol.zstd", "routing")  # fmt: skip
+    add("routing_zstd_trailing", "One byte after the routing zstd frame.",
+        signed("routing_zstd_trailing", None, raw_routing=good_rz + b"\x00"), PE, "protocol.trailing", "routing")  # fmt: skip
+    add("routing_zstd_truncated", "The routing zstd frame lacks its last byte.",
+        signed("routing_zstd_truncated", None, raw_routing=good_rz[:-1]), PE, "protocol.truncated", "routing")  # fmt: skip
+    add("unknown_dictionary", "Header names zstd dictionary 7, which no version ships.",
+        signed("unknown_dictionary", [row], dict_id=7), VE, "protocol.version", "routing")  # fmt: skip
+
+    # msgpack
+    add("msgpack_ext_type", "An ext type (5) as a field value.",
+        signed("msgpack_ext_type", with_fields({1: msgpack.ExtType(5, b"x")})), PE, "protocol.msgpack", "routing")  # fmt: skip
+    add("msgpack_timestamp_ext", "A msgpack timestamp (ext -1) as the due date.",
+        signed("msgpack_timestamp_ext", with_fields({3: msgpack.Timestamp(1_760_000_000, 0)})),
+        PE, "protocol.msgpack", "routing")  # fmt: skip
+    add("msgpack_trailing", "Routing msgpack followed by another object.",
+        signed("msgpack_trailing", None, raw_routing=z(packb([row]) + b"\xc0")), PE, "protocol.trailing", "routing")  # fmt: skip
+    add("msgpack_truncated", "Routing msgpack array missing its last element.",
+        signed("msgpack_truncated", None, raw_routing=z(packb([row])[:-1])), PE, "protocol.msgpack", "routing")  # fmt: skip
+
+    # schema and order (behind the signature and the AEAD)
+    add("routing_not_array", "Routing is a map, not an array of ops.",
+        signed("routing_not_array", {0: row}), PE, "protocol.schema", "routing")  # fmt: skip
+    add("routing_empty", "Routing is an empty array.", signed("routing_empty", [], []), PE, "protocol.schema", "routing")
+    add("too_many_ops", "Three ops decoded with max_ops = 2.",
+        signed("too_many_ops", [routing_row(o) for o in specs["empty_sections"]["ops"]], [{}, {}, {}]),
+        LE, "protocol.limit", "routing", limits={"max_ops": 2})  # fmt: skip
+    add("content_count_mismatch", "One op in routing, two content maps.",
+        signed("content_count_mismatch", [row], content + [{}]), PE, "protocol.schema", "content")  # fmt: skip
+    add("op_wrong_arity", "An op array of 4 elements.", signed("op_wrong_arity", [row[:4]]), PE, "protocol.schema", "ops")
+    add("unknown_kind", "Entity kind 9.", signed("unknown_kind", [[9, *row[1:]]]), PE, "protocol.schema", "ops")
+    add("unknown_field_tag", "Task routing tag 7, which the registry does not define.",
+        signed("unknown_field_tag", with_fields({7: 1})), PE, "protocol.schema", "ops")  # fmt: skip
+    add("content_tag_in_routing", "Tag 32 (title, a content field) in the routing map.",
+        signed("content_tag_in_routing", with_fields({32: "leaked"})), PE, "protocol.schema", "ops")  # fmt: skip
+    add("routing_tag_in_content", "Tag 2 (status, a routing field) in the content map.",
+        signed("routing_tag_in_content", [row], [{2: 1}]), PE, "protocol.schema", "ops")  # fmt: skip
+    add("string_field_key", "A field keyed by its name instead of its tag.",
+        signed("string_field_key", [[*row[:4], {"status": 1}]]), PE, "protocol.schema", "ops")  # fmt: skip
+    add("bool_as_int", "status = true: booleans are not integers.",
+        signed("bool_as_int", with_fields({2: True})), PE, "protocol.schema", "ops")  # fmt: skip
+    add("int_as_bool", "pinned = 1: integers are not booleans.",
+        signed("int_as_bool", with_fields({6: 1})), PE, "protocol.schema", "ops")  # fmt: skip
+    add("float_value", "priority = 1.0: floats are never valid.",
+        signed("float_value", with_fields({4: 1.0})), PE, "protocol.schema", "ops")  # fmt: skip
+    add("value_out_of_range", "status = 4 (0-3 allowed).",
+        signed("value_out_of_range", with_fields({2: 4})), PE, "protocol.schema", "ops")  # fmt: skip
+    add("null_not_nullable", "status = nil: status is not nullable.",
+        signed("null_not_nullable", with_fields({2: None})), PE, "protocol.schema", "ops")  # fmt: skip
+    add("bad_member_name", "assignee 'Amina' (handles are lower case).",
+        signed("bad_member_name", with_fields({1: "Amina"})), PE, "protocol.schema", "ops")  # fmt: skip
+    add("text_as_bytes", "title sent as bin instead of str.",
+        signed("text_as_bytes", [row], [{32: b"File the Q3 returns"}]), PE, "protocol.schema", "ops")  # fmt: skip
+    add("entity_as_str", "Entity id sent as str instead of bin.",
+        signed("entity_as_str", [[row[0], "task-1", *row[2:]]]), PE, "protocol.schema", "ops")  # fmt: skip
+    add("entity_too_long", "A 33-byte entity id.",
+        signed("entity_too_long", [[row[0], b"e" * 33, *row[2:]]]), PE, "protocol.schema", "ops")  # fmt: skip
+    add("base_wrong_length", "A 15-byte base op id.",
+        signed("base_wrong_length", [[*row[:3], b"b" * 15, row[4]]]), PE, "protocol.schema", "ops")  # fmt: skip
+    add("hlc_zero", "HLC 0.", signed("hlc_zero", [[*row[:2], 0, *row[3:]]]), PE, "protocol.schema", "ops")
+    add("hlc_equal", "Two ops with the same HLC.",
+        signed("hlc_equal", [row, row], content * 2), PE, "protocol.order", "ops")  # fmt: skip
+    add("hlc_decreasing", "The second op's HLC is lower than the first's.",
+        signed("hlc_decreasing", [row, [*row[:2], P(T0 - 1, 0), *row[3:]]], content * 2),
+        PE, "protocol.order", "ops")  # fmt: skip
+
+    return {"meta": zstd_meta(), "invalid": vectors}
+
+
+# -- merge --------------------------------------------------------------------------------
+
+
+def merge_vectors() -> dict[str, Any]:
+    P = hlc.pack
+    ids = {n: DEVICES[n].device_id for n in DEVICES}
+    tie_winner = max(("d2", "d3"), key=lambda n: ids[n])
+    items = [
+        ("d1", T0 + 1000, make_op(Kind.TASK, E_TASK, P(T0, 0), None,
+                                  assignee="amina", status=0, due=20_380, priority=1, needs=2,
+                                  title="Quarterly report", description="v1", note="created")),
+        ("d2", T0 + MIN + 1000, make_op(Kind.TASK, E_TASK, P(T0 + MIN, 0), op_id("d1", P(T0, 0)),
+                                        status=1, description="v2 (d2)", note="started")),
+        ("d3", T0 + MIN + 9000, make_op(Kind.TASK, E_TASK, P(T0 + MIN, 0), op_id("d1", P(T0, 0)),
+                                        status=3, description="v2 (d3)", note="needs a signature")),
+        ("d3", T0 + 2 * MIN, make_op(Kind.TASK, E_TASK, P(T0 + 3 * DAY, 0), None,
+                                     assignee="chidi", priority=3, note="sent from a clock 3 days fast")),
+        ("d1", T0 + 15 * MIN + 500, make_op(Kind.TASK, E_TASK, P(T0 + 15 * MIN, 0), op_id("d3", P(T0 + 3 * DAY, 0)),
+                                            assignee="bosco", due=None)),
+        ("d2", T0 + 2 * MIN, make_op(Kind.MEMBER, E_MEMBER, P(T0 + 2 * MIN, 0), None,
+                                     laptop=True, internet=False, office_days=0b0011111, away_until=20_383,
+                                     display_name="Amina")),
+        ("d2", T0 + 30 * MIN, make_op(Kind.MEMBER, E_MEMBER, P(T0 + 30 * MIN, 0), op_id("d2", P(T0 + 2 * MIN, 0)),
+                                      away_until=None, internet=True)),
+        ("d1", None, make_op(Kind.MEMBER, E_MEMBER, P(T0 + 40 * MIN, 0), None, display_name="Amina K.")),
+    ]  # fmt: skip
+    stamped = [(op, merge.stamp_for(op, ids[dev], rec)) for dev, rec, op in items]
+    states = merge.fold(stamped)
+    task = states[(Kind.TASK, E_TASK)].values()
+    # The scenario must exercise what it claims.
+    assert task["assignee"] == "bosco", "far-future op must be capped by effective()"
+    assert task["priority"] == 3 and task["due"] is None
+    assert task["status"] == {"d2": 1, "d3": 3}[tie_winner], "HLC tie must fall to the greater device id"
+    assert len(task["note"]) == 4
+    assert states[(Kind.MEMBER, E_MEMBER)].values()["display_name"] == "Amina K."
+
+    def stamp_json(s: merge.Stamp) -> dict[str, Any]:
+        return {"ts": s.ts, "op_id": s.op_id.hex()}
+
+    return {
+        "meta": {
+            "max_skew_ms": hlc.DEFAULT_MAX_SKEW_MS,
+            "rule": "stamp = (effective(hlc, received_ms), hlc(8 BE) || device_id); LWW keeps the greatest "
+            "stamp per field; APPEND (note) keeps every value, listed in op-id order; the result must not "
+            "depend on the order the ops are applied in, nor on applying an op twice",
+            "tie": f"ops 2 and 3 share an HLC; {tie_winner} has the greater device id and wins 'status' and 'description'",
+            "far_future": "op 4 (d3) claims an HLC 3 days ahead; the relay received it at T0+2min, so its effective "
+            "time is T0+12min and op 5 (d1, T0+15min) wins 'assignee' although op 4's raw HLC is greater",
+            "unsent": "op 8 has received_ms null: not yet at the relay, its HLC is taken at face value",
+        },
+        "devices": {n: ids[n].hex() for n in DEVICES},
+        "ops": [
+            {"device": dev, "received_ms": rec, "op": op_to_json(op), "stamp": stamp_json(s)}
+            for (dev, rec, op), (_, s) in zip(items, stamped)
+        ],
+        "expected": [
+            {
+                "kind": k.name.lower(),
+                "entity": e.hex(),
+                "values": {name: ([jval(x) for x in v] if isinstance(v, list) else jval(v)) for name, v in st.values().items()},
+                "head": stamp_json(st.head),  # type: ignore[arg-type]
+            }
+            for (k, e), st in sorted(states.items())
+        ],
+    }
+
+
+# -- output -------------------------------------------------------------------------------
+
+FILES = {
+    "keys.json": keys_vectors,
+    "hlc.json": hlc_vectors,
+    "batches.json": batch_vectors,
+    "invalid.json": invalid_vectors,
+    "merge.json": merge_vectors,
+}
+ZSTD_DEPENDENT = ("batches.json", "invalid.json")
+
+
+def render(obj: Any) -> str:
+    return json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
+
+
+def generate(out_dir: Path | str = DEFAULT_OUT) -> list[Path]:
+    """Write every vector file into ``out_dir`` and return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, build in FILES.items():
+        path = out / name
+        path.write_text(render(build()), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    for path in generate(args[0] if args else DEFAULT_OUT):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
