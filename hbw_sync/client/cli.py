@@ -17,9 +17,37 @@ from .. import __version__
 from ..errors import AccessError, UsageError
 from ..ops import Status
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
-from . import importer, views
+from . import importer, sync as syncing, views
 from .device import Device
 from .replica import Replica
+from .store import DB_NAME, default_home
+
+
+def parse_size(text: str) -> int:
+    """'200KB', '1.5MB', '64KiB' or plain bytes."""
+    t = text.strip().upper().replace(" ", "")
+    units = {"KIB": 1024, "MIB": 1024**2, "KB": 1000, "MB": 1000**2, "K": 1000, "M": 1000**2, "B": 1}
+    for u, mult in units.items():
+        if t.endswith(u):
+            t, m = t[: -len(u)], mult
+            break
+    else:
+        m = 1
+    try:
+        n = int(float(t) * m)
+    except ValueError:
+        raise UsageError(f"bad size {text!r}", hint="e.g. 200KB, 1MB, 65536") from None
+    if n < 1024:
+        raise UsageError("the budget must be at least 1KB")
+    return n
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
 
 
 def _passphrase(confirm: bool = False) -> str:
@@ -430,6 +458,63 @@ def status(ctx: click.Context) -> None:
         click.echo(f"Conflicts to review: {s['conflicts']}." if s["conflicts"] else "No conflicts.")
 
     emit(ctx, s, text)
+
+
+@cli.command()
+@click.argument("invite")
+@click.option("--label", help="A name for this device in the office's records (default: the computer's name).")
+@json_option
+@click.pass_context
+def join(ctx: click.Context, invite: str, label: str | None) -> None:
+    """Join your team's relay with the INVITE office IT gave you.
+
+    Creates this device's store if there is none (you choose a passphrase),
+    enrolls it, and syncs once. The invite pins the relay's key: this device
+    will never sync with anyone else.
+    """
+    home = _home(ctx)
+    new_store = not ((home or default_home()) / DB_NAME).exists()
+    r = syncing.join(home, invite, _passphrase(confirm=new_store), label=label or "")
+    msg = f"Joined team {r['team']!r} as {r['member']} ({r['role']}) at {r['relay']}."
+    if r["first_device"]:
+        msg += "\nThis is the team's first device: its team key was created here."
+    if not r.get("synced"):
+        msg += f"\nFirst sync did not complete: {r.get('note', 'try hbw-sync sync later')}"
+    emit(ctx, r, msg)
+
+
+@cli.command()
+@click.option("--budget", default="200KB", show_default=True,
+              help="Most bytes to receive per round trip (e.g. 50KB on a poor link).")
+@click.option("--timeout", default=60.0, show_default=True, type=float, help="Seconds before giving up on a round trip.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something is wrong (for cron).")
+@json_option
+@click.pass_context
+def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool) -> None:
+    """Send the outbox and fetch the team's changes. Never prompts: safe for cron and systemd timers.
+
+    With HBW_PASSPHRASE set, received changes are applied at once; otherwise
+    they wait, sealed, until your next command that asks for the passphrase.
+    Exit 0 done; 75 relay unreachable or link dropped (nothing lost, try
+    later); 77 this device was revoked; 65/76 protocol or version problem.
+    """
+    r = syncing.sync(_home(ctx), os.environ.get("HBW_PASSPHRASE"), budget=parse_size(budget), timeout=timeout)
+
+    def text() -> None:
+        if quiet:
+            return
+        click.echo(
+            f"Sent {r.sent_batches} batch(es) ({human_bytes(r.sent_bytes)}), received {r.received_batches} "
+            f"({human_bytes(r.received_bytes)}) in {r.round_trips} round trip(s), {r.duration_s:.1f} s."
+        )
+        if r.waiting_to_apply:
+            click.echo(f"{r.waiting_to_apply} received batch(es) will be applied at your next command.")
+        for n in r.notes:
+            click.echo(n)
+
+    emit(ctx, r.to_dict(), text)
+    if r.rejected:
+        ctx.exit(65)
 
 
 @cli.command()

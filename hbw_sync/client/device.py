@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import crypto, hlc
+from .. import crypto, enroll, hlc
 from ..errors import ConfigError, UsageError
 from ..ops import is_member_name
 from . import vault
@@ -63,6 +63,7 @@ class Device:
         sealer = vault.Sealer(store_key)
         author = crypto.DeviceKey.generate()
         transport = crypto.DeviceKey.generate()
+        x_private = enroll.new_x25519()
         with store.transaction():
             store.set_meta("member", name)
             store.set_meta("kdf", kdf.to_list())
@@ -71,6 +72,8 @@ class Device:
             store.set_meta("author_public", author.public)
             store.set_meta("device_id", author.device_id)
             store.set_meta("transport_key", transport.private)
+            store.set_meta("x25519_key", sealer.seal(x_private, b"meta:x25519_key"))
+            store.set_meta("x25519_public", enroll.x25519_public(x_private))
             store.set_meta("relay_url", relay_url)
             store.set_meta("hlc", 0)
             store.set_meta("next_seq", 1)
@@ -149,4 +152,9 @@ class Device:
         store_key = vault.unwrap_store_key(
             passphrase, self.store.meta("store_key"), vault.KdfParams.from_list(self.store.meta("kdf"))
         )
-        return Replica(self.store, store_key)
+        rep = Replica(self.store, store_key)
+        if self.store.execute("SELECT 1 FROM inbox LIMIT 1").fetchone() or any(
+            self.store.meta(k) for k in ("grants_in", "snapshot_in", "rebuild")
+        ):
+            rep.apply_incoming()  # what an unattended sync brought in, now that content can be opened
+        return rep

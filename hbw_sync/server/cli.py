@@ -1,11 +1,25 @@
-"""The ``hbw-relay`` command line. The relay itself comes with the relay issue."""
+"""The ``hbw-relay`` command line: office IT's tool. Each command is one call into ``admin``."""
 
 from __future__ import annotations
+
+import ssl
+from pathlib import Path
 
 import click
 
 from .. import __version__
-from ..cli_common import HbwGroup
+from ..cli_common import HbwGroup, emit, json_option
+from ..client.views import iso_ms
+from . import admin
+from .app import RelayConfig
+from .runner import serve as run_server
+
+DATA_HELP = "Relay data directory (database and relay key; env HBW_RELAY_DATA)."
+
+
+def data_option(f):
+    return click.option("--data", type=click.Path(file_okay=False, path_type=Path), envvar="HBW_RELAY_DATA",
+                        required=True, help=DATA_HELP)(f)
 
 
 @click.group(cls=HbwGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,10 +27,156 @@ from ..cli_common import HbwGroup
 def cli() -> None:
     """The office relay for hbw-sync: enrolls devices and passes sealed batches between them.
 
-    The relay sees who holds which task, never titles, descriptions or
-    document bytes. (Serving, enrollment and administration arrive with the
-    relay; this version only reports its version.)
+    The relay sees who holds which task (routing), never titles, descriptions
+    or document bytes. Typical set-up: 'init', then 'serve', then one
+    'invite' per official; 'devices revoke' when a laptop is lost.
+    Backups: 'backup' works while the relay runs.
     """
+
+
+@cli.command()
+@data_option
+@click.option("--team", required=True, help="The team's name, e.g. 'District Finance Office'.")
+@click.option("--url", help="The URL devices will use to reach this relay (put into invites).")
+@json_option
+@click.pass_context
+def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
+    """Create a relay for a team in a new data directory."""
+    r = admin.init(data, team, url)
+    emit(ctx, r, f"Relay for {r['team']!r} created in {data}.\nRelay key: {r['relay_key']}\n"
+                 f"Next: 'hbw-relay serve --data {data}' and 'hbw-relay invite --data {data} NAME'.")
+
+
+@cli.command()
+@data_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on (0: any free port).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
+def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None) -> None:
+    """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request."""
+    ctx = None
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise click.UsageError("--tls-cert and --tls-key go together")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(tls_cert, tls_key)
+    run_server(RelayConfig(data=data, host=host, port=port), ctx,
+               ready=lambda url: click.echo(f"hbw-relay listening on {url}", err=True))
+
+
+@cli.command()
+@data_option
+@click.argument("member")
+@click.option("--role", type=click.Choice(["member", "supervisor"]), default="member", show_default=True,
+              help="Supervisors may reassign anyone's work and share the team key with new devices.")
+@click.option("--url", help="URL devices use to reach the relay (default: the one given at init).")
+@click.option("--days", default=14, show_default=True, type=int, help="Days before the invite expires.")
+@json_option
+@click.pass_context
+def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | None, days: int) -> None:
+    """Make a one-time invite for MEMBER's device. Hand it over in person or by phone, not by email."""
+    inv = admin.invite(data, member, role, url, days)
+    code = inv.encode()
+    emit(ctx, {"member": inv.member, "role": inv.role, "invite": code},
+         f"Invite for {inv.member} ({inv.role}), valid {days} days, usable once:\n\n  {code}\n\n"
+         f"On the device: hbw-sync join {code[:12]}...")
+
+
+@cli.group(cls=HbwGroup, invoke_without_command=True)
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), envvar="HBW_RELAY_DATA", help=DATA_HELP)
+@json_option
+@click.pass_context
+def devices(ctx: click.Context, data: Path | None) -> None:
+    """List enrolled devices: whose, enrolled and revoked when, last seen ('devices revoke' to revoke)."""
+    if ctx.invoked_subcommand:
+        return
+    if data is None:
+        raise click.UsageError("--data is required")
+    rows = admin.devices(data)
+
+    def text() -> None:
+        if not rows:
+            click.echo("No devices enrolled.")
+        for r in rows:
+            state = f"REVOKED {iso_ms(r['revoked_ms'])}" if r["revoked_ms"] else "active"
+            click.echo(f"{r['device']}  {r['member']:12}  enrolled {iso_ms(r['enrolled_ms'])}  "
+                       f"last seen {iso_ms(r['last_seen_ms'])}  {state}  {r['label'] or ''}")
+
+    emit(ctx, rows, text)
+
+
+@devices.command("revoke")
+@data_option
+@click.argument("device")
+@json_option
+@click.pass_context
+def devices_revoke(ctx: click.Context, data: Path, device: str) -> None:
+    """Revoke DEVICE (an id or unambiguous prefix): a lost or returned laptop can no longer sync.
+
+    The next supervisor device to sync rotates the team key, so the revoked
+    device cannot read anything new.
+    """
+    r = admin.revoke(data, device)
+    emit(ctx, r, f"Device {r['device']} of {r['member']} is revoked. The team key will rotate at the next "
+                 "supervisor sync.")
+
+
+@cli.command()
+@data_option
+@json_option
+@click.pass_context
+def members(ctx: click.Context, data: Path) -> None:
+    """List team members, their role, devices and when they were last seen."""
+    rows = admin.members(data)
+
+    def text() -> None:
+        for r in rows:
+            click.echo(f"{r['member']:12}  {r['role']:10}  devices {r['active_devices']}/{r['devices']}  "
+                       f"last seen {iso_ms(r['last_seen_ms']) or 'never'}")
+
+    emit(ctx, rows, text)
+
+
+@cli.command()
+@data_option
+@click.option("--limit", default=50, show_default=True, type=int, help="How many entries, newest first.")
+@json_option
+@click.pass_context
+def audit(ctx: click.Context, data: Path, limit: int) -> None:
+    """Who did what: enrollments, revocations, keys, and every signed batch by member and device."""
+    rows = admin.audit_log(data, limit)
+
+    def text() -> None:
+        for r in rows:
+            click.echo(f"{iso_ms(r['time_ms'])}  {r['actor'] or '?':12}  {r['action']:8}  {r['detail']}")
+
+    emit(ctx, rows, text)
+
+
+@cli.command()
+@data_option
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@click.pass_context
+def backup(ctx: click.Context, data: Path, dest: Path) -> None:
+    """Copy the relay's database to DEST while it runs (SQLite online backup). Keep relay.key apart."""
+    r = admin.backup(data, dest)
+    emit(ctx, r, f"Backed up {r['bytes']} bytes to {dest}. Also keep a copy of {data}/relay.key somewhere safe.")
+
+
+@cli.command()
+@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="New, empty data directory to restore into.")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The relay.key file saved with the backup.")
+@json_option
+@click.pass_context
+def restore(ctx: click.Context, backup_file: Path, data: Path, key_file: Path) -> None:
+    """Rebuild a relay data directory from a backup file and its relay key."""
+    r = admin.restore(backup_file, data, key_file)
+    emit(ctx, r, f"Restored into {data}. Start it with 'hbw-relay serve --data {data}'.")
 
 
 def main() -> None:

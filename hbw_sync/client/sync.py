@@ -1,0 +1,352 @@
+"""Joining a relay and syncing with it: one round trip in the common case, nothing lost on a bad link.
+
+A sync request carries the outbox (closed batches, up to a byte budget) and the
+pull cursor; the response carries the acknowledgements and the batches this
+device has not seen (up to ``budget`` bytes). Further round trips happen only
+while more is waiting on either side.
+
+Crash and link safety follow from two rules:
+
+* the outbox loses a batch only when a response *signed by the pinned relay*
+  acknowledges it, and the relay acknowledges only after its commit; a batch
+  sent twice (lost ack) is recognised by (device, seq) and not applied twice;
+* each response is applied in one local transaction (acks, received batches,
+  cursor), so a sync cut at any point either took effect whole or not at all.
+
+Without the passphrase (a scheduler) a sync moves sealed batches only: what it
+receives waits in the inbox until the next unlocked command applies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import aiohttp
+
+from .. import crypto, envelope, hlc
+from ..enroll import Invite, make_grant
+from ..errors import ConfigError, HbwError, ProtocolError, TransientError, UsageError, WrongKeyError, from_dict
+from .device import Device, now_ms
+from .replica import Replica
+
+DEFAULT_BUDGET = 200_000
+MAX_ROUND_TRIPS = 10_000
+
+
+@dataclass
+class SyncReport:
+    ok: bool = True
+    round_trips: int = 0
+    sent_batches: int = 0
+    sent_bytes: int = 0
+    received_batches: int = 0
+    received_bytes: int = 0
+    applied_ops: int = 0
+    waiting_to_apply: int = 0
+    rejected: int = 0
+    duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- transport ---------------------------------------------------------------------------------------
+
+
+async def post(url: str, body: bytes, timeout: float) -> bytes:
+    """POST one envelope; transport failures become TransientError, relay errors their own class."""
+    try:
+        to = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 15))
+        async with aiohttp.ClientSession(timeout=to) as session:
+            async with session.post(url.rstrip("/") + "/v1", data=body,
+                                    headers={"Content-Type": "application/x-hbw"}) as resp:
+                data = await resp.read()
+                if resp.status == 200:
+                    return data
+                try:
+                    err = json.loads(data)
+                except ValueError:
+                    err = None
+                if isinstance(err, dict) and "error" in err:
+                    raise from_dict(err)
+                if resp.status >= 500:
+                    raise TransientError(f"the relay answered {resp.status}; try again later")
+                raise ProtocolError(f"the relay answered {resp.status} {resp.reason}", code="protocol.http")
+    except HbwError:
+        raise
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        raise TransientError(
+            f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
+            hint="nothing was lost; sync again when the link is back",
+        ) from None
+
+
+Transport = Callable[[str, bytes, float], Any]
+
+
+# -- the lock -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sync_lock(home: Path) -> Iterator[None]:
+    """One sync at a time per store; a second one gives up at once (exit 75) instead of waiting."""
+    fd = os.open(Path(home) / "sync.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TransientError("another sync of this store is running", hint="it will finish on its own") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- join ---------------------------------------------------------------------------------------------
+
+
+def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
+         timeout: float = 60) -> dict[str, Any]:
+    """Enroll this device with an invite (creating the store if there is none), then sync once."""
+    inv = Invite.decode(code)
+    try:
+        dev = Device.open(home)
+    except ConfigError:
+        dev = Device.init(home, inv.member, passphrase)
+    with dev:
+        rep = dev.unlock(passphrase)
+        s = dev.store
+        if s.meta("relay_public") is not None:
+            raise UsageError("this device already joined a relay", hint="use a separate --home for another team")
+        if s.meta("member") != inv.member:
+            raise UsageError(f"this invite is for {inv.member!r}, but this device belongs to {s.meta('member')!r}")
+        local_team = s.meta("team_id")
+        author = rep.author
+        args = {
+            "token": inv.token,
+            "author_pub": author.public,
+            "transport_pub": dev.transport_key().public,
+            "x25519_pub": s.meta("x25519_public"),
+            "label": label or os.uname().nodename[:64],
+        }
+        body, nonce = envelope.make_request(dev.transport_key(), author.device_id, "enroll", args, now_ms())
+        raw = asyncio.run(transport(inv.url, body, timeout))
+        res = envelope.parse_response(raw, inv.relay_public, nonce).result
+        relay_keys: dict[int, bytes] = res["keys"]
+        with s.transaction():
+            s.set_meta("relay_url", inv.url)
+            s.set_meta("relay_public", inv.relay_public)
+            s.set_meta("role", res["role"])
+            s.set_meta("team_name", res["team_name"])
+            if not relay_keys:
+                # The team's first device: its key (a new one, or the one of its local team) becomes epoch 1.
+                if local_team is None:
+                    rep.add_team_key(crypto.TeamKey.generate(epoch=1))
+                key = rep.current_key()
+                s.set_meta("publish_key", [key.epoch, key.key_id])
+                s.set_meta("team_id", res["team"])
+                if local_team is not None and local_team != res["team"]:
+                    rep.reseal_outbox()
+            elif local_team is not None:
+                raise UsageError(
+                    "this device already holds work of a team started offline, and the relay's team has a key",
+                    hint="use a fresh --home for this invite; ask office IT to revoke this enrollment",
+                )
+            else:
+                s.set_meta("team_id", res["team"])
+    out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
+           "first_device": not relay_keys}
+    try:
+        report = sync(home, passphrase, transport=transport, timeout=timeout)
+        out["synced"] = report.ok
+    except TransientError as e:
+        out["synced"] = False
+        out["note"] = str(e)
+    return out
+
+
+# -- sync ---------------------------------------------------------------------------------------------
+
+
+class _Session:
+    """State of one sync run over one store."""
+
+    def __init__(self, dev: Device, rep: Replica | None, budget: int, transport: Transport, timeout: float):
+        self.dev, self.rep, self.s = dev, rep, dev.store
+        self.budget, self.transport, self.timeout = budget, transport, timeout
+        self.report = SyncReport()
+        self.outgoing_grants: list[list[Any]] = []
+        self.snapshot: list[Any] | None = None
+
+    def request(self) -> tuple[bytes, bytes, list[tuple[int, int]]]:
+        s = self.s
+        sent: list[tuple[int, int]] = []
+        batches: list[bytes] = []
+        used = 0
+        for seq, data in s.execute("SELECT seq, data FROM outbox WHERE state = 'closed' ORDER BY seq"):
+            if batches and used + len(data) > self.budget:
+                break
+            batches.append(data)
+            sent.append((seq, len(data)))
+            used += len(data)
+        args: dict[str, Any] = {
+            "cursor": s.meta("pull_cursor", 0),
+            "budget": self.budget,
+            "batches": batches,
+            "roster_v": s.meta("roster_v"),
+        }
+        if s.meta("publish_key"):
+            args["key"] = s.meta("publish_key")
+        if self.outgoing_grants:
+            args["grants"] = self.outgoing_grants
+        if self.snapshot:
+            args["snapshot"] = self.snapshot
+        body, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "sync", args, now_ms())
+        return body, nonce, sent
+
+    def apply_response(self, res: dict[str, Any], sent: list[tuple[int, int]]) -> bool:
+        """Record one response in one transaction; True if another round trip is needed."""
+        s = self.s
+        me = s.meta("device_id")
+        capped: set[tuple[int, bytes]] = set()
+        with s.transaction():
+            for seq, rseq, rcv in res.get("acks", []):
+                s.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                s.execute("UPDATE oplog SET received_ms = ? WHERE device = ? AND batch_seq = ?", (rcv, me, seq))
+                bound = hlc.skew_bound(rcv)
+                for kind, entity in s.execute(
+                    "SELECT kind, entity FROM oplog WHERE device = ? AND batch_seq = ? AND hlc > ?", (me, seq, bound)
+                ):
+                    capped.add((kind, entity))
+            for seq, err in res.get("rejects", []):
+                s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
+                self.report.rejected += 1
+                self.report.notes.append(f"batch {seq} refused by the relay: {err.get('message')}")
+            for rseq, device, rcv, data in res.get("batches", []):
+                s.execute("INSERT OR IGNORE INTO inbox (rseq, device, received_ms, data) VALUES (?, ?, ?, ?)",
+                          (rseq, device, rcv, data))
+                self.report.received_batches += 1
+                self.report.received_bytes += len(data)
+            if "snapshot" in res:
+                s.set_meta("snapshot_in", res["snapshot"])
+            s.set_meta("pull_cursor", res.get("cursor", s.meta("pull_cursor", 0)))
+            if "roster" in res:
+                s.set_meta("roster_keys", {d.hex(): v for d, v in res["roster"].items()})
+                s.set_meta("roster", {d.hex(): v[0] for d, v in res["roster"].items()})
+                s.set_meta("roster_v", res["roster_v"])
+            keys = res.get("keys", {})
+            s.set_meta("relay_keys", keys)
+            pk = s.meta("publish_key")
+            if pk and keys.get(pk[0]) == pk[1]:
+                s.set_meta("publish_key", None)
+            if res.get("grants"):
+                s.set_meta("grants_in", res["grants"])
+            if capped:
+                s.set_meta("rebuild", sorted({(k, e) for k, e in capped} | set(map(tuple, s.meta("rebuild") or []))))
+        acked = {a[0] for a in res.get("acks", [])}
+        self.report.sent_batches += sum(1 for seq, _ in sent if seq in acked)
+        self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
+        self.outgoing_grants = []
+        self.snapshot = None
+        more = bool(res.get("more"))
+        if self.rep is not None:
+            more |= self.rep_duties(res)
+        left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed'").fetchone()[0]
+        return more or (left > 0 and bool(acked))
+
+    def rep_duties(self, res: dict[str, Any]) -> bool:
+        """What only an unlocked device can do: check keys, rotate, grant, snapshot. True if it has more to send."""
+        rep = self.rep
+        assert rep is not None
+        check_keys(rep)
+        need = False
+        if res.get("rotate") and not self.s.meta("publish_key"):
+            current = rep.current_key()
+            new = crypto.TeamKey.generate(epoch=current.epoch + 1)
+            with self.s.transaction():
+                rep.add_team_key(new)
+                self.s.set_meta("publish_key", [new.epoch, new.key_id])
+            self.report.notes.append(f"rotated the team key to epoch {new.epoch} after a revocation")
+            need = True
+        pending = res.get("pending") or []
+        if pending:
+            keys = rep.team_keys()
+            for device, xpub, epochs in pending:
+                for epoch in epochs:
+                    if epoch in keys:
+                        self.outgoing_grants.append([device, epoch, make_grant(keys[epoch], device, xpub, rep.author)])
+            if self.outgoing_grants:
+                self.report.notes.append(f"shared the team key with {len(pending)} new or remaining device(s)")
+                need = True
+        if res.get("want_snapshot") and not self.snapshot:
+            self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0))
+            need = True
+        return need
+
+    async def run(self) -> None:
+        url = self.s.meta("relay_url")
+        relay_pub = self.s.meta("relay_public")
+        if not url or relay_pub is None:
+            raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE'")
+        while True:
+            if self.report.round_trips >= MAX_ROUND_TRIPS:
+                break
+            body, nonce, sent = self.request()
+            raw = await self.transport(url, body, self.timeout)
+            self.report.round_trips += 1
+            res = envelope.parse_response(raw, relay_pub, nonce).result
+            if not self.apply_response(res, sent):
+                break
+
+
+def check_keys(rep: Replica) -> None:
+    """A team key that does not match the team's is told at once, not as a decryption failure later."""
+    relay_keys = rep.store.meta("relay_keys") or {}
+    for epoch, key in rep.team_keys().items():
+        if epoch in relay_keys and relay_keys[epoch] != key.key_id:
+            raise WrongKeyError(f"this device's team key (epoch {epoch}) is not the team's key",
+                                hint="this device was set up for another team; join again with a fresh --home")
+
+
+def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFAULT_BUDGET, timeout: float = 60,
+         transport: Transport = post) -> SyncReport:
+    """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties."""
+    t0 = time.monotonic()
+    dev = Device.open(home)
+    with dev, sync_lock(dev.store.home):
+        rep = dev.unlock(passphrase) if passphrase is not None else None
+        if rep is not None:
+            rep.apply_incoming()
+        s = dev.store
+        with s.transaction():
+            s.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
+        session = _Session(dev, rep, budget, transport, timeout)
+        try:
+            asyncio.run(session.run())
+            if rep is not None:
+                session.report.applied_ops = rep.apply_incoming()
+        except HbwError as e:
+            session.report.ok = False
+            _log(dev, session.report, t0, str(e))
+            raise
+        session.report.waiting_to_apply = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+        _log(dev, session.report, t0, None)
+        return session.report
+
+
+def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
+    report.duration_s = round(time.monotonic() - t0, 3)
+    detail = json.dumps({k: v for k, v in report.to_dict().items() if k != "notes"} | ({"error": error} if error else {}))
+    with dev.store.transaction():
+        dev.store.execute(
+            "INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, ?, ?, ?)",
+            (now_ms() - int(report.duration_s * 1000), now_ms(), int(error is None), "relay", error or detail),
+        )

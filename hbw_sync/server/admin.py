@@ -1,0 +1,179 @@
+"""Office IT's relay administration as library calls: init, invites, devices, audit, backup.
+
+Each function works on the data directory and is safe while the relay runs:
+writes are single short transactions (SQLite WAL lets the server go on), and
+the backup uses SQLite's online backup API, which copies a consistent state
+without stopping anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from .. import crypto
+from ..enroll import Invite, new_token
+from ..errors import ConfigError, StoreError, UsageError
+from . import db, relay
+
+
+def _conn(data: Path) -> sqlite3.Connection:
+    return db.open_checked(Path(data) / db.DB_NAME)
+
+
+def _write(data: Path, fn: Any, *args: Any) -> Any:
+    conn = _conn(data)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return out
+    finally:
+        conn.close()
+
+
+def init(data: Path, team: str, url: str | None = None) -> dict[str, Any]:
+    """Create a relay for team ``team`` in ``data``: its database and its signing key (kept 0600)."""
+    data = Path(data)
+    if (data / db.DB_NAME).exists():
+        raise ConfigError(f"{data} already holds a relay", hint="use another --data directory")
+    if not team.strip():
+        raise UsageError("the team name must not be empty")
+    data.mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    key = crypto.DeviceKey.generate()
+    fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private)
+    db.create_schema(data / db.DB_NAME)
+    team_id = os.urandom(8)
+
+    def setup(conn: sqlite3.Connection) -> None:
+        relay.set_meta(conn, "team", team_id)
+        relay.set_meta(conn, "team_name", team.strip())
+        relay.set_meta(conn, "url", url)
+        relay.set_meta(conn, "roster_v", 0)
+        relay.audit(conn, "admin", "init", team=team.strip())
+
+    _write(data, setup)
+    return {"team": team.strip(), "team_id": team_id.hex(), "relay_key": key.public.hex(), "data": str(data)}
+
+
+def invite(data: Path, member: str, role: str = "member", url: str | None = None, ttl_days: int = 14) -> Invite:
+    """A one-time invite for ``member``; the relay keeps only the token's hash."""
+    conn = _conn(data)
+    try:
+        team = relay.meta(conn, "team")
+        url = url or relay.meta(conn, "url")
+    finally:
+        conn.close()
+    if not url:
+        raise UsageError("the relay's URL is not known", hint="pass --url http://OFFICE-HOST:PORT")
+    key = crypto.DeviceKey((Path(data) / "relay.key").read_bytes())
+    token = new_token()
+    _write(data, relay.create_invite, member.strip().lower(), role, token, ttl_days, "admin")
+    return Invite(url, key.public, team, token, member.strip().lower(), role)
+
+
+def devices(data: Path) -> list[dict[str, Any]]:
+    conn = _conn(data)
+    try:
+        rows = conn.execute(
+            "SELECT device, member, label, enrolled_ms, revoked_ms, last_seen_ms FROM devices ORDER BY enrolled_ms"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [
+        {"device": d.hex(), "member": m, "label": lbl, "enrolled_ms": e, "revoked_ms": r, "last_seen_ms": s}
+        for d, m, lbl, e, r, s in rows
+    ]
+
+
+def revoke(data: Path, device: str) -> dict[str, Any]:
+    """Revoke a device: every later request from it is refused; supervisors are asked to rotate the key."""
+    dev, member = _write(data, relay.revoke, device.strip().lower(), "admin")
+    return {"device": dev.hex(), "member": member, "revoked": True}
+
+
+def members(data: Path) -> list[dict[str, Any]]:
+    conn = _conn(data)
+    try:
+        rows = conn.execute(
+            "SELECT m.name, m.role, COUNT(d.device), SUM(d.revoked_ms IS NULL), MAX(d.last_seen_ms)"
+            " FROM members m LEFT JOIN devices d ON d.member = m.name GROUP BY m.name ORDER BY m.name"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [
+        {"member": n, "role": r, "devices": c, "active_devices": a or 0, "last_seen_ms": s} for n, r, c, a, s in rows
+    ]
+
+
+def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
+    """Who did what: admin actions and every accepted batch, newest first, by member and device."""
+    conn = _conn(data)
+    try:
+        admin = conn.execute("SELECT time_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?",
+                             (limit,)).fetchall()
+        batches = conn.execute(
+            "SELECT b.received_ms, d.member, b.device, b.seq, b.n_ops, b.size, b.rseq FROM batches b"
+            " LEFT JOIN devices d ON d.device = b.device ORDER BY b.rseq DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+    finally:
+        conn.close()
+    out = [{"time_ms": t, "actor": a, "action": act, "detail": json.loads(d)} for t, a, act, d in admin]
+    out += [
+        {"time_ms": t, "actor": m, "action": "batch",
+         "detail": {"device": dev.hex(), "seq": seq, "ops": n, "bytes": size, "rseq": rseq}}
+        for t, m, dev, seq, n, size, rseq in batches
+    ]
+    out.sort(key=lambda r: r["time_ms"], reverse=True)
+    return out[:limit]
+
+
+def backup(data: Path, dest: Path) -> dict[str, Any]:
+    """Copy the relay's database with SQLite's online backup API, consistent while the relay runs."""
+    dest = Path(dest)
+    if dest.exists():
+        raise UsageError(f"{dest} exists; choose a new file name")
+    src = _conn(data)
+    try:
+        out = sqlite3.connect(dest)
+        try:
+            src.backup(out)
+        finally:
+            out.close()
+    except sqlite3.Error as e:
+        raise StoreError(f"backup failed: {e}") from None
+    finally:
+        src.close()
+    return {"backup": str(dest), "bytes": dest.stat().st_size}
+
+
+def restore(backup_file: Path, data: Path, key_file: Path) -> dict[str, Any]:
+    """Rebuild a data directory from a backup file and the relay key (kept apart, like any secret)."""
+    data = Path(data)
+    if (data / db.DB_NAME).exists():
+        raise ConfigError(f"{data} already holds a relay; restore into an empty directory")
+    data.mkdir(parents=True, exist_ok=True)
+    src = sqlite3.connect(backup_file)
+    try:
+        if src.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+            raise StoreError(f"{backup_file} is damaged")
+        out = sqlite3.connect(data / db.DB_NAME)
+        src.backup(out)
+        out.close()
+    finally:
+        src.close()
+    fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(Path(key_file).read_bytes())
+    return {"data": str(data)}

@@ -1,0 +1,164 @@
+"""The relay's aiohttp application: ``create_app(config)``, one route table, metrics, logs.
+
+This module only moves bytes: it reads a request body, hands it to
+``relay.handle`` in the writer thread, and writes the signed response or an
+error mapped through ``errors.http_status_for``. Errors are JSON so a person
+with curl can read them; successful bodies are signed msgpack envelopes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from .. import __version__
+from ..errors import HbwError, LimitError, http_status_for
+from . import db, relay
+
+log = logging.getLogger("hbw.relay")
+
+MAX_BODY = 40 * 1024 * 1024
+
+
+@dataclass
+class RelayConfig:
+    data: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_body: int = MAX_BODY
+    access_log: bool = True
+
+
+@dataclass
+class Metrics:
+    requests: Counter = field(default_factory=Counter)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    batches_in: int = 0
+    batches_out: int = 0
+    devices_seen: set = field(default_factory=set)
+    latency_sum: float = 0.0
+    latency_count: int = 0
+    buckets: Counter = field(default_factory=Counter)
+
+    BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+    def observe(self, seconds: float) -> None:
+        self.latency_sum += seconds
+        self.latency_count += 1
+        for b in self.BOUNDS:
+            if seconds <= b:
+                self.buckets[b] += 1
+
+    def render(self, commits: int) -> str:
+        lines = [
+            "# HELP hbw_requests_total Requests by action and HTTP status.",
+            "# TYPE hbw_requests_total counter",
+        ]
+        for (action, status), n in sorted(self.requests.items()):
+            lines.append(f'hbw_requests_total{{action="{action}",status="{status}"}} {n}')
+        for name, value, help_ in (
+            ("hbw_bytes_in_total", self.bytes_in, "Request body bytes received."),
+            ("hbw_bytes_out_total", self.bytes_out, "Response body bytes sent."),
+            ("hbw_batches_in_total", self.batches_in, "Batches acknowledged."),
+            ("hbw_batches_out_total", self.batches_out, "Batches handed out to devices."),
+            ("hbw_devices_seen", len(self.devices_seen), "Distinct devices that synced since start."),
+            ("hbw_db_commits_total", commits, "Writer transactions committed (group commits)."),
+        ):
+            kind = "gauge" if name == "hbw_devices_seen" else "counter"
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        lines += ["# HELP hbw_sync_seconds Time to answer a sync request.", "# TYPE hbw_sync_seconds histogram"]
+        for b in self.BOUNDS:
+            lines.append(f'hbw_sync_seconds_bucket{{le="{b}"}} {self.buckets[b]}')
+        lines.append(f'hbw_sync_seconds_bucket{{le="+Inf"}} {self.latency_count}')
+        lines.append(f"hbw_sync_seconds_sum {self.latency_sum:.6f}")
+        lines.append(f"hbw_sync_seconds_count {self.latency_count}")
+        return "\n".join(lines) + "\n"
+
+
+WRITER = web.AppKey("writer", db.Writer)
+IDENTITY = web.AppKey("identity", relay.RelayIdentity)
+METRICS = web.AppKey("metrics", Metrics)
+CONFIG = web.AppKey("config", RelayConfig)
+
+routes = web.RouteTableDef()
+
+
+def _error_response(e: HbwError) -> web.Response:
+    return web.Response(status=http_status_for(e), text=json.dumps(e.to_dict()), content_type="application/json")
+
+
+@routes.post("/v1")
+async def rpc(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    m = app[METRICS]
+    t0 = time.perf_counter()
+    action, status, device = "?", 200, "-"
+    try:
+        if request.content_length is not None and request.content_length > app[CONFIG].max_body:
+            raise LimitError("request body too large", code="protocol.limit")
+        body = await request.read()
+        m.bytes_in += len(body)
+        out, stats = await app[WRITER].run(relay.handle, app[IDENTITY], body, relay.now_ms())
+        action, device = stats["action"], stats["device"]
+        m.bytes_out += len(out)
+        m.batches_in += stats["batches_in"]
+        m.batches_out += stats["batches_out"]
+        if action == "sync":
+            m.devices_seen.add(device)
+        return web.Response(body=out, content_type="application/x-hbw")
+    except HbwError as e:
+        status = http_status_for(e)
+        return _error_response(e)
+    finally:
+        dt = time.perf_counter() - t0
+        m.requests[(action, status)] += 1
+        if action == "sync":
+            m.observe(dt)
+        if app[CONFIG].access_log:
+            log.info(json.dumps({"action": action, "device": device, "status": status, "ms": round(dt * 1000, 1),
+                                 "bytes_in": request.content_length or 0}))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    ident = request.app[IDENTITY]
+    return web.json_response({"ok": True, "version": __version__, "team": ident.team_name,
+                              "relay_key": ident.key.public.hex()})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits),
+                        content_type="text/plain", charset="utf-8")
+
+
+async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    path = cfg.data / db.DB_NAME
+    conn = db.open_checked(path)
+    try:
+        app[IDENTITY] = relay.load_identity(cfg.data, conn)
+    finally:
+        conn.close()
+    writer = db.Writer(path)
+    writer.start()
+    app[WRITER] = writer
+    yield
+    writer.stop()
+
+
+def create_app(config: RelayConfig) -> web.Application:
+    app = web.Application(client_max_size=config.max_body)
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_writer_ctx)
+    app.add_routes(routes)
+    return app

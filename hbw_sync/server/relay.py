@@ -1,0 +1,351 @@
+"""What the relay does with a request, as functions over a SQLite connection.
+
+Each function runs inside the writer thread's transaction (``db.Writer``), so
+a request is applied whole or not at all, and its response is sent only after
+the commit. No aiohttp here: the app module moves bytes, this module decides.
+
+The relay checks everything it can without the team key: the request's
+signature, freshness and nonce; the device's enrollment and revocation; each
+batch's framing, team, author signature and routing section. It stores
+batches append-only under a team-wide sequence number (``rseq``), idempotently
+by (device, seq), and hands each device what it has not seen, within a byte
+budget.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import batch as wire
+from .. import codec, crypto, envelope
+from ..enroll import token_hash
+from ..errors import AccessError, HbwError, ProtocolError, RevokedError, UsageError
+from ..ops import is_member_name
+
+DEFAULT_BUDGET = 200_000
+MAX_BUDGET = 8 * 1024 * 1024
+NONCE_KEEP_MS = 2 * envelope.MAX_REQUEST_SKEW_MS + 60_000
+#: Ask devices for a new snapshot once this many batches came after the last one.
+SNAPSHOT_EVERY = 500
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class RelayIdentity:
+    team: bytes
+    team_name: str
+    key: crypto.DeviceKey  # signs responses; its public key is pinned by invites
+
+
+# -- small helpers ----------------------------------------------------------------------------------
+
+
+def meta(conn: sqlite3.Connection, key: str, default: Any = None) -> Any:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return default if row is None else codec.unpack(row[0])
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, codec.pack(value)))
+
+
+def audit(conn: sqlite3.Connection, actor: str, action: str, **detail: Any) -> None:
+    conn.execute(
+        "INSERT INTO audit (time_ms, actor, action, detail) VALUES (?, ?, ?, ?)",
+        (now_ms(), actor, action, json.dumps(detail, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))),
+    )
+
+
+def bump_roster(conn: sqlite3.Connection) -> None:
+    set_meta(conn, "roster_v", meta(conn, "roster_v", 0) + 1)
+
+
+def roster(conn: sqlite3.Connection) -> dict[bytes, list[Any]]:
+    rows = conn.execute("SELECT device, member, author_pub, x25519_pub, revoked_ms FROM devices").fetchall()
+    return {d: [m, a, x, r] for d, m, a, x, r in rows}
+
+
+def team_keys(conn: sqlite3.Connection) -> dict[int, bytes]:
+    return dict(conn.execute("SELECT epoch, key_id FROM keys").fetchall())
+
+
+def _device_row(conn: sqlite3.Connection, device: bytes) -> tuple | None:
+    return conn.execute(
+        "SELECT d.member, d.author_pub, d.transport_pub, d.revoked_ms, m.role FROM devices d"
+        " JOIN members m ON m.name = d.member WHERE d.device = ?",
+        (device,),
+    ).fetchone()
+
+
+def _use_nonce(conn: sqlite3.Connection, req: envelope.Request, now: int) -> None:
+    try:
+        conn.execute("INSERT INTO nonces (nonce, time_ms) VALUES (?, ?)", (req.device + req.nonce, now))
+    except sqlite3.IntegrityError:
+        raise AccessError("this request was already received once (a replay); it was ignored",
+                          code="access.replay") from None
+    if now % 97 == 0:  # prune now and then, not on every request
+        conn.execute("DELETE FROM nonces WHERE time_ms < ?", (now - NONCE_KEEP_MS,))
+
+
+def authenticate(conn: sqlite3.Connection, req: envelope.Request, now: int) -> tuple[str, str, bytes]:
+    """(member, role, author public key) of a fresh, signed, non-replayed request from an enrolled device."""
+    envelope.check_fresh(req, now)
+    row = _device_row(conn, req.device)
+    if row is None:
+        raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
+                          hint="join with an invite: hbw-sync join INVITE")
+    member, author_pub, transport_pub, revoked_ms, role = row
+    req.verify(transport_pub)
+    if revoked_ms is not None:
+        raise RevokedError("this device was revoked by the office; it can no longer sync",
+                           hint="ask office IT to enroll this device again if it was found")
+    _use_nonce(conn, req, now)
+    conn.execute("UPDATE devices SET last_seen_ms = ? WHERE device = ?", (now, req.device))
+    return member, role, author_pub
+
+
+# -- enrollment --------------------------------------------------------------------------------------
+
+
+def create_invite(conn: sqlite3.Connection, member: str, role: str, token: bytes, ttl_days: int, actor: str) -> None:
+    if not is_member_name(member):
+        raise UsageError(f"{member!r} is not a valid member name", hint="1-32 of a-z, 0-9, '.', '_', '-'")
+    if role not in ("member", "supervisor"):
+        raise UsageError("role must be 'member' or 'supervisor'")
+    t = now_ms()
+    conn.execute(
+        "INSERT INTO invites (token_hash, member, role, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+        (token_hash(token), member, role, t, t + ttl_days * 86_400_000),
+    )
+    audit(conn, actor, "invite", member=member, role=role, ttl_days=ttl_days)
+
+
+def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+    """Enroll a new device with a one-time invite token; its own keys sign the request."""
+    envelope.check_fresh(req, now)
+    a = req.args
+    try:
+        token, author_pub, transport_pub, x_pub = a["token"], a["author_pub"], a["transport_pub"], a["x25519_pub"]
+        label = str(a.get("label", ""))[:64]
+    except KeyError:
+        raise ProtocolError("enrollment request lacks keys or token", code="protocol.schema") from None
+    if not all(isinstance(v, bytes) and len(v) == 32 for v in (author_pub, transport_pub, x_pub)):
+        raise ProtocolError("enrollment keys must be 32 bytes each", code="protocol.schema")
+    if crypto.device_id_for(author_pub) != req.device:
+        raise ProtocolError("device id does not match its author key", code="protocol.schema")
+    req.verify(transport_pub)
+    inv = conn.execute(
+        "SELECT member, role, expires_ms, used_ms FROM invites WHERE token_hash = ?", (token_hash(bytes(token)),)
+    ).fetchone()
+    if inv is None:
+        raise AccessError("this invite is not valid for this relay", code="access.invite")
+    member, role, expires_ms, used_ms = inv
+    if used_ms is not None:
+        raise AccessError("this invite was already used; ask for a new one", code="access.invite")
+    if expires_ms < now:
+        raise AccessError("this invite has expired; ask for a new one", code="access.invite")
+    if conn.execute("SELECT 1 FROM devices WHERE device = ?", (req.device,)).fetchone():
+        raise AccessError("this device is already enrolled", code="access.invite")
+    _use_nonce(conn, req, now)
+    conn.execute("INSERT OR IGNORE INTO members (name, role, created_ms) VALUES (?, ?, ?)", (member, role, now))
+    conn.execute("UPDATE members SET role = ? WHERE name = ? AND ? = 'supervisor'", (role, member, role))
+    conn.execute(
+        "INSERT INTO devices (device, member, author_pub, transport_pub, x25519_pub, enrolled_ms, last_seen_ms, label)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (req.device, member, author_pub, transport_pub, x_pub, now, now, label),
+    )
+    conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ?", (now, req.device, token_hash(token)))
+    bump_roster(conn)
+    audit(conn, member, "enroll", device=req.device, label=label)
+    return {
+        "team": ident.team,
+        "team_name": ident.team_name,
+        "member": member,
+        "role": role,
+        "keys": team_keys(conn),
+    }
+
+
+def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[bytes, str]:
+    rows = conn.execute("SELECT device, member, revoked_ms FROM devices WHERE hex(device) LIKE ?",
+                        (device_prefix.upper() + "%",)).fetchall()
+    if not rows or not device_prefix:
+        raise UsageError(f"no device {device_prefix!r}", hint="see 'hbw-relay devices'")
+    if len(rows) > 1:
+        raise UsageError(f"device {device_prefix!r} is ambiguous", hint="give more digits")
+    device, member, revoked = rows[0]
+    if revoked is None:
+        conn.execute("UPDATE devices SET revoked_ms = ? WHERE device = ?", (now_ms(), device))
+        set_meta(conn, "rotation_wanted", True)
+        bump_roster(conn)
+        audit(conn, actor, "revoke", device=device, member=member)
+    return device, member
+
+
+# -- sync ---------------------------------------------------------------------------------------------
+
+
+def _accept_batch(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes, author_pub: bytes, data: bytes,
+                  now: int) -> list[Any]:
+    """Store one batch idempotently; returns the ack [seq, rseq, received_ms]."""
+    frame = wire.parse_batch(data)
+    if frame.team != ident.team:
+        raise ProtocolError("batch belongs to another team", code="integrity.team")
+    if frame.device != device:
+        raise AccessError("a device may only send its own batches", code="access.not_author")
+    frame.verify(author_pub)
+    n_ops = len(frame.routing_ops())
+    old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
+                       (device, frame.seq)).fetchone()
+    if old is not None:
+        if old[2] != data:
+            raise ProtocolError(f"batch {frame.seq} was already received with other content", code="protocol.seq_reuse")
+        return [frame.seq, old[0], old[1]]
+    cur = conn.execute(
+        "INSERT INTO batches (device, seq, received_ms, size, n_ops, epoch, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (device, frame.seq, now, len(data), n_ops, frame.epoch, data),
+    )
+    return [frame.seq, cur.lastrowid, now]
+
+
+def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+    member, role, author_pub = authenticate(conn, req, now)
+    a = req.args
+    device = req.device
+    acks, rejects = [], []
+    for data in a.get("batches", []):
+        if not isinstance(data, bytes):
+            raise ProtocolError("batches must be bytes", code="protocol.schema")
+        conn.execute("SAVEPOINT b")
+        try:
+            acks.append(_accept_batch(conn, ident, device, author_pub, data, now))
+            conn.execute("RELEASE b")
+        except HbwError as e:
+            conn.execute("ROLLBACK TO b")
+            conn.execute("RELEASE b")
+            seq = int.from_bytes(data[22:30], "big") if len(data) >= 30 else 0
+            rejects.append([seq, e.to_dict()])
+    _publish_key(conn, a.get("key"), device, role, now)
+    for g in a.get("grants", []):
+        _store_grant(conn, g, device, role, now)
+    if a.get("snapshot"):
+        _store_snapshot(conn, a["snapshot"], device, now)
+
+    result: dict[str, Any] = {"acks": acks, "rejects": rejects}
+    cursor = int(a.get("cursor", 0))
+    budget = min(max(int(a.get("budget", DEFAULT_BUDGET)), 1024), MAX_BUDGET)
+    snap = conn.execute("SELECT cursor, device, data FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
+    oldest = conn.execute("SELECT MIN(rseq) FROM batches").fetchone()[0]
+    if snap is not None and (cursor == 0 or (oldest is not None and cursor < oldest - 1)) and snap[0] > cursor:
+        result["snapshot"] = [snap[0], snap[1], snap[2]]
+        cursor = snap[0]
+    out, used = [], 0
+    rows = conn.execute(
+        "SELECT rseq, device, received_ms, data FROM batches WHERE rseq > ? ORDER BY rseq LIMIT 2000", (cursor,)
+    )
+    more = False
+    for rseq, dev, rcv, data in rows:
+        if dev == device:
+            cursor = rseq  # own batches are acknowledged, not sent back
+            continue
+        if out and used + len(data) > budget:
+            more = True
+            break
+        out.append([rseq, dev, rcv, data])
+        used += len(data)
+        cursor = rseq
+    else:
+        more = conn.execute("SELECT 1 FROM batches WHERE rseq > ? LIMIT 1", (cursor,)).fetchone() is not None
+    result.update(batches=out, cursor=cursor, more=more)
+    rv = meta(conn, "roster_v", 0)
+    if a.get("roster_v") != rv:
+        result["roster"] = roster(conn)
+        result["roster_v"] = rv
+    result["keys"] = team_keys(conn)
+    result["grants"] = [
+        list(r) for r in conn.execute("SELECT epoch, data FROM grants WHERE device = ? AND data != x''", (device,))
+    ]
+    if role == "supervisor":
+        result["pending"] = _pending_grants(conn, device)
+        result["rotate"] = bool(meta(conn, "rotation_wanted", False))
+    last_snap = snap[0] if snap else 0
+    result["want_snapshot"] = (cursor - last_snap) >= SNAPSHOT_EVERY
+    return result
+
+
+def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, role: str, now: int) -> None:
+    if not key:
+        return
+    epoch, key_id = key
+    current = conn.execute("SELECT MAX(epoch) FROM keys").fetchone()[0] or 0
+    if current and role != "supervisor":
+        raise AccessError("only a supervisor's device may rotate the team key", code="access.role")
+    if epoch != current + 1:
+        if conn.execute("SELECT 1 FROM keys WHERE epoch = ? AND key_id = ?", (epoch, key_id)).fetchone():
+            return  # sent again after a lost response
+        raise ProtocolError(f"new key epoch must be {current + 1}", code="protocol.epoch")
+    conn.execute("INSERT INTO keys (epoch, key_id, created_ms, created_by) VALUES (?, ?, ?, ?)",
+                 (epoch, key_id, now, device))
+    conn.execute("INSERT OR REPLACE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, x'', ?)",
+                 (device, epoch, now))
+    set_meta(conn, "rotation_wanted", False)
+    audit(conn, device.hex(), "key", epoch=epoch)
+
+
+def _store_grant(conn: sqlite3.Connection, g: Any, device: bytes, role: str, now: int) -> None:
+    if role != "supervisor":
+        raise AccessError("only a supervisor's device may share the team key", code="access.role")
+    target, epoch, data = g
+    conn.execute("INSERT OR IGNORE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, ?, ?)",
+                 (target, epoch, data, now))
+
+
+def _pending_grants(conn: sqlite3.Connection, me: bytes) -> list[list[Any]]:
+    rows = conn.execute(
+        "SELECT d.device, d.x25519_pub, k.epoch FROM devices d CROSS JOIN keys k"
+        " WHERE d.revoked_ms IS NULL AND d.device != ?"
+        " AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.device = d.device AND g.epoch = k.epoch)"
+        " ORDER BY d.device, k.epoch",
+        (me,),
+    ).fetchall()
+    out: dict[bytes, list[Any]] = {}
+    for dev, xpub, epoch in rows:
+        out.setdefault(dev, [dev, xpub, []])[2].append(epoch)
+    return list(out.values())
+
+
+def _store_snapshot(conn: sqlite3.Connection, snap: Any, device: bytes, now: int) -> None:
+    cursor, data = snap
+    if not isinstance(data, bytes) or type(cursor) is not int:
+        raise ProtocolError("malformed snapshot", code="protocol.schema")
+    conn.execute("INSERT INTO snapshots (cursor, device, created_ms, data) VALUES (?, ?, ?, ?)",
+                 (cursor, device, now, data))
+    # Keep the two newest: the latest, and one before it in case the latest turns out unreadable.
+    conn.execute("DELETE FROM snapshots WHERE id NOT IN (SELECT id FROM snapshots ORDER BY id DESC LIMIT 2)")
+
+
+def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
+    """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
+    req = envelope.parse_request(body)
+    if req.action == "enroll":
+        result = enroll(conn, ident, req, now)
+    elif req.action == "sync":
+        result = sync(conn, ident, req, now)
+    else:
+        raise ProtocolError(f"unknown action {req.action!r}", code="protocol.action")
+    stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(result.get("acks", ())),
+             "batches_out": len(result.get("batches", ()))}
+    return envelope.make_response(ident.key, req.nonce, result, now), stats
+
+
+def load_identity(data_dir: Path, conn: sqlite3.Connection) -> RelayIdentity:
+    key = crypto.DeviceKey((data_dir / "relay.key").read_bytes())
+    return RelayIdentity(meta(conn, "team"), meta(conn, "team_name"), key)

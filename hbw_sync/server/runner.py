@@ -1,0 +1,95 @@
+"""Running the relay: in the foreground (``hbw-relay serve``) or in a background thread.
+
+The thread form is for tests, the demo and benchmarks: a click command that
+calls ``asyncio.run`` cannot run inside a running loop, so CLI tests talk to a
+relay served from its own thread on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import threading
+from typing import Callable
+
+from aiohttp import web
+
+from .app import RelayConfig, create_app
+
+
+async def _start(config: RelayConfig, ssl_context: ssl.SSLContext | None) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context)
+    await site.start()
+    sock = site._server.sockets[0]  # type: ignore[union-attr]
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if ssl_context else "http"
+    host = f"[{host}]" if ":" in host else host
+    return runner, f"{scheme}://{host}:{port}"
+
+
+def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; in-flight requests finish, the writer commits, then it stops."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    async def main() -> None:
+        runner, url = await _start(config, ssl_context)
+        if ready:
+            ready(url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+class RelayThread:
+    """A relay on a loopback port in a background thread: ``with RelayThread(cfg) as url: ...``."""
+
+    def __init__(self, config: RelayConfig):
+        self.config = config
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hbw-relay", daemon=True)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._runner, self.url = loop.run_until_complete(_start(self.config, None))
+        except BaseException as e:  # noqa: BLE001 - handed to start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._runner.cleanup())
+        loop.close()
+
+    def start(self) -> str:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error:
+            raise self._error
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
