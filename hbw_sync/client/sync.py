@@ -36,6 +36,7 @@ from ..enroll import Invite, make_grant
 from ..errors import ConfigError, HbwError, ProtocolError, TransientError, UsageError, WrongKeyError, from_dict
 from .device import Device, now_ms
 from .replica import Replica
+from .vault import KdfParams
 
 DEFAULT_BUDGET = 200_000
 MAX_ROUND_TRIPS = 10_000
@@ -114,13 +115,13 @@ def sync_lock(home: Path) -> Iterator[None]:
 
 
 def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
-         timeout: float = 60) -> dict[str, Any]:
+         timeout: float = 60, kdf: KdfParams = KdfParams()) -> dict[str, Any]:
     """Enroll this device with an invite (creating the store if there is none), then sync once."""
     inv = Invite.decode(code)
     try:
         dev = Device.open(home)
     except ConfigError:
-        dev = Device.init(home, inv.member, passphrase)
+        dev = Device.init(home, inv.member, passphrase, kdf=kdf)
     with dev:
         rep = dev.unlock(passphrase)
         s = dev.store

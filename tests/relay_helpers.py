@@ -1,0 +1,77 @@
+"""Shared set-up for tests that need a real relay on a loopback port and enrolled devices.
+
+Everything is real: the relay runs in its own thread (``RelayThread``) with its
+SQLite data dir in tmp_path; devices are real stores that join with real
+invites. Only the KDF cost is lowered (the store records it), to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hbw_sync.client import Device, Replica
+from hbw_sync.client import sync as syncing
+from hbw_sync.client.vault import KdfParams
+from hbw_sync.server import admin
+from hbw_sync.server.app import RelayConfig
+from hbw_sync.server.runner import RelayThread
+
+FAST_KDF = KdfParams(n=2**10)
+
+
+@dataclass
+class Member:
+    name: str
+    home: Path
+    passphrase: str
+
+    def replica(self) -> Replica:
+        """An unlocked replica; close it after use (or use ``with member.open() as rep``)."""
+        return Device.open(self.home).unlock(self.passphrase)
+
+    def open(self) -> Replica:
+        return self.replica()
+
+    def sync(self, url: str | None = None, unlocked: bool = True, **kw) -> syncing.SyncReport:
+        return syncing.sync(self.home, self.passphrase if unlocked else None, **kw)
+
+
+class Team:
+    """A relay plus helpers to enroll members; use as a context manager."""
+
+    def __init__(self, tmp: Path, name: str = "District Finance"):
+        self.tmp = tmp
+        self.data = tmp / "relay"
+        admin.init(self.data, name)
+        self.thread = RelayThread(RelayConfig(data=self.data, port=0, access_log=False))
+        self.url = ""
+        self.members: dict[str, Member] = {}
+
+    def __enter__(self) -> "Team":
+        self.url = self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.stop()
+
+    def invite(self, name: str, role: str = "member", url: str | None = None) -> str:
+        return admin.invite(self.data, name, role, url=url or self.url).encode()
+
+    def join(self, name: str, role: str = "member", url: str | None = None) -> Member:
+        m = Member(name, self.tmp / f"dev-{name}", f"pw-{name}")
+        syncing.join(m.home, self.invite(name, role, url), m.passphrase, kdf=FAST_KDF)
+        self.members[name] = m
+        return m
+
+    def restart(self) -> None:
+        """Stop the relay and start it again on a new port (devices keep the old URL: callers fix it)."""
+        self.thread.stop()
+        self.thread = RelayThread(RelayConfig(data=self.data, port=0, access_log=False))
+        self.url = self.thread.start()
+
+
+def set_relay_url(member: Member, url: str) -> None:
+    with Device.open(member.home) as dev:
+        with dev.store.transaction():
+            dev.store.set_meta("relay_url", url)
