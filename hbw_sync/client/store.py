@@ -144,6 +144,8 @@ class Store:
                 pk="seq",
             )
             db["inbox"].create({"rseq": int, "device": bytes, "received_ms": int, "data": bytes}, pk="rseq")
+            db["downloads"].create({"rseq": int, "device": bytes, "received_ms": int, "size": int}, pk="rseq")
+            db["download_chunks"].create({"rseq": int, "offset": int, "data": bytes}, pk=("rseq", "offset"))
             db["conflicts"].create(
                 {
                     "id": int,

@@ -40,6 +40,9 @@ from .vault import KdfParams
 
 DEFAULT_BUDGET = 200_000
 MAX_ROUND_TRIPS = 10_000
+#: Batches above this size travel in resumable pieces instead of inside a sync request.
+INLINE_MAX = 64 * 1024
+CHUNK = 64 * 1024
 
 
 @dataclass
@@ -192,12 +195,14 @@ class _Session:
         sent: list[tuple[int, int]] = []
         batches: list[bytes] = []
         used = 0
-        for seq, data in s.execute("SELECT seq, data FROM outbox WHERE state = 'closed' ORDER BY seq"):
-            if batches and used + len(data) > self.budget:
+        for seq, size in s.execute(
+            "SELECT seq, size FROM outbox WHERE state = 'closed' AND size <= ? ORDER BY seq", (INLINE_MAX,)
+        ).fetchall():
+            if batches and used + size > self.budget:
                 break
-            batches.append(data)
-            sent.append((seq, len(data)))
-            used += len(data)
+            batches.append(s.execute("SELECT data FROM outbox WHERE seq = ?", (seq,)).fetchone()[0])
+            sent.append((seq, size))
+            used += size
         args: dict[str, Any] = {
             "cursor": s.meta("pull_cursor", 0),
             "budget": self.budget,
@@ -220,18 +225,16 @@ class _Session:
         capped: set[tuple[int, bytes]] = set()
         with s.transaction():
             for seq, rseq, rcv in res.get("acks", []):
-                s.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-                s.execute("UPDATE oplog SET received_ms = ? WHERE device = ? AND batch_seq = ?", (rcv, me, seq))
-                bound = hlc.skew_bound(rcv)
-                for kind, entity in s.execute(
-                    "SELECT kind, entity FROM oplog WHERE device = ? AND batch_seq = ? AND hlc > ?", (me, seq, bound)
-                ):
-                    capped.add((kind, entity))
+                capped |= self._ack(seq, rcv)
             for seq, err in res.get("rejects", []):
                 s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                 self.report.rejected += 1
                 self.report.notes.append(f"batch {seq} refused by the relay: {err.get('message')}")
-            for rseq, device, rcv, data in res.get("batches", []):
+            for rseq, device, rcv, data, *size in res.get("batches", []):
+                if data is None:  # a large batch: fetched in resumable pieces after this response
+                    s.execute("INSERT OR IGNORE INTO downloads (rseq, device, received_ms, size) VALUES (?, ?, ?, ?)",
+                              (rseq, device, rcv, size[0]))
+                    continue
                 s.execute("INSERT OR IGNORE INTO inbox (rseq, device, received_ms, data) VALUES (?, ?, ?, ?)",
                           (rseq, device, rcv, data))
                 self.report.received_batches += 1
@@ -250,8 +253,7 @@ class _Session:
                 s.set_meta("publish_key", None)
             if res.get("grants"):
                 s.set_meta("grants_in", res["grants"])
-            if capped:
-                s.set_meta("rebuild", sorted({(k, e) for k, e in capped} | set(map(tuple, s.meta("rebuild") or []))))
+            self._mark_capped(capped)
         acked = {a[0] for a in res.get("acks", [])}
         self.report.sent_batches += sum(1 for seq, _ in sent if seq in acked)
         self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
@@ -260,8 +262,80 @@ class _Session:
         more = bool(res.get("more"))
         if self.rep is not None:
             more |= self.rep_duties(res)
-        left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed'").fetchone()[0]
+        left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed' AND size <= ?", (INLINE_MAX,)).fetchone()[0]
         return more or (left > 0 and bool(acked))
+
+    def _ack(self, seq: int, rcv: int) -> set[tuple[int, bytes]]:
+        """Forget an acknowledged batch; returns entities whose ops the relay's clock capped."""
+        s, me = self.s, self.s.meta("device_id")
+        s.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+        s.execute("UPDATE oplog SET received_ms = ? WHERE device = ? AND batch_seq = ?", (rcv, me, seq))
+        return {(k, e) for k, e in s.execute(
+            "SELECT kind, entity FROM oplog WHERE device = ? AND batch_seq = ? AND hlc > ?", (me, seq, hlc.skew_bound(rcv))
+        )}
+
+    def _mark_capped(self, capped: set[tuple[int, bytes]]) -> None:
+        if capped:
+            s = self.s
+            s.set_meta("rebuild", sorted(capped | {tuple(x) for x in s.meta("rebuild") or []}))
+
+    async def _call(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        s = self.s
+        body, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), action, args, now_ms())
+        raw = await self.transport(s.meta("relay_url"), body, self.timeout)
+        self.report.round_trips += 1
+        return envelope.parse_response(raw, s.meta("relay_public"), nonce).result
+
+    async def upload_large(self) -> None:
+        """Send each large batch in pieces, resuming at the offset the relay already holds."""
+        s = self.s
+        for seq, size in s.execute(
+            "SELECT seq, size FROM outbox WHERE state = 'closed' AND size > ? ORDER BY seq", (INLINE_MAX,)
+        ).fetchall():
+            res = await self._call("upload", {"seq": seq, "total": size})
+            while "ack" not in res and "reject" not in res:
+                offset = res["offset"]
+                blob = s.conn.blobopen("outbox", "data", seq, readonly=True)
+                try:
+                    blob.seek(offset)
+                    chunk = blob.read(CHUNK)
+                finally:
+                    blob.close()
+                res = await self._call("upload", {"seq": seq, "total": size, "offset": offset, "chunk": chunk})
+            with s.transaction():
+                if "ack" in res:
+                    self._mark_capped(self._ack(seq, res["ack"][2]))
+                    self.report.sent_batches += 1
+                    self.report.sent_bytes += size
+                else:
+                    s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
+                    self.report.rejected += 1
+                    self.report.notes.append(f"batch {seq} refused by the relay: {res['reject'].get('message')}")
+
+    async def download_large(self) -> None:
+        """Fetch large batches piece by piece; pieces already here are kept across runs."""
+        s = self.s
+        for rseq, device, rcv, size in s.execute("SELECT rseq, device, received_ms, size FROM downloads").fetchall():
+            have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks WHERE rseq = ?",
+                             (rseq,)).fetchone()[0]
+            while have < size:
+                res = await self._call("download", {"rseq": rseq, "offset": have, "length": CHUNK})
+                chunk = res["chunk"]
+                if not chunk:
+                    raise ProtocolError("the relay sent an empty piece", code="protocol.download")
+                with s.transaction():
+                    s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
+                              (rseq, have, chunk))
+                have += len(chunk)
+            with s.transaction():
+                data = b"".join(r[0] for r in s.execute(
+                    "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
+                s.execute("INSERT OR IGNORE INTO inbox (rseq, device, received_ms, data) VALUES (?, ?, ?, ?)",
+                          (rseq, device, rcv, data))
+                s.execute("DELETE FROM download_chunks WHERE rseq = ?", (rseq,))
+                s.execute("DELETE FROM downloads WHERE rseq = ?", (rseq,))
+            self.report.received_batches += 1
+            self.report.received_bytes += size
 
     def rep_duties(self, res: dict[str, Any]) -> bool:
         """What only an unlocked device can do: check keys, rotate, grant, snapshot. True if it has more to send."""
@@ -304,8 +378,12 @@ class _Session:
             raw = await self.transport(url, body, self.timeout)
             self.report.round_trips += 1
             res = envelope.parse_response(raw, relay_pub, nonce).result
-            if not self.apply_response(res, sent):
+            again = self.apply_response(res, sent)
+            await self.download_large()
+            if not again:
                 break
+        # Documents after task changes: urgent work is never stuck behind a large file.
+        await self.upload_large()
 
 
 def check_keys(rep: Replica) -> None:

@@ -71,6 +71,8 @@ def create_schema(path: Path) -> None:
     db["keys"].create({"epoch": int, "key_id": bytes, "created_ms": int, "created_by": bytes}, pk="epoch")
     db["grants"].create({"device": bytes, "epoch": int, "data": bytes, "created_ms": int}, pk=("device", "epoch"))
     db["snapshots"].create({"id": int, "cursor": int, "device": bytes, "created_ms": int, "data": bytes}, pk="id")
+    db["upload_chunks"].create({"device": bytes, "seq": int, "offset": int, "total": int, "data": bytes},
+                               pk=("device", "seq", "offset"))
     db["nonces"].create({"nonce": bytes, "time_ms": int}, pk="nonce")
     db["nonces"].create_index(["time_ms"])
     db["audit"].create({"id": int, "time_ms": int, "actor": str, "action": str, "detail": str}, pk="id")

@@ -24,7 +24,7 @@ from typing import Any
 from .. import batch as wire
 from .. import codec, crypto, envelope
 from ..enroll import token_hash
-from ..errors import AccessError, HbwError, ProtocolError, RevokedError, UsageError
+from ..errors import AccessError, HbwError, LimitError, ProtocolError, RevokedError, UsageError
 from ..ops import is_member_name
 
 DEFAULT_BUDGET = 200_000
@@ -32,6 +32,9 @@ MAX_BUDGET = 8 * 1024 * 1024
 NONCE_KEEP_MS = 2 * envelope.MAX_REQUEST_SKEW_MS + 60_000
 #: Ask devices for a new snapshot once this many batches came after the last one.
 SNAPSHOT_EVERY = 500
+#: Batches larger than this are handed out by reference and fetched in resumable chunks.
+INLINE_MAX = 64 * 1024
+CHUNK_MAX = 256 * 1024
 
 
 def now_ms() -> int:
@@ -249,18 +252,24 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
         cursor = snap[0]
     out, used = [], 0
     rows = conn.execute(
-        "SELECT rseq, device, received_ms, data FROM batches WHERE rseq > ? ORDER BY rseq LIMIT 2000", (cursor,)
+        "SELECT rseq, device, received_ms, size FROM batches WHERE rseq > ? ORDER BY rseq LIMIT 2000", (cursor,)
     )
     more = False
-    for rseq, dev, rcv, data in rows:
+    for rseq, dev, rcv, size in rows:
         if dev == device:
             cursor = rseq  # own batches are acknowledged, not sent back
             continue
-        if out and used + len(data) > budget:
+        inline = size <= INLINE_MAX
+        cost = size if inline else 64
+        if out and used + cost > budget:
             more = True
             break
-        out.append([rseq, dev, rcv, data])
-        used += len(data)
+        if inline:
+            data = conn.execute("SELECT data FROM batches WHERE rseq = ?", (rseq,)).fetchone()[0]
+            out.append([rseq, dev, rcv, data])
+        else:
+            out.append([rseq, dev, rcv, None, size])  # fetched with 'download', resumable
+        used += cost
         cursor = rseq
     else:
         more = conn.execute("SELECT 1 FROM batches WHERE rseq > ? LIMIT 1", (cursor,)).fetchone() is not None
@@ -332,6 +341,58 @@ def _store_snapshot(conn: sqlite3.Connection, snap: Any, device: bytes, now: int
     conn.execute("DELETE FROM snapshots WHERE id NOT IN (SELECT id FROM snapshots ORDER BY id DESC LIMIT 2)")
 
 
+def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+    """One piece of a large batch, at an offset (tus-style). Answers the offset the relay holds.
+
+    A piece at the wrong offset is not an error: the answer tells the device
+    where to go on from, so a link that dropped at 90 % resumes at 90 %.
+    """
+    _member, _role, author_pub = authenticate(conn, req, now)
+    a = req.args
+    seq, total, offset, chunk = a.get("seq"), a.get("total"), a.get("offset", 0), a.get("chunk")
+    if type(seq) is not int or type(total) is not int or type(offset) is not int:
+        raise ProtocolError("malformed upload", code="protocol.schema")
+    if total > codec.DEFAULT_LIMITS.max_message:
+        raise LimitError(f"a batch of {total} bytes is over the limit", code="protocol.limit")
+    done = conn.execute("SELECT rseq, received_ms FROM batches WHERE device = ? AND seq = ?", (req.device, seq)).fetchone()
+    if done:
+        return {"offset": total, "ack": [seq, done[0], done[1]]}
+    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ? AND total != ?", (req.device, seq, total))
+    have = conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks WHERE device = ? AND seq = ?",
+                        (req.device, seq)).fetchone()[0]
+    if chunk is None or offset != have:
+        return {"offset": have}
+    if not isinstance(chunk, bytes) or not chunk or len(chunk) > CHUNK_MAX or have + len(chunk) > total:
+        raise ProtocolError("malformed upload piece", code="protocol.schema")
+    conn.execute("INSERT INTO upload_chunks (device, seq, offset, total, data) VALUES (?, ?, ?, ?, ?)",
+                 (req.device, seq, offset, total, chunk))
+    have += len(chunk)
+    if have < total:
+        return {"offset": have}
+    data = b"".join(r[0] for r in conn.execute(
+        "SELECT data FROM upload_chunks WHERE device = ? AND seq = ? ORDER BY offset", (req.device, seq)))
+    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (req.device, seq))
+    try:
+        ack = _accept_batch(conn, ident, req.device, author_pub, data, now)
+    except HbwError as e:
+        return {"offset": 0, "reject": e.to_dict()}
+    return {"offset": total, "ack": ack}
+
+
+def download(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+    """A piece of a stored batch: [rseq, offset, length] -> bytes. Resuming is asking for the next offset."""
+    authenticate(conn, req, now)
+    a = req.args
+    rseq, offset, length = a.get("rseq"), a.get("offset", 0), min(int(a.get("length", CHUNK_MAX)), CHUNK_MAX)
+    if type(rseq) is not int or type(offset) is not int or offset < 0 or length <= 0:
+        raise ProtocolError("malformed download", code="protocol.schema")
+    row = conn.execute("SELECT size, substr(data, ?, ?) FROM batches WHERE rseq = ?",
+                       (offset + 1, length, rseq)).fetchone()
+    if row is None:
+        raise UsageError(f"no batch {rseq} at the relay", code="usage.not_found")
+    return {"size": row[0], "offset": offset, "chunk": bytes(row[1] or b"")}
+
+
 def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
     """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
     req = envelope.parse_request(body)
@@ -339,9 +400,14 @@ def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int
         result = enroll(conn, ident, req, now)
     elif req.action == "sync":
         result = sync(conn, ident, req, now)
+    elif req.action == "upload":
+        result = upload(conn, ident, req, now)
+    elif req.action == "download":
+        result = download(conn, ident, req, now)
     else:
         raise ProtocolError(f"unknown action {req.action!r}", code="protocol.action")
-    stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(result.get("acks", ())),
+    acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
+    stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
              "batches_out": len(result.get("batches", ()))}
     return envelope.make_response(ident.key, req.nonce, result, now), stats
 
