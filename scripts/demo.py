@@ -1,105 +1,165 @@
-"""The hbw-sync demo: a supervisor plans the week offline, and we look at what leaves the laptop.
+"""The hbw-sync demo: an office relay on this machine, three officials, a week in miniature.
 
-Runs the real CLI (as subprocesses, like a person would) on temporary homes.
-It grows with the project: the relay and enrollment come next.
+Everything runs through the real command-line tools, as subprocesses, exactly as
+office IT and the officials would type them: `hbw-relay` serves on a free
+loopback port, `hbw-sync` keeps each official's encrypted store in a temporary
+home. Nothing leaves this machine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-
-from hbw_sync import batch as wire
-from hbw_sync.client import Device
 
 WEEK = """title,description,assignee,due,priority,needs
 Reconcile October invoices,Match each invoice to its budget line and flag gaps.,amina,+2d,high,"laptop,internet"
 File building permits,Paper files from the registry; stamp and shelve.,bosco,+3d,normal,office
 Inspect market stalls in Ward 4,Check licences and hygiene certificates on site.,chidi,+1d,urgent,laptop
 Prepare quarterly budget summary,Two pages for the council meeting.,dana,+4d,normal,laptop
+Answer the auditor's questions,Letter due before Friday.,amina,+3d,normal,internet
 """
+
+PY = sys.executable
 
 
 def say(text: str) -> None:
     print(f"\n== {text}")
 
 
-def run(home: Path, *args: str, show: bool = True) -> str:
-    env = {**os.environ, "HBW_SYNC_HOME": str(home), "HBW_PASSPHRASE": "correct horse battery"}
-    cmd = [sys.executable, "-m", "hbw_sync.client.cli", *args]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if show:
-        print("$ hbw-sync " + " ".join(args))
-        out = (res.stdout + res.stderr).rstrip()
-        if out:
-            print("  " + out.replace("\n", "\n  "))
-    return res.stdout
+def show(res: subprocess.CompletedProcess, cmd: str) -> None:
+    print(f"$ {cmd}")
+    out = (res.stdout + res.stderr).rstrip()
+    if out:
+        print("  " + out.replace("\n", "\n  "))
+
+
+class Official:
+    def __init__(self, name: str, root: Path):
+        self.name = name
+        self.home = root / name
+        self.env = {**os.environ, "HBW_SYNC_HOME": str(self.home), "HBW_PASSPHRASE": f"{name}'s long passphrase"}
+
+    def run(self, *args: str, quiet: bool = False, passphrase: bool = True) -> subprocess.CompletedProcess:
+        env = dict(self.env)
+        if not passphrase:
+            env.pop("HBW_PASSPHRASE")
+        res = subprocess.run([PY, "-m", "hbw_sync.client.cli", *args], env=env, capture_output=True, text=True)
+        if not quiet:
+            show(res, f"[{self.name}] hbw-sync " + " ".join(a if len(a) < 40 else a[:24] + "..." for a in args))
+        return res
+
+
+def relay_cmd(*args: str) -> subprocess.CompletedProcess:
+    res = subprocess.run([PY, "-m", "hbw_sync.server.cli", *args], capture_output=True, text=True)
+    show(res, "hbw-relay " + " ".join(a if len(a) < 40 else a[:24] + "..." for a in args))
+    return res
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hbw-demo-") as tmp:
-        dana = Path(tmp) / "dana"
-        say("Monday, no network at all: Dana sets up her laptop and starts the team")
-        run(dana, "init", "--name", "dana")
-        run(dana, "team", "create", "District Finance Office")
-
-        say("She imports the week's plan from a spreadsheet (all rows checked first)")
-        plan = Path(tmp) / "week.csv"
-        plan.write_text(WEEK)
-        run(dana, "task", "import", str(plan))
-        run(dana, "task", "list")
-
-        say("A bad spreadsheet is refused as a whole, with line numbers")
-        bad = Path(tmp) / "bad.csv"
-        bad.write_text("title,due\nOK row,+1d\n,+1d\nAnother,31/12/2026\n")
-        run(dana, "task", "import", str(bad))
-
-        say("She works offline: a note, a status change, her working profile")
-        first = json.loads(run(dana, "task", "list", "--json", show=False))[0]["id"][:6]
-        run(dana, "task", "note", first, "Supplier confirmed by phone")
-        run(dana, "task", "start", first)
-        run(dana, "profile", "--laptop", "--no-internet", "--office-days", "mon,thu")
-
-        say("Everything waits in the outbox, signed and encrypted; 'status' needs no passphrase")
-        env_status = subprocess.run(
-            [sys.executable, "-m", "hbw_sync.client.cli", "status"],
-            env={k: v for k, v in {**os.environ, "HBW_SYNC_HOME": str(dana)}.items() if k != "HBW_PASSPHRASE"},
-            capture_output=True, text=True,
-        )
-        print("  " + env_status.stdout.rstrip().replace("\n", "\n  "))
-
-        say("What the office relay will see of the outbox: routing only, never titles")
-        with Device.open(dana) as dev:
-            rows = dev.store.execute("SELECT data FROM outbox ORDER BY seq").fetchall()
-        total = 0
-        for (data,) in rows:
-            frame = wire.parse_batch(data)
-            total += len(data)
-            for op in frame.routing_ops():
-                print(f"  {op.kind.name.lower():6} {op.entity.hex()[:6]}  {op.named()}  content: sealed")
-        print(f"  {sum(1 for _ in rows)} batch(es), {total} bytes for the whole week's plan and edits")
-
-        say("A byte changed in transit (a tampered email attachment) is refused")
-        data = bytearray(rows[0][0])
-        data[len(data) // 2] ^= 0x20
+        root = Path(tmp)
+        data = root / "relay"
+        say("Monday, 8:00. Office IT sets up the relay on the office server")
+        relay_cmd("init", "--data", str(data), "--team", "District Finance Office")
+        server = subprocess.Popen([PY, "-m", "hbw_sync.server.cli", "serve", "--data", str(data), "--port", "0"],
+                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         try:
-            with Device.open(dana) as dev:
-                wire.decode_batch(bytes(data), dev.store.meta("author_public"), {}, team=dev.store.meta("team_id"))
-            print("  accepted (this would be a bug)")
-            return 1
-        except Exception as e:  # noqa: BLE001 - shown to the reader
-            print(f"  refused: {e}")
+            assert server.stderr is not None
+            line = server.stderr.readline()
+            url = line.strip().rsplit(" ", 1)[-1]
+            print(f"  (relay listening on {url})")
+            return story(root, data, url)
+        finally:
+            server.terminate()
+            server.wait(10)
 
-        say("The local store holds no title in clear, even in its WAL")
-        raw = b"".join(p.read_bytes() for p in dana.iterdir() if p.name.startswith("store.db"))
-        print("  'Reconcile October invoices' found in the raw files:", b"Reconcile October" in raw)
-        say("Done. Next in the project: the office relay, enrollment and online sync.")
-    return 0
+
+def story(root: Path, data: Path, url: str) -> int:
+    dana, amina, chidi = (Official(n, root) for n in ("dana", "amina", "chidi"))
+    say("IT writes one invite per official (handed over in person, never by email)")
+    invites = {}
+    for o, role in ((dana, "supervisor"), (amina, "member"), (chidi, "member")):
+        res = relay_cmd("invite", "--data", str(data), o.name, "--role", role, "--url", url, "--json")
+        invites[o.name] = json.loads(res.stdout)["invite"]
+
+    say("Each official joins from their laptop; Dana's is the team's first device and makes the team key")
+    for o in (dana, amina, chidi):
+        o.run("join", invites[o.name])
+
+    say("Dana imports the week's plan from a spreadsheet, then syncs: the tasks go up, and her device")
+    print("   shares the team key with Amina's and Chidi's (the relay never holds it in clear)")
+    plan = root / "week.csv"
+    plan.write_text(WEEK)
+    dana.run("task", "import", str(plan))
+    dana.run("sync")
+    for o in (amina, chidi):
+        o.run("sync")
+    amina.run("task", "list", "--mine")
+
+    say("Tuesday: Amina works offline all day. A note, a status change, a report")
+    tasks = json.loads(amina.run("task", "list", "--mine", "--json", quiet=True).stdout)
+    inv = next(t for t in tasks if t["title"].startswith("Reconcile"))["id"][:6]
+    amina.run("task", "note", inv, "Two invoices missing from the Ward 2 ledger")
+    amina.run("task", "start", inv)
+    report = root / "invoices-report.txt"
+    report.write_text("Reconciliation of October invoices\n" + "Line item ... matched\n" * 2000)
+    amina.run("doc", "add", str(report), "--task", inv)
+    say("Her laptop's scheduler runs 'status' and 'sync' with no passphrase: nothing to type, no prompt")
+    amina.run("status", passphrase=False)
+
+    say("Meanwhile Chidi, also offline, adds a note to the same task and reassigns another")
+    chidi.run("task", "note", inv, "Ward 2 ledger is at the registry, I can fetch it Thursday")
+    ctasks = json.loads(chidi.run("task", "list", "--json", quiet=True).stdout)
+    audit_task = next(t for t in ctasks if t["title"].startswith("Answer"))["id"][:6]
+    chidi.run("task", "assign", audit_task, "chidi")
+
+    say("Evening: the 3G link is up. Both sync the scheduler's way (no passphrase)")
+    amina.run("sync", "--budget", "50KB", passphrase=False)
+    chidi.run("sync", passphrase=False)
+    amina.run("sync", passphrase=False)
+    say("Next morning, each sees the other's work: both notes kept, nothing overwritten")
+    amina.run("task", "show", inv)
+    chidi.run("doc", "list")
+
+    say("Thursday: Chidi's laptop is reported lost. IT revokes it")
+    devices = json.loads(relay_cmd("devices", "--data", str(data), "--json").stdout)
+    lost = next(d["device"] for d in devices if d["member"] == "chidi")
+    relay_cmd("devices", "revoke", "--data", str(data), lost[:8])
+    res = chidi.run("sync")
+    print(f"  (exit code {res.returncode}: the lost laptop can no longer sync)")
+    say("Dana's next sync rotates the team key: new work is sealed with a key the lost laptop never had")
+    dana.run("sync")
+    amina.run("sync")
+
+    say("What the office relay holds: routing metadata and sealed batches, never a title")
+    conn = sqlite3.connect(data / "relay.db")
+    raw = b"".join(r[0] for r in conn.execute("SELECT data FROM batches"))
+    n, size = conn.execute("SELECT COUNT(*), SUM(size) FROM batches").fetchone()
+    conn.close()
+    print(f"  {n} batches, {size} bytes in all (zstd shrank the 44 KB report before sealing it)")
+    print("  'Reconcile October invoices' readable at the relay:", b"Reconcile October" in raw)
+    print("  'Two invoices missing' readable at the relay:", b"Two invoices missing" in raw)
+    relay_cmd("audit", "--data", str(data), "--limit", "8")
+
+    say("Friday: everyone who still has a device sees the same tasks")
+    a = {t["id"]: (t["title"], t["assignee"], t["status"], len(t["notes"]))
+         for t in json.loads(amina.run("task", "list", "--json", quiet=True).stdout)}
+    d = {t["id"]: (t["title"], t["assignee"], t["status"], len(t["notes"]))
+         for t in json.loads(dana.run("task", "list", "--json", quiet=True).stdout)}
+    print(f"  Amina and Dana agree on all {len(a)} tasks: {a == d}")
+    dana.run("task", "list")
+    say("Done. (Later issues add reallocation of work, email/USB bundles and document deltas.)")
+    return 0 if a == d else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    t0 = time.time()
+    code = main()
+    print(f"\n(demo took {time.time() - t0:.1f} s)")
+    raise SystemExit(code)

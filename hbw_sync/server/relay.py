@@ -236,7 +236,7 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
             conn.execute("RELEASE b")
             seq = int.from_bytes(data[22:30], "big") if len(data) >= 30 else 0
             rejects.append([seq, e.to_dict()])
-    _publish_key(conn, a.get("key"), device, role, now)
+    _publish_key(conn, a.get("key"), device, member, role, now)
     for g in a.get("grants", []):
         _store_grant(conn, g, device, role, now)
     if a.get("snapshot"):
@@ -290,7 +290,7 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
     return result
 
 
-def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, role: str, now: int) -> None:
+def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str, role: str, now: int) -> None:
     if not key:
         return
     epoch, key_id = key
@@ -306,7 +306,7 @@ def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, role: str, n
     conn.execute("INSERT OR REPLACE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, x'', ?)",
                  (device, epoch, now))
     set_meta(conn, "rotation_wanted", False)
-    audit(conn, device.hex(), "key", epoch=epoch)
+    audit(conn, member, "key", epoch=epoch, device=device)
 
 
 def _store_grant(conn: sqlite3.Connection, g: Any, device: bytes, role: str, now: int) -> None:
