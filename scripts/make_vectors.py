@@ -9,7 +9,7 @@ ChaCha20-Poly1305 are deterministic for fixed inputs, and msgpack encoding is
 canonical for the values used here, so everything except the zstd output is
 reproducible with any library version. zstd output at a fixed level is stable
 for one zstd release only; the zstandard version that produced the files is
-recorded in ``meta`` of ``batches.json`` and ``invalid.json``, and the tests
+recorded in ``meta`` of ``batches.json``, ``invalid.json`` and ``snapshot.json``, and the tests
 compare the zstd-dependent bytes only when the installed version matches.
 
 Invalid batches that must fail *behind* the signature (schema, order, bombs,
@@ -22,6 +22,7 @@ Importable: ``generate(out_dir)`` writes the files and returns their paths.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sys
@@ -34,9 +35,11 @@ if str(ROOT) not in sys.path:
 
 import msgpack  # noqa: E402
 import zstandard  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey  # noqa: E402
 
 from hbw_sync import batch as B  # noqa: E402
-from hbw_sync import codec, crypto, hlc, merge  # noqa: E402
+from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot  # noqa: E402
+from hbw_sync.errors import HbwError, UsageError  # noqa: E402
 from hbw_sync.ops import FIELDS, NAMES, Kind, Op, make_op, make_op_id, routing_row  # noqa: E402
 
 DEFAULT_OUT = ROOT / "protocol" / "vectors"
@@ -598,11 +601,10 @@ def invalid_vectors() -> dict[str, Any]:
 # -- merge --------------------------------------------------------------------------------
 
 
-def merge_vectors() -> dict[str, Any]:
+def merge_items() -> list[tuple[str, int | None, Op]]:
+    """(device name, received_ms, op) of the merge scenario; the snapshot vector reuses it."""
     P = hlc.pack
-    ids = {n: DEVICES[n].device_id for n in DEVICES}
-    tie_winner = max(("d2", "d3"), key=lambda n: ids[n])
-    items = [
+    return [
         ("d1", T0 + 1000, make_op(Kind.TASK, E_TASK, P(T0, 0), None,
                                   assignee="amina", status=0, due=20_380, priority=1, needs=2,
                                   title="Quarterly report", description="v1", note="created")),
@@ -621,6 +623,12 @@ def merge_vectors() -> dict[str, Any]:
                                       away_until=None, internet=True)),
         ("d1", None, make_op(Kind.MEMBER, E_MEMBER, P(T0 + 40 * MIN, 0), None, display_name="Amina K.")),
     ]  # fmt: skip
+
+
+def merge_vectors() -> dict[str, Any]:
+    ids = {n: DEVICES[n].device_id for n in DEVICES}
+    tie_winner = max(("d2", "d3"), key=lambda n: ids[n])
+    items = merge_items()
     stamped = [(op, merge.stamp_for(op, ids[dev], rec)) for dev, rec, op in items]
     states = merge.fold(stamped)
     task = states[(Kind.TASK, E_TASK)].values()
@@ -662,6 +670,504 @@ def merge_vectors() -> dict[str, Any]:
     }
 
 
+# -- typed JSON for msgpack values (envelope args and results) ------------------------------
+
+
+def tjson(v: Any) -> Any:
+    """A msgpack value as JSON: bytes {"hex"}, maps with non-string keys {"map": [[k, v], ...]}."""
+    if isinstance(v, bytes):
+        return {"hex": v.hex()}
+    if isinstance(v, (list, tuple)):
+        return [tjson(x) for x in v]
+    if isinstance(v, dict):
+        if all(isinstance(k, str) for k in v):
+            assert set(v) not in ({"hex"}, {"map"}), "ambiguous typed JSON"
+            return {k: tjson(x) for k, x in v.items()}
+        return {"map": [[tjson(k), tjson(x)] for k, x in v.items()]}
+    return v
+
+
+def untjson(v: Any) -> Any:
+    if isinstance(v, dict):
+        if set(v) == {"hex"}:
+            return bytes.fromhex(v["hex"])
+        if set(v) == {"map"}:
+            return {untjson(k): untjson(x) for k, x in v["map"]}
+        return {k: untjson(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [untjson(x) for x in v]
+    return v
+
+
+# -- enrollment: invites and key grants --------------------------------------------------------
+
+TRANSPORT_SEEDS = {"d1": b"\x31" * 32, "d2": b"\x32" * 32, "d3": b"\x33" * 32}
+TRANSPORT = {n: crypto.DeviceKey(s) for n, s in TRANSPORT_SEEDS.items()}
+X25519_PRIVATE = {"d1": b"\x51" * 32, "d2": b"\x52" * 32, "d3": b"\x53" * 32}
+X25519_PUBLIC = {n: enroll.x25519_public(k) for n, k in X25519_PRIVATE.items()}
+RELAY_SEED = b"\x41" * 32
+RELAY = crypto.DeviceKey(RELAY_SEED)
+EPHEMERAL_PRIVATE = b"\x61" * 32
+INVITE_TOKEN = bytes.fromhex("00112233445566778899aabbccddeeff")
+RELAY_URL = "http://192.168.1.20:8765"
+GRANT_LABEL = b"hbw-sync key grant v1\x00"
+
+
+def x25519(private: bytes, public: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
+
+
+def build_grant(key: crypto.TeamKey, recipient: str, granter: str, *, name: str, seal_to: str | None = None,
+                key_id: bytes | None = None) -> dict[str, Any]:
+    """A key grant assembled step by step as the spec describes, with a fixed ephemeral key and nonce."""
+    rdev = DEVICES[recipient].device_id
+    rpub = X25519_PUBLIC[seal_to or recipient]
+    kid = key.key_id if key_id is None else key_id
+    eph_pub = enroll.x25519_public(EPHEMERAL_PRIVATE)
+    shared = x25519(EPHEMERAL_PRIVATE, rpub)
+    salt = eph_pub + rpub
+    grant_key = crypto.hkdf(shared, GRANT_LABEL, salt=salt)
+    aad = GRANT_LABEL + rdev + key.epoch.to_bytes(4, "big") + kid
+    nonce = nonce_for(name)
+    sealed = crypto.seal(grant_key, key.secret, aad, nonce=nonce)
+    body = codec.pack([key.epoch, kid, eph_pub, sealed, DEVICES[granter].device_id])
+    signed = GRANT_LABEL + rdev + body
+    signature = DEVICES[granter].sign(signed)
+    return {
+        "ephemeral_public": eph_pub, "shared": shared, "salt": salt, "grant_key": grant_key, "aad": aad,
+        "nonce": nonce, "sealed": sealed, "body": body, "signed": signed, "signature": signature,
+        "grant": body + signature,
+    }  # fmt: skip
+
+
+def enroll_vectors() -> dict[str, Any]:
+    # invites
+    inv = enroll.Invite(RELAY_URL, RELAY.public, TEAM_ID, INVITE_TOKEN, "chidi", "member")
+    text = inv.encode()
+    raw = codec.pack([inv.url, inv.relay_public, inv.team, inv.token, inv.member, inv.role])
+    assert text == "hbw1-" + base64.b32encode(raw).decode().rstrip("=").lower()
+    assert enroll.Invite.decode(text) == inv
+    sup = enroll.Invite(RELAY_URL, RELAY.public, TEAM_ID, bytes(range(16)), "amina", "supervisor")
+
+    def invite_json(i: enroll.Invite) -> dict[str, Any]:
+        r = codec.pack([i.url, i.relay_public, i.team, i.token, i.member, i.role])
+        return {
+            "url": i.url, "relay_public": i.relay_public.hex(), "team": i.team.hex(), "token": i.token.hex(),
+            "member": i.member, "role": i.role, "msgpack": r.hex(), "text": i.encode(),
+            "token_hash": enroll.token_hash(i.token).hex(),
+        }  # fmt: skip
+
+    body = text[len("hbw1-"):]
+    spaced = "  " + "HBW1-" + " ".join(body[i : i + 8].upper() for i in range(0, len(body), 8)) + "\n"
+    assert enroll.Invite.decode(spaced) == inv
+    bad_role = "hbw1-" + base64.b32encode(codec.pack([RELAY_URL, RELAY.public, TEAM_ID, INVITE_TOKEN, "chidi", "admin"])).decode().rstrip("=").lower()
+    short_key = "hbw1-" + base64.b32encode(codec.pack([RELAY_URL, RELAY.public[:31], TEAM_ID, INVITE_TOKEN, "chidi", "member"])).decode().rstrip("=").lower()
+    invalid_invites = [
+        {"name": "wrong_prefix", "description": "Starts 'hbw2-'.", "text": "hbw2-" + body},
+        {"name": "truncated", "description": "The last 10 characters are missing.", "text": text[:-10]},
+        {"name": "not_base32", "description": "A '1' (not in the base32 alphabet) in the body.", "text": text[:12] + "1" + text[13:]},
+        {"name": "unknown_role", "description": "role 'admin'.", "text": bad_role},
+        {"name": "short_relay_key", "description": "A 31-byte relay public key.", "text": short_key},
+    ]  # fmt: skip
+    for v in invalid_invites:
+        try:
+            enroll.Invite.decode(v["text"])
+        except UsageError as e:
+            v["expected_error_class"], v["expected_code"] = type(e).__name__, e.code
+        else:
+            raise AssertionError(f"invite {v['name']} decodes")
+
+    # grants
+    tk = TEAM_KEYS["t2"]
+    g = build_grant(tk, "d2", "d1", name="grant")
+    d2 = DEVICES["d2"].device_id
+    assert enroll.open_grant(g["grant"], d2, X25519_PRIVATE["d2"], DEVICES["d1"].public) == tk
+    assert enroll.grant_sender(g["grant"]) == DEVICES["d1"].device_id
+    # make_grant (random ephemeral key and nonce) must follow the same layout
+    real = enroll.make_grant(tk, d2, X25519_PUBLIC["d2"], DEVICES["d1"])
+    assert enroll.open_grant(real, d2, X25519_PRIVATE["d2"], DEVICES["d1"].public) == tk
+    rb = codec.unpack(real[:-64])
+    assert (rb[0], rb[1], rb[4], len(rb[2]), len(rb[3])) == (tk.epoch, tk.key_id, DEVICES["d1"].device_id, 32, 60)
+    assert len(real) == len(g["grant"])
+
+    def opener(device: str = "d2", granter: str = "d1") -> dict[str, Any]:
+        return {"my_device": DEVICES[device].device_id.hex(), "my_x25519_private": X25519_PRIVATE[device].hex(),
+                "granter_public": DEVICES[granter].public.hex()}
+
+    def flip(data: bytes, i: int) -> bytes:
+        return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+
+    good = g["grant"]
+    invalid_grants = [
+        ("truncated", "73 bytes: shorter than a signature + 10.", good[:73], opener()),
+        ("flipped_in_sealed", "One bit flipped in the sealed secret (inside the signed body).",
+         flip(good, len(g["body"]) - 20), opener()),
+        ("flipped_signature", "One bit flipped in the signature.", flip(good, len(good) - 5), opener()),
+        ("for_another_device", "d2's grant opened by d3: the signature binds the recipient's device id.", good,
+         opener("d3")),
+        ("other_granter_key", "Checked with d3's author key instead of the granter's.", good, opener(granter="d3")),
+        ("sealed_to_other_x25519", "Signed for d2, but wrapped to d3's X25519 key.",
+         build_grant(tk, "d2", "d1", name="sealed_to_other_x25519", seal_to="d3")["grant"], opener()),
+        ("wrong_key_id", "Signed and sealed consistently, but the key id is epoch 1's, not the secret's.",
+         build_grant(tk, "d2", "d1", name="wrong_key_id", key_id=TEAM_KEYS["t1"].key_id)["grant"], opener()),
+    ]  # fmt: skip
+    grants_bad = []
+    for name, desc, data, op in invalid_grants:
+        try:
+            enroll.open_grant(data, bytes.fromhex(op["my_device"]), bytes.fromhex(op["my_x25519_private"]),
+                              bytes.fromhex(op["granter_public"]))
+        except HbwError as e:
+            cls, code = type(e).__name__, e.code
+        else:
+            raise AssertionError(f"grant {name} opens")
+        grants_bad.append({"name": name, "description": desc, "grant": data.hex(), "open": op,
+                           "expected_error_class": cls, "expected_code": code})
+
+    return {
+        "meta": {
+            "invite": "'hbw1-' || lowercase(base32(msgpack([url, relay_public, team, token, member, role]))) "
+            "without '=' padding (RFC 4648 alphabet); decoders drop all whitespace and ignore case",
+            "token_hash": "SHA-256('hbw-sync invite token v1' || 0x00 || token)",
+            "grant": "body = msgpack([epoch, key_id, ephemeral_public, sealed, granter_device_id]); "
+            "grant = body || Ed25519(granter author key, label || recipient_device_id || body)",
+            "grant_key": "HKDF-SHA256(ikm=X25519(ephemeral, recipient), salt=ephemeral_public || recipient_x25519_public, "
+            "info=label, L=32); label = 'hbw-sync key grant v1' || 0x00",
+            "grant_sealed": "nonce(12) || ChaCha20-Poly1305(grant_key, nonce, team secret, "
+            "AAD = label || recipient_device_id || u32(epoch) || key_id)",
+        },
+        "devices": [
+            {"name": n, "device_id": DEVICES[n].device_id.hex(), "author_public": DEVICES[n].public.hex(),
+             "transport_seed": TRANSPORT_SEEDS[n].hex(), "transport_public": TRANSPORT[n].public.hex(),
+             "x25519_private": X25519_PRIVATE[n].hex(), "x25519_public": X25519_PUBLIC[n].hex()}
+            for n in DEVICES
+        ],  # fmt: skip
+        "relay": {"seed": RELAY_SEED.hex(), "public": RELAY.public.hex()},
+        "invites": [invite_json(inv), invite_json(sup)],
+        "invite_spaced": {"text": spaced, "decodes_to": 0},
+        "invalid_invites": invalid_invites,
+        "grant": {
+            "team_key": {"epoch": tk.epoch, "secret": tk.secret.hex(), "key_id": tk.key_id.hex()},
+            "recipient": "d2",
+            "recipient_device_id": d2.hex(),
+            "recipient_x25519_public": X25519_PUBLIC["d2"].hex(),
+            "granter": "d1",
+            "granter_device_id": DEVICES["d1"].device_id.hex(),
+            "ephemeral_private": EPHEMERAL_PRIVATE.hex(),
+            "label": GRANT_LABEL.hex(),
+            **{k: v.hex() for k, v in g.items()},
+        },
+        "invalid_grants": grants_bad,
+    }
+
+
+# -- envelopes ---------------------------------------------------------------------------------
+
+
+def _envelope(kind: bytes, body: Any, key: crypto.DeviceKey, version: int = envelope.VERSION,
+              magic: bytes = envelope.MAGIC) -> bytes:
+    signed = magic + kind + bytes([version]) + packb(body)
+    return signed + key.sign(signed)
+
+
+def envelope_vectors() -> dict[str, Any]:
+    d1, d3 = DEVICES["d1"].device_id, DEVICES["d3"].device_id
+    t1, t2 = TEAM_KEYS["t1"], TEAM_KEYS["t2"]
+    grant = build_grant(t2, "d2", "d1", name="grant")["grant"]
+    requests_in = [
+        ("sync", "A supervisor's device d1 syncs: pull cursor, budget, roster version, a new key to publish "
+         "and a key grant for d2. No batches (their bytes depend on zstd).", "d1", T0, "sync",
+         {"cursor": 1041, "budget": 200_000, "batches": [], "roster_v": 3, "key": [2, t2.key_id],
+          "grants": [[DEVICES["d2"].device_id, 2, grant]]}),
+        ("enroll", "Device d3 joins with the invite token of enroll.json; its transport key signs.", "d3", T0 + 5000,
+         "enroll", {"token": INVITE_TOKEN, "author_pub": DEVICES["d3"].public, "transport_pub": TRANSPORT["d3"].public,
+                    "x25519_pub": X25519_PUBLIC["d3"], "label": "registry-laptop-3"}),
+        ("download", "d1 resumes a by-reference batch at offset 65 536, asking for up to 64 KiB.", "d1", T0 + 9000,
+         "download",
+         {"rseq": 1040, "offset": 65536, "length": 65536}),
+    ]  # fmt: skip
+    requests, by_name = [], {}
+    for name, desc, dev, t, action, args in requests_in:
+        nonce = nonce_for("envelope " + name) + nonce_for("envelope2 " + name)[:4]
+        data, n = envelope.make_request(TRANSPORT[dev], DEVICES[dev].device_id, action, args, t, nonce=nonce)
+        assert n == nonce and len(nonce) == envelope.NONCE_LEN
+        body = codec.pack([DEVICES[dev].device_id, t, nonce, action, args])
+        assert data[:5] == b"HBWQ\x01" and data[5:-64] == body
+        req = envelope.parse_request(data)
+        req.verify(TRANSPORT[dev].public)
+        by_name[name] = (data, nonce)
+        requests.append({
+            "name": name, "description": desc, "device": dev, "device_id": DEVICES[dev].device_id.hex(),
+            "transport_public": TRANSPORT[dev].public.hex(), "time_ms": t, "nonce": nonce.hex(), "action": action,
+            "args": tjson(args), "body_msgpack": body.hex(), "signature": data[-64:].hex(), "envelope": data.hex(),
+        })  # fmt: skip
+
+    roster = {
+        d1: ["amina", DEVICES["d1"].public, X25519_PUBLIC["d1"], None],
+        DEVICES["d2"].device_id: ["bosco", DEVICES["d2"].public, X25519_PUBLIC["d2"], None],
+        d3: ["chidi", DEVICES["d3"].public, X25519_PUBLIC["d3"], T0 - DAY],
+    }
+    responses_in = [
+        ("sync", "The relay answers d1's sync: one ack, one reject, a by-reference batch, the roster, keys, "
+         "pending grants (d1 is a supervisor).", "sync", T0 + 40,
+         {"acks": [[12, 1042, T0 + 40]],
+          "rejects": [[13, {"error": "ProtocolError", "code": "protocol.seq_reuse",
+                            "message": "batch 13 was already received with other content"}]],
+          "batches": [[1040, DEVICES["d2"].device_id, T0 - MIN, None, 65_792]],
+          "cursor": 1042, "more": False, "roster": roster, "roster_v": 4, "keys": {1: t1.key_id, 2: t2.key_id},
+          "grants": [], "pending": [[DEVICES["d2"].device_id, X25519_PUBLIC["d2"], [2]]], "rotate": False,
+          "want_snapshot": False}),
+        ("enroll", "The relay enrolls d3 as member 'chidi'; the team already has keys (so d3 waits for grants).",
+         "enroll", T0 + 5010,
+         {"team": TEAM_ID, "team_name": "Registry office", "member": "chidi", "role": "member",
+          "keys": {1: t1.key_id, 2: t2.key_id}}),
+        ("download", "The last piece of batch 1040 (65 792 bytes): the 256 bytes from offset 65 536 (a stand-in "
+         "pattern, not real batch bytes).", "download", T0 + 9010,
+         {"size": 65_792, "offset": 65536, "chunk": bytes(range(256))}),
+    ]  # fmt: skip
+    responses = []
+    for name, desc, req_name, t, result in responses_in:
+        _, nonce = by_name[req_name]
+        data = envelope.make_response(RELAY, nonce, result, t)
+        body = codec.pack([nonce, t, result])
+        assert data[:5] == b"HBWR\x01" and data[5:-64] == body
+        assert envelope.parse_response(data, RELAY.public, nonce).result == result
+        responses.append({
+            "name": name, "description": desc, "request": req_name, "nonce": nonce.hex(), "time_ms": t, "result": tjson(result),
+            "body_msgpack": body.hex(), "signature": data[-64:].hex(), "envelope": data.hex(),
+        })  # fmt: skip
+
+    sync_req, sync_nonce = by_name["sync"]
+    sync_resp = bytes.fromhex(responses[0]["envelope"])
+    S = envelope.MAX_REQUEST_SKEW_MS
+    freshness = [
+        {"time_ms": T0, "now_ms": T0, "expected_code": None},
+        {"time_ms": T0, "now_ms": T0 + S, "expected_code": None},
+        {"time_ms": T0, "now_ms": T0 - S, "expected_code": None},
+        {"time_ms": T0, "now_ms": T0 + S + 1, "expected_code": "access.clock"},
+        {"time_ms": T0, "now_ms": T0 - S - 1, "expected_code": "access.clock"},
+    ]
+    sync_args = requests_in[0][5]
+    body_ok = [d1, T0, sync_nonce, "sync", sync_args]
+
+    def resign(body: Any, **kw: Any) -> bytes:
+        return _envelope(b"Q", body, TRANSPORT["d1"], **kw)
+
+    def flip(data: bytes, i: int) -> bytes:
+        return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+
+    altered = envelope.MAGIC + b"Q\x01" + packb([d1, T0, sync_nonce, "sync", {**sync_args, "cursor": 0}]) + sync_req[-64:]
+    PE, IE, VE, AE = "ProtocolError", "IntegrityError", "VersionError", "AccessError"
+    bad_requests = [
+        ("request_bad_magic", "Magic 'HBX'.", b"HBX" + sync_req[3:], PE, "protocol.magic", "parse"),
+        ("request_too_short", "68 bytes: shorter than header + signature.", sync_req[:68], PE, "protocol.magic", "parse"),
+        ("request_is_a_response", "A response envelope (type 'R') where a request is expected.", sync_resp,
+         PE, "protocol.magic", "parse"),
+        ("request_unknown_version", "Version byte 2, validly signed.", resign(body_ok, version=2), VE, "protocol.version", "parse"),
+        ("request_trailing_byte", "One byte after the signature (the body then ends with a stray byte).",
+         sync_req + b"\x00", PE, "protocol.trailing", "parse"),
+        ("request_ext_type", "An ext type in args, validly signed.",
+         resign([d1, T0, sync_nonce, "sync", {"cursor": msgpack.ExtType(1, b"x")}]), PE, "protocol.msgpack", "parse"),
+        ("request_body_4_elements", "Body without args, validly signed.", resign(body_ok[:4]), PE, "protocol.schema", "parse"),
+        ("request_nonce_15_bytes", "A 15-byte nonce, validly signed.",
+         resign([d1, T0, sync_nonce[:15], "sync", sync_args]), PE, "protocol.schema", "parse"),
+        ("request_time_is_bool", "time = true, validly signed.", resign([d1, True, sync_nonce, "sync", sync_args]),
+         PE, "protocol.schema", "parse"),
+        ("request_device_id_7_bytes", "A 7-byte device id, validly signed.",
+         resign([d1[:7], T0, sync_nonce, "sync", sync_args]), PE, "protocol.schema", "parse"),
+        ("request_args_not_map", "args is an array, validly signed.", resign([d1, T0, sync_nonce, "sync", []]),
+         PE, "protocol.schema", "parse"),
+        ("request_bad_signature", "One bit of the signature flipped.", flip(sync_req, len(sync_req) - 3),
+         IE, "integrity.signature", "verify"),
+        ("request_args_altered", "cursor changed to 0 after signing (signature kept).", altered,
+         IE, "integrity.signature", "verify"),
+        ("request_signed_by_author_key", "Signed by d1's author key, not its transport key.",
+         _envelope(b"Q", body_ok, DEVICES["d1"]), IE, "integrity.signature", "verify"),
+        ("request_stale", "Validly signed at T0, received at T0 + skew + 1 ms.", sync_req, AE, "access.clock", "fresh"),
+    ]  # fmt: skip
+    invalid: list[dict[str, Any]] = []
+    for name, desc, data, cls, code, stage in bad_requests:
+        now = T0 + S + 1 if name == "request_stale" else T0
+        invalid.append({"name": name, "description": desc, "kind": "request", "stage": stage, "envelope": data.hex(),
+                        "transport_public": TRANSPORT["d1"].public.hex(), "now_ms": now,
+                        "expected_error_class": cls, "expected_code": code})
+
+    resp_body = [sync_nonce, T0 + 40, responses_in[0][4]]
+    bad_responses = [
+        ("response_bad_magic", "Magic 'HBX'.", b"HBX" + sync_resp[3:], PE, "protocol.magic"),
+        ("response_is_a_request", "A request envelope (type 'Q') where a response is expected.", sync_req,
+         PE, "protocol.magic"),
+        ("response_unknown_version", "Version byte 2, signed by the relay.",
+         _envelope(b"R", resp_body, RELAY, version=2), VE, "protocol.version"),
+        ("response_bad_signature", "One bit of the signature flipped.", flip(sync_resp, len(sync_resp) - 3),
+         IE, "integrity.signature"),
+        ("response_forged_ack", "An ack for seq 14 added, signed by another key than the pinned relay's.",
+         _envelope(b"R", [sync_nonce, T0 + 40, {**resp_body[2], "acks": [[14, 1043, T0 + 40]]}], DEVICES["d2"]),
+         IE, "integrity.signature"),
+        ("response_other_nonce", "A valid relay response to another request (the enroll request's nonce).",
+         bytes.fromhex(responses[1]["envelope"]), PE, "protocol.replay"),
+        ("response_result_not_map", "result is an array, signed by the relay.",
+         _envelope(b"R", [sync_nonce, T0 + 40, []], RELAY), PE, "protocol.schema"),
+    ]  # fmt: skip
+    for name, desc, data, cls, code in bad_responses:
+        invalid.append({"name": name, "description": desc, "kind": "response", "envelope": data.hex(),
+                        "relay_public": RELAY.public.hex(), "nonce": sync_nonce.hex(),
+                        "expected_error_class": cls, "expected_code": code})
+
+    # self-check: every invalid vector fails as recorded
+    for v in invalid:
+        data = bytes.fromhex(v["envelope"])
+        try:
+            if v["kind"] == "request":
+                req = envelope.parse_request(data)
+                req.verify(bytes.fromhex(v["transport_public"]))
+                envelope.check_fresh(req, v["now_ms"])
+            else:
+                envelope.parse_response(data, RELAY.public, sync_nonce)
+        except HbwError as e:
+            assert (type(e).__name__, e.code) == (v["expected_error_class"], v["expected_code"]), (v["name"], e)
+        else:
+            raise AssertionError(f"{v['name']} passes")
+
+    return {
+        "meta": {
+            "layout": "'HBW' || type ('Q' request, 'R' response) || version (1) || msgpack(body) || "
+            "Ed25519 signature (64) over every byte before it",
+            "request_body": "[device_id (bin 8), time_ms (uint), nonce (bin 16), action (str), args (map)]; "
+            "signed by the device's transport key",
+            "response_body": "[request nonce (bin 16), time_ms (uint), result (map)]; signed by the relay key the "
+            "invite pinned",
+            "max_request_skew_ms": envelope.MAX_REQUEST_SKEW_MS,
+            "values": "args and result in typed JSON: bytes {'hex': ...}, maps with non-string keys "
+            "{'map': [[key, value], ...]}; map order is the order of body_msgpack",
+        },
+        "relay": {"seed": RELAY_SEED.hex(), "public": RELAY.public.hex()},
+        "transport_keys": [
+            {"device": n, "device_id": DEVICES[n].device_id.hex(), "seed": TRANSPORT_SEEDS[n].hex(),
+             "public": TRANSPORT[n].public.hex()} for n in DEVICES
+        ],  # fmt: skip
+        "requests": requests,
+        "responses": responses,
+        "freshness": freshness,
+        "invalid": invalid,
+    }
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+SNAP_LEVEL = 9
+
+
+def snapshot_vectors() -> dict[str, Any]:
+    ids = {n: DEVICES[n].device_id for n in DEVICES}
+    P = hlc.pack
+    extra = [  # a task whose first op is overwritten field by field: a snapshot leaves it out
+        ("d1", T0 + 3000, make_op(Kind.TASK, E_TASK2, P(T0 + 2000, 0), None, priority=1, due=20_390, title="Draft")),
+        ("d2", T0 + 5 * MIN, make_op(Kind.TASK, E_TASK2, P(T0 + 4 * MIN, 0), op_id("d1", P(T0 + 2000, 0)),
+                                     priority=2, due=20_391, title="Scan the paper files")),
+    ]  # fmt: skip
+    history = [(dev, rec, canonical(op)) for dev, rec, op in merge_items() + extra if rec is not None]
+    by_entity: dict[tuple[int, bytes], list[tuple[bytes, int, Op]]] = {}
+    for dev, rec, op in history:
+        by_entity.setdefault((op.kind, op.entity), []).append((ids[dev], rec, op))
+    names = {v: k for k, v in ids.items()}
+    chosen = [(d, r, o) for key in sorted(by_entity) for d, r, o in snapshot.contributing(by_entity[key])]
+    assert len(chosen) < len(history), "the scenario must leave some op out"
+    snap_ops = tuple(snapshot.SnapOp(d, r, o) for d, r, o in chosen)
+    author, key, cursor = DEVICES["d2"], TEAM_KEYS["t1"], 1042
+    rows = [[s.device, s.received_ms, routing_row(s.op), dict(s.op.content or {})] for s in snap_ops]
+    plain = codec.pack(rows)
+    plain_z = codec.compress(plain, level=SNAP_LEVEL)
+    nonce = nonce_for("snapshot")
+    s_len = crypto.NONCE_LEN + len(plain_z) + crypto.TAG_LEN
+
+    def header(**kw: Any) -> bytes:
+        f = {"magic": b"HBW", "type": b"S", "version": 1, "flags": 0, "team": TEAM_ID, "device": author.device_id,
+             "cursor": cursor, "epoch": key.epoch, "s_len": s_len} | kw
+        return snapshot.HEADER.pack(*f.values())
+
+    hdr = header()
+    sealed = crypto.seal(key.subkey(b"snapshot"), plain_z, hdr, nonce=nonce)
+    signature = author.sign(hdr + sealed)
+    data = hdr + sealed + signature
+    got = snapshot.decode(data, author.public, {key.epoch: key}, TEAM_ID)
+    assert got.ops == snap_ops and (got.cursor, got.epoch, got.device) == (cursor, key.epoch, author.device_id)
+    # snapshot.encode (random nonce) must agree with this assembly on everything but the nonce
+    real = snapshot.encode(snapshot.Snapshot(TEAM_ID, author.device_id, cursor, key.epoch, snap_ops), author, key)
+    assert real[: snapshot.HEADER.size] == hdr and len(real) == len(data)
+    assert crypto.open_sealed(key.subkey(b"snapshot"), real[snapshot.HEADER.size : -64], hdr) == plain_z
+    # folding the snapshot gives the state of folding the whole history
+    full = merge.fold([(op, merge.stamp_for(op, ids[dev], rec)) for dev, rec, op in history])
+    part = merge.fold([(s.op, merge.stamp_for(s.op, s.device, s.received_ms)) for s in snap_ops])
+    assert {k: (v.values(), v.head) for k, v in full.items()} == {k: (v.values(), v.head) for k, v in part.items()}
+
+    def dec(keys: tuple[str, ...] = ("t1",), device: str = "d2", team: bytes = TEAM_ID) -> dict[str, Any]:
+        return decode_args(device=device, keys=keys, team=team)
+
+    def flip(b: bytes, i: int) -> bytes:
+        return b[:i] + bytes([b[i] ^ 0x01]) + b[i + 1 :]
+
+    def resigned(h: bytes) -> bytes:
+        return h + sealed + author.sign(h + sealed)
+
+    PE, IE, VE = "ProtocolError", "IntegrityError", "VersionError"
+    bad = [
+        ("bad_magic", "Type byte 'B' instead of 'S'.", b"HBWB" + data[4:], dec(), PE, "protocol.magic"),
+        ("too_short", "Shorter than header + signature (101 bytes).", data[:101], dec(), PE, "protocol.magic"),
+        ("unknown_version", "Version 2, validly signed.", resigned(header(version=2)), dec(), VE, "protocol.version"),
+        ("flags_set", "Flags 0x01, validly signed.", resigned(header(flags=1)), dec(), PE, "protocol.schema"),
+        ("trailing_byte", "One byte after the signature.", data + b"\x00", dec(), PE, "protocol.schema"),
+        ("other_team", "Decoded by a member of another team.", data, dec(team=OTHER_TEAM_ID), IE, "integrity.team"),
+        ("wrong_author_key", "Checked with d1's key; the header names d2.", data, dec(device="d1"), IE, "integrity.device"),
+        ("flipped_cursor", "One bit of the cursor flipped.", flip(data, 29), dec(), IE, "integrity.signature"),
+        ("flipped_sealed", "One bit flipped in the sealed part.", flip(data, len(data) - 100), dec(), IE,
+         "integrity.signature"),
+        ("epoch_not_held", "The decoder holds only epoch 2.", data, dec(keys=("t2",)), "WrongKeyError",
+         "access.wrong_key"),
+        ("wrong_secret_same_epoch", "Opened with another epoch-1 secret.", data, dec(keys=("impostor",)), IE,
+         "integrity.aead"),
+    ]  # fmt: skip
+    invalid = []
+    for name, desc, blob, d, cls, code in bad:
+        keys = {k["epoch"]: crypto.TeamKey(k["epoch"], bytes.fromhex(k["secret"])) for k in d["team_keys"]}
+        try:
+            snapshot.decode(blob, bytes.fromhex(d["public_key"]), keys, bytes.fromhex(d["team"]))
+        except HbwError as e:
+            assert (type(e).__name__, e.code) == (cls, code), (name, e)
+        else:
+            raise AssertionError(f"snapshot {name} decodes")
+        invalid.append({"name": name, "description": desc, "snapshot": blob.hex(), "decode": d,
+                        "expected_error_class": cls, "expected_code": code})
+
+    def entry(dev: bytes, rec: int, op: Op) -> dict[str, Any]:
+        return {"device": names[dev], "device_id": dev.hex(), "received_ms": rec, "op": op_to_json(op)}
+
+    return {
+        "meta": zstd_meta() | {
+            "level": SNAP_LEVEL,
+            "layout": "header(38) = 'HBW' 'S' version(1) flags(0) team(8) device(8) cursor(u64) epoch(u32) S(u32); "
+            "sealed(S) = nonce || ChaCha20-Poly1305(HKDF(team secret, 'hbw-sync snapshot v1'), "
+            "zstd(msgpack([[device_id, received_ms, routing_row, content_map], ...])), AAD = header); "
+            "signature(64) by the author key over header || sealed",
+            "selection": "per entity, the ops that hold an LWW register, every APPEND value, every op in the "
+            "history of a POLICY field, and the head",
+        },
+        "history": [entry(ids[dev], rec, op) for dev, rec, op in history],
+        "snapshot": {
+            "inputs": {"team": TEAM_ID.hex(), "device": "d2", "device_id": author.device_id.hex(), "cursor": cursor,
+                       "epoch": key.epoch, "nonce": nonce.hex(), "level": SNAP_LEVEL},
+            "ops": [entry(s.device, s.received_ms, s.op) for s in snap_ops],
+            "plain_msgpack": plain.hex(),
+            "plain_zstd": plain_z.hex(),
+            "header": hdr.hex(),
+            "sealed": sealed.hex(),
+            "signature": signature.hex(),
+            "snapshot": data.hex(),
+            "decode": dec(),
+        },  # fmt: skip
+        "invalid": invalid,
+    }
+
+
 # -- output -------------------------------------------------------------------------------
 
 FILES = {
@@ -670,8 +1176,11 @@ FILES = {
     "batches.json": batch_vectors,
     "invalid.json": invalid_vectors,
     "merge.json": merge_vectors,
+    "envelopes.json": envelope_vectors,
+    "enroll.json": enroll_vectors,
+    "snapshot.json": snapshot_vectors,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json")
 
 
 def render(obj: Any) -> str:

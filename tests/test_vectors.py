@@ -11,6 +11,7 @@ files and that ``protocol/PROTOCOL.md`` states the field registry the code has.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import itertools
@@ -22,8 +23,10 @@ from typing import Any
 import pytest
 import zstandard
 
-from hbw_sync import batch, codec, crypto, hlc, merge
-from hbw_sync.errors import HbwError
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from hbw_sync import batch, codec, crypto, enroll, envelope, hlc, merge, snapshot
+from hbw_sync.errors import EXIT_CODES, HTTP_STATUSES, HbwError
 from hbw_sync.ops import FIELDS, Kind, Merge, Op, routing_row
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +54,9 @@ HLC = load("hlc.json")
 BATCHES = load("batches.json")
 INVALID = load("invalid.json")
 MERGE = load("merge.json")
+ENVELOPES = load("envelopes.json")
+ENROLL = load("enroll.json")
+SNAPSHOT = load("snapshot.json")
 
 SAME_ZSTD = BATCHES["meta"]["zstandard_version"] == zstandard.__version__
 ZSTD_SKIP = (
@@ -301,6 +307,12 @@ def test_merge_vector_exercises_the_cap_and_the_tie():
 # -- the generator and the spec -----------------------------------------------------------
 
 
+def test_generator_writes_every_committed_file(tmp_path):
+    paths = gen.generate(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(gen.FILES)
+    assert sorted(p.name for p in VECTORS.glob("*.json")) == sorted(gen.FILES)
+
+
 def test_generator_reproduces_committed_vectors(tmp_path):
     gen.generate(tmp_path)
     for name in gen.FILES:
@@ -312,6 +324,10 @@ def test_generator_reproduces_committed_vectors(tmp_path):
                 assert [{k: b[k] for k in keep} for b in fresh["batches"]] == [
                     {k: b[k] for k in keep} for b in committed["batches"]
                 ]
+            if name == "snapshot.json":
+                keep = ("inputs", "ops", "plain_msgpack", "decode")
+                assert fresh["history"] == committed["history"]
+                assert {k: fresh["snapshot"][k] for k in keep} == {k: committed["snapshot"][k] for k in keep}
             continue
         assert fresh == committed, f"{name} differs from what scripts/make_vectors.py generates"
         assert (tmp_path / name).read_bytes() == (VECTORS / name).read_bytes()
@@ -322,7 +338,7 @@ def test_generator_reproduces_committed_vectors(tmp_path):
 def _spec_registry() -> set[tuple[str, int, str, str, str, bool]]:
     rows = set()
     for line in SPEC.read_text(encoding="utf-8").splitlines():
-        m = re.match(r"\|\s*(task|doc|member)\s*\|\s*(\d+)\s*\|\s*`(\w+)`\s*\|\s*(routing|content)\s*\|([^|]*)\|\s*(LWW|APPEND)\s*\|\s*(yes|no)\s*\|", line)
+        m = re.match(r"\|\s*(task|doc|member)\s*\|\s*(\d+)\s*\|\s*`(\w+)`\s*\|\s*(routing|content)\s*\|([^|]*)\|\s*(LWW|APPEND|POLICY)\s*\|\s*(yes|no)\s*\|", line)
         if m:
             rows.add((m[1], int(m[2]), m[3], m[4], m[6], m[7] == "yes"))
     return rows
@@ -344,3 +360,300 @@ def test_spec_names_every_error_code_the_vectors_use():
     assert Kind.TASK == 1  # the spec's kind numbers
     for k in Kind:
         assert f"| {int(k)} | {k.name.lower()}" in text
+
+
+def test_spec_names_every_error_code_the_new_vectors_use():
+    text = SPEC.read_text(encoding="utf-8")
+    codes = {v["expected_code"] for v in ENVELOPES["invalid"]}
+    codes |= {v["expected_code"] for v in ENROLL["invalid_grants"]} | {v["expected_code"] for v in ENROLL["invalid_invites"]}
+    codes |= {v["expected_code"] for v in SNAPSHOT["invalid"]}
+    for code in codes:
+        assert f"`{code}`" in text, code
+
+
+def test_spec_http_status_table_matches_code():
+    rows = {}
+    for line in SPEC.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\|\s*`(\w+Error)`\s*\|\s*(\d+)\s*\|\s*(\d{3})\s*\|", line)
+        if m:
+            rows[m[1]] = (int(m[2]), int(m[3]))
+    assert rows == {cls.__name__: (EXIT_CODES[cls], status) for cls, status in HTTP_STATUSES.items()}
+
+
+def test_spec_states_the_constants_the_code_has():
+    from hbw_sync.client import sync as client_sync
+    from hbw_sync.server import app, relay
+
+    text = SPEC.read_text(encoding="utf-8")
+    consts = {
+        "MAX_REQUEST_SKEW_MS": envelope.MAX_REQUEST_SKEW_MS,
+        "NONCE_KEEP_MS": relay.NONCE_KEEP_MS,
+        "DEFAULT_BUDGET": relay.DEFAULT_BUDGET,
+        "MAX_BUDGET": relay.MAX_BUDGET,
+        "INLINE_MAX": relay.INLINE_MAX,
+        "CHUNK_MAX": relay.CHUNK_MAX,
+        "SNAPSHOT_EVERY": relay.SNAPSHOT_EVERY,
+        "MAX_BODY": app.MAX_BODY,
+        "CLIENT_CHUNK": client_sync.CHUNK,
+    }
+    assert client_sync.INLINE_MAX == relay.INLINE_MAX and client_sync.DEFAULT_BUDGET == relay.DEFAULT_BUDGET
+    for name, value in consts.items():
+        m = re.search(rf"\|\s*`{name}`\s*\|\s*([\d ]+)\s*\|", text)
+        assert m, f"{name} is not in the constants table"
+        assert int(m[1].replace(" ", "")) == value, name
+
+
+# -- envelopes ----------------------------------------------------------------------------
+
+
+def _envelope_key(name: str) -> crypto.DeviceKey:
+    return crypto.DeviceKey(bytes.fromhex(next(k for k in ENVELOPES["transport_keys"] if k["device"] == name)["seed"]))
+
+
+RELAY_KEY = crypto.DeviceKey(bytes.fromhex(ENVELOPES["relay"]["seed"]))
+
+
+def test_envelope_keys():
+    assert RELAY_KEY.public.hex() == ENVELOPES["relay"]["public"] == ENROLL["relay"]["public"]
+    for k in ENVELOPES["transport_keys"]:
+        assert _envelope_key(k["device"]).public.hex() == k["public"]
+        assert next(d for d in KEYS["devices"] if d["name"] == k["device"])["device_id"] == k["device_id"]
+
+
+@pytest.mark.parametrize("v", by_name(ENVELOPES["requests"]))
+def test_request_envelope(v):
+    data = bytes.fromhex(v["envelope"])
+    args = gen.untjson(v["args"])
+    body = codec.pack([bytes.fromhex(v["device_id"]), v["time_ms"], bytes.fromhex(v["nonce"]), v["action"], args])
+    assert body.hex() == v["body_msgpack"]
+    signed = b"HBWQ\x01" + body
+    key = _envelope_key(v["device"])
+    assert key.sign(signed).hex() == v["signature"]
+    assert (signed + bytes.fromhex(v["signature"])).hex() == v["envelope"]
+    made, nonce = envelope.make_request(key, bytes.fromhex(v["device_id"]), v["action"], args, v["time_ms"],
+                                        nonce=bytes.fromhex(v["nonce"]))
+    assert made == data and nonce.hex() == v["nonce"]
+    req = envelope.parse_request(data)
+    assert (req.device.hex(), req.time_ms, req.nonce.hex(), req.action, req.args) == (
+        v["device_id"], v["time_ms"], v["nonce"], v["action"], args)
+    req.verify(bytes.fromhex(v["transport_public"]))
+    envelope.check_fresh(req, v["time_ms"])
+
+
+@pytest.mark.parametrize("v", by_name(ENVELOPES["responses"]))
+def test_response_envelope(v):
+    data = bytes.fromhex(v["envelope"])
+    result = gen.untjson(v["result"])
+    nonce = bytes.fromhex(v["nonce"])
+    assert nonce.hex() == next(r for r in ENVELOPES["requests"] if r["name"] == v["request"])["nonce"]
+    body = codec.pack([nonce, v["time_ms"], result])
+    assert body.hex() == v["body_msgpack"]
+    assert RELAY_KEY.sign(b"HBWR\x01" + body).hex() == v["signature"]
+    assert envelope.make_response(RELAY_KEY, nonce, result, v["time_ms"]) == data
+    got = envelope.parse_response(data, RELAY_KEY.public, nonce)
+    assert (got.nonce, got.time_ms, got.result) == (nonce, v["time_ms"], result)
+
+
+@pytest.mark.parametrize("case", ENVELOPES["freshness"], ids=lambda c: f"{c['now_ms'] - c['time_ms']:+d}")
+def test_request_freshness(case):
+    req = envelope.parse_request(bytes.fromhex(ENVELOPES["requests"][0]["envelope"]))
+    req = envelope.Request(req.device, case["time_ms"], req.nonce, req.action, req.args, req.signed, req.signature)
+    if case["expected_code"] is None:
+        envelope.check_fresh(req, case["now_ms"])
+    else:
+        with pytest.raises(HbwError) as info:
+            envelope.check_fresh(req, case["now_ms"])
+        assert info.value.code == case["expected_code"]
+
+
+@pytest.mark.parametrize("v", by_name(ENVELOPES["invalid"]))
+def test_invalid_envelope(v):
+    data = bytes.fromhex(v["envelope"])
+    with pytest.raises(HbwError) as info:
+        if v["kind"] == "request":
+            req = envelope.parse_request(data)
+            req.verify(bytes.fromhex(v["transport_public"]))
+            envelope.check_fresh(req, v["now_ms"])
+        else:
+            envelope.parse_response(data, bytes.fromhex(v["relay_public"]), bytes.fromhex(v["nonce"]))
+    assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
+def test_invalid_envelopes_cover_the_rules():
+    codes = {(v["kind"], v["expected_code"]) for v in ENVELOPES["invalid"]}
+    assert codes >= {
+        ("request", "protocol.magic"), ("request", "protocol.version"), ("request", "protocol.schema"),
+        ("request", "integrity.signature"), ("request", "access.clock"), ("response", "protocol.magic"),
+        ("response", "protocol.version"), ("response", "integrity.signature"), ("response", "protocol.replay"),
+    }  # fmt: skip
+
+
+# -- enrollment ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("v", ENROLL["invites"], ids=lambda v: v["role"])
+def test_invite_encoding(v):
+    inv = enroll.Invite(v["url"], bytes.fromhex(v["relay_public"]), bytes.fromhex(v["team"]), bytes.fromhex(v["token"]),
+                        v["member"], v["role"])
+    raw = codec.pack([inv.url, inv.relay_public, inv.team, inv.token, inv.member, inv.role])
+    assert raw.hex() == v["msgpack"]
+    assert v["text"] == "hbw1-" + base64.b32encode(raw).decode().rstrip("=").lower()
+    assert inv.encode() == v["text"]
+    assert enroll.Invite.decode(v["text"]) == inv
+    assert enroll.token_hash(inv.token).hex() == v["token_hash"]
+    assert hashlib.sha256(b"hbw-sync invite token v1\x00" + inv.token).hexdigest() == v["token_hash"]
+
+
+def test_invite_whitespace_and_case_are_ignored():
+    sp = ENROLL["invite_spaced"]
+    v = ENROLL["invites"][sp["decodes_to"]]
+    assert any(c.isspace() for c in sp["text"]) and any(c.isupper() for c in sp["text"])
+    assert enroll.Invite.decode(sp["text"]) == enroll.Invite.decode(v["text"])
+
+
+@pytest.mark.parametrize("v", by_name(ENROLL["invalid_invites"]))
+def test_invalid_invite(v):
+    with pytest.raises(HbwError) as info:
+        enroll.Invite.decode(v["text"])
+    assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
+def test_enroll_devices_x25519():
+    for d in ENROLL["devices"]:
+        assert enroll.x25519_public(bytes.fromhex(d["x25519_private"])).hex() == d["x25519_public"]
+        assert crypto.DeviceKey(bytes.fromhex(d["transport_seed"])).public.hex() == d["transport_public"]
+        assert crypto.device_id_for(bytes.fromhex(d["author_public"])).hex() == d["device_id"]
+
+
+def _enroll_device(name: str) -> dict[str, Any]:
+    return next(d for d in ENROLL["devices"] if d["name"] == name)
+
+
+def test_key_grant_stages():
+    g = ENROLL["grant"]
+    h = {k: bytes.fromhex(v) for k, v in g.items() if isinstance(v, str) and k not in ("recipient", "granter")}
+    tk = crypto.TeamKey(g["team_key"]["epoch"], bytes.fromhex(g["team_key"]["secret"]))
+    assert tk.key_id.hex() == g["team_key"]["key_id"]
+    rec, granter = _enroll_device(g["recipient"]), _enroll_device(g["granter"])
+    r_priv, r_pub = bytes.fromhex(rec["x25519_private"]), bytes.fromhex(rec["x25519_public"])
+    assert r_pub == h["recipient_x25519_public"] and bytes.fromhex(rec["device_id"]) == h["recipient_device_id"]
+    assert h["label"] == b"hbw-sync key grant v1\x00"
+    eph = X25519PrivateKey.from_private_bytes(h["ephemeral_private"])
+    assert enroll.x25519_public(h["ephemeral_private"]) == h["ephemeral_public"]
+    assert eph.exchange(X25519PublicKey.from_public_bytes(r_pub)) == h["shared"]
+    assert X25519PrivateKey.from_private_bytes(r_priv).exchange(X25519PublicKey.from_public_bytes(h["ephemeral_public"])) == h["shared"]
+    assert h["salt"] == h["ephemeral_public"] + r_pub
+    assert crypto.hkdf(h["shared"], h["label"], salt=h["salt"]) == h["grant_key"]
+    assert h["aad"] == h["label"] + h["recipient_device_id"] + tk.epoch.to_bytes(4, "big") + tk.key_id
+    assert crypto.seal(h["grant_key"], tk.secret, h["aad"], nonce=h["nonce"]) == h["sealed"]
+    assert len(h["sealed"]) == 12 + 32 + 16
+    body = codec.pack([tk.epoch, tk.key_id, h["ephemeral_public"], h["sealed"], h["granter_device_id"]])
+    assert body == h["body"]
+    assert h["signed"] == h["label"] + h["recipient_device_id"] + body
+    granter_key = crypto.DeviceKey(bytes.fromhex(next(d for d in KEYS["devices"] if d["name"] == g["granter"])["seed"]))
+    assert granter_key.public.hex() == granter["author_public"]
+    assert granter_key.sign(h["signed"]) == h["signature"]
+    assert h["grant"] == body + h["signature"]
+
+
+def test_key_grant_opens():
+    g = ENROLL["grant"]
+    rec, granter = _enroll_device(g["recipient"]), _enroll_device(g["granter"])
+    key = enroll.open_grant(bytes.fromhex(g["grant"]), bytes.fromhex(rec["device_id"]),
+                            bytes.fromhex(rec["x25519_private"]), bytes.fromhex(granter["author_public"]))
+    assert (key.epoch, key.secret.hex(), key.key_id.hex()) == (
+        g["team_key"]["epoch"], g["team_key"]["secret"], g["team_key"]["key_id"])
+    assert enroll.grant_sender(bytes.fromhex(g["grant"])).hex() == granter["device_id"]
+
+
+@pytest.mark.parametrize("v", by_name(ENROLL["invalid_grants"]))
+def test_invalid_key_grant(v):
+    o = v["open"]
+    with pytest.raises(HbwError) as info:
+        enroll.open_grant(bytes.fromhex(v["grant"]), bytes.fromhex(o["my_device"]), bytes.fromhex(o["my_x25519_private"]),
+                          bytes.fromhex(o["granter_public"]))
+    assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
+def test_enroll_request_matches_enroll_vectors():
+    req = next(r for r in ENVELOPES["requests"] if r["action"] == "enroll")
+    args = gen.untjson(req["args"])
+    d = _enroll_device(req["device"])
+    assert args["token"].hex() == ENROLL["invites"][0]["token"]
+    assert args["author_pub"].hex() == d["author_public"] and args["x25519_pub"].hex() == d["x25519_public"]
+    assert args["transport_pub"].hex() == d["transport_public"] == req["transport_public"]
+    assert crypto.device_id_for(args["author_pub"]).hex() == req["device_id"]
+
+
+# -- snapshots ----------------------------------------------------------------------------
+
+
+def _snap_op(e: dict[str, Any]) -> snapshot.SnapOp:
+    return snapshot.SnapOp(bytes.fromhex(e["device_id"]), e["received_ms"], gen.op_from_json(e["op"]))
+
+
+def _snap_decode(data: bytes, d: dict[str, Any]) -> snapshot.Snapshot:
+    public, keys, _, team = decode_inputs(d)
+    return snapshot.decode(data, public, keys, team)
+
+
+def test_snapshot_decodes():
+    v = SNAPSHOT["snapshot"]
+    got = _snap_decode(bytes.fromhex(v["snapshot"]), v["decode"])
+    inp = v["inputs"]
+    assert (got.team.hex(), got.device.hex(), got.cursor, got.epoch) == (inp["team"], inp["device_id"], inp["cursor"], inp["epoch"])
+    assert list(got.ops) == [_snap_op(e) for e in v["ops"]]
+    assert snapshot.peek(bytes.fromhex(v["snapshot"])) == (got.team, got.device, got.cursor, got.epoch)
+
+
+def test_snapshot_stages():
+    v = SNAPSHOT["snapshot"]
+    inp = v["inputs"]
+    ops = [_snap_op(e) for e in v["ops"]]
+    rows = [[s.device, s.received_ms, routing_row(s.op), dict(s.op.content or {})] for s in ops]
+    assert codec.pack(rows).hex() == v["plain_msgpack"]
+    plain_z, sealed = bytes.fromhex(v["plain_zstd"]), bytes.fromhex(v["sealed"])
+    assert codec.decompress(plain_z, cap=1 << 30).hex() == v["plain_msgpack"]
+    header = snapshot.HEADER.pack(b"HBW", b"S", 1, 0, bytes.fromhex(inp["team"]), bytes.fromhex(inp["device_id"]),
+                                  inp["cursor"], inp["epoch"], 12 + len(plain_z) + 16)
+    assert len(header) == 38 and header.hex() == v["header"]
+    secret = next(k for k in v["decode"]["team_keys"] if k["epoch"] == inp["epoch"])["secret"]
+    tk = crypto.TeamKey(inp["epoch"], bytes.fromhex(secret))
+    assert tk.subkey(b"snapshot") == crypto.hkdf(tk.secret, b"hbw-sync snapshot v1")
+    assert crypto.seal(tk.subkey(b"snapshot"), plain_z, header, nonce=bytes.fromhex(inp["nonce"])) == sealed
+    seed = next(d for d in KEYS["devices"] if d["name"] == inp["device"])["seed"]
+    author = crypto.DeviceKey(bytes.fromhex(seed))
+    assert author.sign(header + sealed).hex() == v["signature"]
+    assert (header + sealed + author.sign(header + sealed)).hex() == v["snapshot"]
+    # snapshot.encode draws a random nonce: same header, same plaintext once opened
+    made = snapshot.encode(snapshot.Snapshot(tk and bytes.fromhex(inp["team"]), author.device_id, inp["cursor"],
+                                             inp["epoch"], tuple(ops)), author, tk, level=inp["level"])
+    assert _snap_decode(made, v["decode"]).ops == tuple(ops)
+    opened = crypto.open_sealed(tk.subkey(b"snapshot"), made[38:-64], made[:38])
+    assert codec.decompress(opened, cap=1 << 30).hex() == v["plain_msgpack"]
+    if SAME_ZSTD:
+        assert made[:38] == header and opened == plain_z
+
+
+def test_snapshot_holds_the_contributing_ops_and_the_same_state():
+    history = [_snap_op(e) for e in SNAPSHOT["history"]]
+    chosen = [_snap_op(e) for e in SNAPSHOT["snapshot"]["ops"]]
+    by_entity: dict[tuple[int, bytes], list[tuple[bytes, int, Op]]] = {}
+    for s in history:
+        by_entity.setdefault((s.op.kind, s.op.entity), []).append((s.device, s.received_ms, s.op))
+    expect = [snapshot.SnapOp(d, r, o) for k in sorted(by_entity) for d, r, o in snapshot.contributing(by_entity[k])]
+    assert expect == chosen
+    assert len(chosen) < len(history)
+
+    def state(items: list[snapshot.SnapOp]) -> list[dict[str, Any]]:
+        return _state_json(merge.fold([(s.op, merge.stamp_for(s.op, s.device, s.received_ms)) for s in items]))
+
+    assert state(chosen) == state(history)
+    assert state(chosen + history[::-1]) == state(history)  # batches overlapping the snapshot merge on top
+
+
+@pytest.mark.parametrize("v", by_name(SNAPSHOT["invalid"]))
+def test_invalid_snapshot(v):
+    with pytest.raises(HbwError) as info:
+        _snap_decode(bytes.fromhex(v["snapshot"]), v["decode"])
+    assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
