@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -36,6 +37,17 @@ TEAM_KEY_LEN = 32
 
 _DEVICE_ID_LABEL = b"hbw-sync device id v1\x00"
 _KEY_ID_LABEL = b"hbw-sync key id v1\x00"
+
+
+@functools.lru_cache(maxsize=4096)
+def _private(raw: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _public(raw: bytes) -> Ed25519PublicKey:
+    """Parsed public keys, cached: the relay checks the same few hundred devices all day."""
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def device_id_for(public_key: bytes) -> bytes:
@@ -62,7 +74,7 @@ class DeviceKey:
 
     @property
     def _key(self) -> Ed25519PrivateKey:
-        return Ed25519PrivateKey.from_private_bytes(self.private)
+        return _private(self.private)
 
     @property
     def public(self) -> bytes:
@@ -79,8 +91,8 @@ class DeviceKey:
 def verify(public_key: bytes, signature: bytes, message: bytes, what: str = "message") -> None:
     """Check an Ed25519 signature; IntegrityError when it does not hold."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
+        _public(bytes(public_key)).verify(signature, message)
+    except (InvalidSignature, ValueError, TypeError):
         raise IntegrityError(
             f"the {what}'s signature does not match its author's key: it was altered or forged",
             code="integrity.signature",

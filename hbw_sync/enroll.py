@@ -90,7 +90,7 @@ def _grant_key(shared: bytes, eph_pub: bytes, recipient_pub: bytes) -> bytes:
 
 
 def make_grant(key: crypto.TeamKey, recipient_device: bytes, recipient_x25519: bytes, granter: crypto.DeviceKey) -> bytes:
-    """Wrap a team key to one device: [epoch, key id, ephemeral pub, sealed secret] + granter's signature."""
+    """Wrap a team key to one device: [epoch, key id, ephemeral pub, sealed secret, granter id] + signature."""
     eph = X25519PrivateKey.generate()
     eph_pub = eph.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient_x25519))
@@ -106,8 +106,12 @@ def open_grant(grant: bytes, my_device: bytes, my_x25519: bytes, granter_public:
         raise ProtocolError("key grant is truncated", code="protocol.truncated")
     body, sig = grant[: -crypto.SIG_LEN], grant[-crypto.SIG_LEN:]
     crypto.verify(granter_public, sig, _GRANT_LABEL + my_device + body, what="key grant")
-    epoch, key_id, eph_pub, sealed, _granter = codec.unpack(body)
-    shared = X25519PrivateKey.from_private_bytes(my_x25519).exchange(X25519PublicKey.from_public_bytes(eph_pub))
+    try:
+        epoch, key_id, eph_pub, sealed, _granter = codec.unpack(body)
+        shared = X25519PrivateKey.from_private_bytes(my_x25519).exchange(X25519PublicKey.from_public_bytes(eph_pub))
+        epoch.to_bytes(4, "big")
+    except (ValueError, TypeError, AttributeError, OverflowError):
+        raise ProtocolError("malformed key grant", code="protocol.schema") from None
     aad = _GRANT_LABEL + my_device + epoch.to_bytes(4, "big") + key_id
     secret = crypto.open_sealed(_grant_key(shared, eph_pub, x25519_public(my_x25519)), sealed, aad, what="key grant")
     key = crypto.TeamKey(epoch, secret)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec, crypto
-from .errors import AccessError, ProtocolError, VersionError
+from .errors import AccessError, LimitError, ProtocolError, VersionError
 
 MAGIC = b"HBW"
 TYPE_REQUEST = b"Q"
@@ -68,7 +68,7 @@ def _frame(kind: bytes, body: Any, key: crypto.DeviceKey) -> bytes:
 
 def _split(data: bytes, kind: bytes, limits: codec.Limits) -> tuple[Any, bytes, bytes]:
     if len(data) > limits.max_message:
-        raise ProtocolError(f"message of {len(data)} bytes is over the limit", code="protocol.limit")
+        raise LimitError(f"message of {len(data)} bytes is over the limit", code="protocol.limit")
     if len(data) < 5 + crypto.SIG_LEN or data[:3] != MAGIC:
         raise ProtocolError("not an hbw-sync message", code="protocol.magic")
     if data[3:4] != kind:

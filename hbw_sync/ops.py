@@ -69,6 +69,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 class Merge(IntEnum):
     LWW = 0  # last writer (by effective HLC, then op id) wins
     APPEND = 1  # every value is kept, ordered by op id (notes)
+    POLICY = 2  # assignment and status: concurrent changes settle by role and rules (merge.policy_winner)
 
 
 ROUTING = "routing"
@@ -121,8 +122,8 @@ def _register(kind: Kind, *specs: FieldSpec) -> None:
 
 _register(
     Kind.TASK,
-    FieldSpec(1, "assignee", ROUTING, is_member_name, nullable=True),
-    FieldSpec(2, "status", ROUTING, _is_int_in(0, 3)),
+    FieldSpec(1, "assignee", ROUTING, is_member_name, merge=Merge.POLICY, nullable=True),
+    FieldSpec(2, "status", ROUTING, _is_int_in(0, 3), merge=Merge.POLICY),
     FieldSpec(3, "due", ROUTING, _is_int_in(0, _DAY_MAX), nullable=True),
     FieldSpec(4, "priority", ROUTING, _is_int_in(0, 3)),
     FieldSpec(5, "needs", ROUTING, _is_int_in(0, 7)),

@@ -12,7 +12,7 @@ Layout (big-endian)::
 
     "HBW" "S" version(1) flags(1)=0 team(8) device(8) cursor(8) epoch(4) S(4)
     sealed(S) = nonce(12) || ChaCha20-Poly1305(zstd(msgpack([[device, received_ms, op row, content], ...])))
-                key = HKDF(team key, "hbw-sync snapshot v1"), AAD = the 36-byte header
+                key = HKDF(team key, "hbw-sync snapshot v1"), AAD = the 38-byte header
     signature(64) by the device's author key over everything before it
 """
 
@@ -108,6 +108,8 @@ def contributing(ops: list[tuple[bytes, int, Op]]) -> list[tuple[bytes, int, Op]
     keep: set[bytes] = {s.op_id for _, s in st.registers.values()}
     for items in st.appends.values():
         keep |= set(items)
+    for hist in st.history.values():  # policy fields are decided by their whole history
+        keep |= set(hist)
     if st.head is not None:
         keep.add(st.head.op_id)
     return [by_id[k] for k in sorted(keep)]

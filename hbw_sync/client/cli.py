@@ -16,7 +16,7 @@ import click
 from .. import __version__
 from ..errors import AccessError, UsageError
 from ..ops import Status
-from ..cli_common import HbwGroup, emit, is_interactive, json_option
+from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
 from . import importer, sync as syncing, views
 from .device import Device
 from .replica import Replica
@@ -261,9 +261,12 @@ def task_edit(ctx: click.Context, task_id: str, title: str | None, description: 
         values["needs"] = views.parse_needs(needs)
     if status is not None:
         values["status"] = views.parse_status(status)
+    rep = _replica(ctx)
     if pin is not None:
+        if rep.store.meta("role") != "supervisor":
+            raise UsageError("only a supervisor can pin or unpin a task")
         values["pinned"] = pin
-    t = _replica(ctx).edit_task(task_id, **values)
+    t = rep.edit_task(task_id, **values)
     emit(ctx, t.to_dict(), f"Updated task {t.short}: {t.title}")
 
 
@@ -432,11 +435,13 @@ def profile(ctx: click.Context, laptop: bool | None, internet: bool | None, offi
 
 
 @cli.command()
+@click.option("--keep-unseen", "mark_seen_off", is_flag=True, help="Show notices and conflicts again next time.")
 @json_option
 @click.pass_context
-def status(ctx: click.Context) -> None:
-    """What waits to be sent, when the last sync worked, and conflicts. No passphrase needed."""
-    s = _device(ctx).status()
+def status(ctx: click.Context, mark_seen_off: bool) -> None:
+    """What waits to be sent, when the last sync worked, tasks moved away, conflicts. No passphrase needed."""
+    dev = _device(ctx)
+    s = dev.status()
 
     def text() -> None:
         o = s["outbox"]
@@ -455,9 +460,20 @@ def status(ctx: click.Context) -> None:
             click.echo(f"Last sync {views.iso_ms(last['at_ms'])} by {last['how']}: {ok}.")
             if not last["ok"] and s["last_successful_sync_ms"]:
                 click.echo(f"Last successful sync: {views.iso_ms(s['last_successful_sync_ms'])}.")
-        click.echo(f"Conflicts to review: {s['conflicts']}." if s["conflicts"] else "No conflicts.")
+        for n in s["notices"]:
+            click.echo(f"Notice: {n}")
+        if s["conflicts"]:
+            click.echo(f"Conflicts settled since you last looked ({s['conflicts']}):")
+            for c in s["conflict_details"]:
+                click.echo(f"  {c}")
+        else:
+            click.echo("No new conflicts.")
+        if s["rejected_batches"]:
+            click.echo(f"{s['rejected_batches']} batch(es) were refused by the relay; see 'hbw-sync sync' output.")
 
     emit(ctx, s, text)
+    if not wants_json(ctx) and not mark_seen_off:
+        dev.mark_seen()
 
 
 @cli.command()

@@ -123,6 +123,8 @@ class Device:
         out = s.execute("SELECT COUNT(*), COALESCE(SUM(n_ops), 0), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         inbox = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
         conflicts = s.execute("SELECT COUNT(*) FROM conflicts WHERE seen = 0").fetchone()[0]
+        notices = [r[0] for r in s.execute("SELECT text FROM notices WHERE seen = 0 ORDER BY id")]
+        rejected = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'rejected'").fetchone()[0]
         last = s.execute("SELECT finished_ms, ok, how, detail FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
         last_ok = s.execute("SELECT MAX(finished_ms) FROM sync_log WHERE ok = 1").fetchone()[0]
         ident = self.identity
@@ -134,12 +136,21 @@ class Device:
             "outbox": {"batches": out[0], "changes": out[1], "bytes": out[2]},
             "inbox_batches": inbox,
             "conflicts": conflicts,
+            "conflict_details": [r[0] for r in s.execute("SELECT detail FROM conflicts WHERE seen = 0 ORDER BY id")],
+            "notices": notices,
+            "rejected_batches": rejected,
             "last_sync": None
             if last is None
             else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": last[3]},
             "last_successful_sync_ms": last_ok,
             "hlc_ms": hlc.wall_ms(s.meta("hlc", 0)),
         }
+
+    def mark_seen(self) -> None:
+        """Notices and conflicts were shown to the person: do not repeat them in the next status."""
+        with self.store.transaction():
+            self.store.execute("UPDATE notices SET seen = 1 WHERE seen = 0")
+            self.store.execute("UPDATE conflicts SET seen = 1 WHERE seen = 0")
 
     def transport_key(self) -> crypto.DeviceKey:
         return crypto.DeviceKey(self.store.meta("transport_key"))

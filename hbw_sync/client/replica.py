@@ -37,6 +37,16 @@ BATCH_LEVEL = 19
 MAX_DOC_BYTES = 32 * 1024 * 1024  # until resumable document transfer lands
 
 _TASK_LIST = ("assignee", "status", "due", "priority", "needs", "pinned")
+#: Relay-signed batches (rebalancing) carry no content; epoch 0 is this public, all-zero key.
+RELAY_KEY = crypto.TeamKey(0, bytes(32))
+
+
+def check_relay_ops(ops: Iterable[Op]) -> None:
+    """The relay may only move tasks: an assignee change, nothing else, no content."""
+    for op in ops:
+        if op.kind is not Kind.TASK or set(op.fields) != {1} or op.content:
+            raise IntegrityError("a relay-signed change touches more than a task's assignee; refused",
+                                 code="integrity.relay_scope")
 
 
 def _short_hex(b: bytes) -> str:
@@ -95,21 +105,12 @@ class Replica(Device):
         row = self.store.execute("SELECT state FROM entities WHERE kind = ? AND id = ?", (int(kind), entity)).fetchone()
         if row is None:
             return None
-        kind_v, ent, regs, apps, head = _unpack(self.sealer.open(row[0], self._where(kind, entity)))
-        st = merge.EntityState(Kind(kind_v), ent)
-        st.registers = {t: (v, merge.Stamp(ts, oid)) for t, (v, ts, oid) in regs.items()}
-        st.appends = {t: dict(items) for t, items in apps.items()}
-        st.head = merge.Stamp(*head) if head else None
-        return st
+        return merge.state_from_wire(_unpack(self.sealer.open(row[0], self._where(kind, entity))))
 
     def _save(self, st: merge.EntityState) -> None:
-        regs = {}
-        for t, (v, s) in st.registers.items():
-            if st.kind is Kind.DOC and FIELDS[Kind.DOC][t].name == "data":
-                v = None  # document bytes live once, in the op log, found by the register's op id
-            regs[t] = [v, s.ts, s.op_id]
-        head = [st.head.ts, st.head.op_id] if st.head else None
-        blob = self.sealer.seal(_pack([int(st.kind), st.entity, regs, st.appends, head]), self._where(st.kind, st.entity))
+        # Document bytes live once, in the op log, found by the data register's op id.
+        drop = frozenset({33}) if st.kind is Kind.DOC else frozenset()
+        blob = self.sealer.seal(_pack(merge.state_to_wire(st, drop)), self._where(st.kind, st.entity))
         vals = st.values()
         clear = [vals.get(f) for f in _TASK_LIST] if st.kind is Kind.TASK else [None] * len(_TASK_LIST)
         if clear[5] is not None:
@@ -119,6 +120,17 @@ class Replica(Device):
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (int(st.kind), st.entity, *clear, st.head.op_id if st.head else None, blob),
         )
+        if st.kind is Kind.TASK and st.history:
+            names = self._device_names()
+            for c in st.conflicts():
+                who_w = names.get(c.winner[8:], c.winner[8:].hex()[:8])
+                who_l = names.get(c.loser[8:], c.loser[8:].hex()[:8])
+                detail = (f"{c.field} {c.loser_value!r} by {who_l} lost to {c.winner_value!r} by {who_w}: {c.rule}")
+                self.store.execute(
+                    "INSERT OR IGNORE INTO conflicts (kind, entity, field, winner, loser, detail, created_ms, seen)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                    (int(st.kind), st.entity, c.field, c.winner, c.loser, detail, now_ms()),
+                )
 
     def _log(self, op: Op, device: bytes, received_ms: int | None, batch_seq: int | None) -> bool:
         """Record an op in the log; False if it was already there (a duplicate delivery)."""
@@ -156,7 +168,7 @@ class Replica(Device):
                 except (ValueError, Exception) as e:  # ProtocolError from validation: a bad value
                     raise UsageError(f"invalid change: {getattr(e, 'message', e)}") from None
                 stamp = merge.Stamp(op.hlc, op.op_id(me))
-                self._save(merge.apply_op(st, op, stamp))
+                self._save(merge.apply_op(st, op, stamp, self._rank(me)))
                 self._log(op, me, None, None)
                 heads[(kind, entity)] = stamp.op_id
                 made.append(op)
@@ -208,12 +220,37 @@ class Replica(Device):
 
     # -- applying others' changes --------------------------------------------------------------------
 
+    def relay_device(self) -> bytes | None:
+        pub = self.store.meta("relay_public")
+        return crypto.device_id_for(pub) if pub else None
+
+    def _rank(self, device: bytes) -> int:
+        """The author's role for the assignment policy: relay 0, member 1, supervisor 2."""
+        if device == self.relay_device():
+            return merge.RANK_RELAY
+        if device == self.author.device_id:
+            role = self.store.meta("role")
+        else:
+            entry = (self.store.meta("roster_keys") or {}).get(device.hex())
+            role = entry[4] if entry and len(entry) > 4 else "member"
+        return merge.RANK_SUPERVISOR if role == "supervisor" else merge.RANK_MEMBER
+
     def apply_batch(self, data: bytes, public_key: bytes, received_ms: int | None = None) -> int:
         """Verify, open and merge a batch from another device; returns how many ops were new.
 
         Applying the same batch twice, or batches in any order, gives the same state.
+        A batch signed by the relay (rebalancing) may only change assignees.
         """
-        b = wire.decode_batch(data, public_key, self.team_keys(), team=self.require_team())
+        frame = wire.parse_batch(data)
+        from_relay = frame.device == self.relay_device()
+        keys = {0: RELAY_KEY} if from_relay else self.team_keys()
+        if frame.epoch == 0 and not from_relay:
+            raise IntegrityError("only the relay may send unsealed (epoch 0) changes", code="integrity.epoch")
+        b = wire.decode_batch(data, public_key, keys, team=self.require_team())
+        if from_relay:
+            check_relay_ops(b.ops)
+        me = self.store.meta("member")
+        rank = self._rank(b.device)
         new = 0
         with self.store.transaction():
             clock = self.store.meta("hlc", 0)
@@ -223,7 +260,18 @@ class Replica(Device):
                 new += 1
                 clock = hlc.observe(clock, op.hlc, now_ms())
                 stamp = merge.stamp_for(op, b.device, received_ms)
-                self._save(merge.apply_op(self._load(op.kind, op.entity), op, stamp))
+                st = self._load(op.kind, op.entity)
+                before = st.values().get("assignee") if st and op.kind is Kind.TASK else None
+                st = merge.apply_op(st, op, stamp, rank)
+                self._save(st)
+                after = st.values().get("assignee") if op.kind is Kind.TASK else None
+                if before == me and after != me:
+                    who = "rebalancing at the office" if from_relay else self._device_names().get(b.device, "a colleague")
+                    self.store.execute(
+                        "INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)",
+                        (now_ms(), f"task {op.entity.hex()[:6]} was reassigned to {after or 'nobody'} by {who}; "
+                                   "what you wrote on it is kept"),
+                    )
             self.store.set_meta("hlc", clock)
         return new
 
@@ -235,7 +283,7 @@ class Replica(Device):
         st = None
         for oid, body, device, rcv in rows:
             op = self._op_from_log(oid, body)
-            st = merge.apply_op(st, op, merge.stamp_for(op, device, rcv))
+            st = merge.apply_op(st, op, merge.stamp_for(op, device, rcv), self._rank(device))
         if st is not None:
             self._save(st)
         return st
@@ -519,7 +567,7 @@ class Replica(Device):
             for oid, body, device, rcv in rows:
                 op = self._op_from_log(oid, body)
                 validate_op(op)
-                st = merge.apply_op(st, op, merge.stamp_for(op, device, rcv))
+                st = merge.apply_op(st, op, merge.stamp_for(op, device, rcv), self._rank(device))
             if st is None or stored is None or st.values().keys() != stored.values().keys() or st.head != stored.head:
                 problems.append(f"{Kind(kind).name.lower()} {eid.hex()} does not match its op log")
         unbatched = self.store.execute(
@@ -534,6 +582,8 @@ class Replica(Device):
     def _author_public(self, device: bytes) -> bytes | None:
         if device == self.author.device_id:
             return self.author.public
+        if device == self.relay_device():
+            return self.store.meta("relay_public")
         entry = (self.store.meta("roster_keys") or {}).get(device.hex())
         return entry[1] if entry else None
 
@@ -625,7 +675,7 @@ class Replica(Device):
                 new += 1
                 clock = hlc.observe(clock, so.op.hlc, now_ms())
                 stamp = merge.stamp_for(so.op, so.device, so.received_ms)
-                self._save(merge.apply_op(self._load(so.op.kind, so.op.entity), so.op, stamp))
+                self._save(merge.apply_op(self._load(so.op.kind, so.op.entity), so.op, stamp, self._rank(so.device)))
             s.set_meta("hlc", clock)
             s.set_meta("snapshot_in", None)
         return new

@@ -160,6 +160,8 @@ class Store:
                 },
                 pk="id",
             )
+            db["conflicts"].create_index(["entity", "field", "loser"], unique=True)
+            db["notices"].create({"id": int, "created_ms": int, "text": str, "seen": int}, pk="id")
             db["sync_log"].create(
                 {"id": int, "started_ms": int, "finished_ms": int, "ok": int, "how": str, "detail": str}, pk="id"
             )

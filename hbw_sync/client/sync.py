@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -40,6 +41,8 @@ from .vault import KdfParams
 
 DEFAULT_BUDGET = 200_000
 MAX_ROUND_TRIPS = 10_000
+#: Bytes/s below which an upload counts as stalled (16 kbit/s, well under the slowest link served).
+MIN_UPLOAD_RATE = 2_000
 #: Batches above this size travel in resumable pieces instead of inside a sync request.
 INLINE_MAX = 64 * 1024
 CHUNK = 64 * 1024
@@ -67,12 +70,22 @@ class SyncReport:
 
 
 async def post(url: str, body: bytes, timeout: float) -> bytes:
-    """POST one envelope; transport failures become TransientError, relay errors their own class."""
+    """POST one envelope; transport failures become TransientError, relay errors their own class.
+
+    ``timeout`` bounds a stall, not the transfer: a total bound would fail a batch
+    bigger than what the link moves in ``timeout`` on every retry, for ever. The
+    request's bytes may still be on their way long after the socket took them, so
+    the wait for the answer, and for each of its bytes, allows ``timeout`` plus the
+    request's size at ``MIN_UPLOAD_RATE``.
+    """
     try:
-        to = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 15))
+        stall = timeout + len(body) / MIN_UPLOAD_RATE
+        to = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 15), sock_read=stall)
         async with aiohttp.ClientSession(timeout=to) as session:
-            async with session.post(url.rstrip("/") + "/v1", data=body,
-                                    headers={"Content-Type": "application/x-hbw"}) as resp:
+            async with asyncio.timeout(stall):
+                resp = await session.post(url.rstrip("/") + "/v1", data=body,
+                                          headers={"Content-Type": "application/x-hbw"})
+            async with resp:
                 data = await resp.read()
                 if resp.status == 200:
                     return data
@@ -144,14 +157,16 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
         body, nonce = envelope.make_request(dev.transport_key(), author.device_id, "enroll", args, now_ms())
         raw = asyncio.run(transport(inv.url, body, timeout))
         res = envelope.parse_response(raw, inv.relay_public, nonce).result
+        if res.get("team") != inv.team:
+            raise ProtocolError("the relay answered for another team than the invite names", code="integrity.team")
         relay_keys: dict[int, bytes] = res["keys"]
         with s.transaction():
             s.set_meta("relay_url", inv.url)
             s.set_meta("relay_public", inv.relay_public)
             s.set_meta("role", res["role"])
             s.set_meta("team_name", res["team_name"])
-            if not relay_keys:
-                # The team's first device: its key (a new one, or the one of its local team) becomes epoch 1.
+            if not relay_keys and res["role"] == "supervisor":
+                # The team's first supervisor device: its key (new, or its local team's) becomes epoch 1.
                 if local_team is None:
                     rep.add_team_key(crypto.TeamKey.generate(epoch=1))
                 key = rep.current_key()
@@ -161,13 +176,14 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
                     rep.reseal_outbox()
             elif local_team is not None:
                 raise UsageError(
-                    "this device already holds work of a team started offline, and the relay's team has a key",
+                    "this device holds work of a team started offline; only the team's first supervisor device "
+                    "can bring such work to a relay",
                     hint="use a fresh --home for this invite; ask office IT to revoke this enrollment",
                 )
             else:
                 s.set_meta("team_id", res["team"])
     out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
-           "first_device": not relay_keys}
+           "first_device": not relay_keys and res["role"] == "supervisor"}
     try:
         report = sync(home, passphrase, transport=transport, timeout=timeout)
         out["synced"] = report.ok
@@ -292,7 +308,8 @@ class _Session:
         for seq, size in s.execute(
             "SELECT seq, size FROM outbox WHERE state = 'closed' AND size > ? ORDER BY seq", (INLINE_MAX,)
         ).fetchall():
-            res = await self._call("upload", {"seq": seq, "total": size})
+            digest = hashlib.sha256(s.execute("SELECT data FROM outbox WHERE seq = ?", (seq,)).fetchone()[0]).digest()
+            res = await self._call("upload", {"seq": seq, "total": size, "sha256": digest})
             while "ack" not in res and "reject" not in res:
                 offset = res["offset"]
                 blob = s.conn.blobopen("outbox", "data", seq, readonly=True)
@@ -301,7 +318,8 @@ class _Session:
                     chunk = blob.read(CHUNK)
                 finally:
                     blob.close()
-                res = await self._call("upload", {"seq": seq, "total": size, "offset": offset, "chunk": chunk})
+                res = await self._call("upload", {"seq": seq, "total": size, "offset": offset, "chunk": chunk,
+                                                  "sha256": digest})
             with s.transaction():
                 if "ack" in res:
                     self._mark_capped(self._ack(seq, res["ack"][2]))
@@ -361,9 +379,13 @@ class _Session:
             if self.outgoing_grants:
                 self.report.notes.append(f"shared the team key with {len(pending)} new or remaining device(s)")
                 need = True
-        if res.get("want_snapshot") and not self.snapshot:
-            self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0))
-            need = True
+        if res.get("want_snapshot") and not self.snapshot and not res.get("more"):
+            # Only from a state that includes everything up to the cursor: nothing waiting to apply.
+            rep.apply_incoming()
+            waiting = self.s.execute("SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM downloads)").fetchone()[0]
+            if not waiting:
+                self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0))
+                need = True
         return need
 
     async def run(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from .. import crypto
 from ..enroll import Invite, new_token
 from ..errors import ConfigError, StoreError, UsageError
-from . import db, relay
+from . import board, db, relay
 
 
 def _conn(data: Path) -> sqlite3.Connection:
@@ -137,6 +137,25 @@ def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
     ]
     out.sort(key=lambda r: r["time_ms"], reverse=True)
     return out[:limit]
+
+
+def _identity(conn: sqlite3.Connection, data: Path) -> relay.RelayIdentity:
+    return relay.load_identity(Path(data), conn)
+
+
+def rebalance(data: Path, apply: bool = False, stale_hours: float = 72) -> dict[str, Any]:
+    """Propose (or, with ``apply``, issue) moves of tasks that cannot progress where they sit."""
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        return board.rebalance(conn, _identity(conn, data), relay.now_ms(), int(stale_hours * 3_600_000), apply)
+    return _write(data, run)
+
+
+def workload(data: Path) -> list[dict[str, Any]]:
+    return _write(data, lambda conn: board.workload(conn, _identity(conn, data), relay.now_ms()))
+
+
+def conflicts(data: Path) -> list[dict[str, Any]]:
+    return _write(data, lambda conn: board.conflicts(conn, _identity(conn, data)))
 
 
 def backup(data: Path, dest: Path) -> dict[str, Any]:

@@ -8,6 +8,8 @@ with curl can read them; successful bodies are signed msgpack envelopes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -20,7 +22,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..errors import HbwError, LimitError, http_status_for
-from . import db, relay
+from . import board, db, relay
 
 log = logging.getLogger("hbw.relay")
 
@@ -34,6 +36,8 @@ class RelayConfig:
     port: int = 8765
     max_body: int = MAX_BODY
     access_log: bool = True
+    rebalance_every_s: float | None = None
+    stale_hours: float = 72
 
 
 @dataclass
@@ -117,6 +121,13 @@ async def rpc(request: web.Request) -> web.StreamResponse:
     except HbwError as e:
         status = http_status_for(e)
         return _error_response(e)
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug: answer 500 in JSON, log it as such
+        status = 500
+        log.exception("internal error")
+        return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
     finally:
         dt = time.perf_counter() - t0
         m.requests[(action, status)] += 1
@@ -151,8 +162,27 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = db.Writer(path)
     writer.start()
     app[WRITER] = writer
+    task = asyncio.create_task(_auto_rebalance(app)) if cfg.rebalance_every_s else None
     yield
+    if task:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     writer.stop()
+
+
+async def _auto_rebalance(app: web.Application) -> None:
+    """Every interval, issue the moves a dry run would propose (through the one writer)."""
+    cfg = app[CONFIG]
+    assert cfg.rebalance_every_s
+    while True:
+        await asyncio.sleep(cfg.rebalance_every_s)
+        try:
+            r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), int(cfg.stale_hours * 3_600_000),
+                                      True)
+            log.info(json.dumps({"action": "auto-rebalance", "moves": len(r["moves"]), "stuck": len(r["stuck"])}))
+        except Exception as e:  # noqa: BLE001 - a failed round must not stop the relay
+            log.warning(json.dumps({"action": "auto-rebalance", "error": str(e)}))
 
 
 def create_app(config: RelayConfig) -> web.Application:

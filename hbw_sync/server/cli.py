@@ -53,7 +53,10 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
 @click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
-def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None) -> None:
+@click.option("--auto-rebalance", help="Also rebalance (and apply) every INTERVAL, e.g. 1h; off by default.")
+@click.option("--stale-after", default="72h", show_default=True, help="Unreachable threshold for --auto-rebalance.")
+def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
+          stale_after: str) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request."""
     ctx = None
     if tls_cert or tls_key:
@@ -61,7 +64,10 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
             raise click.UsageError("--tls-cert and --tls-key go together")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(tls_cert, tls_key)
-    run_server(RelayConfig(data=data, host=host, port=port), ctx,
+    cfg = RelayConfig(data=data, host=host, port=port,
+                      rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
+                      stale_hours=parse_hours(stale_after))
+    run_server(cfg, ctx,
                ready=lambda url: click.echo(f"hbw-relay listening on {url}", err=True))
 
 
@@ -150,6 +156,89 @@ def audit(ctx: click.Context, data: Path, limit: int) -> None:
     def text() -> None:
         for r in rows:
             click.echo(f"{iso_ms(r['time_ms'])}  {r['actor'] or '?':12}  {r['action']:8}  {r['detail']}")
+
+    emit(ctx, rows, text)
+
+
+def parse_hours(text: str) -> float:
+    t = text.strip().lower()
+    try:
+        if t.endswith("h"):
+            return float(t[:-1])
+        if t.endswith("d"):
+            return float(t[:-1]) * 24
+        if t.endswith("m"):
+            return float(t[:-1]) / 60
+        return float(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use e.g. 72h, 3d or 30m") from None
+
+
+@cli.command()
+@data_option
+@click.option("--apply", is_flag=True, help="Issue the moves (relay-signed); without it, only show the plan.")
+@click.option("--stale-after", default="72h", show_default=True,
+              help="Members not seen for this long (and with no office day before the due date) are unreachable.")
+@json_option
+@click.pass_context
+def rebalance(ctx: click.Context, data: Path, apply: bool, stale_after: str) -> None:
+    """Move tasks that cannot progress where they sit to members who can do them (dry run by default).
+
+    A task is stuck when its holder is away, unreachable, or lacks what it
+    needs (laptop, internet, an office day before it is due). Pinned and done
+    tasks never move; nobody away or revoked receives work.
+    """
+    r = admin.rebalance(data, apply, parse_hours(stale_after))
+
+    def text() -> None:
+        if not r["moves"]:
+            click.echo("Nothing to move: every open task can progress where it sits.")
+        else:
+            click.echo(f"{'TASK':8}  {'FROM':10}  {'TO':10}  REASON")
+            for m in r["moves"]:
+                click.echo(f"{m['task'][:6]:8}  {m['from'] or '-':10}  {m['to']:10}  {m['reason']}")
+        for s in r["stuck"]:
+            click.echo(f"Stuck, nobody can take it: {s['task'][:6]}: {s['reason']}")
+        if r["moves"]:
+            click.echo("Moves issued; devices learn them at their next sync." if r["applied"]
+                       else "Dry run: nothing changed. Run again with --apply to issue these moves.")
+
+    emit(ctx, r, text)
+
+
+@cli.command()
+@data_option
+@json_option
+@click.pass_context
+def workload(ctx: click.Context, data: Path) -> None:
+    """Per member: open, overdue and urgent tasks, what they can do, when last seen."""
+    rows = admin.workload(data)
+
+    def text() -> None:
+        yn = {True: "yes", False: "no", None: "?"}
+        click.echo(f"{'MEMBER':10}  {'OPEN':>4}  {'LATE':>4}  {'URG':>3}  LAPTOP  NET  OFFICE    AWAY UNTIL  LAST SEEN")
+        for r in rows:
+            click.echo(f"{r['member']:10}  {r['open']:>4}  {r['overdue']:>4}  {r['urgent']:>3}  {yn[r['laptop']]:6}  "
+                       f"{yn[r['internet']]:3}  {','.join(r['office_days']) or '-':8}  {r['away_until'] or '-':10}  "
+                       f"{iso_ms(r['last_seen_ms']) or 'never'}")
+
+    emit(ctx, rows, text)
+
+
+@cli.command()
+@data_option
+@json_option
+@click.pass_context
+def conflicts(ctx: click.Context, data: Path) -> None:
+    """Concurrent changes to who holds a task (or its status), and how each was settled."""
+    rows = admin.conflicts(data)
+
+    def text() -> None:
+        if not rows:
+            click.echo("No conflicts.")
+        for c in rows:
+            click.echo(f"{iso_ms(c['at_ms'])}  task {c['task'][:6]}  {c['field']}: {c['loser']['value']!r} "
+                       f"(by {c['loser']['by']}) lost to {c['winner']['value']!r} (by {c['winner']['by']}): {c['rule']}")
 
     emit(ctx, rows, text)
 

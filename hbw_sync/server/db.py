@@ -73,6 +73,13 @@ def create_schema(path: Path) -> None:
     db["snapshots"].create({"id": int, "cursor": int, "device": bytes, "created_ms": int, "data": bytes}, pk="id")
     db["upload_chunks"].create({"device": bytes, "seq": int, "offset": int, "total": int, "data": bytes},
                                pk=("device", "seq", "offset"))
+    db["board"].create({"kind": int, "entity": bytes, "assignee": str, "status": int, "head": bytes, "state": bytes},
+                       pk=("kind", "entity"))
+    db["conflicts"].create(
+        {"entity": bytes, "field": str, "winner": bytes, "loser": bytes, "winner_value": bytes, "loser_value": bytes,
+         "rule": str, "created_ms": int},
+        pk=("entity", "field", "loser"),
+    )
     db["nonces"].create({"nonce": bytes, "time_ms": int}, pk="nonce")
     db["nonces"].create_index(["time_ms"])
     db["audit"].create({"id": int, "time_ms": int, "actor": str, "action": str, "detail": str}, pk="id")

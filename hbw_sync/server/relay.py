@@ -14,6 +14,7 @@ budget.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -24,7 +25,7 @@ from typing import Any
 from .. import batch as wire
 from .. import codec, crypto, envelope
 from ..enroll import token_hash
-from ..errors import AccessError, HbwError, LimitError, ProtocolError, RevokedError, UsageError
+from ..errors import AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError, UsageError
 from ..ops import is_member_name
 
 DEFAULT_BUDGET = 200_000
@@ -35,6 +36,7 @@ SNAPSHOT_EVERY = 500
 #: Batches larger than this are handed out by reference and fetched in resumable chunks.
 INLINE_MAX = 64 * 1024
 CHUNK_MAX = 256 * 1024
+BOARD_LIMITS = codec.Limits(max_container=1_000_000)
 
 
 def now_ms() -> int:
@@ -72,8 +74,10 @@ def bump_roster(conn: sqlite3.Connection) -> None:
 
 
 def roster(conn: sqlite3.Connection) -> dict[bytes, list[Any]]:
-    rows = conn.execute("SELECT device, member, author_pub, x25519_pub, revoked_ms FROM devices").fetchall()
-    return {d: [m, a, x, r] for d, m, a, x, r in rows}
+    """device -> [member, author key, X25519 key, revoked ms, role]."""
+    rows = conn.execute("SELECT d.device, d.member, d.author_pub, d.x25519_pub, d.revoked_ms, m.role FROM devices d"
+                        " JOIN members m ON m.name = d.member").fetchall()
+    return {d: [m, a, x, r, role] for d, m, a, x, r, role in rows}
 
 
 def team_keys(conn: sqlite3.Connection) -> dict[int, bytes]:
@@ -146,13 +150,20 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         raise ProtocolError("device id does not match its author key", code="protocol.schema")
     req.verify(transport_pub)
     inv = conn.execute(
-        "SELECT member, role, expires_ms, used_ms FROM invites WHERE token_hash = ?", (token_hash(bytes(token)),)
+        "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(bytes(token)),)
     ).fetchone()
     if inv is None:
         raise AccessError("this invite is not valid for this relay", code="access.invite")
-    member, role, expires_ms, used_ms = inv
+    member, role, expires_ms, used_ms, used_by = inv
     if used_ms is not None:
-        raise AccessError("this invite was already used; ask for a new one", code="access.invite")
+        same = used_by == req.device and conn.execute(
+            "SELECT 1 FROM devices WHERE device = ? AND author_pub = ? AND transport_pub = ? AND x25519_pub = ?"
+            " AND revoked_ms IS NULL", (req.device, author_pub, transport_pub, x_pub)).fetchone()
+        if not same:
+            raise AccessError("this invite was already used; ask for a new one", code="access.invite")
+        _use_nonce(conn, req, now)  # the same device and keys again: its answer was lost on the way
+        return {"team": ident.team, "team_name": ident.team_name, "member": member, "role": role,
+                "keys": team_keys(conn)}
     if expires_ms < now:
         raise AccessError("this invite has expired; ask for a new one", code="access.invite")
     if conn.execute("SELECT 1 FROM devices WHERE device = ?", (req.device,)).fetchone():
@@ -201,9 +212,11 @@ def _accept_batch(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes,
     """Store one batch idempotently; returns the ack [seq, rseq, received_ms]."""
     frame = wire.parse_batch(data)
     if frame.team != ident.team:
-        raise ProtocolError("batch belongs to another team", code="integrity.team")
+        raise IntegrityError("batch belongs to another team", code="integrity.team")
     if frame.device != device:
         raise AccessError("a device may only send its own batches", code="access.not_author")
+    if frame.epoch == 0:
+        raise AccessError("epoch 0 (unsealed) is reserved for the relay's own changes", code="access.epoch")
     frame.verify(author_pub)
     n_ops = len(frame.routing_ops())
     old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
@@ -295,12 +308,12 @@ def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str,
         return
     epoch, key_id = key
     current = conn.execute("SELECT MAX(epoch) FROM keys").fetchone()[0] or 0
-    if current and role != "supervisor":
-        raise AccessError("only a supervisor's device may rotate the team key", code="access.role")
+    if role != "supervisor":
+        raise AccessError("only a supervisor's device may create or rotate the team key", code="access.role")
     if epoch != current + 1:
-        if conn.execute("SELECT 1 FROM keys WHERE epoch = ? AND key_id = ?", (epoch, key_id)).fetchone():
-            return  # sent again after a lost response
-        raise ProtocolError(f"new key epoch must be {current + 1}", code="protocol.epoch")
+        # Sent again after a lost response, or another supervisor got there first: not an error
+        # here (the sync goes on); the device compares key ids in the answer and says what to do.
+        return
     conn.execute("INSERT INTO keys (epoch, key_id, created_ms, created_by) VALUES (?, ?, ?, ?)",
                  (epoch, key_id, now, device))
     conn.execute("INSERT OR REPLACE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, x'', ?)",
@@ -354,8 +367,12 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         raise ProtocolError("malformed upload", code="protocol.schema")
     if total > codec.DEFAULT_LIMITS.max_message:
         raise LimitError(f"a batch of {total} bytes is over the limit", code="protocol.limit")
-    done = conn.execute("SELECT rseq, received_ms FROM batches WHERE device = ? AND seq = ?", (req.device, seq)).fetchone()
+    done = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
+                        (req.device, seq)).fetchone()
     if done:
+        if hashlib.sha256(done[2]).digest() != a.get("sha256"):
+            return {"offset": 0, "reject": ProtocolError(f"batch {seq} was already received with other content",
+                                                         code="protocol.seq_reuse").to_dict()}
         return {"offset": total, "ack": [seq, done[0], done[1]]}
     conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ? AND total != ?", (req.device, seq, total))
     have = conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks WHERE device = ? AND seq = ?",
@@ -396,16 +413,16 @@ def download(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Reque
 def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
     """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
     req = envelope.parse_request(body)
-    if req.action == "enroll":
-        result = enroll(conn, ident, req, now)
-    elif req.action == "sync":
-        result = sync(conn, ident, req, now)
-    elif req.action == "upload":
-        result = upload(conn, ident, req, now)
-    elif req.action == "download":
-        result = download(conn, ident, req, now)
-    else:
+    actions = {"enroll": enroll, "sync": sync, "upload": upload, "download": download}
+    if req.action not in actions:
         raise ProtocolError(f"unknown action {req.action!r}", code="protocol.action")
+    try:
+        result = actions[req.action](conn, ident, req, now)
+    except HbwError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        # Arguments of the wrong shape from a signed, authenticated peer: refuse, change nothing.
+        raise ProtocolError(f"malformed {req.action} arguments ({type(e).__name__})", code="protocol.schema") from None
     acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
     stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
              "batches_out": len(result.get("batches", ()))}

@@ -1,0 +1,162 @@
+"""The relay's board: the team's routing state (who holds what, profiles), conflicts, and rebalancing.
+
+The relay cannot read content, but assignees, statuses, due dates, needs and
+members' working profiles are routing fields it receives in the clear. It folds
+them with the same merge rule as every device (``hbw_sync.merge``), lazily:
+``materialize`` catches up on batches stored since the last call, so ingesting
+a batch never pays for it.
+
+Rebalancing moves are *relay-signed* batches (epoch 0: no content, a public
+key) that change nothing but assignees; devices check both. They rank below a
+person's concurrent change, so a supervisor's decision always beats the robot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .. import allocation, batch as wire, codec, crypto, hlc, merge
+from ..ops import Kind, Status, make_op
+from . import relay
+
+RELAY_KEY = crypto.TeamKey(0, bytes(32))
+
+
+def _ranks(conn: sqlite3.Connection, relay_dev: bytes) -> dict[bytes, int]:
+    ranks = {relay_dev: merge.RANK_RELAY}
+    for dev, role in conn.execute("SELECT d.device, m.role FROM devices d JOIN members m ON m.name = d.member"):
+        ranks[dev] = merge.RANK_SUPERVISOR if role == "supervisor" else merge.RANK_MEMBER
+    return ranks
+
+
+def _load(conn: sqlite3.Connection, kind: int, entity: bytes) -> merge.EntityState | None:
+    row = conn.execute("SELECT state FROM board WHERE kind = ? AND entity = ?", (kind, entity)).fetchone()
+    return merge.state_from_wire(codec.unpack(row[0], relay.BOARD_LIMITS)) if row else None
+
+
+def materialize(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> int:
+    """Fold routing ops of batches stored since the last call into the board; returns batches folded."""
+    cursor = relay.meta(conn, "board_rseq", 0)
+    ranks = _ranks(conn, ident.key.device_id)
+    n = 0
+    now = relay.now_ms()
+    for rseq, device, rcv, data in conn.execute(
+        "SELECT rseq, device, received_ms, data FROM batches WHERE rseq > ? ORDER BY rseq", (cursor,)
+    ).fetchall():
+        for op in wire.parse_batch(data).routing_ops():
+            st = merge.apply_op(_load(conn, int(op.kind), op.entity), op, merge.stamp_for(op, device, rcv),
+                                ranks.get(device, merge.RANK_MEMBER))
+            v = st.values()
+            conn.execute(
+                "INSERT OR REPLACE INTO board (kind, entity, assignee, status, head, state) VALUES (?, ?, ?, ?, ?, ?)",
+                (int(op.kind), op.entity, v.get("assignee"), v.get("status"), st.head.op_id if st.head else None,
+                 codec.pack(merge.state_to_wire(st))),
+            )
+            for c in st.conflicts():
+                conn.execute(
+                    "INSERT OR IGNORE INTO conflicts (entity, field, winner, loser, winner_value, loser_value, rule,"
+                    " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (op.entity, c.field, c.winner, c.loser, codec.pack(c.winner_value), codec.pack(c.loser_value),
+                     c.rule, now),
+                )
+        cursor = rseq
+        n += 1
+    relay.set_meta(conn, "board_rseq", cursor)
+    return n
+
+
+def _members(conn: sqlite3.Connection) -> list[allocation.MemberInfo]:
+    out = []
+    for name, active, seen in conn.execute(
+        "SELECT m.name, COALESCE(SUM(d.revoked_ms IS NULL), 0), MAX(CASE WHEN d.revoked_ms IS NULL THEN d.last_seen_ms END)"
+        " FROM members m LEFT JOIN devices d ON d.member = m.name GROUP BY m.name ORDER BY m.name"
+    ).fetchall():
+        st = _load(conn, int(Kind.MEMBER), name.encode())
+        p = st.values() if st else {}
+        out.append(allocation.MemberInfo(name, bool(active), p.get("laptop"), p.get("internet"),
+                                         p.get("office_days", 0), p.get("away_until"), seen))
+    return out
+
+
+def _tasks(conn: sqlite3.Connection) -> list[allocation.TaskInfo]:
+    out = []
+    for entity, blob in conn.execute("SELECT entity, state FROM board WHERE kind = ? ORDER BY entity", (int(Kind.TASK),)):
+        v = merge.state_from_wire(codec.unpack(blob, relay.BOARD_LIMITS)).values()
+        out.append(allocation.TaskInfo(entity, v.get("assignee"), v.get("status", 0), v.get("due"),
+                                       v.get("priority", 1), v.get("needs", 0), bool(v.get("pinned", False))))
+    return out
+
+
+def rebalance(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int, stale_ms: int,
+              apply: bool) -> dict[str, Any]:
+    """Plan (and with ``apply``, issue as one relay-signed batch) moves of stuck tasks."""
+    materialize(conn, ident)
+    p = allocation.plan(_tasks(conn), _members(conn), now, stale_ms, allocation.today_day(now))
+    result: dict[str, Any] = {
+        "moves": [{"task": m.task.hex(), "from": m.from_member, "to": m.to_member, "reason": m.reason} for m in p.moves],
+        "stuck": [{"task": t.hex(), "reason": why} for t, why in p.stuck],
+        "applied": False,
+    }
+    if apply and p.moves:
+        clock = relay.meta(conn, "relay_hlc", 0)
+        ops = []
+        for m in p.moves:
+            clock = hlc.tick(clock, now)
+            head = conn.execute("SELECT head FROM board WHERE kind = ? AND entity = ?",
+                                (int(Kind.TASK), m.task)).fetchone()[0]
+            ops.append(make_op(Kind.TASK, m.task, clock, head, assignee=m.to_member))
+        seq = relay.meta(conn, "relay_batch_seq", 0) + 1
+        dev = ident.key.device_id
+        data = wire.encode_batch(wire.Batch(ident.team, dev, seq, 0, tuple(ops)), ident.key, RELAY_KEY)
+        conn.execute(
+            "INSERT INTO batches (device, seq, received_ms, size, n_ops, epoch, data) VALUES (?, ?, ?, ?, ?, 0, ?)",
+            (dev, seq, now, len(data), len(ops), data),
+        )
+        relay.set_meta(conn, "relay_hlc", clock)
+        relay.set_meta(conn, "relay_batch_seq", seq)
+        relay.audit(conn, "relay", "rebalance", moves=result["moves"])
+        materialize(conn, ident)
+        result["applied"] = True
+    return result
+
+
+def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int) -> list[dict[str, Any]]:
+    """Per member: open and overdue work, what they can do, last seen."""
+    materialize(conn, ident)
+    today = allocation.today_day(now)
+    tasks = _tasks(conn)
+    out = []
+    for m in _members(conn):
+        mine = [t for t in tasks if t.assignee == m.name and t.status != int(Status.DONE)]
+        out.append({
+            "member": m.name,
+            "open": len(mine),
+            "overdue": sum(1 for t in mine if t.due is not None and t.due < today),
+            "urgent": sum(1 for t in mine if t.priority == 3),
+            "laptop": m.laptop,
+            "internet": m.internet,
+            "office_days": allocation.weekday_names(m.office_days),
+            "away_until": None if m.away_until is None else allocation.day_to_date(m.away_until).isoformat(),
+            "active_devices": m.active,
+            "last_seen_ms": m.last_seen_ms,
+            "needs_blocked": sum(1 for t in mine if allocation.blocker(m, t, today, now, 1 << 62) is not None),
+        })
+    return out
+
+
+def conflicts(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> list[dict[str, Any]]:
+    materialize(conn, ident)
+    names = {d: m for d, m in conn.execute("SELECT device, member FROM devices")}
+    names[ident.key.device_id] = "relay (rebalancing)"
+    out = []
+    for entity, fld, w, lo, wv, lv, rule, t in conn.execute(
+        "SELECT entity, field, winner, loser, winner_value, loser_value, rule, created_ms FROM conflicts ORDER BY created_ms"
+    ):
+        out.append({
+            "task": entity.hex(), "field": fld, "rule": rule, "at_ms": t,
+            "winner": {"value": codec.unpack(wv), "by": names.get(w[8:], w[8:].hex())},
+            "loser": {"value": codec.unpack(lv), "by": names.get(lo[8:], lo[8:].hex())},
+        })
+    return out
+
