@@ -81,16 +81,20 @@ def main() -> int:
 
 
 def story(root: Path, data: Path, url: str) -> int:
-    dana, amina, chidi = (Official(n, root) for n in ("dana", "amina", "chidi"))
+    dana, amina, chidi, bosco = (Official(n, root) for n in ("dana", "amina", "chidi", "bosco"))
     say("IT writes one invite per official (handed over in person, never by email)")
     invites = {}
-    for o, role in ((dana, "supervisor"), (amina, "member"), (chidi, "member")):
+    for o, role in ((dana, "supervisor"), (amina, "member"), (chidi, "member"), (bosco, "member")):
         res = relay_cmd("invite", "--data", str(data), o.name, "--role", role, "--url", url, "--json")
         invites[o.name] = json.loads(res.stdout)["invite"]
 
-    say("Each official joins from their laptop; Dana's is the team's first device and makes the team key")
-    for o in (dana, amina, chidi):
+    say("Each official joins; Dana's is the team's first device and makes the team key.")
+    print("   Bosco has no laptop: he joins from the office desk machine and says when he is in")
+    for o in (dana, amina, chidi, bosco):
         o.run("join", invites[o.name])
+    bosco.run("profile", "--no-laptop", "--no-internet", "--office-days", "mon,thu")
+    for o in (amina, chidi, dana):
+        o.run("profile", "--laptop", "--internet", quiet=True)
 
     say("Dana imports the week's plan from a spreadsheet, then syncs: the tasks go up, and her device")
     print("   shares the team key with Amina's and Chidi's (the relay never holds it in clear)")
@@ -98,7 +102,7 @@ def story(root: Path, data: Path, url: str) -> int:
     plan.write_text(WEEK)
     dana.run("task", "import", str(plan))
     dana.run("sync")
-    for o in (amina, chidi):
+    for o in (amina, chidi, bosco):
         o.run("sync")
     amina.run("task", "list", "--mine")
 
@@ -127,6 +131,28 @@ def story(root: Path, data: Path, url: str) -> int:
     amina.run("task", "show", inv)
     chidi.run("doc", "list")
 
+    say("Wednesday: Amina falls ill and sets herself away")
+    amina.run("profile", "--away-until", "+2d")
+    amina.run("sync", passphrase=False)
+    say("Dana, offline, gives Amina's auditor letter to Chidi; Chidi, offline, gives it to Bosco")
+    dana.run("task", "assign", audit_task, "chidi")
+    chidi.run("task", "assign", audit_task, "bosco")
+    for o in (chidi, dana, chidi, bosco):
+        o.run("sync", "--quiet", quiet=True)
+    say("The relay settles it the same way everywhere, and records the conflict")
+    relay_cmd("conflicts", "--data", str(data))
+    chidi.run("status")
+    say("Rebalancing: Amina's urgent laptop work must not wait for her, and must not go to Bosco")
+    relay_cmd("rebalance", "--data", str(data))
+    relay_cmd("rebalance", "--data", str(data), "--apply", "--json")
+    for o in (dana, chidi, amina, bosco):
+        o.run("sync", "--quiet", quiet=True)
+    relay_cmd("workload", "--data", str(data))
+    amina.run("status", passphrase=False)
+
+    say("Thursday: Bosco at the office desk machine sees his office-day tasks")
+    bosco.run("task", "list", "--mine")
+
     say("Thursday: Chidi's laptop is reported lost. IT revokes it")
     devices = json.loads(relay_cmd("devices", "--data", str(data), "--json").stdout)
     lost = next(d["device"] for d in devices if d["member"] == "chidi")
@@ -148,14 +174,17 @@ def story(root: Path, data: Path, url: str) -> int:
     relay_cmd("audit", "--data", str(data), "--limit", "8")
 
     say("Friday: everyone who still has a device sees the same tasks")
-    a = {t["id"]: (t["title"], t["assignee"], t["status"], len(t["notes"]))
-         for t in json.loads(amina.run("task", "list", "--json", quiet=True).stdout)}
-    d = {t["id"]: (t["title"], t["assignee"], t["status"], len(t["notes"]))
-         for t in json.loads(dana.run("task", "list", "--json", quiet=True).stdout)}
-    print(f"  Amina and Dana agree on all {len(a)} tasks: {a == d}")
+    for o in (bosco, amina, dana):
+        o.run("sync", "--quiet", quiet=True)
+    views = {}
+    for o in (amina, bosco, dana):
+        views[o.name] = {t["id"]: (t["title"], t["assignee"], t["status"], len(t["notes"]))
+                         for t in json.loads(o.run("task", "list", "--json", quiet=True).stdout)}
+    same = views["amina"] == views["bosco"] == views["dana"]
+    print(f"  Amina, Bosco and Dana agree on all {len(views['dana'])} tasks: {same}")
     dana.run("task", "list")
-    say("Done. (Later issues add reallocation of work, email/USB bundles and document deltas.)")
-    return 0 if a == d else 1
+    say("Done. (Still to come: email/USB bundles and document deltas.)")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -302,3 +302,25 @@ def test_relay_cli_admin_commands(tmp_path: Path) -> None:
     assert run("devices", "revoke", "--data", data, "ffff").exit_code == 2
     assert run("init", "--data", data, "--team", "again").exit_code == 78
     assert run("devices", "--data", str(tmp_path / "nope")).exit_code == 78
+
+
+def test_changes_made_before_the_key_arrives_are_sealed_and_sent_later(team: Team) -> None:
+    """Bosco joins at the office desk; the supervisor's laptop is not online yet. He works anyway."""
+    bosco = team.join("bosco")
+    with bosco.open() as rep:
+        rep.set_profile(laptop=False, office_days=0b1001)
+        rep.add_task("Stamp permits", assignee="bosco")
+    with Device.open(bosco.home) as dev:
+        st = dev.status()
+    assert st["waiting_for_team_key"] == 2 and st["outbox"]["changes"] == 0
+    assert bosco.sync().sent_batches == 0  # nothing can be sealed yet; nothing lost either
+    dana = team.join("dana", "supervisor")
+    dana.sync()  # creates the key and shares it with bosco's device
+    r = bosco.sync()  # receives the grant, seals, and sends in the same run
+    assert r.sent_batches == 1
+    with Device.open(bosco.home) as dev:
+        assert dev.status()["waiting_for_team_key"] == 0
+    dana.sync()
+    assert "Stamp permits" in titles(dana)
+    with dana.open() as rep:
+        assert rep.profile("bosco")["laptop"] is False and rep.profile("bosco")["office_days"] == ["mon", "thu"]

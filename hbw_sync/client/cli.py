@@ -450,6 +450,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo(f"Waiting to be sent: {o['changes']} change(s) in {o['batches']} batch(es), {o['bytes']} bytes.")
         else:
             click.echo("Nothing waiting to be sent.")
+        if s["waiting_for_team_key"]:
+            click.echo(f"{s['waiting_for_team_key']} change(s) wait for the team key: they are sealed and sent once "
+                       "a supervisor's device has shared it (at its next sync).")
         if s["inbox_batches"]:
             click.echo(f"Received, to apply when you next unlock: {s['inbox_batches']} batch(es).")
         last = s["last_sync"]

@@ -125,6 +125,8 @@ class Device:
         conflicts = s.execute("SELECT COUNT(*) FROM conflicts WHERE seen = 0").fetchone()[0]
         notices = [r[0] for r in s.execute("SELECT text FROM notices WHERE seen = 0 ORDER BY id")]
         rejected = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'rejected'").fetchone()[0]
+        unsealed = s.execute("SELECT COUNT(*) FROM oplog WHERE device = ? AND batch_seq IS NULL",
+                             (s.meta("device_id"),)).fetchone()[0]
         last = s.execute("SELECT finished_ms, ok, how, detail FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
         last_ok = s.execute("SELECT MAX(finished_ms) FROM sync_log WHERE ok = 1").fetchone()[0]
         ident = self.identity
@@ -139,6 +141,7 @@ class Device:
             "conflict_details": [r[0] for r in s.execute("SELECT detail FROM conflicts WHERE seen = 0 ORDER BY id")],
             "notices": notices,
             "rejected_batches": rejected,
+            "waiting_for_team_key": unsealed,
             "last_sync": None
             if last is None
             else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": last[3]},
@@ -166,6 +169,6 @@ class Device:
         rep = Replica(self.store, store_key)
         if self.store.execute("SELECT 1 FROM inbox LIMIT 1").fetchone() or any(
             self.store.meta(k) for k in ("grants_in", "snapshot_in", "rebuild")
-        ):
+        ) or self.store.meta("key_epoch") is None:
             rep.apply_incoming()  # what an unattended sync brought in, now that content can be opened
         return rep

@@ -89,6 +89,10 @@ class Replica(Device):
         rows = self.store.execute("SELECT epoch, sealed FROM team_keys").fetchall()
         return {e: crypto.TeamKey(e, self.sealer.open(s, b"team_key:%d" % e)) for e, s in rows}
 
+    def current_key_or_none(self) -> crypto.TeamKey | None:
+        epoch = self.store.meta("key_epoch")
+        return self.team_keys().get(epoch) if epoch is not None else None
+
     def current_key(self) -> crypto.TeamKey:
         epoch = self.store.meta("key_epoch")
         keys = self.team_keys()
@@ -153,7 +157,7 @@ class Replica(Device):
     def change(self, edits: Sequence[tuple[Kind, bytes, dict[str, Any]]]) -> list[Op]:
         """Apply a list of (kind, entity, {field name: value}) edits as one atomic command."""
         team = self.require_team()
-        key = self.current_key()
+        key = self.current_key_or_none()
         me = self.author.device_id
         made: list[Op] = []
         heads: dict[tuple[Kind, bytes], bytes | None] = {}
@@ -173,9 +177,25 @@ class Replica(Device):
                 heads[(kind, entity)] = stamp.op_id
                 made.append(op)
             self.store.set_meta("hlc", clock)
-            if made:
+            if made and key is not None:
                 self._queue(team, key, made)
+            # Without a team key yet (joined, waiting for a supervisor's device to share it), the
+            # changes are logged and sealed into the outbox as soon as the key arrives.
         return made
+
+    def queue_unsealed(self) -> int:
+        """Seal changes made before this device held a team key; returns how many."""
+        key = self.current_key_or_none()
+        if key is None:
+            return 0
+        me = self.author.device_id
+        with self.store.transaction():
+            rows = self.store.execute(
+                "SELECT op_id, body FROM oplog WHERE device = ? AND batch_seq IS NULL ORDER BY hlc", (me,)
+            ).fetchall()
+            if rows:
+                self._queue(self.require_team(), key, [self._op_from_log(oid, body) for oid, body in rows])
+        return len(rows)
 
     def _queue(self, team: bytes, key: crypto.TeamKey, new_ops: list[Op]) -> None:
         """Put ops into the outbox: join the open batch, cut into batches by count and size, seal, sign."""
@@ -573,7 +593,7 @@ class Replica(Device):
         unbatched = self.store.execute(
             "SELECT COUNT(*) FROM oplog WHERE device = ? AND batch_seq IS NULL", (self.author.device_id,)
         ).fetchone()[0]
-        if unbatched:
+        if unbatched and self.current_key_or_none() is not None:
             problems.append(f"{unbatched} local change(s) are not in any outbox batch")
         return problems
 
@@ -596,6 +616,7 @@ class Replica(Device):
         """
         s = self.store
         self._apply_grants()
+        self.queue_unsealed()
         applied = 0
         snap = s.meta("snapshot_in")
         if snap:
