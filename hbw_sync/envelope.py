@@ -113,12 +113,18 @@ def make_response(key: crypto.DeviceKey, nonce: bytes, result: dict[str, Any], n
     return _frame(TYPE_RESPONSE, [nonce, now_ms, result], key)
 
 
-def parse_response(data: bytes, relay_public: bytes, nonce: bytes, limits: codec.Limits = ENVELOPE_LIMITS) -> Response:
-    """Verify a response: the pinned relay signed it, for this very request."""
+def open_response(data: bytes, relay_public: bytes, limits: codec.Limits = ENVELOPE_LIMITS) -> Response:
+    """Verify that the pinned relay signed a response; the caller checks which request it answers."""
     body, signed, sig = _split(data, TYPE_RESPONSE, limits)
     crypto.verify(relay_public, sig, signed, what="relay's response")
-    if not (isinstance(body, list) and len(body) == 3 and isinstance(body[2], dict)):
+    if not (isinstance(body, list) and len(body) == 3 and isinstance(body[2], dict) and isinstance(body[0], bytes)):
         raise ProtocolError("malformed response", code="protocol.schema")
-    if body[0] != nonce:
-        raise ProtocolError("the relay's response answers another request", code="protocol.replay")
     return Response(body[0], body[1], body[2])
+
+
+def parse_response(data: bytes, relay_public: bytes, nonce: bytes, limits: codec.Limits = ENVELOPE_LIMITS) -> Response:
+    """Verify a response: the pinned relay signed it, for this very request."""
+    res = open_response(data, relay_public, limits)
+    if res.nonce != nonce:
+        raise ProtocolError("the relay's response answers another request", code="protocol.replay")
+    return res

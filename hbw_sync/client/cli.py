@@ -17,7 +17,8 @@ from .. import __version__
 from ..errors import AccessError, UsageError
 from ..ops import Status
 from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
-from . import importer, sync as syncing, views
+from . import bundles, importer, sync as syncing, views
+from . import watch as watching
 from .device import Device
 from .replica import Replica
 from .store import DB_NAME, default_home
@@ -505,7 +506,8 @@ def join(ctx: click.Context, invite: str, label: str | None) -> None:
 @cli.command()
 @click.option("--budget", default="200KB", show_default=True,
               help="Most bytes to receive per round trip (e.g. 50KB on a poor link).")
-@click.option("--timeout", default=60.0, show_default=True, type=float, help="Seconds before giving up on a round trip.")
+@click.option("--timeout", default=60.0, show_default=True, type=float,
+              help="Give up after this many seconds without progress (a slow link that moves is never cut).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something is wrong (for cron).")
 @json_option
 @click.pass_context
@@ -534,6 +536,63 @@ def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool) -> None:
     emit(ctx, r.to_dict(), text)
     if r.rejected:
         ctx.exit(65)
+
+
+@cli.group(cls=HbwGroup)
+def bundle() -> None:
+    """Sync by file (email attachment, USB stick) when there is no link to the relay."""
+
+
+@bundle.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--max-size", default="10MB", show_default=True, help="Largest bundle to write (email limits).")
+@json_option
+@click.pass_context
+def bundle_export(ctx: click.Context, file: Path, max_size: str) -> None:
+    """Write your outbox as FILE, sealed so only the office relay can open it. No passphrase needed.
+
+    Send it by email or carry it on a USB stick. Nothing leaves the outbox
+    until the relay's reply (or a later online sync) confirms it arrived.
+    """
+    r = bundles.export_bundle(_home(ctx), file, parse_size(max_size))
+    msg = f"Wrote {file} ({human_bytes(r['bytes'])}): {r['changes']} change(s) in {r['batches']} batch(es)."
+    if r["left_in_outbox"]:
+        msg += f"\n{r['left_in_outbox']} more batch(es) did not fit: export again after the reply."
+    msg += "\nSend it to the office; import the reply with 'hbw-sync bundle import REPLY'."
+    emit(ctx, r, msg)
+
+
+@bundle.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@click.pass_context
+def bundle_import(ctx: click.Context, file: Path) -> None:
+    """Apply the office's reply bundle FILE. Importing it twice, or out of order, changes nothing wrongly."""
+    r = bundles.import_bundle(_home(ctx), file, _passphrase())
+    if r["already_imported"]:
+        emit(ctx, r, "This reply was already imported; nothing changed.")
+        return
+    msg = f"Imported: {r['acks']} of your batch(es) confirmed, {r['received_batches']} received ({r['applied_ops']} change(s))."
+    if r["more_waiting"]:
+        msg += "\nMore is waiting at the office: export another bundle to get it."
+    emit(ctx, r, msg)
+
+
+@cli.command("watch")
+@click.option("--interval", default=1800.0, show_default=True, type=float,
+              help="Seconds between syncs when nothing waits in the outbox.")
+@click.option("--max-backoff", default=30.0, show_default=True, type=float,
+              help="Longest wait between reachability probes while the relay is unreachable.")
+@click.pass_context
+def watch_cmd(ctx: click.Context, interval: float, max_backoff: float) -> None:
+    """Keep running and sync whenever the relay is reachable (plug in at the office: syncs in seconds).
+
+    One log line per sync. Stops cleanly on SIGTERM or Ctrl-C. Never prompts;
+    with HBW_PASSPHRASE set, received changes are applied at once.
+    """
+    code = watching.watch(_home(ctx), os.environ.get("HBW_PASSPHRASE"), interval=interval, max_backoff=max_backoff,
+                          log=lambda line: click.echo(line))
+    ctx.exit(code)
 
 
 @cli.command()

@@ -158,6 +158,27 @@ def conflicts(data: Path) -> list[dict[str, Any]]:
     return _write(data, lambda conn: board.conflicts(conn, _identity(conn, data)))
 
 
+def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict[str, Any]:
+    """Apply a bundle brought by email or USB stick and write the reply bundle to send back."""
+    try:
+        raw = Path(file).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {file}: {e.strerror or e}") from None
+    out_dir = Path(reply_dir) if reply_dir else Path(file).parent
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create {out_dir}: {e.strerror or e}") from None
+    # Committed first, written second: a reply must never acknowledge what is not durable. If the
+    # write fails, ingesting the same bundle again writes the same reply (see relay.ingest_bundle).
+    reply, stats = _write(data, lambda conn: relay.ingest_bundle(conn, _identity(conn, data), raw, relay.now_ms()))
+    out = out_dir / f"hbw-reply-{stats['member']}-{stats['device'][:8]}-{stats['counter']}.hbw"
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_bytes(reply)
+    os.replace(tmp, out)
+    return {**stats, "reply": str(out), "reply_bytes": len(reply)}
+
+
 def backup(data: Path, dest: Path) -> dict[str, Any]:
     """Copy the relay's database with SQLite's online backup API, consistent while the relay runs."""
     dest = Path(dest)

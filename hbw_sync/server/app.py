@@ -124,6 +124,9 @@ async def rpc(request: web.Request) -> web.StreamResponse:
     except web.HTTPException as e:
         status = e.status
         raise
+    except ConnectionResetError:  # the link dropped mid-upload: routine on 3G, one log line is enough
+        status = 499
+        return web.Response(status=499)
     except Exception as e:  # noqa: BLE001 - a bug: answer 500 in JSON, log it as such
         status = 500
         log.exception("internal error")
@@ -136,6 +139,27 @@ async def rpc(request: web.Request) -> web.StreamResponse:
         if app[CONFIG].access_log:
             log.info(json.dumps({"action": action, "device": device, "status": status, "ms": round(dt * 1000, 1),
                                  "bytes_in": request.content_length or 0}))
+
+
+@routes.post("/v1/bundle")
+async def bundle_upload(request: web.Request) -> web.StreamResponse:
+    """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle."""
+    app = request.app
+    m = app[METRICS]
+    status = 200
+    try:
+        body = await request.read()
+        m.bytes_in += len(body)
+        out, stats = await app[WRITER].run(relay.ingest_bundle, app[IDENTITY], body, relay.now_ms())
+        m.bytes_out += len(out)
+        m.batches_in += stats["batches_in"]
+        m.batches_out += stats["batches_out"]
+        return web.Response(body=out, content_type="application/x-hbw-bundle")
+    except HbwError as e:
+        status = http_status_for(e)
+        return _error_response(e)
+    finally:
+        m.requests[("bundle", status)] += 1
 
 
 @routes.get("/healthz")

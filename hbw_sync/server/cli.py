@@ -268,6 +268,29 @@ def restore(ctx: click.Context, backup_file: Path, data: Path, key_file: Path) -
     emit(ctx, r, f"Restored into {data}. Start it with 'hbw-relay serve --data {data}'.")
 
 
+@cli.group(cls=HbwGroup)
+def bundle() -> None:
+    """Sync by file: bundles that officials send by email or bring on a USB stick."""
+
+
+@bundle.command("ingest")
+@data_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reply-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the reply bundle (default: next to FILE).")
+@json_option
+@click.pass_context
+def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | None) -> None:
+    """Apply a device's bundle exactly as an online sync would, and write its sealed reply.
+
+    Send the reply file back the way the bundle came (email, USB stick). Only
+    that device can open it. The same bundle twice, or an older one, is refused.
+    """
+    r = admin.ingest_bundle(data, file, reply_dir)
+    emit(ctx, r, f"Bundle {r['counter']} from {r['member']}: {r['batches_in']} batch(es) accepted, "
+                 f"{r['batches_out']} to send back.\nReply: {r['reply']} ({r['reply_bytes']} bytes).")
+
+
 def main() -> None:
     cli(prog_name="hbw-relay")
 

@@ -54,6 +54,7 @@ def create_schema(path: Path) -> None:
             "revoked_ms": int,
             "last_seen_ms": int,
             "label": str,
+            "last_bundle": int,
         },
         pk="device",
     )

@@ -24,6 +24,8 @@ from typing import Any
 
 from .. import batch as wire
 from .. import codec, crypto, envelope
+from .. import bundle
+from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError, UsageError
 from ..ops import is_member_name
@@ -102,9 +104,14 @@ def _use_nonce(conn: sqlite3.Connection, req: envelope.Request, now: int) -> Non
         conn.execute("DELETE FROM nonces WHERE time_ms < ?", (now - NONCE_KEEP_MS,))
 
 
-def authenticate(conn: sqlite3.Connection, req: envelope.Request, now: int) -> tuple[str, str, bytes]:
-    """(member, role, author public key) of a fresh, signed, non-replayed request from an enrolled device."""
-    envelope.check_fresh(req, now)
+def authenticate(conn: sqlite3.Connection, req: envelope.Request, now: int, fresh: bool = True) -> tuple[str, str, bytes]:
+    """(member, role, author public key) of a fresh, signed, non-replayed request from an enrolled device.
+
+    ``fresh=False`` is for bundles, which spend days in the mail: their replay protection is
+    a per-device counter instead of the clock (see ``ingest_bundle``).
+    """
+    if fresh:
+        envelope.check_fresh(req, now)
     row = _device_row(conn, req.device)
     if row is None:
         raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
@@ -114,7 +121,8 @@ def authenticate(conn: sqlite3.Connection, req: envelope.Request, now: int) -> t
     if revoked_ms is not None:
         raise RevokedError("this device was revoked by the office; it can no longer sync",
                            hint="ask office IT to enroll this device again if it was found")
-    _use_nonce(conn, req, now)
+    if fresh:
+        _use_nonce(conn, req, now)
     conn.execute("UPDATE devices SET last_seen_ms = ? WHERE device = ?", (now, req.device))
     return member, role, author_pub
 
@@ -185,6 +193,7 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         "member": member,
         "role": role,
         "keys": team_keys(conn),
+        "relay_x25519": enroll_mod.x25519_public(bundle.relay_x25519(ident.key)),
     }
 
 
@@ -232,8 +241,9 @@ def _accept_batch(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes,
     return [frame.seq, cur.lastrowid, now]
 
 
-def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
-    member, role, author_pub = authenticate(conn, req, now)
+def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int,
+         by_bundle: bool = False) -> dict[str, Any]:
+    member, role, author_pub = authenticate(conn, req, now, fresh=not by_bundle)
     a = req.args
     device = req.device
     acks, rejects = [], []
@@ -272,7 +282,7 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
         if dev == device:
             cursor = rseq  # own batches are acknowledged, not sent back
             continue
-        inline = size <= INLINE_MAX
+        inline = size <= INLINE_MAX or by_bundle  # a reply bundle cannot fetch pieces later
         cost = size if inline else 64
         if out and used + cost > budget:
             more = True
@@ -348,6 +358,8 @@ def _store_snapshot(conn: sqlite3.Connection, snap: Any, device: bytes, now: int
     cursor, data = snap
     if not isinstance(data, bytes) or type(cursor) is not int:
         raise ProtocolError("malformed snapshot", code="protocol.schema")
+    if conn.execute("SELECT 1 FROM snapshots WHERE cursor = ? AND device = ?", (cursor, device)).fetchone():
+        return  # sent again after a lost answer
     conn.execute("INSERT INTO snapshots (cursor, device, created_ms, data) VALUES (?, ?, ?, ?)",
                  (cursor, device, now, data))
     # Keep the two newest: the latest, and one before it in case the latest turns out unreadable.
@@ -408,6 +420,37 @@ def download(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Reque
     if row is None:
         raise UsageError(f"no batch {rseq} at the relay", code="usage.not_found")
     return {"size": row[0], "offset": offset, "chunk": bytes(row[1] or b"")}
+
+
+def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
+    """Apply a device's bundle exactly as an online sync, and seal the reply to that device.
+
+    Replays: each bundle carries a counter. An older bundle than the last ingested for its
+    device is refused and changes nothing. The *same* bundle again is answered again (its
+    batches are acknowledged idempotently): a reply lost in the mail, or a reply file that could
+    not be written, must not strand the device.
+    """
+    env = bundle.open_bundle(data, bundle.TO_RELAY, ident.team, ident.key.device_id, bundle.relay_x25519(ident.key))
+    req = envelope.parse_request(env)
+    counter = req.args.get("bundle")
+    if req.action != "sync" or type(counter) is not int:
+        raise ProtocolError("a bundle must carry a sync request with its counter", code="protocol.bundle")
+    row = conn.execute("SELECT last_bundle, x25519_pub, member FROM devices WHERE device = ?", (req.device,)).fetchone()
+    if row is None:
+        raise AccessError("this bundle comes from a device that is not enrolled", code="access.unknown_device")
+    last, x_pub, member = row
+    if last is not None and counter < last:
+        raise AccessError(f"bundle {counter} from {member} is older than one already ingested: nothing changed",
+                          code="access.old_bundle", hint="ingest the newest bundle from this device instead")
+    result = sync(conn, ident, req, now, by_bundle=True)
+    conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
+    audit(conn, member, "bundle", device=req.device, counter=counter, acks=len(result["acks"]),
+          batches_out=len(result["batches"]))
+    reply_env = envelope.make_response(ident.key, req.nonce, result, now)
+    reply = bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub, reply_env)
+    stats = {"action": "bundle", "device": req.device.hex(), "member": member, "counter": counter,
+             "batches_in": len(result["acks"]), "batches_out": len(result["batches"])}
+    return reply, stats
 
 
 def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int) -> tuple[bytes, dict[str, Any]]:

@@ -1,0 +1,109 @@
+"""Sync by file: export the outbox as a sealed bundle, import the relay's sealed reply.
+
+A bundle is an ordinary sync request, sealed to the relay; its reply is the
+relay's ordinary signed response, sealed to this device. So everything an online
+sync guarantees holds here too: the outbox drops a batch only on a relay-signed
+acknowledgement (exporting removes nothing), batches are accepted once however
+often they arrive, and bundles mix freely with online syncs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import bundle as bundle_fmt
+from .. import crypto, envelope
+from ..errors import ConfigError, IntegrityError, UsageError
+from .device import Device, now_ms
+from .sync import SyncReport, _Session, sync_lock
+
+DEFAULT_MAX_BYTES = 10_000_000  # what most mail servers accept as one attachment
+REPLY_BUDGET = 5_000_000
+
+
+def _require_relay(dev: Device) -> tuple[bytes, bytes]:
+    s = dev.store
+    if s.meta("relay_public") is None or s.meta("relay_x25519") is None:
+        raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE' first")
+    return s.meta("relay_public"), s.meta("relay_x25519")
+
+
+def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BYTES,
+                  reply_budget: int = REPLY_BUDGET) -> dict[str, Any]:
+    """Write the outbox and pull cursor as one bundle sealed to the relay. Needs no passphrase."""
+    path = Path(path)
+    with Device.open(home) as dev, sync_lock(dev.store.home):
+        relay_pub, relay_x = _require_relay(dev)
+        s = dev.store
+        with s.transaction():
+            s.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
+        batches, seqs, changes, size = [], [], 0, 0
+        for seq, n_ops, data in s.execute("SELECT seq, n_ops, data FROM outbox WHERE state = 'closed' ORDER BY seq"):
+            if batches and size + len(data) > max_bytes:
+                break
+            batches.append(data)
+            seqs.append(seq)
+            changes += n_ops
+            size += len(data)
+        left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed'").fetchone()[0] - len(batches)
+        counter = (s.meta("bundle_counter") or 0) + 1
+        args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
+                "roster_v": s.meta("roster_v"), "bundle": counter}
+        device = s.meta("device_id")
+        env, nonce = envelope.make_request(dev.transport_key(), device, "sync", args, now_ms())
+        sealed = bundle_fmt.seal(bundle_fmt.TO_RELAY, s.meta("team_id"), crypto.device_id_for(relay_pub), relay_x, env)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            tmp.write_bytes(sealed)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+        with s.transaction():
+            s.set_meta("bundle_counter", counter)
+            pending = s.meta("bundle_nonces") or {}
+            pending[nonce.hex()] = [counter, now_ms(), seqs]
+            s.set_meta("bundle_nonces", pending)
+        return {"file": str(path), "bytes": len(sealed), "batches": len(batches), "changes": changes,
+                "counter": counter, "left_in_outbox": left}
+
+
+def import_bundle(home: Path | None, path: Path, passphrase: str) -> dict[str, Any]:
+    """Apply the relay's reply bundle: acknowledgements, the team's changes, keys. Safe to repeat."""
+    t0 = time.monotonic()
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+    with Device.open(home) as dev, sync_lock(dev.store.home):
+        relay_pub, _ = _require_relay(dev)
+        rep = dev.unlock(passphrase)
+        s = dev.store
+        x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
+        env = bundle_fmt.open_bundle(raw, bundle_fmt.TO_DEVICE, rep.require_team(), s.meta("device_id"), x_private)
+        res = envelope.open_response(env, relay_pub)
+        pending = s.meta("bundle_nonces") or {}
+        done = s.meta("bundle_replies") or []
+        if res.nonce.hex() in done:
+            return {"already_imported": True, "acks": 0, "received_batches": 0, "applied_ops": 0}
+        if res.nonce.hex() not in pending:
+            raise IntegrityError("this reply answers a bundle this device never exported", code="integrity.bundle")
+        session = _Session(dev, rep, REPLY_BUDGET, None, 0)  # type: ignore[arg-type]
+        session.apply_response(res.result, [])
+        applied = rep.apply_incoming()
+        with s.transaction():
+            pending.pop(res.nonce.hex())
+            s.set_meta("bundle_nonces", pending)
+            s.set_meta("bundle_replies", (done + [res.nonce.hex()])[-200:])
+        report: SyncReport = session.report
+        report.applied_ops = applied
+        report.duration_s = round(time.monotonic() - t0, 3)
+        with s.transaction():
+            s.execute("INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, 1, 'bundle', ?)",
+                      (now_ms(), now_ms(), f"reply bundle {Path(path).name}"))
+        return {"already_imported": False, "acks": len(res.result.get("acks", [])),
+                "received_batches": report.received_batches, "applied_ops": applied,
+                "more_waiting": bool(res.result.get("more")), "notes": report.notes}
