@@ -123,9 +123,15 @@ def story(root: Path, data: Path, url: str) -> int:
     audit_task = next(t for t in ctasks if t["title"].startswith("Answer"))["id"][:6]
     chidi.run("task", "assign", audit_task, "chidi")
 
-    say("Evening: the 3G link is up. Both sync the scheduler's way (no passphrase)")
+    say("Evening: Amina's 3G link is up; she syncs the scheduler's way (no passphrase)")
     amina.run("sync", "--budget", "50KB", passphrase=False)
-    chidi.run("sync", passphrase=False)
+    say("Chidi has no data plan: he emails a bundle from his phone; the office ingests it and mails the reply")
+    bundle_file = root / "chidi-tuesday.hbw"
+    chidi.run("bundle", "export", str(bundle_file))
+    res = relay_cmd("bundle", "ingest", "--data", str(data), str(bundle_file), "--reply-dir", str(root / "outbox-mail"),
+                    "--json")
+    reply = json.loads(res.stdout)["reply"]
+    chidi.run("bundle", "import", reply)
     amina.run("sync", passphrase=False)
     say("Next morning, each sees the other's work: both notes kept, nothing overwritten")
     amina.run("task", "show", inv)
