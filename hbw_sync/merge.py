@@ -109,6 +109,8 @@ def _frontier(hist: dict[bytes, list[Any]]) -> list[bytes]:
 
 
 def _key(tag_name: str, op_id: bytes, entry: list[Any]) -> tuple:
+    if tag_name == "sha256":  # document versions: the later one wins whoever wrote it
+        return (0, 0, entry[1], op_id)
     done_first = 1 if tag_name == "status" and entry[0] == int(Status.DONE) else 0
     return (done_first, entry[3], entry[1], op_id)
 
@@ -120,6 +122,8 @@ def policy_winner(kind: Kind, tag: int, hist: dict[bytes, list[Any]]) -> bytes:
 
 
 def _rule(name: str, w: list[Any], lo: list[Any]) -> str:
+    if name == "sha256":
+        return "both versions kept: the later is current, the other is a conflict copy"
     if name == "status" and w[0] == int(Status.DONE) and lo[0] != int(Status.DONE):
         return "a task marked done stays done"
     if w[3] != lo[3]:

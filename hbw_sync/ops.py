@@ -138,7 +138,11 @@ _register(
     FieldSpec(2, "size", ROUTING, _is_int_in(0, 1 << 40)),
     FieldSpec(32, "name", CONTENT, _is_text(255)),
     FieldSpec(33, "data", CONTENT, lambda v: isinstance(v, bytes)),
-    FieldSpec(34, "sha256", CONTENT, _is_bytes(32, 32)),
+    # The version pointer: concurrent versions are all kept (the later wins, the others become
+    # conflict copies), so it follows the policy rule rather than plain last-writer-wins.
+    FieldSpec(34, "sha256", CONTENT, _is_bytes(32, 32), merge=Merge.POLICY),
+    FieldSpec(35, "delta", CONTENT, lambda v: isinstance(v, bytes)),  # rebuilds sha256 from base_sha256
+    FieldSpec(36, "base_sha256", CONTENT, _is_bytes(32, 32)),
 )
 _register(
     Kind.MEMBER,

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+from relay_helpers import Team
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -245,3 +247,10 @@ def with_content_size(frame: bytes, size: int, window_log: int = 20) -> bytes:
     h = zstd_header_fields(frame)
     fhd = 0xC0 | (h["checksum"] << 2)
     return codec.ZSTD_MAGIC + bytes([fhd, (window_log - 10) << 3]) + size.to_bytes(8, "little") + frame[h["header_len"]:]
+
+
+@pytest.fixture
+def team(tmp_path: Path):
+    """A real relay on a loopback port with its data in tmp_path (see relay_helpers.Team)."""
+    with Team(tmp_path) as t:
+        yield t

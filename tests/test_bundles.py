@@ -26,11 +26,6 @@ from hbw_sync.server.runner import RelayThread
 from relay_helpers import Member, Team, set_relay_url
 
 
-@pytest.fixture
-def team(tmp_path: Path):
-    with Team(tmp_path) as t:
-        yield t
-
 
 def setup_team(team: Team) -> tuple[Member, Member]:
     dana, chidi = team.join("dana", "supervisor"), team.join("chidi")

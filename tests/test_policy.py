@@ -28,11 +28,6 @@ from hbw_sync.server.cli import cli as relay_cli
 from relay_helpers import Member, Team
 
 
-@pytest.fixture
-def team(tmp_path: Path):
-    with Team(tmp_path) as t:
-        yield t
-
 
 def enrolled(team: Team, *names: str, supervisor: str = "dana") -> dict[str, Member]:
     ms = {n: team.join(n, "supervisor" if n == supervisor else "member") for n in names}

@@ -38,11 +38,6 @@ def titles(member) -> dict[str, dict]:
         return {t.title: t.to_dict() for t in rep.tasks()}
 
 
-@pytest.fixture
-def team(tmp_path: Path):
-    with Team(tmp_path) as t:
-        yield t
-
 
 def test_three_devices_converge(team: Team) -> None:
     dana = team.join("dana", "supervisor")

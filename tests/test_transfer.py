@@ -30,11 +30,6 @@ class FlakyLink:
         return await syncing.post(url, body, timeout)
 
 
-@pytest.fixture
-def team(tmp_path: Path):
-    with Team(tmp_path) as t:
-        yield t
-
 
 def test_large_document_upload_and_download_resume(team: Team, tmp_path: Path) -> None:
     amina, chidi = team.join("amina", "supervisor"), team.join("chidi")

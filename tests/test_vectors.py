@@ -26,6 +26,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from hbw_sync import batch, codec, crypto, enroll, envelope, hlc, merge, snapshot
+from hbw_sync import bundle as bundle_fmt
 from hbw_sync.errors import EXIT_CODES, HTTP_STATUSES, HbwError
 from hbw_sync.ops import FIELDS, Kind, Merge, Op, routing_row
 
@@ -57,6 +58,7 @@ MERGE = load("merge.json")
 ENVELOPES = load("envelopes.json")
 ENROLL = load("enroll.json")
 SNAPSHOT = load("snapshot.json")
+BUNDLES = load("bundles.json")
 
 SAME_ZSTD = BATCHES["meta"]["zstandard_version"] == zstandard.__version__
 ZSTD_SKIP = (
@@ -367,6 +369,8 @@ def test_spec_names_every_error_code_the_new_vectors_use():
     codes = {v["expected_code"] for v in ENVELOPES["invalid"]}
     codes |= {v["expected_code"] for v in ENROLL["invalid_grants"]} | {v["expected_code"] for v in ENROLL["invalid_invites"]}
     codes |= {v["expected_code"] for v in SNAPSHOT["invalid"]}
+    codes |= {v["expected_code"] for v in BUNDLES["invalid"] + BUNDLES["invalid_inner"]}
+    codes |= {"access.old_bundle", "integrity.bundle"}  # stateful: relay counter, device's exported nonces
     for code in codes:
         assert f"`{code}`" in text, code
 
@@ -381,6 +385,7 @@ def test_spec_http_status_table_matches_code():
 
 
 def test_spec_states_the_constants_the_code_has():
+    from hbw_sync.client import bundles as client_bundles
     from hbw_sync.client import sync as client_sync
     from hbw_sync.server import app, relay
 
@@ -395,6 +400,10 @@ def test_spec_states_the_constants_the_code_has():
         "SNAPSHOT_EVERY": relay.SNAPSHOT_EVERY,
         "MAX_BODY": app.MAX_BODY,
         "CLIENT_CHUNK": client_sync.CHUNK,
+        "MIN_UPLOAD_RATE": client_sync.MIN_UPLOAD_RATE,
+        "MAX_BUNDLE": bundle_fmt.MAX_BUNDLE,
+        "BUNDLE_MAX_BYTES": client_bundles.DEFAULT_MAX_BYTES,
+        "BUNDLE_REPLY_BUDGET": client_bundles.REPLY_BUDGET,
     }
     assert client_sync.INLINE_MAX == relay.INLINE_MAX and client_sync.DEFAULT_BUDGET == relay.DEFAULT_BUDGET
     for name, value in consts.items():
@@ -656,4 +665,113 @@ def test_snapshot_holds_the_contributing_ops_and_the_same_state():
 def test_invalid_snapshot(v):
     with pytest.raises(HbwError) as info:
         _snap_decode(bytes.fromhex(v["snapshot"]), v["decode"])
+    assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
+# -- bundles ------------------------------------------------------------------------------
+
+
+def _bundle_open(data: bytes, o: dict[str, Any]) -> bytes:
+    return bundle_fmt.open_bundle(data, o["kind"].encode(), bytes.fromhex(o["team"]), bytes.fromhex(o["recipient"]),
+                                  bytes.fromhex(o["x25519_private"]))
+
+
+def test_bundle_keys():
+    r, d = BUNDLES["relay"], BUNDLES["device"]
+    relay_key = crypto.DeviceKey(bytes.fromhex(r["seed"]))
+    assert relay_key.public.hex() == r["public"] == ENVELOPES["relay"]["public"]
+    assert relay_key.device_id.hex() == r["device_id"]
+    x = bundle_fmt.relay_x25519(relay_key)
+    assert x.hex() == r["x25519_private"]
+    assert crypto.hkdf(relay_key.private, b"hbw-sync relay x25519 v1").hex() == r["x25519_private"]
+    assert enroll.x25519_public(x).hex() == r["x25519_public"]
+    enroll_resp = next(v for v in ENVELOPES["responses"] if v["name"] == "enroll")
+    assert gen.untjson(enroll_resp["result"])["relay_x25519"].hex() == r["x25519_public"]
+    assert enroll.x25519_public(bytes.fromhex(d["x25519_private"])).hex() == d["x25519_public"]
+    assert crypto.DeviceKey(bytes.fromhex(d["transport_seed"])).public.hex() == d["transport_public"]
+    assert _enroll_device(d["name"])["x25519_public"] == d["x25519_public"]
+
+
+@pytest.mark.parametrize("which", ["request", "reply"])
+def test_bundle_stages(which):
+    v = BUNDLES[which]
+    h = {k: bytes.fromhex(v[k]) for k in ("recipient", "recipient_x25519_public", "ephemeral_private", "ephemeral_public",
+                                          "shared", "salt", "key", "header", "nonce", "sealed", "bundle", "envelope")}
+    team = bytes.fromhex(BUNDLES["team"])
+    assert enroll.x25519_public(h["ephemeral_private"]) == h["ephemeral_public"]
+    eph = X25519PrivateKey.from_private_bytes(h["ephemeral_private"])
+    assert eph.exchange(X25519PublicKey.from_public_bytes(h["recipient_x25519_public"])) == h["shared"]
+    assert h["salt"] == h["ephemeral_public"] + h["recipient_x25519_public"]
+    assert crypto.hkdf(h["shared"], b"hbw-sync bundle v1", salt=h["salt"]) == h["key"]
+    header = b"HBW" + v["kind"].encode() + b"\x01\x00" + team + h["recipient"] + h["ephemeral_public"]
+    assert len(header) == 54 and header == h["header"]
+    assert crypto.seal(h["key"], h["envelope"], header, nonce=h["nonce"]) == h["sealed"]
+    assert header + h["sealed"] == h["bundle"]
+    assert len(h["bundle"]) == 54 + 12 + len(h["envelope"]) + 16
+    made = bundle_fmt.seal(v["kind"].encode(), team, h["recipient"], h["recipient_x25519_public"], h["envelope"],
+                           ephemeral=h["ephemeral_private"], nonce=h["nonce"])
+    assert made == h["bundle"]
+    assert bundle_fmt.peek(h["bundle"]) == (v["kind"].encode(), team, h["recipient"])
+
+
+def test_request_bundle_opens_to_a_signed_sync_request():
+    v, r, d = BUNDLES["request"], BUNDLES["relay"], BUNDLES["device"]
+    o = {"kind": "X", "team": BUNDLES["team"], "recipient": r["device_id"], "x25519_private": r["x25519_private"]}
+    env = _bundle_open(bytes.fromhex(v["bundle"]), o)
+    assert env.hex() == v["envelope"]
+    req = envelope.parse_request(env)
+    req.verify(bytes.fromhex(d["transport_public"]))
+    args = gen.untjson(v["envelope_args"])
+    assert (req.device.hex(), req.time_ms, req.nonce.hex(), req.action, req.args) == (
+        d["device_id"], v["envelope_time_ms"], v["envelope_nonce"], "sync", args)
+    assert type(args["bundle"]) is int and args["bundle"] >= 1
+
+
+def test_reply_bundle_opens_to_the_relays_response():
+    v, d = BUNDLES["reply"], BUNDLES["device"]
+    o = {"kind": "Y", "team": BUNDLES["team"], "recipient": d["device_id"], "x25519_private": d["x25519_private"]}
+    env = _bundle_open(bytes.fromhex(v["bundle"]), o)
+    assert env.hex() == v["envelope"]
+    nonce = bytes.fromhex(BUNDLES["request"]["envelope_nonce"])
+    res = envelope.parse_response(env, bytes.fromhex(BUNDLES["relay"]["public"]), nonce)
+    assert (res.time_ms, res.result) == (v["envelope_time_ms"], gen.untjson(v["envelope_result"]))
+    assert envelope.make_response(RELAY_KEY, nonce, res.result, res.time_ms) == env
+
+
+@pytest.mark.parametrize("v", by_name(BUNDLES["invalid"]))
+def test_invalid_bundle(v):
+    with pytest.raises(HbwError) as info:
+        _bundle_open(bytes.fromhex(v["bundle"]), v["open"])
+    assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
+def test_invalid_bundles_cover_the_rules():
+    codes = {v["expected_code"] for v in BUNDLES["invalid"]}
+    assert codes >= {"protocol.magic", "protocol.truncated", "protocol.version", "protocol.bundle_type",
+                     "integrity.team", "integrity.recipient", "integrity.aead"}
+    assert len({v["name"] for v in BUNDLES["invalid"]}) == len(BUNDLES["invalid"])
+
+
+@pytest.fixture(scope="module")
+def empty_relay(tmp_path_factory):
+    from hbw_sync.server import db, relay
+
+    path = tmp_path_factory.mktemp("relay") / "relay.db"
+    db.create_schema(path)
+    conn = db.connect(path)
+    yield conn, relay.RelayIdentity(bytes.fromhex(BUNDLES["team"]), BUNDLES["team_name"], RELAY_KEY)
+    conn.close()
+
+
+@pytest.mark.parametrize("v", by_name(BUNDLES["invalid_inner"]))
+def test_invalid_bundle_inner_envelope(v, empty_relay):
+    """Sealed correctly to the relay; the envelope inside is what the relay refuses (a relay with no devices)."""
+    from hbw_sync.server import relay
+
+    conn, ident = empty_relay
+    data = bytes.fromhex(v["bundle"])
+    assert bundle_fmt.open_bundle(data, b"X", ident.team, ident.key.device_id,
+                                  bundle_fmt.relay_x25519(ident.key)).hex() == v["envelope"]
+    with pytest.raises(HbwError) as info:
+        relay.ingest_bundle(conn, ident, data, gen.T0)
     assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])

@@ -52,6 +52,8 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         counter = (s.meta("bundle_counter") or 0) + 1
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
                 "roster_v": s.meta("roster_v"), "bundle": counter}
+        if s.meta("publish_key"):  # a supervisor who syncs only by bundle still publishes a rotated key
+            args["key"] = s.meta("publish_key")
         device = s.meta("device_id")
         env, nonce = envelope.make_request(dev.transport_key(), device, "sync", args, now_ms())
         sealed = bundle_fmt.seal(bundle_fmt.TO_RELAY, s.meta("team_id"), crypto.device_id_for(relay_pub), relay_x, env)

@@ -344,7 +344,8 @@ def _print_docs(docs: list[views.DocView]) -> None:
         return
     click.echo(f"{'ID':6}  {'SIZE':>10}  {'VER':>3}  {'TASK':6}  NAME")
     for d in docs:
-        click.echo(f"{d.short:6}  {d.size:>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}")
+        mark = "  <- two people edited it offline; both kept" if d.conflict_of else ""
+        click.echo(f"{d.short:6}  {d.size:>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
 
 
 @doc.command("add")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .. import batch as wire
-from .. import crypto, hlc, merge, snapshot
+from .. import crypto, delta, hlc, merge, snapshot
 from ..enroll import grant_sender, open_grant
 from ..errors import ConfigError, IntegrityError, ProtocolError, UsageError, WrongKeyError
 from ..ops import FIELDS, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
@@ -34,7 +34,8 @@ OPEN_MAX_OPS = 200
 BATCH_MAX_OPS = 1000
 BATCH_MAX_PLAIN = 768 * 1024  # keeps a sealed batch under the 1 MB many proxies refuse
 BATCH_LEVEL = 19
-MAX_DOC_BYTES = 32 * 1024 * 1024  # until resumable document transfer lands
+MAX_DOC_BYTES = 32 * 1024 * 1024
+CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains stay short
 
 _TASK_LIST = ("assignee", "status", "due", "priority", "needs", "pinned")
 #: Relay-signed batches (rebalancing) carry no content; epoch 0 is this public, all-zero key.
@@ -124,12 +125,16 @@ class Replica(Device):
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (int(st.kind), st.entity, *clear, st.head.op_id if st.head else None, blob),
         )
-        if st.kind is Kind.TASK and st.history:
+        if st.history:
             names = self._device_names()
             for c in st.conflicts():
                 who_w = names.get(c.winner[8:], c.winner[8:].hex()[:8])
                 who_l = names.get(c.loser[8:], c.loser[8:].hex()[:8])
-                detail = (f"{c.field} {c.loser_value!r} by {who_l} lost to {c.winner_value!r} by {who_w}: {c.rule}")
+                if st.kind is Kind.DOC:
+                    detail = (f"document {st.entity.hex()[:6]}: {who_l} and {who_w} saved versions at the same "
+                              f"time; {who_w}'s is current, {who_l}'s is kept as a conflict copy (see 'doc list')")
+                else:
+                    detail = f"{c.field} {c.loser_value!r} by {who_l} lost to {c.winner_value!r} by {who_w}: {c.rule}"
                 self.store.execute(
                     "INSERT OR IGNORE INTO conflicts (kind, entity, field, winner, loser, detail, created_ms, seen)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
@@ -145,6 +150,8 @@ class Replica(Device):
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (op_id, int(op.kind), op.entity, device, op.hlc, received_ms, batch_seq, body),
         )
+        if cur.rowcount == 1 and op.kind is Kind.DOC:
+            self._materialize_version(op)
         return cur.rowcount == 1
 
     def _op_from_log(self, op_id: bytes, body: bytes) -> Op:
@@ -225,7 +232,9 @@ class Replica(Device):
             else:
                 seq = next_seq
                 next_seq += 1
-            data = wire.encode_batch(wire.Batch(team, me, seq, key.epoch, tuple(chunk)), self.author, key, level=BATCH_LEVEL)
+            level = BATCH_LEVEL if wire.batch_sizes(chunk) < 1 << 20 else 3  # big = a document: fast, and
+            # mostly deltas or already-compressed formats, where level 19 buys little
+            data = wire.encode_batch(wire.Batch(team, me, seq, key.epoch, tuple(chunk)), self.author, key, level=level)
             last = i == len(chunks) - 1
             state = "open" if last and len(chunk) < OPEN_MAX_OPS else "closed"
             s.execute(
@@ -471,6 +480,54 @@ class Replica(Device):
         except OSError as e:
             raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
 
+    # Versions: every document version's bytes are kept once, sealed, in `blobs` by their
+    # SHA-256; the `sha256` field points at the current one. A new version travels as a delta
+    # against the version its author started from (hbw_sync.delta), or in full every
+    # CHAIN_FULL_EVERY versions and whenever a delta would not be smaller, so a chain is short
+    # and every rebuilt version is checked against its hash.
+
+    def _store_blob(self, data: bytes) -> bytes:
+        digest = hashlib.sha256(data).digest()
+        self.store.execute(
+            "INSERT OR IGNORE INTO blobs (sha256, size, sealed) VALUES (?, ?, ?)",
+            (digest, len(data), self.sealer.seal(data, b"blob:" + digest)),
+        )
+        return digest
+
+    def _blob(self, digest: bytes) -> bytes | None:
+        row = self.store.execute("SELECT sealed FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+        return None if row is None else self.sealer.open(row[0], b"blob:" + digest)
+
+    def _materialize_version(self, op: Op) -> None:
+        """Keep the bytes of a document version an op carries (in full, or as a delta)."""
+        c = op.content or {}
+        digest = c.get(34)
+        if op.kind is not Kind.DOC or digest is None or (33 not in c and 35 not in c):
+            return
+        if self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
+            return
+        if 33 in c:
+            data = c[33]
+            if hashlib.sha256(data).digest() != digest:
+                raise IntegrityError("a document version does not match its recorded hash", code="integrity.doc")
+        else:
+            base = self._blob(c.get(36) or b"")
+            if base is None:
+                # Not tampering (signatures hold): a version we never got in full. Say so; the next
+                # full version of the chain repairs the document. Other ops of the batch still apply.
+                self._problem(f"document {op.entity.hex()[:6]}: a version's base is missing; "
+                              "it will be readable after the next full version")
+                return
+            try:
+                data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_DOC_BYTES)
+            except (IntegrityError, ProtocolError) as e:
+                # Refuse the version, not the batch: a tampered delta and a receiver whose zlib
+                # re-deflates differently look alike here, and the rest of the batch is sound.
+                self._problem(f"document {op.entity.hex()[:6]}: a version does not rebuild to its recorded hash "
+                              f"and was refused ({e.message}); it will be readable after the next full version")
+                return
+        self._store_blob(data)
+
     def add_doc(self, path: Path, task: str | None = None, name: str | None = None) -> views.DocView:
         data = self._read_file(Path(path))
         tid = self.resolve(Kind.TASK, task) if task else None
@@ -489,18 +546,53 @@ class Replica(Device):
     def update_doc(self, prefix: str, path: Path) -> views.DocView:
         did = self.resolve(Kind.DOC, prefix)
         data = self._read_file(Path(path))
-        self.change([(Kind.DOC, did, {"data": data, "sha256": hashlib.sha256(data).digest(), "size": len(data)})])
+        st = self._load(Kind.DOC, did)
+        assert st is not None
+        digest = hashlib.sha256(data).digest()
+        base_sha = st.values().get("sha256")
+        if digest == base_sha:
+            raise UsageError("this file is the same as the document's current version: nothing to record")
+        values: dict[str, Any] = {"sha256": digest, "size": len(data)}
+        base = self._blob(base_sha) if base_sha else None
+        since_full = self._versions_since_full(did)
+        d = delta.make_delta(base, data, name=st.values().get("name", "")) \
+            if base is not None and since_full < CHAIN_FULL_EVERY - 1 else None
+        if d is not None:
+            values.update(delta=d, base_sha256=base_sha)
+        else:
+            values["data"] = data
+        self.change([(Kind.DOC, did, values)])
         return self.doc(did.hex())
 
-    def _doc_versions(self, did: bytes) -> list[tuple[bytes, bytes]]:
-        """(op id, body) of every op on a document that carried bytes, oldest first."""
+    def _version_ops(self, did: bytes) -> list[tuple[bytes, bytes, Op]]:
+        """(op id, author device, op) of every version of a document, oldest first."""
         rows = self.store.execute(
-            "SELECT op_id, body FROM oplog WHERE kind = ? AND entity = ? ORDER BY hlc, op_id", (int(Kind.DOC), did)
+            "SELECT op_id, body, device FROM oplog WHERE kind = ? AND entity = ? ORDER BY hlc, op_id", (int(Kind.DOC), did)
         ).fetchall()
         out = []
-        for oid, body in rows:
-            if 33 in self._op_from_log(oid, body).content:
-                out.append((oid, body))
+        for oid, body, device in rows:
+            op = self._op_from_log(oid, body)
+            if 34 in (op.content or {}):
+                out.append((oid, device, op))
+        return out
+
+    def _versions_since_full(self, did: bytes) -> int:
+        n = 0
+        for _oid, _dev, op in reversed(self._version_ops(did)):
+            if 33 in (op.content or {}):
+                return n
+            n += 1
+        return n
+
+    def _conflict_copies(self, did: bytes) -> list[tuple[bytes, bytes, str]]:
+        """(copy id, loser version op id, author) of each conflict copy of a document."""
+        names = self._device_names()
+        out = []
+        for (loser,) in self.store.execute(
+            "SELECT DISTINCT loser FROM conflicts WHERE kind = ? AND entity = ? AND field = 'sha256'", (int(Kind.DOC), did)
+        ):
+            out.append((hashlib.sha256(b"hbw-sync conflict copy\x00" + loser).digest()[:8], loser,
+                        names.get(loser[8:], loser[8:].hex()[:8])))
         return out
 
     def _doc_view(self, st: merge.EntityState) -> views.DocView:
@@ -510,7 +602,7 @@ class Replica(Device):
             name=v.get("name", ""),
             size=v.get("size", 0),
             sha256=(v.get("sha256") or b"").hex(),
-            versions=len(self._doc_versions(st.entity)),
+            versions=len(self._version_ops(st.entity)),
             task=v["task"].hex() if v.get("task") else None,
             updated=views.hlc_iso(st.head.ts if st.head else None),
         )
@@ -521,28 +613,56 @@ class Replica(Device):
         return self._doc_view(st)
 
     def docs(self) -> list[views.DocView]:
+        """Documents, each followed by its conflict copies (named so nobody mistakes them)."""
+        out = []
         rows = self.store.execute("SELECT id FROM entities WHERE kind = ? ORDER BY id", (int(Kind.DOC),)).fetchall()
-        return [self._doc_view(st) for (d,) in rows if (st := self._load(Kind.DOC, d))]
+        for (d,) in rows:
+            st = self._load(Kind.DOC, d)
+            if st is None:
+                continue
+            view = self._doc_view(st)
+            out.append(view)
+            for copy_id, loser, who in self._conflict_copies(d):
+                op = self._version_op(d, loser)
+                stem, dot, ext = view.name.rpartition(".")
+                date = (views.hlc_iso(op.hlc) or "")[:10]
+                name = f"{stem or ext} (conflict copy by {who} {date}){dot + ext if stem else ''}"
+                out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), op.content[34].hex(), 1,
+                                         view.task, views.hlc_iso(op.hlc), conflict_of=view.id))
+        return out
+
+    def _version_op(self, did: bytes, op_id: bytes) -> Op:
+        row = self.store.execute("SELECT body FROM oplog WHERE op_id = ?", (op_id,)).fetchone()
+        return self._op_from_log(op_id, row[0])
 
     def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
-        """A document's current bytes (or version N, from 1), checked against its recorded hash."""
-        did = self.resolve(Kind.DOC, prefix)
-        st = self._load(Kind.DOC, did)
-        assert st is not None
-        if version is None:
-            reg = st.registers.get(33)
-            if reg is None:
-                raise UsageError("this document has no content yet")
-            oid = reg[1].op_id
-            body = self.store.execute("SELECT body FROM oplog WHERE op_id = ?", (oid,)).fetchone()[0]
+        """A document's current bytes (or version N, from 1; or a conflict copy's), checked against their hash."""
+        p = prefix.strip().lower()
+        copies = [v for v in self.docs() if v.conflict_of and len(p) >= 2 and v.id.startswith(p)]
+        if copies:
+            view = copies[0]
+            digest = bytes.fromhex(view.sha256)
         else:
-            versions = self._doc_versions(did)
-            if not 1 <= version <= len(versions):
-                raise UsageError(f"document has {len(versions)} version(s); no version {version}")
-            oid, body = versions[version - 1]
-        content = self._op_from_log(oid, body).content
-        data = content[33]
-        return self._doc_view(st), data
+            did = self.resolve(Kind.DOC, prefix)
+            st = self._load(Kind.DOC, did)
+            assert st is not None
+            view = self._doc_view(st)
+            if version is None:
+                digest = st.values().get("sha256")
+                if digest is None:
+                    raise UsageError("this document has no content yet")
+            else:
+                versions = self._version_ops(did)
+                if not 1 <= version <= len(versions):
+                    raise UsageError(f"document has {len(versions)} version(s); no version {version}")
+                digest = versions[version - 1][2].content[34]
+        data = self._blob(digest)
+        if data is None:
+            raise IntegrityError("this version's bytes are missing (its delta chain is broken); a later full "
+                                 "version will repair it", code="integrity.chain")
+        if hashlib.sha256(data).digest() != digest:
+            raise IntegrityError("stored document bytes do not match their hash", code="integrity.doc")
+        return view, data
 
     # -- profile ----------------------------------------------------------------------------------
 
@@ -712,7 +832,15 @@ class Replica(Device):
             by_entity.setdefault((kind, entity), []).append((device, rcv, self._op_from_log(oid, body)))
         ops: list[snapshot.SnapOp] = []
         for items in by_entity.values():
-            ops += [snapshot.SnapOp(d, r, o) for d, r, o in snapshot.contributing(items)]
+            for d, r, o in snapshot.contributing(items):
+                c = o.content or {}
+                if o.kind is Kind.DOC and 35 in c:
+                    # A joiner has no base to apply a delta to: the snapshot carries the version in full.
+                    full = self._blob(c[34])
+                    if full is not None:
+                        c = {k: v for k, v in c.items() if k not in (35, 36)} | {33: full}
+                        o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
+                ops.append(snapshot.SnapOp(d, r, o))
         key = self.current_key()
         snap = snapshot.Snapshot(self.require_team(), self.author.device_id, cursor, key.epoch, tuple(ops))
         return [cursor, snapshot.encode(snap, self.author, key)]

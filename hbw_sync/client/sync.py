@@ -265,17 +265,20 @@ class _Session:
                 s.set_meta("snapshot_in", res["snapshot"])
             # Never backwards: a reply bundle may arrive after a newer online sync.
             s.set_meta("pull_cursor", max(res.get("cursor", 0), s.meta("pull_cursor", 0)))
-            if "roster" in res:
+            # A reply bundle may arrive after a newer sync: never let it turn anything back.
+            if "roster" in res and res["roster_v"] >= (s.meta("roster_v") or -1):
                 s.set_meta("roster_keys", {d.hex(): v for d, v in res["roster"].items()})
                 s.set_meta("roster", {d.hex(): v[0] for d, v in res["roster"].items()})
                 s.set_meta("roster_v", res["roster_v"])
-            keys = res.get("keys", {})
+            if res.get("relay_x25519"):
+                s.set_meta("relay_x25519", res["relay_x25519"])
+            keys = {**(s.meta("relay_keys") or {}), **res.get("keys", {})}
             s.set_meta("relay_keys", keys)
             pk = s.meta("publish_key")
             if pk and keys.get(pk[0]) == pk[1]:
                 s.set_meta("publish_key", None)
             if res.get("grants"):
-                s.set_meta("grants_in", res["grants"])
+                s.set_meta("grants_in", (s.meta("grants_in") or []) + res["grants"])
             self._mark_capped(capped)
         acked = {a[0] for a in res.get("acks", [])}
         self.report.sent_batches += sum(1 for seq, _ in sent if seq in acked)

@@ -66,6 +66,7 @@ class DocView:
     versions: int
     task: str | None
     updated: str | None
+    conflict_of: str | None = None  # set on a conflict copy: the document it was split from
 
     @property
     def short(self) -> str:

@@ -158,6 +158,13 @@ async def bundle_upload(request: web.Request) -> web.StreamResponse:
     except HbwError as e:
         status = http_status_for(e)
         return _error_response(e)
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug: JSON 500, logged
+        status = 500
+        log.exception("internal error")
+        return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
     finally:
         m.requests[("bundle", status)] += 1
 

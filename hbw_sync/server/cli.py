@@ -284,7 +284,8 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     """Apply a device's bundle exactly as an online sync would, and write its sealed reply.
 
     Send the reply file back the way the bundle came (email, USB stick). Only
-    that device can open it. The same bundle twice, or an older one, is refused.
+    that device can open it. An older bundle than one already ingested is
+    refused; the same bundle again gets its reply again (for one lost in the mail).
     """
     r = admin.ingest_bundle(data, file, reply_dir)
     emit(ctx, r, f"Bundle {r['counter']} from {r['member']}: {r['batches_in']} batch(es) accepted, "

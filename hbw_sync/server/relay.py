@@ -171,6 +171,7 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
             raise AccessError("this invite was already used; ask for a new one", code="access.invite")
         _use_nonce(conn, req, now)  # the same device and keys again: its answer was lost on the way
         return {"team": ident.team, "team_name": ident.team_name, "member": member, "role": role,
+                "relay_x25519": enroll_mod.x25519_public(bundle.relay_x25519(ident.key)),
                 "keys": team_keys(conn)}
     if expires_ms < now:
         raise AccessError("this invite has expired; ask for a new one", code="access.invite")
@@ -301,6 +302,7 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
     if a.get("roster_v") != rv:
         result["roster"] = roster(conn)
         result["roster_v"] = rv
+        result["relay_x25519"] = enroll_mod.x25519_public(bundle.relay_x25519(ident.key))
     result["keys"] = team_keys(conn)
     result["grants"] = [
         list(r) for r in conn.execute("SELECT epoch, data FROM grants WHERE device = ? AND data != x''", (device,))
@@ -422,6 +424,16 @@ def download(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Reque
     return {"size": row[0], "offset": offset, "chunk": bytes(row[1] or b"")}
 
 
+def _guarded(action: str, fn: Any) -> Any:
+    """Run an action; arguments of the wrong shape from a signed peer are refused, changing nothing."""
+    try:
+        return fn()
+    except HbwError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        raise ProtocolError(f"malformed {action} arguments ({type(e).__name__})", code="protocol.schema") from None
+
+
 def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
     """Apply a device's bundle exactly as an online sync, and seal the reply to that device.
 
@@ -435,14 +447,16 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, n
     counter = req.args.get("bundle")
     if req.action != "sync" or type(counter) is not int:
         raise ProtocolError("a bundle must carry a sync request with its counter", code="protocol.bundle")
-    row = conn.execute("SELECT last_bundle, x25519_pub, member FROM devices WHERE device = ?", (req.device,)).fetchone()
+    row = conn.execute("SELECT last_bundle, x25519_pub, member, transport_pub FROM devices WHERE device = ?",
+                       (req.device,)).fetchone()
     if row is None:
         raise AccessError("this bundle comes from a device that is not enrolled", code="access.unknown_device")
-    last, x_pub, member = row
+    last, x_pub, member, transport_pub = row
+    req.verify(transport_pub)  # anyone can seal to the relay: say nothing about a device before this
     if last is not None and counter < last:
         raise AccessError(f"bundle {counter} from {member} is older than one already ingested: nothing changed",
                           code="access.old_bundle", hint="ingest the newest bundle from this device instead")
-    result = sync(conn, ident, req, now, by_bundle=True)
+    result = _guarded("bundle", lambda: sync(conn, ident, req, now, by_bundle=True))
     conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
     audit(conn, member, "bundle", device=req.device, counter=counter, acks=len(result["acks"]),
           batches_out=len(result["batches"]))
@@ -459,13 +473,7 @@ def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int
     actions = {"enroll": enroll, "sync": sync, "upload": upload, "download": download}
     if req.action not in actions:
         raise ProtocolError(f"unknown action {req.action!r}", code="protocol.action")
-    try:
-        result = actions[req.action](conn, ident, req, now)
-    except HbwError:
-        raise
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
-        # Arguments of the wrong shape from a signed, authenticated peer: refuse, change nothing.
-        raise ProtocolError(f"malformed {req.action} arguments ({type(e).__name__})", code="protocol.schema") from None
+    result = _guarded(req.action, lambda: actions[req.action](conn, ident, req, now))
     acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
     stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
              "batches_out": len(result.get("batches", ()))}

@@ -1,0 +1,455 @@
+"""Bytes on the wire for a one-paragraph edit to a document: hbw-sync deltas against rsync.
+
+    .venv/bin/python scripts/bench_docs.py            # table + targets
+    .venv/bin/python scripts/bench_docs.py --json     # machine-readable
+
+Documents (generated, fixed seeds, so every byte count is reproducible):
+
+* text 20 KB, text 2 MB: paragraphs of varied words; the edit replaces one
+  paragraph in the middle with a different sentence.
+* PDF-like 1 MB: header, 40 objects, each a FlateDecode stream (page text, or
+  incompressible "image" bytes), xref table with real offsets, trailer. The edit
+  changes the text of one page, so that stream is re-deflated and every later
+  xref offset moves.
+* .docx 500 KB: a zip written by Python's zipfile (deflate, zlib level 6) with
+  [Content_Types].xml, rels, word/document.xml (many paragraphs of varied text,
+  runs, bold/italic), styles, settings, docProps and two images (PNG, JPEG:
+  incompressible bytes). The edit rewrites one paragraph and, as a word processor
+  does, the modification time in docProps/core.xml and the counts in docProps/app.xml.
+
+Columns (bytes):
+
+* hbw-sync: what the document costs inside a sync batch: ``delta.make_delta``'s
+  payload (or, when it returns None, the whole file as ``codec.compress``, level 19)
+  + 138 bytes of per-batch framing, crypto and signature (``batch.py``: the cost
+  of a batch carrying only this op) + 40 bytes of op overhead (an estimate: op
+  id, entity, hlc, base version, hash, field tags). The payload is counted
+  uncompressed: it is already zstd inside.
+* payload: ``make_delta``'s payload alone (method in brackets: 1 patch, 2 recipe).
+* zstd-19: the whole new file as ``codec.compress`` (level 19), bare.
+* rsync: ``rsync -a -I --no-whole-file -z --stats src/ dst/`` with the old file
+  present in dst/, "Total bytes sent" + "Total bytes received" (both directions
+  of rsync's own protocol, block checksums included; no ssh or TCP overhead).
+  ``--no-whole-file`` because rsync otherwise copies whole files between local
+  directories; ``-I`` so the size/mtime quick check cannot skip the file.
+* plain: the whole new file, uncompressed.
+
+Memory: a subprocess generates a 20 MB document (text and incompressible parts),
+edits 200 bytes in the middle, then runs make_delta and apply_delta; it reports
+its whole-life peak RSS (VmHWM, including generating the two 20 MB versions) and
+the peak of each phase (VmHWM reset through /proc/self/clear_refs in between).
+Each phase peak includes both versions held in memory (40 MB) and the interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hbw_sync import codec, delta  # noqa: E402
+
+BATCH_FRAMING = 138
+OP_OVERHEAD = 40
+TARGET_TEXT_2MB = 4096
+TARGET_DOCX = 10240
+TARGET_PEAK_MB = 150
+
+# --------------------------------------------------------------------------- documents
+
+
+def _vocabulary(rng: random.Random) -> tuple[list[str], list[float]]:
+    """About 4,000 pronounceable words with Zipf frequencies, so text compresses like prose (~3x)."""
+    syll = ["ka", "ri", "to", "men", "sa", "lo", "du", "ne", "pra", "vi", "ta", "mo", "re", "shi", "gu", "an",
+            "el", "is", "or", "un", "ba", "che", "de", "fa", "go", "hu", "ja", "ku", "li", "ma", "no", "pe"]  # fmt: skip
+    words = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "on", "with", "as", "by", "district",
+             "ministry", "health", "school", "budget", "report", "officer", "meeting", "water", "road", "committee",
+             "council", "approved", "request", "staff", "training", "supply", "clinic", "village"]  # fmt: skip
+    seen = set(words)
+    while len(words) < 4000:
+        w = "".join(rng.choice(syll) for _ in range(rng.randint(1, 4)))
+        if w not in seen:
+            seen.add(w)
+            words.append(w)
+    return words, list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(words))))
+
+
+def _paragraph(rng: random.Random, vocab: tuple[list[str], list[float]]) -> str:
+    words = rng.choices(vocab[0], cum_weights=vocab[1], k=rng.randint(15, 110))
+    words[0] = words[0].capitalize()
+    return " ".join(words) + "."
+
+
+EDIT = "The regional council approved the revised schedule for the mobile clinics, effective next month."
+
+
+def text_doc(size: int, seed: int) -> tuple[bytes, bytes]:
+    rng = random.Random(seed)
+    vocab = _vocabulary(rng)
+    paras: list[str] = []
+    n = 0
+    while n < size:
+        p = _paragraph(rng, vocab)
+        paras.append(p)
+        n += len(p) + 2
+    old = "\n\n".join(paras).encode()[:size]
+    paras[len(paras) // 2] = EDIT
+    new = "\n\n".join(paras).encode()[: size + len(EDIT)]
+    return old, new
+
+
+def pdf_doc(size: int, seed: int) -> tuple[bytes, bytes]:
+    rng = random.Random(seed)
+    vocab = _vocabulary(rng)
+    pages: list[str] = []
+    images: list[bytes] = []
+    for i in range(40):
+        if i % 4 == 3:
+            images.append(rng.randbytes(size // 11))
+            pages.append("")
+        else:
+            lines = [f"BT /F1 11 Tf 72 {720 - 14 * k} Td ({_paragraph(rng, vocab)[:90]}) Tj ET" for k in range(50)]
+            pages.append("\n".join(lines))
+            images.append(b"")
+
+    def build(pages: list[str]) -> bytes:
+        out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+        offsets = []
+        for i, (page, img) in enumerate(zip(pages, images)):
+            body = zlib.compress(page.encode(), 6) if page else zlib.compress(img, 6)
+            kind = b"" if page else b" /Subtype /Image /Width 640 /Height 480 /BitsPerComponent 8"
+            offsets.append(len(out))
+            out += b"%d 0 obj\n<< /Length %d /Filter /FlateDecode%s >>\nstream\n" % (i + 1, len(body), kind)
+            out += body + b"\nendstream\nendobj\n"
+        xref = len(out)
+        out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(offsets) + 1)
+        for off in offsets:
+            out += b"%010d 00000 n \n" % off
+        out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(offsets) + 1, xref)
+        return bytes(out)
+
+    old = build(pages)
+    lines = pages[17].split("\n")
+    lines[20] = f"BT /F1 11 Tf 72 440 Td ({EDIT[:90]}) Tj ET"
+    pages[17] = "\n".join(lines)
+    return old, build(pages)
+
+
+CONTENT_TYPES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Types xmlns="http://schemas.openxmlformats.org/'
+    'package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+    'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Default Extension="png" '
+    'ContentType="image/png"/><Default Extension="jpeg" ContentType="image/jpeg"/><Override PartName="/word/'
+    'document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
+    '<Override PartName="/word/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+    'wordprocessingml.styles+xml"/><Override PartName="/docProps/core.xml" ContentType="application/vnd.'
+    'openxmlformats-package.core-properties+xml"/></Types>'
+)
+RELS = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Relationships xmlns="http://schemas.openxmlformats'
+    '.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument'
+    '/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>'
+)
+W_NS = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+
+
+def _docx_paragraph(rng: random.Random, text: str) -> str:
+    words = text.split(" ")
+    runs = []
+    i = 0
+    while i < len(words):
+        k = rng.randint(3, 25)
+        chunk = " ".join(words[i : i + k])
+        props = rng.choice(["", "", "", "<w:rPr><w:b/></w:rPr>", "<w:rPr><w:i/></w:rPr>"])
+        runs.append(f'<w:r>{props}<w:t xml:space="preserve">{chunk} </w:t></w:r>')
+        i += k
+    style = rng.choice(["Normal", "Normal", "Normal", "BodyText", "ListParagraph"])
+    return f'<w:p><w:pPr><w:pStyle w:val="{style}"/></w:pPr>{"".join(runs)}</w:p>'
+
+
+def docx_doc(seed: int) -> tuple[bytes, bytes]:
+    """About 500 KB: ~300 KB of deflated XML and two incompressible images."""
+    rng = random.Random(seed)
+    vocab = _vocabulary(rng)
+    texts = [_paragraph(rng, vocab) for _ in range(2050)]
+    prng = random.Random(seed + 1)
+    paras = [_docx_paragraph(prng, t) for t in texts]
+    png = b"\x89PNG\r\n\x1a\n" + rng.randbytes(110_000)
+    jpeg = b"\xff\xd8\xff\xe0" + rng.randbytes(90_000)
+    styles = f'<?xml version="1.0"?><w:styles {W_NS}>' + "".join(
+        f'<w:style w:type="paragraph" w:styleId="S{i}"><w:name w:val="Style {i}"/></w:style>' for i in range(120)
+    ) + "</w:styles>"
+
+    def build(paras: list[str], modified: str, words: int) -> bytes:
+        doc = f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:document {W_NS}><w:body>' + "".join(paras)
+        doc += '<w:sectPr><w:pgSz w:w="11906" w:h="16838"/></w:sectPr></w:body></w:document>'
+        core = (f'<?xml version="1.0"?><cp:coreProperties><dc:title>District report</dc:title><dc:creator>Officer'
+                f'</dc:creator><dcterms:modified>{modified}</dcterms:modified></cp:coreProperties>')  # fmt: skip
+        app = f'<?xml version="1.0"?><Properties><Pages>64</Pages><Words>{words}</Words></Properties>'
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in (
+                ("[Content_Types].xml", CONTENT_TYPES), ("_rels/.rels", RELS), ("word/document.xml", doc),
+                ("word/styles.xml", styles), ("word/settings.xml", f'<w:settings {W_NS}><w:zoom w:percent="100"/></w:settings>'),
+                ("word/media/image1.png", png), ("word/media/image2.jpeg", jpeg),
+                ("docProps/core.xml", core), ("docProps/app.xml", app),
+            ):  # fmt: skip
+                z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+        return buf.getvalue()
+
+    old = build(paras, "2024-05-02T09:14:00Z", 61234)
+    paras = list(paras)
+    paras[len(paras) // 2] = _docx_paragraph(random.Random(seed + 2), EDIT)
+    return old, build(paras, "2024-05-03T16:40:00Z", 61219)
+
+
+def big_doc(size: int, seed: int, ends: bool = False) -> tuple[bytes, bytes]:
+    """20 MB: text with incompressible stretches (embedded images), 200 bytes changed mid-file
+    (``ends``: 200 bytes changed near the start and near the end, so that no shared
+    prefix or suffix helps and the whole file goes through one patch frame).
+
+    Built in place in one buffer so that generating it costs little more than the
+    two versions themselves.
+    """
+    rng = random.Random(seed)
+    vocab = _vocabulary(rng)
+    buf = bytearray(size)
+    n = 0
+    while n < size:
+        if rng.random() < 0.7:
+            block = " ".join(rng.choices(vocab[0], cum_weights=vocab[1], k=40_000)).encode()
+        else:
+            block = rng.randbytes(200_000)
+        block = block[: size - n]
+        buf[n : n + len(block)] = block
+        n += len(block)
+    old = bytes(buf)
+    edit = EDIT.encode()
+    for at in (size - 1000, 1000) if ends else (size // 2,):
+        buf[at : at + 200] = edit  # shrinks the buffer by 200 - len(edit) bytes
+    new = bytes(buf)
+    del buf
+    return old, new
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def find_rsync() -> str | None:
+    path = shutil.which("rsync")
+    if path or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return path
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "install", "-y", "-q", "rsync"], ["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "rsync"]):
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300, check=False)
+        if shutil.which("rsync"):
+            break
+    return shutil.which("rsync")
+
+
+def rsync_bytes(rsync: str | None, old: bytes, new: bytes, name: str) -> int | None:
+    if rsync is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "src"), Path(tmp, "dst")
+        src.mkdir()
+        dst.mkdir()
+        (src / name).write_bytes(new)
+        (dst / name).write_bytes(old)
+        res = subprocess.run(
+            [rsync, "-a", "-I", "--no-whole-file", "-z", "--stats", f"{src}/", f"{dst}/"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if res.returncode != 0 or (dst / name).read_bytes() != new:
+            return None
+        sent = re.search(r"Total bytes sent:\s*([\d,.]+)", res.stdout)
+        recv = re.search(r"Total bytes received:\s*([\d,.]+)", res.stdout)
+        if not sent or not recv:
+            return None
+        return int(re.sub(r"[,.]", "", sent.group(1))) + int(re.sub(r"[,.]", "", recv.group(1)))
+
+
+def measure_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None) -> dict:
+    t = time.perf_counter()
+    payload = delta.make_delta(old, new, name=name)
+    t_make = time.perf_counter() - t
+    whole = codec.compress(new)
+    if payload is not None:
+        t = time.perf_counter()
+        assert delta.apply_delta(old, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new)) == new
+        t_apply = time.perf_counter() - t
+    else:
+        t_apply = 0.0
+    sent = len(payload) if payload is not None else len(whole)
+    return {
+        "document": label,
+        "name": name,
+        "old_size": len(old),
+        "new_size": len(new),
+        "hbw_sync": sent + BATCH_FRAMING + OP_OVERHEAD,
+        "payload": None if payload is None else len(payload),
+        "method": None if payload is None else payload[0],
+        "zstd19": len(whole),
+        "rsync": rsync_bytes(rsync, old, new, name),
+        "plain": len(new),
+        "make_s": round(t_make, 3),
+        "apply_s": round(t_apply, 3),
+    }
+
+
+def _hwm_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(ends: bool) -> None:
+    """Runs in its own process: peak RSS of make_delta and apply_delta on a 20 MB document.
+
+    Peaks are VmHWM (this process's high-water RSS, reset by exec), not
+    ru_maxrss, which Linux carries across fork+exec from the parent. Per-phase
+    peaks reset VmHWM through /proc/self/clear_refs between phases; the
+    whole-process peak is the largest of them.
+    """
+    old, new = big_doc(20_000_000, 7, ends)
+    want = hashlib.sha256(new).digest()
+    gen_peak = _hwm_mb()
+    phases = _reset_hwm()
+    t = time.perf_counter()
+    payload = delta.make_delta(old, new, name="big.bin")
+    t_make = time.perf_counter() - t
+    make_peak = _hwm_mb()
+    assert payload is not None
+    phases = _reset_hwm() and phases
+    t = time.perf_counter()
+    out = delta.apply_delta(old, payload, expected_sha256=want, max_size=len(new))
+    t_apply = time.perf_counter() - t
+    apply_peak = _hwm_mb()
+    assert out == new
+    print(json.dumps({
+        "edit": "near both ends" if ends else "middle",
+        "size": len(new), "payload": len(payload), "method": payload[0],
+        "peak_rss_mb": round(max(gen_peak, make_peak, apply_peak), 1),
+        "generate_peak_mb": round(gen_peak, 1),
+        "make_peak_mb": round(make_peak, 1) if phases else None,
+        "apply_peak_mb": round(apply_peak, 1) if phases else None,
+        "make_s": round(t_make, 2), "apply_s": round(t_apply, 2),
+    }))  # fmt: skip
+
+
+def measure_memory() -> list[dict]:
+    out = []
+    for scenario in ("middle", "ends"):
+        res = subprocess.run([sys.executable, __file__, "--memory-child", scenario], capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+        if res.returncode != 0:
+            out.append({"edit": scenario, "error": res.stderr.strip()[-2000:]})
+        else:
+            out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(v: int | None) -> str:
+    return "n/a" if v is None else f"{v:,}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--memory-child", choices=["middle", "ends"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child == "ends")
+        return 0
+    started = time.perf_counter()
+    rsync = find_rsync()
+    docs = [
+        ("text 20 KB", "notes.txt", *text_doc(20_000, 1)),
+        ("text 2 MB", "report.txt", *text_doc(2_000_000, 2)),
+        ("PDF-like 1 MB", "scan.pdf", *pdf_doc(1_000_000, 3)),
+        (".docx 500 KB", "minutes.docx", *docx_doc(4)),
+    ]
+    rows = [measure_row(label, name, old, new, rsync) for label, name, old, new in docs]
+    memory = measure_memory()
+    by = {r["document"]: r for r in rows}
+    targets = [
+        {"target": "2 MB text edit, hbw-sync <= 4 KB", "value": by["text 2 MB"]["hbw_sync"],
+         "pass": by["text 2 MB"]["hbw_sync"] <= TARGET_TEXT_2MB},
+        {"target": ".docx edit, hbw-sync <= 10 KB", "value": by[".docx 500 KB"]["hbw_sync"],
+         "pass": by[".docx 500 KB"]["hbw_sync"] <= TARGET_DOCX},
+    ]  # fmt: skip
+    for r in rows:
+        targets.append({
+            "target": f"{r['document']}: hbw-sync < rsync", "value": r["hbw_sync"],
+            "pass": None if r["rsync"] is None else r["hbw_sync"] < r["rsync"],
+        })  # fmt: skip
+    for m in memory:
+        peak = m.get("peak_rss_mb")
+        targets.append({"target": f"20 MB document, edit {m['edit']}: peak RSS < {TARGET_PEAK_MB} MB",
+                        "value": peak, "pass": False if peak is None else peak < TARGET_PEAK_MB})  # fmt: skip
+    elapsed = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps({"rows": rows, "memory_20mb": memory, "targets": targets, "rsync": rsync,
+                          "elapsed_s": elapsed}, indent=2))  # fmt: skip
+        return 0 if all(t["pass"] is not False for t in targets) else 1
+    print("One-paragraph edit: bytes on the wire (hbw-sync = payload + 138 batch framing + 40 op overhead)\n")
+    head = ("document", "size", "hbw-sync", "payload [method]", "zstd-19 whole", "rsync -z", "plain", "make s")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+    for r in rows:
+        pl = "none (whole file)" if r["payload"] is None else f"{r['payload']:,} [{r['method']}]"
+        print(f"| {r['document']} | {r['new_size']:,} | {r['hbw_sync']:,} | {pl} | {r['zstd19']:,} | "
+              f"{_fmt(r['rsync'])} | {r['plain']:,} | {r['make_s']} |")  # fmt: skip
+    if rsync is None:
+        print("\nrsync: not found and could not be installed (n/a)")
+    print("\n20 MB document, 200-byte edits, each scenario in its own subprocess:")
+    for m in memory:
+        if "error" in m:
+            print(f"  edit {m['edit']}: failed:", m["error"])
+            continue
+        print(f"  edit {m['edit']}: payload {m['payload']:,} B [method {m['method']}], make {m['make_s']} s, "
+              f"apply {m['apply_s']} s; peak RSS {m['peak_rss_mb']} MB (generating both versions "
+              f"{m['generate_peak_mb']} MB, make_delta {m['make_peak_mb']} MB, apply_delta {m['apply_peak_mb']} MB)")
+    print("\nTargets:")
+    for t in targets:
+        verdict = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
+        print(f"  {verdict:4}  {t['target']}  ({t['value']})")
+    print(f"\n({elapsed} s)")
+    return 0 if all(t["pass"] is not False for t in targets) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

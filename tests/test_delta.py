@@ -1,0 +1,595 @@
+"""Document deltas (hbw_sync.delta): byte-exact round trips, size targets, hostile payloads.
+
+Sizes are asserted, never times: every document here is generated from a fixed
+seed, so the byte counts are deterministic. The 20 MB memory test runs only with
+HBW_SLOW_TESTS=1 (it measures peak RSS in a subprocess).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import struct
+import subprocess
+import sys
+import tracemalloc
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import SLOW, rle_bomb, scaled_examples, with_content_size
+from hbw_sync import codec, delta
+from hbw_sync.delta import apply_delta, make_delta
+from hbw_sync.errors import IntegrityError, LimitError, ProtocolError
+
+ROOT = Path(__file__).resolve().parent.parent
+OUR_ERRORS = (ProtocolError, IntegrityError)  # LimitError is a ProtocolError
+
+
+# --------------------------------------------------------------------------- documents
+
+SYLLABLES = ["ka", "ri", "to", "men", "sa", "lo", "du", "ne", "pra", "vi", "ta", "mo", "re", "shi", "gu", "an"]
+EDIT = "The regional council approved the revised schedule for the mobile clinics, effective next month."
+
+
+def _words(rng: random.Random) -> list[str]:
+    return ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(3000)]
+
+
+def paragraphs(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    words = _words(rng)
+    return [" ".join(rng.choices(words, k=rng.randint(15, 110))).capitalize() + "." for _ in range(n)]
+
+
+def text_pair(size: int, seed: int) -> tuple[bytes, bytes]:
+    """``size`` bytes of prose, and the same with one paragraph in the middle rewritten."""
+    paras = paragraphs(size // 300 + 10, seed)
+    old = "\n\n".join(paras).encode()[:size]
+    k = old.count(b"\n\n") // 2
+    paras[k] = EDIT
+    new = "\n\n".join(paras).encode()[: size + len(EDIT)]
+    return old, new
+
+
+def pdf_like(pages: list[bytes], images: list[bytes]) -> bytes:
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for i, body in enumerate(pages + images):
+        data = zlib.compress(body, 6)
+        offsets.append(len(out))
+        out += b"%d 0 obj\n<< /Length %d /Filter /FlateDecode >>\nstream\n" % (i + 1, len(data)) + data
+        out += b"\nendstream\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n" % (len(offsets) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d >>\nstartxref\n%d\n%%%%EOF\n" % (len(offsets) + 1, xref)
+    return bytes(out)
+
+
+def docx(paras: list[str], media: dict[str, bytes], modified: str = "2024-05-02T09:14:00Z") -> bytes:
+    """A minimal docx-like zip as Python's zipfile writes it (deflate, zlib level 6)."""
+    body = "".join(f'<w:p><w:r><w:t xml:space="preserve">{p}</w:t></w:r></w:p>' for p in paras)
+    members = {
+        "[Content_Types].xml": '<?xml version="1.0"?><Types><Default Extension="xml" ContentType="application/xml"/>'
+        '<Default Extension="png" ContentType="image/png"/></Types>',
+        "_rels/.rels": '<?xml version="1.0"?><Relationships><Relationship Id="rId1" Target="word/document.xml"/>'
+        "</Relationships>",
+        "word/document.xml": f'<?xml version="1.0"?><w:document><w:body>{body}</w:body></w:document>',
+        "docProps/core.xml": f"<cp:coreProperties><dcterms:modified>{modified}</dcterms:modified></cp:coreProperties>",
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in list(members.items()) + list(media.items()):
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def docx_pair(seed: int = 4) -> tuple[bytes, bytes]:
+    """About 500 KB: deflated XML plus three incompressible images; one paragraph edited."""
+    rng = random.Random(seed)
+    paras = paragraphs(1800, seed)
+    media = {
+        "word/media/image1.png": b"\x89PNG\r\n\x1a\n" + rng.randbytes(90_000),
+        "word/media/image2.png": b"\x89PNG\r\n\x1a\n" + rng.randbytes(60_000),
+        "word/media/image3.jpeg": b"\xff\xd8\xff\xe0" + rng.randbytes(40_000),
+    }
+    old = docx(paras, media)
+    paras[900] = EDIT
+    return old, docx(paras, media, modified="2024-05-03T16:40:00Z")
+
+
+def raw_zip(entries: list[tuple[str, bytes, int, bytes]], *, descriptor: bool = False) -> bytes:
+    """A zip written by hand: (name, plain data, method, stored bytes) so the member's
+    compressed bytes can come from any deflater, with data descriptors if asked."""
+    out = bytearray()
+    central = bytearray()
+    for name, plain, method, data in entries:
+        nb = name.encode()
+        crc = zlib.crc32(plain)
+        flags = 0x08 if descriptor else 0
+        hoff = len(out)
+        sizes = (0, 0, 0) if descriptor else (crc, len(data), len(plain))
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, method, 0, 0x21, *sizes, len(nb), 0) + nb + data
+        if descriptor:
+            out += struct.pack("<IIII", 0x08074B50, crc, len(data), len(plain))
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, flags, method, 0, 0x21, crc, len(data),
+                               len(plain), len(nb), 0, 0, 0, 0, 0, hoff) + nb  # fmt: skip
+    cd = len(out)
+    out += central
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), cd, 0)
+    return bytes(out)
+
+
+def roundtrip(base: bytes, new: bytes, name: str = "") -> bytes | None:
+    """make_delta, and if it gives a payload, check it rebuilds ``new`` exactly and beats plain zstd."""
+    payload = make_delta(base, new, name=name)
+    if payload is not None:
+        assert payload[0] in (delta.METHOD_PATCH, delta.METHOD_RECIPE)
+        assert len(payload) < len(codec.compress(new))
+        out = apply_delta(base, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new))
+        assert out == new
+    return payload
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("size", [20_000, 2_000_000])
+def test_text_roundtrip(size: int) -> None:
+    old, new = text_pair(size, 1)
+    assert roundtrip(old, new, "notes.txt") is not None
+
+
+def test_text_2mb_one_paragraph_edit_is_under_4kb() -> None:
+    old, new = text_pair(2_000_000, 2)
+    payload = roundtrip(old, new, "report.txt")
+    assert payload is not None and len(payload) <= 4096, len(payload or b"")
+
+
+def test_text_edits_in_several_places_use_the_whole_base() -> None:
+    old, _ = text_pair(300_000, 3)
+    new = bytearray(old)
+    for at in (1_000, 90_000, 200_000, 290_000):
+        new[at : at + 50] = b"X" * 30
+    payload = roundtrip(old, bytes(new))
+    assert payload is not None and len(payload) < 1500
+
+
+def test_random_binary_roundtrip() -> None:
+    rng = random.Random(9)
+    old = rng.randbytes(300_000)
+    new = old[:100_000] + rng.randbytes(500) + old[100_300:]
+    payload = roundtrip(old, new, "blob.bin")
+    assert payload is not None and len(payload) < 1200
+
+
+def test_pdf_like_roundtrip() -> None:
+    rng = random.Random(3)
+    pages = [p.encode() for p in paragraphs(30 * 12, 5)]
+    pages = [b"\n".join(pages[i : i + 12]) for i in range(0, len(pages), 12)]
+    images = [rng.randbytes(40_000) for _ in range(5)]
+    old = pdf_like(pages, images)
+    pages[7] = pages[7].replace(pages[7][100:160], EDIT.encode()[:60])
+    new = pdf_like(pages, images)
+    payload = roundtrip(old, new, "scan.pdf")
+    assert payload is not None and len(payload) < 4000
+
+
+def test_docx_500kb_one_paragraph_edit_is_under_10kb() -> None:
+    old, new = docx_pair()
+    assert 400_000 < len(old) < 600_000
+    payload = roundtrip(old, new, "minutes.docx")
+    assert payload is not None and payload[0] == delta.METHOD_RECIPE
+    assert len(payload) <= 10 * 1024, len(payload)
+
+
+def test_docx_byte_level_delta_alone_would_be_large() -> None:
+    """Why the zip recipe exists: the changed deflate stream defeats a byte-level patch."""
+    old, new = docx_pair()
+    method1 = len(delta._patch_frame(old, new)) + 1
+    payload = make_delta(old, new)
+    assert payload is not None and len(payload) * 20 < method1
+
+
+def test_docx_new_member_and_removed_member() -> None:
+    rng = random.Random(11)
+    paras = paragraphs(400, 12)
+    old = docx(paras, {"word/media/a.png": rng.randbytes(30_000), "word/media/b.png": rng.randbytes(30_000)})
+    kept = zipfile.ZipFile(io.BytesIO(old)).read("word/media/b.png")
+    new = docx(paras, {"word/media/b.png": kept, "word/comments.xml": "<w:comments>" + paras[3] * 5 + "</w:comments>"})
+    payload = roundtrip(old, new, "x.docx")
+    assert payload is not None and len(payload) < 3000
+
+
+def test_zip_with_stored_and_deflated_members() -> None:
+    rng = random.Random(13)
+    text = "\n".join(paragraphs(300, 14)).encode()
+    blob = rng.randbytes(50_000)
+
+    def build(t: bytes) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(zipfile.ZipInfo("mimetype"), b"application/vnd.oasis.opendocument.text", zipfile.ZIP_STORED)
+            z.writestr(zipfile.ZipInfo("content.xml"), t, zipfile.ZIP_DEFLATED)
+            z.writestr(zipfile.ZipInfo("notes.txt"), t[:20_000], zipfile.ZIP_STORED)
+            z.writestr(zipfile.ZipInfo("Pictures/p.png"), blob, zipfile.ZIP_STORED)
+            z.writestr(zipfile.ZipInfo("styles.xml"), t[-30_000:], zipfile.ZIP_DEFLATED, compresslevel=9)
+            z.writestr(zipfile.ZipInfo("meta.xml"), t[5000:9000], zipfile.ZIP_DEFLATED, compresslevel=1)
+        return buf.getvalue()
+
+    old = build(text)
+    new = build(text[:10_000] + EDIT.encode() + text[10_100:-100] + b"tail edit" + text[-100:])
+    payload = roundtrip(old, new, "x.odt")
+    assert payload is not None and payload[0] == delta.METHOD_RECIPE and len(payload) < 2000
+
+
+def test_zip_with_data_descriptors() -> None:
+    text = "\n".join(paragraphs(200, 15)).encode()
+    entries_old = [("a.xml", text, 8, zlib.compress(text, 6)[2:-4]), ("b.txt", b"hello" * 100, 0, b"hello" * 100)]
+    t2 = text.replace(text[500:560], b"Y" * 60)
+    entries_new = [("a.xml", t2, 8, zlib.compress(t2, 6)[2:-4]), ("b.txt", b"hello" * 100, 0, b"hello" * 100)]
+    old, new = raw_zip(entries_old, descriptor=True), raw_zip(entries_new, descriptor=True)
+    assert zipfile.ZipFile(io.BytesIO(new)).read("a.xml") == t2
+    payload = roundtrip(old, new)
+    assert payload is not None and len(payload) < 600
+
+
+def test_zip_member_from_another_deflater_falls_back_to_compressed_bytes() -> None:
+    """Z_RLE output is valid deflate that none of the tried zlib settings reproduces."""
+    text = "\n".join(paragraphs(600, 16)).encode()
+    t2 = text[:-3000] + EDIT.encode() + text[-3000 + len(EDIT) :]
+
+    def rle(data: bytes) -> bytes:
+        co = zlib.compressobj(6, zlib.DEFLATED, -15, 8, zlib.Z_RLE)
+        return co.compress(data) + co.flush()
+
+    assert delta._find_deflate(t2, rle(t2)) is None
+    old = raw_zip([("doc.xml", text, 8, rle(text)), ("img", b"\x00" * 10, 0, b"\x00" * 10)])
+    new = raw_zip([("doc.xml", t2, 8, rle(t2)), ("img", b"\x00" * 10, 0, b"\x00" * 10)])
+    payload = roundtrip(old, new)
+    assert payload is not None
+
+
+def test_identical_files() -> None:
+    old, _ = text_pair(200_000, 17)
+    payload = roundtrip(old, old)
+    assert payload is not None and len(payload) < 16
+    d_old, _ = docx_pair()
+    payload = roundtrip(d_old, d_old, "same.docx")
+    assert payload is not None and len(payload) < 16
+
+
+def test_empty_base() -> None:
+    _, new = text_pair(50_000, 18)
+    assert roundtrip(b"", new) is None  # nothing to refer to: plain zstd is as good
+    roundtrip(b"", b"")
+
+
+def test_empty_new() -> None:
+    old, _ = text_pair(50_000, 19)
+    roundtrip(old, b"")
+    payload = make_delta(old, b"")
+    if payload is not None:
+        assert apply_delta(old, payload, expected_sha256=hashlib.sha256(b"").digest(), max_size=0) == b""
+
+
+def test_tiny_files() -> None:
+    for base, new in [(b"a", b"b"), (b"abc", b"abcd"), (b"1234567", b"12345678"), (b"12345678", b"123456789"),
+                      (b"x" * 9, b"x" * 9)]:  # fmt: skip
+        roundtrip(base, new)
+
+
+def test_completely_different_files() -> None:
+    rng = random.Random(20)
+    a, b = rng.randbytes(200_000), rng.randbytes(200_000)
+    assert roundtrip(a, b) is None
+    t1, _ = text_pair(100_000, 21)
+    t2, _ = text_pair(100_000, 22)
+    roundtrip(t1, t2)  # None, or a correct delta smaller than plain zstd
+
+
+def test_fallback_without_cffi_roundtrips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without python-zstandard's cffi backend the public dictionary API is used; same format."""
+    monkeypatch.setattr(delta, "_CFFI", None)
+    old, new = text_pair(2_000_000, 2)
+    payload = roundtrip(old, new)
+    assert payload is not None and len(payload) <= 4096
+    old, new = docx_pair()
+    payload = roundtrip(old, new)
+    assert payload is not None and len(payload) <= 10 * 1024
+    rng = random.Random(23)
+    base = rng.randbytes(100_000)
+    roundtrip(base, base[:50_000] + b"?" + base[50_000:])
+
+
+@settings(max_examples=scaled_examples(40))
+@given(
+    base=st.binary(max_size=3000),
+    edits=st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 40), st.binary(max_size=40)), max_size=4),
+)
+def test_roundtrip_property(base: bytes, edits: list[tuple[int, int, bytes]]) -> None:
+    new = bytearray(base * 3)
+    for at, cut, ins in edits:
+        at = min(at, len(new))
+        new[at : at + cut] = ins
+    roundtrip(base * 3, bytes(new))
+
+
+# --------------------------------------------------------------------------- wrong base, limits
+
+
+def test_wrong_base_is_integrity_error() -> None:
+    old, new = text_pair(100_000, 24)
+    payload = make_delta(old, new)
+    assert payload is not None
+    other = old[:10_000] + b"!" + old[10_001:]
+    with pytest.raises(IntegrityError):
+        apply_delta(other, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new))
+    d_old, d_new = docx_pair()
+    payload = make_delta(d_old, d_new)
+    assert payload is not None
+    with pytest.raises(OUR_ERRORS):
+        apply_delta(old, payload, expected_sha256=hashlib.sha256(d_new).digest(), max_size=len(d_new))
+
+
+def test_wrong_hash_is_integrity_error() -> None:
+    old, new = text_pair(20_000, 25)
+    payload = make_delta(old, new)
+    assert payload is not None
+    with pytest.raises(IntegrityError):
+        apply_delta(old, payload, expected_sha256=hashlib.sha256(old).digest(), max_size=len(new))
+
+
+def test_result_over_max_size_is_limit_error() -> None:
+    old, new = text_pair(100_000, 26)
+    for payload in (make_delta(old, new), b"\x01" + delta._patch_frame(old, new)):
+        assert payload is not None
+        with pytest.raises(LimitError):
+            apply_delta(old, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new) - 1)
+
+
+def _peak_during(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_declared_sizes_are_refused_before_allocating() -> None:
+    base = b"base version " * 100
+    sha = bytes(32)
+    cases = [
+        b"\x01" + rle_bomb(1 << 20, declare=1 << 40),  # method 1 frame declaring 1 TiB
+        b"\x01" + rle_bomb(64 << 20),  # a real 64 MiB RLE frame, max_size 1 MiB
+        # recipe: no literals, one COPY within base, one LIT of 2**40 bytes
+        b"\x02\x00\x00\x00\x02\x01\x00\x0a" + b"\x00" + delta._uvarint(1 << 40),
+        # recipe: a MEMBER whose frame declares 1 TiB of content
+        b"\x02\x00\x00\x00\x01\x02\x00\x00\x00" + delta._uvarint(len(rle_bomb(1000, declare=1 << 40)))
+        + rle_bomb(1000, declare=1 << 40) + b"\x00" + delta._uvarint(1 << 40),
+        # recipe: a MEMBER whose deflate dictionary declares 1 TiB inflated
+        b"\x02\x00\x00\x00\x01\x02\x00\x0a\x08" + delta._uvarint(1 << 40) + b"\x00\x00\x00",
+        # recipe: a literal stream declaring 1 TiB
+        b"\x02\x00\x00" + delta._uvarint(len(rle_bomb(10, declare=1 << 40))) + rle_bomb(10, declare=1 << 40)
+        + b"\x01\x00" + delta._uvarint(1 << 40),
+    ]  # fmt: skip
+    for payload in cases:
+
+        def run() -> None:
+            with pytest.raises(LimitError):
+                apply_delta(base, payload, expected_sha256=sha, max_size=1 << 20)
+
+        assert _peak_during(run) < 256 * 1024
+
+
+def _sheet(rows: int, seed: int, edit_row: int = -1) -> str:
+    rng = random.Random(seed)
+    cells = []
+    for r in range(rows):
+        v = rng.randint(0, 99999)
+        v = "EDITED" if r == edit_row else v
+        cells.append(f'<row r="{r + 1}"><c r="A{r + 1}" t="n"><v>{v}</v></c><c r="B{r + 1}" s="3"><v>0</v></c></row>')
+    return "<worksheet><sheetData>" + "".join(cells) + "</sheetData></worksheet>"
+
+
+def test_member_may_expand_many_times_the_zip_size() -> None:
+    """An xlsx sheet deflates ~10:1, so its content is bigger than the whole file: allowed
+    up to plain_cap(max_size) (16 x), and still patched as uncompressed content."""
+    old = docx([], {"xl/worksheets/sheet1.xml": _sheet(60_000, 30)})
+    new = docx([], {"xl/worksheets/sheet1.xml": _sheet(60_000, 30, edit_row=30_000)})
+    plain = len(zipfile.ZipFile(io.BytesIO(new)).read("xl/worksheets/sheet1.xml"))
+    assert 4 * len(new) < plain < 16 * len(new)
+    payload = roundtrip(old, new, "book.xlsx")
+    assert payload is not None and len(payload) < 1000
+    with pytest.raises(LimitError):  # a reader that caps max_size below the file refuses it
+        apply_delta(old, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new) // 16)
+
+
+def test_member_beyond_the_plain_cap_falls_back_but_roundtrips() -> None:
+    zeros = b"\x00" * 3_000_000
+    text = "\n".join(paragraphs(100, 27)).encode()
+    old = docx([], {"word/blob.xml": zeros + text})
+    new = docx([], {"word/blob.xml": zeros + text.replace(text[:50], b"Z" * 50)})
+    assert 16 * len(new) < len(zeros)
+    assert roundtrip(old, new) is not None
+
+
+# --------------------------------------------------------------------------- hostile payloads
+
+
+def _sample_payloads() -> list[tuple[bytes, bytes, bytes]]:
+    """One payload of each shape: method 1, span recipe, zip recipe, identical-file recipe."""
+    old, new = text_pair(30_000, 28)
+    d_old = docx(paragraphs(60, 29), {"m.png": b"\x89PNG" + bytes(range(256)) * 8})
+    d_new = docx(paragraphs(60, 29)[:-1] + [EDIT], {"m.png": b"\x89PNG" + bytes(range(256)) * 8})
+    zip_recipe = delta._zip_recipe(d_old, d_new)
+    span = delta._span_recipe(old, new)
+    assert zip_recipe is not None and span is not None
+    return [
+        (old, new, b"\x01" + delta._patch_frame(old, new)),
+        (old, new, span),
+        (d_old, d_new, zip_recipe),
+        (old, old, delta._span_recipe(old, old) or b""),
+    ]
+
+
+SAMPLES = _sample_payloads()
+
+
+def _only_our_errors(base: bytes, payload: bytes, new: bytes, max_size: int = 1 << 20) -> None:
+    try:
+        out = apply_delta(base, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=max_size)
+    except OUR_ERRORS:
+        return
+    assert out == new  # a mutation that still decodes must still be checked by the hash
+
+
+def test_samples_are_what_they_claim() -> None:
+    methods = [p[0] for _, _, p in SAMPLES]
+    assert methods == [delta.METHOD_PATCH, delta.METHOD_RECIPE, delta.METHOD_RECIPE, delta.METHOD_RECIPE]
+    for base, new, payload in SAMPLES:
+        _only_our_errors(base, payload, new)
+
+
+def test_truncated_payloads() -> None:
+    for base, new, payload in SAMPLES:
+        for cut in range(len(payload)):
+            with pytest.raises(OUR_ERRORS):
+                apply_delta(base, payload[:cut], expected_sha256=hashlib.sha256(new).digest(), max_size=1 << 20)
+
+
+def test_trailing_bytes_and_unknown_methods() -> None:
+    base, new, payload = SAMPLES[0]
+    sha = hashlib.sha256(new).digest()
+    for bad in (payload + b"\x00", b"", b"\x00", b"\x03" + payload[1:], b"\xff" * 10):
+        with pytest.raises(ProtocolError):
+            apply_delta(base, bad, expected_sha256=sha, max_size=1 << 20)
+    with pytest.raises(ProtocolError):
+        apply_delta(base, payload, expected_sha256=b"short", max_size=1 << 20)
+
+
+def test_non_minimal_varints_are_refused() -> None:
+    with pytest.raises(ProtocolError):
+        apply_delta(b"", b"\x02\x80\x00\x00\x00\x00", expected_sha256=bytes(32), max_size=10)
+    with pytest.raises(ProtocolError):
+        apply_delta(b"", b"\x02" + b"\xff" * 12, expected_sha256=bytes(32), max_size=10)
+
+
+def test_frame_without_content_size_is_refused() -> None:
+    base = b"0123456789" * 100
+    cobj = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+    frame = cobj.compress(b"hello") + cobj.flush()
+    assert zstandard.frame_content_size(frame) == -1
+    with pytest.raises(ProtocolError):
+        apply_delta(base, b"\x01" + frame, expected_sha256=hashlib.sha256(b"hello").digest(), max_size=100)
+
+
+def test_frame_declaring_a_smaller_size_than_it_holds() -> None:
+    base, new, _ = SAMPLES[0]
+    frame = delta._patch_frame(base, new)
+    for size in (0, 1, len(new) - 1, len(new) + 1):
+        with pytest.raises(OUR_ERRORS):
+            apply_delta(base, b"\x01" + with_content_size(frame, size), expected_sha256=hashlib.sha256(new).digest(),
+                        max_size=1 << 20)  # fmt: skip
+
+
+def test_copy_beyond_base_is_refused() -> None:
+    with pytest.raises(ProtocolError):
+        apply_delta(b"abc", b"\x02\x00\x00\x00\x01\x01\x02\x02", expected_sha256=bytes(32), max_size=10)
+    with pytest.raises(ProtocolError):
+        apply_delta(b"abc", b"\x02\x00\x04\x00\x00", expected_sha256=bytes(32), max_size=10)
+
+
+@settings(max_examples=scaled_examples(150))
+@given(which=st.integers(0, len(SAMPLES) - 1), data=st.data())
+def test_fuzz_mutated_payloads(which: int, data: st.DataObject) -> None:
+    base, new, payload = SAMPLES[which]
+    mutated = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete"]))
+        at = data.draw(st.integers(0, max(0, len(mutated) - 1)))
+        if kind == "flip" and mutated:
+            mutated[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and mutated:
+            mutated[at] = data.draw(st.integers(0, 255))
+        elif kind == "insert":
+            mutated[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif mutated:
+            del mutated[at : at + data.draw(st.integers(1, 8))]
+    _only_our_errors(base, bytes(mutated), new)
+
+
+@settings(max_examples=scaled_examples(150))
+@given(method=st.sampled_from([1, 2]), body=st.binary(max_size=200), max_size=st.integers(0, 1 << 22))
+def test_fuzz_random_payloads(method: int, body: bytes, max_size: int) -> None:
+    base = b"some base document " * 50
+    with pytest.raises(OUR_ERRORS):
+        apply_delta(base, bytes([method]) + body, expected_sha256=bytes(32), max_size=max_size)
+
+
+@settings(max_examples=scaled_examples(100))
+@given(ops=st.lists(st.tuples(st.sampled_from([0, 1, 2, 7]), st.lists(st.integers(0, 1 << 20), max_size=5)), max_size=6))
+def test_fuzz_structured_recipes(ops: list[tuple[int, list[int]]]) -> None:
+    """Well-formed varints in random op shapes: reaches the checks behind the parser."""
+    base = b"0123456789abcdef" * 64
+    body = bytearray(b"\x02" + delta._uvarint(0) + delta._uvarint(0) + delta._uvarint(0))
+    body += delta._uvarint(len(ops))
+    for tag, fields in ops:
+        body.append(tag)
+        for f in fields:
+            body += delta._uvarint(f)
+    with pytest.raises(OUR_ERRORS):
+        apply_delta(base, bytes(body), expected_sha256=bytes(32), max_size=4096)
+
+
+# --------------------------------------------------------------------------- memory (slow)
+
+MEMORY_CHILD = r"""
+import hashlib, json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from hbw_sync.delta import make_delta, apply_delta
+import random
+rng = random.Random(7)
+words = ["".join(rng.choice("aeioukrstmnpl") for _ in range(rng.randint(2, 9))) for _ in range(4000)]
+size = 20_000_000
+buf = bytearray(size)
+n = 0
+while n < size:
+    block = " ".join(rng.choices(words, k=40_000)).encode() if rng.random() < 0.7 else rng.randbytes(200_000)
+    block = block[: size - n]
+    buf[n : n + len(block)] = block
+    n += len(block)
+old = bytes(buf)
+# "middle": one edit; "ends": edits near both ends, so no shared prefix/suffix helps
+for at in (size - 1000, 1000) if sys.argv[2] == "ends" else (size // 2,):
+    buf[at : at + 200] = b"a small edit in a large document"
+new = bytes(buf)
+del buf
+payload = make_delta(old, new, name="big.bin")
+out = apply_delta(old, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new))
+assert out == new
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so it would report pytest's own peak.
+hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+peak = hwm[0] / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"payload": len(payload), "peak_mb": peak}))
+"""
+
+
+@pytest.mark.skipif(not SLOW, reason="set HBW_SLOW_TESTS=1 (measures a 20 MB document in a subprocess)")
+@pytest.mark.parametrize("where", ["middle", "ends"])
+def test_20mb_base_small_edit_peak_memory(where: str) -> None:
+    res = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(ROOT), where], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["payload"] < 4096
+    assert report["peak_mb"] < 150, report
