@@ -64,7 +64,11 @@ class Batch:
 
 @dataclass(frozen=True)
 class Frame:
-    """A structurally valid batch whose signature and content are not checked yet."""
+    """A structurally valid batch whose signature and content are not checked yet.
+
+    ``routing``, ``sealed`` and ``signed`` are memoryviews into the message, not copies: a
+    batch may carry a 20 MB document. Use ``bytes(...)`` to keep one beyond the message.
+    """
 
     team: bytes
     device: bytes
@@ -108,7 +112,10 @@ class Frame:
             )
         rows = self._routing_rows(limits)
         plain = crypto.open_sealed(key.subkey(CONTENT_PURPOSE), self.sealed, self.aad, what="batch content")
-        content = codec.unpack(codec.decompress(plain, cap=limits.max_plain, dict_id=self.dict_id), limits)
+        raw = codec.decompress(plain, cap=limits.max_plain, dict_id=self.dict_id)
+        del plain
+        content = codec.unpack(raw, limits)
+        del raw
         if not isinstance(content, list) or len(content) != len(rows):
             raise ProtocolError("content section does not match the routing section", code="protocol.schema")
         return Batch(self.team, self.device, self.seq, self.epoch, tuple(_ops(rows, content, limits)))
@@ -154,16 +161,17 @@ def parse_batch(data: bytes, limits: codec.Limits = codec.DEFAULT_LIMITS) -> Fra
         raise ProtocolError("trailing bytes after the batch signature", code="protocol.trailing")
     if seq == 0:
         raise ProtocolError("batch sequence numbers start at 1", code="protocol.schema")
+    mv = memoryview(data)  # slices without copies: a batch may hold a 20 MB document
     return Frame(
         team=team,
         device=device,
         seq=seq,
         epoch=epoch,
         dict_id=dict_id,
-        routing=data[HEADER_LEN : HEADER_LEN + r_len],
-        sealed=data[HEADER_LEN + r_len : end],
-        signed=data[:end],
-        signature=data[end:],
+        routing=mv[HEADER_LEN : HEADER_LEN + r_len],  # type: ignore[arg-type]
+        sealed=mv[HEADER_LEN + r_len : end],  # type: ignore[arg-type]
+        signed=mv[:end],  # type: ignore[arg-type]
+        signature=bytes(mv[end:]),
     )
 
 
@@ -197,9 +205,11 @@ def encode_batch(
         MAGIC, TYPE_BATCH, bytes([VERSION]), 0, batch.team, batch.device, batch.seq, batch.epoch, dict_id, len(routing), s_len
     )
     aad = header + routing
-    sealed = crypto.seal(team_key.subkey(CONTENT_PURPOSE), content_z, aad, nonce=nonce)
-    signed = aad + sealed
-    return signed + device_key.sign(signed)
+    out = bytearray(aad)
+    crypto.seal_into(out, team_key.subkey(CONTENT_PURPOSE), content_z, aad, nonce=nonce)
+    del content_z
+    out += device_key.sign(memoryview(out))
+    return bytes(out)
 
 
 def decode_batch(

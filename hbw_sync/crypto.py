@@ -131,6 +131,13 @@ def seal(key: bytes, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -
     return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, aad)
 
 
+def seal_into(out: bytearray, key: bytes, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> None:
+    """Append nonce || AEAD(plaintext) to ``out`` without an intermediate concatenation (large documents)."""
+    nonce = os.urandom(NONCE_LEN) if nonce is None else nonce
+    out += nonce
+    out += ChaCha20Poly1305(key).encrypt(nonce, plaintext, aad)
+
+
 def open_sealed(key: bytes, sealed: bytes, aad: bytes, what: str = "content") -> bytes:
     """Inverse of ``seal``; IntegrityError if the key is wrong or anything was altered."""
     if len(sealed) < NONCE_LEN + TAG_LEN:

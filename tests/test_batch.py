@@ -85,7 +85,7 @@ def test_parse_verify_routing_ops_open(make_batch, encode, device_key, team_key)
     wire = encode(b)
     frame = parse_batch(wire)
     assert (frame.team, frame.device, frame.seq, frame.epoch, frame.dict_id) == (TEAM_ID, device_key.device_id, 3, 1, 0)
-    assert frame.signed + frame.signature == wire
+    assert bytes(frame.signed) + frame.signature == wire
     assert frame.aad == wire[: batch.HEADER_LEN + len(frame.routing)]
     frame.verify(device_key.public)
     relay = frame.routing_ops()

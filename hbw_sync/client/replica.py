@@ -35,11 +35,21 @@ BATCH_MAX_OPS = 1000
 BATCH_MAX_PLAIN = 768 * 1024  # keeps a sealed batch under the 1 MB many proxies refuse
 BATCH_LEVEL = 19
 MAX_DOC_BYTES = 32 * 1024 * 1024
+OPEN_MAX_BYTES = 256 * 1024
 CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains stay short
 
 _TASK_LIST = ("assignee", "status", "due", "priority", "needs", "pinned")
 #: Relay-signed batches (rebalancing) carry no content; epoch 0 is this public, all-zero key.
 RELAY_KEY = crypto.TeamKey(0, bytes(32))
+
+
+def _approx_size(op: Op) -> int:
+    """An op's plaintext size on the wire, near enough to cut batches, without encoding it."""
+    n = 48 + len(op.entity)
+    for section in (op.fields, op.content or {}):
+        for v in section.values():
+            n += 2 + (len(v) if isinstance(v, (bytes, str)) else 9)
+    return n
 
 
 def check_relay_ops(ops: Iterable[Op]) -> None:
@@ -142,21 +152,36 @@ class Replica(Device):
                 )
 
     def _log(self, op: Op, device: bytes, received_ms: int | None, batch_seq: int | None) -> bool:
-        """Record an op in the log; False if it was already there (a duplicate delivery)."""
+        """Record an op in the log; False if it was already there (a duplicate delivery).
+
+        A document's full bytes are not logged again: they live once in `blobs` (by hash), and
+        the logged op keeps the key with None, to be filled back by ``_op_from_log(with_data=True)``.
+        """
         op_id = op.op_id(device)
-        body = self.sealer.seal(_pack([routing_row(op), dict(op.content or {})]), b"op:" + op_id)
-        cur = self.store.execute(
-            "INSERT OR IGNORE INTO oplog (op_id, kind, entity, device, hlc, received_ms, batch_seq, body)"
+        if self.store.execute("SELECT 1 FROM oplog WHERE op_id = ?", (op_id,)).fetchone():
+            return False
+        content = dict(op.content or {})
+        if op.kind is Kind.DOC:
+            self._materialize_version(op)
+            if content.get(33) is not None:
+                content[33] = None
+        body = self.sealer.seal(_pack([routing_row(op), content]), b"op:" + op_id)
+        self.store.execute(
+            "INSERT INTO oplog (op_id, kind, entity, device, hlc, received_ms, batch_seq, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (op_id, int(op.kind), op.entity, device, op.hlc, received_ms, batch_seq, body),
         )
-        if cur.rowcount == 1 and op.kind is Kind.DOC:
-            self._materialize_version(op)
-        return cur.rowcount == 1
+        return True
 
-    def _op_from_log(self, op_id: bytes, body: bytes) -> Op:
+    def _op_from_log(self, op_id: bytes, body: bytes, with_data: bool = False) -> Op:
+        """An op from the log; ``with_data`` restores a document version's bytes (to seal it again)."""
         row, content = _unpack(self.sealer.open(body, b"op:" + op_id))
         kind, entity, ts, base, fields = row
+        if with_data and kind == Kind.DOC and 33 in content and content[33] is None:
+            data = self._blob(content[34])
+            if data is None:
+                raise IntegrityError("a document version's bytes are missing from the store", code="integrity.store")
+            content[33] = data
         return Op(Kind(kind), entity, ts, base, fields, content)
 
     # -- making changes ----------------------------------------------------------------------------
@@ -201,7 +226,7 @@ class Replica(Device):
                 "SELECT op_id, body FROM oplog WHERE device = ? AND batch_seq IS NULL ORDER BY hlc", (me,)
             ).fetchall()
             if rows:
-                self._queue(self.require_team(), key, [self._op_from_log(oid, body) for oid, body in rows])
+                self._queue(self.require_team(), key, [self._op_from_log(oid, body, True) for oid, body in rows])
         return len(rows)
 
     def _queue(self, team: bytes, key: crypto.TeamKey, new_ops: list[Op]) -> None:
@@ -214,11 +239,11 @@ class Replica(Device):
         if open_row:
             seqs.append(open_row[0])
             rows = s.execute("SELECT op_id, body FROM oplog WHERE batch_seq = ? ORDER BY hlc", (open_row[0],)).fetchall()
-            pending = [self._op_from_log(oid, body) for oid, body in rows]
+            pending = [self._op_from_log(oid, body, True) for oid, body in rows]
         chunks: list[list[Op]] = [[]]
         size = 0
         for op in pending + new_ops:
-            op_size = wire.batch_sizes([op])
+            op_size = _approx_size(op)
             if chunks[-1] and (len(chunks[-1]) >= BATCH_MAX_OPS or size + op_size > BATCH_MAX_PLAIN):
                 chunks.append([])
                 size = 0
@@ -232,11 +257,14 @@ class Replica(Device):
             else:
                 seq = next_seq
                 next_seq += 1
-            level = BATCH_LEVEL if wire.batch_sizes(chunk) < 1 << 20 else 3  # big = a document: fast, and
-            # mostly deltas or already-compressed formats, where level 19 buys little
+            plain = sum(_approx_size(op) for op in chunk)
+            level = BATCH_LEVEL if plain < 1 << 20 else 3  # big = a document: fast, and mostly deltas
+            # or already-compressed formats, where level 19 buys little
             data = wire.encode_batch(wire.Batch(team, me, seq, key.epoch, tuple(chunk)), self.author, key, level=level)
             last = i == len(chunks) - 1
-            state = "open" if last and len(chunk) < OPEN_MAX_OPS else "closed"
+            # A batch holding a large document is closed at once: re-sealing it on every later
+            # change would cost a full compression of the document each time.
+            state = "open" if last and len(chunk) < OPEN_MAX_OPS and plain < OPEN_MAX_BYTES else "closed"
             s.execute(
                 "INSERT OR REPLACE INTO outbox (seq, state, n_ops, size, data, created_ms, closed_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -488,15 +516,15 @@ class Replica(Device):
 
     def _store_blob(self, data: bytes) -> bytes:
         digest = hashlib.sha256(data).digest()
-        self.store.execute(
-            "INSERT OR IGNORE INTO blobs (sha256, size, sealed) VALUES (?, ?, ?)",
-            (digest, len(data), self.sealer.seal(data, b"blob:" + digest)),
-        )
+        if not self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
+            nonce, sealed = self.sealer.seal_parts(data, b"blob:" + digest)
+            self.store.execute("INSERT INTO blobs (sha256, size, nonce, sealed) VALUES (?, ?, ?, ?)",
+                               (digest, len(data), nonce, sealed))
         return digest
 
     def _blob(self, digest: bytes) -> bytes | None:
-        row = self.store.execute("SELECT sealed FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
-        return None if row is None else self.sealer.open(row[0], b"blob:" + digest)
+        row = self.store.execute("SELECT nonce, sealed FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+        return None if row is None else self.sealer.open_parts(row[0], row[1], b"blob:" + digest)
 
     def _materialize_version(self, op: Op) -> None:
         """Keep the bytes of a document version an op carries (in full, or as a delta)."""
@@ -706,7 +734,8 @@ class Replica(Device):
             st = None
             for oid, body, device, rcv in rows:
                 op = self._op_from_log(oid, body)
-                validate_op(op)
+                shown = {k: v for k, v in (op.content or {}).items() if not (k == 33 and v is None)}
+                validate_op(Op(op.kind, op.entity, op.hlc, op.base, op.fields, shown))
                 st = merge.apply_op(st, op, merge.stamp_for(op, device, rcv), self._rank(device))
             if st is None or stored is None or st.values().keys() != stored.values().keys() or st.head != stored.head:
                 problems.append(f"{Kind(kind).name.lower()} {eid.hex()} does not match its op log")
@@ -741,8 +770,9 @@ class Replica(Device):
         snap = s.meta("snapshot_in")
         if snap:
             applied += self._apply_snapshot(*snap)
-        rows = s.execute("SELECT rseq, device, received_ms, data FROM inbox ORDER BY rseq").fetchall()
-        for rseq, device, rcv, data in rows:
+        waiting = s.execute("SELECT rseq, device, received_ms FROM inbox ORDER BY rseq").fetchall()
+        for rseq, device, rcv in waiting:  # one batch in memory at a time: some hold documents
+            data = s.execute("SELECT data FROM inbox WHERE rseq = ?", (rseq,)).fetchone()[0]
             pub = self._author_public(device)
             try:
                 if pub is None:
@@ -834,6 +864,9 @@ class Replica(Device):
         for items in by_entity.values():
             for d, r, o in snapshot.contributing(items):
                 c = o.content or {}
+                if o.kind is Kind.DOC and c.get(33, b"") is None:  # logged by reference: put the bytes back
+                    c = {**c, 33: self._blob(c[34])}
+                    o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
                 if o.kind is Kind.DOC and 35 in c:
                     # A joiner has no base to apply a delta to: the snapshot carries the version in full.
                     full = self._blob(c[34])
@@ -853,7 +886,7 @@ class Replica(Device):
             team, key = self.require_team(), self.current_key()
             for seq in seqs:
                 rows = s.execute("SELECT op_id, body FROM oplog WHERE batch_seq = ? ORDER BY hlc", (seq,)).fetchall()
-                ops = tuple(self._op_from_log(oid, body) for oid, body in rows)
+                ops = tuple(self._op_from_log(oid, body, True) for oid, body in rows)
                 data = wire.encode_batch(wire.Batch(team, self.author.device_id, seq, key.epoch, ops), self.author, key,
                                          level=BATCH_LEVEL)
                 s.execute("UPDATE outbox SET data = ?, size = ? WHERE seq = ?", (data, len(data), seq))

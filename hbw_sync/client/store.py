@@ -161,7 +161,7 @@ class Store:
                 pk="id",
             )
             db["conflicts"].create_index(["entity", "field", "loser"], unique=True)
-            db["blobs"].create({"sha256": bytes, "size": int, "sealed": bytes}, pk="sha256")
+            db["blobs"].create({"sha256": bytes, "size": int, "nonce": bytes, "sealed": bytes}, pk="sha256")
             db["notices"].create({"id": int, "created_ms": int, "text": str, "seen": int}, pk="id")
             db["sync_log"].create(
                 {"id": int, "started_ms": int, "finished_ms": int, "ok": int, "how": str, "detail": str}, pk="id"
