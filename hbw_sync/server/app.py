@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -99,25 +99,25 @@ def _error_response(e: HbwError) -> web.Response:
     return web.Response(status=http_status_for(e), text=json.dumps(e.to_dict()), content_type="application/json")
 
 
-@routes.post("/v1")
-async def rpc(request: web.Request) -> web.StreamResponse:
+async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str) -> web.StreamResponse:
+    """Read a body, run ``handler`` in the writer, answer its bytes; one error mapping, metrics and log line."""
     app = request.app
     m = app[METRICS]
     t0 = time.perf_counter()
-    action, status, device = "?", 200, "-"
+    action, status, device = default_action, 200, "-"
     try:
         if request.content_length is not None and request.content_length > app[CONFIG].max_body:
             raise LimitError("request body too large", code="protocol.limit")
         body = await request.read()
         m.bytes_in += len(body)
-        out, stats = await app[WRITER].run(relay.handle, app[IDENTITY], body, relay.now_ms())
+        out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
         m.bytes_out += len(out)
         m.batches_in += stats["batches_in"]
         m.batches_out += stats["batches_out"]
-        if action == "sync":
+        if action in ("sync", "bundle"):
             m.devices_seen.add(device)
-        return web.Response(body=out, content_type="application/x-hbw")
+        return web.Response(body=out, content_type=content_type)
     except HbwError as e:
         status = http_status_for(e)
         return _error_response(e)
@@ -141,32 +141,16 @@ async def rpc(request: web.Request) -> web.StreamResponse:
                                  "bytes_in": request.content_length or 0}))
 
 
+@routes.post("/v1")
+async def rpc(request: web.Request) -> web.StreamResponse:
+    """Every device request: a signed envelope in, a signed envelope out."""
+    return await _serve(request, relay.handle, "application/x-hbw", "?")
+
+
 @routes.post("/v1/bundle")
 async def bundle_upload(request: web.Request) -> web.StreamResponse:
     """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle."""
-    app = request.app
-    m = app[METRICS]
-    status = 200
-    try:
-        body = await request.read()
-        m.bytes_in += len(body)
-        out, stats = await app[WRITER].run(relay.ingest_bundle, app[IDENTITY], body, relay.now_ms())
-        m.bytes_out += len(out)
-        m.batches_in += stats["batches_in"]
-        m.batches_out += stats["batches_out"]
-        return web.Response(body=out, content_type="application/x-hbw-bundle")
-    except HbwError as e:
-        status = http_status_for(e)
-        return _error_response(e)
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    except Exception as e:  # noqa: BLE001 - a bug: JSON 500, logged
-        status = 500
-        log.exception("internal error")
-        return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
-    finally:
-        m.requests[("bundle", status)] += 1
+    return await _serve(request, relay.ingest_bundle, "application/x-hbw-bundle", "bundle")
 
 
 @routes.get("/healthz")
