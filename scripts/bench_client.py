@@ -142,8 +142,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    print(f"| measure | hbw-sync | baseline (plain SQLite, no crypto/log/outbox) |")
-    print(f"|---|---:|---:|")
+    print("| measure | hbw-sync | baseline (plain SQLite, no crypto/log/outbox) |")
+    print("|---|---:|---:|")
     print(f"| import, changes/s ({args.tasks} tasks, one transaction) | {r['import_changes_per_s']:,.0f} | {r['baseline_import_rows_per_s']:,.0f} |")
     print(f"| one by one, changes/s ({args.single}, a transaction + fsync each) | {r['single_changes_per_s']:,.0f} | {r['baseline_single_updates_per_s']:,.0f} |")
     print(f"| store size per 1,000 tasks | {r['store_bytes_per_1000_tasks'] / 1024:,.0f} KiB | {r['baseline_bytes_per_1000_tasks'] / 1024:,.0f} KiB |")

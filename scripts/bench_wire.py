@@ -29,7 +29,6 @@ Columns:
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gzip
 import hashlib
 import json
@@ -45,7 +44,7 @@ import zstandard  # noqa: E402
 from hbw_sync import batch as hbatch  # noqa: E402
 from hbw_sync import codec, crypto  # noqa: E402
 from hbw_sync.errors import VersionError  # noqa: E402
-from hbw_sync.ops import FIELDS, Kind, Need, Op, Priority, Status, day_to_date, routing_row  # noqa: E402
+from hbw_sync.ops import Need, Op, Priority, Status, day_to_date, routing_row  # noqa: E402
 
 SEED = 2024  # train_dict.py uses another seed
 SIZES = (1, 10, 100, 1000)

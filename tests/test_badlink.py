@@ -29,7 +29,7 @@ from hbw_sync.client import sync as syncing
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.client.sync import sync_lock
 from hbw_sync.errors import TransientError
-from netem import LinkProxy, Toxics, closed_port, header_length, http_message_length, split_messages
+from netem import LinkProxy, Toxics, closed_port, http_message_length, split_messages
 from relay_helpers import FAST_KDF, Member, Team, set_relay_url
 
 #: Small enough that A's sync takes several round trips (one batch each way per trip).

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from hbw_sync.client import Device
 from hbw_sync.client import bundles
 from hbw_sync.client.cli import cli as client_cli
-from hbw_sync.errors import AccessError, IntegrityError, ProtocolError, UsageError
+from hbw_sync.errors import AccessError, IntegrityError, ProtocolError
 from hbw_sync.server import admin
 from hbw_sync.server.app import RelayConfig
 from hbw_sync.server.cli import cli as relay_cli

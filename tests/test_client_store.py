@@ -16,7 +16,6 @@ from hbw_sync import batch as wire
 from hbw_sync.client import Device, Replica
 from hbw_sync.client.vault import KdfParams
 from hbw_sync.errors import IntegrityError, WrongKeyError
-from hbw_sync.ops import Kind
 
 PASS = "s3cret"
 FAST = KdfParams(n=2**10)

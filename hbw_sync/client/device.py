@@ -11,13 +11,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import crypto, enroll, hlc
 from ..errors import ConfigError, UsageError
 from ..ops import is_member_name
 from . import vault
 from .store import Store
+
+if TYPE_CHECKING:
+    from .replica import Replica
 
 
 def now_ms() -> int:

@@ -243,7 +243,6 @@ class _Session:
     def apply_response(self, res: dict[str, Any], sent: list[tuple[int, int]]) -> bool:
         """Record one response in one transaction; True if another round trip is needed."""
         s = self.s
-        me = s.meta("device_id")
         capped: set[tuple[int, bytes]] = set()
         with s.transaction():
             for seq, rseq, rcv in res.get("acks", []):
