@@ -15,17 +15,16 @@ command returns.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .. import batch as wire
-from .. import crypto, delta, hlc, merge, snapshot
-from ..enroll import grant_sender, open_grant
-from ..errors import ConfigError, IntegrityError, ProtocolError, UsageError, WrongKeyError
+from .. import crypto, hlc, merge
+from ..errors import ConfigError, IntegrityError, UsageError
 from ..ops import FIELDS, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
 from . import views
+from .documents import CHAIN_FULL_EVERY, MAX_DOC_BYTES, DocumentsMixin  # noqa: F401 - re-exported
+from .incoming import IncomingMixin
 from .device import Device, now_ms
 from .store import Store, _pack, _unpack
 from .vault import Sealer
@@ -34,9 +33,7 @@ OPEN_MAX_OPS = 200
 BATCH_MAX_OPS = 1000
 BATCH_MAX_PLAIN = 768 * 1024  # keeps a sealed batch under the 1 MB many proxies refuse
 BATCH_LEVEL = 19
-MAX_DOC_BYTES = 32 * 1024 * 1024
 OPEN_MAX_BYTES = 256 * 1024
-CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains stay short
 
 _TASK_LIST = ("assignee", "status", "due", "priority", "needs", "pinned")
 #: Relay-signed batches (rebalancing) carry no content; epoch 0 is this public, all-zero key.
@@ -64,7 +61,7 @@ def _short_hex(b: bytes) -> str:
     return b.hex()
 
 
-class Replica(Device):
+class Replica(DocumentsMixin, IncomingMixin, Device):
     """A device unlocked with its passphrase: reads and writes content."""
 
     def __init__(self, store: Store, store_key: bytes):
@@ -491,207 +488,6 @@ class Replica(Device):
                 out.append(self._task_view(st, names))
         return out
 
-    # -- documents --------------------------------------------------------------------------------
-
-    def _read_file(self, path: Path) -> bytes:
-        try:
-            size = path.stat().st_size
-            if size > MAX_DOC_BYTES:
-                raise UsageError(f"{path} is {size} bytes; documents are limited to {MAX_DOC_BYTES} bytes for now")
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise UsageError(f"no such file: {path}") from None
-        except IsADirectoryError:
-            raise UsageError(f"{path} is a directory, not a file") from None
-        except PermissionError:
-            raise UsageError(f"cannot read {path}: permission denied") from None
-        except OSError as e:
-            raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-
-    # Versions: every document version's bytes are kept once, sealed, in `blobs` by their
-    # SHA-256; the `sha256` field points at the current one. A new version travels as a delta
-    # against the version its author started from (hbw_sync.delta), or in full every
-    # CHAIN_FULL_EVERY versions and whenever a delta would not be smaller, so a chain is short
-    # and every rebuilt version is checked against its hash.
-
-    def _store_blob(self, data: bytes) -> bytes:
-        digest = hashlib.sha256(data).digest()
-        if not self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
-            nonce, sealed = self.sealer.seal_parts(data, b"blob:" + digest)
-            self.store.execute("INSERT INTO blobs (sha256, size, nonce, sealed) VALUES (?, ?, ?, ?)",
-                               (digest, len(data), nonce, sealed))
-        return digest
-
-    def _blob(self, digest: bytes) -> bytes | None:
-        row = self.store.execute("SELECT nonce, sealed FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
-        return None if row is None else self.sealer.open_parts(row[0], row[1], b"blob:" + digest)
-
-    def _materialize_version(self, op: Op) -> None:
-        """Keep the bytes of a document version an op carries (in full, or as a delta)."""
-        c = op.content or {}
-        digest = c.get(34)
-        if op.kind is not Kind.DOC or digest is None or (33 not in c and 35 not in c):
-            return
-        if self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
-            return
-        if 33 in c:
-            data = c[33]
-            if hashlib.sha256(data).digest() != digest:
-                raise IntegrityError("a document version does not match its recorded hash", code="integrity.doc")
-        else:
-            base = self._blob(c.get(36) or b"")
-            if base is None:
-                # Not tampering (signatures hold): a version we never got in full. Say so; the next
-                # full version of the chain repairs the document. Other ops of the batch still apply.
-                self._problem(f"document {op.entity.hex()[:6]}: a version's base is missing; "
-                              "it will be readable after the next full version")
-                return
-            try:
-                data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_DOC_BYTES)
-            except (IntegrityError, ProtocolError) as e:
-                # Refuse the version, not the batch: a tampered delta and a receiver whose zlib
-                # re-deflates differently look alike here, and the rest of the batch is sound.
-                self._problem(f"document {op.entity.hex()[:6]}: a version does not rebuild to its recorded hash "
-                              f"and was refused ({e.message}); it will be readable after the next full version")
-                return
-        self._store_blob(data)
-
-    def add_doc(self, path: Path, task: str | None = None, name: str | None = None) -> views.DocView:
-        data = self._read_file(Path(path))
-        tid = self.resolve(Kind.TASK, task) if task else None
-        did = os.urandom(8)
-        values: dict[str, Any] = {
-            "name": name or Path(path).name,
-            "data": data,
-            "sha256": hashlib.sha256(data).digest(),
-            "size": len(data),
-        }
-        if tid is not None:
-            values["task"] = tid
-        self.change([(Kind.DOC, did, values)])
-        return self.doc(did.hex())
-
-    def update_doc(self, prefix: str, path: Path) -> views.DocView:
-        did = self.resolve(Kind.DOC, prefix)
-        data = self._read_file(Path(path))
-        st = self._load(Kind.DOC, did)
-        assert st is not None
-        digest = hashlib.sha256(data).digest()
-        base_sha = st.values().get("sha256")
-        if digest == base_sha:
-            raise UsageError("this file is the same as the document's current version: nothing to record")
-        values: dict[str, Any] = {"sha256": digest, "size": len(data)}
-        base = self._blob(base_sha) if base_sha else None
-        since_full = self._versions_since_full(did)
-        d = delta.make_delta(base, data, name=st.values().get("name", "")) \
-            if base is not None and since_full < CHAIN_FULL_EVERY - 1 else None
-        if d is not None:
-            values.update(delta=d, base_sha256=base_sha)
-        else:
-            values["data"] = data
-        self.change([(Kind.DOC, did, values)])
-        return self.doc(did.hex())
-
-    def _version_ops(self, did: bytes) -> list[tuple[bytes, bytes, Op]]:
-        """(op id, author device, op) of every version of a document, oldest first."""
-        rows = self.store.execute(
-            "SELECT op_id, body, device FROM oplog WHERE kind = ? AND entity = ? ORDER BY hlc, op_id", (int(Kind.DOC), did)
-        ).fetchall()
-        out = []
-        for oid, body, device in rows:
-            op = self._op_from_log(oid, body)
-            if 34 in (op.content or {}):
-                out.append((oid, device, op))
-        return out
-
-    def _versions_since_full(self, did: bytes) -> int:
-        n = 0
-        for _oid, _dev, op in reversed(self._version_ops(did)):
-            if 33 in (op.content or {}):
-                return n
-            n += 1
-        return n
-
-    def _conflict_copies(self, did: bytes) -> list[tuple[bytes, bytes, str]]:
-        """(copy id, loser version op id, author) of each conflict copy of a document."""
-        names = self._device_names()
-        out = []
-        for (loser,) in self.store.execute(
-            "SELECT DISTINCT loser FROM conflicts WHERE kind = ? AND entity = ? AND field = 'sha256'", (int(Kind.DOC), did)
-        ):
-            out.append((hashlib.sha256(b"hbw-sync conflict copy\x00" + loser).digest()[:8], loser,
-                        names.get(loser[8:], loser[8:].hex()[:8])))
-        return out
-
-    def _doc_view(self, st: merge.EntityState) -> views.DocView:
-        v = st.values()
-        return views.DocView(
-            id=st.entity.hex(),
-            name=v.get("name", ""),
-            size=v.get("size", 0),
-            sha256=(v.get("sha256") or b"").hex(),
-            versions=len(self._version_ops(st.entity)),
-            task=v["task"].hex() if v.get("task") else None,
-            updated=views.hlc_iso(st.head.ts if st.head else None),
-        )
-
-    def doc(self, prefix: str) -> views.DocView:
-        st = self._load(Kind.DOC, self.resolve(Kind.DOC, prefix))
-        assert st is not None
-        return self._doc_view(st)
-
-    def docs(self) -> list[views.DocView]:
-        """Documents, each followed by its conflict copies (named so nobody mistakes them)."""
-        out = []
-        rows = self.store.execute("SELECT id FROM entities WHERE kind = ? ORDER BY id", (int(Kind.DOC),)).fetchall()
-        for (d,) in rows:
-            st = self._load(Kind.DOC, d)
-            if st is None:
-                continue
-            view = self._doc_view(st)
-            out.append(view)
-            for copy_id, loser, who in self._conflict_copies(d):
-                op = self._version_op(d, loser)
-                stem, dot, ext = view.name.rpartition(".")
-                date = (views.hlc_iso(op.hlc) or "")[:10]
-                name = f"{stem or ext} (conflict copy by {who} {date}){dot + ext if stem else ''}"
-                out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), op.content[34].hex(), 1,
-                                         view.task, views.hlc_iso(op.hlc), conflict_of=view.id))
-        return out
-
-    def _version_op(self, did: bytes, op_id: bytes) -> Op:
-        row = self.store.execute("SELECT body FROM oplog WHERE op_id = ?", (op_id,)).fetchone()
-        return self._op_from_log(op_id, row[0])
-
-    def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
-        """A document's current bytes (or version N, from 1; or a conflict copy's), checked against their hash."""
-        p = prefix.strip().lower()
-        copies = [v for v in self.docs() if v.conflict_of and len(p) >= 2 and v.id.startswith(p)]
-        if copies:
-            view = copies[0]
-            digest = bytes.fromhex(view.sha256)
-        else:
-            did = self.resolve(Kind.DOC, prefix)
-            st = self._load(Kind.DOC, did)
-            assert st is not None
-            view = self._doc_view(st)
-            if version is None:
-                digest = st.values().get("sha256")
-                if digest is None:
-                    raise UsageError("this document has no content yet")
-            else:
-                versions = self._version_ops(did)
-                if not 1 <= version <= len(versions):
-                    raise UsageError(f"document has {len(versions)} version(s); no version {version}")
-                digest = versions[version - 1][2].content[34]
-        data = self._blob(digest)
-        if data is None:
-            raise IntegrityError("this version's bytes are missing (its delta chain is broken); a later full "
-                                 "version will repair it", code="integrity.chain")
-        if hashlib.sha256(data).digest() != digest:
-            raise IntegrityError("stored document bytes do not match their hash", code="integrity.doc")
-        return view, data
-
     # -- profile ----------------------------------------------------------------------------------
 
     def set_profile(self, **values: Any) -> dict[str, Any]:
@@ -745,148 +541,3 @@ class Replica(Device):
         if unbatched and self.current_key_or_none() is not None:
             problems.append(f"{unbatched} local change(s) are not in any outbox batch")
         return problems
-
-    # -- what arrived from the relay ------------------------------------------------------------------
-
-    def _author_public(self, device: bytes) -> bytes | None:
-        if device == self.author.device_id:
-            return self.author.public
-        if device == self.relay_device():
-            return self.store.meta("relay_public")
-        entry = (self.store.meta("roster_keys") or {}).get(device.hex())
-        return entry[1] if entry else None
-
-    def apply_incoming(self) -> int:
-        """Apply grants, a snapshot and inbox batches received by earlier syncs; returns new ops applied.
-
-        Batches sealed with a key epoch this device does not hold yet stay in
-        the inbox until the key's grant arrives; a batch that fails its checks
-        is dropped and reported, never half-applied.
-        """
-        s = self.store
-        self._apply_grants()
-        self.queue_unsealed()
-        applied = 0
-        snap = s.meta("snapshot_in")
-        if snap:
-            applied += self._apply_snapshot(*snap)
-        waiting = s.execute("SELECT rseq, device, received_ms FROM inbox ORDER BY rseq").fetchall()
-        for rseq, device, rcv in waiting:  # one batch in memory at a time: some hold documents
-            data = s.execute("SELECT data FROM inbox WHERE rseq = ?", (rseq,)).fetchone()[0]
-            pub = self._author_public(device)
-            try:
-                if pub is None:
-                    raise IntegrityError(f"batch from unknown device {device.hex()}", code="integrity.device")
-                applied += self.apply_batch(data, pub, received_ms=rcv)
-            except WrongKeyError:
-                continue  # wait for the grant of that epoch
-            except (IntegrityError, ProtocolError) as e:
-                self._problem(f"dropped batch {rseq} from device {device.hex()[:8]}: {e}")
-            with s.transaction():
-                s.execute("DELETE FROM inbox WHERE rseq = ?", (rseq,))
-        for kind, entity in s.meta("rebuild") or []:
-            with s.transaction():
-                self.rebuild(Kind(kind), entity)
-        if s.meta("rebuild"):
-            with s.transaction():
-                s.set_meta("rebuild", None)
-        return applied
-
-    def _problem(self, text: str) -> None:
-        with self.store.transaction():
-            self.store.execute("INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, 0, ?, ?)",
-                               (now_ms(), now_ms(), "apply", text))
-
-    def _apply_grants(self) -> None:
-        s = self.store
-        grants = s.meta("grants_in") or []
-        if not grants:
-            return
-        x_private = self.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
-        have = self.team_keys()
-        for epoch, data in grants:
-            if epoch in have:
-                continue
-            pub = self._author_public(grant_sender(data))
-            try:
-                if pub is None:
-                    raise IntegrityError("key grant from an unknown device", code="integrity.device")
-                key = open_grant(data, self.author.device_id, x_private, pub)
-            except (IntegrityError, ProtocolError) as e:
-                self._problem(f"refused a key grant for epoch {epoch}: {e}")
-                continue
-            relay_ids = s.meta("relay_keys") or {}
-            if relay_ids.get(key.epoch) not in (None, key.key_id):
-                self._problem(f"refused a key grant for epoch {epoch}: it is not the team's key")
-                continue
-            self.add_team_key(key)
-        with s.transaction():
-            s.set_meta("grants_in", None)
-
-    def _apply_snapshot(self, cursor: int, device: bytes, data: bytes) -> int:
-        s = self.store
-        pub = self._author_public(device)
-        try:
-            if pub is None:
-                raise IntegrityError("snapshot from an unknown device", code="integrity.device")
-            snap = snapshot.decode(data, pub, self.team_keys(), self.require_team())
-        except WrongKeyError:
-            return 0  # applied once the key arrives
-        except (IntegrityError, ProtocolError) as e:
-            self._problem(f"dropped a snapshot from device {device.hex()[:8]}: {e}")
-            with s.transaction():
-                s.set_meta("snapshot_in", None)
-            return 0
-        new = 0
-        with s.transaction():
-            clock = s.meta("hlc", 0)
-            for so in snap.ops:
-                if not self._log(so.op, so.device, so.received_ms, None):
-                    continue
-                new += 1
-                clock = hlc.observe(clock, so.op.hlc, now_ms())
-                stamp = merge.stamp_for(so.op, so.device, so.received_ms)
-                self._save(merge.apply_op(self._load(so.op.kind, so.op.entity), so.op, stamp, self._rank(so.device)))
-            s.set_meta("hlc", clock)
-            s.set_meta("snapshot_in", None)
-        return new
-
-    def make_snapshot(self, cursor: int) -> list[Any]:
-        """[cursor, sealed snapshot] of everything the relay has acknowledged, for late joiners."""
-        s = self.store
-        by_entity: dict[tuple[int, bytes], list[tuple[bytes, int, Op]]] = {}
-        for oid, body, device, rcv, kind, entity in s.execute(
-            "SELECT op_id, body, device, received_ms, kind, entity FROM oplog WHERE received_ms IS NOT NULL"
-            " ORDER BY kind, entity"
-        ):
-            by_entity.setdefault((kind, entity), []).append((device, rcv, self._op_from_log(oid, body)))
-        ops: list[snapshot.SnapOp] = []
-        for items in by_entity.values():
-            for d, r, o in snapshot.contributing(items):
-                c = o.content or {}
-                if o.kind is Kind.DOC and c.get(33, b"") is None:  # logged by reference: put the bytes back
-                    c = {**c, 33: self._blob(c[34])}
-                    o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
-                if o.kind is Kind.DOC and 35 in c:
-                    # A joiner has no base to apply a delta to: the snapshot carries the version in full.
-                    full = self._blob(c[34])
-                    if full is not None:
-                        c = {k: v for k, v in c.items() if k not in (35, 36)} | {33: full}
-                        o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
-                ops.append(snapshot.SnapOp(d, r, o))
-        key = self.current_key()
-        snap = snapshot.Snapshot(self.require_team(), self.author.device_id, cursor, key.epoch, tuple(ops))
-        return [cursor, snapshot.encode(snap, self.author, key)]
-
-    def reseal_outbox(self) -> None:
-        """Seal every unsent batch again (after joining a relay under its team id). Only before a first sync."""
-        s = self.store
-        with s.transaction():
-            seqs = [r[0] for r in s.execute("SELECT seq FROM outbox ORDER BY seq")]
-            team, key = self.require_team(), self.current_key()
-            for seq in seqs:
-                rows = s.execute("SELECT op_id, body FROM oplog WHERE batch_seq = ? ORDER BY hlc", (seq,)).fetchall()
-                ops = tuple(self._op_from_log(oid, body, True) for oid, body in rows)
-                data = wire.encode_batch(wire.Batch(team, self.author.device_id, seq, key.epoch, ops), self.author, key,
-                                         level=BATCH_LEVEL)
-                s.execute("UPDATE outbox SET data = ?, size = ? WHERE seq = ?", (data, len(data), seq))

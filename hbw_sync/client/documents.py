@@ -1,0 +1,234 @@
+"""Documents in the replica: versions kept once as sealed blobs, sent as deltas, conflict copies.
+
+Every document version's bytes are kept once, sealed, in `blobs` by their SHA-256; the
+`sha256` field points at the current one. A new version travels as a delta against the version
+its author started from (``hbw_sync.delta``), or in full every ``CHAIN_FULL_EVERY`` versions and
+whenever a delta would not be smaller, so chains stay short and every rebuilt version is checked
+against its hash. Two versions saved offline at the same time are both kept: the later is
+current, the other is listed as a conflict copy, the same on every device.
+
+A mixin of ``Replica``: it uses the replica's store, sealer and change machinery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import delta, merge
+from ..errors import IntegrityError, ProtocolError, UsageError
+from ..ops import Kind, Op
+from . import views
+
+if TYPE_CHECKING:
+    from .replica import Replica as _Base
+else:
+    _Base = object
+
+MAX_DOC_BYTES = 32 * 1024 * 1024
+CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains stay short
+
+
+class DocumentsMixin(_Base):
+
+    def _read_file(self, path: Path) -> bytes:
+        try:
+            size = path.stat().st_size
+            if size > MAX_DOC_BYTES:
+                raise UsageError(f"{path} is {size} bytes; documents are limited to {MAX_DOC_BYTES} bytes for now")
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise UsageError(f"no such file: {path}") from None
+        except IsADirectoryError:
+            raise UsageError(f"{path} is a directory, not a file") from None
+        except PermissionError:
+            raise UsageError(f"cannot read {path}: permission denied") from None
+        except OSError as e:
+            raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+
+    # Versions: every document version's bytes are kept once, sealed, in `blobs` by their
+    # SHA-256; the `sha256` field points at the current one. A new version travels as a delta
+    # against the version its author started from (hbw_sync.delta), or in full every
+    # CHAIN_FULL_EVERY versions and whenever a delta would not be smaller, so a chain is short
+    # and every rebuilt version is checked against its hash.
+
+    def _store_blob(self, data: bytes) -> bytes:
+        digest = hashlib.sha256(data).digest()
+        if not self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
+            nonce, sealed = self.sealer.seal_parts(data, b"blob:" + digest)
+            self.store.execute("INSERT INTO blobs (sha256, size, nonce, sealed) VALUES (?, ?, ?, ?)",
+                               (digest, len(data), nonce, sealed))
+        return digest
+
+    def _blob(self, digest: bytes) -> bytes | None:
+        row = self.store.execute("SELECT nonce, sealed FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+        return None if row is None else self.sealer.open_parts(row[0], row[1], b"blob:" + digest)
+
+    def _materialize_version(self, op: Op) -> None:
+        """Keep the bytes of a document version an op carries (in full, or as a delta)."""
+        c = op.content or {}
+        digest = c.get(34)
+        if op.kind is not Kind.DOC or digest is None or (33 not in c and 35 not in c):
+            return
+        if self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
+            return
+        if 33 in c:
+            data = c[33]
+            if hashlib.sha256(data).digest() != digest:
+                raise IntegrityError("a document version does not match its recorded hash", code="integrity.doc")
+        else:
+            base = self._blob(c.get(36) or b"")
+            if base is None:
+                # Not tampering (signatures hold): a version we never got in full. Say so; the next
+                # full version of the chain repairs the document. Other ops of the batch still apply.
+                self._problem(f"document {op.entity.hex()[:6]}: a version's base is missing; "
+                              "it will be readable after the next full version")
+                return
+            try:
+                data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_DOC_BYTES)
+            except (IntegrityError, ProtocolError) as e:
+                # Refuse the version, not the batch: a tampered delta and a receiver whose zlib
+                # re-deflates differently look alike here, and the rest of the batch is sound.
+                self._problem(f"document {op.entity.hex()[:6]}: a version does not rebuild to its recorded hash "
+                              f"and was refused ({e.message}); it will be readable after the next full version")
+                return
+        self._store_blob(data)
+
+    def add_doc(self, path: Path, task: str | None = None, name: str | None = None) -> views.DocView:
+        data = self._read_file(Path(path))
+        tid = self.resolve(Kind.TASK, task) if task else None
+        did = os.urandom(8)
+        values: dict[str, Any] = {
+            "name": name or Path(path).name,
+            "data": data,
+            "sha256": hashlib.sha256(data).digest(),
+            "size": len(data),
+        }
+        if tid is not None:
+            values["task"] = tid
+        self.change([(Kind.DOC, did, values)])
+        return self.doc(did.hex())
+
+    def update_doc(self, prefix: str, path: Path) -> views.DocView:
+        did = self.resolve(Kind.DOC, prefix)
+        data = self._read_file(Path(path))
+        st = self._load(Kind.DOC, did)
+        assert st is not None
+        digest = hashlib.sha256(data).digest()
+        base_sha = st.values().get("sha256")
+        if digest == base_sha:
+            raise UsageError("this file is the same as the document's current version: nothing to record")
+        values: dict[str, Any] = {"sha256": digest, "size": len(data)}
+        base = self._blob(base_sha) if base_sha else None
+        since_full = self._versions_since_full(did)
+        d = delta.make_delta(base, data, name=st.values().get("name", "")) \
+            if base is not None and since_full < CHAIN_FULL_EVERY - 1 else None
+        if d is not None:
+            values.update(delta=d, base_sha256=base_sha)
+        else:
+            values["data"] = data
+        self.change([(Kind.DOC, did, values)])
+        return self.doc(did.hex())
+
+    def _version_ops(self, did: bytes) -> list[tuple[bytes, bytes, Op]]:
+        """(op id, author device, op) of every version of a document, oldest first."""
+        rows = self.store.execute(
+            "SELECT op_id, body, device FROM oplog WHERE kind = ? AND entity = ? ORDER BY hlc, op_id", (int(Kind.DOC), did)
+        ).fetchall()
+        out = []
+        for oid, body, device in rows:
+            op = self._op_from_log(oid, body)
+            if 34 in (op.content or {}):
+                out.append((oid, device, op))
+        return out
+
+    def _versions_since_full(self, did: bytes) -> int:
+        n = 0
+        for _oid, _dev, op in reversed(self._version_ops(did)):
+            if 33 in (op.content or {}):
+                return n
+            n += 1
+        return n
+
+    def _conflict_copies(self, did: bytes) -> list[tuple[bytes, bytes, str]]:
+        """(copy id, loser version op id, author) of each conflict copy of a document."""
+        names = self._device_names()
+        out = []
+        for (loser,) in self.store.execute(
+            "SELECT DISTINCT loser FROM conflicts WHERE kind = ? AND entity = ? AND field = 'sha256'", (int(Kind.DOC), did)
+        ):
+            out.append((hashlib.sha256(b"hbw-sync conflict copy\x00" + loser).digest()[:8], loser,
+                        names.get(loser[8:], loser[8:].hex()[:8])))
+        return out
+
+    def _doc_view(self, st: merge.EntityState) -> views.DocView:
+        v = st.values()
+        return views.DocView(
+            id=st.entity.hex(),
+            name=v.get("name", ""),
+            size=v.get("size", 0),
+            sha256=(v.get("sha256") or b"").hex(),
+            versions=len(self._version_ops(st.entity)),
+            task=v["task"].hex() if v.get("task") else None,
+            updated=views.hlc_iso(st.head.ts if st.head else None),
+        )
+
+    def doc(self, prefix: str) -> views.DocView:
+        st = self._load(Kind.DOC, self.resolve(Kind.DOC, prefix))
+        assert st is not None
+        return self._doc_view(st)
+
+    def docs(self) -> list[views.DocView]:
+        """Documents, each followed by its conflict copies (named so nobody mistakes them)."""
+        out = []
+        rows = self.store.execute("SELECT id FROM entities WHERE kind = ? ORDER BY id", (int(Kind.DOC),)).fetchall()
+        for (d,) in rows:
+            st = self._load(Kind.DOC, d)
+            if st is None:
+                continue
+            view = self._doc_view(st)
+            out.append(view)
+            for copy_id, loser, who in self._conflict_copies(d):
+                op = self._version_op(d, loser)
+                stem, dot, ext = view.name.rpartition(".")
+                date = (views.hlc_iso(op.hlc) or "")[:10]
+                name = f"{stem or ext} (conflict copy by {who} {date}){dot + ext if stem else ''}"
+                out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), op.content[34].hex(), 1,
+                                         view.task, views.hlc_iso(op.hlc), conflict_of=view.id))
+        return out
+
+    def _version_op(self, did: bytes, op_id: bytes) -> Op:
+        row = self.store.execute("SELECT body FROM oplog WHERE op_id = ?", (op_id,)).fetchone()
+        return self._op_from_log(op_id, row[0])
+
+    def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
+        """A document's current bytes (or version N, from 1; or a conflict copy's), checked against their hash."""
+        p = prefix.strip().lower()
+        copies = [v for v in self.docs() if v.conflict_of and len(p) >= 2 and v.id.startswith(p)]
+        if copies:
+            view = copies[0]
+            digest = bytes.fromhex(view.sha256)
+        else:
+            did = self.resolve(Kind.DOC, prefix)
+            st = self._load(Kind.DOC, did)
+            assert st is not None
+            view = self._doc_view(st)
+            if version is None:
+                digest = st.values().get("sha256")
+                if digest is None:
+                    raise UsageError("this document has no content yet")
+            else:
+                versions = self._version_ops(did)
+                if not 1 <= version <= len(versions):
+                    raise UsageError(f"document has {len(versions)} version(s); no version {version}")
+                digest = versions[version - 1][2].content[34]
+        data = self._blob(digest)
+        if data is None:
+            raise IntegrityError("this version's bytes are missing (its delta chain is broken); a later full "
+                                 "version will repair it", code="integrity.chain")
+        if hashlib.sha256(data).digest() != digest:
+            raise IntegrityError("stored document bytes do not match their hash", code="integrity.doc")
+        return view, data
+

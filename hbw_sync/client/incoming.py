@@ -1,0 +1,169 @@
+"""What arrives from the relay, applied once the passphrase opens the store.
+
+An unattended sync only stores what it receives (sealed batches in the inbox, key grants, a
+snapshot); the next unlocked command applies it here. Also the device's side of snapshots
+(making one for late joiners) and of joining a relay (sealing the outbox again under the
+relay's team id). A mixin of ``Replica``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import batch as wire
+from .. import hlc, merge, snapshot
+from ..enroll import grant_sender, open_grant
+from ..errors import IntegrityError, ProtocolError, WrongKeyError
+from ..ops import Kind, Op
+from .device import now_ms
+
+if TYPE_CHECKING:
+    from .replica import Replica as _Base
+else:
+    _Base = object
+
+
+class IncomingMixin(_Base):
+
+    def _author_public(self, device: bytes) -> bytes | None:
+        if device == self.author.device_id:
+            return self.author.public
+        if device == self.relay_device():
+            return self.store.meta("relay_public")
+        entry = (self.store.meta("roster_keys") or {}).get(device.hex())
+        return entry[1] if entry else None
+
+    def apply_incoming(self) -> int:
+        """Apply grants, a snapshot and inbox batches received by earlier syncs; returns new ops applied.
+
+        Batches sealed with a key epoch this device does not hold yet stay in
+        the inbox until the key's grant arrives; a batch that fails its checks
+        is dropped and reported, never half-applied.
+        """
+        s = self.store
+        self._apply_grants()
+        self.queue_unsealed()
+        applied = 0
+        snap = s.meta("snapshot_in")
+        if snap:
+            applied += self._apply_snapshot(*snap)
+        waiting = s.execute("SELECT rseq, device, received_ms FROM inbox ORDER BY rseq").fetchall()
+        for rseq, device, rcv in waiting:  # one batch in memory at a time: some hold documents
+            data = s.execute("SELECT data FROM inbox WHERE rseq = ?", (rseq,)).fetchone()[0]
+            pub = self._author_public(device)
+            try:
+                if pub is None:
+                    raise IntegrityError(f"batch from unknown device {device.hex()}", code="integrity.device")
+                applied += self.apply_batch(data, pub, received_ms=rcv)
+            except WrongKeyError:
+                continue  # wait for the grant of that epoch
+            except (IntegrityError, ProtocolError) as e:
+                self._problem(f"dropped batch {rseq} from device {device.hex()[:8]}: {e}")
+            with s.transaction():
+                s.execute("DELETE FROM inbox WHERE rseq = ?", (rseq,))
+        for kind, entity in s.meta("rebuild") or []:
+            with s.transaction():
+                self.rebuild(Kind(kind), entity)
+        if s.meta("rebuild"):
+            with s.transaction():
+                s.set_meta("rebuild", None)
+        return applied
+
+    def _problem(self, text: str) -> None:
+        with self.store.transaction():
+            self.store.execute("INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, 0, ?, ?)",
+                               (now_ms(), now_ms(), "apply", text))
+
+    def _apply_grants(self) -> None:
+        s = self.store
+        grants = s.meta("grants_in") or []
+        if not grants:
+            return
+        x_private = self.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
+        have = self.team_keys()
+        for epoch, data in grants:
+            if epoch in have:
+                continue
+            pub = self._author_public(grant_sender(data))
+            try:
+                if pub is None:
+                    raise IntegrityError("key grant from an unknown device", code="integrity.device")
+                key = open_grant(data, self.author.device_id, x_private, pub)
+            except (IntegrityError, ProtocolError) as e:
+                self._problem(f"refused a key grant for epoch {epoch}: {e}")
+                continue
+            relay_ids = s.meta("relay_keys") or {}
+            if relay_ids.get(key.epoch) not in (None, key.key_id):
+                self._problem(f"refused a key grant for epoch {epoch}: it is not the team's key")
+                continue
+            self.add_team_key(key)
+        with s.transaction():
+            s.set_meta("grants_in", None)
+
+    def _apply_snapshot(self, cursor: int, device: bytes, data: bytes) -> int:
+        s = self.store
+        pub = self._author_public(device)
+        try:
+            if pub is None:
+                raise IntegrityError("snapshot from an unknown device", code="integrity.device")
+            snap = snapshot.decode(data, pub, self.team_keys(), self.require_team())
+        except WrongKeyError:
+            return 0  # applied once the key arrives
+        except (IntegrityError, ProtocolError) as e:
+            self._problem(f"dropped a snapshot from device {device.hex()[:8]}: {e}")
+            with s.transaction():
+                s.set_meta("snapshot_in", None)
+            return 0
+        new = 0
+        with s.transaction():
+            clock = s.meta("hlc", 0)
+            for so in snap.ops:
+                if not self._log(so.op, so.device, so.received_ms, None):
+                    continue
+                new += 1
+                clock = hlc.observe(clock, so.op.hlc, now_ms())
+                stamp = merge.stamp_for(so.op, so.device, so.received_ms)
+                self._save(merge.apply_op(self._load(so.op.kind, so.op.entity), so.op, stamp, self._rank(so.device)))
+            s.set_meta("hlc", clock)
+            s.set_meta("snapshot_in", None)
+        return new
+
+    def make_snapshot(self, cursor: int) -> list[Any]:
+        """[cursor, sealed snapshot] of everything the relay has acknowledged, for late joiners."""
+        s = self.store
+        by_entity: dict[tuple[int, bytes], list[tuple[bytes, int, Op]]] = {}
+        for oid, body, device, rcv, kind, entity in s.execute(
+            "SELECT op_id, body, device, received_ms, kind, entity FROM oplog WHERE received_ms IS NOT NULL"
+            " ORDER BY kind, entity"
+        ):
+            by_entity.setdefault((kind, entity), []).append((device, rcv, self._op_from_log(oid, body)))
+        ops: list[snapshot.SnapOp] = []
+        for items in by_entity.values():
+            for d, r, o in snapshot.contributing(items):
+                c = o.content or {}
+                if o.kind is Kind.DOC and c.get(33, b"") is None:  # logged by reference: put the bytes back
+                    c = {**c, 33: self._blob(c[34])}
+                    o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
+                if o.kind is Kind.DOC and 35 in c:
+                    # A joiner has no base to apply a delta to: the snapshot carries the version in full.
+                    full = self._blob(c[34])
+                    if full is not None:
+                        c = {k: v for k, v in c.items() if k not in (35, 36)} | {33: full}
+                        o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
+                ops.append(snapshot.SnapOp(d, r, o))
+        key = self.current_key()
+        snap = snapshot.Snapshot(self.require_team(), self.author.device_id, cursor, key.epoch, tuple(ops))
+        return [cursor, snapshot.encode(snap, self.author, key)]
+
+    def reseal_outbox(self) -> None:
+        """Seal every unsent batch again (after joining a relay under its team id). Only before a first sync."""
+        s = self.store
+        with s.transaction():
+            seqs = [r[0] for r in s.execute("SELECT seq FROM outbox ORDER BY seq")]
+            team, key = self.require_team(), self.current_key()
+            for seq in seqs:
+                rows = s.execute("SELECT op_id, body FROM oplog WHERE batch_seq = ? ORDER BY hlc", (seq,)).fetchall()
+                ops = tuple(self._op_from_log(oid, body, True) for oid, body in rows)
+                data = wire.encode_batch(wire.Batch(team, self.author.device_id, seq, key.epoch, ops), self.author, key)  # encode_batch's default level
+                s.execute("UPDATE outbox SET data = ?, size = ? WHERE seq = ?", (data, len(data), seq))
+
