@@ -164,6 +164,7 @@ class IncomingMixin(_Base):
             for seq in seqs:
                 rows = s.execute("SELECT op_id, body FROM oplog WHERE batch_seq = ? ORDER BY hlc", (seq,)).fetchall()
                 ops = tuple(self._op_from_log(oid, body, True) for oid, body in rows)
-                data = wire.encode_batch(wire.Batch(team, self.author.device_id, seq, key.epoch, ops), self.author, key)  # encode_batch's default level
+                batch = wire.Batch(team, self.author.device_id, seq, key.epoch, ops)
+                data = wire.encode_batch(batch, self.author, key)
                 s.execute("UPDATE outbox SET data = ?, size = ? WHERE seq = ?", (data, len(data), seq))
 
