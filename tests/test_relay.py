@@ -319,3 +319,30 @@ def test_changes_made_before_the_key_arrives_are_sealed_and_sent_later(team: Tea
     assert "Stamp permits" in titles(dana)
     with dana.open() as rep:
         assert rep.profile("bosco")["laptop"] is False and rep.profile("bosco")["office_days"] == ["mon", "thu"]
+
+
+def test_roster_changes_travel_as_deltas(team: Team) -> None:
+    """After a revocation, other devices receive that one entry, not the whole roster again."""
+    dana, amina, chidi = team.join("dana", "supervisor"), team.join("amina"), team.join("chidi")
+    for m in (dana, amina, chidi, amina):
+        m.sync()
+    seen: list[dict] = []
+
+    async def watching(url: str, body: bytes, timeout: float) -> bytes:
+        raw = await syncing.post(url, body, timeout)
+        seen.append(envelope.parse_response(raw, admin_relay_key(team), envelope.parse_request(body).nonce).result)
+        return raw
+
+    syncing.sync(amina.home, amina.passphrase, transport=watching)
+    assert "roster" not in seen[-1]  # nothing changed: nothing sent
+    with Device.open(chidi.home) as dev:
+        chidi_id = dev.identity.device_id
+    admin.revoke(team.data, chidi_id.hex())
+    before = len(seen)
+    syncing.sync(amina.home, amina.passphrase, transport=watching)
+    changed = [r for r in seen[before:] if "roster" in r]
+    assert len(changed) == 1
+    assert changed[0]["roster_full"] is False and list(changed[0]["roster"]) == [chidi_id]
+    with Device.open(amina.home) as dev:
+        kept = dev.store.meta("roster_keys")
+    assert len(kept) == 3 and kept[chidi_id.hex()][3] is not None  # all three known, chidi's revoked

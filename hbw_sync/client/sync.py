@@ -266,8 +266,11 @@ class _Session:
             s.set_meta("pull_cursor", max(res.get("cursor", 0), s.meta("pull_cursor", 0)))
             # A reply bundle may arrive after a newer sync: never let it turn anything back.
             if "roster" in res and res["roster_v"] >= (s.meta("roster_v") or -1):
-                s.set_meta("roster_keys", {d.hex(): v for d, v in res["roster"].items()})
-                s.set_meta("roster", {d.hex(): v[0] for d, v in res["roster"].items()})
+                # Entries changed since the version we sent, or (roster_full) the whole roster.
+                keys_now = {} if res.get("roster_full", True) else dict(s.meta("roster_keys") or {})
+                keys_now.update({d.hex(): v for d, v in res["roster"].items()})
+                s.set_meta("roster_keys", keys_now)
+                s.set_meta("roster", {d: v[0] for d, v in keys_now.items()})
                 s.set_meta("roster_v", res["roster_v"])
             if res.get("relay_x25519"):
                 s.set_meta("relay_x25519", res["relay_x25519"])

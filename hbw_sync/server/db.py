@@ -55,6 +55,7 @@ def create_schema(path: Path) -> None:
             "last_seen_ms": int,
             "label": str,
             "last_bundle": int,
+            "roster_v": int,  # the roster version at which this device's entry last changed
         },
         pk="device",
     )
