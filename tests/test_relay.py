@@ -346,3 +346,17 @@ def test_roster_changes_travel_as_deltas(team: Team) -> None:
     with Device.open(amina.home) as dev:
         kept = dev.store.meta("roster_keys")
     assert len(kept) == 3 and kept[chidi_id.hex()][3] is not None  # all three known, chidi's revoked
+
+
+def test_relay_refuses_data_of_another_schema(tmp_path: Path) -> None:
+    admin.init(tmp_path / "r", "Team")
+    conn = sqlite3.connect(tmp_path / "r" / "relay.db")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (b"99",))
+    conn.commit()
+    conn.close()
+    res = CliRunner().invoke(relay_cli, ["devices", "--data", str(tmp_path / "r")])
+    assert res.exit_code == 78 and "schema 99" in res.output
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "relay.db").write_bytes(b"not a database at all" * 100)
+    res = CliRunner().invoke(relay_cli, ["members", "--data", str(tmp_path / "junk")])
+    assert res.exit_code == 78 and "not a relay database" in res.output

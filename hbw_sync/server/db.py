@@ -91,9 +91,24 @@ def create_schema(path: Path) -> None:
 
 
 def open_checked(path: Path) -> sqlite3.Connection:
+    """A connection to an existing relay database of the schema this version knows."""
     if not path.exists():
         raise ConfigError(f"no relay data in {path.parent}", hint="run 'hbw-relay init --data DIR --team NAME' first")
-    return connect(path)
+    try:
+        conn = connect(path)
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"{path} is not a relay database ({e})") from None
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise ConfigError(f"{path} is not a relay database ({e})") from None
+    if row is None or row[0] != str(SCHEMA_VERSION).encode():
+        conn.close()
+        found = row[0].decode() if row else "none"
+        raise ConfigError(f"relay data in {path.parent} has schema {found}; this hbw-relay knows {SCHEMA_VERSION}",
+                          hint="use the hbw-relay version that created it, or restore a matching backup")
+    return conn
 
 
 class Writer:
