@@ -64,6 +64,13 @@ class Team:
         self.members[name] = m
         return m
 
+    def pair(self, supervisor: str = "dana", member: str = "chidi") -> tuple[Member, Member]:
+        """A supervisor and a member, both synced once (so the member holds the team key)."""
+        sup, mem = self.join(supervisor, "supervisor"), self.join(member)
+        sup.sync()
+        mem.sync()
+        return sup, mem
+
     def restart(self) -> None:
         """Stop the relay and start it again on a new port (devices keep the old URL: callers fix it)."""
         self.thread.stop()

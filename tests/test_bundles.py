@@ -27,13 +27,6 @@ from relay_helpers import Member, Team, set_relay_url
 
 
 
-def setup_team(team: Team) -> tuple[Member, Member]:
-    dana, chidi = team.join("dana", "supervisor"), team.join("chidi")
-    dana.sync()
-    chidi.sync()
-    return dana, chidi
-
-
 def outbox(m: Member) -> list:
     with Device.open(m.home) as dev:
         return dev.store.execute("SELECT seq, data FROM outbox ORDER BY seq").fetchall()
@@ -46,7 +39,7 @@ def titles(m: Member) -> set[str]:
 
 def test_email_round_trip_with_files_only(team: Team, tmp_path: Path) -> None:
     """Chidi has no data plan: he emails a bundle, the office ingests it and mails the reply back."""
-    dana, chidi = setup_team(team)
+    dana, chidi = team.pair()
     with dana.open() as rep:
         rep.add_task("from the office")
     dana.sync()
@@ -81,7 +74,7 @@ def test_email_round_trip_with_files_only(team: Team, tmp_path: Path) -> None:
 
 
 def test_bundles_mix_with_online_sync_and_arrive_out_of_order(team: Team, tmp_path: Path) -> None:
-    dana, chidi = setup_team(team)
+    dana, chidi = team.pair()
     with chidi.open() as rep:
         rep.add_task("first")
     bundles.export_bundle(chidi.home, tmp_path / "b1.hbw")
@@ -107,7 +100,7 @@ def test_bundles_mix_with_online_sync_and_arrive_out_of_order(team: Team, tmp_pa
 
 
 def test_bad_bundles_are_refused_and_change_nothing(team: Team, tmp_path: Path) -> None:
-    dana, chidi = setup_team(team)
+    dana, chidi = team.pair()
     with chidi.open() as rep:
         rep.add_task("x")
     bundles.export_bundle(chidi.home, tmp_path / "good.hbw")
@@ -146,7 +139,7 @@ def test_bad_bundles_are_refused_and_change_nothing(team: Team, tmp_path: Path) 
 
 
 def test_bundle_cli_both_sides(team: Team, tmp_path: Path) -> None:
-    dana, chidi = setup_team(team)
+    dana, chidi = team.pair()
     env = {"HBW_SYNC_HOME": str(chidi.home), "HBW_PASSPHRASE": chidi.passphrase}
     with chidi.open() as rep:
         rep.add_task("by mail")
@@ -169,7 +162,7 @@ def test_bundle_cli_both_sides(team: Team, tmp_path: Path) -> None:
 def test_bundle_over_http_drop_point(team: Team, tmp_path: Path) -> None:
     import urllib.request
 
-    dana, chidi = setup_team(team)
+    dana, chidi = team.pair()
     with chidi.open() as rep:
         rep.add_task("via the office form")
     bundles.export_bundle(chidi.home, tmp_path / "c.hbw")
@@ -187,7 +180,7 @@ def _free_port() -> int:
 
 def test_watch_syncs_soon_after_the_relay_appears_and_keeps_the_outbox_when_it_goes(tmp_path: Path) -> None:
     with Team(tmp_path) as team:
-        dana, chidi = setup_team(team)
+        dana, chidi = team.pair()
         data = team.data
     # The relay is down now. Chidi works; `watch` runs and waits.
     port = _free_port()

@@ -42,20 +42,13 @@ def edit(data: bytes, at: float, text: bytes) -> bytes:
 
 
 
-def pair(team: Team) -> tuple[Member, Member]:
-    a, b = team.join("amina", "supervisor"), team.join("chidi")
-    a.sync()
-    b.sync()
-    return a, b
-
-
 def last_batch_size(m: Member) -> int:
     with Device.open(m.home) as dev:
         return dev.store.execute("SELECT size FROM outbox ORDER BY seq DESC LIMIT 1").fetchone()[0]
 
 
 def test_small_edits_travel_as_deltas_and_rebuild_byte_exact(team: Team, tmp_path: Path) -> None:
-    a, b = pair(team)
+    a, b = team.pair("amina", "chidi")
     report = tmp_path / "report.txt"
     versions = [text_doc(2_000_000)]
     report.write_bytes(versions[0])
@@ -84,7 +77,7 @@ def test_small_edits_travel_as_deltas_and_rebuild_byte_exact(team: Team, tmp_pat
 
 
 def test_concurrent_edits_keep_both_as_a_conflict_copy(team: Team, tmp_path: Path) -> None:
-    a, b = pair(team)
+    a, b = team.pair("amina", "chidi")
     base = text_doc(50_000, seed=2)
     f = tmp_path / "minutes.txt"
     f.write_bytes(base)
@@ -123,7 +116,7 @@ def test_concurrent_edits_keep_both_as_a_conflict_copy(team: Team, tmp_path: Pat
 
 
 def test_tampered_chain_is_refused(team: Team, tmp_path: Path) -> None:
-    a, b = pair(team)
+    a, b = team.pair("amina", "chidi")
     f = tmp_path / "d.txt"
     f.write_bytes(text_doc(30_000, seed=3))
     with a.open() as rep:
@@ -179,7 +172,7 @@ def test_late_joiner_gets_documents_in_full(team: Team, tmp_path: Path, monkeypa
 
 
 def test_delta_upload_resumes_across_a_cut_link(team: Team, tmp_path: Path) -> None:
-    a, b = pair(team)
+    a, b = team.pair("amina", "chidi")
     f = tmp_path / "scan.bin"
     data = os.urandom(600_000)
     f.write_bytes(data)
@@ -230,7 +223,7 @@ def test_names_from_others_are_made_safe(name: str, expected: str) -> None:
 
 
 def test_doc_get_never_writes_outside_the_chosen_place(team: Team, tmp_path: Path) -> None:
-    a, b = pair(team)
+    a, b = team.pair("amina", "chidi")
     f = tmp_path / "x.txt"
     f.write_bytes(b"secret plan")
     with a.open() as rep:
