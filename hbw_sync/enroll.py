@@ -39,9 +39,15 @@ class Invite:
     token: bytes
     member: str
     role: str
+    #: SHA-256 of the relay's TLS certificate (DER), for an https URL: a small office's
+    #: self-signed certificate is then trusted exactly, and nothing else is.
+    tls_sha256: bytes | None = None
 
     def encode(self) -> str:
-        raw = codec.pack([self.url, self.relay_public, self.team, self.token, self.member, self.role])
+        fields = [self.url, self.relay_public, self.team, self.token, self.member, self.role]
+        if self.tls_sha256 is not None:
+            fields.append(self.tls_sha256)
+        raw = codec.pack(fields)
         return INVITE_PREFIX + base64.b32encode(raw).decode().rstrip("=").lower()
 
     @classmethod
@@ -52,13 +58,18 @@ class Invite:
         body = t[len(INVITE_PREFIX):].upper()
         try:
             raw = base64.b32decode(body + "=" * (-len(body) % 8))
-            url, pub, team, token, member, role = codec.unpack(raw)
+            fields = codec.unpack(raw)
+            url, pub, team, token, member, role = fields[:6]
+            tls = fields[6] if len(fields) == 7 else None
+            if len(fields) not in (6, 7):
+                raise ValueError
         except (ValueError, TypeError, ProtocolError, Exception):
             raise UsageError("this invite is damaged or incomplete; copy it again") from None
         if not (isinstance(url, str) and isinstance(pub, bytes) and len(pub) == 32 and isinstance(team, bytes)
-                and isinstance(token, bytes) and isinstance(member, str) and role in ("member", "supervisor")):
+                and isinstance(token, bytes) and isinstance(member, str) and role in ("member", "supervisor")
+                and (tls is None or (isinstance(tls, bytes) and len(tls) == 32))):
             raise UsageError("this invite is damaged or incomplete; copy it again")
-        return cls(url, pub, team, token, member, role)
+        return cls(url, pub, team, token, member, role, tls)
 
 
 def token_hash(token: bytes) -> bytes:

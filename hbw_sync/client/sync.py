@@ -35,7 +35,8 @@ import aiohttp
 
 from .. import crypto, envelope, hlc
 from ..enroll import Invite, make_grant
-from ..errors import ConfigError, HbwError, ProtocolError, TransientError, UsageError, WrongKeyError, from_dict
+from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
+                      from_dict)
 from .device import Device, now_ms
 from .replica import Replica
 from .vault import KdfParams
@@ -86,8 +87,10 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
         # Within one sync, round trips reuse one keep-alive connection: on a 300-800 ms link a new
         # TCP handshake per 64 KiB piece would cost more than the piece.
         async with (contextlib.nullcontext(shared) if shared else aiohttp.ClientSession(timeout=to)) as session:
+            pin = TLS_PIN.get()
+            tls = aiohttp.Fingerprint(pin) if pin and url.startswith("https://") else None
             async with asyncio.timeout(stall):
-                resp = await session.post(url.rstrip("/") + "/v1", data=body, timeout=to,
+                resp = await session.post(url.rstrip("/") + "/v1", data=body, timeout=to, ssl=tls if tls else True,
                                           headers={"Content-Type": "application/x-hbw"})
             async with resp:
                 data = await resp.read()
@@ -104,6 +107,14 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
                 raise ProtocolError(f"the relay answered {resp.status} {resp.reason}", code="protocol.http")
     except HbwError:
         raise
+    except aiohttp.ClientConnectorCertificateError:
+        raise IntegrityError("the relay's TLS certificate is not trusted by this computer", code="integrity.tls",
+                             hint="ask office IT for an invite made after 'hbw-relay serve --tls-cert' (it pins "
+                                  "the certificate)") from None
+    except aiohttp.ServerFingerprintMismatch:
+        raise IntegrityError("the relay's TLS certificate is not the one your invite pinned: this may not be your "
+                             "office's relay", code="integrity.tls",
+                             hint="ask office IT whether the relay's certificate changed") from None
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         raise TransientError(
             f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
@@ -113,6 +124,16 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
 
 Transport = Callable[[str, bytes, float], Any]
 _SESSION: contextvars.ContextVar[aiohttp.ClientSession | None] = contextvars.ContextVar("hbw_session", default=None)
+#: SHA-256 of the relay's TLS certificate as the invite pinned it (None: plain http, or system CAs).
+TLS_PIN: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("hbw_tls_pin", default=None)
+
+
+async def _pinned(pin: bytes | None, coro: Any) -> Any:
+    token = TLS_PIN.set(pin)
+    try:
+        return await coro
+    finally:
+        TLS_PIN.reset(token)
 
 
 # -- the lock -----------------------------------------------------------------------------------------
@@ -160,7 +181,7 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
             "label": label or os.uname().nodename[:64],
         }
         body, nonce = envelope.make_request(dev.transport_key(), author.device_id, "enroll", args, now_ms())
-        raw = asyncio.run(transport(inv.url, body, timeout))
+        raw = asyncio.run(_pinned(inv.tls_sha256, transport(inv.url, body, timeout)))
         res = envelope.parse_response(raw, inv.relay_public, nonce).result
         if res.get("team") != inv.team:
             raise ProtocolError("the relay answered for another team than the invite names", code="integrity.team")
@@ -171,6 +192,7 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
             s.set_meta("role", res["role"])
             s.set_meta("team_name", res["team_name"])
             s.set_meta("relay_x25519", res.get("relay_x25519"))
+            s.set_meta("tls_sha256", inv.tls_sha256)
             if not relay_keys and res["role"] == "supervisor":
                 # The team's first supervisor device: its key (new, or its local team's) becomes epoch 1.
                 if local_team is None:
@@ -406,11 +428,12 @@ class _Session:
         if not url or relay_pub is None:
             raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE'")
         async with aiohttp.ClientSession() as shared:
-            token = _SESSION.set(shared)
+            token, pin = _SESSION.set(shared), TLS_PIN.set(self.s.meta("tls_sha256"))
             try:
                 await self._run(url, relay_pub)
             finally:
                 _SESSION.reset(token)
+                TLS_PIN.reset(pin)
 
     async def _run(self, url: str, relay_pub: bytes) -> None:
         while True:

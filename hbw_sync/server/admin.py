@@ -8,6 +8,7 @@ without stopping anyone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -77,9 +78,30 @@ def invite(data: Path, member: str, role: str = "member", url: str | None = None
     if not url:
         raise UsageError("the relay's URL is not known", hint="pass --url http://OFFICE-HOST:PORT")
     key = crypto.DeviceKey((Path(data) / "relay.key").read_bytes())
+    tls = None
+    if url.startswith("https://"):
+        conn = _conn(data)
+        try:
+            tls = relay.meta(conn, "tls_sha256")
+        finally:
+            conn.close()
     token = new_token()
     _write(data, relay.create_invite, member.strip().lower(), role, token, ttl_days, "admin")
-    return Invite(url, key.public, team, token, member.strip().lower(), role)
+    return Invite(url, key.public, team, token, member.strip().lower(), role, tls)
+
+
+def set_tls_certificate(data: Path, cert_file: Path) -> bytes:
+    """Remember the SHA-256 of the relay's TLS certificate, so invites can pin it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read the TLS certificate {cert_file}: {e}") from None
+    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+    _write(data, relay.set_meta, "tls_sha256", digest)
+    return digest
 
 
 def devices(data: Path) -> list[dict[str, Any]]:

@@ -57,13 +57,19 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
 @click.option("--stale-after", default="72h", show_default=True, help="Unreachable threshold for --auto-rebalance.")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
           stale_after: str) -> None:
-    """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request."""
+    """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
+
+    With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
+    afterwards for an https URL pin the certificate, so devices trust exactly it.
+    """
     ctx = None
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
             raise click.UsageError("--tls-cert and --tls-key go together")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(tls_cert, tls_key)
+        # Invites made from now on pin this certificate (a self-signed one is fine).
+        admin.set_tls_certificate(data, Path(tls_cert))
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after))

@@ -53,8 +53,9 @@ def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
 class RelayThread:
     """A relay on a loopback port in a background thread: ``with RelayThread(cfg) as url: ...``."""
 
-    def __init__(self, config: RelayConfig):
+    def __init__(self, config: RelayConfig, ssl_context: ssl.SSLContext | None = None):
         self.config = config
+        self.ssl_context = ssl_context
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -66,7 +67,7 @@ class RelayThread:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            self._runner, self.url = loop.run_until_complete(_start(self.config, None))
+            self._runner, self.url = loop.run_until_complete(_start(self.config, self.ssl_context))
         except BaseException as e:  # noqa: BLE001 - handed to start()
             self._error = e
             self._ready.set()
