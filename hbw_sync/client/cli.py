@@ -91,7 +91,8 @@ def cli(home: Path | None) -> None:
     Everything works with no network. Changes wait in the outbox, signed and
     encrypted, until a sync (or a bundle by email or USB stick) carries them.
     Commands that show or change content ask for your passphrase (or read
-    HBW_PASSPHRASE); 'status' needs none.
+    HBW_PASSPHRASE); 'status', 'sync', 'watch' and 'bundle export' need none,
+    so a scheduler never meets a prompt.
 
     Exit codes: 0 ok, 2 bad input, 65 bad or tampered data, 74 local store or
     disk problem, 75 try again later, 76 needs a newer version, 77 not allowed
