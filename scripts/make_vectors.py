@@ -43,6 +43,15 @@ from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot  # no
 from hbw_sync import delta as delta_mod  # noqa: E402
 
 DELTA_V2 = b""
+
+
+def expected_error(what: str, fn) -> tuple[str, str]:
+    """Run ``fn``, which must fail with one of our errors: its (class name, code) for the vector."""
+    try:
+        fn()
+    except HbwError as e:
+        return type(e).__name__, e.code
+    raise AssertionError(f"{what} was accepted, but the vector says it must fail")
 from hbw_sync.errors import HbwError, UsageError  # noqa: E402
 from hbw_sync.ops import FIELDS, NAMES, Kind, Op, make_op, make_op_id, routing_row  # noqa: E402
 
@@ -828,13 +837,9 @@ def enroll_vectors() -> dict[str, Any]:
     ]  # fmt: skip
     grants_bad = []
     for name, desc, data, op in invalid_grants:
-        try:
-            enroll.open_grant(data, bytes.fromhex(op["my_device"]), bytes.fromhex(op["my_x25519_private"]),
-                              bytes.fromhex(op["granter_public"]))
-        except HbwError as e:
-            cls, code = type(e).__name__, e.code
-        else:
-            raise AssertionError(f"grant {name} opens")
+        cls, code = expected_error(f"grant {name}", lambda: enroll.open_grant(
+            data, bytes.fromhex(op["my_device"]), bytes.fromhex(op["my_x25519_private"]),
+            bytes.fromhex(op["granter_public"])))
         grants_bad.append({"name": name, "description": desc, "grant": data.hex(), "open": op,
                            "expected_error_class": cls, "expected_code": code})
 
@@ -1280,13 +1285,9 @@ def bundle_vectors() -> dict[str, Any]:
     ]  # fmt: skip
     invalid = []
     for name, desc, data, op in bad:
-        try:
-            BU.open_bundle(data, op["kind"].encode(), bytes.fromhex(op["team"]), bytes.fromhex(op["recipient"]),
-                           bytes.fromhex(op["x25519_private"]))
-        except HbwError as e:
-            cls, code = type(e).__name__, e.code
-        else:
-            raise AssertionError(f"bundle {name} opens")
+        cls, code = expected_error(f"bundle {name}", lambda: BU.open_bundle(
+            data, op["kind"].encode(), bytes.fromhex(op["team"]), bytes.fromhex(op["recipient"]),
+            bytes.fromhex(op["x25519_private"])))
         invalid.append({"name": name, "description": desc, "bundle": data.hex(), "open": op,
                         "expected_error_class": cls, "expected_code": code})
 
