@@ -42,11 +42,16 @@ class Invite:
     #: SHA-256 of the relay's TLS certificate (DER), for an https URL: a small office's
     #: self-signed certificate is then trusted exactly, and nothing else is.
     tls_sha256: bytes | None = None
+    #: A team invite's secret (PROTOCOL.md §14a): made by a supervisor's device, never sent to the
+    #: relay; the joining device proves it holds it and opens its welcome with it.
+    secret: bytes | None = None
 
     def encode(self) -> str:
-        fields = [self.url, self.relay_public, self.team, self.token, self.member, self.role]
-        if self.tls_sha256 is not None:
+        fields: list = [self.url, self.relay_public, self.team, self.token, self.member, self.role]
+        if self.tls_sha256 is not None or self.secret is not None:
             fields.append(self.tls_sha256)
+        if self.secret is not None:
+            fields.append(self.secret)
         raw = codec.pack(fields)
         return INVITE_PREFIX + base64.b32encode(raw).decode().rstrip("=").lower()
 
@@ -60,16 +65,18 @@ class Invite:
             raw = base64.b32decode(body + "=" * (-len(body) % 8))
             fields = codec.unpack(raw)
             url, pub, team, token, member, role = fields[:6]
-            tls = fields[6] if len(fields) == 7 else None
-            if len(fields) not in (6, 7):
+            tls = fields[6] if len(fields) >= 7 else None
+            secret = fields[7] if len(fields) == 8 else None
+            if len(fields) not in (6, 7, 8):
                 raise ValueError
         except (ValueError, TypeError, ProtocolError, Exception):
             raise UsageError("this invite is damaged or incomplete; copy it again") from None
         if not (isinstance(url, str) and isinstance(pub, bytes) and len(pub) == 32 and isinstance(team, bytes)
                 and isinstance(token, bytes) and isinstance(member, str) and role in ("member", "supervisor")
-                and (tls is None or (isinstance(tls, bytes) and len(tls) == 32))):
+                and (tls is None or (isinstance(tls, bytes) and len(tls) == 32))
+                and (secret is None or (isinstance(secret, bytes) and len(secret) == 16))):
             raise UsageError("this invite is damaged or incomplete; copy it again")
-        return cls(url, pub, team, token, member, role, tls)
+        return cls(url, pub, team, token, member, role, tls, secret)
 
 
 def token_hash(token: bytes) -> bytes:

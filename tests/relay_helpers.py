@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hbw_sync.client import Device, Replica
 from hbw_sync.client import sync as syncing
+from hbw_sync.client import team as teams
 from hbw_sync.client.vault import KdfParams
 from hbw_sync.server import admin
 from hbw_sync.server.app import RelayConfig
@@ -25,6 +26,7 @@ class Member:
     name: str
     home: Path
     passphrase: str
+    role: str = "member"
 
     def replica(self) -> Replica:
         """An unlocked replica; close it after use (or use ``with member.open() as rep``)."""
@@ -56,10 +58,19 @@ class Team:
         self.thread.stop()
 
     def invite(self, name: str, role: str = "member", url: str | None = None) -> str:
+        """A team invite from the first supervisor's device once there is one (the device gets the key when
+        it joins); before that, office IT's invite (``it_invite``)."""
+        sup = next((m for m in self.members.values() if m.role == "supervisor"), None)
+        if sup is None:
+            return self.it_invite(name, role, url)
+        return teams.make_invite(sup.home, sup.passphrase, name, role, url=url or self.url).encode()
+
+    def it_invite(self, name: str, role: str = "member", url: str | None = None) -> str:
+        """An invite made by office IT alone (``hbw-relay invite``): the device must then be approved."""
         return admin.invite(self.data, name, role, url=url or self.url).encode()
 
     def join(self, name: str, role: str = "member", url: str | None = None) -> Member:
-        m = Member(name, self.tmp / f"dev-{name}", f"pw-{name}")
+        m = Member(name, self.tmp / f"dev-{name}", f"pw-{name}", role)
         syncing.join(m.home, self.invite(name, role, url), m.passphrase, kdf=FAST_KDF)
         self.members[name] = m
         return m

@@ -15,6 +15,7 @@ from hbw_sync import batch as wire
 from hbw_sync import crypto, envelope
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
+from hbw_sync.client import team as teams
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import AccessError, RevokedError, UsageError, WrongKeyError
 from hbw_sync.server import admin, relay
@@ -263,12 +264,13 @@ def test_backup_while_running_and_restore(team: Team, tmp_path: Path) -> None:
     admin.backup(team.data, tmp_path / "backup.db")
     admin.restore(tmp_path / "backup.db", tmp_path / "restored", team.data / "relay.key")
     with RelayThread(RelayConfig(data=tmp_path / "restored", port=0, access_log=False)) as url:
-        inv = admin.invite(tmp_path / "restored", "bosco", url=url).encode()
-        syncing.join(tmp_path / "bosco", inv, "pw")
         with Device.open(dana.home) as dev:
             with dev.store.transaction():
                 dev.store.set_meta("relay_url", url)
-        dana.sync()  # grants bosco the key on the restored relay
+        # Dana's team invite works on the restored relay: bosco gets the key when he joins.
+        inv = teams.make_invite(dana.home, dana.passphrase, "bosco").encode()
+        syncing.join(tmp_path / "bosco", inv, "pw")
+        dana.sync()
         syncing.sync(tmp_path / "bosco", "pw")
         with Device.open(tmp_path / "bosco") as dev:
             assert len(dev.unlock("pw").tasks()) == 5
@@ -310,8 +312,12 @@ def test_changes_made_before_the_key_arrives_are_sealed_and_sent_later(team: Tea
     assert st["waiting_for_team_key"] == 2 and st["outbox"]["changes"] == 0
     assert bosco.sync().sent_batches == 0  # nothing can be sealed yet; nothing lost either
     dana = team.join("dana", "supervisor")
-    dana.sync()  # creates the key and shares it with bosco's device
-    r = bosco.sync()  # receives the grant, seals, and sends in the same run
+    dana.sync()  # creates the key; bosco's device was admitted by IT alone: it gets none without approval
+    with Device.open(bosco.home) as dev:
+        (wait,) = dev.status()["key_flow"]
+    assert wait["waits_for"] == "approval" and bosco.sync().sent_batches == 0
+    teams.approve(dana.home, dana.passphrase, wait["code"])  # Dana reads the code on Bosco's screen
+    r = bosco.sync()  # receives the welcome, seals, and sends in the same run
     assert r.sent_batches == 1
     with Device.open(bosco.home) as dev:
         assert dev.status()["waiting_for_team_key"] == 0

@@ -18,6 +18,7 @@ from ..errors import AccessError, UsageError
 from ..ops import Status
 from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
 from . import bundles, importer, sync as syncing, views
+from . import team as teams
 from . import watch as watching
 from .device import Device
 from .replica import Replica
@@ -120,7 +121,7 @@ def init(ctx: click.Context, name: str, relay_url: str | None) -> None:
 
 @cli.group(cls=HbwGroup)
 def team() -> None:
-    """Your team: create one locally before a relay exists."""
+    """Your team: create one locally, invite and approve devices, rotate the key (supervisors)."""
 
 
 @team.command("create")
@@ -132,6 +133,105 @@ def team_create(ctx: click.Context, name: str) -> None:
     rep = _replica(ctx)
     rep.create_team(name)
     emit(ctx, {"team": name, "team_id": rep.identity.team_id.hex()}, f"Team {name!r} created. You can add tasks now.")
+
+
+@team.command("invite")
+@click.argument("member")
+@click.option("--role", type=click.Choice(["member", "supervisor"]), default="member", show_default=True,
+              help="The role the invited device gets.")
+@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 90), help="Days the invite stays valid.")
+@json_option
+@click.pass_context
+def team_invite(ctx: click.Context, member: str, role: str, days: int) -> None:
+    """Invite MEMBER's device; it gets the team key when it joins, with no code to compare.
+
+    The invite holds a secret the relay never sees: give it to the person only
+    (in person, on paper, or by a channel you trust), never through the relay.
+    """
+    inv = teams.make_invite(_home(ctx), _passphrase(), member, role, days)
+    text = inv.encode()
+    emit(ctx, {"invite": text, "member": inv.member, "role": inv.role, "days": days},
+         f"Invite for {inv.member} ({inv.role}), valid {days} days. Give it to them yourself; it is secret:\n{text}\n"
+         f"They run: hbw-sync join INVITE")
+
+
+def _when(ms: int | None) -> str:
+    return views.iso_ms(ms) if ms else "an unknown time"
+
+
+@team.command("pending")
+@json_option
+@click.pass_context
+def team_pending(ctx: click.Context) -> None:
+    """Devices that joined through office IT and wait for your approval (syncs first)."""
+    r = teams.pending(_home(ctx), _passphrase())
+
+    def text() -> None:
+        if r["note"]:
+            click.echo(f"Could not refresh from the relay: {r['note']}")
+        if not r["pending"]:
+            click.echo("No device waits for your approval.")
+        for p in r["pending"]:
+            click.echo(f"{p['member']} ({p['role']}): device {p['device'][:8]} '{p['label']}', waiting since "
+                       f"{_when(p['since_ms'])}")
+        if r["pending"]:
+            click.echo("Ask the person for the code their device shows, then: hbw-sync team approve CODE "
+                       "(or: hbw-sync team reject CODE).")
+
+    emit(ctx, r, text)
+
+
+@team.command("approve")
+@click.argument("code", nargs=-1, required=True)
+@json_option
+@click.pass_context
+def team_approve(ctx: click.Context, code: tuple[str, ...]) -> None:
+    """Admit the device that shows CODE (20 digits): it gets the team key at once."""
+    r = teams.approve(_home(ctx), _passphrase(), " ".join(code))
+    msg = f"Approved {r['member']}'s device {r['device'][:8]} '{r['label']}' as {r['role']}: it has the team key."
+    if r["note"]:
+        msg += f"\nThe approval is saved here and {r['note']}."
+    emit(ctx, r, msg)
+
+
+@team.command("reject")
+@click.argument("code", nargs=-1, required=True)
+@json_option
+@click.pass_context
+def team_reject(ctx: click.Context, code: tuple[str, ...]) -> None:
+    """Refuse the device that shows CODE: the relay revokes it and it never gets a key."""
+    r = teams.reject(_home(ctx), _passphrase(), " ".join(code))
+    msg = f"Rejected device {r['device'][:8]} (enrolled as {r['member']}); it gets no key."
+    if r["note"]:
+        msg += f"\nThe rejection is saved here and {r['note']}."
+    emit(ctx, r, msg)
+
+
+@team.command("rotate")
+@json_option
+@click.pass_context
+def team_rotate(ctx: click.Context) -> None:
+    """Make a new team key now (after a device was revoked) and share it with every approved device."""
+    r = teams.rotate(_home(ctx), _passphrase())
+    msg = f"Team key rotated to epoch {r['epoch']}; approved devices receive it at their next sync."
+    if r["note"]:
+        msg += f"\nThe new key is kept here and {r['note']}."
+    emit(ctx, r, msg)
+
+
+def print_waiting(items: list[dict[str, Any]]) -> None:
+    """The key flow's waits, in words: who, since when, what to do."""
+    for w in items:
+        what = {"approval": "This device waits for a supervisor's approval",
+                "welcome": "This device waits for the team key from the supervisor who invited you",
+                "key grant": "This device waits for the team key",
+                "key rotation": "New changes wait for the team key's rotation",
+                "your approval": f"{w.get('member')}'s device {str(w.get('device'))[:8]} '{w.get('label')}' "
+                                 "waits for your approval"}[w["waits_for"]]
+        click.echo(f"{what} (since {_when(w.get('since_ms'))}).")
+        if w.get("code"):
+            click.echo(f"  Code to show your supervisor: {w['code']}")
+        click.echo(f"  What to do: {w['todo']}")
 
 
 # -- tasks ---------------------------------------------------------------------------------------
@@ -454,8 +554,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
         else:
             click.echo("Nothing waiting to be sent.")
         if s["waiting_for_team_key"]:
-            click.echo(f"{s['waiting_for_team_key']} change(s) wait for the team key: they are sealed and sent once "
-                       "a supervisor's device has shared it (at its next sync).")
+            click.echo(f"{s['waiting_for_team_key']} change(s) wait for the team key: they are kept here, and sealed "
+                       "and sent once this device holds the new key.")
+        print_waiting(s["key_flow"])
         if s["inbox_batches"]:
             click.echo(f"Received, to apply when you next unlock: {s['inbox_batches']} batch(es).")
         last = s["last_sync"]
@@ -534,6 +635,7 @@ def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool) -> None:
             click.echo(f"{r.waiting_to_apply} received batch(es) will be applied at your next command.")
         for n in r.notes:
             click.echo(n)
+        print_waiting(r.waiting)
 
     emit(ctx, r.to_dict(), text)
     if r.rejected:

@@ -133,6 +133,8 @@ class Device:
         last = s.execute("SELECT finished_ms, ok, how, detail FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
         last_ok = s.execute("SELECT MAX(finished_ms) FROM sync_log WHERE ok = 1").fetchone()[0]
         ident = self.identity
+        from . import keyflow  # here: keyflow imports this module
+
         return {
             "member": ident.member,
             "device": ident.device_id.hex(),
@@ -145,6 +147,7 @@ class Device:
             "notices": notices,
             "rejected_batches": rejected,
             "waiting_for_team_key": unsealed,
+            "key_flow": keyflow.waiting(s),
             "last_sync": None
             if last is None
             else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": last[3]},

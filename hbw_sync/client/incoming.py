@@ -15,6 +15,7 @@ from .. import hlc, merge, snapshot
 from ..enroll import grant_sender, open_grant
 from ..errors import IntegrityError, ProtocolError, WrongKeyError
 from ..ops import Kind, Op
+from . import keyflow
 from .device import now_ms
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class IncomingMixin(_Base):
         is dropped and reported, never half-applied.
         """
         s = self.store
+        keyflow.open_welcome(self)  # type: ignore[arg-type]
         self._apply_grants()
         self.queue_unsealed()
         applied = 0
@@ -81,13 +83,16 @@ class IncomingMixin(_Base):
             return
         x_private = self.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
         have = self.team_keys()
+        # Grants count only from devices a person admitted (keyflow.trust), never from the relay's roster.
+        trusted = keyflow.trust(s)
         for epoch, data in grants:
             if epoch in have:
                 continue
-            pub = self._author_public(grant_sender(data))
             try:
-                if pub is None:
-                    raise IntegrityError("key grant from an unknown device", code="integrity.device")
+                entry = trusted.get(grant_sender(data))
+                if entry is None:
+                    raise IntegrityError("key grant from a device no supervisor approved", code="integrity.device")
+                pub = entry[0]
                 key = open_grant(data, self.author.device_id, x_private, pub)
             except (IntegrityError, ProtocolError) as e:
                 self._problem(f"refused a key grant for epoch {epoch}: {e}")

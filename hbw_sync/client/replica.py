@@ -22,7 +22,7 @@ from .. import batch as wire
 from .. import crypto, hlc, merge
 from ..errors import ConfigError, IntegrityError, UsageError
 from ..ops import FIELDS, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
-from . import views
+from . import keyflow, views
 from .documents import CHAIN_FULL_EVERY, MAX_DOC_BYTES, DocumentsMixin  # noqa: F401 - re-exported
 from .incoming import IncomingMixin
 from .device import Device, now_ms
@@ -92,14 +92,20 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             )
             if key.epoch >= (self.store.meta("key_epoch") or 0):
                 self.store.set_meta("key_epoch", key.epoch)
+            keyflow.key_added(self.store, key.epoch)
 
     def team_keys(self) -> dict[int, crypto.TeamKey]:
         rows = self.store.execute("SELECT epoch, sealed FROM team_keys").fetchall()
         return {e: crypto.TeamKey(e, self.sealer.open(s, b"team_key:%d" % e)) for e, s in rows}
 
     def current_key_or_none(self) -> crypto.TeamKey | None:
+        """The key to seal new changes with; None while there is none, or while a revoked device holds it
+        (the changes then wait, logged, for the rotated key: ``keyflow.waiting`` says so)."""
         epoch = self.store.meta("key_epoch")
-        return self.team_keys().get(epoch) if epoch is not None else None
+        hold = keyflow.hold_epoch(self.store)
+        if epoch is None or (hold is not None and epoch <= hold):
+            return None
+        return self.team_keys().get(epoch)
 
     def current_key(self) -> crypto.TeamKey:
         epoch = self.store.meta("key_epoch")

@@ -34,9 +34,10 @@ from typing import Any, Callable, Iterator
 import aiohttp
 
 from .. import crypto, envelope, hlc
-from ..enroll import Invite, make_grant
+from ..enroll import Invite
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
                       from_dict)
+from . import keyflow
 from .device import Device, now_ms
 from .replica import Replica
 from .vault import KdfParams
@@ -63,6 +64,8 @@ class SyncReport:
     rejected: int = 0
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: What the key flow waits on a person for: who, since when, what to do (keyflow.waiting).
+    waiting: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,12 +176,14 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
             raise UsageError(f"this invite is for {inv.member!r}, but this device belongs to {s.meta('member')!r}")
         local_team = s.meta("team_id")
         author = rep.author
+        proof, code = keyflow.join_proof(inv, author.public, dev.transport_key().public, s.meta("x25519_public"))
         args = {
             "token": inv.token,
             "author_pub": author.public,
             "transport_pub": dev.transport_key().public,
             "x25519_pub": s.meta("x25519_public"),
             "label": label or os.uname().nodename[:64],
+            "proof": proof,
         }
         body, nonce = envelope.make_request(dev.transport_key(), author.device_id, "enroll", args, now_ms())
         raw = asyncio.run(_pinned(inv.tls_sha256, transport(inv.url, body, timeout)))
@@ -210,6 +215,9 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
                 )
             else:
                 s.set_meta("team_id", res["team"])
+            keyflow.joined(rep, inv, res, code, first_device=not relay_keys and res["role"] == "supervisor")
+        if res.get("welcome"):
+            keyflow.open_welcome(rep)
     out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
            "first_device": not relay_keys and res["role"] == "supervisor"}
     try:
@@ -232,6 +240,7 @@ class _Session:
         self.budget, self.transport, self.timeout = budget, transport, timeout
         self.report = SyncReport()
         self.outgoing_grants: list[list[Any]] = []
+        self.admission_sent: dict[str, Any] = {}
         self.snapshot: list[Any] | None = None
 
     def request(self) -> tuple[bytes, bytes, list[tuple[int, int]]]:
@@ -259,6 +268,8 @@ class _Session:
             args["grants"] = self.outgoing_grants
         if self.snapshot:
             args["snapshot"] = self.snapshot
+        self.admission_sent = keyflow.request_args(s)
+        args.update(self.admission_sent)
         body, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "sync", args, now_ms())
         return body, nonce, sent
 
@@ -303,6 +314,7 @@ class _Session:
                 s.set_meta("publish_key", None)
             if res.get("grants"):
                 s.set_meta("grants_in", (s.meta("grants_in") or []) + res["grants"])
+            keyflow.take_response(s, res, self.admission_sent)
             self._mark_capped(capped)
         acked = {a[0] for a in res.get("acks", [])}
         self.report.sent_batches += sum(1 for seq, _ in sent if seq in acked)
@@ -403,16 +415,7 @@ class _Session:
                 self.s.set_meta("publish_key", [new.epoch, new.key_id])
             self.report.notes.append(f"rotated the team key to epoch {new.epoch} after a revocation")
             need = True
-        pending = res.get("pending") or []
-        if pending:
-            keys = rep.team_keys()
-            for device, xpub, epochs in pending:
-                for epoch in epochs:
-                    if epoch in keys:
-                        self.outgoing_grants.append([device, epoch, make_grant(keys[epoch], device, xpub, rep.author)])
-            if self.outgoing_grants:
-                self.report.notes.append(f"shared the team key with {len(pending)} new or remaining device(s)")
-                need = True
+        need |= keyflow.grant_duties(rep, res, self.outgoing_grants, self.report.notes)
         if res.get("want_snapshot") and not self.snapshot and not res.get("more"):
             # Only from a state that includes everything up to the cursor: nothing waiting to apply.
             rep.apply_incoming()
@@ -486,6 +489,7 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
             _log(dev, session.report, t0, str(e))
             raise
         session.report.waiting_to_apply = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+        session.report.waiting = keyflow.waiting(s)
         _log(dev, session.report, t0, None)
         return session.report
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import sqlite_utils
 
 from ..errors import ConfigError
+from . import admission
 
 DB_NAME = "relay.db"
 SCHEMA_VERSION = 1
@@ -85,6 +86,7 @@ def create_schema(path: Path) -> None:
     db["nonces"].create({"nonce": bytes, "time_ms": int}, pk="nonce")
     db["nonces"].create_index(["time_ms"])
     db["audit"].create({"id": int, "time_ms": int, "actor": str, "action": str, "detail": str}, pk="id")
+    admission.create_tables(conn)
     conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION).encode(),))
     conn.execute("COMMIT")
     conn.close()

@@ -25,6 +25,7 @@ from typing import Any
 from .. import batch as wire
 from .. import codec, crypto, envelope
 from .. import bundle
+from . import admission
 from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError, UsageError
@@ -168,6 +169,9 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         raise ProtocolError("enrollment keys must be 32 bytes each", code="protocol.schema")
     if crypto.device_id_for(author_pub) != req.device:
         raise ProtocolError("device id does not match its author key", code="protocol.schema")
+    if not isinstance(token, bytes) or len(token) != enroll_mod.TOKEN_LEN:
+        raise ProtocolError("the invite token must be 16 bytes", code="protocol.schema")
+    proof = admission.check_proof_arg(a)
     req.verify(transport_pub)
     inv = conn.execute(
         "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(bytes(token)),)
@@ -182,9 +186,12 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         if not same:
             raise AccessError("this invite was already used; ask for a new one", code="access.invite")
         _use_nonce(conn, req, now)  # the same device and keys again: its answer was lost on the way
-        return {"team": ident.team, "team_name": ident.team_name, "member": member, "role": role,
-                "relay_x25519": enroll_mod.x25519_public(bundle.relay_x25519(ident.key)),
-                "keys": team_keys(conn)}
+        again = {"team": ident.team, "team_name": ident.team_name, "member": member, "role": role,
+                 "relay_x25519": enroll_mod.x25519_public(bundle.relay_x25519(ident.key)),
+                 "keys": team_keys(conn)}
+        if (w := admission.welcome_for(conn, req.device)) is not None:
+            again["welcome"] = w
+        return again
     if expires_ms < now:
         raise AccessError("this invite has expired; ask for a new one", code="access.invite")
     if conn.execute("SELECT 1 FROM devices WHERE device = ?", (req.device,)).fetchone():
@@ -200,7 +207,8 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ?", (now, req.device, token_hash(token)))
     bump_roster(conn, member=member)  # this device, and a role change of the member's other devices
     audit(conn, member, "enroll", device=req.device, label=label)
-    return {
+    welcome = admission.enrolled(conn, req.device, token, proof, now)
+    out = {
         "team": ident.team,
         "team_name": ident.team_name,
         "member": member,
@@ -208,6 +216,9 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         "keys": team_keys(conn),
         "relay_x25519": enroll_mod.x25519_public(bundle.relay_x25519(ident.key)),
     }
+    if welcome is not None:
+        out["welcome"] = welcome
+    return out
 
 
 def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[bytes, str]:
@@ -221,6 +232,8 @@ def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[by
     if revoked is None:
         conn.execute("UPDATE devices SET revoked_ms = ? WHERE device = ?", (now_ms(), device))
         set_meta(conn, "rotation_wanted", True)
+        if not meta(conn, "rotation_since"):
+            set_meta(conn, "rotation_since", now_ms())
         bump_roster(conn, device=device)
         audit(conn, actor, "revoke", device=device, member=member)
     return device, member
@@ -275,6 +288,7 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
     _publish_key(conn, a.get("key"), device, member, role, now)
     for g in a.get("grants", []):
         _store_grant(conn, g, device, role, now)
+    admission.take_args(conn, a, device, author_pub, member, role, now)
     if a.get("snapshot"):
         _store_snapshot(conn, a["snapshot"], device, now)
 
@@ -325,6 +339,7 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
     if role == "supervisor":
         result["pending"] = _pending_grants(conn, device)
         result["rotate"] = bool(meta(conn, "rotation_wanted", False))
+    admission.add_results(conn, a, device, role, result)
     last_snap = snap[0] if snap else 0
     result["want_snapshot"] = (cursor - last_snap) >= SNAPSHOT_EVERY
     return result
@@ -346,6 +361,7 @@ def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str,
     conn.execute("INSERT OR REPLACE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, x'', ?)",
                  (device, epoch, now))
     set_meta(conn, "rotation_wanted", False)
+    set_meta(conn, "rotation_since", None)
     audit(conn, member, "key", epoch=epoch, device=device)
 
 
@@ -485,7 +501,7 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, n
 def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
     """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
     req = envelope.parse_request(body)
-    actions = {"enroll": enroll, "sync": sync, "upload": upload, "download": download}
+    actions = {"enroll": enroll, "sync": sync, "upload": upload, "download": download, "invite": admission.invite}
     if req.action not in actions:
         raise ProtocolError(f"unknown action {req.action!r}", code="protocol.action")
     result = _guarded(req.action, lambda: actions[req.action](conn, ident, req, now))

@@ -1,0 +1,262 @@
+"""The device's side of the key flow: whom it trusts, what it owes others, what it waits for.
+
+Trust never comes from the relay's roster (PROTOCOL.md §14a, §19). A device
+trusts itself, the supervisor's device named in the welcome it opened with its
+own secret, and every device an approval record signed by a trusted supervisor
+device vouches for. It accepts key grants only from trusted devices, and a
+supervisor's device grants keys only to trusted devices, using the X25519 key the
+approval record names (so the relay cannot swap it).
+
+Nothing waits silently: what a grant or rotation waits on, and since when, is
+kept in the store's meta so ``status`` (no passphrase) and ``sync`` can say it.
+This module holds no network code; ``sync`` and ``team`` call it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .. import approval
+from ..approval import Trusted
+from ..enroll import Invite, make_grant
+from ..errors import IntegrityError, ProtocolError
+from .device import now_ms
+from .store import Store
+
+if TYPE_CHECKING:
+    from .replica import Replica
+
+ANCHORS = "trust_anchors"  # {device hex: [author pub, role, x25519 pub or None]}
+RECORDS = "approval_records"  # [approval record bytes] as the relay handed them
+AFTER = "approvals_after"  # highest approval id received
+OUTGOING = "admission_out"  # {"approvals": [...], "welcomes": [...], "reject": [...]}, kept until acknowledged
+PENDING = "pending_in"  # the relay's last pending list (supervisors)
+ROTATION = "rotation_hold"  # {"since": ms, "epoch": E}: seal nothing under epoch <= E
+WAIT = "admission_wait"  # {"how": "code" | "invite", "code": str | None, "since": ms}
+INVITES = "invite_secrets"  # {token hash hex: [sealed secret, member, role, expires_ms]}
+WELCOME_IN = "welcome_in"
+INVITE_SECRET = "invite_secret_in"  # the secret of the invite this device joined with (sealed)
+
+
+# -- trust ---------------------------------------------------------------------------------------------
+
+
+def revoked_devices(s: Store) -> set[bytes]:
+    return {bytes.fromhex(d) for d, v in (s.meta("roster_keys") or {}).items() if len(v) > 3 and v[3] is not None}
+
+
+def trust(s: Store) -> Trusted:
+    """Every device this one trusts, with (author pub, role, X25519 pub or None)."""
+    anchors: Trusted = {bytes.fromhex(d): (v[0], v[1], v[2]) for d, v in (s.meta(ANCHORS) or {}).items()}
+    anchors[s.meta("device_id")] = (s.meta("author_public"), s.meta("role") or "member", s.meta("x25519_public"))
+    return approval.trusted(anchors, s.meta(RECORDS) or [], revoked_devices(s))
+
+
+def add_anchor(s: Store, device: bytes, author_pub: bytes, role: str) -> None:
+    anchors = dict(s.meta(ANCHORS) or {})
+    anchors[device.hex()] = [author_pub, role, None]
+    s.set_meta(ANCHORS, anchors)
+
+
+def queue_out(s: Store, kind: str, item: Any) -> None:
+    """Keep an approval, welcome or rejection until a relay answer acknowledges it (crash and link safe)."""
+    out = dict(s.meta(OUTGOING) or {})
+    out.setdefault(kind, []).append(item)
+    s.set_meta(OUTGOING, out)
+
+
+# -- joining ---------------------------------------------------------------------------------------------
+
+
+def join_proof(inv: Invite, author_pub: bytes, transport_pub: bytes, x_pub: bytes) -> tuple[bytes, str | None]:
+    """(proof, approval code or None): the invite's secret if it has one, else a fresh code to show."""
+    if inv.secret is not None:
+        return approval.make_proof(inv.secret, author_pub, transport_pub, x_pub), None
+    code = approval.new_code()
+    return approval.make_proof(approval.code_secret(code), author_pub, transport_pub, x_pub), code
+
+
+def joined(rep: "Replica", inv: Invite, res: dict[str, Any], code: str | None, first_device: bool) -> None:
+    """Record how this device is admitted (inside join's transaction)."""
+    s = rep.store
+    if first_device:
+        return  # it made the team key: it trusts itself, and waits for nobody
+    if inv.secret is not None:
+        s.set_meta(INVITE_SECRET, rep.sealer.seal(inv.secret, b"meta:invite_secret"))
+        s.set_meta(WAIT, {"how": "invite", "code": None, "since": now_ms()})
+    else:
+        s.set_meta(WAIT, {"how": "code", "code": code, "since": now_ms()})
+    if res.get("welcome"):
+        s.set_meta(WELCOME_IN, res["welcome"])
+
+
+def open_welcome(rep: "Replica") -> None:
+    """Open a welcome received with our own secret: its keys, and the supervisor device that admitted us."""
+    s = rep.store
+    data, wait = s.meta(WELCOME_IN), s.meta(WAIT)
+    if not data or not wait:
+        if data:
+            with s.transaction():
+                s.set_meta(WELCOME_IN, None)
+        return
+    try:
+        if wait["how"] == "invite":
+            key = approval.invite_welcome_key(rep.sealer.open(s.meta(INVITE_SECRET), b"meta:invite_secret"))
+        else:
+            key = approval.code_welcome_key(wait["code"], rep.author.public)
+        w = approval.open_welcome(key, data, rep.require_team())
+    except (IntegrityError, ProtocolError) as e:
+        rep._problem(f"refused a welcome that was not made with this device's secret: {e}")
+        with s.transaction():
+            s.set_meta(WELCOME_IN, None)
+        return
+    relay_ids = s.meta("relay_keys") or {}
+    with s.transaction():
+        for k in w.keys:
+            if relay_ids.get(k.epoch) in (None, k.key_id):
+                rep.add_team_key(k)
+        add_anchor(s, w.granter, w.granter_pub, "supervisor")
+        s.set_meta(WELCOME_IN, None)
+        s.set_meta(WAIT, None)
+        s.set_meta(INVITE_SECRET, None)
+
+
+# -- sync hooks --------------------------------------------------------------------------------------------
+
+
+def request_args(s: Store) -> dict[str, Any]:
+    args: dict[str, Any] = {"approvals_after": s.meta(AFTER, 0)}
+    args.update(s.meta(OUTGOING) or {})
+    return args
+
+
+def take_response(s: Store, res: dict[str, Any], sent: dict[str, Any]) -> None:
+    """Record what a signed relay answer carried (inside its transaction)."""
+    recs = res.get("approvals") or []
+    if recs:
+        s.set_meta(RECORDS, (s.meta(RECORDS) or []) + [r for _id, r in recs])
+        s.set_meta(AFTER, max(s.meta(AFTER, 0), max(i for i, _r in recs)))
+    if res.get("welcome") and s.meta(WAIT):
+        s.set_meta(WELCOME_IN, res["welcome"])
+    rot = res.get("rotation")
+    if rot and (s.meta("key_epoch") or 0) <= rot.get("epoch", 0):
+        held = s.meta(ROTATION)
+        if not held or held["epoch"] < rot["epoch"]:
+            s.set_meta(ROTATION, {"since": rot.get("since") or now_ms(), "epoch": rot["epoch"]})
+    if "pending" in res:
+        s.set_meta(PENDING, res["pending"])
+    out = dict(s.meta(OUTGOING) or {})
+    for kind in ("approvals", "welcomes", "reject"):
+        if sent.get(kind):  # acknowledged: the relay committed them before answering
+            out[kind] = [x for x in out.get(kind, []) if x not in sent[kind]]
+    s.set_meta(OUTGOING, {k: v for k, v in out.items() if v} or None)
+
+
+def untrusted_pending(s: Store) -> list[list[Any]]:
+    t = trust(s)
+    return [p for p in s.meta(PENDING) or [] if len(p) > 3 and p[0] not in t]
+
+
+def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], notes: list[str]) -> bool:
+    """Admit pending devices whose proof matches one of our team invites; grant trusted ones. True: more to send."""
+    s = rep.store
+    need = False
+    invites = dict(s.meta(INVITES) or {})
+    for dev, _x, _epochs, info in [p for p in res.get("pending") or [] if len(p) > 3]:
+        if dev in trust(s) or not invites:
+            continue
+        for th, (sealed, member, role, expires) in list(invites.items()):
+            secret = rep.sealer.open(sealed, b"invite:" + bytes.fromhex(th))
+            if approval.check_proof(secret, info.get("proof"), info["author_pub"], info["transport_pub"], _x):
+                with s.transaction():
+                    admit(rep, info["author_pub"], _x, member, role)
+                    del invites[th]
+                    s.set_meta(INVITES, invites)
+                notes.append(f"admitted {member}'s device {dev.hex()[:8]}: it proved it holds your invite")
+                need = True
+                break
+    t = trust(s)
+    keys = rep.team_keys()
+    n = 0
+    for dev, _x, epochs, *_info in res.get("pending") or []:
+        entry = t.get(dev)
+        if entry is None or entry[2] is None:
+            continue  # not approved by a person: no key (the relay's word is not enough)
+        for epoch in epochs:
+            if epoch in keys:
+                grants.append([dev, epoch, make_grant(keys[epoch], dev, entry[2], rep.author)])
+        n += 1
+    if grants:
+        notes.append(f"shared the team key with {n} approved device(s)")
+        need = True
+    return need
+
+
+def admit(rep: "Replica", author_pub: bytes, x_pub: bytes, member: str, role: str) -> bytes:
+    """Sign an approval record for a device and queue it for the relay; returns it."""
+    rec = approval.make_approval(rep.author, author_pub, x_pub, member, role, now_ms())
+    s = rep.store
+    s.set_meta(RECORDS, (s.meta(RECORDS) or []) + [rec])
+    queue_out(s, "approvals", rec)
+    return rec
+
+
+# -- what waits, and on whom --------------------------------------------------------------------------------
+
+
+def waiting(s: Store) -> list[dict[str, Any]]:
+    """Everything in the key flow that waits on a person, with since when and what to do. No passphrase."""
+    out: list[dict[str, Any]] = []
+    wait = s.meta(WAIT)
+    role = s.meta("role")
+    if wait and wait["how"] == "code":
+        out.append({"waits_for": "approval", "who": "a supervisor", "since_ms": wait["since"],
+                    "code": approval.format_code(wait["code"]),
+                    "todo": "show this code to your supervisor (in person or by phone); they approve it with "
+                            "'hbw-sync team approve CODE'. Until then this device holds no team key."})
+    elif wait:
+        out.append({"waits_for": "welcome", "who": "the supervisor who invited you", "since_ms": wait["since"],
+                    "todo": "sync again; if it stays, ask the supervisor who gave you the invite"})
+    elif s.meta("key_epoch") is None and s.meta("relay_url"):
+        out.append({"waits_for": "key grant", "who": "a supervisor's device", "since_ms": s.meta("created_ms"),
+                    "todo": "a supervisor's device shares the key at its next unlocked sync"})
+    rot = s.meta(ROTATION)
+    if rot and (s.meta("key_epoch") or 0) <= rot["epoch"]:
+        if role == "supervisor":
+            todo = "run 'hbw-sync team rotate' (or any sync with your passphrase) to make the new team key"
+        else:
+            todo = "nothing to do here: your changes are kept and sent once a supervisor's device rotates the key"
+        out.append({"waits_for": "key rotation", "who": "a supervisor's device" if role != "supervisor" else "you",
+                    "since_ms": rot["since"], "epoch": rot["epoch"] + 1,
+                    "todo": "a device was revoked, so nothing new is sealed under the old key; " + todo})
+    if role == "supervisor":
+        for dev, _x, _e, info in untrusted_pending(s):
+            out.append({"waits_for": "your approval", "who": "you", "since_ms": info.get("enrolled_ms"),
+                        "device": dev.hex(), "member": info.get("member"), "label": info.get("label"),
+                        "todo": f"ask {info.get('member')} for the code their device shows, then "
+                                "'hbw-sync team approve CODE' (or 'hbw-sync team reject CODE')"})
+    return out
+
+
+def hold_epoch(s: Store) -> int | None:
+    """Seal nothing under this epoch or below: a revoked device may hold it."""
+    rot = s.meta(ROTATION)
+    return rot["epoch"] if rot else None
+
+
+def key_added(s: Store, epoch: int) -> None:
+    rot = s.meta(ROTATION)
+    if rot and epoch > rot["epoch"]:
+        s.set_meta(ROTATION, None)
+
+
+def devices_for_code(rep: "Replica", code: str) -> list[list[Any]]:
+    """Pending devices whose proof was made with this code (normally exactly one)."""
+    secret = approval.code_secret(code)
+    return [p for p in untrusted_pending(rep.store)
+            if approval.check_proof(secret, p[3].get("proof"), p[3]["author_pub"], p[3]["transport_pub"], p[1])]
+
+
+def new_invite_secret() -> bytes:
+    return os.urandom(approval.INVITE_SECRET_LEN)
