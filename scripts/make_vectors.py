@@ -1354,6 +1354,69 @@ def bundle_vectors() -> dict[str, Any]:
     }
 
 
+# -- admission (approval.json, PROTOCOL.md §14a) ---------------------------------------------
+
+
+def approval_vectors() -> dict[str, Any]:
+    """Proofs, welcomes and approval records from fixed keys, secrets and nonces; and what must fail."""
+    from hbw_sync import approval as AP
+
+    sup, dev = DEVICES["d1"], DEVICES["d2"]
+    t_pub, x_pub = TRANSPORT["d2"].public, X25519_PUBLIC["d2"]
+    code = "31415926535897932384"
+    secret = bytes(range(0x60, 0x70))  # a team invite's secret
+    keys = [TEAM_KEYS["t1"], TEAM_KEYS["t2"]]
+    code_key = AP.code_welcome_key(code, dev.public)
+    inv_key = AP.invite_welcome_key(secret)
+    w_code = AP.make_welcome(code_key, sup, keys, TEAM_ID, nonce_for("welcome code"))
+    w_inv = AP.make_welcome(inv_key, sup, keys, TEAM_ID, nonce_for("welcome invite"))
+    record = AP.make_approval(sup, dev.public, x_pub, "amina", "member", T0)
+    invite = enroll.Invite("https://relay.example:8765", RELAY.public, TEAM_ID, b"\x77" * 16, "amina", "member",
+                           None, secret)
+
+    def flipped(b: bytes, i: int) -> bytes:
+        out = bytearray(b)
+        out[i] ^= 1
+        return bytes(out)
+
+    invalid = []
+    for name, what, fn, data in [
+        ("welcome-flipped-tag", "welcome", lambda d: AP.open_welcome(code_key, d, TEAM_ID), flipped(w_code, -1)),
+        ("welcome-other-team", "welcome", lambda d: AP.open_welcome(code_key, d, OTHER_TEAM_ID), w_code),
+        ("welcome-other-code", "welcome",
+         lambda d: AP.open_welcome(AP.code_welcome_key("27182818284590452353", dev.public), d, TEAM_ID), w_code),
+        ("welcome-truncated", "welcome", lambda d: AP.open_welcome(code_key, d, TEAM_ID), w_code[:20]),
+        ("approval-flipped-signature", "approval", lambda d: AP.verify_approval(d, sup.public), flipped(record, -1)),
+        ("approval-other-approver", "approval", lambda d: AP.verify_approval(d, DEVICES["d3"].public), record),
+        ("approval-truncated", "approval", lambda d: AP.verify_approval(d, sup.public), record[:40]),
+    ]:
+        cls, err = expected_error(name, lambda: fn(data))
+        invalid.append({"name": name, "kind": what, "data": data.hex(), "expected_error": cls, "expected_code": err})
+    return {
+        "description": "Admission (PROTOCOL.md §14a): the enrollment proof, welcomes sealed under an approval "
+                       "code or a team invite's secret, and a supervisor's approval record. Device d2 joins; "
+                       "supervisor d1 admits it. Nonces are fixed here only.",
+        "scrypt": {"n": AP.SCRYPT_N, "r": AP.SCRYPT_R, "p": AP.SCRYPT_P},
+        "device": {"author_public": dev.public.hex(), "transport_public": t_pub.hex(), "x25519_public": x_pub.hex(),
+                   "device_id": dev.device_id.hex()},
+        "supervisor": {"seed": DEVICE_SEEDS["d1"].hex(), "author_public": sup.public.hex(),
+                       "device_id": sup.device_id.hex()},
+        "team": TEAM_ID.hex(),
+        "team_keys": [{"epoch": k.epoch, "secret": k.secret.hex()} for k in keys],
+        "code": {"digits": code, "shown": AP.format_code(code),
+                 "stretched": AP.stretch(code.encode(), dev.public).hex(),
+                 "proof": AP.make_proof(code.encode(), dev.public, t_pub, x_pub).hex(),
+                 "welcome_key": code_key.hex(), "welcome_nonce": nonce_for("welcome code").hex(),
+                 "welcome": w_code.hex()},
+        "invite": {"secret": secret.hex(), "text": invite.encode(),
+                   "proof": AP.make_proof(secret, dev.public, t_pub, x_pub).hex(),
+                   "welcome_key": inv_key.hex(), "welcome_nonce": nonce_for("welcome invite").hex(),
+                   "welcome": w_inv.hex()},
+        "approval": {"member": "amina", "role": "member", "time_ms": T0, "record": record.hex()},
+        "invalid": invalid,
+    }
+
+
 # -- output -------------------------------------------------------------------------------
 
 FILES = {
@@ -1366,6 +1429,7 @@ FILES = {
     "enroll.json": enroll_vectors,
     "snapshot.json": snapshot_vectors,
     "bundles.json": bundle_vectors,
+    "approval.json": approval_vectors,
 }
 ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json")
 

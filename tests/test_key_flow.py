@@ -307,3 +307,52 @@ def test_relay_host_attacker_gets_no_key_and_reads_nothing(team: Team) -> None:
                 with pytest.raises(IntegrityError):
                     wire.decode_batch(data, relay_sql(team, "SELECT author_pub FROM devices WHERE device = ?",
                                                       (frame.device,))[0][0], {k.epoch: k}, frame.team)
+
+
+# -- vectors ---------------------------------------------------------------------------------------------
+
+VECTORS = json.loads((Path(__file__).resolve().parent.parent / "protocol" / "vectors" / "approval.json").read_text())
+
+
+def test_approval_vectors_recompute_byte_for_byte() -> None:
+    v = VECTORS
+    dev = v["device"]
+    a_pub, t_pub, x_pub = (bytes.fromhex(dev[k]) for k in ("author_public", "transport_public", "x25519_public"))
+    sup = crypto.DeviceKey(bytes.fromhex(v["supervisor"]["seed"]))
+    team = bytes.fromhex(v["team"])
+    keys = [crypto.TeamKey(k["epoch"], bytes.fromhex(k["secret"])) for k in v["team_keys"]]
+    c = v["code"]
+    assert approval.parse_code(c["shown"]) == c["digits"]
+    assert approval.stretch(c["digits"].encode(), a_pub).hex() == c["stretched"]
+    assert approval.make_proof(c["digits"].encode(), a_pub, t_pub, x_pub).hex() == c["proof"]
+    assert approval.code_welcome_key(c["digits"], a_pub).hex() == c["welcome_key"]
+    for w in (c, v["invite"]):
+        key, nonce = bytes.fromhex(w["welcome_key"]), bytes.fromhex(w["welcome_nonce"])
+        assert approval.make_welcome(key, sup, keys, team, nonce).hex() == w["welcome"]
+        opened = approval.open_welcome(key, bytes.fromhex(w["welcome"]), team)
+        assert opened.granter_pub == sup.public and [k.secret for k in opened.keys] == [k.secret for k in keys]
+    inv = enroll.Invite.decode(v["invite"]["text"])
+    assert inv.secret.hex() == v["invite"]["secret"]
+    assert approval.invite_welcome_key(inv.secret).hex() == v["invite"]["welcome_key"]
+    assert approval.make_proof(inv.secret, a_pub, t_pub, x_pub).hex() == v["invite"]["proof"]
+    ap = v["approval"]
+    rec = approval.make_approval(sup, a_pub, x_pub, ap["member"], ap["role"], ap["time_ms"])
+    assert rec.hex() == ap["record"] and approval.verify_approval(rec, sup.public).device.hex() == dev["device_id"]
+
+
+@pytest.mark.parametrize("case", VECTORS["invalid"], ids=lambda c: c["name"])
+def test_approval_invalid_vectors_fail_with_their_code(case: dict) -> None:
+    v = VECTORS
+    data = bytes.fromhex(case["data"])
+    a_pub = bytes.fromhex(v["device"]["author_public"])
+    team = bytes.fromhex(v["team"]) if case["name"] != "welcome-other-team" else bytes.fromhex("f0f1f2f3f4f5f6f7")
+    code = v["code"]["digits"] if case["name"] != "welcome-other-code" else "27182818284590452353"
+    sup_pub = bytes.fromhex(v["supervisor"]["author_public"])
+    if case["name"] == "approval-other-approver":
+        sup_pub = crypto.DeviceKey(b"\x21" * 32).public
+    with pytest.raises((IntegrityError, ProtocolError)) as e:
+        if case["kind"] == "welcome":
+            approval.open_welcome(approval.code_welcome_key(code, a_pub), data, team)
+        else:
+            approval.verify_approval(data, sup_pub)
+    assert (type(e.value).__name__, e.value.code) == (case["expected_error"], case["expected_code"])
