@@ -139,5 +139,11 @@ def open_grant(grant: bytes, my_device: bytes, my_x25519: bytes, granter_public:
 
 
 def grant_sender(grant: bytes) -> bytes:
-    """The device id of whoever made a grant (to find the key to check it with)."""
-    return codec.unpack(grant[: -crypto.SIG_LEN])[4]
+    """The device id of whoever made a grant (to find the key to check it with); ProtocolError if malformed."""
+    try:
+        sender = codec.unpack(grant[: -crypto.SIG_LEN])[4]
+    except (TypeError, IndexError, KeyError, ValueError):
+        sender = None
+    if not isinstance(sender, bytes) or len(sender) != 8:
+        raise ProtocolError("malformed key grant", code="protocol.schema")
+    return sender

@@ -82,22 +82,28 @@ def main() -> int:
 
 def story(root: Path, data: Path, url: str) -> int:
     dana, amina, chidi, bosco = (Official(n, root) for n in ("dana", "amina", "chidi", "bosco"))
-    say("IT writes one invite per official (handed over in person, never by email)")
-    invites = {}
-    for o, role in ((dana, "supervisor"), (amina, "member"), (chidi, "member"), (bosco, "member")):
-        res = relay_cmd("invite", "--data", str(data), o.name, "--role", role, "--url", url, "--json")
-        invites[o.name] = json.loads(res.stdout)["invite"]
-
-    say("Each official joins; Dana's is the team's first device and makes the team key.")
-    print("   Bosco has no laptop: he joins from the office desk machine and says when he is in")
-    for o in (dana, amina, chidi, bosco):
-        o.run("join", invites[o.name])
+    say("IT writes the first invite, for Dana, the supervisor (handed over in person, never by email)")
+    res = relay_cmd("invite", "--data", str(data), "dana", "--role", "supervisor", "--url", url, "--json")
+    dana.run("join", json.loads(res.stdout)["invite"])
+    say("Dana's is the team's first device: it made the team key. She invites Amina and Chidi herself:")
+    print("   each invite holds a secret the relay never sees, so their devices get the key when they join")
+    for o in (amina, chidi):
+        inv = json.loads(dana.run("team", "invite", o.name, "--json", quiet=True).stdout)["invite"]
+        o.run("join", inv)
+    say("Bosco joins at the office desk machine with an invite from IT: his device shows a code")
+    res = relay_cmd("invite", "--data", str(data), "bosco", "--url", url, "--json")
+    bosco.run("join", json.loads(res.stdout)["invite"])
+    wait = json.loads(bosco.run("status", "--json", quiet=True, passphrase=False).stdout)["key_flow"][0]
+    bosco.run("status", passphrase=False)
+    say("Dana reads the code on Bosco's screen and approves it: the relay alone could never admit a device")
+    dana.run("team", "pending")
+    dana.run("team", "approve", *wait["code"].split())
     bosco.run("profile", "--no-laptop", "--no-internet", "--office-days", "mon,thu")
     for o in (amina, chidi, dana):
         o.run("profile", "--laptop", "--internet", quiet=True)
 
-    say("Dana imports the week's plan from a spreadsheet, then syncs: the tasks go up, and her device")
-    print("   shares the team key with Amina's and Chidi's (the relay never holds it in clear)")
+    say("Dana imports the week's plan from a spreadsheet, then syncs: the tasks go up, sealed")
+    print("   under the team key that only approved devices hold (the relay never holds it)")
     plan = root / "week.csv"
     plan.write_text(WEEK)
     dana.run("task", "import", str(plan))

@@ -188,7 +188,8 @@ def team_pending(ctx: click.Context) -> None:
 def team_approve(ctx: click.Context, code: tuple[str, ...]) -> None:
     """Admit the device that shows CODE (20 digits): it gets the team key at once."""
     r = teams.approve(_home(ctx), _passphrase(), " ".join(code))
-    msg = f"Approved {r['member']}'s device {r['device'][:8]} '{r['label']}' as {r['role']}: it has the team key."
+    msg = (f"Approved {r['member']}'s device {r['device'][:8]} '{r['label']}' as {r['role']}: it receives the team "
+           "key at its next sync.")
     if r["note"]:
         msg += f"\nThe approval is saved here and {r['note']}."
     emit(ctx, r, msg)

@@ -134,8 +134,9 @@ def request_args(s: Store) -> dict[str, Any]:
 def take_response(s: Store, res: dict[str, Any], sent: dict[str, Any]) -> None:
     """Record what a signed relay answer carried (inside its transaction)."""
     recs = res.get("approvals") or []
-    if recs:
-        s.set_meta(RECORDS, (s.meta(RECORDS) or []) + [r for _id, r in recs])
+    if recs:  # a bundle reply lists them all again: keep each once
+        have = s.meta(RECORDS) or []
+        s.set_meta(RECORDS, have + [r for _id, r in recs if r not in have])
         s.set_meta(AFTER, max(s.meta(AFTER, 0), max(i for i, _r in recs)))
     if res.get("welcome") and s.meta(WAIT):
         s.set_meta(WELCOME_IN, res["welcome"])

@@ -92,7 +92,9 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
     code = inv.encode()
     emit(ctx, {"member": inv.member, "role": inv.role, "invite": code},
          f"Invite for {inv.member} ({inv.role}), valid {days} days, usable once:\n\n  {code}\n\n"
-         f"On the device: hbw-sync join {code[:12]}...")
+         f"On the device: hbw-sync join {code[:12]}...\n"
+         "Unless it is the team's first device, it gets the team key only when a supervisor approves the "
+         "code it shows (hbw-sync team approve CODE); a supervisor's 'hbw-sync team invite' needs no code.")
 
 
 @cli.group(cls=HbwGroup, invoke_without_command=True)
