@@ -8,6 +8,7 @@ key and no content.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -15,12 +16,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hbw_sync import approval, batch as wire, codec, crypto, enroll
+from hbw_sync import approval, batch as wire, codec, crypto, enroll, envelope
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
 from hbw_sync.client import team as teams
 from hbw_sync.client.cli import cli as client_cli
-from hbw_sync.errors import IntegrityError, ProtocolError, RevokedError, UsageError
+from hbw_sync.errors import AccessError, HbwError, IntegrityError, ProtocolError, RevokedError, UsageError
 from hbw_sync.server import admin
 from relay_helpers import FAST_KDF, Member, Team
 
@@ -159,6 +160,8 @@ def test_it_invited_device_waits_visibly_until_a_supervisor_approves_its_code(te
     assert wait["waits_for"] == "approval" and wait["since_ms"] and len(wait["code"].replace(" ", "")) == 20
     out = run.invoke(client_cli, ["--home", str(bosco.home), "sync"], env=env)
     assert out.exit_code == 0 and "waits for a supervisor's approval" in out.output and wait["code"] in out.output
+    out = run.invoke(client_cli, ["--home", str(bosco.home), "sync", "--json"], env={"HBW_PASSPHRASE": None})
+    assert [w["waits_for"] for w in json.loads(out.output)["waiting"]] == ["approval"]
     assert titles(bosco) == set()
 
     # Dana's plain (locked) sync says exactly what to do.
@@ -176,7 +179,8 @@ def test_it_invited_device_waits_visibly_until_a_supervisor_approves_its_code(te
     out = run.invoke(client_cli, ["--home", str(dana.home), "team", "approve", *wait["code"].split()], env=denv)
     assert out.exit_code == 0, out.output
     assert "Approved bosco's device" in out.output
-    bosco.sync()
+    bosco.sync(unlocked=False)  # the scheduler fetches the welcome; it opens at the next unlock
+    assert [w["waits_for"] for w in key_flow(bosco)] == ["unlock"]
     assert titles(bosco) == {"Inspect permits"} and key_flow(bosco) == []
 
     # Another supervisor's device trusts the shared approval record: it does not ask again.
@@ -356,3 +360,87 @@ def test_approval_invalid_vectors_fail_with_their_code(case: dict) -> None:
         else:
             approval.verify_approval(data, sup_pub)
     assert (type(e.value).__name__, e.value.code) == (case["expected_error"], case["expected_code"])
+
+
+# -- hostile input at the relay ------------------------------------------------------------------------------
+
+
+def _request(team: Team, m: Member, action: str, args: dict) -> dict:
+    with Device.open(m.home) as dev:
+        body, nonce = envelope.make_request(dev.transport_key(), dev.identity.device_id, action, args,
+                                            syncing.now_ms())
+        relay_pub = dev.store.meta("relay_public")
+    return envelope.parse_response(asyncio.run(syncing.post(team.url, body, 10)), relay_pub, nonce).result
+
+
+def test_admission_arguments_are_checked_and_bad_ones_change_nothing(team: Team) -> None:
+    dana, amina = team.join("dana", "supervisor"), team.join("amina")
+    dana.sync()
+    good_inv = {"token_hash": b"h" * 32, "member": "bosco", "role": "member", "ttl_days": 14, "welcome": b"w" * 60,
+                "epochs": [1]}
+    with pytest.raises(AccessError) as e:  # a member's device makes no team invite
+        _request(team, amina, "invite", good_inv)
+    assert e.value.code == "access.role"
+    with pytest.raises(AccessError) as e:
+        _request(team, amina, "sync", {"approvals": [b"x" * 100]})
+    assert e.value.code == "access.role"
+    bad_invites = [
+        {"token_hash": b"h" * 31}, {"token_hash": 12}, {"member": "Not A Name!"}, {"member": 5}, {"role": "root"},
+        {"ttl_days": 0}, {"ttl_days": 10**12}, {"ttl_days": True}, {"welcome": "text"},
+        {"welcome": b"w" * (approval.MAX_WELCOME + 1)}, {"epochs": [0]}, {"epochs": "1"},
+        {"epochs": list(range(1, 5000))}, {"epochs": [2**40]},
+    ]
+    for bad in bad_invites:
+        with pytest.raises((ProtocolError, UsageError)):
+            _request(team, dana, "invite", {**good_inv, **bad})
+    bad_syncs = [
+        {"approvals": "x"}, {"approvals": [5]}, {"approvals": [b"x" * 600]}, {"approvals": [b"\x00" * 100] * 300},
+        {"approvals_after": "0"}, {"welcomes": [[b"d" * 8, [1]]]}, {"welcomes": [[b"d" * 7, [1], b"w"]]},
+        {"welcomes": [[b"d" * 8, [1], b"w" * (approval.MAX_WELCOME + 1)]]}, {"reject": [b"short"]},
+    ]
+    for bad in bad_syncs:
+        with pytest.raises(HbwError):
+            _request(team, dana, "sync", bad)
+    # An approval record signed by another device than the sender is refused.
+    with amina.open() as rep:
+        other = approval.make_approval(rep.author, rep.author.public, b"x" * 32, "x", "member", 1)
+    with pytest.raises(IntegrityError):
+        _request(team, dana, "sync", {"approvals": [other]})
+    # A rejection cannot revoke an approved device (that is office IT's).
+    with Device.open(amina.home) as dev:
+        amina_id = dev.identity.device_id
+    with pytest.raises(AccessError):
+        _request(team, dana, "sync", {"reject": [amina_id]})
+    # None of it changed anything.
+    assert relay_sql(team, "SELECT COUNT(*) FROM invites WHERE member = 'bosco'")[0][0] == 0
+    assert relay_sql(team, "SELECT COUNT(*) FROM approvals")[0][0] == 1  # amina's, from dana's first sync
+    assert relay_sql(team, "SELECT COUNT(*) FROM welcomes WHERE device = ?", (b"d" * 8,))[0][0] == 0
+    assert relay_sql(team, "SELECT COUNT(*) FROM devices WHERE revoked_ms IS NOT NULL")[0][0] == 0
+    # enroll: a proof of the wrong type or size is refused before anything is stored
+    for proof in (b"p" * 31, b"p" * 10_000, 7, "proof"):
+        fresh = team.tmp / f"fresh-{len(str(proof))}"
+        with pytest.raises(ProtocolError):
+            dev = Device.init(fresh, "bosco", PASS, kdf=FAST_KDF)
+            dev.close()
+            inv = enroll.Invite.decode(team.it_invite("bosco"))
+            with Device.open(fresh) as d:
+                rep = d.unlock(PASS)
+                args = {"token": inv.token, "author_pub": rep.author.public, "transport_pub": d.transport_key().public,
+                        "x25519_pub": d.store.meta("x25519_public"), "proof": proof}
+                body, nonce = envelope.make_request(d.transport_key(), rep.author.device_id, "enroll", args,
+                                                    syncing.now_ms())
+            asyncio.run(syncing.post(team.url, body, 10))
+    assert relay_sql(team, "SELECT COUNT(*) FROM devices WHERE member = 'bosco'")[0][0] == 0
+
+
+def test_every_flipped_byte_of_an_approval_record_is_refused() -> None:
+    sup = crypto.DeviceKey(b"\x01" * 32)
+    rec = approval.make_approval(sup, crypto.DeviceKey(b"\x02" * 32).public, b"x" * 32, "amina", "member", 5)
+    for i in range(len(rec)):
+        bad = bytearray(rec)
+        bad[i] ^= 1
+        with pytest.raises((IntegrityError, ProtocolError)):
+            approval.verify_approval(bytes(bad), sup.public)
+    for n in range(len(rec)):
+        with pytest.raises((IntegrityError, ProtocolError)):
+            approval.verify_approval(rec[:n], sup.public)

@@ -211,7 +211,11 @@ def waiting(s: Store) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     wait = s.meta(WAIT)
     role = s.meta("role")
-    if wait and wait["how"] == "code":
+    if wait and s.meta(WELCOME_IN):
+        out.append({"waits_for": "unlock", "who": "you", "since_ms": wait["since"],
+                    "todo": "the team key has arrived; it is opened at your next command that asks for your "
+                            "passphrase (e.g. 'hbw-sync task list')"})
+    elif wait and wait["how"] == "code":
         out.append({"waits_for": "approval", "who": "a supervisor", "since_ms": wait["since"],
                     "code": approval.format_code(wait["code"]),
                     "todo": "show this code to your supervisor (in person or by phone); they approve it with "
