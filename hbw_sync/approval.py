@@ -200,7 +200,9 @@ Trusted = dict[bytes, tuple[bytes, str, "bytes | None"]]
 def trusted(anchors: Trusted, records: Iterable[bytes], revoked: Iterable[bytes] = ()) -> Trusted:
     """Devices this device trusts, each -> (author pub, role, X25519 pub or None): ``anchors`` and, transitively, every
     device an approval record from a trusted *supervisor* device vouches for. Records that do not
-    parse or verify are ignored; ``revoked`` devices vouch for nobody (their old vouches stand).
+    parse or verify are ignored. ``revoked`` devices are left out of the answer (a stolen laptop must
+    not grant a key of its own), but the devices they approved stay trusted: losing the supervisor's
+    laptop must not cut the team off (an honest relay takes no new record from a revoked device).
 
     The relay's roster plays no part: it can list devices, but cannot make any of them trusted.
     """
@@ -216,7 +218,7 @@ def trusted(anchors: Trusted, records: Iterable[bytes], revoked: Iterable[bytes]
     while changed:
         changed = False
         for a in parsed:
-            if a.device in out or a.approver not in out or a.approver in gone:
+            if a.device in out or a.approver not in out:
                 continue
             pub, role, _x = out[a.approver]
             if role != "supervisor":
@@ -227,4 +229,4 @@ def trusted(anchors: Trusted, records: Iterable[bytes], revoked: Iterable[bytes]
                 continue
             out[a.device] = (a.author_pub, a.role, a.x25519_pub)
             changed = True
-    return out
+    return {d: v for d, v in out.items() if d not in gone}

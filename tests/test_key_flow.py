@@ -105,7 +105,8 @@ def test_trust_follows_supervisor_approvals_only() -> None:
     t = approval.trusted(anchors, [r_new_by_member, r_rogue_self, bytes(forged), b"junk", r_mem])
     assert set(t) == {sup.device_id, mem.device_id}  # a member vouches for nobody; self-vouching, forgery: ignored
     assert t[mem.device_id] == (mem.public, "member", xs[mem.device_id])
-    assert approval.trusted(anchors, [r_mem], revoked=[sup.device_id])  # old vouches stand after a revocation
+    after = approval.trusted(anchors, [r_mem], revoked=[sup.device_id])
+    assert set(after) == {mem.device_id}  # a revoked device grants nothing; whom it approved stays trusted
     for bad in (b"", b"\x00" * 600, 7):
         with pytest.raises(ProtocolError):
             approval.parse_approval(bad)
