@@ -445,3 +445,27 @@ def test_every_flipped_byte_of_an_approval_record_is_refused() -> None:
     for n in range(len(rec)):
         with pytest.raises((IntegrityError, ProtocolError)):
             approval.verify_approval(rec[:n], sup.public)
+
+
+@pytest.mark.parametrize("sara_role", ["supervisor", "member"])
+def test_only_devices_approved_as_supervisor_vouch_for_others(team: Team, sara_role: str) -> None:
+    """Whether a device may vouch is a person's decision (--role), not what office IT's invite said."""
+    from hbw_sync.client import keyflow
+
+    dana, amina = team.join("dana", "supervisor"), team.join("amina")
+    dana.sync()
+    sara = it_join(team, "sara", "supervisor")
+    r = teams.approve(dana.home, dana.passphrase, key_flow(sara)[0]["code"], sara_role)
+    assert r["enrolled_as"] == "supervisor" and r["role"] == sara_role
+    sara.sync()
+    bosco = it_join(team, "bosco")
+    teams.approve(sara.home, sara.passphrase, key_flow(bosco)[0]["code"])
+    for m in (bosco, amina, dana, amina):
+        m.sync()
+    with Device.open(bosco.home) as dev:
+        bosco_id = dev.identity.device_id
+    with Device.open(amina.home) as dev:
+        trusted_by_amina = keyflow.trust(dev.store)
+    assert (bosco_id in trusted_by_amina) == (sara_role == "supervisor")
+    with bosco.open() as rep:  # sara's welcome reached bosco either way: she holds the key
+        assert 1 in rep.team_keys()

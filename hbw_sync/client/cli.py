@@ -183,13 +183,18 @@ def team_pending(ctx: click.Context) -> None:
 
 @team.command("approve")
 @click.argument("code", nargs=-1, required=True)
+@click.option("--role", type=click.Choice(["member", "supervisor"]), default="member", show_default=True,
+              help="What you admit the device as: only a supervisor's device may approve others.")
 @json_option
 @click.pass_context
-def team_approve(ctx: click.Context, code: tuple[str, ...]) -> None:
+def team_approve(ctx: click.Context, code: tuple[str, ...], role: str) -> None:
     """Admit the device that shows CODE (20 digits): it gets the team key at once."""
-    r = teams.approve(_home(ctx), _passphrase(), " ".join(code))
+    r = teams.approve(_home(ctx), _passphrase(), " ".join(code), role)
     msg = (f"Approved {r['member']}'s device {r['device'][:8]} '{r['label']}' as {r['role']}: it receives the team "
            "key at its next sync.")
+    if r["enrolled_as"] == "supervisor" and role != "supervisor":
+        msg += ("\nOffice IT enrolled it as a supervisor; you approved it as a member, so other devices do not take "
+                "its approvals. If it is a supervisor's, approve it with --role supervisor.")
     if r["note"]:
         msg += f"\nThe approval is saved here and {r['note']}."
     emit(ctx, r, msg)

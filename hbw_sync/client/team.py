@@ -92,20 +92,22 @@ def _one_device(rep: Replica, code: str) -> list[Any]:
     return found[0]
 
 
-def approve(home: Path | None, passphrase: str, code: str, **kw: Any) -> dict[str, Any]:
+def approve(home: Path | None, passphrase: str, code: str, role: str = "member", **kw: Any) -> dict[str, Any]:
     """Admit the device that shows CODE: sign its approval, hand it the team keys sealed under the code.
 
-    Rotates the team key first if a revocation asked for it, so the new device gets the new epoch.
-    Raises: UsageError (no device shows this code), AccessError (not a supervisor).
+    ``role`` is the person's decision, not the relay's: only a device approved as supervisor
+    vouches for others. Rotates the team key first if a revocation asked for it, so the new device
+    gets the new epoch. Raises: UsageError (no device shows this code), AccessError (not a supervisor).
     """
     approval.parse_code(code)
+    if role not in approval.ROLES:
+        raise UsageError("role must be 'member' or 'supervisor'")
     note = _try_sync(home, passphrase, **kw)  # a fresh pending list
     with Device.open(home) as dev:
         rep = dev.unlock(passphrase)
         _supervisor(rep)
         s = dev.store
         dev_id, x_pub, _epochs, info = _one_device(rep, code)
-        role = info.get("role") if info.get("role") in approval.ROLES else "member"
         with s.transaction():
             if keyflow.hold_epoch(s) is not None:
                 _rotate(rep)
@@ -115,7 +117,8 @@ def approve(home: Path | None, passphrase: str, code: str, **kw: Any) -> dict[st
                                             rep.require_team())
             keyflow.queue_out(s, "welcomes", [dev_id, sorted(k.epoch for k in keys), welcome])
     note = _try_sync(home, passphrase, **kw) or note
-    return {"device": dev_id.hex(), "member": info["member"], "role": role, "label": info.get("label"), "note": note}
+    return {"device": dev_id.hex(), "member": info["member"], "role": role, "label": info.get("label"), "note": note,
+            "enrolled_as": info.get("role")}
 
 
 def reject(home: Path | None, passphrase: str, code: str, **kw: Any) -> dict[str, Any]:
