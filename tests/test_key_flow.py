@@ -273,6 +273,10 @@ def test_relay_host_attacker_gets_no_key_and_reads_nothing(team: Team) -> None:
     relay_sql(team, "UPDATE devices SET x25519_pub = ? WHERE member = 'amina' AND x25519_pub != ?", (m_x, m_x))
     relay_sql(team, "DELETE FROM grants WHERE epoch = 1 AND device != (SELECT created_by FROM keys WHERE epoch = 1)")
     relay_sql(team, "UPDATE members SET role = 'supervisor' WHERE name = 'amina'")
+    # Its device claims the token of a team invite Dana has out (the relay knows the hash, not the secret).
+    outstanding = teams.make_invite(dana.home, dana.passphrase, "chidi")
+    relay_sql(team, "UPDATE enrollments SET token_hash = ? WHERE device = ?",
+              (enroll.token_hash(outstanding.token), crypto.device_id_for(m_author_pub)))
 
     # The honest devices sync as usual, unlocked, several times.
     for _ in range(2):
@@ -285,6 +289,8 @@ def test_relay_host_attacker_gets_no_key_and_reads_nothing(team: Team) -> None:
 
     with dana.open() as rep:
         assert rep.store.meta("key_epoch") == 1  # the rogue epoch was never accepted
+        # The claimed invite was checked once, failed, and is not checked again; the invite still stands.
+        assert rep.store.meta("proof_failed") and len(rep.store.meta("invite_secrets")) == 1
     with amina.open() as rep:
         assert set(rep.team_keys()) == {1} and "Salaries of March" in {t.title for t in rep.tasks()}
     for m in (mallory, boss):

@@ -37,6 +37,7 @@ WAIT = "admission_wait"  # {"how": "code" | "invite", "code": str | None, "since
 INVITES = "invite_secrets"  # {token hash hex: [sealed secret, member, role, expires_ms]}
 WELCOME_IN = "welcome_in"
 INVITE_SECRET = "invite_secret_in"  # the secret of the invite this device joined with (sealed)
+PROOF_FAILED = "proof_failed"  # devices whose proof did not match the invite they named (not checked again)
 
 
 # -- trust ---------------------------------------------------------------------------------------------
@@ -164,19 +165,27 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
     s = rep.store
     need = False
     invites = dict(s.meta(INVITES) or {})
+    # One proof check (scrypt) per device that names one of our invites, never retried: a relay that
+    # lists thousands of fake devices cannot make this device spend minutes on each sync.
+    failed = set(s.meta(PROOF_FAILED) or [])
     for dev, _x, _epochs, info in [p for p in res.get("pending") or [] if len(p) > 3]:
-        if dev in trust(s) or not invites:
+        th = info.get("token_hash")
+        th = th.hex() if isinstance(th, bytes) else None
+        if th not in invites or dev.hex() in failed or dev in trust(s):
             continue
-        for th, (sealed, member, role, expires) in list(invites.items()):
-            secret = rep.sealer.open(sealed, b"invite:" + bytes.fromhex(th))
-            if approval.check_proof(secret, info.get("proof"), info["author_pub"], info["transport_pub"], _x):
-                with s.transaction():
-                    admit(rep, info["author_pub"], _x, member, role)
-                    del invites[th]
-                    s.set_meta(INVITES, invites)
-                notes.append(f"admitted {member}'s device {dev.hex()[:8]}: it proved it holds your invite")
-                need = True
-                break
+        sealed, member, role, _expires = invites[th]
+        secret = rep.sealer.open(sealed, b"invite:" + bytes.fromhex(th))
+        if approval.check_proof(secret, info.get("proof"), info["author_pub"], info["transport_pub"], _x):
+            with s.transaction():
+                admit(rep, info["author_pub"], _x, member, role)
+                del invites[th]
+                s.set_meta(INVITES, invites)
+            notes.append(f"admitted {member}'s device {dev.hex()[:8]}: it proved it holds your invite")
+            need = True
+        else:
+            failed.add(dev.hex())
+            with s.transaction():
+                s.set_meta(PROOF_FAILED, sorted(failed))
     t = trust(s)
     keys = rep.team_keys()
     n = 0
@@ -257,10 +266,13 @@ def key_added(s: Store, epoch: int) -> None:
 
 
 def devices_for_code(rep: "Replica", code: str) -> list[list[Any]]:
-    """Pending devices whose proof was made with this code (normally exactly one)."""
+    """The pending device whose proof was made with this code, if any (a list of at most one)."""
     secret = approval.code_secret(code)
-    return [p for p in untrusted_pending(rep.store)
-            if approval.check_proof(secret, p[3].get("proof"), p[3]["author_pub"], p[3]["transport_pub"], p[1])]
+    # Newest first, stopping at the first match: one scrypt per device tried.
+    for p in sorted(untrusted_pending(rep.store), key=lambda p: -(p[3].get("enrolled_ms") or 0)):
+        if approval.check_proof(secret, p[3].get("proof"), p[3]["author_pub"], p[3]["transport_pub"], p[1]):
+            return [p]
+    return []
 
 
 def new_invite_secret() -> bytes:

@@ -155,21 +155,21 @@ def pending(conn: sqlite3.Connection, me: bytes) -> list[list[Any]]:
     """Devices a supervisor's device should look at: missing a grant, or not yet approved by anyone.
 
     Each: [device, x25519 pub, [epochs without a grant], {member, label, enrolled_ms, author_pub,
-    transport_pub, proof, approved, role}]. The relay's word is only a hint: devices check proofs themselves.
+    transport_pub, proof, approved, role, token_hash}]. The relay's word is only a hint: devices check proofs themselves.
     """
     out = {d: [d, x, e] for d, x, e in relay._pending_grants(conn, me)}
     rows = conn.execute(
         "SELECT d.device, d.x25519_pub, d.member, d.label, d.enrolled_ms, d.author_pub, d.transport_pub, e.proof,"
-        " EXISTS (SELECT 1 FROM approvals a WHERE a.device = d.device), m.role"
+        " EXISTS (SELECT 1 FROM approvals a WHERE a.device = d.device), m.role, e.token_hash"
         " FROM devices d JOIN members m ON m.name = d.member LEFT JOIN enrollments e ON e.device = d.device"
         " WHERE d.revoked_ms IS NULL AND d.device != ?", (me,)).fetchall()
-    for dev, x, member, label, enrolled_ms, a_pub, t_pub, proof, approved, m_role in rows:
+    for dev, x, member, label, enrolled_ms, a_pub, t_pub, proof, approved, m_role, th in rows:
         if approved and dev not in out:
             continue
         entry = out.setdefault(dev, [dev, x, []])
         entry.append({"member": member, "label": label or "", "enrolled_ms": enrolled_ms, "author_pub": a_pub,
                       "transport_pub": t_pub, "proof": proof, "approved": bool(approved),
-                      "role": m_role})
+                      "role": m_role, "token_hash": th})
     return sorted(out.values(), key=lambda e: e[0])
 
 
