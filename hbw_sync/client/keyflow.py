@@ -142,17 +142,32 @@ def take_response(s: Store, res: dict[str, Any], sent: dict[str, Any]) -> None:
     if res.get("welcome") and s.meta(WAIT):
         s.set_meta(WELCOME_IN, res["welcome"])
     rot = res.get("rotation")
-    if rot and (s.meta("key_epoch") or 0) <= rot.get("epoch", 0):
+    if not (isinstance(rot, dict) and type(rot.get("epoch")) is int and type(rot.get("since") or 0) is int):
+        rot = None  # the relay's answer is signed, but its shape is still checked before use
+    if rot and (s.meta("key_epoch") or 0) <= rot["epoch"]:
         held = s.meta(ROTATION)
         if not held or held["epoch"] < rot["epoch"]:
             s.set_meta(ROTATION, {"since": rot.get("since") or now_ms(), "epoch": rot["epoch"]})
     if "pending" in res:
-        s.set_meta(PENDING, res["pending"])
+        s.set_meta(PENDING, [p for p in res["pending"] if _pending_ok(p)] if isinstance(res["pending"], list) else [])
     out = dict(s.meta(OUTGOING) or {})
     for kind in ("approvals", "welcomes", "reject"):
         if sent.get(kind):  # acknowledged: the relay committed them before answering
             out[kind] = [x for x in out.get(kind, []) if x not in sent[kind]]
     s.set_meta(OUTGOING, {k: v for k, v in out.items() if v} or None)
+
+
+def _bin(v: Any, n: int) -> bool:
+    return isinstance(v, bytes) and len(v) == n
+
+
+def _pending_ok(p: Any) -> bool:
+    """[device, x25519 pub, [epochs], {author_pub, transport_pub, ...}] of the right types (info optional)."""
+    if not (isinstance(p, list) and len(p) in (3, 4) and _bin(p[0], 8) and _bin(p[1], 32)
+            and isinstance(p[2], list) and all(type(e) is int for e in p[2])):
+        return False
+    return len(p) == 3 or (isinstance(p[3], dict) and _bin(p[3].get("author_pub"), 32)
+                           and _bin(p[3].get("transport_pub"), 32))
 
 
 def untrusted_pending(s: Store) -> list[list[Any]]:
@@ -168,7 +183,8 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
     # One proof check (scrypt) per device that names one of our invites, never retried: a relay that
     # lists thousands of fake devices cannot make this device spend minutes on each sync.
     failed = set(s.meta(PROOF_FAILED) or [])
-    for dev, _x, _epochs, info in [p for p in res.get("pending") or [] if len(p) > 3]:
+    pending = s.meta(PENDING) or []  # as checked by take_response
+    for dev, _x, _epochs, info in [p for p in pending if len(p) > 3]:
         th = info.get("token_hash")
         th = th.hex() if isinstance(th, bytes) else None
         if th not in invites or dev.hex() in failed or dev in trust(s):
@@ -189,7 +205,7 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
     t = trust(s)
     keys = rep.team_keys()
     n = 0
-    for dev, _x, epochs, *_info in res.get("pending") or []:
+    for dev, _x, epochs, *_info in pending:
         entry = t.get(dev)
         if entry is None or entry[2] is None:
             continue  # not approved by a person: no key (the relay's word is not enough)
