@@ -190,6 +190,14 @@ def test_it_invited_device_waits_visibly_until_a_supervisor_approves_its_code(te
     assert [w for w in key_flow(eve) if w["waits_for"] == "your approval"] == []
 
 
+def test_join_with_an_it_invite_shows_the_code_at_once(team: Team, tmp_path: Path) -> None:
+    team.join("dana", "supervisor")
+    out = CliRunner().invoke(client_cli, ["--home", str(tmp_path / "b"), "join", team.it_invite("bosco")],
+                             env={"HBW_PASSPHRASE": PASS})
+    assert out.exit_code == 0, out.output
+    assert "waits for a supervisor's approval" in out.output and "Code to show your supervisor:" in out.output
+
+
 def test_reject_revokes_the_device_and_it_never_gets_a_key(team: Team) -> None:
     dana = team.join("dana", "supervisor")
     dana.sync()

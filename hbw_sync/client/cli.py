@@ -610,7 +610,12 @@ def join(ctx: click.Context, invite: str, label: str | None) -> None:
         msg += "\nThis is the team's first device: its team key was created here."
     if not r.get("synced"):
         msg += f"\nFirst sync did not complete: {r.get('note', 'try hbw-sync sync later')}"
-    emit(ctx, r, msg)
+
+    def text() -> None:
+        click.echo(msg)
+        print_waiting(r.get("waiting", []))
+
+    emit(ctx, r, text)
 
 
 @cli.command()

@@ -226,6 +226,8 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
     except TransientError as e:
         out["synced"] = False
         out["note"] = str(e)
+    with Device.open(home) as d:
+        out["waiting"] = keyflow.waiting(d.store)  # e.g. the approval code to show a supervisor
     return out
 
 
