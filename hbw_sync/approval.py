@@ -108,9 +108,42 @@ def invite_welcome_key(secret: bytes) -> bytes:
     return crypto.hkdf(secret, _WELCOME_LABEL + b"invite")
 
 
-def code_welcome_key(code: str, author_pub: bytes) -> bytes:
-    """Welcome key of an approval: from the stretched code, bound to the approved device."""
-    return crypto.hkdf(stretch(code_secret(code), author_pub), _WELCOME_LABEL + b"code")
+def _raw(public: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def code_welcome_key(code: str, author_pub: bytes, shared: bytes, eph_pub: bytes, x_pub: bytes) -> bytes:
+    """Welcome key of an approval: needs both the code and the device's X25519 private key, so a code
+    overheard on the phone, together with everything the relay holds, still opens nothing."""
+    return crypto.hkdf(shared + stretch(code_secret(code), author_pub), _WELCOME_LABEL + b"code",
+                       salt=eph_pub + x_pub)
+
+
+def seal_code_welcome(code: str, author_pub: bytes, x_pub: bytes, granter: crypto.DeviceKey,
+                      team_keys: Iterable[crypto.TeamKey], team: bytes, eph_private: bytes | None = None,
+                      nonce: bytes | None = None) -> bytes:
+    """E (32) ‖ welcome sealed under the code and X25519(e, device's X25519 key). ``eph_private``/``nonce``: vectors only."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    eph = X25519PrivateKey.generate() if eph_private is None else X25519PrivateKey.from_private_bytes(eph_private)
+    eph_pub = _raw(eph.public_key())
+    shared = eph.exchange(X25519PublicKey.from_public_bytes(x_pub))
+    key = code_welcome_key(code, author_pub, shared, eph_pub, x_pub)
+    return eph_pub + make_welcome(key, granter, team_keys, team, nonce)
+
+
+def open_code_welcome(code: str, author_pub: bytes, x_private: bytes, data: Any, team: bytes) -> Welcome:
+    """Open a welcome sealed by ``seal_code_welcome`` to this device; IntegrityError if it is not ours."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    if not isinstance(data, bytes) or not 32 < len(data) <= MAX_WELCOME:
+        raise ProtocolError("malformed welcome", code="protocol.schema")
+    me = X25519PrivateKey.from_private_bytes(x_private)
+    shared = me.exchange(X25519PublicKey.from_public_bytes(data[:32]))
+    key = code_welcome_key(code, author_pub, shared, data[:32], _raw(me.public_key()))
+    return open_welcome(key, data[32:], team)
 
 
 @dataclass(frozen=True)

@@ -1366,9 +1366,13 @@ def approval_vectors() -> dict[str, Any]:
     code = "31415926535897932384"
     secret = bytes(range(0x60, 0x70))  # a team invite's secret
     keys = [TEAM_KEYS["t1"], TEAM_KEYS["t2"]]
-    code_key = AP.code_welcome_key(code, dev.public)
+    eph = b"\x61" * 32
+    eph_pub = enroll.x25519_public(eph)
+    shared = X25519PrivateKey.from_private_bytes(eph).exchange(X25519PublicKey.from_public_bytes(x_pub))
+    code_key = AP.code_welcome_key(code, dev.public, shared, eph_pub, x_pub)
     inv_key = AP.invite_welcome_key(secret)
-    w_code = AP.make_welcome(code_key, sup, keys, TEAM_ID, nonce_for("welcome code"))
+    w_code = AP.seal_code_welcome(code, dev.public, x_pub, sup, keys, TEAM_ID, eph, nonce_for("welcome code"))
+    x_priv = X25519_PRIVATE["d2"]
     w_inv = AP.make_welcome(inv_key, sup, keys, TEAM_ID, nonce_for("welcome invite"))
     record = AP.make_approval(sup, dev.public, x_pub, "amina", "member", T0)
     invite = enroll.Invite("https://relay.example:8765", RELAY.public, TEAM_ID, b"\x77" * 16, "amina", "member",
@@ -1381,11 +1385,16 @@ def approval_vectors() -> dict[str, Any]:
 
     invalid = []
     for name, what, fn, data in [
-        ("welcome-flipped-tag", "welcome", lambda d: AP.open_welcome(code_key, d, TEAM_ID), flipped(w_code, -1)),
-        ("welcome-other-team", "welcome", lambda d: AP.open_welcome(code_key, d, OTHER_TEAM_ID), w_code),
+        ("welcome-flipped-tag", "welcome", lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, TEAM_ID),
+         flipped(w_code, -1)),
+        ("welcome-other-team", "welcome",
+         lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, OTHER_TEAM_ID), w_code),
         ("welcome-other-code", "welcome",
-         lambda d: AP.open_welcome(AP.code_welcome_key("27182818284590452353", dev.public), d, TEAM_ID), w_code),
-        ("welcome-truncated", "welcome", lambda d: AP.open_welcome(code_key, d, TEAM_ID), w_code[:20]),
+         lambda d: AP.open_code_welcome("27182818284590452353", dev.public, x_priv, d, TEAM_ID), w_code),
+        ("welcome-other-device-key", "welcome",
+         lambda d: AP.open_code_welcome(code, dev.public, X25519_PRIVATE["d3"], d, TEAM_ID), w_code),
+        ("welcome-truncated", "welcome", lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, TEAM_ID),
+         w_code[:20]),
         ("approval-flipped-signature", "approval", lambda d: AP.verify_approval(d, sup.public), flipped(record, -1)),
         ("approval-other-approver", "approval", lambda d: AP.verify_approval(d, DEVICES["d3"].public), record),
         ("approval-truncated", "approval", lambda d: AP.verify_approval(d, sup.public), record[:40]),
@@ -1394,7 +1403,7 @@ def approval_vectors() -> dict[str, Any]:
         invalid.append({"name": name, "kind": what, "data": data.hex(), "expected_error": cls, "expected_code": err})
     return {
         "description": "Admission (PROTOCOL.md §14a): the enrollment proof, welcomes sealed under an approval "
-                       "code or a team invite's secret, and a supervisor's approval record. Device d2 joins; "
+                       "code (and the device's X25519 key) or a team invite's secret, and a supervisor's approval record. Device d2 joins; "
                        "supervisor d1 admits it. Nonces are fixed here only.",
         "scrypt": {"n": AP.SCRYPT_N, "r": AP.SCRYPT_R, "p": AP.SCRYPT_P},
         "device": {"author_public": dev.public.hex(), "transport_public": t_pub.hex(), "x25519_public": x_pub.hex(),
@@ -1406,6 +1415,8 @@ def approval_vectors() -> dict[str, Any]:
         "code": {"digits": code, "shown": AP.format_code(code),
                  "stretched": AP.stretch(code.encode(), dev.public).hex(),
                  "proof": AP.make_proof(code.encode(), dev.public, t_pub, x_pub).hex(),
+                 "device_x25519_private": x_priv.hex(), "ephemeral_private": eph.hex(),
+                 "ephemeral_public": eph_pub.hex(), "shared": shared.hex(),
                  "welcome_key": code_key.hex(), "welcome_nonce": nonce_for("welcome code").hex(),
                  "welcome": w_code.hex()},
         "invite": {"secret": secret.hex(), "text": invite.encode(),

@@ -75,20 +75,24 @@ def test_codes_proofs_and_welcomes() -> None:
     sup = crypto.DeviceKey.generate()
     keys = [crypto.TeamKey.generate(1), crypto.TeamKey.generate(2)]
     team = b"TEAM0001"
-    w = approval.make_welcome(approval.code_welcome_key(code, a), sup, keys, team)
-    got = approval.open_welcome(approval.code_welcome_key(code, a), w, team)
+    x_priv = enroll.new_x25519()
+    x = enroll.x25519_public(x_priv)
+    w = approval.seal_code_welcome(code, a, x, sup, keys, team)
+    got = approval.open_code_welcome(code, a, x_priv, w, team)
     assert got.granter == sup.device_id and [k.secret for k in got.keys] == [k.secret for k in keys]
-    with pytest.raises(IntegrityError):  # another code, another device, or another team: it does not open
-        approval.open_welcome(approval.code_welcome_key(approval.new_code(), a), w, team)
+    with pytest.raises(IntegrityError):  # another code, device key, X25519 key or team: it does not open
+        approval.open_code_welcome(approval.new_code(), a, x_priv, w, team)
     with pytest.raises(IntegrityError):
-        approval.open_welcome(approval.code_welcome_key(code, x), w, team)
+        approval.open_code_welcome(code, t, x_priv, w, team)
+    with pytest.raises(IntegrityError):  # the code overheard, plus all the relay holds: still nothing
+        approval.open_code_welcome(code, a, enroll.new_x25519(), w, team)
     with pytest.raises(IntegrityError):
-        approval.open_welcome(approval.code_welcome_key(code, a), w, b"TEAM0002")
+        approval.open_code_welcome(code, a, x_priv, w, b"TEAM0002")
     for i in range(len(w)):  # every flipped byte is refused
         bad = bytearray(w)
         bad[i] ^= 1
         with pytest.raises((IntegrityError, ProtocolError)):
-            approval.open_welcome(approval.code_welcome_key(code, a), bytes(bad), team)
+            approval.open_code_welcome(code, a, x_priv, bytes(bad), team)
     with pytest.raises(ProtocolError):
         approval.open_welcome(b"k" * 32, b"x" * (approval.MAX_WELCOME + 1), team)
 
@@ -344,12 +348,18 @@ def test_approval_vectors_recompute_byte_for_byte() -> None:
     assert approval.parse_code(c["shown"]) == c["digits"]
     assert approval.stretch(c["digits"].encode(), a_pub).hex() == c["stretched"]
     assert approval.make_proof(c["digits"].encode(), a_pub, t_pub, x_pub).hex() == c["proof"]
-    assert approval.code_welcome_key(c["digits"], a_pub).hex() == c["welcome_key"]
-    for w in (c, v["invite"]):
-        key, nonce = bytes.fromhex(w["welcome_key"]), bytes.fromhex(w["welcome_nonce"])
-        assert approval.make_welcome(key, sup, keys, team, nonce).hex() == w["welcome"]
-        opened = approval.open_welcome(key, bytes.fromhex(w["welcome"]), team)
-        assert opened.granter_pub == sup.public and [k.secret for k in opened.keys] == [k.secret for k in keys]
+    eph_pub, shared = bytes.fromhex(c["ephemeral_public"]), bytes.fromhex(c["shared"])
+    assert approval.code_welcome_key(c["digits"], a_pub, shared, eph_pub, x_pub).hex() == c["welcome_key"]
+    sealed = approval.seal_code_welcome(c["digits"], a_pub, x_pub, sup, keys, team,
+                                        bytes.fromhex(c["ephemeral_private"]), bytes.fromhex(c["welcome_nonce"]))
+    assert sealed.hex() == c["welcome"] and sealed[:32] == eph_pub
+    opened = approval.open_code_welcome(c["digits"], a_pub, bytes.fromhex(c["device_x25519_private"]), sealed, team)
+    assert opened.granter_pub == sup.public and [k.secret for k in opened.keys] == [k.secret for k in keys]
+    w = v["invite"]
+    key, nonce = bytes.fromhex(w["welcome_key"]), bytes.fromhex(w["welcome_nonce"])
+    assert approval.make_welcome(key, sup, keys, team, nonce).hex() == w["welcome"]
+    opened = approval.open_welcome(key, bytes.fromhex(w["welcome"]), team)
+    assert opened.granter_pub == sup.public and [k.secret for k in opened.keys] == [k.secret for k in keys]
     inv = enroll.Invite.decode(v["invite"]["text"])
     assert inv.secret.hex() == v["invite"]["secret"]
     assert approval.invite_welcome_key(inv.secret).hex() == v["invite"]["welcome_key"]
@@ -366,12 +376,14 @@ def test_approval_invalid_vectors_fail_with_their_code(case: dict) -> None:
     a_pub = bytes.fromhex(v["device"]["author_public"])
     team = bytes.fromhex(v["team"]) if case["name"] != "welcome-other-team" else bytes.fromhex("f0f1f2f3f4f5f6f7")
     code = v["code"]["digits"] if case["name"] != "welcome-other-code" else "27182818284590452353"
+    x_priv = bytes.fromhex(v["code"]["device_x25519_private"]) if case["name"] != "welcome-other-device-key" \
+        else b"\x53" * 32
     sup_pub = bytes.fromhex(v["supervisor"]["author_public"])
     if case["name"] == "approval-other-approver":
         sup_pub = crypto.DeviceKey(b"\x21" * 32).public
     with pytest.raises((IntegrityError, ProtocolError)) as e:
         if case["kind"] == "welcome":
-            approval.open_welcome(approval.code_welcome_key(code, a_pub), data, team)
+            approval.open_code_welcome(code, a_pub, x_priv, data, team)
         else:
             approval.verify_approval(data, sup_pub)
     assert (type(e.value).__name__, e.value.code) == (case["expected_error"], case["expected_code"])

@@ -104,9 +104,10 @@ def open_welcome(rep: "Replica") -> None:
     try:
         if wait["how"] == "invite":
             key = approval.invite_welcome_key(rep.sealer.open(s.meta(INVITE_SECRET), b"meta:invite_secret"))
+            w = approval.open_welcome(key, data, rep.require_team())
         else:
-            key = approval.code_welcome_key(wait["code"], rep.author.public)
-        w = approval.open_welcome(key, data, rep.require_team())
+            x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
+            w = approval.open_code_welcome(wait["code"], rep.author.public, x_private, data, rep.require_team())
     except (IntegrityError, ProtocolError) as e:
         rep._problem(f"refused a welcome that was not made with this device's secret: {e}")
         with s.transaction():

@@ -113,8 +113,7 @@ def approve(home: Path | None, passphrase: str, code: str, role: str = "member",
                 _rotate(rep)
             keys = list(rep.team_keys().values())
             keyflow.admit(rep, info["author_pub"], x_pub, info["member"], role)
-            welcome = approval.make_welcome(approval.code_welcome_key(code, info["author_pub"]), rep.author, keys,
-                                            rep.require_team())
+            welcome = approval.seal_code_welcome(code, info["author_pub"], x_pub, rep.author, keys, rep.require_team())
             keyflow.queue_out(s, "welcomes", [dev_id, sorted(k.epoch for k in keys), welcome])
     note = _try_sync(home, passphrase, **kw) or note
     return {"device": dev_id.hex(), "member": info["member"], "role": role, "label": info.get("label"), "note": note,
