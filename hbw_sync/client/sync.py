@@ -139,6 +139,14 @@ async def _pinned(pin: bytes | None, coro: Any) -> Any:
         TLS_PIN.reset(token)
 
 
+def call(dev: Device, action: str, args: dict[str, Any], transport: "Transport", timeout: float) -> dict[str, Any]:
+    """One signed request to this device's relay outside a sync (e.g. 'invite'); the verified result."""
+    s = dev.store
+    body, nonce = envelope.make_request(dev.transport_key(), s.meta("device_id"), action, args, now_ms())
+    raw = asyncio.run(_pinned(s.meta("tls_sha256"), transport(s.meta("relay_url"), body, timeout)))
+    return envelope.parse_response(raw, s.meta("relay_public"), nonce).result
+
+
 # -- the lock -----------------------------------------------------------------------------------------
 
 

@@ -9,11 +9,10 @@ sync sends it. See PROTOCOL.md §14a.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-from .. import approval, crypto, envelope
+from .. import approval, crypto
 from ..enroll import Invite, new_token, token_hash
 from ..errors import AccessError, TransientError, UsageError
 from . import keyflow
@@ -60,9 +59,7 @@ def make_invite(home: Path | None, passphrase: str, member: str, role: str = "me
         welcome = approval.make_welcome(approval.invite_welcome_key(secret), rep.author, keys, rep.require_team())
         args = {"token_hash": th, "member": member, "role": role, "ttl_days": ttl_days, "welcome": welcome,
                 "epochs": sorted(k.epoch for k in keys)}
-        body, nonce = envelope.make_request(dev.transport_key(), s.meta("device_id"), "invite", args, now_ms())
-        raw = asyncio.run(syncing._pinned(s.meta("tls_sha256"), transport(s.meta("relay_url"), body, timeout)))
-        envelope.parse_response(raw, s.meta("relay_public"), nonce)
+        syncing.call(dev, "invite", args, transport, timeout)
         with s.transaction():
             invites = dict(s.meta(keyflow.INVITES) or {})
             invites[th.hex()] = [rep.sealer.seal(secret, b"invite:" + th), member, role,
