@@ -495,3 +495,20 @@ def test_only_devices_approved_as_supervisor_vouch_for_others(team: Team, sara_r
     assert (bosco_id in trusted_by_amina) == (sara_role == "supervisor")
     with bosco.open() as rep:  # sara's welcome reached bosco either way: she holds the key
         assert 1 in rep.team_keys()
+
+
+def test_a_supervisors_unlock_after_a_revocation_makes_the_new_epoch(team: Team) -> None:
+    dana, amina, chidi = team.join("dana", "supervisor"), team.join("amina"), team.join("chidi")
+    for m in (dana, amina, chidi, dana):
+        m.sync()
+    with Device.open(chidi.home) as dev:
+        admin.revoke(team.data, dev.identity.device_id.hex())
+    dana.sync(unlocked=False)  # learns of the revocation
+    with dana.open() as rep:  # any command with her passphrase
+        rep.add_task("After the loss")
+        assert rep.store.meta("key_epoch") == 2
+    dana.sync(unlocked=False)  # publishes epoch 2 and sends the task sealed under it, no passphrase needed
+    assert relay_sql(team, "SELECT epoch FROM batches ORDER BY rseq DESC LIMIT 1")[0][0] == 2
+    dana.sync()  # grants epoch 2 to amina, not to chidi
+    amina.sync()
+    assert "After the loss" in titles(amina)

@@ -177,4 +177,7 @@ class Device:
             self.store.meta(k) for k in ("grants_in", "snapshot_in", "rebuild")
         ) or self.store.meta("key_epoch") is None:
             rep.apply_incoming()  # what an unattended sync brought in, now that content can be opened
+        from . import keyflow  # here: keyflow imports this module
+
+        keyflow.rotate_if_wanted(rep)
         return rep

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .. import approval
+from .. import approval, crypto
 from ..approval import Trusted
 from ..enroll import Invite, make_grant
 from ..errors import IntegrityError, ProtocolError
@@ -294,3 +294,25 @@ def devices_for_code(rep: "Replica", code: str) -> list[list[Any]]:
 
 def new_invite_secret() -> bytes:
     return os.urandom(approval.INVITE_SECRET_LEN)
+
+
+def rotate(rep: "Replica") -> crypto.TeamKey:
+    """Make the next epoch here, seal with it from now on, and publish it with the next sync (locked or not)."""
+    s = rep.store
+    epoch = max(set((s.meta("relay_keys") or {}).keys()) | {rep.current_key().epoch}) + 1
+    new = crypto.TeamKey.generate(epoch=epoch)
+    with s.transaction():
+        rep.add_team_key(new)
+        s.set_meta("publish_key", [new.epoch, new.key_id])
+    return new
+
+
+def rotate_if_wanted(rep: "Replica") -> crypto.TeamKey | None:
+    """On a supervisor's device, any unlock after a revocation makes the new epoch: nothing waits for a
+    supervisor to remember 'team rotate'. Members' devices wait for it (their grants follow its sync)."""
+    s = rep.store
+    if s.meta("role") != "supervisor" or hold_epoch(s) is None or s.meta("publish_key"):
+        return None
+    if not rep.team_keys():
+        return None
+    return rotate(rep)

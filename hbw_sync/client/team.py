@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import approval, crypto
+from .. import approval
 from ..enroll import Invite, new_token, token_hash
 from ..errors import AccessError, TransientError, UsageError
 from . import keyflow
@@ -107,7 +107,7 @@ def approve(home: Path | None, passphrase: str, code: str, role: str = "member",
         dev_id, x_pub, _epochs, info = _one_device(rep, code)
         with s.transaction():
             if keyflow.hold_epoch(s) is not None:
-                _rotate(rep)
+                keyflow.rotate(rep)
             keys = list(rep.team_keys().values())
             keyflow.admit(rep, info["author_pub"], x_pub, info["member"], role)
             welcome = approval.seal_code_welcome(code, info["author_pub"], x_pub, rep.author, keys, rep.require_team())
@@ -131,16 +131,6 @@ def reject(home: Path | None, passphrase: str, code: str, **kw: Any) -> dict[str
     return {"device": dev_id.hex(), "member": info.get("member"), "note": note}
 
 
-def _rotate(rep: Replica) -> crypto.TeamKey:
-    s = rep.store
-    epoch = max((s.meta("relay_keys") or {0: b""}).keys() | {rep.current_key().epoch}) + 1
-    new = crypto.TeamKey.generate(epoch=epoch)
-    with s.transaction():
-        rep.add_team_key(new)
-        s.set_meta("publish_key", [new.epoch, new.key_id])
-    return new
-
-
 def rotate(home: Path | None, passphrase: str, **kw: Any) -> dict[str, Any]:
     """Make the next team key epoch now and share it with every approved device (not revoked ones)."""
     with Device.open(home) as dev:
@@ -149,6 +139,6 @@ def rotate(home: Path | None, passphrase: str, **kw: Any) -> dict[str, Any]:
         if dev.store.meta("publish_key"):
             new_epoch = dev.store.meta("publish_key")[0]  # made already, not yet published
         else:
-            new_epoch = _rotate(rep).epoch
+            new_epoch = keyflow.rotate(rep).epoch
     note = _try_sync(home, passphrase, **kw)
     return {"epoch": new_epoch, "note": note}
