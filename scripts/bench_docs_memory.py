@@ -54,6 +54,7 @@ def main() -> int:
         phase(*args.phase)
         return 0
     from hbw_sync.client import sync as syncing
+    from hbw_sync.client import team as teams
     from hbw_sync.server import admin
     from relay_helpers import FAST_KDF
 
@@ -76,7 +77,8 @@ def main() -> int:
             assert srv.stderr is not None
             url = srv.stderr.readline().strip().rsplit(" ", 1)[-1]
             syncing.join(t / "a", admin.invite(data, "amina", "supervisor", url=url).encode(), "pa", kdf=FAST_KDF)
-            syncing.join(t / "b", admin.invite(data, "chidi", url=url).encode(), "pb", kdf=FAST_KDF)
+            # A supervisor's team invite: chidi's device gets the team key when it joins (PROTOCOL.md §14a).
+            syncing.join(t / "b", teams.make_invite(t / "a", "pa", "chidi").encode(), "pb", kdf=FAST_KDF)
             syncing.sync(t / "a", "pa")
             syncing.sync(t / "b", "pb")
             f = t / "big.bin"
