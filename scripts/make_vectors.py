@@ -1401,7 +1401,23 @@ def approval_vectors() -> dict[str, Any]:
     ]:
         cls, err = expected_error(name, lambda: fn(data))
         invalid.append({"name": name, "kind": what, "data": data.hex(), "expected_error": cls, "expected_code": err})
+    # The messages that carry them: an enroll request with a code proof, and a supervisor's invite request.
+    enroll_args = {"token": b"\x77" * 16, "author_pub": dev.public, "transport_pub": t_pub, "x25519_pub": x_pub,
+                   "label": "desk-2", "proof": AP.make_proof(code.encode(), dev.public, t_pub, x_pub)}
+    enroll_env, _ = envelope.make_request(TRANSPORT["d2"], dev.device_id, "enroll", enroll_args, T0,
+                                          nonce_for("enroll request")[:envelope.NONCE_LEN] + b"\x00" * 4)
+    invite_args = {"token_hash": enroll.token_hash(invite.token), "member": "amina", "role": "member",
+                   "ttl_days": 14, "welcome": w_inv, "epochs": [1, 2]}
+    invite_env, _ = envelope.make_request(TRANSPORT["d1"], sup.device_id, "invite", invite_args, T0,
+                                          nonce_for("invite request")[:envelope.NONCE_LEN] + b"\x00" * 4)
+    messages = {
+        "enroll_request": {"transport_seed": TRANSPORT_SEEDS["d2"].hex(), "time_ms": T0,
+                           "args": tjson(enroll_args), "envelope": enroll_env.hex()},
+        "invite_request": {"transport_seed": TRANSPORT_SEEDS["d1"].hex(), "time_ms": T0,
+                           "args": tjson(invite_args), "envelope": invite_env.hex()},
+    }
     return {
+        "messages": messages,
         "description": "Admission (PROTOCOL.md §14a): the enrollment proof, welcomes sealed under an approval "
                        "code (and the device's X25519 key) or a team invite's secret, and a supervisor's approval record. Device d2 joins; "
                        "supervisor d1 admits it. Nonces are fixed here only.",

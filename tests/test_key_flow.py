@@ -512,3 +512,23 @@ def test_a_supervisors_unlock_after_a_revocation_makes_the_new_epoch(team: Team)
     dana.sync()  # grants epoch 2 to amina, not to chidi
     amina.sync()
     assert "After the loss" in titles(amina)
+
+
+def test_approval_vectors_messages_verify_and_carry_what_they_claim() -> None:
+    v = VECTORS
+    msgs = v["messages"]
+    enr = envelope.parse_request(bytes.fromhex(msgs["enroll_request"]["envelope"]))
+    enr.verify(crypto.DeviceKey(bytes.fromhex(msgs["enroll_request"]["transport_seed"])).public)
+    assert enr.action == "enroll" and enr.time_ms == msgs["enroll_request"]["time_ms"]
+    a = enr.args
+    assert a["proof"].hex() == v["code"]["proof"]
+    assert approval.check_proof(v["code"]["digits"].encode(), a["proof"], a["author_pub"], a["transport_pub"],
+                                a["x25519_pub"])
+    inv = envelope.parse_request(bytes.fromhex(msgs["invite_request"]["envelope"]))
+    inv.verify(crypto.DeviceKey(bytes.fromhex(msgs["invite_request"]["transport_seed"])).public)
+    secret = bytes.fromhex(v["invite"]["secret"])
+    assert inv.action == "invite" and inv.args["welcome"].hex() == v["invite"]["welcome"]
+    assert inv.args["token_hash"] == enroll.token_hash(enroll.Invite.decode(v["invite"]["text"]).token)
+    assert secret not in bytes.fromhex(msgs["invite_request"]["envelope"])  # the relay never sees the secret
+    opened = approval.open_welcome(approval.invite_welcome_key(secret), inv.args["welcome"], bytes.fromhex(v["team"]))
+    assert [k.epoch for k in opened.keys] == inv.args["epochs"]
