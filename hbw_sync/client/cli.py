@@ -233,6 +233,7 @@ def print_waiting(items: list[dict[str, Any]]) -> None:
                 "key grant": "This device waits for the team key",
                 "key rotation": "New changes wait for the team key's rotation",
                 "unlock": "The team key has arrived for this device",
+                "your unlocked sync": f"{w.get('devices')} approved device(s) wait for the team key from this device",
                 "your approval": f"{w.get('member')}'s device {str(w.get('device'))[:8]} '{w.get('label')}' "
                                  "waits for your approval"}[w["waits_for"]]
         click.echo(f"{what} (since {_when(w.get('since_ms'))}).")

@@ -37,6 +37,8 @@ WAIT = "admission_wait"  # {"how": "code" | "invite", "code": str | None, "since
 INVITES = "invite_secrets"  # {token hash hex: [sealed secret, member, role, expires_ms]}
 WELCOME_IN = "welcome_in"
 INVITE_SECRET = "invite_secret_in"  # the secret of the invite this device joined with (sealed)
+NEWER_SEEN = "newer_epoch_seen"  # ms this device first saw the relay list an epoch it does not hold
+PENDING_SEEN = "pending_seen"  # {device hex: ms first seen in pending}
 PROOF_FAILED = "proof_failed"  # devices whose proof did not match the invite they named (not checked again)
 
 
@@ -149,8 +151,15 @@ def take_response(s: Store, res: dict[str, Any], sent: dict[str, Any]) -> None:
         held = s.meta(ROTATION)
         if not held or held["epoch"] < rot["epoch"]:
             s.set_meta(ROTATION, {"since": rot.get("since") or now_ms(), "epoch": rot["epoch"]})
+    if newer_epoch(s) is None:
+        s.set_meta(NEWER_SEEN, None)
+    elif not s.meta(NEWER_SEEN):
+        s.set_meta(NEWER_SEEN, now_ms())
     if "pending" in res:
-        s.set_meta(PENDING, [p for p in res["pending"] if _pending_ok(p)] if isinstance(res["pending"], list) else [])
+        pending = [p for p in res["pending"] if _pending_ok(p)] if isinstance(res["pending"], list) else []
+        s.set_meta(PENDING, pending)
+        seen = s.meta(PENDING_SEEN) or {}  # since when each device has waited, as this device saw it
+        s.set_meta(PENDING_SEEN, {p[0].hex(): seen.get(p[0].hex(), now_ms()) for p in pending})
     out = dict(s.meta(OUTGOING) or {})
     for kind in ("approvals", "welcomes", "reject"):
         if sent.get(kind):  # acknowledged: the relay committed them before answering
@@ -253,7 +262,13 @@ def waiting(s: Store) -> list[dict[str, Any]]:
         out.append({"waits_for": "key grant", "who": "a supervisor's device", "since_ms": s.meta("created_ms"),
                     "todo": "a supervisor's device shares the key at its next unlocked sync"})
     rot = s.meta(ROTATION)
-    if rot and (s.meta("key_epoch") or 0) <= rot["epoch"]:
+    newer = newer_epoch(s)
+    if newer is not None:
+        out.append({"waits_for": "key grant", "who": "the supervisor's device that rotated the key",
+                    "since_ms": (rot or {}).get("since") or s.meta(NEWER_SEEN), "epoch": newer,
+                    "todo": f"the new key (epoch {newer}) exists; that device shares it at its next sync with "
+                            "its passphrase. Your new changes are kept until then, not sealed under the old key."})
+    elif rot and (s.meta("key_epoch") or 0) <= rot["epoch"]:
         if role == "supervisor":
             todo = "run 'hbw-sync team rotate' (or any sync with your passphrase) to make the new team key"
         else:
@@ -262,6 +277,15 @@ def waiting(s: Store) -> list[dict[str, Any]]:
                     "since_ms": rot["since"], "epoch": rot["epoch"] + 1,
                     "todo": "a device was revoked, so nothing new is sealed under the old key; " + todo})
     if role == "supervisor":
+        held = {r[0] for r in s.execute("SELECT epoch FROM team_keys")}
+        t = trust(s)
+        owed = [p for p in s.meta(PENDING) or [] if p[0] in t and t[p[0]][2] is not None and set(p[2]) & held]
+        if owed:
+            seen = s.meta(PENDING_SEEN) or {}
+            out.append({"waits_for": "your unlocked sync", "who": "you",
+                        "since_ms": min(seen.get(p[0].hex(), now_ms()) for p in owed), "devices": len(owed),
+                        "todo": f"{len(owed)} approved device(s) wait for a key this device holds: sync with your "
+                                "passphrase (HBW_PASSPHRASE set, or 'hbw-sync team pending')"})
         for dev, _x, _e, info in untrusted_pending(s):
             out.append({"waits_for": "your approval", "who": "you", "since_ms": info.get("enrolled_ms"),
                         "device": dev.hex(), "member": info.get("member"), "label": info.get("label"),
@@ -270,10 +294,23 @@ def waiting(s: Store) -> list[dict[str, Any]]:
     return out
 
 
+def newer_epoch(s: Store) -> int | None:
+    """The newest epoch the relay lists, when this device does not hold it yet."""
+    listed = [e for e in (s.meta("relay_keys") or {}) if type(e) is int]
+    mine = s.meta("key_epoch") or 0
+    return max(listed) if listed and max(listed) > mine and s.meta("key_epoch") is not None else None
+
+
 def hold_epoch(s: Store) -> int | None:
-    """Seal nothing under this epoch or below: a revoked device may hold it."""
+    """Seal nothing under this epoch or below: a revoked device may hold it. That is so while a
+    rotation is asked for, and once a newer epoch exists (a device that slept through the
+    revocation learns it that way: it never seals under the old key once the new one is listed)."""
     rot = s.meta(ROTATION)
-    return rot["epoch"] if rot else None
+    held = rot["epoch"] if rot else None
+    newer = newer_epoch(s)
+    if newer is not None:
+        held = max(held or 0, newer - 1)
+    return held
 
 
 def key_added(s: Store, epoch: int) -> None:
