@@ -43,7 +43,7 @@ class Official:
     def __init__(self, name: str, root: Path):
         self.name = name
         self.home = root / name
-        self.env = {**os.environ, "HBW_SYNC_HOME": str(self.home), "HBW_PASSPHRASE": f"{name}'s long passphrase"}
+        self.env = {**os.environ, "HBW_SYNC_HOME": str(self.home), "HBW_PASSPHRASE": f"{name} orchid lantern 52 ferry"}
 
     def run(self, *args: str, quiet: bool = False, passphrase: bool = True) -> subprocess.CompletedProcess:
         env = dict(self.env)
