@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,29 @@ def test_sync_with_a_stale_passphrase_transfers_warns_and_exits_0(tmp_path: Path
             assert "from amina" in [t.title for t in rep.tasks()]
         assert "for amina" in titles(amina.home, amina.passphrase)  # the right passphrase applies the inbox
         assert syncing.sync(amina.home, amina.passphrase).wrong_passphrase is False
+
+
+def test_watch_with_a_stale_passphrase_keeps_syncing_and_says_so_once(tmp_path: Path) -> None:
+    from hbw_sync.client import watch as watching
+
+    with Team(tmp_path) as team:
+        dana, amina = team.pair("dana", "amina")
+        with amina.open() as rep:
+            rep.add_task("from amina")
+        lines: list[str] = []
+        stop = threading.Event()
+
+        def log(line: str) -> None:
+            lines.append(line)
+            if sum("sync ok" in x for x in lines) >= 2:
+                stop.set()
+
+        with amina.open() as rep:
+            rep.add_task("second")
+        code = watching.watch(amina.home, "an old passphrase of hers", interval=0, log=log, stop=stop,
+                              install_signals=False)
+        assert code == 0
+        assert sum("HBW_PASSPHRASE does not open this device" in x for x in lines) == 1, lines
+        assert sum("sync ok" in x for x in lines) == 2
+        with Device.open(amina.home) as dev:
+            assert dev.status()["outbox"]["batches"] == 0

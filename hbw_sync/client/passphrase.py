@@ -95,12 +95,12 @@ def require_strong(passphrase: str, known: Iterable[str] = ()) -> None:
     s = strength(passphrase, known)
     if s.ok:
         return
-    why = s.warning or "it would be guessed too quickly"
+    why = s.warning[:1].lower() + s.warning[1:].rstrip(".") if s.warning else None
+    why = why or f"about 10^{s.guesses_log10:.0f} guesses would find it; a new one needs 10^10"
     raise UsageError(
-        f"this passphrase is too easy to guess ({why.rstrip('.')}); nothing was changed",
+        f"this passphrase is too easy to guess ({why}); nothing was changed",
         code="usage.weak_passphrase",
-        hint="choose four or more unrelated words, e.g. 'orchid lantern 52 ferry'"
-        + (f"; {' '.join(s.suggestions)}" if s.suggestions else ""),
+        hint=" ".join([*s.suggestions, "Choose four or more unrelated words, e.g. 'orchid lantern 52 ferry'."]),
     )
 
 
