@@ -348,3 +348,21 @@ def test_watch_with_a_stale_passphrase_keeps_syncing_and_says_so_once(tmp_path: 
         assert sum("sync ok" in x for x in lines) == 2
         with Device.open(amina.home) as dev:
             assert dev.status()["outbox"]["batches"] == 0
+
+
+def test_two_changes_at_once_keep_exactly_one_result(tmp_path: Path) -> None:
+    """A second change that commits while the first one derives its key wins; the first changes nothing."""
+    home = tmp_path / "h"
+    make_device(home)
+    third = "copper willow 64 saddle"
+
+    def meanwhile(step: str) -> None:
+        if step == "wrapped":
+            with Device.open(home) as other:
+                pp.change(other, OLD, third)
+
+    with Device.open(home) as dev:
+        with pytest.raises(UsageError) as e:
+            pp.change(dev, OLD, NEW, on_step=meanwhile)
+        assert e.value.code == "usage.changed_meanwhile"
+    assert opens(home, third) and not opens(home, NEW) and not opens(home, OLD)

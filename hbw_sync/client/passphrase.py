@@ -28,8 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from zxcvbn import zxcvbn
-
 from ..errors import UsageError
 from . import vault
 
@@ -72,6 +70,8 @@ class Strength:
 def strength(passphrase: str, known: Iterable[str] = ()) -> Strength:
     """How guessable ``passphrase`` is; ``known`` adds words a guesser knows (the member's name, team)."""
     _bounded(passphrase)
+    from zxcvbn import zxcvbn  # here, not at the top: its word lists cost ~25-70 ms that status and sync never need
+
     r = zxcvbn(passphrase[:ESTIMATE_CHARS], user_inputs=[*KNOWN_WORDS, *(w for w in known if w)])
     fb = r.get("feedback") or {}
     return Strength(
