@@ -366,3 +366,17 @@ def test_two_changes_at_once_keep_exactly_one_result(tmp_path: Path) -> None:
             pp.change(dev, OLD, NEW, on_step=meanwhile)
         assert e.value.code == "usage.changed_meanwhile"
     assert opens(home, third) and not opens(home, NEW) and not opens(home, OLD)
+
+
+def test_changing_at_a_terminal_asks_the_current_one_then_the_new_one_twice(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    make_device(home)
+    code, out = _terminal(["passphrase", "change"], home, ["wrong one"])
+    assert code == 77 and "wrong passphrase" in out and "New passphrase" not in out  # told before choosing
+    code, out = _terminal(["passphrase", "change"], home, [OLD, NEW, NEW])
+    assert code == 0, out
+    assert out.count("Current passphrase:") == 1 and out.count("Type it again to confirm") == 1
+    assert "only the new one opens" in out
+    code, out = _terminal(["passphrase", "check"], home, [NEW])
+    assert code == 0 and "This passphrase opens this device." in out
+    assert opens(home, NEW) and not opens(home, OLD)

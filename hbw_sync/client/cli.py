@@ -84,7 +84,9 @@ def cli(home: Path | None) -> None:
     encrypted, until a sync (or a bundle by email or USB stick) carries them.
     Commands that show or change content ask for your passphrase (or read
     HBW_PASSPHRASE); 'status', 'sync', 'watch' and 'bundle export' need none,
-    so a scheduler never meets a prompt.
+    so a scheduler never meets a prompt, and a stale HBW_PASSPHRASE does not
+    stop them (sync warns). Choosing one ('init', 'join', 'passphrase change')
+    asks twice, or reads HBW_NEW_PASSPHRASE; a weak one is refused.
 
     Exit codes: 0 ok, 2 bad input, 65 bad or tampered data, 74 local store or
     disk problem, 75 try again later, 76 needs a newer version, 77 not allowed
