@@ -25,6 +25,7 @@ design). The way back is to enroll the device again (``RECOVERY``).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -36,13 +37,17 @@ if TYPE_CHECKING:  # device.py imports this module for the strength rule
 
 # zxcvbn's scores run 0..4; 4 means an estimated 10^10 guesses or more.
 MIN_SCORE = 4
-# Longest passphrase accepted: bounded before it is hashed or estimated.
+# Longest passphrase that may be chosen (a longer one is refused before it is hashed).
 MAX_CHARS = 1024
 # zxcvbn's own cap on what it estimates; a longer passphrase is judged by its first 72 characters,
 # which only ever underestimates it.
 ESTIMATE_CHARS = 72
 # Words a guesser would try first for anyone using this program.
 KNOWN_WORDS = ("hbw", "hbw-sync", "sync", "passphrase", "password")
+
+# zxcvbn keeps the user inputs of the call in a module-level dict: one estimate at a time
+# (a web app may judge two passphrases at once).
+_ESTIMATE_LOCK = threading.Lock()
 
 RECOVERY = (
     "If you lose your passphrase, nobody can open this device's store, not even office IT. "
@@ -68,11 +73,16 @@ class Strength:
 
 
 def strength(passphrase: str, known: Iterable[str] = ()) -> Strength:
-    """How guessable ``passphrase`` is; ``known`` adds words a guesser knows (the member's name, team)."""
-    _bounded(passphrase)
+    """How guessable ``passphrase`` is; ``known`` adds words a guesser knows (the member's name, team).
+
+    Only the first ``ESTIMATE_CHARS`` are estimated, so the cost is bounded whatever the length.
+    """
+    if not isinstance(passphrase, str):
+        raise UsageError("the passphrase must be text", code="usage.weak_passphrase")
     from zxcvbn import zxcvbn  # here, not at the top: its word lists cost ~25-70 ms that status and sync never need
 
-    r = zxcvbn(passphrase[:ESTIMATE_CHARS], user_inputs=[*KNOWN_WORDS, *(w for w in known if w)])
+    with _ESTIMATE_LOCK:
+        r = zxcvbn(passphrase[:ESTIMATE_CHARS], user_inputs=[*KNOWN_WORDS, *(w for w in known if w)])
     fb = r.get("feedback") or {}
     return Strength(
         score=int(r["score"]),
@@ -92,6 +102,9 @@ def require_strong(passphrase: str, known: Iterable[str] = ()) -> None:
     if not passphrase:
         raise UsageError("the passphrase must not be empty", code="usage.weak_passphrase",
                          hint="choose four or more unrelated words, e.g. 'orchid lantern 52 ferry'")
+    if len(passphrase) > MAX_CHARS:
+        raise UsageError(f"the passphrase is longer than {MAX_CHARS} characters", code="usage.weak_passphrase",
+                         hint="a few unrelated words are enough")
     s = strength(passphrase, known)
     if s.ok:
         return
@@ -102,14 +115,6 @@ def require_strong(passphrase: str, known: Iterable[str] = ()) -> None:
         code="usage.weak_passphrase",
         hint=" ".join([*s.suggestions, "Choose four or more unrelated words, e.g. 'orchid lantern 52 ferry'."]),
     )
-
-
-def _bounded(passphrase: str) -> None:
-    if not isinstance(passphrase, str):
-        raise UsageError("the passphrase must be text", code="usage.weak_passphrase")
-    if len(passphrase) > MAX_CHARS:
-        raise UsageError(f"the passphrase is longer than {MAX_CHARS} characters", code="usage.weak_passphrase",
-                         hint="a few unrelated words are enough")
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,6 @@ class CheckResult:
 
 def check(dev: "Device", passphrase: str) -> CheckResult:
     """Does ``passphrase`` open ``dev``'s store? A wrong one is a value here, not an error."""
-    _bounded(passphrase)
     if not dev.opens_with(passphrase):
         return CheckResult(opens=False, strength=None)
     return CheckResult(opens=True, strength=strength(passphrase, [dev.identity.member, dev.identity.team_name or ""]))
@@ -146,7 +150,6 @@ def change(dev: "Device", old: str, new: str, *, kdf: vault.KdfParams | None = N
         StoreError: the store could not be written (nothing changed).
     """
     step = on_step or (lambda _name: None)
-    _bounded(old)
     ident = dev.identity
     require_strong(new, [ident.member, ident.team_name or ""])
     if new == old:
