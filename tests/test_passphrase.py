@@ -315,6 +315,7 @@ def test_sync_with_a_stale_passphrase_transfers_warns_and_exits_0(tmp_path: Path
         assert res.exit_code == 0 and "HBW_PASSPHRASE does not open" in res.stderr  # said even when quiet
         res = CliRunner().invoke(cli, ["status"], env=env)
         assert res.exit_code == 0 and "Received, to apply" in res.output
+        assert "does not open this device" in res.output  # the scheduler's stale passphrase is told
         res = CliRunner().invoke(cli, ["bundle", "export", str(tmp_path / "b.hbw")], env=env)
         assert res.exit_code == 0, res.output
         dana.sync()
@@ -322,6 +323,8 @@ def test_sync_with_a_stale_passphrase_transfers_warns_and_exits_0(tmp_path: Path
             assert "from amina" in [t.title for t in rep.tasks()]
         assert "for amina" in titles(amina.home, amina.passphrase)  # the right passphrase applies the inbox
         assert syncing.sync(amina.home, amina.passphrase).wrong_passphrase is False
+        with Device.open(amina.home) as dev:
+            assert dev.status()["last_sync_wrong_passphrase"] is False
 
 
 def test_watch_with_a_stale_passphrase_keeps_syncing_and_says_so_once(tmp_path: Path) -> None:

@@ -465,6 +465,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo(f"Last sync {views.iso_ms(last['at_ms'])} by {last['how']}: {ok}.")
             if not last["ok"] and s["last_successful_sync_ms"]:
                 click.echo(f"Last successful sync: {views.iso_ms(s['last_successful_sync_ms'])}.")
+            if s["last_sync_wrong_passphrase"]:
+                click.echo("That sync was given a passphrase that does not open this device (a stale "
+                           "HBW_PASSPHRASE in a script or scheduler?), so it ran without it. Fix or unset it there.")
         for n in s["notices"]:
             click.echo(f"Notice: {n}")
         if s["conflicts"]:

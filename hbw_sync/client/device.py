@@ -7,6 +7,7 @@ into a ``Replica`` that can read and change content.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -36,6 +37,16 @@ class Identity:
     team_name: str | None
     relay_url: str | None
     role: str | None
+
+
+def _wrong_passphrase(last: tuple | None) -> bool:
+    if last is None or not last[1] or not last[3]:
+        return False
+    try:
+        detail = json.loads(last[3])
+    except ValueError:
+        return False
+    return isinstance(detail, dict) and detail.get("wrong_passphrase") is True
 
 
 class Device:
@@ -154,6 +165,9 @@ class Device:
             if last is None
             else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": last[3]},
             "last_successful_sync_ms": last_ok,
+            # A scheduler's HBW_PASSPHRASE that no longer opens the store: its syncs run locked, and
+            # nobody reads cron's output, so status says it.
+            "last_sync_wrong_passphrase": _wrong_passphrase(last),
             "hlc_ms": hlc.wall_ms(s.meta("hlc", 0)),
         }
 
