@@ -383,3 +383,25 @@ def test_changing_at_a_terminal_asks_the_current_one_then_the_new_one_twice(tmp_
     code, out = _terminal(["passphrase", "check"], home, [NEW])
     assert code == 0 and "This passphrase opens this device." in out
     assert opens(home, NEW) and not opens(home, OLD)
+
+
+def test_kill_9_of_the_real_cli_at_any_moment_leaves_exactly_one_passphrase(tmp_path: Path) -> None:
+    """No hook: the real 'hbw-sync passphrase change' killed after a range of delays, so some kills land
+    inside SQLite's commit. Whatever the moment, exactly one passphrase opens the store, content intact."""
+    home = tmp_path / "h"
+    make_device(home)
+    current, other = OLD, NEW
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"HBW_SYNC_HOME": str(home)}
+    for delay in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 2.0):
+        proc = subprocess.Popen([sys.executable, "-m", "hbw_sync.client.cli", "passphrase", "change"], cwd=ROOT,
+                                env=env | {"HBW_PASSPHRASE": current, "HBW_NEW_PASSPHRASE": other},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if opens(home, other):  # the change committed before the kill: the new one is now current
+            current, other = other, current
+        assert opens(home, current) and not opens(home, other)
+        assert titles(home, current) == ["Reconcile October invoices"]
