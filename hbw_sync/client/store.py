@@ -25,6 +25,7 @@ import msgpack
 import platformdirs
 import sqlite_utils
 
+from .. import fileio
 from ..errors import ConfigError, StoreError
 
 SCHEMA_VERSION = 1
@@ -58,11 +59,13 @@ class Store:
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         try:
+            fileio.private_sqlite(path)  # 0600 before SQLite opens it: its -wal and -shm inherit the mode
             conn = sqlite3.connect(path, isolation_level=None, timeout=10)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # an acknowledged command survives power loss
             conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as e:
+            fileio.private_sqlite(path)
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open the local store {path}: {e}") from None
         return conn
 
@@ -87,8 +90,7 @@ class Store:
         if path.exists():
             raise ConfigError(f"{home} already holds an hbw-sync store", hint="use another --home, or keep using this one")
         try:
-            home.mkdir(parents=True, exist_ok=True)
-            os.chmod(home, 0o700)
+            fileio.private_dir(home)
         except OSError as e:
             raise StoreError(f"cannot create {home}: {e}") from None
         store = cls(home, cls._connect(path))

@@ -9,31 +9,112 @@ acknowledged before its transaction is durable.
 
 Reads that must see the writer's latest state run in the writer too; plain
 listings for admin commands open their own read connection.
+
+Faults of the disk (full, I/O error, read-only, locked) are turned into one
+``StorageError`` here, by SQLite's result code or the OS's errno
+(``storage_error``), so the HTTP edge answers 503 with Retry-After and the admin
+CLI exits 74 with words, instead of "internal error (OperationalError)". The
+database and its -wal/-shm files are 0600 (``fileio.private_sqlite``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import errno
 import queue
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
-from ..errors import ConfigError
+from .. import fileio
+from ..errors import ConfigError, StorageError
 
 DB_NAME = "relay.db"
 SCHEMA_VERSION = 1
 MAX_GROUP = 64  # requests committed together at most
 
 
+# What the disk did, by SQLite primary result code and by errno: (code, what happened, what IT does).
+_SQLITE_FAULTS: dict[int, str] = {
+    sqlite3.SQLITE_FULL: "store.disk_full",
+    sqlite3.SQLITE_IOERR: "store.io",
+    sqlite3.SQLITE_CANTOPEN: "store.io",
+    sqlite3.SQLITE_READONLY: "store.read_only",
+    sqlite3.SQLITE_PERM: "store.read_only",
+    sqlite3.SQLITE_BUSY: "store.busy",
+    sqlite3.SQLITE_LOCKED: "store.busy",
+    sqlite3.SQLITE_CORRUPT: "store.corrupt",
+}
+_ERRNO_FAULTS: dict[int, str] = {
+    errno.ENOSPC: "store.disk_full",
+    errno.EDQUOT: "store.disk_full",
+    errno.EIO: "store.io",
+    errno.EROFS: "store.read_only",
+}
+_FAULT_WORDS: dict[str, tuple[str, str]] = {
+    "store.disk_full": ("the relay's disk is full", "free space on the disk that holds the relay's data directory"),
+    "store.io": ("the relay's disk reported an I/O error", "check the disk (dmesg, smartctl); restore from a backup "
+                 "if it is failing"),
+    "store.read_only": ("the relay's data is read-only", "check the data directory's permissions and that its "
+                        "disk is mounted read-write"),
+    "store.busy": ("the relay's database is busy (another program holds its lock)", "try again in a moment"),
+    "store.corrupt": ("the relay's database is damaged", "stop the relay and restore from a backup "
+                      "('hbw-relay restore')"),
+}
+
+
+def storage_error(exc: BaseException) -> StorageError | None:
+    """The ``StorageError`` for a disk fault (SQLite result code or errno), or None for anything else.
+
+    Only SQLite's ``OperationalError`` family and ``OSError`` qualify: an
+    ``IntegrityError`` (a replayed nonce, a duplicate batch) is a value the
+    caller handles, not a fault of the disk.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    code = None
+    if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+        primary = getattr(exc, "sqlite_errorcode", None)
+        code = _SQLITE_FAULTS.get(primary & 0xFF) if isinstance(primary, int) else None
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        code = _ERRNO_FAULTS.get(exc.errno)
+    if code is None:
+        return None
+    what, fix = _FAULT_WORDS[code]
+    err = StorageError(f"{what}; nothing of this operation was kept", code=code, hint=fix)
+    err.__cause__ = exc
+    return err
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    return storage_error(exc) is not None
+
+
+@contextlib.contextmanager
+def faults() -> Iterator[None]:
+    """Turn a disk fault raised inside the block into ``StorageError``; other errors pass unchanged."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as e:
+        err = storage_error(e)
+        if err is None:
+            raise
+        raise err from e
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    """A connection to the relay database (created 0600 if missing), WAL, synchronous=FULL."""
+    with faults():
+        fileio.private_sqlite(path)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        fileio.private_sqlite(path)  # the -wal and -shm files SQLite just made
     return conn
 
 
@@ -121,6 +202,8 @@ class Writer:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.commits = 0
+        #: The disk fault of the last failed transaction, None once one commits (for /healthz).
+        self.fault: StorageError | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -177,17 +260,23 @@ class Writer:
                         outcomes.append((True, fn(conn, *args)))
                         conn.execute("RELEASE item")
                     except BaseException as e:  # noqa: BLE001 - one bad request must not fail the group
+                        if is_storage_fault(e):
+                            raise  # the disk, not the request: the whole group fails below
                         conn.execute("ROLLBACK TO item")
                         conn.execute("RELEASE item")
                         outcomes.append((False, e))
                 conn.execute("COMMIT")
                 self.commits += 1
+                self.fault = None
             except BaseException as e:  # noqa: BLE001 - disk full, I/O error: nothing of the group is durable
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                outcomes = [(False, e)] * len(items)
+                err = storage_error(e)
+                if err is not None:
+                    self.fault = err
+                outcomes = [(False, err or e)] * len(items)
             for (_fn, _args, fut), (ok, value) in zip(items, outcomes):
                 if ok:
                     fut.set_result(value)

@@ -1,0 +1,329 @@
+"""Faults of the disk are told, and what hbw-sync writes is its owner's alone.
+
+Disk faults (issue 10 item 5): SQLite's and the OS's error numbers become one
+``StorageError`` at the relay's edge (``server/db.py``): a device's request is
+answered 503 with Retry-After and the device exits 75 with plain words (its
+changes stay queued); ``/healthz`` says why the relay is unhealthy; admin
+commands exit 74 with words. The end-to-end test fills a real small filesystem
+(a tmpfs, mounted when root; CI runs as root) under a real relay.
+
+Permissions (item 4): stores, relay databases with their -wal/-shm files,
+backups, bundles and reply bundles are 0600 and their directories 0700 even
+under a permissive umask.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from external import required
+from hbw_sync import fileio
+from hbw_sync.client import Device
+from hbw_sync.client import bundles as client_bundles
+from hbw_sync.client.cli import cli as client_cli
+from hbw_sync.errors import (
+    IntegrityError,
+    StorageError,
+    StoreError,
+    TransientError,
+    exit_code_for,
+    from_peer,
+    http_status_for,
+    retry_after_for,
+)
+from hbw_sync.server import admin, db
+from hbw_sync.server.cli import cli as relay_cli
+from relay_helpers import Team
+
+STRONG = "orchid lantern 52 ferry"
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+# -- the mapping, on real SQLite faults --------------------------------------------------------
+
+
+def test_real_sqlite_faults_become_storage_errors(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (b BLOB)")
+    # disk full: SQLite's own page cap gives the very error a full disk gives (SQLITE_FULL)
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        conn.execute("INSERT INTO t VALUES (?)", (os.urandom(200_000),))
+    err = db.storage_error(full.value)
+    assert isinstance(err, StorageError) and err.code == "store.disk_full"
+    assert "disk is full" in err.message and "OperationalError" not in str(err)
+    conn.execute("PRAGMA max_page_count = 1000000")
+
+    # busy: another connection holds the write lock
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        other.execute("BEGIN IMMEDIATE")
+    conn.execute("ROLLBACK")
+    assert db.storage_error(busy.value).code == "store.busy"
+
+    # read-only: a connection opened read-only that tries to write
+    ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as readonly:
+        ro.execute("INSERT INTO t VALUES (x'00')")
+    assert db.storage_error(readonly.value).code == "store.read_only"
+
+    # not faults of the disk: a constraint (a replay is a value), a bad statement
+    conn.execute("CREATE TABLE u (k INTEGER PRIMARY KEY)")
+    conn.execute("INSERT INTO u VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError) as dup:
+        conn.execute("INSERT INTO u VALUES (1)")
+    assert db.storage_error(dup.value) is None
+    with pytest.raises(sqlite3.OperationalError) as syntax:
+        conn.execute("SELEC 1")
+    assert db.storage_error(syntax.value) is None
+    for c in (conn, other, ro):
+        c.close()
+
+    assert db.storage_error(OSError(errno.ENOSPC, "No space left on device")).code == "store.disk_full"
+    assert db.storage_error(OSError(errno.EROFS, "Read-only file system")).code == "store.read_only"
+    assert db.storage_error(OSError(errno.EIO, "I/O error")).code == "store.io"
+    assert db.storage_error(OSError(errno.ENOENT, "No such file")) is None
+    assert db.storage_error(ValueError("x")) is None
+
+
+def test_storage_error_is_74_here_503_with_retry_after_there_and_75_for_the_device() -> None:
+    e = StorageError("the relay's disk is full", code="store.disk_full", hint="free space")
+    assert isinstance(e, StoreError)
+    assert exit_code_for(e) == 74 and http_status_for(e) == 503
+    assert retry_after_for(e) == 600
+    assert retry_after_for(StorageError("x", code="store.busy")) == 5
+    assert retry_after_for(TransientError("x")) == 60
+    assert retry_after_for(IntegrityError("x")) is None
+    # what the device rebuilds from the relay's 503: transient (exit 75), same code and words
+    back = from_peer(e.to_dict(), 503)
+    assert type(back) is TransientError and exit_code_for(back) == 75
+    assert (back.code, back.message, back.hint) == (e.code, e.message, e.hint)
+    # other statuses keep the peer's class
+    assert type(from_peer(IntegrityError("bad", code="integrity.signature").to_dict(), 400)) is IntegrityError
+
+
+def test_writer_turns_a_full_database_into_storage_error_and_recovers(tmp_path: Path) -> None:
+    """One full transaction fails as a whole with StorageError (nothing kept); the next one commits."""
+    admin.init(tmp_path / "r", "Registry")
+    w = db.Writer(tmp_path / "r" / db.DB_NAME)
+    w.start()
+    try:
+        def cap(conn: sqlite3.Connection) -> None:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+
+        def big(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('big', ?)", (os.urandom(300_000),))
+
+        def small(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('small', x'01')")
+            return 1
+
+        w.call(cap)
+        before = w.commits
+        f1, f2 = w.submit(big), w.submit(small)  # likely one group: both must fail, neither kept
+        with pytest.raises(StorageError) as exc:
+            f1.result()
+        assert exc.value.code == "store.disk_full"
+        if w.commits == before:  # same group as the failed one
+            with pytest.raises(StorageError):
+                f2.result()
+        assert w.fault is not None and w.fault.code == "store.disk_full"
+        assert w.call(lambda c: c.execute("SELECT COUNT(*) FROM meta WHERE key = 'big'").fetchone()[0]) == 0
+        w.call(lambda c: c.execute("PRAGMA max_page_count = 1000000"))
+        assert w.call(lambda c: c.execute("SELECT COUNT(*) FROM meta").fetchone()[0]) > 0
+        assert w.fault is None  # a commit clears it
+    finally:
+        w.stop()
+
+
+# -- a real relay on a real full disk ---------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 16 MB tmpfs at tmp_path/'relay' (needs root: CI runs as root). Skips loudly otherwise."""
+    mnt = tmp_path / "relay"
+    mnt.mkdir()
+    why = None
+    if os.geteuid() != 0:
+        why = "not root"
+    else:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            why = f"mount failed: {r.stderr.strip()}"
+    if why:
+        msg = f"a small filesystem for the relay's data is needed (mount -t tmpfs): {why}"
+        if "tmpfs" in required():
+            pytest.fail(f"HBW_REQUIRE names tmpfs, but {msg}", pytrace=False)
+        pytest.skip(f"SKIPPED LOUDLY: {msg}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Write a file until the filesystem refuses: ENOSPC."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        chunk = b"\xa5" * 65536
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    return filler
+
+
+def _healthz(url: str) -> tuple[int, dict, str | None]:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as r:
+            return r.status, json.loads(r.read()), r.headers.get("Retry-After")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers.get("Retry-After")
+
+
+def _batches_at_relay(data: Path) -> int:
+    return sum(1 for r in admin.audit_log(data, limit=10_000) if r["action"] == "batch")
+
+
+def test_relay_disk_full_is_told_and_loses_nothing(small_disk: Path, tmp_path: Path) -> None:
+    team = Team(tmp_path)
+    team.thread.config.min_free_mb = 1
+    with team:
+        sup, mem = team.pair()
+        assert _healthz(team.url)[0] == 200
+        report = tmp_path / "report.bin"
+        report.write_bytes(os.urandom(3_000_000))  # incompressible: the relay must grow its files
+        with mem.open() as rep:
+            rep.add_task("Quarterly report", description="see the attached file")
+            rep.add_doc(report, name="report.bin")
+        before = _batches_at_relay(team.data)
+
+        filler = _fill(small_disk)
+        env = {"HBW_SYNC_HOME": str(mem.home), "HBW_PASSPHRASE": mem.passphrase}
+        res = CliRunner().invoke(client_cli, ["sync"], env=env)
+        assert res.exit_code == 75, res.output
+        assert "disk is full" in res.output and "nothing was lost" in res.output
+        assert "OperationalError" not in res.output and "internal" not in res.output
+        # nothing lost: the device still holds every change; the relay kept none of the failed ones
+        with Device.open(mem.home) as dev:
+            st = dev.status()
+        assert st["outbox"]["changes"] >= 2, st
+        assert not st["last_sync"]["ok"] and "disk is full" in st["last_sync"]["detail"]
+        assert _batches_at_relay(team.data) == before
+
+        status, body, retry = _healthz(team.url)
+        assert status == 503 and body["ok"] is False and body["code"] == "store.disk_full"
+        assert "full" in body["reason"] and retry is not None and int(retry) > 0
+
+        # office IT's command on the same disk: words and exit 74, never a class name
+        res = CliRunner().invoke(relay_cli, ["backup", "--data", str(team.data), str(small_disk / "b.db")])
+        assert res.exit_code == 74, res.output
+        assert "disk is full" in res.output and "Error" not in res.output
+        assert not (small_disk / "b.db").exists()
+
+        # space again: the same sync goes through, and the supervisor gets all of it
+        filler.unlink()
+        res = CliRunner().invoke(client_cli, ["sync"], env=env)
+        assert res.exit_code == 0, res.output
+        with Device.open(mem.home) as dev:
+            assert dev.status()["outbox"]["changes"] == 0
+        assert _batches_at_relay(team.data) > before
+        assert _healthz(team.url)[0] == 200
+        sup.sync()
+        with sup.open() as rep:
+            assert [t.title for t in rep.tasks()] == ["Quarterly report"]
+            docs = rep.docs()
+            assert [d.name for d in docs] == ["report.bin"]
+            assert rep.doc_bytes(docs[0].id)[1] == report.read_bytes()
+
+
+# -- file permissions -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask():
+    old = os.umask(0o022)  # the usual default: new files 0644, directories 0755
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _private_tree(root: Path) -> list[str]:
+    """Paths under root (itself included) looser than 0700 for dirs or 0600 for files."""
+    loose = []
+    for p in [root, *root.rglob("*")]:
+        want = fileio.DIR_MODE if p.is_dir() else fileio.FILE_MODE
+        if _mode(p) & ~want & 0o777:
+            loose.append(f"{p.relative_to(root.parent)} {oct(_mode(p))}")
+    return loose
+
+
+def test_stores_relay_data_backups_bundles_and_replies_are_private(tmp_path: Path, open_umask: None) -> None:
+    with Team(tmp_path) as team:
+        sup, mem = team.pair()
+        with mem.open() as rep:
+            rep.add_task("Field visit")
+        mem.sync()
+        bundle = tmp_path / "out" / "chidi.hbw"
+        bundle.parent.mkdir()
+        client_bundles.export_bundle(mem.home, bundle)
+        r = admin.ingest_bundle(team.data, bundle, tmp_path / "replies")
+        backup = tmp_path / "backups" / "relay-copy.db"
+        backup.parent.mkdir()
+        admin.backup(team.data, backup)
+        restored = tmp_path / "restored"
+        admin.restore(backup, restored, team.data / "relay.key")
+
+        for home in (sup.home, mem.home):
+            with Device.open(home):  # -wal and -shm exist while a connection is open
+                assert (home / "store.db-wal").exists()
+                assert _private_tree(home) == []
+        assert (team.data / "relay.db-wal").exists() and (team.data / "relay.db-shm").exists()
+        assert _private_tree(team.data) == []
+        assert _mode(bundle) == 0o600
+        assert _mode(Path(r["reply"])) == 0o600 and _mode(Path(r["reply"]).parent) == 0o700
+        assert _mode(backup) == 0o600
+        assert _private_tree(restored) == []
+        assert not list(tmp_path.rglob("*.part"))
+
+
+def test_an_existing_world_readable_database_is_tightened_on_open(tmp_path: Path, open_umask: None) -> None:
+    admin.init(tmp_path / "r", "Registry")
+    path = tmp_path / "r" / db.DB_NAME
+    os.chmod(path, 0o644)  # as an older version left it
+    admin.members(tmp_path / "r")
+    assert _mode(path) == 0o600
+
+
+def test_write_private_is_atomic_and_private(tmp_path: Path, open_umask: None) -> None:
+    p = tmp_path / "x.hbw"
+    fileio.write_private(p, b"one")
+    assert p.read_bytes() == b"one" and _mode(p) == 0o600
+    os.chmod(p, 0o644)
+    fileio.write_private(p, b"two")
+    assert p.read_bytes() == b"two" and _mode(p) == 0o600
+    d = fileio.private_dir(tmp_path / "a" / "b")
+    assert _mode(d) == 0o700
