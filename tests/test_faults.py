@@ -158,27 +158,37 @@ def test_writer_turns_a_full_database_into_storage_error_and_recovers(tmp_path: 
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 16 MB tmpfs at tmp_path/'relay' (needs root: CI runs as root). Skips loudly otherwise."""
-    mnt = tmp_path / "relay"
-    mnt.mkdir()
-    why = None
-    if os.geteuid() != 0:
-        why = "not root"
-    else:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            why = f"mount failed: {r.stderr.strip()}"
-    if why:
-        msg = f"a small filesystem for the relay's data is needed (mount -t tmpfs): {why}"
-        if "tmpfs" in required():
-            pytest.fail(f"HBW_REQUIRE names tmpfs, but {msg}", pytrace=False)
-        pytest.skip(f"SKIPPED LOUDLY: {msg}")
-    try:
-        yield mnt
-    finally:
+def small_fs(tmp_path: Path):
+    """``mount(path)``: a 16 MB tmpfs at ``path`` (needs root: CI runs as root). Skips loudly otherwise."""
+    mounted: list[Path] = []
+
+    def mount(mnt: Path) -> Path:
+        mnt.mkdir()
+        why = None
+        if os.geteuid() != 0:
+            why = "not root"
+        else:
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                why = f"mount failed: {r.stderr.strip()}"
+        if why:
+            msg = f"a small filesystem is needed to fill up (mount -t tmpfs): {why}"
+            if "tmpfs" in required():
+                pytest.fail(f"HBW_REQUIRE names tmpfs, but {msg}", pytrace=False)
+            pytest.skip(f"SKIPPED LOUDLY: {msg}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in reversed(mounted):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, small_fs) -> Path:
+    """The relay's data directory (tmp_path/'relay', where ``Team`` puts it) on a 16 MB tmpfs."""
+    return small_fs(tmp_path / "relay")
 
 
 def _fill(directory: Path) -> Path:
@@ -224,7 +234,7 @@ def test_relay_disk_full_is_told_and_loses_nothing(small_disk: Path, tmp_path: P
         env = {"HBW_SYNC_HOME": str(mem.home), "HBW_PASSPHRASE": mem.passphrase}
         res = CliRunner().invoke(client_cli, ["sync"], env=env)
         assert res.exit_code == 75, res.output
-        assert "disk is full" in res.output and "nothing was lost" in res.output
+        assert "disk is full, so it could not finish this sync" in res.output and "nothing was lost" in res.output
         assert "OperationalError" not in res.output and "internal" not in res.output
         # nothing lost: the device still holds every change; the relay kept none of the failed ones
         with Device.open(mem.home) as dev:
@@ -240,7 +250,8 @@ def test_relay_disk_full_is_told_and_loses_nothing(small_disk: Path, tmp_path: P
         # office IT's command on the same disk: words and exit 74, never a class name
         res = CliRunner().invoke(relay_cli, ["backup", "--data", str(team.data), str(small_disk / "b.db")])
         assert res.exit_code == 74, res.output
-        assert "disk is full" in res.output and "Error" not in res.output
+        assert "is full; no backup was written" in res.output and "free space on the disk that holds" in res.output
+        assert "Error" not in res.output
         assert not (small_disk / "b.db").exists()
 
         # space again: the same sync goes through, and the supervisor gets all of it
@@ -327,3 +338,37 @@ def test_write_private_is_atomic_and_private(tmp_path: Path, open_umask: None) -
     assert p.read_bytes() == b"two" and _mode(p) == 0o600
     d = fileio.private_dir(tmp_path / "a" / "b")
     assert _mode(d) == 0o700
+
+
+def test_a_reply_bundle_that_cannot_be_written_is_told_and_written_again(tmp_path: Path, small_fs) -> None:
+    """The office ingests Chidi's bundle, but the reply's disk is full: applied, told, and the same bundle again
+    writes the same reply once there is space."""
+    replies = small_fs(tmp_path / "replies")
+    with Team(tmp_path) as team:
+        sup, mem = team.pair()
+        with mem.open() as rep:
+            rep.add_task("Inspection, ward 4")
+        bundle = tmp_path / "chidi.hbw"
+        client_bundles.export_bundle(mem.home, bundle)
+        filler = _fill(replies)
+        res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(bundle),
+                                             "--reply-dir", str(replies)])
+        assert res.exit_code == 74, res.output
+        assert f"the disk that holds {replies} is full" in res.output
+        assert "the bundle was applied and nothing is lost, but its reply was not written" in res.output
+        assert "ingest the same bundle again" in res.output and "Error" not in res.output
+        assert not list(replies.glob("hbw-reply-*"))
+        sup.sync()
+        with sup.open() as rep:
+            assert [t.title for t in rep.tasks()] == ["Inspection, ward 4"]  # it was applied
+
+        filler.unlink()
+        res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(bundle),
+                                             "--reply-dir", str(replies), "--json"])
+        assert res.exit_code == 0, res.output
+        reply = Path(json.loads(res.stdout)["reply"])
+        assert _mode(reply) == 0o600
+        out = client_bundles.import_bundle(mem.home, reply, mem.passphrase)
+        assert out["acks"] == 1
+        with Device.open(mem.home) as dev:
+            assert dev.status()["outbox"]["changes"] == 0

@@ -202,7 +202,8 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
     # write fails, ingesting the same bundle again writes the same reply (see relay.ingest_bundle).
     reply, stats = _write(data, lambda conn: relay.ingest_bundle(conn, _identity(conn, data), raw, relay.now_ms()))
     out = out_dir / f"hbw-reply-{stats['member']}-{stats['device'][:8]}-{stats['counter']}.hbw"
-    with db.faults():
+    with db.faults(f"the disk that holds {out_dir}", "the bundle was applied and nothing is lost, but its reply "
+                   "was not written", "ingest the same bundle again: it writes the same reply"):
         fileio.write_private(out, reply)
     return {**stats, "reply": str(out), "reply_bytes": len(reply)}
 
@@ -214,7 +215,7 @@ def backup(data: Path, dest: Path) -> dict[str, Any]:
         raise UsageError(f"{dest} exists; choose a new file name")
     src = _conn(data)
     try:
-        with db.faults():
+        with db.faults(f"the disk that holds {dest.parent}", "no backup was written"):
             fileio.create_private(dest)  # a backup is the whole relay: 0600 before a byte is in it
             out = sqlite3.connect(dest)
             try:

@@ -29,9 +29,6 @@ log = logging.getLogger("hbw.relay")
 
 MAX_BODY = 40 * 1024 * 1024
 MIN_FREE_MB = 64  # below this much free space on the data disk, /healthz says unhealthy
-#: What a device is told when the relay's disk failed its request (the relay's own words say what happened).
-DEVICE_HINT_ON_STORAGE = ("nothing was lost: your changes stay queued on this device and go out at a later sync; "
-                          "if this lasts, tell office IT")
 
 
 @dataclass
@@ -102,9 +99,9 @@ routes = web.RouteTableDef()
 
 
 def _error_response(e: HbwError) -> web.Response:
-    body = e.to_dict()
     if isinstance(e, StorageError):  # the relay's disk, not the device's: tell the device what it means for it
-        body["hint"] = DEVICE_HINT_ON_STORAGE
+        e = db.for_device(e)
+    body = e.to_dict()
     retry = retry_after_for(e)
     headers = {"Retry-After": str(retry)} if retry is not None else None
     return web.Response(status=http_status_for(e), text=json.dumps(body), content_type="application/json",

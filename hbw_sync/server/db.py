@@ -39,7 +39,7 @@ SCHEMA_VERSION = 1
 MAX_GROUP = 64  # requests committed together at most
 
 
-# What the disk did, by SQLite primary result code and by errno: (code, what happened, what IT does).
+# What the disk did, by SQLite primary result code and by errno.
 _SQLITE_FAULTS: dict[int, str] = {
     sqlite3.SQLITE_FULL: "store.disk_full",
     sqlite3.SQLITE_IOERR: "store.io",
@@ -56,24 +56,29 @@ _ERRNO_FAULTS: dict[int, str] = {
     errno.EIO: "store.io",
     errno.EROFS: "store.read_only",
 }
+# code -> (what happened, what office IT does about it); {disk} names the disk that failed.
 _FAULT_WORDS: dict[str, tuple[str, str]] = {
-    "store.disk_full": ("the relay's disk is full", "free space on the disk that holds the relay's data directory"),
-    "store.io": ("the relay's disk reported an I/O error", "check the disk (dmesg, smartctl); restore from a backup "
-                 "if it is failing"),
-    "store.read_only": ("the relay's data is read-only", "check the data directory's permissions and that its "
-                        "disk is mounted read-write"),
+    "store.disk_full": ("{disk} is full", "free space on {disk}"),
+    "store.io": ("{disk} reported an I/O error", "check the disk (dmesg, smartctl); restore from a backup if it is "
+                 "failing"),
+    "store.read_only": ("{disk} is read-only", "check the directory's permissions and that its disk is mounted "
+                        "read-write"),
     "store.busy": ("the relay's database is busy (another program holds its lock)", "try again in a moment"),
     "store.corrupt": ("the relay's database is damaged", "stop the relay and restore from a backup "
                       "('hbw-relay restore')"),
 }
+RELAY_DISK = "the relay's disk"
 
 
-def storage_error(exc: BaseException) -> StorageError | None:
+def storage_error(exc: BaseException, disk: str = RELAY_DISK, outcome: str = "nothing was changed",
+                  then: str = "") -> StorageError | None:
     """The ``StorageError`` for a disk fault (SQLite result code or errno), or None for anything else.
 
     Only SQLite's ``OperationalError`` family and ``OSError`` qualify: an
     ``IntegrityError`` (a replayed nonce, a duplicate batch) is a value the
-    caller handles, not a fault of the disk.
+    caller handles, not a fault of the disk. ``disk`` names the disk in the
+    words ("the disk that holds /backups") when it is not the relay's;
+    ``outcome`` says what was kept, ``then`` what to do once the disk is fixed.
     """
     if isinstance(exc, StorageError):
         return exc
@@ -85,10 +90,25 @@ def storage_error(exc: BaseException) -> StorageError | None:
         code = _ERRNO_FAULTS.get(exc.errno)
     if code is None:
         return None
-    what, fix = _FAULT_WORDS[code]
-    err = StorageError(f"{what}; nothing of this operation was kept", code=code, hint=fix)
+    what, fix = (w.format(disk=disk) for w in _FAULT_WORDS[code])
+    err = StorageError(f"{what}; {outcome}", code=code, hint=fix + (f", then {then}" if then else ""))
     err.__cause__ = exc
     return err
+
+
+_DEVICE_HINT = ("nothing was lost: your changes stay queued on this device and go out at a later sync; "
+                "if this lasts, tell office IT")
+
+
+def for_device(err: StorageError) -> StorageError:
+    """The same fault in the words a device's person reads: what it means for *their* changes.
+
+    The relay's own words tell IT what to fix; a device's person needs to hear
+    that nothing of theirs was lost and that a later sync will do.
+    """
+    what = _FAULT_WORDS.get(err.code, ("the relay could not use its disk", ""))[0].format(disk=RELAY_DISK)
+    hint = "nothing was lost: sync again in a moment" if err.code == "store.busy" else _DEVICE_HINT
+    return StorageError(f"{what}, so it could not finish this sync", code=err.code, hint=hint)
 
 
 def is_storage_fault(exc: BaseException) -> bool:
@@ -96,12 +116,12 @@ def is_storage_fault(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def faults() -> Iterator[None]:
+def faults(disk: str = RELAY_DISK, outcome: str = "nothing was changed", then: str = "") -> Iterator[None]:
     """Turn a disk fault raised inside the block into ``StorageError``; other errors pass unchanged."""
     try:
         yield
     except (sqlite3.Error, OSError) as e:
-        err = storage_error(e)
+        err = storage_error(e, disk, outcome, then)
         if err is None:
             raise
         raise err from e
