@@ -121,6 +121,8 @@ class RevokedError(AccessError):
 
 class TransientError(HbwError):
     code = "transient"
+    #: Seconds the peer asked us to wait (its HTTP Retry-After), when it said; bounded by ``from_peer``.
+    retry_after_s: int | None = None
 
 
 # The one table of exit codes. Looked up along the MRO, most specific first.
@@ -201,14 +203,21 @@ def from_dict(d: dict[str, Any]) -> HbwError:
     return cls(str(d.get("message", "unknown error")), code=d.get("code"), hint=d.get("hint"))
 
 
-def from_peer(d: dict[str, Any], status: int) -> HbwError:
-    """Rebuild an error a peer answered with HTTP ``status``.
+MAX_RETRY_AFTER_S = 3600  # error bodies are unsigned: a forged Retry-After may delay a device this long at most
+
+
+def from_peer(d: dict[str, Any], status: int, retry_after: str | None = None) -> HbwError:
+    """Rebuild an error a peer answered with HTTP ``status`` (and ``Retry-After`` header, if any).
 
     A 503 means "the request was fine, try again later" whatever the peer's class
     (its disk is full, it is busy): for us that is a ``TransientError`` (exit 75)
     that keeps the peer's code, message and hint, never a fault of our own store.
+    ``Retry-After`` counts only as a whole number of seconds, capped at
+    ``MAX_RETRY_AFTER_S`` (the HTTP-date form is ignored).
     """
     e = from_dict(d)
     if status == 503 and not isinstance(e, TransientError):
-        return TransientError(e.message, code=e.code, hint=e.hint)
+        e = TransientError(e.message, code=e.code, hint=e.hint)
+    if isinstance(e, TransientError) and retry_after and len(retry_after) <= 10 and retry_after.isdigit():
+        e.retry_after_s = min(int(retry_after), MAX_RETRY_AFTER_S)
     return e

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,6 +33,7 @@ from hbw_sync import fileio
 from hbw_sync.client import Device
 from hbw_sync.client import bundles as client_bundles
 from hbw_sync.client.cli import cli as client_cli
+from hbw_sync.client.watch import watch
 from hbw_sync.errors import (
     IntegrityError,
     StorageError,
@@ -115,6 +117,11 @@ def test_storage_error_is_74_here_503_with_retry_after_there_and_75_for_the_devi
     back = from_peer(e.to_dict(), 503)
     assert type(back) is TransientError and exit_code_for(back) == 75
     assert (back.code, back.message, back.hint) == (e.code, e.message, e.hint)
+    # Retry-After: whole seconds only, capped (error bodies are unsigned)
+    assert from_peer(e.to_dict(), 503, "600").retry_after_s == 600
+    assert from_peer(e.to_dict(), 503, "99999999").retry_after_s == 3600
+    for junk in (None, "", "-5", "1.5", "Wed, 21 Oct 2026 07:28:00 GMT", "9" * 400):
+        assert from_peer(e.to_dict(), 503, junk).retry_after_s is None
     # other statuses keep the peer's class
     assert type(from_peer(IntegrityError("bad", code="integrity.signature").to_dict(), 400)) is IntegrityError
 
@@ -241,6 +248,20 @@ def test_relay_disk_full_is_told_and_loses_nothing(small_disk: Path, tmp_path: P
             st = dev.status()
         assert st["outbox"]["changes"] >= 2, st
         assert not st["last_sync"]["ok"] and "disk is full" in st["last_sync"]["detail"]
+        assert _batches_at_relay(team.data) == before
+
+        # the scheduler's loop waits as long as the relay asks instead of resending megabytes every second
+        lines: list[str] = []
+        stop = threading.Event()
+
+        def log(line: str) -> None:
+            lines.append(line)
+            if "sync interrupted" in line:
+                stop.set()  # one round is enough to see what it would wait
+
+        assert watch(mem.home, mem.passphrase, log=log, stop=stop, install_signals=False) == 0
+        [told] = [ln for ln in lines if "sync interrupted" in ln]
+        assert "will retry in 600 s" in told and "disk is full" in told, lines
         assert _batches_at_relay(team.data) == before
 
         status, body, retry = _healthz(team.url)

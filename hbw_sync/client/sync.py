@@ -101,7 +101,7 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
                 except ValueError:
                     err = None
                 if isinstance(err, dict) and "error" in err:
-                    raise from_peer(err, resp.status)
+                    raise from_peer(err, resp.status, resp.headers.get("Retry-After"))
                 if resp.status >= 500:
                     raise TransientError(f"the relay answered {resp.status}; try again later")
                 raise ProtocolError(f"the relay answered {resp.status} {resp.reason}", code="protocol.http")
