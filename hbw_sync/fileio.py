@@ -57,11 +57,20 @@ def tighten(path: Path) -> None:
 
 
 def private_sqlite(path: Path) -> None:
-    """Make a SQLite database and whatever side files it has 0600 (creating the database if missing)."""
+    """Make a SQLite database and its side files 0600 (creating the database if missing), its directory 0700."""
     path = Path(path)
+    tighten_dir(path.parent)
     create_private(path)
     for suffix in SQLITE_SIDE_FILES:
         tighten(path.with_name(path.name + suffix))
+
+
+def tighten_dir(path: Path) -> None:
+    """Make an existing directory we own 0700 if it is looser (one an older version left 0755)."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        st = os.stat(path)
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid():
+            os.chmod(path, DIR_MODE)
 
 
 def write_private(path: Path, data: bytes) -> None:

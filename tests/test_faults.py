@@ -346,8 +346,9 @@ def test_an_existing_world_readable_database_is_tightened_on_open(tmp_path: Path
     admin.init(tmp_path / "r", "Registry")
     path = tmp_path / "r" / db.DB_NAME
     os.chmod(path, 0o644)  # as an older version left it
+    os.chmod(path.parent, 0o755)
     admin.members(tmp_path / "r")
-    assert _mode(path) == 0o600
+    assert _mode(path) == 0o600 and _mode(path.parent) == 0o700
 
 
 def test_write_private_is_atomic_and_private(tmp_path: Path, open_umask: None) -> None:

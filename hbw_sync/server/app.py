@@ -129,6 +129,8 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         return web.Response(body=out, content_type=content_type)
     except HbwError as e:
         status = http_status_for(e)
+        if isinstance(e, StorageError):  # office IT must hear of it, not only the device
+            log.warning(json.dumps({"action": action, "error": e.code, "message": e.message, "hint": e.hint}))
         return _error_response(e)
     except web.HTTPException as e:
         status = e.status
