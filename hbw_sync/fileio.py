@@ -12,20 +12,70 @@ itself (its unix VFS copies the main file's mode), so creating the database
 file 0600 *before* SQLite opens it is enough; ``tighten`` also fixes files
 that an older version left 0644.
 
-Plain ``os`` calls only: the client and the relay both use this module and
-must not import each other.
+It also names a fault of the disk (``fault_code``) from SQLite's result code
+or the OS's errno, one table for the client and the relay; each edge says it
+in its own words (``server/db.py``, ``client/store.py``).
+
+Plain ``os`` calls only (SQLite's result codes are plain numbers, read from the
+exception): the client and the relay both use this module and must not import
+each other, and the core stays free of sqlite3.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+# SQLite primary result codes (https://sqlite.org/rescode.html), as ``sqlite3.Error.sqlite_errorcode & 0xFF``.
+_SQLITE_FAULTS: dict[int, str] = {
+    13: "store.disk_full",  # SQLITE_FULL
+    10: "store.io",  # SQLITE_IOERR
+    14: "store.io",  # SQLITE_CANTOPEN
+    8: "store.read_only",  # SQLITE_READONLY
+    3: "store.read_only",  # SQLITE_PERM
+    5: "store.busy",  # SQLITE_BUSY
+    6: "store.busy",  # SQLITE_LOCKED
+    11: "store.corrupt",  # SQLITE_CORRUPT (SQLITE_NOTADB, a file that is no database, is the caller's ConfigError)
+}
+_ERRNO_FAULTS: dict[int, str] = {
+    errno.ENOSPC: "store.disk_full",
+    errno.EDQUOT: "store.disk_full",
+    errno.EIO: "store.io",
+    errno.EROFS: "store.read_only",
+}
+
+
+NEARLY_FULL = 1 << 20  # an I/O error on a disk with less free space than this is a full disk
+
+
+def fault_code(exc: BaseException, where: Path | None = None) -> str | None:
+    """``store.disk_full``, ``store.io``, ``store.read_only``, ``store.busy`` or ``store.corrupt`` for a
+    fault of the disk under a file or database; None for anything else (a constraint, a bad statement, a bug).
+
+    SQLite reports some failures of a full disk as I/O errors (creating its
+    ``-shm`` file, say); given ``where`` (a path on that disk), an I/O error on
+    a disk with almost no free space is called what it is: full.
+    """
+    code = None
+    if isinstance(exc, OSError):
+        code = _ERRNO_FAULTS.get(exc.errno) if exc.errno is not None else None
+    else:
+        primary = getattr(exc, "sqlite_errorcode", None)
+        if type(primary) is int:
+            code = _SQLITE_FAULTS.get(primary & 0xFF)
+    if code == "store.io" and where is not None:
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(where).free < NEARLY_FULL:
+                code = "store.disk_full"
+    return code
 
 
 def private_dir(path: Path) -> Path:

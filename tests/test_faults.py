@@ -394,3 +394,38 @@ def test_a_reply_bundle_that_cannot_be_written_is_told_and_written_again(tmp_pat
         assert out["acks"] == 1
         with Device.open(mem.home) as dev:
             assert dev.status()["outbox"]["changes"] == 0
+
+
+def test_a_full_disk_on_the_laptop_is_told_and_loses_nothing(tmp_path: Path, small_fs) -> None:
+    """Chidi's own disk fills up: adding a document and receiving the team's changes say so (exit 74), keep
+    everything already there, and work once space is freed."""
+    small_fs(tmp_path / "dev-chidi")  # where Team.join puts chidi's store
+    big = tmp_path / "scan.pdf"
+    big.write_bytes(os.urandom(3_000_000))
+    with Team(tmp_path) as team:
+        sup, mem = team.pair()
+        with mem.open() as rep:
+            rep.add_task("Ward 4 inspection")
+        mem.sync()
+        with sup.open() as rep:
+            rep.add_doc(big, name="signed-form.pdf")
+        sup.sync()
+
+        filler = _fill(mem.home)
+        env = {"HBW_SYNC_HOME": str(mem.home), "HBW_PASSPHRASE": mem.passphrase}
+        for args in (["sync"], ["doc", "add", str(big)]):
+            res = CliRunner().invoke(client_cli, args, env=env)
+            assert res.exit_code == 74, (args, res.output)
+            assert "this computer's disk is full; nothing was changed" in res.output, res.output
+            assert "free space on this computer" in res.output
+            assert "OperationalError" not in res.output and "internal" not in res.output
+
+        filler.unlink()
+        res = CliRunner().invoke(client_cli, ["sync"], env=env)
+        assert res.exit_code == 0, res.output
+        with mem.open() as rep:
+            assert [t.title for t in rep.tasks()] == ["Ward 4 inspection"]
+            [doc] = rep.docs()
+            assert doc.name == "signed-form.pdf" and rep.doc_bytes(doc.id)[1] == big.read_bytes()
+        res = CliRunner().invoke(client_cli, ["doc", "add", str(big)], env=env)
+        assert res.exit_code == 0, res.output

@@ -32,7 +32,7 @@ def _conn(data: Path) -> sqlite3.Connection:
 def _write(data: Path, fn: Any, *args: Any) -> Any:
     conn = _conn(data)
     try:
-        with db.faults():
+        with db.faults(where=Path(data)):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 out = fn(conn, *args)
@@ -53,7 +53,7 @@ def init(data: Path, team: str, url: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"{data} already holds a relay", hint="use another --data directory")
     if not team.strip():
         raise UsageError("the team name must not be empty")
-    with db.faults():
+    with db.faults(where=data.parent):
         fileio.private_dir(data)
     key = crypto.DeviceKey.generate()
     fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -203,7 +203,7 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
     reply, stats = _write(data, lambda conn: relay.ingest_bundle(conn, _identity(conn, data), raw, relay.now_ms()))
     out = out_dir / f"hbw-reply-{stats['member']}-{stats['device'][:8]}-{stats['counter']}.hbw"
     with db.faults(f"the disk that holds {out_dir}", "the bundle was applied and nothing is lost, but its reply "
-                   "was not written", "ingest the same bundle again: it writes the same reply"):
+                   "was not written", "ingest the same bundle again: it writes the same reply", out_dir):
         fileio.write_private(out, reply)
     return {**stats, "reply": str(out), "reply_bytes": len(reply)}
 
@@ -215,7 +215,7 @@ def backup(data: Path, dest: Path) -> dict[str, Any]:
         raise UsageError(f"{dest} exists; choose a new file name")
     src = _conn(data)
     try:
-        with db.faults(f"the disk that holds {dest.parent}", "no backup was written"):
+        with db.faults(f"the disk that holds {dest.parent}", "no backup was written", where=dest.parent):
             fileio.create_private(dest)  # a backup is the whole relay: 0600 before a byte is in it
             out = sqlite3.connect(dest)
             try:

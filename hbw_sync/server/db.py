@@ -12,7 +12,7 @@ listings for admin commands open their own read connection.
 
 Faults of the disk (full, I/O error, read-only, locked) are turned into one
 ``StorageError`` here, by SQLite's result code or the OS's errno
-(``storage_error``), so the HTTP edge answers 503 with Retry-After and the admin
+(``storage_error``, with ``fileio.fault_code``), so the HTTP edge answers 503 with Retry-After and the admin
 CLI exits 74 with words, instead of "internal error (OperationalError)". The
 database and its -wal/-shm files are 0600 (``fileio.private_sqlite``).
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import queue
 import sqlite3
 import threading
@@ -39,23 +38,6 @@ SCHEMA_VERSION = 1
 MAX_GROUP = 64  # requests committed together at most
 
 
-# What the disk did, by SQLite primary result code and by errno.
-_SQLITE_FAULTS: dict[int, str] = {
-    sqlite3.SQLITE_FULL: "store.disk_full",
-    sqlite3.SQLITE_IOERR: "store.io",
-    sqlite3.SQLITE_CANTOPEN: "store.io",
-    sqlite3.SQLITE_READONLY: "store.read_only",
-    sqlite3.SQLITE_PERM: "store.read_only",
-    sqlite3.SQLITE_BUSY: "store.busy",
-    sqlite3.SQLITE_LOCKED: "store.busy",
-    sqlite3.SQLITE_CORRUPT: "store.corrupt",
-}
-_ERRNO_FAULTS: dict[int, str] = {
-    errno.ENOSPC: "store.disk_full",
-    errno.EDQUOT: "store.disk_full",
-    errno.EIO: "store.io",
-    errno.EROFS: "store.read_only",
-}
 # code -> (what happened, what office IT does about it); {disk} names the disk that failed.
 _FAULT_WORDS: dict[str, tuple[str, str]] = {
     "store.disk_full": ("{disk} is full", "free space on {disk}"),
@@ -71,23 +53,19 @@ RELAY_DISK = "the relay's disk"
 
 
 def storage_error(exc: BaseException, disk: str = RELAY_DISK, outcome: str = "nothing was changed",
-                  then: str = "") -> StorageError | None:
+                  then: str = "", where: Path | None = None) -> StorageError | None:
     """The ``StorageError`` for a disk fault (SQLite result code or errno), or None for anything else.
 
     Only SQLite's ``OperationalError`` family and ``OSError`` qualify: an
     ``IntegrityError`` (a replayed nonce, a duplicate batch) is a value the
     caller handles, not a fault of the disk. ``disk`` names the disk in the
     words ("the disk that holds /backups") when it is not the relay's;
-    ``outcome`` says what was kept, ``then`` what to do once the disk is fixed.
+    ``outcome`` says what was kept, ``then`` what to do once the disk is fixed;
+    ``where``, a path on that disk, lets an I/O error of a full disk be told as "full".
     """
     if isinstance(exc, StorageError):
         return exc
-    code = None
-    if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
-        primary = getattr(exc, "sqlite_errorcode", None)
-        code = _SQLITE_FAULTS.get(primary & 0xFF) if isinstance(primary, int) else None
-    elif isinstance(exc, OSError) and exc.errno is not None:
-        code = _ERRNO_FAULTS.get(exc.errno)
+    code = fileio.fault_code(exc, where)
     if code is None:
         return None
     what, fix = (w.format(disk=disk) for w in _FAULT_WORDS[code])
@@ -116,12 +94,13 @@ def is_storage_fault(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def faults(disk: str = RELAY_DISK, outcome: str = "nothing was changed", then: str = "") -> Iterator[None]:
+def faults(disk: str = RELAY_DISK, outcome: str = "nothing was changed", then: str = "",
+           where: Path | None = None) -> Iterator[None]:
     """Turn a disk fault raised inside the block into ``StorageError``; other errors pass unchanged."""
     try:
         yield
     except (sqlite3.Error, OSError) as e:
-        err = storage_error(e, disk, outcome, then)
+        err = storage_error(e, disk, outcome, then, where)
         if err is None:
             raise
         raise err from e
@@ -129,7 +108,7 @@ def faults(disk: str = RELAY_DISK, outcome: str = "nothing was changed", then: s
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to the relay database (created 0600 if missing), WAL, synchronous=FULL."""
-    with faults():
+    with faults(where=path.parent):
         fileio.private_sqlite(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -293,7 +272,7 @@ class Writer:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                err = storage_error(e)
+                err = storage_error(e, where=self.path.parent)
                 if err is not None:
                     self.fault = err
                 outcomes = [(False, err or e)] * len(items)
