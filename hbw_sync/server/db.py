@@ -11,10 +11,11 @@ Reads that must see the writer's latest state run in the writer too; plain
 listings for admin commands open their own read connection.
 
 Faults of the disk (full, I/O error, read-only, locked) are turned into one
-``StorageError`` here, by SQLite's result code or the OS's errno
-(``storage_error``, with ``fileio.fault_code``), so the HTTP edge answers 503 with Retry-After and the admin
-CLI exits 74 with words, instead of "internal error (OperationalError)". The
-database and its -wal/-shm files are 0600 (``fileio.private_sqlite``).
+``StorageError`` here (``storage_error``; the codes come from
+``fileio.fault_code``), so the HTTP edge answers 503 with Retry-After and the
+admin CLI exits 74 with words, instead of "internal error (OperationalError)".
+A fault fails the writer's whole group: nothing of it is durable. The database
+and its -wal/-shm files are 0600 (``fileio.private_sqlite``).
 """
 
 from __future__ import annotations
