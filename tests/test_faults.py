@@ -45,7 +45,9 @@ from hbw_sync.errors import (
     retry_after_for,
 )
 from hbw_sync.server import admin, db
+from hbw_sync.server.app import RelayConfig
 from hbw_sync.server.cli import cli as relay_cli
+from hbw_sync.server.runner import RelayThread
 from relay_helpers import Team
 
 STRONG = "orchid lantern 52 ferry"
@@ -429,3 +431,17 @@ def test_a_full_disk_on_the_laptop_is_told_and_loses_nothing(tmp_path: Path, sma
             assert doc.name == "signed-form.pdf" and rep.doc_bytes(doc.id)[1] == big.read_bytes()
         res = CliRunner().invoke(client_cli, ["doc", "add", str(big)], env=env)
         assert res.exit_code == 0, res.output
+
+
+def test_a_relay_that_cannot_start_on_a_full_disk_says_so(small_disk: Path) -> None:
+    """After a restart on a full disk SQLite cannot even make its -shm file: start and admin commands say 'full'."""
+    admin.init(small_disk, "Registry", "http://office:8765")
+    filler = _fill(small_disk)
+    with pytest.raises(StorageError) as exc:
+        RelayThread(RelayConfig(data=small_disk, port=0, access_log=False)).start()
+    assert exc.value.code == "store.disk_full" and exit_code_for(exc.value) == 74
+    res = CliRunner().invoke(relay_cli, ["devices", "--data", str(small_disk)])
+    assert res.exit_code == 74 and "the relay's disk is full" in res.output, res.output
+    filler.unlink()
+    res = CliRunner().invoke(relay_cli, ["devices", "--data", str(small_disk)])
+    assert res.exit_code == 0 and "No devices enrolled." in res.output, res.output
