@@ -141,21 +141,27 @@ def test_writer_turns_a_full_database_into_storage_error_and_recovers(tmp_path: 
         def big(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('big', ?)", (os.urandom(300_000),))
 
-        def small(conn: sqlite3.Connection) -> int:
+        def small(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('small', x'01')")
-            return 1
+
+        inside, release = threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> None:
+            inside.set()
+            release.wait(30)
 
         w.call(cap)
-        before = w.commits
-        f1, f2 = w.submit(big), w.submit(small)  # likely one group: both must fail, neither kept
-        with pytest.raises(StorageError) as exc:
-            f1.result()
-        assert exc.value.code == "store.disk_full"
-        if w.commits == before:  # same group as the failed one
-            with pytest.raises(StorageError):
-                f2.result()
+        held = w.submit(hold)
+        inside.wait(30)  # the writer is busy: the next two wait in its queue and form one group
+        f_big, f_small = w.submit(big), w.submit(small)
+        release.set()
+        held.result()
+        for f in (f_big, f_small):  # one group, one transaction: the fault fails both, neither is kept
+            with pytest.raises(StorageError) as exc:
+                f.result()
+            assert exc.value.code == "store.disk_full"
         assert w.fault is not None and w.fault.code == "store.disk_full"
-        assert w.call(lambda c: c.execute("SELECT COUNT(*) FROM meta WHERE key = 'big'").fetchone()[0]) == 0
+        assert w.call(lambda c: c.execute("SELECT COUNT(*) FROM meta WHERE key IN ('big', 'small')").fetchone()[0]) == 0
         w.call(lambda c: c.execute("PRAGMA max_page_count = 1000000"))
         assert w.call(lambda c: c.execute("SELECT COUNT(*) FROM meta").fetchone()[0]) > 0
         assert w.fault is None  # a commit clears it
