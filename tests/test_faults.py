@@ -451,3 +451,18 @@ def test_a_relay_that_cannot_start_on_a_full_disk_says_so(small_disk: Path) -> N
     filler.unlink()
     res = CliRunner().invoke(relay_cli, ["devices", "--data", str(small_disk)])
     assert res.exit_code == 0 and "No devices enrolled." in res.output, res.output
+
+
+def test_healthz_says_unhealthy_below_the_free_space_floor(tmp_path: Path) -> None:
+    """Runs on any machine: a floor higher than any disk makes /healthz 503 with the reason; syncs still work."""
+    team = Team(tmp_path)
+    team.thread.config.min_free_mb = 10**12
+    with team:
+        status, body, retry = _healthz(team.url)
+        assert status == 503 and body["ok"] is False and body["code"] == "store.disk_full"
+        assert "nearly full" in body["reason"] and "MB free" in body["reason"] and int(retry) == 600
+        assert body["free_bytes"] > 0 and body["team"] == "District Finance"
+        sup, mem = team.pair()  # a floor warns IT; it does not refuse work the disk can still take
+        assert mem.sync().ok
+    res = CliRunner().invoke(relay_cli, ["serve", "--help"])
+    assert "--min-free-mb" in res.output
