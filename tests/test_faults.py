@@ -466,3 +466,23 @@ def test_healthz_says_unhealthy_below_the_free_space_floor(tmp_path: Path) -> No
         assert mem.sync().ok
     res = CliRunner().invoke(relay_cli, ["serve", "--help"])
     assert "--min-free-mb" in res.output
+
+
+def test_a_restore_onto_a_full_disk_leaves_nothing_half_done(tmp_path: Path, small_fs) -> None:
+    with Team(tmp_path) as team:
+        team.pair()
+    backup = tmp_path / "relay-backup.db"
+    admin.backup(team.data, backup)
+    target = small_fs(tmp_path / "new-disk") / "hbw"
+    filler = _fill(target.parent)
+    res = CliRunner().invoke(relay_cli, ["restore", str(backup), "--data", str(target),
+                                         "--key", str(team.data / "relay.key")])
+    assert res.exit_code == 74, res.output
+    assert f"the disk that holds {target} is full; nothing was restored" in res.output, res.output
+    assert not (target / "relay.db").exists() and not (target / "relay.key").exists()
+    filler.unlink()
+    res = CliRunner().invoke(relay_cli, ["restore", str(backup), "--data", str(target),
+                                         "--key", str(team.data / "relay.key")])
+    assert res.exit_code == 0, res.output
+    assert [m["member"] for m in admin.members(target)] == ["chidi", "dana"]
+    assert _private_tree(target) == []

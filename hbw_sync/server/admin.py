@@ -243,13 +243,21 @@ def restore(backup_file: Path, data: Path, key_file: Path) -> dict[str, Any]:
     try:
         if src.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
             raise StoreError(f"{backup_file} is damaged")
-        fileio.private_sqlite(data / db.DB_NAME)
-        out = sqlite3.connect(data / db.DB_NAME)
-        src.backup(out)
-        out.close()
+        try:
+            with db.faults(f"the disk that holds {data}", "nothing was restored", "restore again", data):
+                fileio.private_sqlite(data / db.DB_NAME)
+                out = sqlite3.connect(data / db.DB_NAME)
+                try:
+                    src.backup(out)
+                finally:
+                    out.close()
+                fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(Path(key_file).read_bytes())
+        except BaseException:  # no half-restored directory that looks like a relay and blocks a retry
+            for name in (db.DB_NAME, *(db.DB_NAME + x for x in fileio.SQLITE_SIDE_FILES), "relay.key"):
+                (data / name).unlink(missing_ok=True)
+            raise
     finally:
         src.close()
-    fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(Path(key_file).read_bytes())
     return {"data": str(data)}
