@@ -291,6 +291,7 @@ def test_relay_disk_full_is_told_and_loses_nothing(small_disk: Path, tmp_path: P
             assert dev.status()["outbox"]["changes"] == 0
         assert _batches_at_relay(team.data) > before
         assert _healthz(team.url)[0] == 200
+        assert "\nhbw_storage_healthy 1\n" in urllib.request.urlopen(team.url + "/metrics", timeout=10).read().decode()
         sup.sync()
         with sup.open() as rep:
             assert [t.title for t in rep.tasks()] == ["Quarterly report"]
@@ -462,6 +463,8 @@ def test_healthz_says_unhealthy_below_the_free_space_floor(tmp_path: Path) -> No
         assert status == 503 and body["ok"] is False and body["code"] == "store.disk_full"
         assert "nearly full" in body["reason"] and "MB free" in body["reason"] and int(retry) == 600
         assert body["free_bytes"] > 0 and body["team"] == "District Finance"
+        metrics = urllib.request.urlopen(team.url + "/metrics", timeout=10).read().decode()
+        assert "\nhbw_storage_healthy 0\n" in metrics and "\nhbw_data_free_bytes " in metrics
         sup, mem = team.pair()  # a floor warns IT; it does not refuse work the disk can still take
         assert mem.sync().ok
     res = CliRunner().invoke(relay_cli, ["serve", "--help"])

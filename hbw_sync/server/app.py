@@ -202,9 +202,21 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503, headers={"Retry-After": str(retry_after_for(fault))})
 
 
+def _storage_metrics(app: web.Application) -> str:
+    """Gauges for alerting on the data disk: the same verdict as /healthz, and the free space."""
+    fault = health(app[CONFIG], app[WRITER])
+    lines = ["# HELP hbw_storage_healthy 1 when the relay can take writes (as /healthz), else 0.",
+             "# TYPE hbw_storage_healthy gauge", f"hbw_storage_healthy {0 if fault else 1}"]
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(app[CONFIG].data).free
+        lines += ["# HELP hbw_data_free_bytes Free space on the disk that holds the relay's data.",
+                  "# TYPE hbw_data_free_bytes gauge", f"hbw_data_free_bytes {free}"]
+    return "\n".join(lines) + "\n"
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits),
+    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits) + _storage_metrics(request.app),
                         content_type="text/plain", charset="utf-8")
 
 
