@@ -147,7 +147,7 @@ def team_invite(ctx: click.Context, member: str, role: str, days: int) -> None:
     The invite holds a secret the relay never sees: give it to the person only
     (in person, on paper, or by a channel you trust), never through the relay.
     """
-    inv = teams.make_invite(_home(ctx), _passphrase(), member, role, days)
+    inv = teams.make_invite(_home(ctx), current_passphrase(), member, role, days)
     text = inv.encode()
     emit(ctx, {"invite": text, "member": inv.member, "role": inv.role, "days": days},
          f"Invite for {inv.member} ({inv.role}), valid {days} days. Give it to them yourself; it is secret:\n{text}\n"
@@ -163,7 +163,7 @@ def _when(ms: int | None) -> str:
 @click.pass_context
 def team_pending(ctx: click.Context) -> None:
     """Devices that joined through office IT and wait for your approval (syncs first)."""
-    r = teams.pending(_home(ctx), _passphrase())
+    r = teams.pending(_home(ctx), current_passphrase())
 
     def text() -> None:
         if r["note"]:
@@ -188,7 +188,7 @@ def team_pending(ctx: click.Context) -> None:
 @click.pass_context
 def team_approve(ctx: click.Context, code: tuple[str, ...], role: str) -> None:
     """Admit the device that shows CODE (20 digits): it gets the team key at once."""
-    r = teams.approve(_home(ctx), _passphrase(), " ".join(code), role)
+    r = teams.approve(_home(ctx), current_passphrase(), " ".join(code), role)
     msg = (f"Approved {r['member']}'s device {r['device'][:8]} '{r['label']}' as {r['role']}: it receives the team "
            "key at its next sync.")
     if r["enrolled_as"] == "supervisor" and role != "supervisor":
@@ -205,7 +205,7 @@ def team_approve(ctx: click.Context, code: tuple[str, ...], role: str) -> None:
 @click.pass_context
 def team_reject(ctx: click.Context, code: tuple[str, ...]) -> None:
     """Refuse the device that shows CODE: the relay revokes it and it never gets a key."""
-    r = teams.reject(_home(ctx), _passphrase(), " ".join(code))
+    r = teams.reject(_home(ctx), current_passphrase(), " ".join(code))
     msg = f"Rejected device {r['device'][:8]} (enrolled as {r['member']}); it gets no key."
     if r["note"]:
         msg += f"\nThe rejection is saved here and {r['note']}."
@@ -217,7 +217,7 @@ def team_reject(ctx: click.Context, code: tuple[str, ...]) -> None:
 @click.pass_context
 def team_rotate(ctx: click.Context) -> None:
     """Make a new team key now (after a device was revoked) and share it with every approved device."""
-    r = teams.rotate(_home(ctx), _passphrase())
+    r = teams.rotate(_home(ctx), current_passphrase())
     msg = f"Team key rotated to epoch {r['epoch']}; approved devices receive it at their next sync."
     if r["note"]:
         msg += f"\nThe new key is kept here and {r['note']}."
@@ -599,7 +599,7 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
 @json_option
 @click.pass_context
 def join(ctx: click.Context, invite: str, label: str | None) -> None:
-    """Join your team's relay with the INVITE office IT gave you.
+    """Join your team's relay with the INVITE your supervisor (or office IT) gave you.
 
     Creates this device's store if there is none (you choose a passphrase,
     asked twice; a weak one is refused), enrolls it, and syncs once. The
