@@ -37,6 +37,7 @@ from .. import crypto, envelope, hlc
 from ..enroll import Invite, make_grant
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
                       from_dict)
+from . import snapshots
 from .device import Device, now_ms
 from .replica import Replica
 from .vault import KdfParams
@@ -63,6 +64,8 @@ class SyncReport:
     rejected: int = 0
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: Why a snapshot from the relay was refused (this device replays the history instead), or None.
+    snapshot_reject: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -259,6 +262,8 @@ class _Session:
             args["grants"] = self.outgoing_grants
         if self.snapshot:
             args["snapshot"] = self.snapshot
+        if snapshots.refused_recently(s):
+            args["no_snapshot"] = True  # replaying the history a refused snapshot would have skipped
         body, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "sync", args, now_ms())
         return body, nonce, sent
 
@@ -266,7 +271,18 @@ class _Session:
         """Record one response in one transaction; True if another round trip is needed."""
         s = self.s
         capped: set[tuple[int, bytes]] = set()
+        refused = False
         with s.transaction():
+            # A reply bundle may arrive after a newer sync: never let it turn anything back.
+            if "roster" in res and res["roster_v"] >= (s.meta("roster_v") or -1):
+                # Entries changed since the version we sent, or (roster_full) the whole roster.
+                keys_now = {} if res.get("roster_full", True) else dict(s.meta("roster_keys") or {})
+                keys_now.update({d.hex(): v for d, v in res["roster"].items()})
+                s.set_meta("roster_keys", keys_now)
+                s.set_meta("roster", {d: v[0] for d, v in keys_now.items()})
+                s.set_meta("roster_v", res["roster_v"])
+            if "snapshot" in res:  # checked before its cursor counts, and before this answer's batches are seen
+                refused = self._take_snapshot(res["snapshot"])
             for seq, rseq, rcv in res.get("acks", []):
                 capped |= self._ack(seq, rcv)
             for seq, err in res.get("rejects", []):
@@ -280,20 +296,12 @@ class _Session:
                     continue
                 s.execute("INSERT OR IGNORE INTO inbox (rseq, device, received_ms, data) VALUES (?, ?, ?, ?)",
                           (rseq, device, rcv, data))
+                snapshots.saw_batch(s, device, data)
                 self.report.received_batches += 1
                 self.report.received_bytes += len(data)
-            if "snapshot" in res:
-                s.set_meta("snapshot_in", res["snapshot"])
-            # Never backwards: a reply bundle may arrive after a newer online sync.
-            s.set_meta("pull_cursor", max(res.get("cursor", 0), s.meta("pull_cursor", 0)))
-            # A reply bundle may arrive after a newer sync: never let it turn anything back.
-            if "roster" in res and res["roster_v"] >= (s.meta("roster_v") or -1):
-                # Entries changed since the version we sent, or (roster_full) the whole roster.
-                keys_now = {} if res.get("roster_full", True) else dict(s.meta("roster_keys") or {})
-                keys_now.update({d.hex(): v for d, v in res["roster"].items()})
-                s.set_meta("roster_keys", keys_now)
-                s.set_meta("roster", {d: v[0] for d, v in keys_now.items()})
-                s.set_meta("roster_v", res["roster_v"])
+            if not refused:  # a refused snapshot's jump does not count: the history is fetched instead
+                # Never backwards: a reply bundle may arrive after a newer online sync.
+                s.set_meta("pull_cursor", max(res.get("cursor", 0), s.meta("pull_cursor", 0)))
             if res.get("relay_x25519"):
                 s.set_meta("relay_x25519", res["relay_x25519"])
             keys = {**(s.meta("relay_keys") or {}), **res.get("keys", {})}
@@ -309,15 +317,33 @@ class _Session:
         self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
         self.outgoing_grants = []
         self.snapshot = None
-        more = bool(res.get("more"))
+        if res.get("snapshot_refused"):
+            self.report.notes.append(f"the relay did not keep this device's summary of the history: "
+                                     f"{res['snapshot_refused'].get('message')}")
+        more = bool(res.get("more")) or refused
         if self.rep is not None:
             more |= self.rep_duties(res)
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed' AND size <= ?", (INLINE_MAX,)).fetchone()[0]
         return more or (left > 0 and bool(acked))
 
+    def _take_snapshot(self, entry: Any) -> bool:
+        """Keep a served snapshot for applying, or refuse it (see ``snapshots``); True if refused."""
+        s = self.s
+        got = snapshots.check_served(s, entry)
+        if isinstance(got, HbwError):
+            author = entry[1] if isinstance(entry, list) and len(entry) > 1 and isinstance(entry[1], bytes) else b""
+            cursor = entry[0] if isinstance(entry, list) and entry and type(entry[0]) is int else 0
+            self.report.notes.append(snapshots.refuse(s, cursor, author, got))
+            self.report.snapshot_reject = {"code": got.code, "reason": got.message, "cursor": cursor}
+            return True
+        # The cursor it jumps from: where to go back to if it fails to decode once unlocked.
+        s.set_meta("snapshot_in", [*entry, s.meta("pull_cursor", 0)])
+        return False
+
     def _ack(self, seq: int, rcv: int) -> set[tuple[int, bytes]]:
         """Forget an acknowledged batch; returns entities whose ops the relay's clock capped."""
         s, me = self.s, self.s.meta("device_id")
+        snapshots.raise_seen(s, {me: seq})
         s.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
         s.execute("UPDATE oplog SET received_ms = ? WHERE device = ? AND batch_seq = ?", (rcv, me, seq))
         return {(k, e) for k, e in s.execute(
@@ -384,6 +410,7 @@ class _Session:
                     "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
                 s.execute("INSERT OR IGNORE INTO inbox (rseq, device, received_ms, data) VALUES (?, ?, ?, ?)",
                           (rseq, device, rcv, data))
+                snapshots.saw_batch(s, device, data)
                 s.execute("DELETE FROM download_chunks WHERE rseq = ?", (rseq,))
                 s.execute("DELETE FROM downloads WHERE rseq = ?", (rseq,))
             self.report.received_batches += 1
@@ -413,12 +440,14 @@ class _Session:
             if self.outgoing_grants:
                 self.report.notes.append(f"shared the team key with {len(pending)} new or remaining device(s)")
                 need = True
-        if res.get("want_snapshot") and not self.snapshot and not res.get("more"):
+        if (res.get("want_snapshot") and not self.snapshot and not res.get("more")
+                and self.s.meta("role") == "supervisor"):
             # Only from a state that includes everything up to the cursor: nothing waiting to apply.
             rep.apply_incoming()
             waiting = self.s.execute("SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM downloads)").fetchone()[0]
-            if not waiting:
-                self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0))
+            coverage = snapshots.seen(self.s)
+            if not waiting and coverage is not None and not self.s.meta("snapshot_in"):
+                self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
                 need = True
         return need
 
@@ -478,7 +507,13 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
                 asyncio.run(session.run())
                 if rep is None:
                     break
+                before = s.meta("pull_cursor", 0)
                 session.report.applied_ops += rep.apply_incoming()
+                if s.meta("pull_cursor", 0) < before:  # a snapshot failed to decode: replay the history now
+                    r = s.meta("snapshot_refused") or {}
+                    session.report.snapshot_reject = {k: r.get(k) for k in ("code", "reason", "cursor")}
+                    session.report.notes.append(str(r.get("text", "")))
+                    continue
                 if not s.execute("SELECT 1 FROM outbox WHERE state = 'open'").fetchone():
                     break
         except HbwError as e:
