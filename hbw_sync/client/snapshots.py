@@ -41,6 +41,12 @@ def seen(store: Store) -> dict[bytes, int] | None:
     return dict(m)
 
 
+def start_count(store: Store) -> None:
+    """Begin the count with the first sync's answer (inside its transaction): from then on it is complete."""
+    if store.meta("seen_seqs") is None and not store.meta("pull_cursor", 0):
+        store.set_meta("seen_seqs", {})
+
+
 def raise_seen(store: Store, items: dict[bytes, int]) -> None:
     """Raise the count for these devices (inside the caller's transaction)."""
     m = seen(store)
@@ -115,4 +121,4 @@ def refused_recently(store: Store) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["seen", "raise_seen", "saw_batch", "check_served", "refuse", "refused_recently"]
+__all__ = ["seen", "start_count", "raise_seen", "saw_batch", "check_served", "refuse", "refused_recently"]

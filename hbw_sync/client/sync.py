@@ -273,6 +273,7 @@ class _Session:
         capped: set[tuple[int, bytes]] = set()
         refused = False
         with s.transaction():
+            snapshots.start_count(s)
             # A reply bundle may arrive after a newer sync: never let it turn anything back.
             if "roster" in res and res["roster_v"] >= (s.meta("roster_v") or -1):
                 # Entries changed since the version we sent, or (roster_full) the whole roster.
