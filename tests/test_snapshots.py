@@ -23,6 +23,7 @@ from hbw_sync import crypto, envelope, hlc, snapshot
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
 from hbw_sync.client import snapshots as client_snapshots
+from hbw_sync.errors import HbwError
 from hbw_sync.ops import Kind, make_op
 from hbw_sync.server import admin, relay
 
@@ -327,3 +328,47 @@ def _author_pub(member: Member) -> bytes:
 def _team(member: Member) -> bytes:
     with Device.open(member.home) as dev:
         return dev.store.meta("team_id")
+
+
+# -- the format, byte by byte (STYLE §7) ------------------------------------------------------------
+
+
+def _sample() -> tuple[bytes, crypto.DeviceKey, crypto.TeamKey, bytes]:
+    author, key, team = crypto.DeviceKey(bytes(range(32))), crypto.TeamKey(1, bytes(range(32, 64))), b"T" * 8
+    op = make_op(Kind.TASK, b"\x05" * 8, hlc.pack(1_760_000_000_000, 0), None, title="Scan the paper files")
+    coverage = {author.device_id: 3, b"\x01" * 8: 12}
+    snap = snapshot.Snapshot(team, author.device_id, 40, key.epoch, (snapshot.SnapOp(author.device_id, 5, op),),
+                             coverage)
+    return snapshot.encode(snap, author, key), author, key, team
+
+
+def test_every_prefix_trailing_byte_and_flipped_byte_is_refused_with_a_known_code() -> None:
+    data, author, key, team = _sample()
+    got = snapshot.decode(data, author.public, {1: key}, team)
+    assert got.coverage == {author.device_id: 3, b"\x01" * 8: 12} and got.cursor == 40
+    for n in range(len(data)):
+        with pytest.raises(HbwError) as info:
+            snapshot.verify(data[:n], author.public, team)
+        assert info.value.code in {"protocol.magic", "protocol.schema", "protocol.version"}, n
+    with pytest.raises(HbwError) as info:
+        snapshot.verify(data + b"\x00", author.public, team)
+    assert info.value.code == "protocol.schema"
+    known = {"protocol.magic", "protocol.version", "protocol.schema", "protocol.limit", "protocol.order",
+             "integrity.team", "integrity.device", "integrity.signature"}
+    for i in range(len(data)):
+        for bit in (0x01, 0x80):
+            bad = data[:i] + bytes([data[i] ^ bit]) + data[i + 1:]
+            with pytest.raises(HbwError) as info:
+                snapshot.verify(bad, author.public, team)
+            assert info.value.code in known, (i, bit, info.value.code)
+
+
+def test_coverage_over_the_cap_is_refused_before_it_is_read() -> None:
+    data, author, _, team = _sample()
+    huge = data[:34] + (snapshot.MAX_COVERAGE + 1).to_bytes(4, "big") + data[38:]
+    with pytest.raises(HbwError) as info:
+        snapshot.verify(huge, author.public, team)
+    assert info.value.code == "protocol.limit"
+    with pytest.raises(HbwError) as info:  # a count of 2**32 - 1 costs nothing either
+        snapshot.verify(data[:34] + b"\xff" * 4 + data[38:], author.public, team)
+    assert info.value.code == "protocol.limit"
