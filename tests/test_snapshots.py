@@ -241,8 +241,7 @@ def test_device_refuses_without_the_passphrase_and_tells_the_report(team: Team) 
 
     r = syncing.sync(late.home, None, transport=hostile_relay(team, inject, []))  # the scheduler: no passphrase
     assert r.snapshot_reject == {"code": "access.role", "cursor": top,
-                                 "reason": "it was made by chidi's device, and only a supervisor's device may "
-                                           "provide one"}
+                                 "reason": "chidi is not a supervisor, and only a supervisor's device may provide one"}
     assert any("fetches the full history instead; nothing will be missing" in n for n in r.notes)
     assert r.to_dict()["snapshot_reject"]["code"] == "access.role"  # what `sync --json` prints
     late.sync()

@@ -81,7 +81,7 @@ def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwEr
         if revoked is not None:
             raise AccessError(f"it comes from {member}'s device, which was revoked", code="access.role")
         if role != "supervisor":
-            raise AccessError(f"it was made by {member}'s device, and only a supervisor's device may provide one",
+            raise AccessError(f"{member} is not a supervisor, and only a supervisor's device may provide one",
                               code="access.role")
         claim = snapshot.verify(data, author_pub, store.meta("team_id"))
         if claim.cursor != cursor:
