@@ -371,3 +371,29 @@ def test_coverage_over_the_cap_is_refused_before_it_is_read() -> None:
     with pytest.raises(HbwError) as info:  # a count of 2**32 - 1 costs nothing either
         snapshot.verify(data[:34] + b"\xff" * 4 + data[38:], author.public, team)
     assert info.value.code == "protocol.limit"
+
+
+def test_a_relay_that_keeps_serving_a_refused_snapshot_does_not_loop_and_is_told(team: Team) -> None:
+    dana, chidi = history(team, n=5)
+    top = top_rseq(team)
+    bogus = forged(chidi, top, held_coverage(team, top))
+    late = team.join("bosco")
+    dana.sync()
+    with Device.open(late.home) as dev:  # back to the start of the history
+        with dev.store.transaction():
+            dev.store.set_meta("pull_cursor", 0)
+            dev.store.set_meta("seen_seqs", None)
+    requests: list[dict[str, Any]] = []
+
+    def always(args: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:  # ignores no_snapshot
+        return res | {"snapshot": [top, device_id(chidi), bogus], "batches": [], "cursor": top, "more": False}
+
+    r = syncing.sync(late.home, late.passphrase, transport=hostile_relay(team, always, requests))
+    assert [q.get("no_snapshot", False) for q in requests if q["action"] == "sync"] == [False, True]
+    assert not r.ok and any("tell office IT" in n for n in r.notes)
+    with Device.open(late.home) as dev:
+        st = dev.status()
+        assert st["last_sync"]["ok"] is False and "asked it not to" in st["last_sync"]["detail"]
+        assert dev.store.meta("pull_cursor") == 0  # never jumped on the bogus snapshot's word
+    late.sync()  # the real relay again: the whole history
+    assert len(titles(late)) == 6

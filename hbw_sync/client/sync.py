@@ -272,6 +272,9 @@ class _Session:
         s = self.s
         capped: set[tuple[int, bytes]] = set()
         refused = False
+        # A relay that serves a snapshot although this device asked for none is not asked again in
+        # this run (it could answer so for ever): the sync stops, says so, and nothing is lost.
+        replaying = snapshots.refused_recently(s) is not None
         with s.transaction():
             snapshots.start_count(s)
             # A reply bundle may arrive after a newer sync: never let it turn anything back.
@@ -321,7 +324,12 @@ class _Session:
         if res.get("snapshot_refused"):
             self.report.notes.append(f"the relay did not keep this device's summary of the history: "
                                      f"{res['snapshot_refused'].get('message')}")
-        more = bool(res.get("more")) or refused
+        if refused and replaying:
+            self.report.ok = False
+            self.report.notes.append("The relay sent a summary of the history again although this device asked it "
+                                     "not to; this sync stopped there. Nothing was lost. If it happens again, tell "
+                                     "office IT: the relay may not be the office's.")
+        more = bool(res.get("more")) or (refused and not replaying)
         if self.rep is not None:
             more |= self.rep_duties(res)
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed' AND size <= ?", (INLINE_MAX,)).fetchone()[0]
@@ -522,7 +530,8 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
             _log(dev, session.report, t0, str(e))
             raise
         session.report.waiting_to_apply = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
-        _log(dev, session.report, t0, None)
+        # A sync that stopped short without an error (a relay serving a refused snapshot) is not "worked".
+        _log(dev, session.report, t0, None if session.report.ok else session.report.notes[-1])
         return session.report
 
 
