@@ -18,11 +18,13 @@ import sqlite3
 from typing import Any, Callable
 
 import pytest
+from click.testing import CliRunner
 
 from hbw_sync import crypto, envelope, hlc, snapshot
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
 from hbw_sync.client import snapshots as client_snapshots
+from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import HbwError
 from hbw_sync.ops import Kind, make_op
 from hbw_sync.server import admin, relay
@@ -244,6 +246,12 @@ def test_device_refuses_without_the_passphrase_and_tells_the_report(team: Team) 
                                  "reason": "chidi is not a supervisor, and only a supervisor's device may provide one"}
     assert any("fetches the full history instead; nothing will be missing" in n for n in r.notes)
     assert r.to_dict()["snapshot_reject"]["code"] == "access.role"  # what `sync --json` prints
+    # what the person sees next, with no passphrase: the status says it in plain words
+    shown = CliRunner().invoke(client_cli, ["status"], env={"HBW_SYNC_HOME": str(late.home), "HBW_PASSPHRASE": None})
+    assert shown.exit_code == 0, shown.output
+    assert ("Notice: Refused a summary of the team's history from chidi's device: chidi is not a supervisor"
+            in shown.output)
+    assert "nothing will be missing" in shown.output
     late.sync()
     assert len(titles(late)) == 9
 
