@@ -405,3 +405,33 @@ def test_a_relay_that_keeps_serving_a_refused_snapshot_does_not_loop_and_is_told
         assert dev.store.meta("pull_cursor") == 0  # never jumped on the bogus snapshot's word
     late.sync()  # the real relay again: the whole history
     assert len(titles(late)) == 6
+
+
+def test_a_supervisor_whose_snapshot_the_relay_refused_waits_a_day_before_building_another(
+        team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay, "SNAPSHOT_EVERY", 5)
+    dana, chidi = history(team, n=3)
+    with Device.open(dana.home) as dev:  # a count that does not match the relay's: one of chidi's batches missed
+        with dev.store.transaction():
+            dev.store.set_meta("seen_seqs", {**client_snapshots.seen(dev.store), device_id(chidi): 0})
+    for i in range(6):
+        with dana.open() as rep:
+            rep.add_task(f"more {i}")
+        dana.sync(unlocked=False)
+    requests: list[dict[str, Any]] = []
+    r = syncing.sync(dana.home, dana.passphrase, transport=hostile_relay(team, lambda a, res: None, requests))
+    assert sum("snapshot" in q for q in requests) == 1
+    assert any("did not keep this device's summary" in n and "nothing is lost" in n for n in r.notes)
+    assert relay_count(team, "SELECT COUNT(*) FROM snapshots") == 0
+    requests.clear()
+    with dana.open() as rep:
+        rep.add_task("one more")
+    syncing.sync(dana.home, dana.passphrase, transport=hostile_relay(team, lambda a, res: None, requests))
+    assert not any("snapshot" in q for q in requests)  # asked again, but not rebuilt and resent at every sync
+    with Device.open(dana.home) as dev:  # a day later it tries again
+        with dev.store.transaction():
+            dev.store.set_meta("snapshot_mine_refused", {"at_ms": 0, "code": "integrity.coverage"})
+    requests.clear()
+    syncing.sync(dana.home, dana.passphrase, transport=hostile_relay(team, lambda a, res: None, requests))
+    assert sum("snapshot" in q for q in requests) == 1
+    assert relay_count(team, "SELECT COUNT(*) FROM snapshots") == 0  # still the wrong count: refused again

@@ -27,6 +27,9 @@ from .store import Store
 
 #: Header bytes of a batch that hold its seq (u64, big-endian): PROTOCOL.md §5.
 _SEQ = slice(22, 30)
+#: After the relay refused this device's own snapshot, it builds none for this long: building one
+#: reads the whole op log and sends it, and the relay asks at every sync until it holds one.
+RETRY_AFTER_MS = 24 * 3600 * 1000
 
 
 def seen(store: Store) -> dict[bytes, int] | None:
@@ -113,6 +116,19 @@ def refuse(store: Store, cursor: int, author: bytes, reason: HbwError) -> str:
     return text
 
 
+def relay_refused_mine(store: Store, error: dict[str, Any], now: int) -> str:
+    """The relay did not keep this device's snapshot: remember when (see ``may_build``); the words to say."""
+    store.set_meta("snapshot_mine_refused", {"at_ms": now, "code": str(error.get("code"))})
+    return (f"the relay did not keep this device's summary of the history ({error.get('message')}); nothing is "
+            "lost: new devices fetch the full history instead. This device tries again tomorrow.")
+
+
+def may_build(store: Store, now: int) -> bool:
+    """Whether to answer the relay's request for a snapshot now (not within a day of a refusal of ours)."""
+    r = store.meta("snapshot_mine_refused")
+    return not r or now - int(r.get("at_ms", 0)) >= RETRY_AFTER_MS
+
+
 def refused_recently(store: Store) -> dict[str, Any] | None:
     """The last refused snapshot, while this device is still replaying the history it would have skipped."""
     r = store.meta("snapshot_refused")
@@ -121,4 +137,5 @@ def refused_recently(store: Store) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["seen", "start_count", "raise_seen", "saw_batch", "check_served", "refuse", "refused_recently"]
+__all__ = ["seen", "start_count", "raise_seen", "saw_batch", "check_served", "refuse", "refused_recently",
+           "relay_refused_mine", "may_build"]

@@ -321,9 +321,9 @@ class _Session:
         self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
         self.outgoing_grants = []
         self.snapshot = None
-        if res.get("snapshot_refused"):
-            self.report.notes.append(f"the relay did not keep this device's summary of the history: "
-                                     f"{res['snapshot_refused'].get('message')}")
+        if isinstance(res.get("snapshot_refused"), dict):
+            with s.transaction():
+                self.report.notes.append(snapshots.relay_refused_mine(s, res["snapshot_refused"], now_ms()))
         if refused and replaying:
             self.report.ok = False
             self.report.notes.append("The relay sent a summary of the history again although this device asked it "
@@ -450,7 +450,7 @@ class _Session:
                 self.report.notes.append(f"shared the team key with {len(pending)} new or remaining device(s)")
                 need = True
         if (res.get("want_snapshot") and not self.snapshot and not res.get("more")
-                and self.s.meta("role") == "supervisor"):
+                and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())):
             # Only from a state that includes everything up to the cursor: nothing waiting to apply.
             rep.apply_incoming()
             waiting = self.s.execute("SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM downloads)").fetchone()[0]
