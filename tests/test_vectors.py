@@ -386,6 +386,7 @@ def test_spec_http_status_table_matches_code():
 
 def test_spec_states_the_constants_the_code_has():
     from hbw_sync.client import bundles as client_bundles
+    from hbw_sync.client import snapshots as client_snapshots
     from hbw_sync.client import sync as client_sync
     from hbw_sync.server import app, relay
 
@@ -398,6 +399,8 @@ def test_spec_states_the_constants_the_code_has():
         "INLINE_MAX": relay.INLINE_MAX,
         "CHUNK_MAX": relay.CHUNK_MAX,
         "SNAPSHOT_EVERY": relay.SNAPSHOT_EVERY,
+        "MAX_COVERAGE": snapshot.MAX_COVERAGE,
+        "SNAPSHOT_RETRY_MS": client_snapshots.RETRY_AFTER_MS,
         "MAX_BODY": app.MAX_BODY,
         "CLIENT_CHUNK": client_sync.CHUNK,
         "MIN_UPLOAD_RATE": client_sync.MIN_UPLOAD_RATE,
