@@ -61,9 +61,13 @@ def raise_seen(store: Store, items: dict[bytes, int]) -> None:
     store.set_meta("seen_seqs", m)
 
 
+def batch_seq(data: bytes) -> int:
+    """The seq in a batch's header (0 if too short to hold one: such a batch is dropped when applied)."""
+    return int.from_bytes(data[_SEQ], "big") if len(data) >= _SEQ.stop else 0
+
+
 def saw_batch(store: Store, device: bytes, data: bytes) -> None:
-    if len(data) >= _SEQ.stop:
-        raise_seen(store, {device: int.from_bytes(data[_SEQ], "big")})
+    raise_seen(store, {device: batch_seq(data)})
 
 
 def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwError:
@@ -137,5 +141,5 @@ def refused_recently(store: Store) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["seen", "start_count", "raise_seen", "saw_batch", "check_served", "refuse", "refused_recently",
+__all__ = ["seen", "start_count", "raise_seen", "saw_batch", "batch_seq", "check_served", "refuse", "refused_recently",
            "relay_refused_mine", "may_build"]

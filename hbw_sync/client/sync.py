@@ -287,8 +287,11 @@ class _Session:
                 s.set_meta("roster_v", res["roster_v"])
             if "snapshot" in res:  # checked before its cursor counts, and before this answer's batches are seen
                 refused = self._take_snapshot(res["snapshot"])
+            got: dict[bytes, int] = {}  # device -> highest seq received or acked in this answer (counted once)
+            me = s.meta("device_id")
             for seq, rseq, rcv in res.get("acks", []):
                 capped |= self._ack(seq, rcv)
+                got[me] = max(got.get(me, 0), seq)
             for seq, err in res.get("rejects", []):
                 s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                 self.report.rejected += 1
@@ -300,9 +303,10 @@ class _Session:
                     continue
                 s.execute("INSERT OR IGNORE INTO inbox (rseq, device, received_ms, data) VALUES (?, ?, ?, ?)",
                           (rseq, device, rcv, data))
-                snapshots.saw_batch(s, device, data)
+                got[device] = max(got.get(device, 0), snapshots.batch_seq(data))
                 self.report.received_batches += 1
                 self.report.received_bytes += len(data)
+            snapshots.raise_seen(s, got)
             if not refused:  # a refused snapshot's jump does not count: the history is fetched instead
                 # Never backwards: a reply bundle may arrive after a newer online sync.
                 s.set_meta("pull_cursor", max(res.get("cursor", 0), s.meta("pull_cursor", 0)))
@@ -352,7 +356,6 @@ class _Session:
     def _ack(self, seq: int, rcv: int) -> set[tuple[int, bytes]]:
         """Forget an acknowledged batch; returns entities whose ops the relay's clock capped."""
         s, me = self.s, self.s.meta("device_id")
-        snapshots.raise_seen(s, {me: seq})
         s.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
         s.execute("UPDATE oplog SET received_ms = ? WHERE device = ? AND batch_seq = ?", (rcv, me, seq))
         return {(k, e) for k, e in s.execute(
@@ -392,6 +395,7 @@ class _Session:
             with s.transaction():
                 if "ack" in res:
                     self._mark_capped(self._ack(seq, res["ack"][2]))
+                    snapshots.raise_seen(s, {s.meta("device_id"): seq})
                     self.report.sent_batches += 1
                     self.report.sent_bytes += size
                 else:
