@@ -15,8 +15,8 @@ from .. import hlc, merge, snapshot
 from ..enroll import grant_sender, open_grant
 from ..errors import IntegrityError, ProtocolError, WrongKeyError
 from ..ops import Kind, Op
-from . import snapshots
 from .device import now_ms
+from . import snapshots
 
 if TYPE_CHECKING:
     from .replica import Replica as _Base

@@ -37,9 +37,9 @@ from .. import crypto, envelope, hlc
 from ..enroll import Invite, make_grant
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
                       from_dict)
-from . import snapshots
 from .device import Device, now_ms
 from .replica import Replica
+from . import snapshots
 from .vault import KdfParams
 
 DEFAULT_BUDGET = 200_000
@@ -62,10 +62,10 @@ class SyncReport:
     applied_ops: int = 0
     waiting_to_apply: int = 0
     rejected: int = 0
-    duration_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
     #: Why a snapshot from the relay was refused (this device replays the history instead), or None.
     snapshot_reject: dict[str, Any] | None = None
+    duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,12 +258,12 @@ class _Session:
         }
         if s.meta("publish_key"):
             args["key"] = s.meta("publish_key")
+        if snapshots.refused_recently(s):
+            args["no_snapshot"] = True  # replaying the history a refused snapshot would have skipped
         if self.outgoing_grants:
             args["grants"] = self.outgoing_grants
         if self.snapshot:
             args["snapshot"] = self.snapshot
-        if snapshots.refused_recently(s):
-            args["no_snapshot"] = True  # replaying the history a refused snapshot would have skipped
         body, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "sync", args, now_ms())
         return body, nonce, sent
 
@@ -453,13 +453,14 @@ class _Session:
             if self.outgoing_grants:
                 self.report.notes.append(f"shared the team key with {len(pending)} new or remaining device(s)")
                 need = True
-        if (res.get("want_snapshot") and not self.snapshot and not res.get("more")
-                and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())):
+        if res.get("want_snapshot") and not self.snapshot and not res.get("more"):
             # Only from a state that includes everything up to the cursor: nothing waiting to apply.
             rep.apply_incoming()
             waiting = self.s.execute("SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM downloads)").fetchone()[0]
+            # Only a supervisor's, vouching for a complete count (§18), and not within a day of a refusal.
             coverage = snapshots.seen(self.s)
-            if not waiting and coverage is not None and not self.s.meta("snapshot_in"):
+            if (not waiting and coverage is not None and not self.s.meta("snapshot_in")
+                    and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())):
                 self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
                 need = True
         return need
@@ -534,13 +535,14 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
             _log(dev, session.report, t0, str(e))
             raise
         session.report.waiting_to_apply = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
-        # A sync that stopped short without an error (a relay serving a refused snapshot) is not "worked".
-        _log(dev, session.report, t0, None if session.report.ok else session.report.notes[-1])
+        _log(dev, session.report, t0, None)
         return session.report
 
 
 def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
     report.duration_s = round(time.monotonic() - t0, 3)
+    if error is None and not report.ok:  # stopped short without an error (a relay serving a refused snapshot)
+        error = report.notes[-1] if report.notes else "the sync stopped short"
     detail = json.dumps({k: v for k, v in report.to_dict().items() if k != "notes"} | ({"error": error} if error else {}))
     with dev.store.transaction():
         dev.store.execute(

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import batch as wire
+from .. import snapshot as snap_fmt
 from .. import codec, crypto, envelope
 from .. import bundle
-from .. import snapshot as snap_fmt
 from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError, UsageError
