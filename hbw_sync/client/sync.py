@@ -59,11 +59,11 @@ class SyncReport:
     sent_bytes: int = 0
     received_batches: int = 0
     received_bytes: int = 0
+    #: Why a snapshot from the relay was refused (this device replays the history instead), or None.
+    snapshot_reject: dict[str, Any] | None = None
     applied_ops: int = 0
     waiting_to_apply: int = 0
     rejected: int = 0
-    #: Why a snapshot from the relay was refused (this device replays the history instead), or None.
-    snapshot_reject: dict[str, Any] | None = None
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 

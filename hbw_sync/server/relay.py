@@ -276,11 +276,12 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
     _publish_key(conn, a.get("key"), device, member, role, now)
     for g in a.get("grants", []):
         _store_grant(conn, g, device, role, now)
-    result: dict[str, Any] = {"acks": acks, "rejects": rejects}
     if a.get("snapshot"):
         refused = _store_snapshot(conn, ident, a["snapshot"], device, member, role, now)
-        if refused is not None:
-            result["snapshot_refused"] = refused
+
+    result: dict[str, Any] = {"acks": acks, "rejects": rejects}
+    if a.get("snapshot") and refused is not None:  # a value, not an error: the sync goes on (§18)
+        result["snapshot_refused"] = refused
     cursor = int(a.get("cursor", 0))
     budget = min(max(int(a.get("budget", DEFAULT_BUDGET)), 1024), MAX_BUDGET)
     snap = conn.execute("SELECT cursor, device, data FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
