@@ -24,6 +24,7 @@ from hbw_sync import crypto, envelope, hlc, snapshot
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
 from hbw_sync.client import snapshots as client_snapshots
+from hbw_sync.client import team as team_cmds
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import HbwError
 from hbw_sync.ops import Kind, make_op
@@ -289,10 +290,13 @@ def test_a_supervisors_snapshot_that_fails_to_decode_sends_the_cursor_back(team:
     stray = make_op(Kind.TASK, b"\x07" * 8, hlc.pack(relay.now_ms(), 0), None, title="planted")
     bad = forged(dana, top, held_coverage(team, top), ops=(snapshot.SnapOp(b"\x09" * 8, relay.now_ms(), stray),))
     assert "snapshot_refused" not in send_sync(dana, snapshot=[top, bad])  # the relay cannot open it: kept
-    late = team.join("bosco")  # served the snapshot; it waits, sealed, for the team key
+    # Joined with office IT's invite: served the snapshot, it waits, sealed, for a supervisor's approval.
+    late = Member("bosco", team.tmp / "dev-bosco", "orchid lantern 52 ferry")
+    syncing.join(late.home, team.it_invite("bosco"), late.passphrase, kdf=FAST_KDF)
     with Device.open(late.home) as dev:
         assert dev.store.meta("snapshot_in") is not None and dev.store.meta("pull_cursor") >= top
-    dana.sync()  # grants the key
+        code = dev.status()["key_flow"][0]["code"]
+    team_cmds.approve(dana.home, dana.passphrase, code)  # Dana reads the code on Bosco's screen
     r = late.sync()  # opens the snapshot, refuses it, goes back and replays the history in the same sync
     assert r.snapshot_reject is not None and r.snapshot_reject["code"] == "integrity.coverage"
     assert titles(late) == {f"task {i}" for i in range(N_TASKS)} | {"chidi's task"}  # replayed in the same sync
