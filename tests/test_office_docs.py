@@ -13,6 +13,7 @@ version is checked too (CI installs it and requires it: tests/external.py).
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import subprocess
 import sys
@@ -139,3 +140,41 @@ def test_fresh_libreoffice_edit_arrives_byte_exact_under_4kb(doc: str, fresh: Pa
     with Team(tmp_path) as team:
         send, receive = synced_bytes(team, doc, old, new, tmp_path)
     assert send <= WIRE_TARGET and receive <= WIRE_TARGET, (doc, send, receive)
+
+
+# --------------------------------------------------------------------------- the size limit
+
+
+def test_a_document_over_the_limit_is_refused_at_doc_add_with_nothing_added(tmp_path: Path) -> None:
+    """The limit is told (help, README) and enforced at the door, in plain words, never later."""
+    from click.testing import CliRunner
+
+    from hbw_sync.client.cli import cli as client_cli
+    from hbw_sync.client.documents import MAX_DOC_BYTES
+
+    big = tmp_path / "scan.pdf"
+    with big.open("wb") as f:  # sparse: the limit is checked from the size, before reading
+        f.truncate(MAX_DOC_BYTES + 1)
+    small = tmp_path / "note.txt"
+    small.write_bytes(b"orchid lantern minutes")
+    help_text = CliRunner().invoke(client_cli, ["doc", "add", "--help"]).output
+    assert "32 MiB" in help_text and "33,554,432 bytes" in help_text
+    assert "32 MiB" in (ROOT / "README.md").read_text()
+    with Team(tmp_path) as team:
+        a = team.join("dana", "supervisor")
+        a.sync()
+        env = {"HBW_SYNC_HOME": str(a.home), "HBW_PASSPHRASE": a.passphrase}
+        res = CliRunner().invoke(client_cli, ["doc", "add", str(big)], env=env)
+        assert res.exit_code == 2, res.output
+        assert "scan.pdf is 34 MB, larger than the 32 MiB hbw-sync can carry" in res.output
+        assert "nothing was added" in res.output and "Traceback" not in res.output
+        res = CliRunner().invoke(client_cli, ["doc", "add", str(big), "--json"], env=env)
+        assert '"usage.doc_too_large"' in res.output
+        added = CliRunner().invoke(client_cli, ["doc", "add", str(small), "--json"], env=env)
+        assert added.exit_code == 0, added.output
+        doc_id = json.loads(added.output)["id"]
+        res = CliRunner().invoke(client_cli, ["doc", "update", doc_id, str(big)], env=env)
+        assert res.exit_code == 2 and "larger than the 32 MiB" in res.output
+        with a.open() as rep:
+            assert [d.name for d in rep.docs()] == ["note.txt"]
+            assert rep.doc(doc_id).versions == 1
