@@ -42,6 +42,10 @@ from hbw_sync import bundle as BU  # noqa: E402
 from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot  # noqa: E402
 from hbw_sync import delta as delta_mod  # noqa: E402
 
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.insert(0, str(ROOT / "scripts"))
+from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
+
 DELTA_V2 = b""
 
 
@@ -1366,8 +1370,9 @@ FILES = {
     "enroll.json": enroll_vectors,
     "snapshot.json": snapshot_vectors,
     "bundles.json": bundle_vectors,
+    "delta.json": delta_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json")
 
 
 def render(obj: Any) -> str:
