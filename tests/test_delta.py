@@ -598,3 +598,27 @@ def test_20mb_base_small_edit_peak_memory(where: str) -> None:
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["payload"] < 4096
     assert report["peak_mb"] < 150, report
+
+
+# --------------------------------------------------------------------------- codec 9 (LibreOffice's blocks)
+
+
+@settings(max_examples=scaled_examples(60))
+@given(size=st.integers(0, 20_000), block=st.sampled_from([4096, 5000, 8192]), window=st.sampled_from([0, 1, 1024, 32768]),
+       seed=st.integers(0, 3))  # fmt: skip
+def test_block_deflate_is_one_valid_deflate_stream_and_is_found_again(size: int, block: int, window: int, seed: int) -> None:
+    """Blocks concatenate into one raw deflate stream (any inflater reads it), ending exactly
+    at its end, at every size: empty, under one block, an exact multiple of the block size."""
+    content = "\n".join(paragraphs(size // 80 + 1, seed)).encode()[:size]
+    out = delta.blocks.deflate_blocks(content, 6, 8, 0, block, window)
+    d = zlib.decompressobj(-15)
+    assert d.decompress(out) + d.flush() == content and d.eof and not d.unused_data
+
+
+def test_block_deflate_exact_multiple_and_libreoffice_parameters_are_found() -> None:
+    content = "\n".join(paragraphs(3000, 41)).encode()[: 3 * 128 * 1024]  # exactly three blocks
+    out = delta.blocks.deflate_blocks(content, 6, 8, 0, 128 << 10, 32 << 10)
+    assert delta.blocks.find_blocks(content, out) == (6, 8, 0, 128 << 10, 32 << 10)
+    assert delta.blocks.find_blocks(content, zlib.compress(content)[2:-4]) is None  # one zlib stream is not blocks
+    assert delta.blocks.find_blocks(content, out[:-1]) is None
+    assert delta.blocks.find_blocks(content[:1000], delta.deflate.deflate(content[:1000], 6, 8, 0)) is None
