@@ -27,6 +27,7 @@ def _base_range(base_len: int, off: int, n: int) -> None:
 
 
 def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, memoryview | None, int, list[Op]]:
+    """Read a method-2 body and check every range and declared size before anything is decoded."""
     cap = plain_cap(max_size)
     lit_off, lit_len = r.uvarint(), r.uvarint()
     _base_range(base_len, lit_off, lit_len)
@@ -104,6 +105,7 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
 
 
 def run_recipe(base: memoryview, parsed: tuple[int, int, memoryview | None, int, list[Op]], max_size: int) -> bytes:
+    """Rebuild from a recipe ``parse_recipe`` accepted; a recompressed member of the wrong length is integrity.delta."""
     lit_off, lit_len, lit_frame, total, ops = parsed
     cap = plain_cap(max_size)
     lits = b""
