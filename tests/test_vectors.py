@@ -344,6 +344,20 @@ def test_delta_vectors_cover_every_method_and_codec() -> None:
                      "protocol.zstd", "integrity.delta"}  # fmt: skip
 
 
+def test_delta_numbers_in_the_spec_match_the_code() -> None:
+    from hbw_sync.client.documents import MAX_DOC_BYTES
+    from hbw_sync.delta import blocks, wire
+
+    spec = SPEC.read_text(encoding="utf-8")
+    section = spec[spec.index("## 18c."):spec.index("## 19.")]
+    assert f"`MAX_DOC_BYTES` = {MAX_DOC_BYTES:,}".replace(",", " ") in section
+    assert f"min({wire.PLAIN_FACTOR} × max_size, max(max_size, {wire.PLAIN_CEILING >> 20} MiB))" in section
+    assert f"block_size ({blocks.MIN_BLOCK:,} - {blocks.MAX_BLOCK:,})".replace(",", " ") in section
+    assert f"window (0 - {blocks.MAX_WINDOW:,})".replace(",", " ") in section
+    assert (wire.CODEC_RAW, wire.CODEC_DEFLATE, wire.CODEC_BLOCKS) == (0, 8, 9)
+    assert "9 = append C deflated in blocks" in section and "8 = append raw deflate of C" in section
+
+
 # -- the generator and the spec -----------------------------------------------------------
 
 
