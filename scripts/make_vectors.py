@@ -316,7 +316,7 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                         task=E_TASK, size=len(report), name="report.pdf", data=report,
                         sha256=hashlib.sha256(report).digest()),
                 make_op(Kind.DOC, E_DOC, P(T0 + 2 * MIN, 0), op_id("d1", P(T0 + MIN, 2)), task=None),
-                # A new version as a delta against the one it was based on (hbw_sync/delta.py).
+                # A new version as a delta against the one it was based on (hbw_sync/delta/, PROTOCOL.md §18c).
                 make_op(Kind.DOC, E_DOC, P(T0 + 2 * MIN, 1), op_id("d1", P(T0 + 2 * MIN, 0)),
                         size=len(report_v2), sha256=hashlib.sha256(report_v2).digest(),
                         delta=DELTA_V2, base_sha256=hashlib.sha256(report).digest()),
