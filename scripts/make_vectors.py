@@ -42,6 +42,10 @@ from hbw_sync import bundle as BU  # noqa: E402
 from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot  # noqa: E402
 from hbw_sync import delta as delta_mod  # noqa: E402
 
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.insert(0, str(ROOT / "scripts"))
+from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
+
 DELTA_V2 = b""
 
 
@@ -312,7 +316,7 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                         task=E_TASK, size=len(report), name="report.pdf", data=report,
                         sha256=hashlib.sha256(report).digest()),
                 make_op(Kind.DOC, E_DOC, P(T0 + 2 * MIN, 0), op_id("d1", P(T0 + MIN, 2)), task=None),
-                # A new version as a delta against the one it was based on (hbw_sync/delta.py).
+                # A new version as a delta against the one it was based on (hbw_sync/delta/, PROTOCOL.md §18c).
                 make_op(Kind.DOC, E_DOC, P(T0 + 2 * MIN, 1), op_id("d1", P(T0 + 2 * MIN, 0)),
                         size=len(report_v2), sha256=hashlib.sha256(report_v2).digest(),
                         delta=DELTA_V2, base_sha256=hashlib.sha256(report).digest()),
@@ -1400,8 +1404,9 @@ FILES = {
     "enroll.json": enroll_vectors,
     "snapshot.json": snapshot_vectors,
     "bundles.json": bundle_vectors,
+    "delta.json": delta_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json")
 
 
 def render(obj: Any) -> str:

@@ -59,6 +59,7 @@ ENVELOPES = load("envelopes.json")
 ENROLL = load("enroll.json")
 SNAPSHOT = load("snapshot.json")
 BUNDLES = load("bundles.json")
+DELTA = load("delta.json")
 
 SAME_ZSTD = BATCHES["meta"]["zstandard_version"] == zstandard.__version__
 ZSTD_SKIP = (
@@ -304,6 +305,57 @@ def test_merge_vector_exercises_the_cap_and_the_tie():
     assert task["values"]["assignee"] != far["op"]["fields"]["assignee"]
     ts = [o["stamp"]["ts"] for o in ops]
     assert len(ts) != len(set(ts)), "two ops must share an effective timestamp"
+
+
+# -- document deltas (PROTOCOL.md §18c) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("v", DELTA["valid"], ids=lambda v: v["name"])
+def test_delta_vectors_rebuild(v: dict[str, Any]) -> None:
+    from hbw_sync.delta import apply_delta
+
+    out = apply_delta(bytes.fromhex(v["base"]), bytes.fromhex(v["payload"]),
+                      expected_sha256=bytes.fromhex(v["result_sha256"]), max_size=v["max_size"])  # fmt: skip
+    assert len(out) == v["result_size"]
+    if "result" in v:
+        assert out.hex() == v["result"]
+
+
+@pytest.mark.parametrize("v", DELTA["invalid"], ids=lambda v: v["name"])
+def test_delta_vectors_fail_with_their_code(v: dict[str, Any]) -> None:
+    from hbw_sync.delta import apply_delta
+
+    base = bytes.fromhex(next(g["base"] for g in DELTA["valid"] if g["name"] == v["base_of"]))
+    with pytest.raises(HbwError) as exc:
+        apply_delta(base, bytes.fromhex(v["payload"]), expected_sha256=bytes.fromhex(v["expected_sha256"]),
+                    max_size=v["max_size"])  # fmt: skip
+    assert (type(exc.value).__name__, exc.value.code) == (v["expected_error"], v["expected_code"])
+
+
+def test_delta_vectors_cover_every_method_and_codec() -> None:
+    from hbw_sync.delta import wire
+
+    names = {v["name"] for v in DELTA["valid"]}
+    assert {"patch", "span", "zip", "member_codec8", "member_codec9"} <= names
+    payloads = [bytes.fromhex(v["payload"]) for v in DELTA["valid"]]
+    assert {p[0] for p in payloads} == {wire.METHOD_PATCH, wire.METHOD_RECIPE}
+    codes = {v["expected_code"] for v in DELTA["invalid"]}
+    assert codes >= {"protocol.trailing", "protocol.truncated", "protocol.delta", "protocol.limit",
+                     "protocol.zstd", "integrity.delta"}  # fmt: skip
+
+
+def test_delta_numbers_in_the_spec_match_the_code() -> None:
+    from hbw_sync.client.documents import MAX_DOC_BYTES
+    from hbw_sync.delta import blocks, wire
+
+    spec = SPEC.read_text(encoding="utf-8")
+    section = spec[spec.index("## 18c."):spec.index("## 19.")]
+    assert f"`MAX_DOC_BYTES` = {MAX_DOC_BYTES:,}".replace(",", " ") in section
+    assert f"min({wire.PLAIN_FACTOR} × max_size, max(max_size, {wire.PLAIN_CEILING >> 20} MiB))" in section
+    assert f"block_size ({blocks.MIN_BLOCK:,} - {blocks.MAX_BLOCK:,})".replace(",", " ") in section
+    assert f"window (0 - {blocks.MAX_WINDOW:,})".replace(",", " ") in section
+    assert (wire.CODEC_RAW, wire.CODEC_DEFLATE, wire.CODEC_BLOCKS) == (0, 8, 9)
+    assert "9 = append C deflated in blocks" in section and "8 = append raw deflate of C" in section
 
 
 # -- the generator and the spec -----------------------------------------------------------
