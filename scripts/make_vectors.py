@@ -318,7 +318,7 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                         delta=DELTA_V2, base_sha256=hashlib.sha256(report).digest()),
                 make_op(Kind.MEMBER, E_MEMBER, P(T0 + 3 * MIN, 0), None,
                         laptop=True, internet=True, office_days=0b0000101, away_until=None,
-                        display_name="Amina"),
+                        capacity=8, takes_work=False, display_name="Amina"),
                 make_op(Kind.TASK, E_TASK, P(T0 + 4 * MIN, 0), op_id("d1", P(T0 + MIN, 0)), status=2),
                 make_op(Kind.TASK, E_TASK2, P(T0 + 5 * MIN, 0), op_id("d1", P(T0 + MIN, 1)),
                         note="Boxes 1-4 done."),

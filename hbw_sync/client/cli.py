@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from ..errors import AccessError, UsageError
-from ..ops import Status
+from ..ops import MAX_CAPACITY, Status
 from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
 from . import bundles, importer, sync as syncing, views
 from . import watch as watching
@@ -410,12 +410,20 @@ def doc_update(ctx: click.Context, doc_id: str, path: Path) -> None:
 @click.option("--internet/--no-internet", default=None, help="Do you have internet at home?")
 @click.option("--office-days", help="Days you are in the office, e.g. mon,thu ('none' clears).")
 @click.option("--away-until", help="Away (ill, leave) until this date ('none' clears).")
+@click.option("--capacity", type=click.IntRange(1, MAX_CAPACITY), metavar="N",
+              help="Open tasks you can hold at full load (part-time: fewer); rebalancing spreads work by it.")
+@click.option("--takes-work/--no-takes-work", default=None,
+              help="Supervisors: receive work when the relay rebalances (off until you say so).")
 @json_option
 @click.pass_context
 def profile(ctx: click.Context, laptop: bool | None, internet: bool | None, office_days: str | None,
-            away_until: str | None) -> None:
+            away_until: str | None, capacity: int | None, takes_work: bool | None) -> None:
     """Show or set your working conditions; the relay uses them to reallocate work."""
     values: dict[str, Any] = {}
+    if capacity is not None:
+        values["capacity"] = capacity
+    if takes_work is not None:
+        values["takes_work"] = takes_work
     if laptop is not None:
         values["laptop"] = laptop
     if internet is not None:
@@ -433,6 +441,11 @@ def profile(ctx: click.Context, laptop: bool | None, internet: bool | None, offi
         click.echo(f"  Internet at home: {yn[p['internet']]}")
         click.echo(f"  Office days:      {', '.join(p['office_days']) or 'none'}")
         click.echo(f"  Away until:       {p['away_until'] or '-'}")
+        cap = p["capacity"]
+        click.echo(f"  Capacity:         {cap} open tasks" if cap else "  Capacity:         the team's default")
+        if p["role"] == "supervisor":
+            click.echo("  Receives work:    " + ("yes, when the relay rebalances" if p["takes_work"]
+                                               else "no (--takes-work to opt in)"))
 
     emit(ctx, p, text)
 

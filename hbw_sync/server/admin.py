@@ -15,9 +15,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .. import crypto
+from .. import allocation, crypto
 from ..enroll import Invite, new_token
 from ..errors import ConfigError, StoreError, UsageError
+from ..ops import MAX_CAPACITY
 from . import board, db, relay
 
 
@@ -165,10 +166,25 @@ def _identity(conn: sqlite3.Connection, data: Path) -> relay.RelayIdentity:
     return relay.load_identity(Path(data), conn)
 
 
-def rebalance(data: Path, apply: bool = False, stale_hours: float = 72) -> dict[str, Any]:
-    """Propose (or, with ``apply``, issue) moves of tasks that cannot progress where they sit."""
+def rebalance(data: Path, apply: bool = False, stale_hours: float = 72, *, to: str | None = None,
+              exclude: tuple[str, ...] = (), max_moves: int | None = None,
+              default_capacity: int = allocation.DEFAULT_CAPACITY) -> dict[str, Any]:
+    """Propose (or, with ``apply``, issue) moves of tasks that cannot progress where they sit, and moves
+    that even the load relative to capacity (rules: ``hbw_sync/allocation.py``, PROTOCOL.md §18a).
+
+    Raises:
+        UsageError: ``to`` cannot receive work, or a bound is out of range.
+    """
+    if max_moves is not None and max_moves < 0:
+        raise UsageError("the number of moves must be 0 or more")
+    if not 1 <= default_capacity <= MAX_CAPACITY:
+        raise UsageError(f"the default capacity must be 1-{MAX_CAPACITY} open tasks")
+    opts = allocation.Options(to=to.strip().lower() if to else None,
+                              exclude=frozenset(e.strip().lower() for e in exclude), max_moves=max_moves,
+                              default_capacity=default_capacity, stale_ms=int(stale_hours * 3_600_000))
+
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        return board.rebalance(conn, _identity(conn, data), relay.now_ms(), int(stale_hours * 3_600_000), apply)
+        return board.rebalance(conn, _identity(conn, data), relay.now_ms(), opts, apply)
     return _write(data, run)
 
 

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from .. import __version__
+from .. import __version__, allocation
 from ..errors import HbwError, LimitError, http_status_for
 from . import board, db, relay
 
@@ -38,6 +38,7 @@ class RelayConfig:
     access_log: bool = True
     rebalance_every_s: float | None = None
     stale_hours: float = 72
+    default_capacity: int = allocation.DEFAULT_CAPACITY
 
 
 @dataclass
@@ -193,8 +194,9 @@ async def _auto_rebalance(app: web.Application) -> None:
     while True:
         await asyncio.sleep(cfg.rebalance_every_s)
         try:
-            r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), int(cfg.stale_hours * 3_600_000),
-                                      True)
+            opts = allocation.Options(stale_ms=int(cfg.stale_hours * 3_600_000),
+                                      default_capacity=cfg.default_capacity)
+            r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), opts, True)
             log.info(json.dumps({"action": "auto-rebalance", "moves": len(r["moves"]), "stuck": len(r["stuck"])}))
         except Exception as e:  # noqa: BLE001 - a failed round must not stop the relay
             log.warning(json.dumps({"action": "auto-rebalance", "error": str(e)}))

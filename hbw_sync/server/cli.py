@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
+from .. import __version__, allocation
 from ..cli_common import HbwGroup, emit, json_option
+from ..ops import MAX_CAPACITY
 from ..client.views import iso_ms
 from . import admin
 from .app import RelayConfig
@@ -183,28 +184,42 @@ def parse_hours(text: str) -> float:
 @cli.command()
 @data_option
 @click.option("--apply", is_flag=True, help="Issue the moves (relay-signed); without it, only show the plan.")
+@click.option("--to", "to", metavar="MEMBER", help="Give work only to MEMBER (even a supervisor: naming them is the opt-in).")
+@click.option("--exclude", multiple=True, metavar="MEMBER", help="Give MEMBER no work in this run (repeatable).")
+@click.option("--max-moves", type=click.IntRange(min=0), help="At most N moves in this run (stuck tasks first).")
+@click.option("--default-capacity", type=click.IntRange(1, MAX_CAPACITY), default=allocation.DEFAULT_CAPACITY,
+              show_default=True, help="Open tasks at full load for members who have not set 'profile --capacity'.")
 @click.option("--stale-after", default="72h", show_default=True,
               help="Members not seen for this long (and with no office day before the due date) are unreachable.")
 @json_option
 @click.pass_context
-def rebalance(ctx: click.Context, data: Path, apply: bool, stale_after: str) -> None:
-    """Move tasks that cannot progress where they sit to members who can do them (dry run by default).
+def rebalance(ctx: click.Context, data: Path, apply: bool, to: str | None, exclude: tuple[str, ...],
+              max_moves: int | None, default_capacity: int, stale_after: str) -> None:
+    """Move work that cannot progress where it sits, then even the load (dry run by default).
 
-    A task is stuck when its holder is away, unreachable, or lacks what it
-    needs (laptop, internet, an office day before it is due). Pinned and done
-    tasks never move; nobody away or revoked receives work.
+    A task is stuck when its holder is away past its due date, unreachable, or
+    lacks what it needs (laptop, internet, an office day before it is due).
+    Work is spread by open tasks relative to each member's capacity. Pinned and
+    done tasks never move, started tasks move only when stuck; nobody away or
+    revoked receives work, and supervisors only if they opted in.
     """
-    r = admin.rebalance(data, apply, parse_hours(stale_after))
+    r = admin.rebalance(data, apply, parse_hours(stale_after), to=to, exclude=exclude, max_moves=max_moves,
+                        default_capacity=default_capacity)
 
     def text() -> None:
         if not r["moves"]:
-            click.echo("Nothing to move: every open task can progress where it sits.")
-        else:
-            click.echo(f"{'TASK':8}  {'FROM':10}  {'TO':10}  REASON")
-            for m in r["moves"]:
-                click.echo(f"{m['task'][:6]:8}  {m['from'] or '-':10}  {m['to']:10}  {m['reason']}")
+            click.echo("Nothing to move: every open task can progress where it sits, and the load is even.")
+        for m in r["moves"]:
+            click.echo(f"Task {m['task'][:6]}: {m['from'] or 'nobody'} -> {m['to']}. Why: {m['reason']}.")
         for s in r["stuck"]:
-            click.echo(f"Stuck, nobody can take it: {s['task'][:6]}: {s['reason']}")
+            click.echo(f"Task {s['task'][:6]} stays where it is: {s['reason']}.")
+        for x in r["left_out"]:
+            click.echo(f"{x['member']} receives no work: {x['reason']}.")
+        if r["loads"]:
+            click.echo("Open tasks afterwards: " + ", ".join(
+                f"{x['member']} {x['open']} of {x['capacity']}" for x in r["loads"]) + ".")
+        if r["moves_left"]:
+            click.echo(f"Stopped at --max-moves: at least {r['moves_left']} more move(s) would help; run again.")
         if r["moves"]:
             click.echo("Moves issued; devices learn them at their next sync." if r["applied"]
                        else "Dry run: nothing changed. Run again with --apply to issue these moves.")
