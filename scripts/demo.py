@@ -173,7 +173,7 @@ def story(root: Path, data: Path, url: str) -> int:
     say("Thursday: Chidi's laptop is reported lost. IT revokes it")
     devices = json.loads(relay_cmd("devices", "--data", str(data), "--json").stdout)
     lost = next(d["device"] for d in devices if d["member"] == "chidi")
-    relay_cmd("devices", "revoke", "--data", str(data), lost[:8])
+    relay_cmd("devices", "revoke", "--data", str(data), lost[:8], "--yes")
     res = chidi.run("sync")
     print(f"  (exit code {res.returncode}: the lost laptop can no longer sync)")
     say("Dana's next sync rotates the team key: new work is sealed with a key the lost laptop never had")

@@ -38,6 +38,7 @@ from ..enroll import Invite, make_grant
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
                       from_dict)
 from .device import Device, now_ms
+from .store import DB_NAME, default_home
 from .replica import Replica
 from .vault import KdfParams
 
@@ -156,14 +157,9 @@ def sync_lock(home: Path) -> Iterator[None]:
 # -- join ---------------------------------------------------------------------------------------------
 
 
-def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
-         timeout: float = 60, kdf: KdfParams = KdfParams()) -> dict[str, Any]:
-    """Enroll this device with an invite (creating the store if there is none), then sync once."""
-    inv = Invite.decode(code)
-    try:
-        dev = Device.open(home)
-    except ConfigError:
-        dev = Device.init(home, inv.member, passphrase, kdf=kdf)
+def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Transport,
+            timeout: float) -> tuple[dict[str, Any], dict[int, bytes]]:
+    """Enroll ``dev`` with the relay the invite pins and store its answer; closes ``dev``."""
     with dev:
         rep = dev.unlock(passphrase)
         s = dev.store
@@ -210,6 +206,51 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
                 )
             else:
                 s.set_meta("team_id", res["team"])
+    return res, relay_keys
+
+
+def _discard_store(root: Path, fresh_dir: bool) -> None:
+    """Remove a store that a failed join created (and its directory, if the join made that too)."""
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal", "sync.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            (root / name).unlink()
+    if fresh_dir:
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
+def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
+         timeout: float = 60, kdf: KdfParams = KdfParams()) -> dict[str, Any]:
+    """Enroll this device with an invite (creating the store if there is none), then sync once.
+
+    A join that fails before the relay's answer is stored leaves nothing behind: a store it
+    created is removed, and the error's hint says so, so the next try starts clean.
+
+    Raises:
+        UsageError: the invite is damaged, or this store belongs to someone else or another relay.
+        AccessError (``access.invite``): the relay refused the invite (used, expired, unknown).
+        TransientError: the relay could not be reached.
+        IntegrityError: the relay is not the one the invite pins.
+    """
+    inv = Invite.decode(code)
+    root = Path(home) if home else default_home()
+    fresh_dir = not root.exists()
+    try:
+        dev = Device.open(home)
+        created = False
+    except ConfigError:
+        dev = Device.init(home, inv.member, passphrase, kdf=kdf)
+        created = True
+    try:
+        res, relay_keys = _enroll(dev, inv, passphrase, label, transport, timeout)
+    except BaseException as e:
+        if created:
+            _discard_store(root, fresh_dir)
+            if isinstance(e, TransientError):
+                e.hint = "nothing was kept on this device; run the same 'hbw-sync join' when the relay can be reached"
+            elif isinstance(e, HbwError):
+                e.hint = ((e.hint + "; ") if e.hint else "") + "nothing was kept on this device"
+        raise
     out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
            "first_device": not relay_keys and res["role"] == "supervisor"}
     try:

@@ -19,7 +19,7 @@ from .. import allocation, crypto
 from ..enroll import Invite, new_token
 from ..errors import ConfigError, StoreError, UsageError
 from ..ops import MAX_CAPACITY
-from . import board, db, relay
+from . import board, db, records, relay
 
 
 def _conn(data: Path) -> sqlite3.Connection:
@@ -119,6 +119,20 @@ def devices(data: Path) -> list[dict[str, Any]]:
     ]
 
 
+def find_device(data: Path, device: str) -> dict[str, Any]:
+    """The one device whose id starts with ``device`` (as ``devices`` lists it).
+
+    Raises:
+        UsageError: no such device, or the prefix names several.
+    """
+    conn = _conn(data)
+    try:
+        dev = relay.find_device(conn, device.strip().lower())
+    finally:
+        conn.close()
+    return next(d for d in devices(data) if d["device"] == dev.hex())
+
+
 def revoke(data: Path, device: str) -> dict[str, Any]:
     """Revoke a device: every later request from it is refused; supervisors are asked to rotate the key."""
     dev, member = _write(data, relay.revoke, device.strip().lower(), "admin")
@@ -140,7 +154,8 @@ def members(data: Path) -> list[dict[str, Any]]:
 
 
 def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
-    """Who did what: admin actions and every accepted batch, newest first, by member and device."""
+    """Who did what, newest first: admin actions and every accepted batch, each with who, what (a
+    sentence), when (local time) and which device; see ``records.readable``."""
     conn = _conn(data)
     try:
         admin = conn.execute("SELECT time_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?",
@@ -150,16 +165,20 @@ def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
             " LEFT JOIN devices d ON d.device = b.device ORDER BY b.rseq DESC LIMIT ?",
             (limit,),
         ).fetchall()
+        devs = conn.execute("SELECT device, member, label FROM devices").fetchall()
+        relay_dev = _identity(conn, data).key.device_id
     finally:
         conn.close()
+    labels = {d.hex(): lbl for d, _m, lbl in devs if lbl}
+    members_of = {d.hex(): m for d, m, _l in devs}
     out = [{"time_ms": t, "actor": a, "action": act, "detail": json.loads(d)} for t, a, act, d in admin]
     out += [
-        {"time_ms": t, "actor": m, "action": "batch",
+        {"time_ms": t, "actor": "relay" if dev == relay_dev else m, "action": "batch",
          "detail": {"device": dev.hex(), "seq": seq, "ops": n, "bytes": size, "rseq": rseq}}
         for t, m, dev, seq, n, size, rseq in batches
     ]
     out.sort(key=lambda r: r["time_ms"], reverse=True)
-    return out[:limit]
+    return records.readable(out[:limit], labels, members_of)
 
 
 def _identity(conn: sqlite3.Connection, data: Path) -> relay.RelayIdentity:

@@ -20,11 +20,16 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from .. import __version__, allocation
+from .. import __version__, allocation, timefmt
 from ..errors import HbwError, LimitError, http_status_for
 from . import board, db, relay
 
 log = logging.getLogger("hbw.relay")
+
+
+def log_line(**fields: Any) -> str:
+    """One JSON log line, its UTC time first: office IT reads when each thing happened (ISSUE 13)."""
+    return json.dumps({"time": timefmt.iso_utc(relay.now_ms(), millis=True), **fields})
 
 MAX_BODY = 40 * 1024 * 1024
 
@@ -130,7 +135,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         return web.Response(status=499)
     except Exception as e:  # noqa: BLE001 - a bug: answer 500 in JSON, log it as such
         status = 500
-        log.exception("internal error")
+        log.exception(log_line(action=action, device=device, error="internal error"))
         return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
     finally:
         dt = time.perf_counter() - t0
@@ -138,8 +143,8 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if action == "sync":
             m.observe(dt)
         if app[CONFIG].access_log:
-            log.info(json.dumps({"action": action, "device": device, "status": status, "ms": round(dt * 1000, 1),
-                                 "bytes_in": request.content_length or 0}))
+            log.info(log_line(action=action, device=device, status=status, ms=round(dt * 1000, 1),
+                              bytes_in=request.content_length or 0))
 
 
 @routes.post("/v1")
@@ -197,9 +202,9 @@ async def _auto_rebalance(app: web.Application) -> None:
             opts = allocation.Options(stale_ms=int(cfg.stale_hours * 3_600_000),
                                       default_capacity=cfg.default_capacity)
             r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), opts, True)
-            log.info(json.dumps({"action": "auto-rebalance", "moves": len(r["moves"]), "stuck": len(r["stuck"])}))
+            log.info(log_line(action="auto-rebalance", moves=len(r["moves"]), stuck=len(r["stuck"])))
         except Exception as e:  # noqa: BLE001 - a failed round must not stop the relay
-            log.warning(json.dumps({"action": "auto-rebalance", "error": str(e)}))
+            log.warning(log_line(action="auto-rebalance", error=str(e)))
 
 
 def create_app(config: RelayConfig) -> web.Application:

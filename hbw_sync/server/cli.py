@@ -2,30 +2,52 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
-from .. import __version__, allocation
-from ..cli_common import HbwGroup, emit, json_option
+from .. import __version__, allocation, timefmt
+from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..ops import MAX_CAPACITY
-from ..client.views import iso_ms
 from . import admin
 from .app import RelayConfig
+from .relay import now_ms as relay_now_ms
 from .runner import serve as run_server
 
 DATA_HELP = "Relay data directory (database and relay key; env HBW_RELAY_DATA)."
 
 
-def data_option(f):
+def _remember_data(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None:
+        ctx.meta["hbw_relay_data"] = value  # ctx.meta is shared by the whole command line
+    return value
+
+
+def _data_flag(required: bool = False) -> Any:
     return click.option("--data", type=click.Path(file_okay=False, path_type=Path), envvar="HBW_RELAY_DATA",
-                        required=True, help=DATA_HELP)(f)
+                        required=required, callback=_remember_data, is_eager=True, help=DATA_HELP)
+
+
+def data_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--data, accepted wherever a person puts it: 'hbw-relay --data X devices revoke ID', 'hbw-relay
+    devices --data X revoke ID', '... revoke ID --data X', or HBW_RELAY_DATA in the environment."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, data: Path | None = None, **kw: Any) -> Any:
+        data = data or click.get_current_context().meta.get("hbw_relay_data")
+        if data is None:
+            raise click.UsageError("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA).")
+        return f(*args, data=data, **kw)
+    return _data_flag()(wrapper)
 
 
 @click.group(cls=HbwGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hbw-relay")
-def cli() -> None:
+@_data_flag()
+@json_option
+def cli(data: Path | None) -> None:
     """The office relay for hbw-sync: enrolls devices and passes sealed batches between them.
 
     The relay sees who holds which task (routing), never titles, descriptions
@@ -75,7 +97,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after))
     run_server(cfg, ctx,
-               ready=lambda url: click.echo(f"hbw-relay listening on {url}", err=True))
+               ready=lambda url: click.echo(f"{timefmt.iso_utc(relay_now_ms())} hbw-relay listening on {url}", err=True))
 
 
 @cli.command()
@@ -97,24 +119,25 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
 
 
 @cli.group(cls=HbwGroup, invoke_without_command=True)
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), envvar="HBW_RELAY_DATA", help=DATA_HELP)
+@_data_flag()
 @json_option
 @click.pass_context
 def devices(ctx: click.Context, data: Path | None) -> None:
     """List enrolled devices: whose, enrolled and revoked when, last seen ('devices revoke' to revoke)."""
     if ctx.invoked_subcommand:
         return
+    data = data or ctx.meta.get("hbw_relay_data")
     if data is None:
-        raise click.UsageError("--data is required")
+        raise click.UsageError("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA).")
     rows = admin.devices(data)
 
     def text() -> None:
         if not rows:
             click.echo("No devices enrolled.")
         for r in rows:
-            state = f"REVOKED {iso_ms(r['revoked_ms'])}" if r["revoked_ms"] else "active"
-            click.echo(f"{r['device']}  {r['member']:12}  enrolled {iso_ms(r['enrolled_ms'])}  "
-                       f"last seen {iso_ms(r['last_seen_ms'])}  {state}  {r['label'] or ''}")
+            state = f"REVOKED {timefmt.human(r['revoked_ms'])}" if r["revoked_ms"] else "active"
+            click.echo(f"{r['device']}  {r['member']:12}  enrolled {timefmt.human(r['enrolled_ms'])}  "
+                       f"last seen {timefmt.human(r['last_seen_ms'])}  {state}  {r['label'] or ''}")
 
     emit(ctx, rows, text)
 
@@ -122,15 +145,31 @@ def devices(ctx: click.Context, data: Path | None) -> None:
 @devices.command("revoke")
 @data_option
 @click.argument("device")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask to confirm (for scripts).")
 @json_option
 @click.pass_context
-def devices_revoke(ctx: click.Context, data: Path, device: str) -> None:
+def devices_revoke(ctx: click.Context, data: Path, device: str, yes: bool) -> None:
     """Revoke DEVICE (an id or unambiguous prefix): a lost or returned laptop can no longer sync.
 
-    The next supervisor device to sync rotates the team key, so the revoked
-    device cannot read anything new.
+    This cannot be undone (a found laptop joins again with a new invite). The
+    next supervisor device to sync rotates the team key, so the revoked device
+    cannot read anything new. Asks to confirm unless --yes.
     """
-    r = admin.revoke(data, device)
+    d = admin.find_device(data, device)
+    if d["revoked_ms"]:
+        emit(ctx, {**d, "revoked": True}, f"Device {d['device'][:8]} of {d['member']} was already revoked "
+                                          f"({timefmt.human(d['revoked_ms'])}); nothing changed.")
+        return
+    what = (f"device {d['device'][:8]} of {d['member']}" + (f" ({d['label']})" if d["label"] else "") +
+            f", last seen {timefmt.human(d['last_seen_ms'])}")
+    if not yes:
+        if not is_interactive():
+            raise click.UsageError(f"revoking {what} cannot be undone: add --yes to confirm")
+        if not click.confirm(f"Revoke {what}? It will no longer sync, and this cannot be undone", default=False,
+                             err=True):
+            click.echo("Nothing changed.", err=True)
+            ctx.exit(1)
+    r = admin.revoke(data, d["device"])
     emit(ctx, r, f"Device {r['device']} of {r['member']} is revoked. The team key will rotate at the next "
                  "supervisor sync.")
 
@@ -146,7 +185,7 @@ def members(ctx: click.Context, data: Path) -> None:
     def text() -> None:
         for r in rows:
             click.echo(f"{r['member']:12}  {r['role']:10}  devices {r['active_devices']}/{r['devices']}  "
-                       f"last seen {iso_ms(r['last_seen_ms']) or 'never'}")
+                       f"last seen {timefmt.human(r['last_seen_ms'])}")
 
     emit(ctx, rows, text)
 
@@ -157,12 +196,15 @@ def members(ctx: click.Context, data: Path) -> None:
 @json_option
 @click.pass_context
 def audit(ctx: click.Context, data: Path, limit: int) -> None:
-    """Who did what: enrollments, revocations, keys, and every signed batch by member and device."""
+    """Who did what, newest first, in local time: enrollments, revocations, keys, rebalancing, and every
+    signed batch by member and device. --json gives the same with ISO times and the raw details."""
     rows = admin.audit_log(data, limit)
 
     def text() -> None:
         for r in rows:
-            click.echo(f"{iso_ms(r['time_ms'])}  {r['actor'] or '?':12}  {r['action']:8}  {r['detail']}")
+            click.echo(f"{r['time']}  {r['who']} {r['what']}.")
+        if not rows:
+            click.echo("Nothing recorded yet.")
 
     emit(ctx, rows, text)
 
@@ -241,7 +283,7 @@ def workload(ctx: click.Context, data: Path) -> None:
         for r in rows:
             click.echo(f"{r['member']:10}  {r['open']:>4}  {r['overdue']:>4}  {r['urgent']:>3}  {yn[r['laptop']]:6}  "
                        f"{yn[r['internet']]:3}  {','.join(r['office_days']) or '-':8}  {r['away_until'] or '-':10}  "
-                       f"{iso_ms(r['last_seen_ms']) or 'never'}")
+                       f"{timefmt.human(r['last_seen_ms'])}")
 
     emit(ctx, rows, text)
 
@@ -258,7 +300,7 @@ def conflicts(ctx: click.Context, data: Path) -> None:
         if not rows:
             click.echo("No conflicts.")
         for c in rows:
-            click.echo(f"{iso_ms(c['at_ms'])}  task {c['task'][:6]}  {c['field']}: {c['loser']['value']!r} "
+            click.echo(f"{timefmt.human(c['at_ms'])}  task {c['task'][:6]}  {c['field']}: {c['loser']['value']!r} "
                        f"(by {c['loser']['by']}) lost to {c['winner']['value']!r} (by {c['winner']['by']}): {c['rule']}")
 
     emit(ctx, rows, text)

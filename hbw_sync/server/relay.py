@@ -210,14 +210,22 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     }
 
 
-def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[bytes, str]:
-    rows = conn.execute("SELECT device, member, revoked_ms FROM devices WHERE hex(device) LIKE ?",
+def find_device(conn: sqlite3.Connection, device_prefix: str) -> bytes:
+    """The one device id starting with ``device_prefix`` (hex); UsageError when none or several."""
+    if not device_prefix or any(c not in "0123456789abcdef" for c in device_prefix.lower()):
+        raise UsageError(f"no device {device_prefix!r}", hint="device ids are hex digits; see 'hbw-relay devices'")
+    rows = conn.execute("SELECT device FROM devices WHERE hex(device) LIKE ?",
                         (device_prefix.upper() + "%",)).fetchall()
-    if not rows or not device_prefix:
+    if not rows:
         raise UsageError(f"no device {device_prefix!r}", hint="see 'hbw-relay devices'")
     if len(rows) > 1:
         raise UsageError(f"device {device_prefix!r} is ambiguous", hint="give more digits")
-    device, member, revoked = rows[0]
+    return rows[0][0]
+
+
+def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[bytes, str]:
+    device = find_device(conn, device_prefix)
+    member, revoked = conn.execute("SELECT member, revoked_ms FROM devices WHERE device = ?", (device,)).fetchone()
     if revoked is None:
         conn.execute("UPDATE devices SET revoked_ms = ? WHERE device = ?", (now_ms(), device))
         set_meta(conn, "rotation_wanted", True)
