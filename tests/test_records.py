@@ -1,0 +1,174 @@
+"""Records people can read: the audit in words and JSON, options where a person puts them, revoking with a
+confirmation, a failed join that leaves nothing behind, log lines with their time.
+
+A real relay on loopback (tests/relay_helpers.py), real stores, the real command lines (CliRunner, and a
+pseudo-terminal for the one question that is asked only of a person).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from hbw_sync import timefmt
+from hbw_sync.client.cli import cli as client_cli
+from hbw_sync.ops import Need
+from hbw_sync.server import admin
+from hbw_sync.server.app import log_line
+from hbw_sync.server.cli import cli as relay_cli
+from hbw_sync.server.runner import StampedFormatter
+
+from netem import closed_port
+from relay_helpers import Team
+
+PASS = "orchid lantern 52 ferry"
+EAT = dt.timezone(dt.timedelta(hours=3), "EAT")
+MS = 1_796_210_709_123  # 2026-12-02 11:25:09.123 UTC
+
+
+def relay(*args: str, env: dict | None = None, input: str | None = None):
+    return CliRunner().invoke(relay_cli, list(args), env=env or {}, input=input)
+
+
+def test_times_as_people_read_them() -> None:
+    assert timefmt.human(MS, EAT) == "Wed 2 Dec 2026, 14:25 EAT"
+    assert timefmt.iso_local(MS, EAT) == "2026-12-02T14:25:09+03:00"
+    assert timefmt.iso_utc(MS, millis=True) == "2026-12-02T11:25:09.123Z"
+    assert timefmt.human(None) == "never" and timefmt.iso_utc(None) is None
+    assert [timefmt.ago(MS - s * 1000, MS) for s in (5, 300, 7200, 86_400, 3 * 86_400)] == \
+        ["just now", "5 min ago", "2 h ago", "1 day ago", "3 days ago"]
+    assert [timefmt.human_bytes(n) for n in (812, 4_200, 1_300_000)] == ["812 B", "4.2 KB", "1.3 MB"]
+
+
+def _busy_team(team: Team) -> dict:
+    dana = team.join("dana", "supervisor")
+    chidi = team.join("chidi")
+    dana.sync()
+    chidi.sync()
+    with chidi.open() as rep:
+        rep.set_profile(laptop=False)
+    with dana.open() as rep:
+        rep.add_task("Spreadsheet", assignee="chidi", needs=int(Need.LAPTOP))
+        rep.set_profile(takes_work=True)
+    chidi.sync()
+    dana.sync()
+    admin.rebalance(team.data, apply=True)
+    devs = {d["member"]: d["device"] for d in admin.devices(team.data)}
+    admin.revoke(team.data, devs["chidi"])
+    return devs
+
+
+def test_audit_in_words_and_json(team: Team) -> None:
+    devs = _busy_team(team)
+    res = relay("audit", "--data", str(team.data))
+    out = res.output
+    assert res.exit_code == 0, out
+    assert "?" not in out and "{" not in out and "'device'" not in out
+    assert f"office IT revoked device {devs['chidi'][:8]}" in out and "of chidi: it can no longer sync." in out
+    assert f"dana enrolled device {devs['dana'][:8]}" in out
+    assert "office IT invited chidi as a member, valid 14 days." in out
+    assert "the relay moved 1 task by rebalancing: task " in out and "from chidi to dana" in out
+    assert "chidi sent " in out and f"from device {devs['chidi'][:8]}" in out
+    assert "office IT created the relay for team 'District Finance'." in out
+    # every line starts with a local time a person reads
+    first = out.splitlines()[0]
+    assert first[:3] in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun") and first[3] == " "
+    rows = json.loads(relay("audit", "--data", str(team.data), "--json").stdout)
+    revoke = next(r for r in rows if r["action"] == "revoke")
+    assert revoke["who"] == "office IT" and revoke["device"] == devs["chidi"] and revoke["detail"]["member"] == "chidi"
+    assert dt.datetime.fromisoformat(revoke["when"]).utcoffset() is not None  # local time with its offset
+    assert all(r["who"] and r["what"] and r["when"] for r in rows)
+    batches = [r for r in rows if r["action"] == "batch"]
+    assert {r["who"] for r in batches} >= {"dana", "chidi", "the relay"}
+
+
+def test_data_where_a_person_puts_it(team: Team) -> None:
+    team.join("dana", "supervisor")
+    dev = admin.devices(team.data)[0]["device"]
+    data = str(team.data)
+    assert relay("devices", "--data", data, "--json").exit_code == 0
+    assert relay("--data", data, "devices", "--json").exit_code == 0
+    assert relay("--data", data, "audit").exit_code == 0
+    res = relay("audit", env={"HBW_RELAY_DATA": data})
+    assert res.exit_code == 0 and "enrolled device" in res.output
+    res = relay("devices", "revoke", dev[:6])
+    assert res.exit_code == 2 and "Missing option '--data'" in res.output and "HBW_RELAY_DATA" in res.output
+    # the form from the issue: the group's option, then the subcommand
+    res = relay("devices", "--data", data, "revoke", dev[:6], "--yes")
+    assert res.exit_code == 0, res.output
+    assert "is revoked" in res.output and admin.devices(team.data)[0]["revoked_ms"]
+    res = relay("devices", "revoke", dev[:6], "--yes", env={"HBW_RELAY_DATA": data})
+    assert res.exit_code == 0 and "already revoked" in res.output and "nothing changed" in res.output
+
+
+def test_revoke_asks_a_person_and_refuses_a_script(team: Team) -> None:
+    team.join("dana", "supervisor")
+    dev = admin.devices(team.data)[0]["device"]
+    res = relay("devices", "revoke", "--data", str(team.data), dev[:6])  # no terminal, no --yes
+    assert res.exit_code == 2 and "cannot be undone: add --yes" in res.output
+    assert admin.devices(team.data)[0]["revoked_ms"] is None
+
+    def at_terminal(answer: bytes) -> str:
+        """Run the real command in a pseudo-terminal and answer its question."""
+        leader, follower = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if k != "CI"}
+        p = subprocess.Popen([sys.executable, "-m", "hbw_sync.server.cli", "devices", "revoke", dev[:6],
+                              "--data", str(team.data)], stdin=follower, stdout=follower, stderr=follower, env=env)
+        os.close(follower)
+        out = b""
+        while b"undone" not in out:
+            out += os.read(leader, 1024)
+        os.write(leader, answer)
+        try:
+            while chunk := os.read(leader, 1024):
+                out += chunk
+        except OSError:  # the terminal closes when the process ends
+            pass
+        p.wait(60)
+        os.close(leader)
+        return out.decode()
+
+    out = at_terminal(b"n\n")
+    assert f"Revoke device {dev[:8]} of dana" in out and "Nothing changed." in out
+    assert admin.devices(team.data)[0]["revoked_ms"] is None
+    out = at_terminal(b"y\n")
+    assert "is revoked" in out and admin.devices(team.data)[0]["revoked_ms"]
+
+
+def test_a_failed_join_leaves_nothing_behind(team: Team, tmp_path: Path) -> None:
+    home = tmp_path / "amina-laptop"
+    env = {"HBW_SYNC_HOME": str(home), "HBW_PASSPHRASE": PASS}
+    dead = admin.invite(team.data, "amina", url=f"http://127.0.0.1:{closed_port()}").encode()
+    res = CliRunner().invoke(client_cli, ["join", dead], env=env)
+    assert res.exit_code == 75 and "nothing was kept on this device" in res.output
+    assert not home.exists()
+    used = team.invite("amina")
+    assert CliRunner().invoke(client_cli, ["join", used], env={**env, "HBW_SYNC_HOME": str(tmp_path / "first")}).exit_code == 0
+    res = CliRunner().invoke(client_cli, ["join", used], env=env)
+    assert res.exit_code == 77 and "already used" in res.output and "nothing was kept" in res.output
+    assert not home.exists()
+    home.mkdir()  # a directory the person made stays; only what join created goes
+    res = CliRunner().invoke(client_cli, ["join", used], env=env)
+    assert res.exit_code == 77 and home.exists() and list(home.iterdir()) == []
+    res = CliRunner().invoke(client_cli, ["join", team.invite("amina")], env=env)  # a new invite: a clean start
+    assert res.exit_code == 0, res.output
+
+
+def test_log_lines_carry_their_time() -> None:
+    line = json.loads(log_line(action="sync", status=200))
+    assert list(line)[0] == "time" and line["time"].endswith("Z") and line["action"] == "sync"
+    dt.datetime.fromisoformat(line["time"].replace("Z", "+00:00"))
+    fmt = StampedFormatter()
+    rec = logging.LogRecord("hbw.relay", logging.WARNING, __file__, 1, "disk nearly full", None, None)
+    rec.created = MS / 1000
+    assert fmt.format(rec) == "2026-12-02T11:25:09.123Z warning disk nearly full"
+    rec = logging.LogRecord("hbw.relay", logging.INFO, __file__, 1, log_line(action="x"), None, None)
+    assert fmt.format(rec).startswith('{"time": "')
