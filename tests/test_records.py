@@ -14,12 +14,19 @@ import os
 import pty
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from hbw_sync import timefmt
+from hbw_sync import codec, timefmt, wordcode
+from hbw_sync.client import Device
+from hbw_sync.client import sync as syncing
 from hbw_sync.client.cli import cli as client_cli
+from hbw_sync.enroll import Invite
+from hbw_sync.errors import IntegrityError, ProtocolError, UsageError
 from hbw_sync.ops import Need
 from hbw_sync.server import admin
 from hbw_sync.server.app import log_line
@@ -172,3 +179,122 @@ def test_log_lines_carry_their_time() -> None:
     assert fmt.format(rec) == "2026-12-02T11:25:09.123Z warning disk nearly full"
     rec = logging.LogRecord("hbw.relay", logging.INFO, __file__, 1, log_line(action="x"), None, None)
     assert fmt.format(rec).startswith('{"time": "')
+
+
+# -- invites by phone (word codes) and by QR code ---------------------------------------------------------
+
+
+def test_word_code_parsing_is_forgiving_and_precise() -> None:
+    slot, words = wordcode.new_code()
+    assert len(words) == 5 and all(w in wordcode.WORDS for w in words) and 1000 <= slot <= 9999
+    typed = f" {slot}  " + " ".join(w[:4].upper() for w in words)  # first four letters, any case
+    assert wordcode.parse_code(typed) == (slot, words)
+    assert wordcode.parse_code(wordcode.format_code(slot, words)) == (slot, words)
+    for bad, says in ((f"{slot} " + " ".join(words[:4]), "has 5 words"), ("orchid lantern", "4-digit number"),
+                      (f"{slot} {' '.join(words[:4])} zzzz", "'zzzz' is not one of the code words"),
+                      (f"99 {' '.join(words)}", "4-digit number")):
+        with pytest.raises(UsageError, match=says):
+            wordcode.parse_code(bad)
+
+
+def test_word_code_requests_are_bounded_before_anything_is_looked_up() -> None:
+    good = wordcode.fetch_request(4821, bytes(32))
+    assert wordcode.parse_fetch_request(good) == (4821, bytes(32))
+    for cut in range(len(good)):
+        with pytest.raises(ProtocolError) as e:
+            wordcode.parse_fetch_request(good[:cut])
+        assert e.value.code == "protocol.schema"
+    for bad in (good + b"\x00", codec.pack([1, 4821, bytes(31)]), codec.pack([2, 4821, bytes(32)]),
+                codec.pack([1, 999, bytes(32)]), codec.pack([1, True, bytes(32)]), codec.pack({"slot": 4821})):
+        with pytest.raises(ProtocolError) as e:
+            wordcode.parse_fetch_request(bad)
+        assert e.value.code == "protocol.schema"
+    with pytest.raises(ProtocolError) as e:
+        wordcode.parse_fetch_request(bytes(65))
+    assert e.value.code == "protocol.limit"
+
+
+def _post_code(url: str, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(url + "/v1/code", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, {}
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_join_by_word_code_read_out_by_phone(team: Team, tmp_path: Path) -> None:
+    res = relay("invite", "amina", "--words", "--data", str(team.data), "--url", team.url)
+    assert res.exit_code == 0 and "By phone (valid 24 hours, ends when used): read out" in res.output
+    rows = json.loads(relay("invite", "chidi", "--words", "--json", "--data", str(team.data), "--url", team.url).stdout)
+    slot, words = wordcode.parse_code(rows["words"])
+    spoken = [str(slot), *(w[:4] for w in words)]  # what a person types after hearing it
+    env = {"HBW_SYNC_HOME": str(tmp_path / "chidi"), "HBW_PASSPHRASE": PASS}
+    res = CliRunner().invoke(client_cli, ["join", *spoken], env=env)
+    assert res.exit_code == 2 and "needs the relay's address" in res.output and not (tmp_path / "chidi").exists()
+    wrong = [str(slot), *words[:4], "zoo" if words[4] != "zoo" else "zone"]
+    res = CliRunner().invoke(client_cli, ["join", "--relay", team.url, *wrong], env=env)
+    assert res.exit_code == 77 and "do not match" in res.output and "4 tries left" in res.output
+    assert not (tmp_path / "chidi").exists()
+    res = CliRunner().invoke(client_cli, ["join", "--relay", team.url.removeprefix("http://"), *spoken], env=env)
+    assert res.exit_code == 0, res.output
+    assert "Joined team 'District Finance' as chidi" in res.output
+    with Device.open(tmp_path / "chidi") as dev:  # the pinned relay key came from the sealed invite
+        assert dev.store.meta("relay_public") == Invite.decode(rows["invite"]).relay_public
+    # one-time: the code ended with its invite
+    res = CliRunner().invoke(client_cli, ["join", "--relay", team.url, *spoken],
+                             env={**env, "HBW_SYNC_HOME": str(tmp_path / "again")})
+    assert res.exit_code == 77 and f"no invite waits under code {slot}" in res.output
+    out = relay("audit", "--data", str(team.data)).output
+    assert f"refused a word code for invite slot {slot}" in out and "(also as a word code)" in out
+
+
+def test_a_relay_without_the_words_cannot_hand_out_an_invite(team: Team) -> None:
+    """Whoever answers at the address without the words: the sealed invite does not open, nothing is pinned."""
+    inv, code = admin.invite_with_code(team.data, "amina", url=team.url)
+    slot, words = wordcode.parse_code(code)
+    impostor = Invite(team.url, bytes(32), inv.team, bytes(16), "amina", "member")  # its own relay key
+
+    guessed = wordcode.derive(slot, (words[1], words[0], *words[2:]))[1]  # close is not enough
+    for sealed in (wordcode.seal_invite(guessed, slot, impostor.encode()), os.urandom(120)):
+        async def transport(url, body, timeout, sealed=sealed, **kw):
+            return codec.pack(sealed)
+        with pytest.raises(IntegrityError) as e:
+            syncing.resolve_word_code(team.url, code, transport=transport)
+        assert e.value.code == "integrity.code"
+    # the real relay's answer opens, and gives the invite office IT made
+    assert Invite.decode(syncing.resolve_word_code(team.url, code)) == inv
+
+
+def test_wrong_words_are_counted_and_then_refused(team: Team) -> None:
+    _inv, code = admin.invite_with_code(team.data, "amina", url=team.url)
+    slot, _ = wordcode.parse_code(code)
+    for i in range(wordcode.MAX_FAILURES_PER_SLOT):
+        status, err = _post_code(team.url, wordcode.fetch_request(slot, os.urandom(32)))
+        assert status == 403 and err["code"] == "access.code"
+    assert "cancelled" in err["message"]
+    status, err = _post_code(team.url, wordcode.fetch_request(slot, os.urandom(32)))
+    assert "no invite waits" in err["message"]  # five wrong tries ended the code
+    for i in range(wordcode.MAX_FAILURES_PER_WINDOW - wordcode.MAX_FAILURES_PER_SLOT - 1):
+        _post_code(team.url, wordcode.fetch_request(1000 + i, os.urandom(32)))
+    _inv, code = admin.invite_with_code(team.data, "bosco", url=team.url)
+    status, err = _post_code(team.url, wordcode.fetch_request(*_proof(code)))
+    assert status == 503 and err["code"] == "transient.code_rate"  # even the right words wait now
+    status, err = _post_code(team.url, bytes(65))
+    assert status == 413 and err["code"] == "protocol.limit"
+
+
+def _proof(code: str) -> tuple[int, bytes]:
+    slot, words = wordcode.parse_code(code)
+    return slot, wordcode.derive(slot, words)[0]
+
+
+def test_invite_as_a_qr_code(team: Team, tmp_path: Path) -> None:
+    png = tmp_path / "amina-invite.png"
+    res = relay("invite", "amina", "--qr", "--qr-file", str(png), "--data", str(team.data), "--url", team.url)
+    assert res.exit_code == 0 and "Or scan this QR code:" in res.output and "█" in res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"QR code saved to {png}" in res.output
+    rows = json.loads(relay("invite", "bosco", "--qr-file", str(tmp_path / "b.svg"), "--json", "--data",
+                            str(team.data), "--url", team.url).stdout)
+    assert rows["qr_file"].endswith("b.svg") and "<svg" in (tmp_path / "b.svg").read_text()
+    assert Invite.decode(rows["invite"].upper()).member == "bosco"  # the QR carries it in upper case

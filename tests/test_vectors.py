@@ -387,6 +387,7 @@ def test_spec_http_status_table_matches_code():
 def test_spec_states_the_constants_the_code_has():
     from hbw_sync.client import bundles as client_bundles
     from hbw_sync.client import sync as client_sync
+    from hbw_sync import wordcode
     from hbw_sync.server import app, relay
 
     text = SPEC.read_text(encoding="utf-8")
@@ -404,6 +405,11 @@ def test_spec_states_the_constants_the_code_has():
         "MAX_BUNDLE": bundle_fmt.MAX_BUNDLE,
         "BUNDLE_MAX_BYTES": client_bundles.DEFAULT_MAX_BYTES,
         "BUNDLE_REPLY_BUDGET": client_bundles.REPLY_BUDGET,
+        "CODE_TTL_MS": wordcode.CODE_TTL_MS,
+        "MAX_FETCH_BODY": wordcode.MAX_FETCH_BODY,
+        "MAX_FAILURES_PER_SLOT": wordcode.MAX_FAILURES_PER_SLOT,
+        "MAX_FAILURES_PER_WINDOW": wordcode.MAX_FAILURES_PER_WINDOW,
+        "FAILURE_WINDOW_MS": wordcode.FAILURE_WINDOW_MS,
     }
     assert client_sync.INLINE_MAX == relay.INLINE_MAX and client_sync.DEFAULT_BUDGET == relay.DEFAULT_BUDGET
     for name, value in consts.items():

@@ -496,20 +496,24 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
 
 
 @cli.command()
-@click.argument("invite")
+@click.argument("invite", nargs=-1, required=True)
+@click.option("--relay", "relay_url", metavar="URL",
+              help="The relay's address, for a word code (office IT says it with the code).")
 @click.option("--label", help="A name for this device in the office's records (default: the computer's name).")
 @json_option
 @click.pass_context
-def join(ctx: click.Context, invite: str, label: str | None) -> None:
+def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, label: str | None) -> None:
     """Join your team's relay with the INVITE office IT gave you.
 
-    Creates this device's store if there is none (you choose a passphrase),
-    enrolls it, and syncs once. The invite pins the relay's key: this device
-    will never sync with anyone else.
+    INVITE is the full invite (hbw1-...) or a word code read out by phone
+    (4821 orchid lantern ferry mango tiger, with --relay URL). Creates this
+    device's store if there is none (you choose a passphrase), enrolls it, and
+    syncs once. The invite pins the relay's key: this device will never sync
+    with anyone else. A join that fails leaves nothing behind.
     """
     home = _home(ctx)
     new_store = not ((home or default_home()) / DB_NAME).exists()
-    r = syncing.join(home, invite, _passphrase(confirm=new_store), label=label or "")
+    r = syncing.join(home, " ".join(invite), _passphrase(confirm=new_store), label=label or "", relay_url=relay_url)
     msg = f"Joined team {r['team']!r} as {r['member']} ({r['role']}) at {r['relay']}."
     if r["first_device"]:
         msg += "\nThis is the team's first device: its team key was created here."

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 import aiohttp
 
-from .. import crypto, envelope, hlc
+from .. import codec, crypto, envelope, hlc, wordcode
 from ..enroll import Invite, make_grant
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
                       from_dict)
@@ -72,7 +72,7 @@ class SyncReport:
 # -- transport ---------------------------------------------------------------------------------------
 
 
-async def post(url: str, body: bytes, timeout: float) -> bytes:
+async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False) -> bytes:
     """POST one envelope; transport failures become TransientError, relay errors their own class.
 
     ``timeout`` bounds a stall, not the transfer: a total bound would fail a batch
@@ -91,7 +91,9 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
             pin = TLS_PIN.get()
             tls = aiohttp.Fingerprint(pin) if pin and url.startswith("https://") else None
             async with asyncio.timeout(stall):
-                resp = await session.post(url.rstrip("/") + "/v1", data=body, timeout=to, ssl=tls if tls else True,
+                # unverified_tls: only for a word-code fetch, whose answer is authenticated by the words (§14a).
+                ssl_arg: Any = False if unverified_tls else (tls if tls else True)
+                resp = await session.post(url.rstrip("/") + path, data=body, timeout=to, ssl=ssl_arg,
                                           headers={"Content-Type": "application/x-hbw"})
             async with resp:
                 data = await resp.read()
@@ -219,8 +221,35 @@ def _discard_store(root: Path, fresh_dir: bool) -> None:
             root.rmdir()
 
 
+def resolve_word_code(relay_url: str | None, text: str, timeout: float = 60,
+                      transport: Callable[..., Any] = post) -> str:
+    """The full invite that a word code unlocks at the relay (PROTOCOL.md §14a).
+
+    Raises:
+        UsageError: the code is mistyped, or no relay address was given.
+        AccessError (``access.code``): the relay holds no such code, or the words do not match.
+        IntegrityError (``integrity.code``): what came back does not open with the words (not our relay).
+        TransientError: the relay cannot be reached, or it is refusing codes for a while.
+    """
+    slot, words = wordcode.parse_code(text)
+    if not relay_url:
+        raise UsageError("a word code needs the relay's address too",
+                         hint="hbw-sync join --relay http://OFFICE-HOST:PORT CODE (office IT says it with the code)")
+    url = relay_url.strip() if "://" in relay_url else "http://" + relay_url.strip()
+    proof, seal_key = wordcode.derive(slot, words)
+    raw = asyncio.run(transport(url, wordcode.fetch_request(slot, proof), timeout, path="/v1/code",
+                                unverified_tls=True))
+    try:
+        if len(raw) > wordcode.MAX_SEALED_INVITE + 16:
+            raise ProtocolError("too long", code="protocol.limit")
+        sealed = codec.unpack(raw)
+    except ProtocolError:
+        raise ProtocolError("the relay's answer to a word code is malformed", code="protocol.schema") from None
+    return wordcode.open_invite(seal_key, slot, sealed)
+
+
 def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
-         timeout: float = 60, kdf: KdfParams = KdfParams()) -> dict[str, Any]:
+         timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None) -> dict[str, Any]:
     """Enroll this device with an invite (creating the store if there is none), then sync once.
 
     A join that fails before the relay's answer is stored leaves nothing behind: a store it
@@ -231,7 +260,10 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
         AccessError (``access.invite``): the relay refused the invite (used, expired, unknown).
         TransientError: the relay could not be reached.
         IntegrityError: the relay is not the one the invite pins.
+        And for a word code (with ``relay_url``), what ``resolve_word_code`` raises.
     """
+    if wordcode.looks_like_code(code):
+        code = resolve_word_code(relay_url, code, timeout)
     inv = Invite.decode(code)
     root = Path(home) if home else default_home()
     fresh_dir = not root.exists()

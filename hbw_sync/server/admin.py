@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .. import allocation, crypto
+from .. import allocation, crypto, wordcode
 from ..enroll import Invite, new_token
 from ..errors import ConfigError, StoreError, UsageError
 from ..ops import MAX_CAPACITY
@@ -70,25 +70,47 @@ def init(data: Path, team: str, url: str | None = None) -> dict[str, Any]:
 
 def invite(data: Path, member: str, role: str = "member", url: str | None = None, ttl_days: int = 14) -> Invite:
     """A one-time invite for ``member``; the relay keeps only the token's hash."""
+    return _make_invite(data, member, role, url, ttl_days, words=False)[0]
+
+
+def invite_with_code(data: Path, member: str, role: str = "member", url: str | None = None,
+                     ttl_days: int = 14) -> tuple[Invite, str]:
+    """A one-time invite and a word code for it that a person can read out by phone (PROTOCOL.md §14a).
+
+    The code lives 24 hours at most (less if the invite expires sooner) and ends when the invite is used.
+    """
+    inv, code = _make_invite(data, member, role, url, ttl_days, words=True)
+    assert code is not None
+    return inv, code
+
+
+def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: int,
+                 words: bool) -> tuple[Invite, str | None]:
+    if not 1 <= ttl_days <= 365:
+        raise UsageError("an invite is valid for 1 to 365 days")
     conn = _conn(data)
     try:
         team = relay.meta(conn, "team")
         url = url or relay.meta(conn, "url")
+        tls = relay.meta(conn, "tls_sha256") if url and url.startswith("https://") else None
     finally:
         conn.close()
     if not url:
         raise UsageError("the relay's URL is not known", hint="pass --url http://OFFICE-HOST:PORT")
     key = crypto.DeviceKey((Path(data) / "relay.key").read_bytes())
-    tls = None
-    if url.startswith("https://"):
-        conn = _conn(data)
-        try:
-            tls = relay.meta(conn, "tls_sha256")
-        finally:
-            conn.close()
     token = new_token()
-    _write(data, relay.create_invite, member.strip().lower(), role, token, ttl_days, "admin")
-    return Invite(url, key.public, team, token, member.strip().lower(), role, tls)
+    name = member.strip().lower()
+    inv = Invite(url, key.public, team, token, name, role, tls)
+
+    def make(conn: sqlite3.Connection) -> str | None:
+        now = relay.now_ms()
+        relay.create_invite(conn, name, role, token, ttl_days, "admin", words=words)
+        if not words:
+            return None
+        slot, ws = relay.create_code(conn, inv.encode(), token, now + ttl_days * 86_400_000, now)
+        return wordcode.format_code(slot, ws)
+
+    return inv, _write(data, make)
 
 
 def set_tls_certificate(data: Path, cert_file: Path) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from .. import __version__, allocation, timefmt
+from .. import __version__, allocation, timefmt, wordcode
 from ..errors import HbwError, LimitError, http_status_for
 from . import board, db, relay
 
@@ -105,19 +105,36 @@ def _error_response(e: HbwError) -> web.Response:
     return web.Response(status=http_status_for(e), text=json.dumps(e.to_dict()), content_type="application/json")
 
 
-async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str) -> web.StreamResponse:
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of the body: a small request is never buffered at the general body size."""
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = await request.content.read(limit + 1 - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str,
+                 max_body: int | None = None) -> web.StreamResponse:
     """Read a body, run ``handler`` in the writer, answer its bytes; one error mapping, metrics and log line."""
     app = request.app
     m = app[METRICS]
     t0 = time.perf_counter()
     action, status, device = default_action, 200, "-"
     try:
-        if request.content_length is not None and request.content_length > app[CONFIG].max_body:
+        limit = max_body or app[CONFIG].max_body
+        if request.content_length is not None and request.content_length > limit:
             raise LimitError("request body too large", code="protocol.limit")
-        body = await request.read()
+        body = await _read_bounded(request, limit) if max_body else await request.read()
+        if len(body) > limit:
+            raise LimitError("request body too large", code="protocol.limit")
         m.bytes_in += len(body)
         out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
+        if isinstance(out, HbwError):  # a refusal whose record had to be committed (relay.fetch_code)
+            raise out
         m.bytes_out += len(out)
         m.batches_in += stats["batches_in"]
         m.batches_out += stats["batches_out"]
@@ -157,6 +174,12 @@ async def rpc(request: web.Request) -> web.StreamResponse:
 async def bundle_upload(request: web.Request) -> web.StreamResponse:
     """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle."""
     return await _serve(request, relay.ingest_bundle, "application/x-hbw-bundle", "bundle")
+
+
+@routes.post("/v1/code")
+async def code_fetch(request: web.Request) -> web.StreamResponse:
+    """A word-code invite (PROTOCOL.md §14a): [1, slot, proof] in, the invite sealed with the words out."""
+    return await _serve(request, relay.fetch_code, "application/x-hbw", "code", max_body=wordcode.MAX_FETCH_BODY)
 
 
 @routes.get("/healthz")

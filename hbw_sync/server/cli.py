@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import ssl
 from pathlib import Path
 from typing import Any, Callable
@@ -106,16 +107,51 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
 @click.option("--role", type=click.Choice(["member", "supervisor"]), default="member", show_default=True,
               help="Supervisors may reassign anyone's work and share the team key with new devices.")
 @click.option("--url", help="URL devices use to reach the relay (default: the one given at init).")
-@click.option("--days", default=14, show_default=True, type=int, help="Days before the invite expires.")
+@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 365), help="Days before the invite expires.")
+@click.option("--words", is_flag=True, help="Also a short code of words to read out by phone (valid 24 hours).")
+@click.option("--qr", is_flag=True, help="Also print the invite as a QR code in the terminal.")
+@click.option("--qr-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="Also save the invite as a QR code image (PNG or SVG, by the name's ending).")
 @json_option
 @click.pass_context
-def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | None, days: int) -> None:
-    """Make a one-time invite for MEMBER's device. Hand it over in person or by phone, not by email."""
-    inv = admin.invite(data, member, role, url, days)
-    code = inv.encode()
-    emit(ctx, {"member": inv.member, "role": inv.role, "invite": code},
-         f"Invite for {inv.member} ({inv.role}), valid {days} days, usable once:\n\n  {code}\n\n"
-         f"On the device: hbw-sync join {code[:12]}...")
+def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | None, days: int, words: bool,
+           qr: bool, qr_file: Path | None) -> None:
+    """Make a one-time invite for MEMBER's device. Hand it over in person or by phone, not by email.
+
+    --words adds a code of a number and five words that a person can read out by phone; the device
+    then joins with 'hbw-sync join --relay URL CODE'. The code only unlocks the full invite, which
+    still pins this relay's key, so it is as safe to use as the full invite.
+    """
+    if words:
+        inv, code = admin.invite_with_code(data, member, role, url, days)
+    else:
+        inv, code = admin.invite(data, member, role, url, days), None
+    text = inv.encode()
+    out: dict[str, Any] = {"member": inv.member, "role": inv.role, "invite": text, "relay": inv.url,
+                           "expires_days": days, "words": code, "qr_file": None}
+    if qr or qr_file:
+        import segno  # only here: the rest of the relay does not need it
+
+        image = segno.make(text.upper(), error="m")  # upper case: QR's compact alphanumeric mode
+        if qr_file:
+            image.save(str(qr_file), scale=8, border=4)
+            out["qr_file"] = str(qr_file)
+
+    def show() -> None:
+        click.echo(f"Invite for {inv.member} ({inv.role}), valid {days} days, usable once:\n\n  {text}\n")
+        click.echo(f"On the device: hbw-sync join {text[:12]}...")
+        if code:
+            spoken = code.replace("-", " ")
+            click.echo(f"\nBy phone (valid 24 hours, ends when used): read out  {spoken}\n"
+                       f"On the device: hbw-sync join --relay {inv.url} {code}")
+        if qr:
+            buf = io.StringIO()
+            image.terminal(out=buf, compact=True)
+            click.echo("\nOr scan this QR code:\n" + buf.getvalue())
+        if qr_file:
+            click.echo(f"QR code saved to {qr_file}.")
+
+    emit(ctx, out, show)
 
 
 @cli.group(cls=HbwGroup, invoke_without_command=True)
