@@ -207,12 +207,16 @@ def test_wednesday_urgent_laptop_work_goes_to_chidi_never_bosco_nor_dana(team: T
     with ms["bosco"].open() as rep:
         assert rep.task(ids["urgent_laptop"]).assignee == "chidi" and rep.task(ids["paper"]).assignee == "bosco"
     assert json.loads(_relay(team, "rebalance", "--json").stdout)["moves"] == []
+    out = _relay(team, "workload").output
+    assert "5/10*" in out and "* a supervisor who receives no rebalanced work" in out and "?" not in out
 
 
 def test_supervisor_opt_in_exclude_and_max_moves(team: Team, wednesday) -> None:
     ms, ids = wednesday
     _profile(ms["dana"], "--takes-work", "--capacity", "40")
     ms["dana"].sync()
+    work = {w["member"]: w for w in json.loads(_relay(team, "workload", "--json").stdout)}
+    assert work["dana"]["capacity"] == 40 and work["dana"]["takes_work"] is True and work["chidi"]["capacity"] == 10
     r = json.loads(_relay(team, "rebalance", "--json").stdout)
     assert {m["to"] for m in r["moves"]} >= {"dana"}  # opted in, with room: 5 of 40 is the lightest
     r = json.loads(_relay(team, "rebalance", "--exclude", "dana", "--exclude", "bosco", "--json").stdout)

@@ -229,8 +229,9 @@ def rebalance(data: Path, apply: bool = False, stale_hours: float = 72, *, to: s
     return _write(data, run)
 
 
-def workload(data: Path) -> list[dict[str, Any]]:
-    return _write(data, lambda conn: board.workload(conn, _identity(conn, data), relay.now_ms()))
+def workload(data: Path, default_capacity: int = allocation.DEFAULT_CAPACITY) -> list[dict[str, Any]]:
+    """Per member: open tasks against capacity, late and urgent work, profile, last seen."""
+    return _write(data, lambda conn: board.workload(conn, _identity(conn, data), relay.now_ms(), default_capacity))
 
 
 def conflicts(data: Path) -> list[dict[str, Any]]:

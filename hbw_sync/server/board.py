@@ -131,8 +131,9 @@ def rebalance(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int, op
     return result
 
 
-def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int) -> list[dict[str, Any]]:
-    """Per member: open and overdue work, what they can do, last seen."""
+def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int,
+             default_capacity: int = allocation.DEFAULT_CAPACITY) -> list[dict[str, Any]]:
+    """Per member: open and overdue work against their capacity, what they can do, last seen."""
     materialize(conn, ident)
     today = allocation.today_day(now)
     tasks = _tasks(conn)
@@ -142,6 +143,9 @@ def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int) -> 
         out.append({
             "member": m.name,
             "open": len(mine),
+            "capacity": m.capacity or default_capacity,
+            "role": m.role,
+            "takes_work": m.role != "supervisor" or m.takes_work is True,
             "overdue": sum(1 for t in mine if t.due is not None and t.due < today),
             "urgent": sum(1 for t in mine if t.priority == 3),
             "laptop": m.laptop,

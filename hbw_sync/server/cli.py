@@ -79,8 +79,10 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--auto-rebalance", help="Also rebalance (and apply) every INTERVAL, e.g. 1h; off by default.")
 @click.option("--stale-after", default="72h", show_default=True, help="Unreachable threshold for --auto-rebalance.")
+@click.option("--default-capacity", type=click.IntRange(1, MAX_CAPACITY), default=allocation.DEFAULT_CAPACITY,
+              show_default=True, help="For --auto-rebalance: open tasks at full load when a member has not said.")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
-          stale_after: str) -> None:
+          stale_after: str, default_capacity: int) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -96,7 +98,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         admin.set_tls_certificate(data, Path(tls_cert))
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
-                      stale_hours=parse_hours(stale_after))
+                      stale_hours=parse_hours(stale_after), default_capacity=default_capacity)
     run_server(cfg, ctx,
                ready=lambda url: click.echo(f"{timefmt.iso_utc(relay_now_ms())} hbw-relay listening on {url}", err=True))
 
@@ -307,19 +309,26 @@ def rebalance(ctx: click.Context, data: Path, apply: bool, to: str | None, exclu
 
 @cli.command()
 @data_option
+@click.option("--default-capacity", type=click.IntRange(1, MAX_CAPACITY), default=allocation.DEFAULT_CAPACITY,
+              show_default=True, help="Capacity shown for members who have not set 'profile --capacity'.")
 @json_option
 @click.pass_context
-def workload(ctx: click.Context, data: Path) -> None:
+def workload(ctx: click.Context, data: Path, default_capacity: int) -> None:
     """Per member: open, overdue and urgent tasks, what they can do, when last seen."""
-    rows = admin.workload(data)
+    rows = admin.workload(data, default_capacity)
 
     def text() -> None:
-        yn = {True: "yes", False: "no", None: "?"}
-        click.echo(f"{'MEMBER':10}  {'OPEN':>4}  {'LATE':>4}  {'URG':>3}  LAPTOP  NET  OFFICE    AWAY UNTIL  LAST SEEN")
+        yn = {True: "yes", False: "no", None: "not said"}
+        click.echo(f"{'MEMBER':10}  {'OPEN':>9}  {'LATE':>4}  {'URG':>3}  {'LAPTOP':8}  {'NET':8}  OFFICE    "
+                   "AWAY UNTIL  LAST SEEN")
         for r in rows:
-            click.echo(f"{r['member']:10}  {r['open']:>4}  {r['overdue']:>4}  {r['urgent']:>3}  {yn[r['laptop']]:6}  "
-                       f"{yn[r['internet']]:3}  {','.join(r['office_days']) or '-':8}  {r['away_until'] or '-':10}  "
+            load = f"{r['open']}/{r['capacity']}" + ("" if r["takes_work"] else "*")
+            click.echo(f"{r['member']:10}  {load:>9}  {r['overdue']:>4}  {r['urgent']:>3}  {yn[r['laptop']]:8}  "
+                       f"{yn[r['internet']]:8}  {','.join(r['office_days']) or '-':8}  {r['away_until'] or '-':10}  "
                        f"{timefmt.human(r['last_seen_ms'])}")
+        if any(not r["takes_work"] for r in rows):
+            click.echo("OPEN is open tasks / capacity. * a supervisor who receives no rebalanced work "
+                       "(hbw-sync profile --takes-work to opt in).")
 
     emit(ctx, rows, text)
 

@@ -55,9 +55,11 @@ def sentence(entry: dict[str, Any], labels: dict[str, str], members_of: dict[str
     if a == "key":
         return f"made team key number {d.get('epoch')} on {dev}" if dev else f"made team key number {d.get('epoch')}"
     if a == "bundle":
-        return (f"brought bundle {d.get('counter')} from {dev} by email or USB: "
+        return (f"sent bundle {d.get('counter')} by email or USB from {dev}: "
                 f"{_plural(int(d.get('acks', 0)), 'batch', 'batches')} taken in, "
                 f"{_plural(int(d.get('batches_out', 0)), 'batch', 'batches')} sent back")
+    if a == "batch" and entry.get("actor") == "relay":
+        return f"signed {_plural(int(d.get('ops', 0)), 'move')} of rebalancing ({timefmt.human_bytes(int(d.get('bytes', 0)))})"
     if a == "batch":
         return (f"sent {_plural(int(d.get('ops', 0)), 'change')} ({timefmt.human_bytes(int(d.get('bytes', 0)))}) "
                 f"from {dev}" if dev else "sent changes")
