@@ -298,3 +298,11 @@ def test_invite_as_a_qr_code(team: Team, tmp_path: Path) -> None:
                             str(team.data), "--url", team.url).stdout)
     assert rows["qr_file"].endswith("b.svg") and "<svg" in (tmp_path / "b.svg").read_text()
     assert Invite.decode(rows["invite"].upper()).member == "bosco"  # the QR carries it in upper case
+
+
+def test_new_core_modules_stay_sans_io() -> None:
+    """allocation, timefmt and wordcode belong to the core: no aiohttp, SQLite or click behind them."""
+    code = ("import sys, hbw_sync.allocation, hbw_sync.timefmt, hbw_sync.wordcode; "
+            "print(','.join(m for m in ('aiohttp', 'sqlite3', 'click') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
