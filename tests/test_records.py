@@ -26,15 +26,15 @@ from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.enroll import Invite
-from hbw_sync.errors import IntegrityError, ProtocolError, UsageError
+from hbw_sync.errors import IntegrityError, ProtocolError, TransientError, UsageError
 from hbw_sync.ops import Need
 from hbw_sync.server import admin
 from hbw_sync.server.app import log_line
 from hbw_sync.server.cli import cli as relay_cli
 from hbw_sync.server.runner import StampedFormatter
 
-from netem import closed_port
-from relay_helpers import Team
+from netem import LinkProxy, Toxics, closed_port
+from relay_helpers import FAST_KDF, Team
 
 PASS = "orchid lantern 52 ferry"
 EAT = dt.timezone(dt.timedelta(hours=3), "EAT")
@@ -306,3 +306,18 @@ def test_new_core_modules_stay_sans_io() -> None:
             "print(','.join(m for m in ('aiohttp', 'sqlite3', 'click') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_a_join_whose_answer_was_lost_keeps_only_its_keys_and_gives_way(team: Team, tmp_path: Path) -> None:
+    """The link drops after the relay may have enrolled the keys: they stay for the same join to finish;
+    a join for someone else on this computer then starts clean instead of refusing."""
+    home = tmp_path / "desk"
+    with LinkProxy(int(team.url.rsplit(":", 1)[1]), down=Toxics(cut_after=0)) as proxy:
+        with pytest.raises(TransientError) as e:
+            syncing.join(home, team.invite("amina", url=proxy.url), PASS, kdf=FAST_KDF)
+    assert "keys are kept so that the same 'hbw-sync join' can finish" in (e.value.hint or "")
+    assert (home / "store.db").exists()
+    out = syncing.join(home, team.invite("bosco"), PASS, kdf=FAST_KDF)
+    assert out["member"] == "bosco" and out["synced"] is True
+    with Device.open(home) as dev:
+        assert dev.store.meta("member") == "bosco" and not dev.store.meta("join_pending")

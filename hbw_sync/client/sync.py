@@ -118,6 +118,11 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         raise IntegrityError("the relay's TLS certificate is not the one your invite pinned: this may not be your "
                              "office's relay", code="integrity.tls",
                              hint="ask office IT whether the relay's certificate changed") from None
+    except aiohttp.ClientConnectorError as e:  # no connection: nothing of the request left this device
+        raise TransientError(
+            f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
+            code="transient.unreachable", hint="nothing was lost; sync again when the link is back",
+        ) from None
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         raise TransientError(
             f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
@@ -185,6 +190,7 @@ def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Tr
             raise ProtocolError("the relay answered for another team than the invite names", code="integrity.team")
         relay_keys: dict[int, bytes] = res["keys"]
         with s.transaction():
+            s.set_meta("join_pending", None)
             s.set_meta("relay_url", inv.url)
             s.set_meta("relay_public", inv.relay_public)
             s.set_meta("role", res["role"])
@@ -252,8 +258,10 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
          timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None) -> dict[str, Any]:
     """Enroll this device with an invite (creating the store if there is none), then sync once.
 
-    A join that fails before the relay's answer is stored leaves nothing behind: a store it
-    created is removed, and the error's hint says so, so the next try starts clean.
+    A join that fails leaves nothing behind: a store it created is removed, and the error's hint
+    says so, so the next try starts clean. One exception: when the link dropped after the request
+    may have reached the relay, the new keys are kept (the relay may have enrolled them), so the
+    same join can finish; a later join for another member replaces such a store.
 
     Raises:
         UsageError: the invite is damaged, or this store belongs to someone else or another relay.
@@ -270,18 +278,33 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
     try:
         dev = Device.open(home)
         created = False
+        if dev.store.meta("join_pending") and dev.store.meta("member") != inv.member:
+            # Left by an earlier join whose answer never came, for another person: it holds nothing
+            # but keys, so start again rather than stop at "this device belongs to someone else".
+            dev.close()
+            _discard_store(root, False)
+            raise ConfigError("no store")
     except ConfigError:
         dev = Device.init(home, inv.member, passphrase, kdf=kdf)
+        with dev.store.transaction():
+            dev.store.set_meta("join_pending", True)
         created = True
     try:
         res, relay_keys = _enroll(dev, inv, passphrase, label, transport, timeout)
     except BaseException as e:
-        if created:
-            _discard_store(root, fresh_dir)
-            if isinstance(e, TransientError):
-                e.hint = "nothing was kept on this device; run the same 'hbw-sync join' when the relay can be reached"
-            elif isinstance(e, HbwError):
-                e.hint = ((e.hint + "; ") if e.hint else "") + "nothing was kept on this device"
+        if not created:
+            raise
+        if isinstance(e, TransientError) and e.code != "transient.unreachable":
+            # The relay may have enrolled this device's keys before the link dropped: keep them, so the
+            # same join finishes it (the relay answers a retry with the same keys, PROTOCOL.md §14).
+            e.hint = ("this device's keys are kept so that the same 'hbw-sync join' can finish when the relay "
+                      "can be reached; nothing else was stored")
+            raise
+        _discard_store(root, fresh_dir)
+        if isinstance(e, TransientError):
+            e.hint = "nothing was kept on this device; run the same 'hbw-sync join' when the relay can be reached"
+        elif isinstance(e, HbwError):
+            e.hint = ((e.hint + "; ") if e.hint else "") + "nothing was kept on this device"
         raise
     out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
            "first_device": not relay_keys and res["role"] == "supervisor"}
