@@ -99,8 +99,9 @@ def _aad(slot: int) -> bytes:
     return _LABEL + b"invite\x00" + slot.to_bytes(2, "big")
 
 
-def seal_invite(seal_key: bytes, slot: int, invite_text: str) -> bytes:
-    return crypto.seal(seal_key, invite_text.encode(), _aad(slot))
+def seal_invite(seal_key: bytes, slot: int, invite_text: str, nonce: bytes | None = None) -> bytes:
+    """nonce || ChaCha20-Poly1305(seal key, invite text); ``nonce`` is fixed only for test vectors."""
+    return crypto.seal(seal_key, invite_text.encode(), _aad(slot), nonce)
 
 
 def open_invite(seal_key: bytes, slot: int, sealed: bytes) -> str:

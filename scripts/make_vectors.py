@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from hbw_sync import batch as B  # noqa: E402
 from hbw_sync import bundle as BU  # noqa: E402
-from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot  # noqa: E402
+from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot, wordcode  # noqa: E402
 from hbw_sync import delta as delta_mod  # noqa: E402
 
 DELTA_V2 = b""
@@ -877,7 +877,29 @@ def enroll_vectors() -> dict[str, Any]:
             **{k: v.hex() for k, v in g.items()},
         },
         "invalid_grants": grants_bad,
+        "word_code": word_code_vector(invite_json(inv)["text"]),
     }
+
+
+def word_code_vector(invite_text: str) -> dict[str, Any]:
+    """An invite read out by phone (PROTOCOL.md §14a): the words' keys, the sealed invite, the fetch request."""
+    slot = 4821
+    words = tuple(wordcode.WORDS[i] for i in (1234, 42, 777, 2000, 5))
+    proof, seal_key = wordcode.derive(slot, words)
+    nonce = bytes(range(12))
+    typed = f"{slot} " + " ".join(w[:4].upper() for w in words)
+    assert wordcode.parse_code(typed) == (slot, words)
+    return {
+        "description": "slot and five words from the BIP-39 English list; any word may be typed by its first four "
+                       "letters, in any case",
+        "slot": slot, "words": list(words), "code": wordcode.format_code(slot, words), "typed": typed,
+        "scrypt": {"password": " ".join(words), "salt": ("hbw-sync word code v1\x00".encode() + slot.to_bytes(2, "big")).hex(),
+                   "n": wordcode.SCRYPT_N, "r": wordcode.SCRYPT_R, "p": wordcode.SCRYPT_P, "length": 64},
+        "proof": proof.hex(), "seal_key": seal_key.hex(), "proof_digest": wordcode.proof_digest(proof).hex(),
+        "invite_text": invite_text, "nonce": nonce.hex(),
+        "sealed": wordcode.seal_invite(seal_key, slot, invite_text, nonce).hex(),
+        "fetch_request": wordcode.fetch_request(slot, proof).hex(),
+    }  # fmt: skip
 
 
 # -- envelopes ---------------------------------------------------------------------------------
