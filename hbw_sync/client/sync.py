@@ -36,7 +36,7 @@ import aiohttp
 from .. import codec, crypto, envelope, hlc, wordcode
 from ..enroll import Invite, make_grant
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
-                      from_dict)
+                      from_peer)
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
@@ -62,6 +62,8 @@ class SyncReport:
     applied_ops: int = 0
     waiting_to_apply: int = 0
     rejected: int = 0
+    # A passphrase was given but does not open the store (a stale HBW_PASSPHRASE): the sync ran locked.
+    wrong_passphrase: bool = False
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -104,7 +106,7 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
                 except ValueError:
                     err = None
                 if isinstance(err, dict) and "error" in err:
-                    raise from_dict(err)
+                    raise from_peer(err, resp.status, resp.headers.get("Retry-After"))
                 if resp.status >= 500:
                     raise TransientError(f"the relay answered {resp.status}; try again later")
                 raise ProtocolError(f"the relay answered {resp.status} {resp.reason}", code="protocol.http")
@@ -558,15 +560,20 @@ def check_keys(rep: Replica) -> None:
 
 def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFAULT_BUDGET, timeout: float = 60,
          transport: Transport = post) -> SyncReport:
-    """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties."""
+    """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties.
+
+    A wrong ``passphrase`` does not stop the sync (it needs none): it runs as a
+    locked sync and the report says so (``wrong_passphrase``, and a note).
+    """
     t0 = time.monotonic()
     dev = Device.open(home)
     with dev, sync_lock(dev.store.home):
-        rep = dev.unlock(passphrase) if passphrase is not None else None
+        rep = dev.try_unlock(passphrase)
         if rep is not None:
             rep.apply_incoming()
         s = dev.store
         session = _Session(dev, rep, budget, transport, timeout)
+        session.report.wrong_passphrase = passphrase is not None and rep is None
         try:
             for _ in range(2):  # a second pass sends what a key grant, received in the first, let us seal
                 with s.transaction():

@@ -13,10 +13,17 @@ import click
 from .. import __version__, allocation, timefmt
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..ops import MAX_CAPACITY
-from . import admin
-from .app import RelayConfig
+from . import admin, db
+from .app import MIN_FREE_MB, RelayConfig
 from .relay import now_ms as relay_now_ms
 from .runner import serve as run_server
+
+
+class RelayGroup(HbwGroup):
+    """The relay's commands: a fault of the relay's disk is told in words, exit 74 (``db.storage_error``)."""
+
+    translate = staticmethod(db.storage_error)
+
 
 DATA_HELP = "Relay data directory (database and relay key; env HBW_RELAY_DATA)."
 
@@ -44,7 +51,7 @@ def data_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return _data_flag()(wrapper)
 
 
-@click.group(cls=HbwGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hbw-relay")
 @_data_flag()
 @json_option
@@ -81,8 +88,10 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
 @click.option("--stale-after", default="72h", show_default=True, help="Unreachable threshold for --auto-rebalance.")
 @click.option("--default-capacity", type=click.IntRange(1, MAX_CAPACITY), default=allocation.DEFAULT_CAPACITY,
               show_default=True, help="For --auto-rebalance: open tasks at full load when a member has not said.")
+@click.option("--min-free-mb", default=MIN_FREE_MB, show_default=True, type=float,
+              help="/healthz says unhealthy (503) when the data disk has less free space than this.")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
-          stale_after: str, default_capacity: int) -> None:
+          stale_after: str, default_capacity: int, min_free_mb: float) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -98,7 +107,8 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         admin.set_tls_certificate(data, Path(tls_cert))
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
-                      stale_hours=parse_hours(stale_after), default_capacity=default_capacity)
+                      stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
+                      min_free_mb=min_free_mb)
     run_server(cfg, ctx,
                ready=lambda url: click.echo(f"{timefmt.iso_utc(relay_now_ms())} hbw-relay listening on {url}", err=True))
 
@@ -156,7 +166,7 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
     emit(ctx, out, show)
 
 
-@cli.group(cls=HbwGroup, invoke_without_command=True)
+@cli.group(cls=RelayGroup, invoke_without_command=True)
 @_data_flag()
 @json_option
 @click.pass_context
@@ -376,7 +386,7 @@ def restore(ctx: click.Context, backup_file: Path, data: Path, key_file: Path) -
     emit(ctx, r, f"Restored into {data}. Start it with 'hbw-relay serve --data {data}'.")
 
 
-@cli.group(cls=HbwGroup)
+@cli.group(cls=RelayGroup)
 def bundle() -> None:
     """Sync by file: bundles that officials send by email or bring on a USB stick."""
 
