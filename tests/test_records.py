@@ -321,3 +321,24 @@ def test_a_join_whose_answer_was_lost_keeps_only_its_keys_and_gives_way(team: Te
     assert out["member"] == "bosco" and out["synced"] is True
     with Device.open(home) as dev:
         assert dev.store.meta("member") == "bosco" and not dev.store.meta("join_pending")
+
+
+def test_a_running_relay_stamps_every_log_line(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    admin.init(data, "District Finance")
+    p = subprocess.Popen([sys.executable, "-m", "hbw_sync.server.cli", "serve", "--data", str(data), "--port", "0"],
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert p.stderr is not None
+        first = p.stderr.readline()
+        stamp, rest = first.split(" ", 1)
+        assert rest.startswith("hbw-relay listening on http://")
+        dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        url = first.strip().rsplit(" ", 1)[-1]
+        status, _ = _post_code(url, b"\x00" * 10)  # a bad request is logged like any other
+        assert status == 400
+        line = json.loads(p.stderr.readline())
+        assert list(line)[:2] == ["time", "action"] and line["action"] == "code" and line["status"] == 400
+    finally:
+        p.terminate()
+        p.wait(30)
