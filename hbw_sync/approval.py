@@ -3,7 +3,7 @@
 Whoever runs the relay's host can make invites and write devices into its
 database. So no device may obtain a team key because the relay says it belongs:
 it must prove to a supervisor's device that it holds a secret the relay never
-saw. Two ways to share that secret (PROTOCOL.md §14a):
+saw. Two ways to share that secret (PROTOCOL.md §14b):
 
 * **Team invite** (``hbw-sync team invite``): the supervisor's device puts a
   random secret S into the invite text. The relay gets only the token's hash and

@@ -42,7 +42,7 @@ class Invite:
     #: SHA-256 of the relay's TLS certificate (DER), for an https URL: a small office's
     #: self-signed certificate is then trusted exactly, and nothing else is.
     tls_sha256: bytes | None = None
-    #: A team invite's secret (PROTOCOL.md §14a): made by a supervisor's device, never sent to the
+    #: A team invite's secret (PROTOCOL.md §14b): made by a supervisor's device, never sent to the
     #: relay; the joining device proves it holds it and opens its welcome with it.
     secret: bytes | None = None
 

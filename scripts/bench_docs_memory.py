@@ -78,7 +78,7 @@ def main() -> int:
             url = srv.stderr.readline().strip().rsplit(" ", 1)[-1]
             pa, pb = "amina orchid lantern 52 ferry", "chidi quartz meadow 17 kettle"
             syncing.join(t / "a", admin.invite(data, "amina", "supervisor", url=url).encode(), pa, kdf=FAST_KDF)
-            # A supervisor's team invite: chidi's device gets the team key when it joins (PROTOCOL.md §14a).
+            # A supervisor's team invite: chidi's device gets the team key when it joins (PROTOCOL.md §14b).
             syncing.join(t / "b", teams.make_invite(t / "a", pa, "chidi").encode(), pb, kdf=FAST_KDF)
             syncing.sync(t / "a", pa)
             syncing.sync(t / "b", pb)

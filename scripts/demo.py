@@ -91,12 +91,13 @@ def story(root: Path, data: Path, url: str) -> int:
     for o in (amina, chidi):
         inv = json.loads(dana.run("team", "invite", o.name, "--json", quiet=True).stdout)["invite"]
         o.run("join", inv)
-    say("Bosco joins at the office desk machine with an invite from IT: his device shows a code")
-    res = relay_cmd("invite", "--data", str(data), "bosco", "--url", url, "--json")
-    bosco.run("join", json.loads(res.stdout)["invite"])
+    say("Bosco's invite is read out to him by phone by IT: a number and five words")
+    res = relay_cmd("invite", "--data", str(data), "bosco", "--url", url, "--words", "--json")
+    spoken = json.loads(res.stdout)["words"].split("-")
+    print("   Bosco has no laptop: he joins from the office desk machine, typing four letters of each word")
+    bosco.run("join", "--relay", url, spoken[0], *(w[:4] for w in spoken[1:]))
     wait = json.loads(bosco.run("status", "--json", quiet=True, passphrase=False).stdout)["key_flow"][0]
-    bosco.run("status", passphrase=False)
-    say("Dana reads the code on Bosco's screen and approves it: the relay alone could never admit a device")
+    say("An invite from IT alone gives no key: Dana reads the code on Bosco's screen and approves it")
     dana.run("team", "pending")
     dana.run("team", "approve", *wait["code"].split())
     bosco.run("profile", "--no-laptop", "--no-internet", "--office-days", "mon,thu")
@@ -189,7 +190,7 @@ def story(root: Path, data: Path, url: str) -> int:
     say("Thursday: Chidi's laptop is reported lost. IT revokes it")
     devices = json.loads(relay_cmd("devices", "--data", str(data), "--json").stdout)
     lost = next(d["device"] for d in devices if d["member"] == "chidi")
-    relay_cmd("devices", "revoke", "--data", str(data), lost[:8])
+    relay_cmd("devices", "revoke", "--data", str(data), lost[:8], "--yes")
     res = chidi.run("sync")
     print(f"  (exit code {res.returncode}: the lost laptop can no longer sync)")
     say("Dana's next sync rotates the team key: new work is sealed with a key the lost laptop never had")

@@ -1,6 +1,6 @@
 """The device's side of the key flow: whom it trusts, what it owes others, what it waits for.
 
-Trust never comes from the relay's roster (PROTOCOL.md §14a, §19). A device
+Trust never comes from the relay's roster (PROTOCOL.md §14b, §19). A device
 trusts itself, the supervisor's device named in the welcome it opened with its
 own secret, and every device an approval record signed by a trusted supervisor
 device vouches for. It accepts key grants only from trusted devices, and a

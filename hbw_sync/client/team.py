@@ -4,7 +4,7 @@ Every command here runs unlocked (it needs the team key or the author key), so a
 grant is made at the moment a person decides, never "at the next supervisor
 sync". Each queues what it must tell the relay in the store (kept until a signed
 answer acknowledges it) and then syncs, so a dropped link loses nothing: the next
-sync sends it. See PROTOCOL.md §14a.
+sync sends it. See PROTOCOL.md §14b.
 """
 
 from __future__ import annotations

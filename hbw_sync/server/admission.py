@@ -1,6 +1,6 @@
 """The relay's part in admitting devices to the team key: store and forward, decide nothing.
 
-The relay cannot admit anyone (PROTOCOL.md §14a): it keeps each enrolling
+The relay cannot admit anyone (PROTOCOL.md §14b): it keeps each enrolling
 device's *proof* (an HMAC keyed by a secret it never sees), the *welcome* a
 supervisor's device left with a team invite, and the *approval records*
 supervisors' devices sign; it hands them to the devices that need them. Whoever
