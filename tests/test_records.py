@@ -81,7 +81,8 @@ def test_audit_in_words_and_json(team: Team) -> None:
     assert "?" not in out and "{" not in out and "'device'" not in out
     assert f"office IT revoked device {devs['chidi'][:8]}" in out and "of chidi: it can no longer sync." in out
     assert f"dana enrolled device {devs['dana'][:8]}" in out
-    assert "office IT invited chidi as a member, valid 14 days." in out
+    assert "dana invited chidi as a member from device " in out and "(a secret invite), valid 14 days." in out
+    assert "dana approved device " in out and "of chidi as a member" in out
     assert "the relay moved 1 task by rebalancing: task " in out and "from chidi to dana" in out
     assert "chidi sent " in out and f"from device {devs['chidi'][:8]}" in out
     assert "office IT created the relay for team 'District Finance'." in out

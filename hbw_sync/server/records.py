@@ -47,6 +47,13 @@ def sentence(entry: dict[str, Any], labels: dict[str, str], members_of: dict[str
         via = " (also as a word code)" if d.get("words") else ""
         return (f"invited {d.get('member')} as {'a supervisor' if d.get('role') == 'supervisor' else 'a member'}, "
                 f"valid {_plural(int(d.get('ttl_days', 0)), 'day')}{via}")
+    if a == "team_invite":  # a supervisor's device (PROTOCOL.md §14b)
+        return (f"invited {d.get('member')} as {'a supervisor' if d.get('role') == 'supervisor' else 'a member'} "
+                f"from {dev} (a secret invite), valid {_plural(int(d.get('ttl_days', 0)), 'day')}")
+    if a == "approve":
+        return f"approved {dev} of {d.get('member')} as {'a supervisor' if d.get('role') == 'supervisor' else 'a member'}"
+    if a == "reject":
+        return f"rejected {dev} of {d.get('member')}: it can no longer sync"
     if a == "enroll":
         return f"enrolled {dev}" if dev else "enrolled a device"
     if a == "revoke":
