@@ -164,6 +164,12 @@ def _print_task(t: views.TaskView) -> None:
     click.echo(f"  Needs:       {', '.join(t.needs) or 'nothing special'}")
     if t.pinned:
         click.echo("  Pinned:      yes (rebalancing will not move it)")
+    if t.ref:
+        click.echo(f"  Ref:         {t.ref} (from the imported spreadsheet)")
+    if t.deleted:
+        click.echo(f"  Deleted:     yes, by {t.deleted_by} (kept here and in the audit; it is in no list)")
+    elif t.archived:
+        click.echo("  Archived:    yes (in no list, rebalancing or workload; 'task archive --undo' brings it back)")
     click.echo(f"  Updated:     {t.updated or '-'}")
     if t.description:
         click.echo("  Description:")
@@ -219,11 +225,13 @@ def task_add(ctx: click.Context, title: str, description: str | None, assignee: 
 @click.option("--mine", is_flag=True, help="Only tasks assigned to you.")
 @click.option("--status", type=click.Choice(["open", "in_progress", "done", "blocked"]), help="Only tasks in this status.")
 @click.option("--assignee", help="Only tasks assigned to this member.")
+@click.option("--archived", is_flag=True, help="Only archived tasks (they are hidden otherwise).")
 @json_option
 @click.pass_context
-def task_list(ctx: click.Context, mine: bool, status: str | None, assignee: str | None) -> None:
-    """List tasks: open work first, by priority and due date."""
-    tasks = _replica(ctx).tasks(mine=mine, status=views.parse_status(status) if status else None, assignee=assignee)
+def task_list(ctx: click.Context, mine: bool, status: str | None, assignee: str | None, archived: bool) -> None:
+    """List tasks: open work first, by priority and due date. Archived and deleted tasks are not listed."""
+    tasks = _replica(ctx).tasks(mine=mine, status=views.parse_status(status) if status else None, assignee=assignee,
+                                archived=archived)
     emit(ctx, [t.to_dict() for t in tasks], lambda: _print_tasks(tasks))
 
 
@@ -312,6 +320,44 @@ def task_note(ctx: click.Context, task_id: str, text: str) -> None:
     """Add a note to a task (notes are never overwritten, even offline)."""
     t = _replica(ctx).note(task_id, text)
     emit(ctx, t.to_dict(), f"Note added to task {t.short}.")
+
+
+@task.command("archive")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--undo", is_flag=True, help="Bring archived tasks back into lists and rebalancing.")
+@json_option
+@click.pass_context
+def task_archive(ctx: click.Context, task_ids: tuple[str, ...], undo: bool) -> None:
+    """Put tasks away: they leave lists, rebalancing and workload, and keep everything written on them."""
+    rep = _replica(ctx)
+    ids = [rep.task(t).id for t in task_ids]  # every id resolves before anything changes
+    done = [rep.archive_task(t, undo=undo) for t in ids]
+    word = "back in the lists" if undo else "archived ('task list --archived' shows it; --undo brings it back)"
+    emit(ctx, [t.to_dict() for t in done], "\n".join(f"Task {t.short} ({t.title}) is {word}." for t in done))
+
+
+@task.command("delete")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask to confirm (scripts).")
+@json_option
+@click.pass_context
+def task_delete(ctx: click.Context, task_ids: tuple[str, ...], yes: bool) -> None:
+    """Delete tasks for the whole team (supervisors). Cannot be undone; the history stays in the audit.
+
+    A delete wins over changes others make to the task at the same time, offline.
+    """
+    rep = _replica(ctx)
+    shown = [rep.task(t) for t in task_ids]  # every id resolves before anything is deleted
+    if not yes:
+        if not is_interactive():
+            raise UsageError("deleting cannot be undone, and there is no terminal to confirm on; nothing deleted",
+                             hint="pass --yes to delete without asking")
+        listing = ", ".join(f"{t.short} ({t.title})" for t in shown)
+        if not click.confirm(f"Delete {listing} for the whole team? This cannot be undone", err=True):
+            raise UsageError("not confirmed; nothing deleted")
+    done = [rep.delete_task(t.id) for t in shown]
+    emit(ctx, [t.to_dict() for t in done],
+         "\n".join(f"Task {t.short} ({t.title}) is deleted; its history stays in the audit." for t in done))
 
 
 @task.command("import")

@@ -83,6 +83,8 @@ def _tasks(conn: sqlite3.Connection) -> list[allocation.TaskInfo]:
     out = []
     for entity, blob in conn.execute("SELECT entity, state FROM board WHERE kind = ? ORDER BY entity", (int(Kind.TASK),)):
         v = merge.state_from_wire(codec.unpack(blob, relay.BOARD_LIMITS)).values()
+        if v.get("archived") or v.get("deleted"):
+            continue  # put away by a supervisor: neither moved by rebalancing nor counted as work
         out.append(allocation.TaskInfo(entity, v.get("assignee"), v.get("status", 0), v.get("due"),
                                        v.get("priority", 1), v.get("needs", 0), bool(v.get("pinned", False))))
     return out
