@@ -362,19 +362,62 @@ def task_delete(ctx: click.Context, task_ids: tuple[str, ...], yes: bool) -> Non
 
 @task.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), help="File format (default: from the extension).")
+@click.option("--format", "fmt", type=click.Choice(list(importer.FORMATS)),
+              help="File format (default: from the extension).")
+@click.option("--sheet", help="Which sheet of a spreadsheet (default: the first).")
+@click.option("--map", "maps", multiple=True, metavar="HEADER=FIELD",
+              help="Read column HEADER as FIELD (title, description, assignee, due, priority, needs, status, "
+                   "ref, id); FIELD '-' ignores the column. Repeatable.")
+@click.option("--day-first/--month-first", "day_first", default=None,
+              help="How to read 05/12/2026 (default: from the file's other dates, then your locale).")
+@click.option("--new-member", "new_members", multiple=True, metavar="NAME",
+              help="Accept NAME as an assignee although their device has not joined yet. Repeatable.")
+@click.option("--dry-run", is_flag=True, help="Show what would be created or updated, and every row's problem; "
+                                              "change nothing.")
+@click.option("--skip-bad", is_flag=True, help="Import the good rows and leave out the bad ones (listed).")
 @json_option
 @click.pass_context
-def task_import(ctx: click.Context, file: Path, fmt: str | None) -> None:
-    """Import tasks from a CSV or JSON file (columns: title, description, assignee, due, priority, needs).
+def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | None, maps: tuple[str, ...],
+                day_first: bool | None, new_members: tuple[str, ...], dry_run: bool, skip_bad: bool) -> None:
+    """Import tasks from a spreadsheet (.xlsx, .ods), a CSV saved by any office program, or JSON.
+
+    Headers may be in English or French, any case and order (title/titre, assignee/responsable,
+    due/échéance, priority/priorité, needs/besoins, description, status/statut, ref). Dates as
+    people write them: 2026-12-05, 05/12/2026, 5.12.2026, 12 Dec 2026, or date cells.
 
     All or nothing: if any row is bad, every bad row is listed with its line
-    number and nothing is imported.
+    number and nothing is imported (unless --skip-bad). Importing the same file
+    again updates the tasks it made instead of duplicating them (by the 'ref'
+    column, or by title and due date).
     """
-    rows = importer.parse_import(file, fmt)
+    mapping: dict[str, str] = {}
+    for m in maps:
+        header, sep, name = m.partition("=")
+        if not sep or not header.strip():
+            raise UsageError(f"--map {m!r}: expected HEADER=FIELD", hint="e.g. --map 'Agent=assignee'")
+        mapping[header.strip()] = name.strip().lower()
+    opts = importer.ImportOptions(mapping=mapping, day_first=day_first,
+                                  locale_day_first=importer.locale_day_first(os.environ),
+                                  new_members=frozenset(n.strip().lower() for n in new_members))
     rep = _replica(ctx)
-    ids = rep.add_tasks(rows)
-    emit(ctx, {"imported": len(ids), "ids": [i.hex() for i in ids]}, f"Imported {len(ids)} task(s) from {file.name}.")
+    plan = importer.import_file(rep, file, opts, fmt=fmt, sheet=sheet, dry_run=dry_run, skip_bad=skip_bad)
+    result = {**plan.to_dict(), "dry_run": dry_run,
+              "imported": 0 if dry_run else plan.count("create") + plan.count("update"),
+              "ids": [r.task for r in plan.rows if r.action == "create" and r.task]}
+
+    def text() -> None:
+        click.echo(plan.summary() + f" Dates read {plan.date_order}.")
+        if dry_run:
+            for line in plan.describe():
+                click.echo(line)
+            click.echo("Dry run: nothing was imported.")
+            return
+        for line in plan.problem_lines():
+            click.echo(f"  left out, {line}")
+        click.echo(f"Imported: {plan.count('create')} task(s) created, {plan.count('update')} updated"
+                   + (f", {len(plan.bad)} bad row(s) left out." if plan.bad else "."))
+
+    emit(ctx, result, text)
 
 
 # -- documents -------------------------------------------------------------------------------------
