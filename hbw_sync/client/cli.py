@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import AccessError, UsageError
 from ..ops import Status
 from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
-from . import bundles, importer, sync as syncing, views
+from . import bundles, exporter, importer, sync as syncing, views
 from . import watch as watching
 from .device import Device
 from .replica import Replica
@@ -418,6 +418,29 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
                    + (f", {len(plan.bad)} bad row(s) left out." if plan.bad else "."))
 
     emit(ctx, result, text)
+
+
+@task.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(list(exporter.EXPORT_FORMATS)),
+              help="File format (default: from the extension).")
+@click.option("--mine", is_flag=True, help="Only tasks assigned to you.")
+@click.option("--assignee", help="Only tasks assigned to this member.")
+@click.option("--archived", is_flag=True, help="The archived tasks instead.")
+@click.option("--separator", type=click.Choice([",", ";", "tab"]), default=",", show_default=True,
+              help="CSV separator (French Excel expects ';').")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@json_option
+@click.pass_context
+def task_export(ctx: click.Context, file: Path, fmt: str | None, mine: bool, assignee: str | None, archived: bool,
+                separator: str, force: bool) -> None:
+    """Write the task list to FILE (.xlsx or .csv) for a report, or to edit and import again.
+
+    The first column is each task's id: importing the edited file updates those tasks.
+    """
+    tasks = _replica(ctx).tasks(mine=mine, assignee=assignee, archived=archived)
+    r = exporter.export_tasks(tasks, file, fmt, separator="\t" if separator == "tab" else separator, force=force)
+    emit(ctx, r, f"Wrote {r['tasks']} task(s) to {file} ({human_bytes(r['bytes'])}).")
 
 
 # -- documents -------------------------------------------------------------------------------------
