@@ -415,6 +415,7 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
         for line in plan.problem_lines():
             click.echo(f"  left out, {line}")
         click.echo(f"Imported: {plan.count('create')} task(s) created, {plan.count('update')} updated"
+                   + (f", {plan.count('unchanged')} already up to date" if plan.count("unchanged") else "")
                    + (f", {len(plan.bad)} bad row(s) left out." if plan.bad else "."))
 
     emit(ctx, result, text)

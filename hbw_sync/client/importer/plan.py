@@ -242,9 +242,9 @@ def _parse(rec: dict[str, Cell], day_first: bool, members: set[str], opts: Impor
             elif name == "assignee":
                 a = V.parse_assignee(cell)
                 if a is not None and a not in members and a not in opts.new_members:
-                    close = difflib.get_close_matches(a, sorted(members), n=1, cutoff=0.6)
+                    close = difflib.get_close_matches(a, sorted(members), n=1, cutoff=0.75)
                     hint = f" (did you mean {close[0]!r}?)" if close else \
-                        f" (pass --new-member {a} if they have not joined yet)"
+                        f" (members this device knows: {', '.join(sorted(members))})"
                     raise UsageError(f"assignee {a!r} is not in the team{hint}")
                 vals["assignee"] = a
             elif name == "due":
