@@ -313,3 +313,29 @@ def test_spreadsheets_saved_by_libreoffice_calc(home: Path, tmp_path: Path) -> N
         assert do_import(h, f).count("unchanged") == 4
     assert expected is not None and expected["Rapprocher les factures d'octobre"][1] == "2026-12-05"
     assert expected["Tamponner les permis"] == ("bosco", "2026-12-07", "normal", "1")
+
+
+def test_every_truncation_and_flipped_byte_of_a_workbook_is_a_clear_error_or_a_plan(tmp_path: Path) -> None:
+    """Bounded before trusted: a damaged .xlsx (cut off by a mail gateway, a bad USB stick) gives a
+    UsageError or reads; it never escapes as another exception (calamine's panics included)."""
+    import random
+
+    src = dana_workbook(tmp_path / "semaine.xlsx")
+    data = src.read_bytes()
+    rng = random.Random(13)
+    cases = [data[:n] for n in range(0, len(data), max(1, len(data) // 60))]
+    for _ in range(120):
+        b = bytearray(data)
+        b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        cases.append(bytes(b))
+    outcomes = {"plan": 0, "refused": 0}
+    f = tmp_path / "damaged.xlsx"
+    for c in cases:
+        f.write_bytes(c)
+        try:
+            importer.plan_import(importer.read_table(f), [], TEAM, DAY_FIRST)
+            outcomes["plan"] += 1
+        except UsageError as e:
+            assert e.message and "Traceback" not in e.message
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0 and outcomes["plan"] > 0

@@ -174,9 +174,9 @@ def _read_spreadsheet(path: Path, sheet: str | None) -> Table:
             raise UsageError(f"{path.name}: sheet {ws.name!r} has {ws.height} rows and {ws.width} columns; "
                              f"at most {MAX_ROWS} rows of tasks fit in one import")
         data = ws.to_python(skip_empty_area=False)
-    except UsageError:
+    except (UsageError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as e:  # calamine's own errors: a damaged or password-protected file
+    except BaseException as e:  # calamine's errors, and a Rust panic (pyo3 raises it as a BaseException)
         raise UsageError(f"{path.name} is not a readable spreadsheet ({type(e).__name__})",
                          hint="open it in Excel or LibreOffice Calc and save it again") from None
     table = Table(f"{path.name}, sheet {ws.name!r}", path.suffix.lstrip(".").lower())
