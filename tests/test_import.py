@@ -339,3 +339,48 @@ def test_every_truncation_and_flipped_byte_of_a_workbook_is_a_clear_error_or_a_p
             assert e.message and "Traceback" not in e.message
             outcomes["refused"] += 1
     assert outcomes["refused"] > 0 and outcomes["plan"] > 0
+
+
+def test_monday_forty_tasks_from_a_workbook_and_a_windows_csv_reach_every_device(tmp_path: Path) -> None:
+    """USERS.md's Monday: the team joins, Dana imports 36 tasks from her .xlsx and 4 from the
+    registry's Windows-1252 CSV, syncs, and each official's device shows their own work.
+    Importing both files again changes nothing and sends nothing."""
+    with Team(tmp_path) as team:
+        dana = team.join("dana", "supervisor")
+        members = {n: team.join(n) for n in ("amina", "bosco", "chidi")}
+        dana.sync()  # learns who joined, shares the team key
+        wb = Workbook()
+        ws = wb.active
+        ws.append(["Task", "Assigned to", "Due date", "Priority", "Needs"])
+        monday = dt.date(2026, 12, 7)
+        for i in range(36):
+            who = ("amina", "chidi", "bosco")[i % 3]
+            needs = "office" if who == "bosco" else "laptop, internet"
+            ws.append([f"Week 50 task {i + 1:02d}", who.capitalize(), monday + dt.timedelta(days=i % 5),
+                       ("Normal", "High", "Urgent")[i % 3], needs])
+        wb.save(tmp_path / "week-50.xlsx")
+        (tmp_path / "registre.csv").write_bytes(
+            ("Titre;Responsable;Échéance;Besoins\r\n"
+             + "".join(f"Registre n°{i};bosco;{7 + i:02d}/12/2026;bureau\r\n" for i in range(4))).encode("cp1252"))
+        pw = dana.passphrase
+        for name in ("week-50.xlsx", "registre.csv"):
+            run(dana.home, "task", "import", str(tmp_path / name), passphrase=pw)
+        dana.sync()
+        with Device.open(dana.home) as dev:
+            sent = dev.status()["outbox"]
+        for name in ("week-50.xlsx", "registre.csv"):
+            out = run(dana.home, "task", "import", str(tmp_path / name), passphrase=pw).stdout
+            assert "0 task(s) created, 0 updated" in out
+        with Device.open(dana.home) as dev:
+            assert dev.status()["outbox"] == sent  # nothing new to send
+        for m in members.values():
+            m.sync()
+        counts = {}
+        for name, m in members.items():
+            mine = tasks(m.home, m.passphrase, mine=True)
+            counts[name] = len(mine)
+            if name == "bosco":
+                assert all(t["needs"] == ["office"] for t in mine.values())
+                assert mine["Registre n°3"]["due"] == "2026-12-10"
+        assert counts == {"amina": 12, "chidi": 12, "bosco": 16}
+        assert len(tasks(members["amina"].home, members["amina"].passphrase)) == 40
