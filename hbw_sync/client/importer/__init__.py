@@ -43,10 +43,8 @@ def import_file(rep: "Replica", path: Path, opts: ImportOptions = ImportOptions(
         unknown = any("is not in the team" in p for p in lines)
         raise UsageError(f"{len(plan.bad)} bad row(s), nothing imported:\n  " + "\n  ".join(shown),
                          code="usage.import_bad_rows",
-                         hint=("a colleague's device that joined since this one last synced is known after "
-                               "a sync; name one who has not joined yet with --new-member. " if unknown else "")
-                         + "Fix the rows and import again (a re-import never duplicates), see --dry-run, "
-                           "or pass --skip-bad to import the good rows")
+                         hint=("a colleague whose device joined since this one last synced is known after a "
+                               "sync. " if unknown else "") + "Fix the rows and import again: it never duplicates")
     ids = rep.import_tasks(plan.creates(), plan.updates())
     for row, tid in zip((r for r in plan.rows if r.action == "create"), ids):
         row.task = tid.hex()
