@@ -384,3 +384,18 @@ def test_monday_forty_tasks_from_a_workbook_and_a_windows_csv_reach_every_device
                 assert mine["Registre n°3"]["due"] == "2026-12-10"
         assert counts == {"amina": 12, "chidi": 12, "bosco": 16}
         assert len(tasks(members["amina"].home, members["amina"].passphrase)) == 40
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("conftest").SLOW, reason="benchmark smoke run: HBW_SLOW_TESTS=1")
+def test_bench_import_quick_runs(tmp_path: Path) -> None:
+    """The import benchmark still runs (so it cannot rot); its timing targets are its own business."""
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_import.py"
+    res = subprocess.run([sys.executable, str(script), "--quick", "--json"], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode in (0, 1), res.stderr  # 1 is a missed timing target, not a broken script
+    out = json.loads(res.stdout)
+    assert set(out["runs"]) == {"xlsx-40", "csv-40", "xlsx-500", "csv-500"}
+    assert all(r["outbox_bytes_per_task"] > 0 for r in out["runs"].values())
