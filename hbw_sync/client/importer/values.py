@@ -229,8 +229,23 @@ def parse_assignee(v: Any) -> str | None:
     return t
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _kept(t: str | None) -> str:
+    return _CONTROL.sub("", (t or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+def same_text(a: str | None, b: str | None) -> bool:
+    """Equal as a spreadsheet keeps text: surrounding spaces, control characters and the kind of
+    line ending (a worksheet stores every one as \\n) do not count."""
+    return _kept(a) == _kept(b)
+
+
 def parse_text(v: Any, field: str, limit: int) -> str:
     t = cell_text(v)
+    if t[:1] == "'" and t[1:2] in ("=", "+", "-", "@"):
+        t = t[1:]  # the apostrophe an export puts before text a spreadsheet would run as a formula
     if len(t) > limit:
         raise UsageError(f"{field} is longer than {limit} characters")
     return t
