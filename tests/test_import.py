@@ -140,6 +140,9 @@ def test_date_order_from_the_file_then_the_flag_then_the_locale(home: Path, tmp_
     assert values.locale_day_first({"LANG": "en_US.UTF-8"}) is False
     assert values.locale_day_first({"LC_ALL": "fr_FR.UTF-8", "LANG": "en_US.UTF-8"}) is True
     assert values.locale_day_first({}) is True
+    assert values.locale_day_first({}, "English_United States") is False  # Windows names it so
+    assert values.locale_day_first({}, "French_France") is True
+    assert values.locale_day_first({}, "en_GB") is True
 
 
 def test_bad_rows_are_listed_and_nothing_is_imported(tmp_path: Path) -> None:

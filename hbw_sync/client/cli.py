@@ -360,6 +360,16 @@ def task_delete(ctx: click.Context, task_ids: tuple[str, ...], yes: bool) -> Non
          "\n".join(f"Task {t.short} ({t.title}) is deleted; its history stays in the audit." for t in done))
 
 
+def _system_locale() -> str | None:
+    """The system's locale name where no LANG is set (Windows): 'English_United States', 'fr_FR'."""
+    import locale
+
+    try:
+        return locale.getlocale(locale.LC_TIME)[0] or locale.getlocale()[0]
+    except (ValueError, AttributeError):
+        return None
+
+
 @task.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(list(importer.FORMATS)),
@@ -397,7 +407,7 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
             raise UsageError(f"--map {m!r}: expected HEADER=FIELD", hint="e.g. --map 'Agent=assignee'")
         mapping[header.strip()] = name.strip().lower()
     opts = importer.ImportOptions(mapping=mapping, day_first=day_first,
-                                  locale_day_first=importer.locale_day_first(os.environ),
+                                  locale_day_first=importer.locale_day_first(os.environ, _system_locale()),
                                   new_members=frozenset(n.strip().lower() for n in new_members))
     rep = _replica(ctx)
     try:

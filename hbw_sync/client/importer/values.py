@@ -108,12 +108,17 @@ def header_field(header: str, mapping: Mapping[str, str] | None = None) -> str |
     return _HEADER_INDEX.get(fold(header))
 
 
-def locale_day_first(env: Mapping[str, str]) -> bool:
-    """Day first unless the locale's territory writes the month first (en_US.UTF-8 -> False)."""
-    for var in ("LC_ALL", "LC_TIME", "LANG"):
-        value = env.get(var)
+def locale_day_first(env: Mapping[str, str], system_locale: str | None = None) -> bool:
+    """Day first unless the locale's territory writes the month first (en_US.UTF-8 -> False).
+
+    ``env`` holds LC_ALL, LC_TIME, LANG (POSIX); ``system_locale`` is what the system reports when
+    they are unset, as Windows names it ("English_United States") or POSIX does ("en_US").
+    """
+    for value in [env.get(v) for v in ("LC_ALL", "LC_TIME", "LANG")] + [system_locale]:
         if value:
-            m = re.match(r"^[a-zA-Z]{2,3}_([A-Za-z]{2})", value)
+            if "united states" in value.lower() or "philippines" in value.lower():
+                return False
+            m = re.match(r"^[a-zA-Z]{2,3}[_-]([A-Za-z]{2})\b", value)
             return not (m and m.group(1).upper() in MONTH_FIRST_TERRITORIES)
     return True
 
