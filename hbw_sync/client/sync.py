@@ -61,6 +61,8 @@ class SyncReport:
     applied_ops: int = 0
     waiting_to_apply: int = 0
     rejected: int = 0
+    # A passphrase was given but does not open the store (a stale HBW_PASSPHRASE): the sync ran locked.
+    wrong_passphrase: bool = False
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -462,15 +464,20 @@ def check_keys(rep: Replica) -> None:
 
 def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFAULT_BUDGET, timeout: float = 60,
          transport: Transport = post) -> SyncReport:
-    """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties."""
+    """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties.
+
+    A wrong ``passphrase`` does not stop the sync (it needs none): it runs as a
+    locked sync and the report says so (``wrong_passphrase``, and a note).
+    """
     t0 = time.monotonic()
     dev = Device.open(home)
     with dev, sync_lock(dev.store.home):
-        rep = dev.unlock(passphrase) if passphrase is not None else None
+        rep = dev.try_unlock(passphrase)
         if rep is not None:
             rep.apply_incoming()
         s = dev.store
         session = _Session(dev, rep, budget, transport, timeout)
+        session.report.wrong_passphrase = passphrase is not None and rep is None
         try:
             for _ in range(2):  # a second pass sends what a key grant, received in the first, let us seal
                 with s.transaction():

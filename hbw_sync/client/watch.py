@@ -54,6 +54,7 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
     backoff = min_backoff
     last_ok = 0.0
     said_unreachable = False
+    said_wrong_passphrase = False
     while not stop.is_set():
         if not reachable(url):
             if not said_unreachable:
@@ -72,6 +73,10 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
             try:
                 r = sync(home, passphrase)
                 last_ok = time.monotonic()
+                if r.wrong_passphrase and not said_wrong_passphrase:
+                    log(f"{now} warning: HBW_PASSPHRASE does not open this device; syncing without it "
+                        "(received changes wait until a command with the right passphrase)")
+                    said_wrong_passphrase = True
                 log(f"{now} sync ok: sent {r.sent_batches} batch(es) ({r.sent_bytes} B), received "
                     f"{r.received_batches} ({r.received_bytes} B), {r.round_trips} round trip(s), {r.duration_s:.1f} s")
             except TransientError as e:
