@@ -238,6 +238,16 @@ def story(root: Path, data: Path, url: str) -> int:
     print("  'Two invoices missing' readable at the relay:", b"Two invoices missing" in raw)
     relay_cmd("audit", "--data", str(data), "--limit", "8")
 
+    say("Friday: the registry had already checked the cheques; Dana deletes that task for everyone")
+    print("   (it leaves every list and the workload; the relay's audit keeps who deleted it) and exports")
+    print("   the week to a spreadsheet for her report")
+    dtasks = json.loads(dana.run("task", "list", "--json", quiet=True).stdout)
+    cheques = next(t for t in dtasks if t["title"].startswith("Vérifier le registre"))["id"][:6]
+    dana.run("task", "delete", cheques, "--yes")
+    dana.run("task", "export", str(root / "week-49-report.xlsx"))
+    dana.run("sync", "--quiet", quiet=True)
+    relay_cmd("audit", "--data", str(data), "--limit", "2")
+
     say("Friday: everyone who still has a device sees the same tasks")
     for o in (bosco, amina, dana):
         o.run("sync", "--quiet", quiet=True)

@@ -140,6 +140,8 @@ def members(data: Path) -> list[dict[str, Any]]:
 
 def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
     """Who did what: admin actions and every accepted batch, newest first, by member and device."""
+    # Fold batches stored since the last look: tasks archived or deleted in them enter the audit then.
+    _write(data, lambda conn: board.materialize(conn, _identity(conn, data)))
     conn = _conn(data)
     try:
         admin = conn.execute("SELECT time_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?",
