@@ -163,6 +163,7 @@ BAD_IMPORTS = {
     "broken json": ("json", '[{"title": "A"},\n {"title": ', "not valid JSON"),
     "json not list": ("json", '"hello"', "expected a JSON array"),
     "json bad row": ("json", '[\n {"title": "A"},\n {"title": "B", "due": "soon"}\n]', "line 3"),
+    "json no title": ("json", '[\n {"title": "A"},\n {"description": "B"}\n]', "line 3: title is empty"),
     "json wrong type": ("json", '[{"title": ["A"]}]', "expected text"),
     "empty": ("csv", "", "empty"),
 }

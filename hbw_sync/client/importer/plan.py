@@ -149,7 +149,7 @@ def check_mapping(mapping: Mapping[str, str]) -> None:
 
 
 def _columns(headers: list[Cell], mapping: Mapping[str, str], unit: str, line: int,
-             data_in: set[int]) -> dict[int, str]:
+             data_in: set[int], need_title: bool = True) -> dict[int, str]:
     """Column index -> field; raises one UsageError naming every unknown or doubled column."""
     cols: dict[int, str] = {}
     unknown, seen = [], {}
@@ -171,7 +171,7 @@ def _columns(headers: list[Cell], mapping: Mapping[str, str], unit: str, line: i
         else:
             seen[name] = text
             cols[i] = name
-    if "title" not in cols.values():
+    if need_title and "title" not in cols.values():
         found = ", ".join(V.cell_text(h) for h in headers if not _empty(h))
         raise UsageError(f"{unit} {line}: no 'title' column in the header (found: {found})",
                          hint="name the column of task titles 'title' (or 'titre', 'task'), or --map 'HEADER=title'")
@@ -195,7 +195,8 @@ def records(table: Table, opts: ImportOptions) -> tuple[list[tuple[int, dict[str
         keys: dict[str, str] = {}
         for line, obj in table.records:
             headers = list(obj)
-            cols = _columns(headers, opts.mapping, unit, line, set(range(len(headers))))
+            # An object without a title is a bad row ("title is empty"), not a file without a title column.
+            cols = _columns(headers, opts.mapping, unit, line, set(range(len(headers))), need_title=False)
             out.append((line, {cols[i]: obj[h] for i, h in enumerate(headers) if i in cols}))
             keys.update({h: cols[i] for i, h in enumerate(headers) if i in cols})
         return out, keys
