@@ -36,7 +36,7 @@ import aiohttp
 from .. import crypto, envelope, hlc
 from ..enroll import Invite, make_grant
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
-                      from_dict)
+                      from_peer)
 from .device import Device, now_ms
 from .replica import Replica
 from .vault import KdfParams
@@ -103,7 +103,7 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
                 except ValueError:
                     err = None
                 if isinstance(err, dict) and "error" in err:
-                    raise from_dict(err)
+                    raise from_peer(err, resp.status, resp.headers.get("Retry-After"))
                 if resp.status >= 500:
                     raise TransientError(f"the relay answered {resp.status}; try again later")
                 raise ProtocolError(f"the relay answered {resp.status} {resp.reason}", code="protocol.http")

@@ -80,8 +80,12 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
                 log(f"{now} sync ok: sent {r.sent_batches} batch(es) ({r.sent_bytes} B), received "
                     f"{r.received_batches} ({r.received_bytes} B), {r.round_trips} round trip(s), {r.duration_s:.1f} s")
             except TransientError as e:
-                log(f"{now} sync interrupted (will retry): {e}")
-                stop.wait(backoff * random.uniform(0.8, 1.2))
+                # The relay may say how long (a full disk: minutes): retrying sooner would only resend bytes.
+                wait = backoff * random.uniform(0.8, 1.2)
+                if e.retry_after_s:
+                    wait = max(wait, min(float(e.retry_after_s), interval))
+                log(f"{now} sync interrupted (will retry in {wait:.0f} s): {e}")
+                stop.wait(wait)
                 continue
             except (AccessError, VersionError) as e:
                 log(f"{now} sync refused, stopping: {e}")
