@@ -259,6 +259,7 @@ def test_export_csv_and_xlsx_round_trip(home: Path, tmp_path: Path) -> None:
     run(home, "task", "export", str(tmp_path / "out.xlsx"))
     run(home, "task", "export", str(tmp_path / "out.csv"), "--separator", ";")
     assert run(home, "task", "export", str(tmp_path / "out.csv"), ok=False).exit_code == 2  # exists
+    assert (tmp_path / "out.xlsx").stat().st_mode & 0o077 == 0  # the team's work in clear: owner only
     raw = (tmp_path / "out.csv").read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf") and "Préparer le budget".encode() in raw
     # Importing either export changes nothing.

@@ -15,11 +15,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import fileio
 from ..errors import UsageError
 from . import views
 from .importer import COLUMNS
@@ -84,7 +84,7 @@ def xlsx_bytes(tasks: Sequence[views.TaskView], sheet: str = "Tasks") -> bytes:
 
 def export_tasks(tasks: Sequence[views.TaskView], path: Path, fmt: str | None = None, *, separator: str = ",",
                  force: bool = False) -> dict[str, Any]:
-    """Write ``tasks`` to ``path`` (format from the extension unless ``fmt``); atomic: a reader never sees half.
+    """Write ``tasks`` to ``path`` (format from the extension unless ``fmt``): atomic, readable by its owner only.
 
     Raises:
         UsageError: unknown format, the file exists (without ``force``), or it cannot be written.
@@ -98,11 +98,9 @@ def export_tasks(tasks: Sequence[views.TaskView], path: Path, fmt: str | None = 
     if path.exists() and not force:
         raise UsageError(f"{path} exists; nothing written", hint="choose another name, or pass --force to replace it")
     data = xlsx_bytes(tasks) if fmt == "xlsx" else csv_bytes(tasks, separator)
-    tmp = path.with_name(path.name + ".hbw-part")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        # 0600: the export is the team's work in clear, not for whoever else uses this computer.
+        fileio.write_private(path, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+        raise UsageError(f"cannot write {path}: {e.strerror or e}; nothing written") from None
     return {"path": str(path), "format": fmt, "tasks": len(tasks), "bytes": len(data)}
