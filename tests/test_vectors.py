@@ -59,6 +59,7 @@ ENVELOPES = load("envelopes.json")
 ENROLL = load("enroll.json")
 SNAPSHOT = load("snapshot.json")
 BUNDLES = load("bundles.json")
+DELTA = load("delta.json")
 
 SAME_ZSTD = BATCHES["meta"]["zstandard_version"] == zstandard.__version__
 ZSTD_SKIP = (
@@ -306,6 +307,57 @@ def test_merge_vector_exercises_the_cap_and_the_tie():
     assert len(ts) != len(set(ts)), "two ops must share an effective timestamp"
 
 
+# -- document deltas (PROTOCOL.md §18c) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("v", DELTA["valid"], ids=lambda v: v["name"])
+def test_delta_vectors_rebuild(v: dict[str, Any]) -> None:
+    from hbw_sync.delta import apply_delta
+
+    out = apply_delta(bytes.fromhex(v["base"]), bytes.fromhex(v["payload"]),
+                      expected_sha256=bytes.fromhex(v["result_sha256"]), max_size=v["max_size"])  # fmt: skip
+    assert len(out) == v["result_size"]
+    if "result" in v:
+        assert out.hex() == v["result"]
+
+
+@pytest.mark.parametrize("v", DELTA["invalid"], ids=lambda v: v["name"])
+def test_delta_vectors_fail_with_their_code(v: dict[str, Any]) -> None:
+    from hbw_sync.delta import apply_delta
+
+    base = bytes.fromhex(next(g["base"] for g in DELTA["valid"] if g["name"] == v["base_of"]))
+    with pytest.raises(HbwError) as exc:
+        apply_delta(base, bytes.fromhex(v["payload"]), expected_sha256=bytes.fromhex(v["expected_sha256"]),
+                    max_size=v["max_size"])  # fmt: skip
+    assert (type(exc.value).__name__, exc.value.code) == (v["expected_error"], v["expected_code"])
+
+
+def test_delta_vectors_cover_every_method_and_codec() -> None:
+    from hbw_sync.delta import wire
+
+    names = {v["name"] for v in DELTA["valid"]}
+    assert {"patch", "span", "zip", "member_codec8", "member_codec9"} <= names
+    payloads = [bytes.fromhex(v["payload"]) for v in DELTA["valid"]]
+    assert {p[0] for p in payloads} == {wire.METHOD_PATCH, wire.METHOD_RECIPE}
+    codes = {v["expected_code"] for v in DELTA["invalid"]}
+    assert codes >= {"protocol.trailing", "protocol.truncated", "protocol.delta", "protocol.limit",
+                     "protocol.zstd", "integrity.delta"}  # fmt: skip
+
+
+def test_delta_numbers_in_the_spec_match_the_code() -> None:
+    from hbw_sync.client.documents import MAX_DOC_BYTES
+    from hbw_sync.delta import blocks, wire
+
+    spec = SPEC.read_text(encoding="utf-8")
+    section = spec[spec.index("## 18c."):spec.index("## 19.")]
+    assert f"`MAX_DOC_BYTES` = {MAX_DOC_BYTES:,}".replace(",", " ") in section
+    assert f"min({wire.PLAIN_FACTOR} × max_size, max(max_size, {wire.PLAIN_CEILING >> 20} MiB))" in section
+    assert f"block_size ({blocks.MIN_BLOCK:,} - {blocks.MAX_BLOCK:,})".replace(",", " ") in section
+    assert f"window (0 - {blocks.MAX_WINDOW:,})".replace(",", " ") in section
+    assert (wire.CODEC_RAW, wire.CODEC_DEFLATE, wire.CODEC_BLOCKS) == (0, 8, 9)
+    assert "9 = append C deflated in blocks" in section and "8 = append raw deflate of C" in section
+
+
 # -- the generator and the spec -----------------------------------------------------------
 
 
@@ -386,6 +438,7 @@ def test_spec_http_status_table_matches_code():
 
 def test_spec_states_the_constants_the_code_has():
     from hbw_sync.client import bundles as client_bundles
+    from hbw_sync.client import snapshots as client_snapshots
     from hbw_sync.client import sync as client_sync
     from hbw_sync.server import app, relay
 
@@ -398,6 +451,8 @@ def test_spec_states_the_constants_the_code_has():
         "INLINE_MAX": relay.INLINE_MAX,
         "CHUNK_MAX": relay.CHUNK_MAX,
         "SNAPSHOT_EVERY": relay.SNAPSHOT_EVERY,
+        "MAX_COVERAGE": snapshot.MAX_COVERAGE,
+        "SNAPSHOT_RETRY_MS": client_snapshots.RETRY_AFTER_MS,
         "MAX_BODY": app.MAX_BODY,
         "CLIENT_CHUNK": client_sync.CHUNK,
         "MIN_UPLOAD_RATE": client_sync.MIN_UPLOAD_RATE,
@@ -612,7 +667,19 @@ def test_snapshot_decodes():
     inp = v["inputs"]
     assert (got.team.hex(), got.device.hex(), got.cursor, got.epoch) == (inp["team"], inp["device_id"], inp["cursor"], inp["epoch"])
     assert list(got.ops) == [_snap_op(e) for e in v["ops"]]
+    assert got.coverage == {bytes.fromhex(c["device_id"]): c["last_seq"] for c in inp["coverage"]}
     assert snapshot.peek(bytes.fromhex(v["snapshot"])) == (got.team, got.device, got.cursor, got.epoch)
+    # what the relay checks without the team key: the same claim
+    public, _, _, team = decode_inputs(v["decode"])
+    claim = snapshot.verify(bytes.fromhex(v["snapshot"]), public, team)
+    assert (claim.cursor, claim.coverage) == (got.cursor, got.coverage)
+    snapshot.check_coverage(claim, got.coverage)
+    for d in got.coverage:  # one device counted one batch short, or left out: refused
+        with pytest.raises(HbwError) as info:
+            snapshot.check_coverage(claim, {**got.coverage, d: got.coverage[d] + 1})
+        assert info.value.code == "integrity.coverage"
+        with pytest.raises(HbwError):
+            snapshot.check_coverage(claim, {k: s for k, s in got.coverage.items() if k != d})
 
 
 def test_snapshot_stages():
@@ -623,25 +690,29 @@ def test_snapshot_stages():
     assert codec.pack(rows).hex() == v["plain_msgpack"]
     plain_z, sealed = bytes.fromhex(v["plain_zstd"]), bytes.fromhex(v["sealed"])
     assert codec.decompress(plain_z, cap=1 << 30).hex() == v["plain_msgpack"]
-    header = snapshot.HEADER.pack(b"HBW", b"S", 1, 0, bytes.fromhex(inp["team"]), bytes.fromhex(inp["device_id"]),
-                                  inp["cursor"], inp["epoch"], 12 + len(plain_z) + 16)
-    assert len(header) == 38 and header.hex() == v["header"]
+    cover = b"".join(snapshot.COVER.pack(bytes.fromhex(c["device_id"]), c["last_seq"]) for c in inp["coverage"])
+    assert cover.hex() == v["coverage"] and len(cover) == 16 * len(inp["coverage"])
+    header = snapshot.HEADER.pack(b"HBW", b"S", 2, 0, bytes.fromhex(inp["team"]), bytes.fromhex(inp["device_id"]),
+                                  inp["cursor"], inp["epoch"], len(inp["coverage"]), 12 + len(plain_z) + 16)
+    assert len(header) == 42 and header.hex() == v["header"]
     secret = next(k for k in v["decode"]["team_keys"] if k["epoch"] == inp["epoch"])["secret"]
     tk = crypto.TeamKey(inp["epoch"], bytes.fromhex(secret))
     assert tk.subkey(b"snapshot") == crypto.hkdf(tk.secret, b"hbw-sync snapshot v1")
-    assert crypto.seal(tk.subkey(b"snapshot"), plain_z, header, nonce=bytes.fromhex(inp["nonce"])) == sealed
+    assert crypto.seal(tk.subkey(b"snapshot"), plain_z, header + cover, nonce=bytes.fromhex(inp["nonce"])) == sealed
     seed = next(d for d in KEYS["devices"] if d["name"] == inp["device"])["seed"]
     author = crypto.DeviceKey(bytes.fromhex(seed))
-    assert author.sign(header + sealed).hex() == v["signature"]
-    assert (header + sealed + author.sign(header + sealed)).hex() == v["snapshot"]
+    assert author.sign(header + cover + sealed).hex() == v["signature"]
+    assert (header + cover + sealed + author.sign(header + cover + sealed)).hex() == v["snapshot"]
     # snapshot.encode draws a random nonce: same header, same plaintext once opened
-    made = snapshot.encode(snapshot.Snapshot(tk and bytes.fromhex(inp["team"]), author.device_id, inp["cursor"],
-                                             inp["epoch"], tuple(ops)), author, tk, level=inp["level"])
+    coverage = {bytes.fromhex(c["device_id"]): c["last_seq"] for c in inp["coverage"]}
+    made = snapshot.encode(snapshot.Snapshot(bytes.fromhex(inp["team"]), author.device_id, inp["cursor"],
+                                             inp["epoch"], tuple(ops), coverage), author, tk, level=inp["level"])
     assert _snap_decode(made, v["decode"]).ops == tuple(ops)
-    opened = crypto.open_sealed(tk.subkey(b"snapshot"), made[38:-64], made[:38])
+    at = len(header) + len(cover)
+    opened = crypto.open_sealed(tk.subkey(b"snapshot"), made[at:-64], made[:at])
     assert codec.decompress(opened, cap=1 << 30).hex() == v["plain_msgpack"]
     if SAME_ZSTD:
-        assert made[:38] == header and opened == plain_z
+        assert made[:at] == header + cover and opened == plain_z
 
 
 def test_snapshot_holds_the_contributing_ops_and_the_same_state():

@@ -485,7 +485,11 @@ def _print_docs(docs: list[views.DocView]) -> None:
 @json_option
 @click.pass_context
 def doc_add(ctx: click.Context, path: Path, task_id: str | None, name: str | None) -> None:
-    """Add the file at PATH as a new document."""
+    """Add the file at PATH as a new document.
+
+    Documents up to 32 MiB (33,554,432 bytes) are carried; a larger file is refused here,
+    with nothing added.
+    """
     d = _replica(ctx).add_doc(path, task=task_id, name=name)
     emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({d.size} bytes).")
 
@@ -526,7 +530,7 @@ def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int |
 @json_option
 @click.pass_context
 def doc_update(ctx: click.Context, doc_id: str, path: Path) -> None:
-    """Record the file at PATH as a new version of a document."""
+    """Record the file at PATH as a new version of a document (up to 32 MiB, as for `doc add`)."""
     d = _replica(ctx).update_doc(doc_id, path)
     emit(ctx, d.to_dict(), f"Document {d.short} is now at version {d.versions}.")
 
