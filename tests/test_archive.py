@@ -81,6 +81,7 @@ def test_delete_wins_over_a_concurrent_edit_and_leaves_workload(team: Team) -> N
     # It stays in the relay's audit: who deleted which task, from which device, when it arrived.
     deletes = [a for a in admin.audit_log(team.data) if a["action"] == "task_delete"]
     assert len(deletes) == 1 and deletes[0]["actor"] == "dana" and deletes[0]["detail"]["task"] == tid
+    assert deletes[0]["what"].startswith(f"deleted task {tid[:6]} from device ")
     work = {w["member"]: w for w in admin.workload(team.data)}
     assert work["chidi"]["open"] == 1
     assert all(m["task"] != tid for m in admin.rebalance(team.data)["moves"])

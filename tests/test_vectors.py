@@ -440,6 +440,7 @@ def test_spec_states_the_constants_the_code_has():
     from hbw_sync.client import bundles as client_bundles
     from hbw_sync.client import snapshots as client_snapshots
     from hbw_sync.client import sync as client_sync
+    from hbw_sync import wordcode
     from hbw_sync.server import app, relay
 
     text = SPEC.read_text(encoding="utf-8")
@@ -459,6 +460,11 @@ def test_spec_states_the_constants_the_code_has():
         "MAX_BUNDLE": bundle_fmt.MAX_BUNDLE,
         "BUNDLE_MAX_BYTES": client_bundles.DEFAULT_MAX_BYTES,
         "BUNDLE_REPLY_BUDGET": client_bundles.REPLY_BUDGET,
+        "CODE_TTL_MS": wordcode.CODE_TTL_MS,
+        "MAX_FETCH_BODY": wordcode.MAX_FETCH_BODY,
+        "MAX_FAILURES_PER_SLOT": wordcode.MAX_FAILURES_PER_SLOT,
+        "MAX_FAILURES_PER_WINDOW": wordcode.MAX_FAILURES_PER_WINDOW,
+        "FAILURE_WINDOW_MS": wordcode.FAILURE_WINDOW_MS,
     }
     assert client_sync.INLINE_MAX == relay.INLINE_MAX and client_sync.DEFAULT_BUDGET == relay.DEFAULT_BUDGET
     for name, value in consts.items():
@@ -846,3 +852,29 @@ def test_invalid_bundle_inner_envelope(v, empty_relay):
     with pytest.raises(HbwError) as info:
         relay.ingest_bundle(conn, ident, data, gen.T0)
     assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
+def test_word_code_vector():
+    """PROTOCOL.md §14a: the words' keys, the relay's proof digest, the sealed invite and the fetch request."""
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    from hbw_sync import wordcode
+
+    v = ENROLL["word_code"]
+    words = tuple(v["words"])
+    assert wordcode.parse_code(v["typed"]) == wordcode.parse_code(v["code"]) == (v["slot"], words)
+    sc = v["scrypt"]
+    k = Scrypt(salt=bytes.fromhex(sc["salt"]), length=sc["length"], n=sc["n"], r=sc["r"], p=sc["p"]).derive(
+        sc["password"].encode())
+    assert (k[:32].hex(), k[32:].hex()) == (v["proof"], v["seal_key"])
+    proof, seal_key = wordcode.derive(v["slot"], words)
+    assert (proof.hex(), seal_key.hex()) == (v["proof"], v["seal_key"])
+    assert wordcode.proof_digest(proof).hex() == v["proof_digest"]
+    sealed = bytes.fromhex(v["sealed"])
+    assert wordcode.seal_invite(seal_key, v["slot"], v["invite_text"], bytes.fromhex(v["nonce"])) == sealed
+    assert wordcode.open_invite(seal_key, v["slot"], sealed) == v["invite_text"] == ENROLL["invites"][0]["text"]
+    assert wordcode.fetch_request(v["slot"], proof).hex() == v["fetch_request"]
+    assert wordcode.parse_fetch_request(bytes.fromhex(v["fetch_request"])) == (v["slot"], proof)
+    with pytest.raises(HbwError) as info:  # another slot's AAD: the same bytes do not open
+        wordcode.open_invite(seal_key, v["slot"] + 1, sealed)
+    assert info.value.code == "integrity.code"

@@ -21,11 +21,16 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from .. import __version__
+from .. import __version__, allocation, timefmt, wordcode
 from ..errors import HbwError, LimitError, StorageError, http_status_for, retry_after_for
 from . import board, db, relay
 
 log = logging.getLogger("hbw.relay")
+
+
+def log_line(**fields: Any) -> str:
+    """One JSON log line, its UTC time first: office IT reads when each thing happened (ISSUE 13)."""
+    return json.dumps({"time": timefmt.iso_utc(relay.now_ms(), millis=True), **fields})
 
 MAX_BODY = 40 * 1024 * 1024
 MIN_FREE_MB = 64  # below this much free space on the data disk, /healthz says unhealthy
@@ -40,6 +45,7 @@ class RelayConfig:
     access_log: bool = True
     rebalance_every_s: float | None = None
     stale_hours: float = 72
+    default_capacity: int = allocation.DEFAULT_CAPACITY
     min_free_mb: float = MIN_FREE_MB
 
 
@@ -108,19 +114,36 @@ def _error_response(e: HbwError) -> web.Response:
                         headers=headers)
 
 
-async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str) -> web.StreamResponse:
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of the body: a small request is never buffered at the general body size."""
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = await request.content.read(limit + 1 - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str,
+                 max_body: int | None = None) -> web.StreamResponse:
     """Read a body, run ``handler`` in the writer, answer its bytes; one error mapping, metrics and log line."""
     app = request.app
     m = app[METRICS]
     t0 = time.perf_counter()
     action, status, device = default_action, 200, "-"
     try:
-        if request.content_length is not None and request.content_length > app[CONFIG].max_body:
+        limit = max_body or app[CONFIG].max_body
+        if request.content_length is not None and request.content_length > limit:
             raise LimitError("request body too large", code="protocol.limit")
-        body = await request.read()
+        body = await _read_bounded(request, limit) if max_body else await request.read()
+        if len(body) > limit:
+            raise LimitError("request body too large", code="protocol.limit")
         m.bytes_in += len(body)
         out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
+        if isinstance(out, HbwError):  # a refusal whose record had to be committed (relay.fetch_code)
+            raise out
         m.bytes_out += len(out)
         m.batches_in += stats["batches_in"]
         m.batches_out += stats["batches_out"]
@@ -145,7 +168,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
             log.warning(json.dumps({"action": action, "error": fault.code, "detail": str(e)}))
             return _error_response(fault)
         status = 500
-        log.exception("internal error")
+        log.exception(log_line(action=action, device=device, error="internal error"))
         return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
     finally:
         dt = time.perf_counter() - t0
@@ -153,8 +176,8 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if action == "sync":
             m.observe(dt)
         if app[CONFIG].access_log:
-            log.info(json.dumps({"action": action, "device": device, "status": status, "ms": round(dt * 1000, 1),
-                                 "bytes_in": request.content_length or 0}))
+            log.info(log_line(action=action, device=device, status=status, ms=round(dt * 1000, 1),
+                              bytes_in=request.content_length or 0))
 
 
 @routes.post("/v1")
@@ -167,6 +190,12 @@ async def rpc(request: web.Request) -> web.StreamResponse:
 async def bundle_upload(request: web.Request) -> web.StreamResponse:
     """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle."""
     return await _serve(request, relay.ingest_bundle, "application/x-hbw-bundle", "bundle")
+
+
+@routes.post("/v1/code")
+async def code_fetch(request: web.Request) -> web.StreamResponse:
+    """A word-code invite (PROTOCOL.md §14a): [1, slot, proof] in, the invite sealed with the words out."""
+    return await _serve(request, relay.fetch_code, "application/x-hbw", "code", max_body=wordcode.MAX_FETCH_BODY)
 
 
 def health(config: RelayConfig, writer: db.Writer) -> StorageError | None:
@@ -247,11 +276,12 @@ async def _auto_rebalance(app: web.Application) -> None:
     while True:
         await asyncio.sleep(cfg.rebalance_every_s)
         try:
-            r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), int(cfg.stale_hours * 3_600_000),
-                                      True)
-            log.info(json.dumps({"action": "auto-rebalance", "moves": len(r["moves"]), "stuck": len(r["stuck"])}))
+            opts = allocation.Options(stale_ms=int(cfg.stale_hours * 3_600_000),
+                                      default_capacity=cfg.default_capacity)
+            r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), opts, True)
+            log.info(log_line(action="auto-rebalance", moves=len(r["moves"]), stuck=len(r["stuck"])))
         except Exception as e:  # noqa: BLE001 - a failed round must not stop the relay
-            log.warning(json.dumps({"action": "auto-rebalance", "error": str(e)}))
+            log.warning(log_line(action="auto-rebalance", error=str(e)))
 
 
 def create_app(config: RelayConfig) -> web.Application:
