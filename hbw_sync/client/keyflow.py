@@ -131,6 +131,8 @@ def open_welcome(rep: "Replica") -> None:
 
 def request_args(s: Store) -> dict[str, Any]:
     args: dict[str, Any] = {"approvals_after": s.meta(AFTER, 0)}
+    if s.meta(WAIT) and not s.meta(WELCOME_IN):
+        args["want_welcome"] = True  # the relay sends it only then
     args.update(s.meta(OUTGOING) or {})
     return args
 

@@ -177,10 +177,12 @@ def add_results(conn: sqlite3.Connection, a: dict[str, Any], device: bytes, role
     after = a.get("approvals_after", 0)
     if type(after) is not int:
         raise ProtocolError("approvals_after must be an integer", code="protocol.schema")
-    result["approvals"] = [list(r) for r in conn.execute(
-        "SELECT id, data FROM approvals WHERE id > ? ORDER BY id LIMIT 1000", (after,))]
-    w = welcome_for(conn, device)
-    if w is not None:
+    # Only what is new, and the welcome only to a device that asks for it: bytes are precious.
+    recs = [list(r) for r in conn.execute("SELECT id, data FROM approvals WHERE id > ? ORDER BY id LIMIT 1000",
+                                          (after,))]
+    if recs:
+        result["approvals"] = recs
+    if a.get("want_welcome") is True and (w := welcome_for(conn, device)) is not None:
         result["welcome"] = w
     if relay.meta(conn, "rotation_wanted", False):
         epoch = conn.execute("SELECT MAX(epoch) FROM keys").fetchone()[0] or 0
