@@ -20,13 +20,14 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from .. import __version__
-from ..errors import HbwError, LimitError, http_status_for
-from . import board, db, relay
+from .. import __version__, envelope
+from ..errors import HbwError, LimitError, ProtocolError, TransientError, http_status_for
+from . import board, db, limits, relay
+from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
 
-MAX_BODY = 40 * 1024 * 1024
+MAX_BODY = limits.MAX_BODY
 
 
 @dataclass
@@ -38,6 +39,12 @@ class RelayConfig:
     access_log: bool = True
     rebalance_every_s: float | None = None
     stale_hours: float = 72
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: A request body may pause this long between reads...
+    body_stall_s: float = 30.0
+    #: ...and must average at least ``min_body_rate`` bytes/s after a grace of ``body_grace_s``.
+    body_grace_s: float = 30.0
+    min_body_rate: int = 500
 
 
 @dataclass
@@ -91,6 +98,7 @@ WRITER = web.AppKey("writer", db.Writer)
 IDENTITY = web.AppKey("identity", relay.RelayIdentity)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", RelayConfig)
+GUARD = web.AppKey("guard", ConnectionGuard)
 
 routes = web.RouteTableDef()
 
@@ -99,16 +107,78 @@ def _error_response(e: HbwError) -> web.Response:
     return web.Response(status=http_status_for(e), text=json.dumps(e.to_dict()), content_type="application/json")
 
 
-async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str) -> web.StreamResponse:
+def _cap_for_head(prefix: bytes) -> int:
+    """The body limit of the action a request's first bytes name (small when they name none)."""
+    try:
+        head = envelope.peek_request(prefix + bytes(64))  # a dummy signature: only the header is read
+    except HbwError:
+        return limits.HEAD_BYTES * 32
+    act = limits.action_for(head.action)
+    return act.body if act else limits.HEAD_BYTES * 32
+
+
+async def read_body(request: web.Request, max_body: int, cap_for: Any = None) -> bytearray:
+    """Read a request body within its limits: refused compressed, over the cap, or too slow.
+
+    Compressed bodies are refused from the header, never inflated (aiohttp runs with
+    ``auto_decompress=False``; 20 gzip bodies of 40 KB once cost 794 MB). The cap is
+    ``max_body`` until the first bytes name the action, then that action's limit, so a
+    declared length over it is refused before the rest is read. A body must keep moving:
+    no read may wait more than ``body_stall_s``, and after ``body_grace_s`` it must average
+    ``min_body_rate`` bytes/s, so a trickle cannot hold a descriptor and a handler forever.
+    """
+    cfg: RelayConfig = request.app[CONFIG]
+    enc = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if enc not in ("", "identity"):
+        raise ProtocolError(f"compressed request bodies ({enc}) are not accepted; nothing was read",
+                            code="protocol.encoding", hint="send the body as is: hbw-sync compresses inside it")
+    declared = request.content_length
+    cap = max_body
+    if declared is not None and declared > cap:
+        raise LimitError(f"request body of {declared} bytes is over the {cap}-byte limit", code="protocol.limit")
+    # One growing buffer (realloc, no list of chunks to join): a 31 MiB body costs 31 MiB, not twice that.
+    body = bytearray()
+    got = 0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    capped = cap_for is None
+    while True:
+        deadline = t0 + cfg.body_grace_s + got / cfg.min_body_rate
+        wait = min(cfg.body_stall_s, deadline - loop.time())
+        if wait <= 0:
+            raise TransientError(f"the request body arrived too slowly ({got} bytes); the connection was closed",
+                                 code="transient.slow_body", hint="retry on a better link")
+        try:
+            chunk = await asyncio.wait_for(request.content.readany(), wait)
+        except asyncio.TimeoutError:
+            raise TransientError(f"the request body stalled after {got} bytes; the connection was closed",
+                                 code="transient.slow_body", hint="retry on a better link") from None
+        if not chunk:
+            break
+        got += len(chunk)
+        if got > cap:
+            raise LimitError(f"request body is over the {cap}-byte limit", code="protocol.limit")
+        body += chunk
+        if not capped and got >= limits.HEAD_BYTES:
+            cap = min(cap, cap_for(bytes(body[: limits.HEAD_BYTES])))
+            capped = True
+            if declared is not None and declared > cap:
+                raise LimitError(f"request body of {declared} bytes is over the {cap}-byte limit for its action",
+                                 code="protocol.limit")
+            if got > cap:
+                raise LimitError(f"request body is over the {cap}-byte limit", code="protocol.limit")
+    return body
+
+
+async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str,
+                 max_body: int | None = None, cap_for: Any = None) -> web.StreamResponse:
     """Read a body, run ``handler`` in the writer, answer its bytes; one error mapping, metrics and log line."""
     app = request.app
     m = app[METRICS]
     t0 = time.perf_counter()
     action, status, device = default_action, 200, "-"
     try:
-        if request.content_length is not None and request.content_length > app[CONFIG].max_body:
-            raise LimitError("request body too large", code="protocol.limit")
-        body = await request.read()
+        body = await read_body(request, max_body or app[CONFIG].max_body, cap_for)
         m.bytes_in += len(body)
         out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
@@ -120,7 +190,10 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         return web.Response(body=out, content_type=content_type)
     except HbwError as e:
         status = http_status_for(e)
-        return _error_response(e)
+        resp = _error_response(e)
+        if e.code == "transient.slow_body":
+            resp.force_close()  # a stalled body is not waited for again, not even to discard it
+        return resp
     except web.HTTPException as e:
         status = e.status
         raise
@@ -144,7 +217,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
 @routes.post("/v1")
 async def rpc(request: web.Request) -> web.StreamResponse:
     """Every device request: a signed envelope in, a signed envelope out."""
-    return await _serve(request, relay.handle, "application/x-hbw", "?")
+    return await _serve(request, relay.handle, "application/x-hbw", "?", cap_for=_cap_for_head)
 
 
 @routes.post("/v1/bundle")
@@ -200,9 +273,28 @@ async def _auto_rebalance(app: web.Application) -> None:
             log.warning(json.dumps({"action": "auto-rebalance", "error": str(e)}))
 
 
+@web.middleware
+async def _busy(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Mark the connection busy while a handler runs: the guard never closes it mid-request."""
+    guard = request.app[GUARD]
+    guard.begin(request.transport)
+    try:
+        return await handler(request)
+    finally:
+        guard.end(request.transport)
+
+
+async def _guard_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[GUARD].start()
+    yield
+    await app[GUARD].stop()
+
+
 def create_app(config: RelayConfig) -> web.Application:
-    app = web.Application(client_max_size=config.max_body)
+    app = web.Application(client_max_size=config.max_body, middlewares=[_busy])
     app[CONFIG] = config
+    app[GUARD] = ConnectionGuard(config.connections)
+    app.cleanup_ctx.append(_guard_ctx)
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_writer_ctx)
     app.add_routes(routes)

@@ -193,4 +193,7 @@ class Writer:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
+            # Let go of this group's requests now, not when the next one arrives: a 31 MiB body
+            # must not outlive its answer while the relay waits.
+            first = items = outcomes = fn = args = _fut = _fn = _args = fut = value = None  # type: ignore[assignment]
         conn.close()

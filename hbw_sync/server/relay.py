@@ -29,6 +29,7 @@ from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError, UsageError
 from ..ops import is_member_name
+from . import limits
 
 DEFAULT_BUDGET = 200_000
 MAX_BUDGET = 8 * 1024 * 1024
@@ -37,7 +38,7 @@ NONCE_KEEP_MS = 2 * envelope.MAX_REQUEST_SKEW_MS + 60_000
 SNAPSHOT_EVERY = 500
 #: Batches larger than this are handed out by reference and fetched in resumable chunks.
 INLINE_MAX = 64 * 1024
-CHUNK_MAX = 256 * 1024
+CHUNK_MAX = limits.CHUNK_MAX
 BOARD_LIMITS = codec.Limits(max_container=1_000_000)
 
 
@@ -161,7 +162,7 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     a = req.args
     try:
         token, author_pub, transport_pub, x_pub = a["token"], a["author_pub"], a["transport_pub"], a["x25519_pub"]
-        label = str(a.get("label", ""))[:64]
+        label = a.get("label", "")
     except KeyError:
         raise ProtocolError("enrollment request lacks keys or token", code="protocol.schema") from None
     if not all(isinstance(v, bytes) and len(v) == 32 for v in (author_pub, transport_pub, x_pub)):
@@ -170,7 +171,7 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         raise ProtocolError("device id does not match its author key", code="protocol.schema")
     req.verify(transport_pub)
     inv = conn.execute(
-        "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(bytes(token)),)
+        "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(token),)
     ).fetchone()
     if inv is None:
         raise AccessError("this invite is not valid for this relay", code="access.invite")
@@ -449,7 +450,7 @@ def _guarded(action: str, fn: Any) -> Any:
         raise ProtocolError(f"malformed {action} arguments ({type(e).__name__})", code="protocol.schema") from None
 
 
-def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
+def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
     """Apply a device's bundle exactly as an online sync, and seal the reply to that device.
 
     Replays: each bundle carries a counter. An older bundle than the last ingested for its
@@ -457,17 +458,26 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, n
     batches are acknowledged idempotently): a reply lost in the mail, or a reply file that could
     not be written, must not strand the device.
     """
+    data = bytes(data)  # the AEAD wants bytes; the HTTP edge hands over its buffer
     env = bundle.open_bundle(data, bundle.TO_RELAY, ident.team, ident.key.device_id, bundle.relay_x25519(ident.key))
-    req = envelope.parse_request(env)
-    counter = req.args.get("bundle")
-    if req.action != "sync" or type(counter) is not int:
+    head = envelope.peek_request(env)
+    # Only the counter is read before the signature; every other arg is skipped unbuilt.
+    try:
+        counter = envelope.open_request(head, {"bundle": limits.ACTIONS["sync"].args["bundle"]}).args.get("bundle")
+    except ProtocolError as e:
+        if e.code != "protocol.schema":
+            raise
+        counter = None
+    if head.action != "sync" or counter is None:
         raise ProtocolError("a bundle must carry a sync request with its counter", code="protocol.bundle")
     row = conn.execute("SELECT last_bundle, x25519_pub, member, transport_pub FROM devices WHERE device = ?",
-                       (req.device,)).fetchone()
+                       (head.device,)).fetchone()
     if row is None:
         raise AccessError("this bundle comes from a device that is not enrolled", code="access.unknown_device")
     last, x_pub, member, transport_pub = row
-    req.verify(transport_pub)  # anyone can seal to the relay: say nothing about a device before this
+    head.verify(transport_pub)  # anyone can seal to the relay: say nothing about a device before this
+    req = envelope.open_request(head, limits.ACTIONS["sync"].args)
+    counter = req.args["bundle"]
     if last is not None and counter < last:
         raise AccessError(f"bundle {counter} from {member} is older than one already ingested: nothing changed",
                           code="access.old_bundle", hint="ingest the newest bundle from this device instead")
@@ -482,13 +492,38 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, n
     return reply, stats
 
 
-def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
+#: The relay's actions; each has its line in ``limits.ACTIONS`` (body limit, args).
+ACTIONS = {"enroll": enroll, "sync": sync, "upload": upload, "download": download}
+
+
+def open_request(conn: sqlite3.Connection, body: bytes | bytearray, now: int) -> envelope.Request:
+    """A request whose signature is checked before its args are decoded (``enroll``: decoded within tight limits).
+
+    Order: frame and routing header (about 80 bytes), the action's body limit,
+    then, except for ``enroll``, freshness, the enrolled device's key and the
+    signature; only then the args, each by its spec in ``limits.ACTIONS``.
+    Junk from anyone costs the relay the body it sent, nothing proportional to
+    the numbers inside it.
+    """
+    head = envelope.peek_request(body)
+    spec = limits.action_for(head.action)
+    if spec is None or head.action not in ACTIONS:
+        raise ProtocolError(f"unknown action {head.action!r}", code="protocol.action")
+    limits.check_body(head.action, len(body))
+    if not spec.pre_auth:
+        envelope.check_fresh(head, now)
+        row = conn.execute("SELECT transport_pub FROM devices WHERE device = ?", (head.device,)).fetchone()
+        if row is None:
+            raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
+                              hint="join with an invite: hbw-sync join INVITE")
+        head.verify(row[0])
+    return envelope.open_request(head, spec.args)
+
+
+def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
     """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
-    req = envelope.parse_request(body)
-    actions = {"enroll": enroll, "sync": sync, "upload": upload, "download": download}
-    if req.action not in actions:
-        raise ProtocolError(f"unknown action {req.action!r}", code="protocol.action")
-    result = _guarded(req.action, lambda: actions[req.action](conn, ident, req, now))
+    req = open_request(conn, body, now)
+    result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
     acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
     stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
              "batches_out": len(result.get("batches", ()))}

@@ -1,0 +1,92 @@
+"""What the relay accepts, per action: the one table of request args and body sizes.
+
+Why a table: every byte of a request arrives before anything about its sender
+is known. The relay reads the routing header, refuses a body over its action's
+limit, verifies the signature, and only then decodes the args, each by its spec
+here (``schema.decode`` checks type and length from the msgpack header before
+it copies anything). ``enroll`` is the one action whose args are decoded before
+a signature can be checked (they carry the key that signs it), so its body and
+fields are small. An arg that is not in this table is skipped unbuilt and never
+reaches the action: **adding an arg to an action means adding one line here**
+(``tests/test_hostile.py`` fails if relay code reads an arg this table lacks).
+
+Connection limits (timeouts, caps) are in ``connections.py``; stored-data
+quotas (unfinished uploads) are below, beside the args they bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import codec
+from ..errors import LimitError
+from ..schema import Bin, Bool, Int, ListOf, Opt, Spec, Str, Tuple  # noqa: F401 - Bool/Opt for new lines
+
+#: Largest HTTP request body (40 MiB): a sync carrying inline batches, or a bundle's batches.
+MAX_BODY = 40 * 1024 * 1024
+#: Largest upload or download piece.
+CHUNK_MAX = 256 * 1024
+#: Unfinished uploads older than this are dropped (a device resumes within hours, not days).
+UPLOAD_EXPIRE_MS = 24 * 3_600_000
+#: Bytes of unfinished uploads one device may hold at the relay.
+UPLOAD_QUOTA = 64 * 1024 * 1024
+
+_MSG = codec.DEFAULT_LIMITS.max_message  # 32 MiB: one batch or snapshot
+_EPOCH = Int(1, 2**32 - 1)
+_U63 = Int(0, 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action's largest body and its args (name -> spec); ``pre_auth``: args decoded before the signature."""
+
+    body: int
+    args: dict[str, Spec] = field(default_factory=dict)
+    pre_auth: bool = False
+
+
+ACTIONS: dict[str, Action] = {
+    "enroll": Action(body=16 * 1024, pre_auth=True, args={
+        "token": Bin(64, 16),
+        "author_pub": Bin(32, 32),
+        "transport_pub": Bin(32, 32),
+        "x25519_pub": Bin(32, 32),
+        "label": Str(64),
+    }),
+    "sync": Action(body=MAX_BODY, args={
+        "cursor": _U63,
+        "budget": _U63,
+        "batches": ListOf(Bin(_MSG), 20_000),
+        "roster_v": Opt(_U63),
+        "key": Tuple((_EPOCH, Bin(32))),  # [epoch, key id]
+        "grants": ListOf(Tuple((Bin(8, 8), _EPOCH, Bin(1024))), 10_000),  # [device, epoch, grant]
+        "snapshot": Tuple((_U63, Bin(_MSG))),  # [cursor, sealed snapshot]
+        "bundle": _U63,  # a bundle's counter (only inside a bundle)
+    }),
+    "upload": Action(body=CHUNK_MAX + 4096, args={
+        "seq": _U63,
+        "total": Int(0, _MSG),
+        "offset": Int(0, _MSG),
+        "chunk": Bin(CHUNK_MAX),
+        "sha256": Bin(32, 32),
+    }),
+    "download": Action(body=4096, args={
+        "rseq": _U63,
+        "offset": _U63,
+        "length": Int(1, 2**31),
+    }),
+}
+
+#: Largest body before the action is known (the first bytes name it; see ``body_limit``).
+HEAD_BYTES = 128
+
+
+def action_for(name: str) -> Action | None:
+    return ACTIONS.get(name)
+
+
+def check_body(name: str, size: int) -> None:
+    """Refuse a body over its action's limit, before any of it is decoded."""
+    act = ACTIONS.get(name)
+    if act is not None and size > act.body:
+        raise LimitError(f"a {name} request of {size} bytes is over the {act.body}-byte limit", code="protocol.limit")

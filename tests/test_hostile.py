@@ -1,0 +1,388 @@
+"""Hostile input before any signature: the relay stays small, answers plainly and changes nothing.
+
+Issue 10 measured what unauthenticated bytes used to cost: an enroll ``token`` sent as
+the msgpack integer 4·10⁹ allocated 3.96 GB; a 31 MiB body of nested arrays with a
+junk signature 2.47 GB; 20 gzip bodies 794 MB; 2,500 malformed requests left 250 MB
+behind; 150 idle sockets under a 128-descriptor limit blocked every real sync. These
+tests replay each attack against a real relay. The memory and descriptor tests run
+the relay in a subprocess, read its resident size from /proc, and lower its
+descriptor limit, while a real device syncs.
+"""
+
+from __future__ import annotations
+
+import ast
+import http.client
+import json
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgpack
+import pytest
+
+from relay_helpers import FAST_KDF, Team
+from hbw_sync import envelope
+from hbw_sync.client import Device
+from hbw_sync.client import sync as syncing
+from hbw_sync.server import admin, limits, relay
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSPHRASE = "orchid lantern 52 ferry"
+
+# -- raw requests ---------------------------------------------------------------------------
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None, path: str = "/v1") -> tuple[int, dict]:
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/x-hbw", **(headers or {})})
+        r = conn.getresponse()
+        data = r.read()
+    finally:
+        conn.close()
+    try:
+        return r.status, json.loads(data)
+    except ValueError:
+        return r.status, {"raw": len(data)}
+
+
+def frame(device: bytes, action: str, raw_args: bytes, sig: bytes = bytes(64), t: int | None = None) -> bytes:
+    """A request envelope around raw msgpack args, with the signature given (junk by default)."""
+    head = msgpack.packb(device) + msgpack.packb(relay.now_ms() if t is None else t) + msgpack.packb(os.urandom(16)) \
+        + msgpack.packb(action)
+    return b"HBWQ\x01" + b"\x95" + head + raw_args + sig
+
+
+def nested_arrays(size: int) -> bytes:
+    """An args map whose one value is ``size`` bytes of arrays of empty arrays (2 GB as Python lists)."""
+    inner = b"\xdc\xff\xff" + b"\x90" * 0xFFFF
+    n = size // len(inner)
+    return b"\x81\xa1x" + b"\xdd" + n.to_bytes(4, "big") + inner * n
+
+
+def enroll_args(token: object) -> bytes:
+    return msgpack.packb({"token": token, "author_pub": bytes(32), "transport_pub": bytes(32), "x25519_pub": bytes(32),
+                          "label": "x"})
+
+
+def signed(member, action: str, args: dict) -> bytes:
+    with Device.open(member.home) as dev:
+        body, _ = envelope.make_request(dev.transport_key(), dev.identity.device_id, action, args, relay.now_ms())
+    return body
+
+
+# -- each pre-auth field, wrong types and huge values ----------------------------------------
+
+HOSTILE = [
+    # (name, body builder given an enrolled device id, expected status, expected code)
+    ("enroll token as int 4e9", lambda d: frame(os.urandom(8), "enroll", enroll_args(4_000_000_000)),
+     400, "protocol.schema"),
+    ("enroll token as 1 MiB", lambda d: frame(os.urandom(8), "enroll", enroll_args(bytes(1 << 20))),
+     413, "protocol.limit"),
+    ("enroll token as a list", lambda d: frame(os.urandom(8), "enroll", enroll_args([1] * 1000)),
+     400, "protocol.schema"),
+    ("enroll label of 10 KB", lambda d: frame(os.urandom(8), "enroll", msgpack.packb(
+        {"token": bytes(16), "author_pub": bytes(32), "transport_pub": bytes(32), "x25519_pub": bytes(32),
+         "label": "é" * 5000})), 413, "protocol.limit"),
+    ("enroll key of 31 bytes", lambda d: frame(os.urandom(8), "enroll", msgpack.packb(
+        {"token": bytes(16), "author_pub": bytes(31), "transport_pub": bytes(32), "x25519_pub": bytes(32)})),
+     400, "protocol.schema"),
+    ("device id of 9 bytes", lambda d: b"HBWQ\x01\x95" + msgpack.packb(bytes(9)) + bytes(80), 400, "protocol.schema"),
+    ("device id as int 4e9", lambda d: b"HBWQ\x01\x95" + msgpack.packb(4_000_000_000) + bytes(80), 400,
+     "protocol.schema"),
+    ("action of 1 MiB", lambda d: b"HBWQ\x01\x95" + msgpack.packb(bytes(8)) + msgpack.packb(1)
+     + msgpack.packb(bytes(16)) + msgpack.packb("a" * (1 << 20)) + b"\x80" + bytes(64), 413, "protocol.limit"),
+    ("unknown action", lambda d: frame(d, "launch", b"\x80"), 400, "protocol.action"),
+    ("time as a string", lambda d: b"HBWQ\x01\x95" + msgpack.packb(d) + msgpack.packb("now") + bytes(80), 400,
+     "protocol.schema"),
+    ("sync from an unknown device, 31 MiB nested arrays", lambda d: frame(os.urandom(8), "sync", nested_arrays(31 << 20)),
+     403, "access.unknown_device"),
+    ("sync with a junk signature, 31 MiB nested arrays", lambda d: frame(d, "sync", nested_arrays(31 << 20)),
+     400, "integrity.signature"),
+    ("download of 1 MiB", lambda d: frame(d, "download", msgpack.packb({"rseq": bytes(1 << 20)})), 413,
+     "protocol.limit"),
+    ("upload of 2 MiB", lambda d: frame(d, "upload", msgpack.packb({"chunk": bytes(2 << 20)})), 413, "protocol.limit"),
+    ("body of 41 MiB", lambda d: frame(d, "sync", b"\x81\xa1x\xc6" + (41 << 20).to_bytes(4, "big") + bytes(41 << 20)),
+     413, "protocol.limit"),
+    ("not an envelope", lambda d: b"GET / HTTP/1.1\r\n" * 4, 400, "protocol.magic"),
+]
+
+
+@pytest.mark.parametrize("name,build,status,code", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_each_pre_auth_field_is_refused_plainly(team: Team, name, build, status, code) -> None:
+    amina = team.join("amina", "supervisor")
+    device = Device.open(amina.home).identity.device_id
+    got, err = post(team.url, build(device))
+    assert (got, err.get("code")) == (status, code), err
+    assert err["message"] and "Error" not in err["message"]
+    # nothing changed: the device still syncs, no new device or invite was recorded
+    assert amina.sync().ok
+    assert len(admin.devices(team.data)) == 1
+
+
+def test_compressed_bodies_are_refused_without_inflating(team: Team) -> None:
+    import gzip
+
+    amina = team.join("amina", "supervisor")
+    bomb = gzip.compress(bytes(40 << 20))  # 40 KB on the wire, 40 MiB inflated
+    for enc in ("gzip", "deflate", "br", "GZIP "):
+        status, err = post(team.url, bomb, {"Content-Encoding": enc})
+        assert (status, err["code"]) == (400, "protocol.encoding")
+        assert "not accepted" in err["message"]
+    status, _ = post(team.url, signed(amina, "sync", {"cursor": 0}), {"Content-Encoding": "identity"})
+    assert status == 200
+
+
+def test_grants_and_keys_are_type_checked_and_nothing_is_stored(team: Team) -> None:
+    dana, chidi = team.pair()
+    before = relay_rows(team, "SELECT COUNT(*) FROM grants")
+    bad = [
+        {"grants": [[b"12345678", "one", b"g"]]},
+        {"grants": [[b"123", 1, b"g"]]},
+        {"grants": [[b"12345678", 1, bytes(2000)]]},
+        {"grants": [b"garbage"]},
+        {"grants": {"a": 1}},
+        {"key": [1, "k"]},
+        {"snapshot": [b"x", b"y"]},
+        {"cursor": -1},
+        {"budget": "all"},
+        {"batches": [1, 2]},
+    ]
+    for args in bad:
+        status, err = post(team.url, signed(dana, "sync", {"cursor": 0, **args}))
+        assert status in (400, 413) and err["code"] in ("protocol.schema", "protocol.limit"), (args, err)
+    assert relay_rows(team, "SELECT COUNT(*) FROM grants") == before
+    assert dana.sync().ok
+
+
+def relay_rows(team: Team, sql: str) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(team.data / "relay.db")
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_every_arg_the_relay_reads_is_in_the_limits_table() -> None:
+    """One table to add an arg to: an arg read in relay.py but missing from limits.ACTIONS would never arrive."""
+    src = (ROOT / "hbw_sync/server/relay.py").read_text()
+    tree = ast.parse(src)
+    declared = {name for act in limits.ACTIONS.values() for name in act.args}
+    read: set[str] = set()
+    for node in ast.walk(tree):
+        # a.get("x"...) and a["x"] where a is the args dict (named `a` or req.args)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                and ast.unparse(node.func.value) in ("a", "req.args") and node.args \
+                and isinstance(node.args[0], ast.Constant):
+            read.add(node.args[0].value)
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("a", "req.args") \
+                and isinstance(node.slice, ast.Constant):
+            read.add(node.slice.value)
+    assert read, "the scan found no args: update this test with relay.py"
+    assert read <= declared, f"add these args to hbw_sync/server/limits.py ACTIONS: {sorted(read - declared)}"
+    assert set(relay.ACTIONS) == set(limits.ACTIONS), "each relay action needs its line in limits.ACTIONS"
+
+
+# -- a relay in a subprocess: memory and descriptors ---------------------------------------
+
+RELAY_SCRIPT = textwrap.dedent("""
+    import resource, sys
+    from pathlib import Path
+    from hbw_sync.server.app import RelayConfig
+    from hbw_sync.server.connections import ConnectionLimits
+    from hbw_sync.server.runner import serve
+    nofile = int(sys.argv[2])
+    if nofile:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    lim = ConnectionLimits(idle_timeout_s=float(sys.argv[3]), header_timeout_s=float(sys.argv[3]) / 2, sweep_s=0.2)
+    cfg = RelayConfig(data=Path(sys.argv[1]), port=0, access_log=False, connections=lim,
+                      body_grace_s=float(sys.argv[3]), body_stall_s=float(sys.argv[3]))
+    serve(cfg, ready=lambda url: print(url, flush=True))
+""")
+
+
+class RelayProcess:
+    """``hbw-relay serve`` in a subprocess (with a descriptor limit and timeouts for the test)."""
+
+    def __init__(self, data: Path, nofile: int = 0, timeout_s: float = 20.0):
+        self.proc = subprocess.Popen([sys.executable, "-c", RELAY_SCRIPT, str(data), str(nofile), str(timeout_s)],
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert self.url.startswith("http"), "the relay did not start"
+
+    def status(self, field: str) -> int:
+        """A /proc figure of the relay process in bytes (VmRSS now, VmHWM the peak)."""
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M)[1]) * 1024  # type: ignore[index]
+
+    def reset_peak(self) -> None:
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def _join(data: Path, url: str, home: Path, name: str, role: str = "supervisor") -> None:
+    code = admin.invite(data, name, role, url=url).encode()
+    syncing.join(home, code, PASSPHRASE, kdf=FAST_KDF)
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+
+MB = 1024 * 1024
+
+
+@needs_proc
+def test_relay_memory_stays_bounded_under_every_pre_auth_attack(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    admin.init(data, "District Finance")
+    r = RelayProcess(data)
+    try:
+        home = tmp_path / "amina"
+        _join(data, r.url, home, "amina")
+        assert syncing.sync(home, PASSPHRASE).ok
+        device = Device.open(home).identity.device_id
+        idle = r.status("VmRSS")
+        r.reset_peak()
+        for name, build, status, code in HOSTILE:
+            got, err = post(r.url, build(device))
+            assert got == status, (name, err)
+        import gzip
+        bomb = gzip.compress(bytes(40 << 20))
+        for _ in range(20):
+            assert post(r.url, bomb, {"Content-Encoding": "gzip"})[0] == 400
+        u = urlsplit(r.url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        for i in range(2500):  # malformed requests on one kept-alive connection
+            conn.request("POST", "/v1", body=os.urandom(100 + i % 300))
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status in (400, 403, 413)
+        conn.close()
+        peak, after = r.status("VmHWM"), r.status("VmRSS")
+        assert syncing.sync(home, PASSPHRASE).ok
+        assert peak - idle <= 50 * MB, f"peak {peak / MB:.0f} MB over idle {idle / MB:.0f} MB"
+        assert after - idle <= 20 * MB, f"after {after / MB:.0f} MB, idle {idle / MB:.0f} MB"
+    finally:
+        r.stop()
+
+
+def _attacker_socket(url: str, source: str = "127.0.0.2") -> socket.socket:
+    u = urlsplit(url)
+    s = socket.socket()
+    s.bind((source, 0))
+    s.connect((u.hostname, u.port))
+    return s
+
+
+def _open_hostile(url: str, n: int) -> list[socket.socket]:
+    """``n`` sockets from three other loopback addresses: half say nothing, half trickle a request head."""
+    held = []
+    sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    for i in range(n):
+        try:
+            s = _attacker_socket(url, sources[i % 3])
+        except OSError:
+            continue  # refused at the door: the cap works
+        if i % 2:
+            s.sendall(b"POST /v1 HTTP/1.1\r\nHost: x\r\n")
+        held.append(s)
+    return held
+
+
+@needs_proc
+def test_idle_and_trickling_connections_never_block_a_real_sync(tmp_path: Path) -> None:
+    """150 idle and trickling sockets, a relay limited to 128 descriptors, timeouts far away: a real sync works.
+
+    The relay's own timeouts (60 s) are longer than the sync's (20 s), so the sync
+    gets through only because idle connections make room for it, not because they expired.
+    """
+    data = tmp_path / "relay"
+    admin.init(data, "District Finance")
+    r = RelayProcess(data, nofile=128, timeout_s=60.0)
+    held: list[socket.socket] = []
+    try:
+        home = tmp_path / "amina"
+        _join(data, r.url, home, "amina")
+        held = _open_hostile(r.url, 150)
+        assert len(held) >= 100
+        for _ in range(3):
+            assert syncing.sync(home, PASSPHRASE, timeout=20).ok
+        assert len(list(Path(f"/proc/{r.proc.pid}/fd").iterdir())) < 128
+    finally:
+        for s in held:
+            s.close()
+        r.stop()
+
+
+@needs_proc
+def test_idle_trickling_and_stalled_connections_are_closed(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    admin.init(data, "District Finance")
+    r = RelayProcess(data, timeout_s=2.0)
+    held: list[socket.socket] = []
+    try:
+        held = _open_hostile(r.url, 20)
+        slow = _attacker_socket(r.url)  # a stalled body: a complete head, one byte, then nothing
+        slow.sendall(b"POST /v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nH")
+        held.append(slow)
+        for s in held:  # the relay closes each one (its limits are 2 s; the wait here is a bound, not a figure)
+            s.settimeout(60)
+            try:
+                while s.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass  # reset by the relay: closed as well
+        assert slow is held[-1]
+    finally:
+        for s in held:
+            s.close()
+        r.stop()
+
+
+def test_connection_caps_per_address_and_under_the_descriptor_limit() -> None:
+    from hbw_sync.server.connections import ConnectionGuard, ConnectionLimits, _Conn
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    g = ConnectionGuard(ConnectionLimits(per_address=3, max_connections=5))
+    assert g.cap == min(5, soft - 64)
+
+    class FakeTransport:
+        def __init__(self, ip: str):
+            self.ip, self.closed = ip, False
+
+        def get_extra_info(self, k):
+            return (self.ip, 1)
+
+        def abort(self):
+            self.closed = True
+
+        def get_write_buffer_size(self):
+            return 0
+
+    def connect(ip: str) -> tuple[_Conn, FakeTransport]:
+        c = _Conn(g, type("P", (), {"connection_made": lambda *a: None})())
+        c.transport = t = FakeTransport(ip)
+        c.address = ip
+        return c, t
+
+    conns = [connect("10.0.0.1") for _ in range(4)]
+    admitted = [g.admit(c) for c, _ in conns]
+    assert admitted == [True, True, True, False]  # per address
+    g.begin(conns[0][1])  # busy: never evicted
+    others = [connect(f"10.0.0.{i}") for i in (2, 3, 4)]
+    assert [g.admit(c) for c, _ in others] == [True, True, True]  # the third evicts the idlest
+    assert conns[1][1].closed and not conns[0][1].closed
+    assert g.stats()["evicted"] == 1 and len(g.conns) == 5
