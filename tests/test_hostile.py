@@ -386,3 +386,45 @@ def test_connection_caps_per_address_and_under_the_descriptor_limit() -> None:
     assert [g.admit(c) for c, _ in others] == [True, True, True]  # the third evicts the idlest
     assert conns[1][1].closed and not conns[0][1].closed
     assert g.stats()["evicted"] == 1 and len(g.conns) == 5
+
+
+# -- unfinished uploads ---------------------------------------------------------------------
+
+
+def test_unfinished_uploads_expire_and_count_against_a_per_device_quota(team: Team, monkeypatch) -> None:
+    """A member's device sends pieces of uploads it never finishes: they are bounded, then dropped."""
+    import asyncio
+
+    amina = team.join("amina", "supervisor")
+    monkeypatch.setattr(limits, "UPLOAD_QUOTA", 1 << 20)  # 1 MiB, so the test sends 4 MiB, not 256 MiB
+
+    def piece(seq: int, offset: int = 0) -> dict:
+        return {"seq": seq, "total": 1 << 20, "offset": offset, "chunk": os.urandom(256 << 10),
+                "sha256": bytes(32)}
+
+    def send(args: dict) -> dict:
+        with Device.open(amina.home) as dev:
+            body, nonce = envelope.make_request(dev.transport_key(), dev.identity.device_id, "upload", args,
+                                                relay.now_ms())
+        raw = asyncio.run(syncing.post(team.url, body, 30))
+        return envelope.parse_response(raw, Device.open(amina.home).store.meta("relay_public"), nonce).result
+
+    def held() -> int:
+        return relay_rows(team, "SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks")
+
+    for seq in range(1000, 1016):  # 16 abandoned uploads of 256 KiB: 4 MiB sent
+        assert send(piece(seq))["offset"] == 256 << 10
+        assert held() <= 1 << 20
+    assert held() == 1 << 20
+    # the newest upload goes on where it stopped; the oldest were dropped to make room
+    assert send({"seq": 1015, "total": 1 << 20, "sha256": bytes(32)})["offset"] == 256 << 10
+    assert send({"seq": 1000, "total": 1 << 20, "sha256": bytes(32)})["offset"] == 0
+    # a day later, whatever is left unfinished is gone at the next upload
+    import sqlite3
+    conn = sqlite3.connect(team.data / "relay.db")
+    conn.execute("UPDATE upload_chunks SET created_ms = created_ms - ?", (limits.UPLOAD_EXPIRE_MS + 1,))
+    conn.commit()
+    conn.close()
+    send({"seq": 2000, "total": 1 << 20, "sha256": bytes(32)})
+    assert held() == 0
+    assert amina.sync().ok

@@ -391,6 +391,8 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     where to go on from, so a link that dropped at 90 % resumes at 90 %.
     """
     _member, _role, author_pub = authenticate(conn, req, now)
+    # Unfinished uploads expire: a device resumes within hours; pieces left for a day are abandoned.
+    conn.execute("DELETE FROM upload_chunks WHERE created_ms < ?", (now - limits.UPLOAD_EXPIRE_MS,))
     a = req.args
     seq, total, offset, chunk = a.get("seq"), a.get("total"), a.get("offset", 0), a.get("chunk")
     if type(seq) is not int or type(total) is not int or type(offset) is not int:
@@ -411,8 +413,9 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         return {"offset": have}
     if not isinstance(chunk, bytes) or not chunk or len(chunk) > CHUNK_MAX or have + len(chunk) > total:
         raise ProtocolError("malformed upload piece", code="protocol.schema")
-    conn.execute("INSERT INTO upload_chunks (device, seq, offset, total, data) VALUES (?, ?, ?, ?, ?)",
-                 (req.device, seq, offset, total, chunk))
+    _make_room(conn, req.device, seq, len(chunk))
+    conn.execute("INSERT INTO upload_chunks (device, seq, offset, total, data, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                 (req.device, seq, offset, total, chunk, now))
     have += len(chunk)
     if have < total:
         return {"offset": have}
@@ -424,6 +427,26 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     except HbwError as e:
         return {"offset": 0, "reject": e.to_dict()}
     return {"offset": total, "ack": ack}
+
+
+def _make_room(conn: sqlite3.Connection, device: bytes, seq: int, size: int) -> None:
+    """Keep a device's unfinished uploads under ``limits.UPLOAD_QUOTA``: its oldest other uploads go first.
+
+    Why evict rather than refuse: an honest device uploads one batch at a time (at most
+    32 MiB), so only abandoned pieces fill the quota, and they are restarted if still wanted.
+    """
+    def used() -> int:
+        return conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks WHERE device = ?",
+                            (device,)).fetchone()[0]
+
+    if used() + size <= limits.UPLOAD_QUOTA:
+        return
+    for (old,) in conn.execute("SELECT seq FROM upload_chunks WHERE device = ? AND seq != ? GROUP BY seq"
+                               " ORDER BY MIN(created_ms)", (device, seq)).fetchall():
+        conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (device, old))
+        if used() + size <= limits.UPLOAD_QUOTA:
+            return
+    raise LimitError("this device's unfinished uploads are over the relay's quota", code="protocol.quota")
 
 
 def download(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
