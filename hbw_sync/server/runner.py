@@ -25,10 +25,13 @@ class GuardedSite(web.TCPSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
-        app = self._runner.app  # type: ignore[attr-defined]
+        guard = self._runner.app[GUARD]  # type: ignore[attr-defined]
+        # asyncio accepts up to `backlog` sockets in one go before the guard can close any of
+        # them: keep that burst inside the descriptors the guard holds in reserve.
+        backlog = max(8, min(self._backlog, guard.limits.reserve // 2))
         self._server = await loop.create_server(
-            app[GUARD].factory(self._runner.server), self._host, self._port,  # type: ignore[arg-type]
-            ssl=self._ssl_context, backlog=self._backlog, reuse_address=self._reuse_address,
+            guard.factory(self._runner.server), self._host, self._port,  # type: ignore[arg-type]
+            ssl=self._ssl_context, backlog=backlog, reuse_address=self._reuse_address,
             reuse_port=self._reuse_port)
 
 
