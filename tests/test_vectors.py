@@ -387,7 +387,7 @@ def test_spec_http_status_table_matches_code():
 def test_spec_states_the_constants_the_code_has():
     from hbw_sync.client import bundles as client_bundles
     from hbw_sync.client import sync as client_sync
-    from hbw_sync.server import app, relay
+    from hbw_sync.server import app, limits, relay
 
     text = SPEC.read_text(encoding="utf-8")
     consts = {
@@ -399,6 +399,8 @@ def test_spec_states_the_constants_the_code_has():
         "CHUNK_MAX": relay.CHUNK_MAX,
         "SNAPSHOT_EVERY": relay.SNAPSHOT_EVERY,
         "MAX_BODY": app.MAX_BODY,
+        "UPLOAD_QUOTA": limits.UPLOAD_QUOTA,
+        "UPLOAD_EXPIRE_MS": limits.UPLOAD_EXPIRE_MS,
         "CLIENT_CHUNK": client_sync.CHUNK,
         "MIN_UPLOAD_RATE": client_sync.MIN_UPLOAD_RATE,
         "MAX_BUNDLE": bundle_fmt.MAX_BUNDLE,

@@ -12,6 +12,7 @@ from ..cli_common import HbwGroup, emit, json_option
 from ..client.views import iso_ms
 from . import admin
 from .app import RelayConfig
+from .connections import ConnectionLimits
 from .runner import serve as run_server
 
 DATA_HELP = "Relay data directory (database and relay key; env HBW_RELAY_DATA)."
@@ -55,8 +56,10 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--auto-rebalance", help="Also rebalance (and apply) every INTERVAL, e.g. 1h; off by default.")
 @click.option("--stale-after", default="72h", show_default=True, help="Unreachable threshold for --auto-rebalance.")
+@click.option("--max-per-address", default=ConnectionLimits.per_address, show_default=True, type=click.IntRange(1),
+              help="Connections one IP address may hold (raise it if many devices share one address, e.g. a NAT).")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
-          stale_after: str) -> None:
+          stale_after: str, max_per_address: int) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -72,7 +75,8 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         admin.set_tls_certificate(data, Path(tls_cert))
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
-                      stale_hours=parse_hours(stale_after))
+                      stale_hours=parse_hours(stale_after),
+                      connections=ConnectionLimits(per_address=max_per_address))
     run_server(cfg, ctx,
                ready=lambda url: click.echo(f"hbw-relay listening on {url}", err=True))
 
