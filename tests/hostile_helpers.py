@@ -92,6 +92,14 @@ HOSTILE = [
      "protocol.schema"),
     ("action of 1 MiB", lambda d: b"HBWQ\x01\x95" + msgpack.packb(bytes(8)) + msgpack.packb(1)
      + msgpack.packb(bytes(16)) + msgpack.packb("a" * (1 << 20)) + b"\x80" + bytes(64), 413, "protocol.limit"),
+    ("nonce of 1 MiB", lambda d: b"HBWQ\x01\x95" + msgpack.packb(d) + msgpack.packb(1) + msgpack.packb(bytes(1 << 20))
+     + bytes(80), 413, "protocol.limit"),
+    ("time as a float", lambda d: b"HBWQ\x01\x95" + msgpack.packb(d) + msgpack.packb(1e300) + bytes(80), 400,
+     "protocol.schema"),
+    ("time of 2**64 - 1", lambda d: frame(d, "sync", b"\x80", t=2**64 - 1), 403, "access.clock"),
+    ("args as a 4e9-long array header", lambda d: frame(d, "enroll", b"\xdd\xee\x6b\x28\x00"), 400,
+     "protocol.schema"),
+    ("args map of 4e9 keys", lambda d: frame(d, "enroll", b"\xdf\xee\x6b\x28\x00"), 413, "protocol.limit"),
     ("unknown action", lambda d: frame(d, "launch", b"\x80"), 400, "protocol.action"),
     ("time as a string", lambda d: b"HBWQ\x01\x95" + msgpack.packb(d) + msgpack.packb("now") + bytes(80), 400,
      "protocol.schema"),

@@ -34,6 +34,8 @@ from typing import Any, Callable
 class ConnectionLimits:
     idle_timeout_s: float = 20.0
     header_timeout_s: float = 10.0
+    #: An answer still going out may make no progress this long (a 3G link stalls; the client allows 60 s).
+    drain_timeout_s: float = 60.0
     per_address: int = 64
     max_connections: int = 4096
     reserve: int = 64  # descriptors kept for SQLite, the WAL, logs and accept itself
@@ -168,7 +170,10 @@ class ConnectionGuard:
                 c.idle_since = now
                 continue
             c.out_buffer = buffered
-            limit = lim.header_timeout_s if c.got_bytes else lim.idle_timeout_s
+            if buffered:
+                limit = lim.drain_timeout_s
+            else:
+                limit = lim.header_timeout_s if c.got_bytes else lim.idle_timeout_s
             if now - c.idle_since > limit:
                 self.timed_out += 1
                 self.release(c)
