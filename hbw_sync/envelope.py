@@ -165,9 +165,14 @@ def make_response(key: crypto.DeviceKey, nonce: bytes, result: dict[str, Any], n
 
 
 def open_response(data: bytes, relay_public: bytes, limits: codec.Limits = ENVELOPE_LIMITS) -> Response:
-    """Verify that the pinned relay signed a response; the caller checks which request it answers."""
-    body, signed, sig = _split(data, TYPE_RESPONSE, limits)
+    """Verify that the pinned relay signed a response; the caller checks which request it answers.
+
+    The signature is checked on the raw bytes before the body is decoded: without TLS,
+    anyone on the path can answer, and 30 MiB of nested arrays must cost a device nothing.
+    """
+    signed, sig = _split_raw(data, TYPE_RESPONSE, limits.max_message)
     crypto.verify(relay_public, sig, signed, what="relay's response")
+    body = codec.unpack(signed[5:], limits)
     if not (isinstance(body, list) and len(body) == 3 and isinstance(body[2], dict) and isinstance(body[0], bytes)):
         raise ProtocolError("malformed response", code="protocol.schema")
     return Response(body[0], body[1], body[2])
