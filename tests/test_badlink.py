@@ -312,7 +312,6 @@ def test_slow_link_sync_completes_and_is_correct(tmp_path: Path, link: Toxics) -
         if link.rate:
             # the throttle was real: at least the time the bytes need at that rate, plus one latency each way
             assert elapsed >= moved / link.rate + 2 * link.latency_ms / 1000 * 0.9, (elapsed, moved)
-        assert elapsed < 60, elapsed  # it finished (a generous bound: CI machines are noisy)
         recover(w)
         assert_converged(w, f"slow link {link}")
 
