@@ -8,7 +8,7 @@ decode to 2 GB of Python lists. Here a ``Spec`` says what each field may be
 (``Bin(32)``, ``ListOf(Bin(8), 64)``); the decoder reads the 1-9 byte header,
 refuses a wrong type or an over-long length, and only then copies the
 payload, so the memory spent is bounded by the spec, never by the peer.
-Unknown map keys are skipped by msgpack's C skipper, which builds nothing.
+Unknown map keys are skipped header by header, building and copying nothing.
 
 Sans-IO: bytes in, values or a ``ProtocolError``/``LimitError`` out.
 """
@@ -18,8 +18,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from typing import Any, Union
-
-import msgpack
 
 from .errors import LimitError, ProtocolError
 
@@ -125,16 +123,33 @@ def header(buf: bytes, pos: int) -> tuple[str, int, int]:
     return "ext", 0, pos  # ext types (0xC7-0xC9, 0xD4-0xD8) and 0xC1 are never valid here
 
 
-def skip(buf: bytes, pos: int, max_items: int = 100_000) -> int:
-    """Position after the object at ``pos``, skipped by msgpack's C code without building it."""
-    up = msgpack.Unpacker(raw=True, max_buffer_size=len(buf) - pos + 1, max_array_len=max_items,
-                          max_map_len=max_items, max_ext_len=0, strict_map_key=False)
-    up.feed(memoryview(buf)[pos:])
-    try:
-        up.skip()
-    except Exception as e:  # noqa: BLE001 - truncation, depth, caps: all one answer
-        raise ProtocolError(f"malformed msgpack ({type(e).__name__})", code="protocol.msgpack") from None
-    return pos + up.tell()
+def skip(buf: bytes, pos: int, max_objects: int = 100_000) -> int:
+    """Position after the object at ``pos``, walked header by header: nothing is built or copied.
+
+    A bin or str is skipped by its length; containers count their items. An unknown arg
+    is meant to be small (an optional field a newer device sends), so a value of more than
+    ``max_objects`` objects is refused rather than walked.
+    """
+    pending = 1
+    seen = 0
+    while pending:
+        kind, v, pos = header(buf, pos)
+        pending -= 1
+        seen += 1
+        if seen > max_objects:
+            raise LimitError(f"an unknown value of more than {max_objects} objects", code="protocol.limit")
+        if kind in ("bin", "str"):
+            _need(buf, pos, v)
+            pos += v
+        elif kind == "array":
+            pending += v
+        elif kind == "map":
+            pending += 2 * v
+        elif kind == "ext":
+            raise ProtocolError("msgpack extension types are not allowed", code="protocol.msgpack")
+        if pending > len(buf) - pos:  # each pending object needs at least one byte
+            raise ProtocolError("truncated msgpack", code="protocol.msgpack")
+    return pos
 
 
 def decode(spec: Spec, buf: bytes, pos: int, what: str) -> tuple[Any, int]:

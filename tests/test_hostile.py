@@ -271,3 +271,13 @@ def test_unfinished_uploads_expire_and_count_against_a_per_device_quota(team: Te
     send({"seq": 2000, "total": 1 << 20, "sha256": bytes(32)})
     assert held() == 0
     assert amina.sync().ok
+
+
+def test_unknown_args_are_skipped_unbuilt_and_bounded(team: Team) -> None:
+    """Optional args a newer device may send are ignored; a huge structure under one is refused."""
+    amina = team.join("amina", "supervisor")
+    status, _ = post(team.url, signed(amina, "sync", {"cursor": 0, "future": bytes(1 << 20), "note": {"a": [1, 2]}}))
+    assert status == 200
+    status, err = post(team.url, signed(amina, "sync", {"cursor": 0, "future": [[]] * 200_000}))
+    assert (status, err["code"]) == (413, "protocol.limit")
+    assert amina.sync().ok

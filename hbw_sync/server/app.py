@@ -146,13 +146,15 @@ async def read_body(request: web.Request, max_body: int, cap_for: Any = None) ->
         deadline = t0 + cfg.body_grace_s + got / cfg.min_body_rate
         wait = min(cfg.body_stall_s, deadline - loop.time())
         if wait <= 0:
-            raise TransientError(f"the request body arrived too slowly ({got} bytes); the connection was closed",
-                                 code="transient.slow_body", hint="retry on a better link")
+            raise TransientError(f"the request arrived too slowly ({got} bytes in {loop.time() - t0:.0f} s); "
+                                 "the relay stopped waiting and stored nothing of it",
+                                 code="transient.slow_body", hint="the next sync tries again")
         try:
             chunk = await asyncio.wait_for(request.content.readany(), wait)
         except asyncio.TimeoutError:
-            raise TransientError(f"the request body stalled after {got} bytes; the connection was closed",
-                                 code="transient.slow_body", hint="retry on a better link") from None
+            raise TransientError(f"the request stopped arriving after {got} bytes; "
+                                 "the relay stopped waiting and stored nothing of it",
+                                 code="transient.slow_body", hint="the next sync tries again") from None
         if not chunk:
             break
         got += len(chunk)
@@ -171,14 +173,14 @@ async def read_body(request: web.Request, max_body: int, cap_for: Any = None) ->
 
 
 async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str,
-                 max_body: int | None = None, cap_for: Any = None) -> web.StreamResponse:
+                 cap_for: Any = None) -> web.StreamResponse:
     """Read a body, run ``handler`` in the writer, answer its bytes; one error mapping, metrics and log line."""
     app = request.app
     m = app[METRICS]
     t0 = time.perf_counter()
     action, status, device = default_action, 200, "-"
     try:
-        body = await read_body(request, max_body or app[CONFIG].max_body, cap_for)
+        body = await read_body(request, app[CONFIG].max_body, cap_for)
         m.bytes_in += len(body)
         out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
