@@ -47,10 +47,14 @@ class Request:
     nonce: bytes
     action: str
     args: dict[str, Any]
-    signed: bytes
+    signed: bytes | memoryview
     signature: bytes
+    #: The transport key this request's signature was already checked with (``open_request``).
+    verified_with: bytes | None = None
 
     def verify(self, public_key: bytes) -> None:
+        if self.verified_with is not None and self.verified_with == public_key:
+            return  # checked before the args were decoded; a 30 MiB body is not hashed twice
         crypto.verify(public_key, self.signature, self.signed, what="request")
 
 
@@ -141,12 +145,18 @@ def peek_request(data: bytes | bytearray, max_message: int = codec.DEFAULT_LIMIT
     return RequestHead(device, t, nonce, action, at, signed, sig)
 
 
-def open_request(head: RequestHead, fields: dict[str, schema.Spec], max_keys: int = 64) -> Request:
-    """Decode a peeked request's args by their specs (unknown keys skipped unbuilt); trailing bytes refused."""
+def open_request(head: RequestHead, fields: dict[str, schema.Spec], max_keys: int = 64,
+                 verified_with: bytes | None = None) -> Request:
+    """Decode a peeked request's args by their specs (unknown keys skipped unbuilt); trailing bytes refused.
+
+    ``verified_with``: the public key ``head.verify`` already succeeded with, so that the
+    action's own ``req.verify`` with the same key does not check the signature again.
+    """
     args, end = schema.decode_map(fields, head.signed, head.args_at, "args", max_keys)
     if end != len(head.signed):
         raise ProtocolError("trailing bytes after the msgpack object", code="protocol.trailing")
-    return Request(head.device, head.time_ms, head.nonce, head.action, args, head.signed, head.signature)
+    return Request(head.device, head.time_ms, head.nonce, head.action, args, head.signed, head.signature,
+                   verified_with)
 
 
 def check_fresh(req: Request | RequestHead, now_ms: int, max_skew_ms: int = MAX_REQUEST_SKEW_MS) -> None:

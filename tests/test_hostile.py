@@ -73,6 +73,10 @@ def test_grants_and_keys_are_type_checked_and_nothing_is_stored(team: Team) -> N
     for args in bad:
         status, err = post(team.url, signed(dana, "sync", {"cursor": 0, **args}))
         assert status in (400, 413) and err["code"] in ("protocol.schema", "protocol.limit"), (args, err)
+    # well-typed, but for no enrolled device or no known epoch: answered, not kept
+    for g in ([b"12345678", 1, b"g"], [Device.open(chidi.home).identity.device_id, 99, b"g"]):
+        status, _ = post(team.url, signed(dana, "sync", {"cursor": 0, "grants": [g]}))
+        assert status == 200
     assert relay_rows(team, "SELECT COUNT(*) FROM grants") == before
     assert dana.sync().ok
 

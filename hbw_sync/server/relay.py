@@ -353,7 +353,10 @@ def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str,
 def _store_grant(conn: sqlite3.Connection, g: Any, device: bytes, role: str, now: int) -> None:
     if role != "supervisor":
         raise AccessError("only a supervisor's device may share the team key", code="access.role")
-    target, epoch, data = g
+    target, epoch, data = g  # typed by limits.ACTIONS: [bin 8, epoch, bin <= 1 KiB]
+    if conn.execute("SELECT 1 FROM devices WHERE device = ?", (target,)).fetchone() is None or \
+            conn.execute("SELECT 1 FROM keys WHERE epoch = ?", (epoch,)).fetchone() is None:
+        return  # for no enrolled device, or no known epoch: nothing worth keeping
     conn.execute("INSERT OR IGNORE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, ?, ?)",
                  (target, epoch, data, now))
 
@@ -499,7 +502,7 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | 
         raise AccessError("this bundle comes from a device that is not enrolled", code="access.unknown_device")
     last, x_pub, member, transport_pub = row
     head.verify(transport_pub)  # anyone can seal to the relay: say nothing about a device before this
-    req = envelope.open_request(head, limits.ACTIONS["sync"].args)
+    req = envelope.open_request(head, limits.ACTIONS["sync"].args, verified_with=transport_pub)
     counter = req.args["bundle"]
     if last is not None and counter < last:
         raise AccessError(f"bundle {counter} from {member} is older than one already ingested: nothing changed",
@@ -533,6 +536,7 @@ def open_request(conn: sqlite3.Connection, body: bytes | bytearray, now: int) ->
     if spec is None or head.action not in ACTIONS:
         raise ProtocolError(f"unknown action {head.action!r}", code="protocol.action")
     limits.check_body(head.action, len(body))
+    key = None
     if not spec.pre_auth:
         envelope.check_fresh(head, now)
         row = conn.execute("SELECT transport_pub FROM devices WHERE device = ?", (head.device,)).fetchone()
@@ -540,7 +544,8 @@ def open_request(conn: sqlite3.Connection, body: bytes | bytearray, now: int) ->
             raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
                               hint="join with an invite: hbw-sync join INVITE")
         head.verify(row[0])
-    return envelope.open_request(head, spec.args)
+        key = row[0]
+    return envelope.open_request(head, spec.args, verified_with=key)
 
 
 def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
