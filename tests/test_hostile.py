@@ -168,6 +168,12 @@ def test_idle_and_trickling_connections_never_block_a_real_sync(tmp_path: Path) 
         for _ in range(3):
             assert syncing.sync(home, PASSPHRASE, timeout=20).ok
         assert len(list(Path(f"/proc/{r.proc.pid}/fd").iterdir())) < 128
+        import urllib.request
+        text = urllib.request.urlopen(r.url + "/metrics", timeout=30).read().decode()
+        figures = dict(line.split() for line in text.splitlines() if line.startswith("hbw_connections_"))
+        assert int(figures["hbw_connections_cap"]) == 128 - 64
+        assert int(figures["hbw_connections_refused_total"]) + int(figures["hbw_connections_evicted_total"]) > 0
+        assert int(figures["hbw_connections_open"]) <= 64
     finally:
         for s in held:
             s.close()

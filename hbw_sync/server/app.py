@@ -68,7 +68,7 @@ class Metrics:
             if seconds <= b:
                 self.buckets[b] += 1
 
-    def render(self, commits: int) -> str:
+    def render(self, commits: int, connections: dict[str, int] | None = None) -> str:
         lines = [
             "# HELP hbw_requests_total Requests by action and HTTP status.",
             "# TYPE hbw_requests_total counter",
@@ -91,8 +91,17 @@ class Metrics:
         lines.append(f'hbw_sync_seconds_bucket{{le="+Inf"}} {self.latency_count}')
         lines.append(f"hbw_sync_seconds_sum {self.latency_sum:.6f}")
         lines.append(f"hbw_sync_seconds_count {self.latency_count}")
+        for name, value in (connections or {}).items():  # ConnectionGuard.stats()
+            kind = "gauge" if name in ("open", "cap") else "counter"
+            metric = f"hbw_connections_{name}" + ("_total" if kind == "counter" else "")
+            lines += [f"# HELP {metric} Connections: {_CONN_HELP[name]}.", f"# TYPE {metric} {kind}", f"{metric} {value}"]
         return "\n".join(lines) + "\n"
 
+
+_CONN_HELP = {"open": "open now", "cap": "most held at once (under the descriptor limit)",
+              "refused": "closed at once (over the per-address cap, or all busy)",
+              "evicted": "idle ones closed to make room for a new one",
+              "timed_out": "closed for sending nothing, or a request head too slowly"}
 
 WRITER = web.AppKey("writer", db.Writer)
 IDENTITY = web.AppKey("identity", relay.RelayIdentity)
@@ -237,7 +246,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits),
+    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits, request.app[GUARD].stats()),
                         content_type="text/plain", charset="utf-8")
 
 
