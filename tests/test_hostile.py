@@ -291,3 +291,21 @@ def test_unknown_args_are_skipped_unbuilt_and_bounded(team: Team) -> None:
     status, err = post(team.url, signed(amina, "sync", {"cursor": 0, "future": [[]] * 200_000}))
     assert (status, err["code"]) == (413, "protocol.limit")
     assert amina.sync().ok
+
+
+def test_a_huge_file_given_as_a_bundle_is_not_read_whole(team: Team, tmp_path: Path) -> None:
+    """A bundle comes by email or USB stick: a 1 GiB file (sparse here) is refused after 64 MiB + 1 byte."""
+    from hbw_sync.client import bundles
+    from hbw_sync.errors import LimitError
+
+    amina = team.join("amina", "supervisor")
+    huge = tmp_path / "huge.hbw"
+    with open(huge, "wb") as f:
+        f.truncate(1 << 30)
+    with pytest.raises(LimitError) as e:
+        admin.ingest_bundle(team.data, huge, tmp_path / "out")
+    assert "nothing changed" in e.value.message
+    with pytest.raises(LimitError):
+        bundles.import_bundle(amina.home, huge, amina.passphrase)
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())  # no reply written
