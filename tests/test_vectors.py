@@ -490,6 +490,22 @@ def test_invalid_envelope(v):
     assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
 
 
+@pytest.mark.parametrize("v", by_name(ENVELOPES["relay_order"]))
+def test_relay_reads_a_request_in_the_bounded_order(v):
+    """Signature before args, args by their spec (PROTOCOL.md §12 "Bounded before trusted")."""
+    from hbw_sync.server import relay
+
+    enrolled = {bytes.fromhex(d): bytes.fromhex(k) for d, k in v["enrolled"].items()}
+    data = bytes.fromhex(v["envelope"])
+    if v["expected_code"] is None:
+        req = relay.open_request(data, v["now_ms"], enrolled.get)
+        assert sorted(req.args) == v["expected_arg_names"]
+        return
+    with pytest.raises(HbwError) as info:
+        relay.open_request(data, v["now_ms"], enrolled.get)
+    assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
 def test_invalid_envelopes_cover_the_rules():
     codes = {(v["kind"], v["expected_code"]) for v in ENVELOPES["invalid"]}
     assert codes >= {

@@ -20,7 +20,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import batch as wire
 from .. import codec, crypto, envelope
@@ -522,14 +522,15 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | 
 ACTIONS = {"enroll": enroll, "sync": sync, "upload": upload, "download": download}
 
 
-def open_request(conn: sqlite3.Connection, body: bytes | bytearray, now: int) -> envelope.Request:
+def open_request(body: bytes | bytearray, now: int, transport_key: Callable[[bytes], bytes | None]) -> envelope.Request:
     """A request whose signature is checked before its args are decoded (``enroll``: decoded within tight limits).
 
     Order: frame and routing header (about 80 bytes), the action's body limit,
-    then, except for ``enroll``, freshness, the enrolled device's key and the
-    signature; only then the args, each by its spec in ``limits.ACTIONS``.
-    Junk from anyone costs the relay the body it sent, nothing proportional to
-    the numbers inside it.
+    then, except for ``enroll``, freshness, the enrolled device's key
+    (``transport_key(device_id)``, None if not enrolled) and the signature; only
+    then the args, each by its spec in ``limits.ACTIONS``. Junk from anyone costs
+    the relay the body it sent, nothing proportional to the numbers inside it.
+    ``envelopes.json`` "relay_order" holds vectors of this order.
     """
     head = envelope.peek_request(body)
     spec = limits.action_for(head.action)
@@ -539,18 +540,22 @@ def open_request(conn: sqlite3.Connection, body: bytes | bytearray, now: int) ->
     key = None
     if not spec.pre_auth:
         envelope.check_fresh(head, now)
-        row = conn.execute("SELECT transport_pub FROM devices WHERE device = ?", (head.device,)).fetchone()
-        if row is None:
+        key = transport_key(head.device)
+        if key is None:
             raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
                               hint="join with an invite: hbw-sync join INVITE")
-        head.verify(row[0])
-        key = row[0]
+        head.verify(key)
     return envelope.open_request(head, spec.args, verified_with=key)
+
+
+def _transport_key(conn: sqlite3.Connection, device: bytes) -> bytes | None:
+    row = conn.execute("SELECT transport_pub FROM devices WHERE device = ?", (device,)).fetchone()
+    return None if row is None else row[0]
 
 
 def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
     """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
-    req = open_request(conn, body, now)
+    req = open_request(body, now, lambda device: _transport_key(conn, device))
     result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
     acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
     stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
