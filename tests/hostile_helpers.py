@@ -31,9 +31,10 @@ MB = 1024 * 1024
 # -- raw requests ---------------------------------------------------------------------------
 
 
-def post(url: str, body: bytes, headers: dict[str, str] | None = None, path: str = "/v1") -> tuple[int, dict]:
+def post(url: str, body: bytes, headers: dict[str, str] | None = None, path: str = "/v1",
+         source: str | None = None) -> tuple[int, dict]:
     u = urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60, source_address=(source, 0) if source else None)
     try:
         conn.request("POST", path, body=body, headers={"Content-Type": "application/x-hbw", **(headers or {})})
         r = conn.getresponse()
@@ -41,7 +42,7 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None, path: str
     finally:
         conn.close()
     try:
-        return r.status, json.loads(data)
+        return r.status, {**json.loads(data), "retry_after": r.getheader("Retry-After")}
     except ValueError:
         return r.status, {"raw": len(data)}
 

@@ -309,3 +309,45 @@ def test_a_huge_file_given_as_a_bundle_is_not_read_whole(team: Team, tmp_path: P
         bundles.import_bundle(amina.home, huge, amina.passphrase)
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir())  # no reply written
+
+
+@needs_proc
+def test_many_large_bodies_at_once_are_bounded_together(tmp_path: Path) -> None:
+    """Eight 20 MiB junk-signed bodies at once from one address: at most 48 MiB of them are held."""
+    import threading
+
+    data = tmp_path / "relay"
+    admin.init(data, "District Finance")
+    r = RelayProcess(data)
+    try:
+        home = tmp_path / "amina"
+        join_device(data, r.url, home, "amina")
+        assert syncing.sync(home, PASSPHRASE).ok
+        with Device.open(home) as dev:
+            device = dev.identity.device_id
+        from hostile_helpers import frame, nested_arrays
+        body = frame(device, "sync", nested_arrays(20 << 20))
+        idle = r.status("VmRSS")
+        r.reset_peak()
+        outcomes: list[object] = []
+
+        def attack() -> None:
+            try:
+                status, err = post(r.url, body, source="127.0.0.2")
+                outcomes.append((status, err.get("code"), err.get("retry_after")))
+            except OSError as e:  # refused mid-body: the relay closed the connection
+                outcomes.append(type(e).__name__)
+
+        threads = [threading.Thread(target=attack) for _ in range(8)]
+        for t in threads:
+            t.start()
+        assert syncing.sync(home, PASSPHRASE).ok  # another address is not held up
+        for t in threads:
+            t.join()
+        peak = r.status("VmHWM")
+        assert (503, "transient.busy", "5") in outcomes or any(isinstance(o, str) for o in outcomes), outcomes
+        assert all(o in ((400, "integrity.signature", None), (503, "transient.busy", "5")) or isinstance(o, str)
+                   for o in outcomes), outcomes
+        assert peak - idle <= 50 * MB, f"peak {peak / MB:.0f} MB over idle {idle / MB:.0f} MB"
+    finally:
+        r.stop()

@@ -45,6 +45,9 @@ class RelayConfig:
     #: ...and must average at least ``min_body_rate`` bytes/s after a grace of ``body_grace_s``.
     body_grace_s: float = 30.0
     min_body_rate: int = 500
+    #: Request body bytes held at once, in all and per client address (``limits.BodyBudget``).
+    bodies_total: int = 128 * 1024 * 1024
+    bodies_per_address: int = 48 * 1024 * 1024
 
 
 @dataclass
@@ -108,6 +111,7 @@ IDENTITY = web.AppKey("identity", relay.RelayIdentity)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", RelayConfig)
 GUARD = web.AppKey("guard", ConnectionGuard)
+BODIES = web.AppKey("bodies", limits.BodyBudget)
 
 routes = web.RouteTableDef()
 
@@ -126,7 +130,8 @@ def _cap_for_head(prefix: bytes) -> int:
     return act.body if act else limits.HEAD_BYTES * 32
 
 
-async def read_body(request: web.Request, max_body: int, cap_for: Any = None) -> bytearray:
+async def read_body(request: web.Request, max_body: int, cap_for: Any = None,
+                    held: list[int] | None = None) -> bytearray:
     """Read a request body within its limits: refused compressed, over the cap, or too slow.
 
     Compressed bodies are refused from the header, never inflated (aiohttp runs with
@@ -135,6 +140,8 @@ async def read_body(request: web.Request, max_body: int, cap_for: Any = None) ->
     declared length over it is refused before the rest is read. A body must keep moving:
     no read may wait more than ``body_stall_s``, and after ``body_grace_s`` it must average
     ``min_body_rate`` bytes/s, so a trickle cannot hold a descriptor and a handler forever.
+    Each chunk is taken from the relay's ``BodyBudget`` first; ``held[0]`` counts what the
+    caller gives back once the answer is sent.
     """
     cfg: RelayConfig = request.app[CONFIG]
     enc = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -145,39 +152,64 @@ async def read_body(request: web.Request, max_body: int, cap_for: Any = None) ->
     cap = max_body
     if declared is not None and declared > cap:
         raise LimitError(f"request body of {declared} bytes is over the {cap}-byte limit", code="protocol.limit")
-    # One growing buffer (realloc, no list of chunks to join): a 31 MiB body costs 31 MiB, not twice that.
+    # Once the action's cap is known, a declared length is allocated (and taken from the
+    # budget) at once: one buffer of exactly the body's size, never a list of chunks to join
+    # or a growing buffer's spare capacity.
     body = bytearray()
+    view: memoryview | None = None
     got = 0
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     capped = cap_for is None
-    while True:
-        deadline = t0 + cfg.body_grace_s + got / cfg.min_body_rate
-        wait = min(cfg.body_stall_s, deadline - loop.time())
-        if wait <= 0:
-            raise TransientError(f"the request arrived too slowly ({got} bytes in {loop.time() - t0:.0f} s); "
-                                 "the relay stopped waiting and stored nothing of it",
-                                 code="transient.slow_body", hint="the next sync tries again")
-        try:
-            chunk = await asyncio.wait_for(request.content.readany(), wait)
-        except asyncio.TimeoutError:
-            raise TransientError(f"the request stopped arriving after {got} bytes; "
-                                 "the relay stopped waiting and stored nothing of it",
-                                 code="transient.slow_body", hint="the next sync tries again") from None
-        if not chunk:
-            break
-        got += len(chunk)
-        if got > cap:
-            raise LimitError(f"request body is over the {cap}-byte limit", code="protocol.limit")
-        body += chunk
-        if not capped and got >= limits.HEAD_BYTES:
-            cap = min(cap, cap_for(bytes(body[: limits.HEAD_BYTES])))
-            capped = True
-            if declared is not None and declared > cap:
-                raise LimitError(f"request body of {declared} bytes is over the {cap}-byte limit for its action",
-                                 code="protocol.limit")
-            if got > cap:
+
+    def take(n: int) -> None:
+        if held is not None:
+            request.app[BODIES].take(request.remote or "?", n)
+            held[0] += n
+
+    try:
+        while True:
+            deadline = t0 + cfg.body_grace_s + got / cfg.min_body_rate
+            wait = min(cfg.body_stall_s, deadline - loop.time())
+            if wait <= 0:
+                raise TransientError(f"the request arrived too slowly ({got} bytes in {loop.time() - t0:.0f} s); "
+                                     "the relay stopped waiting and stored nothing of it",
+                                     code="transient.slow_body", hint="the next sync tries again")
+            try:
+                chunk = await asyncio.wait_for(request.content.readany(), wait)
+            except asyncio.TimeoutError:
+                raise TransientError(f"the request stopped arriving after {got} bytes; "
+                                     "the relay stopped waiting and stored nothing of it",
+                                     code="transient.slow_body", hint="the next sync tries again") from None
+            if not chunk:
+                break
+            n = len(chunk)
+            if got + n > cap or (view is not None and got + n > len(view)):
                 raise LimitError(f"request body is over the {cap}-byte limit", code="protocol.limit")
+            if view is None:
+                take(n)
+                body += chunk
+            else:
+                view[got:got + n] = chunk
+            got += n
+            if not capped and got >= limits.HEAD_BYTES:
+                cap = min(cap, cap_for(bytes(body[: limits.HEAD_BYTES])))
+                capped = True
+                if declared is not None and declared > cap:
+                    raise LimitError(f"request body of {declared} bytes is over the {cap}-byte limit for its action",
+                                     code="protocol.limit")
+                if got > cap:
+                    raise LimitError(f"request body is over the {cap}-byte limit", code="protocol.limit")
+            if capped and view is None and declared is not None and got < declared:
+                take(declared - got)
+                whole = bytearray(declared)
+                whole[:got] = body
+                body, view = whole, memoryview(whole)
+    finally:
+        if view is not None:
+            view.release()
+    if got < len(body):
+        del body[got:]  # the peer declared more than it sent
     return body
 
 
@@ -188,8 +220,9 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
     m = app[METRICS]
     t0 = time.perf_counter()
     action, status, device = default_action, 200, "-"
+    held = [0]  # body bytes taken from the BodyBudget, given back below
     try:
-        body = await read_body(request, app[CONFIG].max_body, cap_for)
+        body = await read_body(request, app[CONFIG].max_body, cap_for, held)
         m.bytes_in += len(body)
         out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
@@ -204,6 +237,9 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         resp = _error_response(e)
         if e.code == "transient.slow_body":
             resp.force_close()  # a stalled body is not waited for again, not even to discard it
+        if e.code == "transient.busy":
+            resp.headers["Retry-After"] = "5"
+            resp.force_close()  # the rest of its body is not read, not even to discard it
         return resp
     except web.HTTPException as e:
         status = e.status
@@ -216,6 +252,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         log.exception("internal error")
         return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
     finally:
+        app[BODIES].give(request.remote or "?", held[0])
         dt = time.perf_counter() - t0
         m.requests[(action, status)] += 1
         if action == "sync":
@@ -305,6 +342,7 @@ def create_app(config: RelayConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_body, middlewares=[_busy])
     app[CONFIG] = config
     app[GUARD] = ConnectionGuard(config.connections)
+    app[BODIES] = limits.BodyBudget(config.bodies_total, config.bodies_per_address)
     app.cleanup_ctx.append(_guard_ctx)
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_writer_ctx)

@@ -16,10 +16,11 @@ quotas (unfinished uploads) are below, beside the args they bound.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import codec
-from ..errors import LimitError
+from ..errors import LimitError, TransientError
 from ..schema import Bin, Bool, Int, ListOf, Opt, Spec, Str, Tuple  # noqa: F401 - Bool/Opt for new lines
 
 #: Largest HTTP request body (40 MiB): a sync carrying inline batches, or a bundle's batches.
@@ -90,3 +91,32 @@ def check_body(name: str, size: int) -> None:
     act = ACTIONS.get(name)
     if act is not None and size > act.body:
         raise LimitError(f"a {name} request of {size} bytes is over the {act.body}-byte limit", code="protocol.limit")
+
+
+class BodyBudget:
+    """Bytes of request bodies the relay holds at once: in total, and per client address.
+
+    Why: each body is bounded, but not how many arrive together. 64 connections from one
+    address each sending 31 MiB would be 2 GB before any signature is checked. A body
+    holds its bytes from the first chunk until its answer is sent; one that does not fit
+    is refused as ``transient.busy`` (503, retry shortly), changing nothing. A largest
+    body (40 MiB) always fits an otherwise idle address.
+    """
+
+    def __init__(self, total: int = 128 * 1024 * 1024, per_address: int = 48 * 1024 * 1024):
+        self.total, self.per_address = total, per_address
+        self.held = 0
+        self.by_address: Counter[str] = Counter()
+
+    def take(self, address: str, n: int) -> None:
+        if self.held + n > self.total or self.by_address[address] + n > self.per_address:
+            raise TransientError("the relay is receiving too much at once; nothing was stored",
+                                 code="transient.busy", hint="the next sync tries again")
+        self.held += n
+        self.by_address[address] += n
+
+    def give(self, address: str, n: int) -> None:
+        self.held -= n
+        self.by_address[address] -= n
+        if self.by_address[address] <= 0:
+            del self.by_address[address]
