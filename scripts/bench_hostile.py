@@ -14,6 +14,7 @@ Attacks (each sent from the same machine, over loopback):
   nested 31 MiB    a 31 MiB body of nested empty arrays, junk signature, 5 times
   gzip 20x40KB     20 concurrent gzip bodies (40 MiB each inflated)
   malformed 2500   2,500 random-byte requests on one kept-alive connection
+  8x20 MiB         8 concurrent 20 MiB junk-signed bodies from one other address
   idle 150 @128fd  150 idle and half-sent connections to a relay with 128 descriptors
 """
 
@@ -117,6 +118,19 @@ def main() -> None:
 
         rows["gzip 20x40KB"] = run_attack(r, home, gz)
         rows["malformed 2500"] = run_attack(r, home, lambda: malformed(r.url, 2500))
+        big = frame(device, "sync", nested_arrays(20 << 20))
+
+        def one_big(_: int) -> None:
+            try:
+                post(r.url, big, source="127.0.0.2")
+            except OSError:
+                pass  # refused mid-body (transient.busy): the relay closed the connection
+
+        def concurrent_big() -> None:
+            with ThreadPoolExecutor(8) as ex:
+                list(ex.map(one_big, range(8)))
+
+        rows["8x20 MiB at once"] = run_attack(r, home, concurrent_big)
     finally:
         r.stop()
 
