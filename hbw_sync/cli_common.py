@@ -20,11 +20,26 @@ EX_SOFTWARE = 70
 
 
 class HbwGroup(click.Group):
-    """A click group that reports HbwError as a message plus its documented exit code."""
+    """A click group that reports HbwError as a message plus its documented exit code.
+
+    ``translate`` (a subclass sets it) turns an edge's own exceptions (SQLite's
+    "database or disk is full") into an ``HbwError`` before they are reported,
+    so a disk fault gets words and exit 74, not "internal error: OperationalError".
+    """
+
+    translate: Callable[[BaseException], HbwError | None] | None = None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, HbwError, KeyboardInterrupt):
+                raise
+            except Exception as e:
+                mapped = type(self).translate(e) if type(self).translate else None
+                if mapped is None:
+                    raise
+                raise mapped from e
         except HbwError as e:
             report_error(ctx, e)
             ctx.exit(exit_code_for(e))

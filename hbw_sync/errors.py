@@ -10,6 +10,7 @@ for the cases where the operation cannot go on and nothing was changed.
     ├── UsageError                exit 2   HTTP 400  bad input from the person or script
     ├── ConfigError               exit 78  HTTP 500  not initialised, no team, bad home
     ├── StoreError                exit 74  HTTP 500  local store unreadable, disk full
+    │   └── StorageError          exit 74  HTTP 503  disk full, I/O error, read-only, busy: free space, retry
     ├── ProtocolError             exit 65  HTTP 400  bytes that are not a valid message
     │   ├── LimitError            exit 65  HTTP 413  over a size cap, decompression bomb
     │   └── VersionError          exit 76  HTTP 426  unknown format version or dictionary
@@ -21,6 +22,13 @@ for the cases where the operation cannot go on and nothing was changed.
 
 Exit codes follow BSD ``sysexits.h`` so that cron and systemd can tell
 "try again later" (75) from "a person must look at this".
+
+``StorageError`` is a fault of the disk under a store, not of the request: on
+the machine that has it (the relay's admin commands, a device's own store) it
+is exit 74, a person must free space or fix the disk; a *peer* that meets it
+(a device whose sync the relay could not save) gets HTTP 503 with Retry-After
+and, through ``from_peer``, a ``TransientError``: exit 75, its changes stay
+queued and go out at a later sync.
 
 Each error also carries a stable dotted ``code`` (``protocol.truncated``,
 ``integrity.signature``...) that JSON output and the wire use, and that the
@@ -72,6 +80,17 @@ class StoreError(HbwError):
     code = "store"
 
 
+class StorageError(StoreError):
+    """The disk under a store failed a read or write; nothing of the operation was kept.
+
+    Codes: ``store.disk_full``, ``store.io``, ``store.read_only``, ``store.busy``,
+    ``store.corrupt``. Raised by the I/O edges (``server/db.py``) from SQLite's
+    and the OS's error numbers, never from message text alone.
+    """
+
+    code = "store.io"
+
+
 class ProtocolError(HbwError):
     code = "protocol"
 
@@ -102,6 +121,8 @@ class RevokedError(AccessError):
 
 class TransientError(HbwError):
     code = "transient"
+    #: Seconds the peer asked us to wait (its HTTP Retry-After), when it said; bounded by ``from_peer``.
+    retry_after_s: int | None = None
 
 
 # The one table of exit codes. Looked up along the MRO, most specific first.
@@ -110,6 +131,7 @@ EXIT_CODES: dict[type[HbwError], int] = {
     UsageError: 2,
     ConfigError: 78,  # EX_CONFIG
     StoreError: 74,  # EX_IOERR
+    StorageError: 74,
     ProtocolError: 65,  # EX_DATAERR
     LimitError: 65,
     VersionError: 76,  # EX_PROTOCOL
@@ -126,6 +148,7 @@ HTTP_STATUSES: dict[type[HbwError], int] = {
     UsageError: 400,
     ConfigError: 500,
     StoreError: 500,
+    StorageError: 503,  # the request was fine; the relay's disk was not: retry later
     ProtocolError: 400,
     LimitError: 413,
     VersionError: 426,
@@ -135,6 +158,19 @@ HTTP_STATUSES: dict[type[HbwError], int] = {
     RevokedError: 403,
     TransientError: 503,
 }
+
+# Seconds a peer should wait before retrying, sent as HTTP Retry-After with every 503.
+RETRY_AFTER_S: dict[str, int] = {
+    "store.busy": 5,  # another writer (a backup, an admin command) holds the lock for a moment
+    "store.disk_full": 600,  # a person must free space first
+    "store.read_only": 600,
+    "store.io": 300,
+    "store.corrupt": 3600,
+    "transient.busy": 5,  # request bodies held at once over the relay's budget: a moment
+    "transient.slow_body": 60,  # the request arrived too slowly: the link may be better in a minute
+}
+DEFAULT_RETRY_AFTER_S = 60
+
 
 _BY_NAME: dict[str, type[HbwError]] = {cls.__name__: cls for cls in EXIT_CODES}
 
@@ -156,7 +192,34 @@ def http_status_for(exc: BaseException) -> int:
     return _lookup(HTTP_STATUSES, exc)
 
 
+def retry_after_for(exc: BaseException) -> int | None:
+    """Seconds for an HTTP ``Retry-After`` header, for errors answered 503; None otherwise."""
+    if http_status_for(exc) != 503:
+        return None
+    return RETRY_AFTER_S.get(getattr(exc, "code", ""), DEFAULT_RETRY_AFTER_S)
+
+
 def from_dict(d: dict[str, Any]) -> HbwError:
     """Rebuild an error sent by a peer (the relay's JSON error body), unknown names as ``HbwError``."""
     cls = _BY_NAME.get(str(d.get("error")), HbwError)
     return cls(str(d.get("message", "unknown error")), code=d.get("code"), hint=d.get("hint"))
+
+
+MAX_RETRY_AFTER_S = 3600  # error bodies are unsigned: a forged Retry-After may delay a device this long at most
+
+
+def from_peer(d: dict[str, Any], status: int, retry_after: str | None = None) -> HbwError:
+    """Rebuild an error a peer answered with HTTP ``status`` (and ``Retry-After`` header, if any).
+
+    A 503 means "the request was fine, try again later" whatever the peer's class
+    (its disk is full, it is busy): for us that is a ``TransientError`` (exit 75)
+    that keeps the peer's code, message and hint, never a fault of our own store.
+    ``Retry-After`` counts only as a whole number of seconds, capped at
+    ``MAX_RETRY_AFTER_S`` (the HTTP-date form is ignored).
+    """
+    e = from_dict(d)
+    if status == 503 and not isinstance(e, TransientError):
+        e = TransientError(e.message, code=e.code, hint=e.hint)
+    if isinstance(e, TransientError) and retry_after and len(retry_after) <= 10 and retry_after.isdigit():
+        e.retry_after_s = min(int(retry_after), MAX_RETRY_AFTER_S)
+    return e

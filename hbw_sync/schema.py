@@ -72,7 +72,25 @@ class Opt:
     inner: "Spec"
 
 
-Spec = Union[Bin, Str, Int, Bool, ListOf, Tuple, Opt]
+@dataclass(frozen=True)
+class Soft:
+    """``inner``; a value of another shape becomes ``Refused`` (skipped unbuilt), not an error.
+
+    For args whose refusal is an outcome, not a failed request (a snapshot the relay
+    refuses while the sync goes on, PROTOCOL.md §18).
+    """
+
+    inner: "Spec"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """What a ``Soft`` arg held instead of its spec; ``error`` is the refusal as a dict."""
+
+    error: dict[str, Any]
+
+
+Spec = Union[Bin, Str, Int, Bool, ListOf, Tuple, Opt, Soft]
 
 _ERR = "protocol.schema"
 
@@ -154,6 +172,13 @@ def skip(buf: bytes, pos: int, max_objects: int = 100_000) -> int:
 
 def decode(spec: Spec, buf: bytes, pos: int, what: str) -> tuple[Any, int]:
     """Decode one value of ``spec`` at ``pos``: (value, position after it)."""
+    if isinstance(spec, Soft):
+        try:
+            return decode(spec.inner, buf, pos, what)
+        except ProtocolError as e:
+            if e.code not in (_ERR, "protocol.limit"):
+                raise  # not msgpack at all: the request is malformed, not this value
+            return Refused(e.to_dict()), skip(buf, pos)
     kind, v, at = header(buf, pos)
     if isinstance(spec, Opt):
         if kind == "nil":

@@ -31,6 +31,8 @@ from hbw_sync.client import Device  # noqa: E402
 from hbw_sync.client import importer  # noqa: E402
 from hbw_sync.client.vault import KdfParams  # noqa: E402
 
+STRONG = "dana orchid lantern 52 ferry"  # weak passphrases are refused (client/passphrase.py)
+
 WORDS = ("invoice permit inspection budget ledger district ward registry stamp payroll audit licence "
          "supplier council report quarter grant tender receipt hygiene market").split()
 
@@ -70,7 +72,7 @@ def bench(n_import: int, n_single: int) -> dict:
 
         # hbw-sync: import (parse + encrypt + merge + log + seal + sign, one transaction)
         home = Path(tmp) / "imp"
-        rep = Device.init(home, "dana", "pw", kdf=KdfParams(n=2**10)).unlock("pw")
+        rep = Device.init(home, "dana", STRONG, kdf=KdfParams(n=2**10)).unlock(STRONG)
         rep.create_team("bench")
         t0 = time.perf_counter()
         parsed = importer.parse_import(csv_path)
@@ -84,7 +86,7 @@ def bench(n_import: int, n_single: int) -> dict:
 
         # hbw-sync: one change per command through the library API
         home = Path(tmp) / "one"
-        rep = Device.init(home, "dana", "pw", kdf=KdfParams(n=2**10)).unlock("pw")
+        rep = Device.init(home, "dana", STRONG, kdf=KdfParams(n=2**10)).unlock(STRONG)
         rep.create_team("bench")
         ids = [rep.add_task(r["title"]).id for r in data[:20]]
         rng = random.Random(2)

@@ -75,17 +75,17 @@ def main() -> int:
         try:
             assert srv.stderr is not None
             url = srv.stderr.readline().strip().rsplit(" ", 1)[-1]
-            syncing.join(t / "a", admin.invite(data, "amina", "supervisor", url=url).encode(), "pa", kdf=FAST_KDF)
-            syncing.join(t / "b", admin.invite(data, "chidi", url=url).encode(), "pb", kdf=FAST_KDF)
-            syncing.sync(t / "a", "pa")
-            syncing.sync(t / "b", "pb")
+            syncing.join(t / "a", admin.invite(data, "amina", "supervisor", url=url).encode(), "amina orchid lantern 52 ferry", kdf=FAST_KDF)
+            syncing.join(t / "b", admin.invite(data, "chidi", url=url).encode(), "chidi quartz meadow 17 kettle", kdf=FAST_KDF)
+            syncing.sync(t / "a", "amina orchid lantern 52 ferry")
+            syncing.sync(t / "b", "chidi quartz meadow 17 kettle")
             f = t / "big.bin"
             f.write_bytes(os.urandom(args.mb * 1_000_000))
             rows = [
-                ("add the document (sender)", step("add", str(t / "a"), "pa", str(f))),
-                ("sync it up, unattended (sender)", step("sync", str(t / "a"), "pa", "")),
-                ("sync it down, unattended (receiver)", step("sync", str(t / "b"), "pb", "")),
-                ("unlock and apply it (receiver)", step("unlock", str(t / "b"), "pb", "")),
+                ("add the document (sender)", step("add", str(t / "a"), "amina orchid lantern 52 ferry", str(f))),
+                ("sync it up, unattended (sender)", step("sync", str(t / "a"), "amina orchid lantern 52 ferry", "")),
+                ("sync it down, unattended (receiver)", step("sync", str(t / "b"), "chidi quartz meadow 17 kettle", "")),
+                ("unlock and apply it (receiver)", step("unlock", str(t / "b"), "chidi quartz meadow 17 kettle", "")),
                 ("relay process", hwm_mb(str(srv.pid))),
             ]
         finally:

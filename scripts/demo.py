@@ -43,10 +43,11 @@ class Official:
     def __init__(self, name: str, root: Path):
         self.name = name
         self.home = root / name
-        self.env = {**os.environ, "HBW_SYNC_HOME": str(self.home), "HBW_PASSPHRASE": f"{name}'s long passphrase"}
+        self.env = {**os.environ, "HBW_SYNC_HOME": str(self.home), "HBW_PASSPHRASE": f"{name} orchid lantern 52 ferry"}
 
-    def run(self, *args: str, quiet: bool = False, passphrase: bool = True) -> subprocess.CompletedProcess:
-        env = dict(self.env)
+    def run(self, *args: str, quiet: bool = False, passphrase: bool = True,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env = dict(self.env) | (extra_env or {})
         if not passphrase:
             env.pop("HBW_PASSPHRASE")
         res = subprocess.run([PY, "-m", "hbw_sync.client.cli", *args], env=env, capture_output=True, text=True)
@@ -148,9 +149,18 @@ def story(root: Path, data: Path, url: str) -> int:
     amina.run("task", "show", inv)
     chidi.run("doc", "list")
 
+    say("Her son saw her type her passphrase: she changes it. A weak one is refused, with the reason")
+    stale = amina.env["HBW_PASSPHRASE"]
+    amina.run("passphrase", "change", extra_env={"HBW_NEW_PASSPHRASE": "amina2026"})
+    amina.run("passphrase", "change", extra_env={"HBW_NEW_PASSPHRASE": "amina violet harbor 83 pencil"})
+    amina.env["HBW_PASSPHRASE"] = "amina violet harbor 83 pencil"
+    amina.run("passphrase", "check")
+
     say("Wednesday: Amina falls ill and sets herself away")
     amina.run("profile", "--away-until", "+2d")
-    amina.run("sync", passphrase=False)
+    say("Her scheduler still sets the old passphrase: the sync runs anyway, says so, and exits 0")
+    res = amina.run("sync", "--quiet", extra_env={"HBW_PASSPHRASE": stale})
+    print(f"  exit code: {res.returncode}")
     say("Dana, offline, gives Amina's auditor letter to Chidi; Chidi, offline, gives it to Bosco")
     dana.run("task", "assign", audit_task, "chidi")
     chidi.run("task", "assign", audit_task, "bosco")

@@ -1156,6 +1156,9 @@ def snapshot_vectors() -> dict[str, Any]:
     assert len(chosen) < len(history), "the scenario must leave some op out"
     snap_ops = tuple(snapshot.SnapOp(d, r, o) for d, r, o in chosen)
     author, key, cursor = DEVICES["d2"], TEAM_KEYS["t1"], 1042
+    # the last seq of each device's batches at or below the cursor, as the relay would count them
+    coverage = {ids["d1"]: 17, ids["d2"]: 9, ids["d3"]: 4}
+    cover = b"".join(snapshot.COVER.pack(d, s) for d, s in sorted(coverage.items()))
     rows = [[s.device, s.received_ms, routing_row(s.op), dict(s.op.content or {})] for s in snap_ops]
     plain = codec.pack(rows)
     plain_z = codec.compress(plain, level=SNAP_LEVEL)
@@ -1163,20 +1166,23 @@ def snapshot_vectors() -> dict[str, Any]:
     s_len = crypto.NONCE_LEN + len(plain_z) + crypto.TAG_LEN
 
     def header(**kw: Any) -> bytes:
-        f = {"magic": b"HBW", "type": b"S", "version": 1, "flags": 0, "team": TEAM_ID, "device": author.device_id,
-             "cursor": cursor, "epoch": key.epoch, "s_len": s_len} | kw
+        f = {"magic": b"HBW", "type": b"S", "version": 2, "flags": 0, "team": TEAM_ID, "device": author.device_id,
+             "cursor": cursor, "epoch": key.epoch, "n": len(coverage), "s_len": s_len} | kw
         return snapshot.HEADER.pack(*f.values())
 
     hdr = header()
-    sealed = crypto.seal(key.subkey(b"snapshot"), plain_z, hdr, nonce=nonce)
-    signature = author.sign(hdr + sealed)
-    data = hdr + sealed + signature
+    sealed = crypto.seal(key.subkey(b"snapshot"), plain_z, hdr + cover, nonce=nonce)
+    signature = author.sign(hdr + cover + sealed)
+    data = hdr + cover + sealed + signature
     got = snapshot.decode(data, author.public, {key.epoch: key}, TEAM_ID)
     assert got.ops == snap_ops and (got.cursor, got.epoch, got.device) == (cursor, key.epoch, author.device_id)
+    assert got.coverage == coverage
     # snapshot.encode (random nonce) must agree with this assembly on everything but the nonce
-    real = snapshot.encode(snapshot.Snapshot(TEAM_ID, author.device_id, cursor, key.epoch, snap_ops), author, key)
-    assert real[: snapshot.HEADER.size] == hdr and len(real) == len(data)
-    assert crypto.open_sealed(key.subkey(b"snapshot"), real[snapshot.HEADER.size : -64], hdr) == plain_z
+    real = snapshot.encode(snapshot.Snapshot(TEAM_ID, author.device_id, cursor, key.epoch, snap_ops, coverage),
+                           author, key)
+    at = snapshot.HEADER.size + len(cover)
+    assert real[:at] == hdr + cover and len(real) == len(data)
+    assert crypto.open_sealed(key.subkey(b"snapshot"), real[at:-64], hdr + cover) == plain_z
     # folding the snapshot gives the state of folding the whole history
     full = merge.fold([(op, merge.stamp_for(op, ids[dev], rec)) for dev, rec, op in history])
     part = merge.fold([(s.op, merge.stamp_for(s.op, s.device, s.received_ms)) for s in snap_ops])
@@ -1188,25 +1194,49 @@ def snapshot_vectors() -> dict[str, Any]:
     def flip(b: bytes, i: int) -> bytes:
         return b[:i] + bytes([b[i] ^ 0x01]) + b[i + 1 :]
 
-    def resigned(h: bytes) -> bytes:
-        return h + sealed + author.sign(h + sealed)
+    def resigned(h: bytes, c: bytes = cover, body: bytes | None = None) -> bytes:
+        body = sealed if body is None else body
+        return h + c + body + author.sign(h + c + body)
 
+    def resealed(c: dict[bytes, int], ops: tuple[snapshot.SnapOp, ...] = snap_ops) -> bytes:
+        """A validly sealed and signed snapshot with another coverage (and ops)."""
+        rows_ = [[s.device, s.received_ms, routing_row(s.op), dict(s.op.content or {})] for s in ops]
+        z = codec.compress(codec.pack(rows_), level=SNAP_LEVEL)
+        cb = b"".join(snapshot.COVER.pack(d, s) for d, s in sorted(c.items()))
+        h = header(n=len(c), s_len=crypto.NONCE_LEN + len(z) + crypto.TAG_LEN)
+        body = crypto.seal(key.subkey(b"snapshot"), z, h + cb, nonce=nonce)
+        return h + cb + body + author.sign(h + cb + body)
+
+    unordered = b"".join(snapshot.COVER.pack(d, s) for d, s in sorted(coverage.items(), reverse=True))
+    without_d3 = {d: s for d, s in coverage.items() if d != ids["d3"]}
     PE, IE, VE = "ProtocolError", "IntegrityError", "VersionError"
     bad = [
         ("bad_magic", "Type byte 'B' instead of 'S'.", b"HBWB" + data[4:], dec(), PE, "protocol.magic"),
-        ("too_short", "Shorter than header + signature (101 bytes).", data[:101], dec(), PE, "protocol.magic"),
-        ("unknown_version", "Version 2, validly signed.", resigned(header(version=2)), dec(), VE, "protocol.version"),
+        ("too_short", "Shorter than header + signature (105 bytes).", data[:105], dec(), PE, "protocol.magic"),
+        ("unknown_version", "Version 3, validly signed.", resigned(header(version=3)), dec(), VE, "protocol.version"),
+        ("version_1", "Version 1 (no coverage): no longer accepted, validly signed.", resigned(header(version=1)),
+         dec(), VE, "protocol.version"),
         ("flags_set", "Flags 0x01, validly signed.", resigned(header(flags=1)), dec(), PE, "protocol.schema"),
         ("trailing_byte", "One byte after the signature.", data + b"\x00", dec(), PE, "protocol.schema"),
+        ("coverage_count_over_limit", f"N = {snapshot.MAX_COVERAGE + 1}, validly signed.",
+         resigned(header(n=snapshot.MAX_COVERAGE + 1)), dec(), "LimitError", "protocol.limit"),
+        ("coverage_count_wrong", "N one more than the entries present, validly signed.",
+         resigned(header(n=len(coverage) + 1)), dec(), PE, "protocol.schema"),
+        ("coverage_unordered", "Coverage entries in descending device order, validly signed.",
+         resigned(hdr, unordered), dec(), PE, "protocol.order"),
         ("other_team", "Decoded by a member of another team.", data, dec(team=OTHER_TEAM_ID), IE, "integrity.team"),
         ("wrong_author_key", "Checked with d1's key; the header names d2.", data, dec(device="d1"), IE, "integrity.device"),
         ("flipped_cursor", "One bit of the cursor flipped.", flip(data, 29), dec(), IE, "integrity.signature"),
+        ("flipped_coverage", "One bit of a covered seq flipped.", flip(data, snapshot.HEADER.size + 15), dec(), IE,
+         "integrity.signature"),
         ("flipped_sealed", "One bit flipped in the sealed part.", flip(data, len(data) - 100), dec(), IE,
          "integrity.signature"),
         ("epoch_not_held", "The decoder holds only epoch 2.", data, dec(keys=("t2",)), "WrongKeyError",
          "access.wrong_key"),
         ("wrong_secret_same_epoch", "Opened with another epoch-1 secret.", data, dec(keys=("impostor",)), IE,
          "integrity.aead"),
+        ("ops_of_an_uncovered_device", "Holds d3's ops but its coverage names only d1 and d2; sealed and signed.",
+         resealed(without_d3), dec(), IE, "integrity.coverage"),
     ]  # fmt: skip
     invalid = []
     for name, desc, blob, d, cls, code in bad:
@@ -1226,21 +1256,25 @@ def snapshot_vectors() -> dict[str, Any]:
     return {
         "meta": zstd_meta() | {
             "level": SNAP_LEVEL,
-            "layout": "header(38) = 'HBW' 'S' version(1) flags(0) team(8) device(8) cursor(u64) epoch(u32) S(u32); "
+            "layout": "header(42) = 'HBW' 'S' version(2) flags(0) team(8) device(8) cursor(u64) epoch(u32) N(u32) "
+            "S(u32); coverage(16 N) = N x (device_id(8) last_seq(u64)), device ids ascending; "
             "sealed(S) = nonce || ChaCha20-Poly1305(HKDF(team secret, 'hbw-sync snapshot v1'), "
-            "zstd(msgpack([[device_id, received_ms, routing_row, content_map], ...])), AAD = header); "
-            "signature(64) by the author key over header || sealed",
+            "zstd(msgpack([[device_id, received_ms, routing_row, content_map], ...])), AAD = header || coverage); "
+            "signature(64) by the author key over header || coverage || sealed",
             "selection": "per entity, the ops that hold an LWW register, every APPEND value, every op in the "
             "history of a POLICY field, and the head",
         },
         "history": [entry(ids[dev], rec, op) for dev, rec, op in history],
         "snapshot": {
             "inputs": {"team": TEAM_ID.hex(), "device": "d2", "device_id": author.device_id.hex(), "cursor": cursor,
-                       "epoch": key.epoch, "nonce": nonce.hex(), "level": SNAP_LEVEL},
+                       "epoch": key.epoch, "nonce": nonce.hex(), "level": SNAP_LEVEL,
+                       "coverage": [{"device": names[d], "device_id": d.hex(), "last_seq": s}
+                                    for d, s in sorted(coverage.items())]},
             "ops": [entry(s.device, s.received_ms, s.op) for s in snap_ops],
             "plain_msgpack": plain.hex(),
             "plain_zstd": plain_z.hex(),
             "header": hdr.hex(),
+            "coverage": cover.hex(),
             "sealed": sealed.hex(),
             "signature": signature.hex(),
             "snapshot": data.hex(),

@@ -18,6 +18,8 @@ from hbw_sync.server.app import RelayConfig
 from hbw_sync.server.runner import RelayThread
 
 FAST_KDF = KdfParams(n=2**10)
+# A passphrase strong enough for the rule in client/passphrase.py (zxcvbn score 4); member m uses f"{m} {STRONG}".
+STRONG = "orchid lantern 52 ferry"
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Team:
         return admin.invite(self.data, name, role, url=url or self.url).encode()
 
     def join(self, name: str, role: str = "member", url: str | None = None) -> Member:
-        m = Member(name, self.tmp / f"dev-{name}", f"pw-{name}")
+        m = Member(name, self.tmp / f"dev-{name}", f"{name} {STRONG}")
         syncing.join(m.home, self.invite(name, role, url), m.passphrase, kdf=FAST_KDF)
         self.members[name] = m
         return m

@@ -30,7 +30,7 @@ from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.client.sync import sync_lock
 from hbw_sync.errors import TransientError
 from netem import LinkProxy, Toxics, closed_port, http_message_length, split_messages
-from relay_helpers import FAST_KDF, Member, Team, set_relay_url
+from relay_helpers import FAST_KDF, STRONG, Member, Team, set_relay_url
 
 #: Small enough that A's sync takes several round trips (one batch each way per trip).
 BUDGET = 1024
@@ -513,7 +513,7 @@ def test_join_cut_can_be_retried_with_the_same_invite(tmp_path: Path, lost: str)
     with Team(tmp_path) as team:
         sup = team.join("sup", "supervisor")
         with LinkProxy(port_of(team.url), **cut) as proxy:
-            carl = Member("carl", tmp_path / "dev-carl", "pw-carl")
+            carl = Member("carl", tmp_path / "dev-carl", f"carl {STRONG}")
             code = team.invite("carl", url=proxy.url)
             with pytest.raises(TransientError):
                 syncing.join(carl.home, code, carl.passphrase, kdf=FAST_KDF)

@@ -16,7 +16,7 @@ from hbw_sync.client.vault import KdfParams
 from hbw_sync.ops import Kind
 from hbw_sync.server.cli import cli as relay_cli
 
-PASS = "test passphrase"
+PASS = "orchid lantern 52 ferry"
 
 
 @pytest.fixture

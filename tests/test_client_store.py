@@ -17,7 +17,7 @@ from hbw_sync.client import Device, Replica
 from hbw_sync.client.vault import KdfParams
 from hbw_sync.errors import IntegrityError, WrongKeyError
 
-PASS = "s3cret"
+PASS = "orchid lantern 52 ferry"
 FAST = KdfParams(n=2**10)
 MARKERS = {
     "title": "Zanzibar-title-marker",
@@ -173,7 +173,7 @@ WRITER = textwrap.dedent(
     import sys
     from hbw_sync.client import Device
     home = sys.argv[1]
-    rep = Device.open(home).unlock("s3cret")
+    rep = Device.open(home).unlock(PASS)
     i = 0
     while True:
         t = rep.add_task(f"task {i}", description="d" * 200)

@@ -65,7 +65,6 @@ def test_grants_and_keys_are_type_checked_and_nothing_is_stored(team: Team) -> N
         {"grants": [b"garbage"]},
         {"grants": {"a": 1}},
         {"key": [1, "k"]},
-        {"snapshot": [b"x", b"y"]},
         {"cursor": -1},
         {"budget": "all"},
         {"batches": [1, 2]},
@@ -73,6 +72,9 @@ def test_grants_and_keys_are_type_checked_and_nothing_is_stored(team: Team) -> N
     for args in bad:
         status, err = post(team.url, signed(dana, "sync", {"cursor": 0, **args}))
         assert status in (400, 413) and err["code"] in ("protocol.schema", "protocol.limit"), (args, err)
+    # a snapshot of another shape is refused as a value (the sync goes on, §18), skipped unbuilt
+    status, _ = post(team.url, signed(dana, "sync", {"cursor": 0, "snapshot": [b"x", [[]] * 1000]}))
+    assert status == 200
     # well-typed, but for no enrolled device or no known epoch: answered, not kept
     for g in ([b"12345678", 1, b"g"], [Device.open(chidi.home).identity.device_id, 99, b"g"]):
         status, _ = post(team.url, signed(dana, "sync", {"cursor": 0, "grants": [g]}))

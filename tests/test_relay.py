@@ -22,7 +22,7 @@ from hbw_sync.server.app import RelayConfig
 from hbw_sync.server.cli import cli as relay_cli
 from hbw_sync.server.runner import RelayThread
 
-from relay_helpers import Team
+from relay_helpers import STRONG, Team
 
 
 def relay_rows(team: Team, sql: str, params: tuple = ()) -> list:
@@ -156,7 +156,7 @@ def test_other_teams_device_is_refused(tmp_path: Path, team: Team) -> None:
     inv = enroll_mod.Invite.decode(code)
     forged = enroll_mod.Invite(team.url, inv.relay_public, inv.team, inv.token, "mallory", "member").encode()
     with pytest.raises(Exception) as e:
-        syncing.join(tmp_path / "mallory", forged, "pw")
+        syncing.join(tmp_path / "mallory", forged, STRONG)
     assert "signature" in str(e.value) or "not valid" in str(e.value)
 
 
@@ -236,11 +236,11 @@ def test_wrong_team_key_is_told_at_once(team: Team) -> None:
 
 def test_invite_is_single_use_and_checked(team: Team, tmp_path: Path) -> None:
     code = team.invite("amina")
-    syncing.join(tmp_path / "a1", code, "pw")
+    syncing.join(tmp_path / "a1", code, STRONG)
     with pytest.raises(AccessError, match="already used"):
-        syncing.join(tmp_path / "a2", code, "pw")
+        syncing.join(tmp_path / "a2", code, STRONG)
     with pytest.raises(UsageError):
-        syncing.join(tmp_path / "a3", "hbw1-garbage!!", "pw")
+        syncing.join(tmp_path / "a3", "hbw1-garbage!!", STRONG)
 
 
 def test_health_metrics_and_request_log(team: Team, caplog: pytest.LogCaptureFixture) -> None:
@@ -264,14 +264,14 @@ def test_backup_while_running_and_restore(team: Team, tmp_path: Path) -> None:
     admin.restore(tmp_path / "backup.db", tmp_path / "restored", team.data / "relay.key")
     with RelayThread(RelayConfig(data=tmp_path / "restored", port=0, access_log=False)) as url:
         inv = admin.invite(tmp_path / "restored", "bosco", url=url).encode()
-        syncing.join(tmp_path / "bosco", inv, "pw")
+        syncing.join(tmp_path / "bosco", inv, STRONG)
         with Device.open(dana.home) as dev:
             with dev.store.transaction():
                 dev.store.set_meta("relay_url", url)
         dana.sync()  # grants bosco the key on the restored relay
-        syncing.sync(tmp_path / "bosco", "pw")
+        syncing.sync(tmp_path / "bosco", STRONG)
         with Device.open(tmp_path / "bosco") as dev:
-            assert len(dev.unlock("pw").tasks()) == 5
+            assert len(dev.unlock(STRONG).tasks()) == 5
 
 
 def test_relay_cli_admin_commands(tmp_path: Path) -> None:
@@ -283,7 +283,7 @@ def test_relay_cli_admin_commands(tmp_path: Path) -> None:
     with RelayThread(RelayConfig(data=Path(data), port=0, access_log=False)) as url:
         code = json.loads(run("invite", "--data", data, "dana", "--role", "supervisor", "--url", url, "--json").stdout)
         res = CliRunner().invoke(client_cli, ["join", code["invite"], "--json"],
-                                 env={"HBW_SYNC_HOME": str(tmp_path / "dana"), "HBW_PASSPHRASE": "pw"})
+                                 env={"HBW_SYNC_HOME": str(tmp_path / "dana"), "HBW_PASSPHRASE": STRONG})
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout)["first_device"] is True
     devs = json.loads(run("devices", "--data", data, "--json").stdout)

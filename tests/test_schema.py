@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hbw_sync import schema
 from hbw_sync.errors import LimitError, ProtocolError
-from hbw_sync.schema import Bin, Int, ListOf, Opt, Str, Tuple
+from hbw_sync.schema import Bin, Int, ListOf, Opt, Refused, Soft, Str, Tuple
 
 SPEC = {"a": Int(), "b": Bin(64), "c": Opt(Str(10)), "d": ListOf(Tuple((Bin(8, 8), Int(1, 9))), 5)}
 
@@ -58,3 +58,14 @@ def test_unknown_keys_holding_huge_or_deep_values_are_skipped_or_refused_without
     with pytest.raises(ProtocolError) as e:
         schema.decode_map(SPEC, dup, 0, "args")
     assert e.value.code == "protocol.msgpack"
+
+
+def test_a_soft_arg_of_another_shape_is_a_refusal_value_and_the_rest_still_decodes():
+    spec = {"snap": Soft(Tuple((Int(), Bin(8)))), "a": Int()}
+    raw = msgpack.packb({"snap": ["top", [[1, 2], {"x": b"y"}]], "a": 5})
+    got, end = schema.decode_map(spec, raw, 0, "args")
+    assert end == len(raw) and got["a"] == 5
+    assert isinstance(got["snap"], Refused) and got["snap"].error["code"] == "protocol.schema"
+    assert schema.decode_map(spec, msgpack.packb({"snap": [1, b"x"]}), 0, "args")[0] == {"snap": [1, b"x"]}
+    with pytest.raises(ProtocolError):  # not msgpack at all: the request fails, not just the value
+        schema.decode_map(spec, b"\x81\xa4snap\xc1", 0, "args")

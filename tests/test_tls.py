@@ -18,7 +18,7 @@ from hbw_sync.server import admin
 from hbw_sync.server.app import RelayConfig
 from hbw_sync.server.runner import RelayThread
 
-from relay_helpers import FAST_KDF
+from relay_helpers import FAST_KDF, STRONG
 
 
 def self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
@@ -53,15 +53,15 @@ def test_pinned_self_signed_certificate(tmp_path: Path) -> None:
         assert url.startswith("https://")
         inv = admin.invite(data, "dana", "supervisor", url=url)
         assert inv.tls_sha256 is not None and len(inv.tls_sha256) == 32
-        out = syncing.join(tmp_path / "dana", inv.encode(), "pw", kdf=FAST_KDF)
+        out = syncing.join(tmp_path / "dana", inv.encode(), STRONG, kdf=FAST_KDF)
         assert out["synced"] is True
-        assert syncing.sync(tmp_path / "dana", "pw").ok
+        assert syncing.sync(tmp_path / "dana", STRONG).ok
         port = url.rsplit(":", 1)[1]
     # The same address now answers with another certificate (an impostor on the office network).
     cert2, key2 = self_signed(tmp_path, "evil")
     with RelayThread(RelayConfig(data=data, port=int(port), access_log=False), server_ctx(cert2, key2)):
         with pytest.raises(IntegrityError) as e:
-            syncing.sync(tmp_path / "dana", "pw")
+            syncing.sync(tmp_path / "dana", STRONG)
         assert e.value.code == "integrity.tls" and "not the one your invite pinned" in str(e.value)
 
 
@@ -73,5 +73,5 @@ def test_unpinned_self_signed_certificate_is_refused_clearly(tmp_path: Path) -> 
         inv = admin.invite(data, "dana", "supervisor", url=url)
         assert inv.tls_sha256 is None
         with pytest.raises(IntegrityError) as e:
-            syncing.join(tmp_path / "dana", inv.encode(), "pw", kdf=FAST_KDF)
+            syncing.join(tmp_path / "dana", inv.encode(), STRONG, kdf=FAST_KDF)
         assert e.value.code == "integrity.tls" and "not trusted" in str(e.value)

@@ -386,6 +386,7 @@ def test_spec_http_status_table_matches_code():
 
 def test_spec_states_the_constants_the_code_has():
     from hbw_sync.client import bundles as client_bundles
+    from hbw_sync.client import snapshots as client_snapshots
     from hbw_sync.client import sync as client_sync
     from hbw_sync.server import app, limits, relay
 
@@ -398,6 +399,8 @@ def test_spec_states_the_constants_the_code_has():
         "INLINE_MAX": relay.INLINE_MAX,
         "CHUNK_MAX": relay.CHUNK_MAX,
         "SNAPSHOT_EVERY": relay.SNAPSHOT_EVERY,
+        "MAX_COVERAGE": snapshot.MAX_COVERAGE,
+        "SNAPSHOT_RETRY_MS": client_snapshots.RETRY_AFTER_MS,
         "MAX_BODY": app.MAX_BODY,
         "UPLOAD_QUOTA": limits.UPLOAD_QUOTA,
         "UPLOAD_EXPIRE_MS": limits.UPLOAD_EXPIRE_MS,
@@ -630,7 +633,19 @@ def test_snapshot_decodes():
     inp = v["inputs"]
     assert (got.team.hex(), got.device.hex(), got.cursor, got.epoch) == (inp["team"], inp["device_id"], inp["cursor"], inp["epoch"])
     assert list(got.ops) == [_snap_op(e) for e in v["ops"]]
+    assert got.coverage == {bytes.fromhex(c["device_id"]): c["last_seq"] for c in inp["coverage"]}
     assert snapshot.peek(bytes.fromhex(v["snapshot"])) == (got.team, got.device, got.cursor, got.epoch)
+    # what the relay checks without the team key: the same claim
+    public, _, _, team = decode_inputs(v["decode"])
+    claim = snapshot.verify(bytes.fromhex(v["snapshot"]), public, team)
+    assert (claim.cursor, claim.coverage) == (got.cursor, got.coverage)
+    snapshot.check_coverage(claim, got.coverage)
+    for d in got.coverage:  # one device counted one batch short, or left out: refused
+        with pytest.raises(HbwError) as info:
+            snapshot.check_coverage(claim, {**got.coverage, d: got.coverage[d] + 1})
+        assert info.value.code == "integrity.coverage"
+        with pytest.raises(HbwError):
+            snapshot.check_coverage(claim, {k: s for k, s in got.coverage.items() if k != d})
 
 
 def test_snapshot_stages():
@@ -641,25 +656,29 @@ def test_snapshot_stages():
     assert codec.pack(rows).hex() == v["plain_msgpack"]
     plain_z, sealed = bytes.fromhex(v["plain_zstd"]), bytes.fromhex(v["sealed"])
     assert codec.decompress(plain_z, cap=1 << 30).hex() == v["plain_msgpack"]
-    header = snapshot.HEADER.pack(b"HBW", b"S", 1, 0, bytes.fromhex(inp["team"]), bytes.fromhex(inp["device_id"]),
-                                  inp["cursor"], inp["epoch"], 12 + len(plain_z) + 16)
-    assert len(header) == 38 and header.hex() == v["header"]
+    cover = b"".join(snapshot.COVER.pack(bytes.fromhex(c["device_id"]), c["last_seq"]) for c in inp["coverage"])
+    assert cover.hex() == v["coverage"] and len(cover) == 16 * len(inp["coverage"])
+    header = snapshot.HEADER.pack(b"HBW", b"S", 2, 0, bytes.fromhex(inp["team"]), bytes.fromhex(inp["device_id"]),
+                                  inp["cursor"], inp["epoch"], len(inp["coverage"]), 12 + len(plain_z) + 16)
+    assert len(header) == 42 and header.hex() == v["header"]
     secret = next(k for k in v["decode"]["team_keys"] if k["epoch"] == inp["epoch"])["secret"]
     tk = crypto.TeamKey(inp["epoch"], bytes.fromhex(secret))
     assert tk.subkey(b"snapshot") == crypto.hkdf(tk.secret, b"hbw-sync snapshot v1")
-    assert crypto.seal(tk.subkey(b"snapshot"), plain_z, header, nonce=bytes.fromhex(inp["nonce"])) == sealed
+    assert crypto.seal(tk.subkey(b"snapshot"), plain_z, header + cover, nonce=bytes.fromhex(inp["nonce"])) == sealed
     seed = next(d for d in KEYS["devices"] if d["name"] == inp["device"])["seed"]
     author = crypto.DeviceKey(bytes.fromhex(seed))
-    assert author.sign(header + sealed).hex() == v["signature"]
-    assert (header + sealed + author.sign(header + sealed)).hex() == v["snapshot"]
+    assert author.sign(header + cover + sealed).hex() == v["signature"]
+    assert (header + cover + sealed + author.sign(header + cover + sealed)).hex() == v["snapshot"]
     # snapshot.encode draws a random nonce: same header, same plaintext once opened
-    made = snapshot.encode(snapshot.Snapshot(tk and bytes.fromhex(inp["team"]), author.device_id, inp["cursor"],
-                                             inp["epoch"], tuple(ops)), author, tk, level=inp["level"])
+    coverage = {bytes.fromhex(c["device_id"]): c["last_seq"] for c in inp["coverage"]}
+    made = snapshot.encode(snapshot.Snapshot(bytes.fromhex(inp["team"]), author.device_id, inp["cursor"],
+                                             inp["epoch"], tuple(ops), coverage), author, tk, level=inp["level"])
     assert _snap_decode(made, v["decode"]).ops == tuple(ops)
-    opened = crypto.open_sealed(tk.subkey(b"snapshot"), made[38:-64], made[:38])
+    at = len(header) + len(cover)
+    opened = crypto.open_sealed(tk.subkey(b"snapshot"), made[at:-64], made[:at])
     assert codec.decompress(opened, cap=1 << 30).hex() == v["plain_msgpack"]
     if SAME_ZSTD:
-        assert made[:38] == header and opened == plain_z
+        assert made[:at] == header + cover and opened == plain_z
 
 
 def test_snapshot_holds_the_contributing_ops_and_the_same_state():

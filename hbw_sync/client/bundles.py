@@ -9,14 +9,14 @@ often they arrive, and bundles mix freely with online syncs.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from .. import bundle as bundle_fmt
-from .. import crypto, envelope
+from .. import crypto, envelope, fileio
 from ..errors import ConfigError, IntegrityError, LimitError, UsageError
+from . import snapshots
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, sync_lock
 
@@ -54,15 +54,14 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
                 "roster_v": s.meta("roster_v"), "bundle": counter}
         if s.meta("publish_key"):  # a supervisor who syncs only by bundle still publishes a rotated key
             args["key"] = s.meta("publish_key")
+        if snapshots.refused_recently(s):  # replaying the history a refused snapshot would have skipped
+            args["no_snapshot"] = True
         device = s.meta("device_id")
         env, nonce = envelope.make_request(dev.transport_key(), device, "sync", args, now_ms())
         sealed = bundle_fmt.seal(bundle_fmt.TO_RELAY, s.meta("team_id"), crypto.device_id_for(relay_pub), relay_x, env)
-        tmp = path.with_name(path.name + ".part")
         try:
-            tmp.write_bytes(sealed)
-            os.replace(tmp, path)
+            fileio.write_private(path, sealed)  # sealed, but who sent how much when is nobody else's business
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
         with s.transaction():
             s.set_meta("bundle_counter", counter)

@@ -14,11 +14,15 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import AccessError, UsageError
+from ..enroll import Invite
+from ..errors import UsageError
 from ..ops import Status
-from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
+from ..cli_common import HbwGroup, emit, json_option, wants_json
 from . import bundles, importer, sync as syncing, views
 from . import watch as watching
+from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
+from .cli_passphrase import register as register_passphrase
+from .passphrase import RECOVERY
 from .device import Device
 from .replica import Replica
 from .store import DB_NAME, default_home
@@ -51,18 +55,6 @@ def human_bytes(n: int) -> str:
     return str(n)
 
 
-def _passphrase(confirm: bool = False) -> str:
-    p = os.environ.get("HBW_PASSPHRASE")
-    if p is not None:
-        return p
-    if is_interactive():
-        return click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
-    raise AccessError(
-        "this command needs your passphrase, and there is no terminal to ask it on",
-        hint="set HBW_PASSPHRASE for scripts; 'status' and 'sync' need no passphrase",
-    )
-
-
 def _home(ctx: click.Context) -> Path | None:
     return ctx.find_root().params.get("home")
 
@@ -74,7 +66,7 @@ def _device(ctx: click.Context) -> Device:
 
 
 def _replica(ctx: click.Context) -> Replica:
-    return _device(ctx).unlock(_passphrase())
+    return _device(ctx).unlock(current_passphrase())
 
 
 @click.group(cls=HbwGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,7 +84,9 @@ def cli(home: Path | None) -> None:
     encrypted, until a sync (or a bundle by email or USB stick) carries them.
     Commands that show or change content ask for your passphrase (or read
     HBW_PASSPHRASE); 'status', 'sync', 'watch' and 'bundle export' need none,
-    so a scheduler never meets a prompt.
+    so a scheduler never meets a prompt, and a stale HBW_PASSPHRASE does not
+    stop them (sync warns). Choosing one ('init', 'join', 'passphrase change')
+    asks twice, or reads HBW_NEW_PASSPHRASE; a weak one is refused.
 
     Exit codes: 0 ok, 2 bad input, 65 bad or tampered data, 74 local store or
     disk problem, 75 try again later, 76 needs a newer version, 77 not allowed
@@ -108,13 +102,18 @@ def cli(home: Path | None) -> None:
 def init(ctx: click.Context, name: str, relay_url: str | None) -> None:
     """Create this device's identity and an empty, encrypted local store.
 
-    You choose a passphrase: it protects everything you write at rest.
+    You choose a passphrase (asked twice; or HBW_NEW_PASSPHRASE / HBW_PASSPHRASE
+    for scripts): it protects everything you write at rest. A weak one is
+    refused. A lost passphrase means enrolling the device again: the team's
+    data comes back from the relay; only changes not yet sent are lost.
     """
-    dev = Device.init(_home(ctx), name, _passphrase(confirm=True), relay_url)
+    dev = Device.init(_home(ctx), name, new_passphrase([name], current_env_too=True), relay_url)
     ident = dev.identity
     dev.close()
-    emit(ctx, {"member": ident.member, "device": ident.device_id.hex(), "home": str(dev.store.home)},
+    emit(ctx, {"member": ident.member, "device": ident.device_id.hex(), "home": str(dev.store.home),
+               "recovery": RECOVERY},
          f"Device {ident.device_id.hex()} ready for {ident.member} in {dev.store.home}.\n"
+         f"{RECOVERY}\n"
          "Next: 'hbw-sync team create NAME' (first official of a team) or 'hbw-sync join INVITE'.")
 
 
@@ -466,6 +465,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo(f"Last sync {views.iso_ms(last['at_ms'])} by {last['how']}: {ok}.")
             if not last["ok"] and s["last_successful_sync_ms"]:
                 click.echo(f"Last successful sync: {views.iso_ms(s['last_successful_sync_ms'])}.")
+            if s["last_sync_wrong_passphrase"]:
+                click.echo("That sync was given a passphrase that does not open this device (a stale "
+                           "HBW_PASSPHRASE in a script or scheduler?), so it ran without it. Fix or unset it there.")
         for n in s["notices"]:
             click.echo(f"Notice: {n}")
         if s["conflicts"]:
@@ -490,14 +492,20 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
 def join(ctx: click.Context, invite: str, label: str | None) -> None:
     """Join your team's relay with the INVITE office IT gave you.
 
-    Creates this device's store if there is none (you choose a passphrase),
-    enrolls it, and syncs once. The invite pins the relay's key: this device
-    will never sync with anyone else.
+    Creates this device's store if there is none (you choose a passphrase,
+    asked twice; a weak one is refused), enrolls it, and syncs once. The
+    invite pins the relay's key: this device will never sync with anyone else.
+    A lost passphrase means joining again with a new invite and a fresh store:
+    the team's data comes back; only changes not yet sent are lost.
     """
     home = _home(ctx)
     new_store = not ((home or default_home()) / DB_NAME).exists()
-    r = syncing.join(home, invite, _passphrase(confirm=new_store), label=label or "")
+    secret = new_passphrase([Invite.decode(invite).member], current_env_too=True) if new_store else current_passphrase()
+    r = syncing.join(home, invite, secret, label=label or "")
+    r["recovery"] = RECOVERY
     msg = f"Joined team {r['team']!r} as {r['member']} ({r['role']}) at {r['relay']}."
+    if new_store:
+        msg += f"\n{RECOVERY}"
     if r["first_device"]:
         msg += "\nThis is the team's first device: its team key was created here."
     if not r.get("synced"):
@@ -521,7 +529,11 @@ def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool) -> None:
     Exit 0 done; 75 relay unreachable or link dropped (nothing lost, try
     later); 77 this device was revoked; 65/76 protocol or version problem.
     """
-    r = syncing.sync(_home(ctx), os.environ.get("HBW_PASSPHRASE"), budget=parse_size(budget), timeout=timeout)
+    r = syncing.sync(_home(ctx), env_passphrase(), budget=parse_size(budget), timeout=timeout)
+    if r.wrong_passphrase:  # said even with --quiet and --json: a person should fix the script
+        click.echo("warning: HBW_PASSPHRASE does not open this device, so this sync ran without it: "
+                   "changes were sent and fetched; what arrived waits until a command with the right "
+                   "passphrase. Fix or unset HBW_PASSPHRASE.", err=True)
 
     def text() -> None:
         if quiet:
@@ -570,7 +582,7 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str) -> None:
 @click.pass_context
 def bundle_import(ctx: click.Context, file: Path) -> None:
     """Apply the office's reply bundle FILE. Importing it twice, or out of order, changes nothing wrongly."""
-    r = bundles.import_bundle(_home(ctx), file, _passphrase())
+    r = bundles.import_bundle(_home(ctx), file, current_passphrase())
     if r["already_imported"]:
         emit(ctx, r, "This reply was already imported; nothing changed.")
         return
@@ -592,7 +604,7 @@ def watch_cmd(ctx: click.Context, interval: float, max_backoff: float) -> None:
     One log line per sync. Stops cleanly on SIGTERM or Ctrl-C. Never prompts;
     with HBW_PASSPHRASE set, received changes are applied at once.
     """
-    code = watching.watch(_home(ctx), os.environ.get("HBW_PASSPHRASE"), interval=interval, max_backoff=max_backoff,
+    code = watching.watch(_home(ctx), env_passphrase(), interval=interval, max_backoff=max_backoff,
                           log=lambda line: click.echo(line))
     ctx.exit(code)
 
@@ -606,6 +618,9 @@ def check(ctx: click.Context) -> None:
     emit(ctx, {"ok": not problems, "problems": problems}, "Store is consistent." if not problems else "\n".join(problems))
     if problems:
         ctx.exit(65)
+
+
+register_passphrase(cli)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ into a ``Replica`` that can read and change content.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import crypto, enroll, hlc
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, UsageError, WrongKeyError
 from ..ops import is_member_name
 from . import vault
+from .passphrase import require_strong
 from .store import Store
 
 if TYPE_CHECKING:
@@ -37,6 +39,16 @@ class Identity:
     role: str | None
 
 
+def _wrong_passphrase(last: tuple | None) -> bool:
+    if last is None or not last[1] or not last[3]:
+        return False
+    try:
+        detail = json.loads(last[3])
+    except ValueError:
+        return False
+    return isinstance(detail, dict) and detail.get("wrong_passphrase") is True
+
+
 class Device:
     """An open store without the passphrase."""
 
@@ -54,13 +66,17 @@ class Device:
         relay_url: str | None = None,
         kdf: vault.KdfParams = vault.KdfParams(),
     ) -> "Device":
-        """Create the device identity and an empty store protected by ``passphrase``."""
+        """Create the device identity and an empty store protected by ``passphrase``.
+
+        Raises:
+            UsageError ``usage``: a bad member name; ``usage.weak_passphrase``: a passphrase
+            below ``passphrase.MIN_SCORE`` (see ``client/passphrase.py``). Nothing is created.
+        """
         if not is_member_name(name):
             raise UsageError(
                 f"{name!r} is not a valid member name", hint="use 1-32 lowercase letters, digits, '.', '_' or '-'"
             )
-        if not passphrase:
-            raise UsageError("the passphrase must not be empty")
+        require_strong(passphrase, [name])
         store = Store.create(home)
         store_key = os.urandom(32)
         sealer = vault.Sealer(store_key)
@@ -149,6 +165,9 @@ class Device:
             if last is None
             else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": last[3]},
             "last_successful_sync_ms": last_ok,
+            # A scheduler's HBW_PASSPHRASE that no longer opens the store: its syncs run locked, and
+            # nobody reads cron's output, so status says it.
+            "last_sync_wrong_passphrase": _wrong_passphrase(last),
             "hlc_ms": hlc.wall_ms(s.meta("hlc", 0)),
         }
 
@@ -163,12 +182,44 @@ class Device:
 
     # -- unlocking -----------------------------------------------------------------------------
 
-    def unlock(self, passphrase: str) -> "Replica":
-        from .replica import Replica
-
-        store_key = vault.unwrap_store_key(
+    def _store_key(self, passphrase: str) -> bytes:
+        return vault.unwrap_store_key(
             passphrase, self.store.meta("store_key"), vault.KdfParams.from_list(self.store.meta("kdf"))
         )
+
+    def opens_with(self, passphrase: str) -> bool:
+        """Whether ``passphrase`` opens this store; changes nothing (applies nothing received)."""
+        try:
+            self._store_key(passphrase)
+        except WrongKeyError:
+            return False
+        return True
+
+    def try_unlock(self, passphrase: str | None) -> "Replica | None":
+        """``unlock``, but a missing or wrong passphrase is None, not an error.
+
+        For commands that need no passphrase but use one when given (sync, watch):
+        a stale ``HBW_PASSPHRASE`` must not stop them; the caller says so instead.
+        """
+        if passphrase is None:
+            return None
+        try:
+            store_key = self._store_key(passphrase)
+        except WrongKeyError:
+            return None  # only the passphrase check: a wrong team key later is still an error
+        return self._open(store_key)
+
+    def unlock(self, passphrase: str) -> "Replica":
+        """Open content with the passphrase, and apply what an unattended sync brought in.
+
+        Raises:
+            WrongKeyError ``access.wrong_key``: the passphrase does not open this store.
+        """
+        return self._open(self._store_key(passphrase))
+
+    def _open(self, store_key: bytes) -> "Replica":
+        from .replica import Replica
+
         rep = Replica(self.store, store_key)
         if self.store.execute("SELECT 1 FROM inbox LIMIT 1").fetchone() or any(
             self.store.meta(k) for k in ("grants_in", "snapshot_in", "rebuild")

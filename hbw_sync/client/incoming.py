@@ -16,6 +16,7 @@ from ..enroll import grant_sender, open_grant
 from ..errors import IntegrityError, ProtocolError, WrongKeyError
 from ..ops import Kind, Op
 from .device import now_ms
+from . import snapshots
 
 if TYPE_CHECKING:
     from .replica import Replica as _Base
@@ -100,7 +101,8 @@ class IncomingMixin(_Base):
         with s.transaction():
             s.set_meta("grants_in", None)
 
-    def _apply_snapshot(self, cursor: int, device: bytes, data: bytes) -> int:
+    def _apply_snapshot(self, cursor: int, device: bytes, data: bytes, jumped_from: int | None = None) -> int:
+        """Merge a snapshot accepted on receipt; one that fails to decode sends the cursor back (§18)."""
         s = self.store
         pub = self._author_public(device)
         try:
@@ -112,7 +114,9 @@ class IncomingMixin(_Base):
         except (IntegrityError, ProtocolError) as e:
             self._problem(f"dropped a snapshot from device {device.hex()[:8]}: {e}")
             with s.transaction():
-                s.set_meta("snapshot_in", None)
+                if jumped_from is not None:  # the cursor jumped on its word: fetch what it skipped
+                    s.set_meta("pull_cursor", min(jumped_from, s.meta("pull_cursor", 0)))
+                snapshots.refuse(s, cursor, device, e)
             return 0
         new = 0
         with s.transaction():
@@ -126,10 +130,15 @@ class IncomingMixin(_Base):
                 self._save(merge.apply_op(self._load(so.op.kind, so.op.entity), so.op, stamp, self._rank(so.device)))
             s.set_meta("hlc", clock)
             s.set_meta("snapshot_in", None)
+            snapshots.raise_seen(s, dict(snap.coverage))
         return new
 
-    def make_snapshot(self, cursor: int) -> list[Any]:
-        """[cursor, sealed snapshot] of everything the relay has acknowledged, for late joiners."""
+    def make_snapshot(self, cursor: int, coverage: dict[bytes, int]) -> list[Any]:
+        """[cursor, sealed snapshot] of everything the relay has acknowledged, for late joiners.
+
+        ``coverage`` is the device's count of the batches it holds (``snapshots.seen``): the
+        relay keeps the snapshot only if it matches the batches stored up to ``cursor``.
+        """
         s = self.store
         by_entity: dict[tuple[int, bytes], list[tuple[bytes, int, Op]]] = {}
         for oid, body, device, rcv, kind, entity in s.execute(
@@ -152,7 +161,7 @@ class IncomingMixin(_Base):
                         o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
                 ops.append(snapshot.SnapOp(d, r, o))
         key = self.current_key()
-        snap = snapshot.Snapshot(self.require_team(), self.author.device_id, cursor, key.epoch, tuple(ops))
+        snap = snapshot.Snapshot(self.require_team(), self.author.device_id, cursor, key.epoch, tuple(ops), coverage)
         return [cursor, snapshot.encode(snap, self.author, key)]
 
     def reseal_outbox(self) -> None:

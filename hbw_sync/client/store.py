@@ -25,7 +25,8 @@ import msgpack
 import platformdirs
 import sqlite_utils
 
-from ..errors import ConfigError, StoreError
+from .. import fileio
+from ..errors import ConfigError, StorageError, StoreError
 
 SCHEMA_VERSION = 1
 DB_NAME = "store.db"
@@ -35,6 +36,35 @@ def default_home() -> Path:
     """Where the store lives: $HBW_SYNC_HOME, else the platform's user data dir."""
     env = os.environ.get("HBW_SYNC_HOME")
     return Path(env) if env else Path(platformdirs.user_data_dir("hbw-sync", appauthor=False))
+
+
+# What a full or failing disk means, in the words of the person at this computer (fileio.fault_code's codes).
+_FAULT_WORDS: dict[str, tuple[str, str]] = {
+    "store.disk_full": ("this computer's disk is full", "free space on this computer (empty the recycle bin, move "
+                        "big files away), then do it again"),
+    "store.io": ("this computer's disk reported an error", "tell office IT soon: the disk may be failing"),
+    "store.read_only": ("hbw-sync's folder cannot be written", "check that the disk is not read-only and that "
+                        "the folder belongs to you"),
+    "store.busy": ("another hbw-sync command is using this computer's store", "do it again in a moment"),
+    "store.corrupt": ("this computer's hbw-sync store is damaged", "tell office IT: the device can join the team "
+                      "again and get the team's data back"),
+}
+
+
+def storage_error(exc: BaseException, where: Path | None = None) -> StorageError | None:
+    """A fault of this computer's disk as ``StorageError`` (exit 74) in plain words; None for anything else.
+
+    ``where``: a path on the disk, so that an I/O error of a full disk is told as "full".
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    code = fileio.fault_code(exc, where)
+    if code is None:
+        return None
+    what, fix = _FAULT_WORDS[code]
+    err = StorageError(f"{what}; nothing was changed", code=code, hint=fix)
+    err.__cause__ = exc
+    return err
 
 
 def _pack(v: Any) -> bytes:
@@ -58,12 +88,14 @@ class Store:
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         try:
+            fileio.private_sqlite(path)  # 0600 before SQLite opens it: its -wal and -shm inherit the mode
             conn = sqlite3.connect(path, isolation_level=None, timeout=10)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # an acknowledged command survives power loss
             conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open the local store {path}: {e}") from None
+            fileio.private_sqlite(path)
+        except (sqlite3.Error, OSError) as e:
+            raise storage_error(e, path.parent) or StoreError(f"cannot open the local store {path}: {e}") from None
         return conn
 
     @classmethod
@@ -87,8 +119,7 @@ class Store:
         if path.exists():
             raise ConfigError(f"{home} already holds an hbw-sync store", hint="use another --home, or keep using this one")
         try:
-            home.mkdir(parents=True, exist_ok=True)
-            os.chmod(home, 0o700)
+            fileio.private_dir(home)
         except OSError as e:
             raise StoreError(f"cannot create {home}: {e}") from None
         store = cls(home, cls._connect(path))
@@ -179,18 +210,22 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
-            raise StoreError(f"the local store is busy or unwritable: {e}") from None
+            raise storage_error(e, self.home) or StoreError(f"the local store is busy or unwritable: {e}") from None
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as e:
+            if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                self.conn.execute("ROLLBACK")
+            fault = storage_error(e, self.home)
+            if fault is not None and fault is not e:
+                raise fault from None
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as e:  # disk full, I/O error: nothing was written
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
-            raise StoreError(f"could not save the change (nothing was changed): {e}") from None
+            raise storage_error(e, self.home) or StoreError(f"could not save the change (nothing was changed): {e}") from None
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -203,4 +238,4 @@ class Store:
         try:
             return self.conn.execute(sql, params)
         except sqlite3.OperationalError as e:
-            raise StoreError(f"local store error: {e}") from None
+            raise storage_error(e, self.home) or StoreError(f"local store error: {e}") from None

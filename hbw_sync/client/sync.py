@@ -36,9 +36,10 @@ import aiohttp
 from .. import crypto, envelope, hlc
 from ..enroll import Invite, make_grant
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
-                      from_dict)
+                      from_peer)
 from .device import Device, now_ms
 from .replica import Replica
+from . import snapshots
 from .vault import KdfParams
 
 DEFAULT_BUDGET = 200_000
@@ -58,9 +59,13 @@ class SyncReport:
     sent_bytes: int = 0
     received_batches: int = 0
     received_bytes: int = 0
+    #: Why a snapshot from the relay was refused (this device replays the history instead), or None.
+    snapshot_reject: dict[str, Any] | None = None
     applied_ops: int = 0
     waiting_to_apply: int = 0
     rejected: int = 0
+    # A passphrase was given but does not open the store (a stale HBW_PASSPHRASE): the sync ran locked.
+    wrong_passphrase: bool = False
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -101,7 +106,7 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
                 except ValueError:
                     err = None
                 if isinstance(err, dict) and "error" in err:
-                    raise from_dict(err)
+                    raise from_peer(err, resp.status, resp.headers.get("Retry-After"))
                 if resp.status >= 500:
                     raise TransientError(f"the relay answered {resp.status}; try again later")
                 raise ProtocolError(f"the relay answered {resp.status} {resp.reason}", code="protocol.http")
@@ -255,6 +260,8 @@ class _Session:
         }
         if s.meta("publish_key"):
             args["key"] = s.meta("publish_key")
+        if snapshots.refused_recently(s):
+            args["no_snapshot"] = True  # replaying the history a refused snapshot would have skipped
         if self.outgoing_grants:
             args["grants"] = self.outgoing_grants
         if self.snapshot:
@@ -266,9 +273,27 @@ class _Session:
         """Record one response in one transaction; True if another round trip is needed."""
         s = self.s
         capped: set[tuple[int, bytes]] = set()
+        refused = False
+        # A relay that serves a snapshot although this device asked for none is not asked again in
+        # this run (it could answer so for ever): the sync stops, says so, and nothing is lost.
+        replaying = snapshots.refused_recently(s) is not None
         with s.transaction():
+            snapshots.start_count(s)
+            # A reply bundle may arrive after a newer sync: never let it turn anything back.
+            if "roster" in res and res["roster_v"] >= (s.meta("roster_v") or -1):
+                # Entries changed since the version we sent, or (roster_full) the whole roster.
+                keys_now = {} if res.get("roster_full", True) else dict(s.meta("roster_keys") or {})
+                keys_now.update({d.hex(): v for d, v in res["roster"].items()})
+                s.set_meta("roster_keys", keys_now)
+                s.set_meta("roster", {d: v[0] for d, v in keys_now.items()})
+                s.set_meta("roster_v", res["roster_v"])
+            if "snapshot" in res:  # checked before its cursor counts, and before this answer's batches are seen
+                refused = self._take_snapshot(res["snapshot"])
+            got: dict[bytes, int] = {}  # device -> highest seq received or acked in this answer (counted once)
+            me = s.meta("device_id")
             for seq, rseq, rcv in res.get("acks", []):
                 capped |= self._ack(seq, rcv)
+                got[me] = max(got.get(me, 0), seq)
             for seq, err in res.get("rejects", []):
                 s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                 self.report.rejected += 1
@@ -280,20 +305,13 @@ class _Session:
                     continue
                 s.execute("INSERT OR IGNORE INTO inbox (rseq, device, received_ms, data) VALUES (?, ?, ?, ?)",
                           (rseq, device, rcv, data))
+                got[device] = max(got.get(device, 0), snapshots.batch_seq(data))
                 self.report.received_batches += 1
                 self.report.received_bytes += len(data)
-            if "snapshot" in res:
-                s.set_meta("snapshot_in", res["snapshot"])
-            # Never backwards: a reply bundle may arrive after a newer online sync.
-            s.set_meta("pull_cursor", max(res.get("cursor", 0), s.meta("pull_cursor", 0)))
-            # A reply bundle may arrive after a newer sync: never let it turn anything back.
-            if "roster" in res and res["roster_v"] >= (s.meta("roster_v") or -1):
-                # Entries changed since the version we sent, or (roster_full) the whole roster.
-                keys_now = {} if res.get("roster_full", True) else dict(s.meta("roster_keys") or {})
-                keys_now.update({d.hex(): v for d, v in res["roster"].items()})
-                s.set_meta("roster_keys", keys_now)
-                s.set_meta("roster", {d: v[0] for d, v in keys_now.items()})
-                s.set_meta("roster_v", res["roster_v"])
+            snapshots.raise_seen(s, got)
+            if not refused:  # a refused snapshot's jump does not count: the history is fetched instead
+                # Never backwards: a reply bundle may arrive after a newer online sync.
+                s.set_meta("pull_cursor", max(res.get("cursor", 0), s.meta("pull_cursor", 0)))
             if res.get("relay_x25519"):
                 s.set_meta("relay_x25519", res["relay_x25519"])
             keys = {**(s.meta("relay_keys") or {}), **res.get("keys", {})}
@@ -309,11 +327,33 @@ class _Session:
         self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
         self.outgoing_grants = []
         self.snapshot = None
-        more = bool(res.get("more"))
+        if isinstance(res.get("snapshot_refused"), dict):
+            with s.transaction():
+                self.report.notes.append(snapshots.relay_refused_mine(s, res["snapshot_refused"], now_ms()))
+        if refused and replaying:
+            self.report.ok = False
+            self.report.notes.append("The relay sent a summary of the history again although this device asked it "
+                                     "not to; this sync stopped there. Nothing was lost. If it happens again, tell "
+                                     "office IT: the relay may not be the office's.")
+        more = bool(res.get("more")) or (refused and not replaying)
         if self.rep is not None:
             more |= self.rep_duties(res)
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed' AND size <= ?", (INLINE_MAX,)).fetchone()[0]
         return more or (left > 0 and bool(acked))
+
+    def _take_snapshot(self, entry: Any) -> bool:
+        """Keep a served snapshot for applying, or refuse it (see ``snapshots``); True if refused."""
+        s = self.s
+        got = snapshots.check_served(s, entry)
+        if isinstance(got, HbwError):
+            author = entry[1] if isinstance(entry, list) and len(entry) > 1 and isinstance(entry[1], bytes) else b""
+            cursor = entry[0] if isinstance(entry, list) and entry and type(entry[0]) is int else 0
+            self.report.notes.append(snapshots.refuse(s, cursor, author, got))
+            self.report.snapshot_reject = {"code": got.code, "reason": got.message, "cursor": cursor}
+            return True
+        # The cursor it jumps from: where to go back to if it fails to decode once unlocked.
+        s.set_meta("snapshot_in", [*entry, s.meta("pull_cursor", 0)])
+        return False
 
     def _ack(self, seq: int, rcv: int) -> set[tuple[int, bytes]]:
         """Forget an acknowledged batch; returns entities whose ops the relay's clock capped."""
@@ -357,6 +397,7 @@ class _Session:
             with s.transaction():
                 if "ack" in res:
                     self._mark_capped(self._ack(seq, res["ack"][2]))
+                    snapshots.raise_seen(s, {s.meta("device_id"): seq})
                     self.report.sent_batches += 1
                     self.report.sent_bytes += size
                 else:
@@ -384,6 +425,7 @@ class _Session:
                     "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
                 s.execute("INSERT OR IGNORE INTO inbox (rseq, device, received_ms, data) VALUES (?, ?, ?, ?)",
                           (rseq, device, rcv, data))
+                snapshots.saw_batch(s, device, data)
                 s.execute("DELETE FROM download_chunks WHERE rseq = ?", (rseq,))
                 s.execute("DELETE FROM downloads WHERE rseq = ?", (rseq,))
             self.report.received_batches += 1
@@ -417,8 +459,11 @@ class _Session:
             # Only from a state that includes everything up to the cursor: nothing waiting to apply.
             rep.apply_incoming()
             waiting = self.s.execute("SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM downloads)").fetchone()[0]
-            if not waiting:
-                self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0))
+            # Only a supervisor's, vouching for a complete count (§18), and not within a day of a refusal.
+            coverage = snapshots.seen(self.s)
+            if (not waiting and coverage is not None and not self.s.meta("snapshot_in")
+                    and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())):
+                self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
                 need = True
         return need
 
@@ -462,15 +507,20 @@ def check_keys(rep: Replica) -> None:
 
 def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFAULT_BUDGET, timeout: float = 60,
          transport: Transport = post) -> SyncReport:
-    """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties."""
+    """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties.
+
+    A wrong ``passphrase`` does not stop the sync (it needs none): it runs as a
+    locked sync and the report says so (``wrong_passphrase``, and a note).
+    """
     t0 = time.monotonic()
     dev = Device.open(home)
     with dev, sync_lock(dev.store.home):
-        rep = dev.unlock(passphrase) if passphrase is not None else None
+        rep = dev.try_unlock(passphrase)
         if rep is not None:
             rep.apply_incoming()
         s = dev.store
         session = _Session(dev, rep, budget, transport, timeout)
+        session.report.wrong_passphrase = passphrase is not None and rep is None
         try:
             for _ in range(2):  # a second pass sends what a key grant, received in the first, let us seal
                 with s.transaction():
@@ -478,7 +528,13 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
                 asyncio.run(session.run())
                 if rep is None:
                     break
+                before = s.meta("pull_cursor", 0)
                 session.report.applied_ops += rep.apply_incoming()
+                if s.meta("pull_cursor", 0) < before:  # a snapshot failed to decode: replay the history now
+                    r = s.meta("snapshot_refused") or {}
+                    session.report.snapshot_reject = {k: r.get(k) for k in ("code", "reason", "cursor")}
+                    session.report.notes.append(str(r.get("text", "")))
+                    continue
                 if not s.execute("SELECT 1 FROM outbox WHERE state = 'open'").fetchone():
                     break
         except HbwError as e:
@@ -492,6 +548,8 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
 
 def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
     report.duration_s = round(time.monotonic() - t0, 3)
+    if error is None and not report.ok:  # stopped short without an error (a relay serving a refused snapshot)
+        error = report.notes[-1] if report.notes else "the sync stopped short"
     detail = json.dumps({k: v for k, v in report.to_dict().items() if k != "notes"} | ({"error": error} if error else {}))
     with dev.store.transaction():
         dev.store.execute(

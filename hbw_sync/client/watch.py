@@ -54,6 +54,7 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
     backoff = min_backoff
     last_ok = 0.0
     said_unreachable = False
+    said_wrong_passphrase = False
     while not stop.is_set():
         if not reachable(url):
             if not said_unreachable:
@@ -72,11 +73,19 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
             try:
                 r = sync(home, passphrase)
                 last_ok = time.monotonic()
+                if r.wrong_passphrase and not said_wrong_passphrase:
+                    log(f"{now} warning: HBW_PASSPHRASE does not open this device; syncing without it "
+                        "(received changes wait until a command with the right passphrase)")
+                    said_wrong_passphrase = True
                 log(f"{now} sync ok: sent {r.sent_batches} batch(es) ({r.sent_bytes} B), received "
                     f"{r.received_batches} ({r.received_bytes} B), {r.round_trips} round trip(s), {r.duration_s:.1f} s")
             except TransientError as e:
-                log(f"{now} sync interrupted (will retry): {e}")
-                stop.wait(backoff * random.uniform(0.8, 1.2))
+                # The relay may say how long (a full disk: minutes): retrying sooner would only resend bytes.
+                wait = backoff * random.uniform(0.8, 1.2)
+                if e.retry_after_s:
+                    wait = max(wait, min(float(e.retry_after_s), interval))
+                log(f"{now} sync interrupted (will retry in {wait:.0f} s): {e}")
+                stop.wait(wait)
                 continue
             except (AccessError, VersionError) as e:
                 log(f"{now} sync refused, stopping: {e}")

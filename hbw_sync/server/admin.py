@@ -4,6 +4,10 @@ Each function works on the data directory and is safe while the relay runs:
 writes are single short transactions (SQLite WAL lets the server go on), and
 the backup uses SQLite's online backup API, which copies a consistent state
 without stopping anyone.
+
+A full or failing disk surfaces as ``StorageError`` (exit 74 with words, not a
+traceback). Everything written here (database, backups, reply bundles) is
+0600 in a 0700 directory (``fileio``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .. import crypto
+from .. import crypto, fileio
 from ..enroll import Invite, new_token
 from .. import bundle as bundle_fmt
 from ..errors import ConfigError, LimitError, StoreError, UsageError
@@ -29,13 +33,15 @@ def _conn(data: Path) -> sqlite3.Connection:
 def _write(data: Path, fn: Any, *args: Any) -> Any:
     conn = _conn(data)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            out = fn(conn, *args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with db.faults(where=Path(data)):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn, *args)
+            except BaseException:
+                if conn.in_transaction:  # SQLite may already have rolled back (disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         return out
     finally:
         conn.close()
@@ -48,8 +54,8 @@ def init(data: Path, team: str, url: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"{data} already holds a relay", hint="use another --data directory")
     if not team.strip():
         raise UsageError("the team name must not be empty")
-    data.mkdir(parents=True, exist_ok=True)
-    os.chmod(data, 0o700)
+    with db.faults(where=data.parent):
+        fileio.private_dir(data)
     key = crypto.DeviceKey.generate()
     fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -194,16 +200,17 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
                          hint="check that this is the right file")
     out_dir = Path(reply_dir) if reply_dir else Path(file).parent
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if not out_dir.is_dir():
+            fileio.private_dir(out_dir)  # a directory we make holds replies only: 0700
     except OSError as e:
         raise UsageError(f"cannot create {out_dir}: {e.strerror or e}") from None
     # Committed first, written second: a reply must never acknowledge what is not durable. If the
     # write fails, ingesting the same bundle again writes the same reply (see relay.ingest_bundle).
     reply, stats = _write(data, lambda conn: relay.ingest_bundle(conn, _identity(conn, data), raw, relay.now_ms()))
     out = out_dir / f"hbw-reply-{stats['member']}-{stats['device'][:8]}-{stats['counter']}.hbw"
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_bytes(reply)
-    os.replace(tmp, out)
+    with db.faults(f"the disk that holds {out_dir}", "the bundle was applied and nothing is lost, but its reply "
+                   "was not written", "ingest the same bundle again: it writes the same reply", out_dir):
+        fileio.write_private(out, reply)
     return {**stats, "reply": str(out), "reply_bytes": len(reply)}
 
 
@@ -214,12 +221,18 @@ def backup(data: Path, dest: Path) -> dict[str, Any]:
         raise UsageError(f"{dest} exists; choose a new file name")
     src = _conn(data)
     try:
-        out = sqlite3.connect(dest)
-        try:
-            src.backup(out)
-        finally:
-            out.close()
+        with db.faults(f"the disk that holds {dest.parent}", "no backup was written", where=dest.parent):
+            fileio.create_private(dest)  # a backup is the whole relay: 0600 before a byte is in it
+            out = sqlite3.connect(dest)
+            try:
+                src.backup(out)
+            finally:
+                out.close()
+    except StoreError:
+        dest.unlink(missing_ok=True)  # no half backup that looks like one
+        raise
     except sqlite3.Error as e:
+        dest.unlink(missing_ok=True)
         raise StoreError(f"backup failed: {e}") from None
     finally:
         src.close()
@@ -231,17 +244,26 @@ def restore(backup_file: Path, data: Path, key_file: Path) -> dict[str, Any]:
     data = Path(data)
     if (data / db.DB_NAME).exists():
         raise ConfigError(f"{data} already holds a relay; restore into an empty directory")
-    data.mkdir(parents=True, exist_ok=True)
+    fileio.private_dir(data)
     src = sqlite3.connect(backup_file)
     try:
         if src.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
             raise StoreError(f"{backup_file} is damaged")
-        out = sqlite3.connect(data / db.DB_NAME)
-        src.backup(out)
-        out.close()
+        try:
+            with db.faults(f"the disk that holds {data}", "nothing was restored", "restore again", data):
+                fileio.private_sqlite(data / db.DB_NAME)
+                out = sqlite3.connect(data / db.DB_NAME)
+                try:
+                    src.backup(out)
+                finally:
+                    out.close()
+                fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(Path(key_file).read_bytes())
+        except BaseException:  # no half-restored directory that looks like a relay and blocks a retry
+            for name in (db.DB_NAME, *(db.DB_NAME + x for x in fileio.SQLITE_SIDE_FILES), "relay.key"):
+                (data / name).unlink(missing_ok=True)
+            raise
     finally:
         src.close()
-    fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(Path(key_file).read_bytes())
     return {"data": str(data)}

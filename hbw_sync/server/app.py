@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,13 +22,14 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from .. import __version__, envelope
-from ..errors import HbwError, LimitError, ProtocolError, TransientError, http_status_for
+from ..errors import HbwError, LimitError, ProtocolError, StorageError, TransientError, http_status_for, retry_after_for
 from . import board, db, limits, relay
 from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
 
 MAX_BODY = limits.MAX_BODY
+MIN_FREE_MB = 64  # below this much free space on the data disk, /healthz says unhealthy
 
 
 @dataclass
@@ -39,6 +41,7 @@ class RelayConfig:
     access_log: bool = True
     rebalance_every_s: float | None = None
     stale_hours: float = 72
+    min_free_mb: float = MIN_FREE_MB
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     #: A request body may pause this long between reads...
     body_stall_s: float = 30.0
@@ -117,7 +120,13 @@ routes = web.RouteTableDef()
 
 
 def _error_response(e: HbwError) -> web.Response:
-    return web.Response(status=http_status_for(e), text=json.dumps(e.to_dict()), content_type="application/json")
+    if isinstance(e, StorageError):  # the relay's disk, not the device's: tell the device what it means for it
+        e = db.for_device(e)
+    body = e.to_dict()
+    retry = retry_after_for(e)
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return web.Response(status=http_status_for(e), text=json.dumps(body), content_type="application/json",
+                        headers=headers)
 
 
 def _cap_for_head(prefix: bytes) -> int:
@@ -234,12 +243,11 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         return web.Response(body=out, content_type=content_type)
     except HbwError as e:
         status = http_status_for(e)
-        resp = _error_response(e)
-        if e.code == "transient.slow_body":
-            resp.force_close()  # a stalled body is not waited for again, not even to discard it
-        if e.code == "transient.busy":
-            resp.headers["Retry-After"] = "5"
-            resp.force_close()  # the rest of its body is not read, not even to discard it
+        if isinstance(e, StorageError):  # office IT must hear of it, not only the device
+            log.warning(json.dumps({"action": action, "error": e.code, "message": e.message, "hint": e.hint}))
+        resp = _error_response(e)  # a 503 carries Retry-After (errors.RETRY_AFTER_S)
+        if e.code in ("transient.slow_body", "transient.busy"):
+            resp.force_close()  # the rest of such a body is not waited for, not even to discard it
         return resp
     except web.HTTPException as e:
         status = e.status
@@ -247,7 +255,12 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
     except ConnectionResetError:  # the link dropped mid-upload: routine on 3G, one log line is enough
         status = 499
         return web.Response(status=499)
-    except Exception as e:  # noqa: BLE001 - a bug: answer 500 in JSON, log it as such
+    except Exception as e:  # noqa: BLE001 - a disk fault outside the writer, or a bug: answer in JSON
+        fault = db.storage_error(e)
+        if fault is not None:
+            status = http_status_for(fault)
+            log.warning(json.dumps({"action": action, "error": fault.code, "detail": str(e)}))
+            return _error_response(fault)
         status = 500
         log.exception("internal error")
         return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
@@ -274,16 +287,55 @@ async def bundle_upload(request: web.Request) -> web.StreamResponse:
     return await _serve(request, relay.ingest_bundle, "application/x-hbw-bundle", "bundle")
 
 
+def health(config: RelayConfig, writer: db.Writer) -> StorageError | None:
+    """Why the relay cannot take writes now, or None: free space below the floor, or the last write failed.
+
+    A write fault is cleared by the next transaction that commits, so a relay whose
+    disk was freed says healthy again after its next successful sync.
+    """
+    try:
+        free = shutil.disk_usage(config.data).free
+    except OSError as e:
+        return db.storage_error(e) or StorageError(f"cannot read the relay's data directory: {e}", code="store.io")
+    if free < config.min_free_mb * 2**20:
+        return StorageError(f"the relay's disk is nearly full: {free / 2**20:.1f} MB free, below the "
+                            f"{config.min_free_mb:g} MB floor", code="store.disk_full",
+                            hint="free space on the disk that holds the relay's data directory")
+    return writer.fault
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    ident = request.app[IDENTITY]
-    return web.json_response({"ok": True, "version": __version__, "team": ident.team_name,
-                              "relay_key": ident.key.public.hex()})
+    """Liveness for monitoring: 200 when the relay can take writes, 503 with the reason when not."""
+    app = request.app
+    ident = app[IDENTITY]
+    body: dict[str, Any] = {"ok": True, "version": __version__, "team": ident.team_name,
+                            "relay_key": ident.key.public.hex()}
+    with contextlib.suppress(OSError):
+        body["free_bytes"] = shutil.disk_usage(app[CONFIG].data).free
+    fault = health(app[CONFIG], app[WRITER])
+    if fault is None:
+        return web.json_response(body)
+    body.update(ok=False, code=fault.code, reason=fault.message, hint=fault.hint)
+    return web.json_response(body, status=503, headers={"Retry-After": str(retry_after_for(fault))})
+
+
+def _storage_metrics(app: web.Application) -> str:
+    """Gauges for alerting on the data disk: the same verdict as /healthz, and the free space."""
+    fault = health(app[CONFIG], app[WRITER])
+    lines = ["# HELP hbw_storage_healthy 1 when the relay can take writes (as /healthz), else 0.",
+             "# TYPE hbw_storage_healthy gauge", f"hbw_storage_healthy {0 if fault else 1}"]
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(app[CONFIG].data).free
+        lines += ["# HELP hbw_data_free_bytes Free space on the disk that holds the relay's data.",
+                  "# TYPE hbw_data_free_bytes gauge", f"hbw_data_free_bytes {free}"]
+    return "\n".join(lines) + "\n"
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits, request.app[GUARD].stats()),
+    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits, request.app[GUARD].stats())
+                        + _storage_metrics(request.app),
                         content_type="text/plain", charset="utf-8")
 
 

@@ -10,10 +10,16 @@ import click
 from .. import __version__
 from ..cli_common import HbwGroup, emit, json_option
 from ..client.views import iso_ms
-from . import admin
-from .app import RelayConfig
+from . import admin, db
+from .app import MIN_FREE_MB, RelayConfig
 from .connections import ConnectionLimits
 from .runner import serve as run_server
+
+class RelayGroup(HbwGroup):
+    """The relay's commands: a fault of the relay's disk is told in words, exit 74 (``db.storage_error``)."""
+
+    translate = staticmethod(db.storage_error)
+
 
 DATA_HELP = "Relay data directory (database and relay key; env HBW_RELAY_DATA)."
 
@@ -23,7 +29,7 @@ def data_option(f):
                         required=True, help=DATA_HELP)(f)
 
 
-@click.group(cls=HbwGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hbw-relay")
 def cli() -> None:
     """The office relay for hbw-sync: enrolls devices and passes sealed batches between them.
@@ -56,10 +62,12 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--auto-rebalance", help="Also rebalance (and apply) every INTERVAL, e.g. 1h; off by default.")
 @click.option("--stale-after", default="72h", show_default=True, help="Unreachable threshold for --auto-rebalance.")
+@click.option("--min-free-mb", default=MIN_FREE_MB, show_default=True, type=float,
+              help="/healthz says unhealthy (503) when the data disk has less free space than this.")
 @click.option("--max-per-address", default=ConnectionLimits.per_address, show_default=True, type=click.IntRange(1),
               help="Connections one IP address may hold (raise it if many devices share one address, e.g. a NAT).")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
-          stale_after: str, max_per_address: int) -> None:
+          stale_after: str, min_free_mb: float, max_per_address: int) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -75,7 +83,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         admin.set_tls_certificate(data, Path(tls_cert))
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
-                      stale_hours=parse_hours(stale_after),
+                      stale_hours=parse_hours(stale_after), min_free_mb=min_free_mb,
                       connections=ConnectionLimits(per_address=max_per_address))
     run_server(cfg, ctx,
                ready=lambda url: click.echo(f"hbw-relay listening on {url}", err=True))
@@ -99,7 +107,7 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
          f"On the device: hbw-sync join {code[:12]}...")
 
 
-@cli.group(cls=HbwGroup, invoke_without_command=True)
+@cli.group(cls=RelayGroup, invoke_without_command=True)
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), envvar="HBW_RELAY_DATA", help=DATA_HELP)
 @json_option
 @click.pass_context
@@ -278,7 +286,7 @@ def restore(ctx: click.Context, backup_file: Path, data: Path, key_file: Path) -
     emit(ctx, r, f"Restored into {data}. Start it with 'hbw-relay serve --data {data}'.")
 
 
-@cli.group(cls=HbwGroup)
+@cli.group(cls=RelayGroup)
 def bundle() -> None:
     """Sync by file: bundles that officials send by email or bring on a USB stick."""
 

@@ -9,31 +9,112 @@ acknowledged before its transaction is durable.
 
 Reads that must see the writer's latest state run in the writer too; plain
 listings for admin commands open their own read connection.
+
+Faults of the disk (full, I/O error, read-only, locked) are turned into one
+``StorageError`` here (``storage_error``; the codes come from
+``fileio.fault_code``), so the HTTP edge answers 503 with Retry-After and the
+admin CLI exits 74 with words, instead of "internal error (OperationalError)".
+A fault fails the writer's whole group: nothing of it is durable. The database
+and its -wal/-shm files are 0600 (``fileio.private_sqlite``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
-from ..errors import ConfigError
+from .. import fileio
+from ..errors import ConfigError, StorageError
 
 DB_NAME = "relay.db"
 SCHEMA_VERSION = 1
 MAX_GROUP = 64  # requests committed together at most
 
 
+# code -> (what happened, what office IT does about it); {disk} names the disk that failed.
+_FAULT_WORDS: dict[str, tuple[str, str]] = {
+    "store.disk_full": ("{disk} is full", "free space on {disk}"),
+    "store.io": ("{disk} reported an I/O error", "check the disk (dmesg, smartctl); restore from a backup if it is "
+                 "failing"),
+    "store.read_only": ("{disk} is read-only", "check the directory's permissions and that its disk is mounted "
+                        "read-write"),
+    "store.busy": ("the relay's database is busy (another program holds its lock)", "try again in a moment"),
+    "store.corrupt": ("the relay's database is damaged", "stop the relay and restore from a backup "
+                      "('hbw-relay restore')"),
+}
+RELAY_DISK = "the relay's disk"
+
+
+def storage_error(exc: BaseException, disk: str = RELAY_DISK, outcome: str = "nothing was changed",
+                  then: str = "", where: Path | None = None) -> StorageError | None:
+    """The ``StorageError`` for a disk fault (SQLite result code or errno), or None for anything else.
+
+    Only SQLite's ``OperationalError`` family and ``OSError`` qualify: an
+    ``IntegrityError`` (a replayed nonce, a duplicate batch) is a value the
+    caller handles, not a fault of the disk. ``disk`` names the disk in the
+    words ("the disk that holds /backups") when it is not the relay's;
+    ``outcome`` says what was kept, ``then`` what to do once the disk is fixed;
+    ``where``, a path on that disk, lets an I/O error of a full disk be told as "full".
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    code = fileio.fault_code(exc, where)
+    if code is None:
+        return None
+    what, fix = (w.format(disk=disk) for w in _FAULT_WORDS[code])
+    err = StorageError(f"{what}; {outcome}", code=code, hint=fix + (f", then {then}" if then else ""))
+    err.__cause__ = exc
+    return err
+
+
+_DEVICE_HINT = ("nothing was lost: your changes stay queued on this device and go out at a later sync; "
+                "if this lasts, tell office IT")
+
+
+def for_device(err: StorageError) -> StorageError:
+    """The same fault in the words a device's person reads: what it means for *their* changes.
+
+    The relay's own words tell IT what to fix; a device's person needs to hear
+    that nothing of theirs was lost and that a later sync will do.
+    """
+    what = _FAULT_WORDS.get(err.code, ("the relay could not use its disk", ""))[0].format(disk=RELAY_DISK)
+    hint = "nothing was lost: sync again in a moment" if err.code == "store.busy" else _DEVICE_HINT
+    return StorageError(f"{what}, so it could not finish this sync", code=err.code, hint=hint)
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    return storage_error(exc) is not None
+
+
+@contextlib.contextmanager
+def faults(disk: str = RELAY_DISK, outcome: str = "nothing was changed", then: str = "",
+           where: Path | None = None) -> Iterator[None]:
+    """Turn a disk fault raised inside the block into ``StorageError``; other errors pass unchanged."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as e:
+        err = storage_error(e, disk, outcome, then, where)
+        if err is None:
+            raise
+        raise err from e
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    """A connection to the relay database (created 0600 if missing), WAL, synchronous=FULL."""
+    with faults(where=path.parent):
+        fileio.private_sqlite(path)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        fileio.private_sqlite(path)  # the -wal and -shm files SQLite just made
     return conn
 
 
@@ -130,6 +211,8 @@ class Writer:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.commits = 0
+        #: The disk fault of the last failed transaction, None once one commits (for /healthz).
+        self.fault: StorageError | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -186,17 +269,23 @@ class Writer:
                         outcomes.append((True, fn(conn, *args)))
                         conn.execute("RELEASE item")
                     except BaseException as e:  # noqa: BLE001 - one bad request must not fail the group
+                        if is_storage_fault(e):
+                            raise  # the disk, not the request: the whole group fails below
                         conn.execute("ROLLBACK TO item")
                         conn.execute("RELEASE item")
                         outcomes.append((False, e))
                 conn.execute("COMMIT")
                 self.commits += 1
+                self.fault = None
             except BaseException as e:  # noqa: BLE001 - disk full, I/O error: nothing of the group is durable
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                outcomes = [(False, e)] * len(items)
+                err = storage_error(e, where=self.path.parent)
+                if err is not None:
+                    self.fault = err
+                outcomes = [(False, err or e)] * len(items)
             for (_fn, _args, fut), (ok, value) in zip(items, outcomes):
                 if ok:
                     fut.set_result(value)
@@ -204,5 +293,5 @@ class Writer:
                     fut.set_exception(value)
             # Let go of this group's requests now, not when the next one arrives: a 31 MiB body
             # must not outlive its answer while the relay waits.
-            first = items = outcomes = fn = args = _fut = _fn = _args = fut = value = None  # type: ignore[assignment]
+            first = items = outcomes = fn = args = _fut = _fn = _args = fut = value = err = None  # type: ignore[assignment]
         conn.close()

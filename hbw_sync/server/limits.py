@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from .. import codec
 from ..errors import LimitError, TransientError
-from ..schema import Bin, Bool, Int, ListOf, Opt, Spec, Str, Tuple  # noqa: F401 - Bool/Opt for new lines
+from ..schema import Bin, Bool, Int, ListOf, Opt, Soft, Spec, Str, Tuple
 
 #: Largest HTTP request body (40 MiB): a sync carrying inline batches, or a bundle's batches.
 MAX_BODY = 40 * 1024 * 1024
@@ -61,8 +61,9 @@ ACTIONS: dict[str, Action] = {
         "roster_v": Opt(_U63),
         "key": Tuple((_EPOCH, Bin(32))),  # [epoch, key id]
         "grants": ListOf(Tuple((Bin(8, 8), _EPOCH, Bin(1024))), 10_000),  # [device, epoch, grant]
-        "snapshot": Tuple((_U63, Bin(_MSG))),  # [cursor, sealed snapshot]
+        "snapshot": Soft(Tuple((_U63, Bin(_MSG)))),  # [cursor, sealed snapshot]; another shape is refused as a value
         "bundle": _U63,  # a bundle's counter (only inside a bundle)
+        "no_snapshot": Bool(),  # true: replay history instead of a snapshot (the device refused one, §18)
     }),
     "upload": Action(body=CHUNK_MAX + 4096, args={
         "seq": _U63,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import batch as wire
+from .. import snapshot as snap_fmt
 from .. import codec, crypto, envelope
 from .. import bundle
 from .. import enroll as enroll_mod
@@ -277,16 +278,21 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
     for g in a.get("grants", []):
         _store_grant(conn, g, device, role, now)
     if a.get("snapshot"):
-        _store_snapshot(conn, a["snapshot"], device, now)
+        refused = _store_snapshot(conn, ident, a["snapshot"], device, member, role, now)
 
     result: dict[str, Any] = {"acks": acks, "rejects": rejects}
+    if a.get("snapshot") and refused is not None:  # a value, not an error: the sync goes on (§18)
+        result["snapshot_refused"] = refused
     cursor = int(a.get("cursor", 0))
     budget = min(max(int(a.get("budget", DEFAULT_BUDGET)), 1024), MAX_BUDGET)
     snap = conn.execute("SELECT cursor, device, data FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
     oldest = conn.execute("SELECT MIN(rseq) FROM batches").fetchone()[0]
-    if snap is not None and (cursor == 0 or (oldest is not None and cursor < oldest - 1)) and snap[0] > cursor:
-        result["snapshot"] = [snap[0], snap[1], snap[2]]
-        cursor = snap[0]
+    if (snap is not None and a.get("no_snapshot") is not True
+            and (cursor == 0 or (oldest is not None and cursor < oldest - 1))):
+        served = _servable_snapshot(conn, ident, cursor)
+        if served is not None:
+            result["snapshot"] = list(served)
+            cursor = served[0]
     out, used = [], 0
     rows = conn.execute(
         "SELECT rseq, device, received_ms, size FROM batches WHERE rseq > ? ORDER BY rseq LIMIT 2000", (cursor,)
@@ -327,7 +333,8 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
         result["pending"] = _pending_grants(conn, device)
         result["rotate"] = bool(meta(conn, "rotation_wanted", False))
     last_snap = snap[0] if snap else 0
-    result["want_snapshot"] = (cursor - last_snap) >= SNAPSHOT_EVERY
+    # Only a supervisor's snapshot is ever kept (§18): asking a member would waste its bytes.
+    result["want_snapshot"] = role == "supervisor" and (cursor - last_snap) >= SNAPSHOT_EVERY
     return result
 
 
@@ -375,16 +382,70 @@ def _pending_grants(conn: sqlite3.Connection, me: bytes) -> list[list[Any]]:
     return list(out.values())
 
 
-def _store_snapshot(conn: sqlite3.Connection, snap: Any, device: bytes, now: int) -> None:
-    cursor, data = snap
-    if not isinstance(data, bytes) or type(cursor) is not int:
-        raise ProtocolError("malformed snapshot", code="protocol.schema")
-    if conn.execute("SELECT 1 FROM snapshots WHERE cursor = ? AND device = ?", (cursor, device)).fetchone():
-        return  # sent again after a lost answer
+# -- snapshots (§18) ------------------------------------------------------------------------------------
+
+
+def snapshot_coverage(conn: sqlite3.Connection, cursor: int) -> dict[bytes, int]:
+    """device -> highest seq among its batches stored at rseq <= cursor: what a snapshot must cover."""
+    return dict(conn.execute("SELECT device, MAX(seq) FROM batches WHERE rseq <= ? GROUP BY device", (cursor,)))
+
+
+def check_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes, cursor: int, data: bytes) -> None:
+    """A snapshot the relay may keep or serve: a current supervisor's, signed, covering exactly what is held.
+
+    A snapshot lets a joining device's cursor skip history, so a wrong one (a member's,
+    or one that leaves batches out) would hide those batches from it for ever. Raises
+    AccessError ``access.role`` or an error of ``snapshot.verify`` / ``check_coverage``.
+    """
+    row = _device_row(conn, device)
+    if row is None or row[3] is not None or row[4] != "supervisor":
+        raise AccessError("only a supervisor's device may provide a snapshot", code="access.role")
+    claim = snap_fmt.verify(data, row[1], ident.team)
+    if claim.device != device or claim.cursor != cursor:
+        raise IntegrityError("the snapshot's header does not match how it was sent", code="integrity.coverage")
+    top = conn.execute("SELECT MAX(rseq) FROM batches").fetchone()[0] or 0
+    if cursor > top:
+        raise IntegrityError(f"the snapshot claims batches up to {cursor}; the relay holds {top}",
+                             code="integrity.coverage")
+    snap_fmt.check_coverage(claim, snapshot_coverage(conn, cursor))
+
+
+def _store_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, snap: Any, device: bytes, member: str,
+                    role: str, now: int) -> dict[str, Any] | None:
+    """Keep a checked snapshot; a refused one is a value (the error map), and the sync goes on."""
+    try:
+        if not (isinstance(snap, list) and len(snap) == 2 and type(snap[0]) is int and isinstance(snap[1], bytes)):
+            raise ProtocolError("malformed snapshot", code="protocol.schema")
+        cursor, data = snap
+        if role != "supervisor":
+            raise AccessError("only a supervisor's device may provide a snapshot", code="access.role")
+        if conn.execute("SELECT 1 FROM snapshots WHERE cursor = ? AND device = ?", (cursor, device)).fetchone():
+            return None  # sent again after a lost answer
+        check_snapshot(conn, ident, device, cursor, data)
+    except HbwError as e:
+        audit(conn, member, "snapshot_refused", device=device, code=e.code)
+        return e.to_dict()
     conn.execute("INSERT INTO snapshots (cursor, device, created_ms, data) VALUES (?, ?, ?, ?)",
                  (cursor, device, now, data))
     # Keep the two newest: the latest, and one before it in case the latest turns out unreadable.
     conn.execute("DELETE FROM snapshots WHERE id NOT IN (SELECT id FROM snapshots ORDER BY id DESC LIMIT 2)")
+    return None
+
+
+def _servable_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, cursor: int) -> tuple[int, bytes, bytes] | None:
+    """The newest stored snapshot past ``cursor`` that passes the checks *now* (author still a supervisor...).
+
+    Checked again at serving time because rows may predate these checks (an older relay kept
+    any snapshot) and an author may have been revoked or demoted since.
+    """
+    for c, dev, data in conn.execute(
+            "SELECT cursor, device, data FROM snapshots WHERE cursor > ? ORDER BY id DESC", (cursor,)).fetchall():
+        try:
+            check_snapshot(conn, ident, dev, c, data)
+        except HbwError:
+            continue
+        return c, dev, data
+    return None
 
 
 def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:

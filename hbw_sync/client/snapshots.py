@@ -1,0 +1,145 @@
+"""A device's side of trusting a snapshot: what it has seen, what it accepts, and falling back.
+
+A snapshot lets this device's pull cursor jump past the team's history, so a bad one (a
+member's, a stale one, one that leaves batches out) would hide those batches from it for
+ever while every sync still "worked". So before the cursor moves, even in a sync without
+the passphrase, the device checks what it can without the team key: the author is a
+supervisor in the roster and not revoked, the signature holds, the header's cursor is the
+one the relay served, and the coverage claims no fewer of any device's batches than this
+device has already seen. A snapshot refused here (or one that fails to decode later) is
+dropped: the cursor stays (or goes back) where it was, the device asks the relay for no
+snapshot until it has replayed past the refused cursor, and the person is told in plain
+words. See PROTOCOL.md §18.
+
+The coverage count (meta ``seen_seqs``: device id -> highest batch seq) is what a
+supervisor's device signs as its own snapshot's coverage; it is raised by every batch put
+in the inbox, every ack of the device's own batches, and every snapshot applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import snapshot
+from ..errors import AccessError, HbwError, IntegrityError, ProtocolError
+from .device import now_ms
+from .store import Store
+
+#: Header bytes of a batch that hold its seq (u64, big-endian): PROTOCOL.md §5.
+_SEQ = slice(22, 30)
+#: After the relay refused this device's own snapshot, it builds none for this long: building one
+#: reads the whole op log and sends it, and the relay asks at every sync until it holds one.
+RETRY_AFTER_MS = 24 * 3600 * 1000
+
+
+def seen(store: Store) -> dict[bytes, int] | None:
+    """device -> highest batch seq this device has seen at or below its pull cursor; None if not counted.
+
+    A store made before the count existed (it has synced, and has no count) cannot vouch
+    for what it holds, so it builds no snapshot.
+    """
+    m = store.meta("seen_seqs")
+    if m is None:
+        return {} if not store.meta("pull_cursor", 0) else None
+    return dict(m)
+
+
+def start_count(store: Store) -> None:
+    """Begin the count with the first sync's answer (inside its transaction): from then on it is complete."""
+    if store.meta("seen_seqs") is None and not store.meta("pull_cursor", 0):
+        store.set_meta("seen_seqs", {})
+
+
+def raise_seen(store: Store, items: dict[bytes, int]) -> None:
+    """Raise the count for these devices (inside the caller's transaction)."""
+    m = seen(store)
+    if m is None or not items:
+        return
+    for d, q in items.items():
+        if q > m.get(d, -1):
+            m[d] = q
+    store.set_meta("seen_seqs", m)
+
+
+def batch_seq(data: bytes) -> int:
+    """The seq in a batch's header (0 if too short to hold one: such a batch is dropped when applied)."""
+    return int.from_bytes(data[_SEQ], "big") if len(data) >= _SEQ.stop else 0
+
+
+def saw_batch(store: Store, device: bytes, data: bytes) -> None:
+    raise_seen(store, {device: batch_seq(data)})
+
+
+def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwError:
+    """The claim and its author's member name, or the reason to refuse; no team key needed.
+
+    Call after the response's roster is recorded and before its batches are counted.
+    """
+    try:
+        if not (isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int
+                and isinstance(entry[1], bytes) and isinstance(entry[2], bytes)):
+            raise ProtocolError("malformed snapshot entry in the relay's answer", code="protocol.schema")
+        cursor, author, data = entry
+        e = (store.meta("roster_keys") or {}).get(author.hex())
+        if e is None:
+            raise IntegrityError("it comes from a device that is not in the team", code="integrity.device")
+        member, author_pub, revoked = e[0], e[1], e[3]
+        role = e[4] if len(e) > 4 else "member"
+        if revoked is not None:
+            raise AccessError(f"it comes from {member}'s device, which was revoked", code="access.role")
+        if role != "supervisor":
+            raise AccessError(f"{member} is not a supervisor, and only a supervisor's device may provide one",
+                              code="access.role")
+        claim = snapshot.verify(data, author_pub, store.meta("team_id"))
+        if claim.cursor != cursor:
+            raise IntegrityError("the relay served it for another point in the history than it covers",
+                                 code="integrity.coverage")
+        me = store.meta("device_id")
+        for d, q in (seen(store) or {}).items():
+            if d != me and claim.coverage.get(d, -1) < q:
+                raise IntegrityError("it covers fewer changes than this device already holds",
+                                     code="integrity.coverage")
+        return claim, member
+    except HbwError as e:
+        return e
+
+
+def refuse(store: Store, cursor: int, author: bytes, reason: HbwError) -> str:
+    """Drop a snapshot and replay history instead; returns the sentence to tell the person.
+
+    Inside the caller's transaction. The relay is asked for no snapshot until the pull
+    cursor has passed the refused one.
+    """
+    who = ((store.meta("roster_keys") or {}).get(author.hex()) or [None])[0] or f"device {author.hex()[:8]}"
+    text = (f"Refused a summary of the team's history from {who}'s device: {reason.message}. "
+            "This device fetches the full history instead; nothing will be missing, it only takes longer.")
+    store.set_meta("snapshot_refused", {"cursor": cursor, "author": author, "code": reason.code,
+                                        "reason": reason.message, "text": text, "at_ms": now_ms()})
+    store.set_meta("snapshot_in", None)
+    store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)", (now_ms(), text))
+    return text
+
+
+def relay_refused_mine(store: Store, error: dict[str, Any], now: int) -> str:
+    """The relay did not keep this device's snapshot: remember when (see ``may_build``); the words to say."""
+    store.set_meta("snapshot_mine_refused", {"at_ms": now, "code": str(error.get("code"))})
+    return (f"the relay did not keep this device's summary of the history ({error.get('message')}); nothing is "
+            "lost: new devices fetch the full history instead. This device tries again tomorrow.")
+
+
+def may_build(store: Store, now: int) -> bool:
+    """Whether to answer the relay's request for a snapshot now (not within a day of a refusal of ours)."""
+    r = store.meta("snapshot_mine_refused")
+    return not r or now - int(r.get("at_ms", 0)) >= RETRY_AFTER_MS
+
+
+def refused_recently(store: Store) -> dict[str, Any] | None:
+    """The last refused snapshot, while this device is still replaying the history it would have skipped."""
+    r = store.meta("snapshot_refused")
+    if r and store.meta("pull_cursor", 0) < r["cursor"]:
+        return dict(r)
+    return None
+
+
+__all__ = ["seen", "start_count", "raise_seen", "saw_batch", "batch_seq", "check_served", "refuse", "refused_recently",
+           "relay_refused_mine", "may_build"]
