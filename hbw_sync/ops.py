@@ -33,6 +33,7 @@ OP_ID_LEN = 16
 MAX_ENTITY_LEN = 32
 MAX_TEXT = 256 * 1024  # a description longer than 256 KiB belongs in a document
 MAX_NAME = 64
+MAX_CAPACITY = 1000  # open tasks a member holds at full load; more is a typo, not a plan
 
 
 class Kind(IntEnum):
@@ -150,6 +151,11 @@ _register(
     FieldSpec(2, "internet", ROUTING, _is_bool),
     FieldSpec(3, "office_days", ROUTING, _is_int_in(0, 127)),
     FieldSpec(4, "away_until", ROUTING, _is_int_in(0, _DAY_MAX), nullable=True),
+    # -- rebalancing (issue 13 item 3): how much open work a member holds at full load, and
+    # whether a supervisor opts in to receiving work (members always may).
+    FieldSpec(5, "capacity", ROUTING, _is_int_in(1, MAX_CAPACITY)),
+    FieldSpec(6, "takes_work", ROUTING, _is_bool),
+    # -- end of rebalancing fields
     FieldSpec(32, "display_name", CONTENT, _is_text(MAX_NAME)),
 )
 

@@ -85,14 +85,18 @@ def story(root: Path, data: Path, url: str) -> int:
     dana, amina, chidi, bosco = (Official(n, root) for n in ("dana", "amina", "chidi", "bosco"))
     say("IT writes one invite per official (handed over in person, never by email)")
     invites = {}
-    for o, role in ((dana, "supervisor"), (amina, "member"), (chidi, "member"), (bosco, "member")):
+    for o, role in ((dana, "supervisor"), (amina, "member"), (chidi, "member")):
         res = relay_cmd("invite", "--data", str(data), o.name, "--role", role, "--url", url, "--json")
         invites[o.name] = json.loads(res.stdout)["invite"]
+    print("   Bosco's invite is read out to him by phone: a number and five words")
+    res = relay_cmd("invite", "--data", str(data), "bosco", "--url", url, "--words", "--json")
+    spoken = json.loads(res.stdout)["words"].split("-")
 
     say("Each official joins; Dana's is the team's first device and makes the team key.")
-    print("   Bosco has no laptop: he joins from the office desk machine and says when he is in")
-    for o in (dana, amina, chidi, bosco):
+    print("   Bosco has no laptop: he joins from the office desk machine, typing four letters of each word")
+    for o in (dana, amina, chidi):
         o.run("join", invites[o.name])
+    bosco.run("join", "--relay", url, spoken[0], *(w[:4] for w in spoken[1:]))
     bosco.run("profile", "--no-laptop", "--no-internet", "--office-days", "mon,thu")
     for o in (amina, chidi, dana):
         o.run("profile", "--laptop", "--internet", quiet=True)
@@ -183,7 +187,7 @@ def story(root: Path, data: Path, url: str) -> int:
     say("Thursday: Chidi's laptop is reported lost. IT revokes it")
     devices = json.loads(relay_cmd("devices", "--data", str(data), "--json").stdout)
     lost = next(d["device"] for d in devices if d["member"] == "chidi")
-    relay_cmd("devices", "revoke", "--data", str(data), lost[:8])
+    relay_cmd("devices", "revoke", "--data", str(data), lost[:8], "--yes")
     res = chidi.run("sync")
     print(f"  (exit code {res.returncode}: the lost laptop can no longer sync)")
     say("Dana's next sync rotates the team key: new work is sealed with a key the lost laptop never had")

@@ -39,8 +39,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from hbw_sync import batch as B  # noqa: E402
 from hbw_sync import bundle as BU  # noqa: E402
-from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot  # noqa: E402
+from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot, wordcode  # noqa: E402
 from hbw_sync import delta as delta_mod  # noqa: E402
+
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.insert(0, str(ROOT / "scripts"))
+from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
 
 DELTA_V2 = b""
 
@@ -312,13 +316,13 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                         task=E_TASK, size=len(report), name="report.pdf", data=report,
                         sha256=hashlib.sha256(report).digest()),
                 make_op(Kind.DOC, E_DOC, P(T0 + 2 * MIN, 0), op_id("d1", P(T0 + MIN, 2)), task=None),
-                # A new version as a delta against the one it was based on (hbw_sync/delta.py).
+                # A new version as a delta against the one it was based on (hbw_sync/delta/, PROTOCOL.md §18c).
                 make_op(Kind.DOC, E_DOC, P(T0 + 2 * MIN, 1), op_id("d1", P(T0 + 2 * MIN, 0)),
                         size=len(report_v2), sha256=hashlib.sha256(report_v2).digest(),
                         delta=DELTA_V2, base_sha256=hashlib.sha256(report).digest()),
                 make_op(Kind.MEMBER, E_MEMBER, P(T0 + 3 * MIN, 0), None,
                         laptop=True, internet=True, office_days=0b0000101, away_until=None,
-                        display_name="Amina"),
+                        capacity=8, takes_work=False, display_name="Amina"),
                 make_op(Kind.TASK, E_TASK, P(T0 + 4 * MIN, 0), op_id("d1", P(T0 + MIN, 0)), status=2),
                 make_op(Kind.TASK, E_TASK2, P(T0 + 5 * MIN, 0), op_id("d1", P(T0 + MIN, 1)),
                         note="Boxes 1-4 done."),
@@ -877,7 +881,29 @@ def enroll_vectors() -> dict[str, Any]:
             **{k: v.hex() for k, v in g.items()},
         },
         "invalid_grants": grants_bad,
+        "word_code": word_code_vector(invite_json(inv)["text"]),
     }
+
+
+def word_code_vector(invite_text: str) -> dict[str, Any]:
+    """An invite read out by phone (PROTOCOL.md §14a): the words' keys, the sealed invite, the fetch request."""
+    slot = 4821
+    words = tuple(wordcode.WORDS[i] for i in (1234, 42, 777, 2000, 5))
+    proof, seal_key = wordcode.derive(slot, words)
+    nonce = bytes(range(12))
+    typed = f"{slot} " + " ".join(w[:4].upper() for w in words)
+    assert wordcode.parse_code(typed) == (slot, words)
+    return {
+        "description": "slot and five words from the BIP-39 English list; any word may be typed by its first four "
+                       "letters, in any case",
+        "slot": slot, "words": list(words), "code": wordcode.format_code(slot, words), "typed": typed,
+        "scrypt": {"password": " ".join(words), "salt": ("hbw-sync word code v1\x00".encode() + slot.to_bytes(2, "big")).hex(),
+                   "n": wordcode.SCRYPT_N, "r": wordcode.SCRYPT_R, "p": wordcode.SCRYPT_P, "length": 64},
+        "proof": proof.hex(), "seal_key": seal_key.hex(), "proof_digest": wordcode.proof_digest(proof).hex(),
+        "invite_text": invite_text, "nonce": nonce.hex(),
+        "sealed": wordcode.seal_invite(seal_key, slot, invite_text, nonce).hex(),
+        "fetch_request": wordcode.fetch_request(slot, proof).hex(),
+    }  # fmt: skip
 
 
 # -- envelopes ---------------------------------------------------------------------------------
@@ -1462,8 +1488,9 @@ FILES = {
     "enroll.json": enroll_vectors,
     "snapshot.json": snapshot_vectors,
     "bundles.json": bundle_vectors,
+    "delta.json": delta_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json")
 
 
 def render(obj: Any) -> str:

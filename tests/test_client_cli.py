@@ -208,7 +208,7 @@ def test_profile(team) -> None:
     p = json.loads(run("profile", "--no-laptop", "--internet", "--office-days", "mon,thu", "--away-until",
                        "2026-12-24", "--json").stdout)
     assert p == {"member": "amina", "laptop": False, "internet": True, "office_days": ["mon", "thu"],
-                 "away_until": "2026-12-24"}
+                 "away_until": "2026-12-24", "capacity": None, "takes_work": None, "role": "supervisor"}
     assert json.loads(run("profile", "--json").stdout) == p
 
 

@@ -193,7 +193,7 @@ def test_docx_500kb_one_paragraph_edit_is_under_10kb() -> None:
 def test_docx_byte_level_delta_alone_would_be_large() -> None:
     """Why the zip recipe exists: the changed deflate stream defeats a byte-level patch."""
     old, new = docx_pair()
-    method1 = len(delta._patch_frame(old, new)) + 1
+    method1 = len(delta.patch.patch_frame(old, new)) + 1
     payload = make_delta(old, new)
     assert payload is not None and len(payload) * 20 < method1
 
@@ -250,7 +250,7 @@ def test_zip_member_from_another_deflater_falls_back_to_compressed_bytes() -> No
         co = zlib.compressobj(6, zlib.DEFLATED, -15, 8, zlib.Z_RLE)
         return co.compress(data) + co.flush()
 
-    assert delta._find_deflate(t2, rle(t2)) is None
+    assert delta.deflate.find_deflate(t2, rle(t2)) is None
     old = raw_zip([("doc.xml", text, 8, rle(text)), ("img", b"\x00" * 10, 0, b"\x00" * 10)])
     new = raw_zip([("doc.xml", t2, 8, rle(t2)), ("img", b"\x00" * 10, 0, b"\x00" * 10)])
     payload = roundtrip(old, new)
@@ -297,7 +297,7 @@ def test_completely_different_files() -> None:
 
 def test_fallback_without_cffi_roundtrips(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without python-zstandard's cffi backend the public dictionary API is used; same format."""
-    monkeypatch.setattr(delta, "_CFFI", None)
+    monkeypatch.setattr(delta.patch, "CFFI", None)
     old, new = text_pair(2_000_000, 2)
     payload = roundtrip(old, new)
     assert payload is not None and len(payload) <= 4096
@@ -349,7 +349,7 @@ def test_wrong_hash_is_integrity_error() -> None:
 
 def test_result_over_max_size_is_limit_error() -> None:
     old, new = text_pair(100_000, 26)
-    for payload in (make_delta(old, new), b"\x01" + delta._patch_frame(old, new)):
+    for payload in (make_delta(old, new), b"\x01" + delta.patch.patch_frame(old, new)):
         assert payload is not None
         with pytest.raises(LimitError):
             apply_delta(old, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new) - 1)
@@ -372,15 +372,15 @@ def test_declared_sizes_are_refused_before_allocating() -> None:
         b"\x01" + rle_bomb(1 << 20, declare=1 << 40),  # method 1 frame declaring 1 TiB
         b"\x01" + rle_bomb(64 << 20),  # a real 64 MiB RLE frame, max_size 1 MiB
         # recipe: no literals, one COPY within base, one LIT of 2**40 bytes
-        b"\x02\x00\x00\x00\x02\x01\x00\x0a" + b"\x00" + delta._uvarint(1 << 40),
+        b"\x02\x00\x00\x00\x02\x01\x00\x0a" + b"\x00" + delta.wire.uvarint(1 << 40),
         # recipe: a MEMBER whose frame declares 1 TiB of content
-        b"\x02\x00\x00\x00\x01\x02\x00\x00\x00" + delta._uvarint(len(rle_bomb(1000, declare=1 << 40)))
-        + rle_bomb(1000, declare=1 << 40) + b"\x00" + delta._uvarint(1 << 40),
+        b"\x02\x00\x00\x00\x01\x02\x00\x00\x00" + delta.wire.uvarint(len(rle_bomb(1000, declare=1 << 40)))
+        + rle_bomb(1000, declare=1 << 40) + b"\x00" + delta.wire.uvarint(1 << 40),
         # recipe: a MEMBER whose deflate dictionary declares 1 TiB inflated
-        b"\x02\x00\x00\x00\x01\x02\x00\x0a\x08" + delta._uvarint(1 << 40) + b"\x00\x00\x00",
+        b"\x02\x00\x00\x00\x01\x02\x00\x0a\x08" + delta.wire.uvarint(1 << 40) + b"\x00\x00\x00",
         # recipe: a literal stream declaring 1 TiB
-        b"\x02\x00\x00" + delta._uvarint(len(rle_bomb(10, declare=1 << 40))) + rle_bomb(10, declare=1 << 40)
-        + b"\x01\x00" + delta._uvarint(1 << 40),
+        b"\x02\x00\x00" + delta.wire.uvarint(len(rle_bomb(10, declare=1 << 40))) + rle_bomb(10, declare=1 << 40)
+        + b"\x01\x00" + delta.wire.uvarint(1 << 40),
     ]  # fmt: skip
     for payload in cases:
 
@@ -403,15 +403,15 @@ def _sheet(rows: int, seed: int, edit_row: int = -1) -> str:
 
 def test_member_may_expand_many_times_the_zip_size() -> None:
     """An xlsx sheet deflates ~10:1, so its content is bigger than the whole file: allowed
-    up to plain_cap(max_size) (16 x), and still patched as uncompressed content."""
+    up to plain_cap(max_size) (PLAIN_FACTOR x), and still patched as uncompressed content."""
     old = docx([], {"xl/worksheets/sheet1.xml": _sheet(60_000, 30)})
     new = docx([], {"xl/worksheets/sheet1.xml": _sheet(60_000, 30, edit_row=30_000)})
     plain = len(zipfile.ZipFile(io.BytesIO(new)).read("xl/worksheets/sheet1.xml"))
-    assert 4 * len(new) < plain < 16 * len(new)
+    assert 4 * len(new) < plain < delta.wire.PLAIN_FACTOR * len(new)
     payload = roundtrip(old, new, "book.xlsx")
     assert payload is not None and len(payload) < 1000
     with pytest.raises(LimitError):  # a reader that caps max_size below the file refuses it
-        apply_delta(old, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new) // 16)
+        apply_delta(old, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=plain // (2 * delta.wire.PLAIN_FACTOR))
 
 
 def test_member_beyond_the_plain_cap_falls_back_but_roundtrips() -> None:
@@ -419,7 +419,7 @@ def test_member_beyond_the_plain_cap_falls_back_but_roundtrips() -> None:
     text = "\n".join(paragraphs(100, 27)).encode()
     old = docx([], {"word/blob.xml": zeros + text})
     new = docx([], {"word/blob.xml": zeros + text.replace(text[:50], b"Z" * 50)})
-    assert 16 * len(new) < len(zeros)
+    assert delta.wire.PLAIN_FACTOR * len(new) < len(zeros)
     assert roundtrip(old, new) is not None
 
 
@@ -431,14 +431,19 @@ def _sample_payloads() -> list[tuple[bytes, bytes, bytes]]:
     old, new = text_pair(30_000, 28)
     d_old = docx(paragraphs(60, 29), {"m.png": b"\x89PNG" + bytes(range(256)) * 8})
     d_new = docx(paragraphs(60, 29)[:-1] + [EDIT], {"m.png": b"\x89PNG" + bytes(range(256)) * 8})
-    zip_recipe = delta._zip_recipe(d_old, d_new)
-    span = delta._span_recipe(old, new)
+    zip_recipe = delta.zipdoc.zip_recipe(d_old, d_new)
+    span = delta.span.span_recipe(old, new)
     assert zip_recipe is not None and span is not None
+    # A sheet LibreOffice saved: its changed member is rebuilt with codec 9 (blocks).
+    x_old, x_new = (ROOT / "tests/data/office/sheet-v1.xlsx").read_bytes(), (ROOT / "tests/data/office/sheet-v2.xlsx").read_bytes()
+    x_recipe = delta.zipdoc.zip_recipe(x_old, x_new)
+    assert x_recipe is not None and bytes([delta.wire.CODEC_BLOCKS, 6, 8, 0]) in x_recipe
     return [
-        (old, new, b"\x01" + delta._patch_frame(old, new)),
+        (old, new, b"\x01" + delta.patch.patch_frame(old, new)),
         (old, new, span),
         (d_old, d_new, zip_recipe),
-        (old, old, delta._span_recipe(old, old) or b""),
+        (old, old, delta.span.span_recipe(old, old) or b""),
+        (x_old, x_new, x_recipe),
     ]
 
 
@@ -455,7 +460,7 @@ def _only_our_errors(base: bytes, payload: bytes, new: bytes, max_size: int = 1 
 
 def test_samples_are_what_they_claim() -> None:
     methods = [p[0] for _, _, p in SAMPLES]
-    assert methods == [delta.METHOD_PATCH, delta.METHOD_RECIPE, delta.METHOD_RECIPE, delta.METHOD_RECIPE]
+    assert methods == [delta.METHOD_PATCH] + [delta.METHOD_RECIPE] * 4
     for base, new, payload in SAMPLES:
         _only_our_errors(base, payload, new)
 
@@ -495,7 +500,7 @@ def test_frame_without_content_size_is_refused() -> None:
 
 def test_frame_declaring_a_smaller_size_than_it_holds() -> None:
     base, new, _ = SAMPLES[0]
-    frame = delta._patch_frame(base, new)
+    frame = delta.patch.patch_frame(base, new)
     for size in (0, 1, len(new) - 1, len(new) + 1):
         with pytest.raises(OUR_ERRORS):
             apply_delta(base, b"\x01" + with_content_size(frame, size), expected_sha256=hashlib.sha256(new).digest(),
@@ -541,12 +546,12 @@ def test_fuzz_random_payloads(method: int, body: bytes, max_size: int) -> None:
 def test_fuzz_structured_recipes(ops: list[tuple[int, list[int]]]) -> None:
     """Well-formed varints in random op shapes: reaches the checks behind the parser."""
     base = b"0123456789abcdef" * 64
-    body = bytearray(b"\x02" + delta._uvarint(0) + delta._uvarint(0) + delta._uvarint(0))
-    body += delta._uvarint(len(ops))
+    body = bytearray(b"\x02" + delta.wire.uvarint(0) + delta.wire.uvarint(0) + delta.wire.uvarint(0))
+    body += delta.wire.uvarint(len(ops))
     for tag, fields in ops:
         body.append(tag)
         for f in fields:
-            body += delta._uvarint(f)
+            body += delta.wire.uvarint(f)
     with pytest.raises(OUR_ERRORS):
         apply_delta(base, bytes(body), expected_sha256=bytes(32), max_size=4096)
 
@@ -593,3 +598,27 @@ def test_20mb_base_small_edit_peak_memory(where: str) -> None:
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["payload"] < 4096
     assert report["peak_mb"] < 150, report
+
+
+# --------------------------------------------------------------------------- codec 9 (LibreOffice's blocks)
+
+
+@settings(max_examples=scaled_examples(60))
+@given(size=st.integers(0, 20_000), block=st.sampled_from([4096, 5000, 8192]), window=st.sampled_from([0, 1, 1024, 32768]),
+       seed=st.integers(0, 3))  # fmt: skip
+def test_block_deflate_is_one_valid_deflate_stream_and_is_found_again(size: int, block: int, window: int, seed: int) -> None:
+    """Blocks concatenate into one raw deflate stream (any inflater reads it), ending exactly
+    at its end, at every size: empty, under one block, an exact multiple of the block size."""
+    content = "\n".join(paragraphs(size // 80 + 1, seed)).encode()[:size]
+    out = delta.blocks.deflate_blocks(content, 6, 8, 0, block, window)
+    d = zlib.decompressobj(-15)
+    assert d.decompress(out) + d.flush() == content and d.eof and not d.unused_data
+
+
+def test_block_deflate_exact_multiple_and_libreoffice_parameters_are_found() -> None:
+    content = "\n".join(paragraphs(3000, 41)).encode()[: 3 * 128 * 1024]  # exactly three blocks
+    out = delta.blocks.deflate_blocks(content, 6, 8, 0, 128 << 10, 32 << 10)
+    assert delta.blocks.find_blocks(content, out) == (6, 8, 0, 128 << 10, 32 << 10)
+    assert delta.blocks.find_blocks(content, zlib.compress(content)[2:-4]) is None  # one zlib stream is not blocks
+    assert delta.blocks.find_blocks(content, out[:-1]) is None
+    assert delta.blocks.find_blocks(content[:1000], delta.deflate.deflate(content[:1000], 6, 8, 0)) is None

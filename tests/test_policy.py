@@ -141,7 +141,7 @@ def test_rebalancing_moves_stuck_work_to_who_can_do_it(team: Team) -> None:
     _set_profile(ms["bosco"], laptop=False, internet=False, office_days=0b0001001)  # mon, thu
     _set_profile(ms["amina"], laptop=True, internet=True, away_until=today + 3)      # ill
     _set_profile(ms["chidi"], laptop=True, internet=True)
-    _set_profile(ms["dana"], laptop=True, internet=True)
+    _set_profile(ms["dana"], laptop=True, internet=True, takes_work=True)
     with ms["dana"].open() as rep:
         laptop_work = rep.add_task("Spreadsheet", assignee="bosco", needs=int(Need.LAPTOP), priority=2).id
         urgent = rep.add_task("Urgent letter", assignee="amina", needs=int(Need.INTERNET), priority=3).id
@@ -212,6 +212,7 @@ def test_relay_signed_batch_may_only_move_tasks(team: Team) -> None:
 def test_relay_cli_rebalance_workload_conflicts(team: Team) -> None:
     ms = enrolled(team, "dana", "bosco")
     _set_profile(ms["bosco"], laptop=False)
+    _set_profile(ms["dana"], takes_work=True)
     ms["bosco"].sync()
     with ms["dana"].open() as rep:
         rep.add_task("needs laptop", assignee="bosco", needs=int(Need.LAPTOP))

@@ -288,7 +288,7 @@ def test_relay_cli_admin_commands(tmp_path: Path) -> None:
         assert json.loads(res.stdout)["first_device"] is True
     devs = json.loads(run("devices", "--data", data, "--json").stdout)
     assert [d["member"] for d in devs] == ["dana"]
-    assert run("devices", "revoke", "--data", data, devs[0]["device"][:6]).exit_code == 0
+    assert run("devices", "revoke", "--data", data, devs[0]["device"][:6], "--yes").exit_code == 0
     assert json.loads(run("devices", "--data", data, "--json").stdout)[0]["revoked_ms"]
     members = json.loads(run("members", "--data", data, "--json").stdout)
     assert members[0]["member"] == "dana" and members[0]["role"] == "supervisor" and members[0]["active_devices"] == 0

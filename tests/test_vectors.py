@@ -59,6 +59,7 @@ ENVELOPES = load("envelopes.json")
 ENROLL = load("enroll.json")
 SNAPSHOT = load("snapshot.json")
 BUNDLES = load("bundles.json")
+DELTA = load("delta.json")
 
 SAME_ZSTD = BATCHES["meta"]["zstandard_version"] == zstandard.__version__
 ZSTD_SKIP = (
@@ -306,6 +307,57 @@ def test_merge_vector_exercises_the_cap_and_the_tie():
     assert len(ts) != len(set(ts)), "two ops must share an effective timestamp"
 
 
+# -- document deltas (PROTOCOL.md §18c) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("v", DELTA["valid"], ids=lambda v: v["name"])
+def test_delta_vectors_rebuild(v: dict[str, Any]) -> None:
+    from hbw_sync.delta import apply_delta
+
+    out = apply_delta(bytes.fromhex(v["base"]), bytes.fromhex(v["payload"]),
+                      expected_sha256=bytes.fromhex(v["result_sha256"]), max_size=v["max_size"])  # fmt: skip
+    assert len(out) == v["result_size"]
+    if "result" in v:
+        assert out.hex() == v["result"]
+
+
+@pytest.mark.parametrize("v", DELTA["invalid"], ids=lambda v: v["name"])
+def test_delta_vectors_fail_with_their_code(v: dict[str, Any]) -> None:
+    from hbw_sync.delta import apply_delta
+
+    base = bytes.fromhex(next(g["base"] for g in DELTA["valid"] if g["name"] == v["base_of"]))
+    with pytest.raises(HbwError) as exc:
+        apply_delta(base, bytes.fromhex(v["payload"]), expected_sha256=bytes.fromhex(v["expected_sha256"]),
+                    max_size=v["max_size"])  # fmt: skip
+    assert (type(exc.value).__name__, exc.value.code) == (v["expected_error"], v["expected_code"])
+
+
+def test_delta_vectors_cover_every_method_and_codec() -> None:
+    from hbw_sync.delta import wire
+
+    names = {v["name"] for v in DELTA["valid"]}
+    assert {"patch", "span", "zip", "member_codec8", "member_codec9"} <= names
+    payloads = [bytes.fromhex(v["payload"]) for v in DELTA["valid"]]
+    assert {p[0] for p in payloads} == {wire.METHOD_PATCH, wire.METHOD_RECIPE}
+    codes = {v["expected_code"] for v in DELTA["invalid"]}
+    assert codes >= {"protocol.trailing", "protocol.truncated", "protocol.delta", "protocol.limit",
+                     "protocol.zstd", "integrity.delta"}  # fmt: skip
+
+
+def test_delta_numbers_in_the_spec_match_the_code() -> None:
+    from hbw_sync.client.documents import MAX_DOC_BYTES
+    from hbw_sync.delta import blocks, wire
+
+    spec = SPEC.read_text(encoding="utf-8")
+    section = spec[spec.index("## 18c."):spec.index("## 19.")]
+    assert f"`MAX_DOC_BYTES` = {MAX_DOC_BYTES:,}".replace(",", " ") in section
+    assert f"min({wire.PLAIN_FACTOR} × max_size, max(max_size, {wire.PLAIN_CEILING >> 20} MiB))" in section
+    assert f"block_size ({blocks.MIN_BLOCK:,} - {blocks.MAX_BLOCK:,})".replace(",", " ") in section
+    assert f"window (0 - {blocks.MAX_WINDOW:,})".replace(",", " ") in section
+    assert (wire.CODEC_RAW, wire.CODEC_DEFLATE, wire.CODEC_BLOCKS) == (0, 8, 9)
+    assert "9 = append C deflated in blocks" in section and "8 = append raw deflate of C" in section
+
+
 # -- the generator and the spec -----------------------------------------------------------
 
 
@@ -388,6 +440,7 @@ def test_spec_states_the_constants_the_code_has():
     from hbw_sync.client import bundles as client_bundles
     from hbw_sync.client import snapshots as client_snapshots
     from hbw_sync.client import sync as client_sync
+    from hbw_sync import wordcode
     from hbw_sync.server import app, limits, relay
 
     text = SPEC.read_text(encoding="utf-8")
@@ -409,6 +462,11 @@ def test_spec_states_the_constants_the_code_has():
         "MAX_BUNDLE": bundle_fmt.MAX_BUNDLE,
         "BUNDLE_MAX_BYTES": client_bundles.DEFAULT_MAX_BYTES,
         "BUNDLE_REPLY_BUDGET": client_bundles.REPLY_BUDGET,
+        "CODE_TTL_MS": wordcode.CODE_TTL_MS,
+        "MAX_FETCH_BODY": wordcode.MAX_FETCH_BODY,
+        "MAX_FAILURES_PER_SLOT": wordcode.MAX_FAILURES_PER_SLOT,
+        "MAX_FAILURES_PER_WINDOW": wordcode.MAX_FAILURES_PER_WINDOW,
+        "FAILURE_WINDOW_MS": wordcode.FAILURE_WINDOW_MS,
     }
     assert client_sync.INLINE_MAX == relay.INLINE_MAX and client_sync.DEFAULT_BUDGET == relay.DEFAULT_BUDGET
     for name, value in consts.items():
@@ -812,3 +870,29 @@ def test_invalid_bundle_inner_envelope(v, empty_relay):
     with pytest.raises(HbwError) as info:
         relay.ingest_bundle(conn, ident, data, gen.T0)
     assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
+def test_word_code_vector():
+    """PROTOCOL.md §14a: the words' keys, the relay's proof digest, the sealed invite and the fetch request."""
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    from hbw_sync import wordcode
+
+    v = ENROLL["word_code"]
+    words = tuple(v["words"])
+    assert wordcode.parse_code(v["typed"]) == wordcode.parse_code(v["code"]) == (v["slot"], words)
+    sc = v["scrypt"]
+    k = Scrypt(salt=bytes.fromhex(sc["salt"]), length=sc["length"], n=sc["n"], r=sc["r"], p=sc["p"]).derive(
+        sc["password"].encode())
+    assert (k[:32].hex(), k[32:].hex()) == (v["proof"], v["seal_key"])
+    proof, seal_key = wordcode.derive(v["slot"], words)
+    assert (proof.hex(), seal_key.hex()) == (v["proof"], v["seal_key"])
+    assert wordcode.proof_digest(proof).hex() == v["proof_digest"]
+    sealed = bytes.fromhex(v["sealed"])
+    assert wordcode.seal_invite(seal_key, v["slot"], v["invite_text"], bytes.fromhex(v["nonce"])) == sealed
+    assert wordcode.open_invite(seal_key, v["slot"], sealed) == v["invite_text"] == ENROLL["invites"][0]["text"]
+    assert wordcode.fetch_request(v["slot"], proof).hex() == v["fetch_request"]
+    assert wordcode.parse_fetch_request(bytes.fromhex(v["fetch_request"])) == (v["slot"], proof)
+    with pytest.raises(HbwError) as info:  # another slot's AAD: the same bytes do not open
+        wordcode.open_invite(seal_key, v["slot"] + 1, sealed)
+    assert info.value.code == "integrity.code"

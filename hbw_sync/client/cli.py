@@ -14,9 +14,10 @@ from typing import Any
 import click
 
 from .. import __version__
+from .. import wordcode
 from ..enroll import Invite
 from ..errors import UsageError
-from ..ops import Status
+from ..ops import MAX_CAPACITY, Status
 from ..cli_common import HbwGroup, emit, json_option, wants_json
 from . import bundles, importer, sync as syncing, views
 from . import watch as watching
@@ -355,7 +356,11 @@ def _print_docs(docs: list[views.DocView]) -> None:
 @json_option
 @click.pass_context
 def doc_add(ctx: click.Context, path: Path, task_id: str | None, name: str | None) -> None:
-    """Add the file at PATH as a new document."""
+    """Add the file at PATH as a new document.
+
+    Documents up to 32 MiB (33,554,432 bytes) are carried; a larger file is refused here,
+    with nothing added.
+    """
     d = _replica(ctx).add_doc(path, task=task_id, name=name)
     emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({d.size} bytes).")
 
@@ -396,7 +401,7 @@ def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int |
 @json_option
 @click.pass_context
 def doc_update(ctx: click.Context, doc_id: str, path: Path) -> None:
-    """Record the file at PATH as a new version of a document."""
+    """Record the file at PATH as a new version of a document (up to 32 MiB, as for `doc add`)."""
     d = _replica(ctx).update_doc(doc_id, path)
     emit(ctx, d.to_dict(), f"Document {d.short} is now at version {d.versions}.")
 
@@ -409,12 +414,20 @@ def doc_update(ctx: click.Context, doc_id: str, path: Path) -> None:
 @click.option("--internet/--no-internet", default=None, help="Do you have internet at home?")
 @click.option("--office-days", help="Days you are in the office, e.g. mon,thu ('none' clears).")
 @click.option("--away-until", help="Away (ill, leave) until this date ('none' clears).")
+@click.option("--capacity", type=click.IntRange(1, MAX_CAPACITY), metavar="N",
+              help="Open tasks you can hold at full load (part-time: fewer); rebalancing spreads work by it.")
+@click.option("--takes-work/--no-takes-work", default=None,
+              help="Supervisors: receive work when the relay rebalances (off until you say so).")
 @json_option
 @click.pass_context
 def profile(ctx: click.Context, laptop: bool | None, internet: bool | None, office_days: str | None,
-            away_until: str | None) -> None:
+            away_until: str | None, capacity: int | None, takes_work: bool | None) -> None:
     """Show or set your working conditions; the relay uses them to reallocate work."""
     values: dict[str, Any] = {}
+    if capacity is not None:
+        values["capacity"] = capacity
+    if takes_work is not None:
+        values["takes_work"] = takes_work
     if laptop is not None:
         values["laptop"] = laptop
     if internet is not None:
@@ -432,6 +445,11 @@ def profile(ctx: click.Context, laptop: bool | None, internet: bool | None, offi
         click.echo(f"  Internet at home: {yn[p['internet']]}")
         click.echo(f"  Office days:      {', '.join(p['office_days']) or 'none'}")
         click.echo(f"  Away until:       {p['away_until'] or '-'}")
+        cap = p["capacity"]
+        click.echo(f"  Capacity:         {cap} open tasks" if cap else "  Capacity:         the team's default")
+        if p["role"] == "supervisor":
+            click.echo("  Receives work:    " + ("yes, when the relay rebalances" if p["takes_work"]
+                                               else "no (--takes-work to opt in)"))
 
     emit(ctx, p, text)
 
@@ -485,23 +503,32 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
 
 
 @cli.command()
-@click.argument("invite")
+@click.argument("invite", nargs=-1, required=True)
+@click.option("--relay", "relay_url", metavar="URL",
+              help="The relay's address, for a word code (office IT says it with the code).")
 @click.option("--label", help="A name for this device in the office's records (default: the computer's name).")
 @json_option
 @click.pass_context
-def join(ctx: click.Context, invite: str, label: str | None) -> None:
+def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, label: str | None) -> None:
     """Join your team's relay with the INVITE office IT gave you.
 
-    Creates this device's store if there is none (you choose a passphrase,
-    asked twice; a weak one is refused), enrolls it, and syncs once. The
-    invite pins the relay's key: this device will never sync with anyone else.
-    A lost passphrase means joining again with a new invite and a fresh store:
-    the team's data comes back; only changes not yet sent are lost.
+    INVITE is the full invite (hbw1-...) or a word code read out by phone
+    (4821 orchid lantern ferry mango tiger, with --relay URL). Creates this
+    device's store if there is none (you choose a passphrase, asked twice; a
+    weak one is refused), enrolls it, and syncs once. The invite pins the
+    relay's key: this device will never sync with anyone else. A join that
+    fails leaves nothing behind. A lost passphrase means joining again with a
+    new invite and a fresh store: the team's data comes back; only changes not
+    yet sent are lost.
     """
     home = _home(ctx)
     new_store = not ((home or default_home()) / DB_NAME).exists()
-    secret = new_passphrase([Invite.decode(invite).member], current_env_too=True) if new_store else current_passphrase()
-    r = syncing.join(home, invite, secret, label=label or "")
+    text = " ".join(invite)
+    if wordcode.looks_like_code(text):  # fetched first: the passphrase check needs the member's name
+        text = syncing.resolve_word_code(relay_url, text)
+    inv = Invite.decode(text)
+    secret = new_passphrase([inv.member], current_env_too=True) if new_store else current_passphrase()
+    r = syncing.join(home, text, secret, label=label or "")
     r["recovery"] = RECOVERY
     msg = f"Joined team {r['team']!r} as {r['member']} ({r['role']}) at {r['relay']}."
     if new_store:

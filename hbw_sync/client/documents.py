@@ -27,7 +27,24 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
+# The largest document hbw-sync carries: 32 MiB (33,554,432 bytes). Why a limit: a version is
+# held whole in memory while it is sealed, sent and rebuilt (about 7-8 times its size at peak),
+# and travels inside one batch. Told in the README and `doc add --help`, refused at `doc add`
+# and `doc update`, never later. Larger files (scans, recordings) wait for chunked documents.
 MAX_DOC_BYTES = 32 * 1024 * 1024
+
+
+def human_size(n: int) -> str:
+    """Bytes as a person reads them: 512 bytes, 40 KB, 2.1 MB, 32 MiB (the limit, exactly)."""
+    if n == MAX_DOC_BYTES:
+        return "32 MiB"
+    if n < 1000:
+        return f"{n} bytes"
+    for unit, scale in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if n < scale * 1000 or unit == "GB":
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    raise AssertionError("unreachable")
 CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains stay short
 
 
@@ -37,7 +54,12 @@ class DocumentsMixin(_Base):
         try:
             size = path.stat().st_size
             if size > MAX_DOC_BYTES:
-                raise UsageError(f"{path} is {size} bytes; documents are limited to {MAX_DOC_BYTES} bytes for now")
+                raise UsageError(
+                    f"{path.name} is {human_size(size)}, larger than the {human_size(MAX_DOC_BYTES)} hbw-sync can carry "
+                    "as a document; nothing was added or changed",
+                    code="usage.doc_too_large",
+                    hint="share a smaller copy (for a scan: a lower resolution, or one file per form)",
+                )
             return path.read_bytes()
         except FileNotFoundError:
             raise UsageError(f"no such file: {path}") from None

@@ -278,6 +278,15 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         pub = self.store.meta("relay_public")
         return crypto.device_id_for(pub) if pub else None
 
+    def member_role(self, member: str) -> str:
+        """A member's role as this device knows it (its own, or from the roster): 'supervisor' or 'member'."""
+        if member == self.store.meta("member"):
+            return self.store.meta("role") or "member"
+        for entry in (self.store.meta("roster_keys") or {}).values():
+            if entry and entry[0] == member and len(entry) > 4 and entry[4] == "supervisor":
+                return "supervisor"
+        return "member"
+
     def _rank(self, device: bytes) -> int:
         """The author's role for the assignment policy: relay 0, member 1, supervisor 2."""
         if device == self.relay_device():
@@ -491,7 +500,8 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
     # -- profile ----------------------------------------------------------------------------------
 
     def set_profile(self, **values: Any) -> dict[str, Any]:
-        """The member's working conditions (laptop, internet, office_days, away_until), synced for rebalancing."""
+        """The member's working conditions (laptop, internet, office_days, away_until, capacity, takes_work),
+        synced for rebalancing."""
         values = {k: v for k, v in values.items()}
         if not values:
             return self.profile()
@@ -509,6 +519,9 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             "internet": v.get("internet"),
             "office_days": views.days_to_names(v.get("office_days", 0)),
             "away_until": views.format_day(v.get("away_until")),
+            "capacity": v.get("capacity"),
+            "takes_work": v.get("takes_work"),
+            "role": self.member_role(name),
         }
 
     def members(self) -> list[dict[str, Any]]:

@@ -33,11 +33,12 @@ from typing import Any, Callable, Iterator
 
 import aiohttp
 
-from .. import crypto, envelope, hlc
+from .. import codec, crypto, envelope, hlc, wordcode
 from ..enroll import Invite, make_grant
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
                       from_peer)
 from .device import Device, now_ms
+from .store import DB_NAME, default_home
 from .replica import Replica
 from . import snapshots
 from .vault import KdfParams
@@ -76,7 +77,7 @@ class SyncReport:
 # -- transport ---------------------------------------------------------------------------------------
 
 
-async def post(url: str, body: bytes, timeout: float) -> bytes:
+async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False) -> bytes:
     """POST one envelope; transport failures become TransientError, relay errors their own class.
 
     ``timeout`` bounds a stall, not the transfer: a total bound would fail a batch
@@ -95,7 +96,9 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
             pin = TLS_PIN.get()
             tls = aiohttp.Fingerprint(pin) if pin and url.startswith("https://") else None
             async with asyncio.timeout(stall):
-                resp = await session.post(url.rstrip("/") + "/v1", data=body, timeout=to, ssl=tls if tls else True,
+                # unverified_tls: only for a word-code fetch, whose answer is authenticated by the words (§14a).
+                ssl_arg: Any = False if unverified_tls else (tls if tls else True)
+                resp = await session.post(url.rstrip("/") + path, data=body, timeout=to, ssl=ssl_arg,
                                           headers={"Content-Type": "application/x-hbw"})
             async with resp:
                 data = await resp.read()
@@ -120,6 +123,11 @@ async def post(url: str, body: bytes, timeout: float) -> bytes:
         raise IntegrityError("the relay's TLS certificate is not the one your invite pinned: this may not be your "
                              "office's relay", code="integrity.tls",
                              hint="ask office IT whether the relay's certificate changed") from None
+    except aiohttp.ClientConnectorError as e:  # no connection: nothing of the request left this device
+        raise TransientError(
+            f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
+            code="transient.unreachable", hint="nothing was lost; sync again when the link is back",
+        ) from None
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         raise TransientError(
             f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
@@ -161,14 +169,9 @@ def sync_lock(home: Path) -> Iterator[None]:
 # -- join ---------------------------------------------------------------------------------------------
 
 
-def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
-         timeout: float = 60, kdf: KdfParams = KdfParams()) -> dict[str, Any]:
-    """Enroll this device with an invite (creating the store if there is none), then sync once."""
-    inv = Invite.decode(code)
-    try:
-        dev = Device.open(home)
-    except ConfigError:
-        dev = Device.init(home, inv.member, passphrase, kdf=kdf)
+def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Transport,
+            timeout: float) -> tuple[dict[str, Any], dict[int, bytes]]:
+    """Enroll ``dev`` with the relay the invite pins and store its answer; closes ``dev``."""
     with dev:
         rep = dev.unlock(passphrase)
         s = dev.store
@@ -192,6 +195,7 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
             raise ProtocolError("the relay answered for another team than the invite names", code="integrity.team")
         relay_keys: dict[int, bytes] = res["keys"]
         with s.transaction():
+            s.set_meta("join_pending", None)
             s.set_meta("relay_url", inv.url)
             s.set_meta("relay_public", inv.relay_public)
             s.set_meta("role", res["role"])
@@ -215,6 +219,98 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
                 )
             else:
                 s.set_meta("team_id", res["team"])
+    return res, relay_keys
+
+
+def _discard_store(root: Path, fresh_dir: bool) -> None:
+    """Remove a store that a failed join created (and its directory, if the join made that too)."""
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal", "sync.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            (root / name).unlink()
+    if fresh_dir:
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
+def resolve_word_code(relay_url: str | None, text: str, timeout: float = 60,
+                      transport: Callable[..., Any] = post) -> str:
+    """The full invite that a word code unlocks at the relay (PROTOCOL.md §14a).
+
+    Raises:
+        UsageError: the code is mistyped, or no relay address was given.
+        AccessError (``access.code``): the relay holds no such code, or the words do not match.
+        IntegrityError (``integrity.code``): what came back does not open with the words (not our relay).
+        TransientError: the relay cannot be reached, or it is refusing codes for a while.
+    """
+    slot, words = wordcode.parse_code(text)
+    if not relay_url:
+        raise UsageError("a word code needs the relay's address too",
+                         hint="hbw-sync join --relay http://OFFICE-HOST:PORT CODE (office IT says it with the code)")
+    url = relay_url.strip() if "://" in relay_url else "http://" + relay_url.strip()
+    proof, seal_key = wordcode.derive(slot, words)
+    raw = asyncio.run(transport(url, wordcode.fetch_request(slot, proof), timeout, path="/v1/code",
+                                unverified_tls=True))
+    try:
+        if len(raw) > wordcode.MAX_SEALED_INVITE + 16:
+            raise ProtocolError("too long", code="protocol.limit")
+        sealed = codec.unpack(raw)
+    except ProtocolError:
+        raise ProtocolError("the relay's answer to a word code is malformed", code="protocol.schema") from None
+    return wordcode.open_invite(seal_key, slot, sealed)
+
+
+def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
+         timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None) -> dict[str, Any]:
+    """Enroll this device with an invite (creating the store if there is none), then sync once.
+
+    A join that fails leaves nothing behind: a store it created is removed, and the error's hint
+    says so, so the next try starts clean. One exception: when the link dropped after the request
+    may have reached the relay, the new keys are kept (the relay may have enrolled them), so the
+    same join can finish; a later join for another member replaces such a store.
+
+    Raises:
+        UsageError: the invite is damaged, or this store belongs to someone else or another relay.
+        AccessError (``access.invite``): the relay refused the invite (used, expired, unknown).
+        TransientError: the relay could not be reached.
+        IntegrityError: the relay is not the one the invite pins.
+        And for a word code (with ``relay_url``), what ``resolve_word_code`` raises.
+    """
+    if wordcode.looks_like_code(code):
+        code = resolve_word_code(relay_url, code, timeout)
+    inv = Invite.decode(code)
+    root = Path(home) if home else default_home()
+    fresh_dir = not root.exists()
+    try:
+        dev = Device.open(home)
+        created = False
+        if dev.store.meta("join_pending") and dev.store.meta("member") != inv.member:
+            # Left by an earlier join whose answer never came, for another person: it holds nothing
+            # but keys, so start again rather than stop at "this device belongs to someone else".
+            dev.close()
+            _discard_store(root, False)
+            raise ConfigError("no store")
+    except ConfigError:
+        dev = Device.init(home, inv.member, passphrase, kdf=kdf)
+        with dev.store.transaction():
+            dev.store.set_meta("join_pending", True)
+        created = True
+    try:
+        res, relay_keys = _enroll(dev, inv, passphrase, label, transport, timeout)
+    except BaseException as e:
+        if not created:
+            raise
+        if isinstance(e, TransientError) and e.code != "transient.unreachable":
+            # The relay may have enrolled this device's keys before the link dropped: keep them, so the
+            # same join finishes it (the relay answers a retry with the same keys, PROTOCOL.md §14).
+            e.hint = ("this device's keys are kept so that the same 'hbw-sync join' can finish when the relay "
+                      "can be reached; nothing else was stored")
+            raise
+        _discard_store(root, fresh_dir)
+        if isinstance(e, TransientError):
+            e.hint = "nothing was kept on this device; run the same 'hbw-sync join' when the relay can be reached"
+        elif isinstance(e, HbwError):
+            e.hint = ((e.hint + "; ") if e.hint else "") + "nothing was kept on this device"
+        raise
     out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
            "first_device": not relay_keys and res["role"] == "supervisor"}
     try:

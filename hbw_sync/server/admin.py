@@ -19,11 +19,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .. import crypto, fileio
+from .. import allocation, crypto, fileio, wordcode
 from ..enroll import Invite, new_token
 from .. import bundle as bundle_fmt
 from ..errors import ConfigError, LimitError, StoreError, UsageError
-from . import board, db, relay
+from ..ops import MAX_CAPACITY
+from . import board, db, records, relay
 
 
 def _conn(data: Path) -> sqlite3.Connection:
@@ -76,25 +77,47 @@ def init(data: Path, team: str, url: str | None = None) -> dict[str, Any]:
 
 def invite(data: Path, member: str, role: str = "member", url: str | None = None, ttl_days: int = 14) -> Invite:
     """A one-time invite for ``member``; the relay keeps only the token's hash."""
+    return _make_invite(data, member, role, url, ttl_days, words=False)[0]
+
+
+def invite_with_code(data: Path, member: str, role: str = "member", url: str | None = None,
+                     ttl_days: int = 14) -> tuple[Invite, str]:
+    """A one-time invite and a word code for it that a person can read out by phone (PROTOCOL.md §14a).
+
+    The code lives 24 hours at most (less if the invite expires sooner) and ends when the invite is used.
+    """
+    inv, code = _make_invite(data, member, role, url, ttl_days, words=True)
+    assert code is not None
+    return inv, code
+
+
+def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: int,
+                 words: bool) -> tuple[Invite, str | None]:
+    if not 1 <= ttl_days <= 365:
+        raise UsageError("an invite is valid for 1 to 365 days")
     conn = _conn(data)
     try:
         team = relay.meta(conn, "team")
         url = url or relay.meta(conn, "url")
+        tls = relay.meta(conn, "tls_sha256") if url and url.startswith("https://") else None
     finally:
         conn.close()
     if not url:
         raise UsageError("the relay's URL is not known", hint="pass --url http://OFFICE-HOST:PORT")
     key = crypto.DeviceKey((Path(data) / "relay.key").read_bytes())
-    tls = None
-    if url.startswith("https://"):
-        conn = _conn(data)
-        try:
-            tls = relay.meta(conn, "tls_sha256")
-        finally:
-            conn.close()
     token = new_token()
-    _write(data, relay.create_invite, member.strip().lower(), role, token, ttl_days, "admin")
-    return Invite(url, key.public, team, token, member.strip().lower(), role, tls)
+    name = member.strip().lower()
+    inv = Invite(url, key.public, team, token, name, role, tls)
+
+    def make(conn: sqlite3.Connection) -> str | None:
+        now = relay.now_ms()
+        relay.create_invite(conn, name, role, token, ttl_days, "admin", words=words)
+        if not words:
+            return None
+        slot, ws = relay.create_code(conn, inv.encode(), token, now + ttl_days * 86_400_000, now)
+        return wordcode.format_code(slot, ws)
+
+    return inv, _write(data, make)
 
 
 def set_tls_certificate(data: Path, cert_file: Path) -> bytes:
@@ -125,6 +148,20 @@ def devices(data: Path) -> list[dict[str, Any]]:
     ]
 
 
+def find_device(data: Path, device: str) -> dict[str, Any]:
+    """The one device whose id starts with ``device`` (as ``devices`` lists it).
+
+    Raises:
+        UsageError: no such device, or the prefix names several.
+    """
+    conn = _conn(data)
+    try:
+        dev = relay.find_device(conn, device.strip().lower())
+    finally:
+        conn.close()
+    return next(d for d in devices(data) if d["device"] == dev.hex())
+
+
 def revoke(data: Path, device: str) -> dict[str, Any]:
     """Revoke a device: every later request from it is refused; supervisors are asked to rotate the key."""
     dev, member = _write(data, relay.revoke, device.strip().lower(), "admin")
@@ -146,7 +183,8 @@ def members(data: Path) -> list[dict[str, Any]]:
 
 
 def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
-    """Who did what: admin actions and every accepted batch, newest first, by member and device."""
+    """Who did what, newest first: admin actions and every accepted batch, each with who, what (a
+    sentence), when (local time) and which device; see ``records.readable``."""
     conn = _conn(data)
     try:
         admin = conn.execute("SELECT time_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?",
@@ -156,31 +194,51 @@ def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
             " LEFT JOIN devices d ON d.device = b.device ORDER BY b.rseq DESC LIMIT ?",
             (limit,),
         ).fetchall()
+        devs = conn.execute("SELECT device, member, label FROM devices").fetchall()
+        relay_dev = _identity(conn, data).key.device_id
     finally:
         conn.close()
+    labels = {d.hex(): lbl for d, _m, lbl in devs if lbl}
+    members_of = {d.hex(): m for d, m, _l in devs}
     out = [{"time_ms": t, "actor": a, "action": act, "detail": json.loads(d)} for t, a, act, d in admin]
     out += [
-        {"time_ms": t, "actor": m, "action": "batch",
+        {"time_ms": t, "actor": "relay" if dev == relay_dev else m, "action": "batch",
          "detail": {"device": dev.hex(), "seq": seq, "ops": n, "bytes": size, "rseq": rseq}}
         for t, m, dev, seq, n, size, rseq in batches
     ]
     out.sort(key=lambda r: r["time_ms"], reverse=True)
-    return out[:limit]
+    return records.readable(out[:limit], labels, members_of)
 
 
 def _identity(conn: sqlite3.Connection, data: Path) -> relay.RelayIdentity:
     return relay.load_identity(Path(data), conn)
 
 
-def rebalance(data: Path, apply: bool = False, stale_hours: float = 72) -> dict[str, Any]:
-    """Propose (or, with ``apply``, issue) moves of tasks that cannot progress where they sit."""
+def rebalance(data: Path, apply: bool = False, stale_hours: float = 72, *, to: str | None = None,
+              exclude: tuple[str, ...] = (), max_moves: int | None = None,
+              default_capacity: int = allocation.DEFAULT_CAPACITY) -> dict[str, Any]:
+    """Propose (or, with ``apply``, issue) moves of tasks that cannot progress where they sit, and moves
+    that even the load relative to capacity (rules: ``hbw_sync/allocation.py``, PROTOCOL.md §18a).
+
+    Raises:
+        UsageError: ``to`` cannot receive work, or a bound is out of range.
+    """
+    if max_moves is not None and max_moves < 0:
+        raise UsageError("the number of moves must be 0 or more")
+    if not 1 <= default_capacity <= MAX_CAPACITY:
+        raise UsageError(f"the default capacity must be 1-{MAX_CAPACITY} open tasks")
+    opts = allocation.Options(to=to.strip().lower() if to else None,
+                              exclude=frozenset(e.strip().lower() for e in exclude), max_moves=max_moves,
+                              default_capacity=default_capacity, stale_ms=int(stale_hours * 3_600_000))
+
     def run(conn: sqlite3.Connection) -> dict[str, Any]:
-        return board.rebalance(conn, _identity(conn, data), relay.now_ms(), int(stale_hours * 3_600_000), apply)
+        return board.rebalance(conn, _identity(conn, data), relay.now_ms(), opts, apply)
     return _write(data, run)
 
 
-def workload(data: Path) -> list[dict[str, Any]]:
-    return _write(data, lambda conn: board.workload(conn, _identity(conn, data), relay.now_ms()))
+def workload(data: Path, default_capacity: int = allocation.DEFAULT_CAPACITY) -> list[dict[str, Any]]:
+    """Per member: open tasks against capacity, late and urgent work, profile, last seen."""
+    return _write(data, lambda conn: board.workload(conn, _identity(conn, data), relay.now_ms(), default_capacity))
 
 
 def conflicts(data: Path) -> list[dict[str, Any]]:

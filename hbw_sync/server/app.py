@@ -21,12 +21,18 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from .. import __version__, envelope
+from .. import __version__, allocation, envelope, timefmt, wordcode
 from ..errors import HbwError, LimitError, ProtocolError, StorageError, TransientError, http_status_for, retry_after_for
 from . import board, db, limits, relay
 from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
+
+
+def log_line(**fields: Any) -> str:
+    """One JSON log line, its UTC time first: office IT reads when each thing happened (ISSUE 13)."""
+    return json.dumps({"time": timefmt.iso_utc(relay.now_ms(), millis=True), **fields})
+
 
 MAX_BODY = limits.MAX_BODY
 MIN_FREE_MB = 64  # below this much free space on the data disk, /healthz says unhealthy
@@ -41,6 +47,7 @@ class RelayConfig:
     access_log: bool = True
     rebalance_every_s: float | None = None
     stale_hours: float = 72
+    default_capacity: int = allocation.DEFAULT_CAPACITY
     min_free_mb: float = MIN_FREE_MB
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     #: A request body may pause this long between reads...
@@ -223,7 +230,7 @@ async def read_body(request: web.Request, max_body: int, cap_for: Any = None,
 
 
 async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str,
-                 cap_for: Any = None) -> web.StreamResponse:
+                 max_body: int | None = None, cap_for: Any = None) -> web.StreamResponse:
     """Read a body, run ``handler`` in the writer, answer its bytes; one error mapping, metrics and log line."""
     app = request.app
     m = app[METRICS]
@@ -231,10 +238,12 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
     action, status, device = default_action, 200, "-"
     held = [0]  # body bytes taken from the BodyBudget, given back below
     try:
-        body = await read_body(request, app[CONFIG].max_body, cap_for, held)
+        body = await read_body(request, max_body or app[CONFIG].max_body, cap_for, held)
         m.bytes_in += len(body)
         out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
+        if isinstance(out, HbwError):  # a refusal whose record had to be committed (relay.fetch_code)
+            raise out
         m.bytes_out += len(out)
         m.batches_in += stats["batches_in"]
         m.batches_out += stats["batches_out"]
@@ -262,7 +271,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
             log.warning(json.dumps({"action": action, "error": fault.code, "detail": str(e)}))
             return _error_response(fault)
         status = 500
-        log.exception("internal error")
+        log.exception(log_line(action=action, device=device, error="internal error"))
         return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
     finally:
         app[BODIES].give(request.remote or "?", held[0])
@@ -271,8 +280,8 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if action == "sync":
             m.observe(dt)
         if app[CONFIG].access_log:
-            log.info(json.dumps({"action": action, "device": device, "status": status, "ms": round(dt * 1000, 1),
-                                 "bytes_in": request.content_length or 0}))
+            log.info(log_line(action=action, device=device, status=status, ms=round(dt * 1000, 1),
+                              bytes_in=request.content_length or 0))
 
 
 @routes.post("/v1")
@@ -285,6 +294,12 @@ async def rpc(request: web.Request) -> web.StreamResponse:
 async def bundle_upload(request: web.Request) -> web.StreamResponse:
     """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle."""
     return await _serve(request, relay.ingest_bundle, "application/x-hbw-bundle", "bundle")
+
+
+@routes.post("/v1/code")
+async def code_fetch(request: web.Request) -> web.StreamResponse:
+    """A word-code invite (PROTOCOL.md §14a): [1, slot, proof] in, the invite sealed with the words out."""
+    return await _serve(request, relay.fetch_code, "application/x-hbw", "code", max_body=wordcode.MAX_FETCH_BODY)
 
 
 def health(config: RelayConfig, writer: db.Writer) -> StorageError | None:
@@ -366,11 +381,12 @@ async def _auto_rebalance(app: web.Application) -> None:
     while True:
         await asyncio.sleep(cfg.rebalance_every_s)
         try:
-            r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), int(cfg.stale_hours * 3_600_000),
-                                      True)
-            log.info(json.dumps({"action": "auto-rebalance", "moves": len(r["moves"]), "stuck": len(r["stuck"])}))
+            opts = allocation.Options(stale_ms=int(cfg.stale_hours * 3_600_000),
+                                      default_capacity=cfg.default_capacity)
+            r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), opts, True)
+            log.info(log_line(action="auto-rebalance", moves=len(r["moves"]), stuck=len(r["stuck"])))
         except Exception as e:  # noqa: BLE001 - a failed round must not stop the relay
-            log.warning(json.dumps({"action": "auto-rebalance", "error": str(e)}))
+            log.warning(log_line(action="auto-rebalance", error=str(e)))
 
 
 @web.middleware

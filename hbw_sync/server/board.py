@@ -68,14 +68,16 @@ def materialize(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> int:
 
 def _members(conn: sqlite3.Connection) -> list[allocation.MemberInfo]:
     out = []
-    for name, active, seen in conn.execute(
-        "SELECT m.name, COALESCE(SUM(d.revoked_ms IS NULL), 0), MAX(CASE WHEN d.revoked_ms IS NULL THEN d.last_seen_ms END)"
+    for name, role, active, seen in conn.execute(
+        "SELECT m.name, m.role, COALESCE(SUM(d.revoked_ms IS NULL), 0),"
+        " MAX(CASE WHEN d.revoked_ms IS NULL THEN d.last_seen_ms END)"
         " FROM members m LEFT JOIN devices d ON d.member = m.name GROUP BY m.name ORDER BY m.name"
     ).fetchall():
         st = _load(conn, int(Kind.MEMBER), name.encode())
         p = st.values() if st else {}
         out.append(allocation.MemberInfo(name, bool(active), p.get("laptop"), p.get("internet"),
-                                         p.get("office_days", 0), p.get("away_until"), seen))
+                                         p.get("office_days", 0), p.get("away_until"), seen, role,
+                                         p.get("capacity"), p.get("takes_work")))
     return out
 
 
@@ -88,14 +90,22 @@ def _tasks(conn: sqlite3.Connection) -> list[allocation.TaskInfo]:
     return out
 
 
-def rebalance(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int, stale_ms: int,
+def rebalance(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int, opts: allocation.Options,
               apply: bool) -> dict[str, Any]:
-    """Plan (and with ``apply``, issue as one relay-signed batch) moves of stuck tasks."""
+    """Plan (and with ``apply``, issue as one relay-signed batch) moves of stuck tasks and moves that even the load.
+
+    Raises:
+        UsageError (``usage.rebalance_target``): ``opts.to`` cannot receive work (see ``allocation.plan``).
+    """
     materialize(conn, ident)
-    p = allocation.plan(_tasks(conn), _members(conn), now, stale_ms, allocation.today_day(now))
+    p = allocation.plan(_tasks(conn), _members(conn), now, opts, allocation.today_day(now))
     result: dict[str, Any] = {
-        "moves": [{"task": m.task.hex(), "from": m.from_member, "to": m.to_member, "reason": m.reason} for m in p.moves],
+        "moves": [{"task": m.task.hex(), "from": m.from_member, "to": m.to_member, "kind": m.kind,
+                   "reason": m.reason} for m in p.moves],
         "stuck": [{"task": t.hex(), "reason": why} for t, why in p.stuck],
+        "left_out": [{"member": n, "reason": why} for n, why in p.left_out.items()],
+        "loads": [{"member": n, "open": k, "capacity": c} for n, (k, c) in p.loads.items()],
+        "moves_left": p.moves_left,
         "applied": False,
     }
     if apply and p.moves:
@@ -121,8 +131,9 @@ def rebalance(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int, st
     return result
 
 
-def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int) -> list[dict[str, Any]]:
-    """Per member: open and overdue work, what they can do, last seen."""
+def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int,
+             default_capacity: int = allocation.DEFAULT_CAPACITY) -> list[dict[str, Any]]:
+    """Per member: open and overdue work against their capacity, what they can do, last seen."""
     materialize(conn, ident)
     today = allocation.today_day(now)
     tasks = _tasks(conn)
@@ -132,6 +143,9 @@ def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int) -> 
         out.append({
             "member": m.name,
             "open": len(mine),
+            "capacity": m.capacity or default_capacity,
+            "role": m.role,
+            "takes_work": m.role != "supervisor" or m.takes_work is True,
             "overdue": sum(1 for t in mine if t.due is not None and t.due < today),
             "urgent": sum(1 for t in mine if t.priority == 3),
             "laptop": m.laptop,

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import ssl
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
-from .. import __version__
-from ..cli_common import HbwGroup, emit, json_option
-from ..client.views import iso_ms
+from .. import __version__, allocation, timefmt
+from ..cli_common import HbwGroup, emit, is_interactive, json_option
+from ..ops import MAX_CAPACITY
 from . import admin, db
 from .app import MIN_FREE_MB, RelayConfig
 from .connections import ConnectionLimits
+from .relay import now_ms as relay_now_ms
 from .runner import serve as run_server
+
 
 class RelayGroup(HbwGroup):
     """The relay's commands: a fault of the relay's disk is told in words, exit 74 (``db.storage_error``)."""
@@ -24,14 +29,34 @@ class RelayGroup(HbwGroup):
 DATA_HELP = "Relay data directory (database and relay key; env HBW_RELAY_DATA)."
 
 
-def data_option(f):
+def _remember_data(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None:
+        ctx.meta["hbw_relay_data"] = value  # ctx.meta is shared by the whole command line
+    return value
+
+
+def _data_flag(required: bool = False) -> Any:
     return click.option("--data", type=click.Path(file_okay=False, path_type=Path), envvar="HBW_RELAY_DATA",
-                        required=True, help=DATA_HELP)(f)
+                        required=required, callback=_remember_data, is_eager=True, help=DATA_HELP)
+
+
+def data_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--data, accepted wherever a person puts it: 'hbw-relay --data X devices revoke ID', 'hbw-relay
+    devices --data X revoke ID', '... revoke ID --data X', or HBW_RELAY_DATA in the environment."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, data: Path | None = None, **kw: Any) -> Any:
+        data = data or click.get_current_context().meta.get("hbw_relay_data")
+        if data is None:
+            raise click.UsageError("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA).")
+        return f(*args, data=data, **kw)
+    return _data_flag()(wrapper)
 
 
 @click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hbw-relay")
-def cli() -> None:
+@_data_flag()
+@json_option
+def cli(data: Path | None) -> None:
     """The office relay for hbw-sync: enrolls devices and passes sealed batches between them.
 
     The relay sees who holds which task (routing), never titles, descriptions
@@ -62,12 +87,14 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--auto-rebalance", help="Also rebalance (and apply) every INTERVAL, e.g. 1h; off by default.")
 @click.option("--stale-after", default="72h", show_default=True, help="Unreachable threshold for --auto-rebalance.")
+@click.option("--default-capacity", type=click.IntRange(1, MAX_CAPACITY), default=allocation.DEFAULT_CAPACITY,
+              show_default=True, help="For --auto-rebalance: open tasks at full load when a member has not said.")
 @click.option("--min-free-mb", default=MIN_FREE_MB, show_default=True, type=float,
               help="/healthz says unhealthy (503) when the data disk has less free space than this.")
 @click.option("--max-per-address", default=ConnectionLimits.per_address, show_default=True, type=click.IntRange(1),
               help="Connections one IP address may hold (raise it if many devices share one address, e.g. a NAT).")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
-          stale_after: str, min_free_mb: float, max_per_address: int) -> None:
+          stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -83,10 +110,10 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         admin.set_tls_certificate(data, Path(tls_cert))
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
-                      stale_hours=parse_hours(stale_after), min_free_mb=min_free_mb,
-                      connections=ConnectionLimits(per_address=max_per_address))
+                      stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
+                      min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address))
     run_server(cfg, ctx,
-               ready=lambda url: click.echo(f"hbw-relay listening on {url}", err=True))
+               ready=lambda url: click.echo(f"{timefmt.iso_utc(relay_now_ms())} hbw-relay listening on {url}", err=True))
 
 
 @cli.command()
@@ -95,37 +122,73 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
 @click.option("--role", type=click.Choice(["member", "supervisor"]), default="member", show_default=True,
               help="Supervisors may reassign anyone's work and share the team key with new devices.")
 @click.option("--url", help="URL devices use to reach the relay (default: the one given at init).")
-@click.option("--days", default=14, show_default=True, type=int, help="Days before the invite expires.")
+@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 365), help="Days before the invite expires.")
+@click.option("--words", is_flag=True, help="Also a short code of words to read out by phone (valid 24 hours).")
+@click.option("--qr", is_flag=True, help="Also print the invite as a QR code in the terminal.")
+@click.option("--qr-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="Also save the invite as a QR code image (PNG or SVG, by the name's ending).")
 @json_option
 @click.pass_context
-def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | None, days: int) -> None:
-    """Make a one-time invite for MEMBER's device. Hand it over in person or by phone, not by email."""
-    inv = admin.invite(data, member, role, url, days)
-    code = inv.encode()
-    emit(ctx, {"member": inv.member, "role": inv.role, "invite": code},
-         f"Invite for {inv.member} ({inv.role}), valid {days} days, usable once:\n\n  {code}\n\n"
-         f"On the device: hbw-sync join {code[:12]}...")
+def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | None, days: int, words: bool,
+           qr: bool, qr_file: Path | None) -> None:
+    """Make a one-time invite for MEMBER's device. Hand it over in person or by phone, not by email.
+
+    --words adds a code of a number and five words that a person can read out by phone; the device
+    then joins with 'hbw-sync join --relay URL CODE'. The code only unlocks the full invite, which
+    still pins this relay's key, so it is as safe to use as the full invite.
+    """
+    if words:
+        inv, code = admin.invite_with_code(data, member, role, url, days)
+    else:
+        inv, code = admin.invite(data, member, role, url, days), None
+    text = inv.encode()
+    out: dict[str, Any] = {"member": inv.member, "role": inv.role, "invite": text, "relay": inv.url,
+                           "expires_days": days, "words": code, "qr_file": None}
+    if qr or qr_file:
+        import segno  # only here: the rest of the relay does not need it
+
+        image = segno.make(text.upper(), error="m")  # upper case: QR's compact alphanumeric mode
+        if qr_file:
+            image.save(str(qr_file), scale=8, border=4)
+            out["qr_file"] = str(qr_file)
+
+    def show() -> None:
+        click.echo(f"Invite for {inv.member} ({inv.role}), valid {days} days, usable once:\n\n  {text}\n")
+        click.echo(f"On the device: hbw-sync join {text[:12]}...")
+        if code:
+            spoken = code.replace("-", " ")
+            click.echo(f"\nBy phone (valid 24 hours, ends when used): read out  {spoken}\n"
+                       f"On the device: hbw-sync join --relay {inv.url} {code}")
+        if qr:
+            buf = io.StringIO()
+            image.terminal(out=buf, compact=True)
+            click.echo("\nOr scan this QR code:\n" + buf.getvalue())
+        if qr_file:
+            click.echo(f"QR code saved to {qr_file}.")
+
+    emit(ctx, out, show)
 
 
 @cli.group(cls=RelayGroup, invoke_without_command=True)
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), envvar="HBW_RELAY_DATA", help=DATA_HELP)
+@_data_flag()
 @json_option
 @click.pass_context
 def devices(ctx: click.Context, data: Path | None) -> None:
     """List enrolled devices: whose, enrolled and revoked when, last seen ('devices revoke' to revoke)."""
     if ctx.invoked_subcommand:
         return
+    data = data or ctx.meta.get("hbw_relay_data")
     if data is None:
-        raise click.UsageError("--data is required")
+        raise click.UsageError("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA).")
     rows = admin.devices(data)
 
     def text() -> None:
         if not rows:
             click.echo("No devices enrolled.")
         for r in rows:
-            state = f"REVOKED {iso_ms(r['revoked_ms'])}" if r["revoked_ms"] else "active"
-            click.echo(f"{r['device']}  {r['member']:12}  enrolled {iso_ms(r['enrolled_ms'])}  "
-                       f"last seen {iso_ms(r['last_seen_ms'])}  {state}  {r['label'] or ''}")
+            state = f"REVOKED {timefmt.human(r['revoked_ms'])}" if r["revoked_ms"] else "active"
+            click.echo(f"{r['device']}  {r['member']:12}  enrolled {timefmt.human(r['enrolled_ms'])}  "
+                       f"last seen {timefmt.human(r['last_seen_ms'])}  {state}  {r['label'] or ''}")
 
     emit(ctx, rows, text)
 
@@ -133,15 +196,31 @@ def devices(ctx: click.Context, data: Path | None) -> None:
 @devices.command("revoke")
 @data_option
 @click.argument("device")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask to confirm (for scripts).")
 @json_option
 @click.pass_context
-def devices_revoke(ctx: click.Context, data: Path, device: str) -> None:
+def devices_revoke(ctx: click.Context, data: Path, device: str, yes: bool) -> None:
     """Revoke DEVICE (an id or unambiguous prefix): a lost or returned laptop can no longer sync.
 
-    The next supervisor device to sync rotates the team key, so the revoked
-    device cannot read anything new.
+    This cannot be undone (a found laptop joins again with a new invite). The
+    next supervisor device to sync rotates the team key, so the revoked device
+    cannot read anything new. Asks to confirm unless --yes.
     """
-    r = admin.revoke(data, device)
+    d = admin.find_device(data, device)
+    if d["revoked_ms"]:
+        emit(ctx, {**d, "revoked": True}, f"Device {d['device'][:8]} of {d['member']} was already revoked "
+                                          f"({timefmt.human(d['revoked_ms'])}); nothing changed.")
+        return
+    what = (f"device {d['device'][:8]} of {d['member']}" + (f" ({d['label']})" if d["label"] else "") +
+            f", last seen {timefmt.human(d['last_seen_ms'])}")
+    if not yes:
+        if not is_interactive():
+            raise click.UsageError(f"revoking {what} cannot be undone: add --yes to confirm")
+        if not click.confirm(f"Revoke {what}? It will no longer sync, and this cannot be undone", default=False,
+                             err=True):
+            click.echo("Nothing changed.", err=True)
+            ctx.exit(1)
+    r = admin.revoke(data, d["device"])
     emit(ctx, r, f"Device {r['device']} of {r['member']} is revoked. The team key will rotate at the next "
                  "supervisor sync.")
 
@@ -157,7 +236,7 @@ def members(ctx: click.Context, data: Path) -> None:
     def text() -> None:
         for r in rows:
             click.echo(f"{r['member']:12}  {r['role']:10}  devices {r['active_devices']}/{r['devices']}  "
-                       f"last seen {iso_ms(r['last_seen_ms']) or 'never'}")
+                       f"last seen {timefmt.human(r['last_seen_ms'])}")
 
     emit(ctx, rows, text)
 
@@ -168,12 +247,15 @@ def members(ctx: click.Context, data: Path) -> None:
 @json_option
 @click.pass_context
 def audit(ctx: click.Context, data: Path, limit: int) -> None:
-    """Who did what: enrollments, revocations, keys, and every signed batch by member and device."""
+    """Who did what, newest first, in local time: enrollments, revocations, keys, rebalancing, and every
+    signed batch by member and device. --json gives the same with ISO times and the raw details."""
     rows = admin.audit_log(data, limit)
 
     def text() -> None:
         for r in rows:
-            click.echo(f"{iso_ms(r['time_ms'])}  {r['actor'] or '?':12}  {r['action']:8}  {r['detail']}")
+            click.echo(f"{r['time']}  {r['who']} {r['what']}.")
+        if not rows:
+            click.echo("Nothing recorded yet.")
 
     emit(ctx, rows, text)
 
@@ -195,28 +277,42 @@ def parse_hours(text: str) -> float:
 @cli.command()
 @data_option
 @click.option("--apply", is_flag=True, help="Issue the moves (relay-signed); without it, only show the plan.")
+@click.option("--to", "to", metavar="MEMBER", help="Give work only to MEMBER (even a supervisor: naming them is the opt-in).")
+@click.option("--exclude", multiple=True, metavar="MEMBER", help="Give MEMBER no work in this run (repeatable).")
+@click.option("--max-moves", type=click.IntRange(min=0), help="At most N moves in this run (stuck tasks first).")
+@click.option("--default-capacity", type=click.IntRange(1, MAX_CAPACITY), default=allocation.DEFAULT_CAPACITY,
+              show_default=True, help="Open tasks at full load for members who have not set 'profile --capacity'.")
 @click.option("--stale-after", default="72h", show_default=True,
               help="Members not seen for this long (and with no office day before the due date) are unreachable.")
 @json_option
 @click.pass_context
-def rebalance(ctx: click.Context, data: Path, apply: bool, stale_after: str) -> None:
-    """Move tasks that cannot progress where they sit to members who can do them (dry run by default).
+def rebalance(ctx: click.Context, data: Path, apply: bool, to: str | None, exclude: tuple[str, ...],
+              max_moves: int | None, default_capacity: int, stale_after: str) -> None:
+    """Move work that cannot progress where it sits, then even the load (dry run by default).
 
-    A task is stuck when its holder is away, unreachable, or lacks what it
-    needs (laptop, internet, an office day before it is due). Pinned and done
-    tasks never move; nobody away or revoked receives work.
+    A task is stuck when its holder is away past its due date, unreachable, or
+    lacks what it needs (laptop, internet, an office day before it is due).
+    Work is spread by open tasks relative to each member's capacity. Pinned and
+    done tasks never move, started tasks move only when stuck; nobody away or
+    revoked receives work, and supervisors only if they opted in.
     """
-    r = admin.rebalance(data, apply, parse_hours(stale_after))
+    r = admin.rebalance(data, apply, parse_hours(stale_after), to=to, exclude=exclude, max_moves=max_moves,
+                        default_capacity=default_capacity)
 
     def text() -> None:
         if not r["moves"]:
-            click.echo("Nothing to move: every open task can progress where it sits.")
-        else:
-            click.echo(f"{'TASK':8}  {'FROM':10}  {'TO':10}  REASON")
-            for m in r["moves"]:
-                click.echo(f"{m['task'][:6]:8}  {m['from'] or '-':10}  {m['to']:10}  {m['reason']}")
+            click.echo("Nothing to move: every open task can progress where it sits, and the load is even.")
+        for m in r["moves"]:
+            click.echo(f"Task {m['task'][:6]}: {m['from'] or 'nobody'} -> {m['to']}. Why: {m['reason']}.")
         for s in r["stuck"]:
-            click.echo(f"Stuck, nobody can take it: {s['task'][:6]}: {s['reason']}")
+            click.echo(f"Task {s['task'][:6]} stays where it is: {s['reason']}.")
+        for x in r["left_out"]:
+            click.echo(f"{x['member']} receives no work: {x['reason']}.")
+        if r["loads"]:
+            click.echo("Open tasks afterwards: " + ", ".join(
+                f"{x['member']} {x['open']} of {x['capacity']}" for x in r["loads"]) + ".")
+        if r["moves_left"]:
+            click.echo(f"Stopped at --max-moves: at least {r['moves_left']} more move(s) would help; run again.")
         if r["moves"]:
             click.echo("Moves issued; devices learn them at their next sync." if r["applied"]
                        else "Dry run: nothing changed. Run again with --apply to issue these moves.")
@@ -226,19 +322,26 @@ def rebalance(ctx: click.Context, data: Path, apply: bool, stale_after: str) -> 
 
 @cli.command()
 @data_option
+@click.option("--default-capacity", type=click.IntRange(1, MAX_CAPACITY), default=allocation.DEFAULT_CAPACITY,
+              show_default=True, help="Capacity shown for members who have not set 'profile --capacity'.")
 @json_option
 @click.pass_context
-def workload(ctx: click.Context, data: Path) -> None:
+def workload(ctx: click.Context, data: Path, default_capacity: int) -> None:
     """Per member: open, overdue and urgent tasks, what they can do, when last seen."""
-    rows = admin.workload(data)
+    rows = admin.workload(data, default_capacity)
 
     def text() -> None:
-        yn = {True: "yes", False: "no", None: "?"}
-        click.echo(f"{'MEMBER':10}  {'OPEN':>4}  {'LATE':>4}  {'URG':>3}  LAPTOP  NET  OFFICE    AWAY UNTIL  LAST SEEN")
+        yn = {True: "yes", False: "no", None: "not said"}
+        click.echo(f"{'MEMBER':10}  {'OPEN':>9}  {'LATE':>4}  {'URG':>3}  {'LAPTOP':8}  {'NET':8}  OFFICE    "
+                   "AWAY UNTIL  LAST SEEN")
         for r in rows:
-            click.echo(f"{r['member']:10}  {r['open']:>4}  {r['overdue']:>4}  {r['urgent']:>3}  {yn[r['laptop']]:6}  "
-                       f"{yn[r['internet']]:3}  {','.join(r['office_days']) or '-':8}  {r['away_until'] or '-':10}  "
-                       f"{iso_ms(r['last_seen_ms']) or 'never'}")
+            load = f"{r['open']}/{r['capacity']}" + ("" if r["takes_work"] else "*")
+            click.echo(f"{r['member']:10}  {load:>9}  {r['overdue']:>4}  {r['urgent']:>3}  {yn[r['laptop']]:8}  "
+                       f"{yn[r['internet']]:8}  {','.join(r['office_days']) or '-':8}  {r['away_until'] or '-':10}  "
+                       f"{timefmt.human(r['last_seen_ms'])}")
+        if any(not r["takes_work"] for r in rows):
+            click.echo("OPEN is open tasks / capacity. * a supervisor who receives no rebalanced work "
+                       "(hbw-sync profile --takes-work to opt in).")
 
     emit(ctx, rows, text)
 
@@ -255,7 +358,7 @@ def conflicts(ctx: click.Context, data: Path) -> None:
         if not rows:
             click.echo("No conflicts.")
         for c in rows:
-            click.echo(f"{iso_ms(c['at_ms'])}  task {c['task'][:6]}  {c['field']}: {c['loser']['value']!r} "
+            click.echo(f"{timefmt.human(c['at_ms'])}  task {c['task'][:6]}  {c['field']}: {c['loser']['value']!r} "
                        f"(by {c['loser']['by']}) lost to {c['winner']['value']!r} (by {c['winner']['by']}): {c['rule']}")
 
     emit(ctx, rows, text)

@@ -166,6 +166,7 @@ def create_schema(path: Path) -> None:
     db["nonces"].create({"nonce": bytes, "time_ms": int}, pk="nonce")
     db["nonces"].create_index(["time_ms"])
     db["audit"].create({"id": int, "time_ms": int, "actor": str, "action": str, "detail": str}, pk="id")
+    ensure_invite_codes(conn)
     conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION).encode(),))
     conn.execute("COMMIT")
     conn.close()
@@ -177,6 +178,15 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     if cols and "created_ms" not in cols:
         conn.execute("ALTER TABLE upload_chunks ADD COLUMN created_ms INTEGER")
         conn.execute("UPDATE upload_chunks SET created_ms = CAST(strftime('%s','now') AS INTEGER) * 1000")
+
+
+def ensure_invite_codes(conn: sqlite3.Connection) -> None:
+    """Word-code invites (PROTOCOL.md §14a): the sealed full invite under a slot number. Created on first
+    use too, so a relay made before word codes existed needs no migration."""
+    conn.execute("CREATE TABLE IF NOT EXISTS invite_codes (slot INTEGER PRIMARY KEY, proof_digest BLOB NOT NULL,"
+                 " sealed BLOB NOT NULL, token_hash BLOB NOT NULL, expires_ms INTEGER NOT NULL,"
+                 " failures INTEGER NOT NULL DEFAULT 0)")
+    conn.execute("CREATE TABLE IF NOT EXISTS code_failures (time_ms INTEGER NOT NULL)")
 
 
 def open_checked(path: Path) -> sqlite3.Connection:

@@ -15,6 +15,7 @@ budget.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import sqlite3
 import time
@@ -25,12 +26,14 @@ from typing import Any, Callable
 from .. import batch as wire
 from .. import snapshot as snap_fmt
 from .. import codec, crypto, envelope
-from .. import bundle
+from .. import bundle, wordcode
 from .. import enroll as enroll_mod
 from ..enroll import token_hash
-from ..errors import AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError, UsageError
+from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
+                      TransientError, UsageError)
 from ..ops import is_member_name
 from . import limits
+from .db import ensure_invite_codes
 
 DEFAULT_BUDGET = 200_000
 MAX_BUDGET = 8 * 1024 * 1024
@@ -144,7 +147,8 @@ def authenticate(conn: sqlite3.Connection, req: envelope.Request, now: int, fres
 # -- enrollment --------------------------------------------------------------------------------------
 
 
-def create_invite(conn: sqlite3.Connection, member: str, role: str, token: bytes, ttl_days: int, actor: str) -> None:
+def create_invite(conn: sqlite3.Connection, member: str, role: str, token: bytes, ttl_days: int, actor: str,
+                  *, words: bool = False) -> None:
     if not is_member_name(member):
         raise UsageError(f"{member!r} is not a valid member name", hint="1-32 of a-z, 0-9, '.', '_', '-'")
     if role not in ("member", "supervisor"):
@@ -154,7 +158,64 @@ def create_invite(conn: sqlite3.Connection, member: str, role: str, token: bytes
         "INSERT INTO invites (token_hash, member, role, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
         (token_hash(token), member, role, t, t + ttl_days * 86_400_000),
     )
-    audit(conn, actor, "invite", member=member, role=role, ttl_days=ttl_days)
+    audit(conn, actor, "invite", member=member, role=role, ttl_days=ttl_days, **({"words": True} if words else {}))
+
+
+def create_code(conn: sqlite3.Connection, invite_text: str, token: bytes, invite_expires_ms: int,
+                now: int) -> tuple[int, tuple[str, ...]]:
+    """Keep ``invite_text`` sealed under a new word code (PROTOCOL.md §14a); returns (slot, words)."""
+    ensure_invite_codes(conn)
+    conn.execute("DELETE FROM invite_codes WHERE expires_ms < ?", (now,))
+    taken = {r[0] for r in conn.execute("SELECT slot FROM invite_codes")}
+    for _ in range(100):
+        slot, words = wordcode.new_code()
+        if slot not in taken:
+            break
+    else:
+        raise UsageError("too many word codes are waiting to be used; use the full invite, or wait for some to expire")
+    proof, seal_key = wordcode.derive(slot, words)
+    conn.execute("INSERT INTO invite_codes (slot, proof_digest, sealed, token_hash, expires_ms) VALUES (?, ?, ?, ?, ?)",
+                 (slot, wordcode.proof_digest(proof), wordcode.seal_invite(seal_key, slot, invite_text),
+                  token_hash(token), min(invite_expires_ms, now + wordcode.CODE_TTL_MS)))
+    return slot, words
+
+
+def fetch_code(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes,
+               now: int) -> tuple[bytes | AccessError, dict[str, Any]]:
+    """POST /v1/code: [1, slot, proof] in, the sealed invite out (msgpack bin). No signature can be checked
+    yet (the device has no enrollment), so the request is bounded and every wrong proof is counted.
+
+    A wrong proof is *returned* as an AccessError, not raised: its count and audit entry must be
+    committed, and a raised error rolls the transaction back. The app answers it after the commit.
+    """
+    slot, proof = wordcode.parse_fetch_request(body)
+    ensure_invite_codes(conn)
+    stats = {"action": "code", "device": "-", "batches_in": 0, "batches_out": 0}
+    window = now - wordcode.FAILURE_WINDOW_MS
+    conn.execute("DELETE FROM code_failures WHERE time_ms < ?", (window,))
+    if conn.execute("SELECT COUNT(*) FROM code_failures").fetchone()[0] >= wordcode.MAX_FAILURES_PER_WINDOW:
+        raise TransientError("too many wrong word codes were tried recently; the relay is not answering codes "
+                             "for a few minutes", code="transient.code_rate",
+                             hint="try again in 10 minutes, or use the full invite")
+    row = conn.execute("SELECT proof_digest, sealed, expires_ms, failures FROM invite_codes WHERE slot = ?",
+                       (slot,)).fetchone()
+    if row is None or row[2] < now:  # counted too: trying numbers is guessing as well
+        conn.execute("INSERT INTO code_failures (time_ms) VALUES (?)", (now,))
+        return AccessError(f"no invite waits under code {slot}: it was used, it expired, or the number is wrong",
+                           code="access.code", hint="ask office IT for a new code"), stats
+    digest, sealed, _exp, failures = row
+    if not hmac.compare_digest(digest, wordcode.proof_digest(proof)):
+        conn.execute("INSERT INTO code_failures (time_ms) VALUES (?)", (now,))
+        left = wordcode.MAX_FAILURES_PER_SLOT - failures - 1
+        if left <= 0:
+            conn.execute("DELETE FROM invite_codes WHERE slot = ?", (slot,))
+        else:
+            conn.execute("UPDATE invite_codes SET failures = failures + 1 WHERE slot = ?", (slot,))
+        audit(conn, None, "code_failed", slot=slot, tries_left=max(left, 0))
+        return AccessError(f"the words do not match code {slot}" +
+                           (f" ({left} tries left)" if left > 0 else "; the code is now cancelled"),
+                           code="access.code", hint="check the words with office IT"), stats
+    return codec.pack(sealed), stats
 
 
 def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
@@ -200,6 +261,8 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         (req.device, member, author_pub, transport_pub, x_pub, now, now, label),
     )
     conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ?", (now, req.device, token_hash(token)))
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'invite_codes'").fetchone():
+        conn.execute("DELETE FROM invite_codes WHERE token_hash = ?", (token_hash(token),))  # one-time
     bump_roster(conn, member=member)  # this device, and a role change of the member's other devices
     audit(conn, member, "enroll", device=req.device, label=label)
     return {
@@ -212,14 +275,22 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     }
 
 
-def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[bytes, str]:
-    rows = conn.execute("SELECT device, member, revoked_ms FROM devices WHERE hex(device) LIKE ?",
+def find_device(conn: sqlite3.Connection, device_prefix: str) -> bytes:
+    """The one device id starting with ``device_prefix`` (hex); UsageError when none or several."""
+    if not device_prefix or any(c not in "0123456789abcdef" for c in device_prefix.lower()):
+        raise UsageError(f"no device {device_prefix!r}", hint="device ids are hex digits; see 'hbw-relay devices'")
+    rows = conn.execute("SELECT device FROM devices WHERE hex(device) LIKE ?",
                         (device_prefix.upper() + "%",)).fetchall()
-    if not rows or not device_prefix:
+    if not rows:
         raise UsageError(f"no device {device_prefix!r}", hint="see 'hbw-relay devices'")
     if len(rows) > 1:
         raise UsageError(f"device {device_prefix!r} is ambiguous", hint="give more digits")
-    device, member, revoked = rows[0]
+    return rows[0][0]
+
+
+def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[bytes, str]:
+    device = find_device(conn, device_prefix)
+    member, revoked = conn.execute("SELECT member, revoked_ms FROM devices WHERE device = ?", (device,)).fetchone()
     if revoked is None:
         conn.execute("UPDATE devices SET revoked_ms = ? WHERE device = ?", (now_ms(), device))
         set_meta(conn, "rotation_wanted", True)

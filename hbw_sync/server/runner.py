@@ -16,6 +16,7 @@ from typing import Callable
 
 from aiohttp import web
 
+from .. import timefmt
 from .app import GUARD, RelayConfig, create_app
 
 
@@ -67,10 +68,22 @@ async def _start(config: RelayConfig, ssl_context: ssl.SSLContext | None) -> tup
     return runner, f"{scheme}://{host}:{port}"
 
 
+class StampedFormatter(logging.Formatter):
+    """Every log line carries its time: our JSON lines hold it as "time"; others get it in front."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if text.startswith('{"time"'):
+            return text
+        return f"{timefmt.iso_utc(int(record.created * 1000), millis=True)} {record.levelname.lower()} {text}"
+
+
 def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
           ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM; in-flight requests finish, the writer commits, then it stops."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(StampedFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     steady_memory()
 
     async def main() -> None:

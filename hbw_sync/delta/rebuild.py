@@ -1,0 +1,191 @@
+"""Reading a delta: parse a payload, check every declared size against the caps, rebuild, verify.
+
+Everything that arrives is bounded before it is trusted: ranges must lie inside the base,
+and every size a frame or op declares is checked against ``max_size`` and ``plain_cap``
+before anything that grows with it is allocated. PROTOCOL.md §18c holds the byte layout
+and the limits; this module enforces them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+import zstandard
+
+from ..errors import IntegrityError, LimitError, ProtocolError
+from .blocks import MAX_BLOCK, MAX_WINDOW, MIN_BLOCK, deflate_blocks
+from .deflate import deflate, inflate_exact
+from .patch import frame_content_size, unpatch
+from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, OP_COPY, OP_LIT,
+                   OP_MEMBER, Buf, Op, Reader, plain_cap)
+
+
+def _base_range(base_len: int, off: int, n: int) -> None:
+    if off > base_len or n > base_len - off:
+        raise ProtocolError("delta refers to bytes beyond the end of the base", code="protocol.delta")
+
+
+def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, memoryview | None, int, list[Op]]:
+    """Read a method-2 body and check every range and declared size before anything is decoded."""
+    cap = plain_cap(max_size)
+    lit_off, lit_len = r.uvarint(), r.uvarint()
+    _base_range(base_len, lit_off, lit_len)
+    lit_frame_len = r.uvarint()
+    lit_frame = r.take(lit_frame_len) if lit_frame_len else None
+    op_count = r.uvarint()
+    if op_count > len(r.data):  # every op takes at least two bytes
+        raise ProtocolError("delta declares more ops than it can hold", code="protocol.delta")
+    ops: list[Op] = []
+    total = 0
+    lit_total = 0
+    dict_total = 0  # bounds the work as well as the memory: see the format's limits
+    plain_total = 0
+    for _ in range(op_count):
+        tag = r.u8()
+        if tag == OP_LIT:
+            op = Op(OP_LIT, n=r.uvarint())
+            lit_total += op.n
+        elif tag == OP_COPY:
+            op = Op(OP_COPY)
+            op.off, op.n = r.uvarint(), r.uvarint()
+            _base_range(base_len, op.off, op.n)
+        elif tag == OP_MEMBER:
+            op = Op(OP_MEMBER)
+            op.dict_off, op.dict_len = r.uvarint(), r.uvarint()
+            _base_range(base_len, op.dict_off, op.dict_len)
+            op.dict_codec = r.u8()
+            if op.dict_codec == CODEC_DEFLATE:
+                op.dict_plain = r.uvarint()
+                if op.dict_plain > cap:
+                    raise LimitError("delta dictionary would inflate past the cap", code="protocol.bomb")
+            elif op.dict_codec != CODEC_RAW:
+                raise ProtocolError(f"unknown dictionary codec {op.dict_codec} in delta", code="protocol.delta")
+            if op.dict_len == 0 and (op.dict_off or op.dict_codec != CODEC_RAW):
+                raise ProtocolError("empty dictionary range with an offset or codec", code="protocol.delta")
+            op.frame = r.take(r.uvarint())
+            op.frame_size = frame_content_size(op.frame, cap)
+            dict_total += op.dict_len
+            plain_total += op.dict_plain + op.frame_size
+            if dict_total > base_len or plain_total > cap:
+                raise LimitError("delta members would decode more than the caps allow", code="protocol.limit")
+            op.out_codec = r.u8()
+            if op.out_codec == CODEC_DEFLATE:
+                level, mem_level, strategy = r.u8(), r.u8(), r.u8()
+                if level > 9 or not 1 <= mem_level <= 9 or strategy > 4:
+                    raise ProtocolError("invalid deflate parameters in delta", code="protocol.delta")
+                op.deflate = (level, mem_level, strategy)
+            elif op.out_codec == CODEC_BLOCKS:
+                level, mem_level, strategy = r.u8(), r.u8(), r.u8()
+                block_size, window = r.uvarint(), r.uvarint()
+                if (level > 9 or not 1 <= mem_level <= 9 or strategy > 4
+                        or not MIN_BLOCK <= block_size <= MAX_BLOCK or window > MAX_WINDOW):
+                    raise ProtocolError("invalid block deflate parameters in delta", code="protocol.delta")
+                op.deflate = (level, mem_level, strategy)
+                op.blocks = (block_size, window)
+            elif op.out_codec != CODEC_RAW:
+                raise ProtocolError(f"unknown output codec {op.out_codec} in delta", code="protocol.delta")
+            op.n = r.uvarint()
+            if op.out_codec == CODEC_RAW and op.n != op.frame_size:
+                raise ProtocolError("member size does not match its frame", code="protocol.delta")
+        else:
+            raise ProtocolError(f"unknown delta op {tag}", code="protocol.delta")
+        total += op.n
+        if total > max_size:
+            raise LimitError(f"delta would rebuild more than {max_size} bytes", code="protocol.limit")
+        ops.append(op)
+    if not r.at_end():
+        raise ProtocolError("trailing bytes after the delta ops", code="protocol.trailing")
+    if lit_frame is None:
+        if lit_total:
+            raise ProtocolError("delta uses literals but carries none", code="protocol.delta")
+    elif frame_content_size(lit_frame, max_size) != lit_total:
+        raise ProtocolError("literal stream size does not match the ops", code="protocol.delta")
+    return lit_off, lit_len, lit_frame, total, ops
+
+
+def run_recipe(base: memoryview, parsed: tuple[int, int, memoryview | None, int, list[Op]], max_size: int) -> bytes:
+    """Rebuild from a recipe ``parse_recipe`` accepted; a recompressed member of the wrong length is integrity.delta."""
+    lit_off, lit_len, lit_frame, total, ops = parsed
+    cap = plain_cap(max_size)
+    lits = b""
+    if lit_frame is not None:
+        lit_size = frame_content_size(lit_frame, max_size)
+        lits = unpatch(base[lit_off : lit_off + lit_len], lit_frame, lit_size, max_size)
+    lit_pos = 0
+    parts: list[Buf] = []
+    for op in ops:
+        if op.tag == OP_LIT:
+            parts.append(lits[lit_pos : lit_pos + op.n])
+            lit_pos += op.n
+        elif op.tag == OP_COPY:
+            parts.append(base[op.off : op.off + op.n])
+        else:
+            dictionary: Buf = base[op.dict_off : op.dict_off + op.dict_len]
+            if op.dict_codec == CODEC_DEFLATE:
+                inflated = inflate_exact(dictionary, op.dict_plain)
+                if inflated is None or len(inflated) != op.dict_plain:
+                    raise ProtocolError("delta dictionary is not the declared deflate stream", code="protocol.delta")
+                dictionary = inflated
+            assert op.frame is not None
+            content = unpatch(dictionary, op.frame, op.frame_size, cap)
+            del dictionary
+            if op.out_codec in (CODEC_DEFLATE, CODEC_BLOCKS):
+                if op.out_codec == CODEC_DEFLATE:
+                    content = deflate(content, *op.deflate)
+                else:
+                    content = deflate_blocks(content, *op.deflate, *op.blocks)
+                if len(content) != op.n:
+                    raise IntegrityError(
+                        "recompressed member differs from the sender's (different zlib?)",
+                        code="integrity.delta",
+                        hint="fetch the whole version",
+                    )
+            parts.append(content)
+    out = b"".join(parts)
+    if len(out) != total:  # cannot happen: every op's length was checked
+        raise ProtocolError("rebuilt size does not match the delta", code="protocol.delta")
+    return out
+
+
+def apply_delta(base: bytes, delta: bytes, *, expected_sha256: bytes, max_size: int) -> bytes:
+    """Rebuild the new version from ``base`` and a payload from ``make_delta``.
+
+    Raises ``ProtocolError`` (malformed or unknown method), ``LimitError`` (the
+    result or an intermediate would exceed ``max_size``; refused from declared
+    sizes before allocating) or ``IntegrityError`` (SHA-256 of the result is not
+    ``expected_sha256``), and nothing else.
+    """
+    if not isinstance(max_size, int) or isinstance(max_size, bool):
+        raise ProtocolError("max_size must be an integer", code="protocol.delta")
+    max_size = max(0, max_size)
+    try:
+        base_view = memoryview(base).cast("B")
+        view = memoryview(delta).cast("B")
+        expected = bytes(memoryview(expected_sha256).cast("B"))
+    except (TypeError, ValueError):
+        raise ProtocolError("delta, base and hash must be bytes", code="protocol.delta") from None
+    if len(expected) != 32:
+        raise ProtocolError("expected_sha256 must be 32 bytes", code="protocol.delta")
+    try:
+        r = Reader(view)
+        method = r.u8()
+        if method == METHOD_PATCH:
+            frame = r.take(len(view) - 1)
+            size = frame_content_size(frame, max_size)
+            out = unpatch(base_view, frame, size, max_size)
+        elif method == METHOD_RECIPE:
+            out = run_recipe(base_view, parse_recipe(r, len(base_view), max_size), max_size)
+        else:
+            raise ProtocolError(f"unknown delta method {method}", code="protocol.delta")
+    except (ProtocolError, IntegrityError):
+        raise
+    except (ValueError, TypeError, IndexError, OverflowError, zlib.error, zstandard.ZstdError) as e:
+        raise ProtocolError(f"malformed delta: {e}", code="protocol.delta") from None
+    if hashlib.sha256(out).digest() != expected:
+        raise IntegrityError(
+            "document rebuilt from the delta does not match its hash",
+            code="integrity.delta",
+            hint="the base differs from the sender's, or the delta was damaged: fetch the whole version",
+        )
+    return out

@@ -1,0 +1,81 @@
+"""Writing a recipe (method 2): collect LIT, COPY and MEMBER ops, then encode them.
+
+The span and zip recipes both build through this one writer, so adjacent literals merge,
+contiguous copies merge, and the literal stream is one patch frame. PROTOCOL.md §18c.
+"""
+
+from __future__ import annotations
+
+from .patch import patch_frame
+from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_RECIPE, OP_COPY, OP_LIT, OP_MEMBER, Buf,
+                   uvarint)
+
+
+class RecipeWriter:
+    """Collects ops; merges adjacent LITs and contiguous COPYs."""
+
+    def __init__(self) -> None:
+        self.lits = bytearray()
+        self.ops: list[tuple] = []  # ("lit", n) | ("copy", off, n) | ("member", bytes)
+
+    def lit(self, data: Buf) -> None:
+        if not len(data):
+            return
+        self.lits += data
+        if self.ops and self.ops[-1][0] == "lit":
+            self.ops[-1] = ("lit", self.ops[-1][1] + len(data))
+        else:
+            self.ops.append(("lit", len(data)))
+
+    def copy(self, off: int, n: int) -> None:
+        if n == 0:
+            return
+        if self.ops and self.ops[-1][0] == "copy" and self.ops[-1][1] + self.ops[-1][2] == off:
+            self.ops[-1] = ("copy", self.ops[-1][1], self.ops[-1][2] + n)
+        else:
+            self.ops.append(("copy", off, n))
+
+    def member(
+        self,
+        dict_range: tuple[int, int, int, int],
+        frame: bytes,
+        out_len: int,
+        deflate: tuple[int, int, int] | None,
+        blocks: tuple[int, int] | None = None,
+    ) -> None:
+        """A MEMBER op; ``deflate`` alone is codec 8, with ``blocks`` (block_size, window) codec 9."""
+        dict_off, dict_len, dict_codec, dict_plain = dict_range
+        enc = bytearray([OP_MEMBER])
+        enc += uvarint(dict_off) + uvarint(dict_len) + bytes([dict_codec])
+        if dict_codec == CODEC_DEFLATE:
+            enc += uvarint(dict_plain)
+        enc += uvarint(len(frame)) + frame
+        if deflate is None:
+            enc.append(CODEC_RAW)
+        elif blocks is None:
+            enc.append(CODEC_DEFLATE)
+            enc += bytes(deflate)
+        else:
+            enc.append(CODEC_BLOCKS)
+            enc += bytes(deflate) + uvarint(blocks[0]) + uvarint(blocks[1])
+        enc += uvarint(out_len)
+        self.ops.append(("member", bytes(enc)))
+
+    def encode(self, base: bytes, lit_dict: tuple[int, int]) -> bytes:
+        lit_off, lit_len = lit_dict if self.lits else (0, 0)
+        out = bytearray([METHOD_RECIPE])
+        out += uvarint(lit_off) + uvarint(lit_len)
+        if self.lits:
+            frame = patch_frame(memoryview(base)[lit_off : lit_off + lit_len], bytes(self.lits))
+            out += uvarint(len(frame)) + frame
+        else:
+            out += uvarint(0)
+        out += uvarint(len(self.ops))
+        for op in self.ops:
+            if op[0] == "lit":
+                out += bytes([OP_LIT]) + uvarint(op[1])
+            elif op[0] == "copy":
+                out += bytes([OP_COPY]) + uvarint(op[1]) + uvarint(op[2])
+            else:
+                out += op[1]
+        return bytes(out)

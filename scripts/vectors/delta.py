@@ -1,0 +1,193 @@
+"""protocol/vectors/delta.json: document delta payloads (PROTOCOL.md §18c), good and bad.
+
+Good vectors: one per method and codec (method 1 patch, span recipe, zip recipe as the
+writer makes it, and hand-assembled MEMBER ops with codec 8 and codec 9 so a reader can
+check each rebuild on a few kilobytes). A reader MUST rebuild ``result`` from ``base`` and
+``payload`` under ``max_size`` and check ``result_sha256`` (and ``result``, where given). Bad
+vectors each change one thing from a good one, use the base of the good vector named in
+``base_of``, and name the error class and stable code a reader must fail with.
+
+The payloads hold zstd frames, so their bytes are reproducible only with the zstd release in
+``meta``; decoding them is not version-dependent, and the tests decode them with any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import zipfile
+import zlib
+from typing import Any, Callable
+
+import zstandard
+
+from hbw_sync import delta
+from hbw_sync.delta import blocks, patch, wire
+from hbw_sync.errors import HbwError
+
+MAX = 1 << 20  # max_size of every vector unless it names its own
+
+
+def _text(n: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    words = "ward ledger permit budget clinic road water audit tender receipt quarter office".split()
+    out = []
+    while sum(map(len, out)) < n:
+        out.append(" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + ".\n")
+    return "".join(out).encode()[:n]
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=(2026, 12, 1, 9, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def _member_payload(base: bytes, content: bytes, out_codec: int, params: tuple[int, ...]) -> tuple[bytes, bytes]:
+    """A recipe with one MEMBER op: ``content`` patched against the whole base, recompressed by ``out_codec``."""
+    frame = patch.patch_frame(base, content)
+    if out_codec == wire.CODEC_DEFLATE:
+        out = delta.deflate.deflate(content, *params)
+        tail = bytes(params)
+    else:
+        out = blocks.deflate_blocks(content, *params)
+        tail = bytes(params[:3]) + wire.uvarint(params[3]) + wire.uvarint(params[4])
+    body = bytearray([wire.METHOD_RECIPE]) + wire.uvarint(0) + wire.uvarint(0) + wire.uvarint(0) + wire.uvarint(1)
+    body += bytes([wire.OP_MEMBER]) + wire.uvarint(0) + wire.uvarint(len(base)) + bytes([wire.CODEC_RAW])
+    body += wire.uvarint(len(frame)) + frame + bytes([out_codec]) + tail + wire.uvarint(len(out))
+    return bytes(body), out
+
+
+def _good() -> list[dict[str, Any]]:
+    text = _text(6000, 1)
+    text2 = text[:3000] + b"The council approved the revised clinic schedule. " + text[3050:]
+    other = _text(3000, 2)
+    doc1 = _zip({"[Content_Types].xml": b"<Types/>", "word/document.xml": _text(20000, 3)})
+    doc2 = _zip({"[Content_Types].xml": b"<Types/>",
+                 "word/document.xml": _text(20000, 3).replace(b"Ward", b"Wards", 1)})
+    sheet = _text(12000, 4)
+    sheet2 = sheet[:9000] + b"<c><v>7.5</v></c>" + sheet[9000:]
+    codec8, out8 = _member_payload(sheet, sheet2, wire.CODEC_DEFLATE, (6, 8, 0))
+    codec9, out9 = _member_payload(sheet, sheet2, wire.CODEC_BLOCKS, (6, 8, 0, 4096, 1024))
+    lo_like, out_lo = _member_payload(sheet, sheet2 * 12, wire.CODEC_BLOCKS, (6, 8, 0, 128 << 10, 32 << 10))
+    cases = [
+        ("patch", "Method 1: one zstd frame with the whole base as raw-content prefix.",
+         other, text2, bytes([wire.METHOD_PATCH]) + patch.patch_frame(other, text2)),
+        ("span", "Method 2 as a span recipe: COPY the shared ends, one MEMBER for the changed middle.",
+         text, text2, delta.span.span_recipe(text, text2)),
+        ("span_identical", "Method 2, identical files: one COPY of the whole base, no literals.",
+         text, text, delta.span.span_recipe(text, text)),
+        ("zip", "Method 2 as a zip recipe (the writer's): unchanged members copied, the changed member "
+         "patched as content and recompressed with codec 8.", doc1, doc2, delta.zipdoc.zip_recipe(doc1, doc2)),
+        ("member_codec8", "One MEMBER op, codec 8: zlib level 6, memLevel 8, strategy 0.", sheet, out8, codec8),
+        ("member_codec9", "One MEMBER op, codec 9: 4,096-byte blocks, each primed with the 1,024 bytes "
+         "before it.", sheet, out9, codec9),
+        ("member_codec9_libreoffice", "One MEMBER op, codec 9 with LibreOffice's parameters: level 6, "
+         "128 KiB blocks, 32 KiB window (three blocks).", sheet, out_lo, lo_like),
+    ]
+    out = []
+    for name, desc, base, result, payload in cases:
+        assert payload is not None
+        got = delta.apply_delta(base, payload, expected_sha256=hashlib.sha256(result).digest(), max_size=MAX)
+        assert got == result, name
+        vec = {"name": name, "description": desc, "base": base.hex(), "payload": payload.hex(), "max_size": MAX,
+               "result_size": len(result), "result_sha256": hashlib.sha256(result).hexdigest()}
+        if len(result) <= 16384:  # larger results are checked by their hash alone
+            vec["result"] = result.hex()
+        out.append(vec)
+    return out
+
+
+def _expected(payload: bytes, base: bytes, want: bytes, max_size: int) -> tuple[str, str]:
+    try:
+        delta.apply_delta(base, payload, expected_sha256=want, max_size=max_size)
+    except HbwError as e:
+        return type(e).__name__, str(e.code)
+    raise AssertionError(f"a bad delta vector was accepted: {payload[:16].hex()}")
+
+
+def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {g["name"]: g for g in good}
+
+    def of(name: str) -> tuple[bytes, bytes, bytes]:
+        g = by[name]
+        return bytes.fromhex(g["base"]), bytes.fromhex(g["payload"]), bytes.fromhex(g["result_sha256"])
+
+    def codec9_with(block_size: int, window: int, codec: int = wire.CODEC_BLOCKS) -> bytes:
+        base, payload, _ = of("member_codec9")
+        old_tail = wire.uvarint(4096) + wire.uvarint(1024)
+        i = payload.rindex(bytes([wire.CODEC_BLOCKS, 6, 8, 0]) + old_tail)
+        return payload[:i] + bytes([codec, 6, 8, 0]) + wire.uvarint(block_size) + wire.uvarint(window) + payload[i + 4 + len(old_tail):]
+
+    def sizeless_frame() -> bytes:
+        """A valid zstd frame whose header does not declare its content size."""
+        cobj = zstandard.ZstdCompressor().compressobj()
+        return cobj.compress(b"\x00" * 1000) + cobj.flush()
+
+    span_base, span_payload, span_sha = of("span")
+    patch_base, patch_payload, patch_sha = of("patch")
+    c9_base, c9_payload, c9_sha = of("member_codec9")
+    cases: list[tuple[str, str, Callable[[], tuple[bytes, bytes, bytes, int]]]] = [
+        ("trailing_byte", "The span vector with one byte appended after the last op.",
+         lambda: (span_base, span_payload + b"\x00", span_sha, MAX)),
+        ("truncated", "The span vector without its last byte.",
+         lambda: (span_base, span_payload[:-1], span_sha, MAX)),
+        ("unknown_method", "The patch vector with method 3.",
+         lambda: (patch_base, b"\x03" + patch_payload[1:], patch_sha, MAX)),
+        ("non_minimal_varint", "A recipe whose first uvarint is 0x80 0x00 (zero, not minimal).",
+         lambda: (span_base, b"\x02\x80\x00\x00\x00\x00", span_sha, MAX)),
+        ("copy_outside_base", "A recipe that copies one byte past the end of the base.",
+         lambda: (span_base, b"\x02\x00\x00\x00\x01\x01" + wire.uvarint(len(span_base)) + b"\x01", span_sha, MAX)),
+        ("over_max_size", "The span vector read with max_size one byte smaller than its result.",
+         lambda: (span_base, span_payload, span_sha, len(bytes.fromhex(by["span"]["result"])) - 1)),
+        ("wrong_result_hash", "The patch vector checked against another file's hash.",
+         lambda: (patch_base, patch_payload, hashlib.sha256(b"another file").digest(), MAX)),
+        ("wrong_base", "The patch vector applied to another base: the rebuilt bytes fail the hash.",
+         lambda: (span_base, patch_payload, patch_sha, MAX)),
+        ("frame_without_size", "Method 1 whose zstd frame does not declare its content size.",
+         lambda: (patch_base, b"\x01" + sizeless_frame(), patch_sha, MAX)),
+        ("unknown_out_codec", "The codec 9 vector with output codec 7.",
+         lambda: (c9_base, codec9_with(4096, 1024, codec=7), c9_sha, MAX)),
+        ("codec9_block_too_small", "The codec 9 vector with 4,095-byte blocks (under the 4,096 minimum).",
+         lambda: (c9_base, codec9_with(4095, 1024), c9_sha, MAX)),
+        ("codec9_window_too_large", "The codec 9 vector with a 32,769-byte window (zlib's is 32,768).",
+         lambda: (c9_base, codec9_with(4096, 32769), c9_sha, MAX)),
+        ("codec9_other_blocks", "The codec 9 vector rebuilt with 8,192-byte blocks: a different "
+         "deflate stream, so the member length differs (another deflater).",
+         lambda: (c9_base, codec9_with(8192, 1024), c9_sha, MAX)),
+    ]
+    out = []
+    for name, desc, make in cases:
+        base, payload, want, max_size = make()
+        try:
+            cls, code = _expected(payload, base, want, max_size)
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from None
+        base_of = next(g["name"] for g in good if bytes.fromhex(g["base"]) == base)
+        out.append({"name": name, "description": desc, "base_of": base_of, "payload": payload.hex(),
+                    "max_size": max_size, "expected_sha256": want.hex(), "expected_error": cls,
+                    "expected_code": code})
+    return out
+
+
+def build() -> dict[str, Any]:
+    good = _good()
+    return {
+        "meta": {
+            "zstandard_version": zstandard.__version__,
+            "zstd_version": ".".join(map(str, zstandard.ZSTD_VERSION)),
+            "zlib_version": zlib.ZLIB_VERSION,
+            "note": "payload bytes are reproducible only with this zstd (and zlib, for deflated members); "
+                    "decoding them is not version-dependent. Reader: rebuild the result from `base` and "
+                    "`payload` under `max_size`, check `result_sha256`; a bad vector (base: that of the "
+                    "good vector named in `base_of`) must fail with "
+                    "`expected_error` / `expected_code` (PROTOCOL.md §18c).",
+        },
+        "valid": good,
+        "invalid": _bad(good),
+    }
