@@ -34,6 +34,7 @@ MAX_ENTITY_LEN = 32
 MAX_TEXT = 256 * 1024  # a description longer than 256 KiB belongs in a document
 MAX_NAME = 64
 MAX_CAPACITY = 1000  # open tasks a member holds at full load; more is a typo, not a plan
+MAX_REF = 128  # a spreadsheet row key (task.ref)
 
 
 class Kind(IntEnum):
@@ -132,6 +133,16 @@ _register(
     FieldSpec(32, "title", CONTENT, _is_text(1024)),
     FieldSpec(33, "description", CONTENT, _is_text(MAX_TEXT)),
     FieldSpec(34, "note", CONTENT, _is_text(MAX_TEXT), merge=Merge.APPEND),
+    # -- archive, delete, import (issue 13): one block, tags 16-17 and 40 --
+    # Routing, so the relay leaves archived and deleted tasks out of rebalancing and workload.
+    FieldSpec(16, "archived", ROUTING, _is_bool),
+    # A tombstone: only ``true`` is a valid value, so last-writer-wins over any set of ops that
+    # holds one is ``true``. A delete therefore wins over every concurrent edit, is never undone,
+    # and the task's whole history stays in the op log (and the relay's audit).
+    FieldSpec(17, "deleted", ROUTING, lambda v: v is True),
+    # The supervisor's own row key from a spreadsheet: a re-import updates instead of duplicating.
+    FieldSpec(40, "ref", CONTENT, _is_text(MAX_REF)),
+    # -- end of the issue-13 block --
 )
 _register(
     Kind.DOC,

@@ -17,13 +17,46 @@ import tempfile
 import time
 from pathlib import Path
 
-WEEK = """title,description,assignee,due,priority,needs
-Reconcile October invoices,Match each invoice to its budget line and flag gaps.,amina,+2d,high,"laptop,internet"
-File building permits,Paper files from the registry; stamp and shelve.,bosco,+3d,normal,office
-Inspect market stalls in Ward 4,Check licences and hygiene certificates on site.,chidi,+1d,urgent,laptop
-Prepare quarterly budget summary,Two pages for the council meeting.,dana,+4d,normal,laptop
-Answer the auditor's questions,Letter due before Friday.,amina,+3d,normal,internet
-"""
+# Dana's week, as she keeps it in Excel: (title, description, assignee, due in days, priority, needs).
+WEEK = [
+    ("Reconcile October invoices", "Match each invoice to its budget line and flag gaps.", "amina", 2, "high",
+     "laptop, internet"),
+    ("File building permits", "Paper files from the registry; stamp and shelve.", "bosco", 3, "normal", "office"),
+    ("Inspect market stalls in Ward 4", "Check licences and hygiene certificates on site.", "chidi", 1, "urgent",
+     "laptop"),
+    ("Prepare quarterly budget summary", "Two pages for the council meeting.", "dana", 4, "normal", "laptop"),
+    ("Answer the auditor's questions", "Letter due before Friday.", "amina", 3, "normal", "internet"),
+]
+# The registry's list, saved by LibreOffice Calc on a Windows desk machine: Windows-1252, ';', French,
+# dates typed day first.
+REGISTRY_CSV = (
+    "Titre;Responsable;Échéance;Priorité;Besoins\r\n"
+    "Classer les reçus de caisse;bosco;{d3};normale;bureau\r\n"
+    "Vérifier le registre des chèques;bosco;{d3};basse;bureau\r\n"
+)
+
+
+def write_week(root: Path) -> tuple[Path, Path]:
+    """Dana's .xlsx (real date cells) and the registry's Windows-1252 CSV, as office software saves them."""
+    import datetime as dt
+
+    from openpyxl import Workbook
+
+    today = dt.date.today()
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "This week"
+    ws.append(["Task", "Details", "Assigned to", "Due date", "Priority", "Needs"])
+    for title, desc, who, days, pri, needs in WEEK:
+        ws.append([title, desc, who.capitalize(), today + dt.timedelta(days=days), pri.capitalize(), needs])
+        ws.cell(ws.max_row, 4).number_format = "dd/mm/yyyy"
+    xlsx = root / "week-49.xlsx"
+    wb.save(xlsx)
+    d3 = (today + dt.timedelta(days=3)).strftime("%d/%m/%Y")
+    csv_file = root / "registre.csv"
+    csv_file.write_bytes(REGISTRY_CSV.format(d3=d3).encode("cp1252"))
+    return xlsx, csv_file
+
 
 PY = sys.executable
 
@@ -101,11 +134,16 @@ def story(root: Path, data: Path, url: str) -> int:
     for o in (amina, chidi, dana):
         o.run("profile", "--laptop", "--internet", quiet=True)
 
-    say("Dana imports the week's plan from a spreadsheet, then syncs: the tasks go up, and her device")
-    print("   shares the team key with Amina's and Chidi's (the relay never holds it in clear)")
-    plan = root / "week.csv"
-    plan.write_text(WEEK)
-    dana.run("task", "import", str(plan))
+    say("Dana syncs: her device learns who has joined and shares the team key with theirs (the relay")
+    print("   never holds it in clear). Then she imports the week's plan from her Excel sheet (.xlsx)")
+    dana.run("sync")  # the import refuses assignees her device does not know: a typo is not a new colleague
+    xlsx, registry = write_week(root)
+    dana.run("task", "import", str(xlsx))
+    print("   The registry's list comes as a CSV saved on Windows (Windows-1252, ';', dates 05/12/2026).")
+    print("   Dana looks before she leaps, then imports it; importing the .xlsx again duplicates nothing")
+    dana.run("task", "import", str(registry), "--dry-run")
+    dana.run("task", "import", str(registry))
+    dana.run("task", "import", str(xlsx))
     dana.run("sync")
     for o in (amina, chidi, bosco):
         o.run("sync")
@@ -203,6 +241,16 @@ def story(root: Path, data: Path, url: str) -> int:
     print("  'Reconcile October invoices' readable at the relay:", b"Reconcile October" in raw)
     print("  'Two invoices missing' readable at the relay:", b"Two invoices missing" in raw)
     relay_cmd("audit", "--data", str(data), "--limit", "8")
+
+    say("Friday: the registry had already checked the cheques; Dana deletes that task for everyone")
+    print("   (it leaves every list and the workload; the relay's audit keeps who deleted it) and exports")
+    print("   the week to a spreadsheet for her report")
+    dtasks = json.loads(dana.run("task", "list", "--json", quiet=True).stdout)
+    cheques = next(t for t in dtasks if t["title"].startswith("Vérifier le registre"))["id"][:6]
+    dana.run("task", "delete", cheques, "--yes")
+    dana.run("task", "export", str(root / "week-49-report.xlsx"))
+    dana.run("sync", "--quiet", quiet=True)
+    relay_cmd("audit", "--data", str(data), "--limit", "2")
 
     say("Friday: everyone who still has a device sees the same tasks")
     for o in (bosco, amina, dana):

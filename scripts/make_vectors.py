@@ -367,6 +367,19 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                         due=2_932_896, status=3, priority=3, needs=7),
             ],
         },
+        {
+            "name": "archive_and_delete",
+            "description": "An imported task keyed by its spreadsheet ref, archived, brought back, then deleted "
+            "(the tombstone: deleted admits only true).",
+            "device": "d1", "key": "t1", "seq": 4, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.TASK, E_TASK2, P(T0 + 30 * MIN, 0), None,
+                        title="Budget review", ref="W49-07", status=0, priority=1, needs=0),
+                make_op(Kind.TASK, E_TASK2, P(T0 + 31 * MIN, 0), op_id("d1", P(T0 + 30 * MIN, 0)), archived=True),
+                make_op(Kind.TASK, E_TASK2, P(T0 + 32 * MIN, 0), op_id("d1", P(T0 + 31 * MIN, 0)), archived=False),
+                make_op(Kind.TASK, E_TASK2, P(T0 + 33 * MIN, 0), op_id("d1", P(T0 + 32 * MIN, 0)), deleted=True),
+            ],
+        },
     ]  # fmt: skip
 
 

@@ -141,7 +141,7 @@ def test_import_csv_and_json(team, tmp_path: Path) -> None:
         '"Invoices, October","Match, then flag",amina,+2d,urgent,"laptop,internet"\n'
         ",,,,,\n"
     )
-    res = json.loads(run("task", "import", "week.csv", "--json").stdout)
+    res = json.loads(run("task", "import", "week.csv", "--new-member", "bosco", "--json").stdout)
     assert res["imported"] == 2
     (tmp_path / "more.json").write_text(json.dumps({"tasks": [{"title": "Budget", "needs": "laptop"}]}))
     run("task", "import", "more.json")
@@ -152,7 +152,7 @@ def test_import_csv_and_json(team, tmp_path: Path) -> None:
 
 
 BAD_IMPORTS = {
-    "bad date": ("csv", "title,due\nA,2026-01-01\nB,31/12/2026\n", "line 3"),
+    "bad date": ("csv", "title,due\nA,2026-01-01\nB,2026-02-30\n", "line 3"),
     "bad member": ("csv", "title,assignee\nA,amina\nB,Bo Sco\n", "line 3"),
     "empty title": ("csv", "title,due\nA,+1d\n,+1d\n", "line 3"),
     "unknown column": ("csv", "title,asignee\nA,amina\n", "unknown column"),
@@ -163,6 +163,7 @@ BAD_IMPORTS = {
     "broken json": ("json", '[{"title": "A"},\n {"title": ', "not valid JSON"),
     "json not list": ("json", '"hello"', "expected a JSON array"),
     "json bad row": ("json", '[\n {"title": "A"},\n {"title": "B", "due": "soon"}\n]', "line 3"),
+    "json no title": ("json", '[\n {"title": "A"},\n {"description": "B"}\n]', "line 3: title is empty"),
     "json wrong type": ("json", '[{"title": ["A"]}]', "expected text"),
     "empty": ("csv", "", "empty"),
 }
@@ -267,7 +268,8 @@ def test_init_twice_and_bad_name(run) -> None:  # noqa: D103
         (("doc", "add", "."), "directory"),
         (("doc", "get", "abcdef"), "no doc"),
         (("task", "import", "missing.csv"), "no such file"),
-        (("task", "import", "plan.xlsx"), "cannot tell the format"),
+        (("task", "import", "plan.xlsx"), "not a readable spreadsheet"),
+        (("task", "import", "plan.pdf"), "cannot tell the format"),
         (("profile", "--office-days", "someday"), "unknown weekday"),
     ],
 )

@@ -18,8 +18,8 @@ from .. import wordcode
 from ..enroll import Invite
 from ..errors import UsageError
 from ..ops import MAX_CAPACITY, Status
-from ..cli_common import HbwGroup, emit, json_option, wants_json
-from . import bundles, importer, sync as syncing, views
+from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
+from . import bundles, exporter, importer, sync as syncing, views
 from . import watch as watching
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
@@ -164,6 +164,12 @@ def _print_task(t: views.TaskView) -> None:
     click.echo(f"  Needs:       {', '.join(t.needs) or 'nothing special'}")
     if t.pinned:
         click.echo("  Pinned:      yes (rebalancing will not move it)")
+    if t.ref:
+        click.echo(f"  Ref:         {t.ref} (from the imported spreadsheet)")
+    if t.deleted:
+        click.echo(f"  Deleted:     yes, by {t.deleted_by} (kept here and in the audit; it is in no list)")
+    elif t.archived:
+        click.echo("  Archived:    yes (in no list, rebalancing or workload; 'task archive --undo' brings it back)")
     click.echo(f"  Updated:     {t.updated or '-'}")
     if t.description:
         click.echo("  Description:")
@@ -219,11 +225,13 @@ def task_add(ctx: click.Context, title: str, description: str | None, assignee: 
 @click.option("--mine", is_flag=True, help="Only tasks assigned to you.")
 @click.option("--status", type=click.Choice(["open", "in_progress", "done", "blocked"]), help="Only tasks in this status.")
 @click.option("--assignee", help="Only tasks assigned to this member.")
+@click.option("--archived", is_flag=True, help="Only archived tasks (they are hidden otherwise).")
 @json_option
 @click.pass_context
-def task_list(ctx: click.Context, mine: bool, status: str | None, assignee: str | None) -> None:
-    """List tasks: open work first, by priority and due date."""
-    tasks = _replica(ctx).tasks(mine=mine, status=views.parse_status(status) if status else None, assignee=assignee)
+def task_list(ctx: click.Context, mine: bool, status: str | None, assignee: str | None, archived: bool) -> None:
+    """List tasks: open work first, by priority and due date. Archived and deleted tasks are not listed."""
+    tasks = _replica(ctx).tasks(mine=mine, status=views.parse_status(status) if status else None, assignee=assignee,
+                                archived=archived)
     emit(ctx, [t.to_dict() for t in tasks], lambda: _print_tasks(tasks))
 
 
@@ -314,21 +322,143 @@ def task_note(ctx: click.Context, task_id: str, text: str) -> None:
     emit(ctx, t.to_dict(), f"Note added to task {t.short}.")
 
 
-@task.command("import")
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), help="File format (default: from the extension).")
+@task.command("archive")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--undo", is_flag=True, help="Bring archived tasks back into lists and rebalancing.")
 @json_option
 @click.pass_context
-def task_import(ctx: click.Context, file: Path, fmt: str | None) -> None:
-    """Import tasks from a CSV or JSON file (columns: title, description, assignee, due, priority, needs).
+def task_archive(ctx: click.Context, task_ids: tuple[str, ...], undo: bool) -> None:
+    """Put tasks away: they leave lists, rebalancing and workload, and keep everything written on them."""
+    rep = _replica(ctx)
+    ids = [rep.task(t).id for t in task_ids]  # every id resolves before anything changes
+    done = [rep.archive_task(t, undo=undo) for t in ids]
+    word = "back in the lists" if undo else "archived ('task list --archived' shows it; --undo brings it back)"
+    emit(ctx, [t.to_dict() for t in done], "\n".join(f"Task {t.short} ({t.title}) is {word}." for t in done))
+
+
+@task.command("delete")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask to confirm (scripts).")
+@json_option
+@click.pass_context
+def task_delete(ctx: click.Context, task_ids: tuple[str, ...], yes: bool) -> None:
+    """Delete tasks for the whole team (supervisors). Cannot be undone; the history stays in the audit.
+
+    A delete wins over changes others make to the task at the same time, offline.
+    """
+    rep = _replica(ctx)
+    shown = [rep.task(t) for t in task_ids]  # every id resolves before anything is deleted
+    if not yes:
+        if not is_interactive():
+            raise UsageError("deleting cannot be undone, and there is no terminal to confirm on; nothing deleted",
+                             hint="pass --yes to delete without asking")
+        listing = ", ".join(f"{t.short} ({t.title})" for t in shown)
+        if not click.confirm(f"Delete {listing} for the whole team? This cannot be undone", err=True):
+            raise UsageError("not confirmed; nothing deleted")
+    done = [rep.delete_task(t.id) for t in shown]
+    emit(ctx, [t.to_dict() for t in done],
+         "\n".join(f"Task {t.short} ({t.title}) is deleted; its history stays in the audit." for t in done))
+
+
+def _system_locale() -> str | None:
+    """The system's locale name where no LANG is set (Windows): 'English_United States', 'fr_FR'."""
+    import locale
+
+    try:
+        return locale.getlocale(locale.LC_TIME)[0] or locale.getlocale()[0]
+    except (ValueError, AttributeError):
+        return None
+
+
+@task.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(list(importer.FORMATS)),
+              help="File format (default: from the extension).")
+@click.option("--sheet", help="Which sheet of a spreadsheet (default: the first).")
+@click.option("--map", "maps", multiple=True, metavar="HEADER=FIELD",
+              help="Read column HEADER as FIELD (title, description, assignee, due, priority, needs, status, "
+                   "ref, id); FIELD '-' ignores the column. Repeatable.")
+@click.option("--day-first/--month-first", "day_first", default=None,
+              help="How to read 05/12/2026 (default: from the file's other dates, then your locale).")
+@click.option("--new-member", "new_members", multiple=True, metavar="NAME",
+              help="Accept NAME as an assignee although their device has not joined yet. Repeatable.")
+@click.option("--dry-run", is_flag=True, help="Show what would be created or updated, and every row's problem; "
+                                              "change nothing.")
+@click.option("--skip-bad", is_flag=True, help="Import the good rows and leave out the bad ones (listed).")
+@json_option
+@click.pass_context
+def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | None, maps: tuple[str, ...],
+                day_first: bool | None, new_members: tuple[str, ...], dry_run: bool, skip_bad: bool) -> None:
+    """Import tasks from a spreadsheet (.xlsx, .ods), a CSV saved by any office program, or JSON.
+
+    Headers may be in English or French, any case and order (title/titre, assignee/responsable,
+    due/échéance, priority/priorité, needs/besoins, description, status/statut, ref). Dates as
+    people write them: 2026-12-05, 05/12/2026, 5.12.2026, 12 Dec 2026, or date cells.
 
     All or nothing: if any row is bad, every bad row is listed with its line
-    number and nothing is imported.
+    number and nothing is imported (unless --skip-bad). Importing the same file
+    again updates the tasks it made instead of duplicating them (by the 'ref'
+    column, or by title and due date).
     """
-    rows = importer.parse_import(file, fmt)
+    mapping: dict[str, str] = {}
+    for m in maps:
+        header, sep, name = m.partition("=")
+        if not sep or not header.strip():
+            raise UsageError(f"--map {m!r}: expected HEADER=FIELD", hint="e.g. --map 'Agent=assignee'")
+        mapping[header.strip()] = name.strip().lower()
+    opts = importer.ImportOptions(mapping=mapping, day_first=day_first,
+                                  locale_day_first=importer.locale_day_first(os.environ, _system_locale()),
+                                  new_members=frozenset(n.strip().lower() for n in new_members))
     rep = _replica(ctx)
-    ids = rep.add_tasks(rows)
-    emit(ctx, {"imported": len(ids), "ids": [i.hex() for i in ids]}, f"Imported {len(ids)} task(s) from {file.name}.")
+    try:
+        plan = importer.import_file(rep, file, opts, fmt=fmt, sheet=sheet, dry_run=dry_run, skip_bad=skip_bad)
+    except UsageError as e:
+        if e.code == "usage.import_bad_rows":  # the library's hint names no option; this front end has them
+            e.hint = (f"{e.hint}; " if e.hint else "") + ("--new-member NAME accepts one who has not joined yet; "
+                                                          if "is not in the team" in e.message else "") \
+                + "--dry-run shows every row, --skip-bad imports the good ones"
+        raise
+    result = {**plan.to_dict(), "dry_run": dry_run,
+              "imported": 0 if dry_run else plan.count("create") + plan.count("update"),
+              "ids": [r.task for r in plan.rows if r.action == "create" and r.task]}
+
+    def text() -> None:
+        click.echo(plan.summary() + f" Dates read {plan.date_order}.")
+        if dry_run:
+            for line in plan.describe():
+                click.echo(line)
+            click.echo("Dry run: nothing was imported.")
+            return
+        for line in plan.problem_lines():
+            click.echo(f"  left out, {line}")
+        click.echo(f"Imported: {plan.count('create')} task(s) created, {plan.count('update')} updated"
+                   + (f", {plan.count('unchanged')} already up to date" if plan.count("unchanged") else "")
+                   + (f", {len(plan.bad)} bad row(s) left out." if plan.bad else "."))
+
+    emit(ctx, result, text)
+
+
+@task.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(list(exporter.EXPORT_FORMATS)),
+              help="File format (default: from the extension).")
+@click.option("--mine", is_flag=True, help="Only tasks assigned to you.")
+@click.option("--assignee", help="Only tasks assigned to this member.")
+@click.option("--archived", is_flag=True, help="The archived tasks instead.")
+@click.option("--separator", type=click.Choice([",", ";", "tab"]), default=",", show_default=True,
+              help="CSV separator (French Excel expects ';').")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@json_option
+@click.pass_context
+def task_export(ctx: click.Context, file: Path, fmt: str | None, mine: bool, assignee: str | None, archived: bool,
+                separator: str, force: bool) -> None:
+    """Write the task list to FILE (.xlsx or .csv) for a report, or to edit and import again.
+
+    The first column is each task's id: importing the edited file updates those tasks.
+    """
+    tasks = _replica(ctx).tasks(mine=mine, assignee=assignee, archived=archived)
+    r = exporter.export_tasks(tasks, file, fmt, separator="\t" if separator == "tab" else separator, force=force)
+    emit(ctx, r, f"Wrote {r['tasks']} task(s) to {file} ({human_bytes(r['bytes'])}).")
 
 
 # -- documents -------------------------------------------------------------------------------------

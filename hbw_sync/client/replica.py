@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 from .. import batch as wire
 from .. import crypto, hlc, merge
 from ..errors import ConfigError, IntegrityError, UsageError
-from ..ops import FIELDS, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
+from ..ops import FIELDS, NAMES, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
 from . import views
 from .documents import CHAIN_FULL_EVERY, MAX_DOC_BYTES, DocumentsMixin  # noqa: F401 - re-exported
 from .incoming import IncomingMixin
@@ -35,6 +35,7 @@ BATCH_MAX_PLAIN = 768 * 1024  # keeps a sealed batch under the 1 MB many proxies
 BATCH_LEVEL = 19
 OPEN_MAX_BYTES = 256 * 1024
 
+NAMES_TASK = NAMES[Kind.TASK]
 _TASK_LIST = ("assignee", "status", "due", "priority", "needs", "pinned")
 #: Relay-signed batches (rebalancing) carry no content; epoch 0 is this public, all-zero key.
 RELAY_KEY = crypto.TeamKey(0, bytes(32))
@@ -418,6 +419,11 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             raise UsageError("nothing to change", hint="give at least one option, see --help")
         if "title" in values and not (values["title"] or "").strip():
             raise UsageError("a task's title must not be empty")
+        st = self._load(Kind.TASK, tid)
+        if st is not None and st.values().get("deleted"):
+            who = self._who_when(st, "deleted", self._device_names())
+            raise UsageError(f"task {tid.hex()[:6]} was deleted (by {who}); nothing changed",
+                             code="usage.deleted", hint="a deleted task cannot be changed; add a new one")
         self.change([(Kind.TASK, tid, values)])
         return self.task(tid.hex())
 
@@ -474,10 +480,28 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             pinned=bool(v.get("pinned", False)),
             updated=views.hlc_iso(st.head.ts if st.head else None),
             notes=notes,
+            ref=v.get("ref"),
+            archived=bool(v.get("archived", False)),
+            deleted=bool(v.get("deleted", False)),
+            deleted_by=self._who_when(st, "deleted", names),
         )
 
-    def tasks(self, mine: bool = False, status: int | None = None, assignee: str | None = None) -> list[views.TaskView]:
-        """Tasks filtered on routing columns (no decryption needed to filter), open work first."""
+    @staticmethod
+    def _who_when(st: merge.EntityState, name: str, names: dict[bytes, str]) -> str | None:
+        """Who set a register, and when, in words ("dana at 2026-12-02T09:00:00Z")."""
+        tag = NAMES_TASK[name].tag
+        if tag not in st.registers:
+            return None
+        ts, dev = split_op_id(st.registers[tag][1].op_id)
+        return f"{names.get(dev, dev.hex()[:8])} at {views.hlc_iso(ts)}"
+
+    def tasks(self, mine: bool = False, status: int | None = None, assignee: str | None = None,
+              archived: bool = False, every: bool = False) -> list[views.TaskView]:
+        """Tasks filtered on routing columns (no decryption needed to filter), open work first.
+
+        Deleted tasks are never listed and archived ones only with ``archived`` (then only
+        them): put away is put away. ``every`` lists all of them (import matching, export).
+        """
         sql = "SELECT id FROM entities WHERE kind = ?"
         params: list[Any] = [int(Kind.TASK)]
         if mine:
@@ -493,9 +517,68 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         out = []
         for (tid,) in self.store.execute(sql, params).fetchall():
             st = self._load(Kind.TASK, tid)
-            if st is not None:
-                out.append(self._task_view(st, names))
+            if st is None:
+                continue
+            v = st.values()
+            if not every and (v.get("deleted") or bool(v.get("archived")) != archived):
+                continue
+            out.append(self._task_view(st, names))
         return out
+
+    # -- archive and delete -------------------------------------------------------------------------
+
+    def archive_task(self, prefix: str, undo: bool = False) -> views.TaskView:
+        """Put a task away (or, with ``undo``, bring it back): it leaves lists, rebalancing and workload.
+
+        Raises:
+            UsageError: no such task, or it was deleted (``usage.deleted``).
+        """
+        return self.edit_task(prefix, archived=not undo)
+
+    def delete_task(self, prefix: str) -> views.TaskView:
+        """Delete a task for the whole team: a tombstone that wins over concurrent edits and is never undone.
+
+        Its history stays in the op log and in the relay's audit, and ``task show`` still finds it.
+        Only a supervisor may delete (a member archives instead), as only one may pin.
+
+        Raises:
+            UsageError: no such task, already deleted, or this device is not a supervisor's.
+        """
+        if self.store.meta("role") != "supervisor":
+            raise UsageError("only a supervisor can delete a task; nothing changed",
+                             code="usage.not_supervisor", hint="archive it instead, or ask your supervisor")
+        return self.edit_task(prefix, deleted=True)
+
+    def member_names(self) -> set[str]:
+        """Members this device knows: the roster's devices, members' profiles, and its own member."""
+        names = set((self.store.meta("roster") or {}).values())
+        names |= {r[0].decode() for r in self.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.MEMBER),))}
+        names.add(self.store.meta("member"))
+        return {n for n in names if n}
+
+    def import_tasks(self, creates: Sequence[dict[str, Any]], updates: Sequence[tuple[bytes, dict[str, Any]]]) -> list[bytes]:
+        """Create and update tasks (a spreadsheet import) as one atomic command; returns the new ids.
+
+        ``updates`` hold full task ids and only the fields that change.
+        """
+        edits: list[tuple[Kind, bytes, dict[str, Any]]] = []
+        ids = []
+        for r in creates:
+            tid = os.urandom(8)
+            values = {"status": int(Status.OPEN), "priority": 1, "needs": 0}
+            values.update({k: v for k, v in r.items() if v is not None and v != ""})
+            if not (values.get("title") or "").strip():
+                raise UsageError("a task needs a title")
+            self._check_member(values.get("assignee"))
+            edits.append((Kind.TASK, tid, values))
+            ids.append(tid)
+        for tid, values in updates:
+            if values:
+                self._check_member(values.get("assignee"))
+                edits.append((Kind.TASK, tid, dict(values)))
+        if edits:
+            self.change(edits)
+        return ids
 
     # -- profile ----------------------------------------------------------------------------------
 

@@ -48,6 +48,10 @@ class TaskView:
     notes: list[NoteView] = field(default_factory=list)
     docs: list[str] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
+    ref: str | None = None  # the supervisor's row key from an imported spreadsheet
+    archived: bool = False
+    deleted: bool = False
+    deleted_by: str | None = None  # "dana at 2026-12-02T09:00:00Z"
 
     @property
     def short(self) -> str:

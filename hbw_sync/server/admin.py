@@ -185,6 +185,13 @@ def members(data: Path) -> list[dict[str, Any]]:
 def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
     """Who did what, newest first: admin actions and every accepted batch, each with who, what (a
     sentence), when (local time) and which device; see ``records.readable``."""
+    # Fold batches stored since the last look: tasks archived or deleted in them enter the audit then.
+    # Reading the record must work on a full or read-only disk too (that is when IT looks): then it
+    # shows what was folded before, and the rest enters at the next look.
+    try:
+        _write(data, lambda conn: board.materialize(conn, _identity(conn, data)))
+    except StoreError:
+        pass
     conn = _conn(data)
     try:
         admin = conn.execute("SELECT time_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?",

@@ -13,6 +13,7 @@ person's concurrent change, so a supervisor's decision always beats the robot.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -35,6 +36,24 @@ def _load(conn: sqlite3.Connection, kind: int, entity: bytes) -> merge.EntitySta
     return merge.state_from_wire(codec.unpack(row[0], relay.BOARD_LIMITS)) if row else None
 
 
+#: Routing tags that put a task away (ops.py's issue-13 block): each use is written to the audit, so a
+#: deleted task's end stays on record at the relay, with who and when, though it leaves every list.
+_PUT_AWAY = {16: ("task_archive", "task_unarchive"), 17: ("task_delete", "task_delete")}
+
+
+def _audit_put_away(conn: sqlite3.Connection, device: bytes, received_ms: int, op: Any) -> None:
+    if op.kind is not Kind.TASK:
+        return
+    for tag, (on, off) in _PUT_AWAY.items():
+        if tag in op.fields:
+            row = conn.execute("SELECT member FROM devices WHERE device = ?", (device,)).fetchone()
+            conn.execute(
+                "INSERT INTO audit (time_ms, actor, action, detail) VALUES (?, ?, ?, ?)",
+                (received_ms, row[0] if row else "", on if op.fields[tag] else off,
+                 json.dumps({"task": op.entity.hex(), "device": device.hex()})),
+            )
+
+
 def materialize(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> int:
     """Fold routing ops of batches stored since the last call into the board; returns batches folded."""
     cursor = relay.meta(conn, "board_rseq", 0)
@@ -45,6 +64,7 @@ def materialize(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> int:
         "SELECT rseq, device, received_ms, data FROM batches WHERE rseq > ? ORDER BY rseq", (cursor,)
     ).fetchall():
         for op in wire.parse_batch(data).routing_ops():
+            _audit_put_away(conn, device, rcv, op)
             st = merge.apply_op(_load(conn, int(op.kind), op.entity), op, merge.stamp_for(op, device, rcv),
                                 ranks.get(device, merge.RANK_MEMBER))
             v = st.values()
@@ -85,6 +105,8 @@ def _tasks(conn: sqlite3.Connection) -> list[allocation.TaskInfo]:
     out = []
     for entity, blob in conn.execute("SELECT entity, state FROM board WHERE kind = ? ORDER BY entity", (int(Kind.TASK),)):
         v = merge.state_from_wire(codec.unpack(blob, relay.BOARD_LIMITS)).values()
+        if v.get("archived") or v.get("deleted"):
+            continue  # put away by a supervisor: neither moved by rebalancing nor counted as work
         out.append(allocation.TaskInfo(entity, v.get("assignee"), v.get("status", 0), v.get("due"),
                                        v.get("priority", 1), v.get("needs", 0), bool(v.get("pinned", False))))
     return out

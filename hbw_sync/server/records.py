@@ -69,6 +69,12 @@ def sentence(entry: dict[str, Any], labels: dict[str, str], members_of: dict[str
                          for m in moves[:5])
         more = f" and {len(moves) - 5} more" if len(moves) > 5 else ""
         return f"moved {_plural(len(moves), 'task')} by rebalancing: {said}{more}"
+    if a in ("task_delete", "task_archive", "task_unarchive"):
+        task = str(d.get("task", ""))[:6]
+        frm = f" from {dev}" if dev else ""
+        return {"task_delete": f"deleted task {task}{frm} for the whole team: it left every list; its history is kept",
+                "task_archive": f"archived task {task}{frm}: out of lists and rebalancing until brought back",
+                "task_unarchive": f"brought archived task {task} back{frm}"}[a]
     if a == "code_failed":
         return f"refused a word code for invite slot {d.get('slot')}: the words did not match"
     rest = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.items() if not isinstance(v, (dict, list)))
