@@ -166,6 +166,8 @@ RETRY_AFTER_S: dict[str, int] = {
     "store.read_only": 600,
     "store.io": 300,
     "store.corrupt": 3600,
+    "transient.busy": 5,  # request bodies held at once over the relay's budget: a moment
+    "transient.slow_body": 60,  # the request arrived too slowly: the link may be better in a minute
 }
 DEFAULT_RETRY_AFTER_S = 60
 

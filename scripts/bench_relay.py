@@ -247,7 +247,7 @@ class Server:
 
 
 def relay_server(data: Path, log: Path, profile: Path | None = None) -> Server:
-    args = ["serve", "--data", str(data), "--host", "127.0.0.1", "--port", "0"]
+    args = ["serve", "--data", str(data), "--host", "127.0.0.1", "--port", "0", "--max-per-address", "4096"]
     if profile:
         return Server([sys.executable, "-c", PROFILED_RELAY, str(profile)] + args, log)
     return Server([sys.executable, "-m", "hbw_sync.server.cli"] + args, log)

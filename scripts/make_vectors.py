@@ -1087,6 +1087,8 @@ def envelope_vectors() -> dict[str, Any]:
         else:
             raise AssertionError(f"{v['name']} passes")
 
+    relay_order = _relay_order_vectors(d1, sync_nonce)
+
     return {
         "meta": {
             "layout": "'HBW' || type ('Q' request, 'R' response) || version (1) || msgpack(body) || "
@@ -1108,7 +1110,66 @@ def envelope_vectors() -> dict[str, Any]:
         "responses": responses,
         "freshness": freshness,
         "invalid": invalid,
+        "relay_order": relay_order,
     }
+
+
+def _relay_order_vectors(d1: bytes, nonce: bytes) -> list[dict[str, Any]]:
+    """Requests as the relay reads them (PROTOCOL.md §12 "Bounded before trusted"): d1 is enrolled.
+
+    Each names the first check that fails when the signature is verified before the args are
+    decoded, and the args by their spec: a junk signature wins over malformed args; a
+    wrong type or an over-long value is refused from its header; unknown args are dropped.
+    """
+    from hbw_sync.server import relay
+
+    S = envelope.MAX_REQUEST_SKEW_MS
+
+    def raw(device: bytes, action: str, args: bytes, t: int = T0, sig: bytes = bytes(64)) -> bytes:
+        return envelope.MAGIC + b"Q\x01" + b"\x95" + packb(device) + packb(t) + packb(nonce) + packb(action) + args + sig
+
+    def signed(device: bytes, action: str, args: Any) -> bytes:
+        return _envelope(b"Q", [device, T0, nonce, action, args], TRANSPORT["d1"])
+
+    enroll_keys = {"author_pub": bytes(32), "transport_pub": bytes(32), "x25519_pub": bytes(32)}
+    PE, IE, AE, LE = "ProtocolError", "IntegrityError", "AccessError", "LimitError"
+    cases = [
+        ("junk_signature_before_bad_args", "Args that are not msgpack (0xc1) under a junk signature.",
+         raw(d1, "sync", b"\xc1"), IE, "integrity.signature"),
+        ("unknown_device_before_bad_args", "A device id nobody enrolled, args not msgpack.",
+         raw(bytes(8), "sync", b"\xc1"), AE, "access.unknown_device"),
+        ("stale_before_signature", "A junk signature on a request 1 ms outside the skew window.",
+         raw(d1, "sync", b"\x80", t=T0 - S - 1), AE, "access.clock"),
+        ("unknown_action", "Action 'launch'.", raw(d1, "launch", b"\x80"), PE, "protocol.action"),
+        ("enroll_token_as_int", "enroll with token = 4e9 (the relay once allocated that many bytes).",
+         signed(d1, "enroll", {"token": 4_000_000_000, **enroll_keys}), PE, "protocol.schema"),
+        ("enroll_over_body_limit", "enroll of more than 16 KiB (a 20,000-character label).",
+         signed(d1, "enroll", {"token": bytes(16), **enroll_keys, "label": "x" * 20_000}), LE, "protocol.limit"),
+        ("enroll_token_over_limit", "enroll with a 65-byte token.",
+         signed(d1, "enroll", {"token": bytes(65), **enroll_keys}), LE, "protocol.limit"),
+        ("sync_cursor_as_text", "cursor = '0', validly signed.", signed(d1, "sync", {"cursor": "0"}),
+         PE, "protocol.schema"),
+        ("sync_grant_device_7_bytes", "A grant for a 7-byte device id, validly signed.",
+         signed(d1, "sync", {"grants": [[bytes(7), 1, b"g"]]}), PE, "protocol.schema"),
+        ("download_over_body_limit", "A download request of more than 4 KiB.",
+         signed(d1, "download", {"rseq": 1, "pad": bytes(5000)}), LE, "protocol.limit"),
+        ("sync_unknown_args_dropped", "An unknown arg beside cursor: accepted, dropped.",
+         signed(d1, "sync", {"cursor": 7, "x-future": [[1, 2], {"a": b"b"}]}), None, None),
+    ]  # fmt: skip
+    out = []
+    for name, desc, data, cls, code in cases:
+        v: dict[str, Any] = {"name": name, "description": desc, "envelope": data.hex(), "now_ms": T0,
+                             "enrolled": {d1.hex(): TRANSPORT["d1"].public.hex()}}
+        try:
+            req = relay.open_request(data, T0, {d1: TRANSPORT["d1"].public}.get)
+        except HbwError as e:
+            assert (type(e).__name__, e.code) == (cls, code), (name, e)
+            v.update(expected_error_class=cls, expected_code=code)
+        else:
+            assert cls is None, f"{name} passes"
+            v.update(expected_error_class=None, expected_code=None, expected_arg_names=sorted(req.args))
+        out.append(v)
+    return out
 
 
 # -- snapshots -----------------------------------------------------------------------------------

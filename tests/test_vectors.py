@@ -441,7 +441,7 @@ def test_spec_states_the_constants_the_code_has():
     from hbw_sync.client import snapshots as client_snapshots
     from hbw_sync.client import sync as client_sync
     from hbw_sync import wordcode
-    from hbw_sync.server import app, relay
+    from hbw_sync.server import app, limits, relay
 
     text = SPEC.read_text(encoding="utf-8")
     consts = {
@@ -455,6 +455,8 @@ def test_spec_states_the_constants_the_code_has():
         "MAX_COVERAGE": snapshot.MAX_COVERAGE,
         "SNAPSHOT_RETRY_MS": client_snapshots.RETRY_AFTER_MS,
         "MAX_BODY": app.MAX_BODY,
+        "UPLOAD_QUOTA": limits.UPLOAD_QUOTA,
+        "UPLOAD_EXPIRE_MS": limits.UPLOAD_EXPIRE_MS,
         "CLIENT_CHUNK": client_sync.CHUNK,
         "MIN_UPLOAD_RATE": client_sync.MIN_UPLOAD_RATE,
         "MAX_BUNDLE": bundle_fmt.MAX_BUNDLE,
@@ -546,6 +548,22 @@ def test_invalid_envelope(v):
             envelope.check_fresh(req, v["now_ms"])
         else:
             envelope.parse_response(data, bytes.fromhex(v["relay_public"]), bytes.fromhex(v["nonce"]))
+    assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
+
+
+@pytest.mark.parametrize("v", by_name(ENVELOPES["relay_order"]))
+def test_relay_reads_a_request_in_the_bounded_order(v):
+    """Signature before args, args by their spec (PROTOCOL.md §12 "Bounded before trusted")."""
+    from hbw_sync.server import relay
+
+    enrolled = {bytes.fromhex(d): bytes.fromhex(k) for d, k in v["enrolled"].items()}
+    data = bytes.fromhex(v["envelope"])
+    if v["expected_code"] is None:
+        req = relay.open_request(data, v["now_ms"], enrolled.get)
+        assert sorted(req.args) == v["expected_arg_names"]
+        return
+    with pytest.raises(HbwError) as info:
+        relay.open_request(data, v["now_ms"], enrolled.get)
     assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
 
 

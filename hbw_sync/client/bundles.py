@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import bundle as bundle_fmt
 from .. import crypto, envelope, fileio
-from ..errors import ConfigError, IntegrityError, UsageError
+from ..errors import ConfigError, IntegrityError, LimitError, UsageError
 from . import snapshots
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, sync_lock
@@ -76,9 +76,14 @@ def import_bundle(home: Path | None, path: Path, passphrase: str) -> dict[str, A
     """Apply the relay's reply bundle: acknowledgements, the team's changes, keys. Safe to repeat."""
     t0 = time.monotonic()
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as fh:  # read at most one byte past the largest bundle: never a whole huge file
+            raw = fh.read(bundle_fmt.MAX_BUNDLE + 1)
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(raw) > bundle_fmt.MAX_BUNDLE:
+        raise LimitError(f"{path} is larger than any bundle ({bundle_fmt.MAX_BUNDLE // (1024 * 1024)} MiB): "
+                         "it was not read further and nothing changed", code="protocol.limit",
+                         hint="check that this is the right file")
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, _ = _require_relay(dev)
         rep = dev.unlock(passphrase)

@@ -21,7 +21,8 @@ from typing import Any
 
 from .. import allocation, crypto, fileio, wordcode
 from ..enroll import Invite, new_token
-from ..errors import ConfigError, StoreError, UsageError
+from .. import bundle as bundle_fmt
+from ..errors import ConfigError, LimitError, StoreError, UsageError
 from ..ops import MAX_CAPACITY
 from . import board, db, records, relay
 
@@ -254,9 +255,14 @@ def conflicts(data: Path) -> list[dict[str, Any]]:
 def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict[str, Any]:
     """Apply a bundle brought by email or USB stick and write the reply bundle to send back."""
     try:
-        raw = Path(file).read_bytes()
+        with open(file, "rb") as fh:  # read at most one byte past the largest bundle: never a whole huge file
+            raw = fh.read(bundle_fmt.MAX_BUNDLE + 1)
     except OSError as e:
         raise UsageError(f"cannot read {file}: {e.strerror or e}") from None
+    if len(raw) > bundle_fmt.MAX_BUNDLE:
+        raise LimitError(f"{file} is larger than any bundle ({bundle_fmt.MAX_BUNDLE // (1024 * 1024)} MiB): "
+                         "it was not read further and nothing changed", code="protocol.limit",
+                         hint="check that this is the right file")
     out_dir = Path(reply_dir) if reply_dir else Path(file).parent
     try:
         if not out_dir.is_dir():

@@ -21,9 +21,10 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from .. import __version__, allocation, timefmt, wordcode
-from ..errors import HbwError, LimitError, StorageError, http_status_for, retry_after_for
-from . import board, db, relay
+from .. import __version__, allocation, envelope, timefmt, wordcode
+from ..errors import HbwError, LimitError, ProtocolError, StorageError, TransientError, http_status_for, retry_after_for
+from . import board, db, limits, relay
+from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
 
@@ -32,7 +33,8 @@ def log_line(**fields: Any) -> str:
     """One JSON log line, its UTC time first: office IT reads when each thing happened (ISSUE 13)."""
     return json.dumps({"time": timefmt.iso_utc(relay.now_ms(), millis=True), **fields})
 
-MAX_BODY = 40 * 1024 * 1024
+
+MAX_BODY = limits.MAX_BODY
 MIN_FREE_MB = 64  # below this much free space on the data disk, /healthz says unhealthy
 
 
@@ -47,6 +49,15 @@ class RelayConfig:
     stale_hours: float = 72
     default_capacity: int = allocation.DEFAULT_CAPACITY
     min_free_mb: float = MIN_FREE_MB
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: A request body may pause this long between reads...
+    body_stall_s: float = 30.0
+    #: ...and must average at least ``min_body_rate`` bytes/s after a grace of ``body_grace_s``.
+    body_grace_s: float = 30.0
+    min_body_rate: int = 500
+    #: Request body bytes held at once, in all and per client address (``limits.BodyBudget``).
+    bodies_total: int = 128 * 1024 * 1024
+    bodies_per_address: int = 48 * 1024 * 1024
 
 
 @dataclass
@@ -70,7 +81,7 @@ class Metrics:
             if seconds <= b:
                 self.buckets[b] += 1
 
-    def render(self, commits: int) -> str:
+    def render(self, commits: int, connections: dict[str, int] | None = None) -> str:
         lines = [
             "# HELP hbw_requests_total Requests by action and HTTP status.",
             "# TYPE hbw_requests_total counter",
@@ -93,13 +104,24 @@ class Metrics:
         lines.append(f'hbw_sync_seconds_bucket{{le="+Inf"}} {self.latency_count}')
         lines.append(f"hbw_sync_seconds_sum {self.latency_sum:.6f}")
         lines.append(f"hbw_sync_seconds_count {self.latency_count}")
+        for name, value in (connections or {}).items():  # ConnectionGuard.stats()
+            kind = "gauge" if name in ("open", "cap") else "counter"
+            metric = f"hbw_connections_{name}" + ("_total" if kind == "counter" else "")
+            lines += [f"# HELP {metric} Connections: {_CONN_HELP[name]}.", f"# TYPE {metric} {kind}", f"{metric} {value}"]
         return "\n".join(lines) + "\n"
 
+
+_CONN_HELP = {"open": "open now", "cap": "most held at once (under the descriptor limit)",
+              "refused": "closed at once (over the per-address cap, or all busy)",
+              "evicted": "idle ones closed to make room for a new one",
+              "timed_out": "closed for sending nothing, or a request head too slowly"}
 
 WRITER = web.AppKey("writer", db.Writer)
 IDENTITY = web.AppKey("identity", relay.RelayIdentity)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", RelayConfig)
+GUARD = web.AppKey("guard", ConnectionGuard)
+BODIES = web.AppKey("bodies", limits.BodyBudget)
 
 routes = web.RouteTableDef()
 
@@ -114,31 +136,109 @@ def _error_response(e: HbwError) -> web.Response:
                         headers=headers)
 
 
-async def _read_bounded(request: web.Request, limit: int) -> bytes:
-    """At most ``limit`` + 1 bytes of the body: a small request is never buffered at the general body size."""
-    buf = bytearray()
-    while len(buf) <= limit:
-        chunk = await request.content.read(limit + 1 - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
+def _cap_for_head(prefix: bytes) -> int:
+    """The body limit of the action a request's first bytes name (small when they name none)."""
+    try:
+        head = envelope.peek_request(prefix + bytes(64))  # a dummy signature: only the header is read
+    except HbwError:
+        return limits.HEAD_BYTES * 32
+    act = limits.action_for(head.action)
+    return act.body if act else limits.HEAD_BYTES * 32
+
+
+async def read_body(request: web.Request, max_body: int, cap_for: Any = None,
+                    held: list[int] | None = None) -> bytearray:
+    """Read a request body within its limits: refused compressed, over the cap, or too slow.
+
+    Compressed bodies are refused from the header, never inflated (aiohttp runs with
+    ``auto_decompress=False``; 20 gzip bodies of 40 KB once cost 794 MB). The cap is
+    ``max_body`` until the first bytes name the action, then that action's limit, so a
+    declared length over it is refused before the rest is read. A body must keep moving:
+    no read may wait more than ``body_stall_s``, and after ``body_grace_s`` it must average
+    ``min_body_rate`` bytes/s, so a trickle cannot hold a descriptor and a handler forever.
+    Each chunk is taken from the relay's ``BodyBudget`` first; ``held[0]`` counts what the
+    caller gives back once the answer is sent.
+    """
+    cfg: RelayConfig = request.app[CONFIG]
+    enc = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if enc not in ("", "identity"):
+        raise ProtocolError(f"compressed request bodies ({enc}) are not accepted; nothing was read",
+                            code="protocol.encoding", hint="send the body as is: hbw-sync compresses inside it")
+    declared = request.content_length
+    cap = max_body
+    if declared is not None and declared > cap:
+        raise LimitError(f"request body of {declared} bytes is over the {cap}-byte limit", code="protocol.limit")
+    # Once the action's cap is known, a declared length is allocated (and taken from the
+    # budget) at once: one buffer of exactly the body's size, never a list of chunks to join
+    # or a growing buffer's spare capacity.
+    body = bytearray()
+    view: memoryview | None = None
+    got = 0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    capped = cap_for is None
+
+    def take(n: int) -> None:
+        if held is not None:
+            request.app[BODIES].take(request.remote or "?", n)
+            held[0] += n
+
+    try:
+        while True:
+            deadline = t0 + cfg.body_grace_s + got / cfg.min_body_rate
+            wait = min(cfg.body_stall_s, deadline - loop.time())
+            if wait <= 0:
+                raise TransientError(f"the request arrived too slowly ({got} bytes in {loop.time() - t0:.0f} s); "
+                                     "the relay stopped waiting and stored nothing of it",
+                                     code="transient.slow_body", hint="the next sync tries again")
+            try:
+                chunk = await asyncio.wait_for(request.content.readany(), wait)
+            except asyncio.TimeoutError:
+                raise TransientError(f"the request stopped arriving after {got} bytes; "
+                                     "the relay stopped waiting and stored nothing of it",
+                                     code="transient.slow_body", hint="the next sync tries again") from None
+            if not chunk:
+                break
+            n = len(chunk)
+            if got + n > cap or (view is not None and got + n > len(view)):
+                raise LimitError(f"request body is over the {cap}-byte limit", code="protocol.limit")
+            if view is None:
+                take(n)
+                body += chunk
+            else:
+                view[got:got + n] = chunk
+            got += n
+            if not capped and got >= limits.HEAD_BYTES:
+                cap = min(cap, cap_for(bytes(body[: limits.HEAD_BYTES])))
+                capped = True
+                if declared is not None and declared > cap:
+                    raise LimitError(f"request body of {declared} bytes is over the {cap}-byte limit for its action",
+                                     code="protocol.limit")
+                if got > cap:
+                    raise LimitError(f"request body is over the {cap}-byte limit", code="protocol.limit")
+            if capped and view is None and declared is not None and got < declared:
+                take(declared - got)
+                whole = bytearray(declared)
+                whole[:got] = body
+                body, view = whole, memoryview(whole)
+    finally:
+        if view is not None:
+            view.release()
+    if got < len(body):
+        del body[got:]  # the peer declared more than it sent
+    return body
 
 
 async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str,
-                 max_body: int | None = None) -> web.StreamResponse:
+                 max_body: int | None = None, cap_for: Any = None) -> web.StreamResponse:
     """Read a body, run ``handler`` in the writer, answer its bytes; one error mapping, metrics and log line."""
     app = request.app
     m = app[METRICS]
     t0 = time.perf_counter()
     action, status, device = default_action, 200, "-"
+    held = [0]  # body bytes taken from the BodyBudget, given back below
     try:
-        limit = max_body or app[CONFIG].max_body
-        if request.content_length is not None and request.content_length > limit:
-            raise LimitError("request body too large", code="protocol.limit")
-        body = await _read_bounded(request, limit) if max_body else await request.read()
-        if len(body) > limit:
-            raise LimitError("request body too large", code="protocol.limit")
+        body = await read_body(request, max_body or app[CONFIG].max_body, cap_for, held)
         m.bytes_in += len(body)
         out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
@@ -154,7 +254,10 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         status = http_status_for(e)
         if isinstance(e, StorageError):  # office IT must hear of it, not only the device
             log.warning(json.dumps({"action": action, "error": e.code, "message": e.message, "hint": e.hint}))
-        return _error_response(e)
+        resp = _error_response(e)  # a 503 carries Retry-After (errors.RETRY_AFTER_S)
+        if e.code in ("transient.slow_body", "transient.busy"):
+            resp.force_close()  # the rest of such a body is not waited for, not even to discard it
+        return resp
     except web.HTTPException as e:
         status = e.status
         raise
@@ -171,6 +274,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         log.exception(log_line(action=action, device=device, error="internal error"))
         return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
     finally:
+        app[BODIES].give(request.remote or "?", held[0])
         dt = time.perf_counter() - t0
         m.requests[(action, status)] += 1
         if action == "sync":
@@ -183,7 +287,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
 @routes.post("/v1")
 async def rpc(request: web.Request) -> web.StreamResponse:
     """Every device request: a signed envelope in, a signed envelope out."""
-    return await _serve(request, relay.handle, "application/x-hbw", "?")
+    return await _serve(request, relay.handle, "application/x-hbw", "?", cap_for=_cap_for_head)
 
 
 @routes.post("/v1/bundle")
@@ -245,7 +349,8 @@ def _storage_metrics(app: web.Application) -> str:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits) + _storage_metrics(request.app),
+    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits, request.app[GUARD].stats())
+                        + _storage_metrics(request.app),
                         content_type="text/plain", charset="utf-8")
 
 
@@ -284,9 +389,29 @@ async def _auto_rebalance(app: web.Application) -> None:
             log.warning(log_line(action="auto-rebalance", error=str(e)))
 
 
+@web.middleware
+async def _busy(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Mark the connection busy while a handler runs: the guard never closes it mid-request."""
+    guard = request.app[GUARD]
+    guard.begin(request.transport)
+    try:
+        return await handler(request)
+    finally:
+        guard.end(request.transport)
+
+
+async def _guard_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[GUARD].start()
+    yield
+    await app[GUARD].stop()
+
+
 def create_app(config: RelayConfig) -> web.Application:
-    app = web.Application(client_max_size=config.max_body)
+    app = web.Application(client_max_size=config.max_body, middlewares=[_busy])
     app[CONFIG] = config
+    app[GUARD] = ConnectionGuard(config.connections)
+    app[BODIES] = limits.BodyBudget(config.bodies_total, config.bodies_per_address)
+    app.cleanup_ctx.append(_guard_ctx)
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_writer_ctx)
     app.add_routes(routes)

@@ -15,6 +15,7 @@ from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..ops import MAX_CAPACITY
 from . import admin, db
 from .app import MIN_FREE_MB, RelayConfig
+from .connections import ConnectionLimits
 from .relay import now_ms as relay_now_ms
 from .runner import serve as run_server
 
@@ -90,8 +91,10 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
               show_default=True, help="For --auto-rebalance: open tasks at full load when a member has not said.")
 @click.option("--min-free-mb", default=MIN_FREE_MB, show_default=True, type=float,
               help="/healthz says unhealthy (503) when the data disk has less free space than this.")
+@click.option("--max-per-address", default=ConnectionLimits.per_address, show_default=True, type=click.IntRange(1),
+              help="Connections one IP address may hold (raise it if many devices share one address, e.g. a NAT).")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
-          stale_after: str, default_capacity: int, min_free_mb: float) -> None:
+          stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -108,7 +111,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
-                      min_free_mb=min_free_mb)
+                      min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address))
     run_server(cfg, ctx,
                ready=lambda url: click.echo(f"{timefmt.iso_utc(relay_now_ms())} hbw-relay listening on {url}", err=True))
 

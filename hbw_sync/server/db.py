@@ -154,8 +154,8 @@ def create_schema(path: Path) -> None:
     db["keys"].create({"epoch": int, "key_id": bytes, "created_ms": int, "created_by": bytes}, pk="epoch")
     db["grants"].create({"device": bytes, "epoch": int, "data": bytes, "created_ms": int}, pk=("device", "epoch"))
     db["snapshots"].create({"id": int, "cursor": int, "device": bytes, "created_ms": int, "data": bytes}, pk="id")
-    db["upload_chunks"].create({"device": bytes, "seq": int, "offset": int, "total": int, "data": bytes},
-                               pk=("device", "seq", "offset"))
+    db["upload_chunks"].create({"device": bytes, "seq": int, "offset": int, "total": int, "data": bytes,
+                                "created_ms": int}, pk=("device", "seq", "offset"))
     db["board"].create({"kind": int, "entity": bytes, "assignee": str, "status": int, "head": bytes, "state": bytes},
                        pk=("kind", "entity"))
     db["conflicts"].create(
@@ -173,6 +173,14 @@ def create_schema(path: Path) -> None:
     conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION).encode(),))
     conn.execute("COMMIT")
     conn.close()
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Columns added within schema 1 (older code ignores them): ``upload_chunks.created_ms`` (expiry)."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(upload_chunks)")}
+    if cols and "created_ms" not in cols:
+        conn.execute("ALTER TABLE upload_chunks ADD COLUMN created_ms INTEGER")
+        conn.execute("UPDATE upload_chunks SET created_ms = CAST(strftime('%s','now') AS INTEGER) * 1000")
 
 
 def ensure_invite_codes(conn: sqlite3.Connection) -> None:
@@ -202,6 +210,7 @@ def open_checked(path: Path) -> sqlite3.Connection:
         found = row[0].decode() if row else "none"
         raise ConfigError(f"relay data in {path.parent} has schema {found}; this hbw-relay knows {SCHEMA_VERSION}",
                           hint="use the hbw-relay version that created it, or restore a matching backup")
+    _add_columns(conn)
     return conn
 
 
@@ -295,4 +304,7 @@ class Writer:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
+            # Let go of this group's requests now, not when the next one arrives: a 31 MiB body
+            # must not outlive its answer while the relay waits.
+            first = items = outcomes = fn = args = _fut = _fn = _args = fut = value = err = None  # type: ignore[assignment]
         conn.close()

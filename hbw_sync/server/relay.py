@@ -21,7 +21,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import batch as wire
 from .. import snapshot as snap_fmt
@@ -33,6 +33,7 @@ from ..enroll import token_hash
 from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
                       TransientError, UsageError)
 from ..ops import is_member_name
+from . import limits
 from .db import ensure_invite_codes
 
 DEFAULT_BUDGET = 200_000
@@ -42,7 +43,7 @@ NONCE_KEEP_MS = 2 * envelope.MAX_REQUEST_SKEW_MS + 60_000
 SNAPSHOT_EVERY = 500
 #: Batches larger than this are handed out by reference and fetched in resumable chunks.
 INLINE_MAX = 64 * 1024
-CHUNK_MAX = 256 * 1024
+CHUNK_MAX = limits.CHUNK_MAX
 BOARD_LIMITS = codec.Limits(max_container=1_000_000)
 
 
@@ -224,7 +225,7 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     a = req.args
     try:
         token, author_pub, transport_pub, x_pub = a["token"], a["author_pub"], a["transport_pub"], a["x25519_pub"]
-        label = str(a.get("label", ""))[:64]
+        label = a.get("label", "")
     except KeyError:
         raise ProtocolError("enrollment request lacks keys or token", code="protocol.schema") from None
     if not all(isinstance(v, bytes) and len(v) == 32 for v in (author_pub, transport_pub, x_pub)):
@@ -236,7 +237,7 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     proof = admission.check_proof_arg(a)
     req.verify(transport_pub)
     inv = conn.execute(
-        "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(bytes(token)),)
+        "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(token),)
     ).fetchone()
     if inv is None:
         raise AccessError("this invite is not valid for this relay", code="access.invite")
@@ -446,7 +447,10 @@ def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str,
 def _store_grant(conn: sqlite3.Connection, g: Any, device: bytes, role: str, now: int) -> None:
     if role != "supervisor":
         raise AccessError("only a supervisor's device may share the team key", code="access.role")
-    target, epoch, data = g
+    target, epoch, data = g  # typed by limits.ACTIONS: [bin 8, epoch, bin <= 1 KiB]
+    if conn.execute("SELECT 1 FROM devices WHERE device = ?", (target,)).fetchone() is None or \
+            conn.execute("SELECT 1 FROM keys WHERE epoch = ?", (epoch,)).fetchone() is None:
+        return  # for no enrolled device, or no known epoch: nothing worth keeping
     conn.execute("INSERT OR IGNORE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, ?, ?)",
                  (target, epoch, data, now))
 
@@ -538,6 +542,8 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     where to go on from, so a link that dropped at 90 % resumes at 90 %.
     """
     _member, _role, author_pub = authenticate(conn, req, now)
+    # Unfinished uploads expire: a device resumes within hours; pieces left for a day are abandoned.
+    conn.execute("DELETE FROM upload_chunks WHERE created_ms < ?", (now - limits.UPLOAD_EXPIRE_MS,))
     a = req.args
     seq, total, offset, chunk = a.get("seq"), a.get("total"), a.get("offset", 0), a.get("chunk")
     if type(seq) is not int or type(total) is not int or type(offset) is not int:
@@ -558,8 +564,9 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
         return {"offset": have}
     if not isinstance(chunk, bytes) or not chunk or len(chunk) > CHUNK_MAX or have + len(chunk) > total:
         raise ProtocolError("malformed upload piece", code="protocol.schema")
-    conn.execute("INSERT INTO upload_chunks (device, seq, offset, total, data) VALUES (?, ?, ?, ?, ?)",
-                 (req.device, seq, offset, total, chunk))
+    _make_room(conn, req.device, seq, len(chunk))
+    conn.execute("INSERT INTO upload_chunks (device, seq, offset, total, data, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                 (req.device, seq, offset, total, chunk, now))
     have += len(chunk)
     if have < total:
         return {"offset": have}
@@ -571,6 +578,26 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     except HbwError as e:
         return {"offset": 0, "reject": e.to_dict()}
     return {"offset": total, "ack": ack}
+
+
+def _make_room(conn: sqlite3.Connection, device: bytes, seq: int, size: int) -> None:
+    """Keep a device's unfinished uploads under ``limits.UPLOAD_QUOTA``: its oldest other uploads go first.
+
+    Why evict rather than refuse: an honest device uploads one batch at a time (at most
+    32 MiB), so only abandoned pieces fill the quota, and they are restarted if still wanted.
+    """
+    def used() -> int:
+        return conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks WHERE device = ?",
+                            (device,)).fetchone()[0]
+
+    if used() + size <= limits.UPLOAD_QUOTA:
+        return
+    for (old,) in conn.execute("SELECT seq FROM upload_chunks WHERE device = ? AND seq != ? GROUP BY seq"
+                               " ORDER BY MIN(created_ms)", (device, seq)).fetchall():
+        conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (device, old))
+        if used() + size <= limits.UPLOAD_QUOTA:
+            return
+    raise LimitError("this device's unfinished uploads are over the relay's quota", code="protocol.quota")
 
 
 def download(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
@@ -597,7 +624,7 @@ def _guarded(action: str, fn: Any) -> Any:
         raise ProtocolError(f"malformed {action} arguments ({type(e).__name__})", code="protocol.schema") from None
 
 
-def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
+def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
     """Apply a device's bundle exactly as an online sync, and seal the reply to that device.
 
     Replays: each bundle carries a counter. An older bundle than the last ingested for its
@@ -605,17 +632,26 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, n
     batches are acknowledged idempotently): a reply lost in the mail, or a reply file that could
     not be written, must not strand the device.
     """
+    data = bytes(data)  # the AEAD wants bytes; the HTTP edge hands over its buffer
     env = bundle.open_bundle(data, bundle.TO_RELAY, ident.team, ident.key.device_id, bundle.relay_x25519(ident.key))
-    req = envelope.parse_request(env)
-    counter = req.args.get("bundle")
-    if req.action != "sync" or type(counter) is not int:
+    head = envelope.peek_request(env)
+    # Only the counter is read before the signature; every other arg is skipped unbuilt.
+    try:
+        counter = envelope.open_request(head, {"bundle": limits.ACTIONS["sync"].args["bundle"]}).args.get("bundle")
+    except ProtocolError as e:
+        if e.code != "protocol.schema":
+            raise
+        counter = None
+    if head.action != "sync" or counter is None:
         raise ProtocolError("a bundle must carry a sync request with its counter", code="protocol.bundle")
     row = conn.execute("SELECT last_bundle, x25519_pub, member, transport_pub FROM devices WHERE device = ?",
-                       (req.device,)).fetchone()
+                       (head.device,)).fetchone()
     if row is None:
         raise AccessError("this bundle comes from a device that is not enrolled", code="access.unknown_device")
     last, x_pub, member, transport_pub = row
-    req.verify(transport_pub)  # anyone can seal to the relay: say nothing about a device before this
+    head.verify(transport_pub)  # anyone can seal to the relay: say nothing about a device before this
+    req = envelope.open_request(head, limits.ACTIONS["sync"].args, verified_with=transport_pub)
+    counter = req.args["bundle"]
     if last is not None and counter < last:
         raise AccessError(f"bundle {counter} from {member} is older than one already ingested: nothing changed",
                           code="access.old_bundle", hint="ingest the newest bundle from this device instead")
@@ -630,13 +666,45 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes, n
     return reply, stats
 
 
-def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes, now: int) -> tuple[bytes, dict[str, Any]]:
+#: The relay's actions; each has its line in ``limits.ACTIONS`` (body limit, args).
+ACTIONS = {"enroll": enroll, "sync": sync, "upload": upload, "download": download, "invite": admission.invite}
+
+
+def open_request(body: bytes | bytearray, now: int, transport_key: Callable[[bytes], bytes | None]) -> envelope.Request:
+    """A request whose signature is checked before its args are decoded (``enroll``: decoded within tight limits).
+
+    Order: frame and routing header (about 80 bytes), the action's body limit,
+    then, except for ``enroll``, freshness, the enrolled device's key
+    (``transport_key(device_id)``, None if not enrolled) and the signature; only
+    then the args, each by its spec in ``limits.ACTIONS``. Junk from anyone costs
+    the relay the body it sent, nothing proportional to the numbers inside it.
+    ``envelopes.json`` "relay_order" holds vectors of this order.
+    """
+    head = envelope.peek_request(body)
+    spec = limits.action_for(head.action)
+    if spec is None or head.action not in ACTIONS:
+        raise ProtocolError(f"unknown action {head.action!r}", code="protocol.action")
+    limits.check_body(head.action, len(body))
+    key = None
+    if not spec.pre_auth:
+        envelope.check_fresh(head, now)
+        key = transport_key(head.device)
+        if key is None:
+            raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
+                              hint="join with an invite: hbw-sync join INVITE")
+        head.verify(key)
+    return envelope.open_request(head, spec.args, verified_with=key)
+
+
+def _transport_key(conn: sqlite3.Connection, device: bytes) -> bytes | None:
+    row = conn.execute("SELECT transport_pub FROM devices WHERE device = ?", (device,)).fetchone()
+    return None if row is None else row[0]
+
+
+def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
     """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
-    req = envelope.parse_request(body)
-    actions = {"enroll": enroll, "sync": sync, "upload": upload, "download": download, "invite": admission.invite}
-    if req.action not in actions:
-        raise ProtocolError(f"unknown action {req.action!r}", code="protocol.action")
-    result = _guarded(req.action, lambda: actions[req.action](conn, ident, req, now))
+    req = open_request(body, now, lambda device: _transport_key(conn, device))
+    result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
     acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
     stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
              "batches_out": len(result.get("batches", ()))}

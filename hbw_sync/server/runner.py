@@ -17,13 +17,49 @@ from typing import Callable
 from aiohttp import web
 
 from .. import timefmt
-from .app import RelayConfig, create_app
+from .app import GUARD, RelayConfig, create_app
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP site whose connections pass through the app's ``ConnectionGuard`` (see connections.py)."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        guard = self._runner.app[GUARD]  # type: ignore[attr-defined]
+        # asyncio accepts up to `backlog` sockets in one go before the guard can close any of
+        # them: keep that burst inside the descriptors the guard holds in reserve.
+        backlog = max(8, min(self._backlog, guard.limits.reserve // 2))
+        self._server = await loop.create_server(
+            guard.factory(self._runner.server), self._host, self._port,  # type: ignore[arg-type]
+            ssl=self._ssl_context, backlog=backlog, reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port)
+
+
+def steady_memory() -> None:
+    """Have glibc give large buffers back to the system when they are freed (best effort, Linux only).
+
+    Why: glibc raises its mmap threshold each time it frees a large block, so after one
+    31 MiB request body later bodies come from the heap, are copied as they grow, and their
+    memory is never returned: a relay's resident size would ratchet up with each large
+    request, hostile or not. A fixed threshold (128 KiB, the default start) turns that off.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 async def _start(config: RelayConfig, ssl_context: ssl.SSLContext | None) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    # keepalive_timeout also bounds a connection that never sends a request (aiohttp >= 3.10);
+    # auto_decompress=False: a compressed body is refused from its header, never inflated.
+    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False,
+                           keepalive_timeout=config.connections.idle_timeout_s, auto_decompress=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context)
+    site = GuardedSite(runner, config.host, config.port, ssl_context=ssl_context)
     await site.start()
     sock = site._server.sockets[0]  # type: ignore[union-attr]
     host, port = sock.getsockname()[:2]
@@ -48,6 +84,7 @@ def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
     handler = logging.StreamHandler()
     handler.setFormatter(StampedFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    steady_memory()
 
     async def main() -> None:
         runner, url = await _start(config, ssl_context)
