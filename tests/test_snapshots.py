@@ -226,6 +226,35 @@ def test_device_refuses_a_members_snapshot_served_by_a_hostile_relay(team: Team)
     assert r.ok and r.snapshot_reject is None
 
 
+def test_device_refuses_a_snapshot_whose_author_the_relay_host_promoted_in_the_roster(team: Team) -> None:
+    """The relay host rewrites its roster to call the member a supervisor: the device's own trust decides."""
+    dana, chidi = history(team, n=8)
+    top = top_rseq(team)
+    bogus = forged(chidi, top, held_coverage(team, top))
+    chidi_id = device_id(chidi)
+
+    def inject(args: dict[str, Any], res: dict[str, Any]) -> dict[str, Any] | None:
+        roster = dict(res.get("roster") or {})
+        if chidi_id in roster:
+            roster[chidi_id] = [*roster[chidi_id][:4], "supervisor"]
+        new = res | ({"roster": roster} if "roster" in res else {})
+        if args.get("cursor") == 0 and not args.get("no_snapshot"):
+            return new | {"snapshot": [top, chidi_id, bogus], "batches": [], "cursor": top, "more": False}
+        return new
+
+    late = Member("bosco", team.tmp / "dev-bosco", "orchid lantern 52 ferry")
+    syncing.join(late.home, team.invite("bosco"), late.passphrase, kdf=FAST_KDF,
+                 transport=hostile_relay(team, inject, []))
+    with Device.open(late.home) as dev:
+        assert dev.store.meta("roster_keys")[chidi_id.hex()][4] == "supervisor"  # the lie was recorded...
+        assert dev.store.meta("pull_cursor") >= top  # ...but the device replayed the history instead of jumping
+        refused = dev.store.meta("snapshot_refused")
+        assert refused and refused["code"] in ("access.role", "integrity.device"), refused
+    dana.sync()
+    syncing.sync(late.home, late.passphrase, transport=hostile_relay(team, inject, []))
+    assert len(titles(late)) == 9
+
+
 def test_device_refuses_without_the_passphrase_and_tells_the_report(team: Team) -> None:
     dana, chidi = history(team, n=8)
     top = top_rseq(team)
@@ -294,7 +323,7 @@ def test_a_supervisors_snapshot_that_fails_to_decode_sends_the_cursor_back(team:
     late = Member("bosco", team.tmp / "dev-bosco", "orchid lantern 52 ferry")
     syncing.join(late.home, team.it_invite("bosco"), late.passphrase, kdf=FAST_KDF)
     with Device.open(late.home) as dev:
-        assert dev.store.meta("snapshot_in") is not None and dev.store.meta("pull_cursor") >= top
+        assert dev.store.meta("snapshot_in") is not None and dev.store.meta("pull_cursor") >= top, dev.store.meta("snapshot_refused")
         code = dev.status()["key_flow"][0]["code"]
     team_cmds.approve(dana.home, dana.passphrase, code)  # Dana reads the code on Bosco's screen
     r = late.sync()  # opens the snapshot, refuses it, goes back and replays the history in the same sync

@@ -109,10 +109,15 @@ class IncomingMixin(_Base):
     def _apply_snapshot(self, cursor: int, device: bytes, data: bytes, jumped_from: int | None = None) -> int:
         """Merge a snapshot accepted on receipt; one that fails to decode sends the cursor back (§18)."""
         s = self.store
-        pub = self._author_public(device)
+        trusted = keyflow.trust(s)
+        t = trusted.get(device)  # the key this device trusts, not the relay's roster (§14b)
+        if t is None and not snapshots.admitted(s, trusted):
+            return 0  # kept sealed until a supervisor approves this device; opened with the key it then trusts
+        pub = t[0] if t else None
         try:
             if pub is None:
-                raise IntegrityError("snapshot from an unknown device", code="integrity.device")
+                raise IntegrityError("snapshot from a device no supervisor of this team approved",
+                                     code="integrity.device")
             snap = snapshot.decode(data, pub, self.team_keys(), self.require_team())
         except WrongKeyError:
             return 0  # applied once the key arrives

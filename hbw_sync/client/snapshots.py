@@ -4,7 +4,8 @@ A snapshot lets this device's pull cursor jump past the team's history, so a bad
 member's, a stale one, one that leaves batches out) would hide those batches from it for
 ever while every sync still "worked". So before the cursor moves, even in a sync without
 the passphrase, the device checks what it can without the team key: the author is a
-supervisor in the roster and not revoked, the signature holds, the header's cursor is the
+supervisor device this device trusts (keyflow.trust: never on the relay's roster's word) and
+not revoked, the signature holds under the key that trust names, the header's cursor is the
 one the relay served, and the coverage claims no fewer of any device's batches than this
 device has already seen. A snapshot refused here (or one that fails to decode later) is
 dropped: the cursor stays (or goes back) where it was, the device asks the relay for no
@@ -22,6 +23,7 @@ from typing import Any
 
 from .. import snapshot
 from ..errors import AccessError, HbwError, IntegrityError, ProtocolError
+from . import keyflow
 from .device import now_ms
 from .store import Store
 
@@ -70,6 +72,12 @@ def saw_batch(store: Store, device: bytes, data: bytes) -> None:
     raise_seen(store, {device: batch_seq(data)})
 
 
+def admitted(store: Store, trusted: keyflow.Trusted) -> bool:
+    """Whether this device trusts a supervisor's device yet (not while it waits for an approval)."""
+    me = store.meta("device_id")
+    return any(role == "supervisor" for d, (_pub, role, _x) in trusted.items() if d != me)
+
+
 def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwError:
     """The claim and its author's member name, or the reason to refuse; no team key needed.
 
@@ -80,13 +88,26 @@ def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwEr
                 and isinstance(entry[1], bytes) and isinstance(entry[2], bytes)):
             raise ProtocolError("malformed snapshot entry in the relay's answer", code="protocol.schema")
         cursor, author, data = entry
+        # The author's key and role come from this device's own trust (welcomes and approval
+        # records signed by supervisors it trusts), never from the relay's roster: a hostile relay
+        # host could list a device of its own there as a supervisor. The roster only names people.
         e = (store.meta("roster_keys") or {}).get(author.hex())
-        if e is None:
-            raise IntegrityError("it comes from a device that is not in the team", code="integrity.device")
-        member, author_pub, revoked = e[0], e[1], e[3]
-        role = e[4] if len(e) > 4 else "member"
-        if revoked is not None:
+        member = e[0] if e else f"device {author.hex()[:8]}"
+        if e is not None and len(e) > 3 and e[3] is not None:
             raise AccessError(f"it comes from {member}'s device, which was revoked", code="access.role")
+        trusted = keyflow.trust(store)
+        t = trusted.get(author)
+        if t is None and e is not None and not admitted(store, trusted):
+            # Not admitted yet (office IT's invite, no approval): this device trusts no supervisor,
+            # so it can hold the snapshot only provisionally on the roster's word. It stays sealed
+            # until the key arrives with an approval, and is opened only with the key the device
+            # then trusts; if that fails, the cursor goes back and the history is replayed
+            # (``Replica._apply_snapshot``).
+            t = (e[1], e[4] if len(e) > 4 else "member", None)
+        if t is None:
+            raise IntegrityError(f"it comes from {member}'s device, which no supervisor of this team approved",
+                                 code="integrity.device")
+        author_pub, role, _x = t
         if role != "supervisor":
             raise AccessError(f"{member} is not a supervisor, and only a supervisor's device may provide one",
                               code="access.role")
@@ -141,5 +162,5 @@ def refused_recently(store: Store) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["seen", "start_count", "raise_seen", "saw_batch", "batch_seq", "check_served", "refuse", "refused_recently",
+__all__ = ["seen", "start_count", "raise_seen", "saw_batch", "batch_seq", "admitted", "check_served", "refuse", "refused_recently",
            "relay_refused_mine", "may_build"]
