@@ -28,7 +28,10 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import UsageError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -145,3 +148,21 @@ def write_private(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Say plainly why a file a person named cannot be read (``doc add``, ``task import``...).
+
+    One place for the words, so every command that reads a person's file answers the same way.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a file") from None
+    except PermissionError:
+        raise UsageError(f"cannot read {path}: permission denied") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None

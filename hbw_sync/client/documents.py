@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import delta, merge
+from .. import delta, fileio, merge
 from ..errors import IntegrityError, ProtocolError, UsageError
 from ..ops import Kind, Op
 from . import views
@@ -51,7 +51,7 @@ CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains 
 class DocumentsMixin(_Base):
 
     def _read_file(self, path: Path) -> bytes:
-        try:
+        with fileio.reading(path):
             size = path.stat().st_size
             if size > MAX_DOC_BYTES:
                 raise UsageError(
@@ -61,14 +61,6 @@ class DocumentsMixin(_Base):
                     hint="share a smaller copy (for a scan: a lower resolution, or one file per form)",
                 )
             return path.read_bytes()
-        except FileNotFoundError:
-            raise UsageError(f"no such file: {path}") from None
-        except IsADirectoryError:
-            raise UsageError(f"{path} is a directory, not a file") from None
-        except PermissionError:
-            raise UsageError(f"cannot read {path}: permission denied") from None
-        except OSError as e:
-            raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
 
     # Versions: every document version's bytes are kept once, sealed, in `blobs` by their
     # SHA-256; the `sha256` field points at the current one. A new version travels as a delta

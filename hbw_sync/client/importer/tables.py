@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ... import fileio
 from ...errors import UsageError
 
 MAX_IMPORT_BYTES = 16 * 1024 * 1024
@@ -202,20 +203,12 @@ def read_table(path: Path, fmt: str | None = None, sheet: str | None = None) -> 
     if fmt not in FORMATS:
         raise UsageError(f"cannot tell the format of {path.name}",
                          hint="name it .csv, .xlsx, .ods or .json, or pass --format")
-    try:
+    with fileio.reading(path):
         if path.stat().st_size > MAX_IMPORT_BYTES:
             raise UsageError(f"{path.name} is larger than {MAX_IMPORT_BYTES // 2**20} MB; split it")
         if fmt in SPREADSHEETS:
             return _read_spreadsheet(path, sheet)
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a file") from None
-    except PermissionError:
-        raise UsageError(f"cannot read {path}: permission denied") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
     if data[:4] == b"PK\x03\x04" and fmt == "csv":
         raise UsageError(f"{path.name} is a spreadsheet file, not CSV text", hint="name it .xlsx or .ods")
     return _read_json(path, data) if fmt == "json" else _read_csv(path, data)
