@@ -27,6 +27,9 @@ Directions: ``up`` is client -> relay (the request), ``down`` relay -> client
                 bytes and connections pass. ``cut_after=0`` cuts on the first
                 byte that would cross, so ``down=Toxics(cut_after=0)`` lets the
                 whole request reach the relay and drops its answer.
+``cut_every``   like ``cut_after``, but it fires again and again: after every
+                this many bytes in this direction (a 3G link that drops every
+                few hundred KB). Set one of ``cut_after`` and ``cut_every``.
 ``after_conns`` the cut ignores the first this many connections opened since
                 the toxics were (re)set: ``Toxics(cut_after=0, after_conns=2)``
                 lets two round trips through and drops the third's answer.
@@ -70,6 +73,7 @@ class Toxics:
     jitter_ms: float = 0.0
     slice: int | None = None
     cut_after: int | None = None
+    cut_every: int | None = None
     after_conns: int = 0
     reset: bool = True
     blackhole: bool = False
@@ -357,12 +361,17 @@ class LinkProxy:
 
     def _room(self, d: str, index: int) -> int | None:
         t = self._toxics[d]
+        if t.cut_every and self._armed(d, index):
+            return max(0, t.cut_every - self._delivered[d])
         if t.cut_after is None or self._spent[d] or not self._armed(d, index):
             return None
         return max(0, t.cut_after - self._delivered[d])
 
     def _fired(self, d: str) -> None:
-        self._spent[d] = True
+        if self._toxics[d].cut_every:
+            self._delivered[d] = 0  # the next cut counts from here
+        else:
+            self._spent[d] = True
         self.cuts += 1
 
     def _main(self) -> None:

@@ -28,7 +28,8 @@ from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.client.sync import sync_lock
-from hbw_sync.errors import TransientError
+from hbw_sync.client.retry import RetryNotice, RetryPolicy, parse_duration
+from hbw_sync.errors import TransientError, UsageError
 from netem import LinkProxy, Toxics, closed_port, http_message_length, split_messages
 from relay_helpers import FAST_KDF, STRONG, Member, Team, set_relay_url
 
@@ -348,7 +349,7 @@ def test_unreachable_relay_exits_75_and_keeps_the_outbox(tmp_path: Path, how: st
         assert outbox(w.a) == before
         assert last_sync(w.a)["ok"] is False
         for unlocked in (True, False):  # by a person, and by a scheduler without the passphrase
-            r = cli(w.a, "sync", "--timeout", "0.3", passphrase=unlocked)
+            r = cli(w.a, "sync", "--timeout", "0.3", "--deadline", "0", passphrase=unlocked)  # one attempt
             assert r.exit_code == 75, r.output
             assert outbox(w.a) == before
             status = last_sync(w.a)
@@ -586,3 +587,88 @@ def test_large_batches_cut_on_every_round_trip(tmp_path: Path, direction: str) -
             assert docs(w.a) == docs(w.b) and [d[0] for d in docs(w.a)] == ["a.pdf", "b.pdf"], where
         finally:
             ctx.__exit__(None, None, None)
+
+
+# -- 9. one sync finishes the job: it goes on after each drop, within a deadline ---------------------------
+
+#: Retry at once in tests: the waits are the policy's business, not what these tests check.
+NO_WAIT = RetryPolicy(first_wait_s=0, max_wait_s=0)
+
+
+def add_docs(m: Member, root: Path, sizes: dict[str, int]) -> None:
+    for name, size in sizes.items():
+        f = root / name
+        f.write_bytes(os.urandom(size))  # incompressible: every byte has to cross the link
+        with m.open() as rep:
+            rep.add_doc(f, name=name)
+
+
+def test_one_sync_finishes_a_multi_mb_outbox_across_cuts_every_few_kb(tmp_path: Path) -> None:
+    """The link drops every 16 KB each way, hundreds of times; ONE sync call still moves 2 MB up and 200 KB down.
+
+    Pieces bigger than the gap between two drops would be cut for ever: the sync shrinks them after a
+    drop. Every drop is told in words (how much went, how much is left), never as an exception name.
+    """
+    with world(tmp_path, a_batches=1, b_batches=1) as w:
+        add_docs(w.b, tmp_path, {"b.pdf": 200_000})
+        w.b.sync()
+        add_docs(w.a, tmp_path, {"a1.pdf": 1_000_000, "a2.pdf": 1_000_000})
+        cuts = Toxics(cut_every=16_000)
+        with LinkProxy(port_of(w.team.url), up=cuts, down=cuts, max_seconds=900) as proxy:
+            set_relay_url(w.a, proxy.url)
+            told: list[RetryNotice] = []
+            report = w.a.sync(timeout=TIMEOUT, deadline=900, policy=NO_WAIT, on_retry=told.append)
+            assert proxy.cuts >= 100, proxy.cuts  # 2 MB through 16 KB gaps: the link really dropped, often
+        assert report.ok and report.attempts == len(told) + 1 and report.attempts > 100
+        assert report.sent_bytes >= 2_000_000 and report.received_bytes >= 200_000
+        assert outbox(w.a) == [] and pending_rseqs(w.a) == set()
+        texts = [n.text() for n in told]
+        assert all(t.startswith("The link dropped after ") and " left; trying again in 0 s." in t for t in texts)
+        assert not any("Error" in t or "aiohttp" in t for t in texts), texts[:3]
+        assert any("Disconnected" in n.error or "Payload" in n.error or "Connection" in n.error for n in told)
+        lefts = [n.left for n in told]
+        assert lefts[0] > 1_900_000 and lefts[-1] < lefts[0]  # it went on where it stopped
+        recover(w)
+        assert_converged(w, "cut every 16 KB")
+        assert docs(w.a) == docs(w.b) and [d[0] for d in docs(w.b)] == ["a1.pdf", "a2.pdf", "b.pdf"]
+
+
+def test_deadline_stops_the_sync_and_says_what_went_and_what_is_left(tmp_path: Path) -> None:
+    """A link far too slow for the outbox: the sync stops at its deadline, in words, and loses nothing."""
+    with world(tmp_path, a_batches=1, b_batches=1) as w:
+        add_docs(w.a, tmp_path, {"scan.pdf": 1_000_000})
+        slow = Toxics(rate=20_000, cut_every=30_000)  # 1 MB at 20 KB/s: about 50 s; the deadline is 2 s
+        with LinkProxy(port_of(w.team.url), up=slow, max_seconds=120) as proxy:
+            set_relay_url(w.a, proxy.url)
+            with pytest.raises(TransientError) as e:
+                w.a.sync(timeout=TIMEOUT, deadline=2, policy=NO_WAIT)
+        assert e.value.code == "transient.deadline"
+        assert str(e.value).startswith("The sync stopped at its deadline (2 s): ") and " is left." in str(e.value)
+        assert "nothing was lost" in (e.value.hint or "")
+        assert_nothing_lost_yet(w, "deadline")
+        recover(w)
+        assert_converged(w, "deadline")
+
+
+def test_cli_sync_gives_up_on_an_unreachable_relay_after_a_few_tries(tmp_path: Path) -> None:
+    """No progress across the policy's tries: exit 75, in words; each wait was told on the way."""
+    with world(tmp_path, a_batches=1, b_batches=1) as w:
+        before = outbox(w.a)
+        set_relay_url(w.a, f"http://127.0.0.1:{closed_port()}")
+        r = cli(w.a, "sync", "--timeout", "0.3", "--deadline", "5m")
+        assert r.exit_code == 75, r.output
+        assert "Could not reach the relay at http://127.0.0.1:" in r.output and "(3 tries in " in r.output
+        assert r.stderr.count("Could not get through to the relay; trying again in ") == 2
+        assert "ClientConnectorError" not in r.output and "Errno" not in r.output
+        assert outbox(w.a) == before
+        r = cli(w.a, "sync", "--deadline", "soon")
+        assert r.exit_code == 2 and "is not a duration" in r.output
+        recover(w)
+        assert_converged(w, "unreachable, then back")
+
+
+def test_deadline_durations() -> None:
+    assert [parse_duration(t) for t in ("90", "90s", "10m", "1h", "0", " 2 min ")] == [90, 90, 600, 3600, 0, 120]
+    for bad in ("", "m", "-1s", "2d", "25h", "nan", "inf"):
+        with pytest.raises(UsageError):
+            parse_duration(bad)

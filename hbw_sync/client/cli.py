@@ -19,7 +19,7 @@ from ..enroll import Invite
 from ..errors import UsageError
 from ..ops import MAX_CAPACITY, Status
 from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
-from . import bundles, exporter, importer, sync as syncing, views
+from . import bundles, exporter, importer, retry, sync as syncing, views
 from . import team as teams
 from . import watch as watching
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
@@ -789,10 +789,13 @@ def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, lab
               help="Most bytes to receive per round trip (e.g. 50KB on a poor link).")
 @click.option("--timeout", default=60.0, show_default=True, type=float,
               help="Give up after this many seconds without progress (a slow link that moves is never cut).")
+@click.option("--deadline", default=None, metavar="DURATION",
+              help="Keep going after a dropped link for at most this long (e.g. 10m, 90s, 1h). Default: "
+                   "10m on a terminal, 25m when run by a scheduler; 0 tries once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something is wrong (for cron).")
 @json_option
 @click.pass_context
-def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool) -> None:
+def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, quiet: bool) -> None:
     """Send the outbox and fetch the team's changes. Never prompts: safe for cron and systemd timers.
 
     With HBW_PASSPHRASE set, received changes are applied at once; otherwise
@@ -800,7 +803,14 @@ def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool) -> None:
     Exit 0 done; 75 relay unreachable or link dropped (nothing lost, try
     later); 77 this device was revoked; 65/76 protocol or version problem.
     """
-    r = syncing.sync(_home(ctx), env_passphrase(), budget=parse_size(budget), timeout=timeout)
+    limit = retry.default_deadline(is_interactive()) if deadline is None else retry.parse_duration(deadline)
+
+    def told(notice: retry.RetryNotice) -> None:  # a person hears of each drop; a script reads the exit code
+        if not quiet and not wants_json(ctx):
+            click.echo(notice.text(), err=True)
+
+    r = syncing.sync(_home(ctx), env_passphrase(), budget=parse_size(budget), timeout=timeout,
+                     deadline=limit or None, on_retry=told)
     if r.wrong_passphrase:  # said even with --quiet and --json: a person should fix the script
         click.echo("warning: HBW_PASSPHRASE does not open this device, so this sync ran without it: "
                    "changes were sent and fetched; what arrived waits until a command with the right "

@@ -41,7 +41,7 @@ from . import keyflow
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
-from . import snapshots
+from . import retry, snapshots
 from .vault import KdfParams
 
 DEFAULT_BUDGET = 200_000
@@ -72,6 +72,8 @@ class SyncReport:
     notes: list[str] = field(default_factory=list)
     #: What the key flow waits on a person for: who, since when, what to do (keyflow.waiting).
     waiting: list[dict[str, Any]] = field(default_factory=list)
+    #: Attempts this sync took: more than 1 when the link dropped and it went on (``sync(deadline=...)``).
+    attempts: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,7 +173,8 @@ def sync_lock(home: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TransientError("another sync of this store is running", hint="it will finish on its own") from None
+            raise TransientError("another sync of this store is running", code="transient.locked",
+                                 hint="it will finish on its own") from None
         yield
     finally:
         os.close(fd)
@@ -343,12 +346,47 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
 # -- sync ---------------------------------------------------------------------------------------------
 
 
+#: Smallest piece and budget a link that keeps dropping shrinks them to (the relay's least budget is 1 KiB).
+MIN_PIECE = 2 * 1024
+
+
+@dataclass
+class _Link:
+    """What the attempts of one sync learn about the link: how big a round trip gets through whole.
+
+    A piece bigger than what the link carries between two drops would be cut
+    every time, for ever (the relay keeps only whole pieces). So each dropped
+    attempt halves the piece size and the sync budget, and each round trip that
+    completes grows them a little, back towards their normal size: a link that drops
+    every few KB still moves a multi-MB outbox, one small piece at a time.
+    """
+
+    budget: int
+    piece: int = CHUNK
+    top_budget: int = 0
+
+    def __post_init__(self) -> None:
+        self.top_budget = self.top_budget or self.budget
+
+    def shrink(self) -> None:
+        self.piece = max(MIN_PIECE, self.piece // 2)
+        self.budget = max(MIN_PIECE, self.budget // 2)
+
+    def grow(self) -> None:
+        # Additive increase (as TCP's congestion window): doubling would overshoot the gap between two
+        # drops at once, and lose every second piece.
+        self.piece = min(CHUNK, self.piece + MIN_PIECE)
+        self.budget = min(self.top_budget, self.budget + 4 * MIN_PIECE)
+
+
+
 class _Session:
     """State of one sync run over one store."""
 
-    def __init__(self, dev: Device, rep: Replica | None, budget: int, transport: Transport, timeout: float):
+    def __init__(self, dev: Device, rep: Replica | None, link: _Link | int, transport: Transport, timeout: float):
         self.dev, self.rep, self.s = dev, rep, dev.store
-        self.budget, self.transport, self.timeout = budget, transport, timeout
+        self.link = link if isinstance(link, _Link) else _Link(link)  # an int: a fixed budget (a reply bundle)
+        self.transport, self.timeout = transport, timeout
         self.report = SyncReport()
         self.outgoing_grants: list[list[Any]] = []
         self.admission_sent: dict[str, Any] = {}
@@ -362,14 +400,14 @@ class _Session:
         for seq, size in s.execute(
             "SELECT seq, size FROM outbox WHERE state = 'closed' AND size <= ? ORDER BY seq", (INLINE_MAX,)
         ).fetchall():
-            if batches and used + size > self.budget:
+            if batches and used + size > self.link.budget:
                 break
             batches.append(s.execute("SELECT data FROM outbox WHERE seq = ?", (seq,)).fetchone()[0])
             sent.append((seq, size))
             used += size
         args: dict[str, Any] = {
             "cursor": s.meta("pull_cursor", 0),
-            "budget": self.budget,
+            "budget": self.link.budget,
             "batches": batches,
             "roster_v": s.meta("roster_v"),
         }
@@ -507,11 +545,12 @@ class _Session:
                 blob = s.conn.blobopen("outbox", "data", seq, readonly=True)
                 try:
                     blob.seek(offset)
-                    chunk = blob.read(CHUNK)
+                    chunk = blob.read(self.link.piece)
                 finally:
                     blob.close()
                 res = await self._call("upload", {"seq": seq, "total": size, "offset": offset, "chunk": chunk,
                                                   "sha256": digest})
+                self.link.grow()
             with s.transaction():
                 if "ack" in res:
                     self._mark_capped(self._ack(seq, res["ack"][2]))
@@ -530,7 +569,8 @@ class _Session:
             have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks WHERE rseq = ?",
                              (rseq,)).fetchone()[0]
             while have < size:
-                res = await self._call("download", {"rseq": rseq, "offset": have, "length": CHUNK})
+                res = await self._call("download", {"rseq": rseq, "offset": have, "length": self.link.piece})
+                self.link.grow()
                 chunk = res["chunk"]
                 if not chunk:
                     raise ProtocolError("the relay sent an empty piece", code="protocol.download")
@@ -598,6 +638,7 @@ class _Session:
             self.report.round_trips += 1
             res = envelope.parse_response(raw, relay_pub, nonce).result
             again = self.apply_response(res, sent)
+            self.link.grow()
             await self.download_large()
             if not again:
                 break
@@ -615,12 +656,59 @@ def check_keys(rep: Replica) -> None:
 
 
 def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFAULT_BUDGET, timeout: float = 60,
-         transport: Transport = post) -> SyncReport:
+         transport: Transport = post, deadline: float | None = None, policy: retry.RetryPolicy = retry.RetryPolicy(),
+         on_retry: Callable[[retry.RetryNotice], None] | None = None) -> SyncReport:
     """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties.
 
     A wrong ``passphrase`` does not stop the sync (it needs none): it runs as a
     locked sync and the report says so (``wrong_passphrase``, and a note).
+
+    With ``deadline`` (seconds), a dropped link does not end the sync: it goes on
+    where it stopped, with backoff (``retry.finish``), until done, until the
+    deadline passes, or until ``policy.tries_without_progress`` attempts in a row
+    moved nothing; ``on_retry`` hears of each drop before the wait. Without it,
+    one attempt (a dropped link raises at once).
+
+    Raises:
+        TransientError: the link dropped (one attempt); with ``deadline``: ``transient.deadline``
+            or ``transient.no_progress``, their words saying how much went and how much is left.
+        TransientError ``transient.locked``: another sync of this store is running.
+        And what the relay refuses with (AccessError, ProtocolError, ...), at once.
     """
+    if deadline is None:
+        return _sync_once(home, passphrase, _Link(budget), timeout, transport, SyncReport())
+    report = SyncReport(attempts=0)
+    link = _Link(budget)
+
+    def attempt(counted: Transport) -> SyncReport:
+        if report.attempts:
+            link.shrink()  # the last attempt's round trip did not get through whole: try smaller ones
+        report.attempts += 1
+        report.ok = True
+        return _sync_once(home, passphrase, link, timeout, counted, report)
+
+    t0 = time.monotonic()
+    with Device.open(home) as dev:
+        url = dev.store.meta("relay_url") or "the relay"
+    out = retry.finish(attempt, transport, deadline_s=deadline, left=lambda: pending_bytes(home), policy=policy,
+                       on_retry=on_retry, where=f"the relay at {url}")
+    out.duration_s = round(time.monotonic() - t0, 3)
+    return out
+
+
+def pending_bytes(home: Path | None) -> int:
+    """Bytes this device still has to move as far as it knows: its outbox, and large batches half fetched."""
+    with Device.open(home) as dev:
+        s = dev.store
+        out = s.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN ('open', 'closed')").fetchone()[0]
+        todo = s.execute("SELECT COALESCE(SUM(size), 0) FROM downloads").fetchone()[0]
+        have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks").fetchone()[0]
+    return int(out) + max(0, int(todo) - int(have))
+
+
+def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: float, transport: Transport,
+               report: SyncReport) -> SyncReport:
+    """One attempt of ``sync``: its counts add up in ``report`` (shared by the attempts of one sync)."""
     t0 = time.monotonic()
     dev = Device.open(home)
     with dev, sync_lock(dev.store.home):
@@ -628,7 +716,8 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
         if rep is not None:
             rep.apply_incoming()
         s = dev.store
-        session = _Session(dev, rep, budget, transport, timeout)
+        session = _Session(dev, rep, link, transport, timeout)
+        session.report = report
         session.report.wrong_passphrase = passphrase is not None and rep is None
         try:
             for _ in range(2):  # a second pass sends what a key grant, received in the first, let us seal

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ..errors import AccessError, HbwError, TransientError, VersionError, exit_code_for
 from .device import Device
+from .retry import PERSON_DEADLINE_S, RetryPolicy
 from .sync import sync
 from .views import iso_ms
 
@@ -71,7 +72,11 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
         if waiting or time.monotonic() - last_ok >= interval or last_ok == 0:
             now = iso_ms(int(time.time() * 1000))
             try:
-                r = sync(home, passphrase)
+                # The same loop as 'hbw-sync sync': a link that drops mid-way is resumed at once, not at
+                # the next probe; SIGTERM ends the wait between attempts.
+                r = sync(home, passphrase, deadline=min(interval, PERSON_DEADLINE_S),
+                         policy=RetryPolicy(max_wait_s=max_backoff, wait=stop.wait),
+                         on_retry=lambda n: log(f"{iso_ms(int(time.time() * 1000))} {n.text()}"))
                 last_ok = time.monotonic()
                 if r.wrong_passphrase and not said_wrong_passphrase:
                     log(f"{now} warning: HBW_PASSPHRASE does not open this device; syncing without it "
