@@ -800,7 +800,9 @@ def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, 
 
     With HBW_PASSPHRASE set, received changes are applied at once; otherwise
     they wait, sealed, until your next command that asks for the passphrase.
-    Exit 0 done; 75 relay unreachable or link dropped (nothing lost, try
+    A dropped link does not end it: it goes on where it stopped until done,
+    until --deadline passes, or until 3 tries in a row move nothing.
+    Exit 0 done; 75 relay unreachable or deadline passed (nothing lost, try
     later); 77 this device was revoked; 65/76 protocol or version problem.
     """
     limit = retry.default_deadline(is_interactive()) if deadline is None else retry.parse_duration(deadline)

@@ -72,7 +72,7 @@ class RetryPolicy:
     """How long to wait between attempts, and when to call the relay unreachable."""
 
     #: Wait after an attempt that moved bytes: the link was up a moment ago, so come back quickly.
-    first_wait_s: float = 1.0
+    first_wait_s: float = 0.5
     #: The wait doubles after each attempt that moved nothing, up to this.
     max_wait_s: float = 30.0
     #: Attempts in a row that moved nothing before the relay counts as unreachable (waits 2 s, 4 s).
@@ -98,7 +98,7 @@ class RetryNotice:
 
     def text(self) -> str:
         """The sentence a person reads: plain words, no exception names."""
-        wait = f"trying again in {self.wait_s:.0f} s."
+        wait = f"trying again in {self.wait_s:.0f} s." if self.wait_s >= 1 else "trying again now."
         if self.went:
             return (f"The link dropped after {human_bytes(self.went)} of {human_bytes(self.went + self.left)}; "
                     f"{human_bytes(self.left)} left; {wait}")

@@ -355,15 +355,20 @@ class _Link:
     """What the attempts of one sync learn about the link: how big a round trip gets through whole.
 
     A piece bigger than what the link carries between two drops would be cut
-    every time, for ever (the relay keeps only whole pieces). So each dropped
-    attempt halves the piece size and the sync budget, and each round trip that
-    completes grows them a little, back towards their normal size: a link that drops
-    every few KB still moves a multi-MB outbox, one small piece at a time.
+    every time, for ever (the relay keeps only whole pieces). So an attempt that
+    dropped before any piece or batch got through halves the piece size and the
+    sync budget, and each round trip that completes grows them a little, back
+    towards their normal size: a link that drops every few KB still moves a
+    multi-MB outbox, one small piece at a time. An attempt that did move some
+    keeps the sizes: the gap between drops is bigger than a piece, and smaller
+    pieces would only cost more round trips.
     """
 
     budget: int
     piece: int = CHUNK
     top_budget: int = 0
+    #: Payload bytes (pieces, batches) moved by completed round trips, over all attempts.
+    moved: int = 0
 
     def __post_init__(self) -> None:
         self.top_budget = self.top_budget or self.budget
@@ -550,6 +555,7 @@ class _Session:
                     blob.close()
                 res = await self._call("upload", {"seq": seq, "total": size, "offset": offset, "chunk": chunk,
                                                   "sha256": digest})
+                self.link.moved += len(chunk)
                 self.link.grow()
             with s.transaction():
                 if "ack" in res:
@@ -570,6 +576,7 @@ class _Session:
                              (rseq,)).fetchone()[0]
             while have < size:
                 res = await self._call("download", {"rseq": rseq, "offset": have, "length": self.link.piece})
+                self.link.moved += len(res.get("chunk") or b"")
                 self.link.grow()
                 chunk = res["chunk"]
                 if not chunk:
@@ -637,7 +644,9 @@ class _Session:
             raw = await self.transport(url, body, self.timeout)
             self.report.round_trips += 1
             res = envelope.parse_response(raw, relay_pub, nonce).result
+            before = self.report.sent_bytes + self.report.received_bytes
             again = self.apply_response(res, sent)
+            self.link.moved += self.report.sent_bytes + self.report.received_bytes - before
             self.link.grow()
             await self.download_large()
             if not again:
@@ -666,8 +675,8 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
     With ``deadline`` (seconds), a dropped link does not end the sync: it goes on
     where it stopped, with backoff (``retry.finish``), until done, until the
     deadline passes, or until ``policy.tries_without_progress`` attempts in a row
-    moved nothing; ``on_retry`` hears of each drop before the wait. Without it,
-    one attempt (a dropped link raises at once).
+    moved nothing; ``on_retry`` hears of each drop before the wait. Without it
+    (or 0), one attempt (a dropped link raises at once).
 
     Raises:
         TransientError: the link dropped (one attempt); with ``deadline``: ``transient.deadline``
@@ -675,14 +684,17 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
         TransientError ``transient.locked``: another sync of this store is running.
         And what the relay refuses with (AccessError, ProtocolError, ...), at once.
     """
-    if deadline is None:
+    if deadline is None or deadline <= 0:  # 0: one attempt (``--deadline 0``)
         return _sync_once(home, passphrase, _Link(budget), timeout, transport, SyncReport())
     report = SyncReport(attempts=0)
     link = _Link(budget)
 
+    moved_before = [0]
+
     def attempt(counted: Transport) -> SyncReport:
-        if report.attempts:
-            link.shrink()  # the last attempt's round trip did not get through whole: try smaller ones
+        if report.attempts and link.moved == moved_before[0]:
+            link.shrink()  # the last attempt got no piece through whole: try smaller ones
+        moved_before[0] = link.moved
         report.attempts += 1
         report.ok = True
         return _sync_once(home, passphrase, link, timeout, counted, report)

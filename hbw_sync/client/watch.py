@@ -74,7 +74,7 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
             try:
                 # The same loop as 'hbw-sync sync': a link that drops mid-way is resumed at once, not at
                 # the next probe; SIGTERM ends the wait between attempts.
-                r = sync(home, passphrase, deadline=min(interval, PERSON_DEADLINE_S),
+                r = sync(home, passphrase, deadline=min(max(interval, 60.0), PERSON_DEADLINE_S),
                          policy=RetryPolicy(max_wait_s=max_backoff, wait=stop.wait),
                          on_retry=lambda n: log(f"{iso_ms(int(time.time() * 1000))} {n.text()}"))
                 last_ok = time.monotonic()
