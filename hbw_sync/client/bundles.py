@@ -18,7 +18,7 @@ from .. import crypto, envelope, fileio
 from ..errors import ConfigError, IntegrityError, LimitError, UsageError
 from . import snapshots
 from .device import Device, now_ms
-from .sync import SyncReport, _Session, sync_lock
+from .sync import SyncReport, _Session, close_outbox, sync_lock
 
 DEFAULT_MAX_BYTES = 10_000_000  # what most mail servers accept as one attachment
 REPLY_BUDGET = 5_000_000
@@ -32,14 +32,17 @@ def _require_relay(dev: Device) -> tuple[bytes, bytes]:
 
 
 def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BYTES,
-                  reply_budget: int = REPLY_BUDGET) -> dict[str, Any]:
-    """Write the outbox and pull cursor as one bundle sealed to the relay. Needs no passphrase."""
+                  reply_budget: int = REPLY_BUDGET, passphrase: str | None = None) -> dict[str, Any]:
+    """Write the outbox and pull cursor as one bundle sealed to the relay. Needs no passphrase.
+
+    With one that opens the store, the open batch's pieces are built into one batch first
+    (fewer bytes); without, they travel as the separate signed batches they already are.
+    """
     path = Path(path)
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, relay_x = _require_relay(dev)
         s = dev.store
-        with s.transaction():
-            s.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
+        close_outbox(dev, dev.try_unlock(passphrase))
         batches, seqs, changes, size = [], [], 0, 0
         for seq, n_ops, data in s.execute("SELECT seq, n_ops, data FROM outbox WHERE state = 'closed' ORDER BY seq"):
             if batches and size + len(data) > max_bytes:

@@ -840,7 +840,7 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str) -> None:
     Send it by email or carry it on a USB stick. Nothing leaves the outbox
     until the relay's reply (or a later online sync) confirms it arrived.
     """
-    r = bundles.export_bundle(_home(ctx), file, parse_size(max_size))
+    r = bundles.export_bundle(_home(ctx), file, parse_size(max_size), passphrase=env_passphrase())
     msg = f"Wrote {file} ({human_bytes(r['bytes'])}): {r['changes']} change(s) in {r['batches']} batch(es)."
     if r["left_in_outbox"]:
         msg += f"\n{r['left_in_outbox']} more batch(es) did not fit: export again after the reply."

@@ -632,8 +632,7 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
         session.report.wrong_passphrase = passphrase is not None and rep is None
         try:
             for _ in range(2):  # a second pass sends what a key grant, received in the first, let us seal
-                with s.transaction():
-                    s.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
+                close_outbox(dev, rep)
                 asyncio.run(session.run())
                 if rep is None:
                     break
@@ -666,3 +665,12 @@ def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
             "INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, ?, ?, ?)",
             (now_ms() - int(report.duration_s * 1000), now_ms(), int(error is None), "relay", error or detail),
         )
+
+
+def close_outbox(dev: Device, rep: Replica | None) -> None:
+    """Close the open batch before sending: built into full batches when unlocked, as pieces when not."""
+    if rep is not None:
+        rep.close_outbox()
+        return
+    with dev.store.transaction():
+        dev.store.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
