@@ -251,8 +251,25 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         if n_open + len(new_ops) < OPEN_MAX_OPS and size_open + plain < OPEN_MAX_BYTES:
             seq = s.meta("next_seq")
             self._write_batches(team, key, [new_ops], seq, close_last=False)
+            self._fold_pieces(team, key)
             return
         self._rebuild_open(team, key, new_ops, close_last=False)
+
+    def _fold_pieces(self, team: bytes, key: crypto.TeamKey) -> None:
+        """Fold the last pieces together like a binary counter: a new piece joins the ones before it
+        while it holds at least as many ops as they do.
+
+        So at most about log2(OPEN_MAX_OPS) pieces wait (a locked sync sends ~8 batches, not one
+        per change: each piece pays ~220 bytes of framing), and each op is rebuilt about as
+        often, not once per later change: the cost per change stays flat.
+        """
+        sizes = self.store.execute("SELECT seq, n_ops FROM outbox WHERE state = 'open' ORDER BY seq").fetchall()
+        k, acc = 1, sizes[-1][1]
+        while k < len(sizes) and acc >= sizes[-k - 1][1]:
+            acc += sizes[-k - 1][1]
+            k += 1
+        if k > 1:
+            self._rebuild_open(team, key, [], close_last=False, from_seq=sizes[-k][0])
 
     def close_outbox(self) -> None:
         """Close the open batch before it travels: its pieces become full batches, built once.
@@ -267,14 +284,16 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
                 self._rebuild_open(self.require_team(), self.current_key(), [], close_last=True)
             s.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
 
-    def _rebuild_open(self, team: bytes, key: crypto.TeamKey, new_ops: list[Op], close_last: bool) -> None:
-        """Read the open pieces back, add ``new_ops``, and cut the lot into full batches.
+    def _rebuild_open(self, team: bytes, key: crypto.TeamKey, new_ops: list[Op], close_last: bool,
+                      from_seq: int = 0) -> None:
+        """Read the open pieces (from ``from_seq`` on) back, add ``new_ops``, and cut the lot into full batches.
 
         The pieces were never sent (a sync or export closes them first), so their seqs are
         taken back and numbered again from the first: the relay sees each seq once.
         """
         s = self.store
-        open_seqs = [r[0] for r in s.execute("SELECT seq FROM outbox WHERE state = 'open' ORDER BY seq")]
+        open_seqs = [r[0] for r in s.execute(
+            "SELECT seq FROM outbox WHERE state = 'open' AND seq >= ? ORDER BY seq", (from_seq,))]
         pending: list[Op] = []
         first = s.meta("next_seq")
         if open_seqs:
