@@ -332,6 +332,7 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
     try:
         report = sync(home, passphrase, transport=transport, timeout=timeout)
         out["synced"] = report.ok
+        out["received_bytes"] = report.received_bytes  # a late joiner's first download (issue 11)
     except TransientError as e:
         out["synced"] = False
         out["note"] = str(e)
@@ -471,6 +472,7 @@ class _Session:
             return True
         # The cursor it jumps from: where to go back to if it fails to decode once unlocked.
         s.set_meta("snapshot_in", [*entry, s.meta("pull_cursor", 0)])
+        self.report.received_bytes += len(entry[2])  # a snapshot's bytes came down the link too
         return False
 
     def _ack(self, seq: int, rcv: int) -> set[tuple[int, bytes]]:
