@@ -4,7 +4,7 @@ Run: .venv/bin/python scripts/bench_client.py [--tasks 5000] [--json]
 
 Prints, in one run and side by side:
 * changes/s one by one through the library API (each change its own transaction
-  with fsync, re-sealing the open outbox batch), and through ``task import``
+  with fsync, a signed, sealed piece of the open outbox batch), and through ``task import``
   (one transaction), against a baseline measured the same way: plain sqlite-utils
   inserts of the same rows, unencrypted, no log, no outbox;
 * store size per 1,000 tasks (database + WAL after a checkpoint);
