@@ -573,9 +573,12 @@ class _Session:
             # Only a supervisor's, vouching for a complete count (§18), and not within a day of a refusal.
             coverage = snapshots.seen(self.s)
             if (not waiting and coverage is not None and not self.s.meta("snapshot_in")
-                    and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())):
-                self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
-                need = True
+                    and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())
+                    and snapshots.worth_building(self.s, res.get("joiner_bytes"))):
+                snap = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
+                if snapshots.worth_sending(self.s, res.get("joiner_bytes"), len(snap[1])):
+                    self.snapshot = snap
+                    need = True
         return need
 
     async def run(self) -> None:

@@ -426,18 +426,26 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
         result["rotate"] = bool(meta(conn, "rotation_wanted", False))
     admission.add_results(conn, a, device, role, result)
     # Only a supervisor's snapshot is ever kept (§18): asking a member would waste its bytes.
-    result["want_snapshot"] = role == "supervisor" and _want_snapshot(conn, snap, cursor)
+    want, joiner_bytes = _want_snapshot(conn, snap, cursor) if role == "supervisor" else (False, 0)
+    result["want_snapshot"] = want
+    if want:
+        result["joiner_bytes"] = joiner_bytes
     return result
 
 
-def _want_snapshot(conn: sqlite3.Connection, snap: tuple | None, cursor: int) -> bool:
-    """By count (``SNAPSHOT_EVERY`` batches) or by bytes of history since the newest snapshot (§18)."""
+def _want_snapshot(conn: sqlite3.Connection, snap: tuple | None, cursor: int) -> tuple[bool, int]:
+    """By count (``SNAPSHOT_EVERY`` batches) or by bytes of history since the newest snapshot (§18).
+
+    Also returns what a late joiner would download now (that snapshot and the history after
+    it): the device builds a snapshot to see its size and sends it only if it saves bytes.
+    """
     last_snap = snap[0] if snap else 0
-    if cursor - last_snap >= SNAPSHOT_EVERY:
-        return True
+    size = len(snap[2]) if snap else 0
     history = conn.execute("SELECT COALESCE(SUM(size), 0) FROM batches WHERE rseq > ? AND rseq <= ?",
                            (last_snap, cursor)).fetchone()[0]
-    return history >= (SNAPSHOT_BYTES_PERCENT * len(snap[2]) // 100 if snap else SNAPSHOT_MIN_BYTES)
+    if cursor - last_snap >= SNAPSHOT_EVERY:
+        return True, size + history
+    return history >= (SNAPSHOT_BYTES_PERCENT * size // 100 if snap else SNAPSHOT_MIN_BYTES), size + history
 
 
 def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str, role: str, now: int) -> None:
