@@ -69,3 +69,30 @@ def test_by_count_alone_the_same_history_costs_a_late_joiner_more(team: Team, mo
     got, fresh = late_joiner_ratio(team, ROUNDS)
     print(f"count rule only: late joiner {got} bytes; fresh snapshot {fresh} bytes; {got / fresh:.2f}x")
     assert got > 1.5 * fresh, (got, fresh)
+
+
+def test_a_snapshot_that_saves_nothing_is_kept_back(team: Team, tmp_path) -> None:
+    """A history that is mostly its state (a document, then small edits): the relay asks by bytes,
+    the supervisor's device builds once, sees the snapshot would not save a joiner bytes, and
+    neither uploads it nor builds again at the next syncs."""
+    import sqlite3
+
+    dana, chidi = team.pair()
+    path = tmp_path / "scan.pdf"
+    path.write_bytes(random.Random(5).randbytes(40_000))  # a scan: does not compress
+    with dana.open() as rep:
+        rep.add_doc(path)
+        tid = rep.add_task("file the scan").id
+    dana.sync()
+    for i in range(3):
+        with dana.open() as rep:
+            rep.note(tid, f"checked page {i}")
+        dana.sync()
+    conn = sqlite3.connect(team.data / "relay.db")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0] == 0
+    finally:
+        conn.close()
+    with dana.open() as rep:
+        kept = rep.store.meta("snapshot_kept_back")
+    assert kept is not None and kept > 40_000
