@@ -16,12 +16,13 @@ import click
 from .. import __version__
 from .. import wordcode
 from ..enroll import Invite
-from ..errors import UsageError
+from ..errors import TransientError, UsageError, exit_code_for
 from ..ops import MAX_CAPACITY, Status
 from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
 from . import bundles, exporter, importer, sync as syncing, views
 from . import team as teams
 from . import watch as watching
+from .cli_progress import progress_for, progress_option
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .passphrase import RECOVERY
@@ -789,10 +790,12 @@ def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, lab
               help="Most bytes to receive per round trip (e.g. 50KB on a poor link).")
 @click.option("--timeout", default=60.0, show_default=True, type=float,
               help="Give up after this many seconds without progress (a slow link that moves is never cut).")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something is wrong (for cron).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print nothing unless something is wrong (for cron); 'try again later' (exit 75) is not.")
+@progress_option
 @json_option
 @click.pass_context
-def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool) -> None:
+def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool, progress: str) -> None:
     """Send the outbox and fetch the team's changes. Never prompts: safe for cron and systemd timers.
 
     With HBW_PASSPHRASE set, received changes are applied at once; otherwise
@@ -800,7 +803,16 @@ def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool) -> None:
     Exit 0 done; 75 relay unreachable or link dropped (nothing lost, try
     later); 77 this device was revoked; 65/76 protocol or version problem.
     """
-    r = syncing.sync(_home(ctx), env_passphrase(), budget=parse_size(budget), timeout=timeout)
+    try:
+        with progress_for(progress, quiet=quiet) as on_progress:
+            r = syncing.sync(_home(ctx), env_passphrase(), budget=parse_size(budget), timeout=timeout,
+                             on_progress=on_progress)
+    except TransientError as e:
+        if not quiet:
+            raise
+        # The only news is "try later": a cron line must not mail an offline user every 30 minutes.
+        # The sync log keeps it ('hbw-sync status' shows it), and the exit code still says 75.
+        ctx.exit(exit_code_for(e))
     if r.wrong_passphrase:  # said even with --quiet and --json: a person should fix the script
         click.echo("warning: HBW_PASSPHRASE does not open this device, so this sync ran without it: "
                    "changes were sent and fetched; what arrived waits until a command with the right "
@@ -832,15 +844,17 @@ def bundle() -> None:
 @bundle.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--max-size", default="10MB", show_default=True, help="Largest bundle to write (email limits).")
+@progress_option
 @json_option
 @click.pass_context
-def bundle_export(ctx: click.Context, file: Path, max_size: str) -> None:
+def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) -> None:
     """Write your outbox as FILE, sealed so only the office relay can open it. No passphrase needed.
 
     Send it by email or carry it on a USB stick. Nothing leaves the outbox
     until the relay's reply (or a later online sync) confirms it arrived.
     """
-    r = bundles.export_bundle(_home(ctx), file, parse_size(max_size))
+    with progress_for(progress) as on_progress:
+        r = bundles.export_bundle(_home(ctx), file, parse_size(max_size), on_progress=on_progress)
     msg = f"Wrote {file} ({human_bytes(r['bytes'])}): {r['changes']} change(s) in {r['batches']} batch(es)."
     if r["left_in_outbox"]:
         msg += f"\n{r['left_in_outbox']} more batch(es) did not fit: export again after the reply."
@@ -850,11 +864,14 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str) -> None:
 
 @bundle.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@progress_option
 @json_option
 @click.pass_context
-def bundle_import(ctx: click.Context, file: Path) -> None:
+def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
     """Apply the office's reply bundle FILE. Importing it twice, or out of order, changes nothing wrongly."""
-    r = bundles.import_bundle(_home(ctx), file, current_passphrase())
+    secret = current_passphrase()  # asked before any bar is drawn
+    with progress_for(progress) as on_progress:
+        r = bundles.import_bundle(_home(ctx), file, secret, on_progress=on_progress)
     if r["already_imported"]:
         emit(ctx, r, "This reply was already imported; nothing changed.")
         return
