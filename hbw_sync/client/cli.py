@@ -7,6 +7,7 @@ content need the passphrase (``HBW_PASSPHRASE``, or a prompt at a terminal);
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from .. import wordcode
 from ..enroll import Invite
 from ..errors import TransientError, UsageError, exit_code_for
 from ..ops import MAX_CAPACITY, Status
-from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
+from .. import timefmt
+from ..cli_common import HbwGroup, is_interactive, json_option, wants_json
+from ..cli_common import emit as _emit
 from . import bundles, exporter, importer, sync as syncing, views
 from . import team as teams
 from . import watch as watching
@@ -27,6 +30,7 @@ from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .passphrase import RECOVERY
 from .device import Device
+from .device import now_ms as device_now_ms
 from .replica import Replica
 from .store import DB_NAME, default_home
 
@@ -50,12 +54,31 @@ def parse_size(text: str) -> int:
     return n
 
 
-def human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+human_bytes = timefmt.human_bytes
+
+
+def emit(ctx: click.Context, data: Any, text: Any = None) -> None:
+    """``cli_common.emit`` with every time in JSON in the one form (``timefmt.machine_form``)."""
+    _emit(ctx, timefmt.machine_form(data), text)
+
+
+def local_time(ms: int | None, never: str = "never") -> str:
+    """A time as a person reads it: ``today 18:05 (2 h ago)``, in this computer's time zone."""
+    if ms is None:
+        return never
+    now = device_now_ms()
+    return f"{timefmt.when(ms, now)} ({timefmt.ago(ms, now)})" if now - ms < 7 * 86_400_000 else timefmt.when(ms, now)
+
+
+def local_iso(text: str | None, never: str = "-") -> str:
+    """``local_time`` for a view's ISO 8601 UTC string (task ``updated``, note ``at``)."""
+    if not text:
+        return never
+    try:
+        ms = int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return text
+    return timefmt.when(ms, device_now_ms())
 
 
 def _home(ctx: click.Context) -> Path | None:
@@ -157,7 +180,7 @@ def team_invite(ctx: click.Context, member: str, role: str, days: int) -> None:
 
 
 def _when(ms: int | None) -> str:
-    return views.iso_ms(ms) if ms else "an unknown time"
+    return local_time(ms) if ms else "an unknown time"
 
 
 @team.command("pending")
@@ -279,13 +302,13 @@ def _print_task(t: views.TaskView) -> None:
         click.echo(f"  Deleted:     yes, by {t.deleted_by} (kept here and in the audit; it is in no list)")
     elif t.archived:
         click.echo("  Archived:    yes (in no list, rebalancing or workload; 'task archive --undo' brings it back)")
-    click.echo(f"  Updated:     {t.updated or '-'}")
+    click.echo(f"  Updated:     {local_iso(t.updated)}")
     if t.description:
         click.echo("  Description:")
         for line in t.description.splitlines():
             click.echo(f"    {line}")
     for n in t.notes:
-        click.echo(f"  Note ({n.by}, {n.at}): {n.text}")
+        click.echo(f"  Note ({n.by}, {local_iso(n.at)}): {n.text}")
     for d in t.docs:
         click.echo(f"  Document:    {d[:6]}")
     for c in t.conflicts:
@@ -585,7 +608,7 @@ def _print_docs(docs: list[views.DocView]) -> None:
     click.echo(f"{'ID':6}  {'SIZE':>10}  {'VER':>3}  {'TASK':6}  NAME")
     for d in docs:
         mark = "  <- two people edited it offline; both kept" if d.conflict_of else ""
-        click.echo(f"{d.short:6}  {d.size:>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
+        click.echo(f"{d.short:6}  {human_bytes(d.size):>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
 
 
 @doc.command("add")
@@ -601,7 +624,7 @@ def doc_add(ctx: click.Context, path: Path, task_id: str | None, name: str | Non
     with nothing added.
     """
     d = _replica(ctx).add_doc(path, task=task_id, name=name)
-    emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({d.size} bytes).")
+    emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({human_bytes(d.size)}).")
 
 
 @doc.command("list")
@@ -631,7 +654,7 @@ def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int |
     tmp = out.with_name(out.name + ".hbw-part")
     tmp.write_bytes(data)
     os.replace(tmp, out)
-    emit(ctx, {**d.to_dict(), "path": str(out)}, f"Wrote {len(data)} bytes to {out}.")
+    emit(ctx, {**d.to_dict(), "path": str(out)}, f"Wrote {human_bytes(len(data))} to {out}.")
 
 
 @doc.command("update")
@@ -706,7 +729,7 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
         o = s["outbox"]
         click.echo(f"{s['member']} on device {s['device'][:8]}" + (f", team {s['team']}" if s["team"] else ", no team yet"))
         if o["changes"]:
-            click.echo(f"Waiting to be sent: {o['changes']} change(s) in {o['batches']} batch(es), {o['bytes']} bytes.")
+            click.echo(f"Waiting to be sent: {o['changes']} change(s) in {o['batches']} batch(es), {human_bytes(o['bytes'])}.")
         else:
             click.echo("Nothing waiting to be sent.")
         if s["waiting_for_team_key"]:
@@ -720,9 +743,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo("Never synced.")
         else:
             ok = "worked" if last["ok"] else f"failed ({last['detail']})"
-            click.echo(f"Last sync {views.iso_ms(last['at_ms'])} by {last['how']}: {ok}.")
+            click.echo(f"Last sync {local_time(last['at_ms'])} by {last['how']}: {ok}.")
             if not last["ok"] and s["last_successful_sync_ms"]:
-                click.echo(f"Last successful sync: {views.iso_ms(s['last_successful_sync_ms'])}.")
+                click.echo(f"Last successful sync: {local_time(s['last_successful_sync_ms'])}.")
             if s["last_sync_wrong_passphrase"]:
                 click.echo("That sync was given a passphrase that does not open this device (a stale "
                            "HBW_PASSPHRASE in a script or scheduler?), so it ran without it. Fix or unset it there.")
