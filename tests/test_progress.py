@@ -147,3 +147,23 @@ def test_quiet_sync_says_nothing_when_the_only_news_is_try_later(team: Team) -> 
     assert "could not reach the relay" in loud.stderr
     # Words, not a library's exception name (it stays in the log for whoever debugs).
     assert "Error" not in loud.stderr and "aiohttp" not in loud.stderr
+
+
+def test_a_cut_sync_says_how_far_it_got_in_words(team: Team, tmp_path: Path) -> None:
+    from netem import LinkProxy, Toxics
+    from relay_helpers import set_relay_url
+
+    amina = team.join("amina", "supervisor")
+    amina.sync()
+    doc = tmp_path / "scan.bin"
+    doc.write_bytes(os.urandom(400_000))  # about seven 64 KiB pieces
+    with amina.open() as rep:
+        rep.add_doc(doc)
+    port = int(team.url.rsplit(":", 1)[1].split("/")[0])
+    with LinkProxy(port, up=Toxics(cut_after=250_000)) as proxy:
+        set_relay_url(amina, proxy.url)
+        res = _cli(amina.home, amina.passphrase, "sync")
+    assert res.exit_code == 75, res.output
+    err = res.stderr
+    assert "KB of 400." in err and "KB sent before that, " in err and "KB left; nothing was lost" in err, err
+    assert "Error" not in err  # no library exception name

@@ -25,7 +25,7 @@ from ..cli_common import emit as _emit
 from . import bundles, exporter, importer, sync as syncing, views
 from . import team as teams
 from . import watch as watching
-from .cli_progress import progress_for, progress_option
+from .cli_progress import Tally, progress_for, progress_option
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .passphrase import RECOVERY
@@ -828,10 +828,14 @@ def sync(ctx: click.Context, budget: str, timeout: float, quiet: bool, progress:
     """
     try:
         with progress_for(progress, quiet=quiet) as on_progress:
+            tally = Tally(on_progress)
             r = syncing.sync(_home(ctx), env_passphrase(), budget=parse_size(budget), timeout=timeout,
-                             on_progress=on_progress)
+                             on_progress=tally)
     except TransientError as e:
         if not quiet:
+            got = tally.so_far()
+            if got:  # "the link dropped ..." then how far it got: what went is kept, the rest waits
+                e.hint = f"{got}; " + (e.hint or "sync again later")
             raise
         # The only news is "try later": a cron line must not mail an offline user every 30 minutes.
         # The sync log keeps it ('hbw-sync status' shows it), and the exit code still says 75.

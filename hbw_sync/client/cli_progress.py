@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import click
 
+from ..timefmt import human_bytes
 from .progress import OnProgress, Progress
 
 MODES = ("auto", "bar", "json", "none")
@@ -77,6 +78,33 @@ def progress_for(mode: str, stream: TextIO | None = None, *, quiet: bool = False
         yield bars
     finally:
         bars.close()
+
+
+class Tally:
+    """Passes events on and keeps the last one per phase, to say how far a cut transfer got."""
+
+    def __init__(self, inner: OnProgress | None) -> None:
+        self.inner = inner
+        self.last: dict[str, Progress] = {}
+
+    def __call__(self, p: Progress) -> None:
+        self.last[p.phase] = p
+        if self.inner is not None:
+            self.inner(p)
+
+    def so_far(self) -> str | None:
+        """``250.0 KB of 3.0 MB sent before that, 2.8 MB left`` for each phase that moved, or None."""
+        parts = []
+        for phase, verb in (("upload", "sent"), ("download", "received")):
+            p = self.last.get(phase)
+            if p is None or (p.done == 0 and not p.total):
+                continue
+            if p.total:
+                parts.append(f"{human_bytes(p.done)} of {human_bytes(p.total)} {verb} before that, "
+                              f"{human_bytes(p.total - p.done)} left")
+            else:
+                parts.append(f"{human_bytes(p.done)} {verb} before that")
+        return "; ".join(parts) or None
 
 
 def progress_option(f: Callable) -> Callable:
