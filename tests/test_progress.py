@@ -20,7 +20,7 @@ from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.client.cli_progress import BarRenderer, progress_for
 from hbw_sync.client.progress import Meter, Progress
 
-from relay_helpers import Team
+from relay_helpers import STRONG, Team
 
 
 def _by_phase(events: list[Progress], phase: str) -> list[Progress]:
@@ -167,3 +167,20 @@ def test_a_cut_sync_says_how_far_it_got_in_words(team: Team, tmp_path: Path) -> 
     err = res.stderr
     assert "KB of 400." in err and "KB sent before that, " in err and "KB left; nothing was lost" in err, err
     assert "Error" not in err  # no library exception name
+
+
+def test_join_shows_the_first_sync_download(team: Team, tmp_path: Path) -> None:
+    dana = team.join("dana", "supervisor")
+    doc = tmp_path / "plan.bin"
+    doc.write_bytes(os.urandom(150_000))
+    with dana.open() as rep:
+        rep.add_doc(doc)
+    dana.sync()
+    home = tmp_path / "dev-late"
+    env = {"HBW_SYNC_HOME": str(home), "HBW_NEW_PASSPHRASE": f"late {STRONG}", "HBW_PASSPHRASE": f"late {STRONG}"}
+    res = CliRunner().invoke(client_cli, ["join", team.invite("late"), "--progress", "json"], env=env,
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    events = [json.loads(line) for line in res.stderr.splitlines() if line.startswith("{")]
+    down = [e for e in events if e["phase"] == "download"]
+    assert down and down[-1]["done_bytes"] == down[-1]["total_bytes"] > 150_000

@@ -770,9 +770,11 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
 @click.option("--relay", "relay_url", metavar="URL",
               help="The relay's address, for a word code (office IT says it with the code).")
 @click.option("--label", help="A name for this device in the office's records (default: the computer's name).")
+@progress_option
 @json_option
 @click.pass_context
-def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, label: str | None) -> None:
+def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, label: str | None,
+         progress: str) -> None:
     """Join your team's relay with the INVITE your supervisor (or office IT) gave you.
 
     INVITE is the full invite (hbw1-...) or a word code read out by phone
@@ -791,7 +793,8 @@ def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, lab
         text = syncing.resolve_word_code(relay_url, text)
     inv = Invite.decode(text)
     secret = new_passphrase([inv.member], current_env_too=True) if new_store else current_passphrase()
-    r = syncing.join(home, text, secret, label=label or "")
+    with progress_for(progress) as on_progress:  # the first sync may bring the team's whole history
+        r = syncing.join(home, text, secret, label=label or "", on_progress=on_progress)
     r["recovery"] = RECOVERY
     msg = f"Joined team {r['team']!r} as {r['member']} ({r['role']}) at {r['relay']}."
     if new_store:

@@ -286,8 +286,11 @@ def resolve_word_code(relay_url: str | None, text: str, timeout: float = 60,
 
 
 def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
-         timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None) -> dict[str, Any]:
+         timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None,
+         on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Enroll this device with an invite (creating the store if there is none), then sync once.
+
+    ``on_progress`` is passed to that first sync (a late joiner may download a lot).
 
     A join that fails leaves nothing behind: a store it created is removed, and the error's hint
     says so, so the next try starts clean. One exception: when the link dropped after the request
@@ -340,7 +343,7 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
     out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
            "first_device": not relay_keys and res["role"] == "supervisor"}
     try:
-        report = sync(home, passphrase, transport=transport, timeout=timeout)
+        report = sync(home, passphrase, transport=transport, timeout=timeout, on_progress=on_progress)
         out["synced"] = report.ok
     except TransientError as e:
         out["synced"] = False
