@@ -162,3 +162,26 @@ def test_the_walk_would_catch_the_old_forms() -> None:
     assert bad_forms([{"when": "2026-12-02T17:05:09+03:00"}])  # local time with an offset
     assert bad_forms({"outbox": {"bytes": "2.0 MB"}})
     assert bad_forms({"updated": "2026-12-02T14:05:09Z", "size": 12, "reply_bytes": 40}) == []
+
+
+def test_text_output_says_sizes_and_times_in_words(team: Team, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    dana = team.join("dana", "supervisor")
+    dana.sync()
+    env = {"HBW_SYNC_HOME": str(dana.home), "HBW_PASSPHRASE": dana.passphrase}
+
+    def text(*args: str) -> str:
+        res = CliRunner().invoke(client_cli, list(args), env=env, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.stdout
+
+    (tmp_path / "scan.pdf").write_bytes(b"%PDF " + bytes(2_045_832))
+    assert "(2.0 MB)" in text("doc", "add", str(tmp_path / "scan.pdf"))
+    t = json.loads(text("task", "add", "Sign the ledger", "--json"))["id"]
+    text("task", "note", t, "Signed")
+    shown = text("task", "show", t)
+    assert re.search(r"Updated:     (today|yesterday) \d\d:\d\d", shown) and "(dana, " in shown, shown
+    status = text("status")
+    assert re.search(r"Waiting to be sent: .* \d+(\.\d)? (B|KB|MB)\.", status), status
+    assert re.search(r"Last sync (today|yesterday) \d\d:\d\d \((just now|\d+ min ago)\)", status), status
+    assert "bytes" not in status and not LOOKS_LIKE_TIME.search(status)

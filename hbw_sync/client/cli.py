@@ -299,7 +299,9 @@ def _print_task(t: views.TaskView) -> None:
     if t.ref:
         click.echo(f"  Ref:         {t.ref} (from the imported spreadsheet)")
     if t.deleted:
-        click.echo(f"  Deleted:     yes, by {t.deleted_by} (kept here and in the audit; it is in no list)")
+        who, _, at = (t.deleted_by or "").partition(" at ")
+        click.echo(f"  Deleted:     yes, by {who}" + (f", {local_iso(at)}" if at else "")
+                   + " (kept here and in the audit; it is in no list)")
     elif t.archived:
         click.echo("  Archived:    yes (in no list, rebalancing or workload; 'task archive --undo' brings it back)")
     click.echo(f"  Updated:     {local_iso(t.updated)}")
