@@ -42,6 +42,11 @@ class Meter:
         self._cb = on_progress
         self._last: Progress | None = None
 
+    @property
+    def active(self) -> bool:
+        """Someone listens: worth counting bytes for (a scheduled sync has nobody)."""
+        return self._cb is not None
+
     def __call__(self, phase: str, done: int, total: int | None = None) -> None:
         if self._cb is None:
             return

@@ -482,6 +482,8 @@ class _Session:
 
     def _show_progress(self, up_extra: int = 0, down_extra: int = 0) -> None:
         """Tell ``on_progress`` how far the upload and the download are (``*_extra``: a piece in flight)."""
+        if not self.meter.active:
+            return
         r = self.report
         if self.up_total:
             self.meter("upload", r.sent_bytes + up_extra, self.up_total)
@@ -615,7 +617,7 @@ class _Session:
         relay_pub = self.s.meta("relay_public")
         if not url or relay_pub is None:
             raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE'")
-        self.up_total = self.report.sent_bytes + self.s.execute(
+        self.up_total = 0 if not self.meter.active else self.report.sent_bytes + self.s.execute(
             "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
         self._show_progress()
         async with aiohttp.ClientSession() as shared:
