@@ -24,6 +24,7 @@ from . import team as teams
 from . import watch as watching
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
+from .cli_schedule import register as register_schedule
 from .passphrase import RECOVERY
 from .device import Device
 from .replica import Replica
@@ -893,6 +894,7 @@ def check(ctx: click.Context) -> None:
 
 
 register_passphrase(cli)
+register_schedule(cli)
 
 
 def main() -> None:
