@@ -89,6 +89,10 @@ def test_find_binary_prefers_the_running_program(tmp_path: Path, monkeypatch: py
     prog.write_text("#!/bin/sh\n")
     prog.chmod(0o755)
     assert sched.find_binary(str(prog)) == str(prog)
+    exe = tmp_path / "Scripts" / "hbw-sync.exe"
+    exe.parent.mkdir()
+    exe.write_bytes(b"MZ")
+    assert sched.find_binary(str(tmp_path / "Scripts" / "hbw-sync")) == str(exe)  # pip's launcher drops ".exe"
     monkeypatch.setenv("PATH", str(prog.parent))
     assert sched.find_binary("/usr/lib/python3/pytest") == str(prog)  # run as 'python -m': the one on PATH
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))

@@ -88,8 +88,11 @@ def find_binary(argv0: str | None = None) -> str:
     """
     argv0 = sys.argv[0] if argv0 is None else argv0
     here = Path(argv0)
-    if here.name.lower() in ("hbw-sync", "hbw-sync.exe") and here.is_file():
-        return str(here.absolute())
+    if here.name.lower() in ("hbw-sync", "hbw-sync.exe"):
+        # pip's Windows launcher runs us with argv[0] stripped of its ".exe"
+        for candidate in (here, here.with_name(here.name + ".exe")):
+            if candidate.is_file():
+                return str(candidate.absolute())
     found = shutil.which("hbw-sync")
     if found:
         return str(Path(found).absolute())
