@@ -200,3 +200,13 @@ def test_a_missing_scheduler_tool_is_said_in_words(system: dict[str, str], tmp_p
     p = subprocess.run([str(HBW), "schedule", "install", "--kind", "cron"], env=env, capture_output=True,
                        text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert p.returncode == 78 and "'crontab' is not installed here" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_failing_systemctl_says_what_was_written_and_what_to_do(system: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "fakebin" / "systemctl").write_text("#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\n"
+                                                    "exit 1\n")
+    p = subprocess.run([str(HBW), "schedule", "install", "--kind", "systemd"], env=system, capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 78, p.stderr
+    assert "Failed to connect to bus" in p.stderr and "use --kind cron" in p.stderr
+    assert "Traceback" not in p.stderr

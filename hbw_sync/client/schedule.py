@@ -162,7 +162,8 @@ def plan(kind: str, binary: str, home: Path | None = None, interval: int = 30, w
 # -- carrying a plan out ---------------------------------------------------------------------------------
 
 
-def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def _run(argv: list[str], stdin: str | None = None, check: bool = True,
+         hint: str = "nothing else was changed") -> subprocess.CompletedProcess:
     try:
         r = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
@@ -171,7 +172,7 @@ def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> subpr
     if check and r.returncode != 0:
         said = (r.stderr or r.stdout).strip().splitlines()
         raise ConfigError(f"'{' '.join(argv[:3])}' failed" + (f": {said[-1]}" if said else ""),
-                          hint="nothing else was changed; see the message above")
+                          hint=hint)
     return r
 
 
@@ -216,8 +217,13 @@ def install(p: Plan) -> dict[str, Any]:
     if p.kind == "cron":
         _run(["crontab", "-"], stdin=_with_newline(strip_block(_crontab())) + p.cron_block)
     else:
+        hint = "nothing else was changed"
+        if p.files:
+            hint = (f"the files were written ({', '.join(Path(f).name for f in p.files)}); where no systemd user "
+                    "session runs (e.g. over ssh), use --kind cron, and 'hbw-sync schedule remove --kind systemd' "
+                    "deletes them")
         for cmd in p.run:
-            _run(cmd)
+            _run(cmd, hint=hint)
     return p.to_dict()
 
 
