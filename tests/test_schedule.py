@@ -76,6 +76,18 @@ def test_task_scheduler_command_quotes_paths_with_spaces() -> None:
         sched.plan("windows", exe, Path("C:/" + "x" * 250))
 
 
+def test_task_scheduler_runs_pythonw_so_no_console_window_takes_the_focus(tmp_path: Path) -> None:
+    scripts = tmp_path / "pipx" / "venvs" / "hbw-sync" / "Scripts"
+    scripts.mkdir(parents=True)
+    assert sched.windowless(str(scripts / "python.exe")) is None  # no pythonw.exe: the binary itself
+    (scripts / "pythonw.exe").write_bytes(b"MZ")
+    launcher = sched.windowless(str(scripts / "python.exe"))
+    assert launcher == [str(scripts / "pythonw.exe"), "-m", "hbw_sync.client.cli"]
+    p = sched.plan("windows", "hbw-sync.exe", None, 30, launcher=launcher)
+    assert p.run[0][-1] == f"{scripts / 'pythonw.exe'} -m hbw_sync.client.cli sync --quiet --timeout 120"
+    assert p.command[:3] == launcher
+
+
 def test_bad_kind_and_interval_are_refused() -> None:
     with pytest.raises(UsageError, match="unknown scheduler"):
         sched.plan("launchd", BIN)
@@ -210,3 +222,22 @@ def test_a_failing_systemctl_says_what_was_written_and_what_to_do(system: dict[s
     assert p.returncode == 78, p.stderr
     assert "Failed to connect to bus" in p.stderr and "use --kind cron" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_the_cli_runs_with_no_console_as_under_pythonw(tmp_path: Path) -> None:
+    """pythonw.exe gives a program no stdout or stderr: a scheduled run must still finish with its exit code."""
+    script = (
+        "import sys\n"
+        "sys.stdout = sys.stderr = None\n"
+        "sys.argv = ['hbw-sync', 'sync', '--quiet']\n"
+        "from hbw_sync.client.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        f"    open({str(tmp_path / 'rc')!r}, 'w').write(str(e.code))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HBW_")}
+    env["HBW_SYNC_HOME"] = str(tmp_path / "no-store-yet")
+    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert (tmp_path / "rc").read_text() == "78"  # "not set up yet", said through the exit code alone

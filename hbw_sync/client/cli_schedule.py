@@ -40,7 +40,8 @@ def install_cmd(ctx: click.Context, kind: str | None, interval: str, watch: bool
     waits, sealed, until you next open hbw-sync.
     """
     kind = kind or sched.detect_kind()
-    p = sched.plan(kind, binary or sched.find_binary(), _home(ctx), int(interval), watch)
+    launcher = sched.windowless() if kind == "windows" and not binary else None
+    p = sched.plan(kind, binary or sched.find_binary(), _home(ctx), int(interval), watch, launcher=launcher)
     if dry_run:
         emit(ctx, {**p.to_dict(), "dry_run": True}, p.describe() + "\n(dry run: nothing was changed)")
         return

@@ -101,6 +101,18 @@ def find_binary(argv0: str | None = None) -> str:
                            "or name it with --binary")
 
 
+def windowless(python: str | None = None) -> list[str] | None:
+    """On Windows, how to run hbw-sync with no console window: ``pythonw.exe -m hbw_sync.client.cli``.
+
+    Why: Task Scheduler runs a console program (hbw-sync.exe) in a new console
+    window, which takes the focus from whatever the official is typing, every
+    30 minutes. pythonw.exe beside the interpreter that runs hbw-sync now (the
+    pipx or user install's own) opens none. None where there is no pythonw.exe.
+    """
+    pyw = Path(python or sys.executable).with_name("pythonw.exe")
+    return [str(pyw), "-m", "hbw_sync.client.cli"] if pyw.is_file() else None
+
+
 def _template(name: str) -> str:
     return (resources.files("hbw_sync") / "data" / "schedulers" / name).read_text(encoding="utf-8")
 
@@ -121,15 +133,18 @@ def systemd_dir(env: dict[str, str] | None = None) -> Path:
 
 
 def plan(kind: str, binary: str, home: Path | None = None, interval: int = 30, watch: bool = False,
-         env: dict[str, str] | None = None) -> Plan:
-    """The exact files, crontab block or schtasks command for ``kind`` (pure: reads only the templates)."""
+         env: dict[str, str] | None = None, launcher: list[str] | None = None) -> Plan:
+    """The exact files, crontab block or schtasks command for ``kind`` (pure: reads only the templates).
+
+    ``launcher`` runs hbw-sync instead of ``binary`` (``windowless()`` on Windows).
+    """
     if kind not in KINDS:
         raise UsageError(f"unknown scheduler {kind!r}", hint=f"one of: {', '.join(KINDS)}")
     if interval not in INTERVALS:
         raise UsageError(f"cannot sync every {interval} minutes", hint=f"choose one of {INTERVALS}")
     if watch and kind != "systemd":
         raise UsageError("'watch' as a service is for systemd only", hint="use the scheduled sync here")
-    base = [binary] + (["--home", str(Path(home).absolute())] if home else [])
+    base = (launcher or [binary]) + (["--home", str(Path(home).absolute())] if home else [])
     command = base + list(WATCH_ARGS if watch else SYNC_ARGS)
     p = Plan(kind=kind, binary=binary, command=command)
     if kind == "systemd":
