@@ -36,7 +36,7 @@ from .errors import UsageError
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
-#: Windows opens a descriptor in text mode unless told, and would write every \n in a bundle as \r\n.
+#: On Windows the C runtime may open a descriptor in text mode, which turns every \n in a bundle into \r\n.
 O_BINARY = getattr(os, "O_BINARY", 0)
 
 # SQLite primary result codes (https://sqlite.org/rescode.html), as ``sqlite3.Error.sqlite_errorcode & 0xFF``.

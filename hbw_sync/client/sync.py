@@ -43,7 +43,7 @@ from .store import DB_NAME, default_home
 from .replica import Replica
 from . import snapshots
 from .vault import KdfParams
-from .synclock import sync_lock
+from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
 
 DEFAULT_BUDGET = 200_000
 MAX_ROUND_TRIPS = 10_000
@@ -159,9 +159,6 @@ def call(dev: Device, action: str, args: dict[str, Any], transport: "Transport",
     body, nonce = envelope.make_request(dev.transport_key(), s.meta("device_id"), action, args, now_ms())
     raw = asyncio.run(_pinned(s.meta("tls_sha256"), transport(s.meta("relay_url"), body, timeout)))
     return envelope.parse_response(raw, s.meta("relay_public"), nonce).result
-
-
-# -- the lock: one seam, see synclock.py (re-exported here for bundles and tests) ----------------------
 
 
 # -- join ---------------------------------------------------------------------------------------------
