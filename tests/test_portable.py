@@ -17,9 +17,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from hbw_sync.server.cli import cli as relay_cli
-from click.testing import CliRunner
 
 from relay_helpers import STRONG, Team
 
