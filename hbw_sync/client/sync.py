@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import logging
 import os
 import platform
 import time
@@ -42,6 +43,7 @@ from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
 from . import snapshots
+from .progress import Meter, OnProgress
 from .vault import KdfParams
 from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
 
@@ -127,16 +129,24 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         raise IntegrityError("the relay's TLS certificate is not the one your invite pinned: this may not be your "
                              "office's relay", code="integrity.tls",
                              hint="ask office IT whether the relay's certificate changed") from None
+    # The words are for a person; the library's exception (its class name, "ServerDisconnectedError")
+    # goes to the log only: ``technical`` below, and the chained cause.
     except aiohttp.ClientConnectorError as e:  # no connection: nothing of the request left this device
+        _log_cause(url, e)
         raise TransientError(
-            f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
-            code="transient.unreachable", hint="nothing was lost; sync again when the link is back",
-        ) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-        raise TransientError(
-            f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
+            f"could not reach the relay at {url}", code="transient.unreachable",
             hint="nothing was lost; sync again when the link is back",
-        ) from None
+        ) from e
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        _log_cause(url, e)
+        what = ("the relay did not answer in time" if isinstance(e, asyncio.TimeoutError)
+                else "the link to the relay dropped before the answer was complete")
+        raise TransientError(f"{what} ({url})", hint="nothing was lost; sync again when the link is back") from e
+
+
+def _log_cause(url: str, e: BaseException) -> None:
+    """Keep the library's own account of a link failure for whoever debugs (not for the person)."""
+    logging.getLogger(__name__).info("link to %s failed: %s: %s", url, type(e).__name__, e)
 
 
 Transport = Callable[[str, bytes, float], Any]
@@ -260,8 +270,11 @@ def resolve_word_code(relay_url: str | None, text: str, timeout: float = 60,
 
 
 def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
-         timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None) -> dict[str, Any]:
+         timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None,
+         on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Enroll this device with an invite (creating the store if there is none), then sync once.
+
+    ``on_progress`` is passed to that first sync (a late joiner may download a lot).
 
     A join that fails leaves nothing behind: a store it created is removed, and the error's hint
     says so, so the next try starts clean. One exception: when the link dropped after the request
@@ -314,7 +327,7 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
     out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
            "first_device": not relay_keys and res["role"] == "supervisor"}
     try:
-        report = sync(home, passphrase, transport=transport, timeout=timeout)
+        report = sync(home, passphrase, transport=transport, timeout=timeout, on_progress=on_progress)
         out["synced"] = report.ok
     except TransientError as e:
         out["synced"] = False
@@ -330,10 +343,16 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
 class _Session:
     """State of one sync run over one store."""
 
-    def __init__(self, dev: Device, rep: Replica | None, budget: int, transport: Transport, timeout: float):
+    def __init__(self, dev: Device, rep: Replica | None, budget: int, transport: Transport, timeout: float,
+                 on_progress: OnProgress | None = None):
         self.dev, self.rep, self.s = dev, rep, dev.store
         self.budget, self.transport, self.timeout = budget, transport, timeout
         self.report = SyncReport()
+        self.meter = Meter(on_progress)
+        #: Bytes the outbox held when this run started (the upload's total); set by ``run``.
+        self.up_total = 0
+        #: The relay said more waits than it sent: the download's total is not known yet.
+        self.more_waiting = True
         self.outgoing_grants: list[list[Any]] = []
         self.admission_sent: dict[str, Any] = {}
         self.snapshot: list[Any] | None = None
@@ -427,6 +446,8 @@ class _Session:
         acked = {a[0] for a in res.get("acks", [])}
         self.report.sent_batches += sum(1 for seq, _ in sent if seq in acked)
         self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
+        self.more_waiting = bool(res.get("more"))
+        self._show_progress()
         self.outgoing_grants = []
         self.snapshot = None
         if isinstance(res.get("snapshot_refused"), dict):
@@ -442,6 +463,18 @@ class _Session:
             more |= self.rep_duties(res)
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed' AND size <= ?", (INLINE_MAX,)).fetchone()[0]
         return more or (left > 0 and bool(acked))
+
+    def _show_progress(self, up_extra: int = 0, down_extra: int = 0) -> None:
+        """Tell ``on_progress`` how far the upload and the download are (``*_extra``: a piece in flight)."""
+        if not self.meter.active:
+            return
+        r = self.report
+        if self.up_total:
+            self.meter("upload", r.sent_bytes + up_extra, self.up_total)
+        if r.received_bytes or down_extra or self.s.execute("SELECT 1 FROM downloads").fetchone():
+            pending = self.s.execute("SELECT COALESCE(SUM(size), 0) FROM downloads").fetchone()[0]
+            done = r.received_bytes + down_extra
+            self.meter("download", done, None if self.more_waiting else r.received_bytes + pending)
 
     def _take_snapshot(self, entry: Any) -> bool:
         """Keep a served snapshot for applying, or refuse it (see ``snapshots``); True if refused."""
@@ -496,6 +529,7 @@ class _Session:
                     blob.close()
                 res = await self._call("upload", {"seq": seq, "total": size, "offset": offset, "chunk": chunk,
                                                   "sha256": digest})
+                self._show_progress(up_extra=offset + len(chunk))
             with s.transaction():
                 if "ack" in res:
                     self._mark_capped(self._ack(seq, res["ack"][2]))
@@ -522,6 +556,7 @@ class _Session:
                     s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
                               (rseq, have, chunk))
                 have += len(chunk)
+                self._show_progress(down_extra=have)
             with s.transaction():
                 data = b"".join(r[0] for r in s.execute(
                     "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
@@ -532,6 +567,7 @@ class _Session:
                 s.execute("DELETE FROM downloads WHERE rseq = ?", (rseq,))
             self.report.received_batches += 1
             self.report.received_bytes += size
+            self._show_progress()
 
     def rep_duties(self, res: dict[str, Any]) -> bool:
         """What only an unlocked device can do: check keys, rotate, grant, snapshot. True if it has more to send."""
@@ -565,6 +601,9 @@ class _Session:
         relay_pub = self.s.meta("relay_public")
         if not url or relay_pub is None:
             raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE'")
+        self.up_total = 0 if not self.meter.active else self.report.sent_bytes + self.s.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
+        self._show_progress()
         async with aiohttp.ClientSession() as shared:
             token, pin = _SESSION.set(shared), TLS_PIN.set(self.s.meta("tls_sha256"))
             try:
@@ -599,8 +638,11 @@ def check_keys(rep: Replica) -> None:
 
 
 def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFAULT_BUDGET, timeout: float = 60,
-         transport: Transport = post) -> SyncReport:
+         transport: Transport = post, on_progress: OnProgress | None = None) -> SyncReport:
     """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties.
+
+    ``on_progress`` (optional) is called with a ``progress.Progress`` as bytes go
+    up and come down, for a bar on a terminal, the tray or the app.
 
     A wrong ``passphrase`` does not stop the sync (it needs none): it runs as a
     locked sync and the report says so (``wrong_passphrase``, and a note).
@@ -612,7 +654,7 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
         if rep is not None:
             rep.apply_incoming()
         s = dev.store
-        session = _Session(dev, rep, budget, transport, timeout)
+        session = _Session(dev, rep, budget, transport, timeout, on_progress)
         session.report.wrong_passphrase = passphrase is not None and rep is None
         try:
             for _ in range(2):  # a second pass sends what a key grant, received in the first, let us seal
