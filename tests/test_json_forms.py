@@ -115,6 +115,11 @@ def test_every_json_output_has_one_form_for_times_and_sizes(team: Team, tmp_path
     run("bundle", "export", str(tmp_path / "out.hbw"))
     reply = admin.ingest_bundle(team.data, tmp_path / "out.hbw", tmp_path)
     run("bundle", "import", reply["reply"])
+    # The scheduler commands, kept off this machine: a dry run, and units looked for under tmp_path only.
+    cfg = {"XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    run("schedule", "install", "--kind", "systemd", "--binary", "/opt/bin/hbw-sync", "--dry-run", env=cfg)
+    run("schedule", "show", "--kind", "systemd", env=cfg)
+    run("schedule", "remove", "--kind", "systemd", env=cfg)
 
     # A device office IT enrolled waits for approval: pending, approve; another is rejected.
     codes = []

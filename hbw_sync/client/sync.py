@@ -22,15 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import fcntl
 import hashlib
 import json
 import logging
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import aiohttp
 
@@ -45,6 +45,7 @@ from .replica import Replica
 from . import snapshots
 from .progress import Meter, OnProgress
 from .vault import KdfParams
+from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
 
 DEFAULT_BUDGET = 200_000
 MAX_ROUND_TRIPS = 10_000
@@ -170,23 +171,6 @@ def call(dev: Device, action: str, args: dict[str, Any], transport: "Transport",
     return envelope.parse_response(raw, s.meta("relay_public"), nonce).result
 
 
-# -- the lock -----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def sync_lock(home: Path) -> Iterator[None]:
-    """One sync at a time per store; a second one gives up at once (exit 75) instead of waiting."""
-    fd = os.open(Path(home) / "sync.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TransientError("another sync of this store is running", hint="it will finish on its own") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 # -- join ---------------------------------------------------------------------------------------------
 
 
@@ -208,7 +192,7 @@ def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Tr
             "author_pub": author.public,
             "transport_pub": dev.transport_key().public,
             "x25519_pub": s.meta("x25519_public"),
-            "label": label or os.uname().nodename[:64],
+            "label": label or platform.node()[:64],
             "proof": proof,
         }
         body, nonce = envelope.make_request(dev.transport_key(), author.device_id, "enroll", args, now_ms())
