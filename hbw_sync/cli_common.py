@@ -8,6 +8,7 @@ text or JSON and an ``HbwError`` into one clear message and the exit code from
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any, Callable
@@ -54,7 +55,11 @@ class HbwGroup(click.Group):
         except Exception as e:  # a bug: one line for the person, the traceback with HBW_DEBUG=1
             if os.environ.get("HBW_DEBUG"):
                 raise
-            click.echo(f"internal error: {type(e).__name__}: {e} (run with HBW_DEBUG=1 for details)", err=True)
+            # Words for the person; the class name goes to the log (info: Python would print an unhandled
+            # warning to stderr) and to HBW_DEBUG=1.
+            logging.getLogger("hbw_sync").info("internal error: %s: %s", type(e).__name__, e)
+            click.echo(f"internal error (a bug in hbw-sync): {e or 'no detail'}. Run the command again with "
+                       "HBW_DEBUG=1 for the details, and send them to whoever looks after hbw-sync.", err=True)
             ctx.exit(EX_SOFTWARE)
 
 

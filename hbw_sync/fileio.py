@@ -36,6 +36,8 @@ from .errors import UsageError
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+#: On Windows the C runtime may open a descriptor in text mode, which turns every \n in a bundle into \r\n.
+O_BINARY = getattr(os, "O_BINARY", 0)
 
 # SQLite primary result codes (https://sqlite.org/rescode.html), as ``sqlite3.Error.sqlite_errorcode & 0xFF``.
 _SQLITE_FAULTS: dict[int, str] = {
@@ -93,7 +95,7 @@ def create_private(path: Path) -> None:
     """Create an empty file 0600 if it does not exist (before SQLite opens it), else tighten it."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, FILE_MODE)
     except FileExistsError:
         tighten(path)
         return
@@ -101,11 +103,17 @@ def create_private(path: Path) -> None:
     os.chmod(path, FILE_MODE)  # O_CREAT's mode is filtered by the umask; 0600 is never looser, but be exact
 
 
+def _mine(st: os.stat_result) -> bool:
+    """Whether the current user owns the file; on Windows (no uids, and no mode bits beyond read-only) never."""
+    getuid = getattr(os, "getuid", None)
+    return getuid is not None and st.st_uid == getuid()
+
+
 def tighten(path: Path) -> None:
     """Make an existing file we own 0600 if it is looser (a database an older version created)."""
     with contextlib.suppress(FileNotFoundError, PermissionError):
         st = os.stat(path)
-        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid():
+        if stat.S_IMODE(st.st_mode) & 0o077 and _mine(st):
             os.chmod(path, FILE_MODE)
 
 
@@ -122,7 +130,7 @@ def tighten_dir(path: Path) -> None:
     """Make an existing directory we own 0700 if it is looser (one an older version left 0755)."""
     with contextlib.suppress(FileNotFoundError, PermissionError):
         st = os.stat(path)
-        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid():
+        if stat.S_IMODE(st.st_mode) & 0o077 and _mine(st):
             os.chmod(path, DIR_MODE)
 
 
@@ -137,7 +145,7 @@ def write_private(path: Path, data: bytes) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -11,6 +11,7 @@ is an argument (default: this computer's), so tests pin it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 UTC = dt.timezone.utc
 
@@ -66,3 +67,41 @@ def human_bytes(n: int) -> str:
             return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
         x /= 1000
     return f"{n} B"
+
+
+def when(ms: int | None, now_ms: int, tz: dt.tzinfo | None = None, *, never: str = "never") -> str:
+    """``today 18:05``, ``yesterday 09:30``, ``Mon 30 Nov 14:00``, ``3 Dec 2025 14:00``: local, as people say it."""
+    if ms is None:
+        return never
+    t, now = _local(ms, tz), _local(now_ms, tz)
+    days = (now.date() - t.date()).days
+    if days == 0:
+        return f"today {t:%H:%M}"
+    if days == 1:
+        return f"yesterday {t:%H:%M}"
+    if days == -1:
+        return f"tomorrow {t:%H:%M}"
+    if 0 < days < 7:
+        return f"{t:%a} {t.day} {t:%b %H:%M}"
+    return f"{t.day} {t:%b %Y %H:%M}"
+
+
+def machine_form(data: Any) -> Any:
+    """``data`` with every time in the one JSON form: ISO 8601 UTC with Z (issue 11, item 3).
+
+    Library results carry times as integer milliseconds in keys ending ``_ms``
+    (cheap to compare and store); what a script reads gets ``at`` =
+    ``"2026-12-02T14:05:09Z"`` for ``at_ms``, the same form as every other time
+    in JSON output (task ``updated``, note ``at``). Sizes stay integer bytes.
+    """
+    if isinstance(data, dict):
+        out: dict[Any, Any] = {}
+        for k, v in data.items():
+            if isinstance(k, str) and k.endswith("_ms") and (v is None or (type(v) is int)):
+                out[k[:-3]] = iso_utc(v)
+            else:
+                out[k] = machine_form(v)
+        return out
+    if isinstance(data, (list, tuple)):
+        return [machine_form(v) for v in data]
+    return data

@@ -4,12 +4,13 @@ Run: .venv/bin/python scripts/bench_client.py [--tasks 5000] [--json]
 
 Prints, in one run and side by side:
 * changes/s one by one through the library API (each change its own transaction
-  with fsync, re-sealing the open outbox batch), and through ``task import``
+  with fsync, a signed, sealed piece of the open outbox batch), and through ``task import``
   (one transaction), against a baseline measured the same way: plain sqlite-utils
   inserts of the same rows, unencrypted, no log, no outbox;
 * store size per 1,000 tasks (database + WAL after a checkpoint);
 * peak RSS of the process.
 Target (issue 3): at least 2,000 changes/s through import on a 2-core machine.
+Target (issue 11): at most 2 ms per change with 0 and with 1,000 changes waiting, side by side.
 """
 
 from __future__ import annotations
@@ -112,6 +113,40 @@ def bench(n_import: int, n_single: int) -> dict:
         out["single_changes_per_s"] = n_single / dt
         rep.close()
 
+        # Per change with 0 and with 1,000 changes waiting in the outbox (issue 11 item 7): the
+        # same edits, timed alone; "0 waiting" empties the outbox between changes, as a sync
+        # that acknowledges everything would (untimed).
+        for waiting in (0, 1000):
+            home = Path(tmp) / f"wait{waiting}"
+            rep = Device.init(home, "dana", STRONG, kdf=KdfParams(n=2**10)).unlock(STRONG)
+            rep.create_team("bench")
+            ids = [rep.add_task(r["title"]).id for r in data[:20]]
+            rng = random.Random(3)
+            for _ in range(waiting):
+                rep.edit_task(rng.choice(ids), description=sentence(rng, 20))
+            rep.store.execute("DELETE FROM outbox" if waiting == 0 else "SELECT 1")
+            spent = cpu = 0.0
+            for i in range(n_single):
+                t0, c0 = time.perf_counter(), time.process_time()
+                rep.edit_task(rng.choice(ids), description=sentence(rng, 20))
+                spent += time.perf_counter() - t0
+                cpu += time.process_time() - c0
+                if waiting == 0:
+                    rep.store.execute("DELETE FROM outbox")
+            out[f"ms_per_change_{waiting}_waiting"] = spent * 1000 / n_single
+            out[f"cpu_ms_per_change_{waiting}_waiting"] = cpu * 1000 / n_single  # without the fsync wait
+            t0 = time.perf_counter()
+            rep.close_outbox()  # what a sync does first: the open batch built once
+            out[f"close_outbox_ms_{waiting}_waiting"] = (time.perf_counter() - t0) * 1000
+            rep.close()
+
+        # Unlocking again in the same process (watch, the tray: one per sync) derives no key again.
+        dev = Device.open(Path(tmp) / "one")
+        t0 = time.perf_counter()
+        dev.unlock(STRONG)
+        out["unlock_again_ms"] = (time.perf_counter() - t0) * 1000
+        dev.close()
+
         # Baseline: the same rows as plain sqlite inserts (no crypto, no log, no outbox), one transaction,
         # and one by one with a commit each (same durability setting as the store).
         db_path = Path(tmp) / "plain.db"
@@ -155,11 +190,20 @@ def main() -> int:
     print(f"| import, changes/s ({args.tasks} tasks, one transaction) | {r['import_changes_per_s']:,.0f} | {r['baseline_import_rows_per_s']:,.0f} |")
     print(f"| re-import of the same file, rows matched/s (nothing written) | {r['reimport_unchanged_rows_per_s']:,.0f} | - |")
     print(f"| one by one, changes/s ({args.single}, a transaction + fsync each) | {r['single_changes_per_s']:,.0f} | {r['baseline_single_updates_per_s']:,.0f} |")
+    print(f"| one change, ms, with 0 / with 1,000 changes waiting | {r['ms_per_change_0_waiting']:.2f} / "
+          f"{r['ms_per_change_1000_waiting']:.2f} | - |")
+    print(f"| one change, CPU ms (the wait for fsync left out), 0 / 1,000 waiting | "
+          f"{r['cpu_ms_per_change_0_waiting']:.2f} / {r['cpu_ms_per_change_1000_waiting']:.2f} | - |")
+    print(f"| closing the open batch before a sync, ms (0 / 1,000 waiting) | {r['close_outbox_ms_0_waiting']:.1f} / "
+          f"{r['close_outbox_ms_1000_waiting']:.1f} | - |")
+    print(f"| unlocking again in the same process (key derived once), ms | {r['unlock_again_ms']:.1f} | - |")
     print(f"| store size per 1,000 tasks | {r['store_bytes_per_1000_tasks'] / 1024:,.0f} KiB | {r['baseline_bytes_per_1000_tasks'] / 1024:,.0f} KiB |")
     print(f"| outbox bytes per imported task (sealed, signed, compressed) | {r['outbox_bytes_per_task']:,.0f} | - |")
     print(f"| peak RSS of the whole run | {r['peak_rss_mb']:,.0f} MB | - |")
     ok = r["import_changes_per_s"] >= 2000
     print(f"\ntarget: >= 2,000 changes/s through import: {'PASS' if ok else 'FAIL'}")
+    flat = max(r["ms_per_change_0_waiting"], r["ms_per_change_1000_waiting"]) <= 2.0
+    print(f"target: <= 2 ms per change with 0 and with 1,000 waiting: {'PASS' if flat else 'FAIL'}")
     return 0
 
 

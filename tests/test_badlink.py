@@ -625,7 +625,7 @@ def test_one_sync_finishes_a_multi_mb_outbox_across_cuts_every_few_kb(tmp_path: 
         texts = [n.text() for n in told]
         assert all(t.startswith("The link dropped after ") and " left; trying again now." in t for t in texts)
         assert not any("Error" in t or "aiohttp" in t for t in texts), texts[:3]
-        assert any("Disconnected" in n.error or "Payload" in n.error or "Connection" in n.error for n in told)
+        assert all(n.error.startswith("TransientError: ") for n in told)  # the cause, kept for the log
         lefts = [n.left for n in told]
         assert lefts[0] > 1_900_000 and lefts[-1] < lefts[0]  # it went on where it stopped
         recover(w)
@@ -658,7 +658,7 @@ def test_cli_sync_gives_up_on_an_unreachable_relay_after_a_few_tries(tmp_path: P
         r = cli(w.a, "sync", "--timeout", "0.3", "--deadline", "5m")
         assert r.exit_code == 75, r.output
         assert "Could not reach the relay at http://127.0.0.1:" in r.output and "(3 tries in " in r.output
-        assert r.stderr.count("Could not get through to the relay; trying again in ") == 2
+        assert r.stderr.count("Could not get through to the relay; trying again ") == 2
         assert "ClientConnectorError" not in r.output and "Errno" not in r.output
         assert outbox(w.a) == before
         r = cli(w.a, "sync", "--deadline", "soon")

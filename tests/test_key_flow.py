@@ -162,7 +162,7 @@ def test_it_invited_device_waits_visibly_until_a_supervisor_approves_its_code(te
 
     st = json.loads(run.invoke(client_cli, ["--home", str(bosco.home), "status", "--json"]).output)
     (wait,) = st["key_flow"]
-    assert wait["waits_for"] == "approval" and wait["since_ms"] and len(wait["code"].replace(" ", "")) == 20
+    assert wait["waits_for"] == "approval" and wait["since"].endswith("Z") and len(wait["code"].replace(" ", "")) == 20
     out = run.invoke(client_cli, ["--home", str(bosco.home), "sync"], env=env)
     assert out.exit_code == 0 and "waits for a supervisor's approval" in out.output and wait["code"] in out.output
     out = run.invoke(client_cli, ["--home", str(bosco.home), "sync", "--json"], env={"HBW_PASSPHRASE": None})

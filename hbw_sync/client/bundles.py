@@ -17,8 +17,9 @@ from .. import bundle as bundle_fmt
 from .. import crypto, envelope, fileio
 from ..errors import ConfigError, IntegrityError, LimitError, UsageError
 from . import snapshots
+from .progress import Meter, OnProgress
 from .device import Device, now_ms
-from .sync import SyncReport, _Session, sync_lock
+from .sync import SyncReport, _Session, close_outbox, sync_lock
 
 DEFAULT_MAX_BYTES = 10_000_000  # what most mail servers accept as one attachment
 REPLY_BUDGET = 5_000_000
@@ -32,15 +33,23 @@ def _require_relay(dev: Device) -> tuple[bytes, bytes]:
 
 
 def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BYTES,
-                  reply_budget: int = REPLY_BUDGET) -> dict[str, Any]:
-    """Write the outbox and pull cursor as one bundle sealed to the relay. Needs no passphrase."""
+                  reply_budget: int = REPLY_BUDGET, *, passphrase: str | None = None,
+                  on_progress: OnProgress | None = None) -> dict[str, Any]:
+    """Write the outbox and pull cursor as one bundle sealed to the relay. Needs no passphrase.
+
+    With one that opens the store, the open batch's pieces are built into one batch first
+    (fewer bytes); without, they travel as the separate signed batches they already are.
+    ``on_progress`` gets ``export`` events: bytes of batches gathered, then the bundle written.
+    """
     path = Path(path)
+    meter = Meter(on_progress)
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, relay_x = _require_relay(dev)
         s = dev.store
-        with s.transaction():
-            s.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
+        close_outbox(dev, dev.try_unlock(passphrase))
         batches, seqs, changes, size = [], [], 0, 0
+        waiting = s.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
+        meter("export", 0, min(waiting, max_bytes))
         for seq, n_ops, data in s.execute("SELECT seq, n_ops, data FROM outbox WHERE state = 'closed' ORDER BY seq"):
             if batches and size + len(data) > max_bytes:
                 break
@@ -48,6 +57,7 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
             seqs.append(seq)
             changes += n_ops
             size += len(data)
+            meter("export", size, min(waiting, max_bytes))
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed'").fetchone()[0] - len(batches)
         counter = (s.meta("bundle_counter") or 0) + 1
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
@@ -68,13 +78,19 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
             pending = s.meta("bundle_nonces") or {}
             pending[nonce.hex()] = [counter, now_ms(), seqs]
             s.set_meta("bundle_nonces", pending)
+        meter("export", len(sealed), len(sealed))
         return {"file": str(path), "bytes": len(sealed), "batches": len(batches), "changes": changes,
                 "counter": counter, "left_in_outbox": left}
 
 
-def import_bundle(home: Path | None, path: Path, passphrase: str) -> dict[str, Any]:
-    """Apply the relay's reply bundle: acknowledgements, the team's changes, keys. Safe to repeat."""
+def import_bundle(home: Path | None, path: Path, passphrase: str, *,
+                  on_progress: OnProgress | None = None) -> dict[str, Any]:
+    """Apply the relay's reply bundle: acknowledgements, the team's changes, keys. Safe to repeat.
+
+    ``on_progress`` gets ``import`` events: the file's bytes read, opened, then applied.
+    """
     t0 = time.monotonic()
+    meter = Meter(on_progress)
     try:
         with open(path, "rb") as fh:  # read at most one byte past the largest bundle: never a whole huge file
             raw = fh.read(bundle_fmt.MAX_BUNDLE + 1)
@@ -84,6 +100,7 @@ def import_bundle(home: Path | None, path: Path, passphrase: str) -> dict[str, A
         raise LimitError(f"{path} is larger than any bundle ({bundle_fmt.MAX_BUNDLE // (1024 * 1024)} MiB): "
                          "it was not read further and nothing changed", code="protocol.limit",
                          hint="check that this is the right file")
+    meter("import", 0, len(raw))
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, _ = _require_relay(dev)
         rep = dev.unlock(passphrase)
@@ -100,6 +117,7 @@ def import_bundle(home: Path | None, path: Path, passphrase: str) -> dict[str, A
         session = _Session(dev, rep, REPLY_BUDGET, None, 0)  # type: ignore[arg-type]
         session.apply_response(res.result, [])
         applied = rep.apply_incoming()
+        meter("import", len(raw), len(raw))
         with s.transaction():
             pending.pop(res.nonce.hex())
             s.set_meta("bundle_nonces", pending)

@@ -7,6 +7,7 @@ content need the passphrase (``HBW_PASSPHRASE``, or a prompt at a terminal);
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,21 @@ import click
 from .. import __version__
 from .. import wordcode
 from ..enroll import Invite
-from ..errors import UsageError
+from ..errors import TransientError, UsageError, exit_code_for
 from ..ops import MAX_CAPACITY, Status
-from ..cli_common import HbwGroup, emit, is_interactive, json_option, wants_json
+from .. import timefmt
+from ..cli_common import HbwGroup, is_interactive, json_option, wants_json
+from ..cli_common import emit as _emit
 from . import bundles, exporter, importer, retry, sync as syncing, views
 from . import team as teams
 from . import watch as watching
+from .cli_progress import Tally, progress_for, progress_option
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
+from .cli_schedule import register as register_schedule
 from .passphrase import RECOVERY
 from .device import Device
+from .device import now_ms as device_now_ms
 from .replica import Replica
 from .store import DB_NAME, default_home
 
@@ -49,12 +55,31 @@ def parse_size(text: str) -> int:
     return n
 
 
-def human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+human_bytes = timefmt.human_bytes
+
+
+def emit(ctx: click.Context, data: Any, text: Any = None) -> None:
+    """``cli_common.emit`` with every time in JSON in the one form (``timefmt.machine_form``)."""
+    _emit(ctx, timefmt.machine_form(data), text)
+
+
+def local_time(ms: int | None, never: str = "never") -> str:
+    """A time as a person reads it: ``today 18:05 (2 h ago)``, in this computer's time zone."""
+    if ms is None:
+        return never
+    now = device_now_ms()
+    return f"{timefmt.when(ms, now)} ({timefmt.ago(ms, now)})" if now - ms < 7 * 86_400_000 else timefmt.when(ms, now)
+
+
+def local_iso(text: str | None, never: str = "-") -> str:
+    """``local_time`` for a view's ISO 8601 UTC string (task ``updated``, note ``at``)."""
+    if not text:
+        return never
+    try:
+        ms = int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return text
+    return timefmt.when(ms, device_now_ms())
 
 
 def _home(ctx: click.Context) -> Path | None:
@@ -156,7 +181,7 @@ def team_invite(ctx: click.Context, member: str, role: str, days: int) -> None:
 
 
 def _when(ms: int | None) -> str:
-    return views.iso_ms(ms) if ms else "an unknown time"
+    return local_time(ms) if ms else "an unknown time"
 
 
 @team.command("pending")
@@ -275,16 +300,18 @@ def _print_task(t: views.TaskView) -> None:
     if t.ref:
         click.echo(f"  Ref:         {t.ref} (from the imported spreadsheet)")
     if t.deleted:
-        click.echo(f"  Deleted:     yes, by {t.deleted_by} (kept here and in the audit; it is in no list)")
+        who, _, at = (t.deleted_by or "").partition(" at ")
+        click.echo(f"  Deleted:     yes, by {who}" + (f", {local_iso(at)}" if at else "")
+                   + " (kept here and in the audit; it is in no list)")
     elif t.archived:
         click.echo("  Archived:    yes (in no list, rebalancing or workload; 'task archive --undo' brings it back)")
-    click.echo(f"  Updated:     {t.updated or '-'}")
+    click.echo(f"  Updated:     {local_iso(t.updated)}")
     if t.description:
         click.echo("  Description:")
         for line in t.description.splitlines():
             click.echo(f"    {line}")
     for n in t.notes:
-        click.echo(f"  Note ({n.by}, {n.at}): {n.text}")
+        click.echo(f"  Note ({n.by}, {local_iso(n.at)}): {n.text}")
     for d in t.docs:
         click.echo(f"  Document:    {d[:6]}")
     for c in t.conflicts:
@@ -584,7 +611,7 @@ def _print_docs(docs: list[views.DocView]) -> None:
     click.echo(f"{'ID':6}  {'SIZE':>10}  {'VER':>3}  {'TASK':6}  NAME")
     for d in docs:
         mark = "  <- two people edited it offline; both kept" if d.conflict_of else ""
-        click.echo(f"{d.short:6}  {d.size:>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
+        click.echo(f"{d.short:6}  {human_bytes(d.size):>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
 
 
 @doc.command("add")
@@ -600,7 +627,7 @@ def doc_add(ctx: click.Context, path: Path, task_id: str | None, name: str | Non
     with nothing added.
     """
     d = _replica(ctx).add_doc(path, task=task_id, name=name)
-    emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({d.size} bytes).")
+    emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({human_bytes(d.size)}).")
 
 
 @doc.command("list")
@@ -630,7 +657,7 @@ def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int |
     tmp = out.with_name(out.name + ".hbw-part")
     tmp.write_bytes(data)
     os.replace(tmp, out)
-    emit(ctx, {**d.to_dict(), "path": str(out)}, f"Wrote {len(data)} bytes to {out}.")
+    emit(ctx, {**d.to_dict(), "path": str(out)}, f"Wrote {human_bytes(len(data))} to {out}.")
 
 
 @doc.command("update")
@@ -705,7 +732,7 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
         o = s["outbox"]
         click.echo(f"{s['member']} on device {s['device'][:8]}" + (f", team {s['team']}" if s["team"] else ", no team yet"))
         if o["changes"]:
-            click.echo(f"Waiting to be sent: {o['changes']} change(s) in {o['batches']} batch(es), {o['bytes']} bytes.")
+            click.echo(f"Waiting to be sent: {o['changes']} change(s) in {o['batches']} batch(es), {human_bytes(o['bytes'])}.")
         else:
             click.echo("Nothing waiting to be sent.")
         if s["waiting_for_team_key"]:
@@ -719,9 +746,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo("Never synced.")
         else:
             ok = "worked" if last["ok"] else f"failed ({last['detail']})"
-            click.echo(f"Last sync {views.iso_ms(last['at_ms'])} by {last['how']}: {ok}.")
+            click.echo(f"Last sync {local_time(last['at_ms'])} by {last['how']}: {ok}.")
             if not last["ok"] and s["last_successful_sync_ms"]:
-                click.echo(f"Last successful sync: {views.iso_ms(s['last_successful_sync_ms'])}.")
+                click.echo(f"Last successful sync: {local_time(s['last_successful_sync_ms'])}.")
             if s["last_sync_wrong_passphrase"]:
                 click.echo("That sync was given a passphrase that does not open this device (a stale "
                            "HBW_PASSPHRASE in a script or scheduler?), so it ran without it. Fix or unset it there.")
@@ -746,9 +773,11 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
 @click.option("--relay", "relay_url", metavar="URL",
               help="The relay's address, for a word code (office IT says it with the code).")
 @click.option("--label", help="A name for this device in the office's records (default: the computer's name).")
+@progress_option
 @json_option
 @click.pass_context
-def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, label: str | None) -> None:
+def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, label: str | None,
+         progress: str) -> None:
     """Join your team's relay with the INVITE your supervisor (or office IT) gave you.
 
     INVITE is the full invite (hbw1-...) or a word code read out by phone
@@ -767,7 +796,8 @@ def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, lab
         text = syncing.resolve_word_code(relay_url, text)
     inv = Invite.decode(text)
     secret = new_passphrase([inv.member], current_env_too=True) if new_store else current_passphrase()
-    r = syncing.join(home, text, secret, label=label or "")
+    with progress_for(progress) as on_progress:  # the first sync may bring the team's whole history
+        r = syncing.join(home, text, secret, label=label or "", on_progress=on_progress)
     r["recovery"] = RECOVERY
     msg = f"Joined team {r['team']!r} as {r['member']} ({r['role']}) at {r['relay']}."
     if new_store:
@@ -792,10 +822,12 @@ def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, lab
 @click.option("--deadline", default=None, metavar="DURATION",
               help="Keep going after a dropped link for at most this long (e.g. 10m, 90s, 1h). Default: "
                    "10m on a terminal, 25m when run by a scheduler; 0 tries once.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something is wrong (for cron).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print nothing unless something is wrong (for cron); 'try again later' (exit 75) is not.")
+@progress_option
 @json_option
 @click.pass_context
-def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, quiet: bool) -> None:
+def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, quiet: bool, progress: str) -> None:
     """Send the outbox and fetch the team's changes. Never prompts: safe for cron and systemd timers.
 
     With HBW_PASSPHRASE set, received changes are applied at once; otherwise
@@ -811,8 +843,20 @@ def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, 
         if not quiet and not wants_json(ctx):
             click.echo(notice.text(), err=True)
 
-    r = syncing.sync(_home(ctx), env_passphrase(), budget=parse_size(budget), timeout=timeout,
-                     deadline=limit or None, on_retry=told)
+    try:
+        with progress_for(progress, quiet=quiet) as on_progress:
+            tally = Tally(on_progress)
+            r = syncing.sync(_home(ctx), env_passphrase(), budget=parse_size(budget), timeout=timeout,
+                             on_progress=tally, deadline=limit or None, on_retry=told)
+    except TransientError as e:
+        if not quiet:
+            got = tally.so_far()
+            if got:  # "the link dropped ..." then how far it got: what went is kept, the rest waits
+                e.hint = f"{got}; " + (e.hint or "sync again later")
+            raise
+        # The only news is "try later": a cron line must not mail an offline user every 30 minutes.
+        # The sync log keeps it ('hbw-sync status' shows it), and the exit code still says 75.
+        ctx.exit(exit_code_for(e))
     if r.wrong_passphrase:  # said even with --quiet and --json: a person should fix the script
         click.echo("warning: HBW_PASSPHRASE does not open this device, so this sync ran without it: "
                    "changes were sent and fetched; what arrived waits until a command with the right "
@@ -844,15 +888,18 @@ def bundle() -> None:
 @bundle.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--max-size", default="10MB", show_default=True, help="Largest bundle to write (email limits).")
+@progress_option
 @json_option
 @click.pass_context
-def bundle_export(ctx: click.Context, file: Path, max_size: str) -> None:
+def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) -> None:
     """Write your outbox as FILE, sealed so only the office relay can open it. No passphrase needed.
 
     Send it by email or carry it on a USB stick. Nothing leaves the outbox
     until the relay's reply (or a later online sync) confirms it arrived.
     """
-    r = bundles.export_bundle(_home(ctx), file, parse_size(max_size))
+    with progress_for(progress) as on_progress:
+        r = bundles.export_bundle(_home(ctx), file, parse_size(max_size), passphrase=env_passphrase(),
+                                  on_progress=on_progress)
     msg = f"Wrote {file} ({human_bytes(r['bytes'])}): {r['changes']} change(s) in {r['batches']} batch(es)."
     if r["left_in_outbox"]:
         msg += f"\n{r['left_in_outbox']} more batch(es) did not fit: export again after the reply."
@@ -862,11 +909,14 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str) -> None:
 
 @bundle.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@progress_option
 @json_option
 @click.pass_context
-def bundle_import(ctx: click.Context, file: Path) -> None:
+def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
     """Apply the office's reply bundle FILE. Importing it twice, or out of order, changes nothing wrongly."""
-    r = bundles.import_bundle(_home(ctx), file, current_passphrase())
+    secret = current_passphrase()  # asked before any bar is drawn
+    with progress_for(progress) as on_progress:
+        r = bundles.import_bundle(_home(ctx), file, secret, on_progress=on_progress)
     if r["already_imported"]:
         emit(ctx, r, "This reply was already imported; nothing changed.")
         return
@@ -905,6 +955,7 @@ def check(ctx: click.Context) -> None:
 
 
 register_passphrase(cli)
+register_schedule(cli)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ into a ``Replica`` that can read and change content.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -23,6 +24,10 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .replica import Replica
+
+
+#: store keys already derived in this process (``Device._store_key``)
+_STORE_KEYS: dict[bytes, bytes] = {}
 
 
 def now_ms() -> int:
@@ -139,7 +144,9 @@ class Device:
     def status(self) -> dict[str, Any]:
         """What waits to be sent, what came in, the last sync, and conflicts; no passphrase needed."""
         s = self.store
-        out = s.execute("SELECT COUNT(*), COALESCE(SUM(n_ops), 0), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        # The open batch's pieces count as the one batch they become when it closes (Replica._queue).
+        out = s.execute("SELECT COUNT(DISTINCT CASE WHEN state = 'open' THEN -1 ELSE seq END),"
+                        " COALESCE(SUM(n_ops), 0), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         inbox = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
         conflicts = s.execute("SELECT COUNT(*) FROM conflicts WHERE seen = 0").fetchone()[0]
         notices = [r[0] for r in s.execute("SELECT text FROM notices WHERE seen = 0 ORDER BY id")]
@@ -186,9 +193,19 @@ class Device:
     # -- unlocking -----------------------------------------------------------------------------
 
     def _store_key(self, passphrase: str) -> bytes:
-        return vault.unwrap_store_key(
-            passphrase, self.store.meta("store_key"), vault.KdfParams.from_list(self.store.meta("kdf"))
-        )
+        """The store key, from scrypt once per process and store (``watch`` unlocks every sync: ~95 ms each).
+
+        Cached by the wrapped key, its cost and a hash of the passphrase, so a changed passphrase
+        or a re-wrapped key is derived afresh and a wrong passphrase is never remembered. The key
+        stays in this process's memory, where an unlocked replica holds it anyway.
+        """
+        wrapped, kdf = self.store.meta("store_key"), self.store.meta("kdf")
+        ident = hashlib.sha256(repr([wrapped, kdf]).encode() + b"\0" + passphrase.encode("utf-8")).digest()
+        key = _STORE_KEYS.get(ident)
+        if key is None:
+            key = vault.unwrap_store_key(passphrase, wrapped, vault.KdfParams.from_list(kdf))
+            _STORE_KEYS[ident] = key
+        return key
 
     def opens_with(self, passphrase: str) -> bool:
         """Whether ``passphrase`` opens this store; changes nothing (applies nothing received)."""

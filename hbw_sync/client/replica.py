@@ -5,12 +5,13 @@ folds them into the merged state with the same rule every replica uses
 (``hbw_sync.merge``), (3) logs them sealed at rest, and (4) puts them into the
 outbox as a signed, sealed batch, all or nothing. Nothing waits for a network.
 
-The outbox keeps one *open* batch that later changes join (it is re-sealed
-with them) until it holds ``OPEN_MAX_OPS`` ops or a sync or bundle export
-closes it; closed batches never change again, so the relay can de-duplicate
-them by (device, seq). Re-sealing keeps small edits from each paying a whole
-batch's framing while every change is still signed and sealed the moment the
-command returns.
+The outbox keeps one *open* batch that later changes join until it holds
+``OPEN_MAX_OPS`` ops or a sync or bundle export closes it; closed batches never
+change again, so the relay can de-duplicate them by (device, seq). The open
+batch is kept as pieces, one signed, sealed batch per change, and built into
+full batches once when it closes (``Replica._queue``): small edits do not each
+pay a whole batch's framing on the wire, every change is signed and sealed the
+moment the command returns, and a change costs the same however many wait.
 """
 
 from __future__ import annotations
@@ -234,16 +235,77 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         return len(rows)
 
     def _queue(self, team: bytes, key: crypto.TeamKey, new_ops: list[Op]) -> None:
-        """Put ops into the outbox: join the open batch, cut into batches by count and size, seal, sign."""
-        me = self.author.device_id
+        """Put ops into the outbox at a cost that does not grow with what already waits there.
+
+        The open batch is a run of *pieces*: each change's ops, signed and sealed on their own as
+        a complete batch (so a locked sync or export can send them as they are, and a kill -9
+        loses nothing). Only when the run would pass ``OPEN_MAX_OPS`` or ``OPEN_MAX_BYTES``, or
+        when a sync closes it (``close_outbox``), are the pieces read back and built into full
+        batches once. Re-building the whole open batch per change cost 6.9 ms with 200 waiting.
+        """
         s = self.store
-        open_row = s.execute("SELECT seq FROM outbox WHERE state = 'open'").fetchone()
+        n_open, size_open = s.execute(
+            "SELECT COALESCE(SUM(n_ops), 0), COALESCE(SUM(size), 0) FROM outbox WHERE state = 'open'"
+        ).fetchone()
+        plain = sum(_approx_size(op) for op in new_ops)
+        if n_open + len(new_ops) < OPEN_MAX_OPS and size_open + plain < OPEN_MAX_BYTES:
+            seq = s.meta("next_seq")
+            self._write_batches(team, key, [new_ops], seq, close_last=False)
+            self._fold_pieces(team, key)
+            return
+        self._rebuild_open(team, key, new_ops, close_last=False)
+
+    def _fold_pieces(self, team: bytes, key: crypto.TeamKey) -> None:
+        """Fold the last pieces together like a binary counter: a new piece joins the ones before it
+        while it holds at least as many ops as they do.
+
+        So at most about log2(OPEN_MAX_OPS) pieces wait (a locked sync sends ~8 batches, not one
+        per change: each piece pays ~220 bytes of framing), and each op is rebuilt about as
+        often, not once per later change: the cost per change stays flat.
+        """
+        sizes = self.store.execute("SELECT seq, n_ops FROM outbox WHERE state = 'open' ORDER BY seq").fetchall()
+        k, acc = 1, sizes[-1][1]
+        while k < len(sizes) and acc >= sizes[-k - 1][1]:
+            acc += sizes[-k - 1][1]
+            k += 1
+        if k > 1:
+            self._rebuild_open(team, key, [], close_last=False, from_seq=sizes[-k][0])
+
+    def close_outbox(self) -> None:
+        """Close the open batch before it travels: its pieces become full batches, built once.
+
+        One piece is already a full batch and only changes state. Locked, a sync or export can
+        only close the pieces as they are (each a valid batch; a little more framing).
+        """
+        s = self.store
+        with s.transaction():
+            n = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'open'").fetchone()[0]
+            if n > 1 and self.current_key_or_none() is not None:
+                self._rebuild_open(self.require_team(), self.current_key(), [], close_last=True)
+            s.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
+
+    def _rebuild_open(self, team: bytes, key: crypto.TeamKey, new_ops: list[Op], close_last: bool,
+                      from_seq: int = 0) -> None:
+        """Read the open pieces (from ``from_seq`` on) back, add ``new_ops``, and cut the lot into full batches.
+
+        The pieces were never sent (a sync or export closes them first), so their seqs are
+        taken back and numbered again from the first: the relay sees each seq once.
+        """
+        s = self.store
+        open_seqs = [r[0] for r in s.execute(
+            "SELECT seq FROM outbox WHERE state = 'open' AND seq >= ? ORDER BY seq", (from_seq,))]
         pending: list[Op] = []
-        seqs: list[int] = []
-        if open_row:
-            seqs.append(open_row[0])
-            rows = s.execute("SELECT op_id, body FROM oplog WHERE batch_seq = ? ORDER BY hlc", (open_row[0],)).fetchall()
+        first = s.meta("next_seq")
+        if open_seqs:
+            marks = ",".join("?" * len(open_seqs))
+            rows = s.execute(
+                f"SELECT op_id, body FROM oplog WHERE batch_seq IN ({marks}) ORDER BY hlc", open_seqs
+            ).fetchall()
             pending = [self._op_from_log(oid, body, True) for oid, body in rows]
+            later = s.execute("SELECT 1 FROM outbox WHERE state != 'open' AND seq > ?", (open_seqs[0],)).fetchone()
+            s.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", open_seqs)
+            if later is None:  # the pieces are the outbox's tail (always, unless a store predates them)
+                first = open_seqs[0]
         chunks: list[list[Op]] = [[]]
         size = 0
         for op in pending + new_ops:
@@ -253,22 +315,28 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
                 size = 0
             chunks[-1].append(op)
             size += op_size
-        next_seq = s.meta("next_seq")
+        if chunks[-1]:
+            self._write_batches(team, key, chunks, first, close_last=close_last)
+        else:
+            s.set_meta("next_seq", first)
+
+    def _write_batches(self, team: bytes, key: crypto.TeamKey, chunks: list[list[Op]], first: int,
+                       close_last: bool) -> None:
+        """Encode, sign and seal each chunk as batch ``first``, ``first + 1``...; all closed but a small last."""
+        me = self.author.device_id
+        s = self.store
         t = now_ms()
         for i, chunk in enumerate(chunks):
-            if i < len(seqs):
-                seq = seqs[i]
-            else:
-                seq = next_seq
-                next_seq += 1
+            seq = first + i
             plain = sum(_approx_size(op) for op in chunk)
             level = BATCH_LEVEL if plain < 1 << 20 else 3  # big = a document: fast, and mostly deltas
             # or already-compressed formats, where level 19 buys little
             data = wire.encode_batch(wire.Batch(team, me, seq, key.epoch, tuple(chunk)), self.author, key, level=level)
             last = i == len(chunks) - 1
-            # A batch holding a large document is closed at once: re-sealing it on every later
-            # change would cost a full compression of the document each time.
-            state = "open" if last and len(chunk) < OPEN_MAX_OPS and plain < OPEN_MAX_BYTES else "closed"
+            # A batch holding a large document is closed at once: rebuilding it when the open
+            # batch closes would cost a full compression of the document again.
+            small = len(chunk) < OPEN_MAX_OPS and plain < OPEN_MAX_BYTES
+            state = "open" if last and small and not close_last else "closed"
             s.execute(
                 "INSERT OR REPLACE INTO outbox (seq, state, n_ops, size, data, created_ms, closed_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -277,7 +345,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             s.conn.executemany(
                 "UPDATE oplog SET batch_seq = ? WHERE op_id = ?", [(seq, make_op_id(op.hlc, me)) for op in chunk]
             )
-        s.set_meta("next_seq", next_seq)
+        s.set_meta("next_seq", first + len(chunks))
 
     # -- applying others' changes --------------------------------------------------------------------
 

@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import fcntl
 import hashlib
 import json
+import logging
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import aiohttp
 
@@ -42,7 +43,9 @@ from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
 from . import retry, snapshots
+from .progress import Meter, OnProgress
 from .vault import KdfParams
+from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
 
 DEFAULT_BUDGET = 200_000
 MAX_ROUND_TRIPS = 10_000
@@ -128,16 +131,24 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         raise IntegrityError("the relay's TLS certificate is not the one your invite pinned: this may not be your "
                              "office's relay", code="integrity.tls",
                              hint="ask office IT whether the relay's certificate changed") from None
+    # The words are for a person; the library's exception (its class name, "ServerDisconnectedError")
+    # goes to the log only: ``technical`` below, and the chained cause.
     except aiohttp.ClientConnectorError as e:  # no connection: nothing of the request left this device
+        _log_cause(url, e)
         raise TransientError(
-            f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
-            code="transient.unreachable", hint="nothing was lost; sync again when the link is back",
-        ) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-        raise TransientError(
-            f"could not reach the relay at {url} ({type(e).__name__}: {e})".replace(" ()", ""),
+            f"could not reach the relay at {url}", code="transient.unreachable",
             hint="nothing was lost; sync again when the link is back",
-        ) from None
+        ) from e
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        _log_cause(url, e)
+        what = ("the relay did not answer in time" if isinstance(e, asyncio.TimeoutError)
+                else "the link to the relay dropped before the answer was complete")
+        raise TransientError(f"{what} ({url})", hint="nothing was lost; sync again when the link is back") from e
+
+
+def _log_cause(url: str, e: BaseException) -> None:
+    """Keep the library's own account of a link failure for whoever debugs (not for the person)."""
+    logging.getLogger(__name__).info("link to %s failed: %s: %s", url, type(e).__name__, e)
 
 
 Transport = Callable[[str, bytes, float], Any]
@@ -162,24 +173,6 @@ def call(dev: Device, action: str, args: dict[str, Any], transport: "Transport",
     return envelope.parse_response(raw, s.meta("relay_public"), nonce).result
 
 
-# -- the lock -----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def sync_lock(home: Path) -> Iterator[None]:
-    """One sync at a time per store; a second one gives up at once (exit 75) instead of waiting."""
-    fd = os.open(Path(home) / "sync.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TransientError("another sync of this store is running", code="transient.locked",
-                                 hint="it will finish on its own") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 # -- join ---------------------------------------------------------------------------------------------
 
 
@@ -201,7 +194,7 @@ def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Tr
             "author_pub": author.public,
             "transport_pub": dev.transport_key().public,
             "x25519_pub": s.meta("x25519_public"),
-            "label": label or os.uname().nodename[:64],
+            "label": label or platform.node()[:64],
             "proof": proof,
         }
         body, nonce = envelope.make_request(dev.transport_key(), author.device_id, "enroll", args, now_ms())
@@ -279,8 +272,11 @@ def resolve_word_code(relay_url: str | None, text: str, timeout: float = 60,
 
 
 def join(home: Path | None, code: str, passphrase: str, *, label: str = "", transport: Transport = post,
-         timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None) -> dict[str, Any]:
+         timeout: float = 60, kdf: KdfParams = KdfParams(), relay_url: str | None = None,
+         on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Enroll this device with an invite (creating the store if there is none), then sync once.
+
+    ``on_progress`` is passed to that first sync (a late joiner may download a lot).
 
     A join that fails leaves nothing behind: a store it created is removed, and the error's hint
     says so, so the next try starts clean. One exception: when the link dropped after the request
@@ -333,8 +329,9 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
     out = {"member": res["member"], "role": res["role"], "team": res["team_name"], "relay": inv.url,
            "first_device": not relay_keys and res["role"] == "supervisor"}
     try:
-        report = sync(home, passphrase, transport=transport, timeout=timeout)
+        report = sync(home, passphrase, transport=transport, timeout=timeout, on_progress=on_progress)
         out["synced"] = report.ok
+        out["received_bytes"] = report.received_bytes  # a late joiner's first download (issue 11)
     except TransientError as e:
         out["synced"] = False
         out["note"] = str(e)
@@ -388,11 +385,17 @@ class _Link:
 class _Session:
     """State of one sync run over one store."""
 
-    def __init__(self, dev: Device, rep: Replica | None, link: _Link | int, transport: Transport, timeout: float):
+    def __init__(self, dev: Device, rep: Replica | None, link: _Link | int, transport: Transport, timeout: float,
+                 on_progress: OnProgress | None = None):
         self.dev, self.rep, self.s = dev, rep, dev.store
         self.link = link if isinstance(link, _Link) else _Link(link)  # an int: a fixed budget (a reply bundle)
         self.transport, self.timeout = transport, timeout
         self.report = SyncReport()
+        self.meter = Meter(on_progress)
+        #: Bytes the outbox held when this run started (the upload's total); set by ``run``.
+        self.up_total = 0
+        #: The relay said more waits than it sent: the download's total is not known yet.
+        self.more_waiting = True
         self.outgoing_grants: list[list[Any]] = []
         self.admission_sent: dict[str, Any] = {}
         self.snapshot: list[Any] | None = None
@@ -486,6 +489,8 @@ class _Session:
         acked = {a[0] for a in res.get("acks", [])}
         self.report.sent_batches += sum(1 for seq, _ in sent if seq in acked)
         self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
+        self.more_waiting = bool(res.get("more"))
+        self._show_progress()
         self.outgoing_grants = []
         self.snapshot = None
         if isinstance(res.get("snapshot_refused"), dict):
@@ -502,6 +507,18 @@ class _Session:
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed' AND size <= ?", (INLINE_MAX,)).fetchone()[0]
         return more or (left > 0 and bool(acked))
 
+    def _show_progress(self, up_extra: int = 0, down_extra: int = 0) -> None:
+        """Tell ``on_progress`` how far the upload and the download are (``*_extra``: a piece in flight)."""
+        if not self.meter.active:
+            return
+        r = self.report
+        if self.up_total:
+            self.meter("upload", r.sent_bytes + up_extra, self.up_total)
+        if r.received_bytes or down_extra or self.s.execute("SELECT 1 FROM downloads").fetchone():
+            pending = self.s.execute("SELECT COALESCE(SUM(size), 0) FROM downloads").fetchone()[0]
+            done = r.received_bytes + down_extra
+            self.meter("download", done, None if self.more_waiting else r.received_bytes + pending)
+
     def _take_snapshot(self, entry: Any) -> bool:
         """Keep a served snapshot for applying, or refuse it (see ``snapshots``); True if refused."""
         s = self.s
@@ -514,6 +531,7 @@ class _Session:
             return True
         # The cursor it jumps from: where to go back to if it fails to decode once unlocked.
         s.set_meta("snapshot_in", [*entry, s.meta("pull_cursor", 0)])
+        self.report.received_bytes += len(entry[2])  # a snapshot's bytes came down the link too
         return False
 
     def _ack(self, seq: int, rcv: int) -> set[tuple[int, bytes]]:
@@ -557,6 +575,7 @@ class _Session:
                                                   "sha256": digest})
                 self.link.moved += len(chunk)
                 self.link.grow()
+                self._show_progress(up_extra=offset + len(chunk))
             with s.transaction():
                 if "ack" in res:
                     self._mark_capped(self._ack(seq, res["ack"][2]))
@@ -585,6 +604,7 @@ class _Session:
                     s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
                               (rseq, have, chunk))
                 have += len(chunk)
+                self._show_progress(down_extra=have)
             with s.transaction():
                 data = b"".join(r[0] for r in s.execute(
                     "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
@@ -595,6 +615,7 @@ class _Session:
                 s.execute("DELETE FROM downloads WHERE rseq = ?", (rseq,))
             self.report.received_batches += 1
             self.report.received_bytes += size
+            self._show_progress()
 
     def rep_duties(self, res: dict[str, Any]) -> bool:
         """What only an unlocked device can do: check keys, rotate, grant, snapshot. True if it has more to send."""
@@ -618,9 +639,12 @@ class _Session:
             # Only a supervisor's, vouching for a complete count (§18), and not within a day of a refusal.
             coverage = snapshots.seen(self.s)
             if (not waiting and coverage is not None and not self.s.meta("snapshot_in")
-                    and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())):
-                self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
-                need = True
+                    and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())
+                    and snapshots.worth_building(self.s, res.get("joiner_bytes"))):
+                snap = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
+                if snapshots.worth_sending(self.s, res.get("joiner_bytes"), len(snap[1])):
+                    self.snapshot = snap
+                    need = True
         return need
 
     async def run(self) -> None:
@@ -628,6 +652,9 @@ class _Session:
         relay_pub = self.s.meta("relay_public")
         if not url or relay_pub is None:
             raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE'")
+        self.up_total = 0 if not self.meter.active else self.report.sent_bytes + self.s.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
+        self._show_progress()
         async with aiohttp.ClientSession() as shared:
             token, pin = _SESSION.set(shared), TLS_PIN.set(self.s.meta("tls_sha256"))
             try:
@@ -665,9 +692,13 @@ def check_keys(rep: Replica) -> None:
 
 
 def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFAULT_BUDGET, timeout: float = 60,
-         transport: Transport = post, deadline: float | None = None, policy: retry.RetryPolicy = retry.RetryPolicy(),
+         transport: Transport = post, on_progress: OnProgress | None = None, deadline: float | None = None,
+         policy: retry.RetryPolicy = retry.RetryPolicy(),
          on_retry: Callable[[retry.RetryNotice], None] | None = None) -> SyncReport:
     """Sync with the relay. With ``passphrase``, also apply what arrived and do key duties.
+
+    ``on_progress`` (optional) is called with a ``progress.Progress`` as bytes go
+    up and come down, for a bar on a terminal, the tray or the app.
 
     A wrong ``passphrase`` does not stop the sync (it needs none): it runs as a
     locked sync and the report says so (``wrong_passphrase``, and a note).
@@ -685,7 +716,7 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
         And what the relay refuses with (AccessError, ProtocolError, ...), at once.
     """
     if deadline is None or deadline <= 0:  # 0: one attempt (``--deadline 0``)
-        return _sync_once(home, passphrase, _Link(budget), timeout, transport, SyncReport())
+        return _sync_once(home, passphrase, _Link(budget), timeout, transport, SyncReport(), on_progress)
     report = SyncReport(attempts=0)
     link = _Link(budget)
 
@@ -697,7 +728,7 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
         moved_before[0] = link.moved
         report.attempts += 1
         report.ok = True
-        return _sync_once(home, passphrase, link, timeout, counted, report)
+        return _sync_once(home, passphrase, link, timeout, counted, report, on_progress)
 
     t0 = time.monotonic()
     with Device.open(home) as dev:
@@ -719,7 +750,7 @@ def pending_bytes(home: Path | None) -> int:
 
 
 def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: float, transport: Transport,
-               report: SyncReport) -> SyncReport:
+               report: SyncReport, on_progress: OnProgress | None = None) -> SyncReport:
     """One attempt of ``sync``: its counts add up in ``report`` (shared by the attempts of one sync)."""
     t0 = time.monotonic()
     dev = Device.open(home)
@@ -728,13 +759,12 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
         if rep is not None:
             rep.apply_incoming()
         s = dev.store
-        session = _Session(dev, rep, link, transport, timeout)
+        session = _Session(dev, rep, link, transport, timeout, on_progress)
         session.report = report
         session.report.wrong_passphrase = passphrase is not None and rep is None
         try:
             for _ in range(2):  # a second pass sends what a key grant, received in the first, let us seal
-                with s.transaction():
-                    s.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))
+                close_outbox(dev, rep)
                 asyncio.run(session.run())
                 if rep is None:
                     break
@@ -767,3 +797,12 @@ def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
             "INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, ?, ?, ?)",
             (now_ms() - int(report.duration_s * 1000), now_ms(), int(error is None), "relay", error or detail),
         )
+
+
+def close_outbox(dev: Device, rep: Replica | None) -> None:
+    """Close the open batch before sending: built into full batches when unlocked, as pieces when not."""
+    if rep is not None:
+        rep.close_outbox()
+        return
+    with dev.store.transaction():
+        dev.store.execute("UPDATE outbox SET state = 'closed', closed_ms = ? WHERE state = 'open'", (now_ms(),))

@@ -272,7 +272,9 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
             return _error_response(fault)
         status = 500
         log.exception(log_line(action=action, device=device, error="internal error"))
-        return _error_response(HbwError(f"internal relay error ({type(e).__name__})", code="internal"))
+        # The device shows this to a person: words, not the exception's class (the log above has it).
+        return _error_response(HbwError("the relay met an internal error; office IT finds the details in its log",
+                                        code="internal"))
     finally:
         app[BODIES].give(request.remote or "?", held[0])
         dt = time.perf_counter() - t0

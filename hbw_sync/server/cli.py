@@ -374,7 +374,7 @@ def conflicts(ctx: click.Context, data: Path) -> None:
 def backup(ctx: click.Context, data: Path, dest: Path) -> None:
     """Copy the relay's database to DEST while it runs (SQLite online backup). Keep relay.key apart."""
     r = admin.backup(data, dest)
-    emit(ctx, r, f"Backed up {r['bytes']} bytes to {dest}. Also keep a copy of {data}/relay.key somewhere safe.")
+    emit(ctx, r, f"Backed up {timefmt.human_bytes(r['bytes'])} to {dest}. Also keep a copy of {data}/relay.key somewhere safe.")
 
 
 @cli.command()
@@ -412,7 +412,7 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     """
     r = admin.ingest_bundle(data, file, reply_dir)
     emit(ctx, r, f"Bundle {r['counter']} from {r['member']}: {r['batches_in']} batch(es) accepted, "
-                 f"{r['batches_out']} to send back.\nReply: {r['reply']} ({r['reply_bytes']} bytes).")
+                 f"{r['batches_out']} to send back.\nReply: {r['reply']} ({timefmt.human_bytes(r['reply_bytes'])}).")
 
 
 def main() -> None:
