@@ -84,7 +84,7 @@ class Official:
         if not passphrase:
             env.pop("HBW_PASSPHRASE")
         res = subprocess.run([PY, "-m", "hbw_sync.client.cli", *args], env=env, capture_output=True, text=True)
-        if not quiet:
+        if not quiet or res.returncode != 0:  # a failure is always shown, even of a step run quietly
             show(res, f"[{self.name}] hbw-sync " + " ".join(a if len(a) < 40 else a[:24] + "..." for a in args))
         return res
 
