@@ -239,3 +239,69 @@ def test_doc_get_never_writes_outside_the_chosen_place(team: Team, tmp_path: Pat
     assert res.exit_code == 0, res.output
     assert [p.name for p in target.iterdir()] == ["_._._escape.txt"]
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_device_behind_a_snapshot_keeps_every_document_version_it_reads(
+        team: Team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots made often (as a bytes rule for late joiners would) must not break a document's
+    version chain on devices that were only behind, nor on the supervisor who made them."""
+    from hbw_sync.server import relay
+
+    monkeypatch.setattr(relay, "SNAPSHOT_EVERY", 2)
+    dana = team.join("dana", "supervisor")
+    amina, bosco = team.join("amina"), team.join("bosco")
+    for m in (dana, amina, bosco, dana):
+        m.sync()
+    f = tmp_path / "report.txt"
+    data = text_doc(200_000, seed=7)
+    f.write_bytes(data)
+    with amina.open() as rep:
+        doc = rep.add_doc(f)
+    for m in (amina, dana, bosco):
+        m.sync()
+    for i in range(5):  # Amina edits; Dana syncs (and makes snapshots); Bosco stays behind
+        data = edit(data, 0.1 * (i + 1), f"line {i} ".encode() * 5)
+        f.write_bytes(data)
+        with amina.open() as rep:
+            rep.update_doc(doc.id, f)
+        amina.sync()
+        with dana.open() as rep:
+            rep.change([(Kind.TASK, os.urandom(8), {"title": f"task {i}"})])
+        dana.sync()
+        dana.sync()
+    for m in (bosco, dana, amina, bosco, dana):
+        m.sync()
+    for m in (dana, bosco, amina):
+        with m.open() as rep:
+            assert rep.doc_bytes(doc.id)[1] == data, m.name
+
+
+def test_a_delta_after_a_large_batch_still_downloading_waits_for_its_base(
+        team: Team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's Friday: a document too large to travel inline (fetched in pieces), then a small
+    delta batch; a supervisor asked for a snapshot applies its inbox mid-sync. The delta must wait
+    for its base instead of being refused as 'base missing'."""
+    from hbw_sync.server import relay
+
+    monkeypatch.setattr(relay, "SNAPSHOT_EVERY", 1)  # ask the supervisor at every sync
+    dana = team.join("dana", "supervisor")
+    amina = team.join("amina")
+    dana.sync()
+    amina.sync()
+    f = tmp_path / "report.bin"
+    data = os.urandom(300_000)  # incompressible: well over the inline limit, downloaded in pieces
+    f.write_bytes(data)
+    with amina.open() as rep:
+        doc = rep.add_doc(f)
+    amina.sync()
+    data = data[:1000] + b"one corrected line" + data[1000:]
+    f.write_bytes(data)
+    with amina.open() as rep:
+        rep.update_doc(doc.id, f)
+    amina.sync()
+    dana.sync()
+    dana.sync()
+    with dana.open() as rep:
+        problems = [r[0] for r in rep.store.execute("SELECT detail FROM sync_log WHERE how = 'apply'")]
+        assert not any("base is missing" in p for p in problems), problems
+        assert rep.doc_bytes(doc.id)[1] == data

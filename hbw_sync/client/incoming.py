@@ -50,7 +50,13 @@ class IncomingMixin(_Base):
         snap = s.meta("snapshot_in")
         if snap:
             applied += self._apply_snapshot(*snap)
-        waiting = s.execute("SELECT rseq, device, received_ms FROM inbox ORDER BY rseq").fetchall()
+        # Batches apply in the relay's order: one after a batch still being downloaded (a large one,
+        # fetched in pieces) waits for it, since it may hold a delta whose base that batch carries.
+        # (A supervisor applied its inbox mid-sync to build a snapshot, and a document's next
+        # version was refused as "base missing".)
+        gap = s.execute("SELECT MIN(rseq) FROM downloads").fetchone()[0]
+        waiting = s.execute("SELECT rseq, device, received_ms FROM inbox WHERE ? IS NULL OR rseq < ? ORDER BY rseq",
+                            (gap, gap)).fetchall()
         for rseq, device, rcv in waiting:  # one batch in memory at a time: some hold documents
             data = s.execute("SELECT data FROM inbox WHERE rseq = ?", (rseq,)).fetchone()[0]
             pub = self._author_public(device)
