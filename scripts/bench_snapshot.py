@@ -107,6 +107,7 @@ def run(tasks: int, small: int) -> dict[str, Any]:
         data = tmp / "relay"
         admin.init(data, "District Finance")
         relay.SNAPSHOT_EVERY = 10**9  # no snapshot until the scenario asks for one
+        relay.SNAPSHOT_MIN_BYTES = relay.SNAPSHOT_BYTES_PERCENT = 10**15  # (by count or by bytes)
         thread = RelayThread(RelayConfig(data=data, port=0, access_log=False))
         url = thread.start()
         try:

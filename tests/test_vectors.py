@@ -452,6 +452,8 @@ def test_spec_states_the_constants_the_code_has():
         "INLINE_MAX": relay.INLINE_MAX,
         "CHUNK_MAX": relay.CHUNK_MAX,
         "SNAPSHOT_EVERY": relay.SNAPSHOT_EVERY,
+        "SNAPSHOT_BYTES_PERCENT": relay.SNAPSHOT_BYTES_PERCENT,
+        "SNAPSHOT_MIN_BYTES": relay.SNAPSHOT_MIN_BYTES,
         "MAX_COVERAGE": snapshot.MAX_COVERAGE,
         "SNAPSHOT_RETRY_MS": client_snapshots.RETRY_AFTER_MS,
         "MAX_BODY": app.MAX_BODY,

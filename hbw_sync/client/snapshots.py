@@ -164,3 +164,30 @@ def refused_recently(store: Store) -> dict[str, Any] | None:
 
 __all__ = ["seen", "start_count", "raise_seen", "saw_batch", "batch_seq", "admitted", "check_served", "refuse", "refused_recently",
            "relay_refused_mine", "may_build"]
+
+
+# -- whether a snapshot saves a late joiner bytes (issue 11) -----------------------------------------
+
+#: A snapshot is sent when a late joiner would otherwise download more than this many times its size
+#: (below the 1.5x the relay aims at, so a snapshot goes before that bound is passed).
+SAVES_FACTOR = 1.25
+
+
+def worth_building(store: Store, joiner_bytes: Any) -> bool:
+    """Whether to build a snapshot the relay asked for: not while what a joiner downloads now is
+    within SAVES_FACTOR of the last one built and kept back (building reads the whole op log)."""
+    if type(joiner_bytes) is not int:  # a relay that does not say: build, as before
+        return True
+    last = store.meta("snapshot_kept_back")
+    return last is None or joiner_bytes > SAVES_FACTOR * last
+
+
+def worth_sending(store: Store, joiner_bytes: Any, size: int) -> bool:
+    """Send a built snapshot only if it saves a late joiner bytes: a team whose history is mostly
+    its state (a document added, then small edits) would upload a snapshot larger than the history.
+    Kept back, its size is remembered so the next ask does not build again for nothing."""
+    if type(joiner_bytes) is not int or joiner_bytes > SAVES_FACTOR * size:
+        store.set_meta("snapshot_kept_back", None)
+        return True
+    store.set_meta("snapshot_kept_back", size)
+    return False

@@ -331,6 +331,7 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
     try:
         report = sync(home, passphrase, transport=transport, timeout=timeout, on_progress=on_progress)
         out["synced"] = report.ok
+        out["received_bytes"] = report.received_bytes  # a late joiner's first download (issue 11)
     except TransientError as e:
         out["synced"] = False
         out["note"] = str(e)
@@ -530,6 +531,7 @@ class _Session:
             return True
         # The cursor it jumps from: where to go back to if it fails to decode once unlocked.
         s.set_meta("snapshot_in", [*entry, s.meta("pull_cursor", 0)])
+        self.report.received_bytes += len(entry[2])  # a snapshot's bytes came down the link too
         return False
 
     def _ack(self, seq: int, rcv: int) -> set[tuple[int, bytes]]:
@@ -637,9 +639,12 @@ class _Session:
             # Only a supervisor's, vouching for a complete count (§18), and not within a day of a refusal.
             coverage = snapshots.seen(self.s)
             if (not waiting and coverage is not None and not self.s.meta("snapshot_in")
-                    and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())):
-                self.snapshot = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
-                need = True
+                    and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())
+                    and snapshots.worth_building(self.s, res.get("joiner_bytes"))):
+                snap = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
+                if snapshots.worth_sending(self.s, res.get("joiner_bytes"), len(snap[1])):
+                    self.snapshot = snap
+                    need = True
         return need
 
     async def run(self) -> None:

@@ -41,6 +41,13 @@ MAX_BUDGET = 8 * 1024 * 1024
 NONCE_KEEP_MS = 2 * envelope.MAX_REQUEST_SKEW_MS + 60_000
 #: Ask devices for a new snapshot once this many batches came after the last one.
 SNAPSHOT_EVERY = 500
+#: ... or once the bytes of batches after it reach this share of its size: a late joiner then
+#: downloads about 1.5x a fresh snapshot, whatever the history's shape (many small batches of
+#: edits weigh more than the state they leave; issue 11). A snapshot costs its author its size in
+#: upload, so asking when history reaches half of it keeps that under twice the history's bytes.
+SNAPSHOT_BYTES_PERCENT = 50
+#: With no snapshot yet, nobody is asked below this many bytes of history: cheap to replay.
+SNAPSHOT_MIN_BYTES = 16_384
 #: Batches larger than this are handed out by reference and fetched in resumable chunks.
 INLINE_MAX = 64 * 1024
 CHUNK_MAX = limits.CHUNK_MAX
@@ -418,10 +425,27 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
         result["pending"] = _pending_grants(conn, device)
         result["rotate"] = bool(meta(conn, "rotation_wanted", False))
     admission.add_results(conn, a, device, role, result)
-    last_snap = snap[0] if snap else 0
     # Only a supervisor's snapshot is ever kept (§18): asking a member would waste its bytes.
-    result["want_snapshot"] = role == "supervisor" and (cursor - last_snap) >= SNAPSHOT_EVERY
+    want, joiner_bytes = _want_snapshot(conn, snap, cursor) if role == "supervisor" else (False, 0)
+    result["want_snapshot"] = want
+    if want:
+        result["joiner_bytes"] = joiner_bytes
     return result
+
+
+def _want_snapshot(conn: sqlite3.Connection, snap: tuple | None, cursor: int) -> tuple[bool, int]:
+    """By count (``SNAPSHOT_EVERY`` batches) or by bytes of history since the newest snapshot (§18).
+
+    Also returns what a late joiner would download now (that snapshot and the history after
+    it): the device builds a snapshot to see its size and sends it only if it saves bytes.
+    """
+    last_snap = snap[0] if snap else 0
+    size = len(snap[2]) if snap else 0
+    history = conn.execute("SELECT COALESCE(SUM(size), 0) FROM batches WHERE rseq > ? AND rseq <= ?",
+                           (last_snap, cursor)).fetchone()[0]
+    if cursor - last_snap >= SNAPSHOT_EVERY:
+        return True, size + history
+    return history >= (SNAPSHOT_BYTES_PERCENT * size // 100 if snap else SNAPSHOT_MIN_BYTES), size + history
 
 
 def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str, role: str, now: int) -> None:
