@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -184,3 +186,21 @@ def open_hostile(url: str, n: int) -> list[socket.socket]:
             s.sendall(b"POST /v1 HTTP/1.1\r\nHost: x\r\n")
         held.append(s)
     return held
+
+
+@contextmanager
+def relay_with_member(tmp_path: Path) -> Iterator[tuple["RelayProcess", Path, bytes]]:
+    """A relay in its own process (so its memory can be read) with one member, amina, who has synced:
+    yields (relay, amina's home, her device id) and stops the relay after."""
+    data = tmp_path / "relay"
+    admin.init(data, "District Finance")
+    r = RelayProcess(data)
+    try:
+        home = tmp_path / "amina"
+        join_device(data, r.url, home, "amina")
+        assert syncing.sync(home, PASSPHRASE).ok
+        with Device.open(home) as dev:
+            device = dev.identity.device_id
+        yield r, home, device
+    finally:
+        r.stop()

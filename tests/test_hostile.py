@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from hostile_helpers import (HOSTILE, MB, PASSPHRASE, ROOT, RelayProcess, attacker_socket, join_device, open_hostile,
-                             post, signed)
+                             post, relay_with_member, signed)
 from relay_helpers import Team
 from hbw_sync import envelope
 from hbw_sync.client import Device
@@ -118,14 +118,7 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reas
 
 @needs_proc
 def test_relay_memory_stays_bounded_under_every_pre_auth_attack(tmp_path: Path) -> None:
-    data = tmp_path / "relay"
-    admin.init(data, "District Finance")
-    r = RelayProcess(data)
-    try:
-        home = tmp_path / "amina"
-        join_device(data, r.url, home, "amina")
-        assert syncing.sync(home, PASSPHRASE).ok
-        device = Device.open(home).identity.device_id
+    with relay_with_member(tmp_path) as (r, home, device):
         idle = r.status("VmRSS")
         r.reset_peak()
         for name, build, status, code in HOSTILE:
@@ -147,8 +140,6 @@ def test_relay_memory_stays_bounded_under_every_pre_auth_attack(tmp_path: Path) 
         assert syncing.sync(home, PASSPHRASE).ok
         assert peak - idle <= 50 * MB, f"peak {peak / MB:.0f} MB over idle {idle / MB:.0f} MB"
         assert after - idle <= 20 * MB, f"after {after / MB:.0f} MB, idle {idle / MB:.0f} MB"
-    finally:
-        r.stop()
 
 
 @needs_proc
@@ -318,15 +309,7 @@ def test_many_large_bodies_at_once_are_bounded_together(tmp_path: Path) -> None:
     """Eight 20 MiB junk-signed bodies at once from one address: at most 48 MiB of them are held."""
     import threading
 
-    data = tmp_path / "relay"
-    admin.init(data, "District Finance")
-    r = RelayProcess(data)
-    try:
-        home = tmp_path / "amina"
-        join_device(data, r.url, home, "amina")
-        assert syncing.sync(home, PASSPHRASE).ok
-        with Device.open(home) as dev:
-            device = dev.identity.device_id
+    with relay_with_member(tmp_path) as (r, home, device):
         from hostile_helpers import frame, nested_arrays
         body = frame(device, "sync", nested_arrays(20 << 20))
         idle = r.status("VmRSS")
@@ -351,5 +334,3 @@ def test_many_large_bodies_at_once_are_bounded_together(tmp_path: Path) -> None:
         assert all(o in ((400, "integrity.signature", None), (503, "transient.busy", "5")) or isinstance(o, str)
                    for o in outcomes), outcomes
         assert peak - idle <= 50 * MB, f"peak {peak / MB:.0f} MB over idle {idle / MB:.0f} MB"
-    finally:
-        r.stop()
