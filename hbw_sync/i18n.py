@@ -1,0 +1,41 @@
+"""Translation of every string a person reads (CLI, app, tray, office page).
+
+Why one module: every layer imports ``_`` (and ``ngettext``) from here, so the language is chosen
+in one place (``LANG``/``LANGUAGE`` or an explicit ``set_language``) and a test can extract every
+marked string and check that each shipped catalog translates it. Machine output (``--json``,
+protocol codes, log lines) is never translated.
+"""
+from __future__ import annotations
+
+import gettext as _gettext
+from pathlib import Path
+
+DOMAIN = "hbw_sync"
+LOCALE_DIR = Path(__file__).parent / "locale"
+
+_translation: _gettext.NullTranslations | None = None
+
+
+def set_language(language: str | None) -> None:
+    """Pick the catalog: ``None`` follows the environment (LANGUAGE, LC_ALL, LC_MESSAGES, LANG)."""
+    global _translation
+    languages = [language] if language else None
+    _translation = _gettext.translation(DOMAIN, localedir=LOCALE_DIR, languages=languages,
+                                        fallback=True)
+
+
+def _current() -> _gettext.NullTranslations:
+    if _translation is None:
+        set_language(None)
+    assert _translation is not None
+    return _translation
+
+
+def _(message: str) -> str:
+    """The message in the person's language (English when no catalog has it)."""
+    return _current().gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    """Singular or plural form of a message for the count ``n``, in the person's language."""
+    return _current().ngettext(singular, plural, n)
