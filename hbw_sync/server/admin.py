@@ -15,16 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .. import allocation, crypto, fileio, wordcode
-from ..enroll import Invite, new_token
+from .. import allocation, crypto, fileio, timefmt, wordcode
+from ..enroll import Invite, new_token, token_hash
+from ..i18n import _
 from .. import bundle as bundle_fmt
 from ..errors import ConfigError, LimitError, StoreError, UsageError
-from ..ops import MAX_CAPACITY
-from . import board, db, records, relay
+from ..ops import MAX_CAPACITY, is_member_name
+from . import board, db, equipment, records, relay
 
 
 def _conn(data: Path) -> sqlite3.Connection:
@@ -75,26 +77,35 @@ def init(data: Path, team: str, url: str | None = None) -> dict[str, Any]:
     return {"team": team.strip(), "team_id": team_id.hex(), "relay_key": key.public.hex(), "data": str(data)}
 
 
-def invite(data: Path, member: str, role: str = "member", url: str | None = None, ttl_days: int = 14) -> Invite:
-    """A one-time invite for ``member``; the relay keeps only the token's hash."""
-    return _make_invite(data, member, role, url, ttl_days, words=False)[0]
+def invite(data: Path, member: str, role: str = "member", url: str | None = None, ttl_days: int = 14,
+           asset: str | None = None) -> Invite:
+    """A one-time invite for ``member``; the relay keeps only the token's hash.
+
+    With ``asset`` (a tag in the equipment register), the device that enrolls with it is that
+    asset's device, and the asset is lent to ``member`` if it is not already.
+
+    Raises:
+        UsageError: a bad member name, role or duration, or an asset not in the register (or lost).
+    """
+    return _make_invite(data, member, role, url, ttl_days, words=False, asset=asset)[0]
 
 
 def invite_with_code(data: Path, member: str, role: str = "member", url: str | None = None,
-                     ttl_days: int = 14) -> tuple[Invite, str]:
+                     ttl_days: int = 14, asset: str | None = None) -> tuple[Invite, str]:
     """A one-time invite and a word code for it that a person can read out by phone (PROTOCOL.md §14a).
 
     The code lives 24 hours at most (less if the invite expires sooner) and ends when the invite is used.
     """
-    inv, code = _make_invite(data, member, role, url, ttl_days, words=True)
+    inv, code = _make_invite(data, member, role, url, ttl_days, words=True, asset=asset)
     assert code is not None
     return inv, code
 
 
 def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: int,
-                 words: bool) -> tuple[Invite, str | None]:
+                 words: bool, asset: str | None = None) -> tuple[Invite, str | None]:
     if not 1 <= ttl_days <= 365:
         raise UsageError("an invite is valid for 1 to 365 days")
+    tag = _asset_tag(asset) if asset is not None else None
     conn = _conn(data)
     try:
         team = relay.meta(conn, "team")
@@ -112,6 +123,8 @@ def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: 
     def make(conn: sqlite3.Connection) -> str | None:
         now = relay.now_ms()
         relay.create_invite(conn, name, role, token, ttl_days, "admin", words=words)
+        if tag is not None:
+            _tie_invite(conn, tag, name, token, now)
         if not words:
             return None
         slot, ws = relay.create_code(conn, inv.encode(), token, now + ttl_days * 86_400_000, now)
@@ -332,3 +345,222 @@ def restore(backup_file: Path, data: Path, key_file: Path) -> dict[str, Any]:
     finally:
         src.close()
     return {"data": str(data)}
+
+
+# -- the equipment register (issue 17 item 2; its SQL is in ``equipment``) ------------------------------
+
+def _asset_tag(asset: str) -> str:
+    tag = (asset or "").strip()
+    if not 1 <= len(tag) <= equipment.MAX_TAG or not tag.isprintable():
+        raise UsageError(_("an asset tag is 1 to {n} printable characters").format(n=equipment.MAX_TAG),
+                         code="usage.bad_asset")
+    return tag
+
+
+def _text(value: str | None, what: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    v = value.strip()
+    if len(v) > equipment.MAX_TEXT or not v.isprintable():
+        raise UsageError(_("the {what} is at most {n} printable characters").format(what=what, n=equipment.MAX_TEXT))
+    return v
+
+
+def _team(conn: sqlite3.Connection) -> bytes:
+    return relay.meta(conn, "team")
+
+
+def _item(conn: sqlite3.Connection, tag: str) -> dict[str, Any]:
+    row = equipment.get(conn, _team(conn), tag)
+    if row is None:
+        raise UsageError(_("no equipment with asset tag {tag!r}").format(tag=tag), code="usage.no_asset",
+                         hint=_("see 'hbw-relay equipment list', or add it with 'hbw-relay equipment add'"))
+    return row
+
+
+def _state(row: dict[str, Any]) -> str:
+    if row["lost_ms"]:
+        return "lost"
+    if row["holder"] and not row["returned_ms"]:
+        return "lent"
+    return "in_stock"
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "device": row["device"].hex() if row["device"] else None, "state": _state(row)}
+
+
+def _tie_invite(conn: sqlite3.Connection, tag: str, member: str, token: bytes, now: int) -> None:
+    row = _item(conn, tag)
+    if row["lost_ms"]:
+        raise UsageError(_("asset {tag} is marked lost: a device on it cannot be enrolled").format(tag=tag),
+                         code="usage.asset_lost")
+    th = token_hash(token)
+    if _state(row) == "lent" and row["holder"] == member:
+        equipment.bind_invite(conn, _team(conn), tag, th)
+    else:
+        equipment.lend(conn, _team(conn), tag, member, now, invite_hash=th)
+    relay.audit(conn, "admin", "equipment_invite", asset=tag, member=member)
+
+
+def equipment_add(data: Path, asset: str, serial: str | None = None, model: str | None = None,
+                  note: str | None = None) -> dict[str, Any]:
+    """Record a piece of equipment (a laptop, a dongle) under its asset tag, in stock.
+
+    Raises:
+        UsageError: a bad tag or text (``usage.bad_asset``), or the tag is already recorded
+            (``usage.asset_exists``); nothing changed.
+    """
+    tag = _asset_tag(asset)
+    serial, model, note = _text(serial, _("serial number")), _text(model, _("model")), _text(note, _("note"))
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        if not equipment.add(conn, _team(conn), tag, serial, model, note, relay.now_ms()):
+            raise UsageError(_("asset tag {tag!r} is already in the register").format(tag=tag),
+                             code="usage.asset_exists", hint=_("see 'hbw-relay equipment list'"))
+        relay.audit(conn, "admin", "equipment_add", asset=tag, serial=serial, model=model)
+        return _public(_item(conn, tag))
+    return _write(data, run)
+
+
+def equipment_lend(data: Path, asset: str, member: str, device: str | None = None) -> dict[str, Any]:
+    """Lend ``asset`` to ``member`` from now (optionally naming the enrolled device on it).
+
+    Raises:
+        UsageError: unknown or lost asset, already lent to someone else, a bad member name,
+            or a device that is not that member's.
+    """
+    tag = _asset_tag(asset)
+    name = member.strip().lower()
+    if not is_member_name(name):
+        raise UsageError(_("{member!r} is not a valid member name").format(member=member),
+                         hint=_("1-32 of a-z, 0-9, '.', '_', '-'"))
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        row = _item(conn, tag)
+        if row["lost_ms"]:
+            raise UsageError(_("asset {tag} is marked lost; record it again under a new tag if it was found")
+                             .format(tag=tag), code="usage.asset_lost")
+        if _state(row) == "lent" and row["holder"] != name:
+            raise UsageError(_("asset {tag} is lent to {holder}; record its return first").format(
+                tag=tag, holder=row["holder"]), code="usage.asset_lent",
+                hint=_("hbw-relay equipment return {tag}").format(tag=tag))
+        dev = None
+        if device:
+            dev = relay.find_device(conn, device.strip().lower())
+            owner = conn.execute("SELECT member FROM devices WHERE device = ?", (dev,)).fetchone()[0]
+            if owner != name:
+                raise UsageError(_("device {device} is {owner}'s, not {member}'s").format(
+                    device=dev.hex()[:8], owner=owner, member=name))
+        equipment.lend(conn, _team(conn), tag, name, relay.now_ms(), device=dev)
+        relay.audit(conn, "admin", "equipment_lend", asset=tag, member=name,
+                    **({"device": dev.hex()} if dev else {}))
+        return _public(_item(conn, tag))
+    return _write(data, run)
+
+
+def equipment_return(data: Path, asset: str) -> dict[str, Any]:
+    """Record that ``asset`` came back today. Its device stays enrolled (``device_active`` says so).
+
+    Raises:
+        UsageError: unknown asset, or not lent out (``usage.asset_not_lent``).
+    """
+    tag = _asset_tag(asset)
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        row = _item(conn, tag)
+        if _state(row) != "lent":
+            raise UsageError(_("asset {tag} is not lent out; nothing changed").format(tag=tag),
+                             code="usage.asset_not_lent")
+        equipment.mark_returned(conn, _team(conn), tag, relay.now_ms())
+        relay.audit(conn, "admin", "equipment_return", asset=tag, member=row["holder"])
+        out = _public(_item(conn, tag))
+        out["device_active"] = bool(row["device"]) and conn.execute(
+            "SELECT revoked_ms IS NULL FROM devices WHERE device = ?", (row["device"],)).fetchone() == (1,)
+        return out
+    return _write(data, run)
+
+
+def equipment_lost(data: Path, asset: str) -> dict[str, Any]:
+    """Mark ``asset`` lost today and revoke the device enrolled on it, in one transaction.
+
+    ``revoked`` names the device revoked now (None when there was none, or it was already
+    revoked); the next supervisor sync rotates the team key.
+
+    Raises:
+        UsageError: unknown asset, or already marked lost (``usage.asset_lost``).
+    """
+    tag = _asset_tag(asset)
+
+    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        row = _item(conn, tag)
+        if row["lost_ms"]:
+            raise UsageError(_("asset {tag} is already marked lost; nothing changed").format(tag=tag),
+                             code="usage.asset_lost")
+        equipment.mark_lost(conn, _team(conn), tag, relay.now_ms())
+        revoked = None
+        if row["device"]:
+            active = conn.execute("SELECT revoked_ms IS NULL FROM devices WHERE device = ?",
+                                  (row["device"],)).fetchone()
+            if active == (1,):
+                relay.revoke(conn, row["device"].hex(), "admin")
+                revoked = row["device"].hex()
+        relay.audit(conn, "admin", "equipment_lost", asset=tag, member=row["holder"],
+                    **({"device": revoked} if revoked else {}))
+        return {**_public(_item(conn, tag)), "revoked": revoked}
+    return _write(data, run)
+
+
+def equipment_list(data: Path) -> list[dict[str, Any]]:
+    """The register, by asset tag: each item with ``state`` (in_stock, lent, lost), holder, dates, device."""
+    conn = _conn(data)
+    try:
+        equipment.ensure_table(conn)
+        return [_public(r) for r in equipment.all_items(conn, _team(conn))]
+    finally:
+        conn.close()
+
+
+# -- backups the office page makes and lists -------------------------------------------------------
+
+BACKUP_DIR = "backups"
+
+
+def backup_now(data: Path) -> dict[str, Any]:
+    """A backup into ``DATA/backups/`` (0700) named by its UTC time; see ``backup``."""
+    folder = Path(data) / BACKUP_DIR
+    fileio.private_dir(folder)
+    stamp = timefmt.iso_utc(relay.now_ms(), millis=True).replace(":", "").replace("-", "").replace(".", "")
+    return backup(data, folder / f"relay-{stamp}.db")
+
+
+def backups(data: Path) -> list[dict[str, Any]]:
+    """Backups in ``DATA/backups/``, newest first: file, bytes, made (ms)."""
+    folder = Path(data) / BACKUP_DIR
+    if not folder.is_dir():
+        return []
+    out = [{"backup": str(p), "name": p.name, "bytes": p.stat().st_size, "made_ms": int(p.stat().st_mtime * 1000)}
+           for p in folder.glob("relay-*.db") if p.is_file()]
+    return sorted(out, key=lambda r: r["made_ms"], reverse=True)
+
+
+# -- the office page's admin token ---------------------------------------------------------------
+
+TOKEN_FILE = "admin.token"
+
+
+def office_token(data: Path) -> tuple[str, bool]:
+    """The office page's admin token and whether it was made just now (then show it once).
+
+    Kept 0600 in the data directory (like relay.key), never in the database: a backup
+    handed to someone does not let them into the page.
+    """
+    path = Path(data) / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip(), False
+    token = secrets.token_urlsafe(24)
+    with db.faults(where=Path(data)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    return token, True

@@ -321,19 +321,25 @@ def health(config: RelayConfig, writer: db.Writer) -> StorageError | None:
     return writer.fault
 
 
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness for monitoring: 200 when the relay can take writes, 503 with the reason when not."""
-    app = request.app
+def health_report(app: web.Application) -> tuple[dict[str, Any], StorageError | None]:
+    """What /healthz says (and the office page shows): team, version, free space, and the fault if any."""
     ident = app[IDENTITY]
     body: dict[str, Any] = {"ok": True, "version": __version__, "team": ident.team_name,
                             "relay_key": ident.key.public.hex()}
     with contextlib.suppress(OSError):
         body["free_bytes"] = shutil.disk_usage(app[CONFIG].data).free
     fault = health(app[CONFIG], app[WRITER])
+    if fault is not None:
+        body.update(ok=False, code=fault.code, reason=fault.message, hint=fault.hint)
+    return body, fault
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for monitoring: 200 when the relay can take writes, 503 with the reason when not."""
+    body, fault = health_report(request.app)
     if fault is None:
         return web.json_response(body)
-    body.update(ok=False, code=fault.code, reason=fault.message, hint=fault.hint)
     return web.json_response(body, status=503, headers={"Retry-After": str(retry_after_for(fault))})
 
 

@@ -12,10 +12,12 @@ import click
 
 from .. import __version__, allocation, timefmt
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
+from ..i18n import _
 from ..ops import MAX_CAPACITY
-from . import admin, db
+from . import admin, cli_equipment, db
 from .app import MIN_FREE_MB, RelayConfig
 from .connections import ConnectionLimits
+from .office import OfficeConfig
 from .relay import now_ms as relay_now_ms
 from .runner import serve as run_server
 
@@ -93,12 +95,23 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
               help="/healthz says unhealthy (503) when the data disk has less free space than this.")
 @click.option("--max-per-address", default=ConnectionLimits.per_address, show_default=True, type=click.IntRange(1),
               help="Connections one IP address may hold (raise it if many devices share one address, e.g. a NAT).")
+@click.option("--admin", "with_admin", is_flag=True, help="Also serve the office page for IT (devices, invites, "
+              "equipment, backups, audit) on --admin-port, behind the admin token.")
+@click.option("--admin-host", default="127.0.0.1", show_default=True,
+              help="Address of the office page; only loopback unless --admin-remote.")
+@click.option("--admin-port", default=8766, show_default=True, type=int, help="Port of the office page (0: any free).")
+@click.option("--admin-remote", is_flag=True, help="Allow the office page on a non-loopback address (an SSH tunnel "
+              "to loopback is safer: the page has no TLS).")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
-          stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int) -> None:
+          stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int, with_admin: bool,
+          admin_host: str, admin_port: int, admin_remote: bool) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
     afterwards for an https URL pin the certificate, so devices trust exactly it.
+
+    With --admin, the office page also runs, on 127.0.0.1:8766 by default. Its
+    admin token is printed the first time and kept in DATA/admin.token (0600).
     """
     ctx = None
     if tls_cert or tls_key:
@@ -112,8 +125,20 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
                       min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address))
+    office_cfg = OfficeConfig(admin_host, admin_port, admin_remote) if with_admin else None
+
+    def office_ready(url: str, token: str | None) -> None:
+        click.echo(_("{time} office page on {url}").format(time=timefmt.iso_utc(relay_now_ms()), url=url), err=True)
+        if token:
+            click.echo(_("Admin token for the office page (shown once; kept in {file}): {token}").format(
+                file=data / admin.TOKEN_FILE, token=token), err=True)
+        else:
+            click.echo(_("Log in with the admin token kept in {file}.").format(file=data / admin.TOKEN_FILE),
+                       err=True)
+
     run_server(cfg, ctx,
-               ready=lambda url: click.echo(f"{timefmt.iso_utc(relay_now_ms())} hbw-relay listening on {url}", err=True))
+               ready=lambda url: click.echo(f"{timefmt.iso_utc(relay_now_ms())} hbw-relay listening on {url}", err=True),
+               office_cfg=office_cfg, office_ready=office_ready)
 
 
 @cli.command()
@@ -124,13 +149,15 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
 @click.option("--url", help="URL devices use to reach the relay (default: the one given at init).")
 @click.option("--days", default=14, show_default=True, type=click.IntRange(1, 365), help="Days before the invite expires.")
 @click.option("--words", is_flag=True, help="Also a short code of words to read out by phone (valid 24 hours).")
+@click.option("--asset", metavar="TAG", help="The equipment (asset tag in the register) this device is on: it is lent "
+              "to MEMBER, and the device that joins is recorded as that equipment's.")
 @click.option("--qr", is_flag=True, help="Also print the invite as a QR code in the terminal.")
 @click.option("--qr-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
               help="Also save the invite as a QR code image (PNG or SVG, by the name's ending).")
 @json_option
 @click.pass_context
 def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | None, days: int, words: bool,
-           qr: bool, qr_file: Path | None) -> None:
+           asset: str | None, qr: bool, qr_file: Path | None) -> None:
     """Make a one-time invite for MEMBER's device. Hand it over in person or by phone, not by email.
 
     --words adds a code of a number and five words that a person can read out by phone; the device
@@ -138,12 +165,12 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
     still pins this relay's key, so it is as safe to use as the full invite.
     """
     if words:
-        inv, code = admin.invite_with_code(data, member, role, url, days)
+        inv, code = admin.invite_with_code(data, member, role, url, days, asset=asset)
     else:
-        inv, code = admin.invite(data, member, role, url, days), None
+        inv, code = admin.invite(data, member, role, url, days, asset=asset), None
     text = inv.encode()
     out: dict[str, Any] = {"member": inv.member, "role": inv.role, "invite": text, "relay": inv.url,
-                           "expires_days": days, "words": code, "qr_file": None}
+                           "expires_days": days, "words": code, "qr_file": None, "asset": asset}
     if qr or qr_file:
         import segno  # only here: the rest of the relay does not need it
 
@@ -167,6 +194,9 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
             click.echo("\nOr scan this QR code:\n" + buf.getvalue())
         if qr_file:
             click.echo(f"QR code saved to {qr_file}.")
+        if asset:
+            click.echo(_("Equipment {tag} is lent to {member}; the device that joins with this invite is recorded "
+                         "as its device.").format(tag=asset.strip(), member=inv.member))
 
     emit(ctx, out, show)
 
@@ -413,6 +443,9 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     r = admin.ingest_bundle(data, file, reply_dir)
     emit(ctx, r, f"Bundle {r['counter']} from {r['member']}: {r['batches_in']} batch(es) accepted, "
                  f"{r['batches_out']} to send back.\nReply: {r['reply']} ({timefmt.human_bytes(r['reply_bytes'])}).")
+
+
+cli_equipment.register(cli, RelayGroup, data_option)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import datetime as dt
 from typing import Any
 
 from .. import timefmt
+from ..i18n import _
 
 #: Actors that are not members: who they are in words.
 _ACTORS = {"admin": "office IT", "relay": "the relay"}
@@ -82,10 +83,32 @@ def sentence(entry: dict[str, Any], labels: dict[str, str], members_of: dict[str
         return {"task_delete": f"deleted task {task}{frm} for the whole team: it left every list; its history is kept",
                 "task_archive": f"archived task {task}{frm}: out of lists and rebalancing until brought back",
                 "task_unarchive": f"brought archived task {task} back{frm}"}[a]
+    if a.startswith("equipment_"):
+        return _equipment_sentence(a, d, dev)
     if a == "code_failed":
         return f"refused a word code for invite slot {d.get('slot')}: the words did not match"
     rest = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.items() if not isinstance(v, (dict, list)))
     return a.replace("_", " ") + (f" ({rest})" if rest else "")
+
+
+def _equipment_sentence(a: str, d: dict[str, Any], dev: str) -> str:
+    """The equipment register's entries (``admin.equipment_*``), in words."""
+    tag, who = str(d.get("asset", "")), str(d.get("member") or "")
+    if a == "equipment_add":
+        what = ", ".join(str(x) for x in (d.get("model"), d.get("serial") and _("serial {s}").format(s=d["serial"]))
+                         if x)
+        return _("recorded equipment {tag}").format(tag=tag) + (f" ({what})" if what else "")
+    if a == "equipment_lend":
+        return _("lent {tag} to {member}").format(tag=tag, member=who) + (f", {dev}" if dev else "")
+    if a == "equipment_invite":
+        return _("tied {tag} to a new invite for {member}: the device that joins with it is {tag}'s").format(
+            tag=tag, member=who)
+    if a == "equipment_return":
+        return _("recorded {tag} as returned by {member}").format(tag=tag, member=who or _("nobody"))
+    if a == "equipment_lost":
+        said = _("recorded {tag} as lost").format(tag=tag) + (_(" (lent to {member})").format(member=who) if who else "")
+        return said + (_("; revoked its {device}").format(device=dev) if dev else "")
+    return a.replace("_", " ") + f" {tag}"
 
 
 def actor_words(actor: str | None) -> str:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .. import timefmt
 from .app import GUARD, RelayConfig, create_app
+from .office import OfficeConfig
 
 
 class GuardedSite(web.TCPSite):
@@ -78,9 +79,28 @@ class StampedFormatter(logging.Formatter):
         return f"{timefmt.iso_utc(int(record.created * 1000), millis=True)} {record.levelname.lower()} {text}"
 
 
+async def _start_office(runner: web.AppRunner, config: RelayConfig,
+                        office_cfg: OfficeConfig) -> tuple[web.AppRunner, str, str | None]:
+    """The office page beside a started relay: its runner, URL, and the admin token if made just now."""
+    from . import admin, office
+
+    token, new = admin.office_token(config.data)
+    office_runner, url = await office.start(config.data, office_cfg, runner.app, token)
+    return office_runner, url, token if new else None
+
+
 def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
-          ready: Callable[[str], None] | None = None) -> None:
-    """Serve until SIGINT or SIGTERM; in-flight requests finish, the writer commits, then it stops."""
+          ready: Callable[[str], None] | None = None, office_cfg: OfficeConfig | None = None,
+          office_ready: Callable[[str, str | None], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; in-flight requests finish, the writer commits, then it stops.
+
+    With ``office_cfg``, the office page also listens (``server/office``); ``office_ready`` gets
+    its URL and the admin token when it was made just now (shown once), else None.
+    """
+    if office_cfg is not None:
+        from .office import check_bind
+
+        check_bind(office_cfg)  # refuse before anything listens
     handler = logging.StreamHandler()
     handler.setFormatter(StampedFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
@@ -90,11 +110,18 @@ def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
         runner, url = await _start(config, ssl_context)
         if ready:
             ready(url)
+        office_runner = None
+        if office_cfg is not None:
+            office_runner, office_url, token = await _start_office(runner, config, office_cfg)
+            if office_ready:
+                office_ready(office_url, token)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if office_runner is not None:
+            await office_runner.cleanup()
         await runner.cleanup()
 
     asyncio.run(main())
@@ -103,9 +130,13 @@ def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
 class RelayThread:
     """A relay on a loopback port in a background thread: ``with RelayThread(cfg) as url: ...``."""
 
-    def __init__(self, config: RelayConfig, ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
+                 office_cfg: OfficeConfig | None = None):
         self.config = config
         self.ssl_context = ssl_context
+        self.office_cfg = office_cfg
+        self.office_url = ""
+        self._office_runner: web.AppRunner | None = None
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -118,12 +149,17 @@ class RelayThread:
         self._loop = loop
         try:
             self._runner, self.url = loop.run_until_complete(_start(self.config, self.ssl_context))
+            if self.office_cfg is not None:
+                self._office_runner, self.office_url, _token = loop.run_until_complete(
+                    _start_office(self._runner, self.config, self.office_cfg))
         except BaseException as e:  # noqa: BLE001 - handed to start()
             self._error = e
             self._ready.set()
             return
         self._ready.set()
         loop.run_forever()
+        if self._office_runner is not None:
+            loop.run_until_complete(self._office_runner.cleanup())
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
