@@ -95,7 +95,7 @@ class Guard:
 
 
 GUARD = web.AppKey("office_guard", Guard)
-SESSION = "office_session"
+SESSION = web.RequestKey("office_session", Session)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
