@@ -35,3 +35,56 @@ def test_locks_after_inactivity_and_forgets_the_passphrase():
     assert g.touch(2600) == "pp"
     assert g.touch(3501) is None  # 901 s idle: locked
     assert g.passphrase is None and g.touch(3502) is None
+
+
+# -- the same rules on a real server and a real store ---------------------------------------------
+
+import socket  # noqa: E402
+
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from hbw_sync.client import Device  # noqa: E402
+from hbw_sync.client.app.server import create_app  # noqa: E402
+from relay_helpers import FAST_KDF, STRONG  # noqa: E402
+
+
+async def test_server_refuses_hostile_requests_and_unlocks_with_the_passphrase(tmp_path):
+    home = tmp_path / "amina"
+    Device.init(home, "amina", f"amina {STRONG}", kdf=FAST_KDF).close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gate = Gate(port=port)
+    runner = web.AppRunner(create_app(home, gate))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base, me = f"http://127.0.0.1:{port}", {"Origin": f"http://127.0.0.1:{port}"}
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # unsafe: an IP host
+            async with http.get(base + "/", headers={"Host": "evil.example"}) as r:
+                assert r.status == 421
+            async with http.get(base + "/") as r:  # no session
+                assert r.status == 403
+            async with http.get(base + "/start?token=guess") as r:
+                assert r.status == 403
+            async with http.get(base + f"/start?token={gate.launch_token}") as r:
+                assert r.status == 200 and "locked" in await r.text()  # sealed until unlocked
+            async with http.post(base + "/unlock", data={"passphrase": f"amina {STRONG}"}, headers=me) as r:
+                assert r.status == 403  # no CSRF token
+            sid = next(iter(gate.sessions))
+            csrf = gate.csrf_for(sid)
+            async with http.post(base + "/unlock", data={"passphrase": f"amina {STRONG}", "csrf": csrf},
+                                 headers={"Origin": "http://evil.example"}) as r:
+                assert r.status == 403  # foreign Origin
+            assert gate.passphrase is None
+            async with http.post(base + "/unlock", data={"passphrase": "wrong one", "csrf": csrf}, headers=me) as r:
+                assert "does not open" in await r.text() and gate.passphrase is None
+            async with http.post(base + "/unlock", data={"passphrase": f"amina {STRONG}", "csrf": csrf},
+                                 headers=me) as r:
+                assert r.status == 200 and "My work" in await r.text()
+            gate.last_active -= gate.idle_s + 1  # as if 15 min passed without a request
+            async with http.get(base + "/") as r:
+                assert "locked" in await r.text() and gate.passphrase is None
+    finally:
+        await runner.cleanup()
