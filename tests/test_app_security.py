@@ -88,3 +88,31 @@ async def test_server_refuses_hostile_requests_and_unlocks_with_the_passphrase(t
                 assert "locked" in await r.text() and gate.passphrase is None
     finally:
         await runner.cleanup()
+
+
+def test_hbw_sync_app_prints_an_address_that_opens_the_locked_app(tmp_path):
+    """The real command in a subprocess: the printed URL carries the token; without it, refused."""
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    from http.cookiejar import CookieJar
+
+    home = tmp_path / "amina"
+    Device.init(home, "amina", f"amina {STRONG}", kdf=FAST_KDF).close()
+    proc = subprocess.Popen([sys.executable, "-m", "hbw_sync.client.cli", "--home", str(home), "app", "--no-browser"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = line.strip().rsplit(" ", 1)[-1]
+        assert url.startswith("http://127.0.0.1:") and "/start?token=" in url, line
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        assert "locked" in opener.open(url, timeout=30).read().decode()
+        try:
+            urllib.request.urlopen(url.split("/start")[0] + "/", timeout=30)
+            raise AssertionError("served without the token")
+        except urllib.error.HTTPError as e:
+            assert e.code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -119,3 +119,22 @@ def create_app(home: Path | None, gate: Gate) -> web.Application:
     app.router.add_get("/", my_work)
     app.router.add_post("/unlock", unlock)
     return app
+
+
+async def serve(home: Path | None, port: int = 0, on_ready: Callable[[str], None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve the app on 127.0.0.1 until ``stop`` is set (or forever); ``on_ready`` gets the URL to open."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    gate = Gate(port=sock.getsockname()[1])
+    runner = web.AppRunner(create_app(home, gate), access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    try:
+        if on_ready:
+            on_ready(f"http://127.0.0.1:{gate.port}/start?token={gate.launch_token}")
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await runner.cleanup()
