@@ -52,6 +52,8 @@ from relay_helpers import FAST_KDF, STRONG  # noqa: E402
 async def test_server_refuses_hostile_requests_and_unlocks_with_the_passphrase(tmp_path):
     home = tmp_path / "amina"
     Device.init(home, "amina", f"amina {STRONG}", kdf=FAST_KDF).close()
+    with Device.open(home) as dev:
+        dev.unlock(f"amina {STRONG}").create_team("District Finance")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -83,6 +85,14 @@ async def test_server_refuses_hostile_requests_and_unlocks_with_the_passphrase(t
             async with http.post(base + "/unlock", data={"passphrase": f"amina {STRONG}", "csrf": csrf},
                                  headers=me) as r:
                 assert r.status == 200 and "My work" in await r.text()
+            async with http.post(base + "/tasks", data={"title": "Reconcile invoices", "due": "2026-12-05"},
+                                 headers=me) as r:
+                assert r.status == 403  # no CSRF token: nothing added
+            async with http.post(base + "/tasks", data={"title": "Reconcile invoices", "due": "2026-12-05",
+                                                         "csrf": csrf}, headers=me) as r:
+                assert "Reconcile invoices" in await r.text()
+            with Device.open(home) as dev:
+                assert [t.title for t in dev.unlock(f"amina {STRONG}").tasks(mine=True)] == ["Reconcile invoices"]
             gate.last_active -= gate.idle_s + 1  # as if 15 min passed without a request
             async with http.get(base + "/") as r:
                 assert "locked" in await r.text() and gate.passphrase is None

@@ -108,7 +108,35 @@ async def my_work(request: web.Request) -> web.StreamResponse:
     except HbwError as e:
         return page(request, _("My work"), f'<p role="alert">{esc(e)}</p>')
     rows = "".join(f"<li>{esc(t.title)} ({esc(t.due or _('no due date'))}, {esc(t.priority)})</li>" for t in tasks)
-    return page(request, _("My work"), f"<ul>{rows}</ul>" if rows else f"<p>{esc(_('Nothing assigned to you.'))}</p>")
+    listing = f"<ul>{rows}</ul>" if rows else f"<p>{esc(_('Nothing assigned to you.'))}</p>"
+    add = (f'<form method="post" action="/tasks">{csrf_field(request)}'
+           f'<label for="title">{esc(_("New task"))}</label> <input id="title" name="title" required> '
+           f'<label for="due">{esc(_("Due"))}</label> <input id="due" name="due" type="date"> '
+           f'<button>{esc(_("Add"))}</button></form>')
+    return page(request, _("My work"), listing + add)
+
+
+async def add_task(request: web.Request) -> web.StreamResponse:
+    pp = request.app[GATE].touch(time.monotonic())
+    if pp is None:
+        return unlock_form(request)
+    form = await request.post()
+    title, due = form.get("title"), form.get("due")
+    home = request.app[HOME]
+
+    def add() -> None:
+        from .. import views
+
+        with Device.open(home) as dev:  # type: ignore[arg-type]
+            rep = dev.unlock(pp)
+            rep.add_task(str(title or ""), assignee=rep.store.meta("member"),
+                         due=views.parse_date(due) if isinstance(due, str) else None)
+
+    try:
+        await asyncio.to_thread(add)
+    except HbwError as e:
+        return page(request, _("My work"), f'<p role="alert">{esc(e)}</p><p><a href="/">{esc(_("Back"))}</a></p>')
+    raise web.HTTPSeeOther("/")
 
 
 def create_app(home: Path | None, gate: Gate) -> web.Application:
@@ -118,6 +146,7 @@ def create_app(home: Path | None, gate: Gate) -> web.Application:
     app.router.add_get("/start", start)
     app.router.add_get("/", my_work)
     app.router.add_post("/unlock", unlock)
+    app.router.add_post("/tasks", add_task)
     return app
 
 
