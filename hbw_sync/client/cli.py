@@ -28,6 +28,7 @@ from . import watch as watching
 from .cli_progress import Tally, progress_for, progress_option
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
+from .cli_app import register_app
 from .cli_schedule import register as register_schedule
 from .passphrase import RECOVERY
 from .device import Device
@@ -956,6 +957,7 @@ def check(ctx: click.Context) -> None:
 
 register_passphrase(cli)
 register_schedule(cli)
+register_app(cli)
 
 
 def main() -> None:
