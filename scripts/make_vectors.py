@@ -45,6 +45,7 @@ from hbw_sync import delta as delta_mod  # noqa: E402
 if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
+from vectors import chunks as chunk_vectors  # noqa: E402
 
 DELTA_V2 = b""
 
@@ -1592,8 +1593,9 @@ FILES = {
     "bundles.json": bundle_vectors,
     "approval.json": approval_vectors,
     "delta.json": delta_vectors.build,
+    "chunks.json": chunk_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json")
 
 
 def render(obj: Any) -> str:
