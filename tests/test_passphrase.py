@@ -314,7 +314,7 @@ def test_sync_with_a_stale_passphrase_transfers_warns_and_exits_0(tmp_path: Path
         res = CliRunner().invoke(cli, ["sync", "--quiet"], env=env)
         assert res.exit_code == 0 and "HBW_PASSPHRASE does not open" in res.stderr  # said even when quiet
         res = CliRunner().invoke(cli, ["status"], env=env)
-        assert res.exit_code == 0 and "Received, to apply" in res.output
+        assert res.exit_code == 0 and "received; unlock to read" in res.output
         assert "does not open this device" in res.output  # the scheduler's stale passphrase is told
         res = CliRunner().invoke(cli, ["bundle", "export", str(tmp_path / "b.hbw")], env=env)
         assert res.exit_code == 0, res.output

@@ -20,6 +20,7 @@ from ..enroll import Invite
 from ..errors import TransientError, UsageError, exit_code_for
 from ..ops import MAX_CAPACITY, Status
 from .. import timefmt
+from ..i18n import _, ngettext
 from ..cli_common import HbwGroup, is_interactive, json_option, wants_json
 from ..cli_common import emit as _emit
 from . import bundles, exporter, importer, retry, sync as syncing, views
@@ -301,7 +302,7 @@ def _print_task(t: views.TaskView) -> None:
     if t.ref:
         click.echo(f"  Ref:         {t.ref} (from the imported spreadsheet)")
     if t.deleted:
-        who, _, at = (t.deleted_by or "").partition(" at ")
+        who, _sep, at = (t.deleted_by or "").partition(" at ")
         click.echo(f"  Deleted:     yes, by {who}" + (f", {local_iso(at)}" if at else "")
                    + " (kept here and in the audit; it is in no list)")
     elif t.archived:
@@ -720,6 +721,31 @@ def profile(ctx: click.Context, laptop: bool | None, internet: bool | None, offi
     emit(ctx, p, text)
 
 
+def print_received(got: dict) -> None:
+    """What a scheduled (locked) sync brought, from routing metadata (client/received.py)."""
+    click.echo(ngettext("{n} change received; unlock to read it (any command that asks your passphrase).",
+                        "{n} changes received; unlock to read them (any command that asks your passphrase).",
+                        got["changes"]).format(n=got["changes"]))
+    for t in got["to_me"]:
+        line = (_("  New task {task} for you, from {by}") if t["new"] else _("  Task {task} moved to you by {by}"))
+        line = line.format(task=t["task"], by=t["by"])
+        click.echo(line + (_(", due {due}.").format(due=t["due"]) if t["due"] else "."))
+    for t in got["from_me"]:
+        click.echo(_("  Task {task} moved from you to {to} by {by}; what you wrote on it is kept.").format(
+            task=t["task"], to=t["to"] or _("nobody"), by=t["by"]))
+    for t in got["due"]:
+        click.echo(_("  Task {task}: due date now {due}.").format(task=t["task"], due=t["due"] or _("none")))
+    for c in got["conflicts"]:
+        click.echo(_("  Conflict settled on task {task}: {field} is {kept} (by {kept_by}); {lost} (by {lost_by}) "
+                     "lost: {rule}.").format(**c))
+    if got["unread_batches"]:
+        click.echo(ngettext("  {n} batch could not be read without unlocking (its sender is new to this device).",
+                            "  {n} batches could not be read without unlocking (their senders are new to this device).",
+                            got["unread_batches"]).format(n=got["unread_batches"]))
+    click.echo(_("  Titles, notes and documents, and how these changes meet your own unsent ones, show once you "
+                 "unlock: conflicts with them are not known yet."))
+
+
 @cli.command()
 @click.option("--keep-unseen", "mark_seen_off", is_flag=True, help="Show notices and conflicts again next time.")
 @json_option
@@ -740,8 +766,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo(f"{s['waiting_for_team_key']} change(s) wait for the team key: they are kept here, and sealed "
                        "and sent once this device holds the new key.")
         print_waiting(s["key_flow"])
-        if s["inbox_batches"]:
-            click.echo(f"Received, to apply when you next unlock: {s['inbox_batches']} batch(es).")
+        got = s["received"]
+        if got:
+            print_received(got)
         last = s["last_sync"]
         if last is None:
             click.echo("Never synced.")
@@ -759,8 +786,8 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo(f"Conflicts settled since you last looked ({s['conflicts']}):")
             for c in s["conflict_details"]:
                 click.echo(f"  {c}")
-        else:
-            click.echo("No new conflicts.")
+        elif not got:
+            click.echo(_("No new conflicts."))
         if s["rejected_batches"]:
             click.echo(f"{s['rejected_batches']} batch(es) were refused by the relay; see 'hbw-sync sync' output.")
 

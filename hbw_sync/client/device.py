@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import crypto, enroll, hlc
 from ..errors import ConfigError, UsageError, WrongKeyError
 from ..ops import is_member_name
-from . import vault
+from . import received, vault
 from .passphrase import require_strong
 from .store import Store
 
@@ -165,6 +165,7 @@ class Device:
             "relay": ident.relay_url,
             "outbox": {"batches": out[0], "changes": out[1], "bytes": out[2]},
             "inbox_batches": inbox,
+            "received": received.locked_preview(s) if inbox else None,
             "conflicts": conflicts,
             "conflict_details": [r[0] for r in s.execute("SELECT detail FROM conflicts WHERE seen = 0 ORDER BY id")],
             "notices": notices,

@@ -17,7 +17,7 @@ from ..errors import IntegrityError, ProtocolError, WrongKeyError
 from ..ops import Kind, Op
 from . import keyflow
 from .device import now_ms
-from . import snapshots
+from . import received, snapshots
 
 if TYPE_CHECKING:
     from .replica import Replica as _Base
@@ -57,19 +57,22 @@ class IncomingMixin(_Base):
         gap = s.execute("SELECT MIN(rseq) FROM downloads").fetchone()[0]
         waiting = s.execute("SELECT rseq, device, received_ms FROM inbox WHERE ? IS NULL OR rseq < ? ORDER BY rseq",
                             (gap, gap)).fetchall()
+        # Notices follow where each task settles after the whole run, not a batch on the way (received.py).
+        settler = received.Settler(s, s.meta("member"))
         for rseq, device, rcv in waiting:  # one batch in memory at a time: some hold documents
             data = s.execute("SELECT data FROM inbox WHERE rseq = ?", (rseq,)).fetchone()[0]
             pub = self._author_public(device)
             try:
                 if pub is None:
                     raise IntegrityError(f"batch from unknown device {device.hex()}", code="integrity.device")
-                applied += self.apply_batch(data, pub, received_ms=rcv)
+                applied += self.apply_batch(data, pub, received_ms=rcv, settler=settler)
             except WrongKeyError:
                 continue  # wait for the grant of that epoch
             except (IntegrityError, ProtocolError) as e:
                 self._problem(f"dropped batch {rseq} from device {device.hex()[:8]}: {e}")
             with s.transaction():
                 s.execute("DELETE FROM inbox WHERE rseq = ?", (rseq,))
+        self.settle(settler)
         for kind, entity in s.meta("rebuild") or []:
             with s.transaction():
                 self.rebuild(Kind(kind), entity)

@@ -23,7 +23,7 @@ from .. import batch as wire
 from .. import crypto, hlc, merge
 from ..errors import ConfigError, IntegrityError, UsageError
 from ..ops import FIELDS, NAMES, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
-from . import keyflow, views
+from . import keyflow, received, views
 from .documents import CHAIN_FULL_EVERY, MAX_DOC_BYTES, DocumentsMixin  # noqa: F401 - re-exported
 from .incoming import IncomingMixin
 from .device import Device, now_ms
@@ -373,12 +373,17 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             role = entry[4] if entry and len(entry) > 4 else "member"
         return merge.RANK_SUPERVISOR if role == "supervisor" else merge.RANK_MEMBER
 
-    def apply_batch(self, data: bytes, public_key: bytes, received_ms: int | None = None) -> int:
+    def apply_batch(self, data: bytes, public_key: bytes, received_ms: int | None = None,
+                    settler: received.Settler | None = None) -> int:
         """Verify, open and merge a batch from another device; returns how many ops were new.
 
         Applying the same batch twice, or batches in any order, gives the same state.
-        A batch signed by the relay (rebalancing) may only change assignees.
+        A batch signed by the relay (rebalancing) may only change assignees. Notices of tasks
+        moved to or from this member are written from where a task settles: at the end of this
+        batch, or of the caller's run when it passes its ``settler`` (``apply_incoming``).
         """
+        own = settler is None
+        settler = settler or received.Settler(self.store, self.store.meta("member"))
         frame = wire.parse_batch(data)
         from_relay = frame.device == self.relay_device()
         keys = {0: RELAY_KEY} if from_relay else self.team_keys()
@@ -387,7 +392,6 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         b = wire.decode_batch(data, public_key, keys, team=self.require_team())
         if from_relay:
             check_relay_ops(b.ops)
-        me = self.store.meta("member")
         rank = self._rank(b.device)
         new = 0
         with self.store.transaction():
@@ -399,19 +403,20 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
                 clock = hlc.observe(clock, op.hlc, now_ms())
                 stamp = merge.stamp_for(op, b.device, received_ms)
                 st = self._load(op.kind, op.entity)
-                before = st.values().get("assignee") if st and op.kind is Kind.TASK else None
-                st = merge.apply_op(st, op, stamp, rank)
-                self._save(st)
-                after = st.values().get("assignee") if op.kind is Kind.TASK else None
-                if before == me and after != me:
-                    who = "rebalancing at the office" if from_relay else self._device_names().get(b.device, "a colleague")
-                    self.store.execute(
-                        "INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)",
-                        (now_ms(), f"task {op.entity.hex()[:6]} was reassigned to {after or 'nobody'} by {who}; "
-                                   "what you wrote on it is kept"),
-                    )
+                if op.kind is Kind.TASK:
+                    settler.saw(op.entity, st)
+                self._save(merge.apply_op(st, op, stamp, rank))
             self.store.set_meta("hlc", clock)
+            if own:
+                self.settle(settler)
         return new
+
+    def settle(self, settler: received.Settler) -> None:
+        """Write the notices of an apply run, from the tasks' merged state now (received.py)."""
+        states = {e: st for e in settler.before if (st := self._load(Kind.TASK, e)) is not None}
+        with self.store.transaction():
+            for text in settler.notices(states, self._device_names(), self.relay_device()):
+                self.store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)", (now_ms(), text))
 
     def rebuild(self, kind: Kind, entity: bytes) -> merge.EntityState | None:
         """Recompute an entity from its op log (after a relay capped a clock, or to verify the store)."""
