@@ -108,6 +108,7 @@ def test_every_json_output_has_one_form_for_times_and_sizes(team: Team, tmp_path
     run("doc", "get", d, "-o", str(tmp_path / "copy.docx"))
     run("profile", "--office-days", "mon,thu")
     run("sync")
+    run("audit", "export", str(tmp_path / "evidence.hbwe"))
     run("team", "invite", "erin")
     run("team", "rotate")
     run("check")

@@ -31,6 +31,7 @@ from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
 from .cli_schedule import register as register_schedule
+from .cli_audit import register as register_audit
 from .passphrase import RECOVERY
 from .device import Device
 from .device import now_ms as device_now_ms
@@ -985,6 +986,7 @@ def check(ctx: click.Context) -> None:
 register_passphrase(cli)
 register_schedule(cli)
 register_app(cli)
+register_audit(cli)
 
 
 def main() -> None:

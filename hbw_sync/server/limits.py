@@ -87,6 +87,12 @@ ACTIONS: dict[str, Action] = {
         "chunk": Bin(CHUNK_MAX),
         "sha256": Bin(32, 32),
     }),
+    "evidence": Action(body=4096, args={  # a supervisor's audit export (PROTOCOL.md §24)
+        "member": Str(32),
+        "task": Bin(32, 1),
+        "since_ms": _U63,
+        "until_ms": _U63,
+    }),
     "download": Action(body=4096, args={
         "rseq": _U63,
         "offset": _U63,

@@ -27,7 +27,7 @@ from .. import batch as wire
 from .. import snapshot as snap_fmt
 from .. import codec, crypto, envelope
 from .. import bundle, wordcode
-from . import admission
+from . import admission, receipts
 from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
@@ -691,7 +691,8 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | 
 
 
 #: The relay's actions; each has its line in ``limits.ACTIONS`` (body limit, args).
-ACTIONS = {"enroll": enroll, "sync": sync, "upload": upload, "download": download, "invite": admission.invite}
+ACTIONS = {"enroll": enroll, "sync": sync, "upload": upload, "download": download, "invite": admission.invite,
+           "evidence": receipts.evidence_action}
 
 
 def open_request(body: bytes | bytearray, now: int, transport_key: Callable[[bytes], bytes | None]) -> envelope.Request:
