@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -196,8 +197,15 @@ def test_watch_syncs_soon_after_the_relay_appears_and_keeps_the_outbox_when_it_g
     env.pop("HBW_PASSPHRASE", None)
     proc = subprocess.Popen([sys.executable, "-m", "hbw_sync.client.cli", "watch", "--max-backoff", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
-        time.sleep(2)
+        # Wait for watch's first attempt (not a fixed sleep: a loaded machine starts Python slowly,
+        # and a relay that appears before the first attempt would leave nothing "unreachable").
+        t0 = time.monotonic()
+        while not any("relay unreachable" in line for line in lines) and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
         assert len(outbox(chidi)) == 1
         with RelayThread(RelayConfig(data=data, port=port, access_log=False)):
             t0 = time.monotonic()
@@ -210,6 +218,8 @@ def test_watch_syncs_soon_after_the_relay_appears_and_keeps_the_outbox_when_it_g
         assert len(outbox(chidi)) == 1  # kept while unreachable
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
+        proc.wait(timeout=15)
+        reader.join(timeout=15)
+    out = "".join(lines)
     assert proc.returncode == 0, out
     assert "relay unreachable" in out and "sync ok" in out and out.rstrip().endswith("stopped")
