@@ -35,6 +35,10 @@ MAX_TEXT = 256 * 1024  # a description longer than 256 KiB belongs in a document
 MAX_NAME = 64
 MAX_CAPACITY = 1000  # open tasks a member holds at full load; more is a typo, not a plan
 MAX_REF = 128  # a spreadsheet row key (task.ref)
+#: Chunks one document version may have: 4 GiB at the smallest chunk (16 KiB); 4 MiB of ids.
+MAX_DOC_CHUNKS = 1 << 18
+#: Largest encoded manifest (ids, sizes, header) of such a version.
+MAX_MANIFEST = MAX_DOC_CHUNKS * 21 + 64
 
 
 class Kind(IntEnum):
@@ -155,6 +159,12 @@ _register(
     FieldSpec(34, "sha256", CONTENT, _is_bytes(32, 32), merge=Merge.POLICY),
     FieldSpec(35, "delta", CONTENT, lambda v: isinstance(v, bytes)),  # rebuilds sha256 from base_sha256
     FieldSpec(36, "base_sha256", CONTENT, _is_bytes(32, 32)),
+    # -- chunked versions (PROTOCOL.md §18d-e): the bytes travel as sealed chunks outside batches.
+    # The ids again in routing, so the relay knows which chunks a version uses (garbage collection)
+    # without reading content; the manifest (ids, sizes, whole-file SHA-256) for devices.
+    FieldSpec(3, "chunks", ROUTING, lambda v: isinstance(v, bytes) and len(v) % 16 == 0 and len(v) <= MAX_DOC_CHUNKS * 16),
+    FieldSpec(37, "manifest", CONTENT, _is_bytes(1, MAX_MANIFEST)),
+    # -- end of chunked versions
 )
 _register(
     Kind.MEMBER,

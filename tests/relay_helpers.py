@@ -44,11 +44,13 @@ class Member:
 class Team:
     """A relay plus helpers to enroll members; use as a context manager."""
 
-    def __init__(self, tmp: Path, name: str = "District Finance"):
+    def __init__(self, tmp: Path, name: str = "District Finance", **relay: object):
+        """``relay``: RelayConfig fields to change (e.g. ``chunk_quota``)."""
         self.tmp = tmp
         self.data = tmp / "relay"
+        self.relay_options = relay
         admin.init(self.data, name)
-        self.thread = RelayThread(RelayConfig(data=self.data, port=0, access_log=False))
+        self.thread = RelayThread(RelayConfig(data=self.data, port=0, access_log=False, **relay))  # type: ignore[arg-type]
         self.url = ""
         self.members: dict[str, Member] = {}
 
@@ -87,7 +89,8 @@ class Team:
     def restart(self) -> None:
         """Stop the relay and start it again on a new port (devices keep the old URL: callers fix it)."""
         self.thread.stop()
-        self.thread = RelayThread(RelayConfig(data=self.data, port=0, access_log=False))
+        self.thread = RelayThread(RelayConfig(data=self.data, port=0, access_log=False,
+                                              **self.relay_options))  # type: ignore[arg-type]
         self.url = self.thread.start()
 
 

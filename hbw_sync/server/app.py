@@ -58,6 +58,8 @@ class RelayConfig:
     #: Request body bytes held at once, in all and per client address (``limits.BodyBudget``).
     bodies_total: int = 128 * 1024 * 1024
     bodies_per_address: int = 48 * 1024 * 1024
+    #: Bytes of document chunks the team may keep (``limits.CHUNK_QUOTA``, PROTOCOL.md §18e).
+    chunk_quota: int = limits.CHUNK_QUOTA
 
 
 @dataclass
@@ -367,7 +369,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     path = cfg.data / db.DB_NAME
     conn = db.open_checked(path)
     try:
-        app[IDENTITY] = relay.load_identity(cfg.data, conn)
+        app[IDENTITY] = relay.load_identity(cfg.data, conn, cfg.chunk_quota)
     finally:
         conn.close()
     writer = db.Writer(path)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import codec
+from .. import chunks, codec
 from ..errors import LimitError, TransientError
 from ..schema import Bin, Bool, Int, ListOf, Opt, Soft, Spec, Str, Tuple
 
@@ -99,6 +99,32 @@ ACTIONS: dict[str, Action] = {
         "length": Int(1, 2**31),
     }),
 }
+
+# -- document chunks (PROTOCOL.md §18e): outside batches, in the relay's chunk store --
+#: Bytes of sealed chunks one team may keep at the relay (``RelayConfig.chunk_quota`` overrides).
+CHUNK_QUOTA = 20 * 1024**3
+#: Largest total of sealed chunks one ``chunk_put`` carries, and one ``chunk_get`` answers.
+CHUNK_PUT_MAX = 4 * 1024 * 1024
+CHUNK_GET_MAX = 4 * 1024 * 1024
+#: Most ids one ``chunk_missing`` or ``chunk_get`` names (16 bytes each: 64 KiB).
+CHUNK_IDS_MAX = 4096
+#: An unreferenced chunk is kept this long: a device uploads chunks before the batch naming them.
+CHUNK_GRACE_MS = 7 * 86_400_000
+#: Garbage collection scans the store at most this often (and whenever a put would pass the quota).
+CHUNK_GC_EVERY_MS = 3_600_000
+
+_CID = Bin(16, 16)
+_SEALED_CHUNK = Bin(chunks.SEALED_MAX, 1)
+ACTIONS.update({
+    "chunk_put": Action(body=CHUNK_PUT_MAX + 64 * 1024, args={
+        "chunks": ListOf(Tuple((_CID, _SEALED_CHUNK)), CHUNK_PUT_MAX // 1024),
+    }),
+    "chunk_missing": Action(body=CHUNK_IDS_MAX * 17 + 4096, args={"ids": ListOf(_CID, CHUNK_IDS_MAX)}),
+    "chunk_get": Action(body=CHUNK_IDS_MAX * 17 + 4096, args={
+        "ids": ListOf(_CID, CHUNK_IDS_MAX),
+        "budget": Int(1, CHUNK_GET_MAX),
+    }),
+})
 
 #: Largest body before the action is known (the first bytes name it; see ``body_limit``).
 HEAD_BYTES = 128

@@ -33,7 +33,8 @@ from ..enroll import token_hash
 from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
                       TransientError, UsageError)
 from ..ops import is_member_name
-from . import limits
+from . import chunk_actions, limits
+from .chunkstore import FileChunkStore
 from .db import ensure_invite_codes
 
 DEFAULT_BUDGET = 200_000
@@ -63,6 +64,7 @@ class RelayIdentity:
     team: bytes
     team_name: str
     key: crypto.DeviceKey  # signs responses; its public key is pinned by invites
+    chunks: Any = None  # the team's document chunks (chunkstore.ChunkStore), outside SQLite
 
 
 # -- small helpers ----------------------------------------------------------------------------------
@@ -333,7 +335,8 @@ def _accept_batch(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes,
     if frame.epoch == 0:
         raise AccessError("epoch 0 (unsealed) is reserved for the relay's own changes", code="access.epoch")
     frame.verify(author_pub)
-    n_ops = len(frame.routing_ops())
+    ops = frame.routing_ops()
+    n_ops = len(ops)
     old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
                        (device, frame.seq)).fetchone()
     if old is not None:
@@ -344,6 +347,7 @@ def _accept_batch(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes,
         "INSERT INTO batches (device, seq, received_ms, size, n_ops, epoch, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (device, frame.seq, now, len(data), n_ops, frame.epoch, data),
     )
+    chunk_actions.record_refs(conn, cur.lastrowid, ops)  # which chunks its document versions use (GC)
     return [frame.seq, cur.lastrowid, now]
 
 
@@ -695,6 +699,19 @@ ACTIONS = {"enroll": enroll, "sync": sync, "upload": upload, "download": downloa
            "evidence": receipts.evidence_action}
 
 
+def _authenticated(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    def action(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+        authenticate(conn, req, now)
+        return fn(conn, ident, req, now)
+    return action
+
+
+# Document chunks (PROTOCOL.md §18e): any enrolled, unrevoked device of the team.
+ACTIONS.update({"chunk_put": _authenticated(chunk_actions.put_action),
+                "chunk_missing": _authenticated(chunk_actions.missing_action),
+                "chunk_get": _authenticated(chunk_actions.get_action)})
+
+
 def open_request(body: bytes | bytearray, now: int, transport_key: Callable[[bytes], bytes | None]) -> envelope.Request:
     """A request whose signature is checked before its args are decoded (``enroll``: decoded within tight limits).
 
@@ -736,6 +753,7 @@ def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes | bytearr
     return envelope.make_response(ident.key, req.nonce, result, now), stats
 
 
-def load_identity(data_dir: Path, conn: sqlite3.Connection) -> RelayIdentity:
+def load_identity(data_dir: Path, conn: sqlite3.Connection, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:
     key = crypto.DeviceKey((data_dir / "relay.key").read_bytes())
-    return RelayIdentity(meta(conn, "team"), meta(conn, "team_name"), key)
+    return RelayIdentity(meta(conn, "team"), meta(conn, "team_name"), key,
+                         FileChunkStore(data_dir / "chunks", chunk_quota))

@@ -1,0 +1,156 @@
+"""The relay's document-chunk actions: put, which are missing, get; the per-team quota; garbage collection.
+
+Documents travel as sealed chunks outside batches (PROTOCOL.md §18d, §18e). The relay keeps
+them in a ``ChunkStore`` (files, not SQLite rows) and cannot open them. It learns which
+chunks a document version uses from the version op's *routing* field ``chunks`` (the ids,
+never the content), recorded in ``chunk_refs`` when the batch is accepted. A chunk that no
+stored batch refers to, and that was uploaded longer ago than ``limits.CHUNK_GRACE_MS``
+(a device uploads chunks before the batch that names them), is garbage and is deleted.
+
+Args arrive typed and bounded by ``limits.ACTIONS`` (checked from the msgpack header before
+anything is built, after the signature); the checks here are what the table cannot say.
+A refused put (over the quota, a malformed chunk) stores nothing of the request.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .. import codec
+from ..chunks import ID_LEN, SEALED_MAX
+from ..crypto import NONCE_LEN, TAG_LEN
+from ..errors import LimitError, ProtocolError
+from ..ops import Kind, Op
+from . import limits
+from .chunkstore import ChunkStore
+
+#: The smallest sealed chunk: nonce, method byte, tag (an empty file has no chunk at all).
+SEALED_MIN = NONCE_LEN + 1 + TAG_LEN
+#: The routing field of a document version op that lists its chunk ids (``ops.FIELDS``).
+CHUNKS_TAG = 3
+
+
+def ensure_tables(conn: sqlite3.Connection) -> None:
+    """The references table (created on first use: relays from before chunked documents have none)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS chunk_refs (cid BLOB NOT NULL, rseq INTEGER NOT NULL,"
+                 " PRIMARY KEY (cid, rseq)) WITHOUT ROWID")
+
+
+def record_refs(conn: sqlite3.Connection, rseq: int, ops: list[Op]) -> int:
+    """Note the chunk ids the document versions of an accepted batch use; returns how many."""
+    rows = []
+    for op in ops:
+        ids = op.fields.get(CHUNKS_TAG) if op.kind is Kind.DOC else None
+        if ids:
+            rows += [(ids[i:i + ID_LEN], rseq) for i in range(0, len(ids), ID_LEN)]
+    if rows:
+        ensure_tables(conn)
+        conn.executemany("INSERT OR IGNORE INTO chunk_refs (cid, rseq) VALUES (?, ?)", rows)
+    return len(rows)
+
+
+def _ids(value: Any) -> list[bytes]:
+    # limits.ACTIONS already typed these (16-byte bins, a bounded list); a duplicate is harmless.
+    return list(value or [])
+
+
+def chunk_missing(store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, Any]:
+    """Which of the listed ids the relay does not hold (the device uploads only those)."""
+    ids = _ids(a.get("ids"))
+    return {"missing": [cid for cid, held in zip(ids, store.has_many(team, ids)) if not held]}
+
+
+def chunk_put(conn: sqlite3.Connection, store: ChunkStore, team: bytes, a: dict[str, Any],
+              now: int) -> dict[str, Any]:
+    """Keep the sealed chunks sent; all or nothing against the team's quota (after collecting garbage)."""
+    pieces = a.get("chunks") or []
+    fresh: dict[bytes, bytes] = {}
+    for cid, sealed in pieces:
+        if not SEALED_MIN <= len(sealed) <= SEALED_MAX:
+            raise ProtocolError(f"a sealed chunk of {len(sealed)} bytes cannot be a chunk", code="protocol.schema")
+        fresh[cid] = sealed
+    held = dict(zip(fresh, store.has_many(team, list(fresh))))
+    new = {cid: s for cid, s in fresh.items() if not held[cid]}
+    size = sum(len(s) for s in new.values())
+    quota = getattr(store, "quota", limits.CHUNK_QUOTA)
+    if new and store.usage(team) + size > quota:
+        collect(conn, store, team, now)
+        if store.usage(team) + size > quota:
+            raise LimitError(f"the team's documents at this relay would take more than its quota of {quota} bytes "
+                             f"({store.usage(team)} held); nothing of this upload was kept",
+                             code="protocol.quota",
+                             hint="ask office IT to raise the relay's document quota (hbw-relay serve "
+                                  "--chunk-quota) or to free space")
+    for cid, sealed in new.items():
+        store.put(team, cid, sealed)
+    return {"stored": len(new), "usage": store.usage(team), "quota": quota}
+
+
+def chunk_get(store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, Any]:
+    """Sealed chunks by id, in the order asked, up to ``budget`` bytes (always at least one); ``missing``: not held."""
+    ids = _ids(a.get("ids"))
+    budget = min(int(a.get("budget", limits.CHUNK_GET_MAX)), limits.CHUNK_GET_MAX)
+    out: list[list[Any]] = []
+    missing: list[bytes] = []
+    used = 0
+    for cid in ids:
+        data = store.get(team, cid)
+        if data is None:
+            missing.append(cid)
+            continue
+        if out and used + len(data) > budget:
+            break
+        out.append([cid, data])
+        used += len(data)
+    return {"chunks": out, "missing": missing}
+
+
+def collect(conn: sqlite3.Connection, store: ChunkStore, team: bytes, now: int,
+            grace_ms: int | None = None) -> dict[str, int]:
+    """Delete chunks no stored document version refers to and older than the grace period.
+
+    Returns counts: ``kept``, ``deleted`` and ``freed`` bytes. Runs inside the writer's
+    transaction, so no batch naming a chunk can be accepted between the look and the delete.
+    """
+    ensure_tables(conn)
+    grace = limits.CHUNK_GRACE_MS if grace_ms is None else grace_ms
+    before = store.usage(team)
+    kept = deleted = 0
+    for cid, stored_ms in list(store.listing(team)):
+        if now - stored_ms < grace or conn.execute("SELECT 1 FROM chunk_refs WHERE cid = ?", (cid,)).fetchone():
+            kept += 1
+            continue
+        store.delete(team, cid)
+        deleted += 1
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('chunk_gc_ms', ?)", (codec.pack(now),))
+    return {"kept": kept, "deleted": deleted, "freed": before - store.usage(team)}
+
+
+def _last_gc(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'chunk_gc_ms'").fetchone()
+    return 0 if row is None else int(codec.unpack(row[0]))
+
+
+def put_action(conn: sqlite3.Connection, ident: Any, req: Any, now: int) -> dict[str, Any]:
+    """``chunk_put`` for ``relay.ACTIONS`` (the caller has authenticated the request)."""
+    a = req.args
+    out = chunk_put(conn, ident.chunks, ident.team, a, now)
+    maybe_collect(conn, ident.chunks, ident.team, now)
+    return out
+
+
+def missing_action(conn: sqlite3.Connection, ident: Any, req: Any, now: int) -> dict[str, Any]:
+    """``chunk_missing`` for ``relay.ACTIONS``."""
+    return chunk_missing(ident.chunks, ident.team, req.args)
+
+
+def get_action(conn: sqlite3.Connection, ident: Any, req: Any, now: int) -> dict[str, Any]:
+    """``chunk_get`` for ``relay.ACTIONS``."""
+    return chunk_get(ident.chunks, ident.team, req.args)
+
+
+def maybe_collect(conn: sqlite3.Connection, store: ChunkStore, team: bytes, now: int) -> None:
+    """Collect garbage at most every ``limits.CHUNK_GC_EVERY_MS`` (the store is scanned: not per request)."""
+    if now - _last_gc(conn) >= limits.CHUNK_GC_EVERY_MS:
+        collect(conn, store, team, now)

@@ -1,0 +1,168 @@
+"""The relay's chunk store and actions (PROTOCOL.md §18e), on a real relay on loopback.
+
+Put, missing and get round trips; the per-team quota refused plainly with nothing kept;
+garbage collection of chunks no stored version refers to; and hostile arguments (wrong
+types, oversize ids and chunks, too many ids, unsigned requests), each refused with a
+code and changing nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hostile_helpers import post, signed
+from relay_helpers import Member, Team
+from hbw_sync import chunks, crypto, envelope
+from hbw_sync.client import Device
+from hbw_sync.client import sync as syncing
+from hbw_sync.server import chunk_actions, limits, relay
+from hbw_sync.server.chunkstore import FileChunkStore
+
+KEYS = chunks.ChunkKeys.of(crypto.TeamKey.generate(epoch=1))
+
+
+def sealed_chunks(n: int, size: int = 40_000) -> list[tuple[bytes, bytes]]:
+    return [chunks.seal_chunk(KEYS, os.urandom(size)) for _ in range(n)]
+
+
+def call(team: Team, m: Member, action: str, args: dict) -> dict:
+    """A signed request from ``m``'s device; the verified result (relay errors raise)."""
+    with Device.open(m.home) as dev:
+        body, nonce = envelope.make_request(dev.transport_key(), dev.identity.device_id, action, args,
+                                            relay.now_ms())
+        pub = dev.store.meta("relay_public")
+    raw = asyncio.run(syncing.post(team.url, body, 30))
+    return envelope.parse_response(raw, pub, nonce).result
+
+
+def stored(team: Team) -> list[Path]:
+    return sorted(p for p in (team.data / "chunks").rglob("*") if p.is_file())
+
+
+# -- the file store ---------------------------------------------------------------------------
+
+
+def test_file_store_is_content_addressed_per_team_and_counts_usage(tmp_path: Path) -> None:
+    store = FileChunkStore(tmp_path / "chunks", quota=1 << 30)
+    (a, sa), (b, sb) = sealed_chunks(2)
+    t1, t2 = b"T" * 16, b"U" * 16
+    assert store.put(t1, a, sa) and not store.put(t1, a, sa)  # the second put writes nothing
+    assert store.put(t2, a, sa)
+    assert store.has_many(t1, [a, b]) == [True, False]
+    assert store.get(t1, a) == sa and store.get(t1, b) is None
+    assert store.usage(t1) == len(sa) == store.usage(t2)
+    # a new process counts what is on disk; a crash's stray temporary file counts for nothing
+    (tmp_path / "chunks" / t1.hex() / a.hex()[:2] / "junk.tmp").write_bytes(b"x" * 100)
+    again = FileChunkStore(tmp_path / "chunks", quota=1 << 30)
+    assert again.usage(t1) == len(sa)
+    again.delete(t1, a)
+    again.delete(t1, b)  # not held: no error
+    assert again.usage(t1) == 0 and again.has_many(t1, [a]) == [False]
+    assert [cid for cid, _ms in again.listing(t2)] == [a]
+
+
+# -- the actions ------------------------------------------------------------------------------
+
+
+def test_put_missing_get_round_trip(team: Team) -> None:
+    dana = team.join("dana", "supervisor")
+    pieces = sealed_chunks(5)
+    ids = [cid for cid, _ in pieces]
+    assert call(team, dana, "chunk_missing", {"ids": ids})["missing"] == ids
+    res = call(team, dana, "chunk_put", {"chunks": [list(p) for p in pieces[:3]]})
+    assert res["stored"] == 3 and res["usage"] == sum(len(s) for _, s in pieces[:3])
+    assert call(team, dana, "chunk_missing", {"ids": ids})["missing"] == ids[3:]
+    # a put sent again (its answer was lost) stores nothing more
+    assert call(team, dana, "chunk_put", {"chunks": [list(p) for p in pieces[:3]]})["stored"] == 0
+    got = call(team, dana, "chunk_get", {"ids": ids})
+    assert [c for c, _ in got["chunks"]] == ids[:3] and got["missing"] == ids[3:]
+    assert [s for _, s in got["chunks"]] == [s for _, s in pieces[:3]]
+    # a budget smaller than one chunk still answers one: the device always moves forward
+    assert len(call(team, dana, "chunk_get", {"ids": ids, "budget": 1})["chunks"]) == 1
+    assert len(stored(team)) == 3
+
+
+def test_quota_refuses_the_whole_put_plainly(tmp_path: Path) -> None:
+    with Team(tmp_path, chunk_quota=100_000) as team:
+        dana = team.join("dana", "supervisor")
+        first = sealed_chunks(2)  # about 80 KB: fits
+        call(team, dana, "chunk_put", {"chunks": [list(p) for p in first]})
+        more = sealed_chunks(2)
+        status, err = post(team.url, signed(dana, "chunk_put", {"chunks": [list(p) for p in more]}))
+        assert (status, err["code"]) == (413, "protocol.quota")
+        assert "quota" in err["message"] and "nothing of this upload was kept" in err["message"]
+        assert len(stored(team)) == 2  # nothing of the refused put
+        # chunks already held cost nothing against the quota
+        assert call(team, dana, "chunk_put", {"chunks": [list(p) for p in first]})["stored"] == 0
+        assert dana.sync().ok
+
+
+@pytest.mark.parametrize("action,args,status,code", [
+    ("chunk_missing", {"ids": [b"short"]}, 400, "protocol.schema"),
+    ("chunk_missing", {"ids": [b"x" * 17]}, 400, "protocol.schema"),
+    ("chunk_missing", {"ids": "all"}, 400, "protocol.schema"),
+    ("chunk_missing", {"ids": [b"i" * 16] * (limits.CHUNK_IDS_MAX + 1)}, 413, "protocol.limit"),
+    ("chunk_get", {"ids": [1, 2, 3]}, 400, "protocol.schema"),
+    ("chunk_get", {"ids": [b"i" * 16], "budget": 0}, 400, "protocol.schema"),
+    ("chunk_get", {"ids": [b"i" * 16], "budget": 1 << 40}, 400, "protocol.schema"),
+    ("chunk_put", {"chunks": [[b"i" * 16, bytes(chunks.SEALED_MAX + 1)]]}, 413, "protocol.limit"),
+    ("chunk_put", {"chunks": [[b"i" * 16, b"tiny"]]}, 400, "protocol.schema"),
+    ("chunk_put", {"chunks": [[b"i" * 15, bytes(100)]]}, 400, "protocol.schema"),
+    ("chunk_put", {"chunks": [[b"i" * 16]]}, 400, "protocol.schema"),
+    ("chunk_put", {"chunks": {"a": 1}}, 400, "protocol.schema"),
+    ("chunk_put", {"chunks": [[b"i" * 16, bytes(200_000)]] * 22}, 413, "protocol.limit"),  # body over 4 MiB
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_hostile_chunk_arguments_are_refused_and_change_nothing(team: Team, action, args, status, code) -> None:
+    dana = team.join("dana", "supervisor")
+    got, err = post(team.url, signed(dana, action, args))
+    assert (got, err.get("code")) == (status, code), err
+    assert err["message"] and "Error" not in err["message"]
+    assert stored(team) == []
+    assert dana.sync().ok
+
+
+def test_unsigned_and_unknown_devices_get_nothing(team: Team) -> None:
+    dana = team.join("dana", "supervisor")
+    cid, sealed = sealed_chunks(1)[0]
+    call(team, dana, "chunk_put", {"chunks": [[cid, sealed]]})
+    from hostile_helpers import frame
+    import msgpack
+
+    dev = Device.open(dana.home).identity.device_id
+    raw = msgpack.packb({"ids": [cid]})
+    status, err = post(team.url, frame(dev, "chunk_get", raw))  # junk signature
+    assert (status, err["code"]) == (400, "integrity.signature") or status in (400, 403), err
+    status, err = post(team.url, frame(os.urandom(8), "chunk_get", raw))
+    assert (status, err["code"]) == (403, "access.unknown_device")
+    status, err = post(team.url, frame(os.urandom(8), "chunk_put", msgpack.packb({"chunks": [[cid, bytes(50)]]})))
+    assert status == 403 and len(stored(team)) == 1
+
+
+# -- garbage collection -------------------------------------------------------------------------
+
+
+def test_garbage_collection_keeps_referenced_and_recent_chunks(tmp_path: Path) -> None:
+    """Unit level, on a real SQLite file: refs come from document ops' routing, never from content."""
+    from hbw_sync.ops import Kind, make_op
+
+    conn = sqlite3.connect(tmp_path / "r.db")
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB)")
+    store = FileChunkStore(tmp_path / "chunks", quota=1 << 30)
+    team = b"T" * 16
+    pieces = sealed_chunks(4)
+    for cid, s in pieces:
+        store.put(team, cid, s)
+    (a, _), (b, _), (c, _), (d, _) = pieces
+    op = make_op(Kind.DOC, b"doc1", 1, None, size=10, chunks=a + b)
+    assert chunk_actions.record_refs(conn, 7, [op]) == 2
+    now = relay.now_ms()
+    # within the grace period nothing goes (its batch may still be on the way)
+    assert chunk_actions.collect(conn, store, team, now)["deleted"] == 0
+    out = chunk_actions.collect(conn, store, team, now + limits.CHUNK_GRACE_MS + 10_000)
+    assert (out["kept"], out["deleted"]) == (2, 2) and out["freed"] > 0
+    assert store.has_many(team, [a, b, c, d]) == [True, True, False, False]
