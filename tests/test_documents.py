@@ -50,7 +50,7 @@ def last_batch_size(m: Member) -> int:
 def test_small_edits_travel_as_deltas_and_rebuild_byte_exact(team: Team, tmp_path: Path) -> None:
     a, b = team.pair("amina", "chidi")
     report = tmp_path / "report.txt"
-    versions = [text_doc(2_000_000)]
+    versions = [text_doc(900_000)]  # under CHUNKED_FROM: travels in the batch (larger ones: test_doc_chunks.py)
     report.write_bytes(versions[0])
     with a.open() as rep:
         doc = rep.add_doc(report)
@@ -63,7 +63,7 @@ def test_small_edits_travel_as_deltas_and_rebuild_byte_exact(team: Team, tmp_pat
             rep.update_doc(doc.id, report)
         sizes.append(last_batch_size(a))
         a.sync()
-    # A one-paragraph edit of a 2 MB text costs kilobytes; every 8th version travels in full.
+    # A one-paragraph edit of a 900 KB text costs kilobytes; every 8th version travels in full.
     full_at = CHAIN_FULL_EVERY - 1  # version 9: a chain is one full version and 7 deltas
     assert all(s <= 4096 for i, s in enumerate(sizes) if i != full_at), sizes
     assert sizes[full_at] > 100_000

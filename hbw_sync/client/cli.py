@@ -32,6 +32,7 @@ from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
 from .cli_schedule import register as register_schedule
 from .cli_audit import register as register_audit
+from .cli_docs import register as register_doc_policy
 from .passphrase import RECOVERY
 from .device import Device
 from .device import now_ms as device_now_ms
@@ -614,6 +615,8 @@ def _print_docs(docs: list[views.DocView]) -> None:
     click.echo(f"{'ID':6}  {'SIZE':>10}  {'VER':>3}  {'TASK':6}  NAME")
     for d in docs:
         mark = "  <- two people edited it offline; both kept" if d.conflict_of else ""
+        if not d.local:
+            mark += "  (not on this device: 'doc get' fetches it)"
         click.echo(f"{d.short:6}  {human_bytes(d.size):>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
 
 
@@ -626,8 +629,10 @@ def _print_docs(docs: list[views.DocView]) -> None:
 def doc_add(ctx: click.Context, path: Path, task_id: str | None, name: str | None) -> None:
     """Add the file at PATH as a new document.
 
-    Documents up to 32 MiB (33,554,432 bytes) are carried; a larger file is refused here,
-    with nothing added.
+    Documents up to 4 GiB (4,294,967,296 bytes) are carried; a larger file is refused here,
+    with nothing added. Files of 1 MiB and more travel as encrypted chunks that other
+    devices download by their document policy ('doc policy'); until this device holds
+    the team key, the limit is 32 MiB.
     """
     d = _replica(ctx).add_doc(path, task=task_id, name=name)
     emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({human_bytes(d.size)}).")
@@ -650,17 +655,18 @@ def doc_list(ctx: click.Context) -> None:
 @json_option
 @click.pass_context
 def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int | None, force: bool) -> None:
-    """Write a document's content to a file."""
-    d, data = _replica(ctx).doc_bytes(doc_id, version)
-    out = output or Path(views.safe_filename(d.name))
+    """Write a document's content to a file (fetching it from the relay if it is not on this device)."""
+    rep = _replica(ctx)
+    name = rep.locate_version(doc_id, version)[0].name
+    out = output or Path(views.safe_filename(name))
     if out.is_dir():
-        out = out / views.safe_filename(d.name)
+        out = out / views.safe_filename(name)
     if out.exists() and not force:
         raise UsageError(f"{out} exists", hint="pass --force to overwrite, or -o another path")
-    tmp = out.with_name(out.name + ".hbw-part")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
-    emit(ctx, {**d.to_dict(), "path": str(out)}, f"Wrote {human_bytes(len(data))} to {out}.")
+    fetched = syncing.fetch_doc(rep, doc_id, version)  # what this device lacks, from the relay (§18e)
+    d, size = rep.save_doc(doc_id, out, version)
+    note = f" ({human_bytes(fetched)} fetched from the relay)" if fetched else ""
+    emit(ctx, {**d.to_dict(), "path": str(out), "fetched_bytes": fetched}, f"Wrote {human_bytes(size)} to {out}{note}.")
 
 
 @doc.command("update")
@@ -669,7 +675,7 @@ def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int |
 @json_option
 @click.pass_context
 def doc_update(ctx: click.Context, doc_id: str, path: Path) -> None:
-    """Record the file at PATH as a new version of a document (up to 32 MiB, as for `doc add`)."""
+    """Record the file at PATH as a new version of a document (up to 4 GiB, as for `doc add`)."""
     d = _replica(ctx).update_doc(doc_id, path)
     emit(ctx, d.to_dict(), f"Document {d.short} is now at version {d.versions}.")
 
@@ -987,6 +993,7 @@ register_passphrase(cli)
 register_schedule(cli)
 register_app(cli)
 register_audit(cli)
+register_doc_policy(doc)
 
 
 def main() -> None:

@@ -17,27 +17,36 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import delta, fileio, merge
+from .. import chunks, delta, fileio, merge
 from ..errors import IntegrityError, ProtocolError, UsageError
 from ..ops import Kind, Op
-from . import views
+from . import docchunks, views
 
 if TYPE_CHECKING:
     from .replica import Replica as _Base
 else:
     _Base = object
 
-# The largest document hbw-sync carries: 32 MiB (33,554,432 bytes). Why a limit: a version is
-# held whole in memory while it is sealed, sent and rebuilt (about 7-8 times its size at peak),
-# and travels inside one batch. Told in the README and `doc add --help`, refused at `doc add`
-# and `doc update`, never later. Larger files (scans, recordings) wait for chunked documents.
-MAX_DOC_BYTES = 32 * 1024 * 1024
+# The largest document hbw-sync carries: 4 GiB (4,294,967,296 bytes). Why a limit at all: a
+# version's manifest lists every chunk (at most ops.MAX_DOC_CHUNKS, at the smallest chunk 4 GiB)
+# and travels in one batch. Told in the README and `doc add --help`, refused at `doc add` and
+# `doc update` from the file's size, before anything is read, and never later.
+MAX_DOC_BYTES = 4 * 1024**3
+# Versions sent whole or as a delta inside a batch (files under CHUNKED_FROM, or any file while
+# this device holds no team key yet) are held whole in memory: those stay under 32 MiB.
+MAX_INLINE_BYTES = 32 * 1024 * 1024
+# Files of at least 1 MiB travel as sealed chunks outside batches, fetched by policy (§18e);
+# smaller ones stay in the batch, where a delta of an office file's edit costs 2-4 KB (one
+# chunk would cost 16-256 KiB), and every device gets them at once.
+CHUNKED_FROM = 1024 * 1024
 
 
 def human_size(n: int) -> str:
-    """Bytes as a person reads them: 512 bytes, 40 KB, 2.1 MB, 32 MiB (the limit, exactly)."""
-    if n == MAX_DOC_BYTES:
+    """Bytes as a person reads them: 512 bytes, 40 KB, 2.1 MB; the limits exactly (32 MiB, 4 GiB)."""
+    if n == MAX_INLINE_BYTES:
         return "32 MiB"
+    if n == MAX_DOC_BYTES:
+        return "4 GiB"
     if n < 1000:
         return f"{n} bytes"
     for unit, scale in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9)):
@@ -50,17 +59,117 @@ CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains 
 
 class DocumentsMixin(_Base):
 
-    def _read_file(self, path: Path) -> bytes:
+    def _file_size(self, path: Path) -> int:
+        """The file's size, refused at once (nothing read) over what hbw-sync carries."""
         with fileio.reading(path):
             size = path.stat().st_size
-            if size > MAX_DOC_BYTES:
-                raise UsageError(
-                    f"{path.name} is {human_size(size)}, larger than the {human_size(MAX_DOC_BYTES)} hbw-sync can carry "
-                    "as a document; nothing was added or changed",
-                    code="usage.doc_too_large",
-                    hint="share a smaller copy (for a scan: a lower resolution, or one file per form)",
-                )
-            return path.read_bytes()
+            if path.is_dir():
+                raise IsADirectoryError
+        limit = MAX_DOC_BYTES if self._chunk_keys() is not None else MAX_INLINE_BYTES
+        if size > limit:
+            raise UsageError(
+                f"{path.name} is {human_size(size)}, larger than the {human_size(limit)} hbw-sync can carry "
+                "as a document" + ("" if limit == MAX_DOC_BYTES else " before this device holds the team key")
+                + "; nothing was added or changed",
+                code="usage.doc_too_large",
+                hint="share a smaller copy (for a scan: a lower resolution, or one file per form)"
+                if limit == MAX_DOC_BYTES else "sync once a supervisor's device has shared the team key, then add it",
+            )
+        return size
+
+    def _read_file(self, path: Path) -> bytes:
+        self._file_size(path)
+        with fileio.reading(path):
+            data = path.read_bytes()
+        if len(data) > MAX_INLINE_BYTES:
+            raise UsageError(f"{path.name} grew past {human_size(MAX_INLINE_BYTES)} while it was read; nothing "
+                             "was added or changed", code="usage.doc_too_large", hint="add it again")
+        return data
+
+    # -- chunked versions (PROTOCOL.md §18d-e) ---------------------------------------------------
+
+    @property
+    def local_chunks(self) -> docchunks.LocalChunks:
+        lc = self.__dict__.get("_local_chunks")
+        if lc is None:
+            lc = self.__dict__["_local_chunks"] = docchunks.LocalChunks(self.store)
+        return lc
+
+    def _chunk_keys(self) -> chunks.ChunkKeys | None:
+        key = self.current_key_or_none()
+        return None if key is None else chunks.ChunkKeys.of(key)
+
+    def _chunked_values(self, path: Path, size: int) -> dict[str, Any] | None:
+        """Split, seal and keep the file's chunks (in the caller's transaction); the version's fields.
+
+        None when the file travels inside the batch instead (small, or no team key yet).
+        """
+        keys = self._chunk_keys()
+        if keys is None or size < CHUNKED_FROM:
+            return None
+        with fileio.reading(path), open(path, "rb") as f:
+            m = self.local_chunks.split_file(keys, f, MAX_DOC_BYTES)
+        return {"sha256": m.sha256, "size": m.size, "manifest": m.encode(), "chunks": b"".join(m.ids)}
+
+    def version_manifest(self, did: bytes, digest: bytes) -> chunks.Manifest | None:
+        """The manifest of a document's chunked version ``digest``; None if that version is not chunked."""
+        for _oid, _dev, op in reversed(self._version_ops(did)):
+            c = op.content or {}
+            if c.get(34) == digest and c.get(37):
+                return chunks.decode_manifest(c[37])
+        return None
+
+    def _chunk_keys_for(self, m: chunks.Manifest) -> chunks.ChunkKeys:
+        key = self.team_keys().get(m.epoch)
+        if key is None:
+            raise IntegrityError(f"this device does not hold the team key of epoch {m.epoch} this document was "
+                                 "sealed with", code="integrity.chain", hint="sync: a supervisor's device shares it")
+        return chunks.ChunkKeys.of(key)
+
+    def missing_chunks(self, did: bytes, digest: bytes) -> list[bytes]:
+        """Ids of the version's chunks not on this device (empty when it is whole here, or not chunked)."""
+        m = self.version_manifest(did, digest)
+        return [] if m is None else self.local_chunks.missing(m.ids)
+
+    def _is_local(self, did: bytes, digest: bytes | None) -> bool:
+        if digest is None:
+            return True
+        if self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
+            return True
+        m = self.version_manifest(did, digest)
+        return m is not None and not self.local_chunks.missing(m.ids)
+
+    def doc_policy(self) -> str:
+        """Which documents this device downloads after a sync: mine (default), all, none (see ``docchunks``)."""
+        return self.store.meta("doc_policy") or docchunks.DEFAULT_POLICY
+
+    def set_doc_policy(self, policy: str) -> str:
+        value = docchunks.check_policy(policy)
+        with self.store.transaction():
+            self.store.set_meta("doc_policy", value)
+        return value
+
+    def wanted_chunks(self) -> list[bytes]:
+        """Chunk ids the policy wants here and this device lacks: current versions of wanted documents."""
+        policy = self.doc_policy()
+        if policy == "none":
+            return []
+        me = self.store.meta("member")
+        names = self._device_names()
+        mine_tasks = {r[0] for r in self.store.execute(
+            "SELECT id FROM entities WHERE kind = ? AND assignee = ?", (int(Kind.TASK), me))}
+        out: list[bytes] = []
+        for (did,) in self.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
+            st = self._load(Kind.DOC, did)
+            if st is None or st.values().get("sha256") is None:
+                continue
+            v = st.values()
+            if policy == "mine" and v.get("task") not in mine_tasks:
+                versions = self._version_ops(did)
+                if not versions or names.get(versions[0][1]) != me:
+                    continue
+            out += self.missing_chunks(did, v["sha256"])
+        return list(dict.fromkeys(out))
 
     # Versions: every document version's bytes are kept once, sealed, in `blobs` by their
     # SHA-256; the `sha256` field points at the current one. A new version travels as a delta
@@ -101,7 +210,7 @@ class DocumentsMixin(_Base):
                               "it will be readable after the next full version")
                 return
             try:
-                data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_DOC_BYTES)
+                data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_INLINE_BYTES)
             except (IntegrityError, ProtocolError) as e:
                 # Refuse the version, not the batch: a tampered delta and a receiver whose zlib
                 # re-deflates differently look alike here, and the rest of the batch is sound.
@@ -111,27 +220,44 @@ class DocumentsMixin(_Base):
         self._store_blob(data)
 
     def add_doc(self, path: Path, task: str | None = None, name: str | None = None) -> views.DocView:
-        data = self._read_file(Path(path))
+        """Add a file as a new document: as sealed chunks (1 MiB and more), or inside the batch.
+
+        Raises:
+            UsageError: no such file, unreadable, over the limit (``usage.doc_too_large``), unknown task.
+        """
+        path = Path(path)
+        size = self._file_size(path)
         tid = self.resolve(Kind.TASK, task) if task else None
         did = os.urandom(8)
-        values: dict[str, Any] = {
-            "name": name or Path(path).name,
-            "data": data,
-            "sha256": hashlib.sha256(data).digest(),
-            "size": len(data),
-        }
+        values: dict[str, Any] = {"name": name or path.name}
         if tid is not None:
             values["task"] = tid
-        self.change([(Kind.DOC, did, values)])
+        with self.store.transaction():  # the chunks and the op that names them: both or neither
+            chunked = self._chunked_values(path, size)
+            if chunked is None:
+                data = self._read_file(path)
+                values.update(data=data, sha256=hashlib.sha256(data).digest(), size=len(data))
+            else:
+                values.update(chunked)
+            self.change([(Kind.DOC, did, values)])
         return self.doc(did.hex())
 
     def update_doc(self, prefix: str, path: Path) -> views.DocView:
         did = self.resolve(Kind.DOC, prefix)
-        data = self._read_file(Path(path))
+        path = Path(path)
+        size = self._file_size(path)
         st = self._load(Kind.DOC, did)
         assert st is not None
-        digest = hashlib.sha256(data).digest()
         base_sha = st.values().get("sha256")
+        with self.store.transaction():
+            chunked = self._chunked_values(path, size)
+            if chunked is not None:
+                if chunked["sha256"] == base_sha:  # rolled back with the transaction: nothing kept
+                    raise UsageError("this file is the same as the document's current version: nothing to record")
+                self.change([(Kind.DOC, did, chunked)])
+                return self.doc(did.hex())
+        data = self._read_file(path)
+        digest = hashlib.sha256(data).digest()
         if digest == base_sha:
             raise UsageError("this file is the same as the document's current version: nothing to record")
         values: dict[str, Any] = {"sha256": digest, "size": len(data)}
@@ -161,7 +287,7 @@ class DocumentsMixin(_Base):
     def _versions_since_full(self, did: bytes) -> int:
         n = 0
         for _oid, _dev, op in reversed(self._version_ops(did)):
-            if 33 in (op.content or {}):
+            if 33 in (op.content or {}) or 37 in (op.content or {}):  # whole, or chunked: a chain starts
                 return n
             n += 1
         return n
@@ -187,6 +313,7 @@ class DocumentsMixin(_Base):
             versions=len(self._version_ops(st.entity)),
             task=v["task"].hex() if v.get("task") else None,
             updated=views.hlc_iso(st.head.ts if st.head else None),
+            local=self._is_local(st.entity, v.get("sha256")),
         )
 
     def doc(self, prefix: str) -> views.DocView:
@@ -210,34 +337,54 @@ class DocumentsMixin(_Base):
                 date = (views.hlc_iso(op.hlc) or "")[:10]
                 name = f"{stem or ext} (conflict copy by {who} {date}){dot + ext if stem else ''}"
                 out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), op.content[34].hex(), 1,
-                                         view.task, views.hlc_iso(op.hlc), conflict_of=view.id))
+                                         view.task, views.hlc_iso(op.hlc), conflict_of=view.id,
+                                         local=self._is_local(d, op.content[34])))
         return out
 
     def _version_op(self, did: bytes, op_id: bytes) -> Op:
         row = self.store.execute("SELECT body FROM oplog WHERE op_id = ?", (op_id,)).fetchone()
         return self._op_from_log(op_id, row[0])
 
-    def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
-        """A document's current bytes (or version N, from 1; or a conflict copy's), checked against their hash."""
+    def locate_version(self, prefix: str, version: int | None) -> tuple[views.DocView, bytes, bytes]:
+        """(view, document id, version SHA-256) of a document's current version, version N (from 1), or a conflict copy."""
         p = prefix.strip().lower()
         copies = [v for v in self.docs() if v.conflict_of and len(p) >= 2 and v.id.startswith(p)]
         if copies:
             view = copies[0]
-            digest = bytes.fromhex(view.sha256)
+            return view, bytes.fromhex(view.conflict_of or ""), bytes.fromhex(view.sha256)
+        did = self.resolve(Kind.DOC, prefix)
+        st = self._load(Kind.DOC, did)
+        assert st is not None
+        view = self._doc_view(st)
+        if version is None:
+            digest = st.values().get("sha256")
+            if digest is None:
+                raise UsageError("this document has no content yet")
         else:
-            did = self.resolve(Kind.DOC, prefix)
-            st = self._load(Kind.DOC, did)
-            assert st is not None
-            view = self._doc_view(st)
-            if version is None:
-                digest = st.values().get("sha256")
-                if digest is None:
-                    raise UsageError("this document has no content yet")
-            else:
-                versions = self._version_ops(did)
-                if not 1 <= version <= len(versions):
-                    raise UsageError(f"document has {len(versions)} version(s); no version {version}")
-                digest = versions[version - 1][2].content[34]
+            versions = self._version_ops(did)
+            if not 1 <= version <= len(versions):
+                raise UsageError(f"document has {len(versions)} version(s); no version {version}")
+            digest = versions[version - 1][2].content[34]
+        return view, did, digest
+
+    def doc_missing(self, prefix: str, version: int | None = None) -> list[bytes]:
+        """Chunk ids a version still needs from the relay before it can be read here (``sync.fetch_doc``)."""
+        _view, did, digest = self.locate_version(prefix, version)
+        return self.missing_chunks(did, digest)
+
+    def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
+        """A document's current bytes (or version N, from 1; or a conflict copy's), checked against their hash.
+
+        Whole in memory: for small documents and tests; ``save_doc`` streams to a file.
+        """
+        view, did, digest = self.locate_version(prefix, version)
+        m = self.version_manifest(did, digest)
+        if m is not None:
+            data = self.local_chunks.read_all(self._chunk_keys_for(m), m)
+            if data is None:
+                raise UsageError("this document is not on this device yet", code="usage.doc_not_local",
+                                 hint="run 'hbw-sync doc get' when online: it fetches it")
+            return view, data
         data = self._blob(digest)
         if data is None:
             raise IntegrityError("this version's bytes are missing (its delta chain is broken); a later full "
@@ -246,3 +393,24 @@ class DocumentsMixin(_Base):
             raise IntegrityError("stored document bytes do not match their hash", code="integrity.doc")
         return view, data
 
+    def save_doc(self, prefix: str, out: Path, version: int | None = None) -> tuple[views.DocView, int]:
+        """Write a version to ``out`` (through a temporary file, renamed once whole and checked); bytes written.
+
+        A chunked version is written one chunk at a time: memory stays flat whatever its size.
+
+        Raises:
+            UsageError ``usage.doc_not_local``: parts are not on this device (``sync.fetch_doc`` gets them).
+            IntegrityError: stored bytes do not match the recorded hash.
+        """
+        view, did, digest = self.locate_version(prefix, version)
+        m = self.version_manifest(did, digest)
+        if m is not None:
+            if self.local_chunks.missing(m.ids):
+                raise UsageError("this document is not on this device yet", code="usage.doc_not_local",
+                                 hint="run 'hbw-sync doc get' when online: it fetches it")
+            return view, self.local_chunks.write(self._chunk_keys_for(m), m, Path(out))
+        view, data = self.doc_bytes(prefix, version)
+        tmp = Path(out).with_name(Path(out).name + ".hbw-part")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+        return view, len(data)

@@ -42,7 +42,7 @@ from . import keyflow
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
-from . import retry, snapshots
+from . import docsync, retry, snapshots
 from .progress import Meter, OnProgress
 from .vault import KdfParams
 from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
@@ -655,13 +655,33 @@ class _Session:
         self.up_total = 0 if not self.meter.active else self.report.sent_bytes + self.s.execute(
             "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
         self._show_progress()
+
+        async def run() -> None:
+            await docsync.push(self)  # chunks before the batches that name them (§18e)
+            await self._run(url, relay_pub)
+
+        await self.connected(run)
+
+    async def connected(self, fn: Callable[[], Any]) -> Any:
+        """Run ``await fn()`` with one keep-alive connection to the relay and its TLS pin."""
         async with aiohttp.ClientSession() as shared:
             token, pin = _SESSION.set(shared), TLS_PIN.set(self.s.meta("tls_sha256"))
             try:
-                await self._run(url, relay_pub)
+                return await fn()
             finally:
                 _SESSION.reset(token)
                 TLS_PIN.reset(pin)
+
+    async def fetch_wanted(self) -> None:
+        """Download the chunks the fetch policy wants (after what arrived was applied); say what the relay lacks."""
+        assert self.rep is not None
+        ids = self.rep.wanted_chunks()
+        if not ids:
+            return
+        _got, lacking = await self.connected(lambda: docsync.fetch(self, self.rep, ids))
+        if lacking:
+            self.report.notes.append(f"{lacking} part(s) of documents are not at the relay yet (their author has "
+                                     "not synced since adding them); the next sync fetches them")
 
     async def _run(self, url: str, relay_pub: bytes) -> None:
         while True:
@@ -777,6 +797,8 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
                     continue
                 if not s.execute("SELECT 1 FROM outbox WHERE state = 'open'").fetchone():
                     break
+            if rep is not None:
+                asyncio.run(session.fetch_wanted())  # documents by policy, once task changes are in
         except HbwError as e:
             session.report.ok = False
             _log(dev, session.report, t0, str(e))
@@ -797,6 +819,30 @@ def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
             "INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, ?, ?, ?)",
             (now_ms() - int(report.duration_s * 1000), now_ms(), int(error is None), "relay", error or detail),
         )
+
+
+def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transport: Transport = post,
+              timeout: float = 60) -> int:
+    """Download the parts of one document version this device lacks (``doc get``); bytes fetched.
+
+    Raises:
+        TransientError: the relay cannot be reached (nothing half-kept is lost: fetched chunks stay).
+        UsageError ``usage.doc_not_at_relay``: the relay lacks parts (their author has not synced).
+        ConfigError: this device has not joined a relay.
+    """
+    ids = rep.doc_missing(prefix, version)
+    if not ids:
+        return 0
+    if not rep.store.meta("relay_url"):
+        raise ConfigError("this document is not on this device, and this device has not joined a relay",
+                          hint="run 'hbw-sync join INVITE'")
+    session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
+    got, lacking = asyncio.run(session.connected(lambda: docsync.fetch(session, rep, ids)))
+    if lacking:
+        raise UsageError(f"{lacking} part(s) of this document are not at the relay yet: its author has not synced "
+                         "since saving it", code="usage.doc_not_at_relay",
+                         hint="try again after its author's next sync")
+    return got
 
 
 def close_outbox(dev: Device, rep: Replica | None) -> None:

@@ -71,6 +71,7 @@ class DocView:
     task: str | None
     updated: str | None
     conflict_of: str | None = None  # set on a conflict copy: the document it was split from
+    local: bool = True  # its bytes are on this device (a chunked one may wait for 'doc get', §18e)
 
     @property
     def short(self) -> str:

@@ -1,0 +1,133 @@
+"""Moving document chunks with the relay: upload before the batches that name them, download by policy.
+
+Upload (``push``), at the start of every sync, locked or not (chunks are sealed already):
+ask the relay which of the chunks not yet confirmed it lacks (``chunk_missing``), mark the
+others sent, and upload the missing ones (``chunk_put``) a few at a time, marking each put
+sent once the relay's signed answer comes. A sync cut in the middle goes on from the first
+chunk not confirmed; a batch that names chunks is sent only after this step finished, so the
+relay never holds a version whose chunks it lacks (unless their author never syncs again).
+
+Download (``fetch``): the ids the fetch policy wants (``Replica.wanted_chunks``) or one
+document needs (``doc get``), asked for in groups, each chunk checked against its id before it
+is kept; each answer is one transaction, so a cut download keeps what came. Chunks the relay
+does not hold (their author has not synced yet) are counted and told, not an error.
+
+See PROTOCOL.md §18e. The calls go through ``sync._Session._call`` (signed requests, the
+pinned relay key, the link's piece size).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ProtocolError
+from . import docchunks
+
+if TYPE_CHECKING:
+    from .replica import Replica
+    from .sync import _Session
+
+#: Ids per ``chunk_missing`` / ``chunk_get`` request (the relay takes up to 4096).
+IDS_PER_CALL = 1024
+#: Bytes of sealed chunks per ``chunk_put`` and asked per ``chunk_get`` on a good link (the relay takes 4 MiB).
+BODY_TARGET = 1024 * 1024
+
+
+def _target(session: "_Session") -> int:
+    # A link that keeps dropping shrinks its piece (sync._Link); one put or get then carries one chunk.
+    return min(BODY_TARGET, session.link.piece * 16)
+
+
+async def push(session: "_Session") -> int:
+    """Upload this device's chunks the relay lacks; returns bytes uploaded."""
+    local = docchunks.LocalChunks(session.s)
+    sent = 0
+    while True:
+        ids = local.unsent(IDS_PER_CALL)
+        if not ids:
+            return sent
+        res = await session._call("chunk_missing", {"ids": ids})
+        missing = _ids(res.get("missing"), set(ids))
+        with session.s.transaction():
+            local.mark_sent(set(ids) - set(missing))
+        batch: list[list[Any]] = []
+        size = 0
+        for cid in missing:
+            sealed = local.sealed(cid)
+            if sealed is None:
+                continue
+            if batch and size + len(sealed) > _target(session):
+                sent += await _put(session, local, batch, size)
+                batch, size = [], 0
+            batch.append([cid, sealed])
+            size += len(sealed)
+        if batch:
+            sent += await _put(session, local, batch, size)
+
+
+async def _put(session: "_Session", local: docchunks.LocalChunks, batch: list[list[Any]], size: int) -> int:
+    await session._call("chunk_put", {"chunks": batch})
+    with session.s.transaction():
+        local.mark_sent(cid for cid, _ in batch)
+    session.link.moved += size
+    session.link.grow()
+    session.report.sent_bytes += size
+    return size
+
+
+async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[int, int]:
+    """Download chunks by id (each checked, each answer kept at once); (bytes fetched, ids the relay lacks)."""
+    local = rep.local_chunks
+    keys = docchunks.keys_by_epoch(rep.team_keys())
+    epoch_of = _epochs(rep, ids)
+    got_bytes = lacking = 0
+    todo = local.missing(ids)
+    while todo:
+        ask = todo[:IDS_PER_CALL]
+        res = await session._call("chunk_get", {"ids": ask, "budget": _target(session)})
+        wanted = set(ask)
+        pieces = res.get("chunks") or []
+        if not isinstance(pieces, list) or any(not isinstance(p, list) or len(p) != 2 or p[0] not in wanted
+                                               or not isinstance(p[1], bytes) for p in pieces):
+            raise ProtocolError("the relay answered chunks that were not asked for", code="protocol.chunk")
+        absent = set(_ids(res.get("missing"), wanted))
+        if not pieces and not absent:
+            raise ProtocolError("the relay answered no chunk and no reason", code="protocol.chunk")
+        with session.s.transaction():
+            for cid, sealed in pieces:
+                local.keep_fetched(keys, epoch_of.get(cid, 0), [(cid, sealed)])
+        n = sum(len(s) for _, s in pieces)
+        got_bytes += n
+        session.link.moved += n
+        session.link.grow()
+        session.report.received_bytes += n
+        lacking += len(absent)
+        done = {cid for cid, _ in pieces} | absent
+        todo = [cid for cid in todo if cid not in done]
+    return got_bytes, lacking
+
+
+def _ids(value: Any, allowed: set[bytes]) -> list[bytes]:
+    if not isinstance(value, list) or any(cid not in allowed for cid in value):
+        if value is None:
+            return []
+        raise ProtocolError("the relay named chunks that were not asked about", code="protocol.chunk")
+    return value
+
+
+def _epochs(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
+    """Which epoch's keys check each id: from the manifests of every chunked version (ids are per epoch)."""
+    want = set(ids)
+    out: dict[bytes, int] = {}
+    from ..chunks import decode_manifest
+    from ..ops import Kind
+
+    for (did,) in rep.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
+        for _oid, _dev, op in rep._version_ops(did):
+            raw = (op.content or {}).get(37)
+            if raw:
+                m = decode_manifest(raw)
+                for cid in m.ids:
+                    if cid in want:
+                        out[cid] = m.epoch
+    return out
