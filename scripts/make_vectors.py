@@ -41,6 +41,7 @@ from hbw_sync import batch as B  # noqa: E402
 from hbw_sync import bundle as BU  # noqa: E402
 from hbw_sync import codec, crypto, enroll, envelope, hlc, merge, snapshot, wordcode  # noqa: E402
 from hbw_sync import delta as delta_mod  # noqa: E402
+from hbw_sync import chunks as chunks_mod  # noqa: E402
 
 if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -270,6 +271,10 @@ def hlc_vectors() -> dict[str, Any]:
 E_TASK = bytes.fromhex("7461736b00000001")
 E_TASK2 = bytes.fromhex("7461736b00000002")
 E_DOC = bytes.fromhex("646f630000000001")
+E_DOC2 = bytes.fromhex("646f630000000002")
+# A chunked version: the manifest of a deterministic 300 KB "scan" cut under the epoch-1 team key.
+_SCAN = b"".join(hashlib.sha256(b"scan %d" % i).digest() for i in range(300_000 // 32))
+CHUNKED_MANIFEST = chunks_mod.split_bytes(chunks_mod.ChunkKeys.of(TEAM_KEYS["t1"]), _SCAN)[0]
 E_MEMBER = b"amina"
 
 
@@ -339,6 +344,17 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                         description="Ελέγξτε τα έντυπα · 检查表格 · تحقق من النماذج · 👩🏾‍💼 done",
                         note="Ñandú 🐦 ok"),
                 make_op(Kind.MEMBER, b"chidi", P(T0 + 10 * MIN, 1), None, display_name="Chidi Okonkwo-Ñúñez 🚲"),
+            ],
+        },
+        {
+            "name": "chunked_doc",
+            "description": "A document version whose bytes travel as chunks outside the batch (PROTOCOL.md §18d-e): "
+                           "content carries the manifest, routing the chunk ids (for the relay's garbage collection).",
+            "device": "d2", "key": "t1", "seq": 2, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.DOC, E_DOC2, P(T0 + 11 * MIN, 0), None,
+                        size=CHUNKED_MANIFEST.size, name="scan.pdf", sha256=CHUNKED_MANIFEST.sha256,
+                        manifest=CHUNKED_MANIFEST.encode(), chunks=b"".join(CHUNKED_MANIFEST.ids)),
             ],
         },
         {

@@ -74,6 +74,10 @@ def test_put_missing_get_round_trip(team: Team) -> None:
     pieces = sealed_chunks(5)
     ids = [cid for cid, _ in pieces]
     assert call(team, dana, "chunk_missing", {"ids": ids})["missing"] == ids
+    # the largest list the table allows fits its body limit (ids are 18 bytes each in msgpack)
+    many = [os.urandom(16) for _ in range(limits.CHUNK_IDS_MAX)]
+    assert len(call(team, dana, "chunk_missing", {"ids": many})["missing"]) == limits.CHUNK_IDS_MAX
+    assert call(team, dana, "chunk_get", {"ids": many})["missing"] == many
     res = call(team, dana, "chunk_put", {"chunks": [list(p) for p in pieces[:3]]})
     assert res["stored"] == 3 and res["usage"] == sum(len(s) for _, s in pieces[:3])
     assert call(team, dana, "chunk_missing", {"ids": ids})["missing"] == ids[3:]
@@ -166,3 +170,25 @@ def test_garbage_collection_keeps_referenced_and_recent_chunks(tmp_path: Path) -
     out = chunk_actions.collect(conn, store, team, now + limits.CHUNK_GRACE_MS + 10_000)
     assert (out["kept"], out["deleted"]) == (2, 2) and out["freed"] > 0
     assert store.has_many(team, [a, b, c, d]) == [True, True, False, False]
+
+
+def test_the_spec_states_the_chunk_limits_the_code_uses() -> None:
+    """PROTOCOL.md §18e against limits.py: a number changed in one place fails here."""
+    from hbw_sync.ops import MAX_DOC_CHUNKS, MAX_MANIFEST
+
+    spec = (Path(__file__).resolve().parent.parent / "protocol/PROTOCOL.md").read_text(encoding="utf-8")
+    sec = spec[spec.index("## 18e."):spec.index("## 19.")]
+
+    def n(x: int) -> str:
+        return f"{x:,}".replace(",", " ")
+
+    for action in ("chunk_missing", "chunk_get"):
+        assert f"| `{action}` | {n(limits.ACTIONS[action].body)} bytes" in sec
+    assert f"| `chunk_put` | {n(limits.ACTIONS['chunk_put'].body)} bytes" in sec
+    assert f"≤ {limits.CHUNK_IDS_MAX} bin 16" in sec
+    assert f"sealed (bin {chunk_actions.SEALED_MIN} – {n(chunks.SEALED_MAX)})" in sec
+    assert f"uint 1 – {n(limits.CHUNK_GET_MAX)}" in sec
+    assert f"`CHUNK_QUOTA` = {n(limits.CHUNK_QUOTA)} bytes" in sec
+    assert f"`CHUNK_GRACE_MS` = {n(limits.CHUNK_GRACE_MS)} ms" in sec
+    assert f"at most {n(MAX_DOC_CHUNKS)} ids" in sec
+    assert f"bin ≤ {n(MAX_MANIFEST)}" in spec

@@ -160,15 +160,15 @@ def test_a_document_over_the_limit_is_refused_at_doc_add_with_nothing_added(tmp_
     small = tmp_path / "note.txt"
     small.write_bytes(b"orchid lantern minutes")
     help_text = CliRunner().invoke(client_cli, ["doc", "add", "--help"]).output
-    assert "32 MiB" in help_text and "33,554,432 bytes" in help_text
-    assert "32 MiB" in (ROOT / "README.md").read_text()
+    assert "4 GiB" in help_text and "4,294,967,296 bytes" in help_text
+    assert "4 GiB" in (ROOT / "README.md").read_text()
     with Team(tmp_path) as team:
         a = team.join("dana", "supervisor")
         a.sync()
         env = {"HBW_SYNC_HOME": str(a.home), "HBW_PASSPHRASE": a.passphrase}
         res = CliRunner().invoke(client_cli, ["doc", "add", str(big)], env=env)
         assert res.exit_code == 2, res.output
-        assert "scan.pdf is 34 MB, larger than the 32 MiB hbw-sync can carry" in res.output
+        assert "scan.pdf is 4.3 GB, larger than the 4 GiB hbw-sync can carry" in res.output
         assert "nothing was added" in res.output and "Traceback" not in res.output
         res = CliRunner().invoke(client_cli, ["doc", "add", str(big), "--json"], env=env)
         assert '"usage.doc_too_large"' in res.output
@@ -176,7 +176,7 @@ def test_a_document_over_the_limit_is_refused_at_doc_add_with_nothing_added(tmp_
         assert added.exit_code == 0, added.output
         doc_id = json.loads(added.output)["id"]
         res = CliRunner().invoke(client_cli, ["doc", "update", doc_id, str(big)], env=env)
-        assert res.exit_code == 2 and "larger than the 32 MiB" in res.output
+        assert res.exit_code == 2 and "larger than the 4 GiB" in res.output
         with a.open() as rep:
             assert [d.name for d in rep.docs()] == ["note.txt"]
             assert rep.doc(doc_id).versions == 1

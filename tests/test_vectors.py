@@ -345,12 +345,12 @@ def test_delta_vectors_cover_every_method_and_codec() -> None:
 
 
 def test_delta_numbers_in_the_spec_match_the_code() -> None:
-    from hbw_sync.client.documents import MAX_DOC_BYTES
+    from hbw_sync.client.documents import MAX_INLINE_BYTES
     from hbw_sync.delta import blocks, wire
 
     spec = SPEC.read_text(encoding="utf-8")
     section = spec[spec.index("## 18c."):spec.index("## 19.")]
-    assert f"`MAX_DOC_BYTES` = {MAX_DOC_BYTES:,}".replace(",", " ") in section
+    assert f"`MAX_INLINE_BYTES` = {MAX_INLINE_BYTES:,}".replace(",", " ") in section
     assert f"min({wire.PLAIN_FACTOR} × max_size, max(max_size, {wire.PLAIN_CEILING >> 20} MiB))" in section
     assert f"block_size ({blocks.MIN_BLOCK:,} - {blocks.MAX_BLOCK:,})".replace(",", " ") in section
     assert f"window (0 - {blocks.MAX_WINDOW:,})".replace(",", " ") in section

@@ -81,7 +81,7 @@ def chunk_put(conn: sqlite3.Connection, store: ChunkStore, team: bytes, a: dict[
                              f"({store.usage(team)} held); nothing of this upload was kept",
                              code="protocol.quota",
                              hint="ask office IT to raise the relay's document quota (hbw-relay serve "
-                                  "--chunk-quota) or to free space")
+                                  "--chunk-quota-gb) or to free space")
     for cid, sealed in new.items():
         store.put(team, cid, sealed)
     return {"stored": len(new), "usage": store.usage(team), "quota": quota}

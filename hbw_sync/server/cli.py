@@ -14,7 +14,7 @@ from .. import __version__, allocation, timefmt
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..i18n import _
 from ..ops import MAX_CAPACITY
-from . import admin, cli_equipment, db
+from . import admin, cli_equipment, db, limits
 from .app import MIN_FREE_MB, RelayConfig
 from .connections import ConnectionLimits
 from .office import OfficeConfig
@@ -97,6 +97,8 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
               help="Connections one IP address may hold (raise it if many devices share one address, e.g. a NAT).")
 @click.option("--admin", "with_admin", is_flag=True, help="Also serve the office page for IT (devices, invites, "
               "equipment, backups, audit) on --admin-port, behind the admin token.")
+@click.option("--chunk-quota-gb", default=limits.CHUNK_QUOTA / 1024**3, show_default=True, type=click.FloatRange(0.001),
+              help="GiB of document chunks the team may keep here (DATA/chunks); uploads past it are refused.")
 @click.option("--admin-host", default="127.0.0.1", show_default=True,
               help="Address of the office page; only loopback unless --admin-remote.")
 @click.option("--admin-port", default=8766, show_default=True, type=int, help="Port of the office page (0: any free).")
@@ -104,7 +106,7 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
               "to loopback is safer: the page has no TLS).")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
           stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int, with_admin: bool,
-          admin_host: str, admin_port: int, admin_remote: bool) -> None:
+          admin_host: str, admin_port: int, admin_remote: bool, chunk_quota_gb: float) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -124,7 +126,8 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
-                      min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address))
+                      min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address),
+                      chunk_quota=int(chunk_quota_gb * 1024**3))
     office_cfg = OfficeConfig(admin_host, admin_port, admin_remote) if with_admin else None
 
     def office_ready(url: str, token: str | None) -> None:

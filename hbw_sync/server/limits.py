@@ -119,8 +119,8 @@ ACTIONS.update({
     "chunk_put": Action(body=CHUNK_PUT_MAX + 64 * 1024, args={
         "chunks": ListOf(Tuple((_CID, _SEALED_CHUNK)), CHUNK_PUT_MAX // 1024),
     }),
-    "chunk_missing": Action(body=CHUNK_IDS_MAX * 17 + 4096, args={"ids": ListOf(_CID, CHUNK_IDS_MAX)}),
-    "chunk_get": Action(body=CHUNK_IDS_MAX * 17 + 4096, args={
+    "chunk_missing": Action(body=CHUNK_IDS_MAX * 18 + 4096, args={"ids": ListOf(_CID, CHUNK_IDS_MAX)}),
+    "chunk_get": Action(body=CHUNK_IDS_MAX * 18 + 4096, args={
         "ids": ListOf(_CID, CHUNK_IDS_MAX),
         "budget": Int(1, CHUNK_GET_MAX),
     }),
