@@ -1,26 +1,41 @@
-"""Peak memory of each step of moving a 20 MB document through hbw-sync, each in its own process.
+"""Peak memory of each step of moving a large document through hbw-sync, each step in its own process.
 
-Run: .venv/bin/python scripts/bench_docs_memory.py [--mb 20]
+Run: .venv/bin/python scripts/bench_docs_memory.py [--sizes 20,200] [--huge] [--quick] [--json]
 
-Steps: add the document (read, hash, seal at rest, seal and sign the batch); sync it up without
-the passphrase (resumable pieces read from the store); sync it down on another device; unlock
-there (decrypt, verify, apply, store the version); and the relay's own peak. Each figure is the
-process's VmHWM; the baseline line is a process that only imported hbw-sync. Target (issue 7):
-under 150 MB while syncing a 20 MB document.
+For each size (MB, incompressible, as scans and recordings are), two paths side by side:
+
+* **chunked** (this version, PROTOCOL.md §18e): the file is split and sealed while it is read;
+  chunks travel outside batches and are written out one at a time.
+* **old** (the baseline: the whole version inside one batch, as before chunking; forced here by
+  raising ``CHUNKED_FROM``). The old path refuses files over 32 MiB: its rows say so.
+
+Steps: add the document (sender); sync it up without the passphrase (a scheduler); update it (a
+300-byte edit in the middle) and sync that up; sync down with the passphrase on a device whose policy is ``all``
+(receive, apply, fetch the chunks); ``doc get`` on a device whose policy is ``none`` (fetch and
+write the file); and the relay process's own peak over the whole run. Each figure is the
+process's VmHWM (Linux /proc); the baseline is a process that only imported hbw-sync.
+Target (issue 12): every step ≤ 100 MB for 20 MB, 200 MB and (``--huge``) 2 GiB files.
+Exits 1 when a chunked step misses the target.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+TARGET_MB = 100
+PA, PB, PC = "amina orchid lantern 52 ferry", "chidi quartz meadow 17 kettle", "bosco velvet harbour 88 prism"
 
 
 def hwm_mb(pid: str = "self") -> int:
@@ -30,43 +45,52 @@ def hwm_mb(pid: str = "self") -> int:
     return -1
 
 
-def phase(name: str, home: str, pw: str, extra: str = "") -> None:
-    from hbw_sync.client import Device
+def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
+    """One step in this (fresh) process; prints its peak RSS in MB, or -2 when the step was refused."""
+    from hbw_sync.client import Device, documents
     from hbw_sync.client import sync as syncing
+    from hbw_sync.errors import UsageError
 
-    if name == "add":
-        with Device.open(Path(home)) as d:
-            d.unlock(pw).add_doc(Path(extra))
-    elif name == "sync":
-        syncing.sync(Path(home), None)
-    elif name == "unlock":
-        with Device.open(Path(home)) as d:
-            d.unlock(pw)
+    if path == "old":
+        documents.CHUNKED_FROM = 1 << 62  # the whole version inside the batch, as before §18e
+    try:
+        if name == "add":
+            with Device.open(Path(home)) as d:
+                d.unlock(pw).add_doc(Path(extra))
+        elif name == "update":
+            with Device.open(Path(home)) as d:
+                rep = d.unlock(pw)
+                rep.update_doc(rep.docs()[-1].id, Path(extra))
+        elif name == "sync-locked":
+            syncing.sync(Path(home), None)
+        elif name == "sync":
+            syncing.sync(Path(home), pw)
+        elif name == "get":
+            with Device.open(Path(home)) as d:
+                rep = d.unlock(pw)
+                doc = rep.docs()[-1]
+                syncing.fetch_doc(rep, doc.id)
+                rep.save_doc(doc.id, Path(extra))
+    except UsageError as e:
+        if e.code == "usage.doc_too_large":
+            print(-2)
+            return
+        raise
     print(hwm_mb())
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=int, default=20, help="document size in MB (default 20)")
-    ap.add_argument("--phase", nargs=4, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.phase:
-        phase(*args.phase)
-        return 0
+def run_size(py: str, mb: int, path: str) -> list[tuple[str, int]]:
     from hbw_sync.client import sync as syncing
     from hbw_sync.client import team as teams
     from hbw_sync.server import admin
     from relay_helpers import FAST_KDF
 
-    py = sys.executable
-
     def step(*a: str) -> int:
-        out = subprocess.run([py, __file__, "--phase", *a], capture_output=True, text=True, check=True)
+        out = subprocess.run([py, __file__, "--phase", *a, path], capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"step {a[0]} ({path}, {mb} MB) failed:\n{out.stderr[-3000:]}")
         return int(out.stdout.strip().splitlines()[-1])
 
-    base = int(subprocess.run([py, "-c", "import hbw_sync.client.sync, hbw_sync.client.replica;"
-                               "print([int(l.split()[1])//1024 for l in open('/proc/self/status') "
-                               "if l.startswith('VmHWM')][0])"], capture_output=True, text=True).stdout)
     with tempfile.TemporaryDirectory() as t:
         t = Path(t)
         data = t / "relay"
@@ -76,30 +100,86 @@ def main() -> int:
         try:
             assert srv.stderr is not None
             url = srv.stderr.readline().strip().rsplit(" ", 1)[-1]
-            pa, pb = "amina orchid lantern 52 ferry", "chidi quartz meadow 17 kettle"
-            syncing.join(t / "a", admin.invite(data, "amina", "supervisor", url=url).encode(), pa, kdf=FAST_KDF)
-            # A supervisor's team invite: chidi's device gets the team key when it joins (PROTOCOL.md §14b).
-            syncing.join(t / "b", teams.make_invite(t / "a", pa, "chidi").encode(), pb, kdf=FAST_KDF)
-            syncing.sync(t / "a", pa)
-            syncing.sync(t / "b", pb)
+            # Drain the relay's log: a full pipe would stop it at its next access-log line.
+            threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+            a, b, c = t / "a", t / "b", t / "c"
+            syncing.join(a, admin.invite(data, "amina", "supervisor", url=url).encode(), PA, kdf=FAST_KDF)
+            syncing.join(b, teams.make_invite(a, PA, "chidi").encode(), PB, kdf=FAST_KDF)
+            syncing.join(c, teams.make_invite(a, PA, "bosco").encode(), PC, kdf=FAST_KDF)
+            for home, pw, policy in ((a, PA, "mine"), (b, PB, "all"), (c, PC, "none")):
+                syncing.sync(home, pw)
+                from hbw_sync.client import Device
+                with Device.open(home) as d:
+                    d.unlock(pw).set_doc_policy(policy)
             f = t / "big.bin"
-            f.write_bytes(os.urandom(args.mb * 1_000_000))
-            rows = [
-                ("add the document (sender)", step("add", str(t / "a"), "amina orchid lantern 52 ferry", str(f))),
-                ("sync it up, unattended (sender)", step("sync", str(t / "a"), "amina orchid lantern 52 ferry", "")),
-                ("sync it down, unattended (receiver)", step("sync", str(t / "b"), "chidi quartz meadow 17 kettle", "")),
-                ("unlock and apply it (receiver)", step("unlock", str(t / "b"), "chidi quartz meadow 17 kettle", "")),
-                ("relay process", hwm_mb(str(srv.pid))),
+            with f.open("wb") as out:  # written in pieces: the bench itself stays small too
+                for _ in range(mb):
+                    out.write(os.urandom(1_000_000))
+            rows = [("add the document (sender)", step("add", str(a), PA, str(f)))]
+            if rows[0][1] == -2:
+                return rows + [(n, -2) for n in ("sync up", "update it", "sync the update up", "sync down", "doc get",
+                                                 "relay")]
+            rows.append(("sync it up, unattended (sender)", step("sync-locked", str(a), PA, "")))
+            with f.open("r+b") as out:  # a 300-byte edit in the middle
+                out.seek(mb * 500_000)
+                out.write(b"an edited paragraph of minutes" * 10)
+            # (Synced before the update: on the old path a delta sent in the same sync as its large
+            # base is applied before the base arrives and refused; see the report of this change.)
+            rows += [
+                ("update it: 300 bytes edited mid-file (sender)", step("update", str(a), PA, str(f))),
+                ("sync the update up, unattended (sender)", step("sync-locked", str(a), PA, "")),
+                ("sync down both versions and apply, policy all (receiver)", step("sync", str(b), PB, "")),
             ]
+            step("sync", str(c), PC, "")  # policy none: the manifest only
+            rows.append(("doc get on a policy-none device (fetch + write)", step("get", str(c), PC, str(t / "out.bin"))))
+            rows.append(("relay process (whole run)", hwm_mb(str(srv.pid))))
         finally:
             srv.terminate()
             srv.wait()
-    print(f"| step ({args.mb} MB incompressible document) | peak RSS | target < 150 MB |")
-    print("|---|---:|---|")
-    print(f"| baseline: a process that only imported hbw-sync | {base} MB | - |")
-    for name, mb in rows:
-        print(f"| {name} | {mb} MB | {'PASS' if mb < 150 else 'FAIL'} |")
-    return 0
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="20,200", help="document sizes in MB, comma-separated (default 20,200)")
+    ap.add_argument("--huge", action="store_true", help="also a 2 GiB (2,147 MB) document: minutes, and 6 GB of disk")
+    ap.add_argument("--quick", action="store_true", help="20 MB only")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--phase", nargs=5, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        phase(*args.phase)
+        return 0
+    py = sys.executable
+    sizes = [20] if args.quick else [int(s) for s in args.sizes.split(",")]
+    if args.huge:
+        sizes.append(2148)
+    base = int(subprocess.run([py, "-c", "import hbw_sync.client.sync, hbw_sync.client.replica;"
+                               "print([int(l.split()[1])//1024 for l in open('/proc/self/status') "
+                               "if l.startswith('VmHWM')][0])"], capture_output=True, text=True).stdout)
+    results = []
+    for mb in sizes:
+        new = run_size(py, mb, "chunked")
+        old = run_size(py, mb, "old") if mb <= 33 else [(n, -2) for n, _ in new]
+        results.append({"mb": mb, "rows": [{"step": n, "chunked_mb": x, "old_mb": o} for (n, x), (_n, o) in zip(new, old)]})
+    ok = all(r["chunked_mb"] <= TARGET_MB for res in results for r in res["rows"] if r["chunked_mb"] >= 0)
+    if args.json:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        print(json.dumps({"commit": rev.stdout.strip(), "machine": platform.machine(), "python": platform.python_version(),
+                          "baseline_mb": base, "target_mb": TARGET_MB, "results": results, "ok": ok}, indent=1))
+        return 0 if ok else 1
+
+    def cell(v: int) -> str:
+        return "refused (over 32 MiB)" if v == -2 else f"{v} MB"
+
+    print(f"baseline: a process that only imported hbw-sync: {base} MB; target ≤ {TARGET_MB} MB per step")
+    for res in results:
+        print(f"\n| step ({res['mb']} MB incompressible document) | chunked (now) | old path (whole version in a batch) |")
+        print("|---|---:|---:|")
+        for r in res["rows"]:
+            mark = "" if r["chunked_mb"] <= TARGET_MB else " FAIL"
+            print(f"| {r['step']} | {cell(r['chunked_mb'])}{mark} | {cell(r['old_mb'])} |")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
