@@ -192,3 +192,13 @@ def test_the_spec_states_the_chunk_limits_the_code_uses() -> None:
     assert f"`CHUNK_GRACE_MS` = {n(limits.CHUNK_GRACE_MS)} ms" in sec
     assert f"at most {n(MAX_DOC_CHUNKS)} ids" in sec
     assert f"bin ≤ {n(MAX_MANIFEST)}" in spec
+
+
+def test_the_chunks_routing_field_is_checked_like_every_field() -> None:
+    from hbw_sync.errors import ProtocolError
+    from hbw_sync.ops import MAX_DOC_CHUNKS, Kind, make_op
+
+    make_op(Kind.DOC, b"d", 1, None, chunks=b"i" * 32)
+    for bad in (b"i" * 15, "ids", b"i" * 16 * (MAX_DOC_CHUNKS + 1)):
+        with pytest.raises(ProtocolError):
+            make_op(Kind.DOC, b"d", 1, None, chunks=bad)

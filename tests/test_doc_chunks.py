@@ -222,3 +222,43 @@ def test_a_file_over_the_limit_is_refused_at_doc_add(team: Team, tmp_path: Path)
     with dana.open() as rep:
         assert rep.docs() == []
     os.truncate(huge, 0)
+
+
+def test_a_cut_download_keeps_what_came_and_goes_on(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    f = tmp_path / "scan.pdf"
+    f.write_bytes(pdf_like(4 * MB, 9))
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    dana.sync()
+    chidi.sync()
+    gets = [0]
+
+    async def cut_after_one_get(url: str, body: bytes, timeout: float, **kw) -> bytes:
+        if b"chunk_get" in body[:200]:
+            gets[0] += 1
+            if gets[0] > 1:
+                raise TransientError("the link dropped")
+        return await syncing.post(url, body, timeout, **kw)
+
+    with chidi.open() as rep:
+        with pytest.raises(TransientError):
+            syncing.fetch_doc(rep, doc.id, transport=cut_after_one_get)
+        kept = local_chunk_count(chidi)
+        assert kept > 0 and rep.doc_missing(doc.id)
+        assert syncing.pending_bytes(chidi.home) >= 0
+        rest = syncing.fetch_doc(rep, doc.id)
+        assert 0 < rest < 4 * MB  # only what was missing
+        assert rep.doc_bytes(doc.id)[1] == f.read_bytes()
+
+
+def test_pending_bytes_counts_chunks_not_yet_at_the_relay(team: Team, tmp_path: Path) -> None:
+    dana = team.join("dana", "supervisor")
+    dana.sync()
+    f = tmp_path / "scan.pdf"
+    f.write_bytes(pdf_like(3 * MB, 10))
+    with dana.open() as rep:
+        rep.add_doc(f)
+    assert syncing.pending_bytes(dana.home) > 3 * MB
+    dana.sync()
+    assert syncing.pending_bytes(dana.home) == 0

@@ -760,13 +760,14 @@ def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFA
 
 
 def pending_bytes(home: Path | None) -> int:
-    """Bytes this device still has to move as far as it knows: its outbox, and large batches half fetched."""
+    """Bytes this device still has to move as far as it knows: its outbox, document chunks, large batches half fetched."""
     with Device.open(home) as dev:
         s = dev.store
         out = s.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN ('open', 'closed')").fetchone()[0]
         todo = s.execute("SELECT COALESCE(SUM(size), 0) FROM downloads").fetchone()[0]
         have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks").fetchone()[0]
-    return int(out) + max(0, int(todo) - int(have))
+        chunks_out = docsync.docchunks.LocalChunks(s).unsent_bytes()  # document chunks not yet at the relay
+    return int(out) + max(0, int(todo) - int(have)) + chunks_out
 
 
 def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: float, transport: Transport,
