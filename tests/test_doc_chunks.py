@@ -262,3 +262,29 @@ def test_pending_bytes_counts_chunks_not_yet_at_the_relay(team: Team, tmp_path: 
     assert syncing.pending_bytes(dana.home) > 3 * MB
     dana.sync()
     assert syncing.pending_bytes(dana.home) == 0
+
+
+def test_chunks_the_relay_collected_before_their_batch_went_are_sent_again(team: Team, tmp_path: Path) -> None:
+    """A sync uploads the chunks, the link drops before the batch; a week offline; the relay's GC took them."""
+    import shutil
+
+    dana, chidi = team.pair("dana", "chidi")
+    f = tmp_path / "scan.pdf"
+    f.write_bytes(pdf_like(2 * MB, 11))
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+
+    async def drop_the_sync(url: str, body: bytes, timeout: float, **kw) -> bytes:
+        if b"\xa4sync" in body[:120]:
+            raise TransientError("the link dropped")
+        return await syncing.post(url, body, timeout, **kw)
+
+    with pytest.raises(TransientError):
+        dana.sync(transport=drop_the_sync)
+    assert relay_chunk_bytes(team) > 2 * MB
+    shutil.rmtree(team.data / "chunks")  # what garbage collection does to unreferenced chunks after a week
+    assert dana.sync().ok
+    assert relay_chunk_bytes(team) > 2 * MB
+    chidi.sync()
+    code, out = cli(chidi, "doc", "get", doc.id, "-o", str(tmp_path / "x.pdf"))
+    assert code == 0 and (tmp_path / "x.pdf").read_bytes() == f.read_bytes()

@@ -133,6 +133,13 @@ class LocalChunks:
             marks = ",".join("?" * len(group))
             self.store.execute(f"UPDATE doc_chunks SET sent = 1 WHERE cid IN ({marks})", group)
 
+    def mark_unsent(self, ids: Iterable[bytes]) -> None:
+        """Check these with the relay again at the next push (only chunks held here)."""
+        ids = list(ids)
+        for group in _groups(ids):
+            marks = ",".join("?" * len(group))
+            self.store.execute(f"UPDATE doc_chunks SET sent = 0 WHERE cid IN ({marks})", group)
+
     def unsent_bytes(self) -> int:
         return int(self.store.execute("SELECT COALESCE(SUM(length(sealed)), 0) FROM doc_chunks WHERE sent = 0")
                    .fetchone()[0])

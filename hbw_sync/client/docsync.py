@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ProtocolError
+from .. import batch as wire
+from ..errors import HbwError, ProtocolError
+from ..ops import Kind
 from . import docchunks
 
 if TYPE_CHECKING:
@@ -41,6 +43,13 @@ def _target(session: "_Session") -> int:
 async def push(session: "_Session") -> int:
     """Upload this device's chunks the relay lacks; returns bytes uploaded."""
     local = docchunks.LocalChunks(session.s)
+    # Chunks named by batches not yet acknowledged are checked again, whatever their flag says: the
+    # relay deletes unreferenced chunks after a week, so chunks uploaded by a sync whose batch never
+    # went (the link dropped, then the laptop stayed offline) may be gone; they are sent again.
+    refs = outbox_refs(session.s)
+    if refs:
+        with session.s.transaction():
+            local.mark_unsent(refs)
     sent = 0
     while True:
         ids = local.unsent(IDS_PER_CALL)
@@ -107,6 +116,22 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
     return got_bytes, lacking
 
 
+def outbox_refs(store: Any) -> list[bytes]:
+    """Chunk ids the document versions of this device's unacknowledged batches name (read from routing:
+    no key needed, so a locked sync does this too)."""
+    out: dict[bytes, None] = {}
+    for (data,) in store.execute("SELECT data FROM outbox WHERE state IN ('open', 'closed')").fetchall():
+        try:
+            ops = wire.parse_batch(data).routing_ops()
+        except HbwError:
+            continue  # the relay refuses it and says so; nothing to upload for it
+        for op in ops:
+            ids = op.fields.get(3) if op.kind is Kind.DOC else None
+            for i in range(0, len(ids or b""), 16):
+                out[ids[i:i + 16]] = None
+    return list(out)
+
+
 def _ids(value: Any, allowed: set[bytes]) -> list[bytes]:
     if not isinstance(value, list) or any(cid not in allowed for cid in value):
         if value is None:
@@ -120,7 +145,6 @@ def _epochs(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
     want = set(ids)
     out: dict[bytes, int] = {}
     from ..chunks import decode_manifest
-    from ..ops import Kind
 
     for (did,) in rep.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
         for _oid, _dev, op in rep._version_ops(did):
