@@ -381,6 +381,17 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                 make_op(Kind.TASK, E_TASK2, P(T0 + 33 * MIN, 0), op_id("d1", P(T0 + 32 * MIN, 0)), deleted=True),
             ],
         },
+        {
+            "name": "confidential_document",
+            "description": "A document marked confidential, then exported with a reason (PROTOCOL.md §5a): "
+            "exported admits only true; the reason is sealed.",
+            "device": "d2", "key": "t1", "seq": 2, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.DOC, E_DOC, P(T0 + 40 * MIN, 0), op_id("d1", P(T0 + 2 * MIN, 1)), confidential=True),
+                make_op(Kind.DOC, E_DOC, P(T0 + 41 * MIN, 0), op_id("d2", P(T0 + 40 * MIN, 0)),
+                        exported=True, export_reason="Printed for the council meeting on Thursday."),
+            ],
+        },
     ]  # fmt: skip
 
 
