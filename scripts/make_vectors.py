@@ -46,6 +46,7 @@ if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
 from vectors import chunks as chunk_vectors  # noqa: E402
+from vectors import evidence as evidence_vectors  # noqa: E402
 
 DELTA_V2 = b""
 
@@ -1605,8 +1606,9 @@ FILES = {
     "approval.json": approval_vectors,
     "delta.json": delta_vectors.build,
     "chunks.json": chunk_vectors.build,
+    "evidence.json": evidence_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json", "evidence.json")
 
 
 def render(obj: Any) -> str:
