@@ -18,6 +18,7 @@ from hbw_sync.client import audit as auditing
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import AccessError, UsageError
 from hbw_sync.ops import Kind
+from hbw_sync.server import admin
 
 from relay_helpers import Member, Team
 
@@ -144,6 +145,11 @@ def test_an_export_with_a_reason_is_recorded_on_every_device(team: Team, tmp_pat
     assert any("chidi exported confidential document" in n and reason in n for n in notices), notices
     with Device.open(amina.home) as dev:  # a member is not
         assert not any("exported confidential" in n for n in dev.status()["notices"])
+
+    said = [json.dumps(e) for e in admin.audit_log(team.data)]  # office IT's audit: who and when, not why
+    assert any("wrote confidential document " + did[:6] in e and "chidi" in e for e in said), said
+    assert any("marked document " + did[:6] + " confidential" in e for e in said)
+    assert not any(reason in e for e in said)
 
     ev = tmp_path / "evidence.hbwe"  # and an auditor sees it, even without the team key
     auditing.export(dana.home, dana.passphrase, ev)
