@@ -33,6 +33,7 @@ from .cli_app import register_app
 from .cli_schedule import register as register_schedule
 from .cli_audit import register as register_audit
 from .cli_docs import register as register_doc_policy
+from . import cli_confidential as confidential
 from .passphrase import RECOVERY
 from .device import Device
 from .device import now_ms as device_now_ms
@@ -615,6 +616,7 @@ def _print_docs(docs: list[views.DocView]) -> None:
     click.echo(f"{'ID':6}  {'SIZE':>10}  {'VER':>3}  {'TASK':6}  NAME")
     for d in docs:
         mark = "  <- two people edited it offline; both kept" if d.conflict_of else ""
+        mark += confidential.marks(d)
         if not d.local:
             mark += "  (not on this device: 'doc get' fetches it)"
         click.echo(f"{d.short:6}  {human_bytes(d.size):>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
@@ -652,21 +654,35 @@ def doc_list(ctx: click.Context) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write it (default: its name, here).")
 @click.option("--version", type=int, help="An older version, counting from 1.")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--reason", help="Why a confidential document leaves hbw-sync (recorded for your supervisor).")
 @json_option
 @click.pass_context
-def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int | None, force: bool) -> None:
-    """Write a document's content to a file (fetching it from the relay if it is not on this device)."""
+def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int | None, force: bool,
+            reason: str | None) -> None:
+    """Write a document's content to a file (a confidential one needs --reason, and is recorded).
+
+    A document not on this device yet is fetched from the relay first (its document policy
+    did not download it).
+    """
     rep = _replica(ctx)
-    name = rep.locate_version(doc_id, version)[0].name
-    out = output or Path(views.safe_filename(name))
+    d = rep.doc_info(doc_id, version)
+    out = output or Path(views.safe_filename(d.name))
     if out.is_dir():
-        out = out / views.safe_filename(name)
+        out = out / views.safe_filename(d.name)
     if out.exists() and not force:
         raise UsageError(f"{out} exists", hint="pass --force to overwrite, or -o another path")
-    fetched = syncing.fetch_doc(rep, doc_id, version)  # what this device lacks, from the relay (§18e)
-    d, size = rep.save_doc(doc_id, out, version)
-    note = f" ({human_bytes(fetched)} fetched from the relay)" if fetched else ""
-    emit(ctx, {**d.to_dict(), "path": str(out), "fetched_bytes": fetched}, f"Wrote {human_bytes(size)} to {out}{note}.")
+    why = confidential.ask_reason(ctx, d, reason)
+    try:
+        rep.check_export_reason(d, why)  # refused before anything is fetched
+        fetched = syncing.fetch_doc(rep, doc_id, version)  # what this device lacks, from the relay (§18e)
+        d, size = rep.save_doc(doc_id, out, version, why)
+    except UsageError as e:
+        raise confidential.export_refused(e) from None
+    text = f"Wrote {human_bytes(size)} to {out}" + (f" ({human_bytes(fetched)} fetched from the relay)." if fetched
+                                                    else ".")
+    if d.confidential:
+        text += " " + _("The document is confidential: this export was recorded for the team, with your reason.")
+    emit(ctx, {**d.to_dict(), "path": str(out), "fetched_bytes": fetched}, text)
 
 
 @doc.command("update")
@@ -993,6 +1009,7 @@ register_passphrase(cli)
 register_schedule(cli)
 register_app(cli)
 register_audit(cli)
+confidential.register(doc, _replica, emit)
 register_doc_policy(doc)
 
 

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import batch as wire
 from ..errors import HbwError, ProtocolError
-from ..ops import Kind
+from ..ops import NAMES, Kind
 from . import docchunks
 
 if TYPE_CHECKING:
     from .replica import Replica
     from .sync import _Session
 
+_CHUNKS = NAMES[Kind.DOC]["chunks"].tag
 #: Ids per ``chunk_missing`` / ``chunk_get`` request (the relay takes up to 4096).
 IDS_PER_CALL = 1024
 #: Bytes of sealed chunks per ``chunk_put`` and asked per ``chunk_get`` on a good link (the relay takes 4 MiB).
@@ -126,7 +127,7 @@ def outbox_refs(store: Any) -> list[bytes]:
         except HbwError:
             continue  # the relay refuses it and says so; nothing to upload for it
         for op in ops:
-            ids = op.fields.get(3) if op.kind is Kind.DOC else None
+            ids = op.fields.get(_CHUNKS) if op.kind is Kind.DOC else None
             for i in range(0, len(ids or b""), 16):
                 out[ids[i:i + 16]] = None
     return list(out)
@@ -148,7 +149,7 @@ def _epochs(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
 
     for (did,) in rep.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
         for _oid, _dev, op in rep._version_ops(did):
-            raw = (op.content or {}).get(37)
+            raw = (op.content or {}).get(NAMES[Kind.DOC]["manifest"].tag)
             if raw:
                 m = decode_manifest(raw)
                 for cid in m.ids:

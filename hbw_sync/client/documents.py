@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import chunks, delta, fileio, merge
-from ..errors import IntegrityError, ProtocolError, UsageError
-from ..ops import Kind, Op
+from ..errors import AccessError, IntegrityError, ProtocolError, UsageError
+from ..i18n import _
+from ..ops import MAX_REASON, NAMES, Kind, Op, split_op_id
 from . import docchunks, views
+from .device import now_ms
 
 if TYPE_CHECKING:
     from .replica import Replica as _Base
@@ -115,8 +117,8 @@ class DocumentsMixin(_Base):
         """The manifest of a document's chunked version ``digest``; None if that version is not chunked."""
         for _oid, _dev, op in reversed(self._version_ops(did)):
             c = op.content or {}
-            if c.get(34) == digest and c.get(37):
-                return chunks.decode_manifest(c[37])
+            if c.get(34) == digest and c.get(_MANIFEST):
+                return chunks.decode_manifest(c[_MANIFEST])
         return None
 
     def _chunk_keys_for(self, m: chunks.Manifest) -> chunks.ChunkKeys:
@@ -287,7 +289,7 @@ class DocumentsMixin(_Base):
     def _versions_since_full(self, did: bytes) -> int:
         n = 0
         for _oid, _dev, op in reversed(self._version_ops(did)):
-            if 33 in (op.content or {}) or 37 in (op.content or {}):  # whole, or chunked: a chain starts
+            if 33 in (op.content or {}) or _MANIFEST in (op.content or {}):  # whole, or chunked: a chain starts
                 return n
             n += 1
         return n
@@ -313,8 +315,28 @@ class DocumentsMixin(_Base):
             versions=len(self._version_ops(st.entity)),
             task=v["task"].hex() if v.get("task") else None,
             updated=views.hlc_iso(st.head.ts if st.head else None),
+            confidential=bool(v.get("confidential", False)),
+            confidential_by=self._doc_who_when(st, _CONFIDENTIAL),
+            exports=self._exports(st),
             local=self._is_local(st.entity, v.get("sha256")),
         )
+
+    def _doc_who_when(self, st: merge.EntityState, tag: int) -> str | None:
+        if tag not in st.registers:
+            return None
+        ts, dev = split_op_id(st.registers[tag][1].op_id)
+        return f"{self._device_names().get(dev, dev.hex()[:8])} at {views.hlc_iso(ts)}"
+
+    def _exports(self, st: merge.EntityState) -> list[views.ExportView]:
+        """Every recorded export of a document, oldest first (APPEND fields keyed by op id: device and time)."""
+        names = self._device_names()
+        reasons = st.appends.get(_EXPORT_REASON, {})
+        out = []
+        for op_id in sorted(st.appends.get(_EXPORTED, {})):
+            ts, dev = split_op_id(op_id)
+            out.append(views.ExportView(names.get(dev, dev.hex()[:8]), dev.hex(), views.hlc_iso(ts),
+                                        reasons.get(op_id, "")))
+        return out
 
     def doc(self, prefix: str) -> views.DocView:
         st = self._load(Kind.DOC, self.resolve(Kind.DOC, prefix))
@@ -338,6 +360,7 @@ class DocumentsMixin(_Base):
                 name = f"{stem or ext} (conflict copy by {who} {date}){dot + ext if stem else ''}"
                 out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), op.content[34].hex(), 1,
                                          view.task, views.hlc_iso(op.hlc), conflict_of=view.id,
+                                         confidential=view.confidential, confidential_by=view.confidential_by,
                                          local=self._is_local(d, op.content[34])))
         return out
 
@@ -372,10 +395,20 @@ class DocumentsMixin(_Base):
         _view, did, digest = self.locate_version(prefix, version)
         return self.missing_chunks(did, digest)
 
+    def _find_version(self, prefix: str, version: int | None) -> tuple[views.DocView, bytes]:
+        """(view, SHA-256) of a document's current version, version N (from 1), or a conflict copy."""
+        view, _did, digest = self.locate_version(prefix, version)
+        return view, digest
+
+    def doc_info(self, prefix: str, version: int | None = None) -> views.DocView:
+        """What ``doc_bytes`` would return, without reading the bytes (a front end names the file first)."""
+        return self._find_version(prefix, version)[0]
+
     def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
         """A document's current bytes (or version N, from 1; or a conflict copy's), checked against their hash.
 
-        Whole in memory: for small documents and tests; ``save_doc`` streams to a file.
+        For reading inside hbw-sync, whole in memory (small documents, tests); writing a document
+        outside the store goes through ``save_doc`` (streams) or ``export_doc``.
         """
         view, did, digest = self.locate_version(prefix, version)
         m = self.version_manifest(did, digest)
@@ -393,13 +426,17 @@ class DocumentsMixin(_Base):
             raise IntegrityError("stored document bytes do not match their hash", code="integrity.doc")
         return view, data
 
-    def save_doc(self, prefix: str, out: Path, version: int | None = None) -> tuple[views.DocView, int]:
+    def save_doc(self, prefix: str, out: Path, version: int | None = None,
+                 reason: str | None = None) -> tuple[views.DocView, int]:
         """Write a version to ``out`` (through a temporary file, renamed once whole and checked); bytes written.
 
-        A chunked version is written one chunk at a time: memory stays flat whatever its size.
+        ``doc get``'s call. A chunked version is written one chunk at a time: memory stays flat
+        whatever its size. A confidential document needs ``reason`` and the export is recorded
+        first, as ``export_doc`` does.
 
         Raises:
             UsageError ``usage.doc_not_local``: parts are not on this device (``sync.fetch_doc`` gets them).
+            UsageError ``usage.reason_required`` / ``usage.reason_too_long``: as ``export_doc``.
             IntegrityError: stored bytes do not match the recorded hash.
         """
         view, did, digest = self.locate_version(prefix, version)
@@ -408,9 +445,99 @@ class DocumentsMixin(_Base):
             if self.local_chunks.missing(m.ids):
                 raise UsageError("this document is not on this device yet", code="usage.doc_not_local",
                                  hint="run 'hbw-sync doc get' when online: it fetches it")
+            view = self._record_export(view, reason)
             return view, self.local_chunks.write(self._chunk_keys_for(m), m, Path(out))
-        view, data = self.doc_bytes(prefix, version)
+        view, data = self.export_doc(prefix, version, reason)
         tmp = Path(out).with_name(Path(out).name + ".hbw-part")
         tmp.write_bytes(data)
         os.replace(tmp, out)
         return view, len(data)
+
+    # -- confidential documents (issue 17 item 3; PROTOCOL.md §5a) --------------------------------------
+    # The mark and every export are signed changes like any other, so every device converges on the
+    # same mark and the same list of exports, and they appear in the audit evidence. This is a record,
+    # not a lock: a person who can read a document can photograph the screen. The README says so.
+
+    def doc_author(self, did: bytes) -> str | None:
+        """The member whose device recorded the document's first version (None if not known here)."""
+        versions = self._version_ops(did)
+        return self._device_names().get(versions[0][1]) if versions else None
+
+    def mark_confidential(self, prefix: str, confidential: bool = True) -> views.DocView:
+        """Mark a document confidential (or clear the mark) for the whole team, as a signed change.
+
+        Only its author or a supervisor may: the mark decides who must give reasons, so a
+        member cannot set or clear it on another's document.
+
+        Raises:
+            UsageError: no such document.
+            AccessError (``access.not_author``): this device is neither the author's nor a supervisor's.
+        """
+        did = self.resolve(Kind.DOC, prefix)
+        author = self.doc_author(did)
+        if self.store.meta("role") != "supervisor" and author != self.store.meta("member"):
+            raise AccessError(_("only the document's author ({author}) or a supervisor can mark it confidential "
+                                "or clear the mark; nothing changed").format(author=author or _("unknown")),
+                              code="access.not_author", hint=_("ask your supervisor"))
+        self.change([(Kind.DOC, did, {"confidential": bool(confidential)})])
+        return self.doc(did.hex())
+
+    def export_doc(self, prefix: str, version: int | None = None,
+                   reason: str | None = None) -> tuple[views.DocView, bytes]:
+        """A document's bytes to write outside the store (``doc get``, the app's download).
+
+        A confidential document (or a conflict copy of one) needs a reason: the export is then
+        recorded first, as a signed change (who, device, time, reason) that every device, the
+        supervisor's ``status`` and the audit evidence show. Without a reason nothing is recorded
+        and nothing should be written. Other documents are returned as ``doc_bytes`` does.
+
+        Raises:
+            UsageError (``usage.reason_required``): the document is confidential and no reason was given.
+            UsageError (``usage.reason_too_long``): the reason is over 1,000 characters.
+            IntegrityError: as ``doc_bytes``.
+        """
+        view, data = self.doc_bytes(prefix, version)
+        return self._record_export(view, reason), data
+
+    def _record_export(self, view: views.DocView, reason: str | None) -> views.DocView:
+        """Record the export of a confidential document (refused without a reason); others pass as they are."""
+        if not view.confidential:
+            return view
+        why = self.check_export_reason(view, reason)
+        did = bytes.fromhex(view.conflict_of or view.id)
+        self.change([(Kind.DOC, did, {"exported": True, "export_reason": why})])
+        fresh = self.doc(did.hex())
+        return view if view.conflict_of else fresh
+
+    def check_export_reason(self, view: views.DocView, reason: str | None) -> str:
+        """The reason, stripped, if it lets this document be written out (a front end asks before fetching)."""
+        why = (reason or "").strip()
+        if not view.confidential:
+            return why
+        if not why:
+            raise UsageError(_("document {doc} ({name}) is confidential: writing it outside hbw-sync needs a reason, "
+                               "which is recorded for your supervisor; nothing was written").format(
+                doc=view.short, name=view.name), code="usage.reason_required")
+        if len(why) > MAX_REASON:
+            raise UsageError(_("the reason is {n} characters; at most {max} are kept; nothing was written").format(
+                n=len(why), max=MAX_REASON), code="usage.reason_too_long")
+        return why
+
+    def _export_notice(self, op: Op, device: bytes) -> None:
+        """Tell a supervisor, in ``status``, that someone else exported a confidential document."""
+        if _EXPORTED not in op.fields or self.store.meta("role") != "supervisor" or device == self.author.device_id:
+            return
+        st = self._load(Kind.DOC, op.entity)
+        name = st.values().get("name", "") if st else ""
+        who = self._device_names().get(device, device.hex()[:8])
+        reason = (op.content or {}).get(_EXPORT_REASON, "")
+        text = (f"{who} exported confidential document {op.entity.hex()[:6]} ({name}) from device {device.hex()[:8]}"
+                f" at {views.hlc_iso(op.hlc)}; reason: {reason}")
+        self.store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)",
+                           (now_ms(), text))
+
+
+_CONFIDENTIAL = NAMES[Kind.DOC]["confidential"].tag
+_MANIFEST = NAMES[Kind.DOC]["manifest"].tag
+_EXPORTED = NAMES[Kind.DOC]["exported"].tag
+_EXPORT_REASON = NAMES[Kind.DOC]["export_reason"].tag

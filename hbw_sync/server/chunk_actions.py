@@ -21,14 +21,14 @@ from .. import codec
 from ..chunks import ID_LEN, SEALED_MAX
 from ..crypto import NONCE_LEN, TAG_LEN
 from ..errors import LimitError, ProtocolError
-from ..ops import Kind, Op
+from ..ops import NAMES, Kind, Op
 from . import limits
 from .chunkstore import ChunkStore
 
 #: The smallest sealed chunk: nonce, method byte, tag (an empty file has no chunk at all).
 SEALED_MIN = NONCE_LEN + 1 + TAG_LEN
 #: The routing field of a document version op that lists its chunk ids (``ops.FIELDS``).
-CHUNKS_TAG = 3
+CHUNKS_TAG = NAMES[Kind.DOC]["chunks"].tag
 
 
 def ensure_tables(conn: sqlite3.Connection) -> None:
