@@ -618,7 +618,7 @@ def _print_docs(docs: list[views.DocView]) -> None:
         mark = "  <- two people edited it offline; both kept" if d.conflict_of else ""
         mark += confidential.marks(d)
         if not d.local:
-            mark += "  (not on this device: 'doc get' fetches it)"
+            mark += "  " + _("(not on this device: 'doc get' fetches it)")
         click.echo(f"{d.short:6}  {human_bytes(d.size):>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
 
 
@@ -678,8 +678,8 @@ def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int |
         d, size = rep.save_doc(doc_id, out, version, why)
     except UsageError as e:
         raise confidential.export_refused(e) from None
-    text = f"Wrote {human_bytes(size)} to {out}" + (f" ({human_bytes(fetched)} fetched from the relay)." if fetched
-                                                    else ".")
+    text = (_("Wrote {size} to {out} ({fetched} fetched from the relay).") if fetched
+            else _("Wrote {size} to {out}.")).format(size=human_bytes(size), out=out, fetched=human_bytes(fetched))
     if d.confidential:
         text += " " + _("The document is confidential: this export was recorded for the team, with your reason.")
     emit(ctx, {**d.to_dict(), "path": str(out), "fetched_bytes": fetched}, text)

@@ -69,13 +69,15 @@ class DocumentsMixin(_Base):
                 raise IsADirectoryError
         limit = MAX_DOC_BYTES if self._chunk_keys() is not None else MAX_INLINE_BYTES
         if size > limit:
+            text = (_("{name} is {size}, larger than the {limit} hbw-sync can carry as a document; "
+                      "nothing was added or changed") if limit == MAX_DOC_BYTES else
+                    _("{name} is {size}, larger than the {limit} hbw-sync can carry as a document before this "
+                      "device holds the team key; nothing was added or changed"))
             raise UsageError(
-                f"{path.name} is {human_size(size)}, larger than the {human_size(limit)} hbw-sync can carry "
-                "as a document" + ("" if limit == MAX_DOC_BYTES else " before this device holds the team key")
-                + "; nothing was added or changed",
+                text.format(name=path.name, size=human_size(size), limit=human_size(limit)),
                 code="usage.doc_too_large",
-                hint="share a smaller copy (for a scan: a lower resolution, or one file per form)"
-                if limit == MAX_DOC_BYTES else "sync once a supervisor's device has shared the team key, then add it",
+                hint=_("share a smaller copy (for a scan: a lower resolution, or one file per form)")
+                if limit == MAX_DOC_BYTES else _("sync once a supervisor's device has shared the team key, then add it"),
             )
         return size
 
@@ -84,8 +86,8 @@ class DocumentsMixin(_Base):
         with fileio.reading(path):
             data = path.read_bytes()
         if len(data) > MAX_INLINE_BYTES:
-            raise UsageError(f"{path.name} grew past {human_size(MAX_INLINE_BYTES)} while it was read; nothing "
-                             "was added or changed", code="usage.doc_too_large", hint="add it again")
+            raise UsageError(_("{name} grew past {limit} while it was read; nothing was added or changed").format(
+                name=path.name, limit=human_size(MAX_INLINE_BYTES)), code="usage.doc_too_large", hint=_("add it again"))
         return data
 
     # -- chunked versions (PROTOCOL.md §18d-e) ---------------------------------------------------
@@ -415,8 +417,8 @@ class DocumentsMixin(_Base):
         if m is not None:
             data = self.local_chunks.read_all(self._chunk_keys_for(m), m)
             if data is None:
-                raise UsageError("this document is not on this device yet", code="usage.doc_not_local",
-                                 hint="run 'hbw-sync doc get' when online: it fetches it")
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
+                                 hint=_("run 'hbw-sync doc get' when online: it fetches it"))
             return view, data
         data = self._blob(digest)
         if data is None:
@@ -443,8 +445,8 @@ class DocumentsMixin(_Base):
         m = self.version_manifest(did, digest)
         if m is not None:
             if self.local_chunks.missing(m.ids):
-                raise UsageError("this document is not on this device yet", code="usage.doc_not_local",
-                                 hint="run 'hbw-sync doc get' when online: it fetches it")
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
+                                 hint=_("run 'hbw-sync doc get' when online: it fetches it"))
             view = self._record_export(view, reason)
             return view, self.local_chunks.write(self._chunk_keys_for(m), m, Path(out))
         view, data = self.export_doc(prefix, version, reason)

@@ -36,6 +36,7 @@ import aiohttp
 
 from .. import codec, crypto, envelope, hlc, wordcode
 from ..enroll import Invite
+from ..i18n import _, ngettext
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
                       from_peer)
 from . import keyflow
@@ -680,8 +681,11 @@ class _Session:
             return
         _got, lacking = await self.connected(lambda: docsync.fetch(self, self.rep, ids))
         if lacking:
-            self.report.notes.append(f"{lacking} part(s) of documents are not at the relay yet (their author has "
-                                     "not synced since adding them); the next sync fetches them")
+            self.report.notes.append(ngettext(
+                "{n} part of a document is not at the relay yet (its author has not synced since adding it); "
+                "the next sync fetches it",
+                "{n} parts of documents are not at the relay yet (their author has not synced since adding them); "
+                "the next sync fetches them", lacking).format(n=lacking))
 
     async def _run(self, url: str, relay_pub: bytes) -> None:
         while True:
@@ -835,14 +839,16 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
     if not ids:
         return 0
     if not rep.store.meta("relay_url"):
-        raise ConfigError("this document is not on this device, and this device has not joined a relay",
-                          hint="run 'hbw-sync join INVITE'")
+        raise ConfigError(_("this document is not on this device, and this device has not joined a relay"),
+                          hint=_("run 'hbw-sync join INVITE'"))
     session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
     got, lacking = asyncio.run(session.connected(lambda: docsync.fetch(session, rep, ids)))
     if lacking:
-        raise UsageError(f"{lacking} part(s) of this document are not at the relay yet: its author has not synced "
-                         "since saving it", code="usage.doc_not_at_relay",
-                         hint="try again after its author's next sync")
+        raise UsageError(ngettext("{n} part of this document is not at the relay yet: its author has not synced "
+                                  "since saving it",
+                                  "{n} parts of this document are not at the relay yet: its author has not synced "
+                                  "since saving it", lacking).format(n=lacking),
+                         code="usage.doc_not_at_relay", hint=_("try again after its author's next sync"))
     return got
 
 
