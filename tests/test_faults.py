@@ -31,6 +31,7 @@ from click.testing import CliRunner
 from external import required
 from hbw_sync import fileio
 from hbw_sync.client import Device
+from hbw_sync.client import sync as syncing
 from hbw_sync.client import bundles as client_bundles
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.client.watch import watch
@@ -297,6 +298,8 @@ def test_relay_disk_full_is_told_and_loses_nothing(small_disk: Path, tmp_path: P
             assert [t.title for t in rep.tasks()] == ["Quarterly report"]
             docs = rep.docs()
             assert [d.name for d in docs] == ["report.bin"]
+            assert not docs[0].local  # the supervisor's policy is "mine": fetched on demand
+            syncing.fetch_doc(rep, docs[0].id)
             assert rep.doc_bytes(docs[0].id)[1] == report.read_bytes()
 
 
@@ -415,6 +418,7 @@ def test_a_full_disk_on_the_laptop_is_told_and_loses_nothing(tmp_path: Path, sma
         sup, mem = team.pair()
         with mem.open() as rep:
             rep.add_task("Ward 4 inspection")
+            rep.set_doc_policy("all")  # downloads every document, as the office desk machine does (§18e)
         mem.sync()
         with sup.open() as rep:
             rep.add_doc(big, name="signed-form.pdf")

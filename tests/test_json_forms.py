@@ -105,6 +105,7 @@ def test_every_json_output_has_one_form_for_times_and_sizes(team: Team, tmp_path
     (tmp_path / "report.docx").write_bytes(b"report v2 " * 120)
     run("doc", "update", d, str(tmp_path / "report.docx"))
     run("doc", "list")
+    run("doc", "policy", "all")
     run("doc", "get", d, "-o", str(tmp_path / "copy.docx"))
     run("doc", "confidential", d)
     run("doc", "get", d, "-o", str(tmp_path / "copy2.docx"), "--reason", "printing for the council")

@@ -75,13 +75,18 @@ class FileChunkStore:
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk: leave no partial file behind
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         _fsync_dir(path.parent)
         self._usage[team] = used + len(data)
         return True
