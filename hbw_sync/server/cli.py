@@ -289,7 +289,9 @@ def audit(ctx: click.Context, data: Path, limit: int) -> None:
         if not rows:
             click.echo("Nothing recorded yet.")
 
-    emit(ctx, rows, text)
+    # JSON: "time" is the entry's time in the one form (from time_ms); the local and human forms
+    # ("when", "time") are for the text and the office page.
+    emit(ctx, [{k: v for k, v in r.items() if k not in ("when", "time")} for r in rows], text)
 
 
 def parse_hours(text: str) -> float:
