@@ -26,7 +26,7 @@ from ..cli_common import emit as _emit
 from . import bundles, exporter, importer, retry, sync as syncing, views
 from . import team as teams
 from . import watch as watching
-from .cli_progress import Tally, progress_for, progress_option
+from .cli_progress import Tally, json_event, progress_for, progress_option
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
@@ -869,7 +869,9 @@ def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, 
     limit = retry.default_deadline(is_interactive()) if deadline is None else retry.parse_duration(deadline)
 
     def told(notice: retry.RetryNotice) -> None:  # a person hears of each drop; a script reads the exit code
-        if not quiet and not wants_json(ctx):
+        if progress == "json":  # the tray and the app: a line they parse, beside the progress lines
+            json_event(notice.to_dict(tally.phase))
+        elif not quiet and not wants_json(ctx):
             click.echo(notice.text(), err=True)
 
     try:
