@@ -951,10 +951,26 @@ def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
     if r["already_imported"]:
         emit(ctx, r, "This reply was already imported; nothing changed.")
         return
-    msg = f"Imported: {r['acks']} of your batch(es) confirmed, {r['received_batches']} received ({r['applied_ops']} change(s))."
-    if r["more_waiting"]:
+    emit(ctx, r, bundle_import_words(r))
+
+
+def bundle_import_words(r: dict[str, Any]) -> str:
+    """What a person reads after importing one reply file: what came, what waits, what is still to come."""
+    head = f"Part {r['part']} of {r['parts']} imported: " if r["parts"] > 1 else "Imported: "
+    msg = (head + f"{r['acks']} of your batch(es) confirmed, {r['received_batches']} received "
+           f"({r['applied_ops']} change(s)).")
+    if r["waits_for_earlier_part"]:
+        msg += "\nIts changes wait for the part before it (mail can come out of order); nothing is lost."
+    if r["parts_left"]:
+        msg += (f"\n{r['parts_left']} more bundle{'s' if r['parts_left'] > 1 else ''} to come: "
+                f"{human_bytes(r['bytes_left'])}. Import them as they arrive, in any order.")
+    if r["oversize_bytes"]:
+        limit = f" ({human_bytes(r['max_bytes'])})" if r["max_bytes"] else ""
+        msg += (f"\nA change of {human_bytes(r['oversize_bytes'])} is larger than a bundle may be{limit}: it, and "
+                "what came after it, comes with an online sync, or export again with a larger --max-size.")
+    elif r["more_waiting"]:
         msg += "\nMore is waiting at the office: export another bundle to get it."
-    emit(ctx, r, msg)
+    return msg
 
 
 @cli.command("watch")
