@@ -196,3 +196,18 @@ def test_a_reply_max_out_of_range_is_refused_and_changes_nothing(team: Team, tmp
     assert e.value.code == "protocol.schema"
     assert admin.devices(team.data) == before  # no counter, no "last seen"
     assert not list((tmp_path / "replies").glob("*.hbw")) if (tmp_path / "replies").exists() else True
+
+
+def test_the_office_is_told_to_send_every_file(team: Team, tmp_path: Path) -> None:
+    """``hbw-relay bundle ingest`` in words: how many files, each within one email, send them all."""
+    dana, chidi = team.pair()
+    office_news(dana, 8, 40_000)
+    c = Chidi(team, chidi, tmp_path)
+    c.client("bundle", "export", str(tmp_path / "b.hbw"), "--max-size", "150KB")
+    res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(tmp_path / "b.hbw"),
+                                         "--reply-dir", str(tmp_path / "out")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    files = sorted((tmp_path / "out").glob("*.hbw"))
+    assert len(files) >= 2
+    assert f"The reply is {len(files)} files (" in res.output and "send them all, in any order:" in res.output
+    assert all(f.name in res.output for f in files) and "bytes" not in res.output
