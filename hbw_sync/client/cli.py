@@ -956,20 +956,25 @@ def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
 
 def bundle_import_words(r: dict[str, Any]) -> str:
     """What a person reads after importing one reply file: what came, what waits, what is still to come."""
-    head = f"Part {r['part']} of {r['parts']} imported: " if r["parts"] > 1 else "Imported: "
-    msg = (head + f"{r['acks']} of your batch(es) confirmed, {r['received_batches']} received "
-           f"({r['applied_ops']} change(s)).")
+    done = _("{acks} of your batch(es) confirmed, {got} received ({ops} change(s)).").format(
+        acks=r["acks"], got=r["received_batches"], ops=r["applied_ops"])
+    if r["parts"] > 1:
+        msg = _("Part {part} of {parts} imported: ").format(part=r["part"], parts=r["parts"]) + done
+    else:
+        msg = _("Imported: ") + done
     if r["waits_for_earlier_part"]:
-        msg += "\nIts changes wait for the part before it (mail can come out of order); nothing is lost."
+        msg += "\n" + _("Its changes wait for the part before it (mail can come out of order); nothing is lost.")
     if r["parts_left"]:
-        msg += (f"\n{r['parts_left']} more bundle{'s' if r['parts_left'] > 1 else ''} to come: "
-                f"{human_bytes(r['bytes_left'])}. Import them as they arrive, in any order.")
+        msg += "\n" + ngettext("{n} more bundle to come: {size}. Import them as they arrive, in any order.",
+                               "{n} more bundles to come: {size}. Import them as they arrive, in any order.",
+                               r["parts_left"]).format(n=r["parts_left"], size=human_bytes(r["bytes_left"]))
     if r["oversize_bytes"]:
-        limit = f" ({human_bytes(r['max_bytes'])})" if r["max_bytes"] else ""
-        msg += (f"\nA change of {human_bytes(r['oversize_bytes'])} is larger than a bundle may be{limit}: it, and "
-                "what came after it, comes with an online sync, or export again with a larger --max-size.")
+        limit = _(" ({size})").format(size=human_bytes(r["max_bytes"])) if r["max_bytes"] else ""
+        msg += "\n" + _("A change of {size} is larger than a bundle may be{limit}: it, and what came after it, "
+                        "comes with an online sync, or export again with a larger --max-size.").format(
+            size=human_bytes(r["oversize_bytes"]), limit=limit)
     elif r["more_waiting"]:
-        msg += "\nMore is waiting at the office: export another bundle to get it."
+        msg += "\n" + _("More is waiting at the office: export another bundle to get it.")
     return msg
 
 

@@ -443,16 +443,16 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     refused; the same bundle again gets its reply again (for one lost in the mail).
     """
     r = admin.ingest_bundle(data, file, reply_dir)
-    text = (f"Bundle {r['counter']} from {r['member']}: {r['batches_in']} batch(es) accepted, "
-            f"{r['batches_out']} to send back.")
+    text = _("Bundle {counter} from {member}: {inn} batch(es) accepted, {out} to send back.").format(
+        counter=r["counter"], member=r["member"], inn=r["batches_in"], out=r["batches_out"])
     if len(r["replies"]) == 1:
-        text += f"\nReply: {r['reply']} ({timefmt.human_bytes(r['reply_bytes'])})."
+        text += "\n" + _("Reply: {file} ({size}).").format(file=r["reply"], size=timefmt.human_bytes(r["reply_bytes"]))
     else:  # each file fits the device's --max-size (an email attachment): send them all, any order
-        text += (f"\nThe reply is {len(r['replies'])} files ({timefmt.human_bytes(r['reply_bytes'])} in all), "
-                 "each small enough for one email; send them all, in any order:")
+        text += "\n" + _("The reply is {n} files ({size} in all), each small enough for one email; send them all, "
+                         "in any order:").format(n=len(r["replies"]), size=timefmt.human_bytes(r["reply_bytes"]))
         text += "".join(f"\n  {x['file']} ({timefmt.human_bytes(x['bytes'])})" for x in r["replies"])
     if r["more_waiting"]:
-        text += "\nMore is waiting for this device than one reply holds: its next bundle gets the rest."
+        text += "\n" + _("More is waiting for this device than one reply holds: its next bundle gets the rest.")
     emit(ctx, r, text)
 
 
