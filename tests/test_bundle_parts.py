@@ -82,7 +82,7 @@ def test_a_reply_over_the_cap_comes_in_files_within_it_and_says_what_is_to_come(
     c = Chidi(team, chidi, tmp_path)
     r = c.round("b1")
     files = [x["file"] for x in r["replies"]]
-    assert len(files) >= 3 and r["parts"] == len(files) and not r["more_waiting"]
+    assert len(files) >= 3 and r["parts"] == len(files) and not r["more_waiting"] and not r["over_cap"]
     sizes = [Path(f).stat().st_size for f in files]
     assert all(s <= CAP for s in sizes), sizes
     assert all(re.search(rf"-{i}of{len(files)}\.hbw$", f) for i, f in enumerate(files, 1))

@@ -453,6 +453,9 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
         text += "".join(f"\n  {x['file']} ({timefmt.human_bytes(x['bytes'])})" for x in r["replies"])
     if r["more_waiting"]:
         text += "\n" + _("More is waiting for this device than one reply holds: its next bundle gets the rest.")
+    if r["over_cap"]:
+        text += "\n" + _("The first file is larger than the device asked for (it holds a summary of the team's "
+                         "history that cannot be split): send it another way if the mail refuses it (a USB stick).")
     emit(ctx, r, text)
 
 

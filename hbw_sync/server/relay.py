@@ -385,8 +385,10 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
     if (snap is not None and a.get("no_snapshot") is not True
             and (cursor == 0 or (oldest is not None and cursor < oldest - 1))):
         served = _servable_snapshot(conn, ident, cursor)
-        if served is not None and reply_max is not None and len(served[2]) > budget // 2:
-            served = None  # too big for a reply part: the history comes in parts instead, each within the cap
+        if (served is not None and reply_max is not None and len(served[2]) > budget // 2
+                and (oldest is None or oldest <= 1)):
+            # Too big for a reply part, and the whole history is still here: it comes in parts instead.
+            served = None
         if served is not None:
             result["snapshot"] = list(served)
             cursor = served[0]
@@ -698,11 +700,11 @@ def ingest_bundle_parts(conn: sqlite3.Connection, ident: RelayIdentity, data: by
           batches_out=batches_out)
     replies = [bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub,
                            envelope.make_response(ident.key, req.nonce, r, now)) for r in results]
-    if reply_max is not None and max(map(len, replies)) > reply_max:  # the reserve is generous: a bug if not
-        raise LimitError("a reply part came out larger than the device asked for", code="protocol.limit")
     stats = {"action": "bundle", "device": req.device.hex(), "member": member, "counter": counter,
              "batches_in": len(result["acks"]), "batches_out": batches_out, "parts": len(replies),
-             "more_waiting": bool(results[-1].get("more")), "oversize_bytes": results[-1].get("oversize")}
+             "more_waiting": bool(results[-1].get("more")), "oversize_bytes": results[-1].get("oversize"),
+             # Only a snapshot the device cannot do without (older history gone) makes a part bigger than asked.
+             "over_cap": reply_max is not None and max(map(len, replies)) > reply_max}
     return replies, stats
 
 
