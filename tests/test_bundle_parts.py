@@ -211,3 +211,37 @@ def test_the_office_is_told_to_send_every_file(team: Team, tmp_path: Path) -> No
     assert len(files) >= 2
     assert f"The reply is {len(files)} files (" in res.output and "send them all, in any order:" in res.output
     assert all(f.name in res.output for f in files) and "bytes" not in res.output
+
+
+def test_held_ranges_chain_and_a_malformed_part_is_a_clear_error(tmp_path: Path) -> None:
+    """The bookkeeping alone, on a real store: ranges reached by the cursor chain, others hold."""
+    import pytest
+
+    from hbw_sync.client import reply_parts
+    from hbw_sync.client.store import Store
+    from hbw_sync.errors import ProtocolError
+
+    s = Store.create(tmp_path / "home")
+    with s.transaction():
+        s.set_meta("pull_cursor", 10)
+        reply_parts.hold(s, 30, 40)  # part 3 came first
+        reply_parts.hold(s, 20, 30)  # then part 2
+    assert reply_parts.held_from(s) == 11  # nothing past the gap (10, 20] applies
+    with s.transaction():
+        s.set_meta("pull_cursor", 20)  # part 1 arrived: the cursor reaches part 2, then part 3
+        reply_parts.settle(s)
+    assert s.meta("pull_cursor") == 40 and s.meta("bundle_ranges") is None and reply_parts.held_from(s) is None
+    with s.transaction():
+        assert reply_parts.record(s, "ab", 2, 3, [5, 7, 9]) == {"complete": False, "parts_left": 2, "bytes_left": 14}
+        assert reply_parts.record(s, "ab", 2, 3, [5, 7, 9])["parts_left"] == 2  # twice: counted once
+        assert reply_parts.imported(s, "ab", 2) and not reply_parts.imported(s, "ab", 1)
+        reply_parts.record(s, "ab", 1, 3, [5, 7, 9])
+        assert reply_parts.record(s, "ab", 3, 3, [5, 7, 9]) == {"complete": True, "parts_left": 0, "bytes_left": 0}
+    assert s.meta("bundle_parts") is None
+    for bad in ({"part": [3, 2]}, {"part": [0, 1]}, {"part": [1, True]}, {"part": "1/2"},
+                {"part": [1, 2], "parts_bytes": [1]}, {"part": [1, 2], "from_cursor": "7"}):
+        with pytest.raises(ProtocolError) as e:
+            reply_parts.check_part(bad)
+        assert e.value.code == "protocol.schema"
+    assert reply_parts.check_part({}) == (1, 1, None, [])  # an older relay's one reply
+    s.close()
