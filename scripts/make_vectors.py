@@ -962,9 +962,9 @@ def envelope_vectors() -> dict[str, Any]:
         })  # fmt: skip
 
     roster = {
-        d1: ["amina", DEVICES["d1"].public, X25519_PUBLIC["d1"], None],
-        DEVICES["d2"].device_id: ["bosco", DEVICES["d2"].public, X25519_PUBLIC["d2"], None],
-        d3: ["chidi", DEVICES["d3"].public, X25519_PUBLIC["d3"], T0 - DAY],
+        d1: ["amina", DEVICES["d1"].public, X25519_PUBLIC["d1"], None, "supervisor"],
+        DEVICES["d2"].device_id: ["bosco", DEVICES["d2"].public, X25519_PUBLIC["d2"], None, "member"],
+        d3: ["chidi", DEVICES["d3"].public, X25519_PUBLIC["d3"], T0 - DAY, "member"],
     }
     responses_in = [
         ("sync", "The relay answers d1's sync: one ack, one reject, a by-reference batch, the roster, keys, "
@@ -1043,10 +1043,12 @@ def envelope_vectors() -> dict[str, Any]:
         ("request_signed_by_author_key", "Signed by d1's author key, not its transport key.",
          _envelope(b"Q", body_ok, DEVICES["d1"]), IE, "integrity.signature", "verify"),
         ("request_stale", "Validly signed at T0, received at T0 + skew + 1 ms.", sync_req, AE, "access.clock", "fresh"),
+        ("request_stale_bad_signature", "Stale and with a flipped signature bit: freshness is checked first.",
+         flip(sync_req, len(sync_req) - 3), AE, "access.clock", "fresh"),
     ]  # fmt: skip
     invalid: list[dict[str, Any]] = []
     for name, desc, data, cls, code, stage in bad_requests:
-        now = T0 + S + 1 if name == "request_stale" else T0
+        now = T0 + S + 1 if name.startswith("request_stale") else T0
         invalid.append({"name": name, "description": desc, "kind": "request", "stage": stage, "envelope": data.hex(),
                         "transport_public": TRANSPORT["d1"].public.hex(), "now_ms": now,
                         "expected_error_class": cls, "expected_code": code})
@@ -1078,9 +1080,9 @@ def envelope_vectors() -> dict[str, Any]:
         data = bytes.fromhex(v["envelope"])
         try:
             if v["kind"] == "request":
-                req = envelope.parse_request(data)
-                req.verify(bytes.fromhex(v["transport_public"]))
+                req = envelope.parse_request(data)  # the relay's order (PROTOCOL.md §12): freshness first
                 envelope.check_fresh(req, v["now_ms"])
+                req.verify(bytes.fromhex(v["transport_public"]))
             else:
                 envelope.parse_response(data, RELAY.public, sync_nonce)
         except HbwError as e:
@@ -1255,7 +1257,7 @@ def snapshot_vectors() -> dict[str, Any]:
         ("unknown_version", "Version 3, validly signed.", resigned(header(version=3)), dec(), VE, "protocol.version"),
         ("version_1", "Version 1 (no coverage): no longer accepted, validly signed.", resigned(header(version=1)),
          dec(), VE, "protocol.version"),
-        ("flags_set", "Flags 0x01, validly signed.", resigned(header(flags=1)), dec(), PE, "protocol.schema"),
+        ("flags_set", "Flags 0x01, validly signed.", resigned(header(flags=1)), dec(), VE, "protocol.version"),
         ("trailing_byte", "One byte after the signature.", data + b"\x00", dec(), PE, "protocol.schema"),
         ("coverage_count_over_limit", f"N = {snapshot.MAX_COVERAGE + 1}, validly signed.",
          resigned(header(n=snapshot.MAX_COVERAGE + 1)), dec(), "LimitError", "protocol.limit"),
