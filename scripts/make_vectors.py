@@ -46,6 +46,7 @@ if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
 from vectors import chunks as chunk_vectors  # noqa: E402
+from vectors import zstd as zstd_vectors  # noqa: E402
 
 DELTA_V2 = b""
 
@@ -569,8 +570,16 @@ def invalid_vectors() -> dict[str, Any]:
         signed("routing_not_zstd", None, raw_routing=codec.pack([row])), PE, "protocol.zstd", "routing")  # fmt: skip
     add("routing_no_content_size", "Routing frame does not declare its decompressed size.",
         signed("routing_no_content_size", None,
-               raw_routing=zstandard.ZstdCompressor(level=LEVEL, write_content_size=False).compress(codec.pack([row]))),
+               raw_routing=zstandard.ZstdCompressor(level=LEVEL, write_content_size=False, write_checksum=True)
+               .compress(codec.pack([row]))),
         PE, "protocol.zstd", "routing")  # fmt: skip
+    add("routing_no_checksum", "Routing frame without a content checksum (PROTOCOL.md §7: writers MUST set it).",
+        signed("routing_no_checksum", None,
+               raw_routing=zstandard.ZstdCompressor(level=LEVEL, write_checksum=False).compress(codec.pack([row]))),
+        PE, "protocol.zstd", "routing")  # fmt: skip
+    add("content_bad_checksum", "Content frame whose checksum's first byte is flipped, sealed and signed.",
+        signed("content_bad_checksum", [row], raw_content=flip(z(codec.pack([{}])), len(z(codec.pack([{}]))) - 4)),
+        PE, "protocol.zstd", "content")  # fmt: skip
     add("routing_zstd_trailing", "One byte after the routing zstd frame.",
         signed("routing_zstd_trailing", None, raw_routing=good_rz + b"\x00"), PE, "protocol.trailing", "routing")  # fmt: skip
     add("routing_zstd_truncated", "The routing zstd frame lacks its last byte.",
@@ -1596,6 +1605,7 @@ FILES = {
     "approval.json": approval_vectors,
     "delta.json": delta_vectors.build,
     "chunks.json": chunk_vectors.build,
+    "zstd.json": zstd_vectors.build,
 }
 ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json")
 
