@@ -47,6 +47,7 @@ if str(ROOT / "scripts") not in sys.path:
 from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
 from vectors import chunks as chunk_vectors  # noqa: E402
 from vectors import zstd as zstd_vectors  # noqa: E402
+from vectors import policy as policy_vectors  # noqa: E402
 
 DELTA_V2 = b""
 
@@ -1606,6 +1607,7 @@ FILES = {
     "delta.json": delta_vectors.build,
     "chunks.json": chunk_vectors.build,
     "zstd.json": zstd_vectors.build,
+    "policy.json": policy_vectors.build,
 }
 ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json")
 
