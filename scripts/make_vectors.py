@@ -1531,23 +1531,28 @@ def approval_vectors() -> dict[str, Any]:
         return bytes(out)
 
     invalid = []
-    for name, what, fn, data in [
-        ("welcome-flipped-tag", "welcome", lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, TEAM_ID),
-         flipped(w_code, -1)),
-        ("welcome-other-team", "welcome",
-         lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, OTHER_TEAM_ID), w_code),
-        ("welcome-other-code", "welcome",
-         lambda d: AP.open_code_welcome("27182818284590452353", dev.public, x_priv, d, TEAM_ID), w_code),
-        ("welcome-other-device-key", "welcome",
-         lambda d: AP.open_code_welcome(code, dev.public, X25519_PRIVATE["d3"], d, TEAM_ID), w_code),
-        ("welcome-truncated", "welcome", lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, TEAM_ID),
-         w_code[:20]),
-        ("approval-flipped-signature", "approval", lambda d: AP.verify_approval(d, sup.public), flipped(record, -1)),
-        ("approval-other-approver", "approval", lambda d: AP.verify_approval(d, DEVICES["d3"].public), record),
-        ("approval-truncated", "approval", lambda d: AP.verify_approval(d, sup.public), record[:40]),
+    d3x = X25519_PRIVATE["d3"]
+    # each with the context to open or verify it in (``open``), so a second implementation needs no guessing
+    for name, what, ctx, data in [
+        ("welcome-flipped-tag", "welcome", (code, x_priv, TEAM_ID), flipped(w_code, -1)),
+        ("welcome-other-team", "welcome", (code, x_priv, OTHER_TEAM_ID), w_code),
+        ("welcome-other-code", "welcome", ("27182818284590452353", x_priv, TEAM_ID), w_code),
+        ("welcome-other-device-key", "welcome", (code, d3x, TEAM_ID), w_code),
+        ("welcome-truncated", "welcome", (code, x_priv, TEAM_ID), w_code[:20]),
+        ("approval-flipped-signature", "approval", sup.public, flipped(record, -1)),
+        ("approval-other-approver", "approval", DEVICES["d3"].public, record),
+        ("approval-truncated", "approval", sup.public, record[:40]),
     ]:
+        if what == "welcome":
+            c, xp, tm = ctx  # type: ignore[misc]
+            fn = (lambda d, c=c, xp=xp, tm=tm: AP.open_code_welcome(c, dev.public, xp, d, tm))
+            op = {"code": c, "author_public": dev.public.hex(), "x25519_private": xp.hex(), "team": tm.hex()}
+        else:
+            fn = (lambda d, k=ctx: AP.verify_approval(d, k))
+            op = {"approver_public": ctx.hex()}  # type: ignore[union-attr]
         cls, err = expected_error(name, lambda: fn(data))
-        invalid.append({"name": name, "kind": what, "data": data.hex(), "expected_error": cls, "expected_code": err})
+        invalid.append({"name": name, "kind": what, "data": data.hex(), "open": op, "expected_error": cls,
+                        "expected_code": err})
     # The messages that carry them: an enroll request with a code proof, and a supervisor's invite request.
     enroll_args = {"token": b"\x77" * 16, "author_pub": dev.public, "transport_pub": t_pub, "x25519_pub": x_pub,
                    "label": "desk-2", "proof": AP.make_proof(code.encode(), dev.public, t_pub, x_pub)}
