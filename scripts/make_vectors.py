@@ -48,6 +48,7 @@ from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one
 from vectors import chunks as chunk_vectors  # noqa: E402
 from vectors import zstd as zstd_vectors  # noqa: E402
 from vectors import policy as policy_vectors  # noqa: E402
+from vectors import sync as sync_vectors  # noqa: E402
 
 DELTA_V2 = b""
 
@@ -1613,8 +1614,9 @@ FILES = {
     "chunks.json": chunk_vectors.build,
     "zstd.json": zstd_vectors.build,
     "policy.json": policy_vectors.build,
+    "sync.json": sync_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json", "sync.json")
 
 
 def render(obj: Any) -> str:

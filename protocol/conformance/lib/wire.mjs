@@ -277,7 +277,41 @@ function checkChunks(d) {
   return t;
 }
 
+// -- sync.json: a round trip with real batches (§16, §13a) ------------------------------------
+function checkSync(d) {
+  const t = new Tally("sync.json");
+  const relayPub = hex(d.meta.relay_public), team = hex(d.meta.team);
+  let q, r;
+  try {
+    q = parseRequest(hex(d.request.envelope));
+    t.check("request verifies", edVerify(hex(d.meta.transport_public), q.signature, q.signed) && same(toTyped(q.args), d.request.args));
+    r = openResponse(hex(d.response.envelope), relayPub, q.nonce).result;
+  } catch (e) { t.check("round trip", false, `${e.code}`); return t; }
+  t.check("response result", same(toTyped(r), d.response.result));
+  const roster = r.get("roster");
+  t.check("roster entries carry the role", [...roster.values()].every((e) => e.length === 5 && ["member", "supervisor"].includes(e[4])));
+  t.check("ack of the sent batch", r.get("acks").length === 1 && big(r.get("acks")[0][0]) === 5n);
+  const relayId = deviceId(relayPub);
+  for (const [i, [rseq, dev, rcv, data]] of r.get("batches").entries()) {
+    const a = d.apply[i];
+    // the key that verifies it: the pinned relay key for the relay's own batches, else the roster's author key
+    const fromRelay = eq(dev, relayId);
+    const pub = fromRelay ? relayPub : roster.get([...roster.keys()].find((k) => eq(k, dev)))?.[1];
+    const rank = fromRelay ? 0 : roster.get([...roster.keys()].find((k) => eq(k, dev)))[4] === "supervisor" ? 2 : 1;
+    const keys = new Map([[fromRelay ? 0 : 1, fromRelay ? new Uint8Array(32) : hex(a.team_secret)]]);
+    try {
+      const b = decodeBatch(data, pub, keys, DEFAULT_LIMITS, team);
+      if (fromRelay && !b.ops.every((op) => op.kind === "task" && [...op.fields.keys()].join() === "1" && op.content.size === 0))
+        fail("IntegrityError", "integrity.relay_scope");
+      t.check(`batch ${rseq} applies`, big(rseq) === big(a.rseq) && big(rcv) === big(a.received_ms) && rank === a.rank
+        && toHex(pub) === a.public_key && same(b.ops.map(opJson), a.ops));
+    } catch (e) { t.check(`batch ${rseq}`, false, `${e.code} ${e.message}`); }
+  }
+  return t;
+}
+
 export const CHECKERS = {
+  "sync.json": checkSync,
   "batches.json": checkBatches, "invalid.json": checkInvalid, "envelopes.json": checkEnvelopes, "chunks.json": checkChunks,
   "snapshot.json": checkSnapshot, "merge.json": checkMerge, "policy.json": checkPolicy, ...checkKeyed,
 };
