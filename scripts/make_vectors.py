@@ -49,6 +49,7 @@ from vectors import chunks as chunk_vectors  # noqa: E402
 from vectors import zstd as zstd_vectors  # noqa: E402
 from vectors import policy as policy_vectors  # noqa: E402
 from vectors import sync as sync_vectors  # noqa: E402
+from vectors import evidence as evidence_vectors  # noqa: E402
 
 DELTA_V2 = b""
 
@@ -382,6 +383,17 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                 make_op(Kind.TASK, E_TASK2, P(T0 + 31 * MIN, 0), op_id("d1", P(T0 + 30 * MIN, 0)), archived=True),
                 make_op(Kind.TASK, E_TASK2, P(T0 + 32 * MIN, 0), op_id("d1", P(T0 + 31 * MIN, 0)), archived=False),
                 make_op(Kind.TASK, E_TASK2, P(T0 + 33 * MIN, 0), op_id("d1", P(T0 + 32 * MIN, 0)), deleted=True),
+            ],
+        },
+        {
+            "name": "confidential_document",
+            "description": "A document marked confidential, then exported with a reason (PROTOCOL.md §5a): "
+            "exported admits only true; the reason is sealed.",
+            "device": "d2", "key": "t1", "seq": 2, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.DOC, E_DOC, P(T0 + 40 * MIN, 0), op_id("d1", P(T0 + 2 * MIN, 1)), confidential=True),
+                make_op(Kind.DOC, E_DOC, P(T0 + 41 * MIN, 0), op_id("d2", P(T0 + 40 * MIN, 0)),
+                        exported=True, export_reason="Printed for the council meeting on Thursday."),
             ],
         },
     ]  # fmt: skip
@@ -1612,11 +1624,13 @@ FILES = {
     "approval.json": approval_vectors,
     "delta.json": delta_vectors.build,
     "chunks.json": chunk_vectors.build,
+    "evidence.json": evidence_vectors.build,
     "zstd.json": zstd_vectors.build,
     "policy.json": policy_vectors.build,
     "sync.json": sync_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json", "sync.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json", "evidence.json",
+                  "sync.json")
 
 
 def render(obj: Any) -> str:

@@ -11,7 +11,7 @@ const effective = (ts, rcv) => {
   return ts < b ? ts : b;
 };
 const POLICY = { task: ["assignee", "status"], doc: ["sha256"] };
-const APPEND = { task: ["note"] };
+const APPEND = { task: ["note"], doc: ["exported", "export_reason"] };
 const cmpBytes = (a, b) => Buffer.compare(Buffer.from(a, "hex"), Buffer.from(b, "hex"));
 const cmpStamp = (a, b) => (a.ts !== b.ts ? (a.ts < b.ts ? -1 : 1) : cmpBytes(a.op_id, b.op_id));
 const cmpKeys = (a, b) => { for (let i = 0; i < a.length; i++) { const c = typeof a[i] === "string" ? cmpBytes(a[i], b[i]) : a[i] < b[i] ? -1 : a[i] > b[i] ? 1 : 0; if (c) return c; } return 0; };

@@ -27,7 +27,9 @@ export const FIELDS = {
     34: ["note", C, str(262144), false, "append"], 40: ["ref", C, str(128), false],
   },
   doc: {
-    1: ["task", R, bin(1, 32), true], 2: ["size", R, uint(0, 2 ** 40), false], 32: ["name", C, str(255), false],
+    1: ["task", R, bin(1, 32), true], 2: ["size", R, uint(0, 2 ** 40), false], 3: ["confidential", R, bool, false],
+    4: ["exported", R, (v) => v === true, false, "append"], 37: ["export_reason", C, (v) => str(1000)(v) && cps(v) >= 1, false, "append"],
+    32: ["name", C, str(255), false],
     33: ["data", C, bin(0, Infinity), false], 34: ["sha256", C, bin(32, 32), false, "policy"], 35: ["delta", C, bin(0, Infinity), false],
     36: ["base_sha256", C, bin(32, 32), false],
   },
