@@ -65,7 +65,24 @@ class AppThread:
         return self.url.split("/start")[0]
 
 
+def sync_api() -> Any:
+    """``playwright.sync_api``; without it, skip loudly (laptop) or fail (CI requires chromium)."""
+    import pytest
+    from external import need, required
+
+    need("chromium")
+    try:
+        import playwright.sync_api as api
+    except ImportError:
+        reason = "the playwright package is not installed (it is in the test extra: pip install -e '.[test]')"
+        if "chromium" in required():
+            pytest.fail(f"HBW_REQUIRE names chromium, but {reason}", pytrace=False)
+        pytest.skip(f"SKIPPED LOUDLY: {reason}")
+    return api
+
+
 def launch(playwright: Any) -> Any:
+    """Debian's Chromium, headless; never a browser Playwright would download."""
     from external import need
 
     return playwright.chromium.launch(executable_path=need("chromium"), headless=True, args=CHROMIUM_ARGS)

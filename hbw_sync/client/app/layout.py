@@ -133,6 +133,22 @@ def text_of(form_data: Any, name: str, *, max_len: int = MAX_FIELD, required: bo
     return v
 
 
+def human_time(iso: str | None) -> str:
+    """A view's ISO 8601 UTC time as people say it, in this computer's zone: ``today 18:05``."""
+    import datetime as dt
+
+    from ...timefmt import when
+    from ..device import now_ms
+
+    if not iso:
+        return "-"
+    try:
+        ms = int(dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return iso
+    return when(ms, now_ms())
+
+
 def back_path(request: web.Request) -> str:
     """Where "Back" goes: the page the form was on (only a path of ours), else My work."""
     from urllib.parse import urlsplit

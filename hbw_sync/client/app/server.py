@@ -58,12 +58,12 @@ async def unlock(request: web.Request) -> web.StreamResponse:
     pp = form.get("passphrase")
     home = request.app[HOME]
 
-    def check() -> str | None:
+    def check() -> tuple[bool, str | None]:
         with Device.open(home) as dev:  # type: ignore[arg-type]
-            return dev.store.meta("role") if dev.opens_with(str(pp)) else None
+            return dev.opens_with(str(pp)), dev.store.meta("role")
 
-    role = await asyncio.to_thread(check) if isinstance(pp, str) and len(pp) <= 1024 else None
-    if role is None:
+    ok, role = await asyncio.to_thread(check) if isinstance(pp, str) and len(pp) <= 1024 else (False, None)
+    if not ok:
         return unlock_form(request, _("That passphrase does not open this store."))
     request.app[GATE].unlock(pp, time.monotonic())  # type: ignore[arg-type]
     request.app[ROLE_CACHE]["role"] = role

@@ -21,7 +21,7 @@ from ....errors import UsageError
 from ....i18n import _, ngettext
 from ....timefmt import human_bytes
 from ... import views
-from ..layout import call, esc, form, page, text_of, unlocked
+from ..layout import call, esc, form, human_time, page, text_of, unlocked
 
 DOC_ID = re.compile(r"^[0-9a-f]{16}$")
 TASK_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -104,7 +104,7 @@ async def show_doc(request: web.Request, pp: str) -> web.StreamResponse:
         return d, [c for c in rep.docs() if c.conflict_of == d.id]
 
     d, copies = await call(request, pp, load)
-    facts = [(_("Size"), human_bytes(d.size)), (_("Versions"), str(d.versions)), (_("Last changed"), d.updated or "-")]
+    facts = [(_("Size"), human_bytes(d.size)), (_("Versions"), str(d.versions)), (_("Last changed"), human_time(d.updated))]
     body = '<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
     if d.task:
         body += f'<p><a href="/tasks/{d.task}">{esc(_("Its task"))}</a></p>'

@@ -108,6 +108,19 @@ def waiting_words(status: dict[str, Any]) -> list[str]:
     return lines
 
 
+def key_flow_words(w: dict[str, Any]) -> str:
+    """What the key flow waits for, said for this app (the library's ``todo`` names CLI commands)."""
+    said = {
+        "approval": _("This device waits for your supervisor’s approval. Tell them the code below (in person or by "
+                      "phone); they approve it on their Team page. Until then this device holds no team key."),
+        "welcome": _("This device waits for the team key from the supervisor who invited you: sync again later; if "
+                     "it stays, ask them."),
+        "unlock": _("The team key has arrived; it opens with your next action here."),
+        "your approval": _("A device waits for your approval: see the Team page."),
+    }
+    return said.get(w.get("waits_for", ""), w.get("todo", ""))
+
+
 @unlocked
 async def sync_page(request: web.Request, pp: str) -> web.StreamResponse:
     home = home_of(request)
@@ -121,9 +134,9 @@ async def sync_page(request: web.Request, pp: str) -> web.StreamResponse:
     now = now_ms()
     body = f'<h2>{esc(_("Waiting to be sent"))}</h2>' + "".join(f"<p>{esc(x)}</p>" for x in waiting_words(s))
     for w in s["key_flow"]:
-        code = f' <strong>{esc(_("Code to show your supervisor:"))} <span class="code">{esc(w["code"])}</span></strong>' \
+        code = f'<br><strong>{esc(_("Code to show your supervisor:"))} <span class="code">{esc(w["code"])}</span></strong>' \
             if w.get("code") else ""
-        body += f'<p class="alert">{esc(w["todo"])}{code}</p>'
+        body += f'<p class="alert">{esc(key_flow_words(w))}{code}</p>'
     body += f'<h2>{esc(_("Last sync"))}</h2>'
     last = s["last_sync"]
     if last is None:

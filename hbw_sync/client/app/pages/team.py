@@ -32,8 +32,8 @@ def chart(loads: list[workload.MemberLoad]) -> str:
     top = max([1] + [max(m.open, m.late, m.urgent) for m in loads])
     label_w, bar_w, row_h, bar_h = 110, 300, 64, 16
     height = 10 + row_h * len(loads)
-    parts = [f'<svg class="chart" role="img" aria-labelledby="chart-title" viewBox="0 0 {label_w + bar_w + 40} {height}" '
-             f'width="{label_w + bar_w + 40}" height="{height}"><title id="chart-title">{esc(_("Workload per member"))}</title>']
+    parts = [f'<svg class="chart" role="img" aria-labelledby="chart-title" viewBox="0 0 {label_w + bar_w + 100} {height}" '
+             f'width="{label_w + bar_w + 100}" height="{height}"><title id="chart-title">{esc(_("Workload per member"))}</title>']
     for i, m in enumerate(loads):
         y = 8 + i * row_h
         parts.append(f'<text x="0" y="{y + 28}" font-size="15" fill="#1b1b1b">{esc(m.member)}</text>')
@@ -99,7 +99,7 @@ async def show(request: web.Request, pp: str) -> web.StreamResponse:
             inner = (f'<input type="hidden" name="task" value="{esc(m.task)}">'
                      f'<input type="hidden" name="from" value="{esc(m.from_member or "-")}">'
                      f'<input type="hidden" name="to" value="{esc(m.to_member)}">'
-                     f'<button aria-label="{esc(_("Give {title} to {to}").format(title=m.title, to=m.to_member))}">'
+                     f'<button aria-label="{esc(_("Apply: give {title} to {to}").format(title=m.title, to=m.to_member))}">'
                      f'{esc(_("Apply"))}</button>')
             items.append(f'<li><strong><a href="/tasks/{m.task}">{esc(m.title)}</a></strong>: '
                          f'{esc(_("from {src} to {dst}").format(src=m.from_member or _("nobody"), dst=m.to_member))}. '

@@ -16,7 +16,7 @@ from ....errors import UsageError
 from ....i18n import _
 from ....ops import Status
 from ... import views
-from ..layout import call, esc, field, form, page, select, text_of, unlocked
+from ..layout import call, esc, field, form, human_time, page, select, text_of, unlocked
 
 TASK_ID = re.compile(r"^[0-9a-f]{16}$")
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -163,7 +163,7 @@ async def show_task(request: web.Request, pp: str) -> web.StreamResponse:
     facts = [(_("Status"), sw.get(t.status, t.status)), (_("Who"), t.assignee or _("nobody")),
              (_("Due"), t.due or _("no due date")), (_("Priority"), pw.get(t.priority, t.priority)),
              (_("Needs"), ", ".join(nw.get(n, n) for n in t.needs) or _("nothing special")),
-             (_("Last changed"), t.updated or "-")]
+             (_("Last changed"), human_time(t.updated))]
     if t.pinned:
         facts.append((_("Pinned"), _("yes: rebalancing will not move it")))
     body = '<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
@@ -175,7 +175,7 @@ async def show_task(request: web.Request, pp: str) -> web.StreamResponse:
         body += form(request, f"/tasks/{t.id}/done", f'<button>{esc(_("Mark done"))}</button>', cls="inline")
     # History: notes in order (never overwritten), then conflicts settled on this task, in words.
     body += f'<h2>{esc(_("Notes and history"))}</h2>'
-    items = [f"<li><strong>{esc(n.by)}</strong>, {esc(n.at or '')}: {esc(n.text)}</li>" for n in t.notes]
+    items = [f"<li><strong>{esc(n.by)}</strong>, {esc(human_time(n.at))}: {esc(n.text)}</li>" for n in t.notes]
     if t.deleted_by:
         items.append(f"<li>{esc(_('Deleted by {who}').format(who=t.deleted_by))}</li>")
     body += f'<ul class="cards">{"".join(items)}</ul>' if items else f"<p>{esc(_('No notes yet.'))}</p>"
