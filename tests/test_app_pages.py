@@ -135,3 +135,48 @@ async def test_without_the_supervisor_role_there_is_no_team_page(tmp_path):
             assert r.status == 400 and "is for your team" in await r.text()
         status, text = await app.post("/team/apply", {"task": "0123456789abcdef", "from": "dana", "to": "amina"})
         assert status == 400 and "That did not work" in text
+
+
+def test_sync_progress_is_told_in_words_and_sizes():
+    from hbw_sync.client.app.pages.syncing import SyncJob
+    from hbw_sync.client.progress import Progress
+
+    job = SyncJob(running=True)
+    assert job.text() == "Syncing…"
+    job.progress(Progress("upload", 1500, 4000))
+    assert job.text() == "Sending: 1.5 KB of 4.0 KB"
+    assert job.to_dict() | {"text": None} == {"running": True, "phase": "upload", "done_bytes": 1500,
+                                              "total_bytes": 4000, "ok": None, "text": None, "words": []}
+    job.progress(Progress("download", 700, None))
+    assert job.text() == "Receiving: 700 B"
+
+
+async def test_sync_now_that_cannot_reach_a_relay_says_so_and_keeps_everything(tmp_path, monkeypatch):
+    """A store whose relay is a closed port: Sync now ends in words, the task still waits to be sent."""
+    import asyncio
+
+    home, _tid = store(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with Device.open(home) as dev:
+        with dev.store.transaction():
+            dev.store.set_meta("relay_url", f"http://127.0.0.1:{closed}")
+        waiting = dev.status()["outbox"]
+    from hbw_sync.client.app.pages import syncing as page
+
+    monkeypatch.setattr(page, "SYNC_DEADLINE_S", 0.0)  # one attempt: the test need not wait for retries
+    async with Running(home) as app:
+        status, text = await app.post("/sync")
+        assert status == 200 and "Sync now" in text
+        for _ in range(600):
+            async with app.http.get(app.base + "/sync/progress") as r:
+                state = await r.json()
+            if not state["running"]:
+                break
+            await asyncio.sleep(0.1)
+        assert state["ok"] is False and "Sync did not finish" in state["text"] and "Nothing is lost" in state["text"]
+        async with app.http.get(app.base + "/sync") as r:
+            assert "Sync did not finish" in await r.text()
+    with Device.open(home) as dev:
+        assert dev.status()["outbox"] == waiting

@@ -74,7 +74,8 @@ def page(request: web.Request, title: str, body: str, *, nav: bool = True, statu
             f"{esc(label)}</a></li>" for href, label in nav_items(sup))
         links = f'<nav aria-label="{esc(_("Pages"))}"><ul>{links}</ul></nav>'
     return web.Response(status=status, content_type="text/html", text=(
-        f'<!doctype html><html lang="{esc(_("en"))}"><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{esc(_("en"))}"><head>'  # translators: this language's code (fr)
+        f'<meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{esc(title)} · hbw-sync</title><link rel="stylesheet" href="/static/app.css"></head><body>'
         f'<a class="skip" href="#main">{esc(_("Skip to content"))}</a>'

@@ -178,7 +178,9 @@ async def sync_now(request: web.Request, pp: str) -> web.StreamResponse:
     with job.lock:
         if not job.running:
             job.running, job.ok, job.words, job.phase, job.done, job.total = True, None, [], "", 0, None
-            request.app[TASKS].add(asyncio.ensure_future(in_worker(lambda: run_sync(home_of(request), pp, job))))
+            task = asyncio.ensure_future(in_worker(lambda: run_sync(home_of(request), pp, job)))
+            request.app[TASKS].add(task)  # held so it is not collected mid-sync; dropped when done
+            task.add_done_callback(request.app[TASKS].discard)
     raise web.HTTPSeeOther("/sync")
 
 
@@ -193,13 +195,15 @@ async def progress(request: web.Request) -> web.StreamResponse:
 async def bundle_export(request: web.Request, pp: str) -> web.StreamResponse:
     home = home_of(request)
 
-    def export() -> tuple[dict[str, Any], bytes]:
+    def export() -> bytes:
+        # The outbox stays as it is until the relay's reply confirms the bundle arrived: a file that is
+        # never sent loses nothing.
         with tempfile.TemporaryDirectory(prefix="hbw-app-") as tmp:
             path = Path(tmp) / "bundle.hbw"
-            r = bundles.export_bundle(home, path, passphrase=pp)
-            return r, path.read_bytes()
+            bundles.export_bundle(home, path, passphrase=pp)
+            return path.read_bytes()
 
-    r, data = await in_worker(export)
+    data = await in_worker(export)
     name = f"hbw-changes-{time.strftime('%Y-%m-%d-%H%M')}.hbw"
     return web.Response(body=data, content_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
