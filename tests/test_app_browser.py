@@ -262,3 +262,28 @@ def test_workload_chart_and_a_rebalancing_suggestion_applied_by_a_click(browser,
     with Device.open(home) as dev:
         held = [t.assignee for t in dev.unlock(pp).tasks()]
     assert held.count("chidi") == 2 and held.count("amina") == 5
+
+
+def test_a_conflict_is_told_in_words_on_the_task_and_the_team_page(browser, tmp_path):
+    """Dana gives a task to bosco while Chidi, offline, gives it to amina: the supervisor's change wins."""
+    with Team(tmp_path) as team:
+        dana, chidi = off_loop(team.pair, "dana", "chidi")
+        with dana.open() as rep:
+            tid = rep.add_task("Reconcile invoices", assignee="chidi").id
+        off_loop(dana.sync)
+        off_loop(chidi.sync)
+        with dana.open() as rep:
+            rep.assign(tid, "bosco")
+        with chidi.open() as rep:
+            rep.assign(tid, "amina")
+        off_loop(dana.sync)
+        off_loop(chidi.sync)
+        off_loop(dana.sync)
+        with AppThread(dana.home) as app:
+            page = open_app(browser, app, dana.passphrase)
+            page.goto(f"{app.base}/tasks/{tid}")
+            told = page.locator("#main .cards").last.inner_text()
+            assert "assignee" in told and "a supervisor's change beats a member's" in told, told
+            page.get_by_role("link", name="Team", exact=True).click()
+            assert "Reconcile invoices" in page.locator("#conflicts + ul").inner_text()
+            check_page(page)

@@ -91,3 +91,11 @@ def apply_suggestion(rep: Replica, task: str, from_member: str | None, to_member
     if t.assignee != from_member:
         return None
     return rep.assign(t.id, to_member)
+
+
+def conflicts(rep: Replica) -> list[tuple[views.TaskView, dict[str, Any]]]:
+    """Every settled conflict on the team's listed tasks, with its task (the words are the store's)."""
+    out = []
+    for t in rep.tasks():
+        out += [(t, c) for c in rep.task(t.id).conflicts]
+    return out

@@ -69,12 +69,12 @@ async def show(request: web.Request, pp: str) -> web.StreamResponse:
     today = views.format_day(views.parse_date("today")) or ""
     now = now_ms()
 
-    def load(rep: Any) -> tuple[Any, Any, Any]:
+    def load(rep: Any) -> tuple[Any, Any, Any, Any]:
         if rep.store.meta("role") != "supervisor":
             raise UsageError(_("The Team page is for your team's supervisor."))
-        return workload.workload(rep, today), *workload.suggestions(rep, now)
+        return (workload.workload(rep, today), *workload.suggestions(rep, now), workload.conflicts(rep))
 
-    loads, moves, stuck = await call(request, pp, load)
+    loads, moves, stuck, clashes = await call(request, pp, load)
     pending = await in_worker(lambda: waiting_devices(home_of(request)))
     body = f'<h2>{esc(_("Workload"))}</h2>' + chart(loads) + load_table(loads)
 
@@ -111,6 +111,13 @@ async def show(request: web.Request, pp: str) -> web.StreamResponse:
     if stuck:
         body += f"<p>{esc(_('Nobody can take these now:'))}</p><ul>" + "".join(
             f"<li>{esc(t)}: {esc(why)}</li>" for t, why in stuck) + "</ul>"
+    body += f'<h2 id="conflicts">{esc(_("Conflicts"))}</h2>'
+    if clashes:
+        body += '<ul class="cards">' + "".join(
+            f'<li><a href="/tasks/{t.id}">{esc(t.title)}</a>: {esc(c["field"])}: {esc(c["detail"])}</li>'
+            for t, c in clashes) + "</ul>"
+    else:
+        body += f"<p>{esc(_('No conflicts: nobody’s offline changes clashed.'))}</p>"
     return page(request, _("Team"), body)
 
 
