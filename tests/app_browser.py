@@ -166,3 +166,7 @@ def check_page(page: Any, keyboard: bool = True) -> None:
     assert focused[0] == "skip" and focused[1] >= 0 and focused[2] != "none", focused
     page.keyboard.press("Enter")
     assert page.evaluate("() => document.activeElement.id") == "main"
+    page.keyboard.press("Tab")  # the first control of the content: its focus ring shows too
+    ring = page.evaluate("() => [document.activeElement.tagName, getComputedStyle(document.activeElement).outlineStyle,"
+                         " document.activeElement.closest('main') !== null]")
+    assert ring[1] != "none" and ring[2], ring
