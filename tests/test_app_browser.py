@@ -287,3 +287,38 @@ def test_a_conflict_is_told_in_words_on_the_task_and_the_team_page(browser, tmp_
             page.get_by_role("link", name="Team", exact=True).click()
             assert "Reconcile invoices" in page.locator("#conflicts + ul").inner_text()
             check_page(page)
+
+
+def test_chidi_syncs_by_email_with_a_saved_file_and_the_office_reply(browser, tmp_path):
+    """No data plan: Chidi saves his changes to a file, the office ingests it, he opens the reply."""
+    from hbw_sync.server import admin
+
+    with Team(tmp_path) as team:
+        dana, chidi = off_loop(team.pair, "dana", "chidi")
+        with dana.open() as rep:
+            rep.add_task("Sent from the office", assignee="chidi")
+        off_loop(dana.sync)
+        with AppThread(chidi.home) as app:
+            page = open_app(browser, app, chidi.passphrase)
+            page.get_by_label("New task").fill("Ward 4 inspection report")
+            page.get_by_role("button", name="Add", exact=True).click()
+            page.get_by_role("link", name="Sync", exact=True).click()
+            with page.expect_download() as dl:
+                page.get_by_role("button", name="Save changes to a file").click()
+            mailed = tmp_path / dl.value.suggested_filename
+            dl.value.save_as(mailed)
+            reply = Path(admin.ingest_bundle(team.data, mailed, tmp_path / "replies")["reply"])
+            page.get_by_label("Reply file from the office").set_input_files(str(reply))
+            page.get_by_role("button", name="Open reply").click()
+            assert "1 of your batches confirmed" in page.get_by_role("status").inner_text()
+            page.get_by_role("link", name="Back to Sync").click()
+            assert "Nothing waits to be sent" in page.locator("main").inner_text()
+            page.get_by_role("link", name="My work", exact=True).click()
+            assert "Sent from the office" in page.locator("table.tasks").inner_text()
+            page.get_by_role("link", name="Sync", exact=True).click()
+            page.get_by_label("Reply file from the office").set_input_files(str(reply))
+            page.get_by_role("button", name="Open reply").click()
+            assert "already opened; nothing changed" in page.get_by_role("status").inner_text()
+        off_loop(dana.sync)
+        with dana.open() as rep:
+            assert "Ward 4 inspection report" in {t.title for t in rep.tasks()}

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from aiohttp import web
 
-from ...errors import HbwError, UsageError
+from ...errors import HbwError, UsageError, http_status_for
 from ...i18n import _
 from .security import Gate
 
@@ -208,8 +208,7 @@ def unlocked(fn: PageFn) -> Handler:
             return await fn(request, pp)
         except HbwError as e:
             back = f'<p><a href="{esc(back_path(request))}">{esc(_("Back"))}</a></p>'
-            return page(request, _("That did not work"), error_words(e) + back,
-                        status=400 if isinstance(e, UsageError) else 200)
+            return page(request, _("That did not work"), error_words(e) + back, status=http_status_for(e))
 
     return handler
 
