@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ...i18n import _
 from ..device import Device
-from .layout import COOKIE, FLASH, GATE, HOME, ROLE_CACHE, Handler, esc, unlock_form  # noqa: F401 (re-exported)
+from .layout import COOKIE, FLASH, GATE, HOME, ROLE_CACHE, Handler, unlock_form
 from .pages import documents, importing, profile, syncing, team, work
 from .security import Gate
 
