@@ -93,8 +93,17 @@ def test_unlock_add_a_task_and_work_on_it(browser, tmp_path):
 
         page.get_by_role("link", name="invoices.txt").click()
         with page.expect_download() as dl:
-            page.get_by_role("link", name=re.compile("Download Version 1")).click()
+            page.get_by_role("button", name=re.compile("Download Version 1")).click()
         assert Path(dl.value.path()).read_text() == "invoice 1\ninvoice 2\n"
+        page.get_by_role("button", name="Mark confidential").click()  # her own document: she may
+        page.get_by_role("button", name=re.compile("Download Version 1")).click()  # no reason: the form says so
+        assert page.get_by_label("Reason (recorded for your supervisor)").evaluate("e => !e.validity.valid")
+        page.get_by_label("Reason (recorded for your supervisor)").fill("Printing for the supplier meeting")
+        with page.expect_download() as dl:
+            page.get_by_role("button", name=re.compile("Download Version 1")).click()
+        assert Path(dl.value.path()).read_text() == "invoice 1\ninvoice 2\n"
+        page.reload()
+        assert "Printing for the supplier meeting" in page.locator("main").inner_text()  # recorded, with who
         page.get_by_role("link", name="Documents").click()
         check_page(page)
         shot(page, tmp_path, "documents")

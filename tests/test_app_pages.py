@@ -19,7 +19,7 @@ from relay_helpers import FAST_KDF, STRONG
 
 PP = f"dana {STRONG}"
 POSTS = ["/tasks", "/tasks/0123456789abcdef/edit", "/tasks/0123456789abcdef/note", "/tasks/0123456789abcdef/assign",
-         "/tasks/0123456789abcdef/start", "/tasks/0123456789abcdef/done", "/docs", "/docs/0123456789abcdef/update",
+         "/tasks/0123456789abcdef/start", "/tasks/0123456789abcdef/done", "/docs", "/docs/0123456789abcdef/update", "/docs/download", "/docs/0123456789abcdef/confidential",
          "/sync", "/bundle/export", "/bundle/import", "/profile", "/team/approve", "/team/check", "/team/apply",
          "/import/preview", "/import/run"]
 
@@ -119,8 +119,14 @@ async def test_bad_input_gets_words_and_changes_nothing(tmp_path):
         form.add_field("file", b"garbage", filename="reply.hbw")
         status, text = await app.post("/bundle/import", form)
         assert "That did not work" in text and "join" in text and status >= 400  # no relay yet: says what to do
-        async with app.http.get(app.base + "/docs/ffffffffffffffff/download?version=99999999") as r:
-            assert r.status == 400 and "version" in await r.text()
+        for data, words in (({"doc": "ffffffffffffffff", "version": "9999999"}, "ffffffffffffffff"),
+                            ({"doc": "ffffffffffffffff", "version": "12345678"}, "too long"),
+                            ({"doc": "../../etc/passwd"}, "not a document"),
+                            ({"doc": "ffffffffffffffff", "version": "-1"}, "not a version")):
+            status, text = await app.post("/docs/download", data)
+            assert status == 400 and words in text, (data, text[-300:])
+        async with app.http.get(app.base + "/docs/ffffffffffffffff/download") as r:
+            assert r.status in (404, 405)  # a download is a POST (a reason may be needed), never a link
     assert snapshot(home) == before
 
 

@@ -3,7 +3,13 @@
 Uploads arrive as multipart form fields (aiohttp spools them to a temporary file); the file is
 copied under a temporary directory with a safe name and handed to ``Replica.add_doc`` or
 ``update_doc``, the calls ``hbw-sync doc add`` and ``doc update`` make, which enforce the 32 MiB
-cap with nothing added. Downloads are ``doc_bytes``, checked against the version's hash.
+cap with nothing added.
+
+A download is ``Replica.export_doc``, the same call as ``hbw-sync doc get`` (issue 17 item 3): a
+confidential document needs a reason, typed in the download's form; without one nothing is sent
+and nothing is recorded; with one the export is recorded (who, device, when, why) before the
+bytes leave. So every download is a POST with the CSRF token, never a link another page could
+make the browser follow.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from ....errors import UsageError
 from ....i18n import _, ngettext
 from ....timefmt import human_bytes
 from ... import views
-from ..layout import call, esc, form, human_time, page, text_of, unlocked
+from ..layout import call, esc, flash, form, human_time, page, text_of, unlocked
 
 DOC_ID = re.compile(r"^[0-9a-f]{16}$")
 TASK_ID = re.compile(r"^[0-9a-f]{16}$")
+#: Form characters read for a reason; the library keeps at most 1,000 and refuses more, in words.
+MAX_REASON_FIELD = 4000
 
 
 def doc_id(request: web.Request) -> str:
@@ -63,17 +71,21 @@ def upload_form(request: web.Request, action: str, label: str, button: str, task
 async def list_docs(request: web.Request, pp: str) -> web.StreamResponse:
     docs: list[views.DocView] = await call(request, pp, lambda rep: rep.docs())
     if docs:
-        head = "".join(f'<th scope="col">{esc(h)}</th>' for h in (_("Name"), _("Size"), _("Versions"), _("Task")))
+        head = "".join(f'<th scope="col">{esc(h)}</th>' for h in
+                       (_("Name"), _("Size"), _("Versions"), _("Task"), _("Download")))
         rows = []
         for d in docs:
             mark = (f' <span class="tag late">{esc(_("conflict copy: two people edited it offline; both kept"))}</span>'
                     if d.conflict_of else "")
             link = f'/docs/{d.conflict_of}' if d.conflict_of else f"/docs/{d.id}"
             task = f'<a href="/tasks/{d.task}">{esc(d.task[:6])}</a>' if d.task else "-"
+            if d.confidential:
+                mark += f' <strong class="tag urgent">{esc(_("Confidential"))}</strong>'
             rows.append(f'<tr><td data-label="{esc(_("Name"))}"><a href="{link}">{esc(d.name)}</a>{mark}</td>'
                         f'<td data-label="{esc(_("Size"))}">{esc(human_bytes(d.size))}</td>'
                         f'<td data-label="{esc(_("Versions"))}">{d.versions}</td>'
-                        f'<td data-label="{esc(_("Task"))}">{task}</td></tr>')
+                        f'<td data-label="{esc(_("Task"))}">{task}</td>'
+                        f'<td>{download_form(request, d, f"l-{d.id}")}</td></tr>')
         body = f'<table class="tasks"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
         body += f'<p class="muted">{esc(_("Every version of every document is kept on this computer, encrypted: opening one needs no link."))}</p>'
     else:
@@ -108,15 +120,26 @@ async def show_doc(request: web.Request, pp: str) -> web.StreamResponse:
     body = '<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
     if d.task:
         body += f'<p><a href="/tasks/{d.task}">{esc(_("Its task"))}</a></p>'
-    body += f'<h2>{esc(_("Versions"))}</h2><ul>'
+    if d.confidential:
+        body += (f'<p class="alert"><strong>{esc(_("Confidential"))}</strong>: '
+                 f'{esc(_("a download needs a reason, which is recorded for your supervisor."))}</p>')
+    body += f'<h2>{esc(_("Versions"))}</h2><ul class="cards">'
     for n in range(d.versions, 0, -1):
         label = _("Version {n} (current)").format(n=n) if n == d.versions else _("Version {n}").format(n=n)
-        body += f'<li><a href="/docs/{d.id}/download?version={n}" download>{esc(_("Download"))} {esc(label)}</a></li>'
+        body += f"<li>{esc(label)} " + download_form(request, d, f"v{n}", version=n, label=label) + "</li>"
     body += "</ul>"
+    if d.exports:
+        body += f'<h2>{esc(_("Recorded downloads"))}</h2><ul>' + "".join(
+            f"<li>{esc(_('{who}, {when}: {why}').format(who=e.by, when=human_time(e.at), why=e.reason))}</li>"
+            for e in d.exports) + "</ul>"
+    body += form(request, f"/docs/{d.id}/confidential", (
+        f'<input type="hidden" name="mark" value="{"0" if d.confidential else "1"}">'
+        f'<p><button class="secondary">{esc(_("Clear the confidential mark") if d.confidential else _("Mark confidential"))}'
+        f'</button></p>'))
     body += f'<p class="muted">{esc(ngettext("Its {n} version is on this computer.", "All {n} versions are on this computer.", d.versions).format(n=d.versions))}</p>'
     if copies:
         body += f'<h2>{esc(_("Conflict copies"))}</h2><p>{esc(_("Two people saved a version offline at the same time; both are kept. Compare them and save the right one as a new version."))}</p><ul>'
-        body += "".join(f'<li><a href="/docs/{c.id}/download" download>{esc(c.name)}</a></li>' for c in copies)
+        body += "".join(f"<li>{esc(c.name)} {download_form(request, c, f'c-{c.id}')}</li>" for c in copies)
         body += "</ul>"
     body += f'<h2>{esc(_("Save a new version"))}</h2>' + upload_form(
         request, f"/docs/{d.id}/update", _("File with the new version"), _("Save new version"))
@@ -131,16 +154,45 @@ async def update_doc(request: web.Request, pp: str) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/docs/{did}")
 
 
+def download_form(request: web.Request, d: views.DocView, key: str, version: int | None = None,
+                  label: str | None = None) -> str:
+    """A download button (a POST, through ``export_doc``), with a reason field for a confidential document."""
+    inner = f'<input type="hidden" name="doc" value="{esc(d.id)}">'
+    if version is not None:
+        inner += f'<input type="hidden" name="version" value="{version}">'
+    if d.confidential:
+        inner += (f'<label for="r-{esc(key)}">{esc(_("Reason (recorded for your supervisor)"))}</label> '
+                  f'<input id="r-{esc(key)}" name="reason" required maxlength="1000"> ')
+    name = _("Download {what}").format(what=label or d.name)
+    return form(request, "/docs/download", inner + f'<button aria-label="{esc(name)}">{esc(_("Download"))}</button>',
+                cls="inline")
+
+
 @unlocked
 async def download(request: web.Request, pp: str) -> web.StreamResponse:
-    did = doc_id(request)
-    v = request.query.get("version")
-    if v is not None and not (v.isdigit() and len(v) < 7):
+    """The bytes as an attachment, through ``export_doc``; a refusal is a page in words, with nothing sent."""
+    f = await request.post()
+    did = text_of(f, "doc", max_len=64, required=True) or ""
+    if not DOC_ID.match(did):
+        raise UsageError(_("That is not a document's address."))
+    v = text_of(f, "version", max_len=7)
+    if v is not None and not v.isdigit():
         raise UsageError(_("That is not a version number."))
-    d, data = await call(request, pp, lambda rep: rep.doc_bytes(did, int(v) if v else None))
+    reason = text_of(f, "reason", max_len=MAX_REASON_FIELD)
+    d, data = await call(request, pp, lambda rep: rep.export_doc(did, int(v) if v else None, reason=reason))
     name = views.safe_filename(d.name)
     return web.Response(body=data, content_type="application/octet-stream", headers={
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"})
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}", "Cache-Control": "no-store"})
+
+
+@unlocked
+async def mark(request: web.Request, pp: str) -> web.StreamResponse:
+    """Set or clear the confidential mark (its author or a supervisor; the library says no to others)."""
+    did = doc_id(request)
+    on = (await request.post()).get("mark") == "1"
+    await call(request, pp, lambda rep: rep.mark_confidential(did, on))
+    flash(request, _("Marked confidential: downloads now need a reason.") if on else _("The confidential mark is cleared."))
+    raise web.HTTPSeeOther(f"/docs/{did}")
 
 
 def register(app: web.Application) -> None:
@@ -148,4 +200,5 @@ def register(app: web.Application) -> None:
     app.router.add_post("/docs", add_doc)
     app.router.add_get("/docs/{did}", show_doc)
     app.router.add_post("/docs/{did}/update", update_doc)
-    app.router.add_get("/docs/{did}/download", download)
+    app.router.add_post("/docs/download", download)
+    app.router.add_post("/docs/{did}/confidential", mark)
