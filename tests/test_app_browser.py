@@ -88,6 +88,10 @@ def test_unlock_add_a_task_and_work_on_it(browser, tmp_path):
         page.get_by_label("Title").fill("Reconcile October and November invoices")
         page.get_by_role("button", name="Save changes").click()
         page.get_by_role("heading", name="Task: Reconcile October and November invoices").wait_for()
+        history = page.locator("ol.history li").all_inner_texts()
+        assert "created it (" in history[0] and "priority: urgent" in history[0] and "due: 2026-12-04" in history[0]
+        assert any("status: in progress" in h for h in history) and any("added a note" in h for h in history)
+        assert "title: Reconcile October and November invoices" in history[-1]
         check_page(page)
         shot(page, tmp_path, "task")
 

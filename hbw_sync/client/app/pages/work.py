@@ -16,6 +16,7 @@ from ....errors import UsageError
 from ....i18n import _
 from ....ops import Status
 from ... import views
+from ...importer.plan import show_value
 from ..layout import call, esc, field, form, human_time, page, select, text_of, unlocked
 
 TASK_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -149,16 +150,43 @@ def _return_to(request: web.Request, tid: str) -> str:
     return path if path in ("/", f"/tasks/{tid}") else f"/tasks/{tid}"
 
 
+def change_words(changes: dict[str, Any], first: bool) -> str:
+    """One change to a task in words: "created it: ...", "status: in progress", "added a note"."""
+    labels = {"title": _("title"), "description": _("description"), "assignee": _("for"), "status": _("status"),
+              "due": _("due"), "priority": _("priority"), "needs": _("needs"), "pinned": _("pinned"),
+              "archived": _("archived"), "deleted": _("deleted"), "ref": _("spreadsheet ref")}
+    sw, pw = status_words(), priority_words()
+    parts = []
+    for name, v in changes.items():
+        if name == "note":
+            parts.append(_("added a note"))
+            continue
+        shown = show_value(name, v)
+        if name == "status":
+            shown = sw.get(shown, shown)
+        elif name == "priority":
+            shown = pw.get(shown, shown)
+        elif name == "description":
+            shown = _("changed")
+        elif isinstance(v, bool):
+            shown = _("yes") if v else _("no")
+        elif v is None:
+            shown = _("none")
+        parts.append(f"{labels.get(name, name)}: {shown}")
+    text = "; ".join(parts)
+    return _("created it ({what})").format(what=text) if first else text
+
+
 @unlocked
 async def show_task(request: web.Request, pp: str) -> web.StreamResponse:
     tid = task_id(request)
 
-    def load(rep: Any) -> tuple[views.TaskView, list[views.DocView], list[str]]:
+    def load(rep: Any) -> tuple[views.TaskView, list[views.DocView], list[str], list[dict[str, Any]]]:
         t = rep.task(tid)
         docs = [rep.doc(d) for d in t.docs]
-        return t, docs, sorted(rep.member_names())
+        return t, docs, sorted(rep.member_names()), rep.task_history(tid)
 
-    t, docs, members = await call(request, pp, load)
+    t, docs, members, history = await call(request, pp, load)
     pw, sw, nw = priority_words(), status_words(), need_words()
     facts = [(_("Status"), sw.get(t.status, t.status)), (_("Who"), t.assignee or _("nobody")),
              (_("Due"), t.due or _("no due date")), (_("Priority"), pw.get(t.priority, t.priority)),
@@ -174,7 +202,7 @@ async def show_task(request: web.Request, pp: str) -> web.StreamResponse:
             body += form(request, f"/tasks/{t.id}/start", f'<button>{esc(_("Start"))}</button>', cls="inline")
         body += form(request, f"/tasks/{t.id}/done", f'<button>{esc(_("Mark done"))}</button>', cls="inline")
     # History: notes in order (never overwritten), then conflicts settled on this task, in words.
-    body += f'<h2>{esc(_("Notes and history"))}</h2>'
+    body += f'<h2>{esc(_("Notes"))}</h2>'
     items = [f"<li><strong>{esc(n.by)}</strong>, {esc(human_time(n.at))}: {esc(n.text)}</li>" for n in t.notes]
     if t.deleted_by:
         items.append(f"<li>{esc(_('Deleted by {who}').format(who=t.deleted_by))}</li>")
@@ -182,6 +210,9 @@ async def show_task(request: web.Request, pp: str) -> web.StreamResponse:
     body += form(request, f"/tasks/{t.id}/note", (
         f'<p class="field"><label for="note">{esc(_("Add a note"))}</label>'
         f'<textarea id="note" name="text" required></textarea></p><p><button>{esc(_("Add note"))}</button></p>'))
+    body += f'<h2>{esc(_("History"))}</h2><ol class="history">' + "".join(
+        f"<li>{esc(human_time(h['at']))}, <strong>{esc(h['by'])}</strong>: {esc(change_words(h['changes'], i == 0))}</li>"
+        for i, h in enumerate(history)) + "</ol>"
     body += f'<h2>{esc(_("Conflicts"))}</h2>'
     if t.conflicts:
         body += '<ul class="cards">' + "".join(
