@@ -96,22 +96,48 @@ def relay_cmd(*args: str) -> subprocess.CompletedProcess:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="hbw-demo-") as tmp:
-        root = Path(tmp)
-        data = root / "relay"
-        say("Monday, 8:00. Office IT sets up the relay on the office server")
-        relay_cmd("init", "--data", str(data), "--team", "District Finance Office")
-        server = subprocess.Popen([PY, "-m", "hbw_sync.server.cli", "serve", "--data", str(data), "--port", "0"],
-                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        try:
-            assert server.stderr is not None
-            line = server.stderr.readline()
-            url = line.strip().rsplit(" ", 1)[-1]
-            print(f"  (relay listening on {url})")
-            return story(root, data, url)
-        finally:
-            server.terminate()
-            server.wait(10)
+    """The story; then, unless --clean, the stores stay so the app can be opened on them (issue 14 item 7)."""
+    if "--clean" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory(prefix="hbw-demo-") as tmp:
+            return run(Path(tmp))[0]
+    root = Path(tempfile.mkdtemp(prefix="hbw-demo-"))
+    code, url = run(root)
+    print_app_help(root, url)
+    return code
+
+
+def run(root: Path) -> tuple[int, str]:
+    data = root / "relay"
+    say("Monday, 8:00. Office IT sets up the relay on the office server")
+    relay_cmd("init", "--data", str(data), "--team", "District Finance Office")
+    server = subprocess.Popen([PY, "-m", "hbw_sync.server.cli", "serve", "--data", str(data), "--port", "0"],
+                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()
+        url = line.strip().rsplit(" ", 1)[-1]
+        print(f"  (relay listening on {url})")
+        return story(root, data, url), url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def print_app_help(root: Path, url: str) -> None:
+    """How to open the local app on the stores the demo left, in words and commands to paste."""
+    bin_dir = Path(PY).parent
+    port = url.rstrip("/").rsplit(":", 1)[-1]
+    say("Open the app on the demo's stores (no terminal skills needed once it is open)")
+    print(f"   The demo kept everyone's store in {root}. Each passphrase is the name then "
+          "'orchid lantern 52 ferry' (e.g. 'dana orchid lantern 52 ferry').")
+    print("   Dana, the supervisor (My work, Team with the workload chart, Import):")
+    print(f"     {bin_dir / 'hbw-sync'} --home {root / 'dana'} app")
+    print("   Bosco at the office desk machine:")
+    print(f"     {bin_dir / 'hbw-sync'} --home {root / 'bosco'} app")
+    print("   It opens your browser; Ctrl+C stops it. The demo's relay has stopped, so Sync now says the")
+    print("   relay cannot be reached and keeps everything. To sync from the app too, start the relay again")
+    print(f"   on its port first: {bin_dir / 'hbw-relay'} serve --data {root / 'relay'} --port {port}")
+    print(f"   When you are done: rm -rf {root}   (scripts/demo --clean leaves nothing behind)")
 
 
 def story(root: Path, data: Path, url: str) -> int:

@@ -537,6 +537,26 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         ]
         return view
 
+    def task_history(self, prefix: str) -> list[dict[str, Any]]:
+        """Every change to a task, oldest first: when (ISO UTC), who (member), and each field set with its
+        raw value (the app's task page shows them in words). Notes appear as the ``note`` field.
+
+        Raises:
+            UsageError: no such task.
+        """
+        tid = self.resolve(Kind.TASK, prefix)
+        names, specs = self._device_names(), FIELDS[Kind.TASK]
+        out = []
+        for oid, body in self.store.execute(
+            "SELECT op_id, body FROM oplog WHERE kind = ? AND entity = ? ORDER BY op_id", (int(Kind.TASK), tid)
+        ).fetchall():
+            op = self._op_from_log(oid, body)
+            ts, dev = split_op_id(oid)
+            values = {**op.fields, **(op.content or {})}
+            out.append({"at": views.hlc_iso(ts), "by": names.get(dev, dev.hex()[:8]),
+                        "changes": {specs[t].name: v for t, v in values.items() if t in specs}})
+        return out
+
     def _device_names(self) -> dict[bytes, str]:
         names = {bytes.fromhex(k): v for k, v in (self.store.meta("roster") or {}).items()}
         names[self.author.device_id] = self.store.meta("member")

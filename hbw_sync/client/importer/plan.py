@@ -121,6 +121,11 @@ def _show(name: str, v: Any) -> Any:
     return v
 
 
+def show_value(name: str, v: Any) -> Any:
+    """A row's value as a person reads it (a date, a priority's name): for previews outside this module."""
+    return _show(name, v)
+
+
 def _details(values: dict[str, Any]) -> str:
     bits = []
     if values.get("assignee"):

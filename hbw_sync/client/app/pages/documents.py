@@ -1,0 +1,204 @@
+"""Documents: the list, add by upload, a document's versions, download any version, a new version.
+
+Uploads arrive as multipart form fields (aiohttp spools them to a temporary file); the file is
+copied under a temporary directory with a safe name and handed to ``Replica.add_doc`` or
+``update_doc``, the calls ``hbw-sync doc add`` and ``doc update`` make, which enforce the 32 MiB
+cap with nothing added.
+
+A download is ``Replica.export_doc``, the same call as ``hbw-sync doc get`` (issue 17 item 3): a
+confidential document needs a reason, typed in the download's form; without one nothing is sent
+and nothing is recorded; with one the export is recorded (who, device, when, why) before the
+bytes leave. So every download is a POST with the CSRF token, never a link another page could
+make the browser follow.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from ....errors import UsageError
+from ....i18n import _, ngettext
+from ....timefmt import human_bytes
+from ... import views
+from ..layout import call, esc, flash, form, human_time, page, text_of, unlocked
+
+DOC_ID = re.compile(r"^[0-9a-f]{16}$")
+TASK_ID = re.compile(r"^[0-9a-f]{16}$")
+#: Form characters read for a reason; the library keeps at most 1,000 and refuses more, in words.
+MAX_REASON_FIELD = 4000
+
+
+def doc_id(request: web.Request) -> str:
+    did = request.match_info["did"]
+    if not DOC_ID.match(did):
+        raise UsageError(_("That is not a document's address."))
+    return did
+
+
+def uploaded(f: Any, name: str = "file") -> web.FileField:
+    v = f.get(name)
+    if not isinstance(v, web.FileField) or not v.filename:
+        raise UsageError(_("Choose a file first."))
+    return v
+
+
+def with_upload(up: web.FileField, fn: Any) -> Any:
+    """Copy the upload to a file named as the person's file (the library reads a path), run ``fn(path)``."""
+    with tempfile.TemporaryDirectory(prefix="hbw-app-") as tmp:
+        path = Path(tmp) / views.safe_filename(Path(up.filename).name or "document")
+        up.file.seek(0)
+        with open(path, "wb") as out:
+            shutil.copyfileobj(up.file, out)
+        return fn(path)
+
+
+def upload_form(request: web.Request, action: str, label: str, button: str, task: str | None = None) -> str:
+    hidden = f'<input type="hidden" name="task" value="{esc(task)}">' if task else ""
+    return form(request, action, (
+        hidden + f'<p class="field"><label for="file">{esc(label)}</label>'
+        f'<input id="file" name="file" type="file" required></p><p><button>{esc(button)}</button></p>'),
+        multipart=True)
+
+
+@unlocked
+async def list_docs(request: web.Request, pp: str) -> web.StreamResponse:
+    docs: list[views.DocView] = await call(request, pp, lambda rep: rep.docs())
+    if docs:
+        head = "".join(f'<th scope="col">{esc(h)}</th>' for h in
+                       (_("Name"), _("Size"), _("Versions"), _("Task"), _("Download")))
+        rows = []
+        for d in docs:
+            mark = (f' <span class="tag late">{esc(_("conflict copy: two people edited it offline; both kept"))}</span>'
+                    if d.conflict_of else "")
+            link = f'/docs/{d.conflict_of}' if d.conflict_of else f"/docs/{d.id}"
+            task = f'<a href="/tasks/{d.task}">{esc(d.task[:6])}</a>' if d.task else "-"
+            if d.confidential:
+                mark += f' <strong class="tag urgent">{esc(_("Confidential"))}</strong>'
+            rows.append(f'<tr><td data-label="{esc(_("Name"))}"><a href="{link}">{esc(d.name)}</a>{mark}</td>'
+                        f'<td data-label="{esc(_("Size"))}">{esc(human_bytes(d.size))}</td>'
+                        f'<td data-label="{esc(_("Versions"))}">{d.versions}</td>'
+                        f'<td data-label="{esc(_("Task"))}">{task}</td>'
+                        f'<td>{download_form(request, d, f"l-{d.id}")}</td></tr>')
+        body = f'<table class="tasks"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        body += f'<p class="muted">{esc(_("Every version of every document is kept on this computer, encrypted: opening one needs no link."))}</p>'
+    else:
+        body = f"<p>{esc(_('No documents yet.'))}</p>"
+    body += f'<h2>{esc(_("Add a document"))}</h2>' + upload_form(
+        request, "/docs", _("File (up to 32 MiB)"), _("Add"))
+    return page(request, _("Documents"), body)
+
+
+@unlocked
+async def add_doc(request: web.Request, pp: str) -> web.StreamResponse:
+    f = await request.post()
+    up = uploaded(f)
+    task = text_of(f, "task", max_len=16)
+    if task is not None and not TASK_ID.match(task):
+        raise UsageError(_("That is not a task's address."))
+    name = Path(up.filename).name[:200]
+    d = await call(request, pp, lambda rep: with_upload(up, lambda p: rep.add_doc(p, task=task, name=name)))
+    raise web.HTTPSeeOther(f"/tasks/{task}" if task else f"/docs/{d.id}")
+
+
+@unlocked
+async def show_doc(request: web.Request, pp: str) -> web.StreamResponse:
+    did = doc_id(request)
+
+    def load(rep: Any) -> tuple[views.DocView, list[views.DocView]]:
+        d = rep.doc(did)
+        return d, [c for c in rep.docs() if c.conflict_of == d.id]
+
+    d, copies = await call(request, pp, load)
+    facts = [(_("Size"), human_bytes(d.size)), (_("Versions"), str(d.versions)), (_("Last changed"), human_time(d.updated))]
+    body = '<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
+    if d.task:
+        body += f'<p><a href="/tasks/{d.task}">{esc(_("Its task"))}</a></p>'
+    if d.confidential:
+        body += (f'<p class="alert"><strong>{esc(_("Confidential"))}</strong>: '
+                 f'{esc(_("a download needs a reason, which is recorded for your supervisor."))}</p>')
+    body += f'<h2>{esc(_("Versions"))}</h2><ul class="cards">'
+    for n in range(d.versions, 0, -1):
+        label = _("Version {n} (current)").format(n=n) if n == d.versions else _("Version {n}").format(n=n)
+        body += f"<li>{esc(label)} " + download_form(request, d, f"v{n}", version=n, label=label) + "</li>"
+    body += "</ul>"
+    if d.exports:
+        body += f'<h2>{esc(_("Recorded downloads"))}</h2><ul>' + "".join(
+            f"<li>{esc(_('{who}, {when}: {why}').format(who=e.by, when=human_time(e.at), why=e.reason))}</li>"
+            for e in d.exports) + "</ul>"
+    body += form(request, f"/docs/{d.id}/confidential", (
+        f'<input type="hidden" name="mark" value="{"0" if d.confidential else "1"}">'
+        f'<p><button class="secondary">{esc(_("Clear the confidential mark") if d.confidential else _("Mark confidential"))}'
+        f'</button></p>'))
+    body += f'<p class="muted">{esc(ngettext("Its {n} version is on this computer.", "All {n} versions are on this computer.", d.versions).format(n=d.versions))}</p>'
+    if copies:
+        body += f'<h2>{esc(_("Conflict copies"))}</h2><p>{esc(_("Two people saved a version offline at the same time; both are kept. Compare them and save the right one as a new version."))}</p><ul>'
+        body += "".join(f"<li>{esc(c.name)} {download_form(request, c, f'c-{c.id}')}</li>" for c in copies)
+        body += "</ul>"
+    body += f'<h2>{esc(_("Save a new version"))}</h2>' + upload_form(
+        request, f"/docs/{d.id}/update", _("File with the new version"), _("Save new version"))
+    return page(request, _("Document: {name}").format(name=d.name), body)
+
+
+@unlocked
+async def update_doc(request: web.Request, pp: str) -> web.StreamResponse:
+    did = doc_id(request)
+    up = uploaded(await request.post())
+    await call(request, pp, lambda rep: with_upload(up, lambda p: rep.update_doc(did, p)))
+    raise web.HTTPSeeOther(f"/docs/{did}")
+
+
+def download_form(request: web.Request, d: views.DocView, key: str, version: int | None = None,
+                  label: str | None = None) -> str:
+    """A download button (a POST, through ``export_doc``), with a reason field for a confidential document."""
+    inner = f'<input type="hidden" name="doc" value="{esc(d.id)}">'
+    if version is not None:
+        inner += f'<input type="hidden" name="version" value="{version}">'
+    if d.confidential:
+        inner += (f'<label for="r-{esc(key)}">{esc(_("Reason (recorded for your supervisor)"))}</label> '
+                  f'<input id="r-{esc(key)}" name="reason" required maxlength="1000"> ')
+    name = _("Download {what}").format(what=label or d.name)
+    return form(request, "/docs/download", inner + f'<button aria-label="{esc(name)}">{esc(_("Download"))}</button>',
+                cls="inline")
+
+
+@unlocked
+async def download(request: web.Request, pp: str) -> web.StreamResponse:
+    """The bytes as an attachment, through ``export_doc``; a refusal is a page in words, with nothing sent."""
+    f = await request.post()
+    did = text_of(f, "doc", max_len=64, required=True) or ""
+    if not DOC_ID.match(did):
+        raise UsageError(_("That is not a document's address."))
+    v = text_of(f, "version", max_len=7)
+    if v is not None and not v.isdigit():
+        raise UsageError(_("That is not a version number."))
+    reason = text_of(f, "reason", max_len=MAX_REASON_FIELD)
+    d, data = await call(request, pp, lambda rep: rep.export_doc(did, int(v) if v else None, reason=reason))
+    name = views.safe_filename(d.name)
+    return web.Response(body=data, content_type="application/octet-stream", headers={
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}", "Cache-Control": "no-store"})
+
+
+@unlocked
+async def mark(request: web.Request, pp: str) -> web.StreamResponse:
+    """Set or clear the confidential mark (its author or a supervisor; the library says no to others)."""
+    did = doc_id(request)
+    on = (await request.post()).get("mark") == "1"
+    await call(request, pp, lambda rep: rep.mark_confidential(did, on))
+    flash(request, _("Marked confidential: downloads now need a reason.") if on else _("The confidential mark is cleared."))
+    raise web.HTTPSeeOther(f"/docs/{did}")
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/docs", list_docs)
+    app.router.add_post("/docs", add_doc)
+    app.router.add_get("/docs/{did}", show_doc)
+    app.router.add_post("/docs/{did}/update", update_doc)
+    app.router.add_post("/docs/download", download)
+    app.router.add_post("/docs/{did}/confidential", mark)
