@@ -61,6 +61,14 @@ class Team:
         self.url = ""
         self.members: dict[str, Member] = {}
 
+    @classmethod
+    def existing(cls, tmp: Path, data: Path) -> "Team":
+        """A Team around a relay data directory that already exists (an upgraded one, say): no init."""
+        team = cls.__new__(cls)
+        team.tmp, team.data, team.url, team.members = tmp, data, "", {}
+        team.thread = RelayThread(RelayConfig(data=data, port=0, access_log=False))
+        return team
+
     def __enter__(self) -> "Team":
         self.url = self.thread.start()
         return self
