@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -37,7 +38,8 @@ class PgServer:
             runuser = shutil.which("runuser")
             if runuser is None:
                 raise RuntimeError("running as root without runuser: cannot start PostgreSQL as another user")
-            os.chown(self.dir, 65534, 65534)  # nobody
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.dir, nobody.pw_uid, nobody.pw_gid)
             os.chmod(self.dir, 0o700)
             self._as = [runuser, "-u", "nobody", "--"]
         self.bindir = bindir

@@ -25,7 +25,7 @@ __all__ = ["SCHEMA_VERSION", "Runner", "Store", "Txn", "DB_NAME", "URL_FILE", "f
 
 
 def check_url(url: str) -> str:
-    """A PostgreSQL URL as given, or UsageError-free ConfigError with what is accepted."""
+    """The PostgreSQL URL as given; ConfigError saying what is accepted for anything else."""
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"--database must be a postgresql:// URL, not {url.split(':', 1)[0]!r}",
                           hint="e.g. postgresql://hbw@db.office/hbw; leave it out for SQLite in the data directory")
