@@ -46,10 +46,19 @@ class PgServer:
         db = self.dir / "db"
         self._run([str(bindir / "initdb"), "-D", str(db), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                    "--no-sync", "--no-instructions"])
+        self.start()
+        self._run([str(bindir / "createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "hbw"])
+
+    def start(self) -> None:
+        """Start the cluster (again, after ``halt``)."""
         opts = f"-k {self.dir} -c listen_addresses= -p {self.port} -c fsync=off -c full_page_writes=off " \
                "-c max_connections=200"
-        self._run([str(bindir / "pg_ctl"), "-D", str(db), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"])
-        self._run([str(bindir / "createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "hbw"])
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.dir / "db"), "-o", opts, "-l", str(self.dir / "log"),
+                   "-w", "start"])
+
+    def halt(self) -> None:
+        """Stop the server but keep its data: a database that went away (tests of the relay's words for it)."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.dir / "db"), "-m", "fast", "-w", "stop"])
 
     def _run(self, cmd: list[str]) -> None:
         r = subprocess.run(self._as + cmd, capture_output=True, text=True, cwd=self.dir)

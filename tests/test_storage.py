@@ -321,3 +321,39 @@ def test_config_errors_name_what_to_do(tmp_path: Path) -> None:
     assert postgres.redact("postgresql://hbw:pw@db/x") == "postgresql://hbw:***@db/x"
     with pytest.raises((ConfigError, StorageError)):
         storage.open_store(tmp_path / "nothing")
+
+
+def test_a_postgres_that_goes_away_loses_nothing_and_comes_back(tmp_path: Path) -> None:
+    """The database server stops under a running relay: devices are told to retry (exit 75 words, changes
+    kept queued), /healthz says 503; once it is back, the next sync delivers everything once."""
+    import urllib.error
+    import urllib.request
+
+    from hbw_sync.client import sync as syncing
+    from hbw_sync.errors import TransientError
+    from pg import PgServer
+
+    server = PgServer()  # its own cluster: stopping it must not disturb other tests
+    relay_helpers.NEW_DATABASE = server.url
+    try:
+        with Team(tmp_path) as team:
+            relay_helpers.NEW_DATABASE = None
+            dana, chidi = team.pair()
+            with dana.open() as rep:
+                rep.add_task("written while the database is down")
+            server.halt()
+            with pytest.raises(TransientError) as e:
+                syncing.sync(dana.home, dana.passphrase, timeout=20)
+            assert e.value.code == "store.busy" and "nothing was lost" in str(e.value)
+            with pytest.raises(urllib.error.HTTPError) as h:
+                urllib.request.urlopen(team.url + "/healthz", timeout=20)
+            assert h.value.code == 503 and b"PostgreSQL" in h.value.read()
+            server.start()
+            assert dana.sync().ok and chidi.sync().ok
+            with chidi.open() as rep:
+                assert [t.title for t in rep.tasks()] == ["written while the database is down"]
+            rows = team.sql("SELECT rseq FROM batches ORDER BY rseq")
+            assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    finally:
+        relay_helpers.NEW_DATABASE = None
+        server.stop()
