@@ -134,6 +134,10 @@ def test_migrate_upgrades_a_relay_of_the_previous_schema(tmp_path: Path) -> None
     res = CliRunner().invoke(relay_cli, ["devices", "--data", str(data)])
     assert res.exit_code == 78 and "schema 1" in res.output and "hbw-relay migrate" in res.output
     assert table_rows(data / "relay.db") == before
+    # What the hint says first works on the old schema: a backup, which holds the old rows.
+    res = CliRunner().invoke(relay_cli, ["backup", "--data", str(data), str(tmp_path / "before-migrate.db")])
+    assert res.exit_code == 0, res.output
+    assert table_rows(tmp_path / "before-migrate.db") == before
 
     res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data), "--json"])
     assert res.exit_code == 0, res.output

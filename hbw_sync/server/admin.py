@@ -29,6 +29,7 @@ from ..errors import ConfigError, LimitError, StoreError, UsageError
 from ..ops import MAX_CAPACITY, is_member_name
 from . import board, db, equipment, records, relay, storage
 from .storage import Txn
+from .storage import sqlite as store_sqlite
 
 
 def _write(data: Path, fn: Any, *args: Any) -> Any:
@@ -292,7 +293,7 @@ def backup(data: Path, dest: Path) -> dict[str, Any]:
     if dest.exists():
         raise UsageError(f"{dest} exists; choose a new file name")
     _sqlite_only(data, "backup")
-    src = db.open_checked(Path(data) / db.DB_NAME)
+    src = store_sqlite.open_any_schema(Path(data) / db.DB_NAME)  # an older schema too: back up, then migrate
     try:
         with db.faults(f"the disk that holds {dest.parent}", "no backup was written", where=dest.parent):
             fileio.create_private(dest)  # a backup is the whole relay: 0600 before a byte is in it

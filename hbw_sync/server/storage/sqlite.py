@@ -202,6 +202,18 @@ def migrate(path: Path) -> tuple[int, int]:
     return found, v
 
 
+def open_any_schema(path: Path) -> sqlite3.Connection:
+    """A connection to an existing relay database of any schema (for a backup before ``migrate``)."""
+    conn = _connect_existing(path)
+    try:
+        if schema_of(conn, path) is None:
+            raise ConfigError(f"{path} is not a relay database (it has no schema mark)")
+    except ConfigError:
+        conn.close()
+        raise
+    return conn
+
+
 def open_checked(path: Path) -> sqlite3.Connection:
     """A connection to an existing relay database of the schema this version knows."""
     conn = _connect_existing(path)
