@@ -46,6 +46,7 @@ if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
 from vectors import chunks as chunk_vectors  # noqa: E402
+from vectors import evidence as evidence_vectors  # noqa: E402
 
 DELTA_V2 = b""
 
@@ -379,6 +380,17 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                 make_op(Kind.TASK, E_TASK2, P(T0 + 31 * MIN, 0), op_id("d1", P(T0 + 30 * MIN, 0)), archived=True),
                 make_op(Kind.TASK, E_TASK2, P(T0 + 32 * MIN, 0), op_id("d1", P(T0 + 31 * MIN, 0)), archived=False),
                 make_op(Kind.TASK, E_TASK2, P(T0 + 33 * MIN, 0), op_id("d1", P(T0 + 32 * MIN, 0)), deleted=True),
+            ],
+        },
+        {
+            "name": "confidential_document",
+            "description": "A document marked confidential, then exported with a reason (PROTOCOL.md §5a): "
+            "exported admits only true; the reason is sealed.",
+            "device": "d2", "key": "t1", "seq": 2, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.DOC, E_DOC, P(T0 + 40 * MIN, 0), op_id("d1", P(T0 + 2 * MIN, 1)), confidential=True),
+                make_op(Kind.DOC, E_DOC, P(T0 + 41 * MIN, 0), op_id("d2", P(T0 + 40 * MIN, 0)),
+                        exported=True, export_reason="Printed for the council meeting on Thursday."),
             ],
         },
     ]  # fmt: skip
@@ -1594,8 +1606,9 @@ FILES = {
     "approval.json": approval_vectors,
     "delta.json": delta_vectors.build,
     "chunks.json": chunk_vectors.build,
+    "evidence.json": evidence_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json", "evidence.json")
 
 
 def render(obj: Any) -> str:

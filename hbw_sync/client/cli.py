@@ -32,6 +32,7 @@ from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
 from .cli_schedule import register as register_schedule
 from .cli_audit import register as register_audit
+from . import cli_confidential as confidential
 from .passphrase import RECOVERY
 from .device import Device
 from .device import now_ms as device_now_ms
@@ -614,6 +615,7 @@ def _print_docs(docs: list[views.DocView]) -> None:
     click.echo(f"{'ID':6}  {'SIZE':>10}  {'VER':>3}  {'TASK':6}  NAME")
     for d in docs:
         mark = "  <- two people edited it offline; both kept" if d.conflict_of else ""
+        mark += confidential.marks(d)
         click.echo(f"{d.short:6}  {human_bytes(d.size):>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
 
 
@@ -647,20 +649,30 @@ def doc_list(ctx: click.Context) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write it (default: its name, here).")
 @click.option("--version", type=int, help="An older version, counting from 1.")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--reason", help="Why a confidential document leaves hbw-sync (recorded for your supervisor).")
 @json_option
 @click.pass_context
-def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int | None, force: bool) -> None:
-    """Write a document's content to a file."""
-    d, data = _replica(ctx).doc_bytes(doc_id, version)
+def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int | None, force: bool,
+            reason: str | None) -> None:
+    """Write a document's content to a file (a confidential one needs --reason, and is recorded)."""
+    rep = _replica(ctx)
+    d = rep.doc_info(doc_id, version)
     out = output or Path(views.safe_filename(d.name))
     if out.is_dir():
         out = out / views.safe_filename(d.name)
     if out.exists() and not force:
         raise UsageError(f"{out} exists", hint="pass --force to overwrite, or -o another path")
+    try:
+        d, data = rep.export_doc(doc_id, version, confidential.ask_reason(ctx, d, reason))
+    except UsageError as e:
+        raise confidential.export_refused(e) from None
     tmp = out.with_name(out.name + ".hbw-part")
     tmp.write_bytes(data)
     os.replace(tmp, out)
-    emit(ctx, {**d.to_dict(), "path": str(out)}, f"Wrote {human_bytes(len(data))} to {out}.")
+    text = f"Wrote {human_bytes(len(data))} to {out}."
+    if d.confidential:
+        text += " " + _("The document is confidential: this export was recorded for the team, with your reason.")
+    emit(ctx, {**d.to_dict(), "path": str(out)}, text)
 
 
 @doc.command("update")
@@ -987,6 +999,7 @@ register_passphrase(cli)
 register_schedule(cli)
 register_app(cli)
 register_audit(cli)
+confidential.register(doc, _replica, emit)
 
 
 def main() -> None:
