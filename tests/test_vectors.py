@@ -545,9 +545,9 @@ def test_invalid_envelope(v):
     data = bytes.fromhex(v["envelope"])
     with pytest.raises(HbwError) as info:
         if v["kind"] == "request":
-            req = envelope.parse_request(data)
-            req.verify(bytes.fromhex(v["transport_public"]))
+            req = envelope.parse_request(data)  # the relay's order (PROTOCOL.md §12): freshness first
             envelope.check_fresh(req, v["now_ms"])
+            req.verify(bytes.fromhex(v["transport_public"]))
         else:
             envelope.parse_response(data, bytes.fromhex(v["relay_public"]), bytes.fromhex(v["nonce"]))
     assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])

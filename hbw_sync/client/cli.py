@@ -26,7 +26,7 @@ from ..cli_common import emit as _emit
 from . import bundles, exporter, importer, retry, sync as syncing, views
 from . import team as teams
 from . import watch as watching
-from .cli_progress import Tally, progress_for, progress_option
+from .cli_progress import Tally, json_event, progress_for, progress_option
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
@@ -881,7 +881,9 @@ def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, 
     limit = retry.default_deadline(is_interactive()) if deadline is None else retry.parse_duration(deadline)
 
     def told(notice: retry.RetryNotice) -> None:  # a person hears of each drop; a script reads the exit code
-        if not quiet and not wants_json(ctx):
+        if progress == "json":  # the tray and the app: a line they parse, beside the progress lines
+            json_event(notice.to_dict(tally.phase))
+        elif not quiet and not wants_json(ctx):
             click.echo(notice.text(), err=True)
 
     try:
@@ -961,10 +963,31 @@ def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
     if r["already_imported"]:
         emit(ctx, r, "This reply was already imported; nothing changed.")
         return
-    msg = f"Imported: {r['acks']} of your batch(es) confirmed, {r['received_batches']} received ({r['applied_ops']} change(s))."
-    if r["more_waiting"]:
-        msg += "\nMore is waiting at the office: export another bundle to get it."
-    emit(ctx, r, msg)
+    emit(ctx, r, bundle_import_words(r))
+
+
+def bundle_import_words(r: dict[str, Any]) -> str:
+    """What a person reads after importing one reply file: what came, what waits, what is still to come."""
+    done = _("{acks} of your batch(es) confirmed, {got} received ({ops} change(s)).").format(
+        acks=r["acks"], got=r["received_batches"], ops=r["applied_ops"])
+    if r["parts"] > 1:
+        msg = _("Part {part} of {parts} imported: ").format(part=r["part"], parts=r["parts"]) + done
+    else:
+        msg = _("Imported: ") + done
+    if r["waits_for_earlier_part"]:
+        msg += "\n" + _("Its changes wait for the part before it (mail can come out of order); nothing is lost.")
+    if r["parts_left"]:
+        msg += "\n" + ngettext("{n} more bundle to come: {size}. Import them as they arrive, in any order.",
+                               "{n} more bundles to come: {size}. Import them as they arrive, in any order.",
+                               r["parts_left"]).format(n=r["parts_left"], size=human_bytes(r["bytes_left"]))
+    if r["oversize_bytes"]:
+        limit = _(" ({size})").format(size=human_bytes(r["max_bytes"])) if r["max_bytes"] else ""
+        msg += "\n" + _("A change of {size} is larger than a bundle may be{limit}: it, and what came after it, "
+                        "comes with an online sync, or export again with a larger --max-size.").format(
+            size=human_bytes(r["oversize_bytes"]), limit=limit)
+    elif r["more_waiting"]:
+        msg += "\n" + _("More is waiting at the office: export another bundle to get it.")
+    return msg
 
 
 @cli.command("watch")

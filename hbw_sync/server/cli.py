@@ -292,7 +292,9 @@ def audit(ctx: click.Context, data: Path, limit: int) -> None:
         if not rows:
             click.echo("Nothing recorded yet.")
 
-    emit(ctx, rows, text)
+    # JSON: "time" is the entry's time in the one form (from time_ms); the local and human forms
+    # ("when", "time") are for the text and the office page.
+    emit(ctx, [{k: v for k, v in r.items() if k not in ("when", "time")} for r in rows], text)
 
 
 def parse_hours(text: str) -> float:
@@ -444,8 +446,20 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     refused; the same bundle again gets its reply again (for one lost in the mail).
     """
     r = admin.ingest_bundle(data, file, reply_dir)
-    emit(ctx, r, f"Bundle {r['counter']} from {r['member']}: {r['batches_in']} batch(es) accepted, "
-                 f"{r['batches_out']} to send back.\nReply: {r['reply']} ({timefmt.human_bytes(r['reply_bytes'])}).")
+    text = _("Bundle {counter} from {member}: {inn} batch(es) accepted, {out} to send back.").format(
+        counter=r["counter"], member=r["member"], inn=r["batches_in"], out=r["batches_out"])
+    if len(r["replies"]) == 1:
+        text += "\n" + _("Reply: {file} ({size}).").format(file=r["reply"], size=timefmt.human_bytes(r["reply_bytes"]))
+    else:  # each file fits the device's --max-size (an email attachment): send them all, any order
+        text += "\n" + _("The reply is {n} files ({size} in all), each small enough for one email; send them all, "
+                         "in any order:").format(n=len(r["replies"]), size=timefmt.human_bytes(r["reply_bytes"]))
+        text += "".join(f"\n  {x['file']} ({timefmt.human_bytes(x['bytes'])})" for x in r["replies"])
+    if r["more_waiting"]:
+        text += "\n" + _("More is waiting for this device than one reply holds: its next bundle gets the rest.")
+    if r["over_cap"]:
+        text += "\n" + _("The first file is larger than the device asked for (it holds a summary of the team's "
+                         "history that cannot be split): send it another way if the mail refuses it (a USB stick).")
+    emit(ctx, r, text)
 
 
 cli_equipment.register(cli, RelayGroup, data_option)
