@@ -252,6 +252,39 @@ def with_content_size(frame: bytes, size: int, window_log: int = 20) -> bytes:
     return codec.ZSTD_MAGIC + bytes([fhd, (window_log - 10) << 3]) + size.to_bytes(8, "little") + frame[h["header_len"]:]
 
 
+# -- relay storage backends (TaskChampion's pattern: one suite, every backend) ----------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL per session (tests/pg.py); skipped loudly, or failed in CI, when missing."""
+    from pg import PgServer
+
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest):
+    """Run the test once per relay storage backend; relays made by ``relay_helpers`` use it.
+
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("backend")``.
+    """
+    import relay_helpers
+
+    if request.param == "postgres":
+        why = request.node.get_closest_marker("sqlite_only")
+        if why is not None:
+            pytest.skip(f"SQLite only: {why.args[0]}")
+        server = request.getfixturevalue("pg_server")
+        relay_helpers.NEW_DATABASE = server.url
+    try:
+        yield request.param
+    finally:
+        relay_helpers.NEW_DATABASE = None
+
+
 @pytest.fixture
 def team(tmp_path: Path):
     """A real relay on a loopback port with its data in tmp_path (see relay_helpers.Team)."""

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from hbw_sync.client import Device, Replica
 from hbw_sync.client import sync as syncing
 from hbw_sync.client import team as teams
 from hbw_sync.client.vault import KdfParams
-from hbw_sync.server import admin
+from hbw_sync.server import admin, storage
 from hbw_sync.server.app import RelayConfig
 from hbw_sync.server.runner import RelayThread
 
 FAST_KDF = KdfParams(n=2**10)
+#: Set by the ``backend`` fixture (conftest.py): makes a fresh PostgreSQL schema's URL for each new relay;
+#: None: relays keep their data in SQLite in their data directory.
+NEW_DATABASE: Callable[[], str] | None = None
+
+
+def init_relay(data: Path, name: str, url: str | None = None) -> dict:
+    """``admin.init`` on the backend under test (SQLite, or a fresh PostgreSQL schema)."""
+    return admin.init(data, name, url, database=NEW_DATABASE() if NEW_DATABASE else None)
 # A passphrase strong enough for the rule in client/passphrase.py (zxcvbn score 4); member m uses f"{m} {STRONG}".
 STRONG = "orchid lantern 52 ferry"
 
@@ -49,10 +58,18 @@ class Team:
         self.tmp = tmp
         self.data = tmp / "relay"
         self.relay_options = relay
-        admin.init(self.data, name)
+        init_relay(self.data, name)
         self.thread = RelayThread(RelayConfig(data=self.data, port=0, access_log=False, **relay))  # type: ignore[arg-type]
         self.url = ""
         self.members: dict[str, Member] = {}
+
+    @classmethod
+    def existing(cls, tmp: Path, data: Path) -> "Team":
+        """A Team around a relay data directory that already exists (an upgraded one, say): no init."""
+        team = cls.__new__(cls)
+        team.tmp, team.data, team.url, team.members = tmp, data, "", {}
+        team.thread = RelayThread(RelayConfig(data=data, port=0, access_log=False))
+        return team
 
     def __enter__(self) -> "Team":
         self.url = self.thread.start()
@@ -60,6 +77,15 @@ class Team:
 
     def __exit__(self, *exc: object) -> None:
         self.thread.stop()
+
+    def sql(self, query: str, params: tuple = ()) -> list[Any]:
+        """Rows of ``query`` (portable SQL, see ``storage/base.py``) run in one transaction of the relay's
+        store, whichever backend holds it: tests read and age relay state without tying themselves to SQLite."""
+        store = storage.open_store(self.data)
+        try:
+            return store.transact(lambda t: (lambda c: c.fetchall() if c.description else [])(t.execute(query, params)))
+        finally:
+            store.close()
 
     def invite(self, name: str, role: str = "member", url: str | None = None) -> str:
         """A team invite from the first supervisor's device once there is one (the device gets the key when

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -154,8 +153,10 @@ def test_garbage_collection_keeps_referenced_and_recent_chunks(tmp_path: Path) -
     """Unit level, on a real SQLite file: refs come from document ops' routing, never from content."""
     from hbw_sync.ops import Kind, make_op
 
-    conn = sqlite3.connect(tmp_path / "r.db")
-    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB)")
+    from hbw_sync.server.storage import sqlite as sqlite_storage
+
+    sqlite_storage.create_schema(tmp_path / "r.db")  # the relay's own schema, chunk_refs included
+    conn = sqlite_storage.connect(tmp_path / "r.db")
     store = FileChunkStore(tmp_path / "chunks", quota=1 << 30)
     team = b"T" * 16
     pieces = sealed_chunks(4)

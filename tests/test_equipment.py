@@ -15,7 +15,11 @@ from hbw_sync.errors import RevokedError, UsageError
 from hbw_sync.server import admin
 from hbw_sync.server.cli import cli as relay_cli
 
-from relay_helpers import FAST_KDF, STRONG, Member, Team
+from relay_helpers import FAST_KDF, STRONG, Member, Team, init_relay
+
+
+# Every test here runs against each relay storage backend (SQLite, PostgreSQL): conftest.py ``backend``.
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def run(*args: str):
@@ -24,7 +28,7 @@ def run(*args: str):
 
 def test_register_cli_json_and_csv(tmp_path) -> None:
     data = tmp_path / "relay"
-    admin.init(data, "District Finance", "http://127.0.0.1:9")
+    init_relay(data, "District Finance", "http://127.0.0.1:9")
     assert run("equipment", "add", "--data", data, "LT-001", "--serial", "SN-1", "--model", "ThinkPad T14").exit_code == 0
     assert run("equipment", "add", "--data", data, "LT-002").exit_code == 0
     dup = run("equipment", "add", "--data", data, "LT-001")
@@ -73,11 +77,17 @@ def test_lost_laptop_is_revoked_and_can_no_longer_sync(tmp_path) -> None:
         assert "recorded LT-007 as lost" in run("audit", "--data", team.data).stdout
 
 
-def test_register_survives_backup_and_restore(tmp_path) -> None:
+def test_register_survives_backup_and_restore(tmp_path, backend: str) -> None:
     data = tmp_path / "relay"
-    admin.init(data, "District Finance", "http://127.0.0.1:9")
+    init_relay(data, "District Finance", "http://127.0.0.1:9")
     admin.equipment_add(data, "LT-001", serial="SN-1")
     admin.equipment_lend(data, "LT-001", "amina")
+    if backend == "postgres":  # PostgreSQL is backed up with its own tools: said in words, nothing written
+        with pytest.raises(UsageError) as e:
+            admin.backup(data, tmp_path / "b.db")
+        assert e.value.code == "usage.postgres" and "pg_dump" in str(e.value)
+        assert not (tmp_path / "b.db").exists()
+        return
     admin.backup(data, tmp_path / "b.db")
     back = tmp_path / "restored"
     admin.restore(tmp_path / "b.db", back, data / "relay.key")

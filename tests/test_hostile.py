@@ -23,7 +23,11 @@ import pytest
 
 from hostile_helpers import (HOSTILE, MB, PASSPHRASE, ROOT, RelayProcess, attacker_socket, join_device, open_hostile,
                              post, relay_with_member, signed)
-from relay_helpers import Team
+from relay_helpers import Team, init_relay
+
+
+# Every test here runs against each relay storage backend (SQLite, PostgreSQL): conftest.py ``backend``.
+pytestmark = pytest.mark.usefixtures("backend")
 from hbw_sync import envelope
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
@@ -84,13 +88,7 @@ def test_grants_and_keys_are_type_checked_and_nothing_is_stored(team: Team) -> N
 
 
 def relay_rows(team: Team, sql: str) -> int:
-    import sqlite3
-
-    conn = sqlite3.connect(team.data / "relay.db")
-    try:
-        return conn.execute(sql).fetchone()[0]
-    finally:
-        conn.close()
+    return team.sql(sql)[0][0]
 
 
 def test_every_arg_the_relay_reads_is_in_the_limits_table() -> None:
@@ -150,7 +148,7 @@ def test_idle_and_trickling_connections_never_block_a_real_sync(tmp_path: Path) 
     gets through only because idle connections make room for it, not because they expired.
     """
     data = tmp_path / "relay"
-    admin.init(data, "District Finance")
+    init_relay(data, "District Finance")
     r = RelayProcess(data, nofile=128, timeout_s=60.0)
     held: list[socket.socket] = []
     try:
@@ -176,7 +174,7 @@ def test_idle_and_trickling_connections_never_block_a_real_sync(tmp_path: Path) 
 @needs_proc
 def test_idle_trickling_and_stalled_connections_are_closed(tmp_path: Path) -> None:
     data = tmp_path / "relay"
-    admin.init(data, "District Finance")
+    init_relay(data, "District Finance")
     r = RelayProcess(data, timeout_s=2.0)
     held: list[socket.socket] = []
     try:
@@ -266,11 +264,7 @@ def test_unfinished_uploads_expire_and_count_against_a_per_device_quota(team: Te
     assert send({"seq": 1015, "total": 1 << 20, "sha256": bytes(32)})["offset"] == 256 << 10
     assert send({"seq": 1000, "total": 1 << 20, "sha256": bytes(32)})["offset"] == 0
     # a day later, whatever is left unfinished is gone at the next upload
-    import sqlite3
-    conn = sqlite3.connect(team.data / "relay.db")
-    conn.execute("UPDATE upload_chunks SET created_ms = created_ms - ?", (limits.UPLOAD_EXPIRE_MS + 1,))
-    conn.commit()
-    conn.close()
+    team.sql("UPDATE upload_chunks SET created_ms = created_ms - ?", (limits.UPLOAD_EXPIRE_MS + 1,))
     send({"seq": 2000, "total": 1 << 20, "sha256": bytes(32)})
     assert held() == 0
     assert amina.sync().ok

@@ -237,6 +237,8 @@ def test_every_relay_json_output_has_the_same_one_form(team: Team, tmp_path: Pat
     run("workload")
     run("conflicts")
     run("backup", str(tmp_path / "relay-backup.db"))
+    migrated = run("migrate")  # already current: nothing changed
+    assert migrated["from"] == migrated["to"] and migrated["backend"] == "sqlite"
     run("bundle", "ingest", str(bundle_file), "--reply-dir", str(tmp_path / "replies"))
     run("equipment", "add", "LAP-7", "--serial", "X1")
     run("equipment", "lend", "LAP-7", "chidi")

@@ -34,7 +34,11 @@ from hbw_sync.server.cli import cli as relay_cli
 from hbw_sync.server.runner import StampedFormatter
 
 from netem import LinkProxy, Toxics, closed_port
-from relay_helpers import FAST_KDF, Team
+from relay_helpers import FAST_KDF, Team, init_relay
+
+
+# Every test here runs against each relay storage backend (SQLite, PostgreSQL): conftest.py ``backend``.
+pytestmark = pytest.mark.usefixtures("backend")
 
 PASS = "orchid lantern 52 ferry"
 EAT = dt.timezone(dt.timedelta(hours=3), "EAT")
@@ -327,7 +331,7 @@ def test_a_join_whose_answer_was_lost_keeps_only_its_keys_and_gives_way(team: Te
 
 def test_a_running_relay_stamps_every_log_line(tmp_path: Path) -> None:
     data = tmp_path / "relay"
-    admin.init(data, "District Finance")
+    init_relay(data, "District Finance")
     p = subprocess.Popen([sys.executable, "-m", "hbw_sync.server.cli", "serve", "--data", str(data), "--port", "0"],
                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:

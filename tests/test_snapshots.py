@@ -14,7 +14,6 @@ own key (read from its data dir, as an attacker holding the host would).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from typing import Any, Callable
 
 import pytest
@@ -28,20 +27,19 @@ from hbw_sync.client import team as team_cmds
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import HbwError
 from hbw_sync.ops import Kind, make_op
-from hbw_sync.server import admin, relay
+from hbw_sync.server import admin, relay, storage
 
 from relay_helpers import FAST_KDF, Member, Team
 
 N_TASKS = 30
 
 
-def relay_db(team: Team) -> sqlite3.Connection:
-    return sqlite3.connect(team.data / "relay.db")
+# Every test here runs against each relay storage backend (SQLite, PostgreSQL): conftest.py ``backend``.
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def relay_count(team: Team, sql: str) -> int:
-    with relay_db(team) as conn:
-        return conn.execute(sql).fetchone()[0]
+    return team.sql(sql)[0][0]
 
 
 def top_rseq(team: Team) -> int:
@@ -49,11 +47,11 @@ def top_rseq(team: Team) -> int:
 
 
 def held_coverage(team: Team, cursor: int) -> dict[bytes, int]:
-    conn = relay_db(team)
+    store = storage.open_store(team.data)
     try:
-        return relay.snapshot_coverage(conn, cursor)
+        return store.read(relay.snapshot_coverage, cursor)
     finally:
-        conn.close()
+        store.close()
 
 
 def history(team: Team, n: int = N_TASKS) -> tuple[Member, Member]:
@@ -138,9 +136,9 @@ def test_relay_refuses_a_members_snapshot_and_a_later_joiner_sees_everything(tea
 def test_relay_does_not_serve_a_snapshot_an_older_relay_kept_unchecked(team: Team) -> None:
     dana, chidi = history(team)
     top = top_rseq(team)
-    with relay_db(team) as conn:  # what the relay kept before it checked: a member's snapshot
-        conn.execute("INSERT INTO snapshots (cursor, device, created_ms, data) VALUES (?, ?, ?, ?)",
-                     (top, device_id(chidi), 0, forged(chidi, top, held_coverage(team, top))))
+    # what the relay kept before it checked: a member's snapshot
+    team.sql("INSERT INTO snapshots (cursor, device, created_ms, data) VALUES (?, ?, ?, ?)",
+             (top, device_id(chidi), 0, forged(chidi, top, held_coverage(team, top))))
     late = team.join("bosco")
     assert "snapshot" not in send_sync(late, cursor=0)
     dana.sync()
@@ -337,8 +335,7 @@ def test_a_genuine_supervisor_snapshot_still_saves_the_history(team: Team, monke
     dana, chidi = history(team)
     dana.sync()
     assert relay_count(team, "SELECT COUNT(*) FROM snapshots") == 1
-    with relay_db(team) as conn:
-        cursor, data = conn.execute("SELECT cursor, data FROM snapshots").fetchone()
+    cursor, data = team.sql("SELECT cursor, data FROM snapshots")[0]
     claim = snapshot.verify(data, _author_pub(dana), _team(dana))
     assert claim.coverage == held_coverage(team, cursor)  # the count the device signed is the relay's
     served: list[dict[str, Any]] = []

@@ -13,6 +13,9 @@ from hbw_sync.errors import TransientError
 
 from relay_helpers import Team
 
+# Runs against each relay storage backend (SQLite, PostgreSQL): resumable pieces use substr/length on blobs.
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 class FlakyLink:
     """The real transport, which drops the link after ``allow`` pieces of the given action."""

@@ -1,9 +1,10 @@
 """Office IT's relay administration as library calls: init, invites, devices, audit, backup.
 
 Each function works on the data directory and is safe while the relay runs:
-writes are single short transactions (SQLite WAL lets the server go on), and
-the backup uses SQLite's online backup API, which copies a consistent state
-without stopping anyone.
+writes are single short transactions through the storage seam (``storage``:
+SQLite WAL lets the server go on; PostgreSQL takes the team's lock like the
+server does), and the SQLite backup uses SQLite's online backup API, which
+copies a consistent state without stopping anyone (PostgreSQL: pg_dump).
 
 A full or failing disk surfaces as ``StorageError`` (exit 74 with words, not a
 traceback). Everything written here (database, backups, reply bundles) is
@@ -26,35 +27,40 @@ from ..i18n import _
 from .. import bundle as bundle_fmt
 from ..errors import ConfigError, LimitError, StoreError, UsageError
 from ..ops import MAX_CAPACITY, is_member_name
-from . import board, db, equipment, records, relay
-
-
-def _conn(data: Path) -> sqlite3.Connection:
-    return db.open_checked(Path(data) / db.DB_NAME)
+from . import board, db, equipment, records, relay, storage
+from .storage import Txn
+from .storage import sqlite as store_sqlite
 
 
 def _write(data: Path, fn: Any, *args: Any) -> Any:
-    conn = _conn(data)
+    """``fn(txn, *args)`` in one write transaction of the relay's store."""
+    store = storage.open_store(Path(data))
     try:
-        with db.faults(where=Path(data)):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(conn, *args)
-            except BaseException:
-                if conn.in_transaction:  # SQLite may already have rolled back (disk full)
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        return out
+        return store.transact(fn, *args)
     finally:
-        conn.close()
+        store.close()
 
 
-def init(data: Path, team: str, url: str | None = None) -> dict[str, Any]:
-    """Create a relay for team ``team`` in ``data``: its database and its signing key (kept 0600)."""
+def _read(data: Path, fn: Any, *args: Any) -> Any:
+    """``fn(txn, *args)`` reading the relay's store (no write lock)."""
+    store = storage.open_store(Path(data))
+    try:
+        return store.read(fn, *args)
+    finally:
+        store.close()
+
+
+def init(data: Path, team: str, url: str | None = None, database: str | None = None) -> dict[str, Any]:
+    """Create a relay for team ``team`` in ``data``: its database and its signing key (kept 0600).
+
+    With ``database`` (a ``postgresql://`` URL), the tables go there and ``data`` keeps the key and
+    the URL (``storage.URL_FILE``); the database (or its ``search_path`` schema) must hold no relay.
+    """
     data = Path(data)
-    if (data / db.DB_NAME).exists():
+    if storage.holds_relay(data):
         raise ConfigError(f"{data} already holds a relay", hint="use another --data directory")
+    if database is not None:
+        storage.check_url(database)
     if not team.strip():
         raise UsageError("the team name must not be empty")
     with db.faults(where=data.parent):
@@ -63,10 +69,14 @@ def init(data: Path, team: str, url: str | None = None) -> dict[str, Any]:
     fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.private)
-    db.create_schema(data / db.DB_NAME)
+    try:
+        storage.create(data, database)
+    except BaseException:
+        (data / "relay.key").unlink(missing_ok=True)  # no half relay that blocks a retry
+        raise
     team_id = os.urandom(8)
 
-    def setup(conn: sqlite3.Connection) -> None:
+    def setup(conn: Txn) -> None:
         relay.set_meta(conn, "team", team_id)
         relay.set_meta(conn, "team_name", team.strip())
         relay.set_meta(conn, "url", url)
@@ -106,13 +116,11 @@ def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: 
     if not 1 <= ttl_days <= 365:
         raise UsageError("an invite is valid for 1 to 365 days")
     tag = _asset_tag(asset) if asset is not None else None
-    conn = _conn(data)
-    try:
-        team = relay.meta(conn, "team")
-        url = url or relay.meta(conn, "url")
-        tls = relay.meta(conn, "tls_sha256") if url and url.startswith("https://") else None
-    finally:
-        conn.close()
+    def look(conn: Txn) -> tuple[bytes, str | None, bytes | None]:
+        u = url or relay.meta(conn, "url")
+        return relay.meta(conn, "team"), u, relay.meta(conn, "tls_sha256") if u and u.startswith("https://") else None
+
+    team, url, tls = _read(data, look)
     if not url:
         raise UsageError("the relay's URL is not known", hint="pass --url http://OFFICE-HOST:PORT")
     key = crypto.DeviceKey((Path(data) / "relay.key").read_bytes())
@@ -120,7 +128,7 @@ def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: 
     name = member.strip().lower()
     inv = Invite(url, key.public, team, token, name, role, tls)
 
-    def make(conn: sqlite3.Connection) -> str | None:
+    def make(conn: Txn) -> str | None:
         now = relay.now_ms()
         relay.create_invite(conn, name, role, token, ttl_days, "admin", words=words)
         if tag is not None:
@@ -148,13 +156,9 @@ def set_tls_certificate(data: Path, cert_file: Path) -> bytes:
 
 
 def devices(data: Path) -> list[dict[str, Any]]:
-    conn = _conn(data)
-    try:
-        rows = conn.execute(
-            "SELECT device, member, label, enrolled_ms, revoked_ms, last_seen_ms FROM devices ORDER BY enrolled_ms"
-        ).fetchall()
-    finally:
-        conn.close()
+    rows = _read(data, lambda conn: conn.execute(
+        "SELECT device, member, label, enrolled_ms, revoked_ms, last_seen_ms FROM devices ORDER BY enrolled_ms"
+    ).fetchall())
     return [
         {"device": d.hex(), "member": m, "label": lbl, "enrolled_ms": e, "revoked_ms": r, "last_seen_ms": s}
         for d, m, lbl, e, r, s in rows
@@ -167,11 +171,7 @@ def find_device(data: Path, device: str) -> dict[str, Any]:
     Raises:
         UsageError: no such device, or the prefix names several.
     """
-    conn = _conn(data)
-    try:
-        dev = relay.find_device(conn, device.strip().lower())
-    finally:
-        conn.close()
+    dev = _read(data, relay.find_device, device.strip().lower())
     return next(d for d in devices(data) if d["device"] == dev.hex())
 
 
@@ -182,14 +182,10 @@ def revoke(data: Path, device: str) -> dict[str, Any]:
 
 
 def members(data: Path) -> list[dict[str, Any]]:
-    conn = _conn(data)
-    try:
-        rows = conn.execute(
-            "SELECT m.name, m.role, COUNT(d.device), SUM(d.revoked_ms IS NULL), MAX(d.last_seen_ms)"
-            " FROM members m LEFT JOIN devices d ON d.member = m.name GROUP BY m.name ORDER BY m.name"
-        ).fetchall()
-    finally:
-        conn.close()
+    rows = _read(data, lambda conn: conn.execute(
+        "SELECT m.name, m.role, COUNT(d.device), SUM(CASE WHEN d.revoked_ms IS NULL THEN 1 ELSE 0 END),"
+        " MAX(d.last_seen_ms) FROM members m LEFT JOIN devices d ON d.member = m.name GROUP BY m.name ORDER BY m.name"
+    ).fetchall())
     return [
         {"member": n, "role": r, "devices": c, "active_devices": a or 0, "last_seen_ms": s} for n, r, c, a, s in rows
     ]
@@ -205,8 +201,7 @@ def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
         _write(data, lambda conn: board.materialize(conn, _identity(conn, data)))
     except StoreError:
         pass
-    conn = _conn(data)
-    try:
+    def look(conn: Txn) -> tuple[list[Any], list[Any], list[Any], bytes]:
         admin = conn.execute("SELECT time_ms, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?",
                              (limit,)).fetchall()
         batches = conn.execute(
@@ -215,9 +210,9 @@ def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
             (limit,),
         ).fetchall()
         devs = conn.execute("SELECT device, member, label FROM devices").fetchall()
-        relay_dev = _identity(conn, data).key.device_id
-    finally:
-        conn.close()
+        return admin, batches, devs, _identity(conn, data).key.device_id
+
+    admin, batches, devs, relay_dev = _read(data, look)
     labels = {d.hex(): lbl for d, _m, lbl in devs if lbl}
     members_of = {d.hex(): m for d, m, _l in devs}
     out = [{"time_ms": t, "actor": a, "action": act, "detail": json.loads(d)} for t, a, act, d in admin]
@@ -230,7 +225,7 @@ def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
     return records.readable(out[:limit], labels, members_of)
 
 
-def _identity(conn: sqlite3.Connection, data: Path) -> relay.RelayIdentity:
+def _identity(conn: Txn, data: Path) -> relay.RelayIdentity:
     return relay.load_identity(Path(data), conn)
 
 
@@ -251,7 +246,7 @@ def rebalance(data: Path, apply: bool = False, stale_hours: float = 72, *, to: s
                               exclude=frozenset(e.strip().lower() for e in exclude), max_moves=max_moves,
                               default_capacity=default_capacity, stale_ms=int(stale_hours * 3_600_000))
 
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+    def run(conn: Txn) -> dict[str, Any]:
         return board.rebalance(conn, _identity(conn, data), relay.now_ms(), opts, apply)
     return _write(data, run)
 
@@ -303,7 +298,8 @@ def backup(data: Path, dest: Path) -> dict[str, Any]:
     dest = Path(dest)
     if dest.exists():
         raise UsageError(f"{dest} exists; choose a new file name")
-    src = _conn(data)
+    _sqlite_only(data, "backup")
+    src = store_sqlite.open_any_schema(Path(data) / db.DB_NAME)  # an older schema too: back up, then migrate
     try:
         with db.faults(f"the disk that holds {dest.parent}", "no backup was written", where=dest.parent):
             fileio.create_private(dest)  # a backup is the whole relay: 0600 before a byte is in it
@@ -323,10 +319,27 @@ def backup(data: Path, dest: Path) -> dict[str, Any]:
     return {"backup": str(dest), "bytes": dest.stat().st_size}
 
 
+def migrate(data: Path, database: str | None = None) -> dict[str, Any]:
+    """Upgrade the relay's database to this version's schema (``storage.migrate``); {from, to, backend}.
+
+    Raises:
+        ConfigError: no relay there, or a schema newer than this hbw-relay knows (nothing changed).
+    """
+    found, now = storage.migrate(Path(data), database)
+    return {"from": found, "to": now, "backend": "postgres" if storage.database_url(Path(data), database) else "sqlite"}
+
+
+def _sqlite_only(data: Path, what: str) -> None:
+    if storage.database_url(Path(data)) is not None:
+        raise UsageError(f"this relay keeps its data in PostgreSQL: hbw-relay {what} copies SQLite files only",
+                         code="usage.postgres", hint="use PostgreSQL's own tools (pg_dump, pg_restore, or the "
+                         "ministry's database backups); keep relay.key and database.url with them")
+
+
 def restore(backup_file: Path, data: Path, key_file: Path) -> dict[str, Any]:
     """Rebuild a data directory from a backup file and the relay key (kept apart, like any secret)."""
     data = Path(data)
-    if (data / db.DB_NAME).exists():
+    if storage.holds_relay(data):
         raise ConfigError(f"{data} already holds a relay; restore into an empty directory")
     fileio.private_dir(data)
     src = sqlite3.connect(backup_file)
@@ -372,11 +385,11 @@ def _text(value: str | None, what: str) -> str | None:
     return v
 
 
-def _team(conn: sqlite3.Connection) -> bytes:
+def _team(conn: Txn) -> bytes:
     return relay.meta(conn, "team")
 
 
-def _item(conn: sqlite3.Connection, tag: str) -> dict[str, Any]:
+def _item(conn: Txn, tag: str) -> dict[str, Any]:
     row = equipment.get(conn, _team(conn), tag)
     if row is None:
         raise UsageError(_("no equipment with asset tag {tag!r}").format(tag=tag), code="usage.no_asset",
@@ -396,7 +409,7 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "device": row["device"].hex() if row["device"] else None, "state": _state(row)}
 
 
-def _tie_invite(conn: sqlite3.Connection, tag: str, member: str, token: bytes, now: int) -> None:
+def _tie_invite(conn: Txn, tag: str, member: str, token: bytes, now: int) -> None:
     row = _item(conn, tag)
     if row["lost_ms"]:
         raise UsageError(_("asset {tag} is marked lost: a device on it cannot be enrolled").format(tag=tag),
@@ -420,7 +433,7 @@ def equipment_add(data: Path, asset: str, serial: str | None = None, model: str 
     tag = _asset_tag(asset)
     serial, model, note = _text(serial, _("serial number")), _text(model, _("model")), _text(note, _("note"))
 
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+    def run(conn: Txn) -> dict[str, Any]:
         if not equipment.add(conn, _team(conn), tag, serial, model, note, relay.now_ms()):
             raise UsageError(_("asset tag {tag!r} is already in the register").format(tag=tag),
                              code="usage.asset_exists", hint=_("see 'hbw-relay equipment list'"))
@@ -442,7 +455,7 @@ def equipment_lend(data: Path, asset: str, member: str, device: str | None = Non
         raise UsageError(_("{member!r} is not a valid member name").format(member=member),
                          hint=_("1-32 of a-z, 0-9, '.', '_', '-'"))
 
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+    def run(conn: Txn) -> dict[str, Any]:
         row = _item(conn, tag)
         if row["lost_ms"]:
             raise UsageError(_("asset {tag} is marked lost; record it again under a new tag if it was found")
@@ -473,7 +486,7 @@ def equipment_return(data: Path, asset: str) -> dict[str, Any]:
     """
     tag = _asset_tag(asset)
 
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+    def run(conn: Txn) -> dict[str, Any]:
         row = _item(conn, tag)
         if _state(row) != "lent":
             raise UsageError(_("asset {tag} is not lent out; nothing changed").format(tag=tag),
@@ -498,7 +511,7 @@ def equipment_lost(data: Path, asset: str) -> dict[str, Any]:
     """
     tag = _asset_tag(asset)
 
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+    def run(conn: Txn) -> dict[str, Any]:
         row = _item(conn, tag)
         if row["lost_ms"]:
             raise UsageError(_("asset {tag} is already marked lost; nothing changed").format(tag=tag),
@@ -519,12 +532,7 @@ def equipment_lost(data: Path, asset: str) -> dict[str, Any]:
 
 def equipment_list(data: Path) -> list[dict[str, Any]]:
     """The register, by asset tag: each item with ``state`` (in_stock, lent, lost), holder, dates, device."""
-    conn = _conn(data)
-    try:
-        equipment.ensure_table(conn)
-        return [_public(r) for r in equipment.all_items(conn, _team(conn))]
-    finally:
-        conn.close()
+    return _read(data, lambda conn: [_public(r) for r in equipment.all_items(conn, _team(conn))])
 
 
 # -- backups the office page makes and lists -------------------------------------------------------

@@ -14,7 +14,6 @@ or rejections (``access.role``).
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from .. import approval, codec, envelope
@@ -22,22 +21,17 @@ from ..enroll import token_hash
 from ..errors import AccessError, ProtocolError, UsageError
 from ..ops import is_member_name
 from . import relay
+from .storage import Txn
 
 MAX_INVITE_DAYS = 90
 #: Most approvals, welcomes or rejections one sync may carry.
 MAX_ITEMS = 256
 MAX_EPOCHS = 4096
-
-
-def create_tables(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS enrollments (device BLOB PRIMARY KEY, proof BLOB, token_hash BLOB)")
-    conn.execute("CREATE TABLE IF NOT EXISTS invite_welcomes (token_hash BLOB PRIMARY KEY, data BLOB, epochs BLOB,"
-                 " made_by BLOB)")
-    conn.execute("CREATE TABLE IF NOT EXISTS welcomes (device BLOB PRIMARY KEY, data BLOB, made_by BLOB,"
-                 " created_ms INTEGER)")
-    conn.execute("CREATE TABLE IF NOT EXISTS approvals (id INTEGER PRIMARY KEY, device BLOB, approver BLOB,"
-                 " data BLOB, created_ms INTEGER)")
-    conn.execute("CREATE INDEX IF NOT EXISTS approvals_device ON approvals (device)")
+_PUT_WELCOME = ("INSERT INTO welcomes (device, data, made_by, created_ms) VALUES (?, ?, ?, ?) ON CONFLICT (device)"
+                " DO UPDATE SET data = excluded.data, made_by = excluded.made_by, created_ms = excluded.created_ms")
+#: An empty grant: the device has this epoch's key by other means (a welcome), none is pending.
+_NO_GRANT_NEEDED = ("INSERT INTO grants (device, epoch, data, created_ms) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (device, epoch) DO NOTHING")
 
 
 def _epochs(v: Any) -> list[int]:
@@ -60,7 +54,7 @@ def _supervisor(role: str, what: str) -> None:
 # -- action 'invite' ---------------------------------------------------------------------------------
 
 
-def invite(conn: sqlite3.Connection, ident: relay.RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+def invite(conn: Txn, ident: relay.RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
     """A supervisor's device registers a team invite: the token's hash and a sealed welcome, never the secret."""
     member, role, _pub = relay.authenticate(conn, req, now)
     _supervisor(role, "make a team invite")
@@ -91,23 +85,24 @@ def check_proof_arg(a: dict[str, Any]) -> bytes | None:
     return None if p is None else _bin(p, approval.PROOF_LEN)
 
 
-def enrolled(conn: sqlite3.Connection, device: bytes, token: bytes, proof: bytes | None, now: int) -> bytes | None:
+def enrolled(conn: Txn, device: bytes, token: bytes, proof: bytes | None, now: int) -> bytes | None:
     """Record a new device's proof; move the invite's welcome (if any) to it. Returns the welcome."""
     th = token_hash(token)
-    conn.execute("INSERT OR REPLACE INTO enrollments (device, proof, token_hash) VALUES (?, ?, ?)", (device, proof, th))
+    conn.execute("INSERT INTO enrollments (device, proof, token_hash) VALUES (?, ?, ?) ON CONFLICT (device)"
+                 " DO UPDATE SET proof = excluded.proof, token_hash = excluded.token_hash", (device, proof, th))
     row = conn.execute("SELECT data, epochs, made_by FROM invite_welcomes WHERE token_hash = ?", (th,)).fetchone()
     if row is None:
         return None
     data, epochs, made_by = row
-    conn.execute("INSERT OR REPLACE INTO welcomes (device, data, made_by, created_ms) VALUES (?, ?, ?, ?)",
+    conn.execute(_PUT_WELCOME,
                  (device, data, made_by, now))
     for e in codec.unpack(epochs):  # the welcome carries these epochs: no grant is pending for them
-        conn.execute("INSERT OR IGNORE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, x'', ?)",
-                     (device, e, now))
+        conn.execute(_NO_GRANT_NEEDED,
+                     (device, e, b"", now))
     return data
 
 
-def welcome_for(conn: sqlite3.Connection, device: bytes) -> bytes | None:
+def welcome_for(conn: Txn, device: bytes) -> bytes | None:
     row = conn.execute("SELECT data FROM welcomes WHERE device = ?", (device,)).fetchone()
     return row[0] if row else None
 
@@ -115,7 +110,7 @@ def welcome_for(conn: sqlite3.Connection, device: bytes) -> bytes | None:
 # -- sync arguments and results ------------------------------------------------------------------------
 
 
-def take_args(conn: sqlite3.Connection, a: dict[str, Any], device: bytes, author_pub: bytes, member: str,
+def take_args(conn: Txn, a: dict[str, Any], device: bytes, author_pub: bytes, member: str,
               role: str, now: int) -> None:
     """Approvals, approval welcomes and rejections a supervisor's device sends with a sync."""
     records, welcomes, rejects = a.get("approvals", []), a.get("welcomes", []), a.get("reject", [])
@@ -134,11 +129,11 @@ def take_args(conn: sqlite3.Connection, a: dict[str, Any], device: bytes, author
         if not isinstance(w, list) or len(w) != 3:
             raise ProtocolError("malformed welcome entry", code="protocol.schema")
         target, epochs, data = _bin(w[0], 8), _epochs(w[1]), _bin(w[2], most=approval.MAX_WELCOME)
-        conn.execute("INSERT OR REPLACE INTO welcomes (device, data, made_by, created_ms) VALUES (?, ?, ?, ?)",
+        conn.execute(_PUT_WELCOME,
                      (target, data, device, now))
         for e in epochs:
-            conn.execute("INSERT OR IGNORE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, x'', ?)",
-                         (target, e, now))
+            conn.execute(_NO_GRANT_NEEDED,
+                         (target, e, b"", now))
     for d in rejects:
         target = _bin(d, 8)
         if conn.execute("SELECT 1 FROM approvals WHERE device = ?", (target,)).fetchone():
@@ -151,7 +146,7 @@ def take_args(conn: sqlite3.Connection, a: dict[str, Any], device: bytes, author
             relay.audit(conn, member, "reject", device=target, member=row[0])
 
 
-def pending(conn: sqlite3.Connection, me: bytes) -> list[list[Any]]:
+def pending(conn: Txn, me: bytes) -> list[list[Any]]:
     """Devices a supervisor's device should look at: missing a grant, or not yet approved by anyone.
 
     Each: [device, x25519 pub, [epochs without a grant], {member, label, enrolled_ms, author_pub,
@@ -173,7 +168,7 @@ def pending(conn: sqlite3.Connection, me: bytes) -> list[list[Any]]:
     return sorted(out.values(), key=lambda e: e[0])
 
 
-def add_results(conn: sqlite3.Connection, a: dict[str, Any], device: bytes, role: str, result: dict[str, Any]) -> None:
+def add_results(conn: Txn, a: dict[str, Any], device: bytes, role: str, result: dict[str, Any]) -> None:
     after = a.get("approvals_after", 0)
     if type(after) is not int:
         raise ProtocolError("approvals_after must be an integer", code="protocol.schema")

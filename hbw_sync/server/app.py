@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .. import __version__, allocation, envelope, timefmt, wordcode
 from ..errors import HbwError, LimitError, ProtocolError, StorageError, TransientError, http_status_for, retry_after_for
-from . import board, db, limits, relay
+from . import board, db, limits, relay, storage
 from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
@@ -60,6 +60,8 @@ class RelayConfig:
     bodies_per_address: int = 48 * 1024 * 1024
     #: Bytes of document chunks the team may keep (``limits.CHUNK_QUOTA``, PROTOCOL.md §18e).
     chunk_quota: int = limits.CHUNK_QUOTA
+    #: A ``postgresql://`` URL; None: the data directory's own (``relay.db``, or its ``database.url``).
+    database: str | None = None
 
 
 @dataclass
@@ -118,7 +120,7 @@ _CONN_HELP = {"open": "open now", "cap": "most held at once (under the descripto
               "evicted": "idle ones closed to make room for a new one",
               "timed_out": "closed for sending nothing, or a request head too slowly"}
 
-WRITER = web.AppKey("writer", db.Writer)
+WRITER = web.AppKey("writer", storage.Runner)  # type: ignore[type-abstract]
 IDENTITY = web.AppKey("identity", relay.RelayIdentity)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", RelayConfig)
@@ -306,7 +308,7 @@ async def code_fetch(request: web.Request) -> web.StreamResponse:
     return await _serve(request, relay.fetch_code, "application/x-hbw", "code", max_body=wordcode.MAX_FETCH_BODY)
 
 
-def health(config: RelayConfig, writer: db.Writer) -> StorageError | None:
+def health(config: RelayConfig, writer: storage.Runner) -> StorageError | None:
     """Why the relay cannot take writes now, or None: free space below the floor, or the last write failed.
 
     A write fault is cleared by the next transaction that commits, so a relay whose
@@ -366,13 +368,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    path = cfg.data / db.DB_NAME
-    conn = db.open_checked(path)
+    store = storage.open_store(cfg.data, cfg.database)
     try:
-        app[IDENTITY] = relay.load_identity(cfg.data, conn, cfg.chunk_quota)
+        app[IDENTITY] = store.read(lambda conn: relay.load_identity(cfg.data, conn, cfg.chunk_quota))
+        writer = store.runner()
     finally:
-        conn.close()
-    writer = db.Writer(path)
+        store.close()
     writer.start()
     app[WRITER] = writer
     task = asyncio.create_task(_auto_rebalance(app)) if cfg.rebalance_every_s else None

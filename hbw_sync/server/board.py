@@ -14,24 +14,24 @@ person's concurrent change, so a supervisor's decision always beats the robot.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from .. import allocation, batch as wire, codec, crypto, hlc, merge
 from ..ops import Kind, Status, make_op
 from . import relay
+from .storage import Txn
 
 RELAY_KEY = crypto.TeamKey(0, bytes(32))
 
 
-def _ranks(conn: sqlite3.Connection, relay_dev: bytes) -> dict[bytes, int]:
+def _ranks(conn: Txn, relay_dev: bytes) -> dict[bytes, int]:
     ranks = {relay_dev: merge.RANK_RELAY}
     for dev, role in conn.execute("SELECT d.device, m.role FROM devices d JOIN members m ON m.name = d.member"):
         ranks[dev] = merge.RANK_SUPERVISOR if role == "supervisor" else merge.RANK_MEMBER
     return ranks
 
 
-def _load(conn: sqlite3.Connection, kind: int, entity: bytes) -> merge.EntityState | None:
+def _load(conn: Txn, kind: int, entity: bytes) -> merge.EntityState | None:
     row = conn.execute("SELECT state FROM board WHERE kind = ? AND entity = ?", (kind, entity)).fetchone()
     return merge.state_from_wire(codec.unpack(row[0], relay.BOARD_LIMITS)) if row else None
 
@@ -46,7 +46,7 @@ _PUT_AWAY = {16: ("task_archive", "task_unarchive"), 17: ("task_delete", "task_d
 _DOC_MARKS = {3: ("doc_confidential", "doc_unconfidential"), 4: ("doc_export", "doc_export")}
 
 
-def _audit_put_away(conn: sqlite3.Connection, device: bytes, received_ms: int, op: Any) -> None:
+def _audit_put_away(conn: Txn, device: bytes, received_ms: int, op: Any) -> None:
     if op.kind not in (Kind.TASK, Kind.DOC):
         return
     key = "task" if op.kind is Kind.TASK else "doc"
@@ -60,7 +60,7 @@ def _audit_put_away(conn: sqlite3.Connection, device: bytes, received_ms: int, o
             )
 
 
-def materialize(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> int:
+def materialize(conn: Txn, ident: relay.RelayIdentity) -> int:
     """Fold routing ops of batches stored since the last call into the board; returns batches folded."""
     cursor = relay.meta(conn, "board_rseq", 0)
     ranks = _ranks(conn, ident.key.device_id)
@@ -75,14 +75,16 @@ def materialize(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> int:
                                 ranks.get(device, merge.RANK_MEMBER))
             v = st.values()
             conn.execute(
-                "INSERT OR REPLACE INTO board (kind, entity, assignee, status, head, state) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO board (kind, entity, assignee, status, head, state) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (kind, entity) DO UPDATE SET assignee = excluded.assignee, status = excluded.status,"
+                " head = excluded.head, state = excluded.state",
                 (int(op.kind), op.entity, v.get("assignee"), v.get("status"), st.head.op_id if st.head else None,
                  codec.pack(merge.state_to_wire(st))),
             )
             for c in st.conflicts():
                 conn.execute(
-                    "INSERT OR IGNORE INTO conflicts (entity, field, winner, loser, winner_value, loser_value, rule,"
-                    " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO conflicts (entity, field, winner, loser, winner_value, loser_value, rule,"
+                    " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (entity, field, loser) DO NOTHING",
                     (op.entity, c.field, c.winner, c.loser, codec.pack(c.winner_value), codec.pack(c.loser_value),
                      c.rule, now),
                 )
@@ -92,10 +94,10 @@ def materialize(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> int:
     return n
 
 
-def _members(conn: sqlite3.Connection) -> list[allocation.MemberInfo]:
+def _members(conn: Txn) -> list[allocation.MemberInfo]:
     out = []
     for name, role, active, seen in conn.execute(
-        "SELECT m.name, m.role, COALESCE(SUM(d.revoked_ms IS NULL), 0),"
+        "SELECT m.name, m.role, COALESCE(SUM(CASE WHEN d.revoked_ms IS NULL THEN 1 ELSE 0 END), 0),"
         " MAX(CASE WHEN d.revoked_ms IS NULL THEN d.last_seen_ms END)"
         " FROM members m LEFT JOIN devices d ON d.member = m.name GROUP BY m.name ORDER BY m.name"
     ).fetchall():
@@ -107,7 +109,7 @@ def _members(conn: sqlite3.Connection) -> list[allocation.MemberInfo]:
     return out
 
 
-def _tasks(conn: sqlite3.Connection) -> list[allocation.TaskInfo]:
+def _tasks(conn: Txn) -> list[allocation.TaskInfo]:
     out = []
     for entity, blob in conn.execute("SELECT entity, state FROM board WHERE kind = ? ORDER BY entity", (int(Kind.TASK),)):
         v = merge.state_from_wire(codec.unpack(blob, relay.BOARD_LIMITS)).values()
@@ -118,7 +120,7 @@ def _tasks(conn: sqlite3.Connection) -> list[allocation.TaskInfo]:
     return out
 
 
-def rebalance(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int, opts: allocation.Options,
+def rebalance(conn: Txn, ident: relay.RelayIdentity, now: int, opts: allocation.Options,
               apply: bool) -> dict[str, Any]:
     """Plan (and with ``apply``, issue as one relay-signed batch) moves of stuck tasks and moves that even the load.
 
@@ -147,10 +149,7 @@ def rebalance(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int, op
         seq = relay.meta(conn, "relay_batch_seq", 0) + 1
         dev = ident.key.device_id
         data = wire.encode_batch(wire.Batch(ident.team, dev, seq, 0, tuple(ops)), ident.key, RELAY_KEY)
-        conn.execute(
-            "INSERT INTO batches (device, seq, received_ms, size, n_ops, epoch, data) VALUES (?, ?, ?, ?, ?, 0, ?)",
-            (dev, seq, now, len(data), len(ops), data),
-        )
+        relay.insert_batch(conn, dev, seq, now, len(ops), 0, data)
         relay.set_meta(conn, "relay_hlc", clock)
         relay.set_meta(conn, "relay_batch_seq", seq)
         relay.audit(conn, "relay", "rebalance", moves=result["moves"])
@@ -159,7 +158,7 @@ def rebalance(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int, op
     return result
 
 
-def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int,
+def workload(conn: Txn, ident: relay.RelayIdentity, now: int,
              default_capacity: int = allocation.DEFAULT_CAPACITY) -> list[dict[str, Any]]:
     """Per member: open and overdue work against their capacity, what they can do, last seen."""
     materialize(conn, ident)
@@ -187,7 +186,7 @@ def workload(conn: sqlite3.Connection, ident: relay.RelayIdentity, now: int,
     return out
 
 
-def conflicts(conn: sqlite3.Connection, ident: relay.RelayIdentity) -> list[dict[str, Any]]:
+def conflicts(conn: Txn, ident: relay.RelayIdentity) -> list[dict[str, Any]]:
     materialize(conn, ident)
     names = {d: m for d, m in conn.execute("SELECT device, member FROM devices")}
     names[ident.key.device_id] = "relay (rebalancing)"

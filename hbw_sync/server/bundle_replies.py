@@ -26,10 +26,10 @@ The relay holds all parts of one reply in memory while they are sealed and writt
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from .. import codec
+from .storage import Txn
 
 #: Room kept in every part for the envelope, its signature, the bundle's seal and the part fields.
 REPLY_RESERVE = 4096
@@ -76,7 +76,7 @@ def fit_first(result: dict[str, Any], reply_max: int) -> None:
         result["more"] = True
 
 
-def next_part(conn: sqlite3.Connection, device: bytes, cursor: int, reply_max: int) -> tuple[dict[str, Any], int | None]:
+def next_part(conn: Txn, device: bytes, cursor: int, reply_max: int) -> tuple[dict[str, Any], int | None]:
     """The batches after ``cursor`` that fit one part, and the size of a batch too big for any part (or None)."""
     budget = batch_budget(reply_max)
     out: list[list[Any]] = []
@@ -102,7 +102,7 @@ def next_part(conn: sqlite3.Connection, device: bytes, cursor: int, reply_max: i
     return {"acks": [], "rejects": [], "batches": out, "cursor": cursor, "more": more, "from_cursor": start}, stuck
 
 
-def split(conn: sqlite3.Connection, device: bytes, first: dict[str, Any], from_cursor: int,
+def split(conn: Txn, device: bytes, first: dict[str, Any], from_cursor: int,
           reply_max: int, max_parts: int = MAX_REPLY_BYTES // MIN_REPLY) -> list[dict[str, Any]]:
     """The parts of one reply: ``first`` (``relay.sync``'s answer, trimmed to fit), then batches only.
 

@@ -14,7 +14,7 @@ A refused put (over the quota, a malformed chunk) stores nothing of the request.
 
 from __future__ import annotations
 
-import sqlite3
+
 from typing import Any
 
 from .. import codec
@@ -24,6 +24,7 @@ from ..errors import LimitError, ProtocolError
 from ..ops import NAMES, Kind, Op
 from . import limits
 from .chunkstore import ChunkStore
+from .storage import Txn
 
 #: The smallest sealed chunk: nonce, method byte, tag (an empty file has no chunk at all).
 SEALED_MIN = NONCE_LEN + 1 + TAG_LEN
@@ -31,22 +32,15 @@ SEALED_MIN = NONCE_LEN + 1 + TAG_LEN
 CHUNKS_TAG = NAMES[Kind.DOC]["chunks"].tag
 
 
-def ensure_tables(conn: sqlite3.Connection) -> None:
-    """The references table (created on first use: relays from before chunked documents have none)."""
-    conn.execute("CREATE TABLE IF NOT EXISTS chunk_refs (cid BLOB NOT NULL, rseq INTEGER NOT NULL,"
-                 " PRIMARY KEY (cid, rseq)) WITHOUT ROWID")
-
-
-def record_refs(conn: sqlite3.Connection, rseq: int, ops: list[Op]) -> int:
+def record_refs(conn: Txn, rseq: int, ops: list[Op]) -> int:
     """Note the chunk ids the document versions of an accepted batch use; returns how many."""
     rows = []
     for op in ops:
         ids = op.fields.get(CHUNKS_TAG) if op.kind is Kind.DOC else None
         if ids:
             rows += [(ids[i:i + ID_LEN], rseq) for i in range(0, len(ids), ID_LEN)]
-    if rows:
-        ensure_tables(conn)
-        conn.executemany("INSERT OR IGNORE INTO chunk_refs (cid, rseq) VALUES (?, ?)", rows)
+    for row in rows:  # the table is made at init (schema 2, storage/); a few ids per version
+        conn.execute("INSERT INTO chunk_refs (cid, rseq) VALUES (?, ?) ON CONFLICT (cid, rseq) DO NOTHING", row)
     return len(rows)
 
 
@@ -61,7 +55,7 @@ def chunk_missing(store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str
     return {"missing": [cid for cid, held in zip(ids, store.has_many(team, ids)) if not held]}
 
 
-def chunk_put(conn: sqlite3.Connection, store: ChunkStore, team: bytes, a: dict[str, Any],
+def chunk_put(conn: Txn, store: ChunkStore, team: bytes, a: dict[str, Any],
               now: int) -> dict[str, Any]:
     """Keep the sealed chunks sent; all or nothing against the team's quota (after collecting garbage)."""
     pieces = a.get("chunks") or []
@@ -106,14 +100,13 @@ def chunk_get(store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, An
     return {"chunks": out, "missing": missing}
 
 
-def collect(conn: sqlite3.Connection, store: ChunkStore, team: bytes, now: int,
+def collect(conn: Txn, store: ChunkStore, team: bytes, now: int,
             grace_ms: int | None = None) -> dict[str, int]:
     """Delete chunks no stored document version refers to and older than the grace period.
 
     Returns counts: ``kept``, ``deleted`` and ``freed`` bytes. Runs inside the writer's
     transaction, so no batch naming a chunk can be accepted between the look and the delete.
     """
-    ensure_tables(conn)
     grace = limits.CHUNK_GRACE_MS if grace_ms is None else grace_ms
     before = store.usage(team)
     kept = deleted = 0
@@ -123,16 +116,17 @@ def collect(conn: sqlite3.Connection, store: ChunkStore, team: bytes, now: int,
             continue
         store.delete(team, cid)
         deleted += 1
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('chunk_gc_ms', ?)", (codec.pack(now),))
+    conn.execute("INSERT INTO meta (key, value) VALUES ('chunk_gc_ms', ?)"
+                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (codec.pack(now),))
     return {"kept": kept, "deleted": deleted, "freed": before - store.usage(team)}
 
 
-def _last_gc(conn: sqlite3.Connection) -> int:
+def _last_gc(conn: Txn) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = 'chunk_gc_ms'").fetchone()
     return 0 if row is None else int(codec.unpack(row[0]))
 
 
-def put_action(conn: sqlite3.Connection, ident: Any, req: Any, now: int) -> dict[str, Any]:
+def put_action(conn: Txn, ident: Any, req: Any, now: int) -> dict[str, Any]:
     """``chunk_put`` for ``relay.ACTIONS`` (the caller has authenticated the request)."""
     a = req.args
     out = chunk_put(conn, ident.chunks, ident.team, a, now)
@@ -140,17 +134,17 @@ def put_action(conn: sqlite3.Connection, ident: Any, req: Any, now: int) -> dict
     return out
 
 
-def missing_action(conn: sqlite3.Connection, ident: Any, req: Any, now: int) -> dict[str, Any]:
+def missing_action(conn: Txn, ident: Any, req: Any, now: int) -> dict[str, Any]:
     """``chunk_missing`` for ``relay.ACTIONS``."""
     return chunk_missing(ident.chunks, ident.team, req.args)
 
 
-def get_action(conn: sqlite3.Connection, ident: Any, req: Any, now: int) -> dict[str, Any]:
+def get_action(conn: Txn, ident: Any, req: Any, now: int) -> dict[str, Any]:
     """``chunk_get`` for ``relay.ACTIONS``."""
     return chunk_get(ident.chunks, ident.team, req.args)
 
 
-def maybe_collect(conn: sqlite3.Connection, store: ChunkStore, team: bytes, now: int) -> None:
+def maybe_collect(conn: Txn, store: ChunkStore, team: bytes, now: int) -> None:
     """Collect garbage at most every ``limits.CHUNK_GC_EVERY_MS`` (the store is scanned: not per request)."""
     if now - _last_gc(conn) >= limits.CHUNK_GC_EVERY_MS:
         collect(conn, store, team, now)

@@ -14,7 +14,7 @@ from .. import __version__, allocation, timefmt
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..i18n import _
 from ..ops import MAX_CAPACITY
-from . import admin, cli_equipment, db, limits
+from . import admin, cli_equipment, cli_storage, db, limits
 from .app import MIN_FREE_MB, RelayConfig
 from .connections import ConnectionLimits
 from .office import OfficeConfig
@@ -72,11 +72,12 @@ def cli(data: Path | None) -> None:
 @data_option
 @click.option("--team", required=True, help="The team's name, e.g. 'District Finance Office'.")
 @click.option("--url", help="The URL devices will use to reach this relay (put into invites).")
+@cli_storage.database_option
 @json_option
 @click.pass_context
-def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
-    """Create a relay for a team in a new data directory."""
-    r = admin.init(data, team, url)
+def init(ctx: click.Context, data: Path, team: str, url: str | None, database: str | None) -> None:
+    """Create a relay for a team in a new data directory (and, with --database, in PostgreSQL)."""
+    r = admin.init(data, team, url, database)
     emit(ctx, r, f"Relay for {r['team']!r} created in {data}.\nRelay key: {r['relay_key']}\n"
                  f"Next: 'hbw-relay serve --data {data}' and 'hbw-relay invite --data {data} NAME'.")
 
@@ -104,9 +105,11 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None) -> None:
 @click.option("--admin-port", default=8766, show_default=True, type=int, help="Port of the office page (0: any free).")
 @click.option("--admin-remote", is_flag=True, help="Allow the office page on a non-loopback address (an SSH tunnel "
               "to loopback is safer: the page has no TLS).")
+@cli_storage.database_option
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
           stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int, with_admin: bool,
-          admin_host: str, admin_port: int, admin_remote: bool, chunk_quota_gb: float) -> None:
+          admin_host: str, admin_port: int, admin_remote: bool, chunk_quota_gb: float,
+          database: str | None = None) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -127,7 +130,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
                       min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address),
-                      chunk_quota=int(chunk_quota_gb * 1024**3))
+                      chunk_quota=int(chunk_quota_gb * 1024**3), database=database)
     office_cfg = OfficeConfig(admin_host, admin_port, admin_remote) if with_admin else None
 
     def office_ready(url: str, token: str | None) -> None:
@@ -463,6 +466,7 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
 
 
 cli_equipment.register(cli, RelayGroup, data_option)
+cli_storage.register(cli, data_option)
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ a larger one asks the supervisor to narrow the period.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from typing import Any
 
 from .. import batch as wire
@@ -25,6 +24,7 @@ from .. import envelope, evidence
 from ..errors import AccessError, UsageError
 from ..ops import Kind
 from . import relay
+from .storage import Txn
 
 #: Batch bytes one evidence answer may carry (a response is at most 32 MiB).
 MAX_EVIDENCE_BYTES = 24 * 1024 * 1024
@@ -38,7 +38,7 @@ def _touches(data: bytes, task: bytes) -> bool:
     return False
 
 
-def evidence_action(conn: sqlite3.Connection, ident: relay.RelayIdentity, req: envelope.Request,
+def evidence_action(conn: Txn, ident: relay.RelayIdentity, req: envelope.Request,
                     now: int) -> dict[str, Any]:
     """[signed receipts, batches in scope, approval records] for a supervisor's audit export."""
     _member, role, _pub = relay.authenticate(conn, req, now)
@@ -72,7 +72,6 @@ def evidence_action(conn: sqlite3.Connection, ident: relay.RelayIdentity, req: e
         "SELECT d.device, d.member, m.role, d.author_pub, d.enrolled_ms, d.revoked_ms FROM devices d"
         " JOIN members m ON m.name = d.member ORDER BY d.enrolled_ms, d.device")]
     signed = evidence.make_receipts(ident.key, ident.team, now, scope, first, last, receipts, roster)
-    approvals = [r[0] for r in conn.execute("SELECT data FROM approvals ORDER BY id")] if conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE name = 'approvals'").fetchone() else []
+    approvals = [r[0] for r in conn.execute("SELECT data FROM approvals ORDER BY id")]
     relay.audit(conn, _member, "evidence", device=req.device, batches=len(out), first=first, last=last)
     return {"receipts": signed, "batches": out, "approvals": approvals}

@@ -1,6 +1,7 @@
-"""What the relay does with a request, as functions over a SQLite connection.
+"""What the relay does with a request, as functions over one storage transaction (``storage.Txn``).
 
-Each function runs inside the writer thread's transaction (``db.Writer``), so
+Each function runs inside one transaction (the SQLite writer's, or a PostgreSQL
+pool's: ``storage``), in the portable SQL ``storage/base.py`` defines, so
 a request is applied whole or not at all, and its response is sent only after
 the commit. No aiohttp here: the app module moves bytes, this module decides.
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from ..errors import (AccessError, HbwError, IntegrityError, LimitError, Protoco
 from ..ops import is_member_name
 from . import chunk_actions, limits
 from .chunkstore import FileChunkStore
-from .db import ensure_invite_codes
+from .storage import Txn
 
 DEFAULT_BUDGET = 200_000
 MAX_BUDGET = 8 * 1024 * 1024
@@ -70,23 +70,24 @@ class RelayIdentity:
 # -- small helpers ----------------------------------------------------------------------------------
 
 
-def meta(conn: sqlite3.Connection, key: str, default: Any = None) -> Any:
+def meta(conn: Txn, key: str, default: Any = None) -> Any:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return default if row is None else codec.unpack(row[0])
 
 
-def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, codec.pack(value)))
+def set_meta(conn: Txn, key: str, value: Any) -> None:
+    conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                 (key, codec.pack(value)))
 
 
-def audit(conn: sqlite3.Connection, actor: str, action: str, **detail: Any) -> None:
+def audit(conn: Txn, actor: str, action: str, **detail: Any) -> None:
     conn.execute(
         "INSERT INTO audit (time_ms, actor, action, detail) VALUES (?, ?, ?, ?)",
         (now_ms(), actor, action, json.dumps(detail, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))),
     )
 
 
-def bump_roster(conn: sqlite3.Connection, *, device: bytes | None = None, member: str | None = None) -> None:
+def bump_roster(conn: Txn, *, device: bytes | None = None, member: str | None = None) -> None:
     """A roster entry changed: new version, stamped on the entries that changed (sent as deltas)."""
     v = meta(conn, "roster_v", 0) + 1
     set_meta(conn, "roster_v", v)
@@ -96,7 +97,7 @@ def bump_roster(conn: sqlite3.Connection, *, device: bytes | None = None, member
         conn.execute("UPDATE devices SET roster_v = ? WHERE member = ?", (v, member))
 
 
-def roster(conn: sqlite3.Connection, since: int | None = None) -> dict[bytes, list[Any]]:
+def roster(conn: Txn, since: int | None = None) -> dict[bytes, list[Any]]:
     """device -> [member, author key, X25519 key, revoked ms, role]; only entries changed after ``since``.
 
     A team of 1,000 devices has a 98 KB roster: a device that knows version N gets the few
@@ -109,11 +110,11 @@ def roster(conn: sqlite3.Connection, since: int | None = None) -> dict[bytes, li
     return {d: [m, a, x, r, role] for d, m, a, x, r, role in rows}
 
 
-def team_keys(conn: sqlite3.Connection) -> dict[int, bytes]:
+def team_keys(conn: Txn) -> dict[int, bytes]:
     return dict(conn.execute("SELECT epoch, key_id FROM keys").fetchall())
 
 
-def _device_row(conn: sqlite3.Connection, device: bytes) -> tuple | None:
+def _device_row(conn: Txn, device: bytes) -> tuple | None:
     return conn.execute(
         "SELECT d.member, d.author_pub, d.transport_pub, d.revoked_ms, m.role FROM devices d"
         " JOIN members m ON m.name = d.member WHERE d.device = ?",
@@ -121,17 +122,17 @@ def _device_row(conn: sqlite3.Connection, device: bytes) -> tuple | None:
     ).fetchone()
 
 
-def _use_nonce(conn: sqlite3.Connection, req: envelope.Request, now: int) -> None:
-    try:
-        conn.execute("INSERT INTO nonces (nonce, time_ms) VALUES (?, ?)", (req.device + req.nonce, now))
-    except sqlite3.IntegrityError:
+def _use_nonce(conn: Txn, req: envelope.Request, now: int) -> None:
+    # A value, not a driver exception: PostgreSQL would abort the whole transaction on a key violation.
+    if conn.execute("INSERT INTO nonces (nonce, time_ms) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING",
+                    (req.device + req.nonce, now)).rowcount == 0:
         raise AccessError("this request was already received once (a replay); it was ignored",
-                          code="access.replay") from None
+                          code="access.replay")
     if now % 97 == 0:  # prune now and then, not on every request
         conn.execute("DELETE FROM nonces WHERE time_ms < ?", (now - NONCE_KEEP_MS,))
 
 
-def authenticate(conn: sqlite3.Connection, req: envelope.Request, now: int, fresh: bool = True) -> tuple[str, str, bytes]:
+def authenticate(conn: Txn, req: envelope.Request, now: int, fresh: bool = True) -> tuple[str, str, bytes]:
     """(member, role, author public key) of a fresh, signed, non-replayed request from an enrolled device.
 
     ``fresh=False`` is for bundles, which spend days in the mail: their replay protection is
@@ -157,7 +158,7 @@ def authenticate(conn: sqlite3.Connection, req: envelope.Request, now: int, fres
 # -- enrollment --------------------------------------------------------------------------------------
 
 
-def create_invite(conn: sqlite3.Connection, member: str, role: str, token: bytes, ttl_days: int, actor: str,
+def create_invite(conn: Txn, member: str, role: str, token: bytes, ttl_days: int, actor: str,
                   *, words: bool = False) -> None:
     if not is_member_name(member):
         raise UsageError(f"{member!r} is not a valid member name", hint="1-32 of a-z, 0-9, '.', '_', '-'")
@@ -171,10 +172,9 @@ def create_invite(conn: sqlite3.Connection, member: str, role: str, token: bytes
     audit(conn, actor, "invite", member=member, role=role, ttl_days=ttl_days, **({"words": True} if words else {}))
 
 
-def create_code(conn: sqlite3.Connection, invite_text: str, token: bytes, invite_expires_ms: int,
+def create_code(conn: Txn, invite_text: str, token: bytes, invite_expires_ms: int,
                 now: int) -> tuple[int, tuple[str, ...]]:
     """Keep ``invite_text`` sealed under a new word code (PROTOCOL.md §14a); returns (slot, words)."""
-    ensure_invite_codes(conn)
     conn.execute("DELETE FROM invite_codes WHERE expires_ms < ?", (now,))
     taken = {r[0] for r in conn.execute("SELECT slot FROM invite_codes")}
     for _ in range(100):
@@ -190,7 +190,7 @@ def create_code(conn: sqlite3.Connection, invite_text: str, token: bytes, invite
     return slot, words
 
 
-def fetch_code(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes,
+def fetch_code(conn: Txn, ident: RelayIdentity, body: bytes,
                now: int) -> tuple[bytes | AccessError, dict[str, Any]]:
     """POST /v1/code: [1, slot, proof] in, the sealed invite out (msgpack bin). No signature can be checked
     yet (the device has no enrollment), so the request is bounded and every wrong proof is counted.
@@ -199,7 +199,6 @@ def fetch_code(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes,
     committed, and a raised error rolls the transaction back. The app answers it after the commit.
     """
     slot, proof = wordcode.parse_fetch_request(body)
-    ensure_invite_codes(conn)
     stats = {"action": "code", "device": "-", "batches_in": 0, "batches_out": 0}
     window = now - wordcode.FAILURE_WINDOW_MS
     conn.execute("DELETE FROM code_failures WHERE time_ms < ?", (window,))
@@ -228,7 +227,7 @@ def fetch_code(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes,
     return codec.pack(sealed), stats
 
 
-def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
     """Enroll a new device with a one-time invite token; its own keys sign the request."""
     envelope.check_fresh(req, now)
     a = req.args
@@ -269,16 +268,17 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     if conn.execute("SELECT 1 FROM devices WHERE device = ?", (req.device,)).fetchone():
         raise AccessError("this device is already enrolled", code="access.invite")
     _use_nonce(conn, req, now)
-    conn.execute("INSERT OR IGNORE INTO members (name, role, created_ms) VALUES (?, ?, ?)", (member, role, now))
-    conn.execute("UPDATE members SET role = ? WHERE name = ? AND ? = 'supervisor'", (role, member, role))
+    conn.execute("INSERT INTO members (name, role, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                 (member, role, now))
+    if role == "supervisor":
+        conn.execute("UPDATE members SET role = ? WHERE name = ?", (role, member))
     conn.execute(
         "INSERT INTO devices (device, member, author_pub, transport_pub, x25519_pub, enrolled_ms, last_seen_ms, label)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (req.device, member, author_pub, transport_pub, x_pub, now, now, label),
     )
     conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ?", (now, req.device, token_hash(token)))
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'invite_codes'").fetchone():
-        conn.execute("DELETE FROM invite_codes WHERE token_hash = ?", (token_hash(token),))  # one-time
+    conn.execute("DELETE FROM invite_codes WHERE token_hash = ?", (token_hash(token),))  # one-time
     bump_roster(conn, member=member)  # this device, and a role change of the member's other devices
     audit(conn, member, "enroll", device=req.device, label=label)
     welcome = admission.enrolled(conn, req.device, token, proof, now)
@@ -295,12 +295,12 @@ def enroll(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     return out
 
 
-def find_device(conn: sqlite3.Connection, device_prefix: str) -> bytes:
+def find_device(conn: Txn, device_prefix: str) -> bytes:
     """The one device id starting with ``device_prefix`` (hex); UsageError when none or several."""
     if not device_prefix or any(c not in "0123456789abcdef" for c in device_prefix.lower()):
         raise UsageError(f"no device {device_prefix!r}", hint="device ids are hex digits; see 'hbw-relay devices'")
-    rows = conn.execute("SELECT device FROM devices WHERE hex(device) LIKE ?",
-                        (device_prefix.upper() + "%",)).fetchall()
+    prefix = device_prefix.lower()  # matched here, not in SQL: hex() is SQLite's (an admin command, <= 1,000 rows)
+    rows = [r for r in conn.execute("SELECT device FROM devices").fetchall() if r[0].hex().startswith(prefix)]
     if not rows:
         raise UsageError(f"no device {device_prefix!r}", hint="see 'hbw-relay devices'")
     if len(rows) > 1:
@@ -308,7 +308,7 @@ def find_device(conn: sqlite3.Connection, device_prefix: str) -> bytes:
     return rows[0][0]
 
 
-def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[bytes, str]:
+def revoke(conn: Txn, device_prefix: str, actor: str) -> tuple[bytes, str]:
     device = find_device(conn, device_prefix)
     member, revoked = conn.execute("SELECT member, revoked_ms FROM devices WHERE device = ?", (device,)).fetchone()
     if revoked is None:
@@ -324,7 +324,7 @@ def revoke(conn: sqlite3.Connection, device_prefix: str, actor: str) -> tuple[by
 # -- sync ---------------------------------------------------------------------------------------------
 
 
-def _accept_batch(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes, author_pub: bytes, data: bytes,
+def _accept_batch(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: bytes, data: bytes,
                   now: int) -> list[Any]:
     """Store one batch idempotently; returns the ack [seq, rseq, received_ms]."""
     frame = wire.parse_batch(data)
@@ -343,15 +343,26 @@ def _accept_batch(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes,
         if old[2] != data:
             raise ProtocolError(f"batch {frame.seq} was already received with other content", code="protocol.seq_reuse")
         return [frame.seq, old[0], old[1]]
-    cur = conn.execute(
-        "INSERT INTO batches (device, seq, received_ms, size, n_ops, epoch, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (device, frame.seq, now, len(data), n_ops, frame.epoch, data),
-    )
-    chunk_actions.record_refs(conn, cur.lastrowid, ops)  # which chunks its document versions use (GC)
-    return [frame.seq, cur.lastrowid, now]
+    rseq = insert_batch(conn, device, frame.seq, now, n_ops, frame.epoch, data)
+    chunk_actions.record_refs(conn, rseq, ops)  # which chunks its document versions use (GC)
+    return [frame.seq, rseq, now]
 
 
-def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int,
+def insert_batch(conn: Txn, device: bytes, seq: int, now: int, n_ops: int, epoch: int, data: bytes) -> int:
+    """Append a batch under the next team sequence number (``rseq``) and return it.
+
+    MAX + 1, not an autoincrement: the transaction holds the team's lock (``storage/base.py``),
+    so numbers have no gaps or duplicates and commit in order, which a PostgreSQL sequence
+    would not promise across concurrent transactions.
+    """
+    return conn.execute(
+        "INSERT INTO batches (rseq, device, seq, received_ms, size, n_ops, epoch, data)"
+        " VALUES ((SELECT COALESCE(MAX(rseq), 0) + 1 FROM batches), ?, ?, ?, ?, ?, ?, ?) RETURNING rseq",
+        (device, seq, now, len(data), n_ops, epoch, data),
+    ).fetchone()[0]
+
+
+def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
          by_bundle: bool = False) -> dict[str, Any]:
     member, role, author_pub = authenticate(conn, req, now, fresh=not by_bundle)
     a = req.args
@@ -363,10 +374,10 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
         conn.execute("SAVEPOINT b")
         try:
             acks.append(_accept_batch(conn, ident, device, author_pub, data, now))
-            conn.execute("RELEASE b")
+            conn.execute("RELEASE SAVEPOINT b")
         except HbwError as e:
-            conn.execute("ROLLBACK TO b")
-            conn.execute("RELEASE b")
+            conn.execute("ROLLBACK TO SAVEPOINT b")
+            conn.execute("RELEASE SAVEPOINT b")
             seq = int.from_bytes(data[22:30], "big") if len(data) >= 30 else 0
             rejects.append([seq, e.to_dict()])
     _publish_key(conn, a.get("key"), device, member, role, now)
@@ -430,7 +441,7 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
         result["relay_x25519"] = enroll_mod.x25519_public(bundle.relay_x25519(ident.key))
     result["keys"] = team_keys(conn)
     result["grants"] = [
-        list(r) for r in conn.execute("SELECT epoch, data FROM grants WHERE device = ? AND data != x''", (device,))
+        list(r) for r in conn.execute("SELECT epoch, data FROM grants WHERE device = ? AND length(data) > 0", (device,))
     ]
     if role == "supervisor":
         result["pending"] = _pending_grants(conn, device)
@@ -444,7 +455,7 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
     return result
 
 
-def _want_snapshot(conn: sqlite3.Connection, snap: tuple | None, cursor: int) -> tuple[bool, int]:
+def _want_snapshot(conn: Txn, snap: tuple | None, cursor: int) -> tuple[bool, int]:
     """By count (``SNAPSHOT_EVERY`` batches) or by bytes of history since the newest snapshot (§18).
 
     Also returns what a late joiner would download now (that snapshot and the history after
@@ -459,7 +470,7 @@ def _want_snapshot(conn: sqlite3.Connection, snap: tuple | None, cursor: int) ->
     return history >= (SNAPSHOT_BYTES_PERCENT * size // 100 if snap else SNAPSHOT_MIN_BYTES), size + history
 
 
-def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str, role: str, now: int) -> None:
+def _publish_key(conn: Txn, key: Any, device: bytes, member: str, role: str, now: int) -> None:
     if not key:
         return
     epoch, key_id = key
@@ -472,25 +483,25 @@ def _publish_key(conn: sqlite3.Connection, key: Any, device: bytes, member: str,
         return
     conn.execute("INSERT INTO keys (epoch, key_id, created_ms, created_by) VALUES (?, ?, ?, ?)",
                  (epoch, key_id, now, device))
-    conn.execute("INSERT OR REPLACE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, x'', ?)",
-                 (device, epoch, now))
+    conn.execute("INSERT INTO grants (device, epoch, data, created_ms) VALUES (?, ?, ?, ?) ON CONFLICT (device, epoch)"
+                 " DO UPDATE SET data = excluded.data, created_ms = excluded.created_ms", (device, epoch, b"", now))
     set_meta(conn, "rotation_wanted", False)
     set_meta(conn, "rotation_since", None)
     audit(conn, member, "key", epoch=epoch, device=device)
 
 
-def _store_grant(conn: sqlite3.Connection, g: Any, device: bytes, role: str, now: int) -> None:
+def _store_grant(conn: Txn, g: Any, device: bytes, role: str, now: int) -> None:
     if role != "supervisor":
         raise AccessError("only a supervisor's device may share the team key", code="access.role")
     target, epoch, data = g  # typed by limits.ACTIONS: [bin 8, epoch, bin <= 1 KiB]
     if conn.execute("SELECT 1 FROM devices WHERE device = ?", (target,)).fetchone() is None or \
             conn.execute("SELECT 1 FROM keys WHERE epoch = ?", (epoch,)).fetchone() is None:
         return  # for no enrolled device, or no known epoch: nothing worth keeping
-    conn.execute("INSERT OR IGNORE INTO grants (device, epoch, data, created_ms) VALUES (?, ?, ?, ?)",
-                 (target, epoch, data, now))
+    conn.execute("INSERT INTO grants (device, epoch, data, created_ms) VALUES (?, ?, ?, ?)"
+                 " ON CONFLICT (device, epoch) DO NOTHING", (target, epoch, data, now))
 
 
-def _pending_grants(conn: sqlite3.Connection, me: bytes) -> list[list[Any]]:
+def _pending_grants(conn: Txn, me: bytes) -> list[list[Any]]:
     rows = conn.execute(
         "SELECT d.device, d.x25519_pub, k.epoch FROM devices d CROSS JOIN keys k"
         " WHERE d.revoked_ms IS NULL AND d.device != ?"
@@ -507,12 +518,12 @@ def _pending_grants(conn: sqlite3.Connection, me: bytes) -> list[list[Any]]:
 # -- snapshots (§18) ------------------------------------------------------------------------------------
 
 
-def snapshot_coverage(conn: sqlite3.Connection, cursor: int) -> dict[bytes, int]:
+def snapshot_coverage(conn: Txn, cursor: int) -> dict[bytes, int]:
     """device -> highest seq among its batches stored at rseq <= cursor: what a snapshot must cover."""
     return dict(conn.execute("SELECT device, MAX(seq) FROM batches WHERE rseq <= ? GROUP BY device", (cursor,)))
 
 
-def check_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes, cursor: int, data: bytes) -> None:
+def check_snapshot(conn: Txn, ident: RelayIdentity, device: bytes, cursor: int, data: bytes) -> None:
     """A snapshot the relay may keep or serve: a current supervisor's, signed, covering exactly what is held.
 
     A snapshot lets a joining device's cursor skip history, so a wrong one (a member's,
@@ -532,7 +543,7 @@ def check_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, device: bytes
     snap_fmt.check_coverage(claim, snapshot_coverage(conn, cursor))
 
 
-def _store_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, snap: Any, device: bytes, member: str,
+def _store_snapshot(conn: Txn, ident: RelayIdentity, snap: Any, device: bytes, member: str,
                     role: str, now: int) -> dict[str, Any] | None:
     """Keep a checked snapshot; a refused one is a value (the error map), and the sync goes on."""
     try:
@@ -554,7 +565,7 @@ def _store_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, snap: Any, d
     return None
 
 
-def _servable_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, cursor: int) -> tuple[int, bytes, bytes] | None:
+def _servable_snapshot(conn: Txn, ident: RelayIdentity, cursor: int) -> tuple[int, bytes, bytes] | None:
     """The newest stored snapshot past ``cursor`` that passes the checks *now* (author still a supervisor...).
 
     Checked again at serving time because rows may predate these checks (an older relay kept
@@ -570,7 +581,7 @@ def _servable_snapshot(conn: sqlite3.Connection, ident: RelayIdentity, cursor: i
     return None
 
 
-def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+def upload(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
     """One piece of a large batch, at an offset (tus-style). Answers the offset the relay holds.
 
     A piece at the wrong offset is not an error: the answer tells the device
@@ -600,13 +611,13 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     if not isinstance(chunk, bytes) or not chunk or len(chunk) > CHUNK_MAX or have + len(chunk) > total:
         raise ProtocolError("malformed upload piece", code="protocol.schema")
     _make_room(conn, req.device, seq, len(chunk))
-    conn.execute("INSERT INTO upload_chunks (device, seq, offset, total, data, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    conn.execute('INSERT INTO upload_chunks (device, seq, "offset", total, data, created_ms) VALUES (?, ?, ?, ?, ?, ?)',
                  (req.device, seq, offset, total, chunk, now))
     have += len(chunk)
     if have < total:
         return {"offset": have}
     data = b"".join(r[0] for r in conn.execute(
-        "SELECT data FROM upload_chunks WHERE device = ? AND seq = ? ORDER BY offset", (req.device, seq)))
+        "SELECT data FROM upload_chunks WHERE device = ? AND seq = ? ORDER BY \"offset\"", (req.device, seq)))
     conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (req.device, seq))
     try:
         ack = _accept_batch(conn, ident, req.device, author_pub, data, now)
@@ -615,7 +626,7 @@ def upload(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request
     return {"offset": total, "ack": ack}
 
 
-def _make_room(conn: sqlite3.Connection, device: bytes, seq: int, size: int) -> None:
+def _make_room(conn: Txn, device: bytes, seq: int, size: int) -> None:
     """Keep a device's unfinished uploads under ``limits.UPLOAD_QUOTA``: its oldest other uploads go first.
 
     Why evict rather than refuse: an honest device uploads one batch at a time (at most
@@ -635,7 +646,7 @@ def _make_room(conn: sqlite3.Connection, device: bytes, seq: int, size: int) -> 
     raise LimitError("this device's unfinished uploads are over the relay's quota", code="protocol.quota")
 
 
-def download(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+def download(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
     """A piece of a stored batch: [rseq, offset, length] -> bytes. Resuming is asking for the next offset."""
     authenticate(conn, req, now)
     a = req.args
@@ -659,7 +670,7 @@ def _guarded(action: str, fn: Any) -> Any:
         raise ProtocolError(f"malformed {action} arguments ({type(e).__name__})", code="protocol.schema") from None
 
 
-def ingest_bundle_parts(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | bytearray, now: int,
+def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray, now: int,
                         max_parts: int = bundle_replies.MAX_REPLY_BYTES // bundle_replies.MIN_REPLY,
                         ) -> tuple[list[bytes], dict[str, Any]]:
     """Apply a device's bundle exactly as an online sync, and seal the reply (in parts) to that device.
@@ -712,7 +723,7 @@ def ingest_bundle_parts(conn: sqlite3.Connection, ident: RelayIdentity, data: by
     return replies, stats
 
 
-def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
+def ingest_bundle(conn: Txn, ident: RelayIdentity, data: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
     """``ingest_bundle_parts`` answering with one file (the HTTP drop point): the rest comes with the next bundle."""
     replies, stats = ingest_bundle_parts(conn, ident, data, now, max_parts=1)
     return replies[0], stats
@@ -724,7 +735,7 @@ ACTIONS = {"enroll": enroll, "sync": sync, "upload": upload, "download": downloa
 
 
 def _authenticated(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    def action(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+    def action(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
         authenticate(conn, req, now)
         return fn(conn, ident, req, now)
     return action
@@ -762,12 +773,12 @@ def open_request(body: bytes | bytearray, now: int, transport_key: Callable[[byt
     return envelope.open_request(head, spec.args, verified_with=key)
 
 
-def _transport_key(conn: sqlite3.Connection, device: bytes) -> bytes | None:
+def _transport_key(conn: Txn, device: bytes) -> bytes | None:
     row = conn.execute("SELECT transport_pub FROM devices WHERE device = ?", (device,)).fetchone()
     return None if row is None else row[0]
 
 
-def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
+def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
     """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
     req = open_request(body, now, lambda device: _transport_key(conn, device))
     result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
@@ -777,7 +788,7 @@ def handle(conn: sqlite3.Connection, ident: RelayIdentity, body: bytes | bytearr
     return envelope.make_response(ident.key, req.nonce, result, now), stats
 
 
-def load_identity(data_dir: Path, conn: sqlite3.Connection, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:
+def load_identity(data_dir: Path, conn: Txn, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:
     key = crypto.DeviceKey((data_dir / "relay.key").read_bytes())
     return RelayIdentity(meta(conn, "team"), meta(conn, "team_name"), key,
                          FileChunkStore(data_dir / "chunks", chunk_quota))

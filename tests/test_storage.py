@@ -1,0 +1,363 @@
+"""The relay's storage seam: portable SQL, migrations, and PostgreSQL under concurrent writers.
+
+The relay suites (test_relay, test_hostile, test_records, test_equipment) run on
+both backends through conftest's ``backend`` fixture; this module tests what only
+the seam has: the SQL rules of ``storage/base.py``, ``hbw-relay migrate`` on a
+relay made by the previous release (``tests/data/relay_schema1.sql``, dumped
+from a relay that release made), and several writers, in threads and in two
+relay processes, against one PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import relay_helpers
+from hbw_sync import crypto
+from hbw_sync.errors import ConfigError, StorageError
+from hbw_sync.server import admin, relay, storage
+from hbw_sync.server.cli import cli as relay_cli
+from hbw_sync.server.storage import postgres
+from hbw_sync.server.storage.base import SCHEMA_VERSION
+from relay_helpers import Team
+from hostile_helpers import RelayProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA1 = Path(__file__).parent / "data" / "relay_schema1.sql"
+
+
+# -- the portable subset ----------------------------------------------------------------------------
+
+#: What the relay's own statements must not say (storage/base.py): each is SQLite's or PostgreSQL's alone.
+NOT_PORTABLE = {
+    r"INSERT OR (REPLACE|IGNORE)": "ON CONFLICT (...) DO UPDATE / DO NOTHING",
+    r"(?<![.\w])hex\(": "compare bytes in Python",
+    r"x''": "a b\"\" parameter",
+    r"sqlite_master|PRAGMA": "tables exist from the schema (migrate adds them)",
+    r"SUM\([^)]*\bIS (NOT )?NULL\)": "SUM(CASE WHEN ... THEN 1 ELSE 0 END)",
+    r"(?<![\"\w])offset(?![\"\w])": 'quote "offset" (reserved in PostgreSQL)',
+    r"(ROLLBACK TO|RELEASE) (?!SAVEPOINT)": "ROLLBACK TO SAVEPOINT / RELEASE SAVEPOINT",
+    r"BEGIN IMMEDIATE": "the store runs transactions",
+}
+SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|PRAGMA)\b")
+#: admin's backup and restore copy SQLite files by design (PostgreSQL: pg_dump, refused in words).
+SQLITE_FILE_TOOLS = {("admin.py", "backup"), ("admin.py", "restore")}
+
+
+def sql_problems(path: Path) -> list[str]:
+    """Non-portable statements in ``path`` (string constants that are SQL), and driver-specific code."""
+    tree = ast.parse(path.read_text())
+    out = []
+    for fn in [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef))]:
+        if (path.name, getattr(fn, "name", "")) in SQLITE_FILE_TOOLS:
+            continue
+        body = fn.body if isinstance(fn, ast.FunctionDef) else [n for n in tree.body if not isinstance(
+            n, ast.FunctionDef)]
+        for node in (n for stmt in body for n in ast.walk(stmt)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value):
+                for pattern, instead in NOT_PORTABLE.items():
+                    if re.search(pattern, node.value):
+                        out.append(f"{path.name}:{node.lineno}: {node.value[:60]!r} (write: {instead})")
+            elif isinstance(node, ast.Attribute) and node.attr == "lastrowid":
+                out.append(f"{path.name}:{node.lineno}: lastrowid (write: INSERT ... RETURNING)")
+            elif isinstance(node, ast.Name) and node.id == "sqlite3":
+                out.append(f"{path.name}:{node.lineno}: sqlite3 (the store runs transactions and maps its errors)")
+    return sorted(set(out))
+
+
+def test_relay_modules_write_only_portable_sql() -> None:
+    """Every statement of the relay's logic runs unchanged on SQLite and PostgreSQL: a drift test."""
+    server = ROOT / "hbw_sync" / "server"
+    files = [p for p in server.glob("*.py") if p.name != "db.py"] + list((server / "office").glob("*.py"))
+    assert len(files) > 10
+    assert [f for p in files for f in sql_problems(p)] == []
+
+
+def test_the_rules_catch_what_they_name(tmp_path: Path) -> None:
+    """The drift test can fail: each rule matches the statement it forbids."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import sqlite3\n"
+        "def f(conn):\n"
+        "    conn.execute(\"INSERT OR REPLACE INTO meta (key) VALUES (?)\")\n"
+        "    conn.execute(\"SELECT device FROM devices WHERE hex(device) LIKE ?\")\n"
+        "    conn.execute(\"INSERT INTO grants (data) VALUES (x'')\")\n"
+        "    conn.execute(\"SELECT 1 FROM sqlite_master\")\n"
+        "    conn.execute(\"SELECT SUM(d.revoked_ms IS NULL) FROM d\")\n"
+        "    conn.execute(\"SELECT data FROM upload_chunks ORDER BY offset\")\n"
+        "    conn.execute(\"RELEASE b\")\n"
+        "    conn.execute(\"BEGIN IMMEDIATE\")\n"
+        "    return conn.execute('x').lastrowid, sqlite3\n")
+    assert len(sql_problems(bad)) == len(NOT_PORTABLE) + 2
+    good = tmp_path / "good.py"
+    good.write_text("def f(conn, offset):\n    conn.execute('SELECT data FROM t ORDER BY \"offset\"')\n"
+                    "    return offset.hex()\n")
+    assert sql_problems(good) == []
+
+
+# -- migrations ---------------------------------------------------------------------------------------
+
+
+def schema1_relay(tmp_path: Path) -> Path:
+    """A data directory as the previous release left it: its database from the SQL dump, a relay key."""
+    data = tmp_path / "old"
+    data.mkdir(mode=0o700)
+    conn = sqlite3.connect(data / "relay.db")
+    conn.executescript(SCHEMA1.read_text())
+    conn.close()
+    (data / "relay.key").write_bytes(crypto.DeviceKey.generate().private)
+    return data
+
+
+def table_rows(path: Path) -> dict[str, list]:
+    conn = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {n: conn.execute(f'SELECT * FROM "{n}" ORDER BY 1').fetchall() for n in names}
+    finally:
+        conn.close()
+
+
+def test_migrate_upgrades_a_relay_of_the_previous_schema(tmp_path: Path) -> None:
+    data = schema1_relay(tmp_path)
+    before = table_rows(data / "relay.db")
+    assert before["meta"] and len(before["batches"]) == 2 and "equipment" not in before
+    # Opened as it is, it is refused with what to do, and left untouched.
+    res = CliRunner().invoke(relay_cli, ["devices", "--data", str(data)])
+    assert res.exit_code == 78 and "schema 1" in res.output and "hbw-relay migrate" in res.output
+    assert table_rows(data / "relay.db") == before
+    # What the hint says first works on the old schema: a backup, which holds the old rows.
+    res = CliRunner().invoke(relay_cli, ["backup", "--data", str(data), str(tmp_path / "before-migrate.db")])
+    assert res.exit_code == 0, res.output
+    assert table_rows(tmp_path / "before-migrate.db") == before
+
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"from": 1' in res.output and f'"to": {SCHEMA_VERSION}' in res.output
+    after = table_rows(data / "relay.db")
+    for name, rows in before.items():  # every row kept, byte for byte (but the schema mark)
+        if name != "meta":
+            assert after[name] == rows, name
+    assert [r for r in after["meta"] if r[0] != "schema"] == [r for r in before["meta"] if r[0] != "schema"]
+    assert after["equipment"] == []
+
+    # The upgraded relay works: lists, the register (a table schema 1 made on first use), a new device's sync.
+    assert {d["member"] for d in admin.devices(data)} == {"dana", "chidi"}
+    admin.equipment_add(data, "LT-001", serial="SN-1")
+    assert admin.equipment_list(data)[0]["asset"] == "LT-001"
+    team = Team.existing(tmp_path, data)  # no init: the upgraded data dir, its own relay thread
+    with team:
+        amina = team.join("amina", "supervisor", url=team.url)  # office IT's invite: no supervisor device here
+        assert amina.sync().ok
+    rows = table_rows(data / "relay.db")["batches"]
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))  # rseq goes on from the old ones, no gap
+    assert rows[:2] == before["batches"]
+
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data)])
+    assert res.exit_code == 0 and "nothing changed" in res.output
+
+
+def test_migrate_refuses_a_newer_schema_and_junk_and_changes_nothing(tmp_path: Path) -> None:
+    data = schema1_relay(tmp_path)
+    conn = sqlite3.connect(data / "relay.db")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (b"99",))
+    conn.commit()
+    conn.close()
+    before = table_rows(data / "relay.db")
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data)])
+    assert res.exit_code == 78 and "schema 99" in res.output
+    assert table_rows(data / "relay.db") == before
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "relay.db").write_bytes(b"not a database at all" * 100)
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(tmp_path / "junk")])
+    assert res.exit_code == 78 and "not a relay database" in res.output
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(tmp_path / "none")])
+    assert res.exit_code == 78 and "no relay data" in res.output
+
+
+def test_a_failed_migration_step_leaves_the_relay_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """All steps and the version bump are one transaction."""
+    from hbw_sync.server.storage import sqlite as store_sqlite
+
+    data = schema1_relay(tmp_path)
+    before = table_rows(data / "relay.db")
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE equipment (x INTEGER)")
+        raise sqlite3.OperationalError("simulated failure in a step")
+
+    monkeypatch.setitem(store_sqlite.MIGRATIONS, 1, half_then_fail)
+    with pytest.raises(sqlite3.OperationalError):
+        storage.migrate(data)
+    assert table_rows(data / "relay.db") == before
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    return pg_server.url()
+
+
+def test_postgres_relay_from_the_command_line(tmp_path: Path, pg_url: str) -> None:
+    data = tmp_path / "relay"
+    res = CliRunner().invoke(relay_cli, ["init", "--data", str(data), "--team", "Ministry HQ", "--database", pg_url])
+    assert res.exit_code == 0, res.output
+    assert (data / "database.url").stat().st_mode & 0o777 == 0o600 and not (data / "relay.db").exists()
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data), "--json"])
+    assert res.exit_code == 0 and '"backend": "postgres"' in res.output
+    # The same database again is refused with words; nothing is overwritten.
+    res = CliRunner().invoke(relay_cli, ["init", "--data", str(tmp_path / "r2"), "--team", "X", "--database", pg_url])
+    assert res.exit_code == 78 and "already holds a relay" in res.output
+    assert not (tmp_path / "r2" / "relay.key").exists()
+    res = CliRunner().invoke(relay_cli, ["init", "--data", str(tmp_path / "r3"), "--team", "X",
+                                         "--database", "mysql://x"])
+    assert res.exit_code == 78 and "postgresql://" in res.output
+    # A PostgreSQL nobody listens on: exit 74 in words that name the server, never the password.
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "database.url").write_text(f"postgresql://hbw:s3cret@/hbw?host={tmp_path}&port=1\n")
+    res = CliRunner().invoke(relay_cli, ["devices", "--data", str(gone)])
+    assert res.exit_code == 74 and "PostgreSQL" in res.output and "s3cret" not in res.output
+
+
+def test_concurrent_writers_get_gapless_team_sequence_numbers(pg_url: str, tmp_path: Path) -> None:
+    """Two runners (as two processes would), four threads each, racing to append: rseq 1..N, each once."""
+    admin.init(tmp_path / "relay", "Team", database=pg_url)
+    stores = [storage.open_store(tmp_path / "relay") for _ in range(2)]
+    runners = [s.runner() for s in stores]
+    for r in runners:
+        r.start()
+    per_thread, out, errors = 25, [], []
+
+    def append(runner, who: int) -> None:
+        try:
+            for i in range(per_thread):
+                dev = who.to_bytes(8, "big")
+                out.append(runner.call(relay.insert_batch, dev, i + 1, 0, 1, 1, os.urandom(64)))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=append, args=(runners[k % 2], k)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r, s in zip(runners, stores):
+        r.stop()
+        s.close()
+    assert errors == []
+    assert sorted(out) == list(range(1, 8 * per_thread + 1))
+    check = storage.open_store(tmp_path / "relay")
+    rows = check.read(lambda t: t.execute("SELECT rseq, device, seq FROM batches").fetchall())
+    check.close()
+    assert len(rows) == 8 * per_thread and len({(d, s) for _r, d, s in rows}) == len(rows)
+
+
+def test_two_relay_processes_share_one_postgres(tmp_path: Path, pg_server) -> None:
+    """Devices sync at once through two relay processes on one PostgreSQL: everyone converges, team
+    sequence numbers have no gap or duplicate, and no batch is lost or stored twice."""
+    relay_helpers.NEW_DATABASE = pg_server.url
+    try:
+        team = Team(tmp_path)
+    finally:
+        relay_helpers.NEW_DATABASE = None
+    procs = [RelayProcess(team.data), RelayProcess(team.data)]
+    try:
+        team.url = procs[0].url
+        dana = team.join("dana", "supervisor", url=procs[0].url)
+        assert dana.sync().ok
+        names = ["amina", "bosco", "chidi"]
+        members = [team.join(n, url=procs[(i + 1) % 2].url) for i, n in enumerate(names)]
+        everyone = [dana, *members]
+        for m in everyone:
+            assert m.sync().ok
+        rounds, errors = 4, []
+
+        def work(m) -> None:
+            try:
+                for r in range(rounds):
+                    with m.open() as rep:
+                        rep.add_tasks([{"title": f"{m.name} {r} {k}"} for k in range(2)])
+                    assert m.sync().ok
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(m,)) for m in everyone]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for _ in range(2):
+            for m in everyone:
+                assert m.sync().ok
+        want = {f"{m.name} {r} {k}" for m in everyone for r in range(rounds) for k in range(2)}
+        for m in everyone:
+            with m.open() as rep:
+                assert {t.title for t in rep.tasks()} >= want, m.name
+        rows = team.sql("SELECT rseq, device, seq FROM batches ORDER BY rseq")
+        assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+        seqs: dict[bytes, list[int]] = {}
+        for _r, d, s in rows:
+            seqs.setdefault(d, []).append(s)
+        for d, ss in seqs.items():  # each device's batches: once each, none missing
+            assert sorted(ss) == list(range(1, len(ss) + 1)), d.hex()
+        assert len(seqs) == len(everyone)
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_config_errors_name_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        storage.check_url("sqlite:///x.db")
+    assert "postgresql://" in e.value.message
+    assert postgres.redact("postgresql://hbw:pw@db/x") == "postgresql://hbw:***@db/x"
+    with pytest.raises((ConfigError, StorageError)):
+        storage.open_store(tmp_path / "nothing")
+
+
+def test_a_postgres_that_goes_away_loses_nothing_and_comes_back(tmp_path: Path) -> None:
+    """The database server stops under a running relay: devices are told to retry (exit 75 words, changes
+    kept queued), /healthz says 503; once it is back, the next sync delivers everything once."""
+    import urllib.error
+    import urllib.request
+
+    from hbw_sync.client import sync as syncing
+    from hbw_sync.errors import TransientError
+    from pg import PgServer
+
+    server = PgServer()  # its own cluster: stopping it must not disturb other tests
+    relay_helpers.NEW_DATABASE = server.url
+    try:
+        with Team(tmp_path) as team:
+            relay_helpers.NEW_DATABASE = None
+            dana, chidi = team.pair()
+            with dana.open() as rep:
+                rep.add_task("written while the database is down")
+            server.halt()
+            with pytest.raises(TransientError) as e:
+                syncing.sync(dana.home, dana.passphrase, timeout=20)
+            assert e.value.code == "store.busy" and "nothing was lost" in str(e.value)
+            with pytest.raises(urllib.error.HTTPError) as h:
+                urllib.request.urlopen(team.url + "/healthz", timeout=20)
+            assert h.value.code == 503 and b"PostgreSQL" in h.value.read()
+            server.start()
+            assert dana.sync().ok and chidi.sync().ok
+            with chidi.open() as rep:
+                assert [t.title for t in rep.tasks()] == ["written while the database is down"]
+            rows = team.sql("SELECT rseq FROM batches ORDER BY rseq")
+            assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    finally:
+        relay_helpers.NEW_DATABASE = None
+        server.stop()
