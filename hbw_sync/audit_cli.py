@@ -178,7 +178,7 @@ def verify_cmd(ctx: click.Context, file: Path, relay_key: str | None, key_file: 
     if not r.ok:
         if not wants_json(ctx):
             click.echo(_("error: the evidence does not hold ({codes})").format(codes=", ".join(r.codes())), err=True)
-        ctx.exit(exit_code_for(IntegrityError("evidence does not hold")))
+        ctx.exit(exit_code_for(IntegrityError(_("evidence does not hold"))))
 
 
 def main() -> None:

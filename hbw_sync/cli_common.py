@@ -16,6 +16,7 @@ from typing import Any, Callable
 import click
 
 from .errors import HbwError, exit_code_for
+from .i18n import _
 
 EX_SOFTWARE = 70
 
@@ -45,12 +46,14 @@ class HbwGroup(click.Group):
             report_error(ctx, e)
             ctx.exit(exit_code_for(e))
         except KeyboardInterrupt:
-            click.echo("interrupted; nothing half-done was saved", err=True)
+            click.echo(_("interrupted; nothing half-done was saved"), err=True)
             ctx.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except OSError as e:  # disk full, permissions on an output file...
-            click.echo(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
+            what = e.strerror or str(e)
+            click.echo(_("error: {what}: {file}").format(what=what, file=e.filename) if e.filename
+                       else _("error: {what}").format(what=what), err=True)
             ctx.exit(74)
         except Exception as e:  # a bug: one line for the person, the traceback with HBW_DEBUG=1
             if os.environ.get("HBW_DEBUG"):
@@ -58,8 +61,8 @@ class HbwGroup(click.Group):
             # Words for the person; the class name goes to the log (info: Python would print an unhandled
             # warning to stderr) and to HBW_DEBUG=1.
             logging.getLogger("hbw_sync").info("internal error: %s: %s", type(e).__name__, e)
-            click.echo(f"internal error (a bug in hbw-sync): {e or 'no detail'}. Run the command again with "
-                       "HBW_DEBUG=1 for the details, and send them to whoever looks after hbw-sync.", err=True)
+            click.echo(_("internal error (a bug in hbw-sync): {v}. Run the command again with "
+                  "HBW_DEBUG=1 for the details, and send them to whoever looks after hbw-sync.").format(v=e or 'no detail'), err=True)
             ctx.exit(EX_SOFTWARE)
 
 
@@ -70,9 +73,9 @@ def wants_json(ctx: click.Context) -> bool:
 def report_error(ctx: click.Context, e: HbwError) -> None:
     if wants_json(ctx):
         click.echo(json.dumps(e.to_dict()))
-    click.echo(f"error: {e.message}", err=True)
+    click.echo(_("error: {message}").format(message=e.message), err=True)
     if e.hint:
-        click.echo(f"hint: {e.hint}", err=True)
+        click.echo(_("hint: {hint}").format(hint=e.hint), err=True)
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:

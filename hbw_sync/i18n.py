@@ -39,3 +39,8 @@ def _(message: str) -> str:
 def ngettext(singular: str, plural: str, n: int) -> str:
     """Singular or plural form of a message for the count ``n``, in the person's language."""
     return _current().ngettext(singular, plural, n)
+
+
+def N_(message: str) -> str:
+    """Mark a string for extraction where it is defined (a table at import time); ``_()`` it where shown."""
+    return message

@@ -20,6 +20,7 @@ from . import snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
+from ..i18n import _
 
 DEFAULT_MAX_BYTES = 10_000_000  # what most mail servers accept as one attachment
 REPLY_BUDGET = 5_000_000
@@ -28,7 +29,7 @@ REPLY_BUDGET = 5_000_000
 def _require_relay(dev: Device) -> tuple[bytes, bytes]:
     s = dev.store
     if s.meta("relay_public") is None or s.meta("relay_x25519") is None:
-        raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE' first")
+        raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
     return s.meta("relay_public"), s.meta("relay_x25519")
 
 
@@ -72,7 +73,7 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         try:
             fileio.write_private(path, sealed)  # sealed, but who sent how much when is nobody else's business
         except OSError as e:
-            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+            raise UsageError(_("cannot write {path}: {v}").format(path=path, v=e.strerror or e)) from None
         with s.transaction():
             s.set_meta("bundle_counter", counter)
             pending = s.meta("bundle_nonces") or {}
@@ -95,14 +96,14 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         with open(path, "rb") as fh:  # read at most one byte past the largest bundle: never a whole huge file
             raw = fh.read(bundle_fmt.MAX_BUNDLE + 1)
     except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+        raise UsageError(_("cannot read {path}: {v}").format(path=path, v=e.strerror or e)) from None
     if len(raw) > bundle_fmt.MAX_BUNDLE:
-        raise LimitError(f"{path} is larger than any bundle ({bundle_fmt.MAX_BUNDLE // (1024 * 1024)} MiB): "
-                         "it was not read further and nothing changed", code="protocol.limit",
-                         hint="check that this is the right file")
+        raise LimitError(_("{path} is larger than any bundle ({v} MiB): it was not read further and nothing "
+              "changed").format(path=path, v=bundle_fmt.MAX_BUNDLE // (1024 * 1024)), code="protocol.limit",
+                         hint=_("check that this is the right file"))
     meter("import", 0, len(raw))
     with Device.open(home) as dev, sync_lock(dev.store.home):
-        relay_pub, _ = _require_relay(dev)
+        relay_pub, _relay_id = _require_relay(dev)
         rep = dev.unlock(passphrase)
         s = dev.store
         x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
@@ -113,7 +114,7 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         if res.nonce.hex() in done:
             return {"already_imported": True, "acks": 0, "received_batches": 0, "applied_ops": 0}
         if res.nonce.hex() not in pending:
-            raise IntegrityError("this reply answers a bundle this device never exported", code="integrity.bundle")
+            raise IntegrityError(_("this reply answers a bundle this device never exported"), code="integrity.bundle")
         session = _Session(dev, rep, REPLY_BUDGET, None, 0)  # type: ignore[arg-type]
         session.apply_response(res.result, [])
         applied = rep.apply_incoming()

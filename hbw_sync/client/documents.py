@@ -21,6 +21,7 @@ from .. import delta, fileio, merge
 from ..errors import IntegrityError, ProtocolError, UsageError
 from ..ops import Kind, Op
 from . import views
+from ..i18n import _
 
 if TYPE_CHECKING:
     from .replica import Replica as _Base
@@ -44,7 +45,7 @@ def human_size(n: int) -> str:
         if n < scale * 1000 or unit == "GB":
             value = n / scale
             return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
+    raise AssertionError(_("unreachable"))
 CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains stay short
 
 
@@ -55,10 +56,11 @@ class DocumentsMixin(_Base):
             size = path.stat().st_size
             if size > MAX_DOC_BYTES:
                 raise UsageError(
-                    f"{path.name} is {human_size(size)}, larger than the {human_size(MAX_DOC_BYTES)} hbw-sync can carry "
-                    "as a document; nothing was added or changed",
+                    _("{name} is {size}, larger than the {MAX_DOC_BYTES} hbw-sync can carry "
+                          "as a document; nothing was added or changed").format(name=path.name, size=human_size(size), MAX_DOC_BYTES=human_size(MAX_DOC_BYTES)),
                     code="usage.doc_too_large",
-                    hint="share a smaller copy (for a scan: a lower resolution, or one file per form)",
+                    hint=_("share a smaller copy (for a scan: a lower resolution, or one file per "
+                          "form)"),
                 )
             return path.read_bytes()
 
@@ -91,7 +93,7 @@ class DocumentsMixin(_Base):
         if 33 in c:
             data = c[33]
             if hashlib.sha256(data).digest() != digest:
-                raise IntegrityError("a document version does not match its recorded hash", code="integrity.doc")
+                raise IntegrityError(_("a document version does not match its recorded hash"), code="integrity.doc")
         else:
             base = self._blob(c.get(36) or b"")
             if base is None:
@@ -133,7 +135,7 @@ class DocumentsMixin(_Base):
         digest = hashlib.sha256(data).digest()
         base_sha = st.values().get("sha256")
         if digest == base_sha:
-            raise UsageError("this file is the same as the document's current version: nothing to record")
+            raise UsageError(_("this file is the same as the document's current version: nothing to record"))
         values: dict[str, Any] = {"sha256": digest, "size": len(data)}
         base = self._blob(base_sha) if base_sha else None
         since_full = self._versions_since_full(did)
@@ -232,17 +234,17 @@ class DocumentsMixin(_Base):
             if version is None:
                 digest = st.values().get("sha256")
                 if digest is None:
-                    raise UsageError("this document has no content yet")
+                    raise UsageError(_("this document has no content yet"))
             else:
                 versions = self._version_ops(did)
                 if not 1 <= version <= len(versions):
-                    raise UsageError(f"document has {len(versions)} version(s); no version {version}")
+                    raise UsageError(_("document has {n} version(s); no version {version}").format(n=len(versions), version=version))
                 digest = versions[version - 1][2].content[34]
         data = self._blob(digest)
         if data is None:
-            raise IntegrityError("this version's bytes are missing (its delta chain is broken); a later full "
-                                 "version will repair it", code="integrity.chain")
+            raise IntegrityError(_("this version's bytes are missing (its delta chain is broken); a later full "
+                  "version will repair it"), code="integrity.chain")
         if hashlib.sha256(data).digest() != digest:
-            raise IntegrityError("stored document bytes do not match their hash", code="integrity.doc")
+            raise IntegrityError(_("stored document bytes do not match their hash"), code="integrity.doc")
         return view, data
 

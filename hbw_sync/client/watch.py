@@ -26,6 +26,7 @@ from .device import Device
 from .retry import PERSON_DEADLINE_S, RetryPolicy
 from .sync import sync
 from .views import iso_ms
+from ..i18n import _
 
 
 def reachable(url: str, timeout: float = 3.0) -> bool:
@@ -46,11 +47,11 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
     stop = stop or threading.Event()
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda *_args: stop.set())
     with Device.open(home) as dev:
         url = dev.store.meta("relay_url")
     if not url:
-        raise AccessError("this device has not joined a relay", hint="run 'hbw-sync join INVITE' first")
+        raise AccessError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
     log(f"{iso_ms(int(time.time() * 1000))} watching {url} (sync every {interval:.0f} s or when changes wait)")
     backoff = min_backoff
     last_ok = 0.0

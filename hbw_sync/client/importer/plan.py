@@ -24,6 +24,7 @@ from ...ops import Status, day_to_date
 from .. import views
 from . import values as V
 from .tables import MAX_COLUMNS, SPREADSHEETS, Cell, Table
+from ...i18n import _
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def _empty(c: Cell) -> bool:
 def check_mapping(mapping: Mapping[str, str]) -> None:
     for header, name in mapping.items():
         if name != "-" and name not in V.COLUMNS:
-            raise UsageError(f"--map {header}={name}: {name!r} is not a task field",
+            raise UsageError(_("--map {header}={name}: {name!r} is not a task field").format(header=header, name=name),
                              hint="fields: " + ", ".join(V.COLUMNS) + "; '-' ignores the column")
 
 
@@ -166,19 +167,19 @@ def _columns(headers: list[Cell], mapping: Mapping[str, str], unit: str, line: i
         elif name == "-":
             continue
         elif name in seen:
-            raise UsageError(f"{unit} {line}: columns {seen[name]!r} and {text!r} both give the {name}",
-                             hint=f"ignore one with --map '{text}=-'")
+            raise UsageError(_("{unit} {line}: columns {v!r} and {text!r} both give the {name}").format(unit=unit, line=line, v=seen[name], text=text, name=name),
+                             hint=_("ignore one with --map '{text}=-'").format(text=text))
         else:
             seen[name] = text
             cols[i] = name
     if need_title and "title" not in cols.values():
         found = ", ".join(V.cell_text(h) for h in headers if not _empty(h))
-        raise UsageError(f"{unit} {line}: no 'title' column in the header (found: {found})",
-                         hint="name the column of task titles 'title' (or 'titre', 'task'), or --map 'HEADER=title'")
+        raise UsageError(_("{unit} {line}: no 'title' column in the header (found: {found})").format(unit=unit, line=line, found=found),
+                         hint=_("name the column of task titles 'title' (or 'titre', 'task'), or "
+                               "--map 'HEADER=title'"))
     if unknown:
-        raise UsageError(f"{unit} {line}: unknown column(s) {', '.join(unknown)}; task fields are: "
-                         f"{', '.join(V.COLUMNS)}",
-                         hint="rename the column, or map it: --map 'HEADER=FIELD' ('-' ignores it)")
+        raise UsageError(_("{unit} {line}: unknown column(s) {unknown}; task fields are: {COLUMNS}").format(unit=unit, line=line, unknown=', '.join(unknown), COLUMNS=', '.join(V.COLUMNS)),
+                         hint=_("rename the column, or map it: --map 'HEADER=FIELD' ('-' ignores it)"))
     return cols
 
 
@@ -202,16 +203,16 @@ def records(table: Table, opts: ImportOptions) -> tuple[list[tuple[int, dict[str
         return out, keys
     rows = [(n, r) for n, r in table.rows if not all(_empty(c) for c in r)]
     if not rows:
-        raise UsageError(f"{unit} 1: the file is empty; expected a header row with at least 'title'")
+        raise UsageError(_("{unit} 1: the file is empty; expected a header row with at least 'title'").format(unit=unit))
     # The header is the first row naming a title column (a sheet may open with its own heading).
     head_at = 0
-    for k, (_, r) in enumerate(rows[:10]):
+    for k, (_line, r) in enumerate(rows[:10]):
         if any(V.header_field(V.cell_text(c), opts.mapping) == "title" for c in r if not _empty(c)):
             head_at = k
             break
     line, headers = rows[head_at]
     if len(headers) > MAX_COLUMNS and any(not _empty(c) for c in headers[MAX_COLUMNS:]):
-        raise UsageError(f"{unit} {line}: more than {MAX_COLUMNS} columns; this is not a task list")
+        raise UsageError(_("{unit} {line}: more than {MAX_COLUMNS} columns; this is not a task list").format(unit=unit, line=line, MAX_COLUMNS=MAX_COLUMNS))
     body = rows[head_at + 1:]
     data_in = {i for _, r in body for i, c in enumerate(r) if not _empty(c)}
     cols = _columns(list(headers), opts.mapping, unit, line, data_in)
@@ -246,7 +247,7 @@ def _parse(rec: dict[str, Cell], day_first: bool, members: set[str], opts: Impor
                     close = difflib.get_close_matches(a, sorted(members), n=1, cutoff=0.75)
                     hint = f" (did you mean {close[0]!r}?)" if close else \
                         f" (members this device knows: {', '.join(sorted(members))})"
-                    raise UsageError(f"assignee {a!r} is not in the team{hint}")
+                    raise UsageError(_("assignee {a!r} is not in the team{hint}").format(a=a, hint=hint))
                 vals["assignee"] = a
             elif name == "due":
                 vals["due"] = V.parse_due(cell, day_first)
@@ -348,5 +349,5 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
         row.values = changes
         row.before = {k: old.get(k) for k in changes}
     if not plan.rows:
-        raise UsageError("the file holds no tasks")
+        raise UsageError(_("the file holds no tasks"))
     return plan
