@@ -32,6 +32,7 @@ from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
 from .cli_schedule import register as register_schedule
 from .cli_audit import register as register_audit
+from .cli_language import register as register_language
 from .passphrase import RECOVERY
 from .device import Device
 from .device import now_ms as device_now_ms
@@ -1008,6 +1009,7 @@ register_passphrase(cli)
 register_schedule(cli)
 register_app(cli)
 register_audit(cli)
+register_language(cli)
 
 
 def main() -> None:

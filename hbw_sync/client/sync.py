@@ -490,7 +490,7 @@ class _Session:
             keyflow.take_response(s, res, self.admission_sent)
             self._mark_capped(capped)
         acked = {a[0] for a in res.get("acks", [])}
-        self.report.sent_batches += sum(1 for seq, _ in sent if seq in acked)
+        self.report.sent_batches += sum(1 for seq, _sent in sent if seq in acked)
         self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
         self.more_waiting = bool(res.get("more"))
         self._show_progress()

@@ -214,7 +214,7 @@ def records(table: Table, opts: ImportOptions) -> tuple[list[tuple[int, dict[str
     if len(headers) > MAX_COLUMNS and any(not _empty(c) for c in headers[MAX_COLUMNS:]):
         raise UsageError(_("{unit} {line}: more than {MAX_COLUMNS} columns; this is not a task list").format(unit=unit, line=line, MAX_COLUMNS=MAX_COLUMNS))
     body = rows[head_at + 1:]
-    data_in = {i for _, r in body for i, c in enumerate(r) if not _empty(c)}
+    data_in = {i for _line, r in body for i, c in enumerate(r) if not _empty(c)}
     cols = _columns(list(headers), opts.mapping, unit, line, data_in)
     out = []
     for n, r in body:
@@ -277,7 +277,7 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
     """What importing ``table`` would do, given this device's tasks and members. Writes nothing."""
     check_mapping(opts.mapping)
     recs, columns = records(table, opts)
-    order = V.numeric_order(rec.get("due") for _, rec in recs)
+    order = V.numeric_order(rec.get("due") for _line, rec in recs)
     if opts.day_first is not None:
         day_first = opts.day_first
     elif order in ("dmy", "mdy"):
