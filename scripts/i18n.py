@@ -95,8 +95,12 @@ def extract(package: Path = PACKAGE) -> dict[tuple[str, str | None], Entry]:
     for path in sorted(package.rglob("*.py")):
         ref = path.relative_to(package.parent).as_posix()
         for e in extract_source(path.read_text(encoding="utf-8"), ref):
+            # References name the file, not the line: a line number would change the catalog (and
+            # conflict in merges) at every edit above a string.
+            e.refs = [ref]
             if e.key in entries:
-                entries[e.key].refs += e.refs
+                if ref not in entries[e.key].refs:
+                    entries[e.key].refs.append(ref)
                 entries[e.key].flags |= e.flags
             else:
                 entries[e.key] = e

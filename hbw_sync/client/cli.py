@@ -33,6 +33,7 @@ from .cli_app import register_app
 from .cli_schedule import register as register_schedule
 from .cli_audit import register as register_audit
 from .cli_language import register as register_language
+from .cli_tray import register as register_tray
 from .passphrase import RECOVERY
 from .device import Device
 from .device import now_ms as device_now_ms
@@ -1010,6 +1011,7 @@ register_schedule(cli)
 register_app(cli)
 register_audit(cli)
 register_language(cli)
+register_tray(cli)
 
 
 def main() -> None:
