@@ -562,16 +562,17 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
         plan = importer.import_file(rep, file, opts, fmt=fmt, sheet=sheet, dry_run=dry_run, skip_bad=skip_bad)
     except UsageError as e:
         if e.code == "usage.import_bad_rows":  # the library's hint names no option; this front end has them
-            e.hint = (f"{e.hint}; " if e.hint else "") + ("--new-member NAME accepts one who has not joined yet; "
-                                                          if "is not in the team" in e.message else "") \
-                + "--dry-run shows every row, --skip-bad imports the good ones"
+            e.hint = (f"{e.hint}; " if e.hint else "") + (
+                _("--new-member NAME accepts one who has not joined yet;") + " "
+                if getattr(e, "unknown_member", False) else "") \
+                + _("--dry-run shows every row, --skip-bad imports the good ones")
         raise
     result = {**plan.to_dict(), "dry_run": dry_run,
               "imported": 0 if dry_run else plan.count("create") + plan.count("update"),
               "ids": [r.task for r in plan.rows if r.action == "create" and r.task]}
 
     def text() -> None:
-        click.echo(plan.summary() + " " + _("Dates read {order}.").format(order=plan.date_order))
+        click.echo(plan.summary() + " " + _("Dates read {order}.").format(order=_(plan.date_order)))
         if dry_run:
             for line in plan.describe():
                 click.echo(line)
