@@ -104,8 +104,8 @@ def print_report(r: evidence.Report, path: Path) -> None:
     if r.scope.task:
         cover.append(_("task {task}").format(task=r.scope.task.hex()[:8]))
     if r.scope.since_ms is not None or r.scope.until_ms is not None:
-        cover.append(_("received from {a} to {b}").format(a=timefmt.human(r.scope.since_ms, never="the start"),
-                                                          b=timefmt.human(r.scope.until_ms, never="export")))
+        cover.append(_("received from {a} to {b}").format(a=timefmt.human(r.scope.since_ms, never=_("the start")),
+                                                          b=timefmt.human(r.scope.until_ms, never=_("export"))))
     echo(_("It covers: {what}.").format(what="; ".join(cover)))
     echo("")
     echo(_("Devices:"))

@@ -68,10 +68,10 @@ def emit(ctx: click.Context, data: Any, text: Any = None) -> None:
     _emit(ctx, timefmt.machine_form(data), text)
 
 
-def local_time(ms: int | None, never: str = "never") -> str:
+def local_time(ms: int | None, never: str | None = None) -> str:
     """A time as a person reads it: ``today 18:05 (2 h ago)``, in this computer's time zone."""
     if ms is None:
-        return never
+        return _("never") if never is None else never
     now = device_now_ms()
     return f"{timefmt.when(ms, now)} ({timefmt.ago(ms, now)})" if now - ms < 7 * 86_400_000 else timefmt.when(ms, now)
 
