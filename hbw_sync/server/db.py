@@ -33,6 +33,7 @@ import sqlite_utils
 
 from .. import fileio
 from ..errors import ConfigError, StorageError
+from ..i18n import _
 
 DB_NAME = "relay.db"
 SCHEMA_VERSION = 1
@@ -195,21 +196,22 @@ def ensure_invite_codes(conn: sqlite3.Connection) -> None:
 def open_checked(path: Path) -> sqlite3.Connection:
     """A connection to an existing relay database of the schema this version knows."""
     if not path.exists():
-        raise ConfigError(f"no relay data in {path.parent}", hint="run 'hbw-relay init --data DIR --team NAME' first")
+        raise ConfigError(_("no relay data in {parent}").format(parent=path.parent), hint=_("run 'hbw-relay init --data DIR --team NAME' first"))
     try:
         conn = connect(path)
     except sqlite3.DatabaseError as e:
-        raise ConfigError(f"{path} is not a relay database ({e})") from None
+        raise ConfigError(_("{path} is not a relay database ({e})").format(path=path, e=e)) from None
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     except sqlite3.DatabaseError as e:
         conn.close()
-        raise ConfigError(f"{path} is not a relay database ({e})") from None
+        raise ConfigError(_("{path} is not a relay database ({e})").format(path=path, e=e)) from None
     if row is None or row[0] != str(SCHEMA_VERSION).encode():
         conn.close()
         found = row[0].decode() if row else "none"
-        raise ConfigError(f"relay data in {path.parent} has schema {found}; this hbw-relay knows {SCHEMA_VERSION}",
-                          hint="use the hbw-relay version that created it, or restore a matching backup")
+        raise ConfigError(_("relay data in {parent} has schema {found}; this hbw-relay knows {SCHEMA_VERSION}").format(parent=path.parent, found=found, SCHEMA_VERSION=SCHEMA_VERSION),
+                          hint=_("use the hbw-relay version that created it, or restore a "
+                                "matching backup"))
     _add_columns(conn)
     return conn
 
