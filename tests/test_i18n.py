@@ -161,3 +161,12 @@ def test_config_language_is_kept_and_followed(tmp_path: Path) -> None:
     r = runner.invoke(cli, ["--home", str(home), "config", "language", "klingon"], env=no_env)
     assert r.exit_code == 2
     assert (home / "language").read_text().strip() == "fr"  # a refused value changes nothing
+
+
+def test_a_damaged_language_setting_is_ignored(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "language").write_bytes(b"\xff\xfe" + b"fr" * 10_000)
+    r = CliRunner().invoke(cli, ["--home", str(home), "status"], env={"HBW_LANG": None, "LANG": None,
+                                                                     "LANGUAGE": None, "LC_ALL": None})
+    assert r.exit_code == 78 and "no hbw-sync store" in r.output

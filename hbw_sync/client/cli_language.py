@@ -31,11 +31,13 @@ def home_from_argv(argv: list[str]) -> Path:
 
 
 def saved_language(home: Path) -> str | None:
-    """The saved choice, or None; a file of more than a few bytes is not ours and is ignored."""
+    """The saved choice, or None: a missing, unreadable or foreign file (not one of our words) is ignored."""
     try:
-        text = (home / SETTING_FILE).read_text(encoding="utf-8")[:16].strip()
-    except FileNotFoundError:
+        with (home / SETTING_FILE).open("rb") as f:
+            raw = f.read(16)  # "auto\n" at most: a big file is not ours, and is not read further
+    except OSError:
         return None
+    text = raw.decode("ascii", errors="replace").strip()
     return text if text in LANGUAGES or text == "auto" else None
 
 

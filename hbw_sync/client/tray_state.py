@@ -141,7 +141,7 @@ def notifications(obs: Observation, memory: Memory) -> tuple[list[Notification],
     for t in received.get("to_me") or []:
         out.append(Notification(f"to_me:{t.get('task')}", _("Task moved to you"),
                                 _("Task {task} is yours now, from {by}.").format(task=t.get("task"), by=t.get("by"))))
-    for i, text in enumerate(s.get("notices") or []):
+    for text in s.get("notices") or []:
         out.append(Notification(f"notice:{text}", _("hbw-sync"), str(text)))
     n_conflicts = int(s.get("conflicts") or 0)
     details = s.get("conflict_details") or []
