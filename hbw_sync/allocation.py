@@ -255,7 +255,7 @@ def plan(tasks: list[TaskInfo], members: list[MemberInfo], now_ms: int, opts: Op
 
     movable = [t for t in tasks if t.status != int(Status.DONE) and not t.pinned and t.assignee is not None]
     movable.sort(key=lambda t: (-t.priority, t.due if t.due is not None else 1 << 40, t.id))
-    placed: set[bytes] = set()
+    stuck_why: dict[bytes, str] = {}
     for t in movable:
         why = run.can(run.by_name.get(t.assignee or ""), t)
         if why is None:
@@ -272,10 +272,12 @@ def plan(tasks: list[TaskInfo], members: list[MemberInfo], now_ms: int, opts: Op
             "has the lightest load of those who can do it"
         run.move(t, best.name, f"{why}; {best.name} {who} ({run.n(best.name)} open of {run.cap[best.name]} before)",
                  "stuck")
-        placed.add(t.id)
+        stuck_why[t.id] = why
 
-    # A stuck task placed above went to the lightest receiver, so it never needs to move again.
-    by_id = {t.id: t for t in tasks if t.id not in placed}
+    # Evening out considers the stuck tasks just placed too: a later stuck task that only one member
+    # can do may land on the one who took an earlier, unconstrained one, and a second run must then
+    # find nothing left to do (seen: "gone"'s task placed on bosco, then two internet-only tasks).
+    by_id = {t.id: t for t in tasks}
     for _attempt in range(len(tasks) * max(1, len(members)) + 1):  # a bound the ordering argument never reaches
         step = _balance_step(run, donors, receivers, by_id)
         if step is None:
@@ -286,7 +288,7 @@ def plan(tasks: list[TaskInfo], members: list[MemberInfo], now_ms: int, opts: Op
         t, d, r = step
         run.move(t, r, f"evens the load: {d} holds {run.n(d)} open tasks for a capacity of {run.cap[d]}, "
                        f"{r} {run.n(r)} of {run.cap[r]}", "balance")
-    out.moves = _collapse(out.moves)
+    out.moves = _collapse(out.moves, stuck_why)
     out.loads = {m.name: (run.n(m.name), run.cap[m.name]) for m in receivers}
     return out
 
@@ -311,8 +313,10 @@ def _balance_step(run: _Run, donors: list[MemberInfo], receivers: list[MemberInf
     return None
 
 
-def _collapse(moves: list[Move]) -> list[Move]:
-    """One move per task: a task evened twice in a run goes from its first holder to its last (none if back home)."""
+def _collapse(moves: list[Move], stuck_why: dict[bytes, str]) -> list[Move]:
+    """One move per task: a task evened twice in a run goes from its first holder to its last (none if back home).
+
+    A stuck task that evening out moved on stays a "stuck" move, told by why it could not stay."""
     first: dict[bytes, Move] = {}
     last: dict[bytes, Move] = {}
     for m in moves:
@@ -323,6 +327,10 @@ def _collapse(moves: list[Move]) -> list[Move]:
         end = last[task]
         if end is m:
             out.append(m)
+        elif task in stuck_why:
+            out.append(Move(task, m.from_member, end.to_member,
+                            f"{stuck_why[task]}; {end.to_member} has the lightest load of those who can do it",
+                            "stuck"))
         elif end.to_member != m.from_member:
             out.append(Move(task, m.from_member, end.to_member, end.reason, end.kind))
     return out

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from . import crypto
-from .errors import IntegrityError, ProtocolError, VersionError
+from .errors import IntegrityError, LimitError, ProtocolError, VersionError
 
 MAGIC = b"HBW"
 TO_RELAY = b"X"
@@ -61,7 +61,7 @@ def seal(kind: bytes, team: bytes, recipient: bytes, recipient_x25519: bytes, en
 def peek(data: bytes) -> tuple[bytes, bytes, bytes]:
     """(type, team, recipient) of a bundle, checking only its framing."""
     if len(data) > MAX_BUNDLE:
-        raise ProtocolError(f"bundle of {len(data)} bytes is over the limit", code="protocol.limit")
+        raise LimitError(f"bundle of {len(data)} bytes is over the limit", code="protocol.limit")
     if len(data) < 4 or data[:3] != MAGIC or data[3:4] not in (TO_RELAY, TO_DEVICE):
         raise ProtocolError("this file is not an hbw-sync bundle", code="protocol.magic")
     if len(data) < HEADER.size + crypto.NONCE_LEN + crypto.TAG_LEN:

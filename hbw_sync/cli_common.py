@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import click
 
+from . import timefmt
 from .click_words import adopt_click
 from .errors import HbwError, exit_code_for
 from .i18n import N_, _, pick_language, set_language
@@ -143,9 +144,14 @@ def json_option(f: Callable) -> Callable:
 
 
 def emit(ctx: click.Context, data: Any, text: Callable[[], None] | str | None = None) -> None:
-    """Print ``data`` as JSON if --json was given, else run/print the human form."""
+    """Print ``data`` as JSON if --json was given, else run/print the human form.
+
+    JSON has one form in both CLIs (issue 11, item 3): times as ISO 8601 UTC with Z
+    (``timefmt.machine_form`` turns each ``*_ms`` key into one), sizes as integer bytes.
+    Applied here, once, so no command of either CLI can print the other form.
+    """
     if wants_json(ctx):
-        click.echo(json.dumps(data, indent=None, default=str, ensure_ascii=False))
+        click.echo(json.dumps(timefmt.machine_form(data), indent=None, default=str, ensure_ascii=False))
     elif callable(text):
         text()
     elif text is not None:

@@ -3,8 +3,10 @@
 Why so strict: bundles arrive by email and USB stick and the relay may be
 attacked, so every decoder here assumes hostile input. Each length is capped
 before anything is allocated, a zstd frame must declare its decompressed size
-(so a bomb is refused from its 9-byte header, never inflated), trailing bytes
-are an error, and every failure is a ``ProtocolError``/``LimitError``, never a
+(so a bomb is refused from its header, never inflated) and carry a content
+checksum, our own code decides which frames are acceptable (PROTOCOL.md §7) so
+that a second implementation on another zstd library agrees, trailing bytes are
+an error, and every failure is a ``ProtocolError``/``LimitError``, never a
 library exception leaking out.
 """
 
@@ -16,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 import msgpack
+import xxhash  # the zstd content checksum, checked by us (see check_frame)
 import zstandard
 
 from .errors import LimitError, ProtocolError, VersionError
@@ -134,40 +137,134 @@ def dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
 
 
 def compress(data: bytes, *, level: int = 19, dict_id: int = 0) -> bytes:
-    """One zstd frame that declares its size; no checksum (signature and AEAD cover integrity)."""
-    params: dict[str, Any] = {"level": level, "write_content_size": True, "write_checksum": False}
+    """One zstd frame as PROTOCOL.md §7 requires: content size and content checksum, no dict id.
+
+    The checksum is not for integrity (signature and AEAD cover that) but for agreement: two
+    zstd decoders may differ on a malformed frame, and a checksum every reader checks makes any
+    frame they both decode decode to the same bytes (see ``check_frame``).
+    """
+    params: dict[str, Any] = {"level": level, "write_content_size": True, "write_checksum": True}
     if dict_id:
         params["dict_data"] = dictionary(dict_id)
         params["write_dict_id"] = False  # the message header carries it
     return zstandard.ZstdCompressor(**params).compress(data)
 
 
-def decompress(data: bytes, *, cap: int, dict_id: int = 0) -> bytes:
-    """Inflate exactly one frame of at most ``cap`` bytes, refusing bombs before allocating."""
-    if zstd_frame_length(data) != len(data):
-        raise ProtocolError("trailing bytes after the zstd frame", code="protocol.trailing")
-    try:
-        size = zstandard.frame_content_size(data)
-    except zstandard.ZstdError:  # reserved bits, oversized window, size field of 2**64-2
-        raise ProtocolError("corrupt zstd frame header", code="protocol.zstd") from None
-    if size < 0:
+#: Largest block (RFC 8878 Block_Maximum_Size is the smaller of this and the window).
+BLOCK_MAX = 128 * 1024
+#: A window may always be this large (level 19's largest), or twice the declared content size.
+WINDOW_FLOOR = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What ``check_frame`` read from a frame's header and trailer."""
+
+    content_size: int
+    window_size: int
+    checksum: int  # the frame's 4-byte content checksum, little-endian
+
+
+def window_bound(content_size: int) -> int:
+    """Largest window a frame of ``content_size`` may declare (PROTOCOL.md §7)."""
+    return max(WINDOW_FLOOR, 2 * content_size)
+
+
+def check_frame(data: bytes, *, cap: int) -> FrameInfo:
+    """The acceptance rule of PROTOCOL.md §7, checked by our own code before libzstd sees a byte.
+
+    Why not leave it to the library: a one-bit flip that one zstd decoder rejects and another
+    accepts would let a member's signed batch apply on one client and not on the other. So the
+    rule is ours and written down: one frame, no skippable frame, no dictionary id, reserved bit
+    clear, content size and checksum flags set, size within ``cap`` (a bomb is refused from the
+    header), window within ``window_bound``, every block of a known type and at most
+    ``min(window, BLOCK_MAX)`` bytes, raw and RLE blocks never more than the declared size, and
+    exactly the 4 checksum bytes after the last block. ``decompress`` then checks the output's
+    length and XXH64 itself. ``protocol/vectors/zstd.json`` holds a corpus of both outcomes.
+    """
+    n = len(data)
+    if n < 4 or data[:4] != ZSTD_MAGIC:
+        if n < 4 and ZSTD_MAGIC.startswith(bytes(data)):
+            raise ProtocolError("truncated zstd frame", code="protocol.truncated")
+        raise ProtocolError("not a zstd frame (or a skippable frame)", code="protocol.zstd")
+    if n < 5:
+        raise ProtocolError("truncated zstd frame header", code="protocol.truncated")
+    fhd = data[4]
+    fcs_flag, single, reserved, has_checksum, dict_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 3) & 1, (fhd >> 2) & 1, fhd & 3
+    if reserved:
+        raise ProtocolError("zstd frame header has its reserved bit set", code="protocol.zstd")
+    if dict_flag:
+        raise ProtocolError("zstd frame names a dictionary id (the message header carries it)", code="protocol.zstd")
+    if not has_checksum:
+        raise ProtocolError("zstd frame has no content checksum", code="protocol.zstd")
+    if fcs_flag == 0 and not single:
         raise ProtocolError("zstd frame does not declare its size", code="protocol.zstd")
+    fcs_len = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    pos = 5 + (0 if single else 1)
+    if n < pos + fcs_len:
+        raise ProtocolError("truncated zstd frame header", code="protocol.truncated")
+    size = int.from_bytes(data[pos : pos + fcs_len], "little") + (256 if fcs_len == 2 else 0)
     if size > cap:
         raise LimitError(f"section would inflate to {size} bytes, over the {cap}-byte cap", code="protocol.bomb")
-    kwargs: dict[str, Any] = {"max_window_size": max(1 << 20, 1 << (max(cap, 1) - 1).bit_length())}
+    if single:
+        window = size
+    else:
+        wd = data[5]
+        base = 1 << (10 + (wd >> 3))
+        window = base + (base >> 3) * (wd & 7)
+        if window > window_bound(size):
+            raise ProtocolError(f"zstd window of {window} bytes is too large for {size} bytes", code="protocol.zstd")
+    pos += fcs_len
+    block_max = min(window, BLOCK_MAX)
+    plain = 0  # bytes of raw and RLE blocks: never more than declared
+    while True:
+        if pos + 3 > n:
+            raise ProtocolError("truncated zstd frame", code="protocol.truncated")
+        header = int.from_bytes(data[pos : pos + 3], "little")
+        pos += 3
+        last, btype, bsize = header & 1, (header >> 1) & 3, header >> 3
+        if btype == 3:
+            raise ProtocolError("zstd block of the reserved type", code="protocol.zstd")
+        if bsize > block_max:
+            raise ProtocolError("zstd block larger than the frame allows", code="protocol.zstd")
+        if btype != 2:
+            plain += bsize
+            if plain > size:
+                raise ProtocolError("zstd blocks hold more than the frame declares", code="protocol.zstd")
+        pos += 1 if btype == 1 else bsize
+        if last:
+            break
+    if pos + 4 > n:
+        raise ProtocolError("truncated zstd frame", code="protocol.truncated")
+    if pos + 4 < n:
+        raise ProtocolError("trailing bytes after the zstd frame", code="protocol.trailing")
+    return FrameInfo(size, window, int.from_bytes(data[pos : pos + 4], "little"))
+
+
+def decompress(data: bytes, *, cap: int, dict_id: int = 0) -> bytes:
+    """Inflate exactly one frame of at most ``cap`` bytes under the rule of ``check_frame``.
+
+    The frame is checked before anything is allocated; libzstd only inflates it, and its
+    output must have the declared length and checksum (checked here, not left to libzstd).
+    """
+    info = check_frame(data, cap=cap)
+    kwargs: dict[str, Any] = {"max_window_size": 1 << (max(info.window_size, 1 << 10) - 1).bit_length()}
     if dict_id:
         kwargs["dict_data"] = dictionary(dict_id)
     try:
-        if size == 0:
+        if info.content_size == 0:
             # The one-shot API returns b"" for a declared size of 0 without decoding the
             # frame at all; decode at most one byte to check that it really is empty.
             if zstandard.ZstdDecompressor(**kwargs).stream_reader(data).read(1):
                 raise ProtocolError("zstd frame size does not match its header", code="protocol.zstd")
-            return b""
-        # The one-shot API allocates the declared size and fails if the frame holds more.
-        out = zstandard.ZstdDecompressor(**kwargs).decompress(data, max_output_size=cap)
+            out = b""
+        else:
+            # The one-shot API allocates the declared size and fails if the frame holds more.
+            out = zstandard.ZstdDecompressor(**kwargs).decompress(data, max_output_size=info.content_size)
     except zstandard.ZstdError as e:
         raise ProtocolError(f"corrupt zstd data: {e}", code="protocol.zstd") from None
-    if len(out) != size:
+    if len(out) != info.content_size:
         raise ProtocolError("zstd frame size does not match its header", code="protocol.zstd")
+    if xxhash.xxh64_intdigest(out) & 0xFFFFFFFF != info.checksum:
+        raise ProtocolError("zstd content checksum does not match", code="protocol.zstd")
     return out

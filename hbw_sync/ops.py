@@ -35,6 +35,7 @@ MAX_TEXT = 256 * 1024  # a description longer than 256 KiB belongs in a document
 MAX_NAME = 64
 MAX_CAPACITY = 1000  # open tasks a member holds at full load; more is a typo, not a plan
 MAX_REF = 128  # a spreadsheet row key (task.ref)
+MAX_REASON = 1000  # why a confidential document left the store (doc.export_reason)
 
 
 class Kind(IntEnum):
@@ -155,6 +156,15 @@ _register(
     FieldSpec(34, "sha256", CONTENT, _is_bytes(32, 32), merge=Merge.POLICY),
     FieldSpec(35, "delta", CONTENT, lambda v: isinstance(v, bytes)),  # rebuilds sha256 from base_sha256
     FieldSpec(36, "base_sha256", CONTENT, _is_bytes(32, 32)),
+    # -- confidential documents (issue 17 item 3): tags 3-4 and 37, PROTOCOL.md §5a --
+    # The mark is routing (LWW), so an auditor without the team key sees it. Each export is one
+    # op carrying ``exported`` (routing, ``true`` only) and its reason (sealed: it may name a case);
+    # both APPEND, so every export is kept, keyed by op id: who (device) and when (HLC).
+    FieldSpec(3, "confidential", ROUTING, _is_bool),
+    FieldSpec(4, "exported", ROUTING, lambda v: v is True, merge=Merge.APPEND),
+    FieldSpec(37, "export_reason", CONTENT, lambda v: isinstance(v, str) and 1 <= len(v) <= MAX_REASON,
+              merge=Merge.APPEND),
+    # -- end of the issue-17 block --
 )
 _register(
     Kind.MEMBER,

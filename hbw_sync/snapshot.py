@@ -102,8 +102,11 @@ def _frame(data: bytes) -> tuple[Claim, int]:
     _, _, _, flags, team, device, cursor, epoch, n, s_len = HEADER.unpack_from(data)
     if n > MAX_COVERAGE:
         raise LimitError(f"a snapshot covering {n} devices is over the limit", code="protocol.limit")
+    if flags:  # one rule for every message type (PROTOCOL.md §21): a set bit is a feature we lack
+        raise VersionError(f"snapshot uses feature flags {flags:#04x} this version does not know",
+                           hint="upgrade hbw-sync")
     sealed_at = HEADER.size + n * COVER.size
-    if flags or sealed_at + s_len + crypto.SIG_LEN != len(data):
+    if sealed_at + s_len + crypto.SIG_LEN != len(data):
         raise ProtocolError("malformed snapshot", code="protocol.schema")
     coverage: dict[bytes, int] = {}
     last = b""

@@ -46,6 +46,10 @@ if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 from vectors import delta as delta_vectors  # noqa: E402  (scripts/vectors/: one module per family)
 from vectors import chunks as chunk_vectors  # noqa: E402
+from vectors import zstd as zstd_vectors  # noqa: E402
+from vectors import policy as policy_vectors  # noqa: E402
+from vectors import sync as sync_vectors  # noqa: E402
+from vectors import evidence as evidence_vectors  # noqa: E402
 
 DELTA_V2 = b""
 
@@ -381,6 +385,17 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
                 make_op(Kind.TASK, E_TASK2, P(T0 + 33 * MIN, 0), op_id("d1", P(T0 + 32 * MIN, 0)), deleted=True),
             ],
         },
+        {
+            "name": "confidential_document",
+            "description": "A document marked confidential, then exported with a reason (PROTOCOL.md §5a): "
+            "exported admits only true; the reason is sealed.",
+            "device": "d2", "key": "t1", "seq": 2, "keys": ("t1",),
+            "ops": [
+                make_op(Kind.DOC, E_DOC, P(T0 + 40 * MIN, 0), op_id("d1", P(T0 + 2 * MIN, 1)), confidential=True),
+                make_op(Kind.DOC, E_DOC, P(T0 + 41 * MIN, 0), op_id("d2", P(T0 + 40 * MIN, 0)),
+                        exported=True, export_reason="Printed for the council meeting on Thursday."),
+            ],
+        },
     ]  # fmt: skip
 
 
@@ -569,8 +584,16 @@ def invalid_vectors() -> dict[str, Any]:
         signed("routing_not_zstd", None, raw_routing=codec.pack([row])), PE, "protocol.zstd", "routing")  # fmt: skip
     add("routing_no_content_size", "Routing frame does not declare its decompressed size.",
         signed("routing_no_content_size", None,
-               raw_routing=zstandard.ZstdCompressor(level=LEVEL, write_content_size=False).compress(codec.pack([row]))),
+               raw_routing=zstandard.ZstdCompressor(level=LEVEL, write_content_size=False, write_checksum=True)
+               .compress(codec.pack([row]))),
         PE, "protocol.zstd", "routing")  # fmt: skip
+    add("routing_no_checksum", "Routing frame without a content checksum (PROTOCOL.md §7: writers MUST set it).",
+        signed("routing_no_checksum", None,
+               raw_routing=zstandard.ZstdCompressor(level=LEVEL, write_checksum=False).compress(codec.pack([row]))),
+        PE, "protocol.zstd", "routing")  # fmt: skip
+    add("content_bad_checksum", "Content frame whose checksum's first byte is flipped, sealed and signed.",
+        signed("content_bad_checksum", [row], raw_content=flip(z(codec.pack([{}])), len(z(codec.pack([{}]))) - 4)),
+        PE, "protocol.zstd", "content")  # fmt: skip
     add("routing_zstd_trailing", "One byte after the routing zstd frame.",
         signed("routing_zstd_trailing", None, raw_routing=good_rz + b"\x00"), PE, "protocol.trailing", "routing")  # fmt: skip
     add("routing_zstd_truncated", "The routing zstd frame lacks its last byte.",
@@ -962,9 +985,9 @@ def envelope_vectors() -> dict[str, Any]:
         })  # fmt: skip
 
     roster = {
-        d1: ["amina", DEVICES["d1"].public, X25519_PUBLIC["d1"], None],
-        DEVICES["d2"].device_id: ["bosco", DEVICES["d2"].public, X25519_PUBLIC["d2"], None],
-        d3: ["chidi", DEVICES["d3"].public, X25519_PUBLIC["d3"], T0 - DAY],
+        d1: ["amina", DEVICES["d1"].public, X25519_PUBLIC["d1"], None, "supervisor"],
+        DEVICES["d2"].device_id: ["bosco", DEVICES["d2"].public, X25519_PUBLIC["d2"], None, "member"],
+        d3: ["chidi", DEVICES["d3"].public, X25519_PUBLIC["d3"], T0 - DAY, "member"],
     }
     responses_in = [
         ("sync", "The relay answers d1's sync: one ack, one reject, a by-reference batch, the roster, keys, "
@@ -1043,10 +1066,12 @@ def envelope_vectors() -> dict[str, Any]:
         ("request_signed_by_author_key", "Signed by d1's author key, not its transport key.",
          _envelope(b"Q", body_ok, DEVICES["d1"]), IE, "integrity.signature", "verify"),
         ("request_stale", "Validly signed at T0, received at T0 + skew + 1 ms.", sync_req, AE, "access.clock", "fresh"),
+        ("request_stale_bad_signature", "Stale and with a flipped signature bit: freshness is checked first.",
+         flip(sync_req, len(sync_req) - 3), AE, "access.clock", "fresh"),
     ]  # fmt: skip
     invalid: list[dict[str, Any]] = []
     for name, desc, data, cls, code, stage in bad_requests:
-        now = T0 + S + 1 if name == "request_stale" else T0
+        now = T0 + S + 1 if name.startswith("request_stale") else T0
         invalid.append({"name": name, "description": desc, "kind": "request", "stage": stage, "envelope": data.hex(),
                         "transport_public": TRANSPORT["d1"].public.hex(), "now_ms": now,
                         "expected_error_class": cls, "expected_code": code})
@@ -1078,9 +1103,9 @@ def envelope_vectors() -> dict[str, Any]:
         data = bytes.fromhex(v["envelope"])
         try:
             if v["kind"] == "request":
-                req = envelope.parse_request(data)
-                req.verify(bytes.fromhex(v["transport_public"]))
+                req = envelope.parse_request(data)  # the relay's order (PROTOCOL.md §12): freshness first
                 envelope.check_fresh(req, v["now_ms"])
+                req.verify(bytes.fromhex(v["transport_public"]))
             else:
                 envelope.parse_response(data, RELAY.public, sync_nonce)
         except HbwError as e:
@@ -1255,7 +1280,7 @@ def snapshot_vectors() -> dict[str, Any]:
         ("unknown_version", "Version 3, validly signed.", resigned(header(version=3)), dec(), VE, "protocol.version"),
         ("version_1", "Version 1 (no coverage): no longer accepted, validly signed.", resigned(header(version=1)),
          dec(), VE, "protocol.version"),
-        ("flags_set", "Flags 0x01, validly signed.", resigned(header(flags=1)), dec(), PE, "protocol.schema"),
+        ("flags_set", "Flags 0x01, validly signed.", resigned(header(flags=1)), dec(), VE, "protocol.version"),
         ("trailing_byte", "One byte after the signature.", data + b"\x00", dec(), PE, "protocol.schema"),
         ("coverage_count_over_limit", f"N = {snapshot.MAX_COVERAGE + 1}, validly signed.",
          resigned(header(n=snapshot.MAX_COVERAGE + 1)), dec(), "LimitError", "protocol.limit"),
@@ -1519,23 +1544,28 @@ def approval_vectors() -> dict[str, Any]:
         return bytes(out)
 
     invalid = []
-    for name, what, fn, data in [
-        ("welcome-flipped-tag", "welcome", lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, TEAM_ID),
-         flipped(w_code, -1)),
-        ("welcome-other-team", "welcome",
-         lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, OTHER_TEAM_ID), w_code),
-        ("welcome-other-code", "welcome",
-         lambda d: AP.open_code_welcome("27182818284590452353", dev.public, x_priv, d, TEAM_ID), w_code),
-        ("welcome-other-device-key", "welcome",
-         lambda d: AP.open_code_welcome(code, dev.public, X25519_PRIVATE["d3"], d, TEAM_ID), w_code),
-        ("welcome-truncated", "welcome", lambda d: AP.open_code_welcome(code, dev.public, x_priv, d, TEAM_ID),
-         w_code[:20]),
-        ("approval-flipped-signature", "approval", lambda d: AP.verify_approval(d, sup.public), flipped(record, -1)),
-        ("approval-other-approver", "approval", lambda d: AP.verify_approval(d, DEVICES["d3"].public), record),
-        ("approval-truncated", "approval", lambda d: AP.verify_approval(d, sup.public), record[:40]),
+    d3x = X25519_PRIVATE["d3"]
+    # each with the context to open or verify it in (``open``), so a second implementation needs no guessing
+    for name, what, ctx, data in [
+        ("welcome-flipped-tag", "welcome", (code, x_priv, TEAM_ID), flipped(w_code, -1)),
+        ("welcome-other-team", "welcome", (code, x_priv, OTHER_TEAM_ID), w_code),
+        ("welcome-other-code", "welcome", ("27182818284590452353", x_priv, TEAM_ID), w_code),
+        ("welcome-other-device-key", "welcome", (code, d3x, TEAM_ID), w_code),
+        ("welcome-truncated", "welcome", (code, x_priv, TEAM_ID), w_code[:20]),
+        ("approval-flipped-signature", "approval", sup.public, flipped(record, -1)),
+        ("approval-other-approver", "approval", DEVICES["d3"].public, record),
+        ("approval-truncated", "approval", sup.public, record[:40]),
     ]:
+        if what == "welcome":
+            c, xp, tm = ctx  # type: ignore[misc]
+            fn = (lambda d, c=c, xp=xp, tm=tm: AP.open_code_welcome(c, dev.public, xp, d, tm))
+            op = {"code": c, "author_public": dev.public.hex(), "x25519_private": xp.hex(), "team": tm.hex()}
+        else:
+            fn = (lambda d, k=ctx: AP.verify_approval(d, k))
+            op = {"approver_public": ctx.hex()}  # type: ignore[union-attr]
         cls, err = expected_error(name, lambda: fn(data))
-        invalid.append({"name": name, "kind": what, "data": data.hex(), "expected_error": cls, "expected_code": err})
+        invalid.append({"name": name, "kind": what, "data": data.hex(), "open": op, "expected_error": cls,
+                        "expected_code": err})
     # The messages that carry them: an enroll request with a code proof, and a supervisor's invite request.
     enroll_args = {"token": b"\x77" * 16, "author_pub": dev.public, "transport_pub": t_pub, "x25519_pub": x_pub,
                    "label": "desk-2", "proof": AP.make_proof(code.encode(), dev.public, t_pub, x_pub)}
@@ -1594,8 +1624,13 @@ FILES = {
     "approval.json": approval_vectors,
     "delta.json": delta_vectors.build,
     "chunks.json": chunk_vectors.build,
+    "evidence.json": evidence_vectors.build,
+    "zstd.json": zstd_vectors.build,
+    "policy.json": policy_vectors.build,
+    "sync.json": sync_vectors.build,
 }
-ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json")
+ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json", "evidence.json",
+                  "sync.json")
 
 
 def render(obj: Any) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import xxhash
 
 from relay_helpers import Team
 from hypothesis import HealthCheck, settings
@@ -220,11 +221,12 @@ def build_frame(device_key: crypto.DeviceKey, team_key: crypto.TeamKey) -> Calla
 
 def rle_bomb(total: int, byte: int = 0, *, declare: int | None = None) -> bytes:
     """A *valid* zstd frame of RLE blocks that really inflates to ``total`` bytes: 4 bytes
-    of input per 128 KiB of output. ``declare`` overrides the size written in the header."""
+    of input per 128 KiB of output. ``declare`` overrides the size written in the header.
+    The content checksum is right up to 64 MiB of output (beyond, nothing may inflate it)."""
     block_max = 128 * 1024
     fcs = total if declare is None else declare
     out = bytearray(codec.ZSTD_MAGIC)
-    out.append(0xC0)  # 8-byte content size, not single segment, no checksum, no dict id
+    out.append(0xC4)  # 8-byte content size, not single segment, checksum, no dict id
     out.append((17 - 10) << 3)  # window descriptor: 128 KiB (one block; RLE needs no history)
     out += fcs.to_bytes(8, "little")
     left = total
@@ -234,7 +236,8 @@ def rle_bomb(total: int, byte: int = 0, *, declare: int | None = None) -> bytes:
         last = 1 if left == 0 else 0
         out += (last | (1 << 1) | (n << 3)).to_bytes(3, "little") + bytes([byte])
         if last:
-            return bytes(out)
+            digest = xxhash.xxh64_intdigest(bytes([byte]) * total) if total <= 64 << 20 else 0
+            return bytes(out) + (digest & 0xFFFFFFFF).to_bytes(4, "little")
 
 
 def zstd_header_fields(frame: bytes) -> dict[str, int]:

@@ -672,3 +672,27 @@ def test_deadline_durations() -> None:
     for bad in ("", "m", "-1s", "2d", "25h", "nan", "inf"):
         with pytest.raises(UsageError):
             parse_duration(bad)
+
+
+def test_an_upload_cut_mid_piece_costs_at_most_that_piece(tmp_path: Path) -> None:
+    """A cut resumes at the last whole piece the relay holds (a piece is one signed request: the
+    relay keeps no half of one). So what a cut costs is bounded by one piece: the bytes sent up,
+    beyond the payload and the uncut sync's own framing, stay under (cuts x piece size)."""
+    with world(tmp_path, a_batches=1, b_batches=1) as w:
+        (tmp_path / "docs").mkdir()
+        add_docs(w.a, tmp_path / "docs", {"ledger.pdf": 600_000})
+        waiting = syncing.pending_bytes(w.a.home)
+        cuts = Toxics(cut_every=100_000)
+        with LinkProxy(port_of(w.team.url), up=cuts, max_seconds=300) as proxy:
+            set_relay_url(w.a, proxy.url)
+            told: list[RetryNotice] = []
+            report = w.a.sync(timeout=TIMEOUT, deadline=300, policy=NO_WAIT, on_retry=told.append)
+            up = sum(c.up_bytes for c in proxy.conns)
+            n_cuts = proxy.cuts
+        assert report.ok and n_cuts >= 5 and outbox(w.a) == []
+        # Framing: ~300 bytes of signed envelope and HTTP headers per round trip.
+        framing = report.round_trips * 600
+        assert up - waiting - framing <= n_cuts * syncing.CHUNK, (up, waiting, n_cuts, report.round_trips)
+        # And what each drop says is left shrinks: the relay's whole pieces count as sent.
+        lefts = [n.left for n in told]
+        assert lefts == sorted(lefts, reverse=True) and lefts[-1] < waiting - 300_000

@@ -178,7 +178,12 @@ def test_zstd_frame_length_on_multi_block_frames(data, checksum):
     frame = zstandard.ZstdCompressor(level=1, write_content_size=True, write_checksum=checksum).compress(data)
     assert codec.zstd_frame_length(frame) == len(frame)
     assert codec.zstd_frame_length(frame + b"trailing garbage") == len(frame)
-    assert codec.decompress(frame, cap=len(data)) == data
+    if checksum:
+        assert codec.decompress(frame, cap=len(data)) == data
+    else:  # PROTOCOL.md §7: a frame without a content checksum is refused
+        with pytest.raises(ProtocolError) as ei:
+            codec.decompress(frame, cap=len(data))
+        assert ei.value.code == "protocol.zstd"
 
 
 def test_zstd_frame_length_counts_blocks_of_the_rle_bomb():
@@ -193,7 +198,7 @@ def test_zstd_frame_length_counts_blocks_of_the_rle_bomb():
 def test_compress_decompress_round_trip(data):
     frame = codec.compress(data)
     assert zstandard.frame_content_size(frame) == len(data)
-    assert not zstd_header_fields(frame)["checksum"]
+    assert zstd_header_fields(frame)["checksum"]  # writers MUST set it (PROTOCOL.md §7)
     assert codec.decompress(frame, cap=len(data)) == data
 
 
@@ -267,10 +272,10 @@ def test_decompress_empty_frame_lying_size_zero_is_refused():
 def test_decompress_frame_without_content_size(how):
     data = _varied(4000)
     if how == "compressobj":
-        cobj = zstandard.ZstdCompressor().compressobj()
+        cobj = zstandard.ZstdCompressor(write_checksum=True).compressobj()
         frame = cobj.compress(data) + cobj.flush()
     else:
-        frame = zstandard.ZstdCompressor(write_content_size=False).compress(data)
+        frame = zstandard.ZstdCompressor(write_content_size=False, write_checksum=True).compress(data)
     assert zstandard.frame_content_size(frame) == -1
     with pytest.raises(ProtocolError) as ei:
         codec.decompress(frame, cap=1 << 20)
@@ -291,7 +296,7 @@ def test_decompress_header_reserved_bit_and_huge_window():
     reserved[4] |= 0x08
     with pytest.raises(ProtocolError):
         codec.decompress(bytes(reserved), cap=1 << 20)
-    huge_window = codec.ZSTD_MAGIC + bytes([0xC0, 0xF8]) + (300).to_bytes(8, "little") + frame[zstd_header_fields(frame)["header_len"]:]
+    huge_window = codec.ZSTD_MAGIC + bytes([0xC4, 0xF8]) + (300).to_bytes(8, "little") + frame[zstd_header_fields(frame)["header_len"]:]
     with pytest.raises(ProtocolError):
         codec.decompress(huge_window, cap=1 << 20)
 

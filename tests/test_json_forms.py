@@ -106,6 +106,9 @@ def test_every_json_output_has_one_form_for_times_and_sizes(team: Team, tmp_path
     run("doc", "update", d, str(tmp_path / "report.docx"))
     run("doc", "list")
     run("doc", "get", d, "-o", str(tmp_path / "copy.docx"))
+    run("doc", "confidential", d)
+    run("doc", "get", d, "-o", str(tmp_path / "copy2.docx"), "--reason", "printing for the council")
+    assert run("doc", "list")[0]["exports"][0]["at"].endswith("Z")
     run("profile", "--office-days", "mon,thu")
     run("sync")
     run("audit", "export", str(tmp_path / "evidence.hbwe"))
@@ -192,3 +195,68 @@ def test_text_output_says_sizes_and_times_in_words(team: Team, tmp_path: Path, m
     assert re.search(r"Waiting to be sent: .* \d+(\.\d)? (B|KB|MB)\.", status), status
     assert re.search(r"Last sync (today|yesterday) \d\d:\d\d \((just now|\d+ min ago)\)", status), status
     assert "bytes" not in status and not LOOKS_LIKE_TIME.search(status)
+
+
+def test_every_relay_json_output_has_the_same_one_form(team: Team, tmp_path: Path, monkeypatch) -> None:
+    """The relay's --json outputs follow the client's rule: ``*_ms`` become ISO 8601 UTC with Z.
+
+    One rule for both CLIs, applied in one place (``cli_common.emit``), so a script that reads
+    ``hbw-relay devices --json`` and ``hbw-sync status --json`` parses times the same way.
+    """
+    from hbw_sync.server.cli import cli as relay_cli
+
+    monkeypatch.chdir(tmp_path)
+    seen: dict[str, Any] = {}
+    names = {w for c in json_commands(relay_cli) for w in c.split()}
+
+    def run(*args: str, expect: int = 0) -> Any:
+        res = CliRunner().invoke(relay_cli, [*args, "--data", str(team.data), "--json"], catch_exceptions=False)
+        assert res.exit_code == expect, (args, res.output)
+        out = json.loads(res.stdout)
+        seen[" ".join(a for a in args[:2] if a in names)] = out
+        return out
+
+    dana = team.join("dana", "supervisor")
+    chidi = team.join("chidi")
+    dana.sync()
+    chidi.sync()
+    with dana.open() as rep:
+        rep.add_task("Count the ledgers", assignee="chidi")
+    dana.sync()
+    with chidi.open() as rep:
+        rep.add_task("Visit the clinic")
+    bundle_file = tmp_path / "chidi.hbw"
+    CliRunner().invoke(client_cli, ["bundle", "export", str(bundle_file)],
+                       env={"HBW_SYNC_HOME": str(chidi.home)}, catch_exceptions=False)
+
+    run("invite", "erin", "--url", team.url)
+    devices = run("devices")
+    run("members")
+    run("audit")
+    run("rebalance")
+    run("workload")
+    run("conflicts")
+    run("backup", str(tmp_path / "relay-backup.db"))
+    run("bundle", "ingest", str(bundle_file), "--reply-dir", str(tmp_path / "replies"))
+    run("equipment", "add", "LAP-7", "--serial", "X1")
+    run("equipment", "lend", "LAP-7", "chidi")
+    run("equipment", "list")
+    run("equipment", "return", "LAP-7")
+    run("equipment", "lost", "LAP-7", "--yes")
+    chidi_dev = next(d["device"] for d in devices if d["member"] == "chidi")
+    run("devices", "revoke", chidi_dev, "--yes")
+    restored = tmp_path / "restored"
+    res = CliRunner().invoke(relay_cli, ["restore", str(tmp_path / "relay-backup.db"), "--data", str(restored),
+                                         "--key", str(team.data / "relay.key"), "--json"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    seen["restore"] = json.loads(res.stdout)
+    res = CliRunner().invoke(relay_cli, ["init", "--data", str(tmp_path / "other"), "--team", "Water Office",
+                                         "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    seen["init"] = json.loads(res.stdout)
+
+    assert json_commands(relay_cli) - set(seen) == set(), "a relay --json command this test does not walk"
+    problems = {cmd: bad_forms(out) for cmd, out in seen.items()}
+    assert {cmd: p for cmd, p in problems.items() if p} == {}
+    assert ISO_Z.match(seen["devices"][0]["enrolled"]) and ISO_Z.match(seen["audit"][0]["time"])

@@ -76,6 +76,10 @@ def test_office_page_end_to_end(office, tmp_path) -> None:
                 text = await r.text()
                 assert r.status == 200 and "<svg" in text and "hbw-sync join --relay" in text
             assert next(i for i in admin.equipment_list(data))["holder"] == "amina"
+            async with s.get(base + "/equipment") as r:  # the register, as office IT reads it (issue 17 item 2)
+                text = await r.text()
+                assert r.status == 200 and "LT-9" in text and "T14" in text and "lent to amina since" in text
+                assert "Report LT-9 lost" in text and "The register is empty" not in text
             async with s.post(base + "/backups", data={"csrf": csrf}, headers=h) as r:
                 assert r.status == 200 and "Backed up" in await r.text()
             assert len(admin.backups(data)) == 1

@@ -147,6 +147,15 @@ def test_quiet_sync_says_nothing_when_the_only_news_is_try_later(team: Team) -> 
     assert "could not reach the relay" in loud.stderr
     # Words, not a library's exception name (it stays in the log for whoever debugs).
     assert "Error" not in loud.stderr and "aiohttp" not in loud.stderr
+    # --json --quiet: still nothing at all (cron mails stdout too); the exit code says "try later".
+    both = _cli(amina.home, amina.passphrase, "sync", "--quiet", "--json")
+    assert both.exit_code == 75 and both.stdout == "" and both.stderr == ""
+    # --json alone: stdout is one parseable object with the stable code; the words go to stderr.
+    scripted = _cli(amina.home, amina.passphrase, "sync", "--json", "--deadline", "0")
+    assert scripted.exit_code == 75
+    err = json.loads(scripted.stdout)
+    assert err["code"].startswith("transient.") and "relay" in err["message"] and err["hint"]
+    assert "could not reach the relay" in scripted.stderr
 
 
 def test_a_cut_sync_says_how_far_it_got_in_words(team: Team, tmp_path: Path) -> None:
@@ -184,3 +193,35 @@ def test_join_shows_the_first_sync_download(team: Team, tmp_path: Path) -> None:
     events = [json.loads(line) for line in res.stderr.splitlines() if line.startswith("{")]
     down = [e for e in events if e["phase"] == "download"]
     assert down and down[-1]["done_bytes"] == down[-1]["total_bytes"] > 150_000
+
+
+def test_progress_json_tells_each_retry_and_stdout_stays_the_result(team: Team, tmp_path: Path) -> None:
+    """``--progress json`` on a link that drops: a ``retry`` line per drop (what dropped, bytes done and
+    left, the next attempt), progress lines around them, all on stderr; stdout is the --json result."""
+    from netem import LinkProxy, Toxics
+    from relay_helpers import set_relay_url
+
+    amina = team.join("amina", "supervisor")
+    amina.sync()
+    doc = tmp_path / "scan.bin"
+    doc.write_bytes(os.urandom(400_000))
+    with amina.open() as rep:
+        rep.add_doc(doc)
+    port = int(team.url.rsplit(":", 1)[1].split("/")[0])
+    with LinkProxy(port, up=Toxics(cut_every=150_000)) as proxy:
+        set_relay_url(amina, proxy.url)
+        res = _cli(amina.home, amina.passphrase, "sync", "--progress", "json", "--json", "--deadline", "10m")
+        assert proxy.cuts >= 2
+    assert res.exit_code == 0, res.output
+    events = [json.loads(line) for line in res.stderr.splitlines()]  # every stderr line is JSON
+    retries = [e for e in events if e["event"] == "retry"]
+    assert len(retries) >= 2, events
+    for r in retries:
+        assert r["dropped"] == "upload" and type(r["went_bytes"]) is int and type(r["left_bytes"]) is int
+        assert isinstance(r["next_attempt_s"], (int, float)) and r["next_attempt_s"] >= 0
+        assert r["message"].startswith("The link dropped after ") and "Error" not in r["message"]
+    assert [r["attempt"] for r in retries] == list(range(1, len(retries) + 1))
+    assert retries[-1]["left_bytes"] < retries[0]["left_bytes"]  # it went on where it stopped
+    assert {e["event"] for e in events} == {"progress", "retry"}
+    out = json.loads(res.stdout)
+    assert out["ok"] is True and out["attempts"] == len(retries) + 1 and out["sent_bytes"] > 400_000

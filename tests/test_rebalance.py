@@ -241,3 +241,19 @@ def test_profile_shows_and_bounds_capacity(team: Team) -> None:
     p = json.loads(res.stdout)
     assert p["capacity"] == 6 and p["takes_work"] is True and p["role"] == "supervisor"
     assert CliRunner().invoke(client_cli, ["profile", "--capacity", "0"], env=env).exit_code == 2
+
+
+def test_a_stuck_task_placed_early_is_evened_when_later_ones_can_only_go_to_the_same_member() -> None:
+    """Found by hypothesis: a former member's task went to bosco (then the lightest), then two tasks
+    only bosco can do (amina has no internet) followed; a second run then moved the first one back.
+    One run must leave nothing for the next, and the move stays a "stuck" move told in words."""
+    ms = [MemberInfo("amina", internet=False, capacity=1, last_seen_ms=NOW),
+          MemberInfo("bosco", capacity=1, last_seen_ms=NOW)]
+    tasks = [TaskInfo(b"\x00\x00", "amina", needs=int(Need.INTERNET)), TaskInfo(b"\x00\x01", "gone"),
+             TaskInfo(b"\x00\x02", "amina", needs=int(Need.INTERNET)), TaskInfo(b"\x00\x03", "amina")]
+    p = allocation.plan(tasks, ms, NOW, Options(), TODAY)
+    assert {m.task: m.to_member for m in p.moves} == {b"\x00\x00": "bosco", b"\x00\x01": "amina",
+                                                       b"\x00\x02": "bosco"}
+    gone = next(m for m in p.moves if m.task == b"\x00\x01")
+    assert gone.kind == "stuck" and gone.reason.startswith("holder is not a team member; amina")
+    assert allocation.plan(_after(p.moves, tasks), ms, NOW, Options(), TODAY).moves == []

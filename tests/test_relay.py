@@ -291,7 +291,7 @@ def test_relay_cli_admin_commands(tmp_path: Path) -> None:
     devs = json.loads(run("devices", "--data", data, "--json").stdout)
     assert [d["member"] for d in devs] == ["dana"]
     assert run("devices", "revoke", "--data", data, devs[0]["device"][:6], "--yes").exit_code == 0
-    assert json.loads(run("devices", "--data", data, "--json").stdout)[0]["revoked_ms"]
+    assert json.loads(run("devices", "--data", data, "--json").stdout)[0]["revoked"].endswith("Z")
     members = json.loads(run("members", "--data", data, "--json").stdout)
     assert members[0]["member"] == "dana" and members[0]["role"] == "supervisor" and members[0]["active_devices"] == 0
     actions = [r["action"] for r in json.loads(run("audit", "--data", data, "--json").stdout)]

@@ -545,9 +545,9 @@ def test_invalid_envelope(v):
     data = bytes.fromhex(v["envelope"])
     with pytest.raises(HbwError) as info:
         if v["kind"] == "request":
-            req = envelope.parse_request(data)
-            req.verify(bytes.fromhex(v["transport_public"]))
+            req = envelope.parse_request(data)  # the relay's order (PROTOCOL.md §12): freshness first
             envelope.check_fresh(req, v["now_ms"])
+            req.verify(bytes.fromhex(v["transport_public"]))
         else:
             envelope.parse_response(data, bytes.fromhex(v["relay_public"]), bytes.fromhex(v["nonce"]))
     assert (type(info.value).__name__, info.value.code) == (v["expected_error_class"], v["expected_code"])
@@ -898,3 +898,80 @@ def test_word_code_vector():
     with pytest.raises(HbwError) as info:  # another slot's AAD: the same bytes do not open
         wordcode.open_invite(seal_key, v["slot"] + 1, sealed)
     assert info.value.code == "integrity.code"
+
+
+# -- evidence files (PROTOCOL.md §24; scripts/vectors/evidence.py) -------------------------
+
+EVIDENCE = load("evidence.json")
+
+
+def _hexed(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, dict):
+        return {str(k): _hexed(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_hexed(x) for x in v]
+    return v
+
+
+@pytest.mark.parametrize("v", by_name(EVIDENCE["valid"]))
+def test_evidence_vector_verifies_and_reads_as_expected(v: dict[str, Any]) -> None:
+    from hbw_sync import evidence
+
+    keys = {k["epoch"]: crypto.TeamKey(k["epoch"], bytes.fromhex(k["secret"])) for k in EVIDENCE["keys"]["team_keys"]}
+    for team_keys, expect in ((None, v["expect"]), (keys, v["expect_with_team_key"])):
+        r = evidence.verify(bytes.fromhex(v["file"]), bytes.fromhex(v["relay_public"]), team_keys)
+        assert r.ok, r.problems
+        assert r.exporter == expect["exporter"] and (r.first_rseq, r.last_rseq) == (expect["first_rseq"],
+                                                                                    expect["last_rseq"])
+        assert _hexed(r.devices) == expect["devices"]
+        got = [{"rseq": e.rseq, "member": e.member, "device": e.device.hex(), "seq": e.seq,
+                "received_ms": e.received_ms,
+                "changes": [{"kind": c.kind, "entity": c.entity.hex(), "time_ms": c.time_ms, "fields": _hexed(c.fields)}
+                            for c in e.changes]} for e in r.entries]
+        assert got == expect["entries"]
+        assert all(e.content_shown is expect["content_shown"] for e in r.entries)
+
+
+@pytest.mark.parametrize("v", by_name(EVIDENCE["invalid"]))
+def test_evidence_vector_is_refused_with_its_reason(v: dict[str, Any]) -> None:
+    from hbw_sync import evidence
+
+    data, pub = bytes.fromhex(v["file"]), bytes.fromhex(v["relay_public"])
+    if v["outcome"] == "refused":
+        with pytest.raises(HbwError) as e:
+            evidence.verify(data, pub)
+        assert (type(e.value).__name__, e.value.code) == (v["expected_error"], v["expected_code"])
+    else:
+        r = evidence.verify(data, pub)
+        assert r.codes() == v["expected_codes"] and [p.rseq for p in r.problems] == v["problem_rseqs"]
+
+
+def test_evidence_vectors_cover_every_reason_code_and_the_spec_names_them() -> None:
+    """Every stable reason ``evidence.verify`` can report has a labelled vector and a line in §24."""
+    source = (ROOT / "hbw_sync" / "evidence.py").read_text(encoding="utf-8")
+    reasons = set(re.findall(r'Problem\("([a-z_.]+)"', source))
+    covered = {c for v in EVIDENCE["invalid"] for c in v.get("expected_codes", [])}
+    assert reasons <= covered, reasons - covered
+    refusals = {v["expected_code"] for v in EVIDENCE["invalid"] if v["outcome"] == "refused"}
+    assert {"protocol.truncated", "protocol.trailing", "integrity.receipts", "integrity.relay_key"} <= refusals
+    names = {v["name"] for v in EVIDENCE["invalid"]}
+    assert {"batch_altered", "truncated", "reordered", "omitted", "signed_after_revocation"} <= names
+    section = SPEC.read_text(encoding="utf-8").split("## 24.", 1)[1]
+    for code in reasons | refusals:
+        assert f"`{code}`" in section, code
+
+
+def test_evidence_generator_reproduces_the_committed_file() -> None:
+    """Drift: scripts/vectors/evidence.py regenerates evidence.json (whole files only with the same zstd)."""
+    fresh = json.loads(gen.render(gen.FILES["evidence.json"]()))
+
+    def without_files(d: dict[str, Any]) -> dict[str, Any]:
+        return {**d, "meta": None, "valid": [{k: x for k, x in v.items() if k != "file"} for v in d["valid"]],
+                "invalid": [{k: x for k, x in v.items() if k != "file"} for v in d["invalid"]]}
+
+    assert without_files(fresh) == without_files(EVIDENCE)
+    if EVIDENCE["meta"]["zstandard_version"] != zstandard.__version__:
+        pytest.skip(ZSTD_SKIP)
+    assert fresh == EVIDENCE

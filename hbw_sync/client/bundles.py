@@ -16,7 +16,7 @@ from typing import Any
 from .. import bundle as bundle_fmt
 from .. import crypto, envelope, fileio
 from ..errors import ConfigError, IntegrityError, LimitError, UsageError
-from . import snapshots
+from . import reply_parts, snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
@@ -24,6 +24,9 @@ from ..i18n import _
 
 DEFAULT_MAX_BYTES = 10_000_000  # what most mail servers accept as one attachment
 REPLY_BUDGET = 5_000_000
+#: The reply part sizes a relay accepts (``reply_max``, PROTOCOL.md "Reply bundles in parts").
+MIN_REPLY = 64 * 1024
+MAX_REPLY = 32 * 1024 * 1024
 
 
 def _require_relay(dev: Device) -> tuple[bytes, bytes]:
@@ -43,6 +46,9 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
     ``on_progress`` gets ``export`` events: bytes of batches gathered, then the bundle written.
     """
     path = Path(path)
+    if max_bytes < MIN_REPLY:
+        raise UsageError(_("a bundle of at most {max_bytes} bytes is too small to carry anything").format(max_bytes=max_bytes),
+                         hint=_("give --max-size of at least {v} KB").format(v=MIN_REPLY // 1024))
     meter = Meter(on_progress)
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, relay_x = _require_relay(dev)
@@ -61,8 +67,10 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
             meter("export", size, min(waiting, max_bytes))
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed'").fetchone()[0] - len(batches)
         counter = (s.meta("bundle_counter") or 0) + 1
+        # reply_max: the relay answers in files of at most this size each (the same email limit).
+        reply_max = min(max_bytes, MAX_REPLY)
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
-                "roster_v": s.meta("roster_v"), "bundle": counter}
+                "roster_v": s.meta("roster_v"), "bundle": counter, "reply_max": reply_max}
         if s.meta("publish_key"):  # a supervisor who syncs only by bundle still publishes a rotated key
             args["key"] = s.meta("publish_key")
         if snapshots.refused_recently(s):  # replaying the history a refused snapshot would have skipped
@@ -77,7 +85,7 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         with s.transaction():
             s.set_meta("bundle_counter", counter)
             pending = s.meta("bundle_nonces") or {}
-            pending[nonce.hex()] = [counter, now_ms(), seqs]
+            pending[nonce.hex()] = [counter, now_ms(), seqs, reply_max]
             s.set_meta("bundle_nonces", pending)
         meter("export", len(sealed), len(sealed))
         return {"file": str(path), "bytes": len(sealed), "batches": len(batches), "changes": changes,
@@ -86,8 +94,11 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
 
 def import_bundle(home: Path | None, path: Path, passphrase: str, *,
                   on_progress: OnProgress | None = None) -> dict[str, Any]:
-    """Apply the relay's reply bundle: acknowledgements, the team's changes, keys. Safe to repeat.
+    """Apply one of the relay's reply bundles: acknowledgements, the team's changes, keys. Safe to repeat.
 
+    A large reply comes as several files (parts, each within the ``--max-size`` of the export);
+    they may be imported in any order, and any of them twice: a part that comes before the one
+    it follows is kept but waits (``reply_parts``). The result says what is still to come.
     ``on_progress`` gets ``import`` events: the file's bytes read, opened, then applied.
     """
     t0 = time.monotonic()
@@ -109,26 +120,43 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
         env = bundle_fmt.open_bundle(raw, bundle_fmt.TO_DEVICE, rep.require_team(), s.meta("device_id"), x_private)
         res = envelope.open_response(env, relay_pub)
+        result = res.result
+        part, n, frm, sizes = reply_parts.check_part(result)
+        nonce = res.nonce.hex()
         pending = s.meta("bundle_nonces") or {}
         done = s.meta("bundle_replies") or []
-        if res.nonce.hex() in done:
-            return {"already_imported": True, "acks": 0, "received_batches": 0, "applied_ops": 0}
-        if res.nonce.hex() not in pending:
+        if nonce in done or reply_parts.imported(s, nonce, part):
+            return {"already_imported": True, "acks": 0, "received_batches": 0, "applied_ops": 0,
+                    "part": part, "parts": n}
+        if nonce not in pending:
             raise IntegrityError(_("this reply answers a bundle this device never exported"), code="integrity.bundle")
+        # A part whose batches start after what this device holds waits for the part before it.
+        held = frm is not None and frm > s.meta("pull_cursor", 0)
+        asked = pending[nonce][3] if len(pending[nonce]) > 3 else None  # the export's --max-size
         session = _Session(dev, rep, REPLY_BUDGET, None, 0)  # type: ignore[arg-type]
-        session.apply_response(res.result, [])
+        session.apply_response({**result, "cursor": s.meta("pull_cursor", 0)} if held else result, [])
+        with s.transaction():
+            if held:
+                reply_parts.hold(s, frm, int(result.get("cursor", 0)))
+            reply_parts.settle(s)
+            still = reply_parts.record(s, nonce, part, n, sizes)
+            if still["complete"]:
+                pending.pop(nonce)
+                s.set_meta("bundle_nonces", pending)
+                s.set_meta("bundle_replies", (done + [nonce])[-200:])
         applied = rep.apply_incoming()
         meter("import", len(raw), len(raw))
-        with s.transaction():
-            pending.pop(res.nonce.hex())
-            s.set_meta("bundle_nonces", pending)
-            s.set_meta("bundle_replies", (done + [res.nonce.hex()])[-200:])
         report: SyncReport = session.report
         report.applied_ops = applied
         report.duration_s = round(time.monotonic() - t0, 3)
         with s.transaction():
             s.execute("INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, 1, 'bundle', ?)",
-                      (now_ms(), now_ms(), f"reply bundle {Path(path).name}"))
-        return {"already_imported": False, "acks": len(res.result.get("acks", [])),
+                      (now_ms(), now_ms(), f"reply bundle {Path(path).name}" + (f" (part {part} of {n})" if n > 1 else "")))
+        oversize = result.get("oversize")
+        return {"already_imported": False, "acks": len(result.get("acks", [])),
                 "received_batches": report.received_batches, "applied_ops": applied,
-                "more_waiting": bool(res.result.get("more")), "notes": report.notes}
+                "more_waiting": bool(result.get("more")) and part == n, "notes": report.notes,
+                "part": part, "parts": n, "parts_left": still["parts_left"], "bytes_left": still["bytes_left"],
+                "waits_for_earlier_part": held,
+                "oversize_bytes": oversize if type(oversize) is int else None,
+                "max_bytes": asked}

@@ -26,7 +26,7 @@ from ..cli_common import emit as _emit
 from . import bundles, exporter, importer, retry, sync as syncing, views
 from . import team as teams
 from . import watch as watching
-from .cli_progress import Tally, progress_for, progress_option
+from .cli_progress import Tally, json_event, progress_for, progress_option
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
@@ -34,6 +34,7 @@ from .cli_schedule import register as register_schedule
 from .cli_audit import register as register_audit
 from .cli_language import register as register_language
 from .cli_tray import register as register_tray
+from . import cli_confidential as confidential
 from .passphrase import RECOVERY
 from .device import Device
 from .device import now_ms as device_now_ms
@@ -505,7 +506,8 @@ def task_delete(ctx: click.Context, task_ids: tuple[str, ...], yes: bool) -> Non
             raise UsageError(_("not confirmed; nothing deleted"))
     done = [rep.delete_task(t.id) for t in shown]
     emit(ctx, [t.to_dict() for t in done],
-         "\n".join(f"Task {t.short} ({t.title}) is deleted; its history stays in the audit." for t in done))
+         "\n".join(_("Task {short} ({title}) is deleted; its history stays in the audit.").format(
+             short=t.short, title=t.title) for t in done))
 
 
 def _system_locale() -> str | None:
@@ -629,6 +631,7 @@ def _print_docs(docs: list[views.DocView]) -> None:
     click.echo(f"{_('ID'):6}  {_('SIZE'):>10}  {_('VER'):>3}  {_('TASK'):6}  {_('NAME')}")
     for d in docs:
         mark = "  " + _("<- two people edited it offline; both kept") if d.conflict_of else ""
+        mark += confidential.marks(d)
         click.echo(f"{d.short:6}  {human_bytes(d.size):>10}  {d.versions:>3}  {(d.task or '-')[:6]:6}  {d.name}{mark}")
 
 
@@ -662,20 +665,30 @@ def doc_list(ctx: click.Context) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write it (default: its name, here).")
 @click.option("--version", type=int, help="An older version, counting from 1.")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--reason", help="Why a confidential document leaves hbw-sync (recorded for your supervisor).")
 @json_option
 @click.pass_context
-def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int | None, force: bool) -> None:
-    """Write a document's content to a file."""
-    d, data = _replica(ctx).doc_bytes(doc_id, version)
+def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int | None, force: bool,
+            reason: str | None) -> None:
+    """Write a document's content to a file (a confidential one needs --reason, and is recorded)."""
+    rep = _replica(ctx)
+    d = rep.doc_info(doc_id, version)
     out = output or Path(views.safe_filename(d.name))
     if out.is_dir():
         out = out / views.safe_filename(d.name)
     if out.exists() and not force:
         raise UsageError(_("{out} exists").format(out=out), hint=_("pass --force to overwrite, or -o another path"))
+    try:
+        d, data = rep.export_doc(doc_id, version, confidential.ask_reason(ctx, d, reason))
+    except UsageError as e:
+        raise confidential.export_refused(e) from None
     tmp = out.with_name(out.name + ".hbw-part")
     tmp.write_bytes(data)
     os.replace(tmp, out)
-    emit(ctx, {**d.to_dict(), "path": str(out)}, _("Wrote {human_bytes} to {out}.").format(human_bytes=human_bytes(len(data)), out=out))
+    text = _("Wrote {human_bytes} to {out}.").format(human_bytes=human_bytes(len(data)), out=out)
+    if d.confidential:
+        text += " " + _("The document is confidential: this export was recorded for the team, with your reason.")
+    emit(ctx, {**d.to_dict(), "path": str(out)}, text)
 
 
 @doc.command("update")
@@ -891,7 +904,9 @@ def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, 
     limit = retry.default_deadline(is_interactive()) if deadline is None else retry.parse_duration(deadline)
 
     def told(notice: retry.RetryNotice) -> None:  # a person hears of each drop; a script reads the exit code
-        if not quiet and not wants_json(ctx):
+        if progress == "json":  # the tray and the app: a line they parse, beside the progress lines
+            json_event(notice.to_dict(tally.phase))
+        elif not quiet and not wants_json(ctx):
             click.echo(notice.text(), err=True)
 
     try:
@@ -972,11 +987,31 @@ def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
     if r["already_imported"]:
         emit(ctx, r, _("This reply was already imported; nothing changed."))
         return
-    msg = _("Imported: {acks} of your batch(es) confirmed, {received} received ({changes} change(s)).").format(
-        acks=r["acks"], received=r["received_batches"], changes=r["applied_ops"])
-    if r["more_waiting"]:
+    emit(ctx, r, bundle_import_words(r))
+
+
+def bundle_import_words(r: dict[str, Any]) -> str:
+    """What a person reads after importing one reply file: what came, what waits, what is still to come."""
+    done = _("{acks} of your batch(es) confirmed, {got} received ({ops} change(s)).").format(
+        acks=r["acks"], got=r["received_batches"], ops=r["applied_ops"])
+    if r["parts"] > 1:
+        msg = _("Part {part} of {parts} imported: ").format(part=r["part"], parts=r["parts"]) + done
+    else:
+        msg = _("Imported: ") + done
+    if r["waits_for_earlier_part"]:
+        msg += "\n" + _("Its changes wait for the part before it (mail can come out of order); nothing is lost.")
+    if r["parts_left"]:
+        msg += "\n" + ngettext("{n} more bundle to come: {size}. Import them as they arrive, in any order.",
+                               "{n} more bundles to come: {size}. Import them as they arrive, in any order.",
+                               r["parts_left"]).format(n=r["parts_left"], size=human_bytes(r["bytes_left"]))
+    if r["oversize_bytes"]:
+        limit = _(" ({size})").format(size=human_bytes(r["max_bytes"])) if r["max_bytes"] else ""
+        msg += "\n" + _("A change of {size} is larger than a bundle may be{limit}: it, and what came after it, "
+                        "comes with an online sync, or export again with a larger --max-size.").format(
+            size=human_bytes(r["oversize_bytes"]), limit=limit)
+    elif r["more_waiting"]:
         msg += "\n" + _("More is waiting at the office: export another bundle to get it.")
-    emit(ctx, r, msg)
+    return msg
 
 
 @cli.command("watch")
@@ -1011,6 +1046,7 @@ register_passphrase(cli)
 register_schedule(cli)
 register_app(cli)
 register_audit(cli)
+confidential.register(doc, _replica, emit)
 register_language(cli)
 register_tray(cli)
 

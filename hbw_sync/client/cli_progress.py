@@ -65,6 +65,13 @@ def json_lines(stream: TextIO) -> OnProgress:
     return write
 
 
+def json_event(event: dict[str, Any], stream: TextIO | None = None) -> None:
+    """One JSON line beside the progress lines (``{"event": "retry", ...}``), on stderr by default."""
+    stream = stream or sys.stderr
+    stream.write(json.dumps(event) + "\n")
+    stream.flush()
+
+
 @contextlib.contextmanager
 def progress_for(mode: str, stream: TextIO | None = None, *, quiet: bool = False) -> Iterator[OnProgress | None]:
     """The ``on_progress`` callback for ``mode`` (None: show nothing); bars are closed on leaving."""
@@ -88,9 +95,12 @@ class Tally:
     def __init__(self, inner: OnProgress | None) -> None:
         self.inner = inner
         self.last: dict[str, Progress] = {}
+        #: The phase of the latest event: what was moving when a link dropped.
+        self.phase: str | None = None
 
     def __call__(self, p: Progress) -> None:
         self.last[p.phase] = p
+        self.phase = p.phase
         if self.inner is not None:
             self.inner(p)
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import delta, fileio, merge
-from ..errors import IntegrityError, ProtocolError, UsageError
-from ..ops import Kind, Op
-from . import views
+from ..errors import AccessError, IntegrityError, ProtocolError, UsageError
 from ..i18n import _
+from ..ops import MAX_REASON, NAMES, Kind, Op, split_op_id
+from . import views
+from .device import now_ms
 
 if TYPE_CHECKING:
     from .replica import Replica as _Base
@@ -189,7 +190,27 @@ class DocumentsMixin(_Base):
             versions=len(self._version_ops(st.entity)),
             task=v["task"].hex() if v.get("task") else None,
             updated=views.hlc_iso(st.head.ts if st.head else None),
+            confidential=bool(v.get("confidential", False)),
+            confidential_by=self._doc_who_when(st, _CONFIDENTIAL),
+            exports=self._exports(st),
         )
+
+    def _doc_who_when(self, st: merge.EntityState, tag: int) -> str | None:
+        if tag not in st.registers:
+            return None
+        ts, dev = split_op_id(st.registers[tag][1].op_id)
+        return f"{self._device_names().get(dev, dev.hex()[:8])} at {views.hlc_iso(ts)}"
+
+    def _exports(self, st: merge.EntityState) -> list[views.ExportView]:
+        """Every recorded export of a document, oldest first (APPEND fields keyed by op id: device and time)."""
+        names = self._device_names()
+        reasons = st.appends.get(_EXPORT_REASON, {})
+        out = []
+        for op_id in sorted(st.appends.get(_EXPORTED, {})):
+            ts, dev = split_op_id(op_id)
+            out.append(views.ExportView(names.get(dev, dev.hex()[:8]), dev.hex(), views.hlc_iso(ts),
+                                        reasons.get(op_id, "")))
+        return out
 
     def doc(self, prefix: str) -> views.DocView:
         st = self._load(Kind.DOC, self.resolve(Kind.DOC, prefix))
@@ -212,34 +233,44 @@ class DocumentsMixin(_Base):
                 date = (views.hlc_iso(op.hlc) or "")[:10]
                 name = f"{stem or ext} (conflict copy by {who} {date}){dot + ext if stem else ''}"
                 out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), op.content[34].hex(), 1,
-                                         view.task, views.hlc_iso(op.hlc), conflict_of=view.id))
+                                         view.task, views.hlc_iso(op.hlc), conflict_of=view.id,
+                                         confidential=view.confidential, confidential_by=view.confidential_by))
         return out
 
     def _version_op(self, did: bytes, op_id: bytes) -> Op:
         row = self.store.execute("SELECT body FROM oplog WHERE op_id = ?", (op_id,)).fetchone()
         return self._op_from_log(op_id, row[0])
 
-    def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
-        """A document's current bytes (or version N, from 1; or a conflict copy's), checked against their hash."""
+    def _find_version(self, prefix: str, version: int | None) -> tuple[views.DocView, bytes]:
+        """(view, SHA-256) of a document's current version, version N (from 1), or a conflict copy."""
         p = prefix.strip().lower()
         copies = [v for v in self.docs() if v.conflict_of and len(p) >= 2 and v.id.startswith(p)]
         if copies:
-            view = copies[0]
-            digest = bytes.fromhex(view.sha256)
-        else:
-            did = self.resolve(Kind.DOC, prefix)
-            st = self._load(Kind.DOC, did)
-            assert st is not None
-            view = self._doc_view(st)
-            if version is None:
-                digest = st.values().get("sha256")
-                if digest is None:
-                    raise UsageError(_("this document has no content yet"))
-            else:
-                versions = self._version_ops(did)
-                if not 1 <= version <= len(versions):
-                    raise UsageError(_("document has {n} version(s); no version {version}").format(n=len(versions), version=version))
-                digest = versions[version - 1][2].content[34]
+            return copies[0], bytes.fromhex(copies[0].sha256)
+        did = self.resolve(Kind.DOC, prefix)
+        st = self._load(Kind.DOC, did)
+        assert st is not None
+        view = self._doc_view(st)
+        if version is None:
+            digest = st.values().get("sha256")
+            if digest is None:
+                raise UsageError(_("this document has no content yet"))
+            return view, digest
+        versions = self._version_ops(did)
+        if not 1 <= version <= len(versions):
+            raise UsageError(_("document has {n} version(s); no version {version}").format(n=len(versions), version=version))
+        return view, versions[version - 1][2].content[34]
+
+    def doc_info(self, prefix: str, version: int | None = None) -> views.DocView:
+        """What ``doc_bytes`` would return, without reading the bytes (a front end names the file first)."""
+        return self._find_version(prefix, version)[0]
+
+    def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
+        """A document's current bytes (or version N, from 1; or a conflict copy's), checked against their hash.
+
+        For reading inside hbw-sync; writing a document outside the store goes through ``export_doc``.
+        """
+        view, digest = self._find_version(prefix, version)
         data = self._blob(digest)
         if data is None:
             raise IntegrityError(_("this version's bytes are missing (its delta chain is broken); a later full "
@@ -248,3 +279,79 @@ class DocumentsMixin(_Base):
             raise IntegrityError(_("stored document bytes do not match their hash"), code="integrity.doc")
         return view, data
 
+    # -- confidential documents (issue 17 item 3; PROTOCOL.md §5a) --------------------------------------
+    # The mark and every export are signed changes like any other, so every device converges on the
+    # same mark and the same list of exports, and they appear in the audit evidence. This is a record,
+    # not a lock: a person who can read a document can photograph the screen. The README says so.
+
+    def doc_author(self, did: bytes) -> str | None:
+        """The member whose device recorded the document's first version (None if not known here)."""
+        versions = self._version_ops(did)
+        return self._device_names().get(versions[0][1]) if versions else None
+
+    def mark_confidential(self, prefix: str, confidential: bool = True) -> views.DocView:
+        """Mark a document confidential (or clear the mark) for the whole team, as a signed change.
+
+        Only its author or a supervisor may: the mark decides who must give reasons, so a
+        member cannot set or clear it on another's document.
+
+        Raises:
+            UsageError: no such document.
+            AccessError (``access.not_author``): this device is neither the author's nor a supervisor's.
+        """
+        did = self.resolve(Kind.DOC, prefix)
+        author = self.doc_author(did)
+        if self.store.meta("role") != "supervisor" and author != self.store.meta("member"):
+            raise AccessError(_("only the document's author ({author}) or a supervisor can mark it confidential "
+                                "or clear the mark; nothing changed").format(author=author or _("unknown")),
+                              code="access.not_author", hint=_("ask your supervisor"))
+        self.change([(Kind.DOC, did, {"confidential": bool(confidential)})])
+        return self.doc(did.hex())
+
+    def export_doc(self, prefix: str, version: int | None = None,
+                   reason: str | None = None) -> tuple[views.DocView, bytes]:
+        """A document's bytes to write outside the store (``doc get``, the app's download).
+
+        A confidential document (or a conflict copy of one) needs a reason: the export is then
+        recorded first, as a signed change (who, device, time, reason) that every device, the
+        supervisor's ``status`` and the audit evidence show. Without a reason nothing is recorded
+        and nothing should be written. Other documents are returned as ``doc_bytes`` does.
+
+        Raises:
+            UsageError (``usage.reason_required``): the document is confidential and no reason was given.
+            UsageError (``usage.reason_too_long``): the reason is over 1,000 characters.
+            IntegrityError: as ``doc_bytes``.
+        """
+        view, data = self.doc_bytes(prefix, version)
+        if not view.confidential:
+            return view, data
+        why = (reason or "").strip()
+        if not why:
+            raise UsageError(_("document {doc} ({name}) is confidential: writing it outside hbw-sync needs a reason, "
+                               "which is recorded for your supervisor; nothing was written").format(
+                doc=view.short, name=view.name), code="usage.reason_required")
+        if len(why) > MAX_REASON:
+            raise UsageError(_("the reason is {n} characters; at most {max} are kept; nothing was written").format(
+                n=len(why), max=MAX_REASON), code="usage.reason_too_long")
+        did = bytes.fromhex(view.conflict_of or view.id)
+        self.change([(Kind.DOC, did, {"exported": True, "export_reason": why})])
+        fresh = self.doc(did.hex())
+        return (view if view.conflict_of else fresh), data
+
+    def _export_notice(self, op: Op, device: bytes) -> None:
+        """Tell a supervisor, in ``status``, that someone else exported a confidential document."""
+        if _EXPORTED not in op.fields or self.store.meta("role") != "supervisor" or device == self.author.device_id:
+            return
+        st = self._load(Kind.DOC, op.entity)
+        name = st.values().get("name", "") if st else ""
+        who = self._device_names().get(device, device.hex()[:8])
+        reason = (op.content or {}).get(_EXPORT_REASON, "")
+        text = (f"{who} exported confidential document {op.entity.hex()[:6]} ({name}) from device {device.hex()[:8]}"
+                f" at {views.hlc_iso(op.hlc)}; reason: {reason}")
+        self.store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)",
+                           (now_ms(), text))
+
+
+_CONFIDENTIAL = NAMES[Kind.DOC]["confidential"].tag
+_EXPORTED = NAMES[Kind.DOC]["exported"].tag
+_EXPORT_REASON = NAMES[Kind.DOC]["export_reason"].tag

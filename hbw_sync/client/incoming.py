@@ -17,7 +17,7 @@ from ..errors import IntegrityError, ProtocolError, WrongKeyError
 from ..ops import Kind, Op
 from . import keyflow
 from .device import now_ms
-from . import received, snapshots
+from . import received, reply_parts, snapshots
 from ..i18n import _
 
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ class IncomingMixin(_Base):
         # (A supervisor applied its inbox mid-sync to build a snapshot, and a document's next
         # version was refused as "base missing".)
         gap = s.execute("SELECT MIN(rseq) FROM downloads").fetchone()[0]
+        held = reply_parts.held_from(s)  # a reply bundle's part came before the one it follows
+        if held is not None:
+            gap = held if gap is None else min(gap, held)
         waiting = s.execute("SELECT rseq, device, received_ms FROM inbox WHERE ? IS NULL OR rseq < ? ORDER BY rseq",
                             (gap, gap)).fetchall()
         # Notices follow where each task settles after the whole run, not a batch on the way (received.py).

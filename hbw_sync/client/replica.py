@@ -407,6 +407,8 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
                 if op.kind is Kind.TASK:
                     settler.saw(op.entity, st)
                 self._save(merge.apply_op(st, op, stamp, rank))
+                if op.kind is Kind.DOC:
+                    self._export_notice(op, b.device)  # a confidential document left someone's store
             self.store.set_meta("hlc", clock)
             if own:
                 self.settle(settler)

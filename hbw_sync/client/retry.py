@@ -97,6 +97,14 @@ class RetryNotice:
     wait_s: float
     error: str  # the underlying error, for the log: never shown to a person as is
 
+    def to_dict(self, phase: str | None = None) -> dict[str, Any]:
+        """The ``--progress json`` line for the tray and the app: integer bytes, seconds, no exception names.
+
+        ``phase`` is what was moving when the link dropped (``upload``, ``download``), None if unknown.
+        """
+        return {"event": "retry", "attempt": self.attempt, "dropped": phase, "went_bytes": self.went,
+                "left_bytes": self.left, "next_attempt_s": round(self.wait_s, 1), "message": self.text()}
+
     def text(self) -> str:
         """The sentence a person reads: plain words, no exception names."""
         wait = f"trying again in {self.wait_s:.0f} s." if self.wait_s >= 1 else "trying again now."

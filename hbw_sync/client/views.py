@@ -63,6 +63,16 @@ class TaskView:
 
 
 @dataclass
+class ExportView:
+    """One recorded export of a confidential document: who, from which device, when, and why."""
+
+    by: str
+    device: str
+    at: str | None
+    reason: str
+
+
+@dataclass
 class DocView:
     id: str
     name: str
@@ -72,6 +82,9 @@ class DocView:
     task: str | None
     updated: str | None
     conflict_of: str | None = None  # set on a conflict copy: the document it was split from
+    confidential: bool = False  # writing it outside the store needs a reason, recorded for the team
+    confidential_by: str | None = None  # who set (or cleared) the mark: "dana at 2026-12-02T09:00:00Z"
+    exports: list[ExportView] = field(default_factory=list)  # every recorded export, oldest first
 
     @property
     def short(self) -> str:

@@ -284,12 +284,18 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
         raise UsageError(_("cannot create {out_dir}: {v}").format(out_dir=out_dir, v=e.strerror or e)) from None
     # Committed first, written second: a reply must never acknowledge what is not durable. If the
     # write fails, ingesting the same bundle again writes the same reply (see relay.ingest_bundle).
-    reply, stats = _write(data, lambda conn: relay.ingest_bundle(conn, _identity(conn, data), raw, relay.now_ms()))
-    out = out_dir / f"hbw-reply-{stats['member']}-{stats['device'][:8]}-{stats['counter']}.hbw"
+    replies, stats = _write(data, lambda conn: relay.ingest_bundle_parts(conn, _identity(conn, data), raw,
+                                                                         relay.now_ms()))
+    stem = f"hbw-reply-{stats['member']}-{stats['device'][:8]}-{stats['counter']}"
+    n = len(replies)
+    # One file per part, each within the device's --max-size; "2of3" says the order to a person.
+    outs = [out_dir / (f"{stem}.hbw" if n == 1 else f"{stem}-{i}of{n}.hbw") for i in range(1, n + 1)]
     with db.faults(f"the disk that holds {out_dir}", "the bundle was applied and nothing is lost, but its reply "
                    "was not written", "ingest the same bundle again: it writes the same reply", out_dir):
-        fileio.write_private(out, reply)
-    return {**stats, "reply": str(out), "reply_bytes": len(reply)}
+        for out, reply in zip(outs, replies):
+            fileio.write_private(out, reply)
+    return {**stats, "reply": str(outs[0]), "reply_bytes": sum(map(len, replies)),
+            "replies": [{"file": str(o), "bytes": len(r)} for o, r in zip(outs, replies)]}
 
 
 def backup(data: Path, dest: Path) -> dict[str, Any]:

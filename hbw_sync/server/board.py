@@ -41,16 +41,22 @@ def _load(conn: sqlite3.Connection, kind: int, entity: bytes) -> merge.EntitySta
 _PUT_AWAY = {16: ("task_archive", "task_unarchive"), 17: ("task_delete", "task_delete")}
 
 
+#: A document's confidential mark and each export of it (ops.py's issue-17 block, PROTOCOL.md §5a): routing
+#: fields, so office IT's audit shows who marked or exported which document and when (never the reason).
+_DOC_MARKS = {3: ("doc_confidential", "doc_unconfidential"), 4: ("doc_export", "doc_export")}
+
+
 def _audit_put_away(conn: sqlite3.Connection, device: bytes, received_ms: int, op: Any) -> None:
-    if op.kind is not Kind.TASK:
+    if op.kind not in (Kind.TASK, Kind.DOC):
         return
-    for tag, (on, off) in _PUT_AWAY.items():
+    key = "task" if op.kind is Kind.TASK else "doc"
+    for tag, (on, off) in (_PUT_AWAY if op.kind is Kind.TASK else _DOC_MARKS).items():
         if tag in op.fields:
             row = conn.execute("SELECT member FROM devices WHERE device = ?", (device,)).fetchone()
             conn.execute(
                 "INSERT INTO audit (time_ms, actor, action, detail) VALUES (?, ?, ?, ?)",
                 (received_ms, row[0] if row else "", on if op.fields[tag] else off,
-                 json.dumps({"task": op.entity.hex(), "device": device.hex()})),
+                 json.dumps({key: op.entity.hex(), "device": device.hex()})),
             )
 
 

@@ -12,7 +12,7 @@ import click
 
 from .. import __version__, allocation, timefmt
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
-from ..i18n import _
+from ..i18n import N_, _
 from ..ops import MAX_CAPACITY
 from . import admin, cli_equipment, db
 from .app import MIN_FREE_MB, RelayConfig
@@ -28,7 +28,7 @@ class RelayGroup(HbwGroup):
     translate = staticmethod(db.storage_error)
 
 
-DATA_HELP = "Relay data directory (database and relay key; env HBW_RELAY_DATA)."
+DATA_HELP = N_("Relay data directory (database and relay key; env HBW_RELAY_DATA).")
 
 
 def _remember_data(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
@@ -288,7 +288,9 @@ def audit(ctx: click.Context, data: Path, limit: int) -> None:
         if not rows:
             click.echo(_("Nothing recorded yet."))
 
-    emit(ctx, rows, text)
+    # JSON: "time" is the entry's time in the one form (from time_ms); the local and human forms
+    # ("when", "time") are for the text and the office page.
+    emit(ctx, [{k: v for k, v in r.items() if k not in ("when", "time")} for r in rows], text)
 
 
 def parse_hours(text: str) -> float:
@@ -441,8 +443,20 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     refused; the same bundle again gets its reply again (for one lost in the mail).
     """
     r = admin.ingest_bundle(data, file, reply_dir)
-    emit(ctx, r, _("Bundle {counter} from {member}: {batches_in} batch(es) accepted, {batches_out} to "
-          "send back.\nReply: {reply} ({human_bytes}).").format(counter=r['counter'], member=r['member'], batches_in=r['batches_in'], batches_out=r['batches_out'], reply=r['reply'], human_bytes=timefmt.human_bytes(r['reply_bytes'])))
+    text = _("Bundle {counter} from {member}: {inn} batch(es) accepted, {out} to send back.").format(
+        counter=r["counter"], member=r["member"], inn=r["batches_in"], out=r["batches_out"])
+    if len(r["replies"]) == 1:
+        text += "\n" + _("Reply: {file} ({size}).").format(file=r["reply"], size=timefmt.human_bytes(r["reply_bytes"]))
+    else:  # each file fits the device's --max-size (an email attachment): send them all, any order
+        text += "\n" + _("The reply is {n} files ({size} in all), each small enough for one email; send them all, "
+                         "in any order:").format(n=len(r["replies"]), size=timefmt.human_bytes(r["reply_bytes"]))
+        text += "".join(f"\n  {x['file']} ({timefmt.human_bytes(x['bytes'])})" for x in r["replies"])
+    if r["more_waiting"]:
+        text += "\n" + _("More is waiting for this device than one reply holds: its next bundle gets the rest.")
+    if r["over_cap"]:
+        text += "\n" + _("The first file is larger than the device asked for (it holds a summary of the team's "
+                         "history that cannot be split): send it another way if the mail refuses it (a USB stick).")
+    emit(ctx, r, text)
 
 
 cli_equipment.register(cli, RelayGroup, data_option)

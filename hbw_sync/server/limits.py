@@ -64,6 +64,7 @@ ACTIONS: dict[str, Action] = {
         "grants": ListOf(Tuple((Bin(8, 8), _EPOCH, Bin(1024))), 10_000),  # [device, epoch, grant]
         "snapshot": Soft(Tuple((_U63, Bin(_MSG)))),  # [cursor, sealed snapshot]; another shape is refused as a value
         "bundle": _U63,  # a bundle's counter (only inside a bundle)
+        "reply_max": Int(64 * 1024, 32 * 1024 * 1024),  # largest reply part (only inside a bundle; bundle_replies)
         "no_snapshot": Bool(),  # true: replay history instead of a snapshot (the device refused one, §18)
         # Admission (§14b): approval records, welcomes after a code approval, rejections (supervisors).
         "approvals_after": _U63,

@@ -83,6 +83,13 @@ def sentence(entry: dict[str, Any], labels: dict[str, str], members_of: dict[str
         return {"task_delete": f"deleted task {task}{frm} for the whole team: it left every list; its history is kept",
                 "task_archive": f"archived task {task}{frm}: out of lists and rebalancing until brought back",
                 "task_unarchive": f"brought archived task {task} back{frm}"}[a]
+    if a in ("doc_confidential", "doc_unconfidential", "doc_export"):
+        doc = str(d.get("doc", ""))[:6]
+        frm = f" from {dev}" if dev else ""
+        return {"doc_confidential": f"marked document {doc} confidential{frm}",
+                "doc_unconfidential": f"cleared the confidential mark of document {doc}{frm}",
+                "doc_export": f"wrote confidential document {doc} outside hbw-sync{frm}, giving a reason "
+                              "(sealed: the team sees it)"}[a]
     if a.startswith("equipment_"):
         return _equipment_sentence(a, d, dev)
     if a == "code_failed":

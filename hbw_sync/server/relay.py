@@ -27,7 +27,7 @@ from .. import batch as wire
 from .. import snapshot as snap_fmt
 from .. import codec, crypto, envelope
 from .. import bundle, wordcode
-from . import admission, receipts
+from . import admission, bundle_replies, receipts
 from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
@@ -377,11 +377,18 @@ def sync(conn: sqlite3.Connection, ident: RelayIdentity, req: envelope.Request, 
         result["snapshot_refused"] = refused
     cursor = int(a.get("cursor", 0))
     budget = min(max(int(a.get("budget", DEFAULT_BUDGET)), 1024), MAX_BUDGET)
+    reply_max = a.get("reply_max") if by_bundle else None
+    if reply_max is not None:  # a reply bundle in parts of at most reply_max bytes (bundle_replies)
+        budget = bundle_replies.batch_budget(reply_max)
     snap = conn.execute("SELECT cursor, device, data FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
     oldest = conn.execute("SELECT MIN(rseq) FROM batches").fetchone()[0]
     if (snap is not None and a.get("no_snapshot") is not True
             and (cursor == 0 or (oldest is not None and cursor < oldest - 1))):
         served = _servable_snapshot(conn, ident, cursor)
+        if (served is not None and reply_max is not None and len(served[2]) > budget // 2
+                and (oldest is None or oldest <= 1)):
+            # Too big for a reply part, and the whole history is still here: it comes in parts instead.
+            served = None
         if served is not None:
             result["snapshot"] = list(served)
             cursor = served[0]
@@ -648,8 +655,10 @@ def _guarded(action: str, fn: Any) -> Any:
         raise ProtocolError(f"malformed {action} arguments ({type(e).__name__})", code="protocol.schema") from None
 
 
-def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
-    """Apply a device's bundle exactly as an online sync, and seal the reply to that device.
+def ingest_bundle_parts(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | bytearray, now: int,
+                        max_parts: int = bundle_replies.MAX_REPLY_BYTES // bundle_replies.MIN_REPLY,
+                        ) -> tuple[list[bytes], dict[str, Any]]:
+    """Apply a device's bundle exactly as an online sync, and seal the reply (in parts) to that device.
 
     Replays: each bundle carries a counter. An older bundle than the last ingested for its
     device is refused and changes nothing. The *same* bundle again is answered again (its
@@ -680,14 +689,29 @@ def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | 
         raise AccessError(f"bundle {counter} from {member} is older than one already ingested: nothing changed",
                           code="access.old_bundle", hint="ingest the newest bundle from this device instead")
     result = _guarded("bundle", lambda: sync(conn, ident, req, now, by_bundle=True))
+    reply_max = req.args.get("reply_max")
+    # A device that names its largest reply gets it in parts of at most that size (bundle_replies);
+    # an older one gets the one reply it knows how to read.
+    results = ([result] if reply_max is None else
+               bundle_replies.split(conn, req.device, result, int(req.args.get("cursor", 0)), reply_max, max_parts))
     conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
+    batches_out = sum(len(r["batches"]) for r in results)
     audit(conn, member, "bundle", device=req.device, counter=counter, acks=len(result["acks"]),
-          batches_out=len(result["batches"]))
-    reply_env = envelope.make_response(ident.key, req.nonce, result, now)
-    reply = bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub, reply_env)
+          batches_out=batches_out)
+    replies = [bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub,
+                           envelope.make_response(ident.key, req.nonce, r, now)) for r in results]
     stats = {"action": "bundle", "device": req.device.hex(), "member": member, "counter": counter,
-             "batches_in": len(result["acks"]), "batches_out": len(result["batches"])}
-    return reply, stats
+             "batches_in": len(result["acks"]), "batches_out": batches_out, "parts": len(replies),
+             "more_waiting": bool(results[-1].get("more")), "oversize_bytes": results[-1].get("oversize"),
+             # Only a snapshot the device cannot do without (older history gone) makes a part bigger than asked.
+             "over_cap": reply_max is not None and max(map(len, replies)) > reply_max}
+    return replies, stats
+
+
+def ingest_bundle(conn: sqlite3.Connection, ident: RelayIdentity, data: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
+    """``ingest_bundle_parts`` answering with one file (the HTTP drop point): the rest comes with the next bundle."""
+    replies, stats = ingest_bundle_parts(conn, ident, data, now, max_parts=1)
+    return replies[0], stats
 
 
 #: The relay's actions; each has its line in ``limits.ACTIONS`` (body limit, args).

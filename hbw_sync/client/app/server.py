@@ -113,7 +113,7 @@ async def my_work(request: web.Request) -> web.StreamResponse:
            f'<label for="title">{esc(_("New task"))}</label> <input id="title" name="title" required> '
            f'<label for="due">{esc(_("Due"))}</label> <input id="due" name="due" type="date"> '
            f'<button>{esc(_("Add"))}</button></form>')
-    return page(request, _("My work"), listing + add)
+    return page(request, _("My work"), listing + add + f'<p><a href="/docs">{esc(_("Documents"))}</a></p>')
 
 
 async def add_task(request: web.Request) -> web.StreamResponse:
@@ -147,6 +147,9 @@ def create_app(home: Path | None, gate: Gate) -> web.Application:
     app.router.add_get("/", my_work)
     app.router.add_post("/unlock", unlock)
     app.router.add_post("/tasks", add_task)
+    from . import documents  # it imports this module's helpers
+
+    documents.register(app)
     return app
 
 
