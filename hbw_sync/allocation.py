@@ -47,6 +47,7 @@ from fractions import Fraction
 
 from .errors import UsageError
 from .ops import Need, Priority, Status, WEEKDAYS, day_to_date
+from .i18n import _
 
 DAY_MS = 86_400_000
 #: Open tasks a member holds at full load when they have not said (``hbw-relay rebalance --default-capacity``).
@@ -242,10 +243,10 @@ def plan(tasks: list[TaskInfo], members: list[MemberInfo], now_ms: int, opts: Op
             out.left_out[m.name] = why
     if opts.to is not None:
         if opts.to not in run.by_name:
-            raise UsageError(f"{opts.to!r} is not a member of this team", code="usage.rebalance_target",
-                             hint="see 'hbw-relay members'")
+            raise UsageError(_("{to!r} is not a member of this team").format(to=opts.to), code="usage.rebalance_target",
+                             hint=_("see 'hbw-relay members'"))
         if opts.to in out.left_out:
-            raise UsageError(f"{opts.to} cannot receive work now: {out.left_out[opts.to]}",
+            raise UsageError(_("{to} cannot receive work now: {v}").format(to=opts.to, v=out.left_out[opts.to]),
                              code="usage.rebalance_target")
     receivers = [m for m in ordered if m.name not in out.left_out]
     # Donors for evening out: whoever would receive in an ordinary run (under ``to``, they give to that one).
@@ -277,7 +278,7 @@ def plan(tasks: list[TaskInfo], members: list[MemberInfo], now_ms: int, opts: Op
     # can do may land on the one who took an earlier, unconstrained one, and a second run must then
     # find nothing left to do (seen: "gone"'s task placed on bosco, then two internet-only tasks).
     by_id = {t.id: t for t in tasks}
-    for _ in range(len(tasks) * max(1, len(members)) + 1):  # a bound the ordering argument never reaches
+    for _attempt in range(len(tasks) * max(1, len(members)) + 1):  # a bound the ordering argument never reaches
         step = _balance_step(run, donors, receivers, by_id)
         if step is None:
             break

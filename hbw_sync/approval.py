@@ -33,6 +33,7 @@ from typing import Any, Iterable
 
 from . import codec, crypto
 from .errors import IntegrityError, ProtocolError, UsageError
+from .i18n import _
 
 CODE_DIGITS = 20
 INVITE_SECRET_LEN = 16
@@ -67,8 +68,8 @@ def parse_code(text: str) -> str:
     """The 20 digits of a code as typed (spaces and dashes ignored); UsageError otherwise."""
     digits = "".join(ch for ch in text if ch not in " -\t")
     if len(digits) != CODE_DIGITS or not digits.isdigit() or not digits.isascii():
-        raise UsageError(f"an approval code is {CODE_DIGITS} digits, as the new device shows it",
-                         code="usage.code", hint="type the code shown on the device, e.g. 12345 67890 12345 67890")
+        raise UsageError(_("an approval code is {CODE_DIGITS} digits, as the new device shows it").format(CODE_DIGITS=CODE_DIGITS),
+                         code="usage.code", hint=_("type the code shown on the device, e.g. 12345 67890 12345 67890"))
     return digits
 
 
@@ -139,7 +140,7 @@ def open_code_welcome(code: str, author_pub: bytes, x_private: bytes, data: Any,
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
     if not isinstance(data, bytes) or not 32 < len(data) <= MAX_WELCOME:
-        raise ProtocolError("malformed welcome", code="protocol.schema")
+        raise ProtocolError(_("malformed welcome"), code="protocol.schema")
     me = X25519PrivateKey.from_private_bytes(x_private)
     shared = me.exchange(X25519PublicKey.from_public_bytes(data[:32]))
     key = code_welcome_key(code, author_pub, shared, data[:32], _raw(me.public_key()))
@@ -166,7 +167,7 @@ def make_welcome(key: bytes, granter: crypto.DeviceKey, team_keys: Iterable[cryp
 def open_welcome(key: bytes, data: Any, team: bytes) -> Welcome:
     """Open and check a welcome: IntegrityError if it was not sealed under this secret for this team."""
     if not isinstance(data, bytes) or len(data) > MAX_WELCOME:
-        raise ProtocolError("malformed welcome", code="protocol.schema")
+        raise ProtocolError(_("malformed welcome"), code="protocol.schema")
     body = crypto.open_sealed(key, data, _WELCOME_LABEL + team, what="welcome")
     try:
         granter, pub, pairs = codec.unpack(body)
@@ -175,7 +176,7 @@ def open_welcome(key: bytes, data: Any, team: bytes) -> Welcome:
             raise ValueError
         keys = tuple(crypto.TeamKey(e, s) for e, s in pairs)
     except (ValueError, TypeError):
-        raise ProtocolError("malformed welcome", code="protocol.schema") from None
+        raise ProtocolError(_("malformed welcome"), code="protocol.schema") from None
     return Welcome(granter, pub, keys)
 
 
@@ -207,22 +208,22 @@ def make_approval(approver: crypto.DeviceKey, author_pub: bytes, x25519_pub: byt
 def parse_approval(data: Any) -> Approval:
     """The fields of an approval record, type- and size-checked; the signature is checked by ``verify_approval``."""
     if not isinstance(data, bytes) or not crypto.SIG_LEN < len(data) <= MAX_APPROVAL:
-        raise ProtocolError("malformed approval record", code="protocol.schema")
+        raise ProtocolError(_("malformed approval record"), code="protocol.schema")
     try:
         dev, a_pub, x_pub, member, role, approver, t = codec.unpack(data[:-crypto.SIG_LEN])
     except (ValueError, TypeError):
-        raise ProtocolError("malformed approval record", code="protocol.schema") from None
+        raise ProtocolError(_("malformed approval record"), code="protocol.schema") from None
     if not (isinstance(a_pub, bytes) and len(a_pub) == 32 and isinstance(x_pub, bytes) and len(x_pub) == 32
             and dev == crypto.device_id_for(a_pub) and isinstance(member, str) and role in ROLES
             and isinstance(approver, bytes) and len(approver) == 8 and type(t) is int):
-        raise ProtocolError("malformed approval record", code="protocol.schema")
+        raise ProtocolError(_("malformed approval record"), code="protocol.schema")
     return Approval(dev, a_pub, x_pub, member, role, approver, t, data)
 
 
 def verify_approval(data: bytes, approver_pub: bytes) -> Approval:
     a = parse_approval(data)
     if crypto.device_id_for(approver_pub) != a.approver:
-        raise IntegrityError("approval record names another approver", code="integrity.signature")
+        raise IntegrityError(_("approval record names another approver"), code="integrity.signature")
     crypto.verify(approver_pub, data[-crypto.SIG_LEN:], _APPROVAL_LABEL + data[:-crypto.SIG_LEN], what="approval record")
     return a
 

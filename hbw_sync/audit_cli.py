@@ -104,8 +104,8 @@ def print_report(r: evidence.Report, path: Path) -> None:
     if r.scope.task:
         cover.append(_("task {task}").format(task=r.scope.task.hex()[:8]))
     if r.scope.since_ms is not None or r.scope.until_ms is not None:
-        cover.append(_("received from {a} to {b}").format(a=timefmt.human(r.scope.since_ms, never="the start"),
-                                                          b=timefmt.human(r.scope.until_ms, never="export")))
+        cover.append(_("received from {a} to {b}").format(a=timefmt.human(r.scope.since_ms, never=_("the start")),
+                                                          b=timefmt.human(r.scope.until_ms, never=_("export"))))
     echo(_("It covers: {what}.").format(what="; ".join(cover)))
     echo("")
     echo(_("Devices:"))
@@ -178,7 +178,7 @@ def verify_cmd(ctx: click.Context, file: Path, relay_key: str | None, key_file: 
     if not r.ok:
         if not wants_json(ctx):
             click.echo(_("error: the evidence does not hold ({codes})").format(codes=", ".join(r.codes())), err=True)
-        ctx.exit(exit_code_for(IntegrityError("evidence does not hold")))
+        ctx.exit(exit_code_for(IntegrityError(_("evidence does not hold"))))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ text or JSON and an ``HbwError`` into one clear message and the exit code from
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -16,7 +17,9 @@ from typing import Any, Callable
 import click
 
 from . import timefmt
+from .click_words import adopt_click
 from .errors import HbwError, exit_code_for
+from .i18n import N_, _, pick_language, set_language
 
 EX_SOFTWARE = 70
 
@@ -30,6 +33,25 @@ class HbwGroup(click.Group):
     """
 
     translate: Callable[[BaseException], HbwError | None] | None = None
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        """Choose the language before click parses anything (``--help`` is printed while parsing).
+
+        A front end may give the root group a ``language_setting(argv) -> str | None`` attribute
+        (the client reads the saved ``config language``); ``HBW_LANG`` and ``LANG`` apply to all.
+        """
+        hook = getattr(self, "language_setting", None)
+        argv = list(sys.argv[1:] if args is None else args)
+        setting = None
+        if hook is not None:
+            try:
+                setting = hook(argv)
+            except OSError:  # an unreadable setting must not stop a command; the environment decides
+                setting = None
+        set_language(pick_language(os.environ, setting))
+        adopt_click()
+        translate_help(self)
+        return super().main(args=args, prog_name=prog_name, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -46,12 +68,14 @@ class HbwGroup(click.Group):
             report_error(ctx, e)
             ctx.exit(exit_code_for(e))
         except KeyboardInterrupt:
-            click.echo("interrupted; nothing half-done was saved", err=True)
+            click.echo(_("interrupted; nothing half-done was saved"), err=True)
             ctx.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except OSError as e:  # disk full, permissions on an output file...
-            click.echo(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
+            what = e.strerror or str(e)
+            click.echo(_("error: {what}: {file}").format(what=what, file=e.filename) if e.filename
+                       else _("error: {what}").format(what=what), err=True)
             ctx.exit(74)
         except Exception as e:  # a bug: one line for the person, the traceback with HBW_DEBUG=1
             if os.environ.get("HBW_DEBUG"):
@@ -59,9 +83,39 @@ class HbwGroup(click.Group):
             # Words for the person; the class name goes to the log (info: Python would print an unhandled
             # warning to stderr) and to HBW_DEBUG=1.
             logging.getLogger("hbw_sync").info("internal error: %s: %s", type(e).__name__, e)
-            click.echo(f"internal error (a bug in hbw-sync): {e or 'no detail'}. Run the command again with "
-                       "HBW_DEBUG=1 for the details, and send them to whoever looks after hbw-sync.", err=True)
+            click.echo(_("internal error (a bug in hbw-sync): {v}. Run the command again with "
+                  "HBW_DEBUG=1 for the details, and send them to whoever looks after hbw-sync.").format(v=e or 'no detail'), err=True)
             ctx.exit(EX_SOFTWARE)
+
+
+def help_key(text: str) -> str:
+    """The catalog key of a help text: what ``scripts/i18n.py`` extracts from ``help=`` and docstrings."""
+    return inspect.cleandoc(text).split("\f")[0].rstrip()
+
+
+def translate_help(cmd: click.Command) -> None:
+    """Put every help text of ``cmd``'s tree in the current language.
+
+    Why at run time and not ``help=_("...")`` at import: the modules are imported before the
+    language is known (``--home``'s setting, a test switching languages); the English text stays in
+    ``_hbw_help`` so translating again (another language in the same process) starts from it.
+    """
+    def put(obj: Any, attr: str) -> None:
+        saved = f"_hbw_{attr}"
+        if saved not in obj.__dict__:
+            obj.__dict__[saved] = getattr(obj, attr)
+        original = obj.__dict__[saved]
+        setattr(obj, attr, _(help_key(original)) if isinstance(original, str) and original.strip() else original)
+
+    put(cmd, "help")
+    put(cmd, "short_help")
+    cmd._help_option = None  # click caches the --help option with its text in the language of its first use
+    for p in cmd.params:
+        if isinstance(p, click.Option):
+            put(p, "help")
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            translate_help(sub)
 
 
 def wants_json(ctx: click.Context) -> bool:
@@ -71,9 +125,9 @@ def wants_json(ctx: click.Context) -> bool:
 def report_error(ctx: click.Context, e: HbwError) -> None:
     if wants_json(ctx):
         click.echo(json.dumps(e.to_dict()))
-    click.echo(f"error: {e.message}", err=True)
+    click.echo(_("error: {message}").format(message=e.message), err=True)
     if e.hint:
-        click.echo(f"hint: {e.hint}", err=True)
+        click.echo(_("hint: {hint}").format(hint=e.hint), err=True)
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -85,7 +139,7 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
 def json_option(f: Callable) -> Callable:
     """--json: print machine-readable output (and errors) on stdout."""
     return click.option(
-        "--json", "as_json", is_flag=True, expose_value=False, callback=_set_json, help="Print JSON for scripts."
+        "--json", "as_json", is_flag=True, expose_value=False, callback=_set_json, help=N_("Print JSON for scripts.")
     )(f)
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from . import codec, crypto
 from .errors import IntegrityError, ProtocolError, UsageError
+from .i18n import _
 
 INVITE_PREFIX = "hbw1-"
 TOKEN_LEN = 16
@@ -59,7 +60,7 @@ class Invite:
     def decode(cls, text: str) -> "Invite":
         t = "".join(text.split()).lower()
         if not t.startswith(INVITE_PREFIX):
-            raise UsageError("this is not an hbw-sync invite (it should start with 'hbw1-')")
+            raise UsageError(_("this is not an hbw-sync invite (it should start with 'hbw1-')"))
         body = t[len(INVITE_PREFIX):].upper()
         try:
             raw = base64.b32decode(body + "=" * (-len(body) % 8))
@@ -70,12 +71,12 @@ class Invite:
             if len(fields) not in (6, 7, 8):
                 raise ValueError
         except (ValueError, TypeError, ProtocolError, Exception):
-            raise UsageError("this invite is damaged or incomplete; copy it again") from None
+            raise UsageError(_("this invite is damaged or incomplete; copy it again")) from None
         if not (isinstance(url, str) and isinstance(pub, bytes) and len(pub) == 32 and isinstance(team, bytes)
                 and isinstance(token, bytes) and isinstance(member, str) and role in ("member", "supervisor")
                 and (tls is None or (isinstance(tls, bytes) and len(tls) == 32))
                 and (secret is None or (isinstance(secret, bytes) and len(secret) == 16))):
-            raise UsageError("this invite is damaged or incomplete; copy it again")
+            raise UsageError(_("this invite is damaged or incomplete; copy it again"))
         return cls(url, pub, team, token, member, role, tls, secret)
 
 
@@ -121,7 +122,7 @@ def make_grant(key: crypto.TeamKey, recipient_device: bytes, recipient_x25519: b
 def open_grant(grant: bytes, my_device: bytes, my_x25519: bytes, granter_public: bytes) -> crypto.TeamKey:
     """Check the granter's signature and unwrap; IntegrityError if anything is off."""
     if len(grant) < crypto.SIG_LEN + 10:
-        raise ProtocolError("key grant is truncated", code="protocol.truncated")
+        raise ProtocolError(_("key grant is truncated"), code="protocol.truncated")
     body, sig = grant[: -crypto.SIG_LEN], grant[-crypto.SIG_LEN:]
     crypto.verify(granter_public, sig, _GRANT_LABEL + my_device + body, what="key grant")
     try:
@@ -129,12 +130,12 @@ def open_grant(grant: bytes, my_device: bytes, my_x25519: bytes, granter_public:
         shared = X25519PrivateKey.from_private_bytes(my_x25519).exchange(X25519PublicKey.from_public_bytes(eph_pub))
         epoch.to_bytes(4, "big")
     except (ValueError, TypeError, AttributeError, OverflowError):
-        raise ProtocolError("malformed key grant", code="protocol.schema") from None
+        raise ProtocolError(_("malformed key grant"), code="protocol.schema") from None
     aad = _GRANT_LABEL + my_device + epoch.to_bytes(4, "big") + key_id
     secret = crypto.open_sealed(_grant_key(shared, eph_pub, x25519_public(my_x25519)), sealed, aad, what="key grant")
     key = crypto.TeamKey(epoch, secret)
     if key.key_id != key_id:
-        raise IntegrityError("key grant does not match its key id", code="integrity.grant")
+        raise IntegrityError(_("key grant does not match its key id"), code="integrity.grant")
     return key
 
 
@@ -145,5 +146,5 @@ def grant_sender(grant: bytes) -> bytes:
     except (TypeError, IndexError, KeyError, ValueError):
         sender = None
     if not isinstance(sender, bytes) or len(sender) != 8:
-        raise ProtocolError("malformed key grant", code="protocol.schema")
+        raise ProtocolError(_("malformed key grant"), code="protocol.schema")
     return sender

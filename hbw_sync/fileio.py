@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UsageError
+from .i18n import _
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -167,10 +168,10 @@ def reading(path: Path) -> Iterator[None]:
     try:
         yield
     except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
+        raise UsageError(_("no such file: {path}").format(path=path)) from None
     except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a file") from None
+        raise UsageError(_("{path} is a directory, not a file").format(path=path)) from None
     except PermissionError:
-        raise UsageError(f"cannot read {path}: permission denied") from None
+        raise UsageError(_("cannot read {path}: permission denied").format(path=path)) from None
     except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+        raise UsageError(_("cannot read {path}: {v}").format(path=path, v=e.strerror or e)) from None

@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import gettext as _gettext
 from pathlib import Path
+from typing import Mapping
 
 DOMAIN = "hbw_sync"
 LOCALE_DIR = Path(__file__).parent / "locale"
 
+#: The languages shipped besides English (the msgids); ``config language`` accepts these and "en".
+LANGUAGES = ("en", "fr")
+
 _translation: _gettext.NullTranslations | None = None
+
+
+def pick_language(env: Mapping[str, str], setting: str | None = None) -> str | None:
+    """The language to use: ``HBW_LANG``, else the saved setting (``hbw-sync config language``), else
+    ``None``, which lets gettext follow LANGUAGE, LC_ALL, LC_MESSAGES and LANG (``fr_FR.UTF-8`` → French).
+
+    Why HBW_LANG first: a shared office desk machine may run in one language for its user while a
+    script or a test wants another; "auto" in either place means "follow the system".
+    """
+    for choice in (env.get("HBW_LANG"), setting):
+        if choice and choice.strip() and choice.strip().lower() != "auto":
+            return choice.strip()
+    return None
 
 
 def set_language(language: str | None) -> None:
@@ -39,3 +56,8 @@ def _(message: str) -> str:
 def ngettext(singular: str, plural: str, n: int) -> str:
     """Singular or plural form of a message for the count ``n``, in the person's language."""
     return _current().ngettext(singular, plural, n)
+
+
+def N_(message: str) -> str:
+    """Mark a string for extraction where it is defined (a table at import time); ``_()`` it where shown."""
+    return message

@@ -13,6 +13,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .i18n import N_, _, ngettext
+
+# Names from tables, not strftime's %a/%b: those follow the C locale, not the person's language.
+WEEKDAYS = (N_("Mon"), N_("Tue"), N_("Wed"), N_("Thu"), N_("Fri"), N_("Sat"), N_("Sun"))
+MONTHS = (N_("Jan"), N_("Feb"), N_("Mar"), N_("Apr"), N_("May"), N_("Jun"), N_("Jul"), N_("Aug"), N_("Sep"),
+          N_("Oct"), N_("Nov"), N_("Dec"))
+
+
+def _day_name(t: dt.datetime) -> str:
+    return _(WEEKDAYS[t.weekday()])
+
+
+def _month_name(t: dt.datetime) -> str:
+    return _(MONTHS[t.month - 1])
+
 UTC = dt.timezone.utc
 
 
@@ -35,55 +50,58 @@ def iso_local(ms: int | None, tz: dt.tzinfo | None = None) -> str | None:
     return _local(ms, tz).isoformat(timespec="seconds")
 
 
-def human(ms: int | None, tz: dt.tzinfo | None = None, *, never: str = "never") -> str:
+def human(ms: int | None, tz: dt.tzinfo | None = None, *, never: str | None = None) -> str:
     """``Wed 2 Dec 2026, 17:05 EAT``: local time as a person reads it (``never`` for no time)."""
     if ms is None:
-        return never
+        return _("never") if never is None else never
     t = _local(ms, tz)
     zone = t.tzname() or t.strftime("%z")
-    return f"{t:%a} {t.day} {t:%b %Y, %H:%M} {zone}"
+    return _("{weekday} {day} {month} {year}, {time} {zone}").format(
+        weekday=_day_name(t), day=t.day, month=_month_name(t), year=t.year, time=f"{t:%H:%M}", zone=zone)
 
 
-def ago(ms: int | None, now_ms: int, *, never: str = "never") -> str:
+def ago(ms: int | None, now_ms: int, *, never: str | None = None) -> str:
     """``5 min ago``, ``3 h ago``, ``2 days ago``: how long since, rounded down."""
     if ms is None:
-        return never
+        return _("never") if never is None else never
     s = max(0, (now_ms - ms) // 1000)
     if s < 60:
-        return "just now"
+        return _("just now")
     if s < 3600:
-        return f"{s // 60} min ago"
+        return _("{n} min ago").format(n=s // 60)
     if s < 86_400:
-        return f"{s // 3600} h ago"
+        return _("{n} h ago").format(n=s // 3600)
     days = s // 86_400
-    return f"{days} day{'s' if days != 1 else ''} ago"
+    return ngettext("{n} day ago", "{n} days ago", days).format(n=days)
 
 
 def human_bytes(n: int) -> str:
     """``812 B``, ``4.2 KB``, ``1.3 MB`` (decimal units, as file managers on the officials' laptops show)."""
     x = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
+    for unit in (N_("B"), N_("KB"), N_("MB"), N_("GB")):
         if x < 1000 or unit == "GB":
-            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+            return f"{x:.0f} {_(unit)}" if unit == "B" else f"{x:.1f} {_(unit)}"
         x /= 1000
-    return f"{n} B"
+    return f"{n} {_('B')}"
 
 
-def when(ms: int | None, now_ms: int, tz: dt.tzinfo | None = None, *, never: str = "never") -> str:
+def when(ms: int | None, now_ms: int, tz: dt.tzinfo | None = None, *, never: str | None = None) -> str:
     """``today 18:05``, ``yesterday 09:30``, ``Mon 30 Nov 14:00``, ``3 Dec 2025 14:00``: local, as people say it."""
     if ms is None:
-        return never
+        return _("never") if never is None else never
     t, now = _local(ms, tz), _local(now_ms, tz)
     days = (now.date() - t.date()).days
+    hm = f"{t:%H:%M}"
     if days == 0:
-        return f"today {t:%H:%M}"
+        return _("today {time}").format(time=hm)
     if days == 1:
-        return f"yesterday {t:%H:%M}"
+        return _("yesterday {time}").format(time=hm)
     if days == -1:
-        return f"tomorrow {t:%H:%M}"
+        return _("tomorrow {time}").format(time=hm)
     if 0 < days < 7:
-        return f"{t:%a} {t.day} {t:%b %H:%M}"
-    return f"{t.day} {t:%b %Y %H:%M}"
+        return _("{weekday} {day} {month} {time}").format(weekday=_day_name(t), day=t.day, month=_month_name(t),
+                                                          time=hm)
+    return _("{day} {month} {year} {time}").format(day=t.day, month=_month_name(t), year=t.year, time=hm)
 
 
 def machine_form(data: Any) -> Any:

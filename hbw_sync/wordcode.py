@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from . import codec, crypto
 from .errors import IntegrityError, ProtocolError, UsageError
+from .i18n import _
 
 N_WORDS = 5
 SLOT_MIN, SLOT_MAX = 1000, 9999
@@ -70,15 +71,15 @@ def parse_code(text: str) -> tuple[int, tuple[str, ...]]:
     """Slot and full words from what a person typed; UsageError naming what is wrong."""
     parts = [p for p in text.replace(",", " ").replace("-", " ").lower().split() if p]
     if not parts or not parts[0].isdigit() or not SLOT_MIN <= int(parts[0]) <= SLOT_MAX:
-        raise UsageError("a word code starts with its 4-digit number, e.g. 4821 orchid lantern ferry mango tiger")
+        raise UsageError(_("a word code starts with its 4-digit number, e.g. 4821 orchid lantern ferry mango tiger"))
     words = parts[1:]
     if len(words) != N_WORDS:
-        raise UsageError(f"a word code has {N_WORDS} words after its number; this one has {len(words)}")
+        raise UsageError(_("a word code has {N_WORDS} words after its number; this one has {n}").format(N_WORDS=N_WORDS, n=len(words)))
     full = []
     for w in words:
         match = _BY_PREFIX.get(w[:4]) if len(w) >= 3 else None
         if match is None or not match.startswith(w):
-            raise UsageError(f"{w!r} is not one of the code words; check its spelling with office IT")
+            raise UsageError(_("{w!r} is not one of the code words; check its spelling with office IT").format(w=w))
         full.append(match)
     return int(parts[0]), tuple(full)
 
@@ -107,14 +108,14 @@ def seal_invite(seal_key: bytes, slot: int, invite_text: str, nonce: bytes | Non
 def open_invite(seal_key: bytes, slot: int, sealed: bytes) -> str:
     """The full invite text; IntegrityError (``integrity.code``) when it does not open with these words."""
     if not isinstance(sealed, bytes) or len(sealed) > MAX_SEALED_INVITE:
-        raise ProtocolError("the relay's answer to a word code is malformed", code="protocol.schema")
+        raise ProtocolError(_("the relay's answer to a word code is malformed"), code="protocol.schema")
     try:
         return crypto.open_sealed(seal_key, sealed, _aad(slot), what="invite").decode()
     except IntegrityError:
         raise IntegrityError(
-            "the invite this relay holds for the code does not open with these words: it is not the office's "
-            "relay, or the code was mistyped", code="integrity.code",
-            hint="check the words with office IT; if they are right, do not use this network") from None
+            _("the invite this relay holds for the code does not open with these words: it "
+                  "is not the office's relay, or the code was mistyped"), code="integrity.code",
+            hint=_("check the words with office IT; if they are right, do not use this network")) from None
 
 
 def fetch_request(slot: int, proof: bytes) -> bytes:
@@ -124,12 +125,12 @@ def fetch_request(slot: int, proof: bytes) -> bytes:
 def parse_fetch_request(body: bytes) -> tuple[int, bytes]:
     """Checked before anything is looked up: a small array of a version, a slot and a 32-byte proof."""
     if len(body) > MAX_FETCH_BODY:
-        raise ProtocolError("a word code request is too long", code="protocol.limit")
+        raise ProtocolError(_("a word code request is too long"), code="protocol.limit")
     try:
         v = codec.unpack(body, codec.Limits(max_container=3))
     except ProtocolError:
-        raise ProtocolError("a word code request is malformed", code="protocol.schema") from None
+        raise ProtocolError(_("a word code request is malformed"), code="protocol.schema") from None
     if not (isinstance(v, list) and len(v) == 3 and v[0] == 1 and type(v[1]) is int
             and SLOT_MIN <= v[1] <= SLOT_MAX and isinstance(v[2], bytes) and len(v[2]) == PROOF_LEN):
-        raise ProtocolError("a word code request is malformed", code="protocol.schema")
+        raise ProtocolError(_("a word code request is malformed"), code="protocol.schema")
     return v[1], v[2]

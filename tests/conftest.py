@@ -32,6 +32,10 @@ from hbw_sync import batch, codec, crypto, hlc  # noqa: E402
 from hbw_sync.batch import Batch  # noqa: E402
 from hbw_sync.ops import Kind, Op, make_op, make_op_id  # noqa: E402
 
+# Tests assert English words; a developer's LANG=fr_FR must not change them (HBW_LANG wins over LANG).
+# tests/test_i18n.py removes it where it checks that LANG picks French.
+os.environ["HBW_LANG"] = "en"
+
 BASE_EXAMPLES = 100
 SLOW = os.environ.get("HBW_SLOW_TESTS", "") not in ("", "0")
 

@@ -116,6 +116,7 @@ def test_every_json_output_has_one_form_for_times_and_sizes(team: Team, tmp_path
     run("team", "invite", "erin")
     run("team", "rotate")
     run("check")
+    run("config", "language")
     run("passphrase", "check")
     run("bundle", "export", str(tmp_path / "out.hbw"))
     reply = admin.ingest_bundle(team.data, tmp_path / "out.hbw", tmp_path)

@@ -22,6 +22,7 @@ from ..errors import AccessError
 from ..ops import Kind
 from . import sync as syncing
 from .device import Device, now_ms
+from ..i18n import _
 
 
 def export(home: Path | None, passphrase: str, out: Path, *, member: str | None = None, task: str | None = None,
@@ -36,8 +37,8 @@ def export(home: Path | None, passphrase: str, out: Path, *, member: str | None 
     with dev:
         rep = dev.unlock(passphrase)
         if dev.store.meta("role") != "supervisor":
-            raise AccessError("only a supervisor's device can export evidence", code="access.role",
-                              hint="ask your team's supervisor")
+            raise AccessError(_("only a supervisor's device can export evidence"), code="access.role",
+                              hint=_("ask your team's supervisor"))
         args: dict[str, Any] = {}
         if member:
             args["member"] = member.strip().lower()

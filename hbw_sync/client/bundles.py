@@ -20,6 +20,7 @@ from . import reply_parts, snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
+from ..i18n import _
 
 DEFAULT_MAX_BYTES = 10_000_000  # what most mail servers accept as one attachment
 REPLY_BUDGET = 5_000_000
@@ -31,7 +32,7 @@ MAX_REPLY = 32 * 1024 * 1024
 def _require_relay(dev: Device) -> tuple[bytes, bytes]:
     s = dev.store
     if s.meta("relay_public") is None or s.meta("relay_x25519") is None:
-        raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE' first")
+        raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
     return s.meta("relay_public"), s.meta("relay_x25519")
 
 
@@ -46,8 +47,8 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
     """
     path = Path(path)
     if max_bytes < MIN_REPLY:
-        raise UsageError(f"a bundle of at most {max_bytes} bytes is too small to carry anything",
-                         hint=f"give --max-size of at least {MIN_REPLY // 1024} KB")
+        raise UsageError(_("a bundle of at most {max_bytes} bytes is too small to carry anything").format(max_bytes=max_bytes),
+                         hint=_("give --max-size of at least {v} KB").format(v=MIN_REPLY // 1024))
     meter = Meter(on_progress)
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, relay_x = _require_relay(dev)
@@ -80,7 +81,7 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         try:
             fileio.write_private(path, sealed)  # sealed, but who sent how much when is nobody else's business
         except OSError as e:
-            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+            raise UsageError(_("cannot write {path}: {v}").format(path=path, v=e.strerror or e)) from None
         with s.transaction():
             s.set_meta("bundle_counter", counter)
             pending = s.meta("bundle_nonces") or {}
@@ -106,14 +107,14 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         with open(path, "rb") as fh:  # read at most one byte past the largest bundle: never a whole huge file
             raw = fh.read(bundle_fmt.MAX_BUNDLE + 1)
     except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+        raise UsageError(_("cannot read {path}: {v}").format(path=path, v=e.strerror or e)) from None
     if len(raw) > bundle_fmt.MAX_BUNDLE:
-        raise LimitError(f"{path} is larger than any bundle ({bundle_fmt.MAX_BUNDLE // (1024 * 1024)} MiB): "
-                         "it was not read further and nothing changed", code="protocol.limit",
-                         hint="check that this is the right file")
+        raise LimitError(_("{path} is larger than any bundle ({v} MiB): it was not read further and nothing "
+              "changed").format(path=path, v=bundle_fmt.MAX_BUNDLE // (1024 * 1024)), code="protocol.limit",
+                         hint=_("check that this is the right file"))
     meter("import", 0, len(raw))
     with Device.open(home) as dev, sync_lock(dev.store.home):
-        relay_pub, _ = _require_relay(dev)
+        relay_pub, _relay_id = _require_relay(dev)
         rep = dev.unlock(passphrase)
         s = dev.store
         x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
@@ -128,7 +129,7 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
             return {"already_imported": True, "acks": 0, "received_batches": 0, "applied_ops": 0,
                     "part": part, "parts": n}
         if nonce not in pending:
-            raise IntegrityError("this reply answers a bundle this device never exported", code="integrity.bundle")
+            raise IntegrityError(_("this reply answers a bundle this device never exported"), code="integrity.bundle")
         # A part whose batches start after what this device holds waits for the part before it.
         held = frm is not None and frm > s.meta("pull_cursor", 0)
         asked = pending[nonce][3] if len(pending[nonce]) > 3 else None  # the export's --max-size

@@ -33,6 +33,8 @@ from .cli_app import register_app
 from .cli_schedule import register as register_schedule
 from .cli_audit import register as register_audit
 from .cli_docs import register as register_doc_policy
+from .cli_language import register as register_language
+from .cli_tray import register as register_tray
 from . import cli_confidential as confidential
 from .passphrase import RECOVERY
 from .device import Device
@@ -54,9 +56,9 @@ def parse_size(text: str) -> int:
     try:
         n = int(float(t) * m)
     except ValueError:
-        raise UsageError(f"bad size {text!r}", hint="e.g. 200KB, 1MB, 65536") from None
+        raise UsageError(_("bad size {text!r}").format(text=text), hint=_("e.g. 200KB, 1MB, 65536")) from None
     if n < 1024:
-        raise UsageError("the budget must be at least 1KB")
+        raise UsageError(_("the budget must be at least 1KB"))
     return n
 
 
@@ -68,10 +70,10 @@ def emit(ctx: click.Context, data: Any, text: Any = None) -> None:
     _emit(ctx, timefmt.machine_form(data), text)
 
 
-def local_time(ms: int | None, never: str = "never") -> str:
+def local_time(ms: int | None, never: str | None = None) -> str:
     """A time as a person reads it: ``today 18:05 (2 h ago)``, in this computer's time zone."""
     if ms is None:
-        return never
+        return _("never") if never is None else never
     now = device_now_ms()
     return f"{timefmt.when(ms, now)} ({timefmt.ago(ms, now)})" if now - ms < 7 * 86_400_000 else timefmt.when(ms, now)
 
@@ -144,9 +146,8 @@ def init(ctx: click.Context, name: str, relay_url: str | None) -> None:
     dev.close()
     emit(ctx, {"member": ident.member, "device": ident.device_id.hex(), "home": str(dev.store.home),
                "recovery": RECOVERY},
-         f"Device {ident.device_id.hex()} ready for {ident.member} in {dev.store.home}.\n"
-         f"{RECOVERY}\n"
-         "Next: 'hbw-sync team create NAME' (first official of a team) or 'hbw-sync join INVITE'.")
+         _("Device {hex} ready for {member} in {home}.\n{RECOVERY}\nNext: 'hbw-sync team "
+               "create NAME' (first official of a team) or 'hbw-sync join INVITE'.").format(hex=ident.device_id.hex(), member=ident.member, home=dev.store.home, RECOVERY=RECOVERY))
 
 
 @cli.group(cls=HbwGroup)
@@ -162,7 +163,7 @@ def team_create(ctx: click.Context, name: str) -> None:
     """Start team NAME on this device (you become its supervisor)."""
     rep = _replica(ctx)
     rep.create_team(name)
-    emit(ctx, {"team": name, "team_id": rep.identity.team_id.hex()}, f"Team {name!r} created. You can add tasks now.")
+    emit(ctx, {"team": name, "team_id": rep.identity.team_id.hex()}, _("Team {name!r} created. You can add tasks now.").format(name=name))
 
 
 @team.command("invite")
@@ -181,12 +182,12 @@ def team_invite(ctx: click.Context, member: str, role: str, days: int) -> None:
     inv = teams.make_invite(_home(ctx), current_passphrase(), member, role, days)
     text = inv.encode()
     emit(ctx, {"invite": text, "member": inv.member, "role": inv.role, "days": days},
-         f"Invite for {inv.member} ({inv.role}), valid {days} days. Give it to them yourself; it is secret:\n{text}\n"
-         f"They run: hbw-sync join INVITE")
+         _("Invite for {member} ({role}), valid {days} days. Give it to them yourself; it is "
+               "secret:\n{text}\nThey run: hbw-sync join INVITE").format(member=inv.member, role=inv.role, days=days, text=text))
 
 
 def _when(ms: int | None) -> str:
-    return local_time(ms) if ms else "an unknown time"
+    return local_time(ms) if ms else _("an unknown time")
 
 
 @team.command("pending")
@@ -198,15 +199,14 @@ def team_pending(ctx: click.Context) -> None:
 
     def text() -> None:
         if r["note"]:
-            click.echo(f"Could not refresh from the relay: {r['note']}")
+            click.echo(_("Could not refresh from the relay: {note}").format(note=r['note']))
         if not r["pending"]:
-            click.echo("No device waits for your approval.")
+            click.echo(_("No device waits for your approval."))
         for p in r["pending"]:
-            click.echo(f"{p['member']} ({p['role']}): device {p['device'][:8]} '{p['label']}', waiting since "
-                       f"{_when(p['since_ms'])}")
+            click.echo(_("{member} ({role}): device {v} '{label}', waiting since {when}").format(member=p['member'], role=p['role'], v=p['device'][:8], label=p['label'], when=_when(p['since_ms'])))
         if r["pending"]:
-            click.echo("Ask the person for the code their device shows, then: hbw-sync team approve CODE "
-                       "(or: hbw-sync team reject CODE).")
+            click.echo(_("Ask the person for the code their device shows, then: hbw-sync team approve "
+                  "CODE (or: hbw-sync team reject CODE)."))
 
     emit(ctx, r, text)
 
@@ -220,13 +220,13 @@ def team_pending(ctx: click.Context) -> None:
 def team_approve(ctx: click.Context, code: tuple[str, ...], role: str) -> None:
     """Admit the device that shows CODE (20 digits): it gets the team key at once."""
     r = teams.approve(_home(ctx), current_passphrase(), " ".join(code), role)
-    msg = (f"Approved {r['member']}'s device {r['device'][:8]} '{r['label']}' as {r['role']}: it receives the team "
-           "key at its next sync.")
+    msg = _("Approved {member}'s device {device} '{label}' as {role}: it receives the team key at its next "
+            "sync.").format(member=r["member"], device=r["device"][:8], label=r["label"], role=r["role"])
     if r["enrolled_as"] == "supervisor" and role != "supervisor":
-        msg += ("\nOffice IT enrolled it as a supervisor; you approved it as a member, so other devices do not take "
-                "its approvals. If it is a supervisor's, approve it with --role supervisor.")
+        msg += "\n" + _("Office IT enrolled it as a supervisor; you approved it as a member, so other devices do "
+                        "not take its approvals. If it is a supervisor's, approve it with --role supervisor.")
     if r["note"]:
-        msg += f"\nThe approval is saved here and {r['note']}."
+        msg += "\n" + _("The approval is saved here and {note}.").format(note=r["note"])
     emit(ctx, r, msg)
 
 
@@ -237,9 +237,10 @@ def team_approve(ctx: click.Context, code: tuple[str, ...], role: str) -> None:
 def team_reject(ctx: click.Context, code: tuple[str, ...]) -> None:
     """Refuse the device that shows CODE: the relay revokes it and it never gets a key."""
     r = teams.reject(_home(ctx), current_passphrase(), " ".join(code))
-    msg = f"Rejected device {r['device'][:8]} (enrolled as {r['member']}); it gets no key."
+    msg = _("Rejected device {device} (enrolled as {member}); it gets no key.").format(device=r["device"][:8],
+                                                                                       member=r["member"])
     if r["note"]:
-        msg += f"\nThe rejection is saved here and {r['note']}."
+        msg += "\n" + _("The rejection is saved here and {note}.").format(note=r["note"])
     emit(ctx, r, msg)
 
 
@@ -249,27 +250,30 @@ def team_reject(ctx: click.Context, code: tuple[str, ...]) -> None:
 def team_rotate(ctx: click.Context) -> None:
     """Make a new team key now (after a device was revoked) and share it with every approved device."""
     r = teams.rotate(_home(ctx), current_passphrase())
-    msg = f"Team key rotated to epoch {r['epoch']}; approved devices receive it at their next sync."
+    msg = _("Team key rotated to epoch {epoch}; approved devices receive it at their next sync.").format(epoch=r["epoch"])
     if r["note"]:
-        msg += f"\nThe new key is kept here and {r['note']}."
+        msg += "\n" + _("The new key is kept here and {note}.").format(note=r["note"])
     emit(ctx, r, msg)
 
 
 def print_waiting(items: list[dict[str, Any]]) -> None:
     """The key flow's waits, in words: who, since when, what to do."""
     for w in items:
-        what = {"approval": "This device waits for a supervisor's approval",
-                "welcome": "This device waits for the team key from the supervisor who invited you",
-                "key grant": "This device waits for the team key",
-                "key rotation": "New changes wait for the team key's rotation",
-                "unlock": "The team key has arrived for this device",
-                "your unlocked sync": f"{w.get('devices')} approved device(s) wait for the team key from this device",
-                "your approval": f"{w.get('member')}'s device {str(w.get('device'))[:8]} '{w.get('label')}' "
-                                 "waits for your approval"}[w["waits_for"]]
-        click.echo(f"{what} (since {_when(w.get('since_ms'))}).")
+        n = int(w.get("devices") or 0)
+        what = {"approval": _("This device waits for a supervisor's approval"),
+                "welcome": _("This device waits for the team key from the supervisor who invited you"),
+                "key grant": _("This device waits for the team key"),
+                "key rotation": _("New changes wait for the team key's rotation"),
+                "unlock": _("The team key has arrived for this device"),
+                "your unlocked sync": ngettext("{n} approved device waits for the team key from this device",
+                                               "{n} approved devices wait for the team key from this device",
+                                               n).format(n=n),
+                "your approval": _("{member}'s device {device} '{label}' waits for your approval").format(
+                    member=w.get("member"), device=str(w.get("device"))[:8], label=w.get("label"))}[w["waits_for"]]
+        click.echo(_("{what} (since {when}).").format(what=what, when=_when(w.get('since_ms'))))
         if w.get("code"):
-            click.echo(f"  Code to show your supervisor: {w['code']}")
-        click.echo(f"  What to do: {w['todo']}")
+            click.echo(_("  Code to show your supervisor: {code}").format(code=w['code']))
+        click.echo(_("  What to do: {todo}").format(todo=w['todo']))
 
 
 # -- tasks ---------------------------------------------------------------------------------------
@@ -282,45 +286,50 @@ def task() -> None:
 
 def _print_tasks(tasks: list[views.TaskView]) -> None:
     if not tasks:
-        click.echo("No tasks.")
+        click.echo(_("No tasks."))
         return
-    click.echo(f"{'ID':6}  {'STATUS':11}  {'PRI':6}  {'DUE':10}  {'ASSIGNEE':10}  {'NEEDS':16}  TITLE")
+    click.echo(f"{_('ID'):6}  {_('STATUS'):11}  {_('PRI'):6}  {_('DUE'):10}  {_('ASSIGNEE'):10}  {_('NEEDS'):16}  "
+               f"{_('TITLE')}")
     for t in tasks:
         click.echo(
             f"{t.short:6}  {t.status:11}  {t.priority:6}  {t.due or '-':10}  {t.assignee or '-':10}  "
-            f"{','.join(t.needs) or '-':16}  {t.title}" + ("  [pinned]" if t.pinned else "")
+            f"{','.join(t.needs) or '-':16}  {t.title}" + ("  " + _("[pinned]") if t.pinned else "")
         )
 
 
 def _print_task(t: views.TaskView) -> None:
-    click.echo(f"Task {t.id[:6]}  ({t.id})")
-    click.echo(f"  Title:       {t.title}")
-    click.echo(f"  Status:      {t.status}")
-    click.echo(f"  Assignee:    {t.assignee or '-'}")
-    click.echo(f"  Due:         {t.due or '-'}")
-    click.echo(f"  Priority:    {t.priority}")
-    click.echo(f"  Needs:       {', '.join(t.needs) or 'nothing special'}")
+    click.echo(_("Task {v}  ({id})").format(v=t.id[:6], id=t.id))
+    click.echo(_("  Title:       {title}").format(title=t.title))
+    click.echo(_("  Status:      {status}").format(status=t.status))
+    click.echo(_("  Assignee:    {v}").format(v=t.assignee or '-'))
+    click.echo(_("  Due:         {v}").format(v=t.due or '-'))
+    click.echo(_("  Priority:    {priority}").format(priority=t.priority))
+    click.echo(_("  Needs:       {v}").format(v=', '.join(t.needs) or _('nothing special')))
     if t.pinned:
-        click.echo("  Pinned:      yes (rebalancing will not move it)")
+        click.echo(_("  Pinned:      yes (rebalancing will not move it)"))
     if t.ref:
-        click.echo(f"  Ref:         {t.ref} (from the imported spreadsheet)")
+        click.echo(_("  Ref:         {ref} (from the imported spreadsheet)").format(ref=t.ref))
     if t.deleted:
         who, _sep, at = (t.deleted_by or "").partition(" at ")
-        click.echo(f"  Deleted:     yes, by {who}" + (f", {local_iso(at)}" if at else "")
-                   + " (kept here and in the audit; it is in no list)")
+        if at:
+            click.echo(_("  Deleted:     yes, by {who}, {at} (kept here and in the audit; it is in no list)").format(
+                who=who, at=local_iso(at)))
+        else:
+            click.echo(_("  Deleted:     yes, by {who} (kept here and in the audit; it is in no list)").format(who=who))
     elif t.archived:
-        click.echo("  Archived:    yes (in no list, rebalancing or workload; 'task archive --undo' brings it back)")
-    click.echo(f"  Updated:     {local_iso(t.updated)}")
+        click.echo(_("  Archived:    yes (in no list, rebalancing or workload; 'task archive --undo' "
+              "brings it back)"))
+    click.echo(_("  Updated:     {updated}").format(updated=local_iso(t.updated)))
     if t.description:
-        click.echo("  Description:")
+        click.echo(_("  Description:"))
         for line in t.description.splitlines():
             click.echo(f"    {line}")
     for n in t.notes:
-        click.echo(f"  Note ({n.by}, {local_iso(n.at)}): {n.text}")
+        click.echo(_("  Note ({by}, {at}): {text}").format(by=n.by, at=local_iso(n.at), text=n.text))
     for d in t.docs:
-        click.echo(f"  Document:    {d[:6]}")
+        click.echo(_("  Document:    {v}").format(v=d[:6]))
     for c in t.conflicts:
-        click.echo(f"  Conflict:    {c['field']}: {c['detail']}")
+        click.echo(_("  Conflict:    {field}: {detail}").format(field=c['field'], detail=c['detail']))
 
 
 def _task_options(f: Any) -> Any:
@@ -358,7 +367,7 @@ def task_add(ctx: click.Context, title: str, description: str | None, assignee: 
         priority=views.parse_priority(priority) if priority else 1,
         needs=views.parse_needs(needs) if needs else 0,
     )
-    emit(ctx, t.to_dict(), f"Added task {t.short}: {t.title}")
+    emit(ctx, t.to_dict(), _("Added task {short}: {title}").format(short=t.short, title=t.title))
 
 
 @task.command("list")
@@ -414,10 +423,10 @@ def task_edit(ctx: click.Context, task_id: str, title: str | None, description: 
     rep = _replica(ctx)
     if pin is not None:
         if rep.store.meta("role") != "supervisor":
-            raise UsageError("only a supervisor can pin or unpin a task")
+            raise UsageError(_("only a supervisor can pin or unpin a task"))
         values["pinned"] = pin
     t = rep.edit_task(task_id, **values)
-    emit(ctx, t.to_dict(), f"Updated task {t.short}: {t.title}")
+    emit(ctx, t.to_dict(), _("Updated task {short}: {title}").format(short=t.short, title=t.title))
 
 
 @task.command("assign")
@@ -428,7 +437,7 @@ def task_edit(ctx: click.Context, task_id: str, title: str | None, description: 
 def task_assign(ctx: click.Context, task_id: str, member: str) -> None:
     """Give a task to MEMBER ('-' to unassign)."""
     t = _replica(ctx).assign(task_id, _assignee(member))
-    emit(ctx, t.to_dict(), f"Task {t.short} is now assigned to {t.assignee or 'nobody'}.")
+    emit(ctx, t.to_dict(), _("Task {short} is now assigned to {v}.").format(short=t.short, v=t.assignee or 'nobody'))
 
 
 @task.command("start")
@@ -438,7 +447,7 @@ def task_assign(ctx: click.Context, task_id: str, member: str) -> None:
 def task_start(ctx: click.Context, task_id: str) -> None:
     """Mark a task as in progress."""
     t = _replica(ctx).set_status(task_id, Status.IN_PROGRESS)
-    emit(ctx, t.to_dict(), f"Task {t.short} is in progress.")
+    emit(ctx, t.to_dict(), _("Task {short} is in progress.").format(short=t.short))
 
 
 @task.command("done")
@@ -448,7 +457,7 @@ def task_start(ctx: click.Context, task_id: str) -> None:
 def task_done(ctx: click.Context, task_id: str) -> None:
     """Mark a task as done."""
     t = _replica(ctx).set_status(task_id, Status.DONE)
-    emit(ctx, t.to_dict(), f"Task {t.short} is done.")
+    emit(ctx, t.to_dict(), _("Task {short} is done.").format(short=t.short))
 
 
 @task.command("note")
@@ -459,7 +468,7 @@ def task_done(ctx: click.Context, task_id: str) -> None:
 def task_note(ctx: click.Context, task_id: str, text: str) -> None:
     """Add a note to a task (notes are never overwritten, even offline)."""
     t = _replica(ctx).note(task_id, text)
-    emit(ctx, t.to_dict(), f"Note added to task {t.short}.")
+    emit(ctx, t.to_dict(), _("Note added to task {short}.").format(short=t.short))
 
 
 @task.command("archive")
@@ -472,8 +481,9 @@ def task_archive(ctx: click.Context, task_ids: tuple[str, ...], undo: bool) -> N
     rep = _replica(ctx)
     ids = [rep.task(t).id for t in task_ids]  # every id resolves before anything changes
     done = [rep.archive_task(t, undo=undo) for t in ids]
-    word = "back in the lists" if undo else "archived ('task list --archived' shows it; --undo brings it back)"
-    emit(ctx, [t.to_dict() for t in done], "\n".join(f"Task {t.short} ({t.title}) is {word}." for t in done))
+    line = (_("Task {short} ({title}) is back in the lists.") if undo else
+            _("Task {short} ({title}) is archived ('task list --archived' shows it; --undo brings it back)."))
+    emit(ctx, [t.to_dict() for t in done], "\n".join(line.format(short=t.short, title=t.title) for t in done))
 
 
 @task.command("delete")
@@ -490,14 +500,15 @@ def task_delete(ctx: click.Context, task_ids: tuple[str, ...], yes: bool) -> Non
     shown = [rep.task(t) for t in task_ids]  # every id resolves before anything is deleted
     if not yes:
         if not is_interactive():
-            raise UsageError("deleting cannot be undone, and there is no terminal to confirm on; nothing deleted",
-                             hint="pass --yes to delete without asking")
+            raise UsageError(_("deleting cannot be undone, and there is no terminal to confirm on; nothing deleted"),
+                             hint=_("pass --yes to delete without asking"))
         listing = ", ".join(f"{t.short} ({t.title})" for t in shown)
-        if not click.confirm(f"Delete {listing} for the whole team? This cannot be undone", err=True):
-            raise UsageError("not confirmed; nothing deleted")
+        if not click.confirm(_("Delete {listing} for the whole team? This cannot be undone").format(listing=listing), err=True):
+            raise UsageError(_("not confirmed; nothing deleted"))
     done = [rep.delete_task(t.id) for t in shown]
     emit(ctx, [t.to_dict() for t in done],
-         "\n".join(f"Task {t.short} ({t.title}) is deleted; its history stays in the audit." for t in done))
+         "\n".join(_("Task {short} ({title}) is deleted; its history stays in the audit.").format(
+             short=t.short, title=t.title) for t in done))
 
 
 def _system_locale() -> str | None:
@@ -544,7 +555,7 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
     for m in maps:
         header, sep, name = m.partition("=")
         if not sep or not header.strip():
-            raise UsageError(f"--map {m!r}: expected HEADER=FIELD", hint="e.g. --map 'Agent=assignee'")
+            raise UsageError(_("--map {m!r}: expected HEADER=FIELD").format(m=m), hint=_("e.g. --map 'Agent=assignee'"))
         mapping[header.strip()] = name.strip().lower()
     opts = importer.ImportOptions(mapping=mapping, day_first=day_first,
                                   locale_day_first=importer.locale_day_first(os.environ, _system_locale()),
@@ -554,26 +565,31 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
         plan = importer.import_file(rep, file, opts, fmt=fmt, sheet=sheet, dry_run=dry_run, skip_bad=skip_bad)
     except UsageError as e:
         if e.code == "usage.import_bad_rows":  # the library's hint names no option; this front end has them
-            e.hint = (f"{e.hint}; " if e.hint else "") + ("--new-member NAME accepts one who has not joined yet; "
-                                                          if "is not in the team" in e.message else "") \
-                + "--dry-run shows every row, --skip-bad imports the good ones"
+            e.hint = (f"{e.hint}; " if e.hint else "") + (
+                _("--new-member NAME accepts one who has not joined yet;") + " "
+                if getattr(e, "unknown_member", False) else "") \
+                + _("--dry-run shows every row, --skip-bad imports the good ones")
         raise
     result = {**plan.to_dict(), "dry_run": dry_run,
               "imported": 0 if dry_run else plan.count("create") + plan.count("update"),
               "ids": [r.task for r in plan.rows if r.action == "create" and r.task]}
 
     def text() -> None:
-        click.echo(plan.summary() + f" Dates read {plan.date_order}.")
+        click.echo(plan.summary() + " " + _("Dates read {order}.").format(order=_(plan.date_order)))
         if dry_run:
             for line in plan.describe():
                 click.echo(line)
-            click.echo("Dry run: nothing was imported.")
+            click.echo(_("Dry run: nothing was imported."))
             return
         for line in plan.problem_lines():
-            click.echo(f"  left out, {line}")
-        click.echo(f"Imported: {plan.count('create')} task(s) created, {plan.count('update')} updated"
-                   + (f", {plan.count('unchanged')} already up to date" if plan.count("unchanged") else "")
-                   + (f", {len(plan.bad)} bad row(s) left out." if plan.bad else "."))
+            click.echo(_("  left out, {line}").format(line=line))
+        parts = [_("Imported: {created} task(s) created, {updated} updated").format(
+            created=plan.count("create"), updated=plan.count("update"))]
+        if plan.count("unchanged"):
+            parts.append(_("{n} already up to date").format(n=plan.count("unchanged")))
+        if plan.bad:
+            parts.append(_("{n} bad row(s) left out").format(n=len(plan.bad)))
+        click.echo(", ".join(parts) + ".")
 
     emit(ctx, result, text)
 
@@ -598,7 +614,7 @@ def task_export(ctx: click.Context, file: Path, fmt: str | None, mine: bool, ass
     """
     tasks = _replica(ctx).tasks(mine=mine, assignee=assignee, archived=archived)
     r = exporter.export_tasks(tasks, file, fmt, separator="\t" if separator == "tab" else separator, force=force)
-    emit(ctx, r, f"Wrote {r['tasks']} task(s) to {file} ({human_bytes(r['bytes'])}).")
+    emit(ctx, r, _("Wrote {tasks} task(s) to {file} ({human_bytes}).").format(tasks=r['tasks'], file=file, human_bytes=human_bytes(r['bytes'])))
 
 
 # -- documents -------------------------------------------------------------------------------------
@@ -611,11 +627,11 @@ def doc() -> None:
 
 def _print_docs(docs: list[views.DocView]) -> None:
     if not docs:
-        click.echo("No documents.")
+        click.echo(_("No documents."))
         return
-    click.echo(f"{'ID':6}  {'SIZE':>10}  {'VER':>3}  {'TASK':6}  NAME")
+    click.echo(f"{_('ID'):6}  {_('SIZE'):>10}  {_('VER'):>3}  {_('TASK'):6}  {_('NAME')}")
     for d in docs:
-        mark = "  <- two people edited it offline; both kept" if d.conflict_of else ""
+        mark = "  " + _("<- two people edited it offline; both kept") if d.conflict_of else ""
         mark += confidential.marks(d)
         if not d.local:
             mark += "  " + _("(not on this device: 'doc get' fetches it)")
@@ -637,7 +653,7 @@ def doc_add(ctx: click.Context, path: Path, task_id: str | None, name: str | Non
     the team key, the limit is 32 MiB.
     """
     d = _replica(ctx).add_doc(path, task=task_id, name=name)
-    emit(ctx, d.to_dict(), f"Added document {d.short}: {d.name} ({human_bytes(d.size)}).")
+    emit(ctx, d.to_dict(), _("Added document {short}: {name} ({size}).").format(short=d.short, name=d.name, size=human_bytes(d.size)))
 
 
 @doc.command("list")
@@ -670,7 +686,7 @@ def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int |
     if out.is_dir():
         out = out / views.safe_filename(d.name)
     if out.exists() and not force:
-        raise UsageError(f"{out} exists", hint="pass --force to overwrite, or -o another path")
+        raise UsageError(_("{out} exists").format(out=out), hint=_("pass --force to overwrite, or -o another path"))
     why = confidential.ask_reason(ctx, d, reason)
     try:
         rep.check_export_reason(d, why)  # refused before anything is fetched
@@ -693,7 +709,7 @@ def doc_get(ctx: click.Context, doc_id: str, output: Path | None, version: int |
 def doc_update(ctx: click.Context, doc_id: str, path: Path) -> None:
     """Record the file at PATH as a new version of a document (up to 4 GiB, as for `doc add`)."""
     d = _replica(ctx).update_doc(doc_id, path)
-    emit(ctx, d.to_dict(), f"Document {d.short} is now at version {d.versions}.")
+    emit(ctx, d.to_dict(), _("Document {short} is now at version {versions}.").format(short=d.short, versions=d.versions))
 
 
 # -- profile, status -----------------------------------------------------------------------------
@@ -729,17 +745,17 @@ def profile(ctx: click.Context, laptop: bool | None, internet: bool | None, offi
     p = _replica(ctx).set_profile(**values)
 
     def text() -> None:
-        yn = {True: "yes", False: "no", None: "not said"}
-        click.echo(f"Profile of {p['member']}:")
-        click.echo(f"  Laptop at home:   {yn[p['laptop']]}")
-        click.echo(f"  Internet at home: {yn[p['internet']]}")
-        click.echo(f"  Office days:      {', '.join(p['office_days']) or 'none'}")
-        click.echo(f"  Away until:       {p['away_until'] or '-'}")
+        yn = {True: _("yes"), False: _("no"), None: _("not said")}
+        click.echo(_("Profile of {member}:").format(member=p['member']))
+        click.echo(_("  Laptop at home:   {v}").format(v=yn[p['laptop']]))
+        click.echo(_("  Internet at home: {v}").format(v=yn[p['internet']]))
+        click.echo(_("  Office days:      {v}").format(v=', '.join(p['office_days']) or _('none')))
+        click.echo(_("  Away until:       {v}").format(v=p['away_until'] or '-'))
         cap = p["capacity"]
-        click.echo(f"  Capacity:         {cap} open tasks" if cap else "  Capacity:         the team's default")
+        click.echo(_("  Capacity:         {cap} open tasks").format(cap=cap) if cap else _("  Capacity:         the team's default"))
         if p["role"] == "supervisor":
-            click.echo("  Receives work:    " + ("yes, when the relay rebalances" if p["takes_work"]
-                                               else "no (--takes-work to opt in)"))
+            click.echo(_("  Receives work:    yes, when the relay rebalances") if p["takes_work"]
+                       else _("  Receives work:    no (--takes-work to opt in)"))
 
     emit(ctx, p, text)
 
@@ -780,39 +796,45 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
 
     def text() -> None:
         o = s["outbox"]
-        click.echo(f"{s['member']} on device {s['device'][:8]}" + (f", team {s['team']}" if s["team"] else ", no team yet"))
-        if o["changes"]:
-            click.echo(f"Waiting to be sent: {o['changes']} change(s) in {o['batches']} batch(es), {human_bytes(o['bytes'])}.")
+        if s["team"]:
+            click.echo(_("{member} on device {device}, team {team}").format(member=s["member"], device=s["device"][:8],
+                                                                            team=s["team"]))
         else:
-            click.echo("Nothing waiting to be sent.")
+            click.echo(_("{member} on device {device}, no team yet").format(member=s["member"], device=s["device"][:8]))
+        if o["changes"]:
+            click.echo(_("Waiting to be sent: {changes} change(s) in {batches} batch(es), {human_bytes}.").format(changes=o['changes'], batches=o['batches'], human_bytes=human_bytes(o['bytes'])))
+        else:
+            click.echo(_("Nothing waiting to be sent."))
         if s["waiting_for_team_key"]:
-            click.echo(f"{s['waiting_for_team_key']} change(s) wait for the team key: they are kept here, and sealed "
-                       "and sent once this device holds the new key.")
+            click.echo(_("{waiting_for_team_key} change(s) wait for the team key: they are kept here, "
+                  "and sealed and sent once this device holds the new key.").format(waiting_for_team_key=s['waiting_for_team_key']))
         print_waiting(s["key_flow"])
         got = s["received"]
         if got:
             print_received(got)
         last = s["last_sync"]
         if last is None:
-            click.echo("Never synced.")
+            click.echo(_("Never synced."))
         else:
-            ok = "worked" if last["ok"] else f"failed ({last['detail']})"
-            click.echo(f"Last sync {local_time(last['at_ms'])} by {last['how']}: {ok}.")
+            ok = _("worked") if last["ok"] else _("failed ({detail})").format(detail=last["detail"])
+            click.echo(_("Last sync {local_time} by {how}: {ok}.").format(local_time=local_time(last['at_ms']), how=last['how'], ok=ok))
             if not last["ok"] and s["last_successful_sync_ms"]:
-                click.echo(f"Last successful sync: {local_time(s['last_successful_sync_ms'])}.")
+                click.echo(_("Last successful sync: {local_time}.").format(local_time=local_time(s['last_successful_sync_ms'])))
             if s["last_sync_wrong_passphrase"]:
-                click.echo("That sync was given a passphrase that does not open this device (a stale "
-                           "HBW_PASSPHRASE in a script or scheduler?), so it ran without it. Fix or unset it there.")
+                click.echo(_("That sync was given a passphrase that does not open this device (a stale "
+                      "HBW_PASSPHRASE in a script or scheduler?), so it ran without it. Fix or "
+                      "unset it there."))
         for n in s["notices"]:
-            click.echo(f"Notice: {n}")
+            click.echo(_("Notice: {n}").format(n=n))
         if s["conflicts"]:
-            click.echo(f"Conflicts settled since you last looked ({s['conflicts']}):")
+            click.echo(_("Conflicts settled since you last looked ({conflicts}):").format(conflicts=s['conflicts']))
             for c in s["conflict_details"]:
                 click.echo(f"  {c}")
         elif not got:
             click.echo(_("No new conflicts."))
         if s["rejected_batches"]:
-            click.echo(f"{s['rejected_batches']} batch(es) were refused by the relay; see 'hbw-sync sync' output.")
+            click.echo(_("{rejected_batches} batch(es) were refused by the relay; see 'hbw-sync sync' "
+                  "output.").format(rejected_batches=s['rejected_batches']))
 
     emit(ctx, s, text)
     if not wants_json(ctx) and not mark_seen_off:
@@ -850,13 +872,14 @@ def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, lab
     with progress_for(progress) as on_progress:  # the first sync may bring the team's whole history
         r = syncing.join(home, text, secret, label=label or "", on_progress=on_progress)
     r["recovery"] = RECOVERY
-    msg = f"Joined team {r['team']!r} as {r['member']} ({r['role']}) at {r['relay']}."
+    msg = _("Joined team {team!r} as {member} ({role}) at {relay}.").format(team=r["team"], member=r["member"],
+                                                                           role=r["role"], relay=r["relay"])
     if new_store:
         msg += f"\n{RECOVERY}"
     if r["first_device"]:
-        msg += "\nThis is the team's first device: its team key was created here."
+        msg += "\n" + _("This is the team's first device: its team key was created here.")
     if not r.get("synced"):
-        msg += f"\nFirst sync did not complete: {r.get('note', 'try hbw-sync sync later')}"
+        msg += "\n" + _("First sync did not complete: {note}").format(note=r.get("note") or _("try hbw-sync sync later"))
 
     def text() -> None:
         click.echo(msg)
@@ -911,19 +934,19 @@ def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, 
         # The sync log keeps it ('hbw-sync status' shows it), and the exit code still says 75.
         ctx.exit(exit_code_for(e))
     if r.wrong_passphrase:  # said even with --quiet and --json: a person should fix the script
-        click.echo("warning: HBW_PASSPHRASE does not open this device, so this sync ran without it: "
-                   "changes were sent and fetched; what arrived waits until a command with the right "
-                   "passphrase. Fix or unset HBW_PASSPHRASE.", err=True)
+        click.echo(_("warning: HBW_PASSPHRASE does not open this device, so this sync ran without it: "
+              "changes were sent and fetched; what arrived waits until a command with the right "
+              "passphrase. Fix or unset HBW_PASSPHRASE."), err=True)
 
     def text() -> None:
         if quiet:
             return
         click.echo(
-            f"Sent {r.sent_batches} batch(es) ({human_bytes(r.sent_bytes)}), received {r.received_batches} "
-            f"({human_bytes(r.received_bytes)}) in {r.round_trips} round trip(s), {r.duration_s:.1f} s."
+            _("Sent {sent_batches} batch(es) ({sent_bytes}), received {received_batches} "
+                  "({received_bytes}) in {round_trips} round trip(s), {duration_s:.1f} s.").format(sent_batches=r.sent_batches, sent_bytes=human_bytes(r.sent_bytes), received_batches=r.received_batches, received_bytes=human_bytes(r.received_bytes), round_trips=r.round_trips, duration_s=r.duration_s)
         )
         if r.waiting_to_apply:
-            click.echo(f"{r.waiting_to_apply} received batch(es) will be applied at your next command.")
+            click.echo(_("{waiting_to_apply} received batch(es) will be applied at your next command.").format(waiting_to_apply=r.waiting_to_apply))
         for n in r.notes:
             click.echo(n)
         print_waiting(r.waiting)
@@ -953,10 +976,11 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
     with progress_for(progress) as on_progress:
         r = bundles.export_bundle(_home(ctx), file, parse_size(max_size), passphrase=env_passphrase(),
                                   on_progress=on_progress)
-    msg = f"Wrote {file} ({human_bytes(r['bytes'])}): {r['changes']} change(s) in {r['batches']} batch(es)."
+    msg = _("Wrote {file} ({size}): {changes} change(s) in {batches} batch(es).").format(
+        file=file, size=human_bytes(r["bytes"]), changes=r["changes"], batches=r["batches"])
     if r["left_in_outbox"]:
-        msg += f"\n{r['left_in_outbox']} more batch(es) did not fit: export again after the reply."
-    msg += "\nSend it to the office; import the reply with 'hbw-sync bundle import REPLY'."
+        msg += "\n" + _("{n} more batch(es) did not fit: export again after the reply.").format(n=r["left_in_outbox"])
+    msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")
     emit(ctx, r, msg)
 
 
@@ -971,7 +995,7 @@ def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
     with progress_for(progress) as on_progress:
         r = bundles.import_bundle(_home(ctx), file, secret, on_progress=on_progress)
     if r["already_imported"]:
-        emit(ctx, r, "This reply was already imported; nothing changed.")
+        emit(ctx, r, _("This reply was already imported; nothing changed."))
         return
     emit(ctx, r, bundle_import_words(r))
 
@@ -1023,7 +1047,7 @@ def watch_cmd(ctx: click.Context, interval: float, max_backoff: float) -> None:
 def check(ctx: click.Context) -> None:
     """Verify the local store: every task and document matches the change log."""
     problems = _replica(ctx).check()
-    emit(ctx, {"ok": not problems, "problems": problems}, "Store is consistent." if not problems else "\n".join(problems))
+    emit(ctx, {"ok": not problems, "problems": problems}, _("Store is consistent.") if not problems else "\n".join(problems))
     if problems:
         ctx.exit(65)
 
@@ -1034,6 +1058,8 @@ register_app(cli)
 register_audit(cli)
 confidential.register(doc, _replica, emit)
 register_doc_policy(doc)
+register_language(cli)
+register_tray(cli)
 
 
 def main() -> None:

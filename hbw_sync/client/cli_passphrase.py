@@ -24,6 +24,7 @@ from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..errors import AccessError, UsageError, WrongKeyError
 from . import passphrase as pp
 from .device import Device
+from ..i18n import _
 
 ENV_CURRENT = "HBW_PASSPHRASE"
 ENV_NEW = "HBW_NEW_PASSPHRASE"
@@ -43,8 +44,8 @@ def current_passphrase(prompt: str = "Passphrase") -> str:
     if is_interactive():
         return click.prompt(prompt, hide_input=True, err=True)
     raise AccessError(
-        "this command needs your passphrase, and there is no terminal to ask it on",
-        hint="set HBW_PASSPHRASE for scripts; 'status' and 'sync' need no passphrase",
+        _("this command needs your passphrase, and there is no terminal to ask it on"),
+        hint=_("set HBW_PASSPHRASE for scripts; 'status' and 'sync' need no passphrase"),
     )
 
 
@@ -62,24 +63,24 @@ def new_passphrase(known: Iterable[str] = (), *, current_env_too: bool = False) 
             return p
     if not is_interactive():
         raise UsageError(
-            "choosing a passphrase needs a terminal, and there is none",
-            hint=f"for scripts set {ENV_NEW} to a strong passphrase (four or more unrelated words)",
+            _("choosing a passphrase needs a terminal, and there is none"),
+            hint=_("for scripts set {ENV_NEW} to a strong passphrase (four or more unrelated words)").format(ENV_NEW=ENV_NEW),
         )
-    click.echo("Choose a passphrase for this device. It protects everything you keep here at rest,\n"
-               "and you type it for commands that show or change content. Use four or more unrelated\n"
-               "words, e.g. 'orchid lantern 52 ferry'. " + pp.RECOVERY, err=True)
-    for _ in range(CHOOSE_TRIES):
-        p = click.prompt("New passphrase", hide_input=True, err=True)
+    click.echo(_("Choose a passphrase for this device. It protects everything you keep here at rest,\n"
+                 "and you type it for commands that show or change content. Use four or more unrelated\n"
+                 "words, e.g. 'orchid lantern 52 ferry'.") + " " + pp.RECOVERY, err=True)
+    for _attempt in range(CHOOSE_TRIES):
+        p = click.prompt(_("New passphrase"), hide_input=True, err=True)
         s = pp.strength(p, known)
         if not s.ok:
-            click.echo(f"Too easy to guess{': ' + s.warning if s.warning else ''}. "
-                       + " ".join(s.suggestions or ["Add another word or two."]), err=True)
+            said = _("Too easy to guess: {why}.").format(why=s.warning) if s.warning else _("Too easy to guess.")
+            click.echo(said + " " + " ".join(s.suggestions or [_("Add another word or two.")]), err=True)
             continue
-        if click.prompt("Type it again to confirm", hide_input=True, err=True) != p:
-            click.echo("The two entries differ; let's start again.", err=True)
+        if click.prompt(_("Type it again to confirm"), hide_input=True, err=True) != p:
+            click.echo(_("The two entries differ; let's start again."), err=True)
             continue
         return p
-    raise UsageError("no passphrase was chosen; nothing was changed", code="usage.weak_passphrase")
+    raise UsageError(_("no passphrase was chosen; nothing was changed"), code="usage.weak_passphrase")
 
 
 def _device(ctx: click.Context) -> Device:
@@ -105,16 +106,17 @@ def check_cmd(ctx: click.Context) -> None:
     dev = _device(ctx)
     r = pp.check(dev, current_passphrase())
     if not r.opens:
-        raise WrongKeyError("this passphrase does not open this device",
-                            hint=f"check {ENV_CURRENT} or retype it; if it is lost, see 'hbw-sync passphrase --help'")
+        raise WrongKeyError(_("this passphrase does not open this device"),
+                            hint=_("check {ENV_CURRENT} or retype it; if it is lost, see "
+                                  "'hbw-sync passphrase --help'").format(ENV_CURRENT=ENV_CURRENT))
     s = r.strength
     assert s is not None
 
     def text() -> None:
-        click.echo("This passphrase opens this device.")
+        click.echo(_("This passphrase opens this device."))
         if not s.ok:
-            click.echo(f"It is weaker than a new one may be today (score {s.score} of {pp.MIN_SCORE}"
-                       f"{': ' + s.warning if s.warning else ''}). Change it with 'hbw-sync passphrase change'.")
+            click.echo(_("It is weaker than a new one may be today (score {score} of {MIN_SCORE}{v}). "
+                  "Change it with 'hbw-sync passphrase change'.").format(score=s.score, MIN_SCORE=pp.MIN_SCORE, v=': ' + s.warning if s.warning else ''))
 
     emit(ctx, r.to_dict(), text)
 
@@ -128,16 +130,16 @@ def change_cmd(ctx: click.Context) -> None:
     The change is one atomic step: if it is interrupted, the old passphrase still works.
     """
     dev = _device(ctx)
-    old = current_passphrase("Current passphrase")
+    old = current_passphrase(_("Current passphrase"))
     if not dev.opens_with(old):  # told before a new one is typed twice
-        raise WrongKeyError("wrong passphrase; nothing was changed", hint=f"check {ENV_CURRENT} or retype it")
+        raise WrongKeyError(_("wrong passphrase; nothing was changed"), hint=_("check {ENV_CURRENT} or retype it").format(ENV_CURRENT=ENV_CURRENT))
     ident = dev.identity
     new = new_passphrase([ident.member, ident.team_name or ""])
     pp.change(dev, old, new)
     emit(ctx, {"changed": True, "home": str(dev.store.home)},
-         "Passphrase changed: only the new one opens this device now.\n"
-         f"If a script or scheduler sets {ENV_CURRENT}, update it there too "
-         "(a stale one does not stop 'sync', but received changes then wait until you unlock).")
+         _("Passphrase changed: only the new one opens this device now.\nIf a script or "
+               "scheduler sets {ENV_CURRENT}, update it there too (a stale one does not stop "
+               "'sync', but received changes then wait until you unlock).").format(ENV_CURRENT=ENV_CURRENT))
 
 
 def register(cli: click.Group) -> None:

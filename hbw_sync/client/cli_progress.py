@@ -17,13 +17,15 @@ from typing import Any, Callable, Iterator, TextIO
 
 import click
 
+from ..i18n import N_, _
 from ..timefmt import human_bytes
 from .progress import OnProgress, Progress
 
 MODES = ("auto", "bar", "json", "none")
 
 #: What a person reads beside each bar.
-LABELS = {"upload": "Sending", "download": "Receiving", "export": "Writing bundle", "import": "Reading bundle"}
+LABELS = {"upload": N_("Sending"), "download": N_("Receiving"), "export": N_("Writing bundle"),
+          "import": N_("Reading bundle")}
 
 
 class BarRenderer:
@@ -42,7 +44,7 @@ class BarRenderer:
                 other.close()
             self.bars.clear()
             bar = self.bars[p.phase] = tqdm(
-                total=p.total, desc=LABELS.get(p.phase, p.phase), unit="B", unit_scale=True, unit_divisor=1000,
+                total=p.total, desc=_(LABELS[p.phase]) if p.phase in LABELS else p.phase, unit="B", unit_scale=True, unit_divisor=1000,
                 file=self.stream, leave=True, dynamic_ncols=True, mininterval=0.2,
             )
         if p.total is not None and bar.total != p.total:
@@ -105,15 +107,18 @@ class Tally:
     def so_far(self) -> str | None:
         """``250.0 KB of 3.0 MB sent before that, 2.8 MB left`` for each phase that moved, or None."""
         parts = []
-        for phase, verb in (("upload", "sent"), ("download", "received")):
+        words = {"upload": (_("{done} of {total} sent before that, {left} left"), _("{done} sent before that")),
+                 "download": (_("{done} of {total} received before that, {left} left"),
+                              _("{done} received before that"))}
+        for phase, (of_total, so_far) in words.items():
             p = self.last.get(phase)
             if p is None or (p.done == 0 and not p.total):
                 continue
             if p.total:
-                parts.append(f"{human_bytes(p.done)} of {human_bytes(p.total)} {verb} before that, "
-                              f"{human_bytes(p.total - p.done)} left")
+                parts.append(of_total.format(done=human_bytes(p.done), total=human_bytes(p.total),
+                                             left=human_bytes(p.total - p.done)))
             else:
-                parts.append(f"{human_bytes(p.done)} {verb} before that")
+                parts.append(so_far.format(done=human_bytes(p.done)))
         return "; ".join(parts) or None
 
 

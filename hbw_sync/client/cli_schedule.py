@@ -8,6 +8,7 @@ import click
 
 from ..cli_common import HbwGroup, emit, json_option
 from . import schedule as sched
+from ..i18n import _
 
 KIND = click.option("--kind", type=click.Choice(sched.KINDS), default=None,
                     help="Which scheduler (default: Task Scheduler on Windows, a systemd user timer where "
@@ -43,16 +44,15 @@ def install_cmd(ctx: click.Context, kind: str | None, interval: str, watch: bool
     launcher = sched.windowless() if kind == "windows" and not binary else None
     p = sched.plan(kind, binary or sched.find_binary(), _home(ctx), int(interval), watch, launcher=launcher)
     if dry_run:
-        emit(ctx, {**p.to_dict(), "dry_run": True}, p.describe() + "\n(dry run: nothing was changed)")
+        emit(ctx, {**p.to_dict(), "dry_run": True}, p.describe() + "\n" + _("(dry run: nothing was changed)"))
         return
     r = sched.install(p)
-    where = {"systemd": "systemd user timer" if not watch else "systemd user service", "cron": "your crontab",
-             "windows": f"Task Scheduler task {sched.TASK_NAME!r}"}[kind]
-    what = "keeps 'hbw-sync watch' running" if watch else f"syncs every {interval} minutes"
+    where = {"systemd": _("systemd user timer") if not watch else _("systemd user service"), "cron": _("your crontab"),
+             "windows": _("Task Scheduler task {name!r}").format(name=sched.TASK_NAME)}[kind]
+    what = _("keeps 'hbw-sync watch' running") if watch else _("syncs every {n} minutes").format(n=interval)
     emit(ctx, {**r, "dry_run": False},
-         f"Installed in {where}: {what}, running {sched.display(kind, p.command)}\n"
-         "It never prompts; 'hbw-sync status' shows when the last sync worked. "
-         "Undo with 'hbw-sync schedule remove'.")
+         _("Installed in {where}: {what}, running {kind}\nIt never prompts; 'hbw-sync "
+               "status' shows when the last sync worked. Undo with 'hbw-sync schedule remove'.").format(where=where, what=what, kind=sched.display(kind, p.command)))
 
 
 @schedule.command("show")
@@ -66,12 +66,12 @@ def show_cmd(ctx: click.Context, kind: str | None) -> None:
 
     def text() -> None:
         if not r["installed"]:
-            click.echo(f"No scheduled sync in {kind}. Set one up with 'hbw-sync schedule install'.")
+            click.echo(_("No scheduled sync in {kind}. Set one up with 'hbw-sync schedule install'.").format(kind=kind))
             return
         for path, body in r["files"].items():
             click.echo(f"--- {path}:\n{body.rstrip()}")
         if r["cron"]:
-            click.echo("--- in your crontab:\n" + "\n".join(r["cron"]))
+            click.echo(_("--- in your crontab:") + "\n" + "\n".join(r["cron"]))
         if r["task"]:
             click.echo(r["task"])
 
@@ -87,7 +87,7 @@ def remove_cmd(ctx: click.Context, kind: str | None) -> None:
     kind = kind or sched.detect_kind()
     done = sched.remove(kind)
     emit(ctx, {"kind": kind, "removed": done},
-         ("\n".join(s[0].upper() + s[1:] + "." for s in done) if done else f"No scheduled sync in {kind}: nothing to remove."))
+         ("\n".join(s[0].upper() + s[1:] + "." for s in done) if done else _("No scheduled sync in {kind}: nothing to remove.").format(kind=kind)))
 
 
 def register(cli: click.Group) -> None:

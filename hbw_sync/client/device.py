@@ -21,6 +21,7 @@ from ..ops import is_member_name
 from . import received, vault
 from .passphrase import require_strong
 from .store import Store
+from ..i18n import _
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -79,7 +80,7 @@ class Device:
         """
         if not is_member_name(name):
             raise UsageError(
-                f"{name!r} is not a valid member name", hint="use 1-32 lowercase letters, digits, '.', '_' or '-'"
+                _("{name!r} is not a valid member name").format(name=name), hint=_("use 1-32 lowercase letters, digits, '.', '_' or '-'")
             )
         require_strong(passphrase, [name])
         store = Store.create(home)
@@ -136,8 +137,8 @@ class Device:
         team = self.store.meta("team_id")
         if team is None:
             raise ConfigError(
-                "this device is not in a team yet",
-                hint="run 'hbw-sync team create NAME' (first official) or 'hbw-sync join INVITE'",
+                _("this device is not in a team yet"),
+                hint=_("run 'hbw-sync team create NAME' (first official) or 'hbw-sync join INVITE'"),
             )
         return team
 

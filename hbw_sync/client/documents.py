@@ -55,7 +55,7 @@ def human_size(n: int) -> str:
         if n < scale * 1000 or unit == "GB":
             value = n / scale
             return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
+    raise AssertionError(_("unreachable"))
 CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains stay short
 
 
@@ -204,7 +204,7 @@ class DocumentsMixin(_Base):
         if 33 in c:
             data = c[33]
             if hashlib.sha256(data).digest() != digest:
-                raise IntegrityError("a document version does not match its recorded hash", code="integrity.doc")
+                raise IntegrityError(_("a document version does not match its recorded hash"), code="integrity.doc")
         else:
             base = self._blob(c.get(36) or b"")
             if base is None:
@@ -263,7 +263,7 @@ class DocumentsMixin(_Base):
         data = self._read_file(path)
         digest = hashlib.sha256(data).digest()
         if digest == base_sha:
-            raise UsageError("this file is the same as the document's current version: nothing to record")
+            raise UsageError(_("this file is the same as the document's current version: nothing to record"))
         values: dict[str, Any] = {"sha256": digest, "size": len(data)}
         base = self._blob(base_sha) if base_sha else None
         since_full = self._versions_since_full(did)
@@ -384,11 +384,11 @@ class DocumentsMixin(_Base):
         if version is None:
             digest = st.values().get("sha256")
             if digest is None:
-                raise UsageError("this document has no content yet")
+                raise UsageError(_("this document has no content yet"))
         else:
             versions = self._version_ops(did)
             if not 1 <= version <= len(versions):
-                raise UsageError(f"document has {len(versions)} version(s); no version {version}")
+                raise UsageError(_("document has {n} version(s); no version {version}").format(n=len(versions), version=version))
             digest = versions[version - 1][2].content[34]
         return view, did, digest
 
@@ -422,10 +422,10 @@ class DocumentsMixin(_Base):
             return view, data
         data = self._blob(digest)
         if data is None:
-            raise IntegrityError("this version's bytes are missing (its delta chain is broken); a later full "
-                                 "version will repair it", code="integrity.chain")
+            raise IntegrityError(_("this version's bytes are missing (its delta chain is broken); a later full "
+                  "version will repair it"), code="integrity.chain")
         if hashlib.sha256(data).digest() != digest:
-            raise IntegrityError("stored document bytes do not match their hash", code="integrity.doc")
+            raise IntegrityError(_("stored document bytes do not match their hash"), code="integrity.doc")
         return view, data
 
     def save_doc(self, prefix: str, out: Path, version: int | None = None,

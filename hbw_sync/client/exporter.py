@@ -23,6 +23,7 @@ from .. import fileio
 from ..errors import UsageError
 from . import views
 from .importer import COLUMNS
+from ..i18n import _
 
 EXPORT_FORMATS = ("csv", "xlsx")
 #: Control characters a worksheet cannot hold (XML 1.0); dropped from .xlsx cells, ignored when
@@ -92,15 +93,15 @@ def export_tasks(tasks: Sequence[views.TaskView], path: Path, fmt: str | None = 
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in EXPORT_FORMATS:
-        raise UsageError(f"cannot tell which format to write for {path.name}", hint="name it .xlsx or .csv")
+        raise UsageError(_("cannot tell which format to write for {name}").format(name=path.name), hint=_("name it .xlsx or .csv"))
     if separator not in (",", ";", "\t"):
-        raise UsageError(f"separator {separator!r}: use ',', ';' or a tab")
+        raise UsageError(_("separator {separator!r}: use ',', ';' or a tab").format(separator=separator))
     if path.exists() and not force:
-        raise UsageError(f"{path} exists; nothing written", hint="choose another name, or pass --force to replace it")
+        raise UsageError(_("{path} exists; nothing written").format(path=path), hint=_("choose another name, or pass --force to replace it"))
     data = xlsx_bytes(tasks) if fmt == "xlsx" else csv_bytes(tasks, separator)
     try:
         # 0600: the export is the team's work in clear, not for whoever else uses this computer.
         fileio.write_private(path, data)
     except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror or e}; nothing written") from None
+        raise UsageError(_("cannot write {path}: {v}; nothing written").format(path=path, v=e.strerror or e)) from None
     return {"path": str(path), "format": fmt, "tasks": len(tasks), "bytes": len(data)}

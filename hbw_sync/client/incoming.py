@@ -18,6 +18,7 @@ from ..ops import Kind, Op
 from . import keyflow
 from .device import now_ms
 from . import received, reply_parts, snapshots
+from ..i18n import _
 
 if TYPE_CHECKING:
     from .replica import Replica as _Base
@@ -67,7 +68,7 @@ class IncomingMixin(_Base):
             pub = self._author_public(device)
             try:
                 if pub is None:
-                    raise IntegrityError(f"batch from unknown device {device.hex()}", code="integrity.device")
+                    raise IntegrityError(_("batch from unknown device {hex}").format(hex=device.hex()), code="integrity.device")
                 applied += self.apply_batch(data, pub, received_ms=rcv, settler=settler)
             except WrongKeyError:
                 continue  # wait for the grant of that epoch
@@ -104,7 +105,7 @@ class IncomingMixin(_Base):
             try:
                 entry = trusted.get(grant_sender(data))
                 if entry is None:
-                    raise IntegrityError("key grant from a device no supervisor approved", code="integrity.device")
+                    raise IntegrityError(_("key grant from a device no supervisor approved"), code="integrity.device")
                 pub = entry[0]
                 key = open_grant(data, self.author.device_id, x_private, pub)
             except (IntegrityError, ProtocolError) as e:
@@ -128,7 +129,7 @@ class IncomingMixin(_Base):
         pub = t[0] if t else None
         try:
             if pub is None:
-                raise IntegrityError("snapshot from a device no supervisor of this team approved",
+                raise IntegrityError(_("snapshot from a device no supervisor of this team approved"),
                                      code="integrity.device")
             snap = snapshot.decode(data, pub, self.team_keys(), self.require_team())
         except WrongKeyError:

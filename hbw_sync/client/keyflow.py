@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..i18n import _
 from .. import approval, crypto
 from ..approval import Trusted
 from ..enroll import Invite, make_grant
@@ -250,34 +251,36 @@ def waiting(s: Store) -> list[dict[str, Any]]:
     role = s.meta("role")
     if wait and s.meta(WELCOME_IN):
         out.append({"waits_for": "unlock", "who": "you", "since_ms": wait["since"],
-                    "todo": "the team key has arrived; it is opened at your next command that asks for your "
-                            "passphrase (e.g. 'hbw-sync task list')"})
+                    "todo": _("the team key has arrived; it is opened at your next command that asks for your "
+                              "passphrase (e.g. 'hbw-sync task list')")})
     elif wait and wait["how"] == "code":
         out.append({"waits_for": "approval", "who": "a supervisor", "since_ms": wait["since"],
                     "code": approval.format_code(wait["code"]),
-                    "todo": "show this code to your supervisor (in person or by phone); they approve it with "
-                            "'hbw-sync team approve CODE'. Until then this device holds no team key."})
+                    "todo": _("show this code to your supervisor (in person or by phone); they approve it with "
+                              "'hbw-sync team approve CODE'. Until then this device holds no team key.")})
     elif wait:
         out.append({"waits_for": "welcome", "who": "the supervisor who invited you", "since_ms": wait["since"],
-                    "todo": "sync again; if it stays, ask the supervisor who gave you the invite"})
+                    "todo": _("sync again; if it stays, ask the supervisor who gave you the invite")})
     elif s.meta("key_epoch") is None and s.meta("relay_url"):
         out.append({"waits_for": "key grant", "who": "a supervisor's device", "since_ms": s.meta("created_ms"),
-                    "todo": "a supervisor's device shares the key at its next unlocked sync"})
+                    "todo": _("a supervisor's device shares the key at its next unlocked sync")})
     rot = s.meta(ROTATION)
     newer = newer_epoch(s)
     if newer is not None:
         out.append({"waits_for": "key grant", "who": "the supervisor's device that rotated the key",
                     "since_ms": (rot or {}).get("since") or s.meta(NEWER_SEEN), "epoch": newer,
-                    "todo": f"the new key (epoch {newer}) exists; that device shares it at its next sync with "
-                            "its passphrase. Your new changes are kept until then, not sealed under the old key."})
+                    "todo": _("the new key (epoch {epoch}) exists; that device shares it at its next sync with "
+                              "its passphrase. Your new changes are kept until then, not sealed under the old "
+                              "key.").format(epoch=newer)})
     elif rot and (s.meta("key_epoch") or 0) <= rot["epoch"]:
         if role == "supervisor":
-            todo = "run 'hbw-sync team rotate' (or any sync with your passphrase) to make the new team key"
+            todo = _("run 'hbw-sync team rotate' (or any sync with your passphrase) to make the new team key")
         else:
-            todo = "nothing to do here: your changes are kept and sent once a supervisor's device rotates the key"
+            todo = _("nothing to do here: your changes are kept and sent once a supervisor's device rotates the "
+                     "key")
         out.append({"waits_for": "key rotation", "who": "a supervisor's device" if role != "supervisor" else "you",
                     "since_ms": rot["since"], "epoch": rot["epoch"] + 1,
-                    "todo": "a device was revoked, so nothing new is sealed under the old key; " + todo})
+                    "todo": _("a device was revoked, so nothing new is sealed under the old key; {todo}").format(todo=todo)})
     if role == "supervisor":
         held = {r[0] for r in s.execute("SELECT epoch FROM team_keys")}
         t = trust(s)
@@ -286,13 +289,13 @@ def waiting(s: Store) -> list[dict[str, Any]]:
             seen = s.meta(PENDING_SEEN) or {}
             out.append({"waits_for": "your unlocked sync", "who": "you",
                         "since_ms": min(seen.get(p[0].hex(), now_ms()) for p in owed), "devices": len(owed),
-                        "todo": f"{len(owed)} approved device(s) wait for a key this device holds: sync with your "
-                                "passphrase (HBW_PASSPHRASE set, or 'hbw-sync team pending')"})
+                        "todo": _("{n} approved device(s) wait for a key this device holds: sync with your "
+                                  "passphrase (HBW_PASSPHRASE set, or 'hbw-sync team pending')").format(n=len(owed))})
         for dev, _x, _e, info in untrusted_pending(s):
             out.append({"waits_for": "your approval", "who": "you", "since_ms": info.get("enrolled_ms"),
                         "device": dev.hex(), "member": info.get("member"), "label": info.get("label"),
-                        "todo": f"ask {info.get('member')} for the code their device shows, then "
-                                "'hbw-sync team approve CODE' (or 'hbw-sync team reject CODE')"})
+                        "todo": _("ask {member} for the code their device shows, then 'hbw-sync team approve "
+                                  "CODE' (or 'hbw-sync team reject CODE')").format(member=info.get("member"))})
     return out
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import UsageError
 from . import vault
+from ..i18n import _
 
 if TYPE_CHECKING:  # device.py imports this module for the strength rule
     from .device import Device
@@ -78,7 +79,7 @@ def strength(passphrase: str, known: Iterable[str] = ()) -> Strength:
     Only the first ``ESTIMATE_CHARS`` are estimated, so the cost is bounded whatever the length.
     """
     if not isinstance(passphrase, str):
-        raise UsageError("the passphrase must be text", code="usage.weak_passphrase")
+        raise UsageError(_("the passphrase must be text"), code="usage.weak_passphrase")
     from zxcvbn import zxcvbn  # here, not at the top: its word lists cost ~25-70 ms that status and sync never need
 
     with _ESTIMATE_LOCK:
@@ -100,18 +101,18 @@ def require_strong(passphrase: str, known: Iterable[str] = ()) -> None:
         UsageError ``usage.weak_passphrase``: nothing was created or changed.
     """
     if not passphrase:
-        raise UsageError("the passphrase must not be empty", code="usage.weak_passphrase",
-                         hint="choose four or more unrelated words, e.g. 'orchid lantern 52 ferry'")
+        raise UsageError(_("the passphrase must not be empty"), code="usage.weak_passphrase",
+                         hint=_("choose four or more unrelated words, e.g. 'orchid lantern 52 ferry'"))
     if len(passphrase) > MAX_CHARS:
-        raise UsageError(f"the passphrase is longer than {MAX_CHARS} characters", code="usage.weak_passphrase",
-                         hint="a few unrelated words are enough")
+        raise UsageError(_("the passphrase is longer than {MAX_CHARS} characters").format(MAX_CHARS=MAX_CHARS), code="usage.weak_passphrase",
+                         hint=_("a few unrelated words are enough"))
     s = strength(passphrase, known)
     if s.ok:
         return
     why = s.warning[:1].lower() + s.warning[1:].rstrip(".") if s.warning else None
     why = why or f"about 10^{s.guesses_log10:.0f} guesses would find it; a new one needs 10^10"
     raise UsageError(
-        f"this passphrase is too easy to guess ({why}); nothing was changed",
+        _("this passphrase is too easy to guess ({why}); nothing was changed").format(why=why),
         code="usage.weak_passphrase",
         hint=" ".join([*s.suggestions, "Choose four or more unrelated words, e.g. 'orchid lantern 52 ferry'."]),
     )
@@ -153,7 +154,7 @@ def change(dev: "Device", old: str, new: str, *, kdf: vault.KdfParams | None = N
     ident = dev.identity
     require_strong(new, [ident.member, ident.team_name or ""])
     if new == old:
-        raise UsageError("the new passphrase is the same as the old one; nothing was changed",
+        raise UsageError(_("the new passphrase is the same as the old one; nothing was changed"),
                          code="usage.same_passphrase")
     s = dev.store
     before = s.meta("store_key")
@@ -165,8 +166,8 @@ def change(dev: "Device", old: str, new: str, *, kdf: vault.KdfParams | None = N
     step("wrapped")
     with s.transaction():
         if s.meta("store_key") != before:  # another 'passphrase change' won the race: keep its result
-            raise UsageError("the passphrase was changed by another command meanwhile; nothing was changed",
-                             code="usage.changed_meanwhile", hint="run 'hbw-sync passphrase check'")
+            raise UsageError(_("the passphrase was changed by another command meanwhile; nothing was changed"),
+                             code="usage.changed_meanwhile", hint=_("run 'hbw-sync passphrase check'"))
         s.set_meta("kdf", params.to_list())
         s.set_meta("store_key", wrapped)
         step("written")

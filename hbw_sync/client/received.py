@@ -135,7 +135,7 @@ def locked_preview(store: Store) -> dict[str, Any]:
         pub = _author_public(store, device)
         try:
             if pub is None:
-                raise HbwError("sender unknown while locked")
+                raise HbwError(_("sender unknown while locked"))
             frame = wire.parse_batch(data)
             frame.verify(pub)
             ops = frame.routing_ops()

@@ -29,6 +29,7 @@ from .incoming import IncomingMixin
 from .device import Device, now_ms
 from .store import Store, _pack, _unpack
 from .vault import Sealer
+from ..i18n import _
 
 OPEN_MAX_OPS = 200
 BATCH_MAX_OPS = 1000
@@ -55,7 +56,7 @@ def check_relay_ops(ops: Iterable[Op]) -> None:
     """The relay may only move tasks: an assignee change, nothing else, no content."""
     for op in ops:
         if op.kind is not Kind.TASK or set(op.fields) != {1} or op.content:
-            raise IntegrityError("a relay-signed change touches more than a task's assignee; refused",
+            raise IntegrityError(_("a relay-signed change touches more than a task's assignee; refused"),
                                  code="integrity.relay_scope")
 
 
@@ -76,9 +77,9 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
     def create_team(self, name: str) -> None:
         """Start a team on this device alone, so the first official can work before any relay exists."""
         if self.store.meta("team_id") is not None:
-            raise UsageError(f"this device is already in team {self.store.meta('team_name')!r}")
+            raise UsageError(_("this device is already in team {meta!r}").format(meta=self.store.meta('team_name')))
         if not name.strip():
-            raise UsageError("the team name must not be empty")
+            raise UsageError(_("the team name must not be empty"))
         key = crypto.TeamKey.generate(epoch=1)
         with self.store.transaction():
             self.store.set_meta("team_id", os.urandom(wire.TEAM_ID_LEN))
@@ -113,7 +114,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         epoch = self.store.meta("key_epoch")
         keys = self.team_keys()
         if epoch not in keys:
-            raise ConfigError("this device holds no team key", hint="create a team or join one")
+            raise ConfigError(_("this device holds no team key"), hint=_("create a team or join one"))
         return keys[epoch]
 
     # -- state at rest ----------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         if with_data and kind == Kind.DOC and 33 in content and content[33] is None:
             data = self._blob(content[34])
             if data is None:
-                raise IntegrityError("a document version's bytes are missing from the store", code="integrity.store")
+                raise IntegrityError(_("a document version's bytes are missing from the store"), code="integrity.store")
             content[33] = data
         return Op(Kind(kind), entity, ts, base, fields, content)
 
@@ -207,7 +208,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
                 try:
                     op = make_op(kind, entity, clock, base, **values)
                 except (ValueError, Exception) as e:  # ProtocolError from validation: a bad value
-                    raise UsageError(f"invalid change: {getattr(e, 'message', e)}") from None
+                    raise UsageError(_("invalid change: {e}").format(e=getattr(e, 'message', e))) from None
                 stamp = merge.Stamp(op.hlc, op.op_id(me))
                 self._save(merge.apply_op(st, op, stamp, self._rank(me)))
                 self._log(op, me, None, None)
@@ -388,7 +389,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         from_relay = frame.device == self.relay_device()
         keys = {0: RELAY_KEY} if from_relay else self.team_keys()
         if frame.epoch == 0 and not from_relay:
-            raise IntegrityError("only the relay may send unsealed (epoch 0) changes", code="integrity.epoch")
+            raise IntegrityError(_("only the relay may send unsealed (epoch 0) changes"), code="integrity.epoch")
         b = wire.decode_batch(data, public_key, keys, team=self.require_team())
         if from_relay:
             check_relay_ops(b.ops)
@@ -440,15 +441,15 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         p = prefix.strip().lower()
         what = kind.name.lower()
         if len(p) < 2 or any(c not in "0123456789abcdef" for c in p):
-            raise UsageError(f"{prefix!r} is not a {what} id", hint="give at least 2 hex digits, as shown by 'list'")
+            raise UsageError(_("{prefix!r} is not a {what} id").format(prefix=prefix, what=what), hint=_("give at least 2 hex digits, as shown by 'list'"))
         rows = self.store.execute(
             "SELECT id FROM entities WHERE kind = ? AND hex(id) LIKE ? LIMIT 6", (int(kind), p.upper() + "%")
         ).fetchall()
         if not rows:
-            raise UsageError(f"no {what} with id {prefix!r}", hint=f"see '{'task' if kind is Kind.TASK else 'doc'} list'")
+            raise UsageError(_("no {what} with id {prefix!r}").format(what=what, prefix=prefix), hint=_("see '{v} list'").format(v='task' if kind is Kind.TASK else 'doc'))
         if len(rows) > 1:
             ids = ", ".join(r[0].hex()[:8] for r in rows[:5])
-            raise UsageError(f"{what} id {prefix!r} is ambiguous: {ids}...", hint="give more digits")
+            raise UsageError(_("{what} id {prefix!r} is ambiguous: {ids}...").format(what=what, prefix=prefix, ids=ids), hint=_("give more digits"))
         return rows[0][0]
 
     # -- tasks ----------------------------------------------------------------------------------
@@ -472,7 +473,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         for r in rows:
             title = (r.get("title") or "").strip()
             if not title:
-                raise UsageError("a task needs a title")
+                raise UsageError(_("a task needs a title"))
             self._check_member(r.get("assignee"))
             tid = os.urandom(8)
             values = {"title": title, "status": int(Status.OPEN), "priority": r.get("priority", 1), "needs": r.get("needs", 0)}
@@ -488,7 +489,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
 
     def _check_member(self, name: str | None) -> None:
         if name is not None and not is_member_name(name):
-            raise UsageError(f"{name!r} is not a valid member name", hint="use 1-32 lowercase letters, digits, '.', '_' or '-'")
+            raise UsageError(_("{name!r} is not a valid member name").format(name=name), hint=_("use 1-32 lowercase letters, digits, '.', '_' or '-'"))
 
     def edit_task(self, prefix: str, **values: Any) -> views.TaskView:
         """Change any task fields by name (title, description, assignee, status, due, priority, needs, pinned)."""
@@ -497,14 +498,14 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         if "assignee" in values:
             self._check_member(values["assignee"])
         if not values:
-            raise UsageError("nothing to change", hint="give at least one option, see --help")
+            raise UsageError(_("nothing to change"), hint=_("give at least one option, see --help"))
         if "title" in values and not (values["title"] or "").strip():
-            raise UsageError("a task's title must not be empty")
+            raise UsageError(_("a task's title must not be empty"))
         st = self._load(Kind.TASK, tid)
         if st is not None and st.values().get("deleted"):
             who = self._who_when(st, "deleted", self._device_names())
-            raise UsageError(f"task {tid.hex()[:6]} was deleted (by {who}); nothing changed",
-                             code="usage.deleted", hint="a deleted task cannot be changed; add a new one")
+            raise UsageError(_("task {v} was deleted (by {who}); nothing changed").format(v=tid.hex()[:6], who=who),
+                             code="usage.deleted", hint=_("a deleted task cannot be changed; add a new one"))
         self.change([(Kind.TASK, tid, values)])
         return self.task(tid.hex())
 
@@ -516,7 +517,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
 
     def note(self, prefix: str, text: str) -> views.TaskView:
         if not text.strip():
-            raise UsageError("a note must not be empty")
+            raise UsageError(_("a note must not be empty"))
         return self.edit_task(prefix, note=text)
 
     def task(self, prefix: str) -> views.TaskView:
@@ -525,7 +526,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         assert st is not None
         view = self._task_view(st)
         rows = self.store.execute("SELECT id, state FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall()
-        for did, _ in rows:
+        for did, _updated in rows:
             doc = self._load(Kind.DOC, did)
             if doc and doc.values().get("task") == tid:
                 view.docs.append(did.hex())
@@ -646,8 +647,8 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             UsageError: no such task, already deleted, or this device is not a supervisor's.
         """
         if self.store.meta("role") != "supervisor":
-            raise UsageError("only a supervisor can delete a task; nothing changed",
-                             code="usage.not_supervisor", hint="archive it instead, or ask your supervisor")
+            raise UsageError(_("only a supervisor can delete a task; nothing changed"),
+                             code="usage.not_supervisor", hint=_("archive it instead, or ask your supervisor"))
         return self.edit_task(prefix, deleted=True)
 
     def member_names(self) -> set[str]:
@@ -669,7 +670,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             values = {"status": int(Status.OPEN), "priority": 1, "needs": 0}
             values.update({k: v for k, v in r.items() if v is not None and v != ""})
             if not (values.get("title") or "").strip():
-                raise UsageError("a task needs a title")
+                raise UsageError(_("a task needs a title"))
             self._check_member(values.get("assignee"))
             edits.append((Kind.TASK, tid, values))
             ids.append(tid)

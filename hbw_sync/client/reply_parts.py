@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .store import Store
+from ..i18n import _
 
 
 def held_from(store: Store) -> int | None:
@@ -65,7 +66,7 @@ def check_part(res: dict[str, Any]) -> tuple[int, int, int | None, list[int]]:
           and 1 <= part[0] <= part[1] <= 10_000 and isinstance(sizes, list) and all(type(x) is int for x in sizes)
           and (frm is None or type(frm) is int) and (not sizes or len(sizes) == part[1]))
     if not ok:
-        raise ProtocolError("the reply bundle's part fields are malformed", code="protocol.schema")
+        raise ProtocolError(_("the reply bundle's part fields are malformed"), code="protocol.schema")
     return part[0], part[1], frm, sizes
 
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, TypeVar
 
 from ..errors import TransientError, UsageError
 from ..timefmt import human_bytes
+from ..i18n import _
 
 T = TypeVar("T")
 Transport = Callable[..., Any]
@@ -61,9 +62,9 @@ def parse_duration(text: str) -> float:
     try:
         secs = float(num) * _UNITS[unit]
     except (ValueError, KeyError):
-        raise UsageError(f"{text!r} is not a duration", hint="write it like 90s, 10m or 1h") from None
+        raise UsageError(_("{text!r} is not a duration").format(text=text), hint=_("write it like 90s, 10m or 1h")) from None
     if not 0 <= secs <= 86_400:
-        raise UsageError(f"a deadline of {text!r} is out of range", hint="give between 0 and 24h") from None
+        raise UsageError(_("a deadline of {text!r} is out of range").format(text=text), hint=_("give between 0 and 24h")) from None
     return secs
 
 
@@ -122,7 +123,7 @@ class _Counter:
 
     async def __call__(self, url: str, body: bytes, timeout: float, **kw: Any) -> bytes:
         if self.deadline_at is not None and time.monotonic() >= self.deadline_at:
-            raise TransientError("the sync's deadline passed", code="transient.deadline")
+            raise TransientError(_("the sync's deadline passed"), code="transient.deadline")
         raw = await self.inner(url, body, timeout, **kw)
         self.bytes += len(body) + len(raw)
         return raw
@@ -177,8 +178,9 @@ def finish(attempt: Callable[[Transport], T], transport: Transport, *, deadline_
         if on_retry is not None:
             on_retry(RetryNotice(tries, counter.bytes, left(), pause, f"{type(last).__name__}: {last}"))
         if policy.wait(pause):
-            raise TransientError("the sync was stopped before it finished", code="transient.stopped",
-                                 hint="nothing was lost; the next sync goes on from where this one stopped") from last
+            raise TransientError(_("the sync was stopped before it finished"), code="transient.stopped",
+                                 hint=_("nothing was lost; the next sync goes on from where this "
+                                       "one stopped")) from last
 
 
 def _minutes(s: float) -> str:
@@ -187,10 +189,10 @@ def _minutes(s: float) -> str:
 
 def _deadline_error(deadline_s: float, went: int, left: int) -> TransientError:
     return TransientError(
-        f"The sync stopped at its deadline ({_minutes(deadline_s)}): {human_bytes(went)} went through, "
-        f"{human_bytes(left)} is left.",
+        _("The sync stopped at its deadline ({deadline_s}): {went} went through, {left} is left.").format(deadline_s=_minutes(deadline_s), went=human_bytes(went), left=human_bytes(left)),
         code="transient.deadline",
-        hint="nothing was lost; the next sync goes on from where this one stopped (or give a longer --deadline)",
+        hint=_("nothing was lost; the next sync goes on from where this one stopped (or give a "
+              "longer --deadline)"),
     )
 
 
@@ -201,4 +203,4 @@ def _unreachable_error(where: str, tries: int, spent_s: float, went: int, left: 
     else:
         msg = f"Could not reach {where} ({tries} tries in {_minutes(spent_s)})."
     return TransientError(msg, code="transient.no_progress",
-                          hint="nothing was lost; sync again when the link is back")
+                          hint=_("nothing was lost; sync again when the link is back"))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UsageError
+from ..i18n import _
 
 KINDS = ("systemd", "cron", "windows")
 INTERVALS = (10, 15, 20, 30, 60)  # minutes that divide an hour, so cron's */N means "every N minutes"
@@ -96,9 +97,9 @@ def find_binary(argv0: str | None = None) -> str:
     found = shutil.which("hbw-sync")
     if found:
         return str(Path(found).absolute())
-    raise ConfigError("cannot find the installed hbw-sync program to schedule",
-                      hint="install it (pipx install hbw-sync) so 'hbw-sync' runs from a terminal, "
-                           "or name it with --binary")
+    raise ConfigError(_("cannot find the installed hbw-sync program to schedule"),
+                      hint=_("install it (pipx install hbw-sync) so 'hbw-sync' runs from a "
+                            "terminal, or name it with --binary"))
 
 
 def windowless(python: str | None = None) -> list[str] | None:
@@ -139,11 +140,11 @@ def plan(kind: str, binary: str, home: Path | None = None, interval: int = 30, w
     ``launcher`` runs hbw-sync instead of ``binary`` (``windowless()`` on Windows).
     """
     if kind not in KINDS:
-        raise UsageError(f"unknown scheduler {kind!r}", hint=f"one of: {', '.join(KINDS)}")
+        raise UsageError(_("unknown scheduler {kind!r}").format(kind=kind), hint=_("one of: {KINDS}").format(KINDS=', '.join(KINDS)))
     if interval not in INTERVALS:
-        raise UsageError(f"cannot sync every {interval} minutes", hint=f"choose one of {INTERVALS}")
+        raise UsageError(_("cannot sync every {interval} minutes").format(interval=interval), hint=_("choose one of {INTERVALS}").format(INTERVALS=INTERVALS))
     if watch and kind != "systemd":
-        raise UsageError("'watch' as a service is for systemd only", hint="use the scheduled sync here")
+        raise UsageError(_("'watch' as a service is for systemd only"), hint=_("use the scheduled sync here"))
     base = (launcher or [binary]) + (["--home", str(Path(home).absolute())] if home else [])
     command = base + list(WATCH_ARGS if watch else SYNC_ARGS)
     p = Plan(kind=kind, binary=binary, command=command)
@@ -168,8 +169,8 @@ def plan(kind: str, binary: str, home: Path | None = None, interval: int = 30, w
     else:
         tr = subprocess.list2cmdline(command)
         if len(tr) > SCHTASKS_TR_MAX:
-            raise UsageError(f"the scheduled command is {len(tr)} characters; Task Scheduler takes at most "
-                             f"{SCHTASKS_TR_MAX}", hint="use a shorter --home path")
+            raise UsageError(_("the scheduled command is {n} characters; Task Scheduler takes at most "
+                  "{SCHTASKS_TR_MAX}").format(n=len(tr), SCHTASKS_TR_MAX=SCHTASKS_TR_MAX), hint=_("use a shorter --home path"))
         p.run = [["schtasks", "/Create", "/F", "/TN", TASK_NAME, "/SC", "MINUTE", "/MO", str(interval), "/TR", tr]]
     return p
 
@@ -182,8 +183,8 @@ def _run(argv: list[str], stdin: str | None = None, check: bool = True,
     try:
         r = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
-        raise ConfigError(f"'{argv[0]}' is not installed here, so this scheduler cannot be used",
-                          hint="choose another with --kind") from None
+        raise ConfigError(_("'{v}' is not installed here, so this scheduler cannot be used").format(v=argv[0]),
+                          hint=_("choose another with --kind")) from None
     if check and r.returncode != 0:
         said = (r.stderr or r.stdout).strip().splitlines()
         raise ConfigError(f"'{' '.join(argv[:3])}' failed" + (f": {said[-1]}" if said else ""),
@@ -267,7 +268,7 @@ def remove(kind: str, env: dict[str, str] | None = None) -> list[str]:
             _run(["schtasks", "/Delete", "/F", "/TN", TASK_NAME])
             done.append(f"deleted the Task Scheduler task {TASK_NAME!r}")
     else:
-        raise UsageError(f"unknown scheduler {kind!r}", hint=f"one of: {', '.join(KINDS)}")
+        raise UsageError(_("unknown scheduler {kind!r}").format(kind=kind), hint=_("one of: {KINDS}").format(KINDS=', '.join(KINDS)))
     return done
 
 
@@ -287,5 +288,5 @@ def show(kind: str, env: dict[str, str] | None = None) -> dict[str, Any]:
         r = _run(["schtasks", "/Query", "/TN", TASK_NAME, "/V", "/FO", "LIST"], check=False)
         found["task"], found["installed"] = (r.stdout.strip(), True) if r.returncode == 0 else ("", False)
     else:
-        raise UsageError(f"unknown scheduler {kind!r}", hint=f"one of: {', '.join(KINDS)}")
+        raise UsageError(_("unknown scheduler {kind!r}").format(kind=kind), hint=_("one of: {KINDS}").format(KINDS=', '.join(KINDS)))
     return found

@@ -26,6 +26,7 @@ from ..errors import AccessError, HbwError, IntegrityError, ProtocolError
 from . import keyflow
 from .device import now_ms
 from .store import Store
+from ..i18n import _
 
 #: Header bytes of a batch that hold its seq (u64, big-endian): PROTOCOL.md §5.
 _SEQ = slice(22, 30)
@@ -86,7 +87,7 @@ def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwEr
     try:
         if not (isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int
                 and isinstance(entry[1], bytes) and isinstance(entry[2], bytes)):
-            raise ProtocolError("malformed snapshot entry in the relay's answer", code="protocol.schema")
+            raise ProtocolError(_("malformed snapshot entry in the relay's answer"), code="protocol.schema")
         cursor, author, data = entry
         # The author's key and role come from this device's own trust (welcomes and approval
         # records signed by supervisors it trusts), never from the relay's roster: a hostile relay
@@ -94,7 +95,7 @@ def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwEr
         e = (store.meta("roster_keys") or {}).get(author.hex())
         member = e[0] if e else f"device {author.hex()[:8]}"
         if e is not None and len(e) > 3 and e[3] is not None:
-            raise AccessError(f"it comes from {member}'s device, which was revoked", code="access.role")
+            raise AccessError(_("it comes from {member}'s device, which was revoked").format(member=member), code="access.role")
         trusted = keyflow.trust(store)
         t = trusted.get(author)
         if t is None and e is not None and not admitted(store, trusted):
@@ -105,20 +106,20 @@ def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwEr
             # (``Replica._apply_snapshot``).
             t = (e[1], e[4] if len(e) > 4 else "member", None)
         if t is None:
-            raise IntegrityError(f"it comes from {member}'s device, which no supervisor of this team approved",
+            raise IntegrityError(_("it comes from {member}'s device, which no supervisor of this team approved").format(member=member),
                                  code="integrity.device")
         author_pub, role, _x = t
         if role != "supervisor":
-            raise AccessError(f"{member} is not a supervisor, and only a supervisor's device may provide one",
+            raise AccessError(_("{member} is not a supervisor, and only a supervisor's device may provide one").format(member=member),
                               code="access.role")
         claim = snapshot.verify(data, author_pub, store.meta("team_id"))
         if claim.cursor != cursor:
-            raise IntegrityError("the relay served it for another point in the history than it covers",
+            raise IntegrityError(_("the relay served it for another point in the history than it covers"),
                                  code="integrity.coverage")
         me = store.meta("device_id")
         for d, q in (seen(store) or {}).items():
             if d != me and claim.coverage.get(d, -1) < q:
-                raise IntegrityError("it covers fewer changes than this device already holds",
+                raise IntegrityError(_("it covers fewer changes than this device already holds"),
                                      code="integrity.coverage")
         return claim, member
     except HbwError as e:

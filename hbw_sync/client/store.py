@@ -27,6 +27,7 @@ import sqlite_utils
 
 from .. import fileio
 from ..errors import ConfigError, StorageError, StoreError
+from ..i18n import _
 
 SCHEMA_VERSION = 1
 DB_NAME = "store.db"
@@ -62,7 +63,7 @@ def storage_error(exc: BaseException, where: Path | None = None) -> StorageError
     if code is None:
         return None
     what, fix = _FAULT_WORDS[code]
-    err = StorageError(f"{what}; nothing was changed", code=code, hint=fix)
+    err = StorageError(_("{what}; nothing was changed").format(what=what), code=code, hint=fix)
     err.__cause__ = exc
     return err
 
@@ -95,7 +96,7 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             fileio.private_sqlite(path)
         except (sqlite3.Error, OSError) as e:
-            raise storage_error(e, path.parent) or StoreError(f"cannot open the local store {path}: {e}") from None
+            raise storage_error(e, path.parent) or StoreError(_("cannot open the local store {path}: {e}").format(path=path, e=e)) from None
         return conn
 
     @classmethod
@@ -104,12 +105,12 @@ class Store:
         path = home / DB_NAME
         if not path.exists():
             raise ConfigError(
-                f"no hbw-sync store in {home}", hint="run 'hbw-sync init --name YOUR-NAME' first"
+                _("no hbw-sync store in {home}").format(home=home), hint=_("run 'hbw-sync init --name YOUR-NAME' first")
             )
         store = cls(home, cls._connect(path))
         version = store.meta("schema")
         if version != SCHEMA_VERSION:
-            raise StoreError(f"store {path} has schema version {version}; this hbw-sync knows {SCHEMA_VERSION}")
+            raise StoreError(_("store {path} has schema version {version}; this hbw-sync knows {SCHEMA_VERSION}").format(path=path, version=version, SCHEMA_VERSION=SCHEMA_VERSION))
         return store
 
     @classmethod
@@ -117,11 +118,11 @@ class Store:
         home = Path(home) if home else default_home()
         path = home / DB_NAME
         if path.exists():
-            raise ConfigError(f"{home} already holds an hbw-sync store", hint="use another --home, or keep using this one")
+            raise ConfigError(_("{home} already holds an hbw-sync store").format(home=home), hint=_("use another --home, or keep using this one"))
         try:
             fileio.private_dir(home)
         except OSError as e:
-            raise StoreError(f"cannot create {home}: {e}") from None
+            raise StoreError(_("cannot create {home}: {e}").format(home=home, e=e)) from None
         store = cls(home, cls._connect(path))
         store._create_schema()
         return store
@@ -210,7 +211,7 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
-            raise storage_error(e, self.home) or StoreError(f"the local store is busy or unwritable: {e}") from None
+            raise storage_error(e, self.home) or StoreError(_("the local store is busy or unwritable: {e}").format(e=e)) from None
         try:
             yield self.conn
         except BaseException as e:
@@ -225,7 +226,7 @@ class Store:
         except sqlite3.Error as e:  # disk full, I/O error: nothing was written
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
-            raise storage_error(e, self.home) or StoreError(f"could not save the change (nothing was changed): {e}") from None
+            raise storage_error(e, self.home) or StoreError(_("could not save the change (nothing was changed): {e}").format(e=e)) from None
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -238,4 +239,4 @@ class Store:
         try:
             return self.conn.execute(sql, params)
         except sqlite3.OperationalError as e:
-            raise storage_error(e, self.home) or StoreError(f"local store error: {e}") from None
+            raise storage_error(e, self.home) or StoreError(_("local store error: {e}").format(e=e)) from None

@@ -47,6 +47,7 @@ from . import docsync, retry, snapshots
 from .progress import Meter, OnProgress
 from .vault import KdfParams
 from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
+from ..i18n import _
 
 DEFAULT_BUDGET = 200_000
 MAX_ROUND_TRIPS = 10_000
@@ -120,31 +121,31 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
                 if isinstance(err, dict) and "error" in err:
                     raise from_peer(err, resp.status, resp.headers.get("Retry-After"))
                 if resp.status >= 500:
-                    raise TransientError(f"the relay answered {resp.status}; try again later")
-                raise ProtocolError(f"the relay answered {resp.status} {resp.reason}", code="protocol.http")
+                    raise TransientError(_("the relay answered {status}; try again later").format(status=resp.status))
+                raise ProtocolError(_("the relay answered {status} {reason}").format(status=resp.status, reason=resp.reason), code="protocol.http")
     except HbwError:
         raise
     except aiohttp.ClientConnectorCertificateError:
-        raise IntegrityError("the relay's TLS certificate is not trusted by this computer", code="integrity.tls",
-                             hint="ask office IT for an invite made after 'hbw-relay serve --tls-cert' (it pins "
-                                  "the certificate)") from None
+        raise IntegrityError(_("the relay's TLS certificate is not trusted by this computer"), code="integrity.tls",
+                             hint=_("ask office IT for an invite made after 'hbw-relay serve "
+                                   "--tls-cert' (it pins the certificate)")) from None
     except aiohttp.ServerFingerprintMismatch:
-        raise IntegrityError("the relay's TLS certificate is not the one your invite pinned: this may not be your "
-                             "office's relay", code="integrity.tls",
-                             hint="ask office IT whether the relay's certificate changed") from None
+        raise IntegrityError(_("the relay's TLS certificate is not the one your invite pinned: this may not be "
+              "your office's relay"), code="integrity.tls",
+                             hint=_("ask office IT whether the relay's certificate changed")) from None
     # The words are for a person; the library's exception (its class name, "ServerDisconnectedError")
     # goes to the log only: ``technical`` below, and the chained cause.
     except aiohttp.ClientConnectorError as e:  # no connection: nothing of the request left this device
         _log_cause(url, e)
         raise TransientError(
-            f"could not reach the relay at {url}", code="transient.unreachable",
-            hint="nothing was lost; sync again when the link is back",
+            _("could not reach the relay at {url}").format(url=url), code="transient.unreachable",
+            hint=_("nothing was lost; sync again when the link is back"),
         ) from e
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         _log_cause(url, e)
         what = ("the relay did not answer in time" if isinstance(e, asyncio.TimeoutError)
                 else "the link to the relay dropped before the answer was complete")
-        raise TransientError(f"{what} ({url})", hint="nothing was lost; sync again when the link is back") from e
+        raise TransientError(f"{what} ({url})", hint=_("nothing was lost; sync again when the link is back")) from e
 
 
 def _log_cause(url: str, e: BaseException) -> None:
@@ -184,9 +185,9 @@ def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Tr
         rep = dev.unlock(passphrase)
         s = dev.store
         if s.meta("relay_public") is not None:
-            raise UsageError("this device already joined a relay", hint="use a separate --home for another team")
+            raise UsageError(_("this device already joined a relay"), hint=_("use a separate --home for another team"))
         if s.meta("member") != inv.member:
-            raise UsageError(f"this invite is for {inv.member!r}, but this device belongs to {s.meta('member')!r}")
+            raise UsageError(_("this invite is for {member!r}, but this device belongs to {meta!r}").format(member=inv.member, meta=s.meta('member')))
         local_team = s.meta("team_id")
         author = rep.author
         proof, code = keyflow.join_proof(inv, author.public, dev.transport_key().public, s.meta("x25519_public"))
@@ -202,7 +203,7 @@ def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Tr
         raw = asyncio.run(_pinned(inv.tls_sha256, transport(inv.url, body, timeout)))
         res = envelope.parse_response(raw, inv.relay_public, nonce).result
         if res.get("team") != inv.team:
-            raise ProtocolError("the relay answered for another team than the invite names", code="integrity.team")
+            raise ProtocolError(_("the relay answered for another team than the invite names"), code="integrity.team")
         relay_keys: dict[int, bytes] = res["keys"]
         with s.transaction():
             s.set_meta("join_pending", None)
@@ -223,9 +224,10 @@ def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Tr
                     rep.reseal_outbox()
             elif local_team is not None:
                 raise UsageError(
-                    "this device holds work of a team started offline; only the team's first supervisor device "
-                    "can bring such work to a relay",
-                    hint="use a fresh --home for this invite; ask office IT to revoke this enrollment",
+                    _("this device holds work of a team started offline; only the team's "
+                          "first supervisor device can bring such work to a relay"),
+                    hint=_("use a fresh --home for this invite; ask office IT to revoke this "
+                          "enrollment"),
                 )
             else:
                 s.set_meta("team_id", res["team"])
@@ -257,18 +259,19 @@ def resolve_word_code(relay_url: str | None, text: str, timeout: float = 60,
     """
     slot, words = wordcode.parse_code(text)
     if not relay_url:
-        raise UsageError("a word code needs the relay's address too",
-                         hint="hbw-sync join --relay http://OFFICE-HOST:PORT CODE (office IT says it with the code)")
+        raise UsageError(_("a word code needs the relay's address too"),
+                         hint=_("hbw-sync join --relay http://OFFICE-HOST:PORT CODE (office IT "
+                               "says it with the code)"))
     url = relay_url.strip() if "://" in relay_url else "http://" + relay_url.strip()
     proof, seal_key = wordcode.derive(slot, words)
     raw = asyncio.run(transport(url, wordcode.fetch_request(slot, proof), timeout, path="/v1/code",
                                 unverified_tls=True))
     try:
         if len(raw) > wordcode.MAX_SEALED_INVITE + 16:
-            raise ProtocolError("too long", code="protocol.limit")
+            raise ProtocolError(_("too long"), code="protocol.limit")
         sealed = codec.unpack(raw)
     except ProtocolError:
-        raise ProtocolError("the relay's answer to a word code is malformed", code="protocol.schema") from None
+        raise ProtocolError(_("the relay's answer to a word code is malformed"), code="protocol.schema") from None
     return wordcode.open_invite(seal_key, slot, sealed)
 
 
@@ -304,7 +307,7 @@ def join(home: Path | None, code: str, passphrase: str, *, label: str = "", tran
             # but keys, so start again rather than stop at "this device belongs to someone else".
             dev.close()
             _discard_store(root, False)
-            raise ConfigError("no store")
+            raise ConfigError(_("no store"))
     except ConfigError:
         dev = Device.init(home, inv.member, passphrase, kdf=kdf)
         with dev.store.transaction():
@@ -490,7 +493,7 @@ class _Session:
             keyflow.take_response(s, res, self.admission_sent)
             self._mark_capped(capped)
         acked = {a[0] for a in res.get("acks", [])}
-        self.report.sent_batches += sum(1 for seq, _ in sent if seq in acked)
+        self.report.sent_batches += sum(1 for seq, _sent in sent if seq in acked)
         self.report.sent_bytes += sum(n for seq, n in sent if seq in acked)
         self.more_waiting = bool(res.get("more"))
         self._show_progress()
@@ -612,7 +615,7 @@ class _Session:
                 self.link.grow()
                 chunk = res["chunk"]
                 if not chunk:
-                    raise ProtocolError("the relay sent an empty piece", code="protocol.download")
+                    raise ProtocolError(_("the relay sent an empty piece"), code="protocol.download")
                 with s.transaction():
                     s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
                               (rseq, have, chunk))
@@ -664,7 +667,7 @@ class _Session:
         url = self.s.meta("relay_url")
         relay_pub = self.s.meta("relay_public")
         if not url or relay_pub is None:
-            raise ConfigError("this device has not joined a relay", hint="run 'hbw-sync join INVITE'")
+            raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE'"))
         self.up_total = 0 if not self.meter.active else self.report.sent_bytes + self.s.execute(
             "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
         self._show_progress()
@@ -723,8 +726,9 @@ def check_keys(rep: Replica) -> None:
     relay_keys = rep.store.meta("relay_keys") or {}
     for epoch, key in rep.team_keys().items():
         if epoch in relay_keys and relay_keys[epoch] != key.key_id:
-            raise WrongKeyError(f"this device's team key (epoch {epoch}) is not the team's key",
-                                hint="this device was set up for another team; join again with a fresh --home")
+            raise WrongKeyError(_("this device's team key (epoch {epoch}) is not the team's key").format(epoch=epoch),
+                                hint=_("this device was set up for another team; join again with "
+                                      "a fresh --home"))
 
 
 def sync(home: Path | None, passphrase: str | None = None, *, budget: int = DEFAULT_BUDGET, timeout: float = 60,
@@ -801,7 +805,7 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
         session.report = report
         session.report.wrong_passphrase = passphrase is not None and rep is None
         try:
-            for _ in range(2):  # a second pass sends what a key grant, received in the first, let us seal
+            for _attempt in range(2):  # a second pass sends what a key grant, received in the first, let us seal
                 close_outbox(dev, rep)
                 asyncio.run(session.run())
                 if rep is None:

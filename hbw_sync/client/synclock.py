@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import TransientError
+from ..i18n import _
 
 with warnings.catch_warnings():
     # Without fcntl (no POSIX locks), filelock warns once at import that it falls back to a
@@ -40,7 +41,7 @@ def sync_lock(home: Path) -> Iterator[None]:
         hint = "it will finish on its own"
         if isinstance(lock, filelock.SoftFileLock):
             hint += f"; if no sync is running (the computer was switched off during one), delete {path}"
-        raise TransientError("another sync of this store is running", code="transient.locked", hint=hint) from None
+        raise TransientError(_("another sync of this store is running"), code="transient.locked", hint=hint) from None
     try:
         yield
     finally:

@@ -19,12 +19,13 @@ from . import keyflow
 from . import sync as syncing
 from .device import Device, now_ms
 from .replica import Replica
+from ..i18n import _
 
 
 def _supervisor(rep: Replica) -> None:
     if rep.store.meta("role") != "supervisor":
-        raise AccessError("only a supervisor's device can admit devices or rotate the team key", code="access.role",
-                          hint="ask your team's supervisor")
+        raise AccessError(_("only a supervisor's device can admit devices or rotate the team key"), code="access.role",
+                          hint=_("ask your team's supervisor"))
     rep.current_key()  # raises ConfigError if this device holds no key
 
 
@@ -47,7 +48,7 @@ def make_invite(home: Path | None, passphrase: str, member: str, role: str = "me
     """
     member = member.strip().lower()
     if role not in approval.ROLES:
-        raise UsageError("role must be 'member' or 'supervisor'")
+        raise UsageError(_("role must be 'member' or 'supervisor'"))
     dev = Device.open(home)
     with dev:
         rep = dev.unlock(passphrase)
@@ -83,9 +84,9 @@ def pending(home: Path | None, passphrase: str, **kw: Any) -> dict[str, Any]:
 def _one_device(rep: Replica, code: str) -> list[Any]:
     found = keyflow.devices_for_code(rep, code)
     if not found:
-        raise UsageError("no device waiting for approval shows this code", code="usage.code",
-                         hint="check the digits with the person at the device; 'hbw-sync team pending' lists "
-                              "the devices that wait")
+        raise UsageError(_("no device waiting for approval shows this code"), code="usage.code",
+                         hint=_("check the digits with the person at the device; 'hbw-sync team "
+                               "pending' lists the devices that wait"))
     return found[0]
 
 
@@ -98,7 +99,7 @@ def approve(home: Path | None, passphrase: str, code: str, role: str = "member",
     """
     approval.parse_code(code)
     if role not in approval.ROLES:
-        raise UsageError("role must be 'member' or 'supervisor'")
+        raise UsageError(_("role must be 'member' or 'supervisor'"))
     note = _try_sync(home, passphrase, **kw)  # a fresh pending list
     with Device.open(home) as dev:
         rep = dev.unlock(passphrase)

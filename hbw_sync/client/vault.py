@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..errors import IntegrityError, WrongKeyError
+from ..i18n import _
 
 NONCE = 12
 SALT = 16
@@ -66,7 +67,7 @@ def unwrap_store_key(passphrase: str, wrapped: bytes, params: KdfParams) -> byte
     try:
         return ChaCha20Poly1305(kek).decrypt(nonce, ct, b"hbw-sync store key v1")
     except InvalidTag:
-        raise WrongKeyError("wrong passphrase", hint="check HBW_PASSPHRASE or retype it") from None
+        raise WrongKeyError(_("wrong passphrase"), hint=_("check HBW_PASSPHRASE or retype it")) from None
 
 
 class Sealer:
@@ -93,7 +94,7 @@ class Sealer:
             return self._aead.decrypt(nonce, ciphertext, where)
         except InvalidTag:
             raise IntegrityError(
-                "a record in the local store does not decrypt: the file was altered or damaged",
+                _("a record in the local store does not decrypt: the file was altered or damaged"),
                 code="integrity.store",
             ) from None
 
@@ -102,6 +103,6 @@ class Sealer:
             return self._aead.decrypt(sealed[:NONCE], sealed[NONCE:], where)
         except InvalidTag:
             raise IntegrityError(
-                "a record in the local store does not decrypt: the file was altered or damaged",
+                _("a record in the local store does not decrypt: the file was altered or damaged"),
                 code="integrity.store",
             ) from None

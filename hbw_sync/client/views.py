@@ -15,6 +15,7 @@ from typing import Any
 from .. import hlc
 from ..errors import UsageError
 from ..ops import WEEKDAYS, Need, Priority, Status, date_to_day, day_to_date, days_to_names, needs_to_names
+from ..i18n import _
 
 STATUS_NAMES = {s: s.name.lower() for s in Status}
 PRIORITY_NAMES = {p: p.name.lower() for p in Priority}
@@ -119,7 +120,7 @@ def parse_date(text: str, today: dt.date | None = None) -> int | None:
     try:
         return date_to_day(dt.date.fromisoformat(t))
     except ValueError:
-        raise UsageError(f"bad date {text!r}", hint="use YYYY-MM-DD, 'today', 'tomorrow' or '+3d'") from None
+        raise UsageError(_("bad date {text!r}").format(text=text), hint=_("use YYYY-MM-DD, 'today', 'tomorrow' or '+3d'")) from None
 
 
 def format_day(day: int | None) -> str | None:
@@ -131,7 +132,7 @@ def _parse_enum(text: str, names: dict, what: str) -> int:
     for value, name in names.items():
         if name == t:
             return int(value)
-    raise UsageError(f"bad {what} {text!r}", hint="use one of: " + ", ".join(names.values()))
+    raise UsageError(_("bad {what} {text!r}").format(what=what, text=text), hint="use one of: " + ", ".join(names.values()))
 
 
 def parse_status(text: str) -> int:
@@ -155,7 +156,7 @@ def parse_needs(text: str) -> int:
         try:
             bits |= Need[part.upper()]
         except KeyError:
-            raise UsageError(f"unknown need {part!r}", hint="use internet, laptop and/or office") from None
+            raise UsageError(_("unknown need {part!r}").format(part=part), hint=_("use internet, laptop and/or office")) from None
     return bits
 
 
@@ -166,7 +167,7 @@ def parse_days(text: str) -> int:
         if part == "none":
             continue
         if part[:3] not in WEEKDAYS:
-            raise UsageError(f"unknown weekday {part!r}", hint="use mon, tue, wed, thu, fri, sat, sun")
+            raise UsageError(_("unknown weekday {part!r}").format(part=part), hint=_("use mon, tue, wed, thu, fri, sat, sun"))
         bits |= 1 << WEEKDAYS.index(part[:3])
     return bits
 

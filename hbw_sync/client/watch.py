@@ -26,6 +26,7 @@ from .device import Device
 from .retry import PERSON_DEADLINE_S, RetryPolicy
 from .sync import sync
 from .views import iso_ms
+from ..i18n import _
 
 
 def reachable(url: str, timeout: float = 3.0) -> bool:
@@ -41,16 +42,24 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
 
 def watch(home: Path | None, passphrase: str | None = None, *, interval: float = 1800, min_backoff: float = 1.0,
           max_backoff: float = 30.0, log: Callable[[str], None] = print, stop: threading.Event | None = None,
-          install_signals: bool = True) -> int:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT); returns an exit code (0, or 77 if revoked)."""
+          install_signals: bool = True, on_event: Callable[[str, str | None], None] | None = None,
+          sync_now: threading.Event | None = None) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT); returns an exit code (0, or 77 if revoked).
+
+    ``on_event(kind, detail)`` hears what the tray shows: "unreachable", "syncing", "synced",
+    "interrupted" (the link dropped or the relay is busy: retried), "failed" (detail: the error in
+    words; the loop goes on) and "refused" (it stops). Setting
+    ``sync_now`` makes the next turn sync even with nothing waiting (the tray's "Sync now").
+    """
     stop = stop or threading.Event()
+    tell = on_event or (lambda kind, detail: None)
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda *_args: stop.set())
     with Device.open(home) as dev:
         url = dev.store.meta("relay_url")
     if not url:
-        raise AccessError("this device has not joined a relay", hint="run 'hbw-sync join INVITE' first")
+        raise AccessError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
     log(f"{iso_ms(int(time.time() * 1000))} watching {url} (sync every {interval:.0f} s or when changes wait)")
     backoff = min_backoff
     last_ok = 0.0
@@ -58,6 +67,7 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
     said_wrong_passphrase = False
     while not stop.is_set():
         if not reachable(url):
+            tell("unreachable", None)
             if not said_unreachable:
                 log(f"{iso_ms(int(time.time() * 1000))} relay unreachable; will keep trying")
                 said_unreachable = True
@@ -69,8 +79,12 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
         with Device.open(home) as dev:
             waiting = dev.status()["outbox"]["batches"] or dev.store.execute(
                 "SELECT COUNT(*) FROM oplog WHERE batch_seq IS NULL").fetchone()[0]
-        if waiting or time.monotonic() - last_ok >= interval or last_ok == 0:
+        asked = sync_now is not None and sync_now.is_set()
+        if waiting or asked or time.monotonic() - last_ok >= interval or last_ok == 0:
+            if sync_now is not None:
+                sync_now.clear()
             now = iso_ms(int(time.time() * 1000))
+            tell("syncing", None)
             try:
                 # The same loop as 'hbw-sync sync': a link that drops mid-way is resumed at once, not at
                 # the next probe; SIGTERM ends the wait between attempts.
@@ -78,6 +92,7 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
                          policy=RetryPolicy(max_wait_s=max_backoff, wait=stop.wait),
                          on_retry=lambda n: log(f"{iso_ms(int(time.time() * 1000))} {n.text()}"))
                 last_ok = time.monotonic()
+                tell("synced", None)
                 if r.wrong_passphrase and not said_wrong_passphrase:
                     log(f"{now} warning: HBW_PASSPHRASE does not open this device; syncing without it "
                         "(received changes wait until a command with the right passphrase)")
@@ -89,16 +104,22 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
                 wait = backoff * random.uniform(0.8, 1.2)
                 if e.retry_after_s:
                     wait = max(wait, min(float(e.retry_after_s), interval))
+                if stop.is_set():  # the stop cut the sync short: that is no failure to report
+                    break
+                tell("interrupted", str(e))
                 log(f"{now} sync interrupted (will retry in {wait:.0f} s): {e}")
                 stop.wait(wait)
                 continue
             except (AccessError, VersionError) as e:
+                tell("refused", str(e))
                 log(f"{now} sync refused, stopping: {e}")
                 return exit_code_for(e)
             except HbwError as e:
+                tell("failed", str(e))
                 log(f"{now} sync failed: {e}")
                 stop.wait(max_backoff)
                 continue
-        stop.wait(min(5.0, interval))
+        # "Sync now" ends this wait early; whoever sets ``stop`` with a ``sync_now`` sets both.
+        (sync_now if sync_now is not None else stop).wait(min(5.0, interval))
     log(f"{iso_ms(int(time.time() * 1000))} stopped")
     return 0

@@ -62,7 +62,7 @@ def init(data: Path, team: str, url: str | None = None, database: str | None = N
     if database is not None:
         storage.check_url(database)
     if not team.strip():
-        raise UsageError("the team name must not be empty")
+        raise UsageError(_("the team name must not be empty"))
     with db.faults(where=data.parent):
         fileio.private_dir(data)
     key = crypto.DeviceKey.generate()
@@ -114,7 +114,7 @@ def invite_with_code(data: Path, member: str, role: str = "member", url: str | N
 def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: int,
                  words: bool, asset: str | None = None) -> tuple[Invite, str | None]:
     if not 1 <= ttl_days <= 365:
-        raise UsageError("an invite is valid for 1 to 365 days")
+        raise UsageError(_("an invite is valid for 1 to 365 days"))
     tag = _asset_tag(asset) if asset is not None else None
     def look(conn: Txn) -> tuple[bytes, str | None, bytes | None]:
         u = url or relay.meta(conn, "url")
@@ -122,7 +122,7 @@ def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: 
 
     team, url, tls = _read(data, look)
     if not url:
-        raise UsageError("the relay's URL is not known", hint="pass --url http://OFFICE-HOST:PORT")
+        raise UsageError(_("the relay's URL is not known"), hint=_("pass --url http://OFFICE-HOST:PORT"))
     key = crypto.DeviceKey((Path(data) / "relay.key").read_bytes())
     token = new_token()
     name = member.strip().lower()
@@ -149,7 +149,7 @@ def set_tls_certificate(data: Path, cert_file: Path) -> bytes:
     try:
         cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
     except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read the TLS certificate {cert_file}: {e}") from None
+        raise UsageError(_("cannot read the TLS certificate {cert_file}: {e}").format(cert_file=cert_file, e=e)) from None
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
     _write(data, relay.set_meta, "tls_sha256", digest)
     return digest
@@ -239,9 +239,9 @@ def rebalance(data: Path, apply: bool = False, stale_hours: float = 72, *, to: s
         UsageError: ``to`` cannot receive work, or a bound is out of range.
     """
     if max_moves is not None and max_moves < 0:
-        raise UsageError("the number of moves must be 0 or more")
+        raise UsageError(_("the number of moves must be 0 or more"))
     if not 1 <= default_capacity <= MAX_CAPACITY:
-        raise UsageError(f"the default capacity must be 1-{MAX_CAPACITY} open tasks")
+        raise UsageError(_("the default capacity must be 1-{MAX_CAPACITY} open tasks").format(MAX_CAPACITY=MAX_CAPACITY))
     opts = allocation.Options(to=to.strip().lower() if to else None,
                               exclude=frozenset(e.strip().lower() for e in exclude), max_moves=max_moves,
                               default_capacity=default_capacity, stale_ms=int(stale_hours * 3_600_000))
@@ -266,17 +266,17 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
         with open(file, "rb") as fh:  # read at most one byte past the largest bundle: never a whole huge file
             raw = fh.read(bundle_fmt.MAX_BUNDLE + 1)
     except OSError as e:
-        raise UsageError(f"cannot read {file}: {e.strerror or e}") from None
+        raise UsageError(_("cannot read {file}: {v}").format(file=file, v=e.strerror or e)) from None
     if len(raw) > bundle_fmt.MAX_BUNDLE:
-        raise LimitError(f"{file} is larger than any bundle ({bundle_fmt.MAX_BUNDLE // (1024 * 1024)} MiB): "
-                         "it was not read further and nothing changed", code="protocol.limit",
-                         hint="check that this is the right file")
+        raise LimitError(_("{file} is larger than any bundle ({v} MiB): it was not read further and nothing "
+              "changed").format(file=file, v=bundle_fmt.MAX_BUNDLE // (1024 * 1024)), code="protocol.limit",
+                         hint=_("check that this is the right file"))
     out_dir = Path(reply_dir) if reply_dir else Path(file).parent
     try:
         if not out_dir.is_dir():
             fileio.private_dir(out_dir)  # a directory we make holds replies only: 0700
     except OSError as e:
-        raise UsageError(f"cannot create {out_dir}: {e.strerror or e}") from None
+        raise UsageError(_("cannot create {out_dir}: {v}").format(out_dir=out_dir, v=e.strerror or e)) from None
     # Committed first, written second: a reply must never acknowledge what is not durable. If the
     # write fails, ingesting the same bundle again writes the same reply (see relay.ingest_bundle).
     replies, stats = _write(data, lambda conn: relay.ingest_bundle_parts(conn, _identity(conn, data), raw,
@@ -313,7 +313,7 @@ def backup(data: Path, dest: Path) -> dict[str, Any]:
         raise
     except sqlite3.Error as e:
         dest.unlink(missing_ok=True)
-        raise StoreError(f"backup failed: {e}") from None
+        raise StoreError(_("backup failed: {e}").format(e=e)) from None
     finally:
         src.close()
     return {"backup": str(dest), "bytes": dest.stat().st_size}
@@ -345,7 +345,7 @@ def restore(backup_file: Path, data: Path, key_file: Path) -> dict[str, Any]:
     src = sqlite3.connect(backup_file)
     try:
         if src.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
-            raise StoreError(f"{backup_file} is damaged")
+            raise StoreError(_("{backup_file} is damaged").format(backup_file=backup_file))
         try:
             with db.faults(f"the disk that holds {data}", "nothing was restored", "restore again", data):
                 fileio.private_sqlite(data / db.DB_NAME)

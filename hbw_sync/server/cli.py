@@ -12,7 +12,7 @@ import click
 
 from .. import __version__, allocation, timefmt
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
-from ..i18n import _
+from ..i18n import N_, _
 from ..ops import MAX_CAPACITY
 from . import admin, cli_equipment, cli_storage, db, limits
 from .app import MIN_FREE_MB, RelayConfig
@@ -28,7 +28,7 @@ class RelayGroup(HbwGroup):
     translate = staticmethod(db.storage_error)
 
 
-DATA_HELP = "Relay data directory (database and relay key; env HBW_RELAY_DATA)."
+DATA_HELP = N_("Relay data directory (database and relay key; env HBW_RELAY_DATA).")
 
 
 def _remember_data(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
@@ -49,7 +49,7 @@ def data_option(f: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, data: Path | None = None, **kw: Any) -> Any:
         data = data or click.get_current_context().meta.get("hbw_relay_data")
         if data is None:
-            raise click.UsageError("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA).")
+            raise click.UsageError(_("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA)."))
         return f(*args, data=data, **kw)
     return _data_flag()(wrapper)
 
@@ -121,7 +121,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
     ctx = None
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
-            raise click.UsageError("--tls-cert and --tls-key go together")
+            raise click.UsageError(_("--tls-cert and --tls-key go together"))
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(tls_cert, tls_key)
         # Invites made from now on pin this certificate (a self-signed one is fine).
@@ -143,7 +143,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
                        err=True)
 
     run_server(cfg, ctx,
-               ready=lambda url: click.echo(f"{timefmt.iso_utc(relay_now_ms())} hbw-relay listening on {url}", err=True),
+               ready=lambda url: click.echo(_("{iso_utc} hbw-relay listening on {url}").format(iso_utc=timefmt.iso_utc(relay_now_ms()), url=url), err=True),
                office_cfg=office_cfg, office_ready=office_ready)
 
 
@@ -186,20 +186,21 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
             out["qr_file"] = str(qr_file)
 
     def show() -> None:
-        click.echo(f"Invite for {inv.member} ({inv.role}), valid {days} days, usable once:\n\n  {text}\n")
-        click.echo(f"On the device: hbw-sync join {text[:12]}...")
-        click.echo("Unless it is the team's first device, it gets the team key only when a supervisor approves the "
-                   "code it shows (hbw-sync team approve CODE); a supervisor's 'hbw-sync team invite' needs no code.")
+        click.echo(_("Invite for {member} ({role}), valid {days} days, usable once:\n\n  {text}\n").format(member=inv.member, role=inv.role, days=days, text=text))
+        click.echo(_("On the device: hbw-sync join {v}...").format(v=text[:12]))
+        click.echo(_("Unless it is the team's first device, it gets the team key only when a supervisor "
+              "approves the code it shows (hbw-sync team approve CODE); a supervisor's 'hbw-sync "
+              "team invite' needs no code."))
         if code:
             spoken = code.replace("-", " ")
-            click.echo(f"\nBy phone (valid 24 hours, ends when used): read out  {spoken}\n"
-                       f"On the device: hbw-sync join --relay {inv.url} {code}")
+            click.echo(_("\nBy phone (valid 24 hours, ends when used): read out  {spoken}\nOn the "
+                  "device: hbw-sync join --relay {url} {code}").format(spoken=spoken, url=inv.url, code=code))
         if qr:
             buf = io.StringIO()
             image.terminal(out=buf, compact=True)
-            click.echo("\nOr scan this QR code:\n" + buf.getvalue())
+            click.echo("\n" + _("Or scan this QR code:") + "\n" + buf.getvalue())
         if qr_file:
-            click.echo(f"QR code saved to {qr_file}.")
+            click.echo(_("QR code saved to {qr_file}.").format(qr_file=qr_file))
         if asset:
             click.echo(_("Equipment {tag} is lent to {member}; the device that joins with this invite is recorded "
                          "as its device.").format(tag=asset.strip(), member=inv.member))
@@ -217,16 +218,15 @@ def devices(ctx: click.Context, data: Path | None) -> None:
         return
     data = data or ctx.meta.get("hbw_relay_data")
     if data is None:
-        raise click.UsageError("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA).")
+        raise click.UsageError(_("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA)."))
     rows = admin.devices(data)
 
     def text() -> None:
         if not rows:
-            click.echo("No devices enrolled.")
+            click.echo(_("No devices enrolled."))
         for r in rows:
-            state = f"REVOKED {timefmt.human(r['revoked_ms'])}" if r["revoked_ms"] else "active"
-            click.echo(f"{r['device']}  {r['member']:12}  enrolled {timefmt.human(r['enrolled_ms'])}  "
-                       f"last seen {timefmt.human(r['last_seen_ms'])}  {state}  {r['label'] or ''}")
+            state = _("REVOKED {when}").format(when=timefmt.human(r["revoked_ms"])) if r["revoked_ms"] else _("active")
+            click.echo(_("{device}  {member:12}  enrolled {human}  last seen {human2}  {state}  {v}").format(device=r['device'], member=r['member'], human=timefmt.human(r['enrolled_ms']), human2=timefmt.human(r['last_seen_ms']), state=state, v=r['label'] or ''))
 
     emit(ctx, rows, text)
 
@@ -246,21 +246,21 @@ def devices_revoke(ctx: click.Context, data: Path, device: str, yes: bool) -> No
     """
     d = admin.find_device(data, device)
     if d["revoked_ms"]:
-        emit(ctx, {**d, "revoked": True}, f"Device {d['device'][:8]} of {d['member']} was already revoked "
-                                          f"({timefmt.human(d['revoked_ms'])}); nothing changed.")
+        emit(ctx, {**d, "revoked": True}, _("Device {v} of {member} was already revoked ({human}); nothing changed.").format(v=d['device'][:8], member=d['member'], human=timefmt.human(d['revoked_ms'])))
         return
-    what = (f"device {d['device'][:8]} of {d['member']}" + (f" ({d['label']})" if d["label"] else "") +
-            f", last seen {timefmt.human(d['last_seen_ms'])}")
+    what = (_("device {device} of {member} ({label}), last seen {when}") if d["label"] else
+            _("device {device} of {member}, last seen {when}")).format(
+        device=d["device"][:8], member=d["member"], label=d["label"], when=timefmt.human(d["last_seen_ms"]))
     if not yes:
         if not is_interactive():
-            raise click.UsageError(f"revoking {what} cannot be undone: add --yes to confirm")
-        if not click.confirm(f"Revoke {what}? It will no longer sync, and this cannot be undone", default=False,
+            raise click.UsageError(_("revoking {what} cannot be undone: add --yes to confirm").format(what=what))
+        if not click.confirm(_("Revoke {what}? It will no longer sync, and this cannot be undone").format(what=what), default=False,
                              err=True):
-            click.echo("Nothing changed.", err=True)
+            click.echo(_("Nothing changed."), err=True)
             ctx.exit(1)
     r = admin.revoke(data, d["device"])
-    emit(ctx, r, f"Device {r['device']} of {r['member']} is revoked. The team key will rotate at the next "
-                 "supervisor sync.")
+    emit(ctx, r, _("Device {device} of {member} is revoked. The team key will rotate at the next "
+          "supervisor sync.").format(device=r['device'], member=r['member']))
 
 
 @cli.command()
@@ -273,8 +273,7 @@ def members(ctx: click.Context, data: Path) -> None:
 
     def text() -> None:
         for r in rows:
-            click.echo(f"{r['member']:12}  {r['role']:10}  devices {r['active_devices']}/{r['devices']}  "
-                       f"last seen {timefmt.human(r['last_seen_ms'])}")
+            click.echo(_("{member:12}  {role:10}  devices {active_devices}/{devices}  last seen {human}").format(member=r['member'], role=r['role'], active_devices=r['active_devices'], devices=r['devices'], human=timefmt.human(r['last_seen_ms'])))
 
     emit(ctx, rows, text)
 
@@ -293,7 +292,7 @@ def audit(ctx: click.Context, data: Path, limit: int) -> None:
         for r in rows:
             click.echo(f"{r['time']}  {r['who']} {r['what']}.")
         if not rows:
-            click.echo("Nothing recorded yet.")
+            click.echo(_("Nothing recorded yet."))
 
     # JSON: "time" is the entry's time in the one form (from time_ms); the local and human forms
     # ("when", "time") are for the text and the office page.
@@ -311,7 +310,7 @@ def parse_hours(text: str) -> float:
             return float(t[:-1]) / 60
         return float(t)
     except ValueError:
-        raise click.BadParameter(f"{text!r}: use e.g. 72h, 3d or 30m") from None
+        raise click.BadParameter(_("{text!r}: use e.g. 72h, 3d or 30m").format(text=text)) from None
 
 
 @cli.command()
@@ -341,21 +340,22 @@ def rebalance(ctx: click.Context, data: Path, apply: bool, to: str | None, exclu
 
     def text() -> None:
         if not r["moves"]:
-            click.echo("Nothing to move: every open task can progress where it sits, and the load is even.")
+            click.echo(_("Nothing to move: every open task can progress where it sits, and the load is even."))
         for m in r["moves"]:
-            click.echo(f"Task {m['task'][:6]}: {m['from'] or 'nobody'} -> {m['to']}. Why: {m['reason']}.")
+            click.echo(_("Task {v}: {v2} -> {to}. Why: {reason}.").format(v=m['task'][:6], v2=m['from'] or _('nobody'), to=m['to'], reason=m['reason']))
         for s in r["stuck"]:
-            click.echo(f"Task {s['task'][:6]} stays where it is: {s['reason']}.")
+            click.echo(_("Task {v} stays where it is: {reason}.").format(v=s['task'][:6], reason=s['reason']))
         for x in r["left_out"]:
-            click.echo(f"{x['member']} receives no work: {x['reason']}.")
+            click.echo(_("{member} receives no work: {reason}.").format(member=x['member'], reason=x['reason']))
         if r["loads"]:
-            click.echo("Open tasks afterwards: " + ", ".join(
-                f"{x['member']} {x['open']} of {x['capacity']}" for x in r["loads"]) + ".")
+            click.echo(_("Open tasks afterwards: {loads}.").format(loads=", ".join(
+                _("{member} {open} of {capacity}").format(member=x["member"], open=x["open"], capacity=x["capacity"])
+                for x in r["loads"])))
         if r["moves_left"]:
-            click.echo(f"Stopped at --max-moves: at least {r['moves_left']} more move(s) would help; run again.")
+            click.echo(_("Stopped at --max-moves: at least {moves_left} more move(s) would help; run again.").format(moves_left=r['moves_left']))
         if r["moves"]:
-            click.echo("Moves issued; devices learn them at their next sync." if r["applied"]
-                       else "Dry run: nothing changed. Run again with --apply to issue these moves.")
+            click.echo(_("Moves issued; devices learn them at their next sync.") if r["applied"]
+                       else _("Dry run: nothing changed. Run again with --apply to issue these moves."))
 
     emit(ctx, r, text)
 
@@ -371,17 +371,17 @@ def workload(ctx: click.Context, data: Path, default_capacity: int) -> None:
     rows = admin.workload(data, default_capacity)
 
     def text() -> None:
-        yn = {True: "yes", False: "no", None: "not said"}
-        click.echo(f"{'MEMBER':10}  {'OPEN':>9}  {'LATE':>4}  {'URG':>3}  {'LAPTOP':8}  {'NET':8}  OFFICE    "
-                   "AWAY UNTIL  LAST SEEN")
+        yn = {True: _("yes"), False: _("no"), None: _("not said")}
+        click.echo(f"{_('MEMBER'):10}  {_('OPEN'):>9}  {_('LATE'):>4}  {_('URG'):>3}  {_('LAPTOP'):8}  {_('NET'):8}  "
+                   f"{_('OFFICE'):8}  {_('AWAY UNTIL'):10}  {_('LAST SEEN')}")
         for r in rows:
             load = f"{r['open']}/{r['capacity']}" + ("" if r["takes_work"] else "*")
             click.echo(f"{r['member']:10}  {load:>9}  {r['overdue']:>4}  {r['urgent']:>3}  {yn[r['laptop']]:8}  "
                        f"{yn[r['internet']]:8}  {','.join(r['office_days']) or '-':8}  {r['away_until'] or '-':10}  "
                        f"{timefmt.human(r['last_seen_ms'])}")
         if any(not r["takes_work"] for r in rows):
-            click.echo("OPEN is open tasks / capacity. * a supervisor who receives no rebalanced work "
-                       "(hbw-sync profile --takes-work to opt in).")
+            click.echo(_("OPEN is open tasks / capacity. * a supervisor who receives no rebalanced work "
+                  "(hbw-sync profile --takes-work to opt in)."))
 
     emit(ctx, rows, text)
 
@@ -396,10 +396,10 @@ def conflicts(ctx: click.Context, data: Path) -> None:
 
     def text() -> None:
         if not rows:
-            click.echo("No conflicts.")
+            click.echo(_("No conflicts."))
         for c in rows:
-            click.echo(f"{timefmt.human(c['at_ms'])}  task {c['task'][:6]}  {c['field']}: {c['loser']['value']!r} "
-                       f"(by {c['loser']['by']}) lost to {c['winner']['value']!r} (by {c['winner']['by']}): {c['rule']}")
+            click.echo(_("{human}  task {v}  {field}: {value!r} (by {by}) lost to {value2!r} (by "
+                  "{by2}): {rule}").format(human=timefmt.human(c['at_ms']), v=c['task'][:6], field=c['field'], value=c['loser']['value'], by=c['loser']['by'], value2=c['winner']['value'], by2=c['winner']['by'], rule=c['rule']))
 
     emit(ctx, rows, text)
 
@@ -412,7 +412,7 @@ def conflicts(ctx: click.Context, data: Path) -> None:
 def backup(ctx: click.Context, data: Path, dest: Path) -> None:
     """Copy the relay's database to DEST while it runs (SQLite online backup). Keep relay.key apart."""
     r = admin.backup(data, dest)
-    emit(ctx, r, f"Backed up {timefmt.human_bytes(r['bytes'])} to {dest}. Also keep a copy of {data}/relay.key somewhere safe.")
+    emit(ctx, r, _("Backed up {human_bytes} to {dest}. Also keep a copy of {data}/relay.key somewhere safe.").format(human_bytes=timefmt.human_bytes(r['bytes']), dest=dest, data=data))
 
 
 @cli.command()
@@ -426,7 +426,7 @@ def backup(ctx: click.Context, data: Path, dest: Path) -> None:
 def restore(ctx: click.Context, backup_file: Path, data: Path, key_file: Path) -> None:
     """Rebuild a relay data directory from a backup file and its relay key."""
     r = admin.restore(backup_file, data, key_file)
-    emit(ctx, r, f"Restored into {data}. Start it with 'hbw-relay serve --data {data}'.")
+    emit(ctx, r, _("Restored into {data}. Start it with 'hbw-relay serve --data {data}'.").format(data=data))
 
 
 @cli.group(cls=RelayGroup)

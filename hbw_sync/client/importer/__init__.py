@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import UsageError
+from ...i18n import _
 from .plan import ImportOptions, ImportPlan, RowPlan, plan_import
 from .tables import FORMATS, MAX_IMPORT_BYTES, Table, read_table
 from .values import COLUMNS, locale_day_first
@@ -39,12 +40,15 @@ def import_file(rep: "Replica", path: Path, opts: ImportOptions = ImportOptions(
         return plan
     if plan.bad and not skip_bad:
         lines = plan.problem_lines()
-        shown = lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20 else [])
-        unknown = any("is not in the team" in p for p in lines)
-        raise UsageError(f"{len(plan.bad)} bad row(s), nothing imported:\n  " + "\n  ".join(shown),
+        shown = lines[:20] + ([_("... and {n} more").format(n=len(lines) - 20)] if len(lines) > 20 else [])
+        unknown = any(r.unknown_member for r in plan.bad)
+        err = UsageError(_("{n} bad row(s), nothing imported:").format(n=len(plan.bad)) + "\n  " + "\n  ".join(shown),
                          code="usage.import_bad_rows",
-                         hint=("a colleague whose device joined since this one last synced is known after a "
-                               "sync. " if unknown else "") + "Fix the rows and import again: it never duplicates")
+                         hint=(_("a colleague whose device joined since this one last synced is known after a "
+                                 "sync.") + " " if unknown else "") + _("Fix the rows and import again: it never "
+                                                                        "duplicates"))
+        err.unknown_member = unknown  # type: ignore[attr-defined]  # the CLI offers --new-member then
+        raise err
     ids = rep.import_tasks(plan.creates(), plan.updates())
     for row, tid in zip((r for r in plan.rows if r.action == "create"), ids):
         row.task = tid.hex()

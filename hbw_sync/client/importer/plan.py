@@ -24,6 +24,10 @@ from ...ops import Status, day_to_date
 from .. import views
 from . import values as V
 from .tables import MAX_COLUMNS, SPREADSHEETS, Cell, Table
+from ...i18n import N_, _
+
+#: The code of "assignee is not in the team": the CLI offers --new-member for it, in any language.
+UNKNOWN_MEMBER = "usage.unknown_member"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class RowPlan:
     before: dict[str, Any] = field(default_factory=dict)  # update: the values they replace
     problems: list[str] = field(default_factory=list)
     note: str = ""
+    unknown_member: bool = False  # a problem is an assignee this device does not know (yet)
 
 
 @dataclass
@@ -70,32 +75,37 @@ class ImportPlan:
         return [(bytes.fromhex(r.task), r.values) for r in self.rows if r.action == "update" and r.task]
 
     def problem_lines(self) -> list[str]:
-        return [f"{self.unit} {r.line}: {p}" for r in self.bad for p in r.problems]
+        return [_("{unit} {line}: {problem}").format(unit=_(self.unit), line=r.line, problem=p)
+                for r in self.bad for p in r.problems]
 
     def summary(self) -> str:
-        parts = [f"{self.count('create')} to create", f"{self.count('update')} to update",
-                 f"{self.count('unchanged')} unchanged"]
+        parts = [_("{n} to create").format(n=self.count("create")), _("{n} to update").format(n=self.count("update")),
+                 _("{n} unchanged").format(n=self.count("unchanged"))]
         if self.count("skip"):
-            parts.append(f"{self.count('skip')} skipped")
-        parts.append(f"{len(self.bad)} bad")
-        return f"{self.source}: {len(self.rows)} task row(s): " + ", ".join(parts) + "."
+            parts.append(_("{n} skipped").format(n=self.count("skip")))
+        parts.append(_("{n} bad").format(n=len(self.bad)))
+        return _("{source}: {n} task row(s): {parts}.").format(source=self.source, n=len(self.rows),
+                                                              parts=", ".join(parts))
 
     def describe(self) -> list[str]:
         """One line per row, in words, for ``--dry-run``."""
         out = []
         for r in self.rows:
-            where = f"{self.unit} {r.line}"
+            where = _("{unit} {line}").format(unit=_(self.unit), line=r.line)
+            task = r.task[:6] if r.task else ""
             if r.action == "bad":
-                out.append(f"  {where}: BAD: " + "; ".join(r.problems))
+                out.append("  " + _("{where}: BAD: {problems}").format(where=where, problems="; ".join(r.problems)))
             elif r.action == "create":
-                out.append(f"  {where}: create {r.title!r}" + _details(r.values))
+                out.append("  " + _("{where}: create {title!r}").format(where=where, title=r.title) + _details(r.values))
             elif r.action == "update":
                 changes = ", ".join(f"{k} {_show(k, r.before.get(k))} -> {_show(k, v)}" for k, v in r.values.items())
-                out.append(f"  {where}: update {r.task[:6]} {r.title!r}: {changes}")
+                out.append("  " + _("{where}: update {task} {title!r}: {changes}").format(
+                    where=where, task=task, title=r.title, changes=changes))
             elif r.action == "skip":
-                out.append(f"  {where}: skip {r.task[:6] if r.task else ''} {r.title!r}: {r.note}")
+                out.append("  " + _("{where}: skip {task} {title!r}: {note}").format(
+                    where=where, task=task, title=r.title, note=r.note))
             else:
-                out.append(f"  {where}: unchanged {r.task[:6] if r.task else ''} {r.title!r}")
+                out.append("  " + _("{where}: unchanged {task} {title!r}").format(where=where, task=task, title=r.title))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,13 +139,13 @@ def show_value(name: str, v: Any) -> Any:
 def _details(values: dict[str, Any]) -> str:
     bits = []
     if values.get("assignee"):
-        bits.append(f"for {values['assignee']}")
+        bits.append(_("for {member}").format(member=values["assignee"]))
     if values.get("due") is not None:
-        bits.append(f"due {_show('due', values['due'])}")
+        bits.append(_("due {day}").format(day=_show("due", values["due"])))
     if values.get("priority") not in (None, 1):
         bits.append(_show("priority", values["priority"]))
     if values.get("needs"):
-        bits.append("needs " + _show("needs", values["needs"]))
+        bits.append(_("needs {what}").format(what=_show("needs", values["needs"])))
     return (", " + ", ".join(bits)) if bits else ""
 
 
@@ -149,7 +159,7 @@ def _empty(c: Cell) -> bool:
 def check_mapping(mapping: Mapping[str, str]) -> None:
     for header, name in mapping.items():
         if name != "-" and name not in V.COLUMNS:
-            raise UsageError(f"--map {header}={name}: {name!r} is not a task field",
+            raise UsageError(_("--map {header}={name}: {name!r} is not a task field").format(header=header, name=name),
                              hint="fields: " + ", ".join(V.COLUMNS) + "; '-' ignores the column")
 
 
@@ -171,25 +181,25 @@ def _columns(headers: list[Cell], mapping: Mapping[str, str], unit: str, line: i
         elif name == "-":
             continue
         elif name in seen:
-            raise UsageError(f"{unit} {line}: columns {seen[name]!r} and {text!r} both give the {name}",
-                             hint=f"ignore one with --map '{text}=-'")
+            raise UsageError(_("{unit} {line}: columns {v!r} and {text!r} both give the {name}").format(unit=unit, line=line, v=seen[name], text=text, name=name),
+                             hint=_("ignore one with --map '{text}=-'").format(text=text))
         else:
             seen[name] = text
             cols[i] = name
     if need_title and "title" not in cols.values():
         found = ", ".join(V.cell_text(h) for h in headers if not _empty(h))
-        raise UsageError(f"{unit} {line}: no 'title' column in the header (found: {found})",
-                         hint="name the column of task titles 'title' (or 'titre', 'task'), or --map 'HEADER=title'")
+        raise UsageError(_("{unit} {line}: no 'title' column in the header (found: {found})").format(unit=unit, line=line, found=found),
+                         hint=_("name the column of task titles 'title' (or 'titre', 'task'), or "
+                               "--map 'HEADER=title'"))
     if unknown:
-        raise UsageError(f"{unit} {line}: unknown column(s) {', '.join(unknown)}; task fields are: "
-                         f"{', '.join(V.COLUMNS)}",
-                         hint="rename the column, or map it: --map 'HEADER=FIELD' ('-' ignores it)")
+        raise UsageError(_("{unit} {line}: unknown column(s) {unknown}; task fields are: {COLUMNS}").format(unit=unit, line=line, unknown=', '.join(unknown), COLUMNS=', '.join(V.COLUMNS)),
+                         hint=_("rename the column, or map it: --map 'HEADER=FIELD' ('-' ignores it)"))
     return cols
 
 
 def _unit(table: Table) -> str:
     """What a person calls a position in the file: a spreadsheet's row, a text file's line."""
-    return "row" if table.records is None and table.kind in SPREADSHEETS else "line"
+    return N_("row") if table.records is None and table.kind in SPREADSHEETS else N_("line")
 
 
 def records(table: Table, opts: ImportOptions) -> tuple[list[tuple[int, dict[str, Cell]]], dict[str, str]]:
@@ -207,18 +217,18 @@ def records(table: Table, opts: ImportOptions) -> tuple[list[tuple[int, dict[str
         return out, keys
     rows = [(n, r) for n, r in table.rows if not all(_empty(c) for c in r)]
     if not rows:
-        raise UsageError(f"{unit} 1: the file is empty; expected a header row with at least 'title'")
+        raise UsageError(_("{unit} 1: the file is empty; expected a header row with at least 'title'").format(unit=unit))
     # The header is the first row naming a title column (a sheet may open with its own heading).
     head_at = 0
-    for k, (_, r) in enumerate(rows[:10]):
+    for k, (_line, r) in enumerate(rows[:10]):
         if any(V.header_field(V.cell_text(c), opts.mapping) == "title" for c in r if not _empty(c)):
             head_at = k
             break
     line, headers = rows[head_at]
     if len(headers) > MAX_COLUMNS and any(not _empty(c) for c in headers[MAX_COLUMNS:]):
-        raise UsageError(f"{unit} {line}: more than {MAX_COLUMNS} columns; this is not a task list")
+        raise UsageError(_("{unit} {line}: more than {MAX_COLUMNS} columns; this is not a task list").format(unit=unit, line=line, MAX_COLUMNS=MAX_COLUMNS))
     body = rows[head_at + 1:]
-    data_in = {i for _, r in body for i, c in enumerate(r) if not _empty(c)}
+    data_in = {i for _line, r in body for i, c in enumerate(r) if not _empty(c)}
     cols = _columns(list(headers), opts.mapping, unit, line, data_in)
     out = []
     for n, r in body:
@@ -232,11 +242,13 @@ def records(table: Table, opts: ImportOptions) -> tuple[list[tuple[int, dict[str
 # -- rows ---------------------------------------------------------------------------------------
 
 
-def _parse(rec: dict[str, Cell], day_first: bool, members: set[str], opts: ImportOptions) -> tuple[dict[str, Any], list[str]]:
+def _parse(rec: dict[str, Cell], day_first: bool, members: set[str],
+           opts: ImportOptions) -> tuple[dict[str, Any], list[str], bool]:
     vals: dict[str, Any] = {}
     problems: list[str] = []
+    unknown = False
     if rec.get("__extra__"):
-        problems.append("more cells than header columns")
+        problems.append(_("more cells than header columns"))
     for name, cell in rec.items():
         if name == "__extra__" or _empty(cell):
             continue
@@ -249,9 +261,10 @@ def _parse(rec: dict[str, Cell], day_first: bool, members: set[str], opts: Impor
                 a = V.parse_assignee(cell)
                 if a is not None and a not in members and a not in opts.new_members:
                     close = difflib.get_close_matches(a, sorted(members), n=1, cutoff=0.75)
-                    hint = f" (did you mean {close[0]!r}?)" if close else \
-                        f" (members this device knows: {', '.join(sorted(members))})"
-                    raise UsageError(f"assignee {a!r} is not in the team{hint}")
+                    hint = " " + (_("(did you mean {name!r}?)").format(name=close[0]) if close else
+                                  _("(members this device knows: {names})").format(names=", ".join(sorted(members))))
+                    raise UsageError(_("assignee {a!r} is not in the team{hint}").format(a=a, hint=hint),
+                                     code=UNKNOWN_MEMBER)
                 vals["assignee"] = a
             elif name == "due":
                 vals["due"] = V.parse_due(cell, day_first)
@@ -263,9 +276,10 @@ def _parse(rec: dict[str, Cell], day_first: bool, members: set[str], opts: Impor
                 vals["status"] = V.parse_status(cell)
         except HbwError as e:
             problems.append(str(e))
+            unknown = unknown or e.code == UNKNOWN_MEMBER
     if not vals.get("title"):
-        problems.append("title is empty")
-    return vals, problems
+        problems.append(_("title is empty"))
+    return vals, problems, unknown
 
 
 def _existing_values(t: views.TaskView) -> dict[str, Any]:
@@ -281,7 +295,7 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
     """What importing ``table`` would do, given this device's tasks and members. Writes nothing."""
     check_mapping(opts.mapping)
     recs, columns = records(table, opts)
-    order = V.numeric_order(rec.get("due") for _, rec in recs)
+    order = V.numeric_order(rec.get("due") for _line, rec in recs)
     if opts.day_first is not None:
         day_first = opts.day_first
     elif order in ("dmy", "mdy"):
@@ -289,7 +303,7 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
     else:
         day_first = opts.locale_day_first
     unit = _unit(table)
-    plan = ImportPlan(table.source, unit, columns, "day first" if day_first else "month first")
+    plan = ImportPlan(table.source, unit, columns, N_("day first") if day_first else N_("month first"))
     tasks = list(existing)
     by_id = {t.id: t for t in tasks}
     by_ref: dict[str, list[views.TaskView]] = {}
@@ -301,8 +315,8 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
     member_set = set(members)
     seen_keys: dict[tuple[str, Any], int] = {}
     for line, rec in recs:
-        vals, problems = _parse(rec, day_first, member_set, opts)
-        row = RowPlan(line, "bad", title=vals.get("title", ""), problems=problems)
+        vals, problems, unknown = _parse(rec, day_first, member_set, opts)
+        row = RowPlan(line, "bad", title=vals.get("title", ""), problems=problems, unknown_member=unknown)
         plan.rows.append(row)
         if problems:
             continue
@@ -314,15 +328,16 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
         else:
             key = ("title", (V.fold(vals["title"]), due_iso))
         if key in seen_keys:
-            row.problems.append(f"the same task as {unit} {seen_keys[key]} (same {key[0]}"
-                                + (" and due date" if key[0] == "title" else "") + ")")
+            row.problems.append((_("the same task as {unit} {line} (same title and due date)") if key[0] == "title"
+                                 else _("the same task as {unit} {line} (same {key})")).format(
+                unit=_(unit), line=seen_keys[key], key=key[0]))
             continue
         seen_keys[key] = line
         match: list[views.TaskView] = []
         if "id" in vals:
             hits = [t for i, t in by_id.items() if len(vals["id"]) >= 6 and i.startswith(vals["id"])]
             if not hits:
-                row.problems.append(f"no task with id {vals['id']!r} on this device")
+                row.problems.append(_("no task with id {id!r} on this device").format(id=vals["id"]))
                 continue
             match = hits
         elif "ref" in vals:
@@ -331,8 +346,8 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
         else:
             match = by_title.get((V.fold(vals["title"]), due_iso), [])
         if len(match) > 1:
-            row.problems.append(f"matches {len(match)} tasks ({', '.join(t.short for t in match)}); "
-                                "give each row a ref to tell them apart")
+            row.problems.append(_("matches {n} tasks ({ids}); give each row a ref to tell them apart").format(
+                n=len(match), ids=", ".join(t.short for t in match)))
             continue
         vals.pop("id", None)
         if not match:
@@ -342,7 +357,7 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
         t = match[0]
         row.task = t.id
         if t.deleted:
-            row.action, row.note = "skip", f"deleted by {t.deleted_by}; not brought back"
+            row.action, row.note = "skip", _("deleted by {who}; not brought back").format(who=t.deleted_by)
             continue
         old = _existing_values(t)
         changes = {k: v for k, v in vals.items()
@@ -353,5 +368,5 @@ def plan_import(table: Table, existing: Iterable[views.TaskView], members: Itera
         row.values = changes
         row.before = {k: old.get(k) for k in changes}
     if not plan.rows:
-        raise UsageError("the file holds no tasks")
+        raise UsageError(_("the file holds no tasks"))
     return plan

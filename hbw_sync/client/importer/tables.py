@@ -26,6 +26,7 @@ from typing import Any
 
 from ... import fileio
 from ...errors import UsageError
+from ...i18n import _
 
 MAX_IMPORT_BYTES = 16 * 1024 * 1024
 MAX_UNZIPPED = 128 * 1024 * 1024  # a 16 MB .xlsx inflating past this is a zip bomb, not a week's plan
@@ -57,7 +58,7 @@ def decode(data: bytes) -> tuple[str, str]:
             try:
                 return data[len(bom):].decode(codec), name
             except UnicodeDecodeError:
-                raise UsageError(f"the file starts as {name} but is not valid {name}") from None
+                raise UsageError(_("the file starts as {name} but is not valid {name}").format(name=name)) from None
     sample = data[:4096]
     if len(sample) >= 4 and sample[1::2].count(0) > len(sample) // 4 and sample[0::2].count(0) == 0:
         codec = "utf-16-le"
@@ -112,25 +113,25 @@ def _read_csv(path: Path, data: bytes) -> Table:
             table.rows.append((start, row))
             start = reader.line_num + 1
             if len(table.rows) > MAX_ROWS:
-                raise UsageError(f"{path.name} has more than {MAX_ROWS} rows; split it")
+                raise UsageError(_("{name} has more than {MAX_ROWS} rows; split it").format(name=path.name, MAX_ROWS=MAX_ROWS))
     except csv.Error as e:
-        raise UsageError(f"line {reader.line_num}: {e}") from None
+        raise UsageError(_("line {line_num}: {e}").format(line_num=reader.line_num, e=e)) from None
     return table
 
 
 def _read_json(path: Path, data: bytes) -> Table:
-    text, _ = decode(data)
+    text, _encoding = decode(data)
     dec = json.JSONDecoder()
     try:
         whole = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UsageError(f"line {e.lineno}: not valid JSON ({e.msg})") from None
+        raise UsageError(_("line {lineno}: not valid JSON ({msg})").format(lineno=e.lineno, msg=e.msg)) from None
     if isinstance(whole, dict) and isinstance(whole.get("tasks"), list):
         start = text.index("[", text.index('"tasks"'))
     elif isinstance(whole, list):
         start = text.index("[")
     else:
-        raise UsageError("line 1: expected a JSON array of tasks, or an object with a \"tasks\" array")
+        raise UsageError(_('line 1: expected a JSON array of tasks, or an object with a "tasks" array'))
     table = Table(path.name, "json", records=[])
     assert table.records is not None
     pos = start + 1
@@ -142,13 +143,13 @@ def _read_json(path: Path, data: bytes) -> Table:
         obj, end = dec.raw_decode(text, pos)
         line = text.count("\n", 0, pos) + 1
         if not isinstance(obj, dict):
-            raise UsageError(f"line {line}: expected an object with task fields")
+            raise UsageError(_("line {line}: expected an object with task fields").format(line=line))
         for k, v in obj.items():
             if v is not None and not isinstance(v, (str, int, float, bool)):
-                raise UsageError(f"line {line}: {k}: expected text, got {type(v).__name__}")
+                raise UsageError(_("line {line}: {k}: expected text, got {name__}").format(line=line, k=k, name__=type(v).__name__))
         table.records.append((line, obj))
         if len(table.records) > MAX_ROWS:
-            raise UsageError(f"{path.name} has more than {MAX_ROWS} tasks; split it")
+            raise UsageError(_("{name} has more than {MAX_ROWS} tasks; split it").format(name=path.name, MAX_ROWS=MAX_ROWS))
         pos = end
     return table
 
@@ -159,27 +160,27 @@ def _read_spreadsheet(path: Path, sheet: str | None) -> Table:
         with zipfile.ZipFile(path) as z:
             unzipped = sum(i.file_size for i in z.infolist())
     except (zipfile.BadZipFile, OSError):
-        raise UsageError(f"{path.name} is not a readable spreadsheet (damaged, or not really .{path.suffix[1:]})",
-                         hint="open it in Excel or LibreOffice Calc and save it again") from None
+        raise UsageError(_("{name} is not a readable spreadsheet (damaged, or not really .{v})").format(name=path.name, v=path.suffix[1:]),
+                         hint=_("open it in Excel or LibreOffice Calc and save it again")) from None
     if unzipped > MAX_UNZIPPED:
-        raise UsageError(f"{path.name} would unpack to more than {MAX_UNZIPPED // 2**20} MB; that is not a week's plan")
+        raise UsageError(_("{name} would unpack to more than {v} MB; that is not a week's plan").format(name=path.name, v=MAX_UNZIPPED // 2**20))
     from python_calamine import CalamineWorkbook  # imported here: only imports of spreadsheets need it
 
     try:
         wb = CalamineWorkbook.from_path(str(path))
         names = list(wb.sheet_names)
         if sheet is not None and sheet not in names:
-            raise UsageError(f"{path.name} has no sheet {sheet!r}", hint="its sheets: " + ", ".join(names))
+            raise UsageError(_("{name} has no sheet {sheet!r}").format(name=path.name, sheet=sheet), hint="its sheets: " + ", ".join(names))
         ws = wb.get_sheet_by_name(sheet) if sheet is not None else wb.get_sheet_by_index(0)
         if ws.height > MAX_ROWS + 50 or ws.width > 4 * MAX_COLUMNS:
-            raise UsageError(f"{path.name}: sheet {ws.name!r} has {ws.height} rows and {ws.width} columns; "
-                             f"at most {MAX_ROWS} rows of tasks fit in one import")
+            raise UsageError(_("{name}: sheet {name2!r} has {height} rows and {width} columns; at most "
+                  "{MAX_ROWS} rows of tasks fit in one import").format(name=path.name, name2=ws.name, height=ws.height, width=ws.width, MAX_ROWS=MAX_ROWS))
         data = ws.to_python(skip_empty_area=False)
     except (UsageError, KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # calamine's errors, and a Rust panic (pyo3 raises it as a BaseException)
-        raise UsageError(f"{path.name} is not a readable spreadsheet ({type(e).__name__})",
-                         hint="open it in Excel or LibreOffice Calc and save it again") from None
+        raise UsageError(_("{name} is not a readable spreadsheet ({name__})").format(name=path.name, name__=type(e).__name__),
+                         hint=_("open it in Excel or LibreOffice Calc and save it again")) from None
     table = Table(f"{path.name}, sheet {ws.name!r}", path.suffix.lstrip(".").lower())
     for i, row in enumerate(data, start=1):
         table.rows.append((i, [_cell(c) for c in row]))
@@ -201,14 +202,14 @@ def read_table(path: Path, fmt: str | None = None, sheet: str | None = None) -> 
     if fmt in ("txt", "tsv"):
         fmt = "csv"
     if fmt not in FORMATS:
-        raise UsageError(f"cannot tell the format of {path.name}",
-                         hint="name it .csv, .xlsx, .ods or .json, or pass --format")
+        raise UsageError(_("cannot tell the format of {name}").format(name=path.name),
+                         hint=_("name it .csv, .xlsx, .ods or .json, or pass --format"))
     with fileio.reading(path):
         if path.stat().st_size > MAX_IMPORT_BYTES:
-            raise UsageError(f"{path.name} is larger than {MAX_IMPORT_BYTES // 2**20} MB; split it")
+            raise UsageError(_("{name} is larger than {v} MB; split it").format(name=path.name, v=MAX_IMPORT_BYTES // 2**20))
         if fmt in SPREADSHEETS:
             return _read_spreadsheet(path, sheet)
         data = path.read_bytes()
     if data[:4] == b"PK\x03\x04" and fmt == "csv":
-        raise UsageError(f"{path.name} is a spreadsheet file, not CSV text", hint="name it .xlsx or .ods")
+        raise UsageError(_("{name} is a spreadsheet file, not CSV text").format(name=path.name), hint=_("name it .xlsx or .ods"))
     return _read_json(path, data) if fmt == "json" else _read_csv(path, data)

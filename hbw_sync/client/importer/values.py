@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 from ...errors import UsageError
 from ...ops import MAX_REF, MAX_TEXT, Need, date_to_day, is_member_name
 from .. import views
+from ...i18n import _
 
 #: Task fields an import can set, in the order an export writes them.
 COLUMNS = ("id", "ref", "title", "description", "assignee", "due", "priority", "needs", "status")
@@ -170,7 +171,7 @@ def parse_due(v: Any, day_first: bool, today: dt.date | None = None) -> int | No
         # A date cell stored as a serial number (a spreadsheet whose column lost its date format).
         if 20_000 <= v <= 80_000:
             return date_to_day(_EXCEL_EPOCH + dt.timedelta(days=int(v)))
-        raise UsageError(f"due {cell_text(v)!r} is a number, not a date")
+        raise UsageError(_("due {v!r} is a number, not a date").format(v=cell_text(v)))
     text = str(v).strip()
     low = fold(text)
     try:
@@ -193,26 +194,26 @@ def parse_due(v: Any, day_first: bool, today: dt.date | None = None) -> int | No
             d, y = (nums[1], nums[0]) if len(nums[0]) == 4 else (nums[0], nums[1])
             return date_to_day(dt.date(_year(y), _MONTHS[months[0]], int(d)))
     except ValueError:
-        raise UsageError(f"due {text!r} is not a real date") from None
+        raise UsageError(_("due {text!r} is not a real date").format(text=text)) from None
     try:
         return views.parse_date(text, today)
     except UsageError:
-        raise UsageError(f"due {text!r} is not a date I can read",
-                         hint="write 2026-12-05, 05/12/2026 or 5 Dec 2026") from None
+        raise UsageError(_("due {text!r} is not a date I can read").format(text=text),
+                         hint=_("write 2026-12-05, 05/12/2026 or 5 Dec 2026")) from None
 
 
 def parse_priority(v: Any) -> int:
     t = fold(cell_text(v))
     if t in PRIORITY_WORDS:
         return PRIORITY_WORDS[t]
-    raise UsageError(f"bad priority {cell_text(v)!r} (use low, normal, high or urgent)")
+    raise UsageError(_("bad priority {v!r} (use low, normal, high or urgent)").format(v=cell_text(v)))
 
 
 def parse_status(v: Any) -> int:
     t = fold(cell_text(v))
     if t in STATUS_WORDS:
         return STATUS_WORDS[t]
-    raise UsageError(f"bad status {cell_text(v)!r} (use open, in progress, done or blocked)")
+    raise UsageError(_("bad status {v!r} (use open, in progress, done or blocked)").format(v=cell_text(v)))
 
 
 def parse_needs(v: Any) -> int:
@@ -221,7 +222,7 @@ def parse_needs(v: Any) -> int:
         if word in NEED_WORDS:
             bits |= NEED_WORDS[word]
         elif word not in _NEED_FILLER:
-            raise UsageError(f"unknown need {word!r} (use laptop, internet and/or office)")
+            raise UsageError(_("unknown need {word!r} (use laptop, internet and/or office)").format(word=word))
     return bits
 
 
@@ -230,7 +231,7 @@ def parse_assignee(v: Any) -> str | None:
     if not t or t == "-":
         return None
     if not is_member_name(t):
-        raise UsageError(f"assignee {cell_text(v)!r} is not a valid member name")
+        raise UsageError(_("assignee {v!r} is not a valid member name").format(v=cell_text(v)))
     return t
 
 
@@ -252,7 +253,7 @@ def parse_text(v: Any, field: str, limit: int) -> str:
     if t[:1] == "'" and t[1:2] in ("=", "+", "-", "@"):
         t = t[1:]  # the apostrophe an export puts before text a spreadsheet would run as a formula
     if len(t) > limit:
-        raise UsageError(f"{field} is longer than {limit} characters")
+        raise UsageError(_("{field} is longer than {limit} characters").format(field=field, limit=limit))
     return t
 
 
