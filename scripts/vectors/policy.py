@@ -18,7 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from hbw_sync import crypto, hlc, merge
-from hbw_sync.ops import FIELDS, Kind, Op, make_op
+from hbw_sync.ops import Kind, Op, make_op
+
+from ._ops import jval as _jval
+from ._ops import op_json as _op_json
 
 T0 = 1_760_000_000_000
 MIN = 60_000
@@ -32,17 +35,6 @@ P = hlc.pack
 
 def _id(dev: str, ms: int) -> bytes:
     return P(ms, 0).to_bytes(8, "big") + DEVICES[dev].device_id
-
-
-def _jval(v: Any) -> Any:
-    return {"hex": v.hex()} if isinstance(v, bytes) else v
-
-
-def _op_json(op: Op) -> dict[str, Any]:
-    names = FIELDS[op.kind]
-    fields = {names[t].name: _jval(v) for t, v in sorted({**op.fields, **(op.content or {})}.items())}
-    return {"kind": op.kind.name.lower(), "entity": op.entity.hex(), "hlc": op.hlc,
-            "base": op.base.hex() if op.base else None, "fields": fields}
 
 
 def _scenarios() -> list[tuple[str, str, list[tuple[str, str, int | None, Op]]]]:

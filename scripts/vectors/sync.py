@@ -16,7 +16,10 @@ import zstandard
 
 from hbw_sync import batch as wire
 from hbw_sync import bundle, crypto, enroll, envelope, hlc
-from hbw_sync.ops import FIELDS, Kind, Op, make_op
+from hbw_sync.ops import Kind, make_op
+
+from ._ops import jval as _jval
+from ._ops import op_json as _op_json
 
 T0 = 1_760_000_000_000
 MIN = 60_000
@@ -30,17 +33,6 @@ TEAM_KEY = crypto.TeamKey(1, b"\x02" * 32)
 RELAY_TEAM_KEY = crypto.TeamKey(0, bytes(32))  # public: relay-authored batches carry no content
 TASK = bytes.fromhex("7461736b000000bb")
 P = hlc.pack
-
-
-def _jval(v: Any) -> Any:
-    return {"hex": v.hex()} if isinstance(v, bytes) else v
-
-
-def _op_json(op: Op) -> dict[str, Any]:
-    names = FIELDS[op.kind]
-    fields = {names[t].name: _jval(v) for t, v in sorted({**op.fields, **(op.content or {})}.items())}
-    return {"kind": op.kind.name.lower(), "entity": op.entity.hex(), "hlc": op.hlc,
-            "base": op.base.hex() if op.base else None, "fields": fields}
 
 
 def _tjson(v: Any) -> Any:
