@@ -15,8 +15,9 @@ from typing import Any
 
 from .. import bundle as bundle_fmt
 from .. import crypto, envelope, fileio
+from ..timefmt import human_bytes
 from ..errors import ConfigError, IntegrityError, LimitError, UsageError
-from . import reply_parts, snapshots
+from . import docchunks, docsync, reply_parts, snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
@@ -27,6 +28,20 @@ REPLY_BUDGET = 5_000_000
 #: The reply part sizes a relay accepts (``reply_max``, PROTOCOL.md "Reply bundles in parts").
 MIN_REPLY = 64 * 1024
 MAX_REPLY = 32 * 1024 * 1024
+
+
+#: Bytes a bundle needs beyond its batches and chunks (header, envelope, args), and per chunk (msgpack).
+_OVERHEAD = 64 * 1024
+_PER_CHUNK = 32
+
+
+def _doc_name(dev: Device, passphrase: str | None, did: bytes) -> str:
+    """A document's name for a message (its id when the store is locked)."""
+    rep = dev.try_unlock(passphrase)
+    try:
+        return repr(rep.doc(did.hex()).name) if rep is not None else did.hex()[:12]
+    except Exception:  # a message's name is best effort: the id says the same
+        return did.hex()[:12]
 
 
 def _require_relay(dev: Device) -> tuple[bytes, bytes]:
@@ -55,15 +70,41 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         s = dev.store
         close_outbox(dev, dev.try_unlock(passphrase))
         batches, seqs, changes, size = [], [], 0, 0
+        # Sealed document chunks the exported batches name travel with them (§18f): the relay keeps
+        # them before it accepts the batches, as an online sync uploads them first (§18e).
+        carried: dict[bytes, bytes] = {}
+        local = docchunks.LocalChunks(s)
+        room = min(max_bytes, bundle_fmt.MAX_BUNDLE - _OVERHEAD)
         waiting = s.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
         meter("export", 0, min(waiting, max_bytes))
         for seq, n_ops, data in s.execute("SELECT seq, n_ops, data FROM outbox WHERE state = 'closed' ORDER BY seq"):
-            if batches and size + len(data) > max_bytes:
+            extra: dict[bytes, bytes] = {}
+            per_doc: dict[bytes, int] = {}
+            for did, ids in docsync.batch_refs(data):
+                for cid in ids:
+                    if cid in carried or cid in extra:
+                        continue
+                    sealed = local.sealed(cid)
+                    if sealed is not None:  # not here: an online sync of its author's device sent it
+                        extra[cid] = sealed
+                        per_doc[did] = per_doc.get(did, 0) + len(sealed) + _PER_CHUNK
+            cost = len(data) + sum(per_doc.values())
+            if per_doc and (cost > room or len(extra) > bundle_fmt.MAX_CHUNKS) and not batches:
+                # Never dropped silently: its version would reach the team with bytes nobody can read.
+                did = max(per_doc, key=per_doc.__getitem__)
+                raise UsageError(
+                    _("the document {name} ({size} sealed) does not fit in a bundle of at most {max}: "
+                      "nothing was written").format(name=_doc_name(dev, passphrase, did),
+                                                    size=human_bytes(per_doc[did]), max=human_bytes(room)),
+                    code="usage.bundle_too_small",
+                    hint=_("sync online once, or export again with a larger --max-size"))
+            if batches and (size + cost > room or len(carried) + len(extra) > bundle_fmt.MAX_CHUNKS):
                 break
+            carried.update(extra)
             batches.append(data)
             seqs.append(seq)
             changes += n_ops
-            size += len(data)
+            size += cost
             meter("export", size, min(waiting, max_bytes))
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed'").fetchone()[0] - len(batches)
         counter = (s.meta("bundle_counter") or 0) + 1
@@ -71,6 +112,8 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         reply_max = min(max_bytes, MAX_REPLY)
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
                 "roster_v": s.meta("roster_v"), "bundle": counter, "reply_max": reply_max}
+        if carried:
+            args["chunks"] = [[cid, sealed] for cid, sealed in carried.items()]
         if s.meta("publish_key"):  # a supervisor who syncs only by bundle still publishes a rotated key
             args["key"] = s.meta("publish_key")
         if snapshots.refused_recently(s):  # replaying the history a refused snapshot would have skipped
@@ -89,7 +132,8 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
             s.set_meta("bundle_nonces", pending)
         meter("export", len(sealed), len(sealed))
         return {"file": str(path), "bytes": len(sealed), "batches": len(batches), "changes": changes,
-                "counter": counter, "left_in_outbox": left}
+                "counter": counter, "left_in_outbox": left, "doc_chunks": len(carried),
+                "doc_chunk_bytes": sum(map(len, carried.values()))}
 
 
 def import_bundle(home: Path | None, path: Path, passphrase: str, *,

@@ -978,6 +978,9 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
                                   on_progress=on_progress)
     msg = _("Wrote {file} ({size}): {changes} change(s) in {batches} batch(es).").format(
         file=file, size=human_bytes(r["bytes"]), changes=r["changes"], batches=r["batches"])
+    if r["doc_chunks"]:
+        msg += "\n" + _("It carries {n} document part(s) ({size}) for the office.").format(
+            n=r["doc_chunks"], size=human_bytes(r["doc_chunk_bytes"]))
     if r["left_in_outbox"]:
         msg += "\n" + _("{n} more batch(es) did not fit: export again after the reply.").format(n=r["left_in_outbox"])
     msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")

@@ -1,0 +1,110 @@
+"""Documents of 1 MiB and more travel inside bundles as sealed chunks (PROTOCOL.md §18f), through the real CLIs.
+
+Chidi syncs only by bundle: the 2 MB scan he adds must reach the office with the bundle (chunks
+before the batch that names them), be kept like ``chunk_put`` keeps them, and be readable by
+Dana, who syncs online. A bundle too small for a document says so and writes nothing; a bundle
+that would pass the team's document quota is refused whole.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from relay_helpers import Member, Team
+from hbw_sync.client import bundles
+from hbw_sync.client.cli import cli as client_cli
+from hbw_sync.errors import LimitError
+from hbw_sync.server import admin, relay
+from hbw_sync.server.cli import cli as relay_cli
+
+MB = 1_000_000
+
+
+def cli(m: Member, *args: str) -> tuple[int, str]:
+    env = {"HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase}
+    res = CliRunner().invoke(client_cli, list(args), env=env, catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+def relay_chunk_bytes(team: Team) -> int:
+    return sum(p.stat().st_size for p in (team.data / "chunks").rglob("*") if p.is_file())
+
+
+def batch_count(team: Team) -> int:
+    conn = sqlite3.connect(team.data / "relay.db")
+    try:
+        return conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def add_scan(m: Member, tmp_path: Path, size: int = 2 * MB) -> tuple[bytes, str]:
+    data = random.Random(7).randbytes(size)  # incompressible, as a scan is
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(data)
+    code, out = cli(m, "doc", "add", str(scan))
+    assert code == 0, out
+    with m.open() as rep:
+        (doc,) = [d for d in rep.docs() if d.name == "scan.pdf"]
+    return data, doc.id
+
+
+def test_a_document_added_offline_reaches_the_office_by_bundle(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    data, did = add_scan(chidi, tmp_path)
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--json")
+    assert code == 0, out
+    r = json.loads(out)
+    assert r["doc_chunks"] >= 8 and r["doc_chunk_bytes"] >= 2 * MB and r["bytes"] >= 2 * MB
+    res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(tmp_path / "c.hbw"),
+                                         "--reply-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "document chunk(s) received" in res.output
+    assert relay_chunk_bytes(team) >= 2 * MB
+    reply = next(tmp_path.glob("hbw-reply-*.hbw"))
+    code, out = cli(chidi, "bundle", "import", str(reply))
+    assert code == 0 and "1 of your batch(es) confirmed" in out, out
+    assert dana.sync().ok
+    code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0, out
+    assert (tmp_path / "copy.pdf").read_bytes() == data
+    # The same bundle again (its reply lost in the mail): nothing is stored twice.
+    before = relay_chunk_bytes(team)
+    admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "again")
+    assert relay_chunk_bytes(team) == before and batch_count(team) >= 1
+
+
+def test_a_bundle_too_small_for_a_document_says_so_and_writes_nothing(team: Team, tmp_path: Path) -> None:
+    _dana, chidi = team.pair("dana", "chidi")
+    add_scan(chidi, tmp_path)
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--max-size", "1MB")
+    assert code == 2, out  # a usage error: the --max-size asked for
+    assert "'scan.pdf'" in out and "2.0 MB" in out and "--max-size" in out and "online" in out, out
+    assert not (tmp_path / "c.hbw").exists()
+    # A larger one carries it.
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--max-size", "3MB")
+    assert code == 0 and (tmp_path / "c.hbw").exists(), out
+
+
+def test_a_bundle_over_the_document_quota_is_refused_whole(team: Team, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _dana, chidi = team.pair("dana", "chidi")
+    add_scan(chidi, tmp_path)
+    bundles.export_bundle(chidi.home, tmp_path / "c.hbw", passphrase=chidi.passphrase)
+    before = batch_count(team)
+    small = lambda conn, data: relay.load_identity(Path(data), conn, chunk_quota=MB)  # noqa: E731
+    monkeypatch.setattr(admin, "_identity", small)
+    with pytest.raises(LimitError) as e:
+        admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")
+    assert e.value.code == "protocol.quota" and "nothing of this bundle was applied" in e.value.message
+    assert batch_count(team) == before and relay_chunk_bytes(team) == 0
+    assert not (tmp_path / "replies").exists() or not any((tmp_path / "replies").iterdir())
+    monkeypatch.undo()
+    r = admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")  # the same bundle, room now
+    assert r["batches_in"] == 1 and r["chunks_in"] >= 8
