@@ -108,3 +108,40 @@ def test_a_bundle_over_the_document_quota_is_refused_whole(team: Team, tmp_path:
     monkeypatch.undo()
     r = admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")  # the same bundle, room now
     assert r["batches_in"] == 1 and r["chunks_in"] >= 8
+
+
+def test_the_reply_bundle_carries_the_chunks_the_device_wants(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    code, out = cli(chidi, "doc", "policy", "all")
+    assert code == 0, out
+    data, did = add_scan(dana, tmp_path)
+    assert dana.sync().ok
+    # The first bundle brings the version (its manifest); the device then knows which chunks it wants.
+    bundles.export_bundle(chidi.home, tmp_path / "1.hbw", passphrase=chidi.passphrase)
+    r = admin.ingest_bundle(team.data, tmp_path / "1.hbw", tmp_path / "r1")
+    assert r["chunks_out"] == 0
+    bundles.import_bundle(chidi.home, Path(r["reply"]), chidi.passphrase)
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "2.hbw"), "--json")
+    assert code == 0, out
+    r = admin.ingest_bundle(team.data, tmp_path / "2.hbw", tmp_path / "r2")
+    assert r["chunks_out"] >= 8 and r["reply_bytes"] >= 2 * MB
+    code, out = cli(chidi, "bundle", "import", r["reply"], "--json")
+    assert code == 0 and json.loads(out)["doc_chunks"] >= 8, out
+    code, out = cli(chidi, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0 and "fetched" not in out, out  # read from the store: the reply brought it
+    assert (tmp_path / "copy.pdf").read_bytes() == data
+
+
+def test_the_reply_carries_chunks_only_within_its_size_cap(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    add_scan(dana, tmp_path)
+    assert dana.sync().ok
+    bundles.export_bundle(chidi.home, tmp_path / "1.hbw", passphrase=chidi.passphrase)
+    bundles.import_bundle(chidi.home, Path(admin.ingest_bundle(team.data, tmp_path / "1.hbw", tmp_path / "r1")["reply"]),
+                          chidi.passphrase)
+    bundles.export_bundle(chidi.home, tmp_path / "2.hbw", 1_000_000, passphrase=chidi.passphrase)
+    r = admin.ingest_bundle(team.data, tmp_path / "2.hbw", tmp_path / "r2")
+    assert 0 < r["chunks_out"] and all(x["bytes"] <= 1_000_000 for x in r["replies"])
+    got = bundles.import_bundle(chidi.home, Path(r["reply"]), chidi.passphrase)
+    assert got["doc_chunks"] == r["chunks_out"]

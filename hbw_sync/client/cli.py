@@ -1011,6 +1011,8 @@ def bundle_import_words(r: dict[str, Any]) -> str:
         msg = _("Part {part} of {parts} imported: ").format(part=r["part"], parts=r["parts"]) + done
     else:
         msg = _("Imported: ") + done
+    if r.get("doc_chunks"):
+        msg += "\n" + _("{n} document part(s) received.").format(n=r["doc_chunks"])
     if r["waits_for_earlier_part"]:
         msg += "\n" + _("Its changes wait for the part before it (mail can come out of order); nothing is lost.")
     if r["parts_left"]:

@@ -729,6 +729,11 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     # an older one gets the one reply it knows how to read.
     results = ([result] if reply_max is None else
                bundle_replies.split(conn, req.device, result, int(req.args.get("cursor", 0)), reply_max, max_parts))
+    chunks_out = 0
+    if reply_max is not None and req.args.get("want_chunks") and ident.chunks is not None:
+        # The document chunks its policy wants, in the reply's room left (§18f); the rest next time.
+        chunks_out = bundle_replies.add_chunks(results, lambda cid: ident.chunks.get(ident.team, cid),
+                                               req.args["want_chunks"], reply_max)
     conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
     batches_out = sum(len(r["batches"]) for r in results)
     audit(conn, member, "bundle", device=req.device, counter=counter, acks=len(result["acks"]),
@@ -737,6 +742,7 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
                            envelope.make_response(ident.key, req.nonce, r, now)) for r in results]
     stats = {"action": "bundle", "device": req.device.hex(), "member": member, "counter": counter,
              "chunks_in": len(req.args.get("chunks") or []),
+             "chunks_out": chunks_out,
              "batches_in": len(result["acks"]), "batches_out": batches_out, "parts": len(replies),
              "more_waiting": bool(results[-1].get("more")), "oversize_bytes": results[-1].get("oversize"),
              # Only a snapshot the device cannot do without (older history gone) makes a part bigger than asked.
