@@ -145,3 +145,32 @@ def test_the_reply_carries_chunks_only_within_its_size_cap(team: Team, tmp_path:
     assert 0 < r["chunks_out"] and all(x["bytes"] <= 1_000_000 for x in r["replies"])
     got = bundles.import_bundle(chidi.home, Path(r["reply"]), chidi.passphrase)
     assert got["doc_chunks"] == r["chunks_out"]
+
+
+def test_a_bundle_with_a_malformed_chunk_changes_nothing(team: Team, tmp_path: Path) -> None:
+    from hbw_sync.client import Device
+    from hbw_sync.errors import ProtocolError
+
+    _dana, chidi = team.pair("dana", "chidi")
+    add_scan(chidi, tmp_path)
+    with Device.open(chidi.home) as dev:  # one chunk damaged to a size no sealed chunk has
+        dev.store.execute("UPDATE doc_chunks SET sealed = x'0102030405' WHERE rowid = (SELECT MIN(rowid) FROM doc_chunks)")
+    bundles.export_bundle(chidi.home, tmp_path / "c.hbw", passphrase=chidi.passphrase)
+    before = batch_count(team)
+    with pytest.raises(ProtocolError):
+        admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")
+    assert batch_count(team) == before and relay_chunk_bytes(team) == 0
+
+
+def test_a_bundle_over_http_carries_its_chunks(team: Team, tmp_path: Path) -> None:
+    import urllib.request
+
+    dana, chidi = team.pair("dana", "chidi")
+    data, did = add_scan(chidi, tmp_path)
+    bundles.export_bundle(chidi.home, tmp_path / "c.hbw", passphrase=chidi.passphrase)
+    req = urllib.request.Request(team.url + "/v1/bundle", data=(tmp_path / "c.hbw").read_bytes(), method="POST")
+    (tmp_path / "reply.hbw").write_bytes(urllib.request.urlopen(req, timeout=30).read())
+    assert bundles.import_bundle(chidi.home, tmp_path / "reply.hbw", chidi.passphrase)["acks"] == 1
+    assert dana.sync().ok
+    code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0 and (tmp_path / "copy.pdf").read_bytes() == data, out
