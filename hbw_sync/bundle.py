@@ -37,6 +37,9 @@ VERSION = 1
 HEADER = struct.Struct(">3scBB8s8s32s")
 _INFO = b"hbw-sync bundle v1"
 MAX_BUNDLE = 64 * 1024 * 1024
+#: Most sealed document chunks one bundle to the relay carries (its ``chunks`` arg, PROTOCOL.md §18f):
+#: a real file averages 64 KiB a chunk, so 64 MiB is about 1,000; this bounds the list before it is built.
+MAX_CHUNKS = 16384
 
 
 def relay_x25519(relay_key: crypto.DeviceKey) -> bytes:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import bundle as bundle_fmt
-from .. import crypto, envelope, fileio
-from ..errors import ConfigError, IntegrityError, LimitError, UsageError
-from . import reply_parts, snapshots
+from .. import chunks, crypto, envelope, fileio
+from ..timefmt import human_bytes
+from ..errors import ConfigError, IntegrityError, LimitError, ProtocolError, UsageError
+from . import docchunks, docsync, reply_parts, snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
@@ -27,6 +28,22 @@ REPLY_BUDGET = 5_000_000
 #: The reply part sizes a relay accepts (``reply_max``, PROTOCOL.md "Reply bundles in parts").
 MIN_REPLY = 64 * 1024
 MAX_REPLY = 32 * 1024 * 1024
+
+
+#: Most chunk ids a bundle asks the reply to carry (the relay's ``want_chunks`` bound).
+WANT_MAX = 4096
+#: Bytes a bundle needs beyond its batches and chunks (header, envelope, args), and per chunk (msgpack).
+_OVERHEAD = 64 * 1024
+_PER_CHUNK = 32
+
+
+def _doc_name(dev: Device, passphrase: str | None, did: bytes) -> str:
+    """A document's name for a message (its id when the store is locked)."""
+    rep = dev.try_unlock(passphrase)
+    try:
+        return repr(rep.doc(did.hex()).name) if rep is not None else did.hex()[:12]
+    except Exception:  # a message's name is best effort: the id says the same
+        return did.hex()[:12]
 
 
 def _require_relay(dev: Device) -> tuple[bytes, bytes]:
@@ -53,17 +70,44 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, relay_x = _require_relay(dev)
         s = dev.store
-        close_outbox(dev, dev.try_unlock(passphrase))
+        rep = dev.try_unlock(passphrase)
+        close_outbox(dev, rep)
         batches, seqs, changes, size = [], [], 0, 0
+        # Sealed document chunks the exported batches name travel with them (§18f): the relay keeps
+        # them before it accepts the batches, as an online sync uploads them first (§18e).
+        carried: dict[bytes, bytes] = {}
+        local = docchunks.LocalChunks(s)
+        room = min(max_bytes, bundle_fmt.MAX_BUNDLE - _OVERHEAD)
         waiting = s.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
         meter("export", 0, min(waiting, max_bytes))
         for seq, n_ops, data in s.execute("SELECT seq, n_ops, data FROM outbox WHERE state = 'closed' ORDER BY seq"):
-            if batches and size + len(data) > max_bytes:
+            extra: dict[bytes, bytes] = {}
+            per_doc: dict[bytes, int] = {}
+            for did, ids in docsync.batch_refs(data):
+                for cid in ids:
+                    if cid in carried or cid in extra:
+                        continue
+                    sealed = local.sealed(cid)
+                    if sealed is not None:  # not here: an online sync of its author's device sent it
+                        extra[cid] = sealed
+                        per_doc[did] = per_doc.get(did, 0) + len(sealed) + _PER_CHUNK
+            cost = len(data) + sum(per_doc.values())
+            if per_doc and (cost > room or len(extra) > bundle_fmt.MAX_CHUNKS) and not batches:
+                # Never dropped silently: its version would reach the team with bytes nobody can read.
+                did = max(per_doc, key=per_doc.__getitem__)
+                raise UsageError(
+                    _("the document {name} ({size} sealed) does not fit in a bundle of at most {max}: "
+                      "nothing was written").format(name=_doc_name(dev, passphrase, did),
+                                                    size=human_bytes(per_doc[did]), max=human_bytes(room)),
+                    code="usage.bundle_too_small",
+                    hint=_("sync online once, or export again with a larger --max-size"))
+            if batches and (size + cost > room or len(carried) + len(extra) > bundle_fmt.MAX_CHUNKS):
                 break
+            carried.update(extra)
             batches.append(data)
             seqs.append(seq)
             changes += n_ops
-            size += len(data)
+            size += cost
             meter("export", size, min(waiting, max_bytes))
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed'").fetchone()[0] - len(batches)
         counter = (s.meta("bundle_counter") or 0) + 1
@@ -71,6 +115,12 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         reply_max = min(max_bytes, MAX_REPLY)
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
                 "roster_v": s.meta("roster_v"), "bundle": counter, "reply_max": reply_max}
+        if carried:
+            args["chunks"] = [[cid, sealed] for cid, sealed in carried.items()]
+        # The document chunks this device's fetch policy wants (needs the store open), bounded (§18f).
+        want = rep.wanted_chunks()[:WANT_MAX] if rep is not None else []
+        if want:
+            args["want_chunks"] = want
         if s.meta("publish_key"):  # a supervisor who syncs only by bundle still publishes a rotated key
             args["key"] = s.meta("publish_key")
         if snapshots.refused_recently(s):  # replaying the history a refused snapshot would have skipped
@@ -89,7 +139,8 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
             s.set_meta("bundle_nonces", pending)
         meter("export", len(sealed), len(sealed))
         return {"file": str(path), "bytes": len(sealed), "batches": len(batches), "changes": changes,
-                "counter": counter, "left_in_outbox": left}
+                "counter": counter, "left_in_outbox": left, "doc_chunks": len(carried),
+                "doc_chunk_bytes": sum(map(len, carried.values()))}
 
 
 def import_bundle(home: Path | None, path: Path, passphrase: str, *,
@@ -145,6 +196,7 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
                 s.set_meta("bundle_nonces", pending)
                 s.set_meta("bundle_replies", (done + [nonce])[-200:])
         applied = rep.apply_incoming()
+        got_chunks = _keep_chunks(rep, result.get("chunks"), session.report.notes)
         meter("import", len(raw), len(raw))
         report: SyncReport = session.report
         report.applied_ops = applied
@@ -159,4 +211,37 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
                 "part": part, "parts": n, "parts_left": still["parts_left"], "bytes_left": still["bytes_left"],
                 "waits_for_earlier_part": held,
                 "oversize_bytes": oversize if type(oversize) is int else None,
-                "max_bytes": asked}
+                "max_bytes": asked, "doc_chunks": got_chunks}
+
+
+def _keep_chunks(rep: Any, pieces: Any, notes: list[str]) -> int:
+    """Keep the document chunks a reply carries (§18f), each checked against its id; returns how many.
+
+    Only ids a manifest this device holds names are kept (their epoch's keys check them); a chunk
+    that does not open under its id is left out and said, the rest of the reply stands.
+    """
+    if pieces is None:
+        return 0
+    if (not isinstance(pieces, list) or len(pieces) > bundle_fmt.MAX_CHUNKS
+            or any(not isinstance(p, list) or len(p) != 2 or not isinstance(p[0], bytes) or len(p[0]) != chunks.ID_LEN
+                   or not isinstance(p[1], bytes) or len(p[1]) > chunks.SEALED_MAX for p in pieces)):
+        raise ProtocolError(_("the reply bundle's document chunks are malformed"), code="protocol.chunk")
+    local = rep.local_chunks
+    ids = local.missing(cid for cid, _sealed in pieces)
+    if not ids:
+        return 0
+    epochs = docsync._epochs(rep, ids)
+    keys = docchunks.keys_by_epoch(rep.team_keys())
+    kept = bad = 0
+    with rep.store.transaction():
+        for cid, sealed in pieces:
+            if cid not in epochs or epochs[cid] not in keys:
+                continue
+            try:
+                kept += local.keep_fetched(keys, epochs[cid], [(cid, sealed)])
+            except (IntegrityError, ProtocolError):
+                bad += 1
+    if bad:
+        notes.append(_("{n} document part(s) in the reply did not match their id and were not kept; "
+                       "'doc get' fetches them online").format(n=bad))
+    return kept

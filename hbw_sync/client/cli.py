@@ -978,6 +978,9 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
                                   on_progress=on_progress)
     msg = _("Wrote {file} ({size}): {changes} change(s) in {batches} batch(es).").format(
         file=file, size=human_bytes(r["bytes"]), changes=r["changes"], batches=r["batches"])
+    if r["doc_chunks"]:
+        msg += "\n" + _("It carries {n} document part(s) ({size}) for the office.").format(
+            n=r["doc_chunks"], size=human_bytes(r["doc_chunk_bytes"]))
     if r["left_in_outbox"]:
         msg += "\n" + _("{n} more batch(es) did not fit: export again after the reply.").format(n=r["left_in_outbox"])
     msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")
@@ -1008,6 +1011,8 @@ def bundle_import_words(r: dict[str, Any]) -> str:
         msg = _("Part {part} of {parts} imported: ").format(part=r["part"], parts=r["parts"]) + done
     else:
         msg = _("Imported: ") + done
+    if r.get("doc_chunks"):
+        msg += "\n" + _("{n} document part(s) received.").format(n=r["doc_chunks"])
     if r["waits_for_earlier_part"]:
         msg += "\n" + _("Its changes wait for the part before it (mail can come out of order); nothing is lost.")
     if r["parts_left"]:

@@ -117,6 +117,21 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
     return got_bytes, lacking
 
 
+def batch_refs(data: bytes) -> list[tuple[bytes, list[bytes]]]:
+    """(document id, chunk ids) of each chunked document version one sealed batch names (routing only:
+    no key needed). A batch that does not parse names nothing (the relay refuses it and says so)."""
+    try:
+        ops = wire.parse_batch(data).routing_ops()
+    except HbwError:
+        return []
+    out = []
+    for op in ops:
+        ids = op.fields.get(_CHUNKS) if op.kind is Kind.DOC else None
+        if ids:
+            out.append((op.entity, [ids[i:i + 16] for i in range(0, len(ids), 16)]))
+    return out
+
+
 def outbox_refs(store: Any) -> list[bytes]:
     """Chunk ids the document versions of this device's unacknowledged batches name (read from routing:
     no key needed, so a locked sync does this too)."""

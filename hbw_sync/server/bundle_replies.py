@@ -47,7 +47,42 @@ MAX_PART_BATCHES = 10_000
 def payload(part: dict[str, Any]) -> int:
     """The bytes a part carries for the device: its batches and its snapshot, if any."""
     snap = part.get("snapshot")
-    return sum(len(b[3]) for b in part.get("batches", ())) + (len(snap[2]) if snap else 0)
+    return (sum(len(b[3]) for b in part.get("batches", ())) + (len(snap[2]) if snap else 0)
+            + sum(len(c[1]) for c in part.get("chunks", ())))
+
+
+#: msgpack framing of one [id, sealed] chunk entry (counted generously).
+CHUNK_OVERHEAD = 32
+
+
+def add_chunks(parts: list[dict[str, Any]], get: Any, ids: list[bytes], reply_max: int) -> int:
+    """Put the wanted sealed chunks (``get(id)`` -> bytes or None) in the last part, within ``reply_max``.
+
+    What does not fit (or the relay lacks) is not promised: the device asks again with its next bundle.
+    Returns how many were added; ``parts_bytes`` is recomputed.
+    """
+    last = parts[-1]
+    fixed = len(codec.pack({k: v for k, v in last.items() if k not in ("batches", "snapshot")}))
+    used = fixed + payload(last) + BATCH_OVERHEAD * (len(last.get("batches", ())) + 1)
+    room = reply_max - REPLY_RESERVE - used
+    total = sum(payload(p) for p in parts)
+    out: list[list[Any]] = []
+    for cid in dict.fromkeys(ids):
+        sealed = get(cid)
+        if sealed is None:
+            continue
+        cost = len(sealed) + CHUNK_OVERHEAD
+        if cost > room or total + len(sealed) > MAX_REPLY_BYTES:
+            break
+        out.append([cid, sealed])
+        room -= cost
+        total += len(sealed)
+    if out:
+        last["chunks"] = out
+        sizes = [payload(p) for p in parts]
+        for p in parts:
+            p["parts_bytes"] = sizes
+    return len(out)
 
 
 def batch_budget(reply_max: int) -> int:

@@ -451,6 +451,8 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     r = admin.ingest_bundle(data, file, reply_dir)
     text = _("Bundle {counter} from {member}: {inn} batch(es) accepted, {out} to send back.").format(
         counter=r["counter"], member=r["member"], inn=r["batches_in"], out=r["batches_out"])
+    if r["chunks_in"]:
+        text += "\n" + _("{n} document chunk(s) received with it.").format(n=r["chunks_in"])
     if len(r["replies"]) == 1:
         text += "\n" + _("Reply: {file} ({size}).").format(file=r["reply"], size=timefmt.human_bytes(r["reply_bytes"]))
     else:  # each file fits the device's --max-size (an email attachment): send them all, any order

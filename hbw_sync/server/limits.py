@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .. import bundle as bundle_fmt
 from .. import chunks, codec
 from ..errors import LimitError, TransientError
 from ..schema import Bin, Bool, Int, ListOf, Opt, Soft, Spec, Str, Tuple
@@ -126,6 +127,12 @@ ACTIONS.update({
         "budget": Int(1, CHUNK_GET_MAX),
     }),
 })
+
+# A bundle's sealed chunks (PROTOCOL.md §18f): only inside a bundle (online, ``chunk_put`` carries them);
+# the list is bounded here and by the bundle's size (``bundle.MAX_BUNDLE``), each chunk like ``chunk_put``'s.
+ACTIONS["sync"].args["chunks"] = ListOf(Tuple((_CID, _SEALED_CHUNK)), bundle_fmt.MAX_CHUNKS)
+# The chunks a bundle's device wants in the reply (its fetch policy's, bounded like ``chunk_get``'s ids).
+ACTIONS["sync"].args["want_chunks"] = ListOf(_CID, CHUNK_IDS_MAX)
 
 #: Largest body before the action is known (the first bytes name it; see ``body_limit``).
 HEAD_BYTES = 128

@@ -32,6 +32,7 @@ from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
                       TransientError, UsageError)
+from ..i18n import _
 from ..ops import is_member_name
 from . import chunk_actions, limits
 from .chunkstore import FileChunkStore
@@ -177,7 +178,7 @@ def create_code(conn: Txn, invite_text: str, token: bytes, invite_expires_ms: in
     """Keep ``invite_text`` sealed under a new word code (PROTOCOL.md §14a); returns (slot, words)."""
     conn.execute("DELETE FROM invite_codes WHERE expires_ms < ?", (now,))
     taken = {r[0] for r in conn.execute("SELECT slot FROM invite_codes")}
-    for _ in range(100):
+    for _attempt in range(100):
         slot, words = wordcode.new_code()
         if slot not in taken:
             break
@@ -362,11 +363,30 @@ def insert_batch(conn: Txn, device: bytes, seq: int, now: int, n_ops: int, epoch
     ).fetchone()[0]
 
 
+def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: str, now: int) -> None:
+    """Store a bundle's sealed chunks with ``chunk_put``'s checks; over the quota the whole bundle is refused."""
+    if ident.chunks is None:
+        raise ProtocolError(_("this relay keeps no document chunks, and this bundle carries some"),
+                            code="protocol.chunk")
+    try:
+        chunk_actions.chunk_put(conn, ident.chunks, ident.team, {"chunks": pieces}, now)
+    except LimitError as e:
+        if e.code != "protocol.quota":
+            raise
+        size = sum(len(p[1]) for p in pieces)
+        raise LimitError(_("the bundle from {member} carries {n} document chunk(s) ({size} bytes) that would take the "
+                           "team past its document quota at this relay: nothing of this bundle was applied").format(
+                               member=member, n=len(pieces), size=size),
+                         code="protocol.quota", hint=e.hint) from None
+
+
 def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
          by_bundle: bool = False) -> dict[str, Any]:
     member, role, author_pub = authenticate(conn, req, now, fresh=not by_bundle)
     a = req.args
     device = req.device
+    if by_bundle and a.get("chunks"):  # kept before the batches that name them (§18f), as chunk_put online
+        _bundle_chunks(conn, ident, a["chunks"], member, now)
     acks, rejects = [], []
     for data in a.get("batches", []):
         if not isinstance(data, bytes):
@@ -709,6 +729,11 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     # an older one gets the one reply it knows how to read.
     results = ([result] if reply_max is None else
                bundle_replies.split(conn, req.device, result, int(req.args.get("cursor", 0)), reply_max, max_parts))
+    chunks_out = 0
+    if reply_max is not None and req.args.get("want_chunks") and ident.chunks is not None:
+        # The document chunks its policy wants, in the reply's room left (§18f); the rest next time.
+        chunks_out = bundle_replies.add_chunks(results, lambda cid: ident.chunks.get(ident.team, cid),
+                                               req.args["want_chunks"], reply_max)
     conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
     batches_out = sum(len(r["batches"]) for r in results)
     audit(conn, member, "bundle", device=req.device, counter=counter, acks=len(result["acks"]),
@@ -716,6 +741,8 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     replies = [bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub,
                            envelope.make_response(ident.key, req.nonce, r, now)) for r in results]
     stats = {"action": "bundle", "device": req.device.hex(), "member": member, "counter": counter,
+             "chunks_in": len(req.args.get("chunks") or []),
+             "chunks_out": chunks_out,
              "batches_in": len(result["acks"]), "batches_out": batches_out, "parts": len(replies),
              "more_waiting": bool(results[-1].get("more")), "oversize_bytes": results[-1].get("oversize"),
              # Only a snapshot the device cannot do without (older history gone) makes a part bigger than asked.

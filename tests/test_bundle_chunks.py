@@ -1,0 +1,176 @@
+"""Documents of 1 MiB and more travel inside bundles as sealed chunks (PROTOCOL.md §18f), through the real CLIs.
+
+Chidi syncs only by bundle: the 2 MB scan he adds must reach the office with the bundle (chunks
+before the batch that names them), be kept like ``chunk_put`` keeps them, and be readable by
+Dana, who syncs online. A bundle too small for a document says so and writes nothing; a bundle
+that would pass the team's document quota is refused whole.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from relay_helpers import Member, Team
+from hbw_sync.client import bundles
+from hbw_sync.client.cli import cli as client_cli
+from hbw_sync.errors import LimitError
+from hbw_sync.server import admin, relay
+from hbw_sync.server.cli import cli as relay_cli
+
+MB = 1_000_000
+
+
+def cli(m: Member, *args: str) -> tuple[int, str]:
+    env = {"HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase}
+    res = CliRunner().invoke(client_cli, list(args), env=env, catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+def relay_chunk_bytes(team: Team) -> int:
+    return sum(p.stat().st_size for p in (team.data / "chunks").rglob("*") if p.is_file())
+
+
+def batch_count(team: Team) -> int:
+    conn = sqlite3.connect(team.data / "relay.db")
+    try:
+        return conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def add_scan(m: Member, tmp_path: Path, size: int = 2 * MB) -> tuple[bytes, str]:
+    data = random.Random(7).randbytes(size)  # incompressible, as a scan is
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(data)
+    code, out = cli(m, "doc", "add", str(scan))
+    assert code == 0, out
+    with m.open() as rep:
+        (doc,) = [d for d in rep.docs() if d.name == "scan.pdf"]
+    return data, doc.id
+
+
+def test_a_document_added_offline_reaches_the_office_by_bundle(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    data, did = add_scan(chidi, tmp_path)
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--json")
+    assert code == 0, out
+    r = json.loads(out)
+    assert r["doc_chunks"] >= 8 and r["doc_chunk_bytes"] >= 2 * MB and r["bytes"] >= 2 * MB
+    res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(tmp_path / "c.hbw"),
+                                         "--reply-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "document chunk(s) received" in res.output
+    assert relay_chunk_bytes(team) >= 2 * MB
+    reply = next(tmp_path.glob("hbw-reply-*.hbw"))
+    code, out = cli(chidi, "bundle", "import", str(reply))
+    assert code == 0 and "1 of your batch(es) confirmed" in out, out
+    assert dana.sync().ok
+    code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0, out
+    assert (tmp_path / "copy.pdf").read_bytes() == data
+    # The same bundle again (its reply lost in the mail): nothing is stored twice.
+    before = relay_chunk_bytes(team)
+    admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "again")
+    assert relay_chunk_bytes(team) == before and batch_count(team) >= 1
+
+
+def test_a_bundle_too_small_for_a_document_says_so_and_writes_nothing(team: Team, tmp_path: Path) -> None:
+    _dana, chidi = team.pair("dana", "chidi")
+    add_scan(chidi, tmp_path)
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--max-size", "1MB")
+    assert code == 2, out  # a usage error: the --max-size asked for
+    assert "'scan.pdf'" in out and "2.0 MB" in out and "--max-size" in out and "online" in out, out
+    assert not (tmp_path / "c.hbw").exists()
+    # A larger one carries it.
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--max-size", "3MB")
+    assert code == 0 and (tmp_path / "c.hbw").exists(), out
+
+
+def test_a_bundle_over_the_document_quota_is_refused_whole(team: Team, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _dana, chidi = team.pair("dana", "chidi")
+    add_scan(chidi, tmp_path)
+    bundles.export_bundle(chidi.home, tmp_path / "c.hbw", passphrase=chidi.passphrase)
+    before = batch_count(team)
+    small = lambda conn, data: relay.load_identity(Path(data), conn, chunk_quota=MB)  # noqa: E731
+    monkeypatch.setattr(admin, "_identity", small)
+    with pytest.raises(LimitError) as e:
+        admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")
+    assert e.value.code == "protocol.quota" and "nothing of this bundle was applied" in e.value.message
+    assert batch_count(team) == before and relay_chunk_bytes(team) == 0
+    assert not (tmp_path / "replies").exists() or not any((tmp_path / "replies").iterdir())
+    monkeypatch.undo()
+    r = admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")  # the same bundle, room now
+    assert r["batches_in"] == 1 and r["chunks_in"] >= 8
+
+
+def test_the_reply_bundle_carries_the_chunks_the_device_wants(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    code, out = cli(chidi, "doc", "policy", "all")
+    assert code == 0, out
+    data, did = add_scan(dana, tmp_path)
+    assert dana.sync().ok
+    # The first bundle brings the version (its manifest); the device then knows which chunks it wants.
+    bundles.export_bundle(chidi.home, tmp_path / "1.hbw", passphrase=chidi.passphrase)
+    r = admin.ingest_bundle(team.data, tmp_path / "1.hbw", tmp_path / "r1")
+    assert r["chunks_out"] == 0
+    bundles.import_bundle(chidi.home, Path(r["reply"]), chidi.passphrase)
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "2.hbw"), "--json")
+    assert code == 0, out
+    r = admin.ingest_bundle(team.data, tmp_path / "2.hbw", tmp_path / "r2")
+    assert r["chunks_out"] >= 8 and r["reply_bytes"] >= 2 * MB
+    code, out = cli(chidi, "bundle", "import", r["reply"], "--json")
+    assert code == 0 and json.loads(out)["doc_chunks"] >= 8, out
+    code, out = cli(chidi, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0 and "fetched" not in out, out  # read from the store: the reply brought it
+    assert (tmp_path / "copy.pdf").read_bytes() == data
+
+
+def test_the_reply_carries_chunks_only_within_its_size_cap(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    add_scan(dana, tmp_path)
+    assert dana.sync().ok
+    bundles.export_bundle(chidi.home, tmp_path / "1.hbw", passphrase=chidi.passphrase)
+    bundles.import_bundle(chidi.home, Path(admin.ingest_bundle(team.data, tmp_path / "1.hbw", tmp_path / "r1")["reply"]),
+                          chidi.passphrase)
+    bundles.export_bundle(chidi.home, tmp_path / "2.hbw", 1_000_000, passphrase=chidi.passphrase)
+    r = admin.ingest_bundle(team.data, tmp_path / "2.hbw", tmp_path / "r2")
+    assert 0 < r["chunks_out"] and all(x["bytes"] <= 1_000_000 for x in r["replies"])
+    got = bundles.import_bundle(chidi.home, Path(r["reply"]), chidi.passphrase)
+    assert got["doc_chunks"] == r["chunks_out"]
+
+
+def test_a_bundle_with_a_malformed_chunk_changes_nothing(team: Team, tmp_path: Path) -> None:
+    from hbw_sync.client import Device
+    from hbw_sync.errors import ProtocolError
+
+    _dana, chidi = team.pair("dana", "chidi")
+    add_scan(chidi, tmp_path)
+    with Device.open(chidi.home) as dev:  # one chunk damaged to a size no sealed chunk has
+        dev.store.execute("UPDATE doc_chunks SET sealed = x'0102030405' WHERE rowid = (SELECT MIN(rowid) FROM doc_chunks)")
+    bundles.export_bundle(chidi.home, tmp_path / "c.hbw", passphrase=chidi.passphrase)
+    before = batch_count(team)
+    with pytest.raises(ProtocolError):
+        admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")
+    assert batch_count(team) == before and relay_chunk_bytes(team) == 0
+
+
+def test_a_bundle_over_http_carries_its_chunks(team: Team, tmp_path: Path) -> None:
+    import urllib.request
+
+    dana, chidi = team.pair("dana", "chidi")
+    data, did = add_scan(chidi, tmp_path)
+    bundles.export_bundle(chidi.home, tmp_path / "c.hbw", passphrase=chidi.passphrase)
+    req = urllib.request.Request(team.url + "/v1/bundle", data=(tmp_path / "c.hbw").read_bytes(), method="POST")
+    (tmp_path / "reply.hbw").write_bytes(urllib.request.urlopen(req, timeout=30).read())
+    assert bundles.import_bundle(chidi.home, tmp_path / "reply.hbw", chidi.passphrase)["acks"] == 1
+    assert dana.sync().ok
+    code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0 and (tmp_path / "copy.pdf").read_bytes() == data, out
