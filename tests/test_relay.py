@@ -367,3 +367,12 @@ def test_relay_refuses_data_of_another_schema(tmp_path: Path) -> None:
     (tmp_path / "junk" / "relay.db").write_bytes(b"not a database at all" * 100)
     res = CliRunner().invoke(relay_cli, ["members", "--data", str(tmp_path / "junk")])
     assert res.exit_code == 78 and "not a relay database" in res.output
+
+
+def test_members_counts_no_active_device_for_a_member_without_devices(team: Team) -> None:
+    """A member row with no device (LEFT JOIN gives one row of NULLs) has 0 devices, 0 active, never seen."""
+    team.join("dana", "supervisor")
+    team.sql("INSERT INTO members (name, role, created_ms) VALUES (?, ?, ?)", ("amina", "member", relay.now_ms()))
+    rows = {m["member"]: m for m in admin.members(team.data)}
+    assert (rows["amina"]["devices"], rows["amina"]["active_devices"], rows["amina"]["last_seen_ms"]) == (0, 0, None)
+    assert (rows["dana"]["devices"], rows["dana"]["active_devices"]) == (1, 1)

@@ -183,7 +183,9 @@ def revoke(data: Path, device: str) -> dict[str, Any]:
 
 def members(data: Path) -> list[dict[str, Any]]:
     rows = _read(data, lambda conn: conn.execute(
-        "SELECT m.name, m.role, COUNT(d.device), SUM(CASE WHEN d.revoked_ms IS NULL THEN 1 ELSE 0 END),"
+        # ``d.device IS NOT NULL``: a member with no device has one LEFT JOIN row of NULLs, not an active device.
+        "SELECT m.name, m.role, COUNT(d.device),"
+        " SUM(CASE WHEN d.device IS NOT NULL AND d.revoked_ms IS NULL THEN 1 ELSE 0 END),"
         " MAX(d.last_seen_ms) FROM members m LEFT JOIN devices d ON d.member = m.name GROUP BY m.name ORDER BY m.name"
     ).fetchall())
     return [
