@@ -87,6 +87,28 @@ class Team:
         finally:
             store.close()
 
+    def chunk_ids(self) -> list[bytes]:
+        """The document chunk ids the relay holds (its ``chunks`` index, either backend), sorted.
+
+        On SQLite the bytes are files under ``DATA/chunks``: each held id must have its file and
+        no other file may be left there (a refused upload keeps nothing)."""
+        ids = sorted(bytes(r[0]) for r in self.sql("SELECT cid FROM chunks"))
+        files = sorted(bytes.fromhex(p.name) for p in (self.data / "chunks").rglob("*") if p.is_file())
+        if not storage.database_url(self.data):
+            assert files == ids, "chunk files and the relay's chunk index differ"
+        return ids
+
+    def chunk_bytes(self) -> int:
+        """Bytes of document chunks the relay holds (either backend)."""
+        return int(self.sql("SELECT COALESCE(SUM(size), 0) FROM chunks")[0][0])
+
+    def drop_chunks(self) -> None:
+        """Lose every chunk the relay holds (a disk lost, or what GC does to unreferenced ones), either backend."""
+        import shutil
+
+        self.sql("DELETE FROM chunks")
+        shutil.rmtree(self.data / "chunks", ignore_errors=True)
+
     def invite(self, name: str, role: str = "member", url: str | None = None) -> str:
         """A team invite from the first supervisor's device once there is one (the device gets the key when
         it joins); before that, office IT's invite (``it_invite``)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,9 @@ from hbw_sync.errors import LimitError
 from hbw_sync.server import admin, relay
 from hbw_sync.server.cli import cli as relay_cli
 
+# Every test here runs against each relay storage backend (SQLite: chunk files; PostgreSQL: rows).
+pytestmark = pytest.mark.usefixtures("backend")
+
 MB = 1_000_000
 
 
@@ -33,15 +35,11 @@ def cli(m: Member, *args: str) -> tuple[int, str]:
 
 
 def relay_chunk_bytes(team: Team) -> int:
-    return sum(p.stat().st_size for p in (team.data / "chunks").rglob("*") if p.is_file())
+    return team.chunk_bytes()
 
 
 def batch_count(team: Team) -> int:
-    conn = sqlite3.connect(team.data / "relay.db")
-    try:
-        return conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-    finally:
-        conn.close()
+    return team.sql("SELECT COUNT(*) FROM batches")[0][0]
 
 
 def add_scan(m: Member, tmp_path: Path, size: int = 2 * MB) -> tuple[bytes, str]:

@@ -19,8 +19,11 @@ from relay_helpers import Member, Team
 from hbw_sync import chunks, crypto, envelope
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
-from hbw_sync.server import chunk_actions, limits, relay
-from hbw_sync.server.chunkstore import FileChunkStore
+from hbw_sync.server import chunk_actions, chunkstore, limits, relay, storage
+from relay_helpers import init_relay
+
+# Every test here runs against each relay storage backend (SQLite: bytes in files; PostgreSQL: in rows).
+pytestmark = pytest.mark.usefixtures("backend")
 
 KEYS = chunks.ChunkKeys.of(crypto.TeamKey.generate(epoch=1))
 
@@ -39,30 +42,65 @@ def call(team: Team, m: Member, action: str, args: dict) -> dict:
     return envelope.parse_response(raw, pub, nonce).result
 
 
-def stored(team: Team) -> list[Path]:
-    return sorted(p for p in (team.data / "chunks").rglob("*") if p.is_file())
+def stored(team: Team) -> list[bytes]:
+    """The chunk ids the relay holds (its index, either backend); on SQLite each has its file, and no other file."""
+    return team.chunk_ids()
 
 
-# -- the file store ---------------------------------------------------------------------------
+@pytest.fixture
+def chunk_db(tmp_path: Path):
+    """(chunk store, run): the backend's ``ChunkStore`` over a real relay database, and ``run(fn)`` that
+    calls ``fn(txn)`` in one transaction of it."""
+    init_relay(tmp_path / "r", "T")
+    st = storage.open_store(tmp_path / "r")
+    try:
+        yield chunkstore.for_backend(st.kind, tmp_path / "r", 1 << 30), st.transact
+    finally:
+        st.close()
 
 
-def test_file_store_is_content_addressed_per_team_and_counts_usage(tmp_path: Path) -> None:
-    store = FileChunkStore(tmp_path / "chunks", quota=1 << 30)
+# -- the store ----------------------------------------------------------------------------------
+
+
+def test_store_is_content_addressed_per_team_and_counts_usage(chunk_db, tmp_path: Path) -> None:
+    store, run = chunk_db
     (a, sa), (b, sb) = sealed_chunks(2)
-    t1, t2 = b"T" * 16, b"U" * 16
-    assert store.put(t1, a, sa) and not store.put(t1, a, sa)  # the second put writes nothing
-    assert store.put(t2, a, sa)
-    assert store.has_many(t1, [a, b]) == [True, False]
-    assert store.get(t1, a) == sa and store.get(t1, b) is None
-    assert store.usage(t1) == len(sa) == store.usage(t2)
-    # a new process counts what is on disk; a crash's stray temporary file counts for nothing
-    (tmp_path / "chunks" / t1.hex() / a.hex()[:2] / "junk.tmp").write_bytes(b"x" * 100)
-    again = FileChunkStore(tmp_path / "chunks", quota=1 << 30)
-    assert again.usage(t1) == len(sa)
-    again.delete(t1, a)
-    again.delete(t1, b)  # not held: no error
-    assert again.usage(t1) == 0 and again.has_many(t1, [a]) == [False]
-    assert [cid for cid, _ms in again.listing(t2)] == [a]
+    t1, t2 = b"T" * 8, b"U" * 8
+    assert run(lambda c: store.put(c, t1, a, sa, 1)) and not run(lambda c: store.put(c, t1, a, sa, 2))
+    assert run(lambda c: store.put(c, t2, a, sa, 1))
+    assert run(lambda c: store.has_many(c, t1, [a, b])) == [True, False]
+    assert run(lambda c: (store.get(c, t1, a), store.get(c, t1, b))) == (sa, None)
+    assert run(lambda c: store.usage(c, t1)) == len(sa) == run(lambda c: store.usage(c, t2))
+    run(lambda c: store.delete(c, t1, a))
+    run(lambda c: store.delete(c, t1, b))  # not held: no error
+    assert run(lambda c: (store.usage(c, t1), store.has_many(c, t1, [a]), store.get(c, t2, a))) == (0, [False], sa)
+    # a put whose transaction fails leaves nothing held (on SQLite: its file is unindexed, never served)
+    with pytest.raises(RuntimeError):
+        run(lambda c: (store.put(c, t1, b, sb, 3), (_ for _ in ()).throw(RuntimeError("rolled back"))))
+    assert run(lambda c: (store.has_many(c, t1, [b]), store.get(c, t1, b), store.usage(c, t1))) == ([False], None, 0)
+    assert run(lambda c: store.put(c, t1, b, sb, 4)) and run(lambda c: store.get(c, t1, b)) == sb
+    if isinstance(store, chunkstore.FileChunkStore):  # SQLite: bytes in files, no row holds them
+        assert store.path(t1, b).read_bytes() == sb and not store.path(t1, a).exists()
+
+
+def test_staged_bytes_are_indexed_by_the_put_or_removed(chunk_db) -> None:
+    """SQLite: chunk bytes are written before the writer's transaction; a refused request leaves no file."""
+    store, run = chunk_db
+    if not isinstance(store, chunkstore.FileChunkStore):
+        pytest.skip("PostgreSQL keeps chunk bytes in the transaction's own rows: nothing is staged")
+    (a, sa), (b, sb) = sealed_chunks(2)
+    t = b"T" * 8
+    pa, pb = store.stage(t, a, sa), store.stage(t, b, sb)
+    assert pa is not None and pa.read_bytes() == sa and store.stage(t, a, sa) is None  # once
+    assert run(lambda c: store.put(c, t, a, sa, 1))  # indexed, not written again
+    store.unstage([pa, pb])  # b was refused: its file goes, a stays
+    assert pa.exists() and not pb.exists()
+    assert run(lambda c: (store.get(c, t, a), store.get(c, t, b))) == (sa, None)
+    # staged bytes that differ from the put's are replaced by the put's
+    pb = store.stage(t, b, bytes(len(sb)))
+    assert run(lambda c: store.put(c, t, b, sb, 2)) and run(lambda c: store.get(c, t, b)) == sb
+    store.unstage([pb])
+    assert run(lambda c: store.get(c, t, b)) == sb
 
 
 # -- the actions ------------------------------------------------------------------------------
@@ -149,28 +187,24 @@ def test_unsigned_and_unknown_devices_get_nothing(team: Team) -> None:
 # -- garbage collection -------------------------------------------------------------------------
 
 
-def test_garbage_collection_keeps_referenced_and_recent_chunks(tmp_path: Path) -> None:
-    """Unit level, on a real SQLite file: refs come from document ops' routing, never from content."""
+def test_garbage_collection_keeps_referenced_and_recent_chunks(chunk_db) -> None:
+    """On the relay's real database: refs come from document ops' routing, never from content."""
     from hbw_sync.ops import Kind, make_op
 
-    from hbw_sync.server.storage import sqlite as sqlite_storage
-
-    sqlite_storage.create_schema(tmp_path / "r.db")  # the relay's own schema, chunk_refs included
-    conn = sqlite_storage.connect(tmp_path / "r.db")
-    store = FileChunkStore(tmp_path / "chunks", quota=1 << 30)
-    team = b"T" * 16
+    store, run = chunk_db
+    team = b"T" * 8
     pieces = sealed_chunks(4)
+    now = relay.now_ms()
     for cid, s in pieces:
-        store.put(team, cid, s)
+        run(lambda c: store.put(c, team, cid, s, now))
     (a, _), (b, _), (c, _), (d, _) = pieces
     op = make_op(Kind.DOC, b"doc1", 1, None, size=10, chunks=a + b)
-    assert chunk_actions.record_refs(conn, 7, [op]) == 2
-    now = relay.now_ms()
+    assert run(lambda t: chunk_actions.record_refs(t, 7, [op])) == 2
     # within the grace period nothing goes (its batch may still be on the way)
-    assert chunk_actions.collect(conn, store, team, now)["deleted"] == 0
-    out = chunk_actions.collect(conn, store, team, now + limits.CHUNK_GRACE_MS + 10_000)
-    assert (out["kept"], out["deleted"]) == (2, 2) and out["freed"] > 0
-    assert store.has_many(team, [a, b, c, d]) == [True, True, False, False]
+    assert run(lambda t: chunk_actions.collect(t, store, team, now))["deleted"] == 0
+    out = run(lambda t: chunk_actions.collect(t, store, team, now + limits.CHUNK_GRACE_MS + 10_000))
+    assert (out["kept"], out["deleted"]) == (2, 2) and out["freed"] == len(pieces[2][1]) + len(pieces[3][1])
+    assert run(lambda t: store.has_many(t, team, [a, b, c, d])) == [True, True, False, False]
 
 
 def test_the_spec_states_the_chunk_limits_the_code_uses() -> None:

@@ -23,6 +23,9 @@ from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.client.documents import CHUNKED_FROM
 from hbw_sync.errors import TransientError, UsageError
 
+# Every test here runs against each relay storage backend (SQLite: chunk files; PostgreSQL: rows).
+pytestmark = pytest.mark.usefixtures("backend")
+
 MB = 1_000_000
 
 
@@ -32,7 +35,7 @@ def pdf_like(size: int, seed: int = 1) -> bytes:
 
 
 def relay_chunk_bytes(team: Team) -> int:
-    return sum(p.stat().st_size for p in (team.data / "chunks").rglob("*") if p.is_file())
+    return team.chunk_bytes()
 
 
 def local_chunk_count(m: Member) -> int:
@@ -197,9 +200,7 @@ def test_doc_get_says_plainly_when_the_author_has_not_synced(team: Team, tmp_pat
     with dana.open() as rep:
         doc = rep.add_doc(f)
     dana.sync()
-    import shutil
-
-    shutil.rmtree(team.data / "chunks")  # the batch is at the relay, the chunks are not (lost with a disk)
+    team.drop_chunks()  # the batch is at the relay, the chunks are not (lost with a disk)
     report = chidi.sync()
     assert report.ok
     code, out = cli(chidi, "doc", "get", doc.id, "-o", str(tmp_path / "x.pdf"))
@@ -266,8 +267,6 @@ def test_pending_bytes_counts_chunks_not_yet_at_the_relay(team: Team, tmp_path: 
 
 def test_chunks_the_relay_collected_before_their_batch_went_are_sent_again(team: Team, tmp_path: Path) -> None:
     """A sync uploads the chunks, the link drops before the batch; a week offline; the relay's GC took them."""
-    import shutil
-
     dana, chidi = team.pair("dana", "chidi")
     f = tmp_path / "scan.pdf"
     f.write_bytes(pdf_like(2 * MB, 11))
@@ -282,7 +281,7 @@ def test_chunks_the_relay_collected_before_their_batch_went_are_sent_again(team:
     with pytest.raises(TransientError):
         dana.sync(transport=drop_the_sync)
     assert relay_chunk_bytes(team) > 2 * MB
-    shutil.rmtree(team.data / "chunks")  # what garbage collection does to unreferenced chunks after a week
+    team.drop_chunks()  # what garbage collection does to unreferenced chunks after a week
     assert dana.sync().ok
     assert relay_chunk_bytes(team) > 2 * MB
     chidi.sync()

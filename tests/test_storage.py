@@ -139,6 +139,13 @@ def test_migrate_upgrades_a_relay_of_the_previous_schema(tmp_path: Path) -> None
     assert res.exit_code == 0, res.output
     assert table_rows(tmp_path / "before-migrate.db") == before
 
+    # Schema 2 kept document chunks as files with no index: schema 3 indexes them (and skips junk).
+    team_id = relay.meta(sqlite3.connect(data / "relay.db"), "team")
+    cid, sealed = os.urandom(16), os.urandom(5000)
+    (data / "chunks" / team_id.hex() / cid.hex()[:2]).mkdir(parents=True)
+    (data / "chunks" / team_id.hex() / cid.hex()[:2] / cid.hex()).write_bytes(sealed)
+    (data / "chunks" / team_id.hex() / cid.hex()[:2] / "x.1.tmp").write_bytes(b"a cut write")
+
     res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data), "--json"])
     assert res.exit_code == 0, res.output
     assert '"from": 1' in res.output and f'"to": {SCHEMA_VERSION}' in res.output
@@ -148,6 +155,7 @@ def test_migrate_upgrades_a_relay_of_the_previous_schema(tmp_path: Path) -> None
             assert after[name] == rows, name
     assert [r for r in after["meta"] if r[0] != "schema"] == [r for r in before["meta"] if r[0] != "schema"]
     assert after["equipment"] == []
+    assert [(r[0], r[1], r[2], r[4]) for r in after["chunks"]] == [(team_id, cid, len(sealed), None)]
 
     # The upgraded relay works: lists, the register (a table schema 1 made on first use), a new device's sync.
     assert {d["member"] for d in admin.devices(data)} == {"dana", "chidi"}
@@ -157,6 +165,12 @@ def test_migrate_upgrades_a_relay_of_the_previous_schema(tmp_path: Path) -> None
     with team:
         amina = team.join("amina", "supervisor", url=team.url)  # office IT's invite: no supervisor device here
         assert amina.sync().ok
+        store = storage.open_store(data)  # the migrated chunk is served from its file
+        try:
+            ident = store.read(lambda c: relay.load_identity(data, c))
+            assert store.read(lambda c: ident.chunks.get(c, team_id, cid)) == sealed
+        finally:
+            store.close()
     rows = table_rows(data / "relay.db")["batches"]
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1))  # rseq goes on from the old ones, no gap
     assert rows[:2] == before["batches"]
@@ -190,7 +204,7 @@ def test_a_failed_migration_step_leaves_the_relay_as_it_was(tmp_path: Path, monk
     data = schema1_relay(tmp_path)
     before = table_rows(data / "relay.db")
 
-    def half_then_fail(conn: sqlite3.Connection) -> None:
+    def half_then_fail(conn: sqlite3.Connection, data: Path) -> None:
         conn.execute("CREATE TABLE equipment (x INTEGER)")
         raise sqlite3.OperationalError("simulated failure in a step")
 
@@ -361,3 +375,28 @@ def test_a_postgres_that_goes_away_loses_nothing_and_comes_back(tmp_path: Path) 
     finally:
         relay_helpers.NEW_DATABASE = None
         server.stop()
+
+
+def test_migrate_brings_a_postgres_relay_from_2_to_3_with_its_chunk_files(tmp_path: Path, pg_url: str) -> None:
+    """Schema 2 on PostgreSQL kept chunk bytes as files beside one relay process: 3 loads them into rows."""
+    data = tmp_path / "relay"
+    admin.init(data, "Ministry HQ", database=pg_url)
+    conn = postgres.connect(pg_url)
+    with conn.transaction():  # what schema 2 was: no chunks table
+        conn.execute("DROP TABLE chunks")
+        conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (b"2",))
+    team_id = relay.meta(postgres.PgTxn(conn), "team")
+    conn.close()
+    with pytest.raises(ConfigError, match="schema 2"):
+        storage.open_store(data)
+    cid, sealed = os.urandom(16), os.urandom(5000)
+    (data / "chunks" / team_id.hex() / cid.hex()[:2]).mkdir(parents=True)
+    (data / "chunks" / team_id.hex() / cid.hex()[:2] / cid.hex()).write_bytes(sealed)
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data), "--json"])
+    assert res.exit_code == 0 and '"from": 2' in res.output and f'"to": {SCHEMA_VERSION}' in res.output, res.output
+    store = storage.open_store(data)
+    try:
+        ident = store.read(lambda c: relay.load_identity(data, c))
+        assert store.read(lambda c: ident.chunks.get(c, team_id, cid)) == sealed  # from its row now
+    finally:
+        store.close()

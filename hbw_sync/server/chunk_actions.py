@@ -1,7 +1,8 @@
 """The relay's document-chunk actions: put, which are missing, get; the per-team quota; garbage collection.
 
 Documents travel as sealed chunks outside batches (PROTOCOL.md §18d, §18e). The relay keeps
-them in a ``ChunkStore`` (files, not SQLite rows) and cannot open them. It learns which
+them in a ``ChunkStore`` (index in the request's transaction; bytes in files for SQLite, in
+the database for PostgreSQL: ``chunkstore``) and cannot open them. It learns which
 chunks a document version uses from the version op's *routing* field ``chunks`` (the ids,
 never the content), recorded in ``chunk_refs`` when the batch is accepted. A chunk that no
 stored batch refers to, and that was uploaded longer ago than ``limits.CHUNK_GRACE_MS``
@@ -49,10 +50,10 @@ def _ids(value: Any) -> list[bytes]:
     return list(value or [])
 
 
-def chunk_missing(store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, Any]:
+def chunk_missing(conn: Txn, store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, Any]:
     """Which of the listed ids the relay does not hold (the device uploads only those)."""
     ids = _ids(a.get("ids"))
-    return {"missing": [cid for cid, held in zip(ids, store.has_many(team, ids)) if not held]}
+    return {"missing": [cid for cid, held in zip(ids, store.has_many(conn, team, ids)) if not held]}
 
 
 def chunk_put(conn: Txn, store: ChunkStore, team: bytes, a: dict[str, Any],
@@ -64,24 +65,24 @@ def chunk_put(conn: Txn, store: ChunkStore, team: bytes, a: dict[str, Any],
         if not SEALED_MIN <= len(sealed) <= SEALED_MAX:
             raise ProtocolError(f"a sealed chunk of {len(sealed)} bytes cannot be a chunk", code="protocol.schema")
         fresh[cid] = sealed
-    held = dict(zip(fresh, store.has_many(team, list(fresh))))
+    held = dict(zip(fresh, store.has_many(conn, team, list(fresh))))
     new = {cid: s for cid, s in fresh.items() if not held[cid]}
     size = sum(len(s) for s in new.values())
-    quota = getattr(store, "quota", limits.CHUNK_QUOTA)
-    if new and store.usage(team) + size > quota:
+    quota = store.quota
+    if new and store.usage(conn, team) + size > quota:
         collect(conn, store, team, now)
-        if store.usage(team) + size > quota:
+        if store.usage(conn, team) + size > quota:
             raise LimitError(f"the team's documents at this relay would take more than its quota of {quota} bytes "
-                             f"({store.usage(team)} held); nothing of this upload was kept",
+                             f"({store.usage(conn, team)} held); nothing of this upload was kept",
                              code="protocol.quota",
                              hint="ask office IT to raise the relay's document quota (hbw-relay serve "
                                   "--chunk-quota-gb) or to free space")
     for cid, sealed in new.items():
-        store.put(team, cid, sealed)
-    return {"stored": len(new), "usage": store.usage(team), "quota": quota}
+        store.put(conn, team, cid, sealed, now)
+    return {"stored": len(new), "usage": store.usage(conn, team), "quota": quota}
 
 
-def chunk_get(store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, Any]:
+def chunk_get(conn: Txn, store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, Any]:
     """Sealed chunks by id, in the order asked, up to ``budget`` bytes (always at least one); ``missing``: not held."""
     ids = _ids(a.get("ids"))
     budget = min(int(a.get("budget", limits.CHUNK_GET_MAX)), limits.CHUNK_GET_MAX)
@@ -89,7 +90,7 @@ def chunk_get(store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, An
     missing: list[bytes] = []
     used = 0
     for cid in ids:
-        data = store.get(team, cid)
+        data = store.get(conn, team, cid)
         if data is None:
             missing.append(cid)
             continue
@@ -108,17 +109,15 @@ def collect(conn: Txn, store: ChunkStore, team: bytes, now: int,
     transaction, so no batch naming a chunk can be accepted between the look and the delete.
     """
     grace = limits.CHUNK_GRACE_MS if grace_ms is None else grace_ms
-    before = store.usage(team)
-    kept = deleted = 0
-    for cid, stored_ms in list(store.listing(team)):
-        if now - stored_ms < grace or conn.execute("SELECT 1 FROM chunk_refs WHERE cid = ?", (cid,)).fetchone():
-            kept += 1
-            continue
-        store.delete(team, cid)
-        deleted += 1
+    before = store.usage(conn, team)
+    total = conn.execute("SELECT COUNT(*) FROM chunks WHERE team = ?", (team,)).fetchone()[0]
+    gone = store.garbage(conn, team, now - grace)
+    for cid in gone:
+        store.delete(conn, team, cid)
+    kept, deleted = total - len(gone), len(gone)
     conn.execute("INSERT INTO meta (key, value) VALUES ('chunk_gc_ms', ?)"
                  " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (codec.pack(now),))
-    return {"kept": kept, "deleted": deleted, "freed": before - store.usage(team)}
+    return {"kept": kept, "deleted": deleted, "freed": before - store.usage(conn, team)}
 
 
 def _last_gc(conn: Txn) -> int:
@@ -136,15 +135,15 @@ def put_action(conn: Txn, ident: Any, req: Any, now: int) -> dict[str, Any]:
 
 def missing_action(conn: Txn, ident: Any, req: Any, now: int) -> dict[str, Any]:
     """``chunk_missing`` for ``relay.ACTIONS``."""
-    return chunk_missing(ident.chunks, ident.team, req.args)
+    return chunk_missing(conn, ident.chunks, ident.team, req.args)
 
 
 def get_action(conn: Txn, ident: Any, req: Any, now: int) -> dict[str, Any]:
     """``chunk_get`` for ``relay.ACTIONS``."""
-    return chunk_get(ident.chunks, ident.team, req.args)
+    return chunk_get(conn, ident.chunks, ident.team, req.args)
 
 
 def maybe_collect(conn: Txn, store: ChunkStore, team: bytes, now: int) -> None:
-    """Collect garbage at most every ``limits.CHUNK_GC_EVERY_MS`` (the store is scanned: not per request)."""
+    """Collect garbage at most every ``limits.CHUNK_GC_EVERY_MS`` (a query over the team's index: not per request)."""
     if now - _last_gc(conn) >= limits.CHUNK_GC_EVERY_MS:
         collect(conn, store, team, now)

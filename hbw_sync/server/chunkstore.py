@@ -1,16 +1,26 @@
-"""Where the relay keeps sealed document chunks: outside its SQLite rows, behind a small interface.
-
-Why not rows: a team's documents are gigabytes where its batches are megabytes. Kept as
-files, a chunk is written once and never rewritten, backups can copy them incrementally, and
-the SQLite file (and its one writer) stays small. A PostgreSQL relay implements the same
-``ChunkStore`` protocol (e.g. large objects, or the same files beside the database).
+"""Where the relay keeps sealed document chunks: the index in the team's transaction, the bytes per backend.
 
 The relay never opens a chunk: it stores and serves sealed bytes under their 16-byte id
-(``hbw_sync.chunks``, PROTOCOL.md §18d). Content-addressed per team:
-``<root>/<team hex>/<first 2 hex of the id>/<id hex>``. A put writes a temporary file in the
-same directory, fsyncs it, renames it into place and fsyncs the directory, so a crash leaves
-either the whole chunk or none (a stray ``.tmp`` is removed by the next ``collect``). A chunk
-that is already there is not written again: the first upload of an id wins (an id names one
+(``hbw_sync.chunks``, PROTOCOL.md §18d). Two parts:
+
+- **The index** (table ``chunks``: team, id, size, stored at) is written in the same
+  transaction as the rest of the request, under the team's lock (SQLite's one writer, or
+  PostgreSQL's advisory lock), so quota, ``chunk_missing`` and garbage collection see one
+  consistent state across every relay process, and a batch naming a chunk cannot be accepted
+  between GC's look and its delete. A row means "held": the bytes are in place before the
+  row commits, so a rollback can leave bytes without a row (invisible, overwritten by the next
+  put of that id), never a row without bytes.
+- **The bytes** go where the backend says. PostgreSQL: in the ``chunks.data`` column (BYTEA,
+  storage EXTERNAL: sealed bytes do not compress). Why there and not in large objects or files:
+  several relay processes on several hosts must all see a chunk the moment its row commits, a
+  row and its bytes commit or roll back together, and the ministry's pg_dump, replication and
+  backups cover them with nothing else to copy; large objects would need their own unlink
+  bookkeeping and are skipped by a per-table dump. SQLite: files under ``DATA/chunks`` as
+  before (``<team hex>/<first 2 hex of the id>/<id hex>``, temp + fsync + rename + fsync of the
+  directory), so a team's gigabytes of documents stay out of the one SQLite file that every
+  sync writes to; the column stays NULL (a backup file fills it: ``storage.dump``).
+
+A chunk already indexed is not written again: the first upload of an id wins (an id names one
 content, so an honest second upload is the same bytes).
 """
 
@@ -18,127 +28,205 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 from ..chunks import ID_LEN
+from .storage import Txn
+
+#: Ids per ``IN (...)`` list: under SQLite's oldest bound-parameter limit (999) with the team.
+_IN_BATCH = 500
 
 
 class ChunkStore(Protocol):
-    """What the relay needs of a chunk store; every method takes the team id first."""
+    """What the relay needs of a chunk store; every method runs in the caller's transaction, team first."""
 
-    def put(self, team: bytes, cid: bytes, data: bytes) -> bool:
-        """Keep a sealed chunk; False if it was already there (nothing written)."""
+    #: Bytes of chunks one team may keep (``limits.CHUNK_QUOTA`` unless the relay was told another).
+    quota: int
 
-    def has_many(self, team: bytes, ids: Iterable[bytes]) -> list[bool]:
+    def put(self, conn: Txn, team: bytes, cid: bytes, data: bytes, now: int) -> bool:
+        """Keep a sealed chunk; False if it was already held (nothing written)."""
+        ...
+
+    def has_many(self, conn: Txn, team: bytes, ids: Iterable[bytes]) -> list[bool]:
         """For each id, whether the chunk is held."""
+        ...
 
-    def get(self, team: bytes, cid: bytes) -> bytes | None:
+    def get(self, conn: Txn, team: bytes, cid: bytes) -> bytes | None:
         """A held chunk's sealed bytes, or None."""
+        ...
 
-    def delete(self, team: bytes, cid: bytes) -> None:
+    def delete(self, conn: Txn, team: bytes, cid: bytes) -> None:
         """Forget a chunk (no error if it is not held)."""
+        ...
 
-    def usage(self, team: bytes) -> int:
+    def usage(self, conn: Txn, team: bytes) -> int:
         """Bytes the team's chunks take (their sealed sizes)."""
+        ...
 
-    def listing(self, team: bytes) -> Iterator[tuple[bytes, int]]:
-        """(id, stored at, ms) of every chunk held for a team: for garbage collection."""
+    def garbage(self, conn: Txn, team: bytes, before_ms: int) -> list[bytes]:
+        """Ids stored before ``before_ms`` that no stored batch refers to (``chunk_refs``)."""
+        ...
 
 
-class FileChunkStore:
-    """Chunks as files under one directory (the relay's data directory + ``chunks``)."""
+class _Index:
+    """The ``chunks`` table, in the portable SQL of ``storage.base``; subclasses say where bytes go."""
+
+    def __init__(self, quota: int):
+        self.quota = quota
+
+    def has_many(self, conn: Txn, team: bytes, ids: Iterable[bytes]) -> list[bool]:
+        ids = list(ids)
+        held: set[bytes] = set()
+        for i in range(0, len(ids), _IN_BATCH):
+            part = ids[i:i + _IN_BATCH]
+            marks = ", ".join("?" * len(part))
+            held.update(bytes(r[0]) for r in conn.execute(
+                f"SELECT cid FROM chunks WHERE team = ? AND cid IN ({marks})", (team, *part)))
+        return [cid in held for cid in ids]
+
+    def usage(self, conn: Txn, team: bytes) -> int:
+        return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM chunks WHERE team = ?", (team,)).fetchone()[0])
+
+    def garbage(self, conn: Txn, team: bytes, before_ms: int) -> list[bytes]:
+        return [bytes(r[0]) for r in conn.execute(
+            "SELECT c.cid FROM chunks c WHERE c.team = ? AND c.stored_ms < ?"
+            " AND NOT EXISTS (SELECT 1 FROM chunk_refs r WHERE r.cid = c.cid) ORDER BY c.cid", (team, before_ms))]
+
+    def _held(self, conn: Txn, team: bytes, cid: bytes) -> bool:
+        return conn.execute("SELECT 1 FROM chunks WHERE team = ? AND cid = ?", (team, cid)).fetchone() is not None
+
+    def _index(self, conn: Txn, team: bytes, cid: bytes, size: int, now: int, data: bytes | None) -> bool:
+        return conn.execute("INSERT INTO chunks (team, cid, size, stored_ms, data) VALUES (?, ?, ?, ?, ?)"
+                            " ON CONFLICT (team, cid) DO NOTHING", (team, cid, size, now, data)).rowcount == 1
+
+    def _unindex(self, conn: Txn, team: bytes, cid: bytes) -> bool:
+        return conn.execute("DELETE FROM chunks WHERE team = ? AND cid = ?", (team, cid)).rowcount == 1
+
+
+class DbChunkStore(_Index):
+    """Index and bytes in one row (PostgreSQL): every relay process on every host sees the same chunks."""
+
+    def put(self, conn: Txn, team: bytes, cid: bytes, data: bytes, now: int) -> bool:
+        _check_id(cid)
+        return self._index(conn, team, cid, len(data), now, bytes(data))
+
+    def get(self, conn: Txn, team: bytes, cid: bytes) -> bytes | None:
+        row = conn.execute("SELECT data FROM chunks WHERE team = ? AND cid = ?", (team, cid)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def delete(self, conn: Txn, team: bytes, cid: bytes) -> None:
+        self._unindex(conn, team, cid)
+
+
+class FileChunkStore(_Index):
+    """Index in the database, bytes as files under one directory (the data directory + ``chunks``).
+
+    Bytes may be written before the transaction, outside the single writer (``stage``); the
+    transaction then only indexes them. A staged file is marked (path -> its bytes) until a
+    ``put`` indexes it or ``unstage`` removes it, so a refused request leaves no file, and a
+    file some other request indexed meanwhile is never removed.
+    """
 
     def __init__(self, root: Path, quota: int):
+        super().__init__(quota)
         self.root = Path(root)
-        #: Bytes of chunks one team may keep (``limits.CHUNK_QUOTA`` unless the relay was told another).
-        self.quota = quota
-        self._usage: dict[bytes, int] = {}  # team -> bytes, counted once per process, then kept current
+        self._staged: dict[Path, bytes] = {}
+        self._mu = threading.Lock()
 
-    def _dir(self, team: bytes) -> Path:
-        return self.root / team.hex()
-
-    def _path(self, team: bytes, cid: bytes) -> Path:
-        if len(cid) != ID_LEN:
-            raise ValueError("a chunk id is 16 bytes")
+    def path(self, team: bytes, cid: bytes) -> Path:
+        """Where the bytes of ``cid`` live (whether or not they are held)."""
+        _check_id(cid)
         h = cid.hex()
-        return self._dir(team) / h[:2] / h
+        return self.root / team.hex() / h[:2] / h
 
-    def put(self, team: bytes, cid: bytes, data: bytes) -> bool:
-        path = self._path(team, cid)
-        if path.exists():
-            return False
-        used = self.usage(team)  # counted before this chunk lands
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    def put(self, conn: Txn, team: bytes, cid: bytes, data: bytes, now: int) -> bool:
+        path = self.path(team, cid)
+        with self._mu:
+            staged = self._staged.pop(path, None)  # whoever indexes a path takes its mark
+            if self._held(conn, team, cid):
+                return False
+            if staged is None or staged != data or not path.exists():
+                write_file(path, data)  # not staged (bundles, admin), or staged other bytes
+        return self._index(conn, team, cid, len(data), now, None)
+
+    def get(self, conn: Txn, team: bytes, cid: bytes) -> bytes | None:
+        if not self._held(conn, team, cid):
+            return None
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:  # a full disk: leave no partial file behind
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _fsync_dir(path.parent)
-        self._usage[team] = used + len(data)
-        return True
-
-    def has_many(self, team: bytes, ids: Iterable[bytes]) -> list[bool]:
-        return [self._path(team, cid).exists() for cid in ids]
-
-    def get(self, team: bytes, cid: bytes) -> bytes | None:
-        try:
-            return self._path(team, cid).read_bytes()
-        except FileNotFoundError:
+            return self.path(team, cid).read_bytes()
+        except FileNotFoundError:  # lost with a disk, or a GC whose transaction then failed
             return None
 
-    def delete(self, team: bytes, cid: bytes) -> None:
-        path = self._path(team, cid)
+    def delete(self, conn: Txn, team: bytes, cid: bytes) -> None:
+        if self._unindex(conn, team, cid):
+            # The row goes first: if this transaction fails after the unlink, the row is back and
+            # ``get`` says missing (GC collects it again; a device with the document re-sends it).
+            with contextlib.suppress(FileNotFoundError):
+                self.path(team, cid).unlink()
+
+    def stage(self, team: bytes, cid: bytes, data: bytes) -> Path | None:
+        """Write a chunk's bytes into place ahead of its transaction, outside the single writer.
+
+        Returns the path to hand to ``unstage`` after the request, or None when nothing was
+        written (a file is there already: held, or being staged by another request). A staged
+        file without an index row is never served or counted.
+        """
+        path = self.path(team, cid)
+        with self._mu:
+            if path in self._staged or path.exists():
+                return None
+            self._staged[path] = data
         try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            return
-        if team in self._usage:
-            self._usage[team] -= size
+            write_file(path, data)
+        except BaseException:
+            with self._mu:
+                self._staged.pop(path, None)
+            raise
+        return path
 
-    def usage(self, team: bytes) -> int:
-        if team not in self._usage:
-            self._usage[team] = sum(size for _cid, _ms, size in self._scan(team))
-        return self._usage[team]
+    def unstage(self, paths: Iterable[Path]) -> None:
+        """After the request: remove the staged files no ``put`` indexed (refused, or never reached)."""
+        with self._mu:
+            for path in paths:
+                if self._staged.pop(path, None) is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
 
-    def listing(self, team: bytes) -> Iterator[tuple[bytes, int]]:
-        for cid, ms, _size in self._scan(team):
-            yield cid, ms
 
-    def _scan(self, team: bytes) -> Iterator[tuple[bytes, int, int]]:
-        base = self._dir(team)
-        if not base.is_dir():
-            return
-        for sub in sorted(base.iterdir()):
-            if not sub.is_dir():
-                continue
-            for f in sorted(sub.iterdir()):
-                if f.name.endswith(".tmp"):  # a put cut by a crash: never renamed, never counted
-                    if time.time() - f.stat().st_mtime > 3600:
-                        with contextlib.suppress(OSError):
-                            f.unlink()
-                    continue
-                try:
-                    cid = bytes.fromhex(f.name)
-                    st = f.stat()
-                except (ValueError, OSError):
-                    continue
-                if len(cid) == ID_LEN:
-                    yield cid, int(st.st_mtime * 1000), st.st_size
+def _check_id(cid: bytes) -> None:
+    if len(cid) != ID_LEN:
+        raise ValueError("a chunk id is 16 bytes")
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` whole or not at all: temp in the same directory, fsync, rename, fsync dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: leave no partial file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def for_backend(kind: str, data_dir: Path, quota: int) -> ChunkStore:
+    """The chunk store of a relay whose database is ``kind`` ("sqlite" or "postgres")."""
+    if kind == "postgres":
+        return DbChunkStore(quota)
+    return FileChunkStore(Path(data_dir) / "chunks", quota)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -35,7 +35,7 @@ from ..errors import (AccessError, HbwError, IntegrityError, LimitError, Protoco
 from ..i18n import _
 from ..ops import is_member_name
 from . import chunk_actions, limits
-from .chunkstore import FileChunkStore
+from . import chunkstore
 from .storage import Txn
 
 DEFAULT_BUDGET = 200_000
@@ -65,7 +65,7 @@ class RelayIdentity:
     team: bytes
     team_name: str
     key: crypto.DeviceKey  # signs responses; its public key is pinned by invites
-    chunks: Any = None  # the team's document chunks (chunkstore.ChunkStore), outside SQLite
+    chunks: Any = None  # the team's document chunks (chunkstore.ChunkStore): index in the txn, bytes per backend
 
 
 # -- small helpers ----------------------------------------------------------------------------------
@@ -732,7 +732,7 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     chunks_out = 0
     if reply_max is not None and req.args.get("want_chunks") and ident.chunks is not None:
         # The document chunks its policy wants, in the reply's room left (§18f); the rest next time.
-        chunks_out = bundle_replies.add_chunks(results, lambda cid: ident.chunks.get(ident.team, cid),
+        chunks_out = bundle_replies.add_chunks(results, lambda cid: ident.chunks.get(conn, ident.team, cid),
                                                req.args["want_chunks"], reply_max)
     conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
     batches_out = sum(len(r["batches"]) for r in results)
@@ -817,5 +817,6 @@ def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -
 
 def load_identity(data_dir: Path, conn: Txn, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:
     key = crypto.DeviceKey((data_dir / "relay.key").read_bytes())
+    kind = getattr(conn, "kind", "sqlite")  # storage.postgres.PgTxn says "postgres"; sqlite3's connection nothing
     return RelayIdentity(meta(conn, "team"), meta(conn, "team_name"), key,
-                         FileChunkStore(data_dir / "chunks", chunk_quota))
+                         chunkstore.for_backend(kind, data_dir, chunk_quota))

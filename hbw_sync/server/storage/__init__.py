@@ -95,4 +95,4 @@ def migrate(data: Path, database: str | None = None) -> tuple[int, int]:
         return sqlite.migrate(Path(data) / DB_NAME)
     from . import postgres
 
-    return postgres.migrate(url)
+    return postgres.migrate(url, Path(data))

@@ -29,10 +29,14 @@ in each transaction. So ``rseq`` (MAX + 1 under that lock) has no gaps or
 duplicates and commits in its own order, nonces and (device, seq) stay unique,
 and a reader that saw rseq N has seen every rseq below it.
 
-Team keying. ``equipment`` carries ``team`` in its key. The other tables are
-keyed per relay (one team per data directory or PostgreSQL schema, the team id
-in ``meta``); adding ``team`` to their keys is the next schema step, needed
-only when several teams share one schema (Citus distribution by team).
+Team keying. ``equipment`` and ``chunks`` carry ``team`` in their key. The other
+tables are keyed per relay (one team per data directory or PostgreSQL schema, the
+team id in ``meta``): the sharding unit is the schema (README, "A national
+deployment"); adding ``team`` to every key is needed only when several teams
+share one schema.
+
+Schema history: 1 (first release), 2 (every table made at init; ``chunk_refs``),
+3 (``chunks``: the document-chunk index, and on PostgreSQL the bytes too).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence
 from ...errors import StorageError
 
 #: The schema this hbw-relay writes; ``migrate`` brings older ones up to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Cursor(Protocol):

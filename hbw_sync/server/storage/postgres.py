@@ -15,8 +15,9 @@ COMMITTED: every statement after the lock sees all earlier commits.
 The statements are the relay's own (portable SQL, see ``base``); this module only
 turns ``?`` into psycopg's ``%s``. Each server worker thread holds one connection.
 The schema has the SQLite one's tables and columns, with PostgreSQL types
-(BYTEA, BIGINT for millisecond times); there was no earlier PostgreSQL release,
-so ``migrate`` here only checks the version.
+(BYTEA, BIGINT for millisecond times). PostgreSQL relays began at schema 2;
+``migrate`` brings 2 to 3 (the chunk table, loading the chunk files schema 2
+kept beside the data directory into it).
 
 psycopg 3 is an optional dependency (``pip install 'hbw-sync[postgres]'``):
 imported only when a ``postgresql://`` database is named.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from pathlib import Path
 from typing import Any, Sequence
 
 from ...errors import ConfigError, StorageError
@@ -74,6 +76,13 @@ _SCHEMA = (
     " added_ms BIGINT NOT NULL, holder TEXT, lent_ms BIGINT, returned_ms BIGINT, lost_ms BIGINT,"
     " invite_hash BYTEA, device BYTEA, PRIMARY KEY (team, asset))",
     "CREATE TABLE chunk_refs (cid BYTEA NOT NULL, rseq BIGINT NOT NULL, PRIMARY KEY (cid, rseq))",
+    *(_SINCE_2 := (
+        # Schema 3: document chunks, index and bytes in one row (server/chunkstore.py says why).
+        # EXTERNAL: out of line, never compressed (sealed bytes do not compress).
+        "CREATE TABLE chunks (team BYTEA NOT NULL, cid BYTEA NOT NULL, size INTEGER NOT NULL,"
+        " stored_ms BIGINT NOT NULL, data BYTEA, PRIMARY KEY (team, cid))",
+        "ALTER TABLE chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+    )),
 )
 
 
@@ -120,6 +129,8 @@ class PgTxn:
     """A ``Txn`` over a psycopg connection in a transaction: the relay's portable SQL, ``?`` placeholders."""
 
     __slots__ = ("conn",)
+    #: For the few choices that follow the backend (``chunkstore.for_backend``).
+    kind = "postgres"
 
     def __init__(self, conn: Any):
         self.conn = conn
@@ -170,17 +181,36 @@ def create(url: str) -> None:
         conn.close()
 
 
-def migrate(url: str) -> tuple[int, int]:
-    """PostgreSQL relays start at schema 2 (no earlier release): checks and reports the version."""
+def migrate(url: str, data: Path | None = None) -> tuple[int, int]:
+    """Upgrade a PostgreSQL relay (schema 2 or 3) to ``SCHEMA_VERSION`` in one transaction under the team lock.
+
+    2 -> 3 makes ``chunks`` and loads the chunk files of ``data/chunks`` (where schema 2 kept
+    them) into it, one file at a time; the files are left for IT to delete once it works.
+    """
+    from .sqlite import chunk_files
+
     conn = connect(url)
     try:
         found = schema_of(conn)
+        if found not in (2, SCHEMA_VERSION):
+            raise ConfigError(f"the PostgreSQL database {redact(url)} has relay schema {found}; this hbw-relay "
+                              f"upgrades 2 to {SCHEMA_VERSION}", hint="use the hbw-relay version that created it")
+        if found == SCHEMA_VERSION:
+            return found, found
+        lock = team_lock_key(conn)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            for sql in _SINCE_2:
+                conn.execute(sql)
+            for team, cid, f in chunk_files(data) if data is not None else ():
+                body = f.read_bytes()
+                conn.execute("INSERT INTO chunks (team, cid, size, stored_ms, data) VALUES (%s, %s, %s, %s, %s)"
+                             " ON CONFLICT (team, cid) DO NOTHING",
+                             (team, cid, len(body), int(f.stat().st_mtime * 1000), body))
+            conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (str(SCHEMA_VERSION).encode(),))
+        return found, SCHEMA_VERSION
     finally:
         conn.close()
-    if found != SCHEMA_VERSION:
-        raise ConfigError(f"the PostgreSQL database {redact(url)} has relay schema {found}; this hbw-relay knows "
-                          f"{SCHEMA_VERSION}", hint="use the hbw-relay version that created it")
-    return found, found
 
 
 def _check(conn: Any, url: str) -> None:
@@ -189,8 +219,11 @@ def _check(conn: Any, url: str) -> None:
         raise ConfigError(f"no relay in the PostgreSQL database {redact(url)}",
                           hint="run 'hbw-relay init --data DIR --team NAME --database URL' first")
     if found != SCHEMA_VERSION:
+        older = found < SCHEMA_VERSION
         raise ConfigError(f"the PostgreSQL database {redact(url)} has relay schema {found}; this hbw-relay knows "
-                          f"{SCHEMA_VERSION}", hint="use the hbw-relay version that created it")
+                          f"{SCHEMA_VERSION}",
+                          hint="run 'hbw-relay migrate --data DIR' (after a pg_dump)" if older
+                          else "use the hbw-relay version that created it")
 
 
 def _transaction(conn: Any, lock: int | None, fn: TxnFn, args: tuple[Any, ...]) -> Any:

@@ -26,7 +26,7 @@ import queue
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
@@ -99,6 +99,7 @@ def create_schema(path: Path) -> None:
     db["nonces"].create_index(["time_ms"])
     db["audit"].create({"id": int, "time_ms": int, "actor": str, "action": str, "detail": str}, pk="id")
     _tables_since_1(conn)
+    _tables_since_2(conn)
     conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION).encode(),))
     conn.execute("COMMIT")
     conn.close()
@@ -128,12 +129,50 @@ _SINCE_1 = (
 )
 
 
+#: Schema 3: the document-chunk index (``server/chunkstore.py``); SQLite keeps the bytes in files
+#: under ``DATA/chunks`` and ``data`` NULL, except in backup files (``storage.dump``), which carry them.
+_SINCE_2 = (
+    "CREATE TABLE IF NOT EXISTS chunks (team BLOB NOT NULL, cid BLOB NOT NULL, size INTEGER NOT NULL,"
+    " stored_ms INTEGER NOT NULL, data BLOB, PRIMARY KEY (team, cid))",
+)
+
+
 def _tables_since_1(conn: sqlite3.Connection) -> None:
     for sql in _SINCE_1:
         conn.execute(sql)
 
 
-def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+def _tables_since_2(conn: sqlite3.Connection) -> None:
+    for sql in _SINCE_2:
+        conn.execute(sql)
+
+
+def chunk_files(data: Path) -> Iterator[tuple[bytes, bytes, Path]]:
+    """(team, id, path) of every chunk file under ``data/chunks`` (schema 2 kept no index of them)."""
+    root = Path(data) / "chunks"
+    if not root.is_dir():
+        return
+    for team_dir in sorted(root.iterdir()):
+        for sub in sorted(team_dir.iterdir()) if team_dir.is_dir() else ():
+            for f in sorted(sub.iterdir()) if sub.is_dir() else ():
+                try:
+                    team, cid = bytes.fromhex(team_dir.name), bytes.fromhex(f.name)
+                except ValueError:  # a stray temp file
+                    continue
+                if len(cid) == 16 and f.is_file():
+                    yield team, cid, f
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection, data: Path) -> None:
+    """Schema 2 -> 3: the chunk index, filled from the files schema 2 kept (their mtime as stored time)."""
+    _tables_since_2(conn)
+    for team, cid, f in chunk_files(data):
+        st = f.stat()
+        conn.execute("INSERT INTO chunks (team, cid, size, stored_ms) VALUES (?, ?, ?, ?)"
+                     " ON CONFLICT (team, cid) DO NOTHING", (team, cid, st.st_size, int(st.st_mtime * 1000)))
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection, data: Path) -> None:
     """Schema 1 -> 2: the tables schema 1 made on first use, and ``upload_chunks.created_ms`` (expiry).
 
     Schema 2 has no lazily created tables, so every statement of the relay can be
@@ -147,7 +186,7 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
 
 
 #: from-version -> step; each step runs in the same transaction as the version bump.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Path], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def schema_of(conn: sqlite3.Connection, path: Path) -> int | None:
@@ -192,7 +231,7 @@ def migrate(path: Path) -> tuple[int, int]:
                                       hint="use the hbw-relay version that created it, or restore a matching backup")
                 v = found
                 while v < SCHEMA_VERSION:
-                    MIGRATIONS[v](conn)
+                    MIGRATIONS[v](conn, path.parent)
                     v += 1
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(v).encode(),))
             except BaseException:
