@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import urllib.request
 from pathlib import Path
@@ -256,14 +257,32 @@ def test_health_metrics_and_request_log(team: Team, caplog: pytest.LogCaptureFix
     assert "hbw_batches_in_total 1" in text and "hbw_sync_seconds_count" in text and "hbw_devices_seen 1" in text
 
 
-@pytest.mark.sqlite_only("copies relay.db; a PostgreSQL relay refuses with words (test_equipment)")
-def test_backup_while_running_and_restore(team: Team, tmp_path: Path) -> None:
+@pytest.mark.parametrize("into", ["sqlite", "postgres"])
+def test_backup_while_running_and_restore(team: Team, tmp_path: Path, into: str, request) -> None:
+    """Backup -> restore -> sync, with a chunked document, from either backend into either backend."""
     dana = team.join("dana", "supervisor")
     with dana.open() as rep:
         rep.add_tasks([{"title": f"t{i}"} for i in range(5)])
+        scan = tmp_path / "scan.pdf"
+        scan.write_bytes(os.urandom(1_500_000))  # over 1 MiB: sealed chunks at the relay, outside its rows
+        doc = rep.add_doc(scan)
     dana.sync()
-    admin.backup(team.data, tmp_path / "backup.db")
-    admin.restore(tmp_path / "backup.db", tmp_path / "restored", team.data / "relay.key")
+    held = team.chunk_ids()
+    assert held
+    res = CliRunner().invoke(relay_cli, ["backup", "--data", str(team.data), str(tmp_path / "backup.db"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["chunks"] == len(held)
+    assert (tmp_path / "backup.db").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.glob("backup.db*")] == ["backup.db"]  # one file to carry away
+    database = request.getfixturevalue("pg_server").url() if into == "postgres" else None
+    args = ["restore", str(tmp_path / "backup.db"), "--data", str(tmp_path / "restored"),
+            "--key", str(team.data / "relay.key"), "--json"] + (["--database", database] if database else [])
+    res = CliRunner().invoke(relay_cli, args)
+    assert res.exit_code == 0, res.output
+    restored = Team.existing(tmp_path, tmp_path / "restored")
+    assert restored.chunk_ids() == held
+    if into == "sqlite":  # the bytes went back to files; the database holds none of them
+        assert restored.sql("SELECT COUNT(*) FROM chunks WHERE data IS NOT NULL")[0][0] == 0
     with RelayThread(RelayConfig(data=tmp_path / "restored", port=0, access_log=False)) as url:
         with Device.open(dana.home) as dev:
             with dev.store.transaction():
@@ -275,6 +294,22 @@ def test_backup_while_running_and_restore(team: Team, tmp_path: Path) -> None:
         syncing.sync(tmp_path / "bosco", STRONG)
         with Device.open(tmp_path / "bosco") as dev:
             assert len(dev.unlock(STRONG).tasks()) == 5
+        res = CliRunner().invoke(client_cli, ["doc", "get", doc.id, "-o", str(tmp_path / "got.pdf")],
+                                 env={"HBW_SYNC_HOME": str(tmp_path / "bosco"), "HBW_PASSPHRASE": STRONG})
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / "got.pdf").read_bytes() == scan.read_bytes()  # its chunks came back with the backup
+
+
+def test_restore_refuses_a_damaged_backup_and_a_used_target(team: Team, tmp_path: Path) -> None:
+    (tmp_path / "junk.db").write_bytes(b"not a backup" * 1000)
+    res = CliRunner().invoke(relay_cli, ["restore", str(tmp_path / "junk.db"), "--data", str(tmp_path / "r"),
+                                         "--key", str(team.data / "relay.key")])
+    assert res.exit_code != 0 and "damaged" in res.output, res.output
+    assert not (tmp_path / "r" / "relay.db").exists() and not (tmp_path / "r" / "relay.key").exists()
+    admin.backup(team.data, tmp_path / "b.db")
+    res = CliRunner().invoke(relay_cli, ["restore", str(tmp_path / "b.db"), "--data", str(team.data),
+                                         "--key", str(team.data / "relay.key")])
+    assert res.exit_code == 78 and "already holds a relay" in res.output
 
 
 def test_relay_cli_admin_commands(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ..errors import ConfigError, LimitError, StoreError, UsageError
 from ..ops import MAX_CAPACITY, is_member_name
 from . import board, db, equipment, records, relay, storage
 from .storage import Txn
+from .storage import dump
 from .storage import sqlite as store_sqlite
 
 
@@ -296,29 +298,41 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
 
 
 def backup(data: Path, dest: Path) -> dict[str, Any]:
-    """Copy the relay's database with SQLite's online backup API, consistent while the relay runs."""
+    """Write the whole relay (every table and its document chunks) to one file, while it runs.
+
+    SQLite: the online backup API, then the chunk files it indexes; PostgreSQL: every table read
+    as of one instant. The file restores into either backend (``restore``, ``storage.dump``).
+    ``relay.key`` is not in it: keep it apart.
+    """
     dest = Path(dest)
     if dest.exists():
         raise UsageError(f"{dest} exists; choose a new file name")
-    _sqlite_only(data, "backup")
-    src = store_sqlite.open_any_schema(Path(data) / db.DB_NAME)  # an older schema too: back up, then migrate
+    url = storage.database_url(Path(data))
+    src = store_sqlite.open_any_schema(Path(data) / db.DB_NAME) if url is None else None  # an older schema too
     try:
         with db.faults(f"the disk that holds {dest.parent}", "no backup was written", where=dest.parent):
             fileio.create_private(dest)  # a backup is the whole relay: 0600 before a byte is in it
-            out = sqlite3.connect(dest)
-            try:
-                src.backup(out)
-            finally:
-                out.close()
-    except StoreError:
+            if src is not None:
+                out = sqlite3.connect(dest)
+                try:
+                    src.backup(out)
+                finally:
+                    out.close()
+                n = dump.pack_chunk_files(dest, Path(data))
+            else:
+                assert url is not None
+                dest.unlink()  # the schema is made in it: a new file, 0600 again
+                n = dump.backup_postgres(url, dest)
+    except BaseException as e:
         dest.unlink(missing_ok=True)  # no half backup that looks like one
+        if isinstance(e, sqlite3.Error):
+            raise StoreError(_("backup failed: {e}").format(e=e)) from None
         raise
-    except sqlite3.Error as e:
-        dest.unlink(missing_ok=True)
-        raise StoreError(_("backup failed: {e}").format(e=e)) from None
     finally:
-        src.close()
-    return {"backup": str(dest), "bytes": dest.stat().st_size}
+        if src is not None:
+            src.close()
+    return {"backup": str(dest), "bytes": dest.stat().st_size, "chunks": n,
+            "backend": "sqlite" if url is None else "postgres"}
 
 
 def migrate(data: Path, database: str | None = None) -> dict[str, Any]:
@@ -331,41 +345,55 @@ def migrate(data: Path, database: str | None = None) -> dict[str, Any]:
     return {"from": found, "to": now, "backend": "postgres" if storage.database_url(Path(data), database) else "sqlite"}
 
 
-def _sqlite_only(data: Path, what: str) -> None:
-    if storage.database_url(Path(data)) is not None:
-        raise UsageError(f"this relay keeps its data in PostgreSQL: hbw-relay {what} copies SQLite files only",
-                         code="usage.postgres", hint="use PostgreSQL's own tools (pg_dump, pg_restore, or the "
-                         "ministry's database backups); keep relay.key and database.url with them")
+def restore(backup_file: Path, data: Path, key_file: Path, database: str | None = None) -> dict[str, Any]:
+    """Rebuild a data directory from a backup file and the relay key (kept apart, like any secret).
 
-
-def restore(backup_file: Path, data: Path, key_file: Path) -> dict[str, Any]:
-    """Rebuild a data directory from a backup file and the relay key (kept apart, like any secret)."""
+    Into SQLite in ``data`` (any schema this hbw-relay can migrate), or with ``database`` into
+    an empty PostgreSQL database or schema (this version's schema), whichever backend made it.
+    """
     data = Path(data)
     if storage.holds_relay(data):
         raise ConfigError(f"{data} already holds a relay; restore into an empty directory")
+    url = storage.check_url(database) if database else None
     fileio.private_dir(data)
     src = sqlite3.connect(backup_file)
+    made = [data / "relay.key", data / storage.URL_FILE, data / db.DB_NAME,
+            *(data / (db.DB_NAME + x) for x in fileio.SQLITE_SIDE_FILES)]
     try:
-        if src.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+        try:
+            ok = src.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:
+            ok = False
+        if not ok:
             raise StoreError(_("{backup_file} is damaged").format(backup_file=backup_file))
+        dump.check_restorable(dump.schema_of_file(src, Path(backup_file)), Path(backup_file),
+                              "sqlite" if url is None else "postgres")
         try:
             with db.faults(f"the disk that holds {data}", "nothing was restored", "restore again", data):
-                fileio.private_sqlite(data / db.DB_NAME)
-                out = sqlite3.connect(data / db.DB_NAME)
-                try:
-                    src.backup(out)
-                finally:
-                    out.close()
+                if url is None:
+                    fileio.private_sqlite(data / db.DB_NAME)
+                    out = sqlite3.connect(data / db.DB_NAME)
+                    try:
+                        src.backup(out)
+                    finally:
+                        out.close()
+                    n = dump.unpack_chunk_files(data / db.DB_NAME, data)
+                else:
+                    n = dump.restore_postgres(src, url)
+                    fd = os.open(data / storage.URL_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fileio.FILE_MODE)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(url + "\n")
                 fd = os.open(data / "relay.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(Path(key_file).read_bytes())
         except BaseException:  # no half-restored directory that looks like a relay and blocks a retry
-            for name in (db.DB_NAME, *(db.DB_NAME + x for x in fileio.SQLITE_SIDE_FILES), "relay.key"):
-                (data / name).unlink(missing_ok=True)
+            for path in made:
+                path.unlink(missing_ok=True)
+            shutil.rmtree(data / "chunks", ignore_errors=True)
             raise
     finally:
         src.close()
-    return {"data": str(data)}
+    return {"data": str(data), "chunks": n, "backend": "sqlite" if url is None else "postgres"}
 
 
 # -- the equipment register (issue 17 item 2; its SQL is in ``equipment``) ------------------------------

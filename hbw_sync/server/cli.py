@@ -410,7 +410,10 @@ def conflicts(ctx: click.Context, data: Path) -> None:
 @json_option
 @click.pass_context
 def backup(ctx: click.Context, data: Path, dest: Path) -> None:
-    """Copy the relay's database to DEST while it runs (SQLite online backup). Keep relay.key apart."""
+    """Write the whole relay (database and document chunks) to one file DEST while it runs.
+
+    SQLite or PostgreSQL alike; 'hbw-relay restore' loads it into either. Keep relay.key apart.
+    """
     r = admin.backup(data, dest)
     emit(ctx, r, _("Backed up {human_bytes} to {dest}. Also keep a copy of {data}/relay.key somewhere safe.").format(human_bytes=timefmt.human_bytes(r['bytes']), dest=dest, data=data))
 
@@ -421,11 +424,13 @@ def backup(ctx: click.Context, data: Path, dest: Path) -> None:
               help="New, empty data directory to restore into.")
 @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The relay.key file saved with the backup.")
+@click.option("--database", metavar="URL", help="Restore into this empty PostgreSQL database (postgresql://...) "
+              "instead of SQLite in the data directory.")
 @json_option
 @click.pass_context
-def restore(ctx: click.Context, backup_file: Path, data: Path, key_file: Path) -> None:
-    """Rebuild a relay data directory from a backup file and its relay key."""
-    r = admin.restore(backup_file, data, key_file)
+def restore(ctx: click.Context, backup_file: Path, data: Path, key_file: Path, database: str | None) -> None:
+    """Rebuild a relay data directory from a backup file and its relay key (into SQLite, or PostgreSQL)."""
+    r = admin.restore(backup_file, data, key_file, database)
     emit(ctx, r, _("Restored into {data}. Start it with 'hbw-relay serve --data {data}'.").format(data=data))
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -116,6 +117,7 @@ def connect(url: str) -> Any:
 
 
 _SQL_CACHE: dict[str, str] = {}
+_STREAMS = itertools.count(1)
 
 
 def _pg_sql(sql: str) -> str:
@@ -137,6 +139,13 @@ class PgTxn:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         return self.conn.execute(_pg_sql(sql), parameters or None)
+
+    def stream(self, sql: str, batch: int = 200) -> tuple[list[str], Any]:
+        """(column names, rows) through a server-side cursor, ``batch`` rows at a time (backups: flat memory)."""
+        cur = self.conn.cursor(name=f"hbw_stream_{next(_STREAMS)}")  # unique while the transaction lasts
+        cur.itersize = batch
+        cur.execute(_pg_sql(sql))
+        return [d.name for d in cur.description], iter(cur)
 
 
 def schema_of(conn: Any) -> int | None:
@@ -164,8 +173,13 @@ def team_lock_key(conn: Any) -> int:
     return int.from_bytes(team, "big", signed=True) if isinstance(team, bytes) and len(team) == 8 else 0
 
 
-def create(url: str) -> None:
-    """The relay's tables in the database (or ``search_path`` schema) ``url`` names, which must hold none."""
+def create(url: str, fill: TxnFn | None = None) -> Any:
+    """The relay's tables in the database (or ``search_path`` schema) ``url`` names, which must hold none.
+
+    ``fill(txn)`` (a restore: ``storage.dump``) runs in the same transaction, so a failed restore
+    leaves no half relay; identity columns then go on after the ids it wrote. Returns its result.
+    """
+    out = None
     conn = connect(url)
     try:
         if schema_of(conn) is not None or conn.execute("SELECT to_regclass('meta')").fetchone()[0]:
@@ -177,8 +191,14 @@ def create(url: str) -> None:
             for sql in _SCHEMA:
                 conn.execute(sql)
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', %s)", (str(SCHEMA_VERSION).encode(),))
+            if fill is not None:
+                out = fill(PgTxn(conn))
+                for table in ("snapshots", "audit", "approvals"):  # storage.dump.NUMBERED
+                    conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                                 f" COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
     finally:
         conn.close()
+    return out
 
 
 def migrate(url: str, data: Path | None = None) -> tuple[int, int]:
@@ -273,6 +293,13 @@ class PgStore:
 
     def read(self, fn: TxnFn, *args: Any) -> Any:
         return self._run(None, fn, args)
+
+    def snapshot(self, fn: TxnFn, *args: Any) -> Any:
+        """``fn(txn, *args)`` reading every table as of one instant (REPEATABLE READ, READ ONLY): backups."""
+        def run(txn: PgTxn, *a: Any) -> Any:
+            txn.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return fn(txn, *a)
+        return self._run(None, run, args)
 
     def runner(self) -> Runner:
         return PgRunner(self.url, self.lock, self.pool_size)
