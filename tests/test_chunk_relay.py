@@ -9,6 +9,7 @@ code and changing nothing.
 from __future__ import annotations
 
 import asyncio
+import threading
 import os
 from pathlib import Path
 
@@ -237,3 +238,20 @@ def test_the_chunks_routing_field_is_checked_like_every_field() -> None:
     for bad in (b"i" * 15, "ids", b"i" * 16 * (MAX_DOC_CHUNKS + 1)):
         with pytest.raises(ProtocolError):
             make_op(Kind.DOC, b"d", 1, None, chunks=bad)
+
+
+def test_chunk_files_are_written_outside_the_single_writer(team: Team, monkeypatch) -> None:
+    """SQLite: a chunk_put's files are written by staging threads before the writer's transaction,
+    which only indexes them; over the quota, the staged files are removed (``stored`` checks)."""
+    if storage.database_url(team.data):
+        pytest.skip("PostgreSQL keeps chunk bytes in rows, written in the request's transaction")
+    writers: list[str] = []
+    real = chunkstore.write_file
+    monkeypatch.setattr(chunkstore, "write_file",  # a spy: records which thread writes, then writes
+                        lambda path, data: (writers.append(threading.current_thread().name), real(path, data))[1])
+    dana = team.join("dana", "supervisor")
+    pieces = sealed_chunks(3)
+    assert call(team, dana, "chunk_put", {"chunks": [list(p) for p in pieces]})["stored"] == 3
+    assert len(writers) == 3 and all(n.startswith("hbw-relay-stage") for n in writers), writers
+    assert call(team, dana, "chunk_get", {"ids": [c for c, _ in pieces]})["chunks"] == [list(p) for p in pieces]
+    assert len(stored(team)) == 3

@@ -400,3 +400,19 @@ def test_migrate_brings_a_postgres_relay_from_2_to_3_with_its_chunk_files(tmp_pa
         assert store.read(lambda c: ident.chunks.get(c, team_id, cid)) == sealed  # from its row now
     finally:
         store.close()
+
+
+def test_the_backup_copies_every_table_of_both_schemas(tmp_path: Path, pg_url: str) -> None:
+    """storage.dump.TABLES against the tables each backend makes: a table added to one schema fails here."""
+    from hbw_sync.server.storage import dump, sqlite as store_sqlite
+
+    store_sqlite.create_schema(tmp_path / "r.db")
+    conn = sqlite3.connect(tmp_path / "r.db")
+    lite = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.close()
+    postgres.create(pg_url)
+    conn = postgres.connect(pg_url)
+    pg = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables"
+                                     " WHERE table_schema = current_schema()")}
+    conn.close()
+    assert lite == pg == set(dump.TABLES)

@@ -16,7 +16,7 @@ A refused put (over the quota, a malformed chunk) stores nothing of the request.
 from __future__ import annotations
 
 
-from typing import Any
+from typing import Any, Callable
 
 from .. import codec
 from ..chunks import ID_LEN, SEALED_MAX
@@ -80,6 +80,21 @@ def chunk_put(conn: Txn, store: ChunkStore, team: bytes, a: dict[str, Any],
     for cid, sealed in new.items():
         store.put(conn, team, cid, sealed, now)
     return {"stored": len(new), "usage": store.usage(conn, team), "quota": quota}
+
+
+def stage_put(conn: Txn, store: ChunkStore, team: bytes, a: dict[str, Any]) -> Callable[[], None] | None:
+    """Outside the writer, before ``chunk_put``'s transaction: write the new chunks' files (SQLite's store).
+
+    ``conn`` only reads (which ids are held). Returns the cleanup that removes the files the
+    transaction did not index (refused over the quota, or never reached), or None.
+    """
+    stage = getattr(store, "stage", None)
+    pieces = [(cid, s) for cid, s in a.get("chunks") or [] if SEALED_MIN <= len(s) <= SEALED_MAX]
+    if stage is None or not pieces:
+        return None
+    held = store.has_many(conn, team, [cid for cid, _s in pieces])
+    paths = [p for (cid, s), h in zip(pieces, held) if not h and (p := stage(team, cid, s)) is not None]
+    return (lambda: store.unstage(paths)) if paths else None  # type: ignore[attr-defined]
 
 
 def chunk_get(conn: Txn, store: ChunkStore, team: bytes, a: dict[str, Any]) -> dict[str, Any]:

@@ -815,6 +815,30 @@ def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -
     return envelope.make_response(ident.key, req.nonce, result, now), stats
 
 
+def stage(ident: RelayIdentity, body: bytes | bytearray, now: int) -> Callable[[Txn], Any] | None:
+    """What ``handle`` lets run before its transaction, outside the single writer (``Runner.run``).
+
+    A ``chunk_put`` whose chunks go to files (SQLite's store): check the request as ``handle``
+    will (signature first), then write the files, so the writer only indexes them. Anything
+    else: None. ``handle`` still checks and decides everything; a file it does not index is removed.
+    """
+    if getattr(ident.chunks, "stage", None) is None:
+        return None
+    try:
+        if envelope.peek_request(body).action != "chunk_put":
+            return None
+    except HbwError:
+        return None
+
+    def work(conn: Txn) -> Callable[[], None] | None:
+        req = open_request(body, now, lambda device: _transport_key(conn, device))
+        return chunk_actions.stage_put(conn, ident.chunks, ident.team, req.args)
+    return work
+
+
+handle.stage = stage  # type: ignore[attr-defined]
+
+
 def load_identity(data_dir: Path, conn: Txn, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:
     key = crypto.DeviceKey((data_dir / "relay.key").read_bytes())
     kind = getattr(conn, "kind", "sqlite")  # storage.postgres.PgTxn says "postgres"; sqlite3's connection nothing

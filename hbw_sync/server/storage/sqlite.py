@@ -37,6 +37,7 @@ from .faults import faults, is_storage_fault, storage_error
 
 DB_NAME = "relay.db"
 MAX_GROUP = 64  # requests committed together at most
+STAGE_THREADS = 2  # threads that write chunk files before the writer's transaction (``Writer.run``)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -287,6 +288,9 @@ class Writer:
         self.commits = 0
         #: The disk fault of the last failed transaction, None once one commits (for /healthz).
         self.fault: StorageError | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # staging threads, made on first use
+        self._local = threading.local()  # each staging thread's read connection
+        self._readers: list[sqlite3.Connection] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -297,6 +301,10 @@ class Writer:
     def stop(self) -> None:
         self._q.put(None)
         self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for conn in self._readers:
+            conn.close()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
         """Queue ``fn(conn, *args)``; the future resolves once its transaction is committed."""
@@ -305,7 +313,37 @@ class Writer:
         return fut
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.wrap_future(self.submit(fn, *args))
+        """``fn(conn, *args)`` in the writer; first, outside it, whatever ``fn.stage`` asks (``base.Runner``).
+
+        ``fn.stage(*args)`` (cheap, on the event loop) returns None or ``work(read_txn)``, run in
+        a staging thread with a read connection before the transaction (e.g. writing chunk files:
+        ``relay.stage``); ``work`` returns None or a cleanup called once the transaction is over.
+        A staging failure is not the request's: the writer then does all of it, and answers.
+        """
+        stage = getattr(fn, "stage", None)
+        work = stage(*args) if stage is not None else None
+        loop = asyncio.get_running_loop()
+        cleanup = await loop.run_in_executor(self._stagers(), self._staged, work) if work is not None else None
+        try:
+            return await asyncio.wrap_future(self.submit(fn, *args))
+        finally:
+            if cleanup is not None:
+                await loop.run_in_executor(self._stagers(), cleanup)
+
+    def _stagers(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="hbw-relay-stage")
+        return self._pool
+
+    def _staged(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        conn = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = self._local.conn = connect(self.path)
+                self._readers.append(conn)
+            return work(conn)
+        except Exception:  # noqa: BLE001 - bad signature, full disk...: the writer decides and answers
+            return None
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Blocking form of ``run`` for threads without an event loop (admin tasks, tests)."""
