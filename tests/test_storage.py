@@ -416,3 +416,85 @@ def test_the_backup_copies_every_table_of_both_schemas(tmp_path: Path, pg_url: s
                                      " WHERE table_schema = current_schema()")}
     conn.close()
     assert lite == pg == set(dump.TABLES)
+
+
+# -- the named hot-path methods (storage.named.RelayTxn): one contract, both backends -----------------
+
+
+@pytest.fixture
+def named_store(tmp_path: Path, backend: str):
+    """A real relay database of the backend under test; ``run(fn)`` calls ``fn(RelayTxn, txn)`` in one transaction."""
+    from hbw_sync.server.storage.named import relay_txn
+
+    relay_helpers.init_relay(tmp_path / "r", "T")
+    store = storage.open_store(tmp_path / "r")
+    try:
+        yield lambda fn: store.transact(lambda t: fn(relay_txn(t), t))
+    finally:
+        store.close()
+
+
+def test_named_device_lookup_and_seen(named_store) -> None:
+    run = named_store
+    dev = b"D" * 8
+    assert run(lambda rt, t: (rt.device(dev), rt.device(dev, seen_ms=5), rt.transport_key(dev))) == (None, None, None)
+    run(lambda rt, t: (t.execute("INSERT INTO members (name, role, created_ms) VALUES ('dana', 'supervisor', 1)"),
+                       t.execute("INSERT INTO devices (device, member, author_pub, transport_pub, x25519_pub,"
+                                 " enrolled_ms, last_seen_ms) VALUES (?, 'dana', ?, ?, ?, 1, 1)",
+                                 (dev, b"a" * 32, b"t" * 32, b"x" * 32))))
+    row = run(lambda rt, t: rt.device(dev, seen_ms=42))
+    assert (row.member, row.author_pub, row.transport_pub, row.revoked_ms, row.role) == \
+        ("dana", b"a" * 32, b"t" * 32, None, "supervisor")
+    assert run(lambda rt, t: rt.transport_key(dev)) == b"t" * 32
+    seen = lambda: run(lambda rt, t: t.execute("SELECT last_seen_ms FROM devices").fetchone()[0])  # noqa: E731
+    assert seen() == 42
+    with pytest.raises(RuntimeError):  # a refusal after the look-up (bad signature) undoes the stamp
+        run(lambda rt, t: (rt.device(dev, seen_ms=99), (_ for _ in ()).throw(RuntimeError("refused"))))
+    assert seen() == 42 and run(lambda rt, t: rt.device(dev)).member == "dana"
+
+
+def test_named_nonce_replay_is_a_value_and_the_transaction_goes_on(named_store) -> None:
+    run = named_store
+
+    def twice(rt, t):
+        first, again = rt.use_nonce(b"n" * 24, 10), rt.use_nonce(b"n" * 24, 11)
+        # PostgreSQL aborts a transaction on a key violation: a value keeps this one usable.
+        return first, again, rt.use_nonce(b"m" * 24, 12), t.execute("SELECT COUNT(*) FROM nonces").fetchone()[0]
+
+    assert run(twice) == (True, False, True, 2)
+    assert run(lambda rt, t: rt.use_nonce(b"n" * 24, 13)) is False  # committed: still a replay later
+    run(lambda rt, t: rt.prune_nonces(12))
+    assert run(lambda rt, t: (rt.use_nonce(b"n" * 24, 14), rt.use_nonce(b"m" * 24, 14))) == (True, False)
+
+
+def test_named_batches_are_gapless_idempotent_by_seq_and_listed_after_a_cursor(named_store) -> None:
+    run = named_store
+    a, b = b"A" * 8, b"B" * 8
+    rseqs = run(lambda rt, t: [rt.add_batch(a, 1, 100, 2, 1, b"one"), rt.add_batch(b, 1, 101, 1, 1, b"two" * 30),
+                               rt.add_batch(a, 2, 102, 1, 1, b"three")])
+    assert rseqs == [1, 2, 3]
+    with pytest.raises(Exception):  # (device, seq) is unique: the relay asks batch_by_seq first
+        run(lambda rt, t: rt.add_batch(a, 1, 103, 1, 1, b"other"))
+    assert run(lambda rt, t: rt.add_batch(b, 2, 104, 1, 1, b"four")) == 4  # no gap left by the failed one
+    got = run(lambda rt, t: rt.batch_by_seq(a, 2))
+    assert (got.rseq, got.received_ms, got.data) == (3, 102, b"three")
+    assert run(lambda rt, t: rt.batch_by_seq(a, 9)) is None
+    refs = run(lambda rt, t: rt.batches_after(1, 2))
+    assert [(r.rseq, r.device, r.received_ms, r.size) for r in refs] == [(2, b, 101, 90), (3, a, 102, 5)]
+    assert run(lambda rt, t: (rt.batch_data(2), rt.batch_data(99), rt.any_after(3), rt.any_after(4))) == \
+        (b"two" * 30, None, True, False)
+
+
+def test_named_upload_pieces(named_store) -> None:
+    run = named_store
+    d = b"D" * 8
+    run(lambda rt, t: (rt.upload_add(d, 5, 0, 9, b"abc", 10), rt.upload_add(d, 5, 3, 9, b"def", 11),
+                       rt.upload_add(d, 7, 0, 4, b"xy", 5), rt.upload_add(d, 6, 0, 4, b"zz", 8)))
+    assert run(lambda rt, t: (rt.upload_held(d, 5, 9), rt.upload_used(d), rt.upload_oldest_other(d, 5))) == \
+        (6, 10, [7, 6])
+    assert run(lambda rt, t: rt.upload_held(d, 7, 100)) == 0  # another total: the old pieces are forgotten
+    run(lambda rt, t: rt.upload_add(d, 5, 6, 9, b"ghi", 12))
+    assert run(lambda rt, t: rt.upload_take(d, 5)) == b"abcdefghi"
+    assert run(lambda rt, t: (rt.upload_held(d, 5, 9), rt.upload_used(d))) == (0, 2)
+    run(lambda rt, t: rt.upload_expire(9))
+    assert run(lambda rt, t: rt.upload_used(d)) == 0

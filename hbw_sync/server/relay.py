@@ -37,6 +37,7 @@ from ..ops import is_member_name
 from . import chunk_actions, limits
 from . import chunkstore
 from .storage import Txn
+from .storage.named import relay_txn
 
 DEFAULT_BUDGET = 200_000
 MAX_BUDGET = 8 * 1024 * 1024
@@ -116,21 +117,17 @@ def team_keys(conn: Txn) -> dict[int, bytes]:
 
 
 def _device_row(conn: Txn, device: bytes) -> tuple | None:
-    return conn.execute(
-        "SELECT d.member, d.author_pub, d.transport_pub, d.revoked_ms, m.role FROM devices d"
-        " JOIN members m ON m.name = d.member WHERE d.device = ?",
-        (device,),
-    ).fetchone()
+    row = relay_txn(conn).device(device)
+    return None if row is None else (row.member, row.author_pub, row.transport_pub, row.revoked_ms, row.role)
 
 
 def _use_nonce(conn: Txn, req: envelope.Request, now: int) -> None:
-    # A value, not a driver exception: PostgreSQL would abort the whole transaction on a key violation.
-    if conn.execute("INSERT INTO nonces (nonce, time_ms) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING",
-                    (req.device + req.nonce, now)).rowcount == 0:
+    rt = relay_txn(conn)
+    if not rt.use_nonce(req.device + req.nonce, now):  # a value (storage.named), raised here as the refusal
         raise AccessError("this request was already received once (a replay); it was ignored",
                           code="access.replay")
     if now % 97 == 0:  # prune now and then, not on every request
-        conn.execute("DELETE FROM nonces WHERE time_ms < ?", (now - NONCE_KEEP_MS,))
+        rt.prune_nonces(now - NONCE_KEEP_MS)
 
 
 def authenticate(conn: Txn, req: envelope.Request, now: int, fresh: bool = True) -> tuple[str, str, bytes]:
@@ -141,19 +138,18 @@ def authenticate(conn: Txn, req: envelope.Request, now: int, fresh: bool = True)
     """
     if fresh:
         envelope.check_fresh(req, now)
-    row = _device_row(conn, req.device)
+    # Stamped as seen in the same step (one round trip on PostgreSQL); any refusal below rolls it back.
+    row = relay_txn(conn).device(req.device, seen_ms=now)
     if row is None:
         raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
                           hint="join with an invite: hbw-sync join INVITE")
-    member, author_pub, transport_pub, revoked_ms, role = row
-    req.verify(transport_pub)
-    if revoked_ms is not None:
+    req.verify(row.transport_pub)
+    if row.revoked_ms is not None:
         raise RevokedError("this device was revoked by the office; it can no longer sync",
                            hint="ask office IT to enroll this device again if it was found")
     if fresh:
         _use_nonce(conn, req, now)
-    conn.execute("UPDATE devices SET last_seen_ms = ? WHERE device = ?", (now, req.device))
-    return member, role, author_pub
+    return row.member, row.role, row.author_pub
 
 
 # -- enrollment --------------------------------------------------------------------------------------
@@ -338,12 +334,11 @@ def _accept_batch(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: by
     frame.verify(author_pub)
     ops = frame.routing_ops()
     n_ops = len(ops)
-    old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
-                       (device, frame.seq)).fetchone()
+    old = relay_txn(conn).batch_by_seq(device, frame.seq)
     if old is not None:
-        if old[2] != data:
+        if old.data != data:
             raise ProtocolError(f"batch {frame.seq} was already received with other content", code="protocol.seq_reuse")
-        return [frame.seq, old[0], old[1]]
+        return [frame.seq, old.rseq, old.received_ms]
     rseq = insert_batch(conn, device, frame.seq, now, n_ops, frame.epoch, data)
     chunk_actions.record_refs(conn, rseq, ops)  # which chunks its document versions use (GC)
     return [frame.seq, rseq, now]
@@ -356,11 +351,7 @@ def insert_batch(conn: Txn, device: bytes, seq: int, now: int, n_ops: int, epoch
     so numbers have no gaps or duplicates and commit in order, which a PostgreSQL sequence
     would not promise across concurrent transactions.
     """
-    return conn.execute(
-        "INSERT INTO batches (rseq, device, seq, received_ms, size, n_ops, epoch, data)"
-        " VALUES ((SELECT COALESCE(MAX(rseq), 0) + 1 FROM batches), ?, ?, ?, ?, ?, ?, ?) RETURNING rseq",
-        (device, seq, now, len(data), n_ops, epoch, data),
-    ).fetchone()[0]
+    return relay_txn(conn).add_batch(device, seq, now, n_ops, epoch, data)
 
 
 def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: str, now: int) -> None:
@@ -428,11 +419,9 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
             result["snapshot"] = list(served)
             cursor = served[0]
     out, used = [], 0
-    rows = conn.execute(
-        "SELECT rseq, device, received_ms, size FROM batches WHERE rseq > ? ORDER BY rseq LIMIT 2000", (cursor,)
-    )
+    rt = relay_txn(conn)
     more = False
-    for rseq, dev, rcv, size in rows:
+    for rseq, dev, rcv, size in ((b.rseq, b.device, b.received_ms, b.size) for b in rt.batches_after(cursor, 2000)):
         if dev == device:
             cursor = rseq  # own batches are acknowledged, not sent back
             continue
@@ -442,14 +431,13 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
             more = True
             break
         if inline:
-            data = conn.execute("SELECT data FROM batches WHERE rseq = ?", (rseq,)).fetchone()[0]
-            out.append([rseq, dev, rcv, data])
+            out.append([rseq, dev, rcv, rt.batch_data(rseq)])
         else:
             out.append([rseq, dev, rcv, None, size])  # fetched with 'download', resumable
         used += cost
         cursor = rseq
     else:
-        more = conn.execute("SELECT 1 FROM batches WHERE rseq > ? LIMIT 1", (cursor,)).fetchone() is not None
+        more = rt.any_after(cursor)
     result.update(batches=out, cursor=cursor, more=more)
     rv = meta(conn, "roster_v", 0)
     known = a.get("roster_v")
@@ -608,37 +596,32 @@ def upload(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
     where to go on from, so a link that dropped at 90 % resumes at 90 %.
     """
     _member, _role, author_pub = authenticate(conn, req, now)
+    rt = relay_txn(conn)
     # Unfinished uploads expire: a device resumes within hours; pieces left for a day are abandoned.
-    conn.execute("DELETE FROM upload_chunks WHERE created_ms < ?", (now - limits.UPLOAD_EXPIRE_MS,))
+    rt.upload_expire(now - limits.UPLOAD_EXPIRE_MS)
     a = req.args
     seq, total, offset, chunk = a.get("seq"), a.get("total"), a.get("offset", 0), a.get("chunk")
     if type(seq) is not int or type(total) is not int or type(offset) is not int:
         raise ProtocolError("malformed upload", code="protocol.schema")
     if total > codec.DEFAULT_LIMITS.max_message:
         raise LimitError(f"a batch of {total} bytes is over the limit", code="protocol.limit")
-    done = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
-                        (req.device, seq)).fetchone()
+    done = rt.batch_by_seq(req.device, seq)
     if done:
-        if hashlib.sha256(done[2]).digest() != a.get("sha256"):
+        if hashlib.sha256(done.data).digest() != a.get("sha256"):
             return {"offset": 0, "reject": ProtocolError(f"batch {seq} was already received with other content",
                                                          code="protocol.seq_reuse").to_dict()}
-        return {"offset": total, "ack": [seq, done[0], done[1]]}
-    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ? AND total != ?", (req.device, seq, total))
-    have = conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks WHERE device = ? AND seq = ?",
-                        (req.device, seq)).fetchone()[0]
+        return {"offset": total, "ack": [seq, done.rseq, done.received_ms]}
+    have = rt.upload_held(req.device, seq, total)
     if chunk is None or offset != have:
         return {"offset": have}
     if not isinstance(chunk, bytes) or not chunk or len(chunk) > CHUNK_MAX or have + len(chunk) > total:
         raise ProtocolError("malformed upload piece", code="protocol.schema")
     _make_room(conn, req.device, seq, len(chunk))
-    conn.execute('INSERT INTO upload_chunks (device, seq, "offset", total, data, created_ms) VALUES (?, ?, ?, ?, ?, ?)',
-                 (req.device, seq, offset, total, chunk, now))
+    rt.upload_add(req.device, seq, offset, total, chunk, now)
     have += len(chunk)
     if have < total:
         return {"offset": have}
-    data = b"".join(r[0] for r in conn.execute(
-        "SELECT data FROM upload_chunks WHERE device = ? AND seq = ? ORDER BY \"offset\"", (req.device, seq)))
-    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (req.device, seq))
+    data = rt.upload_take(req.device, seq)
     try:
         ack = _accept_batch(conn, ident, req.device, author_pub, data, now)
     except HbwError as e:
@@ -652,16 +635,12 @@ def _make_room(conn: Txn, device: bytes, seq: int, size: int) -> None:
     Why evict rather than refuse: an honest device uploads one batch at a time (at most
     32 MiB), so only abandoned pieces fill the quota, and they are restarted if still wanted.
     """
-    def used() -> int:
-        return conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks WHERE device = ?",
-                            (device,)).fetchone()[0]
-
-    if used() + size <= limits.UPLOAD_QUOTA:
+    rt = relay_txn(conn)
+    if rt.upload_used(device) + size <= limits.UPLOAD_QUOTA:
         return
-    for (old,) in conn.execute("SELECT seq FROM upload_chunks WHERE device = ? AND seq != ? GROUP BY seq"
-                               " ORDER BY MIN(created_ms)", (device, seq)).fetchall():
-        conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (device, old))
-        if used() + size <= limits.UPLOAD_QUOTA:
+    for old in rt.upload_oldest_other(device, seq):
+        rt.upload_drop(device, old)
+        if rt.upload_used(device) + size <= limits.UPLOAD_QUOTA:
             return
     raise LimitError("this device's unfinished uploads are over the relay's quota", code="protocol.quota")
 
@@ -801,8 +780,7 @@ def open_request(body: bytes | bytearray, now: int, transport_key: Callable[[byt
 
 
 def _transport_key(conn: Txn, device: bytes) -> bytes | None:
-    row = conn.execute("SELECT transport_pub FROM devices WHERE device = ?", (device,)).fetchone()
-    return None if row is None else row[0]
+    return relay_txn(conn).transport_key(device)
 
 
 def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:

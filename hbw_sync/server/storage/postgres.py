@@ -35,6 +35,7 @@ from typing import Any, Sequence
 from ...errors import ConfigError, StorageError
 from .base import SCHEMA_VERSION, Runner, TxnFn
 from .faults import storage_error
+from .named import DeviceRow, SqlRelayTxn
 
 #: Threads (one connection each) a relay process uses for request transactions.
 POOL_SIZE = 4
@@ -140,12 +141,31 @@ class PgTxn:
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         return self.conn.execute(_pg_sql(sql), parameters or None)
 
+    def named(self) -> "PgRelayTxn":
+        """The hot path's named methods on this transaction (``storage.named``)."""
+        return PgRelayTxn(self)
+
     def stream(self, sql: str, batch: int = 200) -> tuple[list[str], Any]:
         """(column names, rows) through a server-side cursor, ``batch`` rows at a time (backups: flat memory)."""
         cur = self.conn.cursor(name=f"hbw_stream_{next(_STREAMS)}")  # unique while the transaction lasts
         cur.itersize = batch
         cur.execute(_pg_sql(sql))
         return [d.name for d in cur.description], iter(cur)
+
+
+class PgRelayTxn(SqlRelayTxn):
+    """``storage.named.RelayTxn`` for PostgreSQL: where a statement is a network round trip, fewer of them."""
+
+    __slots__ = ()
+
+    def device(self, device: bytes, seen_ms: int | None = None) -> DeviceRow | None:
+        if seen_ms is None:
+            return super().device(device)
+        # Look up and stamp as seen in one round trip (UPDATE ... FROM ... RETURNING is PostgreSQL's).
+        row = self.t.execute(
+            "UPDATE devices AS d SET last_seen_ms = ? FROM members AS m WHERE m.name = d.member AND d.device = ?"
+            " RETURNING d.member, d.author_pub, d.transport_pub, d.revoked_ms, m.role", (seen_ms, device)).fetchone()
+        return None if row is None else DeviceRow(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4])
 
 
 def schema_of(conn: Any) -> int | None:
