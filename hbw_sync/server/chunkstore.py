@@ -114,7 +114,8 @@ class DbChunkStore(_Index):
         return self._index(conn, team, cid, len(data), now, bytes(data))
 
     def get(self, conn: Txn, team: bytes, cid: bytes) -> bytes | None:
-        row = conn.execute("SELECT data FROM chunks WHERE team = ? AND cid = ?", (team, cid)).fetchone()
+        run = getattr(conn, "execute_binary", conn.execute)  # PostgreSQL: BYTEA as is, not as hex text
+        row = run("SELECT data FROM chunks WHERE team = ? AND cid = ?", (team, cid)).fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
     def delete(self, conn: Txn, team: bytes, cid: bytes) -> None:
