@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 import relay_helpers
-from hbw_sync import crypto
+from hbw_sync import codec, crypto
 from hbw_sync.errors import ConfigError, StorageError
 from hbw_sync.server import admin, relay, storage
 from hbw_sync.server.cli import cli as relay_cli
@@ -498,3 +498,56 @@ def test_named_upload_pieces(named_store) -> None:
     assert run(lambda rt, t: (rt.upload_held(d, 5, 9), rt.upload_used(d))) == (0, 2)
     run(lambda rt, t: rt.upload_expire(9))
     assert run(lambda rt, t: rt.upload_used(d)) == 0
+
+
+def test_two_teams_in_two_schemas_of_one_postgres_stay_apart(tmp_path: Path, pg_server) -> None:
+    """The sharding unit is the schema (README, "Sharding by team"): two teams' relays in two schemas of
+    one database sync at once, each under its own lock, and neither sees the other's batches or chunks."""
+    relay_helpers.NEW_DATABASE = pg_server.url
+    try:
+        teams = [Team(tmp_path / "a", "Finance"), Team(tmp_path / "b", "Works")]
+    finally:
+        relay_helpers.NEW_DATABASE = None
+    for t in teams:
+        t.__enter__()
+    try:
+        pairs = [t.pair("dana", "chidi") for t in teams]
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                sup, mem = pairs[i]
+                for r in range(3):
+                    with sup.open() as rep:
+                        rep.add_tasks([{"title": f"team {i} round {r}"}])
+                    assert sup.sync().ok and mem.sync().ok
+                doc = tmp_path / f"scan{i}.pdf"
+                doc.write_bytes(os.urandom(1_200_000))
+                with sup.open() as rep:
+                    rep.add_doc(doc)
+                assert sup.sync().ok
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert errors == []
+        for i, (t, (sup, mem)) in enumerate(zip(teams, pairs)):
+            assert mem.sync().ok
+            with mem.open() as rep:
+                assert {x.title for x in rep.tasks()} == {f"team {i} round {r}" for r in range(3)}
+            rseqs = [r[0] for r in t.sql("SELECT rseq FROM batches ORDER BY rseq")]
+            assert rseqs == list(range(1, len(rseqs) + 1))  # each team's own gapless numbering
+            team_ids = {bytes(r[0]) for r in t.sql("SELECT team FROM chunks")}
+            team_id = codec.unpack(bytes(t.sql("SELECT value FROM meta WHERE key = 'team'")[0][0]))
+            assert team_ids == {team_id} and t.chunk_ids()  # its own document's chunks only
+        locks = [storage.open_store(t.data) for t in teams]
+        assert locks[0].lock != locks[1].lock  # different teams never wait for each other
+        for s in locks:
+            s.close()
+    finally:
+        for t in teams:
+            t.__exit__(None, None, None)

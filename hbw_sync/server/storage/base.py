@@ -31,9 +31,9 @@ and a reader that saw rseq N has seen every rseq below it.
 
 Team keying. ``equipment`` and ``chunks`` carry ``team`` in their key. The other
 tables are keyed per relay (one team per data directory or PostgreSQL schema, the
-team id in ``meta``): the sharding unit is the schema (README, "A national
-deployment"); adding ``team`` to every key is needed only when several teams
-share one schema.
+team id in ``meta``): the sharding unit is the schema (README, "Sharding by
+team": Citus schema-based sharding); adding ``team`` to every key is needed
+only when several teams share one schema.
 
 Schema history: 1 (first release), 2 (every table made at init; ``chunk_refs``),
 3 (``chunks``: the document-chunk index, and on PostgreSQL the bytes too).
