@@ -48,7 +48,7 @@ NOT_PORTABLE = {
     r"BEGIN IMMEDIATE": "the store runs transactions",
 }
 SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|PRAGMA)\b")
-#: admin's backup and restore copy SQLite files by design (PostgreSQL: pg_dump, refused in words).
+#: admin's backup and restore use SQLite's file API by design (a backup file is a SQLite database, either backend).
 SQLITE_FILE_TOOLS = {("admin.py", "backup"), ("admin.py", "restore")}
 
 

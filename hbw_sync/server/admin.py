@@ -3,8 +3,9 @@
 Each function works on the data directory and is safe while the relay runs:
 writes are single short transactions through the storage seam (``storage``:
 SQLite WAL lets the server go on; PostgreSQL takes the team's lock like the
-server does), and the SQLite backup uses SQLite's online backup API, which
-copies a consistent state without stopping anyone (PostgreSQL: pg_dump).
+server does), and a backup copies a consistent state without stopping anyone
+(SQLite's online backup API; PostgreSQL: one REPEATABLE READ transaction), in
+one portable file either backend restores (``storage.dump``).
 
 A full or failing disk surfaces as ``StorageError`` (exit 74 with words, not a
 traceback). Everything written here (database, backups, reply bundles) is

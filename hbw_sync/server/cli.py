@@ -99,7 +99,7 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None, database: s
 @click.option("--admin", "with_admin", is_flag=True, help="Also serve the office page for IT (devices, invites, "
               "equipment, backups, audit) on --admin-port, behind the admin token.")
 @click.option("--chunk-quota-gb", default=limits.CHUNK_QUOTA / 1024**3, show_default=True, type=click.FloatRange(0.001),
-              help="GiB of document chunks the team may keep here (DATA/chunks); uploads past it are refused.")
+              help="GiB of document chunks the team may keep at this relay; uploads past it are refused.")
 @click.option("--admin-host", default="127.0.0.1", show_default=True,
               help="Address of the office page; only loopback unless --admin-remote.")
 @click.option("--admin-port", default=8766, show_default=True, type=int, help="Port of the office page (0: any free).")

@@ -78,13 +78,13 @@ _SCHEMA = (
     " added_ms BIGINT NOT NULL, holder TEXT, lent_ms BIGINT, returned_ms BIGINT, lost_ms BIGINT,"
     " invite_hash BYTEA, device BYTEA, PRIMARY KEY (team, asset))",
     "CREATE TABLE chunk_refs (cid BYTEA NOT NULL, rseq BIGINT NOT NULL, PRIMARY KEY (cid, rseq))",
-    *(_SINCE_2 := (
-        # Schema 3: document chunks, index and bytes in one row (server/chunkstore.py says why).
-        # EXTERNAL: out of line, never compressed (sealed bytes do not compress).
-        "CREATE TABLE chunks (team BYTEA NOT NULL, cid BYTEA NOT NULL, size INTEGER NOT NULL,"
-        " stored_ms BIGINT NOT NULL, data BYTEA, PRIMARY KEY (team, cid))",
-        "ALTER TABLE chunks ALTER COLUMN data SET STORAGE EXTERNAL",
-    )),
+)
+#: Schema 3: document chunks, index and bytes in one row (server/chunkstore.py says why).
+#: EXTERNAL: out of line, never compressed (sealed bytes do not compress).
+_SINCE_2 = (
+    "CREATE TABLE chunks (team BYTEA NOT NULL, cid BYTEA NOT NULL, size INTEGER NOT NULL,"
+    " stored_ms BIGINT NOT NULL, data BYTEA, PRIMARY KEY (team, cid))",
+    "ALTER TABLE chunks ALTER COLUMN data SET STORAGE EXTERNAL",
 )
 
 
@@ -218,7 +218,7 @@ def create(url: str, fill: TxnFn | None = None) -> Any:
                               hint="name another database or schema (options=-csearch_path=...)")
         conn.rollback()
         with conn.transaction():
-            for sql in _SCHEMA:
+            for sql in _SCHEMA + _SINCE_2:
                 conn.execute(sql)
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', %s)", (str(SCHEMA_VERSION).encode(),))
             if fill is not None:
