@@ -206,6 +206,32 @@ def test_garbage_collection_keeps_referenced_and_recent_chunks(chunk_db) -> None
     out = run(lambda t: chunk_actions.collect(t, store, team, now + limits.CHUNK_GRACE_MS + 10_000))
     assert (out["kept"], out["deleted"]) == (2, 2) and out["freed"] == len(pieces[2][1]) + len(pieces[3][1])
     assert run(lambda t: store.has_many(t, team, [a, b, c, d])) == [True, True, False, False]
+    assert run(lambda t: store.usage(t, team)) == len(pieces[0][1]) + len(pieces[1][1])
+    run(lambda t: t.execute("DELETE FROM meta WHERE key = ?", (chunkstore.usage_key(team),)))  # a restored backup
+    assert run(lambda t: store.usage(t, team)) == len(pieces[0][1]) + len(pieces[1][1])  # counted again
+
+
+def test_garbage_collection_sweeps_files_of_transactions_that_never_committed(chunk_db) -> None:
+    """SQLite: bytes written for a put whose transaction never committed (a crash) go with GC, held ones stay."""
+    store, run = chunk_db
+    if not isinstance(store, chunkstore.FileChunkStore):
+        pytest.skip("PostgreSQL writes chunk bytes in the transaction's own rows: nothing is left behind")
+    team = b"T" * 8
+    (a, sa), (b, sb) = sealed_chunks(2)
+    now = relay.now_ms()
+    run(lambda t: store.put(t, team, a, sa, now))
+    orphan = store.path(team, b)
+    chunkstore.write_file(orphan, sb)  # staged, then the process died before its transaction
+    cut = orphan.with_name(orphan.name + ".123.tmp")
+    cut.write_bytes(b"half")
+    fresh = store.path(team, os.urandom(16))
+    chunkstore.write_file(fresh, sb)  # staged just now: its transaction may be on its way
+    week = (now - limits.CHUNK_GRACE_MS - 60_000) / 1000
+    for p in (store.path(team, a), orphan, cut):
+        os.utime(p, (week, week))
+    run(lambda t: chunk_actions.collect(t, store, team, now))
+    assert store.path(team, a).exists() and fresh.exists() and not orphan.exists() and not cut.exists()
+    assert run(lambda t: store.get(t, team, a)) == sa
 
 
 def test_the_spec_states_the_chunk_limits_the_code_uses() -> None:

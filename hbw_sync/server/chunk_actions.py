@@ -130,6 +130,9 @@ def collect(conn: Txn, store: ChunkStore, team: bytes, now: int,
     for cid in gone:
         store.delete(conn, team, cid)
     kept, deleted = total - len(gone), len(gone)
+    sweep = getattr(store, "sweep", None)  # files of transactions that never committed (a crash)
+    if sweep is not None:
+        sweep(conn, team, now - grace)
     conn.execute("INSERT INTO meta (key, value) VALUES ('chunk_gc_ms', ?)"
                  " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (codec.pack(now),))
     return {"kept": kept, "deleted": deleted, "freed": before - store.usage(conn, team)}

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from .. import codec
 from ..chunks import ID_LEN
 from .storage import Txn
 
@@ -88,7 +89,20 @@ class _Index:
         return [cid in held for cid in ids]
 
     def usage(self, conn: Txn, team: bytes) -> int:
-        return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM chunks WHERE team = ?", (team,)).fetchone()[0])
+        # A running total in ``meta``, kept in the same transactions as the rows: a SUM over a full
+        # team's index (20 GiB of chunks: ~300,000 rows) took 175 ms, on every upload. Counted once
+        # when missing (a migrated relay, a restored backup).
+        key = usage_key(team)
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            return int(codec.unpack(bytes(row[0])))
+        used = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM chunks WHERE team = ?", (team,)).fetchone()[0])
+        self._set_usage(conn, team, used)
+        return used
+
+    def _set_usage(self, conn: Txn, team: bytes, used: int) -> None:
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                     (usage_key(team), codec.pack(used)))
 
     def garbage(self, conn: Txn, team: bytes, before_ms: int) -> list[bytes]:
         return [bytes(r[0]) for r in conn.execute(
@@ -99,11 +113,20 @@ class _Index:
         return conn.execute("SELECT 1 FROM chunks WHERE team = ? AND cid = ?", (team, cid)).fetchone() is not None
 
     def _index(self, conn: Txn, team: bytes, cid: bytes, size: int, now: int, data: bytes | None) -> bool:
-        return conn.execute("INSERT INTO chunks (team, cid, size, stored_ms, data) VALUES (?, ?, ?, ?, ?)"
-                            " ON CONFLICT (team, cid) DO NOTHING", (team, cid, size, now, data)).rowcount == 1
+        used = self.usage(conn, team)  # before the row: counted without it when missing
+        if conn.execute("INSERT INTO chunks (team, cid, size, stored_ms, data) VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT (team, cid) DO NOTHING", (team, cid, size, now, data)).rowcount != 1:
+            return False
+        self._set_usage(conn, team, used + size)
+        return True
 
     def _unindex(self, conn: Txn, team: bytes, cid: bytes) -> bool:
-        return conn.execute("DELETE FROM chunks WHERE team = ? AND cid = ?", (team, cid)).rowcount == 1
+        used = self.usage(conn, team)
+        row = conn.execute("DELETE FROM chunks WHERE team = ? AND cid = ? RETURNING size", (team, cid)).fetchone()
+        if row is None:
+            return False
+        self._set_usage(conn, team, used - int(row[0]))
+        return True
 
 
 class DbChunkStore(_Index):
@@ -168,6 +191,32 @@ class FileChunkStore(_Index):
             with contextlib.suppress(FileNotFoundError):
                 self.path(team, cid).unlink()
 
+    def sweep(self, conn: Txn, team: bytes, before_ms: int) -> int:
+        """Remove files no index row names, written before ``before_ms``; returns how many.
+
+        They are what a crash leaves: bytes staged or written for a transaction that never
+        committed (never served or counted), and cut temporary files. Run with garbage
+        collection (rarely: it lists the team's directory); a staged file is always newer.
+        """
+        base = self.root / team.hex()
+        if not base.is_dir():
+            return 0
+        gone = 0
+        for sub in sorted(base.iterdir()):
+            for f in sorted(sub.iterdir()) if sub.is_dir() else ():
+                try:
+                    if f.stat().st_mtime * 1000 >= before_ms:
+                        continue
+                    cid = bytes.fromhex(f.name) if not f.name.endswith(".tmp") else b""
+                except (OSError, ValueError):
+                    continue
+                if len(cid) == ID_LEN and self._held(conn, team, cid):
+                    continue
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                    gone += 1
+        return gone
+
     def stage(self, team: bytes, cid: bytes, data: bytes) -> Path | None:
         """Write a chunk's bytes into place ahead of its transaction, outside the single writer.
 
@@ -195,6 +244,11 @@ class FileChunkStore(_Index):
                 if self._staged.pop(path, None) is not None:
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
+
+
+def usage_key(team: bytes) -> str:
+    """The ``meta`` key of a team's running total of chunk bytes."""
+    return "chunk_bytes:" + team.hex()
 
 
 def _check_id(cid: bytes) -> None:

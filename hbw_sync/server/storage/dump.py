@@ -125,6 +125,8 @@ def pack_chunk_files(backup: Path, data: Path) -> int:
                 continue
             conn.execute("UPDATE chunks SET data = ? WHERE team = ? AND cid = ?", (sealed, team, cid))
             n += 1
+        # Rows may have been dropped: each team's running total is counted again at first use.
+        conn.execute("DELETE FROM meta WHERE key LIKE 'chunk_bytes:%'")
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=DELETE")  # one file to carry away, no -wal beside it
         return n
