@@ -125,9 +125,16 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return payload[:i] + bytes([codec, 6, 8, 0]) + wire.uvarint(block_size) + wire.uvarint(window) + payload[i + 4 + len(old_tail):]
 
     def sizeless_frame() -> bytes:
-        """A valid zstd frame whose header does not declare its content size."""
-        cobj = zstandard.ZstdCompressor().compressobj()
+        """A valid zstd frame (with its checksum) whose header does not declare its content size."""
+        cobj = zstandard.ZstdCompressor(write_checksum=True).compressobj()
         return cobj.compress(b"\x00" * 1000) + cobj.flush()
+
+    def unchecked_frame(base: bytes, good: dict[str, Any]) -> bytes:
+        """The good vector's content as a patch frame without a content checksum (pre-1.0 writers)."""
+        params = zstandard.ZstdCompressionParameters.from_level(
+            19, write_content_size=1, write_checksum=0, write_dict_id=0)
+        zdict = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        return zstandard.ZstdCompressor(compression_params=params, dict_data=zdict).compress(bytes.fromhex(good["result"]))
 
     span_base, span_payload, span_sha = of("span")
     patch_base, patch_payload, patch_sha = of("patch")
@@ -147,10 +154,17 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
          lambda: (span_base, span_payload, span_sha, len(bytes.fromhex(by["span"]["result"])) - 1)),
         ("wrong_result_hash", "The patch vector checked against another file's hash.",
          lambda: (patch_base, patch_payload, hashlib.sha256(b"another file").digest(), MAX)),
-        ("wrong_base", "The patch vector applied to another base: the rebuilt bytes fail the hash.",
+        ("wrong_base", "The patch vector applied to another base: the frame decodes, to bytes that fail "
+         "its content checksum (§18c: integrity.delta, before the SHA-256 is reached).",
          lambda: (span_base, patch_payload, patch_sha, MAX)),
         ("frame_without_size", "Method 1 whose zstd frame does not declare its content size.",
          lambda: (patch_base, b"\x01" + sizeless_frame(), patch_sha, MAX)),
+        ("frame_without_checksum", "Method 1 whose patch frame carries no content checksum (§7 step 3): "
+         "the same content and base, written with the checksum flag off.",
+         lambda: (patch_base, b"\x01" + unchecked_frame(patch_base, by["patch"]), patch_sha, MAX)),
+        ("frame_bad_checksum", "The patch vector with its frame's last byte (the content checksum) "
+         "flipped: the frame decodes, the checksum does not match (§18c: integrity.delta).",
+         lambda: (patch_base, patch_payload[:-1] + bytes([patch_payload[-1] ^ 0x01]), patch_sha, MAX)),
         ("unknown_out_codec", "The codec 9 vector with output codec 7.",
          lambda: (c9_base, codec9_with(4096, 1024, codec=7), c9_sha, MAX)),
         ("codec9_block_too_small", "The codec 9 vector with 4,095-byte blocks (under the 4,096 minimum).",
