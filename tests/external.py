@@ -19,7 +19,7 @@ PROGRAMS: dict[str, tuple[tuple[str, ...], str]] = {
                     "libreoffice-core-nogui libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui"),
     "chromium": (("chromium", "chromium-browser"), "chromium"),
     "postgres": (("initdb", "pg_ctl"), "postgresql"),
-    "node": (("node",), "nodejs"),
+    "node": (("node",), "nodejs npm"),
 }
 
 
