@@ -92,11 +92,15 @@ export function checkMerge(d) {
   return t;
 }
 
-const RULES = [[2, "a supervisor's change beats a member's"], [1, "a person's change beats automatic rebalancing"]];
 function ruleOf(name, w, lo) {
   if (name === "sha256") return "both versions kept: the later is current, the other is a conflict copy";
   if (name === "status" && w[0] === 2 && lo[0] !== 2) return "a task marked done stays done";
-  if (w[3] !== lo[3]) return (RULES.find(([r]) => BigInt(r) === w[3]) || [0, "higher role wins"])[1];
+  if (w[3] !== lo[3]) {
+    // §11: by the pair of ranks (relay 0, member 1, supervisor 2)
+    if (BigInt(lo[3]) === 0n) return "a person's change beats automatic rebalancing";
+    if (BigInt(w[3]) === 2n && BigInt(lo[3]) === 1n) return "a supervisor's change beats a member's";
+    return "higher role wins";
+  }
   return "the later change wins (same role)";
 }
 
