@@ -407,6 +407,57 @@ def test_spec_field_registry_matches_code():
     assert _spec_registry() == code
 
 
+FIELDS_JSON = json.loads((ROOT / "protocol" / "fields.json").read_text(encoding="utf-8"))
+
+
+def test_fields_json_matches_the_spec_tables_and_the_code():
+    """protocol/fields.json (what the Node runner loads) names the same fields as §5/§5a and ops.FIELDS."""
+    rows = {(f["kind"], f["tag"], f["name"], f["section"], f["merge"], f["nullable"]) for f in FIELDS_JSON["fields"]}
+    assert len(rows) == len(FIELDS_JSON["fields"])
+    assert rows == _spec_registry()
+    assert FIELDS_JSON["kinds"] == {k.name.lower(): int(k) for k in Kind}
+
+
+def _probes(f: dict[str, Any]) -> list[tuple[Any, bool]]:
+    """Values at and just past each bound of a fields.json type, with whether the type admits them."""
+    t, lo, hi = f["type"], f.get("min"), f.get("max")
+    out: list[tuple[Any, bool]] = [(None, False), (1.0, False), ([], False)]
+    if t == "uint":
+        out += [(lo, True), (hi, True), (lo - 1, False), (hi + 1, False), (True, False), (str(lo), False)]
+    elif t in ("bool", "true"):
+        out += [(True, True), (False, t == "bool"), (1, False), (0, False), ("true", False)]
+    elif t == "str":
+        out += [("é" * lo, True), ("é" * hi, True), ("é" * (hi + 1), False), (b"x" * max(lo, 1), False)]
+        if lo:
+            out.append(("", False))
+    elif t == "handle":
+        out += [("a", True), ("a.b_c-9", True), ("x" * 32, True), ("x" * 33, False), ("", False), ("Abc", False),
+                ("é", False), ("a b", False), (b"abc", False)]
+    elif t == "bin":
+        step = f.get("multiple_of", 1)
+        out += [(b"\0" * lo, True), ("x" * max(lo, 1), False)]
+        if hi is not None:
+            out += [(b"\0" * hi, True), (b"\0" * (hi + step), False)]
+        if lo:
+            out.append((b"\0" * (lo - 1), False))
+        if step > 1:
+            out += [(b"\0" * (step + 1), False), (b"\0" * (2 * step), True)]
+    else:
+        raise AssertionError(f"unknown type {t} in fields.json")
+    return out
+
+
+def test_fields_json_types_agree_with_the_code_checks():
+    """Each type bound in fields.json is the one ops.FIELDS enforces: probe both sides of every bound."""
+    by_name = {k.name.lower(): k for k in Kind}
+    for f in FIELDS_JSON["fields"]:
+        spec = FIELDS[by_name[f["kind"]]][f["tag"]]
+        for value, ok in _probes(f):
+            if value is None:
+                continue  # nullability is compared above; the check itself never sees nil
+            assert spec.check(value) is ok or bool(spec.check(value)) == ok, (f["kind"], f["name"], repr(value)[:40], ok)
+
+
 def test_spec_names_every_error_code_the_vectors_use():
     text = SPEC.read_text(encoding="utf-8")
     for code in {v["expected_code"] for v in INVALID["invalid"]}:
