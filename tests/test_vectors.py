@@ -332,6 +332,26 @@ def test_delta_vectors_fail_with_their_code(v: dict[str, Any]) -> None:
     assert (type(exc.value).__name__, exc.value.code) == (v["expected_error"], v["expected_code"])
 
 
+@pytest.mark.parametrize("v", DELTA["valid"], ids=lambda v: v["name"])
+def test_delta_flips_reach_their_outcome(v: dict[str, Any]) -> None:
+    """Every one-bit flip of a good payload: the outcome delta.json records (the Node runner checks it too)."""
+    from hbw_sync.delta import apply_delta
+
+    base, payload = bytes.fromhex(v["base"]), bytes.fromhex(v["payload"])
+    want = bytes.fromhex(v["result_sha256"])
+    marks = DELTA["flips"][v["name"]]
+    assert len(marks) == len(payload) * 8
+    for bit, mark in enumerate(marks):
+        bad = bytearray(payload)
+        bad[bit >> 3] ^= 1 << (bit & 7)
+        try:
+            apply_delta(base, bytes(bad), expected_sha256=want, max_size=v["max_size"])
+            got = "accept"
+        except HbwError as e:
+            got = f"{type(e).__name__} {e.code}"
+        assert got == DELTA["flip_letters"][mark], (bit, got)
+
+
 def test_delta_vectors_cover_every_method_and_codec() -> None:
     from hbw_sync.delta import wire
 

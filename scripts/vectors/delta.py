@@ -5,7 +5,9 @@ writer makes it, and hand-assembled MEMBER ops with codec 8 and codec 9 so a rea
 check each rebuild on a few kilobytes). A reader MUST rebuild ``result`` from ``base`` and
 ``payload`` under ``max_size`` and check ``result_sha256`` (and ``result``, where given). Bad
 vectors each change one thing from a good one, use the base of the good vector named in
-``base_of``, and name the error class and stable code a reader must fail with.
+``base_of``, and name the error class and stable code a reader must fail with. ``flips``: the
+outcome of every one-bit flip of every good payload (``flip_letters``), so that a second
+reader is checked on damaged patch frames, recipes and deflate parameters too.
 
 The payloads hold zstd frames, so their bytes are reproducible only with the zstd release in
 ``meta``; decoding them is not version-dependent, and the tests decode them with any.
@@ -189,6 +191,43 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: One letter per outcome in ``flips``: "a" rebuilt the right bytes anyway, else the class and code.
+FLIP_LETTERS = {
+    "a": "accept", "z": "ProtocolError protocol.zstd", "d": "ProtocolError protocol.delta",
+    "t": "ProtocolError protocol.truncated", "r": "ProtocolError protocol.trailing",
+    "l": "LimitError protocol.limit", "b": "LimitError protocol.bomb", "i": "IntegrityError integrity.delta",
+}
+
+
+def _flip_outcome(base: bytes, payload: bytes, want: bytes, max_size: int) -> str:
+    try:
+        delta.apply_delta(base, payload, expected_sha256=want, max_size=max_size)
+    except HbwError as e:
+        return f"{type(e).__name__} {e.code}"
+    return "accept"
+
+
+def _flips(good: list[dict[str, Any]]) -> dict[str, str]:
+    """Every one-bit flip of every good payload, read against its own base and hash: one letter per bit.
+
+    Why: a patch frame is decoded with a raw-content dictionary, which a second decoder may handle
+    differently on damaged input; the content checksum (§7 step 11) and the result's SHA-256 must
+    make every reader reach the same outcome, and this corpus checks that they do.
+    """
+    letter = {v: k for k, v in FLIP_LETTERS.items()}
+    out = {}
+    for g in good:
+        base, payload = bytes.fromhex(g["base"]), bytes.fromhex(g["payload"])
+        want = bytes.fromhex(g["result_sha256"])
+        marks = []
+        for bit in range(len(payload) * 8):
+            bad = bytearray(payload)
+            bad[bit >> 3] ^= 1 << (bit & 7)
+            marks.append(letter[_flip_outcome(base, bytes(bad), want, g["max_size"])])
+        out[g["name"]] = "".join(marks)
+    return out
+
+
 def build() -> dict[str, Any]:
     good = _good()
     return {
@@ -204,4 +243,8 @@ def build() -> dict[str, Any]:
         },
         "valid": good,
         "invalid": _bad(good),
+        "flip": "bit i flips payload[i >> 3] ^= 1 << (i & 7); the flipped payload is read against the good "
+                "vector's base, result_sha256 and max_size; flips[name] has one letter per bit i, its outcome",
+        "flip_letters": FLIP_LETTERS,
+        "flips": _flips(good),
     }

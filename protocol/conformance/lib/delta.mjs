@@ -195,6 +195,27 @@ export function checkDelta(d) {
     t.check(`valid ${v.name} sha256`, toHex(sha256(out)) === v.result_sha256);
     if (v.result !== undefined) t.check(`valid ${v.name} bytes`, toHex(out) === v.result);
   }
+  const outcome = (base, payload, want, max) => {
+    try {
+      applyDelta(base, payload, want, max);
+      return "accept";
+    } catch (e) {
+      return e instanceof WireError ? `${e.cls} ${e.code}` : `crash ${e.message}`;
+    }
+  };
+  for (const v of d.valid) {
+    const marks = d.flips[v.name], payload = hex(v.payload), want = hex(v.result_sha256);
+    t.check(`flips ${v.name} count`, marks && marks.length === payload.length * 8);
+    let bad = 0, first = "";
+    for (let bit = 0; marks && bit < marks.length; bit++) {
+      const p = payload.slice();
+      p[bit >> 3] ^= 1 << (bit & 7);
+      const got = outcome(bases[v.name], p, want, v.max_size), wantOutcome = d.flip_letters[marks[bit]];
+      if (got !== wantOutcome) { bad++; first ||= `bit ${bit}: got ${got}, want ${wantOutcome}`; }
+    }
+    t.check(`flips ${v.name} (${marks ? marks.length : 0})`, bad === 0, `${bad} differ; first ${first}`);
+    t.passed += marks ? marks.length - 1 : 0; // one check per flip
+  }
   for (const v of d.invalid) {
     const base = bases[v.base_of];
     if (!base) { t.check(`invalid ${v.name}`, false, `no valid vector named ${v.base_of}`); continue; }

@@ -91,23 +91,23 @@ export function checkFrame(data, cap, windowMax = null) {
   return { size, window, checksum };
 }
 
-/** Steps 9-11 on a frame that passed checkFrame; `onChecksum` is the error for step 11. */
-function decode(data, info, dict, onChecksum) {
+/** Steps 9-11 on a frame that passed checkFrame; `refuse(why)` throws the error for any of them. */
+function decode(data, info, dict, refuse) {
   let out;
   try {
     out = fzstd.decompress(data, new Uint8Array(info.size), dict);
   } catch (e) {
-    PE("protocol.zstd", `fzstd: ${e.message}`);
+    refuse(`fzstd: ${e.message}`);
   }
-  if (out.length !== info.size) PE("protocol.zstd", "size differs from the header");
-  if (Number(xxh64(out) & 0xffffffffn) !== info.checksum) onChecksum();
+  if (out.length !== info.size) refuse("size differs from the header");
+  if (Number(xxh64(out) & 0xffffffffn) !== info.checksum) refuse("checksum");
   return out;
 }
 
 /** Steps 1-11 for a section (batch, snapshot entry, chunk). */
 export function decompress(data, cap) {
   const info = checkFrame(data, cap);
-  return decode(data, info, null, () => PE("protocol.zstd", "checksum"));
+  return decode(data, info, null, (why) => PE("protocol.zstd", why));
 }
 
 /** §18c: the window a patch frame with output cap `cap` may declare (at least §7's 8 MiB floor). */
@@ -120,10 +120,10 @@ export function patchWindowMax(cap) {
 /** §18c patch frame: steps 1-8 with the patch window bound (returns the declared size). */
 export const patchSize = (frame, cap) => checkFrame(frame, cap, patchWindowMax(cap)).size;
 
-/** §18c patch frame decoded with `dict` as raw-content history (none under 8 bytes); a checksum
- * that does not match is integrity.delta (a different base decodes cleanly to other bytes). */
+/** §18c patch frame decoded with `dict` as raw-content history (none under 8 bytes); any failure
+ * of steps 9-11 is integrity.delta (a different base decodes cleanly to other bytes, and decoders
+ * stop at different steps on a damaged frame). */
 export function unpatch(frame, dict, cap) {
   const info = checkFrame(frame, cap, patchWindowMax(cap));
-  return decode(frame, info, dict.length >= 8 ? dict : null,
-    () => fail("IntegrityError", "integrity.delta", "patch frame checksum"));
+  return decode(frame, info, dict.length >= 8 ? dict : null, (why) => fail("IntegrityError", "integrity.delta", why));
 }

@@ -9,6 +9,11 @@
 //      both FSE states read 0 bits (two one-bit flips in protocol/vectors/zstd.json), and
 //      refused such a stream at the end anyway, so the outcome of every input that terminated
 //      is unchanged.
+//   4. with the output buffer given, a frame that decodes to more bytes than it holds (an RLE
+//      block, literals or a match past the end) or to fewer is an error; upstream cut the
+//      writes silently (typed arrays ignore them), so a damaged frame whose first bytes came
+//      out right was accepted where libzstd says "destination buffer is too small" (one-bit
+//      flips in protocol/vectors/delta.json).
 // Only the one-shot decompress() is used; the streaming Decompress class is kept as upstream.
 // Some numerical data is initialized as -1 even when it doesn't need initialization to help the JIT infer types
 // aliases for shorter compressed code (most minifers don't do this)
@@ -420,6 +425,9 @@ var rzb = function (dat, st, out) {
             return;
         st.b = bt + 1;
         if (out) {
+            // hbw-sync: (4) more output than the buffer holds is an error, not silently cut
+            if (st.y + sz > out.length)
+                err(0);
             fill(out, dat[bt], st.y, st.y += sz);
             return out;
         }
@@ -461,6 +469,9 @@ var rzb = function (dat, st, out) {
         var buf = out ? out.subarray(st.y, st.y + st.m) : new u8(st.m);
         // starting point for literals
         var spl = buf.length - lss;
+        // hbw-sync: (4) more literals than the block (or the rest of the output) can hold
+        if (spl < 0)
+            err(0);
         if (lbt == 0)
             buf.set(dat.subarray(bt, bt += lss), spl);
         else if (lbt == 1)
@@ -559,6 +570,11 @@ var rzb = function (dat, st, out) {
                     else
                         off = st.o[0];
                 }
+                // hbw-sync: (4) literals beyond those decoded, or output past the buffer (a match
+                // that would overwrite literals not yet copied means the block is longer than
+                // the room it has): libzstd's "destination buffer is too small" / corruption
+                if (spl + ll > buf.length || oubt + ll + ml > spl + ll)
+                    err(0);
                 for (var i = 0; i < ll; ++i) {
                     buf[oubt + i] = buf[spl + i];
                 }
@@ -684,6 +700,9 @@ export function decompress(dat, buf, dict) {
             bt = st;
         dat = dat.subarray(bt);
     }
+    // hbw-sync: (4) with the output buffer given, the frame must fill it exactly
+    if (!nb && st && typeof st == 'object' && st.y != buf.length)
+        err(0, 'frame is shorter than its buffer');
     return cct(bufs, ol);
 }
 /**
