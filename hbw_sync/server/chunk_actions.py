@@ -126,13 +126,13 @@ def collect(conn: Txn, store: ChunkStore, team: bytes, now: int,
     grace = limits.CHUNK_GRACE_MS if grace_ms is None else grace_ms
     before = store.usage(conn, team)
     total = conn.execute("SELECT COUNT(*) FROM chunks WHERE team = ?", (team,)).fetchone()[0]
+    sweep = getattr(store, "sweep", None)  # SQLite's files: those earlier passes unindexed, or a crash left
+    if sweep is not None:
+        sweep(conn, team, now - grace)
     gone = store.garbage(conn, team, now - grace)
     for cid in gone:
         store.delete(conn, team, cid)
     kept, deleted = total - len(gone), len(gone)
-    sweep = getattr(store, "sweep", None)  # files of transactions that never committed (a crash)
-    if sweep is not None:
-        sweep(conn, team, now - grace)
     conn.execute("INSERT INTO meta (key, value) VALUES ('chunk_gc_ms', ?)"
                  " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (codec.pack(now),))
     return {"kept": kept, "deleted": deleted, "freed": before - store.usage(conn, team)}
