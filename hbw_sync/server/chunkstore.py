@@ -22,7 +22,7 @@ The relay never opens a chunk: it stores and serves sealed bytes under their 16-
   sync writes to; the column stays NULL (a backup file fills it: ``storage.dump``). Their bytes
   are written before the transaction by staging threads (``stage``, ``relay.stage``), so the
   single writer only indexes them (``scripts/bench_chunkstore.py`` measures both, and rows in
-  SQLite: 1.2-1.4x the writer time of an index row alone, against 3-5x for files written in it).
+  SQLite: 1.2-1.4x the writer time of an index row alone, against 3.5-6x for files written in it).
 
 A chunk already indexed is not written again: the first upload of an id wins (an id names one
 content, so an honest second upload is the same bytes).
