@@ -263,21 +263,66 @@ def test_concurrent_writers_get_gapless_team_sequence_numbers(pg_url: str, tmp_p
     assert len(rows) == 8 * per_thread and len({(d, s) for _r, d, s in rows}) == len(rows)
 
 
-def test_two_relay_processes_share_one_postgres(tmp_path: Path, pg_server) -> None:
-    """Devices sync at once through two relay processes on one PostgreSQL: everyone converges, team
-    sequence numbers have no gap or duplicate, and no batch is lost or stored twice."""
+class Serve:
+    """``hbw-relay serve --workers N`` as a person runs it (a subprocess); its log lines collected as they come."""
+
+    def __init__(self, data: Path, workers: str = "2"):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "hbw_sync.server.cli", "serve", "--data", str(data),
+                                      "--port", "0", "--workers", workers], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        self.lines: list[str] = []
+        self._seen = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        line = self.wait_for("listening on")
+        self.url = line.split("listening on ", 1)[1].strip()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            with self._seen:
+                self.lines.append(line)
+                self._seen.notify_all()
+
+    def wait_for(self, text: str, after: int = 0, timeout: float = 90) -> str:
+        with self._seen:
+            ok = self._seen.wait_for(lambda: any(text in x for x in self.lines[after:]) or self.proc.poll() is not None,
+                                     timeout)
+            hit = [x for x in self.lines[after:] if text in x]
+        assert ok and hit, f"no {text!r} in the relay's log:\n{''.join(self.lines)}"
+        return hit[0]
+
+    def events(self, state: str) -> list[dict]:
+        import json
+
+        return [json.loads(x[x.index("{"):]) for x in list(self.lines) if '"action": "worker"' in x
+                and f'"state": "{state}"' in x]
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(60)
+
+
+def test_serve_workers_share_one_port_on_postgres(tmp_path: Path, pg_server) -> None:
+    """``serve --workers 2``: devices sync at once through both workers of one port on one PostgreSQL:
+    everyone converges, team sequence numbers have no gap or duplicate, no batch is lost or stored twice.
+    A worker killed mid-way is started again; SIGTERM stops them all and serve exits 0."""
+    import signal
+
     relay_helpers.NEW_DATABASE = pg_server.url
     try:
         team = Team(tmp_path)
     finally:
         relay_helpers.NEW_DATABASE = None
-    procs = [RelayProcess(team.data), RelayProcess(team.data)]
+    serve = Serve(team.data, "2")
     try:
-        team.url = procs[0].url
-        dana = team.join("dana", "supervisor", url=procs[0].url)
+        team.url = serve.url
+        pids = {e["worker"]: e["pid"] for e in serve.events("listening")}
+        assert sorted(pids) == [0, 1]
+        dana = team.join("dana", "supervisor", url=serve.url)
         assert dana.sync().ok
-        names = ["amina", "bosco", "chidi"]
-        members = [team.join(n, url=procs[(i + 1) % 2].url) for i, n in enumerate(names)]
+        members = [team.join(n, url=serve.url) for n in ["amina", "bosco", "chidi"]]
         everyone = [dana, *members]
         for m in everyone:
             assert m.sync().ok
@@ -298,6 +343,10 @@ def test_two_relay_processes_share_one_postgres(tmp_path: Path, pg_server) -> No
         for t in threads:
             t.join()
         assert errors == []
+        # A worker dies (the OOM killer, say): serve starts another; devices go on syncing.
+        mark = len(serve.lines)
+        os.kill(pids[1], signal.SIGKILL)
+        serve.wait_for('"state": "restarted"', after=mark)
         for _ in range(2):
             for m in everyone:
                 assert m.sync().ok
@@ -313,9 +362,27 @@ def test_two_relay_processes_share_one_postgres(tmp_path: Path, pg_server) -> No
         for d, ss in seqs.items():  # each device's batches: once each, none missing
             assert sorted(ss) == list(range(1, len(ss) + 1)), d.hex()
         assert len(seqs) == len(everyone)
+        # Both workers answered syncs: the kernel spread the connections over them.
+        answered = {x.split('"worker": ')[1][0] for x in serve.lines if '"action": "sync"' in x and '"worker"' in x}
+        assert answered == {"0", "1"}
     finally:
-        for p in procs:
-            p.stop()
+        code = serve.stop()
+    assert code == 0
+    live = [e["pid"] for e in serve.events("listening") + serve.events("restarted")]
+    for pid in live:  # every worker stopped with serve
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_serve_workers_refused_on_sqlite_with_the_reason(tmp_path: Path) -> None:
+    """SQLite has one writer: several workers are refused in words before anything listens."""
+    admin.init(tmp_path / "relay", "Team")
+    res = CliRunner().invoke(relay_cli, ["serve", "--data", str(tmp_path / "relay"), "--port", "0", "--workers", "2"])
+    assert res.exit_code == 2 and "needs PostgreSQL" in res.output and "one writer" in res.output
+    res = CliRunner().invoke(relay_cli, ["serve", "--data", str(tmp_path / "relay"), "--workers", "lots"])
+    assert res.exit_code == 2 and "'auto'" in res.output
+    from hbw_sync.server.workers import worker_count
+
+    assert worker_count("auto") == len(os.sched_getaffinity(0)) and worker_count(" 3 ") == 3
 
 
 def test_config_errors_name_what_to_do(tmp_path: Path) -> None:

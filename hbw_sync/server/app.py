@@ -62,6 +62,8 @@ class RelayConfig:
     chunk_quota: int = limits.CHUNK_QUOTA
     #: A ``postgresql://`` URL; None: the data directory's own (``relay.db``, or its ``database.url``).
     database: str | None = None
+    #: Which of ``serve --workers N`` this process is (0..N-1), named in its log lines; None: the only one.
+    worker: int | None = None
 
 
 @dataclass
@@ -286,8 +288,9 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if action == "sync":
             m.observe(dt)
         if app[CONFIG].access_log:
+            extra = {} if app[CONFIG].worker is None else {"worker": app[CONFIG].worker}
             log.info(log_line(action=action, device=device, status=status, ms=round(dt * 1000, 1),
-                              bytes_in=request.content_length or 0))
+                              bytes_in=request.content_length or 0, **extra))
 
 
 @routes.post("/v1")
