@@ -244,6 +244,37 @@ def test_invite_is_single_use_and_checked(team: Team, tmp_path: Path) -> None:
         syncing.join(tmp_path / "a3", "hbw1-garbage!!", STRONG)
 
 
+def test_one_invite_raced_by_several_devices_enrolls_exactly_one(team: Team, tmp_path: Path) -> None:
+    """Four devices join with one invite at the same moment (the PostgreSQL relay runs their transactions
+    on four connections at once): exactly one is enrolled, the others are told it was used, and the
+    relay holds one device and one used invite."""
+    import threading
+
+    from relay_helpers import FAST_KDF
+
+    code = team.invite("amina")
+    start, outcomes = threading.Barrier(4), []
+
+    def join(i: int) -> None:
+        start.wait()
+        try:
+            syncing.join(tmp_path / f"a{i}", code, STRONG, kdf=FAST_KDF)
+            outcomes.append("enrolled")
+        except AccessError as e:
+            outcomes.append(e.code)
+
+    threads = [threading.Thread(target=join, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["access.invite"] * 3 + ["enrolled"]
+    assert relay_rows(team, "SELECT COUNT(*) FROM devices")[0][0] == 1
+    used = relay_rows(team, "SELECT used_ms, device FROM invites")
+    assert len(used) == 1 and used[0][0] is not None
+    assert bytes(used[0][1]) == bytes(relay_rows(team, "SELECT device FROM devices")[0][0])
+
+
 def test_health_metrics_and_request_log(team: Team, caplog: pytest.LogCaptureFixture) -> None:
     amina = team.join("amina", "supervisor")
     with amina.open() as rep:

@@ -263,6 +263,46 @@ def test_concurrent_writers_get_gapless_team_sequence_numbers(pg_url: str, tmp_p
     assert len(rows) == 8 * per_thread and len({(d, s) for _r, d, s in rows}) == len(rows)
 
 
+def test_invite_use_is_one_conditional_update_without_the_team_lock(pg_url: str, tmp_path: Path) -> None:
+    """The invite's one-time use holds even where the team's lock does not: two transactions that
+    both read the invite unused (no lock taken) race to enroll with it; exactly one wins."""
+    import psycopg
+
+    admin.init(tmp_path / "relay", "Team", database=pg_url)
+    admin.invite(tmp_path / "relay", "amina", "member", url="http://127.0.0.1:1")
+    th = relay_rows_pg(pg_url, "SELECT token_hash FROM invites")[0][0]
+    conns = [psycopg.connect(pg_url) for _ in range(2)]
+    try:
+        seen = [c.execute("SELECT used_ms FROM invites WHERE token_hash = %s", (th,)).fetchone()[0] for c in conns]
+        assert seen == [None, None]  # both think it is free
+        now = relay.now_ms()
+        sql = relay_sql("UPDATE invites SET used_ms")
+        first = conns[0].execute(sql, (now, b"d" * 8, th, now)).rowcount
+        conns[0].commit()
+        second = conns[1].execute(sql, (now, b"e" * 8, th, now)).rowcount  # waits for the row, then re-reads it
+        conns[1].commit()
+        assert (first, second) == (1, 0)
+    finally:
+        for c in conns:
+            c.close()
+    assert relay_rows_pg(pg_url, "SELECT device FROM invites") == [(b"d" * 8,)]
+
+
+def relay_rows_pg(url: str, sql: str) -> list:
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        return c.execute(sql).fetchall()
+
+
+def relay_sql(start: str) -> str:
+    """The relay's own statement starting with ``start`` (relay.py), in psycopg's placeholders."""
+    text = (ROOT / "hbw_sync" / "server" / "relay.py").read_text()
+    at = text.index(f'"{start}')
+    stmt = "".join(re.findall(r'"([^"]*)"', text[at:text.index(")", text.index("WHERE", at))]))
+    return postgres._pg_sql(stmt)
+
+
 class Serve:
     """``hbw-relay serve --workers N`` as a person runs it (a subprocess); its log lines collected as they come."""
 

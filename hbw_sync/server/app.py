@@ -1,8 +1,9 @@
 """The relay's aiohttp application: ``create_app(config)``, one route table, metrics, logs.
 
-This module only moves bytes: it reads a request body, hands it to
-``relay.handle`` in the writer thread, and writes the signed response or an
-error mapped through ``errors.http_status_for``. Errors are JSON so a person
+This module only moves bytes: it reads a request body, has ``relay.prepare``
+check it, runs ``relay.apply`` in the writer (SQLite) or a pooled transaction
+(PostgreSQL), signs the answer (``relay.answer``), and writes it or an error
+mapped through ``errors.http_status_for``. Errors are JSON so a person
 with curl can read them; successful bodies are signed msgpack envelopes.
 """
 
@@ -235,9 +236,56 @@ async def read_body(request: web.Request, max_body: int, cap_for: Any = None,
     return body
 
 
+class KeyCache:
+    """Enrolled devices' public keys, kept by this process so a request's signature is checked before its
+    transaction (``relay.prepare``) without a database round trip.
+
+    Why a cache is safe: a device's keys are fixed at enrollment (its id is derived from its
+    author key; a second enrollment of an id is refused), and everything that can change
+    (revoked, nonce used) is checked again in the transaction. A wrong entry could only make a
+    request fail there. Bounded: only keys found in the database enter, at most ``cap``.
+    """
+
+    def __init__(self, cap: int = 100_000):
+        self.cap = cap
+        self._keys: dict[bytes, relay.DeviceKeys] = {}
+
+    def get(self, device: bytes) -> relay.DeviceKeys | None:
+        return self._keys.get(device)
+
+    def put(self, device: bytes, keys: relay.DeviceKeys) -> None:
+        if len(self._keys) >= self.cap:
+            self._keys.clear()  # a relay past ``cap`` devices re-reads keys; rarely, and never unbounded
+        self._keys[device] = keys
+
+
+KEYS = web.AppKey("keys", KeyCache)
+
+
+async def _rpc(app: web.Application, body: bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
+    """A device request in three steps, so that the transaction (the SQLite writer, or a PostgreSQL
+    connection holding the team's lock) only reads and writes: ``relay.prepare`` checks the signature,
+    freshness, args and each batch first; ``relay.apply`` runs the action; ``relay.answer`` signs after."""
+    ident = app[IDENTITY]
+    head = envelope.peek_request(body)
+    spec = limits.action_for(head.action)
+    keys = None
+    if spec is not None and not spec.pre_auth:
+        envelope.check_fresh(head, now)  # a stale request costs no database read
+        keys = app[KEYS].get(head.device)
+        if keys is None:
+            keys = await app[WRITER].run(relay.device_keys, head.device)
+            if keys is not None:
+                app[KEYS].put(head.device, keys)
+    prep = relay.prepare(body, now, keys, ident.team)
+    result, stats = await app[WRITER].run(relay.apply, ident, prep, now)
+    return relay.answer(ident, prep, result, now), stats
+
+
 async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str,
-                 max_body: int | None = None, cap_for: Any = None) -> web.StreamResponse:
-    """Read a body, run ``handler`` in the writer, answer its bytes; one error mapping, metrics and log line."""
+                 max_body: int | None = None, cap_for: Any = None, flow: Any = None) -> web.StreamResponse:
+    """Read a body, run ``handler`` in the writer (or the whole ``flow``), answer its bytes; one error
+    mapping, metrics and log line."""
     app = request.app
     m = app[METRICS]
     t0 = time.perf_counter()
@@ -246,7 +294,10 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
     try:
         body = await read_body(request, max_body or app[CONFIG].max_body, cap_for, held)
         m.bytes_in += len(body)
-        out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
+        if flow is not None:
+            out, stats = await flow(app, body, relay.now_ms())
+        else:
+            out, stats = await app[WRITER].run(handler, app[IDENTITY], body, relay.now_ms())
         action, device = stats["action"], stats["device"]
         if isinstance(out, HbwError):  # a refusal whose record had to be committed (relay.fetch_code)
             raise out
@@ -296,7 +347,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
 @routes.post("/v1")
 async def rpc(request: web.Request) -> web.StreamResponse:
     """Every device request: a signed envelope in, a signed envelope out."""
-    return await _serve(request, relay.handle, "application/x-hbw", "?", cap_for=_cap_for_head)
+    return await _serve(request, None, "application/x-hbw", "?", cap_for=_cap_for_head, flow=_rpc)
 
 
 @routes.post("/v1/bundle")
@@ -427,6 +478,7 @@ def create_app(config: RelayConfig) -> web.Application:
     app[BODIES] = limits.BodyBudget(config.bodies_total, config.bodies_per_address)
     app.cleanup_ctx.append(_guard_ctx)
     app[METRICS] = Metrics()
+    app[KEYS] = KeyCache()
     app.cleanup_ctx.append(_writer_ctx)
     app.add_routes(routes)
     return app

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -228,8 +228,12 @@ def fetch_code(conn: Txn, ident: RelayIdentity, body: bytes,
     return codec.pack(sealed), stats
 
 
-def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
-    """Enroll a new device with a one-time invite token; its own keys sign the request."""
+def _enroll_args(req: envelope.Request, now: int) -> tuple[bytes, bytes, bytes, bytes, str, Any]:
+    """An enroll request's (token, author, transport and X25519 keys, label, proof), its signature checked.
+
+    No transaction needed: ``prepare`` runs it before one (off the writer, outside the team's lock);
+    ``enroll`` runs it again, where ``req.verify`` is then free (``verified_with``).
+    """
     envelope.check_fresh(req, now)
     a = req.args
     try:
@@ -245,6 +249,12 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
         raise ProtocolError("the invite token must be 16 bytes", code="protocol.schema")
     proof = admission.check_proof_arg(a)
     req.verify(transport_pub)
+    return token, author_pub, transport_pub, x_pub, label, proof
+
+
+def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+    """Enroll a new device with a one-time invite token; its own keys sign the request."""
+    token, author_pub, transport_pub, x_pub, label, proof = _enroll_args(req, now)
     inv = conn.execute(
         "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(token),)
     ).fetchone()
@@ -269,6 +279,12 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
     if conn.execute("SELECT 1 FROM devices WHERE device = ?", (req.device,)).fetchone():
         raise AccessError("this device is already enrolled", code="access.invite")
     _use_nonce(conn, req, now)
+    # The one-time use is one conditional update, its row count the verdict: two devices enrolling
+    # with one invite at once (two relay processes, or a transaction that read before the other
+    # committed) cannot both see it unused and both succeed.
+    if conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ? AND used_ms IS NULL"
+                    " AND expires_ms >= ?", (now, req.device, token_hash(token), now)).rowcount != 1:
+        raise AccessError("this invite was already used; ask for a new one", code="access.invite")
     conn.execute("INSERT INTO members (name, role, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
                  (member, role, now))
     if role == "supervisor":
@@ -278,7 +294,6 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (req.device, member, author_pub, transport_pub, x_pub, now, now, label),
     )
-    conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ?", (now, req.device, token_hash(token)))
     conn.execute("DELETE FROM invite_codes WHERE token_hash = ?", (token_hash(token),))  # one-time
     bump_roster(conn, member=member)  # this device, and a role change of the member's other devices
     audit(conn, member, "enroll", device=req.device, label=label)
@@ -325,18 +340,37 @@ def revoke(conn: Txn, device_prefix: str, actor: str) -> tuple[bytes, str]:
 # -- sync ---------------------------------------------------------------------------------------------
 
 
-def _accept_batch(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: bytes, data: bytes,
-                  now: int) -> list[Any]:
-    """Store one batch idempotently; returns the ack [seq, rseq, received_ms]."""
+def check_batch(team: bytes, device: bytes, author_pub: bytes, data: bytes) -> tuple[Any, list[Any]]:
+    """A batch's frame and routing ops, checked as far as they can be without the database.
+
+    Framing, team, author, epoch, the author's signature, and the routing section's decoding:
+    the CPU of a sync, done by ``prepare`` before the transaction (off the writer, outside the
+    team's lock), so that the transaction only reads and writes.
+    """
     frame = wire.parse_batch(data)
-    if frame.team != ident.team:
+    if frame.team != team:
         raise IntegrityError("batch belongs to another team", code="integrity.team")
     if frame.device != device:
         raise AccessError("a device may only send its own batches", code="access.not_author")
     if frame.epoch == 0:
         raise AccessError("epoch 0 (unsealed) is reserved for the relay's own changes", code="access.epoch")
     frame.verify(author_pub)
-    ops = frame.routing_ops()
+    return frame, frame.routing_ops()
+
+
+def _accept_batch(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: bytes, data: bytes,
+                  now: int, checked: Any = None) -> list[Any]:
+    """Store one batch idempotently; returns the ack [seq, rseq, received_ms].
+
+    ``checked``: what ``prepare`` found for it, (author key it used, (frame, ops) or the error);
+    used only if that key is still the device's.
+    """
+    if checked is not None and checked[0] == author_pub:
+        if isinstance(checked[1], HbwError):
+            raise checked[1]
+        frame, ops = checked[1]
+    else:
+        frame, ops = check_batch(ident.team, device, author_pub, data)
     n_ops = len(ops)
     old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
                        (device, frame.seq)).fetchone()
@@ -363,6 +397,11 @@ def insert_batch(conn: Txn, device: bytes, seq: int, now: int, n_ops: int, epoch
     ).fetchone()[0]
 
 
+def _batch_seq(data: bytes) -> int:
+    """The seq a refused batch's frame names (0 when too short), for the device's rejects list."""
+    return int.from_bytes(data[22:30], "big") if len(data) >= 30 else 0
+
+
 def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: str, now: int) -> None:
     """Store a bundle's sealed chunks with ``chunk_put``'s checks; over the quota the whole bundle is refused."""
     if ident.chunks is None:
@@ -381,25 +420,29 @@ def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: s
 
 
 def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
-         by_bundle: bool = False) -> dict[str, Any]:
+         by_bundle: bool = False, checked: list[Any] | None = None) -> dict[str, Any]:
+    """A device's sync: its batches in, what it has not seen out. ``checked``: ``Prepared.batches``."""
     member, role, author_pub = authenticate(conn, req, now, fresh=not by_bundle)
     a = req.args
     device = req.device
     if by_bundle and a.get("chunks"):  # kept before the batches that name them (§18f), as chunk_put online
         _bundle_chunks(conn, ident, a["chunks"], member, now)
     acks, rejects = [], []
-    for data in a.get("batches", []):
+    for i, data in enumerate(a.get("batches", [])):
         if not isinstance(data, bytes):
             raise ProtocolError("batches must be bytes", code="protocol.schema")
+        pre = checked[i] if checked is not None and i < len(checked) else None
+        if pre is not None and pre[0] == author_pub and isinstance(pre[1], HbwError):
+            rejects.append([_batch_seq(data), pre[1].to_dict()])  # refused before the transaction: no savepoint
+            continue
         conn.execute("SAVEPOINT b")
         try:
-            acks.append(_accept_batch(conn, ident, device, author_pub, data, now))
+            acks.append(_accept_batch(conn, ident, device, author_pub, data, now, pre))
             conn.execute("RELEASE SAVEPOINT b")
         except HbwError as e:
             conn.execute("ROLLBACK TO SAVEPOINT b")
             conn.execute("RELEASE SAVEPOINT b")
-            seq = int.from_bytes(data[22:30], "big") if len(data) >= 30 else 0
-            rejects.append([seq, e.to_dict()])
+            rejects.append([_batch_seq(data), e.to_dict()])
     _publish_key(conn, a.get("key"), device, member, role, now)
     for g in a.get("grants", []):
         _store_grant(conn, g, device, role, now)
@@ -805,14 +848,90 @@ def _transport_key(conn: Txn, device: bytes) -> bytes | None:
     return None if row is None else row[0]
 
 
-def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
-    """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
-    req = open_request(body, now, lambda device: _transport_key(conn, device))
-    result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
+# -- the request entry: checked before the transaction, applied in it, signed after it --------------
+
+
+@dataclass(frozen=True)
+class DeviceKeys:
+    """An enrolled device's public keys: fixed at enrollment, so a process may keep them (``app.KeyCache``)."""
+
+    transport: bytes
+    author: bytes
+
+
+def device_keys(conn: Txn, device: bytes) -> DeviceKeys | None:
+    """The keys of an enrolled device (revoked or not: that is checked in the transaction), or None."""
+    row = conn.execute("SELECT transport_pub, author_pub FROM devices WHERE device = ?", (device,)).fetchone()
+    return None if row is None else DeviceKeys(bytes(row[0]), bytes(row[1]))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request whose signature, freshness, args and batches were checked before its transaction.
+
+    ``batches`` (sync only): per entry of ``args["batches"]``, (author key used, (frame, routing ops)
+    or the error that batch earns), or None for an entry that is not bytes (``sync`` refuses it).
+    """
+
+    req: envelope.Request
+    batches: list[Any] | None = None
+
+
+def prepare(body: bytes | bytearray, now: int, keys: DeviceKeys | None, team: bytes) -> Prepared:
+    """Everything about a request that needs no transaction: the CPU of a request, off the writer.
+
+    ``keys``: the enrolled keys of the device the request's header names (``device_keys``), or None.
+    Runs ``open_request`` (so the order of ``envelopes.json`` "relay_order" holds), checks an
+    enrollment's own signature, and parses and verifies each batch of a sync. Inside the transaction
+    ``apply`` then re-checks only what may have changed since: the device still enrolled and not
+    revoked, with these keys; the nonce unused; the invite unused; (device, seq) not stored yet.
+    """
+    req = open_request(body, now, lambda device: keys.transport if keys is not None else None)
+    if req.action == "enroll":
+        _enroll_args(req, now)  # its signature, by the keys it brings
+        return Prepared(replace(req, verified_with=req.args["transport_pub"]))
+    if req.action != "sync" or keys is None:
+        return Prepared(req)
+    checked: list[Any] = []
+    for data in req.args.get("batches", []):
+        if not isinstance(data, bytes):
+            checked.append(None)
+            continue
+        try:
+            checked.append((keys.author, check_batch(team, req.device, keys.author, data)))
+        except HbwError as e:
+            checked.append((keys.author, e))
+    return Prepared(req, checked)
+
+
+def apply(conn: Txn, ident: RelayIdentity, prep: Prepared, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A prepared request's action in one transaction: its result, and figures for metrics."""
+    req = prep.req
+    if req.action == "sync":
+        result = _guarded("sync", lambda: sync(conn, ident, req, now, checked=prep.batches))
+    else:
+        result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
     acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
     stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
              "batches_out": len(result.get("batches", ()))}
-    return envelope.make_response(ident.key, req.nonce, result, now), stats
+    return result, stats
+
+
+def answer(ident: RelayIdentity, prep: Prepared, result: dict[str, Any], now: int) -> bytes:
+    """The signed response envelope: made after the commit, outside the writer and the team's lock."""
+    return envelope.make_response(ident.key, prep.req.nonce, result, now)
+
+
+def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
+    """One request envelope in, one signed response envelope out (errors raise), all in one transaction.
+
+    The server splits this in three (``prepare`` before, ``apply`` in, ``answer`` after the
+    transaction: ``app._rpc``); this whole form is for in-process callers (benchmarks, tests).
+    """
+    head = envelope.peek_request(body)
+    prep = prepare(body, now, device_keys(conn, head.device), ident.team)
+    result, stats = apply(conn, ident, prep, now)
+    return answer(ident, prep, result, now), stats
 
 
 def load_identity(data_dir: Path, conn: Txn, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:

@@ -193,11 +193,20 @@ def _check(conn: Any, url: str) -> None:
                           f"{SCHEMA_VERSION}", hint="use the hbw-relay version that created it")
 
 
+class StaleConnection(Exception):
+    """A pooled connection found dead at a transaction's first statement: nothing ran, so it may be redone."""
+
+
 def _transaction(conn: Any, lock: int | None, fn: TxnFn, args: tuple[Any, ...]) -> Any:
     """One transaction: the team's lock first (when writing), then ``fn``; commit, or roll back on any error."""
     try:
         if lock is not None:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            try:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            except Exception as e:  # noqa: BLE001 - only a dead connection is told apart
+                if getattr(conn, "broken", False) or getattr(conn, "closed", False):
+                    raise StaleConnection() from e
+                raise
         out = fn(PgTxn(conn), *args)
         conn.commit()
         return out
@@ -288,7 +297,17 @@ class PgRunner:
 
     def _txn(self, fn: TxnFn, args: tuple[Any, ...]) -> Any:
         try:
-            out = _transaction(self._conn(), self.lock, fn, args)
+            try:
+                out = _transaction(self._conn(), self.lock, fn, args)
+            except StaleConnection as stale:
+                # This thread's connection died while idle (PostgreSQL restarted): nothing of the
+                # transaction ran, so run it once more on a new connection instead of failing a
+                # request per pooled connection after every restart.
+                self._local.conn = None
+                try:
+                    out = _transaction(self._conn(), self.lock, fn, args)
+                except StaleConnection:
+                    raise stale.__cause__ from None  # type: ignore[misc]
         except Exception as e:
             err = storage_error(e)
             if err is not None:
