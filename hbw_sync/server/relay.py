@@ -141,7 +141,11 @@ def authenticate(conn: Txn, req: envelope.Request, now: int, fresh: bool = True)
     """
     if fresh:
         envelope.check_fresh(req, now)
-    row = _device_row(conn, req.device)
+    # Seen now, and its row, in one statement (one round trip to PostgreSQL under the team's lock);
+    # a refusal below raises, and the transaction's rollback undoes the stamp.
+    row = conn.execute(
+        "UPDATE devices SET last_seen_ms = ? WHERE device = ? RETURNING member, author_pub, transport_pub,"
+        " revoked_ms, (SELECT m.role FROM members m WHERE m.name = devices.member)", (now, req.device)).fetchone()
     if row is None:
         raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
                           hint="join with an invite: hbw-sync join INVITE")
@@ -152,7 +156,6 @@ def authenticate(conn: Txn, req: envelope.Request, now: int, fresh: bool = True)
                            hint="ask office IT to enroll this device again if it was found")
     if fresh:
         _use_nonce(conn, req, now)
-    conn.execute("UPDATE devices SET last_seen_ms = ? WHERE device = ?", (now, req.device))
     return member, role, author_pub
 
 
@@ -372,15 +375,20 @@ def _accept_batch(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: by
     else:
         frame, ops = check_batch(ident.team, device, author_pub, data)
     n_ops = len(ops)
-    old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
-                       (device, frame.seq)).fetchone()
-    if old is not None:
-        if old[2] != data:
+    # Insert first, look only on a conflict: a new batch (the common case) costs one statement.
+    row = conn.execute(
+        "INSERT INTO batches (rseq, device, seq, received_ms, size, n_ops, epoch, data)"
+        " VALUES ((SELECT COALESCE(MAX(rseq), 0) + 1 FROM batches), ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (device, seq) DO NOTHING RETURNING rseq",
+        (device, frame.seq, now, len(data), n_ops, frame.epoch, data)).fetchone()
+    if row is None:  # sent again (its answer was lost): the same ack, or a refusal if the content differs
+        old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
+                           (device, frame.seq)).fetchone()
+        if bytes(old[2]) != data:
             raise ProtocolError(f"batch {frame.seq} was already received with other content", code="protocol.seq_reuse")
         return [frame.seq, old[0], old[1]]
-    rseq = insert_batch(conn, device, frame.seq, now, n_ops, frame.epoch, data)
-    chunk_actions.record_refs(conn, rseq, ops)  # which chunks its document versions use (GC)
-    return [frame.seq, rseq, now]
+    chunk_actions.record_refs(conn, row[0], ops)  # which chunks its document versions use (GC)
+    return [frame.seq, row[0], now]
 
 
 def insert_batch(conn: Txn, device: bytes, seq: int, now: int, n_ops: int, epoch: int, data: bytes) -> int:
@@ -432,8 +440,15 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
         if not isinstance(data, bytes):
             raise ProtocolError("batches must be bytes", code="protocol.schema")
         pre = checked[i] if checked is not None and i < len(checked) else None
-        if pre is not None and pre[0] == author_pub and isinstance(pre[1], HbwError):
-            rejects.append([_batch_seq(data), pre[1].to_dict()])  # refused before the transaction: no savepoint
+        if pre is not None and pre[0] == author_pub:
+            # Checked before the transaction: a refusal changed nothing, and an accepted batch
+            # writes only after its last check (seq reuse), so no savepoint is needed.
+            try:
+                if isinstance(pre[1], HbwError):
+                    raise pre[1]
+                acks.append(_accept_batch(conn, ident, device, author_pub, data, now, pre))
+            except HbwError as e:
+                rejects.append([_batch_seq(data), e.to_dict()])
             continue
         conn.execute("SAVEPOINT b")
         try:
@@ -458,8 +473,12 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
     reply_max = a.get("reply_max") if by_bundle else None
     if reply_max is not None:  # a reply bundle in parts of at most reply_max bytes (bundle_replies)
         budget = bundle_replies.batch_budget(reply_max)
-    snap = conn.execute("SELECT cursor, device, data FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
-    oldest = conn.execute("SELECT MIN(rseq) FROM batches").fetchone()[0]
+    # The oldest rseq held and the newest snapshot's head, in one statement; its bytes are read
+    # only when it is served (``_servable_snapshot``), not on every sync.
+    oldest, *head = conn.execute(
+        "SELECT (SELECT MIN(rseq) FROM batches), s.cursor, s.device, s.size FROM (SELECT 1 AS one) o LEFT JOIN"
+        " (SELECT cursor, device, length(data) AS size FROM snapshots ORDER BY id DESC LIMIT 1) s ON 1 = 1").fetchone()
+    snap = None if head[0] is None else (head[0], head[1], head[2])  # (cursor, device, size)
     if (snap is not None and a.get("no_snapshot") is not True
             and (cursor == 0 or (oldest is not None and cursor < oldest - 1))):
         served = _servable_snapshot(conn, ident, cursor)
@@ -473,8 +492,8 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
     out, used = [], 0
     rows = conn.execute(
         "SELECT rseq, device, received_ms, size FROM batches WHERE rseq > ? ORDER BY rseq LIMIT 2000", (cursor,)
-    )
-    more = False
+    ).fetchall()
+    more, first = False, cursor
     for rseq, dev, rcv, size in rows:
         if dev == device:
             cursor = rseq  # own batches are acknowledged, not sent back
@@ -485,14 +504,20 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
             more = True
             break
         if inline:
-            data = conn.execute("SELECT data FROM batches WHERE rseq = ?", (rseq,)).fetchone()[0]
-            out.append([rseq, dev, rcv, data])
+            out.append([rseq, dev, rcv, b""])  # its bytes come below, with the others', in one statement
         else:
             out.append([rseq, dev, rcv, None, size])  # fetched with 'download', resumable
         used += cost
         cursor = rseq
     else:
         more = conn.execute("SELECT 1 FROM batches WHERE rseq > ? LIMIT 1", (cursor,)).fetchone() is not None
+    inline_at = {b[0]: b for b in out if len(b) == 4}
+    if inline_at:
+        limit = codec.DEFAULT_LIMITS.max_message if by_bundle else INLINE_MAX
+        for rseq, data in conn.execute("SELECT rseq, data FROM batches WHERE rseq > ? AND rseq <= ? AND device != ?"
+                                       " AND size <= ?", (first, cursor, device, limit)):
+            if rseq in inline_at:
+                inline_at[rseq][3] = data
     result.update(batches=out, cursor=cursor, more=more)
     rv = meta(conn, "roster_v", 0)
     known = a.get("roster_v")
@@ -502,10 +527,17 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
         result["roster_full"] = not partial
         result["roster_v"] = rv
         result["relay_x25519"] = enroll_mod.x25519_public(bundle.relay_x25519(ident.key))
-    result["keys"] = team_keys(conn)
-    result["grants"] = [
-        list(r) for r in conn.execute("SELECT epoch, data FROM grants WHERE device = ? AND length(data) > 0", (device,))
-    ]
+    # The team's key ids and this device's grants, in one statement.
+    keys, grants = {}, []
+    for kind, epoch, value in conn.execute(
+            "SELECT 0, epoch, key_id FROM keys UNION ALL"
+            " SELECT 1, epoch, data FROM grants WHERE device = ? AND length(data) > 0", (device,)):
+        if kind == 0:
+            keys[epoch] = value
+        else:
+            grants.append([epoch, value])
+    result["keys"] = keys
+    result["grants"] = grants
     if role == "supervisor":
         result["pending"] = _pending_grants(conn, device)
         result["rotate"] = bool(meta(conn, "rotation_wanted", False))
@@ -519,13 +551,14 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
 
 
 def _want_snapshot(conn: Txn, snap: tuple | None, cursor: int) -> tuple[bool, int]:
+    # snap: (cursor, device, size in bytes) of the newest snapshot, or None
     """By count (``SNAPSHOT_EVERY`` batches) or by bytes of history since the newest snapshot (§18).
 
     Also returns what a late joiner would download now (that snapshot and the history after
     it): the device builds a snapshot to see its size and sends it only if it saves bytes.
     """
     last_snap = snap[0] if snap else 0
-    size = len(snap[2]) if snap else 0
+    size = snap[2] if snap else 0
     history = conn.execute("SELECT COALESCE(SUM(size), 0) FROM batches WHERE rseq > ? AND rseq <= ?",
                            (last_snap, cursor)).fetchone()[0]
     if cursor - last_snap >= SNAPSHOT_EVERY:
