@@ -430,6 +430,14 @@ def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: s
 def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
          by_bundle: bool = False, checked: list[Any] | None = None) -> dict[str, Any]:
     """A device's sync: its batches in, what it has not seen out. ``checked``: ``Prepared.batches``."""
+    result, role = sync_push(conn, ident, req, now, by_bundle, checked)
+    return sync_pull(conn, ident, req, result, role, by_bundle)
+
+
+def sync_push(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int, by_bundle: bool = False,
+              checked: list[Any] | None = None) -> tuple[dict[str, Any], str]:
+    """What a sync writes (its batches, key, grants, admission, snapshot): the part that needs the team's
+    lock. Returns the result so far (acks, rejects) and the device's role, for ``sync_pull``."""
     member, role, author_pub = authenticate(conn, req, now, fresh=not by_bundle)
     a = req.args
     device = req.device
@@ -468,6 +476,19 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
     result: dict[str, Any] = {"acks": acks, "rejects": rejects}
     if a.get("snapshot") and refused is not None:  # a value, not an error: the sync goes on (§18)
         result["snapshot_refused"] = refused
+    return result, role
+
+
+def sync_pull(conn: Txn, ident: RelayIdentity, req: envelope.Request, result: dict[str, Any], role: str,
+              by_bundle: bool = False) -> dict[str, Any]:
+    """What a sync hands out (batches past the cursor, roster, keys, grants, a snapshot): reads only.
+
+    So it may run in a transaction of its own without the team's lock (``apply_pull``): rseq is
+    given and committed under that lock, in order, so a reader that sees rseq N sees every rseq
+    below it, committed earlier.
+    """
+    a = req.args
+    device = req.device
     cursor = int(a.get("cursor", 0))
     budget = min(max(int(a.get("budget", DEFAULT_BUDGET)), 1024), MAX_BUDGET)
     reply_max = a.get("reply_max") if by_bundle else None
@@ -946,6 +967,20 @@ def apply(conn: Txn, ident: RelayIdentity, prep: Prepared, now: int) -> tuple[di
         result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
     acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
     stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
+             "batches_out": len(result.get("batches", ()))}
+    return result, stats
+
+
+def apply_push(conn: Txn, ident: RelayIdentity, prep: Prepared, now: int) -> tuple[dict[str, Any], str]:
+    """A prepared sync's writes (``sync_push``), for a backend that runs its reads apart (``apply_pull``)."""
+    return _guarded("sync", lambda: sync_push(conn, ident, prep.req, now, checked=prep.batches))
+
+
+def apply_pull(conn: Txn, ident: RelayIdentity, prep: Prepared,
+               pushed: tuple[dict[str, Any], str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A prepared sync's reads (``sync_pull``) after its writes committed: its result and figures."""
+    result = _guarded("sync", lambda: sync_pull(conn, ident, prep.req, dict(pushed[0]), pushed[1]))
+    stats = {"action": "sync", "device": prep.req.device.hex(), "batches_in": len(result["acks"]),
              "batches_out": len(result.get("batches", ()))}
     return result, stats
 

@@ -119,13 +119,16 @@ def _pg_sql(sql: str) -> str:
 class PgTxn:
     """A ``Txn`` over a psycopg connection in a transaction: the relay's portable SQL, ``?`` placeholders."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "ran")
 
     def __init__(self, conn: Any):
         self.conn = conn
+        self.ran = False  # a statement succeeded (``_transaction``: a dead connection before that may be redone)
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
-        return self.conn.execute(_pg_sql(sql), parameters or None)
+        cur = self.conn.execute(_pg_sql(sql), parameters or None)
+        self.ran = True
+        return cur
 
 
 def schema_of(conn: Any) -> int | None:
@@ -207,7 +210,13 @@ def _transaction(conn: Any, lock: int | None, fn: TxnFn, args: tuple[Any, ...]) 
                 if getattr(conn, "broken", False) or getattr(conn, "closed", False):
                     raise StaleConnection() from e
                 raise
-        out = fn(PgTxn(conn), *args)
+        txn = PgTxn(conn)
+        try:
+            out = fn(txn, *args)
+        except Exception as e:  # noqa: BLE001 - only a dead connection is told apart
+            if lock is None and not txn.ran and (getattr(conn, "broken", False) or getattr(conn, "closed", False)):
+                raise StaleConnection() from e
+            raise
         conn.commit()
         return out
     except BaseException:
@@ -264,6 +273,9 @@ class PgRunner:
     transaction, and requests of different teams, or in other processes, run at once.
     """
 
+    #: ``read`` runs without the team's lock (``app._rpc`` then runs a sync's reads apart from its writes).
+    reads_apart = True
+
     def __init__(self, url: str, lock: int, size: int = POOL_SIZE):
         self.url = url
         self.lock = lock
@@ -295,17 +307,18 @@ class PgRunner:
                 self._conns.append(conn)
         return conn
 
-    def _txn(self, fn: TxnFn, args: tuple[Any, ...]) -> Any:
+    def _txn(self, fn: TxnFn, args: tuple[Any, ...], lock: Any = True) -> Any:
+        lock = self.lock if lock is True else None
         try:
             try:
-                out = _transaction(self._conn(), self.lock, fn, args)
+                out = _transaction(self._conn(), lock, fn, args)
             except StaleConnection as stale:
                 # This thread's connection died while idle (PostgreSQL restarted): nothing of the
                 # transaction ran, so run it once more on a new connection instead of failing a
                 # request per pooled connection after every restart.
                 self._local.conn = None
                 try:
-                    out = _transaction(self._conn(), self.lock, fn, args)
+                    out = _transaction(self._conn(), lock, fn, args)
                 except StaleConnection:
                     raise stale.__cause__ from None  # type: ignore[misc]
         except Exception as e:
@@ -327,6 +340,11 @@ class PgRunner:
 
     async def run(self, fn: TxnFn, *args: Any) -> Any:
         return await asyncio.wrap_future(self.submit(fn, *args))
+
+    async def read(self, fn: TxnFn, *args: Any) -> Any:
+        """``fn`` in a transaction without the team's lock: for reads only (it must write nothing)."""
+        assert self._pool is not None, "start() first"
+        return await asyncio.wrap_future(self._pool.submit(self._txn, fn, args, False))
 
     def call(self, fn: TxnFn, *args: Any) -> Any:
         return self.submit(fn, *args).result()
