@@ -413,6 +413,33 @@ def test_serve_workers_share_one_port_on_postgres(tmp_path: Path, pg_server) -> 
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
+def test_serve_workers_crash_loop_stops_serve_with_its_code(tmp_path: Path, pg_server) -> None:
+    """Workers that keep dying (here: killed as soon as they listen) are a crash loop that restarting will
+    not fix: after ``CRASH_BUDGET`` deaths every worker is stopped and serve exits 1, saying why."""
+    import signal
+
+    from hbw_sync.server import workers
+
+    admin.init(tmp_path / "relay", "Team", database=pg_server.url())
+    serve = Serve(tmp_path / "relay", "2")
+    try:
+        pid = serve.events("listening")[-1]["pid"]
+        for i in range(workers.CRASH_BUDGET):
+            mark = len(serve.lines)
+            os.kill(pid, signal.SIGKILL)
+            if i < workers.CRASH_BUDGET - 1:  # started again: kill the new one
+                serve.wait_for('"state": "restarted"', after=mark)
+                pid = serve.events("restarted")[-1]["pid"]
+        code = serve.proc.wait(60)
+    finally:
+        if serve.proc.poll() is None:
+            serve.stop()
+    text = "".join(serve.lines)
+    assert code == 1 and "died 5 times within 60 s" in text
+    for e in serve.events("listening") + serve.events("restarted"):  # none left running
+        assert not Path(f"/proc/{e['pid']}").exists() or "zombie" in Path(f"/proc/{e['pid']}/status").read_text()
+
+
 def test_serve_workers_refused_on_sqlite_with_the_reason(tmp_path: Path) -> None:
     """SQLite has one writer: several workers are refused in words before anything listens."""
     admin.init(tmp_path / "relay", "Team")
