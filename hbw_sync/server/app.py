@@ -276,8 +276,10 @@ async def _rpc(app: web.Application, body: bytearray, now: int) -> tuple[bytes, 
     if spec is not None and not spec.pre_auth:
         envelope.check_fresh(head, now)  # a stale request costs no database read
         keys = app[KEYS].get(head.device)
-        if keys is None:
-            keys = await app[WRITER].run(relay.device_keys, head.device)
+        if keys is None:  # a read: on PostgreSQL without the team's lock (junk device ids must not queue on it)
+            runner = app[WRITER]
+            read = runner.read if getattr(runner, "reads_apart", False) else runner.run  # type: ignore[attr-defined]
+            keys = await read(relay.device_keys, head.device)
             if keys is not None:
                 app[KEYS].put(head.device, keys)
     if len(body) <= PREPARE_INLINE_MAX:
