@@ -180,6 +180,37 @@ def test_tampered_or_foreign_batch_is_refused_and_nothing_stored(team: Team) -> 
     assert relay_rows(team, "SELECT COUNT(*) FROM batches") == [(0,)]
 
 
+def test_a_batch_sent_again_is_acked_again_and_a_reused_seq_is_refused(team: Team) -> None:
+    """The same batch twice (its answer was lost): the same ack, stored once. Another batch under the same
+    seq: refused with ``protocol.seq_reuse``, nothing stored, while a good batch beside it is kept."""
+    amina = team.join("amina", "supervisor")
+    with amina.open() as rep:
+        rep.add_tasks([{"title": "first"}, {"title": "second"}])
+        first = rep.store.execute("SELECT data FROM outbox").fetchone()[0]
+        key, author = rep.current_key(), rep.author
+    frame = wire.parse_batch(first)
+    ops = frame.open(key).ops
+    assert len(ops) >= 2
+    other = wire.encode_batch(wire.Batch(frame.team, author.device_id, frame.seq, key.epoch, ops[:1]), author, key)
+    second = wire.encode_batch(wire.Batch(frame.team, author.device_id, frame.seq + 1, key.epoch, ops[1:]), author, key)
+    relay_pub = admin_relay_key(team)
+
+    def send(batches: list[bytes]) -> dict:
+        body = _raw_sync(team, amina, {"cursor": 0, "batches": batches})
+        return envelope.parse_response(asyncio.run(syncing.post(team.url, body, 10)), relay_pub,
+                                       envelope.parse_request(body).nonce).result
+
+    one = send([first])
+    assert len(one["acks"]) == 1 and one["rejects"] == []
+    again = send([first])
+    assert again["acks"] == one["acks"] and again["rejects"] == []
+    mixed = send([other, second])
+    assert [r[1]["code"] for r in mixed["rejects"]] == ["protocol.seq_reuse"]
+    assert mixed["rejects"][0][0] == frame.seq and len(mixed["acks"]) == 1
+    rows = relay_rows(team, "SELECT rseq, seq, data FROM batches ORDER BY rseq")
+    assert [(r[0], r[1], bytes(r[2])) for r in rows] == [(1, frame.seq, first), (2, frame.seq + 1, second)]
+
+
 def admin_relay_key(team: Team) -> bytes:
     return crypto.DeviceKey((team.data / "relay.key").read_bytes()).public
 
