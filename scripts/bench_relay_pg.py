@@ -1,6 +1,6 @@
-"""Relay benchmark by storage backend: SQLite (one process) beside PostgreSQL with 1 and 2 relay processes.
+"""Relay benchmark by storage backend: SQLite beside PostgreSQL with 1 and 2 workers, 1 or K teams.
 
-Run: .venv/bin/python scripts/bench_relay_pg.py [--quick] [--json] [--devices N] [--seconds S]
+Run: .venv/bin/python scripts/bench_relay_pg.py [--quick] [--json] [--devices N] [--seconds S] [--teams K]
 
 What it measures (issue 16 item 5), in one run, with the same load generator and
 the same kind of requests as ``bench_relay.py`` (whose helpers it uses): devices
@@ -9,18 +9,23 @@ and its pull cursor (budget 20 KB). For each row a fresh relay is made and the
 devices are enrolled untimed; then ops/s, p50/p99 and errors over the timed phase,
 and the CPU the relay processes and the load generator used.
 
-* ``sqlite, 1 process``: the embedded default (one writer thread, group commit).
-* ``postgres, 1 process`` and ``postgres, 2 processes``: ``hbw-relay serve`` on one
-  throwaway PostgreSQL cluster (``tests/pg.py``: initdb + pg_ctl, unix socket,
-  fsync off, so the database's disk is not what is measured); with 2 processes the
-  devices are spread over both, as a load balancer would.
+* ``aiohttp echo``: the ceiling of this load generator on this machine (same signed requests).
+* ``sqlite, 1 process``: the embedded default (one writer thread, group commit); and with one
+  checker process (``serve --check-processes 1``: signatures and batches checked beside it).
+* ``postgres, 1 team x 1 worker`` and ``x 2 workers``: ``hbw-relay serve --workers N`` on one
+  throwaway PostgreSQL cluster (``tests/pg.py``: initdb + pg_ctl, unix socket, fsync off, so
+  the database's disk is not what is measured); the kernel spreads connections (SO_REUSEPORT).
+* with ``--teams K``: K teams (one relay, schema and advisory lock each), devices spread evenly,
+  with 1 and 2 workers each: different teams' transactions do not wait for each other.
 
-Honest limits: one team, so every transaction takes the same per-team advisory
-lock (``storage/postgres.py``): two processes add CPU for HTTP, signature checks
-and decoding, but the team's transactions still run one at a time. On a 2-core
-machine the load generator, PostgreSQL and the relays share the cores; the
-``loadgen CPU`` column says how much of them the generator took. No target is
-enforced (exit 0 unless a row had errors).
+Per row, besides ops/s and latency: the CPU the relay processes (with their workers), the
+PostgreSQL cluster and the load generator used, per second and per sync; PostgreSQL
+transactions per sync (pg_stat_database); request and response sizes. Those per-sync costs
+are what the README's sizing section uses.
+
+Honest limits: on a 2-core machine the load generator, PostgreSQL and the relays share the
+cores (``loadgen CPU`` says what the generator took, ``machine busy`` what everything took,
+other jobs included). No target is enforced (exit 0 unless a row had errors).
 """
 
 from __future__ import annotations
@@ -85,7 +90,8 @@ def pg_commits(pg: Any) -> int:
 class Relay:
     """One team's relay: its data directory, its devices, and ``serve --workers W`` on one port."""
 
-    def __init__(self, name: str, data: Path, log: Path, workers: int, n_devices: int, first: int, cfg: dict):
+    def __init__(self, name: str, data: Path, log: Path, workers: int, n_devices: int, first: int, cfg: dict,
+                 check: int = 0):
         info = admin.init(data, f"Bench Team {name}", database=(cfg["pg"].url() if name != "sqlite" else None))
         self.data = data
         self.team, self.relay_pub = bytes.fromhex(info["team_id"]), bytes.fromhex(info["relay_key"])
@@ -94,7 +100,7 @@ class Relay:
         for d in self.devs:
             d.build(self.team, team_key, cfg["templates_built"], cfg["rounds"])
         args = ["serve", "--data", str(data), "--host", "127.0.0.1", "--port", "0", "--max-per-address", "4096",
-                "--workers", str(workers)]
+                "--workers", str(workers), "--check-processes", str(check)]
         self.server = br.Server([sys.executable, "-m", "hbw_sync.server.cli"] + args, log)
         self.url = ""
 
@@ -103,11 +109,12 @@ class Relay:
         return self.url
 
 
-async def one_row(name: str, tmp: Path, workers: int, teams: int, cfg: dict, log: Any) -> dict[str, Any]:
+async def one_row(name: str, tmp: Path, workers: int, teams: int, cfg: dict, log: Any,
+                  check: int = 0) -> dict[str, Any]:
     """Fresh relays (one per team, each ``serve --workers W``), devices spread evenly; one timed phase."""
-    tag = f"{name}-t{teams}-w{workers}"
+    tag = f"{name}-t{teams}-w{workers}-c{check}"
     per = [cfg["devices"] // teams + (1 if k < cfg["devices"] % teams else 0) for k in range(teams)]
-    relays = [Relay(name, tmp / f"{tag}-{k}", tmp / f"{tag}-{k}.log", workers, per[k], sum(per[:k]), cfg)
+    relays = [Relay(name, tmp / f"{tag}-{k}", tmp / f"{tag}-{k}.log", workers, per[k], sum(per[:k]), cfg, check)
               for k in range(teams)]
     connector = aiohttp.TCPConnector(limit=cfg["devices"] + 16, keepalive_timeout=300)
     try:
@@ -148,7 +155,8 @@ async def one_row(name: str, tmp: Path, workers: int, teams: int, cfg: dict, log
                 r.server.stop()
     res = br.summarize(st, elapsed, OPS_PER_BATCH)
     syncs = max(st.requests, 1)
-    res.update(backend=name, workers=workers, teams=teams, devices=cfg["devices"], enroll_errors=enroll_errors,
+    res.update(backend=name, workers=workers, teams=teams, check=check, devices=cfg["devices"],
+               enroll_errors=enroll_errors,
                syncs_s=round(st.requests / elapsed, 1),
                relay_cpu=round((cpu1 - cpu0) / elapsed, 2), pg_cpu=round((db1 - db0) / elapsed, 2),
                loadgen_cpu=round((lg1 - lg0) / elapsed, 2), machine_busy=round((sys1 - sys0) / elapsed, 2),
@@ -156,7 +164,7 @@ async def one_row(name: str, tmp: Path, workers: int, teams: int, cfg: dict, log
                pg_ms_per_sync=round((db1 - db0) * 1000 / syncs, 2),
                loadgen_ms_per_sync=round((lg1 - lg0) * 1000 / syncs, 2),
                pg_xacts_per_sync=round((tx1 - tx0 - 1) / syncs, 2) if name == "postgres" else None)
-    log(f"{name} teams {teams} x{workers}: {res['ops_s']:,} ops/s ({res['syncs_s']} syncs/s) p50 {res['p50_ms']} ms "
+    log(f"{name} teams {teams} x{workers} check {check}: {res['ops_s']:,} ops/s ({res['syncs_s']} syncs/s) p50 {res['p50_ms']} ms "
         f"p99 {res['p99_ms']} ms errors {res['errors']} relay CPU {res['relay_cpu']} PG CPU {res['pg_cpu']} "
         f"loadgen CPU {res['loadgen_cpu']} machine {res['machine_busy']}")
     return res
@@ -183,7 +191,7 @@ async def echo_row(cfg: dict, tmp: Path, log: Any) -> dict[str, Any]:
     st.acked = st.requests
     res = br.summarize(st, elapsed, OPS_PER_BATCH)
     syncs = max(st.requests, 1)
-    res.update(backend="echo", workers=1, teams=1, devices=len(devs), enroll_errors=0,
+    res.update(backend="echo", workers=1, teams=1, check=0, devices=len(devs), enroll_errors=0,
                syncs_s=round(st.requests / elapsed, 1), relay_cpu=round((cpu1 - cpu0) / elapsed, 2), pg_cpu=0.0,
                loadgen_cpu=round((lg1 - lg0) / elapsed, 2), machine_busy=round((sys1 - sys0) / elapsed, 2),
                relay_ms_per_sync=round((cpu1 - cpu0) * 1000 / syncs, 2), pg_ms_per_sync=0.0,
@@ -195,12 +203,12 @@ async def echo_row(cfg: dict, tmp: Path, log: Any) -> dict[str, Any]:
 
 async def bench(cfg: dict, tmp: Path, log: Any) -> dict[str, Any]:
     cfg["templates_built"] = bd.make_templates(cfg["templates"], OPS_PER_BATCH)
-    plan = [("sqlite", 1, 1), ("postgres", 1, 1), ("postgres", 2, 1)]
+    plan = [("sqlite", 1, 1, 0), ("sqlite", 1, 1, 1), ("postgres", 1, 1, 0), ("postgres", 2, 1, 0)]
     if cfg["teams"] > 1:
-        plan += [("postgres", 1, cfg["teams"]), ("postgres", 2, cfg["teams"])]
+        plan += [("postgres", 1, cfg["teams"], 0), ("postgres", 2, cfg["teams"], 0)]
     rows = [await echo_row(cfg, tmp, log)]
-    for name, workers, teams in plan:
-        rows.append(await one_row(name, tmp, workers, teams, cfg, log))
+    for name, workers, teams, check in plan:
+        rows.append(await one_row(name, tmp, workers, teams, cfg, log, check))
     return {"cpus": os.cpu_count(), "devices": cfg["devices"], "seconds": cfg["seconds"], "rows": rows}
 
 
@@ -213,17 +221,21 @@ def markdown(res: dict[str, Any]) -> str:
     for r in res["rows"]:
         what = ("aiohttp echo (ceiling of this load generator)" if r["backend"] == "echo" else
                 f"{r['backend']}, {r['teams']} team{'s' if r['teams'] > 1 else ''} x {r['workers']} "
-                f"worker{'s' if r['workers'] > 1 else ''}")
+                f"worker{'s' if r['workers'] > 1 else ''}"
+                + (f", {r['check']} checker process" if r["check"] else ""))
         L.append(f"| {what} | {r['syncs_s']} | {r['ops_s']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | "
                  f"{r['relay_cpu']} | {r['pg_cpu']} | {r['loadgen_cpu']} | {r['machine_busy']} | "
                  f"{r['relay_ms_per_sync']} | {r['pg_ms_per_sync']} | {r['loadgen_ms_per_sync']} | "
                  f"{r['pg_xacts_per_sync'] if r['pg_xacts_per_sync'] is not None else '-'} | "
                  f"{r['request_kb']}/{r['response_kb']} |")
-    by = {(r["backend"], r["teams"], r["workers"]): r for r in res["rows"]}
+    by = {(r["backend"], r["teams"], r["workers"]): r for r in res["rows"] if not r["check"]}
     echo, lite = by[("echo", 1, 1)], by[("sqlite", 1, 1)]
+    checked = [r for r in res["rows"] if r["check"]]
     L.append("")
     if echo["ops_s"]:
         L.append(f"SQLite relay / echo ceiling: {lite['ops_s'] / echo['ops_s']:.0%} (target >= 50%)")
+        for r in checked:
+            L.append(f"SQLite relay with {r['check']} checker process / echo ceiling: {r['ops_s'] / echo['ops_s']:.0%}")
     for teams in sorted({t for _b, t, _w in by if _b == "postgres"}):
         one, two = by.get(("postgres", teams, 1)), by.get(("postgres", teams, 2))
         if one and two and one["ops_s"]:

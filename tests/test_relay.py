@@ -211,6 +211,31 @@ def test_a_batch_sent_again_is_acked_again_and_a_reused_seq_is_refused(team: Tea
     assert [(r[0], r[1], bytes(r[2])) for r in rows] == [(1, frame.seq, first), (2, frame.seq + 1, second)]
 
 
+@pytest.mark.sqlite_only("the checker processes are for a SQLite relay; the PostgreSQL path is the same code")
+def test_checker_processes_check_requests_beside_the_relay(tmp_path: Path) -> None:
+    """With ``check_processes`` the signatures and batches are checked in another process: syncs work,
+    a tampered batch and a replayed request are refused there or after, and nothing wrong is stored."""
+    with Team(tmp_path, check_processes=1) as team:
+        dana, amina = team.join("dana", "supervisor"), team.join("amina")
+        with dana.open() as rep:
+            rep.add_task("checked elsewhere")
+        assert dana.sync().ok and amina.sync().ok
+        assert "checked elsewhere" in titles(amina)
+        with amina.open() as rep:
+            rep.add_task("honest")
+            data = rep.store.execute("SELECT data FROM outbox").fetchone()[0]
+        tampered = bytearray(data)
+        tampered[50] ^= 1
+        body = _raw_sync(team, amina, {"cursor": 0, "batches": [bytes(tampered)]})
+        res = envelope.parse_response(asyncio.run(syncing.post(team.url, body, 10)), admin_relay_key(team),
+                                      envelope.parse_request(body).nonce).result
+        assert [r[1]["code"] for r in res["rejects"]] == ["integrity.signature"] and res["acks"] == []
+        with pytest.raises(AccessError) as e:  # the same request again: its nonce is spent
+            asyncio.run(syncing.post(team.url, body, 10))
+        assert e.value.code == "access.replay"
+        assert relay_rows(team, "SELECT COUNT(*) FROM batches") == [(1,)]
+
+
 def admin_relay_key(team: Team) -> bytes:
     return crypto.DeviceKey((team.data / "relay.key").read_bytes()).public
 

@@ -10,6 +10,7 @@ with curl can read them; successful bodies are signed msgpack envelopes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -65,6 +66,9 @@ class RelayConfig:
     database: str | None = None
     #: Which of ``serve --workers N`` this process is (0..N-1), named in its log lines; None: the only one.
     worker: int | None = None
+    #: Processes that check requests' signatures and batches (``relay.prepare``) beside the event loop;
+    #: 0: the event loop checks them itself. For a SQLite relay on a machine with idle cores.
+    check_processes: int = 0
 
 
 @dataclass
@@ -260,6 +264,7 @@ class KeyCache:
 
 
 KEYS = web.AppKey("keys", KeyCache)
+CHECKERS = web.AppKey("checkers", concurrent.futures.Executor)
 #: Bodies up to this size are checked on the event loop (about a millisecond for a 100-op sync);
 #: larger ones in a thread, so that a 30 MiB upload does not hold up the other devices' requests.
 PREPARE_INLINE_MAX = 64 * 1024
@@ -282,10 +287,14 @@ async def _rpc(app: web.Application, body: bytearray, now: int) -> tuple[bytes, 
             keys = await read(relay.device_keys, head.device)
             if keys is not None:
                 app[KEYS].put(head.device, keys)
-    if len(body) <= PREPARE_INLINE_MAX:
-        prep = relay.prepare(body, now, keys, ident.team)
-    else:  # hashing and parsing megabytes would stall every other connection of this event loop
+    checkers = app.get(CHECKERS)
+    if len(body) > PREPARE_INLINE_MAX:  # hashing and parsing megabytes would stall this event loop's other connections
         prep = await asyncio.to_thread(relay.prepare, body, now, keys, ident.team)
+    elif checkers is not None:  # another core checks it: this process only moves bytes and writes
+        prep = await asyncio.get_running_loop().run_in_executor(checkers, relay.prepare_detached, bytes(body), now,
+                                                                keys, ident.team)
+    else:
+        prep = relay.prepare(body, now, keys, ident.team)
     runner = app[WRITER]
     if prep.req.action == "sync" and getattr(runner, "reads_apart", False):
         # PostgreSQL: the writes under the team's lock, the reads after it in a transaction of their
@@ -445,12 +454,21 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
         store.close()
     writer.start()
     app[WRITER] = writer
+    checkers = None
+    if cfg.check_processes > 0:
+        import multiprocessing
+
+        checkers = concurrent.futures.ProcessPoolExecutor(cfg.check_processes,
+                                                          mp_context=multiprocessing.get_context("spawn"))
+        app[CHECKERS] = checkers
     task = asyncio.create_task(_auto_rebalance(app)) if cfg.rebalance_every_s else None
     yield
     if task:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if checkers is not None:
+        checkers.shutdown(wait=True)
     writer.stop()
 
 

@@ -110,10 +110,13 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None, database: s
 @cli_storage.database_option
 @click.option("--workers", default="1", show_default=True, metavar="N|auto",
               help="Relay processes sharing the port (auto: one per core). More than 1 needs PostgreSQL (--database).")
+@click.option("--check-processes", default=0, show_default=True, type=click.IntRange(0, 64),
+              help="Processes that check signatures and batches beside each relay process (0: it checks them "
+                   "itself). For a SQLite relay on a machine with idle cores.")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
           stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int, with_admin: bool,
           admin_host: str, admin_port: int, admin_remote: bool, chunk_quota_gb: float,
-          database: str | None = None, workers: str = "1") -> None:
+          database: str | None = None, workers: str = "1", check_processes: int = 0) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -139,7 +142,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
                       min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address),
-                      chunk_quota=int(chunk_quota_gb * 1024**3), database=database)
+                      chunk_quota=int(chunk_quota_gb * 1024**3), database=database, check_processes=check_processes)
     office_cfg = OfficeConfig(admin_host, admin_port, admin_remote) if with_admin else None
 
     def office_ready(url: str, token: str | None) -> None:

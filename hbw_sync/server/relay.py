@@ -952,10 +952,29 @@ def prepare(body: bytes | bytearray, now: int, keys: DeviceKeys | None, team: by
             checked.append(None)
             continue
         try:
-            checked.append((keys.author, check_batch(team, req.device, keys.author, data)))
+            frame, ops = check_batch(team, req.device, keys.author, data)
+            checked.append((keys.author, (CheckedBatch(frame.seq, frame.epoch), ops)))
         except HbwError as e:
             checked.append((keys.author, e))
     return Prepared(req, checked)
+
+
+@dataclass(frozen=True)
+class CheckedBatch:
+    """What the transaction needs of a checked batch's frame (a ``Frame`` holds views into the body)."""
+
+    seq: int
+    epoch: int
+
+
+def prepare_detached(body: bytes, now: int, keys: DeviceKeys | None, team: bytes) -> Prepared:
+    """``prepare`` in a checker process (``app`` with ``check_processes``): its result crosses a pipe.
+
+    The request's signed bytes (a view into the body, already verified) stay behind; what goes
+    back is plain data: the args, the checked batches' seq, epoch and routing ops, or their errors.
+    """
+    prep = prepare(body, now, keys, team)
+    return Prepared(replace(prep.req, signed=b""), prep.batches)
 
 
 def apply(conn: Txn, ident: RelayIdentity, prep: Prepared, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
