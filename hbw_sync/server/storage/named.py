@@ -14,8 +14,11 @@ runs inside the caller's transaction (``base``'s rules), so the team lock covers
 
 - ``SqlRelayTxn`` is the portable implementation: SQLite uses it as it is (one process, one
   writer: a statement costs microseconds, no round trip).
-- ``postgres.PgRelayTxn`` overrides what costs PostgreSQL a network round trip per statement
-  (``device`` also stamps ``last_seen``, in one ``UPDATE ... RETURNING``).
+- ``postgres.PgRelayTxn`` reads batch bytes in binary format (BYTEA as is, not hex text).
+  Both keep a sync to few statements (one PostgreSQL round trip each): ``device`` with
+  ``seen_ms`` looks up and stamps in one ``UPDATE ... RETURNING``, ``add_batch`` inserts with
+  ``ON CONFLICT DO NOTHING`` (looking only on a conflict), ``batches_data`` fetches every
+  inline batch at once.
 """
 
 from __future__ import annotations
@@ -80,8 +83,9 @@ class RelayTxn(Protocol):
         """The batch ``device`` sent as ``seq``, if the relay holds it."""
         ...
 
-    def add_batch(self, device: bytes, seq: int, now: int, n_ops: int, epoch: int, data: bytes) -> int:
-        """Append a batch under the next team sequence number (MAX + 1 under the team lock) and return it."""
+    def add_batch(self, device: bytes, seq: int, now: int, n_ops: int, epoch: int, data: bytes) -> int | None:
+        """Append a batch under the next team sequence number (MAX + 1 under the team lock) and return it;
+        None when ``device`` already sent a batch as ``seq`` (a value: nothing stored, the transaction goes on)."""
         ...
 
     def batches_after(self, cursor: int, limit: int) -> list[BatchRef]:
@@ -90,6 +94,11 @@ class RelayTxn(Protocol):
 
     def batch_data(self, rseq: int) -> bytes | None:
         """A stored batch's bytes."""
+        ...
+
+    def batches_data(self, after: int, upto: int, not_device: bytes, max_size: int) -> list[tuple[int, bytes]]:
+        """(rseq, bytes) of the batches in (after, upto] of other devices up to ``max_size``: one statement
+        for all a sync hands out inline."""
         ...
 
     def any_after(self, cursor: int) -> bool:
@@ -134,14 +143,16 @@ class SqlRelayTxn:
         self.t = txn
 
     def device(self, device: bytes, seen_ms: int | None = None) -> DeviceRow | None:
-        row = self.t.execute(
-            "SELECT d.member, d.author_pub, d.transport_pub, d.revoked_ms, m.role FROM devices d"
-            " JOIN members m ON m.name = d.member WHERE d.device = ?", (device,)).fetchone()
-        if row is None:
-            return None
-        if seen_ms is not None:
-            self.t.execute("UPDATE devices SET last_seen_ms = ? WHERE device = ?", (seen_ms, device))
-        return DeviceRow(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4])
+        if seen_ms is None:
+            row = self.t.execute(
+                "SELECT d.member, d.author_pub, d.transport_pub, d.revoked_ms, m.role FROM devices d"
+                " JOIN members m ON m.name = d.member WHERE d.device = ?", (device,)).fetchone()
+        else:  # looked up and stamped in one statement (one round trip to PostgreSQL)
+            row = self.t.execute(
+                "UPDATE devices SET last_seen_ms = ? WHERE device = ? RETURNING member, author_pub, transport_pub,"
+                " revoked_ms, (SELECT m.role FROM members m WHERE m.name = devices.member)",
+                (seen_ms, device)).fetchone()
+        return None if row is None else DeviceRow(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4])
 
     def transport_key(self, device: bytes) -> bytes | None:
         row = self.t.execute("SELECT transport_pub FROM devices WHERE device = ?", (device,)).fetchone()
@@ -159,12 +170,14 @@ class SqlRelayTxn:
                              (device, seq)).fetchone()
         return None if row is None else StoredBatch(row[0], row[1], bytes(row[2]))
 
-    def add_batch(self, device: bytes, seq: int, now: int, n_ops: int, epoch: int, data: bytes) -> int:
-        return self.t.execute(
+    def add_batch(self, device: bytes, seq: int, now: int, n_ops: int, epoch: int, data: bytes) -> int | None:
+        row = self.t.execute(
             "INSERT INTO batches (rseq, device, seq, received_ms, size, n_ops, epoch, data)"
-            " VALUES ((SELECT COALESCE(MAX(rseq), 0) + 1 FROM batches), ?, ?, ?, ?, ?, ?, ?) RETURNING rseq",
+            " VALUES ((SELECT COALESCE(MAX(rseq), 0) + 1 FROM batches), ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (device, seq) DO NOTHING RETURNING rseq",
             (device, seq, now, len(data), n_ops, epoch, data),
-        ).fetchone()[0]
+        ).fetchone()
+        return None if row is None else row[0]
 
     def batches_after(self, cursor: int, limit: int) -> list[BatchRef]:
         return [BatchRef(r[0], bytes(r[1]), r[2], r[3]) for r in self.t.execute(
@@ -174,6 +187,11 @@ class SqlRelayTxn:
     def batch_data(self, rseq: int) -> bytes | None:
         row = self.t.execute("SELECT data FROM batches WHERE rseq = ?", (rseq,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def batches_data(self, after: int, upto: int, not_device: bytes, max_size: int) -> list[tuple[int, bytes]]:
+        return [(r[0], bytes(r[1])) for r in self.t.execute(
+            "SELECT rseq, data FROM batches WHERE rseq > ? AND rseq <= ? AND device != ? AND size <= ?",
+            (after, upto, not_device, max_size))]
 
     def any_after(self, cursor: int) -> bool:
         return self.t.execute("SELECT 1 FROM batches WHERE rseq > ? LIMIT 1", (cursor,)).fetchone() is not None

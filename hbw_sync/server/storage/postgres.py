@@ -35,7 +35,7 @@ from typing import Any, Sequence
 from ...errors import ConfigError, StorageError
 from .base import SCHEMA_VERSION, Runner, TxnFn
 from .faults import storage_error
-from .named import DeviceRow, SqlRelayTxn
+from .named import SqlRelayTxn
 
 #: Threads (one connection each) a relay process uses for request transactions.
 POOL_SIZE = 4
@@ -131,20 +131,25 @@ def _pg_sql(sql: str) -> str:
 class PgTxn:
     """A ``Txn`` over a psycopg connection in a transaction: the relay's portable SQL, ``?`` placeholders."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "ran")
     #: For the few choices that follow the backend (``chunkstore.for_backend``).
     kind = "postgres"
 
     def __init__(self, conn: Any):
         self.conn = conn
+        self.ran = False  # a statement succeeded (``_transaction``: a dead connection before that may be redone)
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
-        return self.conn.execute(_pg_sql(sql), parameters or None)
+        cur = self.conn.execute(_pg_sql(sql), parameters or None)
+        self.ran = True
+        return cur
 
     def execute_binary(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         """``execute`` with results in binary format: BYTEA arrives as is, not as hex text to decode
         (5x the read rate of 256 KiB chunks; ``scripts/bench_chunkstore.py``)."""
-        return self.conn.execute(_pg_sql(sql), parameters or None, binary=True)
+        cur = self.conn.execute(_pg_sql(sql), parameters or None, binary=True)
+        self.ran = True
+        return cur
 
     def named(self) -> "PgRelayTxn":
         """The hot path's named methods on this transaction (``storage.named``)."""
@@ -160,22 +165,18 @@ class PgTxn:
 
 
 class PgRelayTxn(SqlRelayTxn):
-    """``storage.named.RelayTxn`` for PostgreSQL: where a statement is a network round trip, fewer of them."""
+    """``storage.named.RelayTxn`` for PostgreSQL: batch bytes read in binary format (BYTEA as is, not hex text)."""
 
     __slots__ = ()
-
-    def device(self, device: bytes, seen_ms: int | None = None) -> DeviceRow | None:
-        if seen_ms is None:
-            return super().device(device)
-        # Look up and stamp as seen in one round trip (UPDATE ... FROM ... RETURNING is PostgreSQL's).
-        row = self.t.execute(
-            "UPDATE devices AS d SET last_seen_ms = ? FROM members AS m WHERE m.name = d.member AND d.device = ?"
-            " RETURNING d.member, d.author_pub, d.transport_pub, d.revoked_ms, m.role", (seen_ms, device)).fetchone()
-        return None if row is None else DeviceRow(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4])
 
     def batch_data(self, rseq: int) -> bytes | None:
         row = self.t.execute_binary("SELECT data FROM batches WHERE rseq = ?", (rseq,)).fetchone()  # type: ignore[attr-defined]
         return None if row is None else bytes(row[0])
+
+    def batches_data(self, after: int, upto: int, not_device: bytes, max_size: int) -> list[tuple[int, bytes]]:
+        return [(r[0], bytes(r[1])) for r in self.t.execute_binary(  # type: ignore[attr-defined]
+            "SELECT rseq, data FROM batches WHERE rseq > ? AND rseq <= ? AND device != ? AND size <= ?",
+            (after, upto, not_device, max_size))]
 
 
 def schema_of(conn: Any) -> int | None:
@@ -276,12 +277,27 @@ def _check(conn: Any, url: str) -> None:
                           else "use the hbw-relay version that created it")
 
 
+class StaleConnection(Exception):
+    """A pooled connection found dead at a transaction's first statement: nothing ran, so it may be redone."""
+
+
 def _transaction(conn: Any, lock: int | None, fn: TxnFn, args: tuple[Any, ...]) -> Any:
     """One transaction: the team's lock first (when writing), then ``fn``; commit, or roll back on any error."""
     try:
         if lock is not None:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-        out = fn(PgTxn(conn), *args)
+            try:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            except Exception as e:  # noqa: BLE001 - only a dead connection is told apart
+                if getattr(conn, "broken", False) or getattr(conn, "closed", False):
+                    raise StaleConnection() from e
+                raise
+        txn = PgTxn(conn)
+        try:
+            out = fn(txn, *args)
+        except Exception as e:  # noqa: BLE001 - only a dead connection is told apart
+            if lock is None and not txn.ran and (getattr(conn, "broken", False) or getattr(conn, "closed", False)):
+                raise StaleConnection() from e
+            raise
         conn.commit()
         return out
     except BaseException:
@@ -345,6 +361,9 @@ class PgRunner:
     transaction, and requests of different teams, or in other processes, run at once.
     """
 
+    #: ``read`` runs without the team's lock (``app._rpc`` then runs a sync's reads apart from its writes).
+    reads_apart = True
+
     def __init__(self, url: str, lock: int, size: int = POOL_SIZE):
         self.url = url
         self.lock = lock
@@ -376,9 +395,20 @@ class PgRunner:
                 self._conns.append(conn)
         return conn
 
-    def _txn(self, fn: TxnFn, args: tuple[Any, ...]) -> Any:
+    def _txn(self, fn: TxnFn, args: tuple[Any, ...], lock: Any = True) -> Any:
+        lock = self.lock if lock is True else None
         try:
-            out = _transaction(self._conn(), self.lock, fn, args)
+            try:
+                out = _transaction(self._conn(), lock, fn, args)
+            except StaleConnection as stale:
+                # This thread's connection died while idle (PostgreSQL restarted): nothing of the
+                # transaction ran, so run it once more on a new connection instead of failing a
+                # request per pooled connection after every restart.
+                self._local.conn = None
+                try:
+                    out = _transaction(self._conn(), lock, fn, args)
+                except StaleConnection:
+                    raise stale.__cause__ from None  # type: ignore[misc]
         except Exception as e:
             err = storage_error(e)
             if err is not None:
@@ -398,6 +428,11 @@ class PgRunner:
 
     async def run(self, fn: TxnFn, *args: Any) -> Any:
         return await asyncio.wrap_future(self.submit(fn, *args))
+
+    async def read(self, fn: TxnFn, *args: Any) -> Any:
+        """``fn`` in a transaction without the team's lock: for reads only (it must write nothing)."""
+        assert self._pool is not None, "start() first"
+        return await asyncio.wrap_future(self._pool.submit(self._txn, fn, args, False))
 
     def call(self, fn: TxnFn, *args: Any) -> Any:
         return self.submit(fn, *args).result()
