@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 
@@ -34,7 +34,8 @@ class HbwGroup(click.Group):
 
     translate: Callable[[BaseException], HbwError | None] | None = None
 
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
         """Choose the language before click parses anything (``--help`` is printed while parsing).
 
         A front end may give the root group a ``language_setting(argv) -> str | None`` attribute
@@ -51,7 +52,8 @@ class HbwGroup(click.Group):
         set_language(pick_language(os.environ, setting))
         adopt_click()
         translate_help(self)
-        return super().main(args=args, prog_name=prog_name, **extra)
+        return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                            standalone_mode=standalone_mode, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -60,7 +62,8 @@ class HbwGroup(click.Group):
             except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, HbwError, KeyboardInterrupt):
                 raise
             except Exception as e:
-                mapped = type(self).translate(e) if type(self).translate else None
+                translate = type(self).translate
+                mapped = translate(e) if translate is not None else None
                 if mapped is None:
                     raise
                 raise mapped from e

@@ -42,7 +42,8 @@ DEFAULT_LIMITS = Limits()
 
 def pack(obj: Any) -> bytes:
     """msgpack with bin/str kept apart (use_bin_type) so decoding is unambiguous."""
-    return msgpack.packb(obj, use_bin_type=True)
+    out: bytes = msgpack.packb(obj, use_bin_type=True)  # msgpack ships no type hints
+    return out
 
 
 def _no_ext(code: int, data: bytes) -> Any:

@@ -178,7 +178,7 @@ _BY_NAME: dict[str, type[HbwError]] = {cls.__name__: cls for cls in EXIT_CODES}
 def _lookup(table: dict[type[HbwError], int], exc: BaseException) -> int:
     for cls in type(exc).__mro__:
         if cls in table:
-            return table[cls]  # type: ignore[index]
+            return table[cls]
     return table[HbwError]
 
 

@@ -100,7 +100,7 @@ def _raw(op_id: bytes) -> int:
 
 def _saw(later: list[Any], earlier_id: bytes) -> bool:
     """Had the author of ``later`` seen the op ``earlier_id``? (Its base revision is at least as new.)"""
-    return later[2] >= _raw(earlier_id)
+    return bool(later[2] >= _raw(earlier_id))
 
 
 def _frontier(hist: dict[bytes, list[Any]]) -> list[bytes]:
@@ -108,7 +108,7 @@ def _frontier(hist: dict[bytes, list[Any]]) -> list[bytes]:
     return [k for k, v in hist.items() if not any(o != k and _saw(w, k) for o, w in hist.items())]
 
 
-def _key(tag_name: str, op_id: bytes, entry: list[Any]) -> tuple:
+def _key(tag_name: str, op_id: bytes, entry: list[Any]) -> tuple[Any, ...]:
     if tag_name == "sha256":  # document versions: the later one wins whoever wrote it
         return (0, 0, entry[1], op_id)
     done_first = 1 if tag_name == "status" and entry[0] == int(Status.DONE) else 0

@@ -72,7 +72,9 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         s = dev.store
         rep = dev.try_unlock(passphrase)
         close_outbox(dev, rep)
-        batches, seqs, changes, size = [], [], 0, 0
+        batches: list[bytes] = []
+        seqs: list[int] = []
+        changes, size = 0, 0
         # Sealed document chunks the exported batches name travel with them (§18f): the relay keeps
         # them before it accepts the batches, as an online sync uploads them first (§18e).
         carried: dict[bytes, bytes] = {}
@@ -187,7 +189,7 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         session = _Session(dev, rep, REPLY_BUDGET, None, 0)  # type: ignore[arg-type]
         session.apply_response({**result, "cursor": s.meta("pull_cursor", 0)} if held else result, [])
         with s.transaction():
-            if held:
+            if held and frm is not None:
                 reply_parts.hold(s, frm, int(result.get("cursor", 0)))
             reply_parts.settle(s)
             still = reply_parts.record(s, nonce, part, n, sizes)

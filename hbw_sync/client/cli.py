@@ -163,7 +163,7 @@ def team_create(ctx: click.Context, name: str) -> None:
     """Start team NAME on this device (you become its supervisor)."""
     rep = _replica(ctx)
     rep.create_team(name)
-    emit(ctx, {"team": name, "team_id": rep.identity.team_id.hex()}, _("Team {name!r} created. You can add tasks now.").format(name=name))
+    emit(ctx, {"team": name, "team_id": rep.require_team().hex()}, _("Team {name!r} created. You can add tasks now.").format(name=name))
 
 
 @team.command("invite")
@@ -881,11 +881,11 @@ def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, lab
     if not r.get("synced"):
         msg += "\n" + _("First sync did not complete: {note}").format(note=r.get("note") or _("try hbw-sync sync later"))
 
-    def text() -> None:
+    def show() -> None:
         click.echo(msg)
         print_waiting(r.get("waiting", []))
 
-    emit(ctx, r, text)
+    emit(ctx, r, show)
 
 
 @cli.command()

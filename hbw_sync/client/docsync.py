@@ -142,8 +142,8 @@ def outbox_refs(store: Any) -> list[bytes]:
         except HbwError:
             continue  # the relay refuses it and says so; nothing to upload for it
         for op in ops:
-            ids = op.fields.get(_CHUNKS) if op.kind is Kind.DOC else None
-            for i in range(0, len(ids or b""), 16):
+            ids = (op.fields.get(_CHUNKS) if op.kind is Kind.DOC else None) or b""
+            for i in range(0, len(ids), 16):
                 out[ids[i:i + 16]] = None
     return list(out)
 

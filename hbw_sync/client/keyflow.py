@@ -200,7 +200,7 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
     for dev, _x, _epochs, info in [p for p in pending if len(p) > 3]:
         th = info.get("token_hash")
         th = th.hex() if isinstance(th, bytes) else None
-        if th not in invites or dev.hex() in failed or dev in trust(s):
+        if th is None or th not in invites or dev.hex() in failed or dev in trust(s):
             continue
         sealed, member, role, _expires = invites[th]
         secret = rep.sealer.open(sealed, b"invite:" + bytes.fromhex(th))

@@ -133,7 +133,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         drop = frozenset({33}) if st.kind is Kind.DOC else frozenset()
         blob = self.sealer.seal(_pack(merge.state_to_wire(st, drop)), self._where(st.kind, st.entity))
         vals = st.values()
-        clear = [vals.get(f) for f in _TASK_LIST] if st.kind is Kind.TASK else [None] * len(_TASK_LIST)
+        clear: list[Any] = [vals.get(f) for f in _TASK_LIST] if st.kind is Kind.TASK else [None] * len(_TASK_LIST)
         if clear[5] is not None:
             clear[5] = int(clear[5])
         self.store.execute(
@@ -667,7 +667,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         ids = []
         for r in creates:
             tid = os.urandom(8)
-            values = {"status": int(Status.OPEN), "priority": 1, "needs": 0}
+            values: dict[str, Any] = {"status": int(Status.OPEN), "priority": 1, "needs": 0}
             values.update({k: v for k, v in r.items() if v is not None and v != ""})
             if not (values.get("title") or "").strip():
                 raise UsageError(_("a task needs a title"))

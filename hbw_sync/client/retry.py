@@ -68,6 +68,12 @@ def parse_duration(text: str) -> float:
     return secs
 
 
+def _sleep(s: float) -> bool:
+    """The plain wait: sleeps, and is never told to stop."""
+    time.sleep(s)
+    return False
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to wait between attempts, and when to call the relay unreachable."""
@@ -82,7 +88,7 @@ class RetryPolicy:
     #: its own words; the next scheduled sync tries again. A short ask (busy: 5 s) is waited out.
     max_relay_wait_s: float = 10.0
     #: Waits ``s`` seconds; returns True if told to stop meanwhile (``watch``'s SIGTERM).
-    wait: Callable[[float], bool] = field(default=lambda s: bool(time.sleep(s)))
+    wait: Callable[[float], bool] = field(default=_sleep)
     #: Jitter factor range, so many laptops cut by one outage do not all return in step.
     jitter: tuple[float, float] = (0.8, 1.2)
 

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ConfigError, UsageError
 from ..i18n import _
@@ -126,7 +126,7 @@ def _systemd_arg(arg: str) -> str:
     return arg
 
 
-def systemd_dir(env: dict[str, str] | None = None) -> Path:
+def systemd_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where systemd looks for a user's units: $XDG_CONFIG_HOME/systemd/user (default ~/.config)."""
     env = os.environ if env is None else env
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")

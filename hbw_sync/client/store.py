@@ -139,9 +139,9 @@ class Store:
     def _create_schema(self) -> None:
         db = self.db
         with self.transaction():
-            db["meta"].create({"key": str, "value": bytes}, pk="key")
-            db["team_keys"].create({"epoch": int, "key_id": bytes, "sealed": bytes}, pk="epoch")
-            db["entities"].create(
+            db.table("meta").create({"key": str, "value": bytes}, pk="key")
+            db.table("team_keys").create({"epoch": int, "key_id": bytes, "sealed": bytes}, pk="epoch")
+            db.table("entities").create(
                 {
                     "kind": int,
                     "id": bytes,
@@ -156,7 +156,7 @@ class Store:
                 },
                 pk=("kind", "id"),
             )
-            db["oplog"].create(
+            db.table("oplog").create(
                 {
                     "op_id": bytes,
                     "kind": int,
@@ -169,16 +169,16 @@ class Store:
                 },
                 pk="op_id",
             )
-            db["oplog"].create_index(["kind", "entity"])
-            db["oplog"].create_index(["batch_seq"])
-            db["outbox"].create(
+            db.table("oplog").create_index(["kind", "entity"])
+            db.table("oplog").create_index(["batch_seq"])
+            db.table("outbox").create(
                 {"seq": int, "state": str, "n_ops": int, "size": int, "data": bytes, "created_ms": int, "closed_ms": int},
                 pk="seq",
             )
-            db["inbox"].create({"rseq": int, "device": bytes, "received_ms": int, "data": bytes}, pk="rseq")
-            db["downloads"].create({"rseq": int, "device": bytes, "received_ms": int, "size": int}, pk="rseq")
-            db["download_chunks"].create({"rseq": int, "offset": int, "data": bytes}, pk=("rseq", "offset"))
-            db["conflicts"].create(
+            db.table("inbox").create({"rseq": int, "device": bytes, "received_ms": int, "data": bytes}, pk="rseq")
+            db.table("downloads").create({"rseq": int, "device": bytes, "received_ms": int, "size": int}, pk="rseq")
+            db.table("download_chunks").create({"rseq": int, "offset": int, "data": bytes}, pk=("rseq", "offset"))
+            db.table("conflicts").create(
                 {
                     "id": int,
                     "kind": int,
@@ -192,10 +192,10 @@ class Store:
                 },
                 pk="id",
             )
-            db["conflicts"].create_index(["entity", "field", "loser"], unique=True)
-            db["blobs"].create({"sha256": bytes, "size": int, "nonce": bytes, "sealed": bytes}, pk="sha256")
-            db["notices"].create({"id": int, "created_ms": int, "text": str, "seen": int}, pk="id")
-            db["sync_log"].create(
+            db.table("conflicts").create_index(["entity", "field", "loser"], unique=True)
+            db.table("blobs").create({"sha256": bytes, "size": int, "nonce": bytes, "sealed": bytes}, pk="sha256")
+            db.table("notices").create({"id": int, "created_ms": int, "text": str, "seen": int}, pk="id")
+            db.table("sync_log").create(
                 {"id": int, "started_ms": int, "finished_ms": int, "ok": int, "how": str, "detail": str}, pk="id"
             )
             self.set_meta("schema", SCHEMA_VERSION)

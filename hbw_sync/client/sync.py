@@ -690,11 +690,12 @@ class _Session:
 
     async def fetch_wanted(self) -> None:
         """Download the chunks the fetch policy wants (after what arrived was applied); say what the relay lacks."""
-        assert self.rep is not None
-        ids = self.rep.wanted_chunks()
+        rep = self.rep
+        assert rep is not None
+        ids = rep.wanted_chunks()
         if not ids:
             return
-        _got, lacking = await self.connected(lambda: docsync.fetch(self, self.rep, ids))
+        _got, lacking = await self.connected(lambda: docsync.fetch(self, rep, ids))
         if lacking:
             self.report.notes.append(ngettext(
                 "{n} part of a document is not at the relay yet (its author has not synced since adding it); "

@@ -181,6 +181,7 @@ class Tray:
             self._syncing = False
 
     def _watch(self, stop: threading.Event) -> None:
+        why: str | None
         try:
             code = watching.watch(self.home, self.passphrase, interval=self.interval, max_backoff=30.0,
                                   log=log.info, stop=stop, install_signals=False,

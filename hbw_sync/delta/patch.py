@@ -64,7 +64,8 @@ def _patch_frame_prefix(dictionary: Buf, src: Buf, level: int, wlog: int) -> byt
         n = lib.ZSTD_compress2(cctx, out, cap, ffi.from_buffer(src), len(src))
         if lib.ZSTD_isError(n):
             raise zstandard.ZstdError(ffi.string(lib.ZSTD_getErrorName(n)).decode())
-        return ffi.buffer(out, n)[:]
+        frame: bytes = ffi.buffer(out, n)[:]  # zstandard's cffi backend has no type hints
+        return frame
     finally:
         lib.ZSTD_freeCCtx(cctx)
 

@@ -81,7 +81,7 @@ def set_meta(conn: Txn, key: str, value: Any) -> None:
                  (key, codec.pack(value)))
 
 
-def audit(conn: Txn, actor: str, action: str, **detail: Any) -> None:
+def audit(conn: Txn, actor: str | None, action: str, **detail: Any) -> None:
     conn.execute(
         "INSERT INTO audit (time_ms, actor, action, detail) VALUES (?, ?, ?, ?)",
         (now_ms(), actor, action, json.dumps(detail, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))),
@@ -427,7 +427,8 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
         if served is not None:
             result["snapshot"] = list(served)
             cursor = served[0]
-    out, used = [], 0
+    out: list[Any] = []
+    used = 0
     rows = conn.execute(
         "SELECT rseq, device, received_ms, size FROM batches WHERE rseq > ? ORDER BY rseq LIMIT 2000", (cursor,)
     )

@@ -39,7 +39,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(status=403, text=_("Open the app with the address hbw-sync app printed."))
     if request.method == "POST":
         form = await request.post()  # only after the session is known: a stranger's body is never read
-        if not gate.csrf_ok(sid, form.get("csrf") if isinstance(form.get("csrf"), str) else None):
+        sent = form.get("csrf")
+        if not gate.csrf_ok(sid, sent if isinstance(sent, str) else None):
             return web.Response(status=403, text=_("Refused: the form is stale; reload the page."))
     return await handler(request)
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 from ...errors import HbwError, UsageError
-from ...ops import Status, day_to_date
+from ...ops import Priority, Status, day_to_date
 from .. import views
 from . import values as V
 from .tables import MAX_COLUMNS, SPREADSHEETS, Cell, Table
@@ -123,7 +123,7 @@ def _show(name: str, v: Any) -> Any:
     if name == "due":
         return day_to_date(v).isoformat() if isinstance(v, int) else v
     if name == "priority":
-        return views.PRIORITY_NAMES[v] if isinstance(v, int) else v
+        return views.PRIORITY_NAMES[Priority(v)] if isinstance(v, int) else v
     if name == "status":
         return views.STATUS_NAMES[Status(v)] if isinstance(v, int) else v
     if name == "needs":
@@ -167,7 +167,8 @@ def _columns(headers: list[Cell], mapping: Mapping[str, str], unit: str, line: i
              data_in: set[int], need_title: bool = True) -> dict[int, str]:
     """Column index -> field; raises one UsageError naming every unknown or doubled column."""
     cols: dict[int, str] = {}
-    unknown, seen = [], {}
+    unknown: list[str] = []
+    seen: dict[str, str] = {}
     for i, h in enumerate(headers):
         text = V.cell_text(h)
         if not text:

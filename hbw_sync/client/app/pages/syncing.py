@@ -224,11 +224,11 @@ async def bundle_import(request: web.Request, pp: str) -> web.StreamResponse:
     return page(request, _("Sync"), f'<p class="ok" role="status">{esc(words)}</p><p><a href="/sync">{esc(_("Back to Sync"))}</a></p>')
 
 
-TASKS = web.AppKey("sync_tasks", set)
+TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("sync_tasks", set)
 
 
 async def _wait_for_sync(app: web.Application) -> None:
-    for t in list(app[TASKS]):
+    for t in app[TASKS].copy():
         await asyncio.wait([t], timeout=30)
 
 
