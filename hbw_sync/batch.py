@@ -181,7 +181,7 @@ def encode_batch(
     team_key: crypto.TeamKey,
     *,
     dict_id: int = 0,
-    level: int = 19,
+    level: int = codec.BATCH_LEVEL,
     nonce: bytes | None = None,
 ) -> bytes:
     """Frame, compress, seal and sign a batch. ``nonce`` is fixed only by the vector generator."""

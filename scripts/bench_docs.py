@@ -72,6 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hbw_sync import codec, delta  # noqa: E402
+import _benchkit  # noqa: E402  (scripts/: what every --json records)
 
 BATCH_FRAMING = 138
 OP_OVERHEAD = 40
@@ -458,13 +459,15 @@ def main() -> int:
     ap.add_argument("--office-dir", type=Path, default=OFFICE_DIR,
                     help="LibreOffice-made pairs (default tests/data/office; make more with scripts/make_office_docs.py)")
     ap.add_argument("--no-memory", action="store_true", help="skip the 20 MB memory scenarios")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: no 20 MB memory scenarios, rsync only if already installed")
     ap.add_argument("--memory-child", choices=["middle", "ends"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child == "ends")
         return 0
     started = time.perf_counter()
-    rsync = find_rsync()
+    rsync = shutil.which("rsync") if args.quick else find_rsync()
     docs = [
         ("text 20 KB", "notes.txt", *text_doc(20_000, 1)),
         ("text 2 MB", "report.txt", *text_doc(2_000_000, 2)),
@@ -473,7 +476,7 @@ def main() -> int:
         *office_docs(args.office_dir),
     ]
     rows = [measure_row(label, name, old, new, rsync) for label, name, old, new in docs]
-    memory = [] if args.no_memory else measure_memory()
+    memory = [] if args.no_memory or args.quick else measure_memory()
     by = {r["document"]: r for r in rows}
     targets = [
         {"target": "2 MB text edit, hbw-sync <= 4 KB", "value": by["text 2 MB"]["hbw_sync"],
@@ -496,8 +499,9 @@ def main() -> int:
                         "value": peak, "pass": False if peak is None else peak < TARGET_PEAK_MB})  # fmt: skip
     elapsed = round(time.perf_counter() - started, 1)
     if args.json:
-        print(json.dumps({"rows": rows, "memory_20mb": memory, "targets": targets, "rsync": rsync,
-                          "elapsed_s": elapsed}, indent=2))  # fmt: skip
+        print(json.dumps(_benchkit.stamp({"rows": rows, "memory_20mb": memory, "targets": targets, "rsync": rsync,
+                                          "elapsed_s": elapsed}, all(t["pass"] is not False for t in targets),
+                                         quick=args.quick), indent=2))  # fmt: skip
         return 0 if all(t["pass"] is not False for t in targets) else 1
     print("One-paragraph edit: bytes on the wire (hbw-sync = payload + 138 batch framing + 40 op overhead)\n")
     head = ("document", "size", "hbw-sync", "payload [method]", "zstd-19 whole", "zstd --patch-from", "rsync -z",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+import _benchkit  # noqa: E402  (scripts/: what every --json records)
 
 TARGET_MB = 100
 PA, PB, PC = "amina orchid lantern 52 ferry", "chidi quartz meadow 17 kettle", "bosco velvet harbour 88 prism"
@@ -164,9 +164,8 @@ def main() -> int:
         results.append({"mb": mb, "rows": [{"step": n, "chunked_mb": x, "old_mb": o} for (n, x), (_n, o) in zip(new, old)]})
     ok = all(r["chunked_mb"] <= TARGET_MB for res in results for r in res["rows"] if r["chunked_mb"] >= 0)
     if args.json:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        print(json.dumps({"commit": rev.stdout.strip(), "machine": platform.machine(), "python": platform.python_version(),
-                          "baseline_mb": base, "target_mb": TARGET_MB, "results": results, "ok": ok}, indent=1))
+        print(json.dumps(_benchkit.stamp({"baseline_mb": base, "target_mb": TARGET_MB, "results": results, "ok": ok},
+                                         ok, quick=args.quick), indent=1))
         return 0 if ok else 1
 
     def cell(v: int) -> str:

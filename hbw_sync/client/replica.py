@@ -20,7 +20,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 from .. import batch as wire
-from .. import crypto, hlc, merge
+from .. import codec, crypto, hlc, merge
 from ..errors import ConfigError, IntegrityError, UsageError
 from ..ops import FIELDS, NAMES, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
 from . import keyflow, received, views
@@ -34,7 +34,7 @@ from ..i18n import _
 OPEN_MAX_OPS = 200
 BATCH_MAX_OPS = 1000
 BATCH_MAX_PLAIN = 768 * 1024  # keeps a sealed batch under the 1 MB many proxies refuse
-BATCH_LEVEL = 19
+BATCH_LEVEL = codec.BATCH_LEVEL  # one knob, in the core (STYLE.md §8)
 OPEN_MAX_BYTES = 256 * 1024
 
 NAMES_TASK = NAMES[Kind.TASK]

@@ -12,11 +12,11 @@ from typing import Any
 
 import zstandard
 
-from ..codec import zstd_frame_length
+from ..codec import BATCH_LEVEL, zstd_frame_length
 from ..errors import LimitError, ProtocolError
 from .wire import MIN_DICT, Buf
 
-PLAIN_LEVEL = 19  # what "plain zstd of new" means: codec.compress's level
+PLAIN_LEVEL = BATCH_LEVEL  # what "plain zstd of new" means: codec.compress's level
 SMALL_TOTAL = 4 << 20  # base + new up to this: level 19 patch frames; above: level 9 + LDM
 
 def window_log(dict_len: int, src_len: int) -> int:
