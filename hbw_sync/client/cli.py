@@ -8,7 +8,6 @@ content need the passphrase (``HBW_PASSPHRASE``, or a prompt at a terminal);
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from . import bundles, exporter, importer, retry, sync as syncing, views
 from . import team as teams
 from . import watch as watching
 from .cli_progress import Tally, json_event, progress_for, progress_option
+from .cli_config import client_config, from_environment
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
@@ -111,7 +111,8 @@ def _replica(ctx: click.Context) -> Replica:
     envvar="HBW_SYNC_HOME",
     help="Directory of the local store (default: your user data directory; env HBW_SYNC_HOME).",
 )
-def cli(home: Path | None) -> None:
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
     """Work on your team's tasks and documents offline; sync when a link allows.
 
     Everything works with no network. Changes wait in the outbox, signed and
@@ -126,6 +127,7 @@ def cli(home: Path | None) -> None:
     disk problem, 75 try again later, 76 needs a newer version, 77 not allowed
     (wrong passphrase, revoked device), 78 not set up yet.
     """
+    ctx.obj = from_environment(home)  # built once, passed down (client/config.py)
 
 
 @cli.command()
@@ -558,7 +560,7 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
             raise UsageError(_("--map {m!r}: expected HEADER=FIELD").format(m=m), hint=_("e.g. --map 'Agent=assignee'"))
         mapping[header.strip()] = name.strip().lower()
     opts = importer.ImportOptions(mapping=mapping, day_first=day_first,
-                                  locale_day_first=importer.locale_day_first(os.environ, _system_locale()),
+                                  locale_day_first=importer.locale_day_first(client_config(ctx).locale_env, _system_locale()),
                                   new_members=frozenset(n.strip().lower() for n in new_members))
     rep = _replica(ctx)
     try:

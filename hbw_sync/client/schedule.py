@@ -16,7 +16,6 @@ systemd unit counts as success and cron does not mail.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -128,7 +127,7 @@ def _systemd_arg(arg: str) -> str:
 
 def systemd_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where systemd looks for a user's units: $XDG_CONFIG_HOME/systemd/user (default ~/.config)."""
-    env = os.environ if env is None else env
+    env = {} if env is None else env  # the front end passes XDG_CONFIG_HOME (ClientConfig.scheduler_env)
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "systemd" / "user"
 

@@ -16,7 +16,6 @@ at any point leaves either the whole command or none of it.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,9 +33,12 @@ DB_NAME = "store.db"
 
 
 def default_home() -> Path:
-    """Where the store lives: $HBW_SYNC_HOME, else the platform's user data dir."""
-    env = os.environ.get("HBW_SYNC_HOME")
-    return Path(env) if env else Path(platformdirs.user_data_dir("hbw-sync", appauthor=False))
+    """Where the store lives when no home is given: the platform's user data dir.
+
+    HBW_SYNC_HOME is the front end's business (``--home``'s envvar, ``ClientConfig``): the
+    library reads no environment variable (STYLE.md §12).
+    """
+    return Path(platformdirs.user_data_dir("hbw-sync", appauthor=False))
 
 
 # What a full or failing disk means, in the words of the person at this computer (fileio.fault_code's codes).

@@ -71,8 +71,10 @@ async def unlock(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/")
 
 
-def create_app(home: Path | None, gate: Gate) -> web.Application:
+def create_app(home: Path | None, gate: Gate, *, locale_day_first: bool = True) -> web.Application:
+    """The app; ``locale_day_first``: how to read 05/12 in an import when the file does not tell."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app[importing.LOCALE_DAY_FIRST] = locale_day_first
     app[GATE] = gate
     app[HOME] = home
     app[ROLE_CACHE] = {}
@@ -86,14 +88,14 @@ def create_app(home: Path | None, gate: Gate) -> web.Application:
 
 
 async def serve(home: Path | None, port: int = 0, on_ready: Callable[[str], None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, *, locale_day_first: bool = True) -> None:
     """Serve the app on 127.0.0.1 until ``stop`` is set (or forever); ``on_ready`` gets the URL to open."""
     import socket
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", port))
     gate = Gate(port=sock.getsockname()[1])
-    runner = web.AppRunner(create_app(home, gate), access_log=None)
+    runner = web.AppRunner(create_app(home, gate, locale_day_first=locale_day_first), access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     try:
