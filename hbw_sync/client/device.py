@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import crypto, enroll, hlc
+from .. import clock, crypto, enroll, hlc
 from ..errors import ConfigError, UsageError, WrongKeyError
 from ..ops import is_member_name
 from . import received, vault
@@ -31,8 +30,7 @@ if TYPE_CHECKING:
 _STORE_KEYS: dict[bytes, bytes] = {}
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+now_ms = clock.now_ms  # the one wall clock (hbw_sync/clock.py); callers import it from here too
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ..errors import ConfigError, HbwError
 from ..i18n import _
 from . import bundles, tray_icon
 from . import watch as watching
-from .device import Device
+from .device import Device, now_ms
 from .store import default_home
 from .tray_state import Memory, Menu, Notification, Observation, TrayView, step
 
@@ -98,7 +98,7 @@ class Tray:
         self.launcher([sys.executable, "-m", "hbw_sync.client.cli", "--home", str(self.home), "app"])
 
     def export_bundle(self, *_args: Any) -> None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
+        stamp = dt.datetime.fromtimestamp(now_ms() / 1000).strftime("%Y%m%d-%H%M")
         path = self.choose_file(f"hbw-sync-{stamp}.hbw", True)
         if path is None:
             return

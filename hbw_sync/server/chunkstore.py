@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from .. import clock
 from ..chunks import ID_LEN
 
 
@@ -128,7 +128,7 @@ class FileChunkStore:
                 continue
             for f in sorted(sub.iterdir()):
                 if f.name.endswith(".tmp"):  # a put cut by a crash: never renamed, never counted
-                    if time.time() - f.stat().st_mtime > 3600:
+                    if clock.now_ms() / 1000 - f.stat().st_mtime > 3600:
                         with contextlib.suppress(OSError):
                             f.unlink()
                     continue

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from .. import batch as wire
 from .. import snapshot as snap_fmt
-from .. import codec, crypto, envelope
+from .. import clock, codec, crypto, envelope
 from .. import bundle, wordcode
 from . import admission, bundle_replies, receipts
 from .. import enroll as enroll_mod
@@ -56,8 +56,7 @@ CHUNK_MAX = limits.CHUNK_MAX
 BOARD_LIMITS = codec.Limits(max_container=1_000_000)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+now_ms = clock.now_ms  # the one wall clock (hbw_sync/clock.py); callers import it from here too
 
 
 @dataclass(frozen=True)

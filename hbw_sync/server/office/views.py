@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
 
-from ... import timefmt
+from ... import clock, timefmt
 from ...errors import HbwError
 from ...i18n import _, ngettext
 from .. import admin
@@ -34,8 +33,7 @@ async def call(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     return await asyncio.to_thread(functools.partial(fn, *args, **kw))
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+now_ms = clock.now_ms  # the one wall clock (hbw_sync/clock.py); callers import it from here too
 
 
 DAYS_RANGE = ' min="1" max="365"'
