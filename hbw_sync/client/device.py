@@ -106,6 +106,12 @@ class Device:
 
     @classmethod
     def open(cls, home: Path | None = None) -> "Device":
+        """The store in ``home`` (None: the platform's user data folder), without the passphrase.
+
+        Raises:
+            ConfigError: no store there yet (``hbw-sync init`` or ``join`` makes one).
+            StoreError: a store of another schema version, or one the disk cannot open (``store.*``).
+        """
         return cls(Store.open(home))
 
     def close(self) -> None:
@@ -141,7 +147,10 @@ class Device:
         return team
 
     def status(self) -> dict[str, Any]:
-        """What waits to be sent, what came in, the last sync, and conflicts; no passphrase needed."""
+        """What waits to be sent, what came in, the last sync, and conflicts; no passphrase needed.
+
+        Raises nothing but ``StoreError`` from a failing disk.
+        """
         s = self.store
         # The open batch's pieces count as the one batch they become when it closes (Replica._queue).
         out = s.execute("SELECT COUNT(DISTINCT CASE WHEN state = 'open' THEN -1 ELSE seq END),"

@@ -251,6 +251,12 @@ class DocumentsMixin(_Base):
         return self.doc(did.hex())
 
     def update_doc(self, prefix: str, path: Path) -> views.DocView:
+        """Record the file at ``path`` as the document's next version (a delta when that is smaller).
+
+        Raises:
+            UsageError: no such document, no such file, unreadable, over the limit
+                (``usage.doc_too_large``), or the same bytes as the current version. Nothing was changed.
+        """
         did = self.resolve(Kind.DOC, prefix)
         path = Path(path)
         size = self._file_size(path)
@@ -345,6 +351,11 @@ class DocumentsMixin(_Base):
         return out
 
     def doc(self, prefix: str) -> views.DocView:
+        """One document as listed.
+
+        Raises:
+            UsageError: no such document, or an ambiguous prefix.
+        """
         st = self._load(Kind.DOC, self.resolve(Kind.DOC, prefix))
         assert st is not None
         return self._doc_view(st)

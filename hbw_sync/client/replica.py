@@ -65,7 +65,13 @@ def _short_hex(b: bytes) -> str:
 
 
 class Replica(DocumentsMixin, IncomingMixin, Device):
-    """A device unlocked with its passphrase: reads and writes content."""
+    """A device unlocked with its passphrase: reads and writes content.
+
+    The front ends (CLI, app, tray) code against the ``Raises:`` sections below. Besides them,
+    every method that writes may raise ``StoreError`` when this computer's disk fails
+    (``store.disk_full``, ``store.io``, ``store.read_only``, ``store.busy``: nothing was changed),
+    and ``ConfigError`` when the device is in no team yet. Any other exception is a bug.
+    """
 
     def __init__(self, store: Store, store_key: bytes):
         super().__init__(store)
@@ -193,7 +199,12 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
     # -- making changes ----------------------------------------------------------------------------
 
     def change(self, edits: Sequence[tuple[Kind, bytes, dict[str, Any]]]) -> list[Op]:
-        """Apply a list of (kind, entity, {field name: value}) edits as one atomic command."""
+        """Apply a list of (kind, entity, {field name: value}) edits as one atomic command.
+
+        Raises:
+            UsageError: a value the op format refuses ("invalid change: ..."); nothing was changed.
+            ConfigError: this device is in no team yet.
+        """
         team = self.require_team()
         key = self.current_key_or_none()
         me = self.author.device_id
@@ -437,7 +448,11 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
     # -- resolving ids -----------------------------------------------------------------------------
 
     def resolve(self, kind: Kind, prefix: str) -> bytes:
-        """An entity id from an unambiguous hex prefix (as git does); UsageError otherwise."""
+        """An entity id from an unambiguous hex prefix (as git does).
+
+        Raises:
+            UsageError: not at least 2 hex digits, no such entity, or a prefix of several.
+        """
         p = prefix.strip().lower()
         what = kind.name.lower()
         if len(p) < 2 or any(c not in "0123456789abcdef" for c in p):
@@ -463,6 +478,11 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         priority: int = 1,
         needs: int = 0,
     ) -> views.TaskView:
+        """Create one task (its own transaction) and return it as listed.
+
+        Raises:
+            UsageError: an empty title, an invalid member name, or a value out of range.
+        """
         tid = self.add_tasks([dict(title=title, description=description, assignee=assignee, due=due, priority=priority, needs=needs)])[0]
         return self.task(tid.hex())
 
@@ -492,7 +512,12 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             raise UsageError(_("{name!r} is not a valid member name").format(name=name), hint=_("use 1-32 lowercase letters, digits, '.', '_' or '-'"))
 
     def edit_task(self, prefix: str, **values: Any) -> views.TaskView:
-        """Change any task fields by name (title, description, assignee, status, due, priority, needs, pinned)."""
+        """Change any task fields by name (title, description, assignee, status, due, priority, needs, pinned).
+
+        Raises:
+            UsageError: no such task (see ``resolve``), nothing to change, an empty title, an invalid
+                member name or value, or a deleted task (``usage.deleted``). Nothing was changed.
+        """
         tid = self.resolve(Kind.TASK, prefix)
         values = {k: v for k, v in values.items()}
         if "assignee" in values:
@@ -510,17 +535,29 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         return self.task(tid.hex())
 
     def assign(self, prefix: str, member: str | None) -> views.TaskView:
+        """Give the task to ``member`` (None: nobody). Raises as ``edit_task``."""
         return self.edit_task(prefix, assignee=member)
 
     def set_status(self, prefix: str, status: Status) -> views.TaskView:
+        """Move the task to ``status``. Raises as ``edit_task``."""
         return self.edit_task(prefix, status=int(status))
 
     def note(self, prefix: str, text: str) -> views.TaskView:
+        """Add a note to the task's history.
+
+        Raises:
+            UsageError: an empty note; otherwise as ``edit_task``.
+        """
         if not text.strip():
             raise UsageError(_("a note must not be empty"))
         return self.edit_task(prefix, note=text)
 
     def task(self, prefix: str) -> views.TaskView:
+        """One task with its documents and conflicts.
+
+        Raises:
+            UsageError: no such task, or an ambiguous prefix (see ``resolve``).
+        """
         tid = self.resolve(Kind.TASK, prefix)
         st = self._load(Kind.TASK, tid)
         assert st is not None
@@ -686,7 +723,11 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
 
     def set_profile(self, **values: Any) -> dict[str, Any]:
         """The member's working conditions (laptop, internet, office_days, away_until, capacity, takes_work),
-        synced for rebalancing."""
+        synced for rebalancing.
+
+        Raises:
+            UsageError: a value out of range ("invalid change: ..."); nothing was changed.
+        """
         values = {k: v for k, v in values.items()}
         if not values:
             return self.profile()
@@ -695,6 +736,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         return self.profile()
 
     def profile(self, member: str | None = None) -> dict[str, Any]:
+        """A member's working conditions and role (this device's member by default); raises nothing."""
         name = member or self.store.meta("member")
         st = self._load(Kind.MEMBER, name.encode())
         v = st.values() if st else {}
@@ -710,6 +752,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         }
 
     def members(self) -> list[dict[str, Any]]:
+        """The profile of every member this device has heard of; raises nothing."""
         names = {r[0].decode() for r in self.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.MEMBER),))}
         names |= {r[0] for r in self.store.execute("SELECT DISTINCT assignee FROM entities WHERE assignee IS NOT NULL")}
         names.add(self.store.meta("member"))
