@@ -171,7 +171,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         check_bind(office_cfg)  # refuse before anything listens
     storage.open_store(data, database).close()  # no relay there, or PostgreSQL down: say so before any worker
     log_to_stderr()
-    WorkerPool(cfg, n_workers, (tls_cert, tls_key) if ctx else None, office_cfg).run(ready, office_ready)
+    WorkerPool(cfg, n_workers, (tls_cert, tls_key) if ctx and tls_cert and tls_key else None, office_cfg).run(ready, office_ready)
 
 
 @cli.command()
