@@ -134,6 +134,21 @@ ACTIONS["sync"].args["chunks"] = ListOf(Tuple((_CID, _SEALED_CHUNK)), bundle_fmt
 # The chunks a bundle's device wants in the reply (its fetch policy's, bounded like ``chunk_get``'s ids).
 ACTIONS["sync"].args["want_chunks"] = ListOf(_CID, CHUNK_IDS_MAX)
 
+# -- streamed uploads (PROTOCOL.md §13a, ``stream.py``): a signed head, then the batch's raw bytes --
+#: Largest stream head (its 2-byte length prefix excluded): a request envelope of four small args.
+STREAM_HEAD_MAX = 1024
+#: Body bytes a stream gathers before writing them to the partial upload (a cut loses none of them:
+#: what is gathered is written when the connection drops too); also what it holds of the BodyBudget.
+STREAM_FLUSH = 64 * 1024
+#: The stream head's args; the head is an ordinary request envelope with the action ``stream``, accepted
+#: only on ``POST /v1/stream`` (not in ``ACTIONS``: it has no body of its own on ``/v1``).
+STREAM = Action(body=STREAM_HEAD_MAX, args={
+    "seq": _U63,
+    "total": Int(1, _MSG),
+    "offset": Int(0, _MSG),
+    "sha256": Bin(32, 32),
+})
+
 #: Largest body before the action is known (the first bytes name it; see ``body_limit``).
 HEAD_BYTES = 128
 
