@@ -87,7 +87,8 @@ class SyncReport:
 # -- transport ---------------------------------------------------------------------------------------
 
 
-async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False) -> bytes:
+async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False,
+               on_sent: Callable[[int], None] | None = None) -> bytes:
     """POST one envelope; transport failures become TransientError, relay errors their own class.
 
     ``timeout`` bounds a stall, not the transfer: a total bound would fail a batch
@@ -95,6 +96,9 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
     request's bytes may still be on their way long after the socket took them, so
     the wait for the answer, and for each of its bytes, allows ``timeout`` plus the
     request's size at ``MIN_UPLOAD_RATE``.
+
+    ``on_sent(n)`` (a stream) hears how many bytes of ``body`` were handed to the socket so far,
+    as they go: a large upload shows progress while it moves, not only when it ends.
     """
     try:
         stall = timeout + len(body) / MIN_UPLOAD_RATE
@@ -108,8 +112,12 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
             async with asyncio.timeout(stall):
                 # unverified_tls: only for a word-code fetch, whose answer is authenticated by the words (§14a).
                 ssl_arg: Any = False if unverified_tls else (tls if tls else True)
-                resp = await session.post(url.rstrip("/") + path, data=body, timeout=to, ssl=ssl_arg,
-                                          headers={"Content-Type": "application/x-hbw"})
+                headers = {"Content-Type": "application/x-hbw"}
+                data: Any = body
+                if on_sent is not None:  # sized, so that the relay sees a Content-Length (it needs one)
+                    data, headers["Content-Length"] = _slices(body, on_sent), str(len(body))
+                resp = await session.post(url.rstrip("/") + path, data=data, timeout=to, ssl=ssl_arg,
+                                          headers=headers)
             async with resp:
                 data = await resp.read()
                 if resp.status == 200:
@@ -146,6 +154,18 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         what = ("the relay did not answer in time" if isinstance(e, asyncio.TimeoutError)
                 else "the link to the relay dropped before the answer was complete")
         raise TransientError(f"{what} ({url})", hint=_("nothing was lost; sync again when the link is back")) from e
+
+
+#: Bytes a stream hands to the socket at a time (and between two progress reports).
+SEND_SLICE = 16 * 1024
+
+
+async def _slices(body: bytes, on_sent: Callable[[int], None]) -> Any:
+    view = memoryview(body)
+    for at in range(0, len(body), SEND_SLICE):
+        part = view[at:at + SEND_SLICE]
+        yield bytes(part)
+        on_sent(at + len(part))
 
 
 def _log_cause(url: str, e: BaseException) -> None:
@@ -627,7 +647,15 @@ class _Session:
                                             {"seq": seq, "total": size, "offset": offset, "sha256": digest},
                                             now_ms())
         body = len(head).to_bytes(2, "big") + head + data[offset:]
-        raw = await self.transport(s.meta("relay_url"), body, self.timeout, path="/v1/stream")
+        start = len(body) - (size - offset)
+        try:
+            raw = await self.transport(s.meta("relay_url"), body, self.timeout, path="/v1/stream",
+                                       on_sent=lambda n: self._show_progress(up_extra=offset + max(0, n - start)))
+        except TransientError:
+            # Handed to the socket is not received: until the relay says how much it kept (the next
+            # attempt asks), count only what it confirmed before this stream.
+            self._show_progress(up_extra=offset)
+            raise
         self.report.round_trips += 1
         res = envelope.parse_response(raw, s.meta("relay_public"), nonce).result
         got = res.get("offset")

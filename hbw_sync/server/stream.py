@@ -38,7 +38,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .. import envelope
+from .. import codec, envelope
 from ..errors import AccessError, HbwError, LimitError, ProtocolError, TransientError
 from . import limits, relay
 from .storage.base import Txn
@@ -163,8 +163,12 @@ class _Reader:
         self.t0 = self.loop.time()
         self.got = 0
         self.buf = bytearray()
+        self.dropped: BaseException | None = None
 
     async def more(self) -> bytes:
+        """The next bytes that arrived (b"" at the end). After a drop, what aiohttp still held, then the drop."""
+        if self.dropped is not None:
+            raise self.dropped
         cfg = self.cfg
         deadline = self.t0 + cfg.body_grace_s + self.got / cfg.min_body_rate
         wait = min(cfg.body_stall_s, deadline - self.loop.time())
@@ -177,8 +181,30 @@ class _Reader:
         except asyncio.TimeoutError:
             raise TransientError(f"the stream stopped arriving after {self.got} bytes; the relay kept what came",
                                  code="transient.slow_body", hint="the next sync goes on from there") from None
+        except (ConnectionResetError, HttpProcessingError) as e:
+            self.dropped = e
+            chunk = self._salvage()
+            if not chunk:
+                raise
         self.got += len(chunk)
         return chunk
+
+    def _salvage(self) -> bytes:
+        """Bytes aiohttp received but had not handed over when the connection dropped.
+
+        aiohttp's ``readany`` raises a dropped connection's error before it returns what is
+        still in its buffer, and on a cut link those are the very bytes this route exists to
+        keep (on loopback often the whole request: the drop comes before the handler runs).
+        So they are taken from the buffer directly (``StreamReader._buffer``, stable through
+        aiohttp 3.x; nothing is taken if a later version names it otherwise).
+        """
+        content = self.request.content
+        buf = getattr(content, "_buffer", None)
+        if not buf:
+            return b""
+        data = b"".join(bytes(c) for c in buf)[int(getattr(content, "_buffer_offset", 0) or 0):]
+        buf.clear()
+        return data
 
     async def exactly(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -204,7 +230,7 @@ async def serve(request: web.Request, deps: Deps, error_response: Any) -> web.St
         if enc not in ("", "identity"):
             raise ProtocolError(f"compressed request bodies ({enc}) are not accepted; nothing was read",
                                 code="protocol.encoding")
-        if declared > PREFIX + limits.STREAM_HEAD_MAX + limits.UPLOAD_QUOTA:
+        if declared > PREFIX + limits.STREAM_HEAD_MAX + codec.DEFAULT_LIMITS.max_message:
             raise LimitError(f"a stream of {declared} bytes is over any batch's size", code="protocol.limit")
         reader = _Reader(request, deps.config)
         n = int.from_bytes(await reader.exactly(PREFIX), "big")
