@@ -69,7 +69,7 @@ def test_a_document_added_offline_reaches_the_office_by_bundle(team: Team, tmp_p
     assert relay_chunk_bytes(team) >= 2 * MB
     reply = next(tmp_path.glob("hbw-reply-*.hbw"))
     code, out = cli(chidi, "bundle", "import", str(reply))
-    assert code == 0 and "1 of your batch(es) confirmed" in out, out
+    assert code == 0 and "1 of your batches confirmed" in out, out
     assert dana.sync().ok
     code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
     assert code == 0, out
@@ -174,3 +174,21 @@ def test_a_bundle_over_http_carries_its_chunks(team: Team, tmp_path: Path) -> No
     assert dana.sync().ok
     code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
     assert code == 0 and (tmp_path / "copy.pdf").read_bytes() == data, out
+
+
+def test_a_reply_carrying_only_a_document_counts_its_change(team: Team, tmp_path: Path) -> None:
+    """A batch holding nothing but a document is a change like any other, and the words say so."""
+    dana, chidi = team.pair("dana", "chidi")
+    doc = tmp_path / "minutes.pdf"
+    doc.write_bytes(random.Random(3).randbytes(100_000))
+    assert cli(dana, "doc", "add", str(doc))[0] == 0
+    assert dana.sync().ok
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"))
+    assert code == 0, out
+    res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(tmp_path / "c.hbw"),
+                                         "--reply-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    code, out = cli(chidi, "bundle", "import", str(next(tmp_path.glob("hbw-reply-*.hbw"))))
+    assert code == 0 and "0 of your batches confirmed, 1 received (1 change)." in out, out
+    with chidi.open() as rep:
+        assert [d.name for d in rep.docs()] == ["minutes.pdf"]

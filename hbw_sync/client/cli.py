@@ -1005,14 +1005,19 @@ def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
 
 def bundle_import_words(r: dict[str, Any]) -> str:
     """What a person reads after importing one reply file: what came, what waits, what is still to come."""
-    done = _("{acks} of your batch(es) confirmed, {got} received ({ops} change(s)).").format(
-        acks=r["acks"], got=r["received_batches"], ops=r["applied_ops"])
+    changes = ngettext("{n} change", "{n} changes", r["applied_ops"]).format(n=r["applied_ops"])
+    done = _("{confirmed}, {received}.").format(
+        confirmed=ngettext("{n} of your batches confirmed", "{n} of your batches confirmed", r["acks"]).format(
+            n=r["acks"]),
+        received=ngettext("{n} received ({changes})", "{n} received ({changes})", r["received_batches"]).format(
+            n=r["received_batches"], changes=changes))
     if r["parts"] > 1:
         msg = _("Part {part} of {parts} imported: ").format(part=r["part"], parts=r["parts"]) + done
     else:
         msg = _("Imported: ") + done
     if r.get("doc_chunks"):
-        msg += "\n" + _("{n} document part(s) received.").format(n=r["doc_chunks"])
+        msg += "\n" + ngettext("{n} document part received.", "{n} document parts received.",
+                               r["doc_chunks"]).format(n=r["doc_chunks"])
     if r["waits_for_earlier_part"]:
         msg += "\n" + _("Its changes wait for the part before it (mail can come out of order); nothing is lost.")
     if r["parts_left"]:
