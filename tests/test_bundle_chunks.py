@@ -20,7 +20,7 @@ from relay_helpers import Member, Team
 from hbw_sync.client import bundles
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import LimitError
-from hbw_sync.server import admin, relay
+from hbw_sync.server import admin, limits, relay
 from hbw_sync.server.cli import cli as relay_cli
 
 MB = 1_000_000
@@ -98,14 +98,20 @@ def test_a_bundle_over_the_document_quota_is_refused_whole(team: Team, tmp_path:
     add_scan(chidi, tmp_path)
     bundles.export_bundle(chidi.home, tmp_path / "c.hbw", passphrase=chidi.passphrase)
     before = batch_count(team)
-    small = lambda conn, data: relay.load_identity(Path(data), conn, chunk_quota=MB)  # noqa: E731
-    monkeypatch.setattr(admin, "_identity", small)
+    # The quota 'serve --chunk-quota-gb' keeps in the relay's settings; 'bundle ingest' (its own process,
+    # without serve's options) applies it too.
+    assert admin.chunk_quota(team.data) == limits.CHUNK_QUOTA  # nothing kept yet: the default
+    admin.set_chunk_quota(team.data, MB)
+    assert admin.chunk_quota(team.data) == MB
+    res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(tmp_path / "c.hbw"),
+                                         "--reply-dir", str(tmp_path / "replies")])
+    assert res.exit_code == 65 and "nothing of this bundle was applied" in res.output, res.output
     with pytest.raises(LimitError) as e:
         admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")
     assert e.value.code == "protocol.quota" and "nothing of this bundle was applied" in e.value.message
     assert batch_count(team) == before and relay_chunk_bytes(team) == 0
     assert not (tmp_path / "replies").exists() or not any((tmp_path / "replies").iterdir())
-    monkeypatch.undo()
+    admin.set_chunk_quota(team.data, 20 * 1024**3)  # serve started again with the default
     r = admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")  # the same bundle, room now
     assert r["batches_in"] == 1 and r["chunks_in"] >= 8
 

@@ -840,7 +840,19 @@ def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -
     return envelope.make_response(ident.key, req.nonce, result, now), stats
 
 
-def load_identity(data_dir: Path, conn: Txn, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:
+#: The relay's setting (``meta``) that keeps ``serve --chunk-quota-gb``, in bytes.
+CHUNK_QUOTA_SETTING = "chunk_quota"
+
+
+def load_identity(data_dir: Path, conn: Txn, chunk_quota: int | None = None) -> RelayIdentity:
+    """The relay's team, key and chunk store. ``chunk_quota`` None: the quota ``serve`` last kept.
+
+    Why kept: ``hbw-relay bundle ingest`` runs in its own process, without serve's options, and
+    must refuse a bundle's chunks at the same quota as the online path (PROTOCOL.md §18f).
+    """
     key = crypto.DeviceKey((data_dir / "relay.key").read_bytes())
+    if chunk_quota is None:
+        kept = meta(conn, CHUNK_QUOTA_SETTING)
+        chunk_quota = kept if type(kept) is int and kept > 0 else limits.CHUNK_QUOTA
     return RelayIdentity(meta(conn, "team"), meta(conn, "team_name"), key,
                          FileChunkStore(data_dir / "chunks", chunk_quota))
