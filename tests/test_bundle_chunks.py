@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from relay_helpers import Member, Team
 from hbw_sync.client import bundles
+from hbw_sync.client import sync as syncing
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import LimitError
 from hbw_sync.server import admin, limits, relay
@@ -68,8 +69,15 @@ def test_a_document_added_offline_reaches_the_office_by_bundle(team: Team, tmp_p
     assert "document chunk(s) received" in res.output
     assert relay_chunk_bytes(team) >= 2 * MB
     reply = next(tmp_path.glob("hbw-reply-*.hbw"))
+    assert syncing.pending_bytes(chidi.home) >= 2 * MB  # the scan's chunks wait to be confirmed
+    code, out = cli(chidi, "status")
+    assert code == 0 and "Documents waiting to be sent: 2." in out, out
     code, out = cli(chidi, "bundle", "import", str(reply))
     assert code == 0 and "1 of your batches confirmed" in out, out
+    # The reply confirms the chunks too (the relay kept them before it answered): nothing waits any more.
+    assert syncing.pending_bytes(chidi.home) == 0
+    code, out = cli(chidi, "status", "--json")
+    assert code == 0 and json.loads(out)["outbox"]["document_bytes"] == 0, out
     assert dana.sync().ok
     code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
     assert code == 0, out

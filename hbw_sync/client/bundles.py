@@ -135,7 +135,9 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         with s.transaction():
             s.set_meta("bundle_counter", counter)
             pending = s.meta("bundle_nonces") or {}
-            pending[nonce.hex()] = [counter, now_ms(), seqs, reply_max]
+            # The chunks it carries: marked sent when a reply to it is imported (the relay kept them
+            # before it answered), so that 'status' stops counting them as waiting.
+            pending[nonce.hex()] = [counter, now_ms(), seqs, reply_max, list(carried)]
             s.set_meta("bundle_nonces", pending)
         meter("export", len(sealed), len(sealed))
         return {"file": str(path), "bytes": len(sealed), "batches": len(batches), "changes": changes,
@@ -187,6 +189,9 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         session = _Session(dev, rep, REPLY_BUDGET, None, 0)  # type: ignore[arg-type]
         session.apply_response({**result, "cursor": s.meta("pull_cursor", 0)} if held else result, [])
         with s.transaction():
+            carried = pending[nonce][4] if len(pending[nonce]) > 4 else []
+            if carried:  # the relay answered: it kept the bundle's chunks (before any of its batches, §18f)
+                docchunks.LocalChunks(s).mark_sent(c for c in carried if isinstance(c, bytes))
             if held:
                 reply_parts.hold(s, frm, int(result.get("cursor", 0)))
             reply_parts.settle(s)

@@ -803,8 +803,10 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo(_("{member} on device {device}, no team yet").format(member=s["member"], device=s["device"][:8]))
         if o["changes"]:
             click.echo(_("Waiting to be sent: {changes} change(s) in {batches} batch(es), {human_bytes}.").format(changes=o['changes'], batches=o['batches'], human_bytes=human_bytes(o['bytes'])))
-        else:
+        elif not o["document_bytes"]:
             click.echo(_("Nothing waiting to be sent."))
+        if o["document_bytes"]:
+            click.echo(_("Documents waiting to be sent: {size}.").format(size=human_bytes(o["document_bytes"])))
         if s["waiting_for_team_key"]:
             click.echo(_("{waiting_for_team_key} change(s) wait for the team key: they are kept here, "
                   "and sealed and sent once this device holds the new key.").format(waiting_for_team_key=s['waiting_for_team_key']))
