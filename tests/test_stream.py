@@ -203,3 +203,65 @@ def test_stream_head_fields_are_in_the_limits_table() -> None:
             and n.func.attr == "get" and ast.unparse(n.func.value) == "a" and n.args
             and isinstance(n.args[0], ast.Constant)}
     assert read and read <= set(limits.STREAM.args)
+
+
+def test_a_chunk_pack_streams_at_the_byte_and_a_bad_one_keeps_nothing(team: Team, tmp_path: Path) -> None:
+    """Document chunks stream as packs (``chunks: true``): kept in the chunk store once whole; a pack
+    that does not parse, or a seq in the wrong range, is refused and nothing of it is kept."""
+    from hbw_sync import chunks
+
+    amina = team.join("amina", "supervisor")
+    pieces = [(os.urandom(16), os.urandom(5_000)), (os.urandom(16), os.urandom(70_000))]
+    data = chunks.pack_chunks(pieces)
+    sha, n = hashlib.sha256(data).digest(), len(data)
+    seq = limits.PACK_SEQ + 7
+
+    def pack_head(seq: int, offset: int, sha: bytes = sha, total: int = n, flag: bool = True) -> tuple[bytes, bytes]:
+        with Device.open(amina.home) as dev:
+            args = {"seq": seq, "total": total, "offset": offset, "sha256": sha}
+            if flag:
+                args["chunks"] = True
+            return envelope.make_request(dev.transport_key(), dev.identity.device_id, "stream", args, relay.now_ms())
+
+    def chunk_files() -> int:
+        return sum(1 for p in (team.data / "chunks").rglob("*") if p.is_file())
+
+    # the wrong range for each kind: nothing read
+    for s_, flag in ((5, True), (seq, False)):
+        h, _n = pack_head(s_, 0, flag=flag)
+        status, err = send(team, framed(h, data))
+        assert (status, err["code"]) == (400, "protocol.schema"), err
+    h, _n = pack_head(seq, 0, total=limits.PACK_MAX + 1)
+    assert send(team, framed(h, data))[1]["code"] == "protocol.limit"
+    assert held(team) == 0 and chunk_files() == 0
+    # an honest pack, in two streams
+    h, nonce = pack_head(seq, 0)
+    assert answer(team, amina, framed(h, data[:40_000]), nonce) == {"offset": 40_000}
+    h, nonce = pack_head(seq, 40_000)
+    assert answer(team, amina, framed(h, data[40_000:]), nonce) == {"offset": n, "stored": 2}
+    assert held(team) == 0 and chunk_files() == 2
+    # a pack whose entry claims more bytes than a sealed chunk can have: refused whole
+    bad = pieces[0][0] + (10 << 20).to_bytes(4, "big") + os.urandom(3_000)
+    h, nonce = pack_head(seq + 1, 0, hashlib.sha256(bad).digest(), len(bad))
+    res = answer(team, amina, framed(h, bad), nonce)
+    assert res["offset"] == 0 and res["reject"]["code"] == "protocol.schema"
+    assert held(team) == 0 and chunk_files() == 2
+
+
+def test_chunk_packs_round_trip_and_refuse_truncation() -> None:
+    from hbw_sync import chunks
+    from hbw_sync.errors import ProtocolError
+
+    pieces = [(bytes([i]) * 16, os.urandom(100 + i)) for i in range(5)]
+    data = chunks.pack_chunks(pieces)
+    assert chunks.unpack_chunks(data, 10) == pieces
+    for cut in range(1, len(data)):  # every prefix that ends inside an entry
+        ends = {sum(16 + 4 + len(s) for _c, s in pieces[:k]) for k in range(6)}
+        if cut in ends:
+            continue
+        with pytest.raises(ProtocolError) as e:
+            chunks.unpack_chunks(data[:cut], 10)
+        assert e.value.code == "protocol.truncated"
+    with pytest.raises(ProtocolError) as e:
+        chunks.unpack_chunks(data, 4)
+    assert e.value.code == "protocol.schema"

@@ -597,27 +597,7 @@ class _Session:
             "SELECT seq, size FROM outbox WHERE state = 'closed' AND size > ? ORDER BY seq", (INLINE_MAX,)
         ).fetchall():
             data = s.execute("SELECT data FROM outbox WHERE seq = ?", (seq,)).fetchone()[0]
-            digest = hashlib.sha256(data).digest()
-            res = await self._call("upload", {"seq": seq, "total": size, "sha256": digest})
-            restarts = stuck = 0
-            while "ack" not in res and "reject" not in res:
-                offset = res["offset"]
-                if type(offset) is not int or not 0 <= offset < size:
-                    raise ProtocolError(_("the relay answered an upload with an offset out of range"),
-                                        code="protocol.upload")
-                if res.get("restart"):  # the bytes it held were not this batch's: it dropped them
-                    restarts += 1
-                    if restarts > 1:
-                        raise IntegrityError(_("the relay keeps receiving other bytes than this device sends"),
-                                             code="integrity.sha256",
-                                             hint=_("the link may be altering data; tell office IT"))
-                self._relay_holds(seq, offset)
-                res = await self._stream(seq, size, offset, digest, data)
-                after = res.get("offset")
-                stuck = stuck + 1 if "ack" not in res and after == offset else 0
-                if stuck >= 3:  # the relay took none of three streams: something else uploads this batch
-                    raise TransientError(_("the relay did not take this device's upload; try again later"),
-                                         code="transient.upload")
+            res = await self.send_stream(seq, data)
             self.link.held.pop(seq, None)
             with s.transaction():
                 if "ack" in res:
@@ -631,6 +611,35 @@ class _Session:
                     self.report.notes.append(f"batch {seq} refused by the relay: {res['reject'].get('message')}")
             self._show_progress()
 
+    async def send_stream(self, seq: int, data: bytes, pack: bool = False) -> dict[str, Any]:
+        """Stream ``data`` (a batch, or with ``pack`` a chunk pack) until the relay holds all of it.
+
+        Asks where the upload stands, then streams the rest from there; a dropped link raises
+        (the next attempt asks again). Returns the relay's last answer: ``ack`` or ``reject`` for
+        a batch, ``stored`` or ``reject`` for a pack.
+        """
+        size, digest = len(data), hashlib.sha256(data).digest()
+        res = await self._call("upload", {"seq": seq, "total": size, "sha256": digest})
+        restarts = stuck = 0
+        while "ack" not in res and "reject" not in res and "stored" not in res:
+            offset = res["offset"]
+            if type(offset) is not int or not 0 <= offset < size:
+                raise ProtocolError(_("the relay answered an upload with an offset out of range"),
+                                    code="protocol.upload")
+            if res.get("restart"):  # the bytes it held were not these: it dropped them
+                restarts += 1
+                if restarts > 1:
+                    raise IntegrityError(_("the relay keeps receiving other bytes than this device sends"),
+                                         code="integrity.sha256",
+                                         hint=_("the link may be altering data; tell office IT"))
+            self._relay_holds(seq, offset)
+            res = await self._stream(seq, size, offset, digest, data, pack)
+            stuck = stuck + 1 if res.get("offset") == offset and "ack" not in res else 0
+            if stuck >= 3:  # the relay took none of three streams: something else uploads the same
+                raise TransientError(_("the relay did not take this device's upload; try again later"),
+                                     code="transient.upload")
+        return res
+
     def _relay_holds(self, seq: int, offset: int) -> None:
         """The relay said it holds ``offset`` bytes of batch ``seq``: what a cut stream left there is progress."""
         before = self.link.held.get(seq)
@@ -640,12 +649,14 @@ class _Session:
         self.link.held[seq] = offset
         self._show_progress(up_extra=offset)
 
-    async def _stream(self, seq: int, size: int, offset: int, digest: bytes, data: bytes) -> dict[str, Any]:
-        """One stream of batch ``seq`` from ``offset`` to its end; the relay's verified answer."""
+    async def _stream(self, seq: int, size: int, offset: int, digest: bytes, data: bytes,
+                      pack: bool = False) -> dict[str, Any]:
+        """One stream of ``data`` from ``offset`` to its end; the relay's verified answer."""
         s = self.s
-        head, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "stream",
-                                            {"seq": seq, "total": size, "offset": offset, "sha256": digest},
-                                            now_ms())
+        args: dict[str, Any] = {"seq": seq, "total": size, "offset": offset, "sha256": digest}
+        if pack:
+            args["chunks"] = True
+        head, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "stream", args, now_ms())
         body = len(head).to_bytes(2, "big") + head + data[offset:]
         start = len(body) - (size - offset)
         try:

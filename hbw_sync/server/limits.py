@@ -147,7 +147,13 @@ STREAM = Action(body=STREAM_HEAD_MAX, args={
     "total": Int(1, _MSG),
     "offset": Int(0, _MSG),
     "sha256": Bin(32, 32),
+    "chunks": Bool(),  # true: the bytes are a pack of sealed document chunks, not a batch (§18e)
 })
+#: A chunk pack's ``seq`` is at least this (a batch's never is): its upload never meets a batch's.
+PACK_SEQ = 1 << 62
+#: Largest chunk pack (what one ``chunk_put`` may carry).
+PACK_MAX = 4 * 1024 * 1024
+
 
 #: Largest body before the action is known (the first bytes name it; see ``body_limit``).
 HEAD_BYTES = 128

@@ -38,9 +38,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .. import codec, envelope
+from .. import chunks, codec, envelope
 from ..errors import AccessError, HbwError, LimitError, ProtocolError, TransientError
-from . import limits, relay
+from . import chunk_actions, limits, relay
 from .storage.base import Txn
 
 log = logging.getLogger("hbw.relay")
@@ -61,6 +61,8 @@ class Go:
     total: int
     offset: int
     sha256: bytes
+    #: The bytes are a chunk pack (``chunks.pack_chunks``), kept in the chunk store once whole.
+    pack: bool = False
 
 
 def begin(conn: Txn, ident: relay.RelayIdentity, head_bytes: bytes, body_len: int,
@@ -91,6 +93,13 @@ def begin(conn: Txn, ident: relay.RelayIdentity, head_bytes: bytes, body_len: in
     seq, total, offset, sha256 = a.get("seq"), a.get("total"), a.get("offset"), a.get("sha256")
     if seq is None or total is None or offset is None or sha256 is None:
         raise ProtocolError("a stream head needs seq, total, offset and sha256", code="protocol.schema")
+    pack = bool(a.get("chunks"))
+    if pack != (seq >= limits.PACK_SEQ):
+        raise ProtocolError(f"a {'chunk pack' if pack else 'batch'}'s seq must be "
+                            f"{'at least' if pack else 'under'} {limits.PACK_SEQ}", code="protocol.schema")
+    if pack and total > limits.PACK_MAX:
+        raise LimitError(f"a chunk pack of {total} bytes is over the {limits.PACK_MAX}-byte limit",
+                         code="protocol.limit")
     state = relay.upload_state(conn, req.device, seq, total, sha256, now)
     if isinstance(state, dict):  # already a batch: nothing to read
         return _answer(relay_key=ident, nonce=req.nonce, result=state, now=now)
@@ -100,7 +109,7 @@ def begin(conn: Txn, ident: relay.RelayIdentity, head_bytes: bytes, body_len: in
         raise LimitError(f"a stream of {body_len} bytes is longer than the {total - offset} bytes left of "
                          f"batch {seq}", code="protocol.limit")
     relay.make_upload_room(conn, req.device, seq, body_len)  # raises protocol.quota
-    return Go(req.device, author_pub, req.nonce, seq, total, offset, sha256)
+    return Go(req.device, author_pub, req.nonce, seq, total, offset, sha256, pack)
 
 
 def _transport_key(conn: Txn, device: bytes) -> bytes | None:
@@ -139,8 +148,28 @@ def finish(conn: Txn, ident: relay.RelayIdentity, go: Go, now: int) -> tuple[byt
         return _answer(relay_key=ident, nonce=go.nonce, now=now, result={"offset": 0, "restart": ProtocolError(
             f"the bytes of batch {go.seq} do not have the SHA-256 its stream's head named; they were dropped",
             code="integrity.sha256").to_dict()})
+    if go.pack:
+        return _answer(relay_key=ident, nonce=go.nonce, now=now, result=_keep_pack(conn, ident, go, now))
     return _answer(relay_key=ident, nonce=go.nonce, now=now,
                    result=relay.finish_upload(conn, ident, go.device, go.author_pub, go.seq, now))
+
+
+def _keep_pack(conn: Txn, ident: relay.RelayIdentity, go: Go, now: int) -> dict[str, Any]:
+    """A whole chunk pack: its chunks into the chunk store, as ``chunk_put`` keeps them (quota included).
+
+    A pack that does not parse, or that would pass the team's quota, is dropped and answered
+    ``reject`` with the reason: nothing of it is kept, as for a refused ``chunk_put``.
+    """
+    data = relay.upload_bytes(conn, go.device, go.seq)
+    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (go.device, go.seq))
+    try:
+        pieces = chunks.unpack_chunks(data, limits.PACK_MAX // 1024)
+        if ident.chunks is None:
+            raise ProtocolError("this relay keeps no document chunks", code="protocol.action")
+        stored = chunk_actions.chunk_put(conn, ident.chunks, ident.team, {"chunks": pieces}, now)
+    except HbwError as e:
+        return {"offset": 0, "reject": e.to_dict()}
+    return {"offset": go.total, "stored": stored["stored"]}
 
 
 @dataclass
