@@ -675,12 +675,14 @@ def test_deadline_durations() -> None:
 
 
 def test_an_upload_cut_every_few_kb_resumes_at_the_byte_in_one_sync(tmp_path: Path) -> None:
-    """A large batch goes up as a stream the relay keeps at the byte (``POST /v1/stream``): the link is
-    cut every 16 KB, hundreds of times across 2.7 MB, and ONE sync finishes with each byte sent about
-    once: what went up, round trips and headers included, is at most 1.1x the batches' bytes."""
+    """Large batches and document chunks go up as streams the relay keeps at the byte (``POST
+    /v1/stream``): the link is cut every 16 KB, hundreds of times across 3 MB (two documents as
+    large batches, one of 1.5 MB as chunks of about 64 KiB, which never fit between two cuts
+    whole), and ONE sync finishes with each byte sent about once: what went up, round trips and
+    headers included, is at most 1.1x the bytes that had to go."""
     with world(tmp_path, a_batches=1, b_batches=1) as w:
         (tmp_path / "docs").mkdir()
-        add_docs(w.a, tmp_path / "docs", {"ledger.pdf": 900_000, "scan.pdf": 900_000, "forms.pdf": 900_000})
+        add_docs(w.a, tmp_path / "docs", {"ledger.pdf": 900_000, "scan.pdf": 1_500_000, "forms.pdf": 600_000})
         waiting = syncing.pending_bytes(w.a.home)
         cuts = Toxics(cut_every=16_000)
         with LinkProxy(port_of(w.team.url), up=cuts, max_seconds=600) as proxy:
