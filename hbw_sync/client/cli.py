@@ -980,12 +980,23 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
                                   on_progress=on_progress)
     msg = _("Wrote {file} ({size}): {changes} change(s) in {batches} batch(es).").format(
         file=file, size=human_bytes(r["bytes"]), changes=r["changes"], batches=r["batches"])
-    if r["doc_chunks"]:
+    if r["parts"] > 1:
+        doc = r["split_document"] or {}
+        msg = ngettext("Wrote {n} bundle ({size}):", "Wrote {n} bundles ({size}):", r["parts"]).format(
+            n=r["parts"], size=human_bytes(r["bytes"])) + "\n" + "\n".join("  " + f for f in r["files"])
+        msg += "\n" + _("The document {name} ({size}) is larger than one bundle: its parts are spread over "
+                        "these {n} files, and its change is in the last. Take all of them to the office, "
+                        "in any order.").format(name=doc.get("name", "?"), size=human_bytes(doc.get("bytes", 0)),
+                                                n=r["parts"])
+    if r["doc_chunks"] and r["parts"] == 1:
         msg += "\n" + _("It carries {n} document part(s) ({size}) for the office.").format(
             n=r["doc_chunks"], size=human_bytes(r["doc_chunk_bytes"]))
     if r["left_in_outbox"]:
         msg += "\n" + _("{n} more batch(es) did not fit: export again after the reply.").format(n=r["left_in_outbox"])
-    msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")
+    if r["parts"] > 1:
+        msg += "\n" + _("Send them to the office; import each reply with 'hbw-sync bundle import REPLY'.")
+    else:
+        msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")
     emit(ctx, r, msg)
 
 
