@@ -173,7 +173,7 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
             for (out, sealed, nonce, part_seqs), part in zip(written, parts):
                 # The chunks it carries: marked sent when a reply to it is imported (the relay kept them
                 # before it answered), so that 'status' stops counting them as waiting.
-                pending[nonce.hex()] = [counter, now_ms(), part_seqs, reply_max, [cid for cid, _ in part]]
+                pending[nonce.hex()] = [counter, now_ms(), part_seqs, reply_max, [c[0] for c in part]]
             s.set_meta("bundle_nonces", pending)
         total = sum(len(w[1]) for w in written)
         meter("export", total, total)
