@@ -987,6 +987,8 @@ def envelope_vectors() -> dict[str, Any]:
          "byte 70 000. On the wire it follows its length as 2 bytes big-endian, and the batch's bytes "
          "[70 000, 200 000) follow it.", "d1", T0 + 9100, "stream",
          {"seq": 14, "total": 200_000, "offset": 70_000, "sha256": hashlib.sha256(b"batch 14").digest()}),
+        ("fetch", "A streamed download (POST /v1/fetch, §17): d1 asks for batch 1040 from byte 65 536.", "d1",
+         T0 + 9400, "fetch", {"rseq": 1040, "offset": 65536}),
     ]  # fmt: skip
     requests, by_name = [], {}
     for name, desc, dev, t, action, args in requests_in:
@@ -1029,6 +1031,9 @@ def envelope_vectors() -> dict[str, Any]:
         ("stream", "The relay's answer to d1's stream once all 200 000 bytes of batch 14 are in and their SHA-256 "
          "is the head's: the batch is acknowledged as rseq 1043.", "stream", T0 + 9300,
          {"offset": 200_000, "ack": [14, 1043, T0 + 9300]}),
+        ("fetch", "The signed head of the relay's answer to d1's fetch: the batch's size and SHA-256, the offset "
+         "echoed; on the wire it follows its length as 2 bytes big-endian, and bytes [65 536, 65 792) follow it.",
+         "fetch", T0 + 9410, {"size": 65_792, "offset": 65536, "sha256": hashlib.sha256(b"batch 1040").digest()}),
     ]  # fmt: skip
     responses = []
     for name, desc, req_name, t, result in responses_in:

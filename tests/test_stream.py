@@ -265,3 +265,43 @@ def test_chunk_packs_round_trip_and_refuse_truncation() -> None:
     with pytest.raises(ProtocolError) as e:
         chunks.unpack_chunks(data, 4)
     assert e.value.code == "protocol.schema"
+
+
+def test_a_fetch_streams_from_an_offset_and_bad_ones_are_refused(team: Team, tmp_path: Path) -> None:
+    """``POST /v1/fetch``: a signed head for the request's nonce (size, offset, SHA-256), then the bytes."""
+    amina = team.join("amina", "supervisor")
+    seq, data = big_batch(amina, tmp_path)
+    assert amina.sync().ok
+    rseq = team.sql("SELECT MAX(rseq) FROM batches")[0][0]
+
+    def fetch(args: dict, sign: bool = True, replay: bytes | None = None) -> tuple[int, bytes, bytes]:
+        with Device.open(amina.home) as dev:
+            body, nonce = envelope.make_request(dev.transport_key(), dev.identity.device_id, "fetch", args,
+                                                relay.now_ms(), nonce=replay)
+        if not sign:
+            body = body[:-64] + bytes(64)
+        u = urlsplit(team.url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        try:
+            conn.request("POST", "/v1/fetch", body=body, headers={"Content-Type": "application/x-hbw"})
+            r = conn.getresponse()
+            return r.status, r.read(), nonce
+        finally:
+            conn.close()
+
+    status, raw, nonce = fetch({"rseq": rseq, "offset": 100_000})
+    assert status == 200
+    n = int.from_bytes(raw[:2], "big")
+    head = envelope.parse_response(raw[2:2 + n], Device.open(amina.home).store.meta("relay_public"), nonce).result
+    stored = team.sql("SELECT data FROM batches WHERE rseq = ?", (rseq,))[0][0]
+    assert head == {"size": len(stored), "offset": 100_000, "sha256": hashlib.sha256(stored).digest()}
+    assert raw[2 + n:] == stored[100_000:]
+    import json
+    for args, sign, want in (({"rseq": rseq}, False, (400, "integrity.signature")),
+                             ({"rseq": 10**9}, True, (400, "usage.not_found")),
+                             ({"rseq": rseq, "offset": len(stored) + 1}, True, (400, "protocol.schema")),
+                             ({"rseq": rseq, "pad": bytes(5000)}, True, (413, "protocol.limit"))):
+        status, raw, _n = fetch(args, sign)
+        assert (status, json.loads(raw)["code"]) == want, raw[:200]
+    status, raw, _n = fetch({"rseq": rseq}, replay=nonce)  # the same nonce again
+    assert (status, json.loads(raw)["code"]) == (403, "access.replay")

@@ -56,6 +56,8 @@ MIN_UPLOAD_RATE = 2_000
 #: Batches above this size travel in resumable pieces instead of inside a sync request.
 INLINE_MAX = 64 * 1024
 CHUNK = 64 * 1024
+#: Bytes of a streamed download gathered before they are written to the store (and on a drop).
+FETCH_FLUSH = 64 * 1024
 
 
 @dataclass
@@ -88,7 +90,8 @@ class SyncReport:
 
 
 async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False,
-               on_sent: Callable[[int], None] | None = None) -> bytes:
+               on_sent: Callable[[int], None] | None = None,
+               on_chunk: Callable[[bytes], None] | None = None) -> bytes:
     """POST one envelope; transport failures become TransientError, relay errors their own class.
 
     ``timeout`` bounds a stall, not the transfer: a total bound would fail a batch
@@ -99,6 +102,8 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
 
     ``on_sent(n)`` (a stream) hears how many bytes of ``body`` were handed to the socket so far,
     as they go: a large upload shows progress while it moves, not only when it ends.
+    ``on_chunk(data)`` (a streamed download) is handed a ``200`` answer's bytes as they arrive, and
+    ``b""`` is returned: what came before a drop is the caller's to keep.
     """
     try:
         stall = timeout + len(body) / MIN_UPLOAD_RATE
@@ -121,6 +126,10 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
                 resp = await session.post(url.rstrip("/") + path, data=data, timeout=to, ssl=ssl_arg,
                                           headers=headers, skip_auto_headers=_SKIP_HEADERS)
             async with resp:
+                if resp.status == 200 and on_chunk is not None:
+                    async for piece in resp.content.iter_any():
+                        on_chunk(piece)
+                    return b""
                 data = await resp.read()
                 if resp.status == 200:
                     return data
@@ -680,23 +689,37 @@ class _Session:
         return res
 
     async def download_large(self) -> None:
-        """Fetch large batches piece by piece; pieces already here are kept across runs."""
+        """Fetch large batches as streams kept as they arrive; what came is kept across drops and runs.
+
+        Each fetch (``POST /v1/fetch``, PROTOCOL.md §17) asks for the batch from the bytes this
+        device holds; the relay answers a signed head (size, offset, the batch's SHA-256), then the
+        raw bytes. They are written to the store as they come (``FETCH_FLUSH`` at a time, and what
+        came when the link drops), so a cut costs nothing already received. The whole batch must
+        have the head's SHA-256, else its bytes are dropped and fetched again.
+        """
         s = self.s
         for rseq, device, rcv, size in s.execute("SELECT rseq, device, received_ms, size FROM downloads").fetchall():
             have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks WHERE rseq = ?",
                              (rseq,)).fetchone()[0]
+            restarts = 0
             while have < size:
-                res = await self._call("download", {"rseq": rseq, "offset": have, "length": self.link.piece})
-                self.link.moved += len(res.get("chunk") or b"")
-                self.link.grow()
-                chunk = res["chunk"]
-                if not chunk:
+                before = have
+                digest = await self._fetch(rseq, have, size)
+                have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks WHERE rseq = ?",
+                                 (rseq,)).fetchone()[0]
+                if have >= size:
+                    data = b"".join(r[0] for r in s.execute(
+                        "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
+                    if len(data) != size or hashlib.sha256(data).digest() != digest:
+                        with s.transaction():
+                            s.execute("DELETE FROM download_chunks WHERE rseq = ?", (rseq,))
+                        have, restarts = 0, restarts + 1
+                        if restarts > 1:
+                            raise IntegrityError(_("the bytes received for a large batch keep differing from "
+                                                   "what the relay vouched for"), code="integrity.sha256",
+                                                 hint=_("the link may be altering data; tell office IT"))
+                elif have == before:
                     raise ProtocolError(_("the relay sent an empty piece"), code="protocol.download")
-                with s.transaction():
-                    s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
-                              (rseq, have, chunk))
-                have += len(chunk)
-                self._show_progress(down_extra=have)
             with s.transaction():
                 data = b"".join(r[0] for r in s.execute(
                     "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
@@ -708,6 +731,54 @@ class _Session:
             self.report.received_batches += 1
             self.report.received_bytes += size
             self._show_progress()
+
+    async def _fetch(self, rseq: int, offset: int, size: int) -> bytes:
+        """One streamed fetch of batch ``rseq`` from ``offset``; keeps what arrives; the SHA-256 the relay signed."""
+        s = self.s
+        body, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "fetch",
+                                            {"rseq": rseq, "offset": offset}, now_ms())
+        st: dict[str, Any] = {"buf": bytearray(), "head": None, "at": offset, "pending": bytearray()}
+
+        def keep() -> None:
+            if st["pending"]:
+                with s.transaction():
+                    s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
+                              (rseq, st["at"], bytes(st["pending"])))
+                n = len(st["pending"])
+                st["at"] += n
+                self.link.moved += n
+                st["pending"] = bytearray()
+                self._show_progress(down_extra=st["at"])
+
+        def on_chunk(data: bytes) -> None:
+            if st["head"] is None:
+                st["buf"] += data
+                buf = st["buf"]
+                if len(buf) < 2 or len(buf) < 2 + int.from_bytes(buf[:2], "big"):
+                    return
+                n = int.from_bytes(buf[:2], "big")
+                res = envelope.parse_response(bytes(buf[2:2 + n]), s.meta("relay_public"), nonce).result
+                if res.get("size") != size or res.get("offset") != offset or not isinstance(res.get("sha256"), bytes):
+                    raise ProtocolError(_("the relay answered a fetch for other bytes than asked"),
+                                        code="protocol.download")
+                st["head"] = res["sha256"]
+                data = bytes(buf[2 + n:])
+            if st["at"] + len(st["pending"]) + len(data) > size:
+                raise ProtocolError(_("the relay sent more bytes than the batch holds"), code="protocol.download")
+            st["pending"] += data
+            if len(st["pending"]) >= FETCH_FLUSH:
+                keep()
+
+        try:
+            await self.transport(s.meta("relay_url"), body, self.timeout, path="/v1/fetch", on_chunk=on_chunk)
+        finally:
+            if st["head"] is not None:
+                keep()  # what arrived before a drop (after a head the relay signed) is kept
+        self.report.round_trips += 1
+        self.link.grow()
+        if st["head"] is None:
+            raise ProtocolError(_("the relay's answer to a fetch has no head"), code="protocol.download")
+        return st["head"]
 
     def rep_duties(self, res: dict[str, Any]) -> bool:
         """What only an unlocked device can do: check keys, rotate, grant, snapshot. True if it has more to send."""

@@ -304,6 +304,14 @@ async def stream_upload(request: web.Request) -> web.StreamResponse:
     return await stream.serve(request, deps, _error_response)
 
 
+@routes.post("/v1/fetch")
+async def stream_download(request: web.Request) -> web.StreamResponse:
+    """A large batch streamed from an offset: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §17)."""
+    app = request.app
+    deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
+    return await stream.serve_fetch(request, deps, _error_response)
+
+
 @routes.post("/v1/bundle")
 async def bundle_upload(request: web.Request) -> web.StreamResponse:
     """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle."""

@@ -149,6 +149,11 @@ STREAM = Action(body=STREAM_HEAD_MAX, args={
     "sha256": Bin(32, 32),
     "chunks": Bool(),  # true: the bytes are a pack of sealed document chunks, not a batch (§18e)
 })
+#: A streamed download's request (``POST /v1/fetch``, ``stream.serve_fetch``): a large batch from an offset.
+FETCH = Action(body=4096, args={
+    "rseq": _U63,
+    "offset": _U63,
+})
 #: A chunk pack's ``seq`` is at least this (a batch's never is): its upload never meets a batch's.
 PACK_SEQ = 1 << 62
 #: Largest chunk pack (what one ``chunk_put`` may carry).

@@ -39,7 +39,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import chunks, codec, envelope
-from ..errors import AccessError, HbwError, LimitError, ProtocolError, TransientError
+from ..errors import AccessError, HbwError, LimitError, ProtocolError, TransientError, UsageError
 from . import chunk_actions, limits, relay
 from .storage.base import Txn
 
@@ -335,3 +335,85 @@ async def _take_body(reader: _Reader, deps: Deps, go: Go, body_len: int) -> byte
         raise LimitError("the stream sent more than its Content-Length", code="protocol.limit")
     out, _result = await deps.writer.run(finish, deps.ident, go, relay.now_ms())
     return out
+
+
+# -- streamed downloads: a large batch from an offset, kept by the device as it arrives -------------
+
+
+def fetch_begin(conn: Txn, ident: relay.RelayIdentity, body: bytes, now: int) -> tuple[bytes, bytes]:
+    """Check a ``fetch`` request as every request; the signed head and the batch's bytes from ``offset``.
+
+    The head (a response envelope for the request's nonce) says ``size``, ``offset`` and the
+    batch's ``sha256``: the device checks the bytes that follow against it once it has them all.
+
+    Raises:
+        The errors of every request; ``usage.not_found`` (no such batch), ``protocol.schema``
+        (an offset past the batch's end).
+    """
+    head = envelope.peek_request(body, limits.FETCH.body)
+    if head.action != FETCH:
+        raise ProtocolError(f"a fetch must be a {FETCH!r} request, not {head.action!r}", code="protocol.action")
+    key = _transport_key(conn, head.device)
+    envelope.check_fresh(head, now)
+    if key is None:
+        raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
+                          hint="join with an invite: hbw-sync join INVITE")
+    head.verify(key)
+    req = envelope.open_request(head, limits.FETCH.args, verified_with=key)
+    relay.authenticate(conn, req, now)
+    a = req.args
+    rseq, offset = a.get("rseq"), a.get("offset", 0)
+    if rseq is None:
+        raise ProtocolError("a fetch needs rseq", code="protocol.schema")
+    row = conn.execute("SELECT data FROM batches WHERE rseq = ?", (rseq,)).fetchone()
+    if row is None:
+        raise UsageError(f"no batch {rseq} at the relay", code="usage.not_found")
+    data = bytes(row[0])
+    if offset > len(data):
+        raise ProtocolError(f"offset {offset} is past the end of batch {rseq}", code="protocol.schema")
+    out = envelope.make_response(ident.key, req.nonce, {"size": len(data), "offset": offset,
+                                                        "sha256": hashlib.sha256(data).digest()}, now)
+    return out, data[offset:]
+
+
+FETCH = "fetch"
+#: Bytes written to the socket at a time: each write waits for room (a slow link holds little here).
+SEND_SLICE = 64 * 1024
+
+
+async def serve_fetch(request: web.Request, deps: Deps, error_response: Any) -> web.StreamResponse:
+    """``POST /v1/fetch``: ``u16 n | head (n bytes) | bytes``; the device keeps what arrives if the link drops."""
+    t0 = time.perf_counter()
+    status, sent = 200, 0
+    try:
+        declared = request.content_length
+        if declared is None:
+            raise ProtocolError("a fetch needs a Content-Length; nothing was read", code="protocol.length")
+        if declared > limits.FETCH.body:
+            raise LimitError(f"a fetch request of {declared} bytes is over the {limits.FETCH.body}-byte limit",
+                             code="protocol.limit")
+        body = await _Reader(request, deps.config).exactly(declared)
+        head, rest = await deps.writer.run(fetch_begin, deps.ident, body, relay.now_ms())
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-hbw"})
+        resp.content_length = PREFIX + len(head) + len(rest)
+        await resp.prepare(request)
+        await resp.write(len(head).to_bytes(PREFIX, "big") + head)
+        view = memoryview(rest)
+        for at in range(0, len(rest), SEND_SLICE):
+            await resp.write(bytes(view[at:at + SEND_SLICE]))
+            sent += min(SEND_SLICE, len(rest) - at)
+        await resp.write_eof()
+        deps.metrics.bytes_out += sent
+        return resp
+    except HbwError as e:
+        resp = error_response(e)
+        status = resp.status
+        return resp
+    except (ConnectionResetError, HttpProcessingError):
+        status = 499
+        return web.Response(status=499)
+    finally:
+        deps.metrics.requests[(FETCH, status)] += 1
+        if deps.config.access_log:
+            log.info(json.dumps({"action": FETCH, "status": status, "bytes_out": sent,
+                                 "ms": round((time.perf_counter() - t0) * 1000, 1)}))
