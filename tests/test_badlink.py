@@ -696,7 +696,7 @@ def test_an_upload_cut_every_few_kb_resumes_at_the_byte_in_one_sync(tmp_path: Pa
         assert up <= 1.1 * waiting, f"{up} bytes went up for {waiting}: {up / waiting:.3f}x, {n_cuts} cuts"
         # Each drop said what is left, and it only shrinks: the relay kept every byte that arrived.
         lefts = [n.left for n in told]
-        assert lefts == sorted(lefts, reverse=True) and lefts[-1] < 20_000, lefts[-5:]
+        assert lefts == sorted(lefts, reverse=True) and lefts[-1] < 3 * 16_000, lefts[-5:]
         recover(w)
         assert_converged(w, "cut every 16 KB, streamed")
         assert [d[0] for d in docs(w.b)] == ["forms.pdf", "ledger.pdf", "scan.pdf"]

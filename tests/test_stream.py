@@ -194,7 +194,7 @@ def test_a_stream_over_the_device_quota_is_refused_before_its_body(team: Team, t
 
 
 def test_stream_head_fields_are_in_the_limits_table() -> None:
-    """The head's args the route reads are the ones ``limits.STREAM`` bounds."""
+    """The args the routes read are the ones ``limits.STREAM`` and ``limits.FETCH`` bound."""
     import ast
     import inspect
 
@@ -202,7 +202,7 @@ def test_stream_head_fields_are_in_the_limits_table() -> None:
     read = {n.args[0].value for n in ast.walk(src) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
             and n.func.attr == "get" and ast.unparse(n.func.value) == "a" and n.args
             and isinstance(n.args[0], ast.Constant)}
-    assert read and read <= set(limits.STREAM.args)
+    assert read and read <= set(limits.STREAM.args) | set(limits.FETCH.args)
 
 
 def test_a_chunk_pack_streams_at_the_byte_and_a_bad_one_keeps_nothing(team: Team, tmp_path: Path) -> None:

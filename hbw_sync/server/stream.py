@@ -283,8 +283,7 @@ async def serve(request: web.Request, deps: Deps, error_response: Any) -> web.St
     except HbwError as e:
         resp = error_response(e)
         status = resp.status
-        if e.code in ("transient.slow_body", "transient.busy") or isinstance(e, (LimitError, ProtocolError, AccessError)):
-            resp.force_close()  # the rest of the body is not waited for, not even to discard it
+        resp.force_close()  # the rest of the body is not waited for, not even to discard it
         return resp
     except (ConnectionResetError, HttpProcessingError):  # the link dropped: what came is kept (``_take_body``)
         status = 499
