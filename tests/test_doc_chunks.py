@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from relay_helpers import Member, Team
+from test_transfer import cut_stream
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
 from hbw_sync.client.cli import cli as client_cli
@@ -140,29 +141,41 @@ def test_an_edit_resends_only_the_chunks_it_touched(team: Team, tmp_path: Path) 
         assert rep.doc_bytes(doc.id, version=1)[1] == data  # the first version is still whole here
 
 
+def local_sealed_bytes(m) -> int:
+    with Device.open(m.home) as dev:
+        return dev.store.execute("SELECT COALESCE(SUM(length(sealed)), 0) FROM doc_chunks").fetchone()[0]
+
+
 def test_a_cut_upload_goes_on_where_it_stopped(team: Team, tmp_path: Path) -> None:
     dana, chidi = team.pair("dana", "chidi")
     f = tmp_path / "recording.bin"
     f.write_bytes(pdf_like(4 * MB, 6))
     with dana.open() as rep:
         doc = rep.add_doc(f)
-    puts = [0]
+    packs, streamed = [0], []
 
-    async def cut_after_two_puts(url: str, body: bytes, timeout: float, **kw) -> bytes:
-        if b"chunk_put" in body[:200]:
-            puts[0] += 1
-            if puts[0] > 2:
+    async def cut_in_the_third_pack(url: str, body: bytes, timeout: float, **kw) -> bytes:
+        if kw.get("path") == "/v1/stream":  # a pack of sealed chunks, streamed (§18e)
+            packs[0] += 1
+            head_end = 2 + int.from_bytes(body[:2], "big")
+            if packs[0] == 3:  # cut 300,000 bytes into the third pack: the relay keeps them
+                await cut_stream(url, body, head_end + 300_000)
                 raise TransientError("the link dropped")
+            streamed.append(len(body) - head_end)
         return await syncing.post(url, body, timeout, **kw)
 
     with pytest.raises(TransientError):
-        dana.sync(transport=cut_after_two_puts)
+        dana.sync(transport=cut_in_the_third_pack)
     held = relay_chunk_bytes(team)
     assert 0 < held < 4 * MB
     with Device.open(dana.home) as dev:  # the batch naming the chunks did not go before them
         assert dev.store.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] >= 1
-    again = dana.sync()
-    assert again.ok and again.sent_bytes < 4.2 * MB - held + 100_000
+    streamed.clear()
+    again = dana.sync(transport=cut_in_the_third_pack)
+    assert again.ok
+    # Only what the relay lacked went: not the chunks it kept, nor the 300,000 bytes of the cut pack.
+    sealed_total = local_sealed_bytes(dana)
+    assert sum(streamed) <= sealed_total - held - 300_000 + 4096 * (len(streamed) + 1), (streamed, held)
     chidi.sync()
     code, out = cli(chidi, "doc", "get", doc.id, "-o", str(tmp_path / "out.bin"))
     assert code == 0 and (tmp_path / "out.bin").read_bytes() == f.read_bytes()

@@ -805,8 +805,10 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
             click.echo(_("{member} on device {device}, no team yet").format(member=s["member"], device=s["device"][:8]))
         if o["changes"]:
             click.echo(_("Waiting to be sent: {changes} change(s) in {batches} batch(es), {human_bytes}.").format(changes=o['changes'], batches=o['batches'], human_bytes=human_bytes(o['bytes'])))
-        else:
+        elif not o["document_bytes"]:
             click.echo(_("Nothing waiting to be sent."))
+        if o["document_bytes"]:
+            click.echo(_("Documents waiting to be sent: {size}.").format(size=human_bytes(o["document_bytes"])))
         if s["waiting_for_team_key"]:
             click.echo(_("{waiting_for_team_key} change(s) wait for the team key: they are kept here, "
                   "and sealed and sent once this device holds the new key.").format(waiting_for_team_key=s['waiting_for_team_key']))
@@ -980,12 +982,23 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
                                   on_progress=on_progress)
     msg = _("Wrote {file} ({size}): {changes} change(s) in {batches} batch(es).").format(
         file=file, size=human_bytes(r["bytes"]), changes=r["changes"], batches=r["batches"])
-    if r["doc_chunks"]:
+    if r["parts"] > 1:
+        doc = r["split_document"] or {}
+        msg = ngettext("Wrote {n} bundle ({size}):", "Wrote {n} bundles ({size}):", r["parts"]).format(
+            n=r["parts"], size=human_bytes(r["bytes"])) + "\n" + "\n".join("  " + f for f in r["files"])
+        msg += "\n" + _("The document {name} ({size}) is larger than one bundle: its parts are spread over "
+                        "these {n} files, and its change is in the last. Take all of them to the office, "
+                        "in any order.").format(name=doc.get("name", "?"), size=human_bytes(doc.get("bytes", 0)),
+                                                n=r["parts"])
+    if r["doc_chunks"] and r["parts"] == 1:
         msg += "\n" + _("It carries {n} document part(s) ({size}) for the office.").format(
             n=r["doc_chunks"], size=human_bytes(r["doc_chunk_bytes"]))
     if r["left_in_outbox"]:
         msg += "\n" + _("{n} more batch(es) did not fit: export again after the reply.").format(n=r["left_in_outbox"])
-    msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")
+    if r["parts"] > 1:
+        msg += "\n" + _("Send them to the office; import each reply with 'hbw-sync bundle import REPLY'.")
+    else:
+        msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")
     emit(ctx, r, msg)
 
 
@@ -1007,14 +1020,19 @@ def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
 
 def bundle_import_words(r: dict[str, Any]) -> str:
     """What a person reads after importing one reply file: what came, what waits, what is still to come."""
-    done = _("{acks} of your batch(es) confirmed, {got} received ({ops} change(s)).").format(
-        acks=r["acks"], got=r["received_batches"], ops=r["applied_ops"])
+    changes = ngettext("{n} change", "{n} changes", r["applied_ops"]).format(n=r["applied_ops"])
+    done = _("{confirmed}, {received}.").format(
+        confirmed=ngettext("{n} of your batches confirmed", "{n} of your batches confirmed", r["acks"]).format(
+            n=r["acks"]),
+        received=ngettext("{n} received ({changes})", "{n} received ({changes})", r["received_batches"]).format(
+            n=r["received_batches"], changes=changes))
     if r["parts"] > 1:
         msg = _("Part {part} of {parts} imported: ").format(part=r["part"], parts=r["parts"]) + done
     else:
         msg = _("Imported: ") + done
     if r.get("doc_chunks"):
-        msg += "\n" + _("{n} document part(s) received.").format(n=r["doc_chunks"])
+        msg += "\n" + ngettext("{n} document part received.", "{n} document parts received.",
+                               r["doc_chunks"]).format(n=r["doc_chunks"])
     if r["waits_for_earlier_part"]:
         msg += "\n" + _("Its changes wait for the part before it (mail can come out of order); nothing is lost.")
     if r["parts_left"]:

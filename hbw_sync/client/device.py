@@ -164,14 +164,16 @@ class Device:
         last = s.execute("SELECT finished_ms, ok, how, detail FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
         last_ok = s.execute("SELECT MAX(finished_ms) FROM sync_log WHERE ok = 1").fetchone()[0]
         ident = self.identity
-        from . import keyflow  # here: keyflow imports this module
+        from . import docchunks, keyflow  # here: keyflow imports this module
 
         return {
             "member": ident.member,
             "device": ident.device_id.hex(),
             "team": ident.team_name,
             "relay": ident.relay_url,
-            "outbox": {"batches": out[0], "changes": out[1], "bytes": out[2]},
+            "outbox": {"batches": out[0], "changes": out[1], "bytes": out[2],
+                       # sealed document chunks not yet confirmed at the relay (a sync or a bundle's reply does)
+                       "document_bytes": docchunks.LocalChunks(s).unsent_bytes()},
             "inbox_batches": inbox,
             "received": received.locked_preview(s) if inbox else None,
             "conflicts": conflicts,

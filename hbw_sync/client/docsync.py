@@ -2,9 +2,10 @@
 
 Upload (``push``), at the start of every sync, locked or not (chunks are sealed already):
 ask the relay which of the chunks not yet confirmed it lacks (``chunk_missing``), mark the
-others sent, and upload the missing ones (``chunk_put``) a few at a time, marking each put
-sent once the relay's signed answer comes. A sync cut in the middle goes on from the first
-chunk not confirmed; a batch that names chunks is sent only after this step finished, so the
+others sent, and stream the missing ones as packs of about 1 MiB (``POST /v1/stream`` with
+``chunks``, PROTOCOL.md §18e), marking a pack's chunks sent once the relay's signed answer comes.
+A pack cut in the middle resumes at the byte the relay holds (the relay keeps what arrived);
+a sync cut in the middle goes on from the first chunk not confirmed; a batch that names chunks is sent only after this step finished, so the
 relay never holds a version whose chunks it lacks (unless their author never syncs again).
 
 Download (``fetch``): the ids the fetch policy wants (``Replica.wanted_chunks``) or one
@@ -18,10 +19,12 @@ pinned relay key, the link's piece size).
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from .. import batch as wire
-from ..errors import HbwError, ProtocolError
+from .. import chunks
+from ..errors import HbwError, ProtocolError, from_dict
 from ..ops import NAMES, Kind
 from . import docchunks
 
@@ -37,8 +40,12 @@ BODY_TARGET = 1024 * 1024
 
 
 def _target(session: "_Session") -> int:
-    # A link that keeps dropping shrinks its piece (sync._Link); one put or get then carries one chunk.
+    # A link that keeps dropping shrinks its piece (sync._Link); one get then carries one chunk.
     return min(BODY_TARGET, session.link.piece * 16)
+
+
+#: A chunk pack's seq is at least this (the relay's ``limits.PACK_SEQ``): never a batch's.
+PACK_SEQ = 1 << 62
 
 
 async def push(session: "_Session") -> int:
@@ -66,7 +73,8 @@ async def push(session: "_Session") -> int:
             sealed = local.sealed(cid)
             if sealed is None:
                 continue
-            if batch and size + len(sealed) > _target(session):
+            # A fixed size, not the link's: the same pack again resumes where the relay holds it.
+            if batch and size + len(sealed) > BODY_TARGET:
                 sent += await _put(session, local, batch, size)
                 batch, size = [], 0
             batch.append([cid, sealed])
@@ -76,11 +84,20 @@ async def push(session: "_Session") -> int:
 
 
 async def _put(session: "_Session", local: docchunks.LocalChunks, batch: list[list[Any]], size: int) -> int:
-    await session._call("chunk_put", {"chunks": batch})
+    """Stream one pack of sealed chunks (``POST /v1/stream``); a cut resumes at the byte the relay holds.
+
+    The pack's ``seq`` comes from its SHA-256, so the next attempt, which asks again which chunks
+    the relay lacks and packs the same ones in the same order, resumes the same upload.
+    """
+    data = chunks.pack_chunks(batch)
+    seq = PACK_SEQ | int.from_bytes(hashlib.sha256(data).digest()[:7], "big")
+    res = await session.send_stream(seq, data, pack=True)
+    session.link.held.pop(seq, None)
+    if "reject" in res:
+        err = res["reject"] if isinstance(res["reject"], dict) else {}
+        raise from_dict(err)
     with session.s.transaction():
         local.mark_sent(cid for cid, _ in batch)
-    session.link.moved += size
-    session.link.grow()
     session.report.sent_bytes += size
     return size
 

@@ -56,6 +56,8 @@ MIN_UPLOAD_RATE = 2_000
 #: Batches above this size travel in resumable pieces instead of inside a sync request.
 INLINE_MAX = 64 * 1024
 CHUNK = 64 * 1024
+#: Bytes of a streamed download gathered before they are written to the store (and on a drop).
+FETCH_FLUSH = 64 * 1024
 
 
 @dataclass
@@ -87,7 +89,9 @@ class SyncReport:
 # -- transport ---------------------------------------------------------------------------------------
 
 
-async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False) -> bytes:
+async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False,
+               on_sent: Callable[[int], None] | None = None,
+               on_chunk: Callable[[bytes], None] | None = None) -> bytes:
     """POST one envelope; transport failures become TransientError, relay errors their own class.
 
     ``timeout`` bounds a stall, not the transfer: a total bound would fail a batch
@@ -95,6 +99,11 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
     request's bytes may still be on their way long after the socket took them, so
     the wait for the answer, and for each of its bytes, allows ``timeout`` plus the
     request's size at ``MIN_UPLOAD_RATE``.
+
+    ``on_sent(n)`` (a stream) hears how many bytes of ``body`` were handed to the socket so far,
+    as they go: a large upload shows progress while it moves, not only when it ends.
+    ``on_chunk(data)`` (a streamed download) is handed a ``200`` answer's bytes as they arrive, and
+    ``b""`` is returned: what came before a drop is the caller's to keep.
     """
     try:
         stall = timeout + len(body) / MIN_UPLOAD_RATE
@@ -108,9 +117,19 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
             async with asyncio.timeout(stall):
                 # unverified_tls: only for a word-code fetch, whose answer is authenticated by the words (§14a).
                 ssl_arg: Any = False if unverified_tls else (tls if tls else True)
-                resp = await session.post(url.rstrip("/") + path, data=body, timeout=to, ssl=ssl_arg,
-                                          headers={"Content-Type": "application/x-hbw"})
+                headers = {"Content-Type": "application/x-hbw"}
+                data: Any = body
+                if on_sent is not None:  # sized, so that the relay sees a Content-Length (it needs one)
+                    data, headers["Content-Length"] = _slices(body, on_sent), str(len(body))
+                # No User-Agent or Accept-Encoding: ~70 bytes a request that a link cut every few KB
+                # pays on every attempt (the relay never compresses, and knows who asks from the envelope).
+                resp = await session.post(url.rstrip("/") + path, data=data, timeout=to, ssl=ssl_arg,
+                                          headers=headers, skip_auto_headers=_SKIP_HEADERS)
             async with resp:
+                if resp.status == 200 and on_chunk is not None:
+                    async for piece in resp.content.iter_any():
+                        on_chunk(piece)
+                    return b""
                 data = await resp.read()
                 if resp.status == 200:
                     return data
@@ -146,6 +165,19 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         what = ("the relay did not answer in time" if isinstance(e, asyncio.TimeoutError)
                 else "the link to the relay dropped before the answer was complete")
         raise TransientError(f"{what} ({url})", hint=_("nothing was lost; sync again when the link is back")) from e
+
+
+_SKIP_HEADERS = ("User-Agent", "Accept-Encoding")
+#: Bytes a stream hands to the socket at a time (and between two progress reports).
+SEND_SLICE = 16 * 1024
+
+
+async def _slices(body: bytes, on_sent: Callable[[int], None]) -> Any:
+    view = memoryview(body)
+    for at in range(0, len(body), SEND_SLICE):
+        part = view[at:at + SEND_SLICE]
+        yield bytes(part)
+        on_sent(at + len(part))
 
 
 def _log_cause(url: str, e: BaseException) -> None:
@@ -562,35 +594,22 @@ class _Session:
         return envelope.parse_response(raw, s.meta("relay_public"), nonce).result
 
     async def upload_large(self) -> None:
-        """Send each large batch in pieces, resuming at the offset the relay already holds.
+        """Send each large batch as a stream, resuming at the byte the relay already holds.
 
-        A cut resumes at the last whole piece, not at the byte (issue 11 asked for the byte): a piece
-        is one signed request, and the relay checks the signature only once the whole body is in.
-        Keeping the bytes of a half-received request would store what nobody has vouched for yet
-        (anyone could fill the relay's disk with halves). What a cut costs is bounded instead: at
-        most one piece, and after a drop that let no piece through the pieces shrink (``_Link``),
-        down to 2 KiB.
+        First the question "where are we?" (``upload`` without a piece): the answer is the
+        offset the relay holds, or the batch's ack if it is in already. Then one stream
+        (``POST /v1/stream``, PROTOCOL.md §13a): a signed head, then the bytes from that
+        offset. The relay checks the head before it reads a body byte, then keeps every byte
+        that arrives, even when the link drops in the middle: the next attempt asks again
+        and sends only what the relay lacks. So a cut costs no resent bytes, whatever the
+        gap between two drops.
         """
         s = self.s
         for seq, size in s.execute(
             "SELECT seq, size FROM outbox WHERE state = 'closed' AND size > ? ORDER BY seq", (INLINE_MAX,)
         ).fetchall():
-            digest = hashlib.sha256(s.execute("SELECT data FROM outbox WHERE seq = ?", (seq,)).fetchone()[0]).digest()
-            res = await self._call("upload", {"seq": seq, "total": size, "sha256": digest})
-            while "ack" not in res and "reject" not in res:
-                offset = res["offset"]
-                self.link.held[seq] = offset
-                blob = s.conn.blobopen("outbox", "data", seq, readonly=True)
-                try:
-                    blob.seek(offset)
-                    chunk = blob.read(self.link.piece)
-                finally:
-                    blob.close()
-                res = await self._call("upload", {"seq": seq, "total": size, "offset": offset, "chunk": chunk,
-                                                  "sha256": digest})
-                self.link.moved += len(chunk)
-                self.link.grow()
-                self._show_progress(up_extra=offset + len(chunk))
+            data = s.execute("SELECT data FROM outbox WHERE seq = ?", (seq,)).fetchone()[0]
+            res = await self.send_stream(seq, data)
             self.link.held.pop(seq, None)
             with s.transaction():
                 if "ack" in res:
@@ -602,25 +621,105 @@ class _Session:
                     s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                     self.report.rejected += 1
                     self.report.notes.append(f"batch {seq} refused by the relay: {res['reject'].get('message')}")
+            self._show_progress()
+
+    async def send_stream(self, seq: int, data: bytes, pack: bool = False) -> dict[str, Any]:
+        """Stream ``data`` (a batch, or with ``pack`` a chunk pack) until the relay holds all of it.
+
+        Asks where the upload stands, then streams the rest from there; a dropped link raises
+        (the next attempt asks again). Returns the relay's last answer: ``ack`` or ``reject`` for
+        a batch, ``stored`` or ``reject`` for a pack.
+        """
+        size, digest = len(data), hashlib.sha256(data).digest()
+        res = await self._call("upload", {"seq": seq, "total": size, "sha256": digest})
+        restarts = stuck = 0
+        while "ack" not in res and "reject" not in res and "stored" not in res:
+            offset = res["offset"]
+            if type(offset) is not int or not 0 <= offset < size:
+                raise ProtocolError(_("the relay answered an upload with an offset out of range"),
+                                    code="protocol.upload")
+            if res.get("restart"):  # the bytes it held were not these: it dropped them
+                restarts += 1
+                if restarts > 1:
+                    raise IntegrityError(_("the relay keeps receiving other bytes than this device sends"),
+                                         code="integrity.sha256",
+                                         hint=_("the link may be altering data; tell office IT"))
+            self._relay_holds(seq, offset)
+            res = await self._stream(seq, size, offset, digest, data, pack)
+            stuck = stuck + 1 if res.get("offset") == offset and "ack" not in res else 0
+            if stuck >= 3:  # the relay took none of three streams: something else uploads the same
+                raise TransientError(_("the relay did not take this device's upload; try again later"),
+                                     code="transient.upload")
+        return res
+
+    def _relay_holds(self, seq: int, offset: int) -> None:
+        """The relay said it holds ``offset`` bytes of batch ``seq``: what a cut stream left there is progress."""
+        before = self.link.held.get(seq)
+        if before is not None and offset > before:
+            self.link.moved += offset - before
+            self.link.grow()
+        self.link.held[seq] = offset
+        self._show_progress(up_extra=offset)
+
+    async def _stream(self, seq: int, size: int, offset: int, digest: bytes, data: bytes,
+                      pack: bool = False) -> dict[str, Any]:
+        """One stream of ``data`` from ``offset`` to its end; the relay's verified answer."""
+        s = self.s
+        args: dict[str, Any] = {"seq": seq, "total": size, "offset": offset, "sha256": digest}
+        if pack:
+            args["chunks"] = True
+        head, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "stream", args, now_ms())
+        body = len(head).to_bytes(2, "big") + head + data[offset:]
+        start = len(body) - (size - offset)
+        try:
+            raw = await self.transport(s.meta("relay_url"), body, self.timeout, path="/v1/stream",
+                                       on_sent=lambda n: self._show_progress(up_extra=offset + max(0, n - start)))
+        except TransientError:
+            # Handed to the socket is not received: until the relay says how much it kept (the next
+            # attempt asks), count only what it confirmed before this stream.
+            self._show_progress(up_extra=offset)
+            raise
+        self.report.round_trips += 1
+        res = envelope.parse_response(raw, s.meta("relay_public"), nonce).result
+        got = res.get("offset")
+        if type(got) is int and got > offset:
+            self.link.moved += got - offset
+            self.link.grow()
+            self.link.held[seq] = got
+        return res
 
     async def download_large(self) -> None:
-        """Fetch large batches piece by piece; pieces already here are kept across runs."""
+        """Fetch large batches as streams kept as they arrive; what came is kept across drops and runs.
+
+        Each fetch (``POST /v1/fetch``, PROTOCOL.md §17) asks for the batch from the bytes this
+        device holds; the relay answers a signed head (size, offset, the batch's SHA-256), then the
+        raw bytes. They are written to the store as they come (``FETCH_FLUSH`` at a time, and what
+        came when the link drops), so a cut costs nothing already received. The whole batch must
+        have the head's SHA-256, else its bytes are dropped and fetched again.
+        """
         s = self.s
         for rseq, device, rcv, size in s.execute("SELECT rseq, device, received_ms, size FROM downloads").fetchall():
             have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks WHERE rseq = ?",
                              (rseq,)).fetchone()[0]
+            restarts = 0
             while have < size:
-                res = await self._call("download", {"rseq": rseq, "offset": have, "length": self.link.piece})
-                self.link.moved += len(res.get("chunk") or b"")
-                self.link.grow()
-                chunk = res["chunk"]
-                if not chunk:
+                before = have
+                digest = await self._fetch(rseq, have, size)
+                have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks WHERE rseq = ?",
+                                 (rseq,)).fetchone()[0]
+                if have >= size:
+                    data = b"".join(r[0] for r in s.execute(
+                        "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
+                    if len(data) != size or hashlib.sha256(data).digest() != digest:
+                        with s.transaction():
+                            s.execute("DELETE FROM download_chunks WHERE rseq = ?", (rseq,))
+                        have, restarts = 0, restarts + 1
+                        if restarts > 1:
+                            raise IntegrityError(_("the bytes received for a large batch keep differing from "
+                                                   "what the relay vouched for"), code="integrity.sha256",
+                                                 hint=_("the link may be altering data; tell office IT"))
+                elif have == before:
                     raise ProtocolError(_("the relay sent an empty piece"), code="protocol.download")
-                with s.transaction():
-                    s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
-                              (rseq, have, chunk))
-                have += len(chunk)
-                self._show_progress(down_extra=have)
             with s.transaction():
                 data = b"".join(r[0] for r in s.execute(
                     "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
@@ -632,6 +731,54 @@ class _Session:
             self.report.received_batches += 1
             self.report.received_bytes += size
             self._show_progress()
+
+    async def _fetch(self, rseq: int, offset: int, size: int) -> bytes:
+        """One streamed fetch of batch ``rseq`` from ``offset``; keeps what arrives; the SHA-256 the relay signed."""
+        s = self.s
+        body, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "fetch",
+                                            {"rseq": rseq, "offset": offset}, now_ms())
+        st: dict[str, Any] = {"buf": bytearray(), "head": None, "at": offset, "pending": bytearray()}
+
+        def keep() -> None:
+            if st["pending"]:
+                with s.transaction():
+                    s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
+                              (rseq, st["at"], bytes(st["pending"])))
+                n = len(st["pending"])
+                st["at"] += n
+                self.link.moved += n
+                st["pending"] = bytearray()
+                self._show_progress(down_extra=st["at"])
+
+        def on_chunk(data: bytes) -> None:
+            if st["head"] is None:
+                st["buf"] += data
+                buf = st["buf"]
+                if len(buf) < 2 or len(buf) < 2 + int.from_bytes(buf[:2], "big"):
+                    return
+                n = int.from_bytes(buf[:2], "big")
+                res = envelope.parse_response(bytes(buf[2:2 + n]), s.meta("relay_public"), nonce).result
+                if res.get("size") != size or res.get("offset") != offset or not isinstance(res.get("sha256"), bytes):
+                    raise ProtocolError(_("the relay answered a fetch for other bytes than asked"),
+                                        code="protocol.download")
+                st["head"] = res["sha256"]
+                data = bytes(buf[2 + n:])
+            if st["at"] + len(st["pending"]) + len(data) > size:
+                raise ProtocolError(_("the relay sent more bytes than the batch holds"), code="protocol.download")
+            st["pending"] += data
+            if len(st["pending"]) >= FETCH_FLUSH:
+                keep()
+
+        try:
+            await self.transport(s.meta("relay_url"), body, self.timeout, path="/v1/fetch", on_chunk=on_chunk)
+        finally:
+            if st["head"] is not None:
+                keep()  # what arrived before a drop (after a head the relay signed) is kept
+        self.report.round_trips += 1
+        self.link.grow()
+        if st["head"] is None:
+            raise ProtocolError(_("the relay's answer to a fetch has no head"), code="protocol.download")
+        return st["head"]
 
     def rep_duties(self, res: dict[str, Any]) -> bool:
         """What only an unlocked device can do: check keys, rotate, grant, snapshot. True if it has more to send."""

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .. import __version__, allocation, envelope, timefmt, wordcode
 from ..errors import HbwError, LimitError, ProtocolError, StorageError, TransientError, http_status_for, retry_after_for
-from . import board, db, limits, relay, storage
+from . import board, db, limits, relay, storage, stream
 from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
@@ -371,6 +371,22 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
 async def rpc(request: web.Request) -> web.StreamResponse:
     """Every device request: a signed envelope in, a signed envelope out."""
     return await _serve(request, None, "application/x-hbw", "?", cap_for=_cap_for_head, flow=_rpc)
+
+
+@routes.post("/v1/stream")
+async def stream_upload(request: web.Request) -> web.StreamResponse:
+    """A large batch streamed at the byte: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §13a)."""
+    app = request.app
+    deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
+    return await stream.serve(request, deps, _error_response)
+
+
+@routes.post("/v1/fetch")
+async def stream_download(request: web.Request) -> web.StreamResponse:
+    """A large batch streamed from an offset: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §17)."""
+    app = request.app
+    deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
+    return await stream.serve_fetch(request, deps, _error_response)
 
 
 @routes.post("/v1/bundle")

@@ -101,7 +101,8 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None, database: s
 @click.option("--admin", "with_admin", is_flag=True, help="Also serve the office page for IT (devices, invites, "
               "equipment, backups, audit) on --admin-port, behind the admin token.")
 @click.option("--chunk-quota-gb", default=limits.CHUNK_QUOTA / 1024**3, show_default=True, type=click.FloatRange(0.001),
-              help="GiB of document chunks the team may keep here (DATA/chunks); uploads past it are refused.")
+              help="GiB of document chunks the team may keep here (DATA/chunks); uploads past it are refused. "
+                   "Kept in the relay's settings: 'bundle ingest' applies the same quota.")
 @click.option("--admin-host", default="127.0.0.1", show_default=True,
               help="Address of the office page; only loopback unless --admin-remote.")
 @click.option("--admin-port", default=8766, show_default=True, type=int, help="Port of the office page (0: any free).")
@@ -138,6 +139,8 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         ctx.load_cert_chain(tls_cert, tls_key)
         # Invites made from now on pin this certificate (a self-signed one is fine).
         admin.set_tls_certificate(data, Path(tls_cert))
+    # Kept in the relay's settings, so that 'bundle ingest' (another process) refuses at the same quota.
+    admin.set_chunk_quota(data, int(chunk_quota_gb * 1024**3), database)
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,

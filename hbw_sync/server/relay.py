@@ -702,48 +702,73 @@ def upload(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
     """One piece of a large batch, at an offset (tus-style). Answers the offset the relay holds.
 
     A piece at the wrong offset is not an error: the answer tells the device
-    where to go on from, so a link that dropped at 90 % resumes at 90 %.
+    where to go on from, so a link that dropped at 90 % resumes at 90 %. Without a
+    piece it is the question "where are we?" that a streamed upload (``stream.py``,
+    PROTOCOL.md §13a) asks first; pieces remain for devices that do not stream.
     """
     _member, _role, author_pub = authenticate(conn, req, now)
-    # Unfinished uploads expire: a device resumes within hours; pieces left for a day are abandoned.
-    conn.execute("DELETE FROM upload_chunks WHERE created_ms < ?", (now - limits.UPLOAD_EXPIRE_MS,))
     a = req.args
     seq, total, offset, chunk = a.get("seq"), a.get("total"), a.get("offset", 0), a.get("chunk")
     if type(seq) is not int or type(total) is not int or type(offset) is not int:
         raise ProtocolError("malformed upload", code="protocol.schema")
-    if total > codec.DEFAULT_LIMITS.max_message:
-        raise LimitError(f"a batch of {total} bytes is over the limit", code="protocol.limit")
-    done = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
-                        (req.device, seq)).fetchone()
-    if done:
-        if hashlib.sha256(done[2]).digest() != a.get("sha256"):
-            return {"offset": 0, "reject": ProtocolError(f"batch {seq} was already received with other content",
-                                                         code="protocol.seq_reuse").to_dict()}
-        return {"offset": total, "ack": [seq, done[0], done[1]]}
-    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ? AND total != ?", (req.device, seq, total))
-    have = conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks WHERE device = ? AND seq = ?",
-                        (req.device, seq)).fetchone()[0]
+    state = upload_state(conn, req.device, seq, total, a.get("sha256"), now)
+    if isinstance(state, dict):
+        return state
+    have = state
     if chunk is None or offset != have:
         return {"offset": have}
     if not isinstance(chunk, bytes) or not chunk or len(chunk) > CHUNK_MAX or have + len(chunk) > total:
         raise ProtocolError("malformed upload piece", code="protocol.schema")
-    _make_room(conn, req.device, seq, len(chunk))
+    make_upload_room(conn, req.device, seq, len(chunk))
     conn.execute('INSERT INTO upload_chunks (device, seq, "offset", total, data, created_ms) VALUES (?, ?, ?, ?, ?, ?)',
                  (req.device, seq, offset, total, chunk, now))
     have += len(chunk)
     if have < total:
         return {"offset": have}
-    data = b"".join(r[0] for r in conn.execute(
-        "SELECT data FROM upload_chunks WHERE device = ? AND seq = ? ORDER BY \"offset\"", (req.device, seq)))
-    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (req.device, seq))
+    return finish_upload(conn, ident, req.device, author_pub, seq, now)
+
+
+def upload_state(conn: Txn, device: bytes, seq: int, total: int, sha256: Any, now: int) -> dict[str, Any] | int:
+    """Where an upload of batch ``seq`` stands: the answer if it is already a batch, else the bytes held.
+
+    Also drops what expired (unfinished uploads older than a day) and what was held for
+    another ``total`` (the device rebuilt that batch).
+    """
+    if total > codec.DEFAULT_LIMITS.max_message:
+        raise LimitError(f"a batch of {total} bytes is over the limit", code="protocol.limit")
+    # Unfinished uploads expire: a device resumes within hours; pieces left for a day are abandoned.
+    conn.execute("DELETE FROM upload_chunks WHERE created_ms < ?", (now - limits.UPLOAD_EXPIRE_MS,))
+    done = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
+                        (device, seq)).fetchone()
+    if done:
+        if hashlib.sha256(done[2]).digest() != sha256:
+            return {"offset": 0, "reject": ProtocolError(f"batch {seq} was already received with other content",
+                                                         code="protocol.seq_reuse").to_dict()}
+        return {"offset": total, "ack": [seq, done[0], done[1]]}
+    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ? AND total != ?", (device, seq, total))
+    return int(conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM upload_chunks WHERE device = ? AND seq = ?",
+                            (device, seq)).fetchone()[0])
+
+
+def upload_bytes(conn: Txn, device: bytes, seq: int) -> bytes:
+    """The bytes held of an unfinished upload, in order."""
+    return b"".join(r[0] for r in conn.execute(
+        "SELECT data FROM upload_chunks WHERE device = ? AND seq = ? ORDER BY \"offset\"", (device, seq)))
+
+
+def finish_upload(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: bytes, seq: int,
+                  now: int) -> dict[str, Any]:
+    """Ingest a whole upload as a batch, exactly as one sent inline; the answer for the device."""
+    data = upload_bytes(conn, device, seq)
+    conn.execute("DELETE FROM upload_chunks WHERE device = ? AND seq = ?", (device, seq))
     try:
-        ack = _accept_batch(conn, ident, req.device, author_pub, data, now)
+        ack = _accept_batch(conn, ident, device, author_pub, data, now)
     except HbwError as e:
         return {"offset": 0, "reject": e.to_dict()}
-    return {"offset": total, "ack": ack}
+    return {"offset": len(data), "ack": ack}
 
 
-def _make_room(conn: Txn, device: bytes, seq: int, size: int) -> None:
+def make_upload_room(conn: Txn, device: bytes, seq: int, size: int) -> None:
     """Keep a device's unfinished uploads under ``limits.UPLOAD_QUOTA``: its oldest other uploads go first.
 
     Why evict rather than refuse: an honest device uploads one batch at a time (at most
@@ -1021,7 +1046,19 @@ def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -
     return answer(ident, prep, result, now), stats
 
 
-def load_identity(data_dir: Path, conn: Txn, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:
+#: The relay's setting (``meta``) that keeps ``serve --chunk-quota-gb``, in bytes.
+CHUNK_QUOTA_SETTING = "chunk_quota"
+
+
+def load_identity(data_dir: Path, conn: Txn, chunk_quota: int | None = None) -> RelayIdentity:
+    """The relay's team, key and chunk store. ``chunk_quota`` None: the quota ``serve`` last kept.
+
+    Why kept: ``hbw-relay bundle ingest`` runs in its own process, without serve's options, and
+    must refuse a bundle's chunks at the same quota as the online path (PROTOCOL.md §18f).
+    """
     key = crypto.DeviceKey((data_dir / "relay.key").read_bytes())
+    if chunk_quota is None:
+        kept = meta(conn, CHUNK_QUOTA_SETTING)
+        chunk_quota = kept if type(kept) is int and kept > 0 else limits.CHUNK_QUOTA
     return RelayIdentity(meta(conn, "team"), meta(conn, "team_name"), key,
                          FileChunkStore(data_dir / "chunks", chunk_quota))
