@@ -180,13 +180,13 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         total = sum(len(w[1]) for w in written)
         meter("export", total, total)
         chunks_out = [c for part in parts for c in part]
-        out = {"file": str(written[-1][0]), "files": [str(w[0]) for w in written], "bytes": total,
+        result: dict[str, Any] = {"file": str(written[-1][0]), "files": [str(w[0]) for w in written], "bytes": total,
                "batches": len(batches), "changes": changes, "counter": counter, "left_in_outbox": left,
                "doc_chunks": len(chunks_out), "doc_chunk_bytes": sum(len(c[1]) for c in chunks_out),
                "parts": n, "split_document": None}
         if split_doc is not None:
-            out["split_document"] = {"name": _doc_name(dev, passphrase, split_doc[0]), "bytes": split_doc[1]}
-        return out
+            result["split_document"] = {"name": _doc_name(dev, passphrase, split_doc[0]), "bytes": split_doc[1]}
+        return result
 
 
 #: The reply budget of a part that only carries chunks (the relay's least): the last part asks for the rest.

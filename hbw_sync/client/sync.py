@@ -30,7 +30,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
@@ -185,7 +185,14 @@ def _log_cause(url: str, e: BaseException) -> None:
     logging.getLogger(__name__).info("link to %s failed: %s: %s", url, type(e).__name__, e)
 
 
-Transport = Callable[[str, bytes, float], Any]
+class Transport(Protocol):
+    """How a request reaches the relay: ``post`` in real use; tests wrap it to cut or count the link."""
+
+    def __call__(self, url: str, body: bytes, timeout: float, *, path: str = ...,
+                 on_sent: Callable[[int], None] | None = ...,
+                 on_chunk: Callable[[bytes], None] | None = ...) -> Awaitable[bytes]: ...
+
+
 _SESSION: contextvars.ContextVar[aiohttp.ClientSession | None] = contextvars.ContextVar("hbw_session", default=None)
 #: SHA-256 of the relay's TLS certificate as the invite pinned it (None: plain http, or system CAs).
 TLS_PIN: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("hbw_tls_pin", default=None)
