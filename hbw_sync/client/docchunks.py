@@ -73,7 +73,28 @@ class LocalChunks:
             n += 1
         return n
 
+    def keep_rebuilt(self, keys: chunks.ChunkKeys, cid: bytes, plain: bytes | memoryview) -> None:
+        """Keep a chunk rebuilt from a delta version (already checked against its id by the caller).
+
+        Marked sent: this device never uploads it for that version (its author did not either);
+        a later version naming it in its routing gets it checked with the relay again (``docsync.push``).
+        """
+        if self.store.execute("SELECT 1 FROM doc_chunks WHERE cid = ?", (cid,)).fetchone():
+            return
+        sealed_id, sealed = chunks.seal_chunk(keys, plain)
+        assert sealed_id == cid
+        self.store.execute("INSERT INTO doc_chunks (cid, epoch, sealed, sent) VALUES (?, ?, ?, 1)",
+                           (cid, keys.epoch, sealed))
+
     # -- reading -------------------------------------------------------------------------------
+
+    def is_unsent(self, cid: bytes) -> bool:
+        row = self.store.execute("SELECT sent FROM doc_chunks WHERE cid = ?", (cid,)).fetchone()
+        return row is not None and row[0] == 0
+
+    def sealed_size(self, cid: bytes) -> int:
+        row = self.store.execute("SELECT length(sealed) FROM doc_chunks WHERE cid = ?", (cid,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def missing(self, ids: Iterable[bytes]) -> list[bytes]:
         """Those of ``ids`` not held here, in order, each once."""

@@ -21,7 +21,7 @@ from .. import chunks, delta, fileio, merge
 from ..errors import AccessError, IntegrityError, ProtocolError, UsageError
 from ..i18n import _
 from ..ops import MAX_REASON, NAMES, Kind, Op, split_op_id
-from . import docchunks, views
+from . import docchunks, docdelta, views
 from .device import now_ms
 
 if TYPE_CHECKING:
@@ -155,6 +155,13 @@ class DocumentsMixin(_Base):
 
     def wanted_chunks(self) -> list[bytes]:
         """Chunk ids the policy wants here and this device lacks: current versions of wanted documents."""
+        out: list[bytes] = []
+        for did, digest in self.wanted_versions():
+            out += self.missing_chunks(did, digest)
+        return list(dict.fromkeys(out))
+
+    def wanted_versions(self) -> list[tuple[bytes, bytes]]:
+        """(document id, version SHA-256) of the current versions the policy wants here and this device lacks."""
         policy = self.doc_policy()
         if policy == "none":
             return []
@@ -162,7 +169,7 @@ class DocumentsMixin(_Base):
         names = self._device_names()
         mine_tasks = {r[0] for r in self.store.execute(
             "SELECT id FROM entities WHERE kind = ? AND assignee = ?", (int(Kind.TASK), me))}
-        out: list[bytes] = []
+        out: list[tuple[bytes, bytes]] = []
         for (did,) in self.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
             st = self._load(Kind.DOC, did)
             if st is None or st.values().get("sha256") is None:
@@ -172,8 +179,9 @@ class DocumentsMixin(_Base):
                 versions = self._version_ops(did)
                 if not versions or names.get(versions[0][1]) != me:
                     continue
-            out += self.missing_chunks(did, v["sha256"])
-        return list(dict.fromkeys(out))
+            if self.missing_chunks(did, v["sha256"]):
+                out.append((did, v["sha256"]))
+        return out
 
     # Versions: every document version's bytes are kept once, sealed, in `blobs` by their
     # SHA-256; the `sha256` field points at the current one. A new version travels as a delta
@@ -197,6 +205,9 @@ class DocumentsMixin(_Base):
         """Keep the bytes of a document version an op carries (in full, or as a delta)."""
         c = op.content or {}
         digest = c.get(34)
+        if op.kind is Kind.DOC and c.get(_MANIFEST):
+            docdelta.rebuild(self, op.entity, op)  # a delta version: rebuilt now if its base is here
+            return
         if op.kind is not Kind.DOC or digest is None or (33 not in c and 35 not in c):
             return
         if self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
@@ -258,6 +269,8 @@ class DocumentsMixin(_Base):
             if chunked is not None:
                 if chunked["sha256"] == base_sha:  # rolled back with the transaction: nothing kept
                     raise UsageError("this file is the same as the document's current version: nothing to record")
+                if self._versions_since_full(did) < CHAIN_FULL_EVERY - 1:  # every 8th version uploads its chunks
+                    docdelta.offer(self, did, base_sha, chunked, st.values().get("name", ""))
                 self.change([(Kind.DOC, did, chunked)])
                 return self.doc(did.hex())
         data = self._read_file(path)
@@ -291,7 +304,8 @@ class DocumentsMixin(_Base):
     def _versions_since_full(self, did: bytes) -> int:
         n = 0
         for _oid, _dev, op in reversed(self._version_ops(did)):
-            if 33 in (op.content or {}) or _MANIFEST in (op.content or {}):  # whole, or chunked: a chain starts
+            c = op.content or {}
+            if 33 in c or (_MANIFEST in c and 35 not in c):  # whole, or all chunks uploaded: a chain starts
                 return n
             n += 1
         return n

@@ -43,7 +43,7 @@ from . import keyflow
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
-from . import docsync, retry, snapshots
+from . import docdelta, docsync, retry, snapshots
 from .progress import Meter, OnProgress
 from .vault import KdfParams
 from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
@@ -691,10 +691,10 @@ class _Session:
     async def fetch_wanted(self) -> None:
         """Download the chunks the fetch policy wants (after what arrived was applied); say what the relay lacks."""
         assert self.rep is not None
-        ids = self.rep.wanted_chunks()
-        if not ids:
+        versions = self.rep.wanted_versions()
+        if not versions:
             return
-        _got, lacking = await self.connected(lambda: docsync.fetch(self, self.rep, ids))
+        _got, lacking = await self.connected(lambda: docdelta.fetch_versions(self, self.rep, versions))
         if lacking:
             self.report.notes.append(ngettext(
                 "{n} part of a document is not at the relay yet (its author has not synced since adding it); "
@@ -852,14 +852,14 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
         UsageError ``usage.doc_not_at_relay``: the relay lacks parts (their author has not synced).
         ConfigError: this device has not joined a relay.
     """
-    ids = rep.doc_missing(prefix, version)
-    if not ids:
+    _view, did, digest = rep.locate_version(prefix, version)
+    if not rep.missing_chunks(did, digest):
         return 0
     if not rep.store.meta("relay_url"):
         raise ConfigError(_("this document is not on this device, and this device has not joined a relay"),
                           hint=_("run 'hbw-sync join INVITE'"))
     session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
-    got, lacking = asyncio.run(session.connected(lambda: docsync.fetch(session, rep, ids)))
+    got, lacking = asyncio.run(session.connected(lambda: docdelta.ensure(session, rep, did, digest)))
     if lacking:
         raise UsageError(ngettext("{n} part of this document is not at the relay yet: its author has not synced "
                                   "since saving it",

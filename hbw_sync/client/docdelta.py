@@ -1,0 +1,169 @@
+"""Delta versions of chunked documents on a device: make them, rebuild them, fetch along a chain.
+
+A chunked version of at most 32 MiB whose delta against the version its author started from
+is smaller than the chunks it would upload travels as that delta (PROTOCOL.md §18c, §18e;
+core: ``hbw_sync.delta.chunked``). Its author keeps every chunk, as for any version, but
+uploads none of those the delta rebuilds (they are marked as not to be sent), and the op's
+routing names no chunks. A reader rebuilds the version:
+
+* at once when the op is applied, if it holds the base (the usual case: the team's devices
+  that had the document); nothing is downloaded;
+* otherwise when its policy or ``doc get`` wants it: it first makes the base local (fetching
+  its chunks, or rebuilding it along its own chain; at most ``CHAIN_FULL_EVERY`` versions,
+  since every 8th version of a chain uploads all its chunks), then rebuilds.
+
+Memory: both versions are in memory while a delta is made or applied, so only files up to
+``DELTA_MAX`` take this path; larger ones keep whole-chunk dedup (flat memory).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import chunks
+from ..delta.chunked import DELTA_MAX, chunked_delta, rebuild_chunks
+from ..errors import HbwError
+from ..ops import NAMES, Kind, Op
+from . import docsync
+
+if TYPE_CHECKING:
+    from .replica import Replica
+    from .sync import _Session
+
+_DATA, _SHA, _DELTA, _BASE = 33, 34, 35, 36
+_MANIFEST = NAMES[Kind.DOC]["manifest"].tag
+#: How far back a reader follows bases to rebuild a version (a chain is at most 8 long, §18c).
+MAX_CHAIN = 16
+
+
+def is_delta_version(op: Op) -> bool:
+    c = op.content or {}
+    return bool(c.get(_MANIFEST)) and c.get(_DELTA) is not None and c.get(_BASE) is not None
+
+
+def version_op(rep: "Replica", did: bytes, digest: bytes) -> Op | None:
+    """The latest op that recorded version ``digest`` of a document."""
+    for _oid, _dev, op in reversed(rep._version_ops(did)):
+        if (op.content or {}).get(_SHA) == digest:
+            return op
+    return None
+
+
+def version_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | None:
+    """A version whole in memory if this device holds it and it is at most ``DELTA_MAX``; else None."""
+    data = rep._blob(digest)
+    if data is not None:
+        return data
+    m = rep.version_manifest(did, digest)
+    if m is None or m.size > DELTA_MAX:
+        return None
+    try:
+        return rep.local_chunks.read_all(rep._chunk_keys_for(m), m)
+    except HbwError:
+        return None
+
+
+def offer(rep: "Replica", did: bytes, base_sha: bytes | None, values: dict[str, Any], name: str) -> bool:
+    """Turn a chunked version's fields into a delta version when that pays (inside the caller's transaction).
+
+    ``values`` are ``_chunked_values``' (its chunks already kept here, unsent). True if it became
+    a delta version: then ``values`` carries ``delta`` and ``base_sha256`` and no ``chunks``, and the
+    chunks only the delta rebuilds are marked as not to be uploaded.
+    """
+    if base_sha is None:
+        return False
+    m = chunks.decode_manifest(values["manifest"])
+    if m.size > DELTA_MAX:
+        return False
+    base = version_bytes(rep, did, base_sha)
+    if base is None:
+        return False
+    base_m = rep.version_manifest(did, base_sha)
+    base_ids = set(base_m.ids) if base_m is not None else set()
+    local = rep.local_chunks
+    spared = [cid for cid in dict.fromkeys(m.ids) if cid not in base_ids and local.is_unsent(cid)]
+    worth = sum(local.sealed_size(cid) for cid in spared)
+    keys = rep._chunk_keys()
+    assert keys is not None and keys.epoch == m.epoch
+    new = local.read_all(keys, m)
+    if new is None:
+        return False
+    d = chunked_delta(base, new, name=name, worth=worth)
+    if d is None:
+        return False
+    values.update(delta=d, base_sha256=base_sha)
+    values.pop("chunks", None)  # the relay gets none of them for this version: nothing new to reference
+    local.mark_sent(spared)
+    return True
+
+
+def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
+    """Make a delta version local from its base, if this device holds the base; True if it is local now.
+
+    A delta that does not rebuild to the manifest (a tampered op, a zlib that deflates
+    differently) refuses the version, not the batch: it is logged, and the version can still
+    be read once a later version uploads its chunks.
+    """
+    if not is_delta_version(op):
+        return False
+    c = op.content or {}
+    try:
+        m = chunks.decode_manifest(c[_MANIFEST])
+    except HbwError as e:
+        rep._problem(f"document {did.hex()[:6]}: a version's manifest is malformed ({e.message})")
+        return False
+    local = rep.local_chunks
+    if not local.missing(m.ids):
+        return True
+    base = version_bytes(rep, did, c[_BASE])
+    if base is None:
+        return False
+    try:
+        keys = rep._chunk_keys_for(m)
+        with rep.store.transaction():
+            for cid, piece in rebuild_chunks(keys, m, base, c[_DELTA]):
+                local.keep_rebuilt(keys, cid, piece)
+    except HbwError as e:
+        rep._problem(f"document {did.hex()[:6]}: a version does not rebuild from its delta and was refused "
+                     f"({e.message}); it will be readable after the next full version")
+        return False
+    return True
+
+
+async def ensure(session: "_Session", rep: "Replica", did: bytes, digest: bytes, depth: int = 0) -> tuple[int, int]:
+    """Make one version local: rebuild it along its chain, else fetch its chunks; (bytes fetched, ids lacking)."""
+    missing = rep.missing_chunks(did, digest)
+    if not missing:
+        return 0, 0
+    got = 0
+    op = version_op(rep, did, digest)
+    if op is not None and is_delta_version(op) and depth < MAX_CHAIN:
+        if rebuild(rep, did, op):
+            return 0, 0
+        got, _lacking = await ensure(session, rep, did, (op.content or {})[_BASE], depth + 1)
+        if rebuild(rep, did, op):
+            return got, 0
+        missing = rep.missing_chunks(did, digest)  # the base could not be had: ask the relay for what it holds
+    more, lacking = await docsync.fetch(session, rep, missing)
+    return got + more, lacking
+
+
+async def fetch_versions(session: "_Session", rep: "Replica",
+                         versions: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """Make these (document id, version) local: delta versions by rebuilding, the rest in one fetch."""
+    plain: list[bytes] = []
+    chained: list[tuple[bytes, bytes]] = []
+    for did, digest in versions:
+        op = version_op(rep, did, digest)
+        if op is not None and is_delta_version(op):
+            if not rebuild(rep, did, op):
+                chained.append((did, digest))
+        else:
+            plain += rep.missing_chunks(did, digest)
+    got = lacking = 0
+    if plain:
+        got, lacking = await docsync.fetch(session, rep, list(dict.fromkeys(plain)))
+    for did, digest in chained:
+        g, n = await ensure(session, rep, did, digest)
+        got, lacking = got + g, lacking + n
+    return got, lacking

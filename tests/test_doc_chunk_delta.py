@@ -1,0 +1,177 @@
+"""Delta versions of chunked documents (PROTOCOL.md §18c, §18e), on a real relay.
+
+A one-place edit of a 1-32 MiB document travels as a few-KB delta again, not as the chunks it
+touched: its author uploads none of them, a device holding the previous version rebuilds them
+(downloading nothing but the batch), a device without it rebuilds along the chain from chunks
+the relay holds (``doc get``, a late joiner with policy ``all``), and a delta that does not
+rebuild to its manifest refuses the version, not the batch.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from relay_helpers import Member, Team
+from hbw_sync import chunks
+from hbw_sync.client import Device
+from hbw_sync.client.cli import cli as client_cli
+from hbw_sync.delta.chunked import rebuild_chunks
+from hbw_sync.errors import IntegrityError, LimitError
+
+MB = 1_000_000
+
+
+def pdf_like(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def edit(data: bytes, at: int, text: bytes) -> bytes:
+    return data[:at] + text + data[at + 100:]
+
+
+def cli(m: Member, *args: str) -> tuple[int, str]:
+    env = {"HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase}
+    res = CliRunner().invoke(client_cli, list(args), env=env, catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+def relay_chunk_count(team: Team) -> int:
+    return sum(1 for p in (team.data / "chunks").rglob("*") if p.is_file())
+
+
+def test_an_edit_of_a_chunked_document_travels_as_a_small_delta(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    f = tmp_path / "minutes.pdf"
+    v1 = pdf_like(3 * MB, 5)
+    f.write_bytes(v1)
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    dana.sync()
+    chidi.sync()
+    held = relay_chunk_count(team)
+    v2 = edit(v1, 1_500_000, b"one more paragraph of minutes " * 4)
+    f.write_bytes(v2)
+    with dana.open() as rep:
+        rep.update_doc(doc.id, f)
+    up = dana.sync()
+    assert up.sent_bytes < 8_000, f"a one-place edit of a 3 MB file sent {up.sent_bytes} bytes"
+    assert relay_chunk_count(team) == held, "the chunks the delta rebuilds are not uploaded"
+    down = chidi.sync()
+    assert down.received_bytes < 8_000, f"the receiver downloaded {down.received_bytes} bytes"
+    with chidi.open() as rep:
+        assert rep.doc(doc.id).local
+        assert rep.doc_bytes(doc.id)[1] == v2
+        assert rep.doc_bytes(doc.id, version=1)[1] == v1
+
+
+def test_a_device_without_the_base_rebuilds_along_the_chain(team: Team, tmp_path: Path) -> None:
+    """doc get on a policy-none device, and a late joiner with policy all, after three delta versions."""
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "none")
+    f = tmp_path / "report.bin"
+    versions = [pdf_like(2 * MB, 7)]
+    f.write_bytes(versions[0])
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    dana.sync()
+    for i in range(3):
+        versions.append(edit(versions[-1], 300_000 * (i + 1), f"edit number {i} ".encode() * 5))
+        f.write_bytes(versions[-1])
+        with dana.open() as rep:
+            rep.update_doc(doc.id, f)
+        assert dana.sync().sent_bytes < 8_000
+    chidi.sync()
+    with chidi.open() as rep:
+        assert not rep.doc(doc.id).local
+    out_file = tmp_path / "got.bin"
+    code, out = cli(chidi, "doc", "get", doc.id, "-o", str(out_file))
+    assert code == 0, out
+    assert out_file.read_bytes() == versions[-1]
+    # an older version on demand too: its chain is shorter
+    code, out = cli(chidi, "doc", "get", doc.id, "--version", "2", "-o", str(tmp_path / "v2.bin"))
+    assert code == 0, out
+    assert (tmp_path / "v2.bin").read_bytes() == versions[1]
+
+    desk = team.join("desk")
+    cli(desk, "doc", "policy", "all")
+    desk.sync()
+    with desk.open() as rep:
+        assert rep.doc(doc.id).local
+        assert rep.doc_bytes(doc.id)[1] == versions[-1]
+
+
+def test_every_eighth_version_uploads_its_chunks(team: Team, tmp_path: Path) -> None:
+    dana, _chidi = team.pair("dana", "chidi")
+    f = tmp_path / "log.bin"
+    data = pdf_like(1_200_000, 9)
+    f.write_bytes(data)
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    dana.sync()
+    sent = []
+    for i in range(8):
+        data = edit(data, 100_000 * (i + 1), f"line {i} ".encode() * 8)
+        f.write_bytes(data)
+        with dana.open() as rep:
+            rep.update_doc(doc.id, f)
+        sent.append(dana.sync().sent_bytes)
+    assert max(sent[:7]) < 8_000
+    assert sent[7] > 50_000, "the 8th version of a chain uploads every chunk the relay lacks"
+
+
+def test_a_delta_that_does_not_rebuild_its_manifest_is_refused() -> None:
+    keys = chunks.ChunkKeys.of(__import__("hbw_sync.crypto", fromlist=["TeamKey"]).TeamKey(1, bytes(32)))
+    base = pdf_like(1_300_000, 11)
+    new = edit(base, 600_000, b"changed")
+    from hbw_sync.delta import make_delta
+
+    payload = make_delta(base, new)
+    assert payload is not None
+    m, _parts = chunks.split_bytes(keys, new)
+    assert b"".join(bytes(p) for _cid, p in rebuild_chunks(keys, m, base, payload)) == new
+    # the same file cut at other sizes: ids do not match what the pieces are
+    lying = chunks.Manifest(m.epoch, m.size, m.sha256, m.ids, (m.sizes[0] - 1, m.sizes[1] + 1) + m.sizes[2:])
+    try:
+        list(rebuild_chunks(keys, lying, base, payload))
+    except IntegrityError as e:
+        assert e.code == "integrity.chunk"
+    else:
+        raise AssertionError("a manifest whose ids do not match was accepted")
+    other = chunks.Manifest(m.epoch, m.size, bytes(32), m.ids, m.sizes)
+    try:
+        list(rebuild_chunks(keys, other, base, payload))
+    except IntegrityError as e:
+        assert e.code == "integrity.delta"
+    else:
+        raise AssertionError("a delta rebuilding another file was accepted")
+    big = chunks.Manifest(m.epoch, 40 << 20, m.sha256, m.ids, m.sizes)
+    try:
+        list(rebuild_chunks(keys, big, base, payload))
+    except LimitError as e:
+        assert e.code == "protocol.limit"
+    else:
+        raise AssertionError("a delta version over the limit was accepted")
+
+
+def test_local_store_holds_rebuilt_chunks_as_not_to_upload(team: Team, tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    f = tmp_path / "a.bin"
+    v1 = pdf_like(1_500_000, 13)
+    f.write_bytes(v1)
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    dana.sync()
+    chidi.sync()
+    f.write_bytes(edit(v1, 700_000, b"x" * 50))
+    with dana.open() as rep:
+        rep.update_doc(doc.id, f)
+    dana.sync()
+    chidi.sync()
+    for m in (dana, chidi):
+        with Device.open(m.home) as dev:
+            assert dev.store.execute("SELECT COUNT(*) FROM doc_chunks WHERE sent = 0").fetchone()[0] == 0
