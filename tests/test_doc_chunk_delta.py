@@ -175,3 +175,27 @@ def test_local_store_holds_rebuilt_chunks_as_not_to_upload(team: Team, tmp_path:
     for m in (dana, chidi):
         with Device.open(m.home) as dev:
             assert dev.store.execute("SELECT COUNT(*) FROM doc_chunks WHERE sent = 0").fetchone()[0] == 0
+
+
+def test_a_delta_sent_in_the_same_sync_as_its_large_base_is_applied(team: Team, tmp_path: Path) -> None:
+    """The base's batch is over 64 KiB, so it goes up after the small batch of the delta (issue 12's bug)."""
+    dana, chidi = team.pair("dana", "chidi")
+    f = tmp_path / "form.pdf"
+    v1 = pdf_like(300_000, 21)
+    f.write_bytes(v1)
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+        rep.close_outbox()  # the base's batch is closed before the edit: two batches
+    v2 = edit(v1, 150_000, b"signed by the director")
+    f.write_bytes(v2)
+    with dana.open() as rep:
+        rep.update_doc(doc.id, f)
+        sizes = [r[0] for r in rep.store.execute("SELECT size FROM outbox ORDER BY seq")]
+    assert len(sizes) == 2 and sizes[0] > 64 * 1024 > sizes[1], sizes
+    dana.sync()
+    chidi.sync()
+    with chidi.open() as rep:
+        assert rep.doc_bytes(doc.id)[1] == v2
+        assert rep.doc_bytes(doc.id, version=1)[1] == v1
+        problems = [r[0] for r in rep.store.execute("SELECT detail FROM sync_log WHERE how = 'apply'")]
+    assert not problems, problems

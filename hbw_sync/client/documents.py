@@ -195,7 +195,32 @@ class DocumentsMixin(_Base):
             nonce, sealed = self.sealer.seal_parts(data, b"blob:" + digest)
             self.store.execute("INSERT INTO blobs (sha256, size, nonce, sealed) VALUES (?, ?, ?, ?)",
                                (digest, len(data), nonce, sealed))
+            self._apply_waiting(digest)
         return digest
+
+    # A delta version can arrive before its base: its author's sync sends small batches before
+    # large ones (a base over 64 KiB goes up in pieces after them, so the relay hands the delta out
+    # first). The version then waits here, by hashes only (its bytes stay sealed in the op log),
+    # and is rebuilt as soon as its base is stored.
+
+    def _waiting_table(self) -> None:
+        self.store.execute("CREATE TABLE IF NOT EXISTS doc_waiting (entity BLOB NOT NULL, sha256 BLOB NOT NULL,"
+                           " base BLOB NOT NULL, PRIMARY KEY (entity, sha256))")
+
+    def _wait_for_base(self, did: bytes, digest: bytes, base: bytes) -> None:
+        self._waiting_table()
+        self.store.execute("INSERT OR IGNORE INTO doc_waiting (entity, sha256, base) VALUES (?, ?, ?)",
+                           (did, digest, base))
+
+    def _apply_waiting(self, base: bytes) -> None:
+        """Rebuild the versions that waited for ``base`` (each may be the base another waits for)."""
+        self._waiting_table()
+        rows = self.store.execute("SELECT entity, sha256 FROM doc_waiting WHERE base = ?", (base,)).fetchall()
+        for did, digest in rows:
+            self.store.execute("DELETE FROM doc_waiting WHERE entity = ? AND sha256 = ?", (did, digest))
+            op = docdelta.version_op(self, did, digest)
+            if op is not None:
+                self._materialize_version(op)
 
     def _blob(self, digest: bytes) -> bytes | None:
         row = self.store.execute("SELECT nonce, sealed FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
@@ -219,10 +244,10 @@ class DocumentsMixin(_Base):
         else:
             base = self._blob(c.get(36) or b"")
             if base is None:
-                # Not tampering (signatures hold): a version we never got in full. Say so; the next
-                # full version of the chain repairs the document. Other ops of the batch still apply.
-                self._problem(f"document {op.entity.hex()[:6]}: a version's base is missing; "
-                              "it will be readable after the next full version")
+                # Not tampering (signatures hold): its base has not arrived yet (see _wait_for_base),
+                # or never will (the next full version of the chain repairs the document then).
+                # Other ops of the batch still apply.
+                self._wait_for_base(op.entity, digest, c.get(36) or b"")
                 return
             try:
                 data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_INLINE_BYTES)
