@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import hashlib
+
 from .. import chunks
+from ..delta import apply_delta, make_delta
 from ..delta.chunked import DELTA_MAX, chunked_delta, rebuild_chunks
-from ..errors import HbwError
-from ..ops import NAMES, Kind, Op
+from ..errors import HbwError, IntegrityError, ProtocolError
+from ..ops import MAX_MANIFEST, NAMES, Kind, Op
 from . import docsync
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 _DATA, _SHA, _DELTA, _BASE = 33, 34, 35, 36
 _MANIFEST = NAMES[Kind.DOC]["manifest"].tag
+_MANIFEST_DELTA = NAMES[Kind.DOC]["manifest_delta"].tag
 #: How far back a reader follows bases to rebuild a version (a chain is at most 8 long, §18c).
 MAX_CHAIN = 16
 
@@ -94,7 +98,68 @@ def offer(rep: "Replica", did: bytes, base_sha: bytes | None, values: dict[str, 
     values.update(delta=d, base_sha256=base_sha)
     values.pop("chunks", None)  # the relay gets none of them for this version: nothing new to reference
     local.mark_sent(spared)
+    base_raw = _manifest_bytes(rep, did, base_sha)
+    if base_raw is not None:
+        md = manifest_delta(base_raw, values["manifest"])
+        if md is not None:
+            values["manifest_delta"] = md
+            del values["manifest"]
     return True
+
+
+def manifest_delta(base_manifest: bytes, manifest: bytes) -> bytes | None:
+    """SHA-256 of ``manifest`` + a delta rebuilding it from the base version's manifest, if smaller."""
+    d = make_delta(base_manifest, manifest)
+    if d is None or 32 + len(d) >= len(manifest):
+        return None
+    return hashlib.sha256(manifest).digest() + d
+
+
+def _manifest_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | None:
+    op = version_op(rep, did, digest)
+    raw = (op.content or {}).get(_MANIFEST) if op is not None else None
+    return raw if isinstance(raw, bytes) else None
+
+
+def expand(rep: "Replica", did: bytes, content: dict[Any, Any]) -> dict[Any, Any]:
+    """A received version's content with its manifest rebuilt from ``manifest_delta`` (kept beside it).
+
+    The manifest must come out of the delta with the SHA-256 the field names, decode, and describe
+    the version the op names (its field 4 equal to ``sha256``); otherwise the version is refused
+    (logged, no manifest: it cannot be read) and the rest of the batch applies.
+    """
+    md = content.get(_MANIFEST_DELTA)
+    if md is None or _MANIFEST in content:
+        return content
+    try:
+        if content.get(_BASE) is None or content.get(_DELTA) is None or len(md) < 33:
+            raise ProtocolError("a manifest delta outside a delta version", code="protocol.manifest")
+        base_raw = _manifest_bytes(rep, did, content[_BASE])
+        if base_raw is None:
+            raise IntegrityError("the base version of a manifest delta is not a chunked version held here",
+                                 code="integrity.chain")
+        raw = apply_delta(base_raw, md[32:], expected_sha256=md[:32], max_size=MAX_MANIFEST)
+        if chunks.decode_manifest(raw).sha256 != content.get(_SHA):
+            raise IntegrityError("a manifest rebuilt from its delta names another file", code="integrity.doc")
+    except HbwError as e:
+        rep._problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
+                     f"refused ({e.message}); it will be readable after the next full version")
+        return content
+    return {**content, _MANIFEST: raw}
+
+
+def wire_content(content: dict[Any, Any]) -> dict[Any, Any]:
+    """The content a version op was sent with: a manifest rebuilt from ``manifest_delta`` dropped again."""
+    if content.get(_MANIFEST_DELTA) is not None and _MANIFEST in content:
+        return {k: v for k, v in content.items() if k != _MANIFEST}
+    return content
+
+
+def snapshot_content(content: dict[Any, Any]) -> dict[Any, Any]:
+    """A version op's content for a snapshot: the whole manifest, never the delta against it."""
+    if content.get(_MANIFEST_DELTA) is not None and _MANIFEST in content:
+        return {k: v for k, v in content.items() if k != _MANIFEST_DELTA}
+    return content
 
 
 def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:

@@ -30,7 +30,7 @@ export const FIELDS = {
     1: ["task", R, bin(1, 32), true], 2: ["size", R, uint(0, 2 ** 40), false], 3: ["confidential", R, bool, false],
     4: ["exported", R, (v) => v === true, false, "append"],
     5: ["chunks", R, (v) => v instanceof Uint8Array && v.length % 16 === 0 && v.length <= 262144 * 16, false],
-    38: ["manifest", C, bin(1, 262144 * 21 + 64), false], 37: ["export_reason", C, (v) => str(1000)(v) && cps(v) >= 1, false, "append"],
+    38: ["manifest", C, bin(1, 262144 * 21 + 64), false], 39: ["manifest_delta", C, bin(33, 262144 * 21 + 64), false], 37: ["export_reason", C, (v) => str(1000)(v) && cps(v) >= 1, false, "append"],
     32: ["name", C, str(255), false],
     33: ["data", C, bin(0, Infinity), false], 34: ["sha256", C, bin(32, 32), false, "policy"], 35: ["delta", C, bin(0, Infinity), false],
     36: ["base_sha256", C, bin(32, 32), false],
