@@ -199,3 +199,93 @@ def test_a_delta_sent_in_the_same_sync_as_its_large_base_is_applied(team: Team, 
         assert rep.doc_bytes(doc.id, version=1)[1] == v1
         problems = [r[0] for r in rep.store.execute("SELECT detail FROM sync_log WHERE how = 'apply'")]
     assert not problems, problems
+
+
+def test_a_late_joiner_after_snapshots_gets_the_current_version(team: Team, tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """Issue 12: a device joining after snapshots and several versions of a chunked document gets the
+    current version byte-exact with policy ``all``, and with ``mine`` only on ``doc get``."""
+    from hbw_sync.server import relay
+
+    monkeypatch.setattr(relay, "SNAPSHOT_EVERY", 6)
+    dana, chidi = team.pair("dana", "chidi")
+    f = tmp_path / "budget.pdf"
+    versions = [pdf_like(2 * MB, 31)]
+    f.write_bytes(versions[0])
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    dana.sync()
+    for i in range(4):
+        versions.append(edit(versions[-1], 250_000 * (i + 1), f"revision {i} ".encode() * 6))
+        f.write_bytes(versions[-1])
+        with dana.open() as rep:
+            rep.update_doc(doc.id, f)
+            for k in range(3):
+                rep.add_task(f"follow-up {i}.{k}")
+                rep.close_outbox()
+        dana.sync()
+    dana.sync()
+    snaps = team.sql("SELECT cursor FROM snapshots")
+    assert snaps, "the relay holds a supervisor's snapshot"
+
+    desk = team.join("desk")
+    with desk.open() as rep:
+        assert not rep.doc(doc.id).local  # mine: not on its tasks, not its own
+        assert rep.doc(doc.id).versions == len(versions)
+    cli(desk, "doc", "policy", "all")
+    desk.sync()
+    with desk.open() as rep:
+        assert rep.doc(doc.id).local
+        assert rep.doc_bytes(doc.id)[1] == versions[-1]
+
+    bosco = team.join("bosco")
+    with bosco.open() as rep:
+        assert not rep.doc(doc.id).local
+    out_file = tmp_path / "bosco.pdf"
+    code, out = cli(bosco, "doc", "get", doc.id, "-o", str(out_file))
+    assert code == 0, out
+    assert out_file.read_bytes() == versions[-1]
+
+
+# -- vectors (protocol/vectors/chunk_delta.json, scripts/vectors/chunk_delta.py) ----------------------
+
+
+def test_chunk_delta_vectors_rebuild_and_each_bad_one_fails_with_its_code() -> None:
+    import json
+
+    from hbw_sync import crypto
+    from hbw_sync.errors import HbwError
+
+    sys_path = str(Path(__file__).parent.parent / "scripts")
+    import sys
+
+    if sys_path not in sys.path:
+        sys.path.insert(0, sys_path)
+    from vectors.chunk_delta import read
+
+    v = json.loads((Path(__file__).parent.parent / "protocol/vectors/chunk_delta.json").read_text(encoding="utf-8"))
+    keys = chunks.ChunkKeys.of(crypto.TeamKey(v["team_key"]["epoch"], bytes.fromhex(v["team_key"]["secret"])))
+    assert keys.id_key.hex() == v["team_key"]["id_key"]
+    g = v["good"][0]
+    args = {k: bytes.fromhex(g[k]) for k in ("base_file", "base_manifest", "sha256", "delta", "manifest_delta")}
+    out = read(keys, args["base_file"], args["base_manifest"], args["sha256"], args["delta"], args["manifest_delta"])
+    import hashlib
+
+    assert hashlib.sha256(out).hexdigest() == g["file_sha256"]
+    m = chunks.decode_manifest(bytes.fromhex(g["manifest"]))
+    assert [c.hex() for c in m.ids] == g["chunk_ids"] and list(m.sizes) == g["chunk_sizes"]
+    assert len(v["invalid"]) >= 5
+    for bad in v["invalid"]:
+        a = dict(args)
+        for k in ("base_file", "base_manifest", "sha256", "delta", "manifest_delta"):
+            if k in bad:
+                a[k] = bytes.fromhex(bad[k])
+        if "base_file_byte" in bad:
+            at, value = bad["base_file_byte"]
+            a["base_file"] = a["base_file"][:at] + bytes([value]) + a["base_file"][at + 1:]
+        try:
+            read(keys, a["base_file"], a["base_manifest"], a["sha256"], a["delta"], a["manifest_delta"])
+        except HbwError as e:
+            assert (type(e).__name__, e.code) == (bad["expected_error"], bad["expected_code"]), bad["name"]
+        else:
+            raise AssertionError(f"{bad['name']} was accepted")

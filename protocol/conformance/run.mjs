@@ -22,6 +22,8 @@ Object.assign(CHECKERS, extra);
 const NOT_YET = {
   "delta.json": "patch frames need a raw-content zstd dictionary (RFC 8878 §5), which fzstd lacks; " +
     "recipes and deflate members are doable but not written yet",
+  "chunk_delta.json": "delta versions rebuild through §18c patch frames (raw-content zstd dictionaries, which " +
+    "fzstd lacks); the manifest and chunk-id checks are chunks.json's",
   "evidence.json": "evidence files (§24, audit tools) arrived in parallel with this runner; no checker written yet",
 };
 
