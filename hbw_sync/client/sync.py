@@ -402,6 +402,9 @@ class _Session:
         self.up_total = 0
         #: The relay said more waits than it sent: the download's total is not known yet.
         self.more_waiting = True
+        #: Plain bytes of document chunks still to fetch in this run (set by ``docsync.fetch``): part of the
+        #: download's total while it fetches.
+        self.chunks_to_fetch = 0
         self.outgoing_grants: list[list[Any]] = []
         self.admission_sent: dict[str, Any] = {}
         self.snapshot: list[Any] | None = None
@@ -520,8 +523,10 @@ class _Session:
         r = self.report
         if self.up_total:
             self.meter("upload", r.sent_bytes + up_extra, self.up_total)
-        if r.received_bytes or down_extra or self.s.execute("SELECT 1 FROM downloads").fetchone():
+        if (r.received_bytes or down_extra or self.chunks_to_fetch
+                or self.s.execute("SELECT 1 FROM downloads").fetchone()):
             pending = self.s.execute("SELECT COALESCE(SUM(size), 0) FROM downloads").fetchone()[0]
+            pending += self.chunks_to_fetch
             done = r.received_bytes + down_extra
             self.meter("download", done, None if self.more_waiting else r.received_bytes + pending)
 
