@@ -131,6 +131,22 @@ class LocalChunks:
             raise
         return manifest.size
 
+    def iter_plain(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> Iterator[bytes]:
+        """A version's plain bytes one opened chunk at a time (the app streams a download with it).
+
+        Raises ``usage.doc_not_local`` at a missing part and ``IntegrityError`` after the last chunk
+        if the whole does not hash to the manifest's SHA-256: a caller that already passed bytes on
+        must abort what it sent (a download cut short, never a wrong file taken for whole).
+        """
+        joiner = chunks.Joiner(keys, manifest)
+        for cid in manifest.ids:
+            sealed = self.sealed(cid)
+            if sealed is None:
+                raise UsageError("a part of this document is not on this device", code="usage.doc_not_local",
+                                 hint="sync, or run 'doc get' when online")
+            yield joiner.open(cid, sealed)
+        joiner.finish()
+
     def read_all(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> bytes | None:
         """A whole version in memory (for callers that want bytes, e.g. small documents); None if a part is missing."""
         joiner = chunks.Joiner(keys, manifest)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -493,6 +494,29 @@ class DocumentsMixin(_Base):
         tmp.write_bytes(data)
         os.replace(tmp, out)
         return view, len(data)
+
+    def export_stream(self, prefix: str, version: int | None = None,
+                      reason: str | None = None) -> tuple[views.DocView, int, Iterator[bytes]]:
+        """(view, size, plain bytes piece by piece) of a version to write outside the store: ``export_doc``
+        for a front end that streams (the app's download). A chunked version comes one chunk at a time
+        (flat memory); an inline one (under 1 MiB, or older) in one piece.
+
+        Raises:
+            UsageError ``usage.doc_not_local``: parts are not on this device (``sync.fetch_doc`` gets them).
+            UsageError ``usage.reason_required`` / ``usage.reason_too_long``: as ``export_doc``.
+            IntegrityError: stored bytes do not match the recorded hash (for a chunked version: at the end).
+        """
+        view, did, digest = self.locate_version(prefix, version)
+        m = self.version_manifest(did, digest)
+        if m is None:
+            view, data = self.export_doc(prefix, version, reason)
+            return view, len(data), iter((data,))
+        if self.local_chunks.missing(m.ids):
+            raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
+                             hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+        keys = self._chunk_keys_for(m)
+        view = self._record_export(view, reason)
+        return view, m.size, self.local_chunks.iter_plain(keys, m)
 
     # -- confidential documents (issue 17 item 3; PROTOCOL.md §5a) --------------------------------------
     # The mark and every export are signed changes like any other, so every device converges on the
