@@ -289,3 +289,37 @@ def test_chunk_delta_vectors_rebuild_and_each_bad_one_fails_with_its_code() -> N
             assert (type(e).__name__, e.code) == (bad["expected_error"], bad["expected_code"]), bad["name"]
         else:
             raise AssertionError(f"{bad['name']} was accepted")
+
+
+def test_the_in_place_rebuild_refuses_every_prefix_and_flipped_byte_with_a_known_code() -> None:
+    """The low-memory method-1 path (large, not zip) bounds and checks like ``apply_delta`` (STYLE §7)."""
+    import hashlib
+
+    from hbw_sync.delta.chunked import chunked_delta, rebuild, streams_in_place
+    from hbw_sync.errors import HbwError
+
+    base = pdf_like(2_500_000, 51)
+    new = edit(base, 1_200_000, b"approved")
+    assert streams_in_place(base, new)
+    d = chunked_delta(base, new, worth=10**9)
+    assert d is not None and d[0] == 1
+    want = hashlib.sha256(new).digest()
+    assert bytes(rebuild(base, d, expected_sha256=want, size=len(new))) == new
+    known = {"protocol.truncated", "protocol.trailing", "protocol.zstd", "protocol.delta", "protocol.bomb",
+             "integrity.delta"}
+    cases = [d[:n] for n in range(0, len(d), max(1, len(d) // 40))] + [d + b"\x00"]
+    for i in range(0, len(d), max(1, len(d) // 60)):
+        cases.append(d[:i] + bytes([d[i] ^ 0x10]) + d[i + 1:])
+    for bad in cases:
+        try:
+            out = rebuild(base, bad, expected_sha256=want, size=len(new))
+        except HbwError as e:
+            assert e.code in known, (e.code, e.message)
+        else:
+            assert bytes(out) == new  # a flip zstd ignores (unused bits) still rebuilds the right file
+    try:
+        rebuild(base, d, expected_sha256=want, size=len(new) - 1)  # a declared size over the cap
+    except HbwError as e:
+        assert e.code in {"protocol.bomb", "protocol.limit"}
+    else:
+        raise AssertionError("a frame over its cap was decoded")

@@ -18,11 +18,12 @@ desk machine), ``none`` (only what ``doc get`` asks for).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .. import chunks, crypto
 from ..errors import UsageError
@@ -146,6 +147,47 @@ class LocalChunks:
                                  hint="sync, or run 'doc get' when online")
             yield joiner.open(cid, sealed)
         joiner.finish()
+
+    def range_reader(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> Callable[[int, int], bytes]:
+        """``read(off, n)``: bytes of a version held here, opening only the chunks that range covers (the
+        last one is kept open: a delta reads forward). Raises ``usage.doc_not_local`` at a missing part."""
+        starts = [off for _cid, off, _n in manifest.offsets()]
+        last: list[Any] = [None, b""]  # index, plain bytes
+
+        def chunk(i: int) -> bytes:
+            if last[0] != i:
+                cid = manifest.ids[i]
+                sealed = self.sealed(cid)
+                if sealed is None:
+                    raise UsageError("a part of this document is not on this device", code="usage.doc_not_local",
+                                     hint="sync, or run 'doc get' when online")
+                last[0], last[1] = i, chunks.open_chunk(keys, cid, sealed, manifest.sizes[i])
+            return last[1]
+
+        def read(off: int, n: int) -> bytes:
+            out = bytearray()
+            i = max(0, bisect.bisect_right(starts, off) - 1)
+            while len(out) < n and i < len(starts):
+                data = chunk(i)
+                a = off + len(out) - starts[i]
+                out += data[a:a + n - len(out)]
+                i += 1
+            return bytes(out)
+
+        return read
+
+    def read_into(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> bytearray | None:
+        """A whole version in one buffer of its size (no second copy while it is assembled); None if a
+        part is missing. For the delta path (``docdelta``), where the version must be whole in memory."""
+        joiner = chunks.Joiner(keys, manifest)
+        out = bytearray(manifest.size)
+        for cid, off, n in manifest.offsets():
+            sealed = self.sealed(cid)
+            if sealed is None:
+                return None
+            out[off:off + n] = joiner.open(cid, sealed)
+        joiner.finish()
+        return out
 
     def read_all(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> bytes | None:
         """A whole version in memory (for callers that want bytes, e.g. small documents); None if a part is missing."""

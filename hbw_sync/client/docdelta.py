@@ -18,13 +18,15 @@ Memory: both versions are in memory while a delta is made or applied, so only fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import hashlib
 
 from .. import chunks
 from ..delta import apply_delta, make_delta
-from ..delta.chunked import DELTA_MAX, chunked_delta, rebuild_chunks
+from ..delta.chunked import (DELTA_MAX, NotStreamable, aligned_recipe, check, chunked_delta, rebuild_chunks,
+                              rebuild_needed, streams_in_place)
 from ..errors import HbwError, IntegrityError, ProtocolError
 from ..ops import MAX_MANIFEST, NAMES, Kind, Op
 from . import docsync
@@ -53,7 +55,7 @@ def version_op(rep: "Replica", did: bytes, digest: bytes) -> Op | None:
     return None
 
 
-def version_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | None:
+def version_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | bytearray | None:
     """A version whole in memory if this device holds it and it is at most ``DELTA_MAX``; else None."""
     data = rep._blob(digest)
     if data is not None:
@@ -62,7 +64,7 @@ def version_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | None:
     if m is None or m.size > DELTA_MAX:
         return None
     try:
-        return rep.local_chunks.read_all(rep._chunk_keys_for(m), m)
+        return rep.local_chunks.read_into(rep._chunk_keys_for(m), m)
     except HbwError:
         return None
 
@@ -73,28 +75,50 @@ def offer(rep: "Replica", did: bytes, base_sha: bytes | None, values: dict[str, 
     ``values`` are ``_chunked_values``' (its chunks already kept here, unsent). True if it became
     a delta version: then ``values`` carries ``delta`` and ``base_sha256`` and no ``chunks``, and the
     chunks only the delta rebuilds are marked as not to be uploaded.
+
+    Which delta: for two zip containers (office files) of at most ``DELTA_MAX``, ``make_delta``'s
+    recipes, in memory; otherwise a chunk-aligned recipe (``delta.chunked.aligned_recipe``), any
+    size, a run of changed chunks at a time; as a last resort, in memory, a whole-file patch.
     """
     if base_sha is None:
         return False
     m = chunks.decode_manifest(values["manifest"])
-    if m.size > DELTA_MAX:
-        return False
-    base = version_bytes(rep, did, base_sha)
-    if base is None:
-        return False
+    local = rep.local_chunks
     base_m = rep.version_manifest(did, base_sha)
     base_ids = set(base_m.ids) if base_m is not None else set()
-    local = rep.local_chunks
     spared = [cid for cid in dict.fromkeys(m.ids) if cid not in base_ids and local.is_unsent(cid)]
     worth = sum(local.sealed_size(cid) for cid in spared)
     keys = rep._chunk_keys()
     assert keys is not None and keys.epoch == m.epoch
-    new = local.read_all(keys, m)
-    if new is None:
+    if worth <= 0:
         return False
-    d = chunked_delta(base, new, name=name, worth=worth)
-    if d is None:
+    new_read = local.range_reader(keys, m)
+    d: bytes | None = None
+    base_read = _reader(rep, did, base_sha, base_m)
+    if base_read is None:
         return False
+    base_size = base_m.size if base_m is not None else len(base_read(0, DELTA_MAX + 1))
+    both_zip = _zipish(base_read, base_size) and _zipish(new_read, m.size)
+    if not (both_zip and max(base_size, m.size) <= DELTA_MAX):
+        try:
+            d = aligned_recipe(base_m or _one_piece(base_sha, base_size), m, base_read, new_read)
+            if d is not None:
+                for _cid, _piece in rebuild_needed(d, base_size, base_read, m, keys, set(spared)):
+                    pass  # each piece checked against its id: the recipe rebuilds this version
+        except HbwError:
+            d = None
+    if d is None and max(base_size, m.size) <= DELTA_MAX:
+        base = version_bytes(rep, did, base_sha)
+        new = local.read_into(keys, m)  # as kept, not the file again: it may have changed since it was read
+        if base is None or new is None:
+            return False
+        in_place = streams_in_place(base, new)
+        d = chunked_delta(base, new, name=name, worth=worth)
+        del new  # checked without it: the base and the rebuilt file are all the check holds
+        if d is not None and in_place and not check(base, d, expected_sha256=m.sha256, size=m.size):
+            d = None  # (make_delta checked its own payloads)
+    if d is None or 2 * len(d) > worth:
+        return False  # a delta near the chunks' size buys little and loses what chunks give (dedup, resume)
     values.update(delta=d, base_sha256=base_sha)
     values.pop("chunks", None)  # the relay gets none of them for this version: nothing new to reference
     local.mark_sent(spared)
@@ -105,6 +129,32 @@ def offer(rep: "Replica", did: bytes, base_sha: bytes | None, values: dict[str, 
             values["manifest_delta"] = md
             del values["manifest"]
     return True
+
+
+def _one_piece(digest: bytes, size: int) -> chunks.Manifest:
+    """An inline base seen as one piece (its id never matches a chunk: every chunk is new)."""
+    return chunks.Manifest(1, size, digest, (b"\x00" * 16,) if size else (), (size,) if size else ())
+
+
+def _zipish(read: Callable[[int, int], bytes], size: int) -> bool:
+    """Starts like a zip and has an end-of-central-directory record near its end."""
+    return read(0, 4) == b"PK\x03\x04" and b"PK\x05\x06" in read(max(0, size - 65558), 65558)
+
+
+def _reader(rep: "Replica", did: bytes, digest: bytes,
+            m: chunks.Manifest | None) -> Callable[[int, int], bytes] | None:
+    """``read(off, n)`` over a version held here (chunked: a chunk at a time; inline: its blob); None if not here."""
+    if m is not None:
+        if rep.local_chunks.missing(m.ids):
+            return None
+        try:
+            return rep.local_chunks.range_reader(rep._chunk_keys_for(m), m)
+        except HbwError:
+            return None
+    blob = rep._blob(digest)
+    if blob is None:
+        return None
+    return lambda off, n: blob[off:off + n]
 
 
 def manifest_delta(base_manifest: bytes, manifest: bytes) -> bytes | None:
@@ -165,9 +215,11 @@ def snapshot_content(content: dict[Any, Any]) -> dict[Any, Any]:
 def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
     """Make a delta version local from its base, if this device holds the base; True if it is local now.
 
-    A delta that does not rebuild to the manifest (a tampered op, a zlib that deflates
-    differently) refuses the version, not the batch: it is logged, and the version can still
-    be read once a later version uploads its chunks.
+    Only the chunks this device lacks are rebuilt, a run at a time, when the delta is a
+    chunk-aligned recipe; other deltas (office files' zip recipes, at most ``DELTA_MAX``) are
+    applied to the whole base in memory. A delta that does not rebuild to the manifest (a
+    tampered op, a zlib that deflates differently) refuses the version, not the batch: it is
+    logged, and the version can still be read once a later version uploads its chunks.
     """
     if not is_delta_version(op):
         return False
@@ -178,16 +230,26 @@ def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
         rep._problem(f"document {did.hex()[:6]}: a version's manifest is malformed ({e.message})")
         return False
     local = rep.local_chunks
-    if not local.missing(m.ids):
+    missing = local.missing(m.ids)
+    if not missing:
         return True
-    base = version_bytes(rep, did, c[_BASE])
-    if base is None:
+    base_m = rep.version_manifest(did, c[_BASE])
+    base_read = _reader(rep, did, c[_BASE], base_m)
+    if base_read is None:
         return False
+    base_size = base_m.size if base_m is not None else len(base_read(0, DELTA_MAX + 1))
     try:
         keys = rep._chunk_keys_for(m)
         with rep.store.transaction():
-            for cid, piece in rebuild_chunks(keys, m, base, c[_DELTA]):
-                local.keep_rebuilt(keys, cid, piece)
+            try:
+                for cid, piece in rebuild_needed(c[_DELTA], base_size, base_read, m, keys, set(missing)):
+                    local.keep_rebuilt(keys, cid, piece)
+            except NotStreamable:
+                base = version_bytes(rep, did, c[_BASE])
+                if base is None:
+                    return False
+                for cid, piece in rebuild_chunks(keys, m, base, c[_DELTA]):
+                    local.keep_rebuilt(keys, cid, piece)
     except HbwError as e:
         rep._problem(f"document {did.hex()[:6]}: a version does not rebuild from its delta and was refused "
                      f"({e.message}); it will be readable after the next full version")

@@ -232,7 +232,8 @@ class DocumentsMixin(_Base):
         c = op.content or {}
         digest = c.get(34)
         if op.kind is Kind.DOC and c.get(_MANIFEST):
-            docdelta.rebuild(self, op.entity, op)  # a delta version: rebuilt now if its base is here
+            if self.doc_policy() != "none":  # a delta version: rebuilt now if its base is here (no bytes to fetch)
+                docdelta.rebuild(self, op.entity, op)
             return
         if op.kind is not Kind.DOC or digest is None or (33 not in c and 35 not in c):
             return
