@@ -386,7 +386,7 @@ def chunked_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
     delta version (manifest delta + delta, PROTOCOL.md §18e), beside zstd --patch-from, rsync -z and zstd."""
     from hbw_sync import chunks, crypto
     from hbw_sync.client.docdelta import manifest_delta
-    from hbw_sync.delta.chunked import chunked_delta
+    from hbw_sync.delta.chunked import DELTA_MAX, aligned_recipe, chunked_delta
 
     keys = chunks.ChunkKeys.of(crypto.TeamKey(1, bytes(range(32))))
     m_old, _ = chunks.split_bytes(keys, old)
@@ -398,7 +398,19 @@ def chunked_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
     framing = BATCH_FRAMING + OP_OVERHEAD
     before = sealed + len(manifest) + 16 * len(m_new.ids) + framing  # chunks + manifest + routing ids
     t = time.perf_counter()
-    d = chunked_delta(old, new, name=name, worth=sealed)
+    # As the client chooses (client/docdelta.offer): office zips up to 32 MiB through make_delta's recipes;
+    # anything else a chunk-aligned recipe; a whole-file patch as a last resort; at most half the chunks.
+    def read(data: bytes):
+        return lambda off, n: data[off:off + n]
+
+    zips = old[:4] == new[:4] == b"PK\x03\x04"
+    d = None
+    if not (zips and max(len(old), len(new)) <= DELTA_MAX):
+        d = aligned_recipe(m_old, m_new, read(old), read(new))
+    if d is None:
+        d = chunked_delta(old, new, name=name, worth=sealed)
+    if d is not None and 2 * len(d) > sealed:
+        d = None
     t_make = time.perf_counter() - t
     md = manifest_delta(m_old.encode(), manifest) if d is not None else None
     after = before if d is None else len(d) + len(md if md is not None else manifest) + framing

@@ -274,6 +274,16 @@ def test_chunk_delta_vectors_rebuild_and_each_bad_one_fails_with_its_code() -> N
     assert hashlib.sha256(out).hexdigest() == g["file_sha256"]
     m = chunks.decode_manifest(bytes.fromhex(g["manifest"]))
     assert [c.hex() for c in m.ids] == g["chunk_ids"] and list(m.sizes) == g["chunk_sizes"]
+    from hbw_sync.delta import apply_delta
+    from hbw_sync.delta.chunked import rebuild_needed
+
+    aligned = bytes.fromhex(g["aligned_delta"])
+    base_file = args["base_file"]
+    assert hashlib.sha256(apply_delta(base_file, aligned, expected_sha256=m.sha256, max_size=m.size)).hexdigest() \
+        == g["file_sha256"]
+    got = dict(rebuild_needed(aligned, len(base_file), lambda off, n: base_file[off:off + n], m, keys,
+                              {bytes.fromhex(c) for c in g["needed_ids"]}))
+    assert sorted(c.hex() for c in got) == sorted(g["needed_ids"]) and g["needed_ids"]
     assert len(v["invalid"]) >= 5
     for bad in v["invalid"]:
         a = dict(args)
@@ -323,3 +333,39 @@ def test_the_in_place_rebuild_refuses_every_prefix_and_flipped_byte_with_a_known
         assert e.code in {"protocol.bomb", "protocol.limit"}
     else:
         raise AssertionError("a frame over its cap was decoded")
+
+
+def test_the_run_by_run_rebuild_refuses_every_prefix_and_flipped_byte_with_a_known_code() -> None:
+    """``rebuild_needed`` reads a chunk-aligned recipe bounded and checked (STYLE §7): a bad payload is a
+    known code (or, for a flipped codec, handed back to the whole-file path), never a wrong chunk."""
+    from hbw_sync import crypto
+    from hbw_sync.delta.chunked import NotStreamable, aligned_recipe, rebuild_needed
+    from hbw_sync.errors import HbwError
+
+    keys = chunks.ChunkKeys.of(crypto.TeamKey(1, bytes(32)))
+    base = pdf_like(1_500_000, 61)
+    new = edit(base, 700_000, b"approved by the council")
+    mb, _ = chunks.split_bytes(keys, base)
+    mn, parts = chunks.split_bytes(keys, new)
+    d = aligned_recipe(mb, mn, lambda o, n: base[o:o + n], lambda o, n: new[o:o + n])
+    assert d is not None and len(d) < 2_000
+    needed = set(mn.ids) - set(mb.ids)
+    want = {cid: data for cid, data in parts if cid in needed}
+
+    def run(payload: bytes) -> dict:
+        return dict(rebuild_needed(payload, len(base), lambda o, n: base[o:o + n], mn, keys, needed))
+
+    assert run(d) == want
+    known = {"protocol.truncated", "protocol.trailing", "protocol.zstd", "protocol.delta", "protocol.bomb",
+             "protocol.limit", "integrity.delta", "integrity.chunk"}
+    cases = [d[:n] for n in range(len(d))] + [d + b"\x00"]
+    cases += [d[:i] + bytes([d[i] ^ 0x21]) + d[i + 1:] for i in range(len(d))]
+    for bad in cases:
+        try:
+            got = run(bad)
+        except NotStreamable:
+            continue
+        except HbwError as e:
+            assert e.code in known, (e.code, e.message)
+        else:
+            assert got == want  # a flip zstd ignores still rebuilds the right chunks

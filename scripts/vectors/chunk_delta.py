@@ -13,6 +13,10 @@ of the new manifest, then a payload rebuilding it from the base manifest). A rea
 3. cut it at the manifest's sizes and check every piece's id (HMAC-SHA256 under ``id_key``,
    truncated to 16 bytes) against the manifest's ids.
 
+``aligned_delta`` is the same edit as a chunk-aligned recipe (COPY for the chunks the base has,
+a patched MEMBER per run of new chunks): a reader MUST rebuild the file from it as from ``delta``,
+and MAY rebuild only ``needed_ids`` (the chunks the base lacks), each checked against its id.
+
 Bad vectors each change one thing from the good one (``base_file_byte``: [offset, value] set in the
 base file) and name the error class and stable code a
 reader must fail with. Payloads hold zstd frames, reproducible only with the zstd release in ``meta``.
@@ -29,7 +33,7 @@ import zstandard
 from hbw_sync import chunks, crypto
 from hbw_sync.delta import METHOD_PATCH, apply_delta, make_delta
 from hbw_sync.delta.patch import patch_frame
-from hbw_sync.delta.chunked import DELTA_MAX, rebuild_chunks
+from hbw_sync.delta.chunked import DELTA_MAX, aligned_recipe, rebuild_chunks, rebuild_needed
 from hbw_sync.errors import HbwError, IntegrityError
 from hbw_sync.ops import MAX_MANIFEST
 
@@ -82,8 +86,17 @@ def build() -> dict[str, Any]:
     assert delta is not None
     mdelta = _mdelta(m_base.encode(), m_new.encode())
     assert read(keys, base, m_base.encode(), m_new.sha256, delta, mdelta) == new
+    def reader(data: bytes):
+        return lambda off, n: data[off:off + n]
+
+    aligned = aligned_recipe(m_base, m_new, reader(base), reader(new))
+    assert aligned is not None
+    needed = [c for c in m_new.ids if c not in set(m_base.ids)]
+    rebuilt = dict(rebuild_needed(aligned, len(base), reader(base), m_new, keys, set(needed)))
+    assert set(rebuilt) == set(needed)
     good = {
         "name": "one paragraph edited",
+        "aligned_delta": aligned.hex(), "needed_ids": [c.hex() for c in needed],
         "base_file": base.hex(), "base_manifest": m_base.encode().hex(),
         "sha256": m_new.sha256.hex(), "delta": delta.hex(), "manifest_delta": mdelta.hex(),
         "manifest": m_new.encode().hex(), "file_sha256": hashlib.sha256(new).hexdigest(),
