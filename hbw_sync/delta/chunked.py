@@ -1,36 +1,36 @@
-"""Delta versions of chunked documents: a few-KB edit of a 1-32 MiB file travels as a delta again.
+"""Delta versions of chunked documents: a one-place edit of a chunked file travels as a few KB again.
 
 Why: since documents of 1 MiB and more travel as content-defined chunks (``hbw_sync.chunks``),
 an edit resends the one or two chunks it touched, 16-256 KiB each, where a patch-from or zip
 recipe delta (``make_delta``) costs a few KB. A *delta version* (PROTOCOL.md §18c, §18e) is a
 chunked version whose op carries, next to its manifest, a ``delta`` against an earlier version
 (``base_sha256``). Its author uploads none of the chunks the delta rebuilds; a reader that holds
-the base rebuilds the file, checks it against the manifest's SHA-256, cuts it at the manifest's
-sizes and checks every piece against its chunk id, so the chunks it keeps are the very chunks the
-author made (and seal to the same bytes).
+the base rebuilds them and checks every piece against its chunk id, so the chunks it keeps are
+the very chunks the author made (and seal to the same bytes).
 
-Memory. Only files of at most ``DELTA_MAX`` (base and new) take this path: both versions are in
-memory while a delta is made or applied; larger files keep whole-chunk dedup, flat whatever the
-size. Within it, files that are not zip containers and are over ``patch.SMALL_TOTAL`` (a scan, a
-recording) use method 1 alone, with the base referenced in place by libzstd (``refPrefix``) both
-ways: no copy of the base into a dictionary object, and the writer checks its delta after letting
-the new version go. Measured on a 20 MB file (``scripts/bench_docs_memory.py``): the receiver
-holds the base and the result, the writer the base and the new version, about 40 MB over the
-interpreter. Zip containers (office files) take ``make_delta``'s recipes, which inflate members.
+Two writers, two readers:
 
-Sans-IO: bytes in, chunks out.
+* **Chunk-aligned recipes** (``aligned_recipe`` / ``rebuild_needed``), any size, flat memory: COPY
+  for each chunk the base has, one patched MEMBER per run of new chunks. The reader rebuilds only
+  the chunks it lacks, reading base bytes through a callback a chunk at a time. Measured on a
+  200 MB file (``scripts/bench_docs_memory.py``): 463 bytes on the wire, peak RSS as for ``doc add``.
+* **Whole-file deltas** (``chunked_delta`` / ``rebuild_chunks``), both versions at most
+  ``DELTA_MAX`` and in memory: ``make_delta``'s zip recipes, which rebuild office files member by
+  member (the only way a one-cell edit of an .xlsx stays small), or, for other large files, one
+  patch frame with the base referenced in place by libzstd (``refPrefix``: no copy into a
+  dictionary object).
+
+Sans-IO: bytes and read callbacks in, chunks out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zstandard
-
-from collections.abc import Callable
 
 from .. import chunks
 from ..errors import IntegrityError, LimitError, ProtocolError
