@@ -369,3 +369,26 @@ def test_the_run_by_run_rebuild_refuses_every_prefix_and_flipped_byte_with_a_kno
             assert e.code in known, (e.code, e.message)
         else:
             assert got == want  # a flip zstd ignores still rebuilds the right chunks
+
+
+def test_a_document_that_grows_past_1_mib_travels_as_a_delta_of_its_inline_version(team: Team,
+                                                                                    tmp_path: Path) -> None:
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    f = tmp_path / "register.bin"
+    v1 = pdf_like(900_000, 71)
+    f.write_bytes(v1)
+    with dana.open() as rep:
+        doc = rep.add_doc(f)  # under 1 MiB: inside the batch
+    dana.sync()
+    chidi.sync()
+    v2 = v1[:400_000] + b"a new entry" + v1[400_000:] + v1[:300_000]  # 1.2 MB: chunked now
+    f.write_bytes(v2)
+    with dana.open() as rep:
+        rep.update_doc(doc.id, f)
+    up = dana.sync()
+    assert up.sent_bytes < 20_000, up.sent_bytes  # the appended part repeats the base: the patch finds it
+    down = chidi.sync()
+    assert down.received_bytes < 20_000
+    with chidi.open() as rep:
+        assert rep.doc(doc.id).local and rep.doc_bytes(doc.id)[1] == v2
