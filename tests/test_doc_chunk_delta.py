@@ -392,3 +392,27 @@ def test_a_document_that_grows_past_1_mib_travels_as_a_delta_of_its_inline_versi
     assert down.received_bytes < 20_000
     with chidi.open() as rep:
         assert rep.doc(doc.id).local and rep.doc_bytes(doc.id)[1] == v2
+
+
+def test_a_large_manifest_travels_as_a_block_recipe_delta() -> None:
+    """Files of ~200 MB and more have manifests over 64 KiB: their delta is a block-matching recipe
+    (low memory), still a §18c payload any reader applies."""
+    import hashlib
+
+    from hbw_sync.client.docdelta import MANIFEST_SMALL, manifest_delta
+    from hbw_sync.delta import apply_delta
+
+    rng = random.Random(3)
+    n = 6000
+    ids = [rng.randbytes(16) for _ in range(n)]
+    sizes = [rng.randint(16_384, 262_144) for _ in range(n)]
+    m1 = chunks.Manifest(1, sum(sizes), bytes(32), tuple(ids), tuple(sizes))
+    ids[n // 2], sizes[n // 2] = rng.randbytes(16), sizes[n // 2] + 300
+    ids.insert(n // 3, rng.randbytes(16))
+    sizes.insert(n // 3, 20_000)
+    m2 = chunks.Manifest(1, sum(sizes), hashlib.sha256(b"v2").digest(), tuple(ids), tuple(sizes))
+    a, b = m1.encode(), m2.encode()
+    assert len(a) > MANIFEST_SMALL
+    d = manifest_delta(a, b)
+    assert d is not None and len(d) < 400 and d[32] == 2
+    assert apply_delta(a, d[32:], expected_sha256=d[:32], max_size=len(b)) == b
