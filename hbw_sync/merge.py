@@ -127,8 +127,13 @@ def _rule(name: str, w: list[Any], lo: list[Any]) -> str:
     if name == "status" and w[0] == int(Status.DONE) and lo[0] != int(Status.DONE):
         return "a task marked done stays done"
     if w[3] != lo[3]:
-        return {RANK_SUPERVISOR: "a supervisor's change beats a member's", RANK_MEMBER: "a person's change beats "
-                "automatic rebalancing"}.get(w[3], "higher role wins")
+        # By the pair of ranks, not the winner's alone: a supervisor over the relay is a person
+        # beating rebalancing, not "a supervisor's change beats a member's" (PROTOCOL.md §11).
+        if lo[3] == RANK_RELAY:
+            return "a person's change beats automatic rebalancing"
+        if w[3] == RANK_SUPERVISOR and lo[3] == RANK_MEMBER:
+            return "a supervisor's change beats a member's"
+        return "higher role wins"
     return "the later change wins (same role)"
 
 

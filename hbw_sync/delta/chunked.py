@@ -30,12 +30,10 @@ import hmac
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import zstandard
-
 from .. import chunks
 from ..errors import IntegrityError, LimitError, ProtocolError
 from . import make_delta
-from .patch import CFFI, SMALL_TOTAL, frame_content_size, patch_frame, unpatch
+from .patch import CFFI, SMALL_TOTAL, frame_content_size, max_window, patch_frame, unpatch
 from .rebuild import apply_delta, parse_recipe
 from .wire import CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, MIN_DICT, OP_COPY, OP_LIT, Buf, Reader, plain_cap
 from .writer import RecipeWriter
@@ -92,30 +90,28 @@ def rebuild(base: Buf, payload: bytes, *, expected_sha256: bytes, size: int) -> 
 
 
 def _unpatch_in_place(base: Buf, frame: memoryview, size: int) -> Any:
-    """Decode one patch frame with ``base`` as a referenced prefix (no copy), into a fresh buffer."""
+    """Decode one patch frame (already checked by ``frame_content_size``: §7 steps 1-8) with ``base`` as
+    a referenced prefix (no copy), into a fresh buffer. libzstd checks the content checksum itself;
+    any failure of decoding is ``integrity.delta``, as in ``patch.unpatch`` (§18c)."""
     ffi, lib = CFFI
     dctx = lib.ZSTD_createDCtx()
     if dctx == ffi.NULL:
         raise MemoryError("ZSTD_createDCtx failed")
     try:
-        # The window bound ``patch.unpatch`` uses: the declared size, rounded up to a power of two.
-        wlog = max(20, (max(size, 1) - 1).bit_length())
-        lib.ZSTD_DCtx_setParameter(dctx, lib.ZSTD_d_windowLogMax, min(31, wlog))
+        lib.ZSTD_DCtx_setParameter(dctx, lib.ZSTD_d_windowLogMax, max_window(size).bit_length() - 1)
+        ok = True
         if len(base) >= MIN_DICT:
-            rc = lib.ZSTD_DCtx_refPrefix(dctx, ffi.from_buffer(base), len(base))
-            if lib.ZSTD_isError(rc):
-                raise ProtocolError("corrupt zstd data in delta", code="protocol.zstd")
+            ok = not lib.ZSTD_isError(lib.ZSTD_DCtx_refPrefix(dctx, ffi.from_buffer(base), len(base)))
         out = ffi.new_allocator(should_clear_after_alloc=False)("char[]", max(size, 1))
-        src = ffi.from_buffer(frame)
-        n = lib.ZSTD_decompressDCtx(dctx, out, size, src, len(frame))
-        if lib.ZSTD_isError(n):
-            raise ProtocolError(f"corrupt zstd data in delta: {ffi.string(lib.ZSTD_getErrorName(n)).decode()}",
-                                code="protocol.zstd")
-        if n != size:
-            raise ProtocolError("zstd frame size does not match its header", code="protocol.zstd")
+        if ok:
+            src = ffi.from_buffer(frame)
+            n = lib.ZSTD_decompressDCtx(dctx, out, size, src, len(frame))
+            ok = not lib.ZSTD_isError(n) and n == size
+        if not ok:
+            raise IntegrityError("a delta frame does not decode to its writer's bytes (a different base, or damage)",
+                                 code="integrity.delta",
+                                 hint="the base differs from the sender's, or the delta was damaged: fetch the whole version")
         return ffi.buffer(out, size)
-    except zstandard.ZstdError as e:  # pragma: no cover - the cffi calls above return codes, not exceptions
-        raise ProtocolError(f"corrupt zstd data in delta: {e}", code="protocol.zstd") from None
     finally:
         lib.ZSTD_freeDCtx(dctx)
 
