@@ -72,10 +72,10 @@ class ChunkKeys:
     def of(cls, key: crypto.TeamKey) -> "ChunkKeys":
         return cls(key.epoch, key.subkey(b"chunk id"), key.subkey(b"chunk seal"))
 
-    def _mac(self, data: bytes | memoryview) -> bytes:
+    def _mac(self, data: bytes | bytearray | memoryview) -> bytes:
         return hmac.new(self.id_key, data, "sha256").digest()
 
-    def chunk_id(self, data: bytes | memoryview) -> bytes:
+    def chunk_id(self, data: bytes | bytearray | memoryview) -> bytes:
         """The 16-byte id of a chunk's plain bytes (the relay cannot compute it)."""
         return self._mac(data)[:ID_LEN]
 

@@ -301,3 +301,44 @@ def test_chunks_the_relay_collected_before_their_batch_went_are_sent_again(team:
     chidi.sync()
     code, out = cli(chidi, "doc", "get", doc.id, "-o", str(tmp_path / "x.pdf"))
     assert code == 0 and (tmp_path / "x.pdf").read_bytes() == f.read_bytes()
+
+
+def test_progress_counts_chunk_bytes_both_ways(team: Team, tmp_path: Path) -> None:
+    """Issue 12: a chunked document's upload and download show in the progress events (``--progress json``)."""
+    import json
+
+    from hbw_sync.client.progress import Progress
+
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    f = tmp_path / "scan.pdf"
+    f.write_bytes(pdf_like(3 * MB, 41))
+    with dana.open() as rep:
+        rep.add_doc(f)
+    up: list[Progress] = []
+    r = dana.sync(on_progress=up.append)
+    sent = [e for e in up if e.phase == "upload"]
+    assert len(sent) >= 3, sent  # the chunk puts show, not only the end
+    assert all(a.done <= b.done for a, b in zip(sent, sent[1:]))
+    assert sent[-1].done == sent[-1].total == r.sent_bytes > 3 * MB
+    assert all(e.total is not None and e.total > 3 * MB for e in sent if e.done), \
+        "the total counts the chunks from the first byte sent"
+
+    down: list[Progress] = []
+    r = chidi.sync(on_progress=down.append)
+    got = [e for e in down if e.phase == "download"]
+    assert all(a.done <= b.done for a, b in zip(got, got[1:]))
+    assert got[-1].done == got[-1].total == r.received_bytes > 3 * MB
+    assert any(e.total is not None and e.total > 3 * MB and e.done < MB for e in got), \
+        "while chunks come, the total already counts them"
+
+    # the CLI's JSON lines carry the same counts
+    f.write_bytes(pdf_like(3 * MB, 42))
+    with dana.open() as rep:
+        rep.add_doc(f, name="second.pdf")
+    env = {"HBW_SYNC_HOME": str(dana.home), "HBW_PASSPHRASE": dana.passphrase}
+    res = CliRunner().invoke(client_cli, ["sync", "--progress", "json", "--json"], env=env, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.stderr.splitlines() if x.startswith("{")]
+    ups = [x for x in lines if x.get("event") == "progress" and x["phase"] == "upload"]
+    assert ups and ups[-1]["done_bytes"] == ups[-1]["total_bytes"] > 3 * MB

@@ -58,6 +58,9 @@ async def push(session: "_Session") -> int:
     if refs:
         with session.s.transaction():
             local.mark_unsent(refs)
+    if session.meter.active:  # the upload's total: the batches (counted by the caller) and these chunks
+        session.up_total += local.unsent_bytes()
+        session._show_progress()
     sent = 0
     while True:
         ids = local.unsent(IDS_PER_CALL)
@@ -65,8 +68,11 @@ async def push(session: "_Session") -> int:
             return sent
         res = await session._call("chunk_missing", {"ids": ids})
         missing = _ids(res.get("missing"), set(ids))
+        held = set(ids) - set(missing)
+        if session.meter.active and held:  # the relay has these already: they will not move
+            session.up_total -= sum(local.sealed_size(cid) for cid in held)
         with session.s.transaction():
-            local.mark_sent(set(ids) - set(missing))
+            local.mark_sent(held)
         batch: list[list[Any]] = []
         size = 0
         for cid in missing:
@@ -99,6 +105,7 @@ async def _put(session: "_Session", local: docchunks.LocalChunks, batch: list[li
     with session.s.transaction():
         local.mark_sent(cid for cid, _ in batch)
     session.report.sent_bytes += size
+    session._show_progress()
     return size
 
 
@@ -109,6 +116,9 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
     epoch_of = _epochs(rep, ids)
     got_bytes = lacking = 0
     todo = local.missing(ids)
+    sizes = _plain_sizes(rep, todo) if session.meter.active else {}
+    session.chunks_to_fetch = sum(sizes.values())  # the download's total, as the manifests give it
+    session._show_progress()
     while todo:
         ask = todo[:IDS_PER_CALL]
         res = await session._call("chunk_get", {"ids": ask, "budget": _target(session)})
@@ -131,7 +141,26 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
         lacking += len(absent)
         done = {cid for cid, _ in pieces} | absent
         todo = [cid for cid in todo if cid not in done]
+        session.chunks_to_fetch = sum(sizes.get(cid, 0) for cid in todo)
+        session._show_progress()
     return got_bytes, lacking
+
+
+def _plain_sizes(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
+    """Each id's plain size, as the manifests of the document versions give it (an estimate of the
+    sealed bytes to come: those are at most 29 bytes more, or smaller when compressed)."""
+    from ..chunks import decode_manifest
+
+    want = set(ids)
+    out: dict[bytes, int] = {}
+    for (did,) in rep.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
+        for _oid, _dev, op in rep._version_ops(did):
+            raw = (op.content or {}).get(NAMES[Kind.DOC]["manifest"].tag)
+            if raw:
+                for cid, _off, n in decode_manifest(raw).offsets():
+                    if cid in want:
+                        out[cid] = n
+    return out
 
 
 def batch_refs(data: bytes) -> list[tuple[bytes, list[bytes]]]:

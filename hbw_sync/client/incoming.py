@@ -15,7 +15,7 @@ from .. import hlc, merge, snapshot
 from ..enroll import grant_sender, open_grant
 from ..errors import IntegrityError, ProtocolError, WrongKeyError
 from ..ops import Kind, Op
-from . import keyflow
+from . import docdelta, keyflow
 from .device import now_ms
 from . import received, reply_parts, snapshots
 from ..i18n import _
@@ -174,6 +174,9 @@ class IncomingMixin(_Base):
                 c = o.content or {}
                 if o.kind is Kind.DOC and c.get(33, b"") is None:  # logged by reference: put the bytes back
                     c = {**c, 33: self._blob(c[34])}
+                    o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
+                if o.kind is Kind.DOC and c.get(39) is not None:  # a joiner gets the whole manifest
+                    c = docdelta.snapshot_content(c)
                     o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
                 if o.kind is Kind.DOC and 35 in c:
                     # A joiner has no base to apply a delta to: the snapshot carries the version in full.

@@ -23,7 +23,7 @@ from .. import batch as wire
 from .. import codec, crypto, hlc, merge
 from ..errors import ConfigError, IntegrityError, UsageError
 from ..ops import FIELDS, NAMES, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
-from . import keyflow, received, views
+from . import docdelta, keyflow, received, views
 from .documents import CHAIN_FULL_EVERY, MAX_DOC_BYTES, DocumentsMixin  # noqa: F401 - re-exported
 from .incoming import IncomingMixin
 from .device import Device, now_ms
@@ -174,6 +174,9 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             return False
         content = dict(op.content or {})
         if op.kind is Kind.DOC:
+            content = docdelta.expand(self, op.entity, content)  # a manifest sent as a delta (§18e)
+            if content.get(38) is not None and (op.content or {}).get(38) is None:
+                op = Op(op.kind, op.entity, op.hlc, op.base, op.fields, content)
             self._materialize_version(op)
             if content.get(33) is not None:
                 content[33] = None
@@ -194,6 +197,8 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             if data is None:
                 raise IntegrityError(_("a document version's bytes are missing from the store"), code="integrity.store")
             content[33] = data
+        if with_data and kind == Kind.DOC:
+            content = docdelta.wire_content(content)  # sealed again as sent: the manifest as its delta
         return Op(Kind(kind), entity, ts, base, fields, content)
 
     # -- making changes ----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from . import keyflow
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
-from . import docsync, retry, snapshots
+from . import docdelta, docsync, retry, snapshots
 from .progress import Meter, OnProgress
 from .vault import KdfParams
 from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
@@ -441,6 +441,9 @@ class _Session:
         self.up_total = 0
         #: The relay said more waits than it sent: the download's total is not known yet.
         self.more_waiting = True
+        #: Plain bytes of document chunks still to fetch in this run (set by ``docsync.fetch``): part of the
+        #: download's total while it fetches.
+        self.chunks_to_fetch = 0
         self.outgoing_grants: list[list[Any]] = []
         self.admission_sent: dict[str, Any] = {}
         self.snapshot: list[Any] | None = None
@@ -559,8 +562,10 @@ class _Session:
         r = self.report
         if self.up_total:
             self.meter("upload", r.sent_bytes + up_extra, self.up_total)
-        if r.received_bytes or down_extra or self.s.execute("SELECT 1 FROM downloads").fetchone():
+        if (r.received_bytes or down_extra or self.chunks_to_fetch
+                or self.s.execute("SELECT 1 FROM downloads").fetchone()):
             pending = self.s.execute("SELECT COALESCE(SUM(size), 0) FROM downloads").fetchone()[0]
+            pending += self.chunks_to_fetch
             done = r.received_bytes + down_extra
             self.meter("download", done, None if self.more_waiting else r.received_bytes + pending)
 
@@ -846,10 +851,10 @@ class _Session:
         """Download the chunks the fetch policy wants (after what arrived was applied); say what the relay lacks."""
         rep = self.rep
         assert rep is not None
-        ids = rep.wanted_chunks()
-        if not ids:
+        versions = rep.wanted_versions()
+        if not versions:
             return
-        _got, lacking = await self.connected(lambda: docsync.fetch(self, rep, ids))
+        _got, lacking = await self.connected(lambda: docdelta.fetch_versions(self, rep, versions))
         if lacking:
             self.report.notes.append(ngettext(
                 "{n} part of a document is not at the relay yet (its author has not synced since adding it); "
@@ -1007,14 +1012,14 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
         UsageError ``usage.doc_not_at_relay``: the relay lacks parts (their author has not synced).
         ConfigError: this device has not joined a relay.
     """
-    ids = rep.doc_missing(prefix, version)
-    if not ids:
+    _view, did, digest = rep.locate_version(prefix, version)
+    if not rep.missing_chunks(did, digest):
         return 0
     if not rep.store.meta("relay_url"):
         raise ConfigError(_("this document is not on this device, and this device has not joined a relay"),
                           hint=_("run 'hbw-sync join INVITE'"))
     session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
-    got, lacking = asyncio.run(session.connected(lambda: docsync.fetch(session, rep, ids)))
+    got, lacking = asyncio.run(session.connected(lambda: docdelta.ensure(session, rep, did, digest)))
     if lacking:
         raise UsageError(ngettext("{n} part of this document is not at the relay yet: its author has not synced "
                                   "since saving it",
