@@ -61,3 +61,8 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 def N_(message: str) -> str:
     """Mark a string for extraction where it is defined (a table at import time); ``_()`` it where shown."""
     return message
+
+
+def N_plural(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a singular/plural pair in a table (extracted like ``ngettext``); ``ngettext`` it where shown."""
+    return (singular, plural)

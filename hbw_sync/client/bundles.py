@@ -21,7 +21,7 @@ from . import docchunks, docsync, reply_parts, snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
-from ..i18n import _
+from ..i18n import _, ngettext
 
 DEFAULT_MAX_BYTES = 10_000_000  # what most mail servers accept as one attachment
 REPLY_BUDGET = 5_000_000
@@ -49,7 +49,7 @@ def _doc_name(dev: Device, passphrase: str | None, did: bytes) -> str:
 def _require_relay(dev: Device) -> tuple[bytes, bytes]:
     s = dev.store
     if s.meta("relay_public") is None or s.meta("relay_x25519") is None:
-        raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
+        raise ConfigError(_("this device has not joined a relay"), code="config.not_joined")
     return s.meta("relay_public"), s.meta("relay_x25519")
 
 
@@ -242,6 +242,8 @@ def _keep_chunks(rep: Any, pieces: Any, notes: list[str]) -> int:
             except (IntegrityError, ProtocolError):
                 bad += 1
     if bad:
-        notes.append(_("{n} document part(s) in the reply did not match their id and were not kept; "
-                       "'doc get' fetches them online").format(n=bad))
+        notes.append(ngettext("{n} document part in the reply did not match its id and was not kept; "
+                              "'doc get' fetches it online",
+                              "{n} document parts in the reply did not match their id and were not kept; "
+                              "'doc get' fetches them online", bad).format(n=bad))
     return kept

@@ -98,7 +98,7 @@ class LocalChunks:
                     sealed = self.sealed(cid)
                     if sealed is None:
                         raise UsageError("a part of this document is not on this device",
-                                         code="usage.doc_not_local", hint="sync, or run 'doc get' when online")
+                                         code="usage.doc_not_local", params={})
                     f.write(joiner.open(cid, sealed))
                 joiner.finish()
                 f.flush()

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import chunks, delta, fileio, merge
 from ..errors import AccessError, IntegrityError, ProtocolError, UsageError
-from ..i18n import _
+from ..i18n import _, ngettext
 from ..ops import MAX_REASON, NAMES, Kind, Op, split_op_id
-from . import docchunks, views
+from . import docchunks, notices, views
 from .device import now_ms
 
 if TYPE_CHECKING:
@@ -211,7 +211,8 @@ class DocumentsMixin(_Base):
                 # Not tampering (signatures hold): a version we never got in full. Say so; the next
                 # full version of the chain repairs the document. Other ops of the batch still apply.
                 self._problem(f"document {op.entity.hex()[:6]}: a version's base is missing; "
-                              "it will be readable after the next full version")
+                              "it will be readable after the next full version",
+                              code="problem.doc_base_missing", params={"doc": op.entity.hex()[:6]})
                 return
             try:
                 data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_INLINE_BYTES)
@@ -219,7 +220,8 @@ class DocumentsMixin(_Base):
                 # Refuse the version, not the batch: a tampered delta and a receiver whose zlib
                 # re-deflates differently look alike here, and the rest of the batch is sound.
                 self._problem(f"document {op.entity.hex()[:6]}: a version does not rebuild to its recorded hash "
-                              f"and was refused ({e.message}); it will be readable after the next full version")
+                              f"and was refused ({e.message}); it will be readable after the next full version",
+                              code="problem.doc_refused", params={"doc": op.entity.hex()[:6], **notices.why_params(e)})
                 return
         self._store_blob(data)
 
@@ -388,7 +390,8 @@ class DocumentsMixin(_Base):
         else:
             versions = self._version_ops(did)
             if not 1 <= version <= len(versions):
-                raise UsageError(_("document has {n} version(s); no version {version}").format(n=len(versions), version=version))
+                raise UsageError(ngettext("document has {n} version; no version {version}", "document has {n} versions; no version {version}",
+                                          len(versions)).format(n=len(versions), version=version))
             digest = versions[version - 1][2].content[34]
         return view, did, digest
 
@@ -417,8 +420,7 @@ class DocumentsMixin(_Base):
         if m is not None:
             data = self.local_chunks.read_all(self._chunk_keys_for(m), m)
             if data is None:
-                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
-                                 hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
             return view, data
         data = self._blob(digest)
         if data is None:
@@ -445,8 +447,7 @@ class DocumentsMixin(_Base):
         m = self.version_manifest(did, digest)
         if m is not None:
             if self.local_chunks.missing(m.ids):
-                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
-                                 hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
             view = self._record_export(view, reason)
             return view, self.local_chunks.write(self._chunk_keys_for(m), m, Path(out))
         view, data = self.export_doc(prefix, version, reason)
@@ -533,10 +534,11 @@ class DocumentsMixin(_Base):
         name = st.values().get("name", "") if st else ""
         who = self._device_names().get(device, device.hex()[:8])
         reason = (op.content or {}).get(_EXPORT_REASON, "")
-        text = (f"{who} exported confidential document {op.entity.hex()[:6]} ({name}) from device {device.hex()[:8]}"
-                f" at {views.hlc_iso(op.hlc)}; reason: {reason}")
-        self.store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)",
-                           (now_ms(), text))
+        params = {"who": who, "doc": op.entity.hex()[:6], "name": name, "device": device.hex()[:8],
+                  "at": views.hlc_iso(op.hlc), "reason": reason}
+        text = ("{who} exported confidential document {doc} ({name}) from device {device} at {at}; "
+                "reason: {reason}").format(**params)
+        notices.add_notice(self.store, text, code="notice.exported", params=params, when_ms=now_ms())
 
 
 _CONFIDENTIAL = NAMES[Kind.DOC]["confidential"].tag

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import snapshot
 from ..errors import AccessError, HbwError, IntegrityError, ProtocolError
-from . import keyflow
+from . import keyflow, notices
 from .device import now_ms
 from .store import Store
 from ..i18n import _
@@ -138,7 +138,8 @@ def refuse(store: Store, cursor: int, author: bytes, reason: HbwError) -> str:
     store.set_meta("snapshot_refused", {"cursor": cursor, "author": author, "code": reason.code,
                                         "reason": reason.message, "text": text, "at_ms": now_ms()})
     store.set_meta("snapshot_in", None)
-    store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)", (now_ms(), text))
+    notices.add_notice(store, text, code="notice.snapshot_refused", params={"who": who, **notices.why_params(reason)},
+                       when_ms=now_ms())
     return text
 
 

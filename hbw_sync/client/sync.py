@@ -39,7 +39,7 @@ from ..enroll import Invite
 from ..i18n import _, ngettext
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
                       from_peer)
-from . import keyflow
+from . import keyflow, notices
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
@@ -667,7 +667,7 @@ class _Session:
         url = self.s.meta("relay_url")
         relay_pub = self.s.meta("relay_public")
         if not url or relay_pub is None:
-            raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE'"))
+            raise ConfigError(_("this device has not joined a relay"), code="config.not_joined")
         self.up_total = 0 if not self.meter.active else self.report.sent_bytes + self.s.execute(
             "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
         self._show_progress()
@@ -823,7 +823,7 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
                 asyncio.run(session.fetch_wanted())  # documents by policy, once task changes are in
         except HbwError as e:
             session.report.ok = False
-            _log(dev, session.report, t0, str(e))
+            _log(dev, session.report, t0, e)
             raise
         session.report.waiting_to_apply = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
         session.report.waiting = keyflow.waiting(s)
@@ -831,16 +831,15 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
         return session.report
 
 
-def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
+def _log(dev: Device, report: SyncReport, t0: float, failure: BaseException | str | None) -> None:
     report.duration_s = round(time.monotonic() - t0, 3)
+    error, code, params = notices.error_row(failure)  # the error's code: 'status' words it when shown
     if error is None and not report.ok:  # stopped short without an error (a relay serving a refused snapshot)
         error = report.notes[-1] if report.notes else "the sync stopped short"
     detail = json.dumps({k: v for k, v in report.to_dict().items() if k != "notes"} | ({"error": error} if error else {}))
     with dev.store.transaction():
-        dev.store.execute(
-            "INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, ?, ?, ?)",
-            (now_ms() - int(report.duration_s * 1000), now_ms(), int(error is None), "relay", error or detail),
-        )
+        notices.add_log(dev.store, now_ms() - int(report.duration_s * 1000), now_ms(), error is None, "relay",
+                        error or detail, code, params)
 
 
 def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transport: Transport = post,
@@ -857,7 +856,7 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
         return 0
     if not rep.store.meta("relay_url"):
         raise ConfigError(_("this document is not on this device, and this device has not joined a relay"),
-                          hint=_("run 'hbw-sync join INVITE'"))
+                          code="config.not_joined")
     session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
     got, lacking = asyncio.run(session.connected(lambda: docsync.fetch(session, rep, ids)))
     if lacking:
