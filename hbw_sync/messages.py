@@ -10,8 +10,10 @@ Which text is shown (``words``):
 
 - an error from the relay (``from_peer``) or raised with ``params`` (even ``{}``) → the code's
   template here, when every name it uses is in ``params``; otherwise the error's own ``message``;
+- an error raised by a module without gettext (the core), shown in another language than English →
+  the code's template too (``_english_core``);
 - any other error → its ``message``: client code already words those in the person's language at
-  the raise site (``_("...")``); an unconverted English core message is the last resort.
+  the raise site (``_("...")``).
 
 A ``code`` may be refined by a ``case`` param (``access.invite`` + ``case=expired`` →
 ``access.invite/expired``) when one code covers several situations a person must tell apart.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import string
 from typing import Any, Mapping
 
-from .i18n import N_, N_plural, _, ngettext
+from .i18n import N_, N_plural, _, ngettext, speaks_english
 
 #: code (or ``code/case``) → template, English msgid with ``{named}`` params; a (singular, plural)
 #: pair is chosen by the count in param ``n``.
@@ -274,6 +276,25 @@ def _hint_from(table: Mapping[str, str], code: str, params: Mapping[str, Any] | 
         return None
 
 
+def _english_core(e: Any) -> bool:
+    """An error raised by a module without gettext (the sans-IO core: bundle, batch, codec, crypto...)
+    has an English message; a person reading another language gets its code's words instead.
+
+    Why look at the raise site: the core knows no language by design, and converting each of its
+    hundred raise sites to params would change nothing for an English reader, who keeps the core's
+    own, more precise sentence.
+    """
+    if speaks_english():
+        return False
+    tb = getattr(e, "__traceback__", None)
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    g = tb.tb_frame.f_globals
+    return str(g.get("__name__", "")).startswith("hbw_sync") and g.get("_") is not _
+
+
 def words(e: Any, hints: Mapping[str, str] | None = None) -> tuple[str, str | None]:
     """(message, hint) of an ``HbwError`` for a person, in the current language.
 
@@ -285,7 +306,7 @@ def words(e: Any, hints: Mapping[str, str] | None = None) -> tuple[str, str | No
     peer = bool(getattr(e, "from_peer", False))
     message = str(getattr(e, "message", e))
     hint = getattr(e, "hint", None)
-    text = render(code, params, message) if (peer or params is not None) else message
+    text = render(code, params, message) if (peer or params is not None or _english_core(e)) else message
     # A hint given (or changed) on this device first: it says what the error means here. Then the
     # front end's own (it may name its commands), a neutral one, and last the peer's English.
     ours = hint if not peer or hint != getattr(e, "peer_hint", None) else None

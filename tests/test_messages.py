@@ -179,3 +179,22 @@ def test_a_revoked_device_reads_the_relays_refusal_in_french_in_the_cli_and_the_
 
         text = asyncio.run(app_sync())
         assert french in text and "this device was revoked" not in text
+
+
+def test_a_core_error_is_english_in_english_and_its_codes_words_in_french(tmp_path: Path) -> None:
+    """The sans-IO core knows no language: a damaged bundle file reads in French from its code."""
+    from hbw_sync import bundle
+
+    try:
+        bundle.peek(b"this is a spreadsheet, not a bundle")
+    except HbwError as caught:
+        e = caught
+    else:
+        raise AssertionError("no error")
+    assert e.params is None and not e.from_peer
+    assert messages.words(e)[0] == e.message  # English: the core's own, precise sentence
+    i18n.set_language("fr")
+    text = messages.words(e)[0]
+    assert text != e.message and text == i18n._(messages.MESSAGES[e.code])
+    local = HbwError(i18n._("the passphrase must not be empty"), code="usage.weak_passphrase")
+    assert messages.words(local)[0] == local.message  # raised here without a traceback: its own words
