@@ -211,7 +211,8 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
                 admit(rep, info["author_pub"], _x, member, role)
                 del invites[th]
                 s.set_meta(INVITES, invites)
-            notes.append(f"admitted {member}'s device {dev.hex()[:8]}: it proved it holds your invite")
+            notes.append(_("admitted {member}'s device {device}: it proved it holds your invite").format(
+                member=member, device=dev.hex()[:8]))
             need = True
         else:
             failed.add(dev.hex())
@@ -229,7 +230,8 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
                 grants.append([dev, epoch, make_grant(keys[epoch], dev, entry[2], rep.author)])
         n += 1
     if grants:
-        notes.append(f"shared the team key with {n} approved device(s)")
+        notes.append(ngettext("shared the team key with {n} approved device",
+                              "shared the team key with {n} approved devices", n).format(n=n))
         need = True
     return need
 

@@ -34,11 +34,11 @@ from typing import Any, Callable
 
 import aiohttp
 
-from .. import codec, crypto, envelope, hlc, wordcode
+from .. import codec, crypto, envelope, hlc, messages, wordcode
 from ..enroll import Invite
 from ..i18n import _, ngettext
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
-                      from_peer)
+                      from_dict, from_peer)
 from . import keyflow, notices
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
@@ -466,7 +466,7 @@ class _Session:
             for seq, err in res.get("rejects", []):
                 s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                 self.report.rejected += 1
-                self.report.notes.append(f"batch {seq} refused by the relay: {err.get('message')}")
+                self.report.notes.append(_("batch {seq} refused by the relay: {why}").format(seq=seq, why=_refusal(err)))
             for rseq, device, rcv, data, *size in res.get("batches", []):
                 if data is None:  # a large batch: fetched in resumable pieces after this response
                     s.execute("INSERT OR IGNORE INTO downloads (rseq, device, received_ms, size) VALUES (?, ?, ?, ?)",
@@ -504,9 +504,9 @@ class _Session:
                 self.report.notes.append(snapshots.relay_refused_mine(s, res["snapshot_refused"], now_ms()))
         if refused and replaying:
             self.report.ok = False
-            self.report.notes.append("The relay sent a summary of the history again although this device asked it "
-                                     "not to; this sync stopped there. Nothing was lost. If it happens again, tell "
-                                     "office IT: the relay may not be the office's.")
+            self.report.notes.append(_("The relay sent a summary of the history again although this device asked "
+                                       "it not to; this sync stopped there. Nothing was lost. If it happens again, "
+                                       "tell office IT: the relay may not be the office's."))
         more = bool(res.get("more")) or (refused and not replaying)
         if self.rep is not None:
             more |= self.rep_duties(res)
@@ -601,7 +601,8 @@ class _Session:
                 else:
                     s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                     self.report.rejected += 1
-                    self.report.notes.append(f"batch {seq} refused by the relay: {res['reject'].get('message')}")
+                    self.report.notes.append(_("batch {seq} refused by the relay: {why}").format(
+                        seq=seq, why=_refusal(res["reject"])))
 
     async def download_large(self) -> None:
         """Fetch large batches piece by piece; pieces already here are kept across runs."""
@@ -645,7 +646,7 @@ class _Session:
             with self.s.transaction():
                 rep.add_team_key(new)
                 self.s.set_meta("publish_key", [new.epoch, new.key_id])
-            self.report.notes.append(f"rotated the team key to epoch {new.epoch} after a revocation")
+            self.report.notes.append(_("rotated the team key to epoch {epoch} after a revocation").format(epoch=new.epoch))
             need = True
         need |= keyflow.grant_duties(rep, res, self.outgoing_grants, self.report.notes)
         if res.get("want_snapshot") and not self.snapshot and not res.get("more"):
@@ -829,6 +830,13 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
         session.report.waiting = keyflow.waiting(s)
         _log(dev, session.report, t0, None)
         return session.report
+
+
+def _refusal(err: Any) -> str:
+    """A relay's refusal of one batch (a JSON error in a sync answer), in the person's words."""
+    if not isinstance(err, dict):
+        return str(err)
+    return messages.words(from_dict(err))[0]
 
 
 def _log(dev: Device, report: SyncReport, t0: float, failure: BaseException | str | None) -> None:
