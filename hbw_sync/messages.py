@@ -128,6 +128,11 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "transient.deadline": N_("the sync's deadline passed"),
     "transient.locked": N_("another sync of this store is running"),
     "transient.no_progress": N_("the relay could not be reached"),
+    "transient.no_progress/dropped": N_plural(
+        "The link to {where} dropped after {went} of {total}, and {n} try since moved nothing; {left} is left.",
+        "The link to {where} dropped after {went} of {total}, and {n} tries since moved nothing; {left} is left."),
+    "transient.no_progress/unreachable": N_plural("Could not reach {where} ({n} try in {spent}).",
+                                                  "Could not reach {where} ({n} tries in {spent})."),
     "transient.slow_body": N_("the request arrived too slowly; the relay stopped waiting and stored nothing of it"),
     "transient.stopped": N_("the sync was stopped before it finished"),
     "transient.unreachable": N_("could not reach the relay at {url}"),

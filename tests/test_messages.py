@@ -60,9 +60,10 @@ def test_every_case_a_raise_site_names_has_its_own_words() -> None:
     for path in ROOT.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         for m in _CASE.finditer(text):
-            code = _CODE.findall(text[max(0, m.start() - 400):m.start()])
-            assert code, f"{path}: a case with no code before it"
-            assert f"{code[-1]}/{m.group(1)}" in messages.MESSAGES, (path, code[-1], m.group(1))
+            before = _CODE.findall(text[max(0, m.start() - 400):m.start()])
+            after = _CODE.findall(text[m.end():m.end() + 600])
+            assert before or after, f"{path}: a case with no code near it"
+            assert any(f"{c}/{m.group(1)}" in messages.MESSAGES for c in before[-1:] + after[:1]), (path, m.group(1))
 
 
 def test_tables_are_consistent() -> None:
@@ -198,3 +199,16 @@ def test_a_core_error_is_english_in_english_and_its_codes_words_in_french(tmp_pa
     assert text != e.message and text == i18n._(messages.MESSAGES[e.code])
     local = HbwError(i18n._("the passphrase must not be empty"), code="usage.weak_passphrase")
     assert messages.words(local)[0] == local.message  # raised here without a traceback: its own words
+
+
+def test_an_offline_sync_says_so_in_french_with_its_counts() -> None:
+    """The error Amina meets most (3G down): raised with params, worded when shown, plural by the count."""
+    from hbw_sync.client import retry
+
+    e = retry._unreachable_error("the relay at http://office:8765", 3, 95.0, 0, 0)
+    assert e.message == "Could not reach the relay at http://office:8765 (3 tries in 95 s)."
+    assert messages.words(e)[0] == e.message
+    i18n.set_language("fr")
+    assert messages.words(e)[0] == "Impossible de joindre the relay at http://office:8765 (3 essais en 95 s)."
+    one = retry._unreachable_error("x", 1, 5.0, 2048, 1024)
+    assert "l'essai suivant (1)" in messages.words(one)[0]

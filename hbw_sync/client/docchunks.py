@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from .. import chunks, crypto
 from ..errors import UsageError
+from ..i18n import _
 from .store import Store
 
 POLICIES = ("mine", "all", "none")
@@ -152,5 +153,5 @@ def keys_by_epoch(team_keys: dict[int, crypto.TeamKey]) -> dict[int, chunks.Chun
 def check_policy(value: str) -> str:
     v = value.strip().lower()
     if v not in POLICIES:
-        raise UsageError(f"unknown document policy {value!r}", hint="one of: mine, all, none")
+        raise UsageError(_("unknown document policy {value!r}").format(value=value), hint=_("one of: mine, all, none"))
     return v

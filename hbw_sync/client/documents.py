@@ -126,8 +126,9 @@ class DocumentsMixin(_Base):
     def _chunk_keys_for(self, m: chunks.Manifest) -> chunks.ChunkKeys:
         key = self.team_keys().get(m.epoch)
         if key is None:
-            raise IntegrityError(f"this device does not hold the team key of epoch {m.epoch} this document was "
-                                 "sealed with", code="integrity.chain", hint="sync: a supervisor's device shares it")
+            raise IntegrityError(_("this device does not hold the team key of epoch {epoch} this document was "
+                                   "sealed with").format(epoch=m.epoch), code="integrity.chain",
+                                 hint=_("sync: a supervisor's device shares it"))
         return chunks.ChunkKeys.of(key)
 
     def missing_chunks(self, did: bytes, digest: bytes) -> list[bytes]:
@@ -259,7 +260,7 @@ class DocumentsMixin(_Base):
             chunked = self._chunked_values(path, size)
             if chunked is not None:
                 if chunked["sha256"] == base_sha:  # rolled back with the transaction: nothing kept
-                    raise UsageError("this file is the same as the document's current version: nothing to record")
+                    raise UsageError(_("this file is the same as the document's current version: nothing to record"))
                 self.change([(Kind.DOC, did, chunked)])
                 return self.doc(did.hex())
         data = self._read_file(path)

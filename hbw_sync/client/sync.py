@@ -143,9 +143,9 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         ) from e
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         _log_cause(url, e)
-        what = ("the relay did not answer in time" if isinstance(e, asyncio.TimeoutError)
-                else "the link to the relay dropped before the answer was complete")
-        raise TransientError(f"{what} ({url})", hint=_("nothing was lost; sync again when the link is back")) from e
+        what = (_("the relay did not answer in time ({url})") if isinstance(e, asyncio.TimeoutError)
+                else _("the link to the relay dropped before the answer was complete ({url})"))
+        raise TransientError(what.format(url=url), hint=_("nothing was lost; sync again when the link is back")) from e
 
 
 def _log_cause(url: str, e: BaseException) -> None:
