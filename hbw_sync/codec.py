@@ -170,7 +170,7 @@ def window_bound(content_size: int) -> int:
     return max(WINDOW_FLOOR, 2 * content_size)
 
 
-def check_frame(data: bytes, *, cap: int) -> FrameInfo:
+def check_frame(data: bytes, *, cap: int, window_max: int | None = None) -> FrameInfo:
     """The acceptance rule of PROTOCOL.md §7, checked by our own code before libzstd sees a byte.
 
     Why not leave it to the library: a one-bit flip that one zstd decoder rejects and another
@@ -181,6 +181,9 @@ def check_frame(data: bytes, *, cap: int) -> FrameInfo:
     ``min(window, BLOCK_MAX)`` bytes, raw and RLE blocks never more than the declared size, and
     exactly the 4 checksum bytes after the last block. ``decompress`` then checks the output's
     length and XXH64 itself. ``protocol/vectors/zstd.json`` holds a corpus of both outcomes.
+
+    ``window_max`` replaces step 6's bound for delta patch frames (§18c), whose window must
+    reach back over a raw-content dictionary and so may exceed twice their own content.
     """
     n = len(data)
     if n < 4 or data[:4] != ZSTD_MAGIC:
@@ -212,7 +215,7 @@ def check_frame(data: bytes, *, cap: int) -> FrameInfo:
         wd = data[5]
         base = 1 << (10 + (wd >> 3))
         window = base + (base >> 3) * (wd & 7)
-        if window > window_bound(size):
+        if window > (window_bound(size) if window_max is None else window_max):
             raise ProtocolError(f"zstd window of {window} bytes is too large for {size} bytes", code="protocol.zstd")
     pos += fcs_len
     block_max = min(window, BLOCK_MAX)

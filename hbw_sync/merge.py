@@ -140,7 +140,13 @@ def _rule(name: str, w: list[Any], lo: list[Any]) -> str:
     if name == "status" and w[0] == int(Status.DONE) and lo[0] != int(Status.DONE):
         return RULES["rule.done_stays"]
     if w[3] != lo[3]:
-        return RULES[{RANK_SUPERVISOR: "rule.supervisor", RANK_MEMBER: "rule.person"}.get(w[3], "rule.role")]
+        # By the pair of ranks, not the winner's alone: a supervisor over the relay is a person
+        # beating rebalancing, not "a supervisor's change beats a member's" (PROTOCOL.md §11).
+        if lo[3] == RANK_RELAY:
+            return RULES["rule.person"]
+        if w[3] == RANK_SUPERVISOR and lo[3] == RANK_MEMBER:
+            return RULES["rule.supervisor"]
+        return RULES["rule.role"]
     return RULES["rule.later"]
 
 

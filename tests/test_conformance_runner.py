@@ -6,6 +6,7 @@ runner), and the README's one test command is what people run before they push.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,3 +23,15 @@ def test_the_node_runner_passes_every_vector_file() -> None:
     summary = [line for line in out.stdout.splitlines() if line.startswith("conformance:")]
     assert summary and summary[-1].endswith(" 0 failed"), out.stdout[-4000:]
     assert "FAIL" not in out.stdout
+    checked = {line.split()[1].rstrip(":") for line in out.stdout.splitlines() if line.startswith("ok ")}
+    files = {p.name for p in (ROOT / "protocol" / "vectors").glob("*.json")}
+    assert checked == files, f"vector files the runner did not check: {sorted(files - checked)}"
+
+
+def test_the_spec_conformance_list_names_every_vector_file() -> None:
+    """PROTOCOL.md's "Conformance" table is what a second client is told to pass: no file may be missing."""
+    spec = (ROOT / "protocol" / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = spec.split("## Conformance (protocol 1.0)", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| \d+ \| `([a-z_]+\.json)` \|", section, flags=re.M))
+    files = {p.name for p in (ROOT / "protocol" / "vectors").glob("*.json")}
+    assert listed == files, f"missing from the list: {sorted(files - listed)}; listed but absent: {sorted(listed - files)}"

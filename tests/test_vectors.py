@@ -332,6 +332,26 @@ def test_delta_vectors_fail_with_their_code(v: dict[str, Any]) -> None:
     assert (type(exc.value).__name__, exc.value.code) == (v["expected_error"], v["expected_code"])
 
 
+@pytest.mark.parametrize("v", DELTA["valid"], ids=lambda v: v["name"])
+def test_delta_flips_reach_their_outcome(v: dict[str, Any]) -> None:
+    """Every one-bit flip of a good payload: the outcome delta.json records (the Node runner checks it too)."""
+    from hbw_sync.delta import apply_delta
+
+    base, payload = bytes.fromhex(v["base"]), bytes.fromhex(v["payload"])
+    want = bytes.fromhex(v["result_sha256"])
+    marks = DELTA["flips"][v["name"]]
+    assert len(marks) == len(payload) * 8
+    for bit, mark in enumerate(marks):
+        bad = bytearray(payload)
+        bad[bit >> 3] ^= 1 << (bit & 7)
+        try:
+            apply_delta(base, bytes(bad), expected_sha256=want, max_size=v["max_size"])
+            got = "accept"
+        except HbwError as e:
+            got = f"{type(e).__name__} {e.code}"
+        assert got == DELTA["flip_letters"][mark], (bit, got)
+
+
 def test_delta_vectors_cover_every_method_and_codec() -> None:
     from hbw_sync.delta import wire
 
@@ -405,6 +425,57 @@ def test_spec_field_registry_matches_code():
         for s in specs.values()
     }
     assert _spec_registry() == code
+
+
+FIELDS_JSON = json.loads((ROOT / "protocol" / "fields.json").read_text(encoding="utf-8"))
+
+
+def test_fields_json_matches_the_spec_tables_and_the_code():
+    """protocol/fields.json (what the Node runner loads) names the same fields as §5/§5a and ops.FIELDS."""
+    rows = {(f["kind"], f["tag"], f["name"], f["section"], f["merge"], f["nullable"]) for f in FIELDS_JSON["fields"]}
+    assert len(rows) == len(FIELDS_JSON["fields"])
+    assert rows == _spec_registry()
+    assert FIELDS_JSON["kinds"] == {k.name.lower(): int(k) for k in Kind}
+
+
+def _probes(f: dict[str, Any]) -> list[tuple[Any, bool]]:
+    """Values at and just past each bound of a fields.json type, with whether the type admits them."""
+    t, lo, hi = f["type"], f.get("min"), f.get("max")
+    out: list[tuple[Any, bool]] = [(None, False), (1.0, False), ([], False)]
+    if t == "uint":
+        out += [(lo, True), (hi, True), (lo - 1, False), (hi + 1, False), (True, False), (str(lo), False)]
+    elif t in ("bool", "true"):
+        out += [(True, True), (False, t == "bool"), (1, False), (0, False), ("true", False)]
+    elif t == "str":
+        out += [("é" * lo, True), ("é" * hi, True), ("é" * (hi + 1), False), (b"x" * max(lo, 1), False)]
+        if lo:
+            out.append(("", False))
+    elif t == "handle":
+        out += [("a", True), ("a.b_c-9", True), ("x" * 32, True), ("x" * 33, False), ("", False), ("Abc", False),
+                ("é", False), ("a b", False), (b"abc", False)]
+    elif t == "bin":
+        step = f.get("multiple_of", 1)
+        out += [(b"\0" * lo, True), ("x" * max(lo, 1), False)]
+        if hi is not None:
+            out += [(b"\0" * hi, True), (b"\0" * (hi + step), False)]
+        if lo:
+            out.append((b"\0" * (lo - 1), False))
+        if step > 1:
+            out += [(b"\0" * (step + 1), False), (b"\0" * (2 * step), True)]
+    else:
+        raise AssertionError(f"unknown type {t} in fields.json")
+    return out
+
+
+def test_fields_json_types_agree_with_the_code_checks():
+    """Each type bound in fields.json is the one ops.FIELDS enforces: probe both sides of every bound."""
+    by_name = {k.name.lower(): k for k in Kind}
+    for f in FIELDS_JSON["fields"]:
+        spec = FIELDS[by_name[f["kind"]]][f["tag"]]
+        for value, ok in _probes(f):
+            if value is None:
+                continue  # nullability is compared above; the check itself never sees nil
+            assert spec.check(value) is ok or bool(spec.check(value)) == ok, (f["kind"], f["name"], repr(value)[:40], ok)
 
 
 def test_spec_names_every_error_code_the_vectors_use():

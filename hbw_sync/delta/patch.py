@@ -12,8 +12,10 @@ from typing import Any
 
 import zstandard
 
-from ..codec import zstd_frame_length
-from ..errors import LimitError, ProtocolError
+import xxhash
+
+from ..codec import WINDOW_FLOOR, check_frame
+from ..errors import IntegrityError, ProtocolError
 from .wire import MIN_DICT, Buf
 
 PLAIN_LEVEL = 19  # what "plain zstd of new" means: codec.compress's level
@@ -48,7 +50,7 @@ def _patch_frame_prefix(dictionary: Buf, src: Buf, level: int, wlog: int) -> byt
             (lib.ZSTD_c_windowLog, wlog),
             (lib.ZSTD_c_enableLongDistanceMatching, 1),
             (lib.ZSTD_c_contentSizeFlag, 1),
-            (lib.ZSTD_c_checksumFlag, 0),
+            (lib.ZSTD_c_checksumFlag, 1),  # §7: every frame carries it, patch frames too
             (lib.ZSTD_c_dictIDFlag, 0),
         ):
             rc = lib.ZSTD_CCtx_setParameter(cctx, param, value)
@@ -82,12 +84,12 @@ def _patch_frame_dict(dictionary: Buf, src: Buf, level: int, wlog: int) -> bytes
         params = zstandard.ZstdCompressionParameters(
             window_log=wlog, hash_log=hlog, chain_log=hlog, search_log=4, min_match=5,
             target_length=0, strategy=zstandard.STRATEGY_LAZY2,
-            write_content_size=1, write_checksum=0, write_dict_id=0,
+            write_content_size=1, write_checksum=1, write_dict_id=0,
         )  # fmt: skip
     else:
         params = zstandard.ZstdCompressionParameters.from_level(
             level, source_size=len(src), dict_size=len(dictionary), window_log=wlog,
-            write_content_size=1, write_checksum=0, write_dict_id=0,
+            write_content_size=1, write_checksum=1, write_dict_id=0,
         )  # fmt: skip
     zdict = None
     if len(dictionary) >= MIN_DICT:
@@ -115,40 +117,54 @@ def patch_frame(dictionary: Buf, src: Buf) -> bytes:
     return _patch_frame_dict(dictionary, src, level, wlog)
 
 
+def max_window(cap: int) -> int:
+    """The window a reader allows a patch frame whose output is at most ``cap`` bytes (§18c)."""
+    return min(1 << 31, max(1 << 20, 1 << (max(cap, 1) - 1).bit_length()))
+
+
 def frame_content_size(frame: Buf, cap: int) -> int:
-    """Validate a patch frame's shape and return its declared size (<= cap)."""
+    """Check a patch frame under §7's rule (steps 1-8) and return its declared size (<= cap).
+
+    The one difference from §7: the window may reach back over the dictionary, so it is
+    bounded by ``max_window(cap)`` (what ``unpatch`` lets libzstd use) instead of twice the
+    content. A frame without a content checksum is refused here, before decoding.
+    """
     frame = bytes(frame) if not isinstance(frame, bytes) else frame
-    if zstd_frame_length(frame) != len(frame):
-        raise ProtocolError("trailing bytes after a zstd frame in delta", code="protocol.trailing")
-    try:
-        size = zstandard.frame_content_size(frame)
-    except zstandard.ZstdError:
-        raise ProtocolError("corrupt zstd frame header in delta", code="protocol.zstd") from None
-    if size < 0:
-        raise ProtocolError("zstd frame in delta does not declare its size", code="protocol.zstd")
-    if size > cap:
-        raise LimitError(f"delta frame would inflate to {size} bytes, over the {cap}-byte cap", code="protocol.bomb")
-    return size
+    return check_frame(frame, cap=cap, window_max=max(WINDOW_FLOOR, max_window(cap))).content_size
 
 
 def unpatch(dictionary: Buf, frame: Buf, size: int, cap: int) -> bytes:
-    """Decode a frame already checked by ``frame_content_size`` (declared ``size``)."""
+    """Decode a frame already checked by ``frame_content_size`` (declared ``size``).
+
+    Steps 9-11 of §7, with the raw-content dictionary. libzstd gets the frame with its checksum
+    flag cleared and the 4 checksum bytes cut off, so that it only inflates; the output's length
+    and XXH64 are checked here. Any failure of these steps is ``integrity.delta`` (§18c), not
+    ``protocol.zstd``: the dictionary lies outside the frame, so a receiver whose base differs
+    from the writer's meets a well-formed frame that decodes to other bytes, and on a damaged
+    frame one decoder stops at step 9 where another reaches step 11 (seen: fzstd against
+    libzstd on one-bit flips of delta.json). One code keeps every reader's answer the same.
+    """
     frame = bytes(frame) if not isinstance(frame, bytes) else frame
-    kwargs: dict[str, Any] = {"max_window_size": min(1 << 31, max(1 << 20, 1 << (max(cap, 1) - 1).bit_length()))}
+    want = int.from_bytes(frame[-4:], "little")
+    bare = frame[:4] + bytes([frame[4] & ~0x04]) + frame[5:-4]
+    kwargs: dict[str, Any] = {"max_window_size": max_window(cap)}
     try:
         if len(dictionary) >= MIN_DICT:
             kwargs["dict_data"] = zstandard.ZstdCompressionDict(dictionary, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
         dctx = zstandard.ZstdDecompressor(**kwargs)
         if size == 0:
             # The one-shot API returns b"" for a declared size of 0 without decoding.
-            if dctx.stream_reader(frame).read(1):
-                raise ProtocolError("zstd frame size does not match its header", code="protocol.zstd")
-            return b""
-        out = dctx.decompress(frame, max_output_size=size)
-    except zstandard.ZstdError as e:
-        raise ProtocolError(f"corrupt zstd data in delta: {e}", code="protocol.zstd") from None
-    if len(out) != size:
-        raise ProtocolError("zstd frame size does not match its header", code="protocol.zstd")
+            out = b"" if not dctx.stream_reader(bare).read(1) else None
+        else:
+            out = dctx.decompress(bare, max_output_size=size)
+    except zstandard.ZstdError:
+        out = None
+    if out is None or len(out) != size or xxhash.xxh64_intdigest(out) & 0xFFFFFFFF != want:
+        raise IntegrityError(
+            "a delta frame does not decode to its writer's bytes (a different base, or damage)",
+            code="integrity.delta",
+            hint="the base differs from the sender's, or the delta was damaged: fetch the whole version",
+        )
     return out
 
 
@@ -169,7 +185,7 @@ def plain_at_least(data: bytes, limit: int) -> bool:
         p0 = zstandard.ZstdCompressionParameters.from_level(PLAIN_LEVEL, source_size=len(data))
         caps = {"window_log": min(p0.window_log, 22), "chain_log": min(p0.chain_log, 21), "hash_log": min(p0.hash_log, 20)}
     params = zstandard.ZstdCompressionParameters.from_level(
-        PLAIN_LEVEL, source_size=len(data), write_content_size=1, write_checksum=0, **caps
+        PLAIN_LEVEL, source_size=len(data), write_content_size=1, write_checksum=1, **caps
     )
     cobj = zstandard.ZstdCompressor(compression_params=params).compressobj(size=len(data))
     view = memoryview(data)

@@ -1,1 +1,5 @@
-"""Vector families with their own small generators (``build() -> dict``), wired into scripts/make_vectors.py."""
+"""Vector families, one module per file of protocol/vectors/, each with ``build() -> dict``.
+
+``_kit`` holds what they share (fixed keys, JSON forms, hand assembly); scripts/make_vectors.py
+runs them and writes the files.
+"""

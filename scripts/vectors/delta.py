@@ -5,7 +5,9 @@ writer makes it, and hand-assembled MEMBER ops with codec 8 and codec 9 so a rea
 check each rebuild on a few kilobytes). A reader MUST rebuild ``result`` from ``base`` and
 ``payload`` under ``max_size`` and check ``result_sha256`` (and ``result``, where given). Bad
 vectors each change one thing from a good one, use the base of the good vector named in
-``base_of``, and name the error class and stable code a reader must fail with.
+``base_of``, and name the error class and stable code a reader must fail with. ``flips``: the
+outcome of every one-bit flip of every good payload (``flip_letters``), so that a second
+reader is checked on damaged patch frames, recipes and deflate parameters too.
 
 The payloads hold zstd frames, so their bytes are reproducible only with the zstd release in
 ``meta``; decoding them is not version-dependent, and the tests decode them with any.
@@ -125,9 +127,16 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return payload[:i] + bytes([codec, 6, 8, 0]) + wire.uvarint(block_size) + wire.uvarint(window) + payload[i + 4 + len(old_tail):]
 
     def sizeless_frame() -> bytes:
-        """A valid zstd frame whose header does not declare its content size."""
-        cobj = zstandard.ZstdCompressor().compressobj()
+        """A valid zstd frame (with its checksum) whose header does not declare its content size."""
+        cobj = zstandard.ZstdCompressor(write_checksum=True).compressobj()
         return cobj.compress(b"\x00" * 1000) + cobj.flush()
+
+    def unchecked_frame(base: bytes, good: dict[str, Any]) -> bytes:
+        """The good vector's content as a patch frame without a content checksum (pre-1.0 writers)."""
+        params = zstandard.ZstdCompressionParameters.from_level(
+            19, write_content_size=1, write_checksum=0, write_dict_id=0)
+        zdict = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        return zstandard.ZstdCompressor(compression_params=params, dict_data=zdict).compress(bytes.fromhex(good["result"]))
 
     span_base, span_payload, span_sha = of("span")
     patch_base, patch_payload, patch_sha = of("patch")
@@ -147,10 +156,17 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
          lambda: (span_base, span_payload, span_sha, len(bytes.fromhex(by["span"]["result"])) - 1)),
         ("wrong_result_hash", "The patch vector checked against another file's hash.",
          lambda: (patch_base, patch_payload, hashlib.sha256(b"another file").digest(), MAX)),
-        ("wrong_base", "The patch vector applied to another base: the rebuilt bytes fail the hash.",
+        ("wrong_base", "The patch vector applied to another base: the frame decodes, to bytes that fail "
+         "its content checksum (§18c: integrity.delta, before the SHA-256 is reached).",
          lambda: (span_base, patch_payload, patch_sha, MAX)),
         ("frame_without_size", "Method 1 whose zstd frame does not declare its content size.",
          lambda: (patch_base, b"\x01" + sizeless_frame(), patch_sha, MAX)),
+        ("frame_without_checksum", "Method 1 whose patch frame carries no content checksum (§7 step 3): "
+         "the same content and base, written with the checksum flag off.",
+         lambda: (patch_base, b"\x01" + unchecked_frame(patch_base, by["patch"]), patch_sha, MAX)),
+        ("frame_bad_checksum", "The patch vector with its frame's last byte (the content checksum) "
+         "flipped: the frame decodes, the checksum does not match (§18c: integrity.delta).",
+         lambda: (patch_base, patch_payload[:-1] + bytes([patch_payload[-1] ^ 0x01]), patch_sha, MAX)),
         ("unknown_out_codec", "The codec 9 vector with output codec 7.",
          lambda: (c9_base, codec9_with(4096, 1024, codec=7), c9_sha, MAX)),
         ("codec9_block_too_small", "The codec 9 vector with 4,095-byte blocks (under the 4,096 minimum).",
@@ -175,6 +191,43 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: One letter per outcome in ``flips``: "a" rebuilt the right bytes anyway, else the class and code.
+FLIP_LETTERS = {
+    "a": "accept", "z": "ProtocolError protocol.zstd", "d": "ProtocolError protocol.delta",
+    "t": "ProtocolError protocol.truncated", "r": "ProtocolError protocol.trailing",
+    "l": "LimitError protocol.limit", "b": "LimitError protocol.bomb", "i": "IntegrityError integrity.delta",
+}
+
+
+def _flip_outcome(base: bytes, payload: bytes, want: bytes, max_size: int) -> str:
+    try:
+        delta.apply_delta(base, payload, expected_sha256=want, max_size=max_size)
+    except HbwError as e:
+        return f"{type(e).__name__} {e.code}"
+    return "accept"
+
+
+def _flips(good: list[dict[str, Any]]) -> dict[str, str]:
+    """Every one-bit flip of every good payload, read against its own base and hash: one letter per bit.
+
+    Why: a patch frame is decoded with a raw-content dictionary, which a second decoder may handle
+    differently on damaged input; the content checksum (§7 step 11) and the result's SHA-256 must
+    make every reader reach the same outcome, and this corpus checks that they do.
+    """
+    letter = {v: k for k, v in FLIP_LETTERS.items()}
+    out = {}
+    for g in good:
+        base, payload = bytes.fromhex(g["base"]), bytes.fromhex(g["payload"])
+        want = bytes.fromhex(g["result_sha256"])
+        marks = []
+        for bit in range(len(payload) * 8):
+            bad = bytearray(payload)
+            bad[bit >> 3] ^= 1 << (bit & 7)
+            marks.append(letter[_flip_outcome(base, bytes(bad), want, g["max_size"])])
+        out[g["name"]] = "".join(marks)
+    return out
+
+
 def build() -> dict[str, Any]:
     good = _good()
     return {
@@ -190,4 +243,8 @@ def build() -> dict[str, Any]:
         },
         "valid": good,
         "invalid": _bad(good),
+        "flip": "bit i flips payload[i >> 3] ^= 1 << (i & 7); the flipped payload is read against the good "
+                "vector's base, result_sha256 and max_size; flips[name] has one letter per bit i, its outcome",
+        "flip_letters": FLIP_LETTERS,
+        "flips": _flips(good),
     }

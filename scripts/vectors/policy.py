@@ -77,7 +77,9 @@ def _scenarios() -> list[tuple[str, str, list[tuple[str, str, int | None, Op]]]]
           ("d2", "member", T0 + 2 * MIN, make_op(Kind.TASK, TASK, P(T0 + MIN, 0), base, status=1)),
           ("d3", "member", T0 + 4 * MIN, make_op(Kind.TASK, TASK, P(T0 + 3 * MIN, 0), base, status=1))]),
         ("three_way", "Supervisor, member and relay all reassign concurrently; then a member marks it done while "
-         "another blocks it: every pair is a conflict record.",
+         "another blocks it: every pair is a conflict record. The supervisor over the member is 'a supervisor's "
+         "change beats a member's'; the supervisor over the relay is 'a person's change beats automatic "
+         "rebalancing' (the loser is the relay).",
          [create,
           ("d1", "supervisor", T0 + 2 * MIN, make_op(Kind.TASK, TASK, P(T0 + MIN, 0), base, assignee="dana")),
           ("d2", "member", T0 + 3 * MIN, make_op(Kind.TASK, TASK, P(T0 + 2 * MIN, 0), base, assignee="bosco",

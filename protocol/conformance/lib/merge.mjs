@@ -1,6 +1,7 @@
 // merge.json (PROTOCOL.md §11): stamps, LWW, APPEND and POLICY registers, in many orders.
 import { big, concat, hex, Tally, toHex, u64 } from "./base.mjs";
 import { same } from "./msgpack.mjs";
+import { byMerge } from "./fields.mjs";
 
 const S = 600000n, MS_MAX = (1n << 48n) - 1n;
 const effective = (ts, rcv) => {
@@ -10,8 +11,7 @@ const effective = (ts, rcv) => {
   const b = (ms << 16n) | 65535n;
   return ts < b ? ts : b;
 };
-const POLICY = { task: ["assignee", "status"], doc: ["sha256"] };
-const APPEND = { task: ["note"], doc: ["exported", "export_reason"] };
+const POLICY = byMerge("POLICY"), APPEND = byMerge("APPEND"); // from ../fields.json
 const cmpBytes = (a, b) => Buffer.compare(Buffer.from(a, "hex"), Buffer.from(b, "hex"));
 const cmpStamp = (a, b) => (a.ts !== b.ts ? (a.ts < b.ts ? -1 : 1) : cmpBytes(a.op_id, b.op_id));
 const cmpKeys = (a, b) => { for (let i = 0; i < a.length; i++) { const c = typeof a[i] === "string" ? cmpBytes(a[i], b[i]) : a[i] < b[i] ? -1 : a[i] > b[i] ? 1 : 0; if (c) return c; } return 0; };
@@ -92,11 +92,15 @@ export function checkMerge(d) {
   return t;
 }
 
-const RULES = [[2, "a supervisor's change beats a member's"], [1, "a person's change beats automatic rebalancing"]];
 function ruleOf(name, w, lo) {
   if (name === "sha256") return "both versions kept: the later is current, the other is a conflict copy";
   if (name === "status" && w[0] === 2 && lo[0] !== 2) return "a task marked done stays done";
-  if (w[3] !== lo[3]) return (RULES.find(([r]) => BigInt(r) === w[3]) || [0, "higher role wins"])[1];
+  if (w[3] !== lo[3]) {
+    // §11: by the pair of ranks (relay 0, member 1, supervisor 2)
+    if (BigInt(lo[3]) === 0n) return "a person's change beats automatic rebalancing";
+    if (BigInt(w[3]) === 2n && BigInt(lo[3]) === 1n) return "a supervisor's change beats a member's";
+    return "higher role wins";
+  }
   return "the later change wins (same role)";
 }
 

@@ -7,40 +7,11 @@ import { decompress } from "./zstd.mjs";
 import { checkSnapshot } from "./snapshot.mjs";
 import { checkMerge, checkPolicy } from "./merge.mjs";
 import { checkKeyed } from "./keyed.mjs";
+import { FIELDS, KINDS } from "./fields.mjs";
 
-// -- §5 field registry -----------------------------------------------------------------------
-const HANDLE = /^[a-z0-9._-]{1,32}$/;
-const cps = (s) => [...s].length;
-const uint = (lo, hi) => (v) => isInt(v) && big(v) >= big(lo) && big(v) <= big(hi);
-const bool = (v) => v === true || v === false;
-const str = (max) => (v) => typeof v === "string" && cps(v) <= max;
-const bin = (lo, hi) => (v) => v instanceof Uint8Array && v.length >= lo && v.length <= hi;
-const DAY = uint(0, 2932896);
+// -- §5 field registry: lib/fields.mjs, from ../fields.json -----------------------------------
 const R = "routing", C = "content";
-export const KINDS = { 1: "task", 2: "doc", 3: "member" };
-export const FIELDS = {
-  task: {
-    1: ["assignee", R, (v) => typeof v === "string" && HANDLE.test(v), true, "policy"],
-    2: ["status", R, uint(0, 3), false, "policy"], 3: ["due", R, DAY, true], 4: ["priority", R, uint(0, 3), false],
-    5: ["needs", R, uint(0, 7), false], 6: ["pinned", R, bool, false], 16: ["archived", R, bool, false],
-    17: ["deleted", R, (v) => v === true, false], 32: ["title", C, str(1024), false], 33: ["description", C, str(262144), false],
-    34: ["note", C, str(262144), false, "append"], 40: ["ref", C, str(128), false],
-  },
-  doc: {
-    1: ["task", R, bin(1, 32), true], 2: ["size", R, uint(0, 2 ** 40), false], 3: ["confidential", R, bool, false],
-    4: ["exported", R, (v) => v === true, false, "append"],
-    5: ["chunks", R, (v) => v instanceof Uint8Array && v.length % 16 === 0 && v.length <= 262144 * 16, false],
-    38: ["manifest", C, bin(1, 262144 * 21 + 64), false], 37: ["export_reason", C, (v) => str(1000)(v) && cps(v) >= 1, false, "append"],
-    32: ["name", C, str(255), false],
-    33: ["data", C, bin(0, Infinity), false], 34: ["sha256", C, bin(32, 32), false, "policy"], 35: ["delta", C, bin(0, Infinity), false],
-    36: ["base_sha256", C, bin(32, 32), false],
-  },
-  member: {
-    1: ["laptop", R, bool, false], 2: ["internet", R, bool, false], 3: ["office_days", R, uint(0, 127), false],
-    4: ["away_until", R, DAY, true], 5: ["capacity", R, uint(1, 1000), false], 6: ["takes_work", R, bool, false],
-    32: ["display_name", C, str(64), false],
-  },
-};
+export { FIELDS, KINDS };
 
 function checkValues(kind, values, section) {
   if (!(values instanceof Map)) PE("protocol.schema", `${section} fields must be a map`);

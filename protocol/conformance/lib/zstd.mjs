@@ -1,6 +1,7 @@
-// The zstd acceptance rule of PROTOCOL.md §7, steps 1-11, around fzstd (a pure-JS decoder).
+// The zstd acceptance rule of PROTOCOL.md §7, steps 1-11, around fzstd (a pure-JS decoder,
+// vendored in ./fzstd/ with raw-content dictionaries added for §18c's patch frames).
 // Steps 1-8 and 10-11 are ours; only step 9 (decoding the blocks) is the library's.
-import * as fzstd from "fzstd";
+import * as fzstd from "./fzstd/index.mjs";
 import { fail, PE } from "./base.mjs";
 
 const MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
@@ -40,8 +41,9 @@ export function xxh64(buf) {
   return h;
 }
 
-/** Steps 1-8: the frame's declared size, window and checksum, or the error of the first failing step. */
-export function checkFrame(data, cap) {
+/** Steps 1-8: the frame's declared size, window and checksum, or the error of the first failing step.
+ * `windowMax` replaces step 6's bound (§18c patch frames). */
+export function checkFrame(data, cap, windowMax = null) {
   const n = data.length;
   if (n < 4 || MAGIC.some((b, i) => data[i] !== b)) {
     if (n < 4 && [...data].every((b, i) => b === MAGIC[i])) PE("protocol.truncated");
@@ -67,7 +69,7 @@ export function checkFrame(data, cap) {
   else {
     const wd = data[5], base = 2 ** (10 + (wd >> 3));
     window = base + (base / 8) * (wd & 7);
-    if (window > Math.max(WINDOW_FLOOR, 2 * size)) PE("protocol.zstd", "window too large");
+    if (window > (windowMax ?? Math.max(WINDOW_FLOOR, 2 * size))) PE("protocol.zstd", "window too large");
   }
   pos += fcsLen;
   const blockMax = Math.min(window, BLOCK_MAX);
@@ -89,16 +91,39 @@ export function checkFrame(data, cap) {
   return { size, window, checksum };
 }
 
-/** Steps 1-11. */
-export function decompress(data, cap) {
-  const info = checkFrame(data, cap);
+/** Steps 9-11 on a frame that passed checkFrame; `refuse(why)` throws the error for any of them. */
+function decode(data, info, dict, refuse) {
   let out;
   try {
-    out = fzstd.decompress(data, new Uint8Array(info.size));
+    out = fzstd.decompress(data, new Uint8Array(info.size), dict);
   } catch (e) {
-    PE("protocol.zstd", `fzstd: ${e.message}`);
+    refuse(`fzstd: ${e.message}`);
   }
-  if (out.length !== info.size) PE("protocol.zstd", "size differs from the header");
-  if (Number(xxh64(out) & 0xffffffffn) !== info.checksum) PE("protocol.zstd", "checksum");
+  if (out.length !== info.size) refuse("size differs from the header");
+  if (Number(xxh64(out) & 0xffffffffn) !== info.checksum) refuse("checksum");
   return out;
+}
+
+/** Steps 1-11 for a section (batch, snapshot entry, chunk). */
+export function decompress(data, cap) {
+  const info = checkFrame(data, cap);
+  return decode(data, info, null, (why) => PE("protocol.zstd", why));
+}
+
+/** §18c: the window a patch frame with output cap `cap` may declare (at least §7's 8 MiB floor). */
+export function patchWindowMax(cap) {
+  let p = 1;
+  while (p < cap) p *= 2;
+  return Math.max(WINDOW_FLOOR, Math.min(2 ** 31, Math.max(2 ** 20, p)));
+}
+
+/** §18c patch frame: steps 1-8 with the patch window bound (returns the declared size). */
+export const patchSize = (frame, cap) => checkFrame(frame, cap, patchWindowMax(cap)).size;
+
+/** §18c patch frame decoded with `dict` as raw-content history (none under 8 bytes); any failure
+ * of steps 9-11 is integrity.delta (a different base decodes cleanly to other bytes, and decoders
+ * stop at different steps on a damaged frame). */
+export function unpatch(frame, dict, cap) {
+  const info = checkFrame(frame, cap, patchWindowMax(cap));
+  return decode(frame, info, dict.length >= 8 ? dict : null, (why) => fail("IntegrityError", "integrity.delta", why));
 }
