@@ -180,6 +180,62 @@ def test_tampered_or_foreign_batch_is_refused_and_nothing_stored(team: Team) -> 
     assert relay_rows(team, "SELECT COUNT(*) FROM batches") == [(0,)]
 
 
+def test_a_batch_sent_again_is_acked_again_and_a_reused_seq_is_refused(team: Team) -> None:
+    """The same batch twice (its answer was lost): the same ack, stored once. Another batch under the same
+    seq: refused with ``protocol.seq_reuse``, nothing stored, while a good batch beside it is kept."""
+    amina = team.join("amina", "supervisor")
+    with amina.open() as rep:
+        rep.add_tasks([{"title": "first"}, {"title": "second"}])
+        first = rep.store.execute("SELECT data FROM outbox").fetchone()[0]
+        key, author = rep.current_key(), rep.author
+    frame = wire.parse_batch(first)
+    ops = frame.open(key).ops
+    assert len(ops) >= 2
+    other = wire.encode_batch(wire.Batch(frame.team, author.device_id, frame.seq, key.epoch, ops[:1]), author, key)
+    second = wire.encode_batch(wire.Batch(frame.team, author.device_id, frame.seq + 1, key.epoch, ops[1:]), author, key)
+    relay_pub = admin_relay_key(team)
+
+    def send(batches: list[bytes]) -> dict:
+        body = _raw_sync(team, amina, {"cursor": 0, "batches": batches})
+        return envelope.parse_response(asyncio.run(syncing.post(team.url, body, 10)), relay_pub,
+                                       envelope.parse_request(body).nonce).result
+
+    one = send([first])
+    assert len(one["acks"]) == 1 and one["rejects"] == []
+    again = send([first])
+    assert again["acks"] == one["acks"] and again["rejects"] == []
+    mixed = send([other, second])
+    assert [r[1]["code"] for r in mixed["rejects"]] == ["protocol.seq_reuse"]
+    assert mixed["rejects"][0][0] == frame.seq and len(mixed["acks"]) == 1
+    rows = relay_rows(team, "SELECT rseq, seq, data FROM batches ORDER BY rseq")
+    assert [(r[0], r[1], bytes(r[2])) for r in rows] == [(1, frame.seq, first), (2, frame.seq + 1, second)]
+
+
+@pytest.mark.sqlite_only("the checker processes are for a SQLite relay; the PostgreSQL path is the same code")
+def test_checker_processes_check_requests_beside_the_relay(tmp_path: Path) -> None:
+    """With ``check_processes`` the signatures and batches are checked in another process: syncs work,
+    a tampered batch and a replayed request are refused there or after, and nothing wrong is stored."""
+    with Team(tmp_path, check_processes=1) as team:
+        dana, amina = team.join("dana", "supervisor"), team.join("amina")
+        with dana.open() as rep:
+            rep.add_task("checked elsewhere")
+        assert dana.sync().ok and amina.sync().ok
+        assert "checked elsewhere" in titles(amina)
+        with amina.open() as rep:
+            rep.add_task("honest")
+            data = rep.store.execute("SELECT data FROM outbox").fetchone()[0]
+        tampered = bytearray(data)
+        tampered[50] ^= 1
+        body = _raw_sync(team, amina, {"cursor": 0, "batches": [bytes(tampered)]})
+        res = envelope.parse_response(asyncio.run(syncing.post(team.url, body, 10)), admin_relay_key(team),
+                                      envelope.parse_request(body).nonce).result
+        assert [r[1]["code"] for r in res["rejects"]] == ["integrity.signature"] and res["acks"] == []
+        with pytest.raises(AccessError) as e:  # the same request again: its nonce is spent
+            asyncio.run(syncing.post(team.url, body, 10))
+        assert e.value.code == "access.replay"
+        assert relay_rows(team, "SELECT COUNT(*) FROM batches") == [(1,)]
+
+
 def admin_relay_key(team: Team) -> bytes:
     return crypto.DeviceKey((team.data / "relay.key").read_bytes()).public
 
@@ -242,6 +298,37 @@ def test_invite_is_single_use_and_checked(team: Team, tmp_path: Path) -> None:
         syncing.join(tmp_path / "a2", code, STRONG)
     with pytest.raises(UsageError):
         syncing.join(tmp_path / "a3", "hbw1-garbage!!", STRONG)
+
+
+def test_one_invite_raced_by_several_devices_enrolls_exactly_one(team: Team, tmp_path: Path) -> None:
+    """Four devices join with one invite at the same moment (the PostgreSQL relay runs their transactions
+    on four connections at once): exactly one is enrolled, the others are told it was used, and the
+    relay holds one device and one used invite."""
+    import threading
+
+    from relay_helpers import FAST_KDF
+
+    code = team.invite("amina")
+    start, outcomes = threading.Barrier(4), []
+
+    def join(i: int) -> None:
+        start.wait()
+        try:
+            syncing.join(tmp_path / f"a{i}", code, STRONG, kdf=FAST_KDF)
+            outcomes.append("enrolled")
+        except AccessError as e:
+            outcomes.append(e.code)
+
+    threads = [threading.Thread(target=join, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["access.invite"] * 3 + ["enrolled"]
+    assert relay_rows(team, "SELECT COUNT(*) FROM devices")[0][0] == 1
+    used = relay_rows(team, "SELECT used_ms, device FROM invites")
+    assert len(used) == 1 and used[0][0] is not None
+    assert bytes(used[0][1]) == bytes(relay_rows(team, "SELECT device FROM devices")[0][0])
 
 
 def test_health_metrics_and_request_log(team: Team, caplog: pytest.LogCaptureFixture) -> None:

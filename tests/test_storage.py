@@ -263,21 +263,106 @@ def test_concurrent_writers_get_gapless_team_sequence_numbers(pg_url: str, tmp_p
     assert len(rows) == 8 * per_thread and len({(d, s) for _r, d, s in rows}) == len(rows)
 
 
-def test_two_relay_processes_share_one_postgres(tmp_path: Path, pg_server) -> None:
-    """Devices sync at once through two relay processes on one PostgreSQL: everyone converges, team
-    sequence numbers have no gap or duplicate, and no batch is lost or stored twice."""
+def test_invite_use_is_one_conditional_update_without_the_team_lock(pg_url: str, tmp_path: Path) -> None:
+    """The invite's one-time use holds even where the team's lock does not: two transactions that
+    both read the invite unused (no lock taken) race to enroll with it; exactly one wins."""
+    import psycopg
+
+    admin.init(tmp_path / "relay", "Team", database=pg_url)
+    admin.invite(tmp_path / "relay", "amina", "member", url="http://127.0.0.1:1")
+    th = relay_rows_pg(pg_url, "SELECT token_hash FROM invites")[0][0]
+    conns = [psycopg.connect(pg_url) for _ in range(2)]
+    try:
+        seen = [c.execute("SELECT used_ms FROM invites WHERE token_hash = %s", (th,)).fetchone()[0] for c in conns]
+        assert seen == [None, None]  # both think it is free
+        now = relay.now_ms()
+        sql = relay_sql("UPDATE invites SET used_ms")
+        first = conns[0].execute(sql, (now, b"d" * 8, th, now)).rowcount
+        conns[0].commit()
+        second = conns[1].execute(sql, (now, b"e" * 8, th, now)).rowcount  # waits for the row, then re-reads it
+        conns[1].commit()
+        assert (first, second) == (1, 0)
+    finally:
+        for c in conns:
+            c.close()
+    assert relay_rows_pg(pg_url, "SELECT device FROM invites") == [(b"d" * 8,)]
+
+
+def relay_rows_pg(url: str, sql: str) -> list:
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        return c.execute(sql).fetchall()
+
+
+def relay_sql(start: str) -> str:
+    """The relay's own statement starting with ``start`` (relay.py), in psycopg's placeholders."""
+    text = (ROOT / "hbw_sync" / "server" / "relay.py").read_text()
+    at = text.index(f'"{start}')
+    stmt = "".join(re.findall(r'"([^"]*)"', text[at:text.index(")", text.index("WHERE", at))]))
+    return postgres._pg_sql(stmt)
+
+
+class Serve:
+    """``hbw-relay serve --workers N`` as a person runs it (a subprocess); its log lines collected as they come."""
+
+    def __init__(self, data: Path, workers: str = "2"):
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "hbw_sync.server.cli", "serve", "--data", str(data),
+                                      "--port", "0", "--workers", workers], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        self.lines: list[str] = []
+        self._seen = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        line = self.wait_for("listening on")
+        self.url = line.split("listening on ", 1)[1].strip()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            with self._seen:
+                self.lines.append(line)
+                self._seen.notify_all()
+
+    def wait_for(self, text: str, after: int = 0, timeout: float = 90) -> str:
+        with self._seen:
+            ok = self._seen.wait_for(lambda: any(text in x for x in self.lines[after:]) or self.proc.poll() is not None,
+                                     timeout)
+            hit = [x for x in self.lines[after:] if text in x]
+        assert ok and hit, f"no {text!r} in the relay's log:\n{''.join(self.lines)}"
+        return hit[0]
+
+    def events(self, state: str) -> list[dict]:
+        import json
+
+        return [json.loads(x[x.index("{"):]) for x in list(self.lines) if '"action": "worker"' in x
+                and f'"state": "{state}"' in x]
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(60)
+
+
+def test_serve_workers_share_one_port_on_postgres(tmp_path: Path, pg_server) -> None:
+    """``serve --workers 2``: devices sync at once through both workers of one port on one PostgreSQL:
+    everyone converges, team sequence numbers have no gap or duplicate, no batch is lost or stored twice.
+    A worker killed mid-way is started again; SIGTERM stops them all and serve exits 0."""
+    import signal
+
     relay_helpers.NEW_DATABASE = pg_server.url
     try:
         team = Team(tmp_path)
     finally:
         relay_helpers.NEW_DATABASE = None
-    procs = [RelayProcess(team.data), RelayProcess(team.data)]
+    serve = Serve(team.data, "2")
     try:
-        team.url = procs[0].url
-        dana = team.join("dana", "supervisor", url=procs[0].url)
+        team.url = serve.url
+        pids = {e["worker"]: e["pid"] for e in serve.events("listening")}
+        assert sorted(pids) == [0, 1]
+        dana = team.join("dana", "supervisor", url=serve.url)
         assert dana.sync().ok
-        names = ["amina", "bosco", "chidi"]
-        members = [team.join(n, url=procs[(i + 1) % 2].url) for i, n in enumerate(names)]
+        members = [team.join(n, url=serve.url) for n in ["amina", "bosco", "chidi"]]
         everyone = [dana, *members]
         for m in everyone:
             assert m.sync().ok
@@ -298,6 +383,10 @@ def test_two_relay_processes_share_one_postgres(tmp_path: Path, pg_server) -> No
         for t in threads:
             t.join()
         assert errors == []
+        # A worker dies (the OOM killer, say): serve starts another; devices go on syncing.
+        mark = len(serve.lines)
+        os.kill(pids[1], signal.SIGKILL)
+        serve.wait_for('"state": "restarted"', after=mark)
         for _ in range(2):
             for m in everyone:
                 assert m.sync().ok
@@ -313,9 +402,54 @@ def test_two_relay_processes_share_one_postgres(tmp_path: Path, pg_server) -> No
         for d, ss in seqs.items():  # each device's batches: once each, none missing
             assert sorted(ss) == list(range(1, len(ss) + 1)), d.hex()
         assert len(seqs) == len(everyone)
+        # Both workers answered syncs: the kernel spread the connections over them.
+        answered = {x.split('"worker": ')[1][0] for x in serve.lines if '"action": "sync"' in x and '"worker"' in x}
+        assert answered == {"0", "1"}
     finally:
-        for p in procs:
-            p.stop()
+        code = serve.stop()
+    assert code == 0
+    live = [e["pid"] for e in serve.events("listening") + serve.events("restarted")]
+    for pid in live:  # every worker stopped with serve
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_serve_workers_crash_loop_stops_serve_with_its_code(tmp_path: Path, pg_server) -> None:
+    """Workers that keep dying (here: killed as soon as they listen) are a crash loop that restarting will
+    not fix: after ``CRASH_BUDGET`` deaths every worker is stopped and serve exits 1, saying why."""
+    import signal
+
+    from hbw_sync.server import workers
+
+    admin.init(tmp_path / "relay", "Team", database=pg_server.url())
+    serve = Serve(tmp_path / "relay", "2")
+    try:
+        pid = serve.events("listening")[-1]["pid"]
+        for i in range(workers.CRASH_BUDGET):
+            mark = len(serve.lines)
+            os.kill(pid, signal.SIGKILL)
+            if i < workers.CRASH_BUDGET - 1:  # started again: kill the new one
+                serve.wait_for('"state": "restarted"', after=mark)
+                pid = serve.events("restarted")[-1]["pid"]
+        code = serve.proc.wait(60)
+    finally:
+        if serve.proc.poll() is None:
+            serve.stop()
+    text = "".join(serve.lines)
+    assert code == 1 and "died 5 times within 60 s" in text
+    for e in serve.events("listening") + serve.events("restarted"):  # none left running
+        assert not Path(f"/proc/{e['pid']}").exists() or "zombie" in Path(f"/proc/{e['pid']}/status").read_text()
+
+
+def test_serve_workers_refused_on_sqlite_with_the_reason(tmp_path: Path) -> None:
+    """SQLite has one writer: several workers are refused in words before anything listens."""
+    admin.init(tmp_path / "relay", "Team")
+    res = CliRunner().invoke(relay_cli, ["serve", "--data", str(tmp_path / "relay"), "--port", "0", "--workers", "2"])
+    assert res.exit_code == 2 and "needs PostgreSQL" in res.output and "one writer" in res.output
+    res = CliRunner().invoke(relay_cli, ["serve", "--data", str(tmp_path / "relay"), "--workers", "lots"])
+    assert res.exit_code == 2 and "'auto'" in res.output
+    from hbw_sync.server.workers import worker_count
+
+    assert worker_count("auto") == len(os.sched_getaffinity(0)) and worker_count(" 3 ") == 3
 
 
 def test_config_errors_name_what_to_do(tmp_path: Path) -> None:

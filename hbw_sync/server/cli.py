@@ -14,12 +14,14 @@ from .. import __version__, allocation, timefmt
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..i18n import N_, _, ngettext
 from ..ops import MAX_CAPACITY
-from . import admin, cli_equipment, cli_storage, db, limits
+from . import admin, cli_equipment, cli_storage, db, limits, storage
 from .app import MIN_FREE_MB, RelayConfig
 from .connections import ConnectionLimits
 from .office import OfficeConfig
 from .relay import now_ms as relay_now_ms
+from .runner import log_to_stderr
 from .runner import serve as run_server
+from .workers import WorkerPool, check_workers, worker_count
 
 
 class RelayGroup(HbwGroup):
@@ -106,10 +108,15 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None, database: s
 @click.option("--admin-remote", is_flag=True, help="Allow the office page on a non-loopback address (an SSH tunnel "
               "to loopback is safer: the page has no TLS).")
 @cli_storage.database_option
+@click.option("--workers", default="1", show_default=True, metavar="N|auto",
+              help="Relay processes sharing the port (auto: one per core). More than 1 needs PostgreSQL (--database).")
+@click.option("--check-processes", default=0, show_default=True, type=click.IntRange(0, 64),
+              help="Processes that check signatures and batches beside each relay process (0: it checks them "
+                   "itself). For a SQLite relay on a machine with idle cores.")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
           stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int, with_admin: bool,
           admin_host: str, admin_port: int, admin_remote: bool, chunk_quota_gb: float,
-          database: str | None = None) -> None:
+          database: str | None = None, workers: str = "1", check_processes: int = 0) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -117,7 +124,12 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
 
     With --admin, the office page also runs, on 127.0.0.1:8766 by default. Its
     admin token is printed the first time and kept in DATA/admin.token (0600).
+
+    With --workers N (PostgreSQL only), N relay processes share the port and
+    every core is used; a worker that dies is started again, and SIGTERM stops
+    them all.
     """
+    n_workers = worker_count(workers)
     ctx = None
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
@@ -130,7 +142,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
                       min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address),
-                      chunk_quota=int(chunk_quota_gb * 1024**3), database=database)
+                      chunk_quota=int(chunk_quota_gb * 1024**3), database=database, check_processes=check_processes)
     office_cfg = OfficeConfig(admin_host, admin_port, admin_remote) if with_admin else None
 
     def office_ready(url: str, token: str | None) -> None:
@@ -142,9 +154,24 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
             click.echo(_("Log in with the admin token kept in {file}.").format(file=data / admin.TOKEN_FILE),
                        err=True)
 
-    run_server(cfg, ctx,
-               ready=lambda url: click.echo(_("{iso_utc} hbw-relay listening on {url}").format(iso_utc=timefmt.iso_utc(relay_now_ms()), url=url), err=True),
-               office_cfg=office_cfg, office_ready=office_ready)
+    def ready(url: str) -> None:
+        click.echo(_("{iso_utc} hbw-relay listening on {url}").format(iso_utc=timefmt.iso_utc(relay_now_ms()), url=url),
+                   err=True)
+        if n_workers > 1:
+            click.echo(ngettext("{iso_utc} {n} relay process serves it", "{iso_utc} {n} relay processes serve it",
+                                n_workers).format(iso_utc=timefmt.iso_utc(relay_now_ms()), n=n_workers), err=True)
+
+    if n_workers == 1:
+        run_server(cfg, ctx, ready=ready, office_cfg=office_cfg, office_ready=office_ready)
+        return
+    check_workers(cfg, n_workers)
+    if office_cfg is not None:
+        from .office import check_bind
+
+        check_bind(office_cfg)  # refuse before anything listens
+    storage.open_store(data, database).close()  # no relay there, or PostgreSQL down: say so before any worker
+    log_to_stderr()
+    WorkerPool(cfg, n_workers, (tls_cert, tls_key) if ctx else None, office_cfg).run(ready, office_ready)
 
 
 @cli.command()

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -141,7 +141,11 @@ def authenticate(conn: Txn, req: envelope.Request, now: int, fresh: bool = True)
     """
     if fresh:
         envelope.check_fresh(req, now)
-    row = _device_row(conn, req.device)
+    # Seen now, and its row, in one statement (one round trip to PostgreSQL under the team's lock);
+    # a refusal below raises, and the transaction's rollback undoes the stamp.
+    row = conn.execute(
+        "UPDATE devices SET last_seen_ms = ? WHERE device = ? RETURNING member, author_pub, transport_pub,"
+        " revoked_ms, (SELECT m.role FROM members m WHERE m.name = devices.member)", (now, req.device)).fetchone()
     if row is None:
         raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
                           hint="join with an invite: hbw-sync join INVITE")
@@ -152,7 +156,6 @@ def authenticate(conn: Txn, req: envelope.Request, now: int, fresh: bool = True)
                            hint="ask office IT to enroll this device again if it was found")
     if fresh:
         _use_nonce(conn, req, now)
-    conn.execute("UPDATE devices SET last_seen_ms = ? WHERE device = ?", (now, req.device))
     return member, role, author_pub
 
 
@@ -230,8 +233,12 @@ def fetch_code(conn: Txn, ident: RelayIdentity, body: bytes,
     return codec.pack(sealed), stats
 
 
-def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
-    """Enroll a new device with a one-time invite token; its own keys sign the request."""
+def _enroll_args(req: envelope.Request, now: int) -> tuple[bytes, bytes, bytes, bytes, str, Any]:
+    """An enroll request's (token, author, transport and X25519 keys, label, proof), its signature checked.
+
+    No transaction needed: ``prepare`` runs it before one (off the writer, outside the team's lock);
+    ``enroll`` runs it again, where ``req.verify`` is then free (``verified_with``).
+    """
     envelope.check_fresh(req, now)
     a = req.args
     try:
@@ -247,6 +254,12 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
         raise ProtocolError("the invite token must be 16 bytes", code="protocol.schema")
     proof = admission.check_proof_arg(a)
     req.verify(transport_pub)
+    return token, author_pub, transport_pub, x_pub, label, proof
+
+
+def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> dict[str, Any]:
+    """Enroll a new device with a one-time invite token; its own keys sign the request."""
+    token, author_pub, transport_pub, x_pub, label, proof = _enroll_args(req, now)
     inv = conn.execute(
         "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(token),)
     ).fetchone()
@@ -272,6 +285,12 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
     if conn.execute("SELECT 1 FROM devices WHERE device = ?", (req.device,)).fetchone():
         raise AccessError("this device is already enrolled", code="access.invite", params={"case": "enrolled"})
     _use_nonce(conn, req, now)
+    # The one-time use is one conditional update, its row count the verdict: two devices enrolling
+    # with one invite at once (two relay processes, or a transaction that read before the other
+    # committed) cannot both see it unused and both succeed.
+    if conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ? AND used_ms IS NULL"
+                    " AND expires_ms >= ?", (now, req.device, token_hash(token), now)).rowcount != 1:
+        raise AccessError("this invite was already used; ask for a new one", code="access.invite", params={"case": "used"})
     conn.execute("INSERT INTO members (name, role, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
                  (member, role, now))
     if role == "supervisor":
@@ -281,7 +300,6 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (req.device, member, author_pub, transport_pub, x_pub, now, now, label),
     )
-    conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ?", (now, req.device, token_hash(token)))
     conn.execute("DELETE FROM invite_codes WHERE token_hash = ?", (token_hash(token),))  # one-time
     bump_roster(conn, member=member)  # this device, and a role change of the member's other devices
     audit(conn, member, "enroll", device=req.device, label=label)
@@ -328,28 +346,52 @@ def revoke(conn: Txn, device_prefix: str, actor: str) -> tuple[bytes, str]:
 # -- sync ---------------------------------------------------------------------------------------------
 
 
-def _accept_batch(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: bytes, data: bytes,
-                  now: int) -> list[Any]:
-    """Store one batch idempotently; returns the ack [seq, rseq, received_ms]."""
+def check_batch(team: bytes, device: bytes, author_pub: bytes, data: bytes) -> tuple[Any, list[Any]]:
+    """A batch's frame and routing ops, checked as far as they can be without the database.
+
+    Framing, team, author, epoch, the author's signature, and the routing section's decoding:
+    the CPU of a sync, done by ``prepare`` before the transaction (off the writer, outside the
+    team's lock), so that the transaction only reads and writes.
+    """
     frame = wire.parse_batch(data)
-    if frame.team != ident.team:
+    if frame.team != team:
         raise IntegrityError("batch belongs to another team", code="integrity.team")
     if frame.device != device:
         raise AccessError("a device may only send its own batches", code="access.not_author")
     if frame.epoch == 0:
         raise AccessError("epoch 0 (unsealed) is reserved for the relay's own changes", code="access.epoch")
     frame.verify(author_pub)
-    ops = frame.routing_ops()
+    return frame, frame.routing_ops()
+
+
+def _accept_batch(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: bytes, data: bytes,
+                  now: int, checked: Any = None) -> list[Any]:
+    """Store one batch idempotently; returns the ack [seq, rseq, received_ms].
+
+    ``checked``: what ``prepare`` found for it, (author key it used, (frame, ops) or the error);
+    used only if that key is still the device's.
+    """
+    if checked is not None and checked[0] == author_pub:
+        if isinstance(checked[1], HbwError):
+            raise checked[1]
+        frame, ops = checked[1]
+    else:
+        frame, ops = check_batch(ident.team, device, author_pub, data)
     n_ops = len(ops)
-    old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
-                       (device, frame.seq)).fetchone()
-    if old is not None:
-        if old[2] != data:
+    # Insert first, look only on a conflict: a new batch (the common case) costs one statement.
+    row = conn.execute(
+        "INSERT INTO batches (rseq, device, seq, received_ms, size, n_ops, epoch, data)"
+        " VALUES ((SELECT COALESCE(MAX(rseq), 0) + 1 FROM batches), ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (device, seq) DO NOTHING RETURNING rseq",
+        (device, frame.seq, now, len(data), n_ops, frame.epoch, data)).fetchone()
+    if row is None:  # sent again (its answer was lost): the same ack, or a refusal if the content differs
+        old = conn.execute("SELECT rseq, received_ms, data FROM batches WHERE device = ? AND seq = ?",
+                           (device, frame.seq)).fetchone()
+        if bytes(old[2]) != data:
             raise ProtocolError(f"batch {frame.seq} was already received with other content", code="protocol.seq_reuse")
         return [frame.seq, old[0], old[1]]
-    rseq = insert_batch(conn, device, frame.seq, now, n_ops, frame.epoch, data)
-    chunk_actions.record_refs(conn, rseq, ops)  # which chunks its document versions use (GC)
-    return [frame.seq, rseq, now]
+    chunk_actions.record_refs(conn, row[0], ops)  # which chunks its document versions use (GC)
+    return [frame.seq, row[0], now]
 
 
 def insert_batch(conn: Txn, device: bytes, seq: int, now: int, n_ops: int, epoch: int, data: bytes) -> int:
@@ -364,6 +406,11 @@ def insert_batch(conn: Txn, device: bytes, seq: int, now: int, n_ops: int, epoch
         " VALUES ((SELECT COALESCE(MAX(rseq), 0) + 1 FROM batches), ?, ?, ?, ?, ?, ?, ?) RETURNING rseq",
         (device, seq, now, len(data), n_ops, epoch, data),
     ).fetchone()[0]
+
+
+def _batch_seq(data: bytes) -> int:
+    """The seq a refused batch's frame names (0 when too short), for the device's rejects list."""
+    return int.from_bytes(data[22:30], "big") if len(data) >= 30 else 0
 
 
 def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: str, now: int) -> None:
@@ -387,25 +434,44 @@ def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: s
 
 
 def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
-         by_bundle: bool = False) -> dict[str, Any]:
+         by_bundle: bool = False, checked: list[Any] | None = None) -> dict[str, Any]:
+    """A device's sync: its batches in, what it has not seen out. ``checked``: ``Prepared.batches``."""
+    result, role = sync_push(conn, ident, req, now, by_bundle, checked)
+    return sync_pull(conn, ident, req, result, role, by_bundle)
+
+
+def sync_push(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int, by_bundle: bool = False,
+              checked: list[Any] | None = None) -> tuple[dict[str, Any], str]:
+    """What a sync writes (its batches, key, grants, admission, snapshot): the part that needs the team's
+    lock. Returns the result so far (acks, rejects) and the device's role, for ``sync_pull``."""
     member, role, author_pub = authenticate(conn, req, now, fresh=not by_bundle)
     a = req.args
     device = req.device
     if by_bundle and a.get("chunks"):  # kept before the batches that name them (§18f), as chunk_put online
         _bundle_chunks(conn, ident, a["chunks"], member, now)
     acks, rejects = [], []
-    for data in a.get("batches", []):
+    for i, data in enumerate(a.get("batches", [])):
         if not isinstance(data, bytes):
             raise ProtocolError("batches must be bytes", code="protocol.schema")
+        pre = checked[i] if checked is not None and i < len(checked) else None
+        if pre is not None and pre[0] == author_pub:
+            # Checked before the transaction: a refusal changed nothing, and an accepted batch
+            # writes only after its last check (seq reuse), so no savepoint is needed.
+            try:
+                if isinstance(pre[1], HbwError):
+                    raise pre[1]
+                acks.append(_accept_batch(conn, ident, device, author_pub, data, now, pre))
+            except HbwError as e:
+                rejects.append([_batch_seq(data), e.to_dict()])
+            continue
         conn.execute("SAVEPOINT b")
         try:
-            acks.append(_accept_batch(conn, ident, device, author_pub, data, now))
+            acks.append(_accept_batch(conn, ident, device, author_pub, data, now, pre))
             conn.execute("RELEASE SAVEPOINT b")
         except HbwError as e:
             conn.execute("ROLLBACK TO SAVEPOINT b")
             conn.execute("RELEASE SAVEPOINT b")
-            seq = int.from_bytes(data[22:30], "big") if len(data) >= 30 else 0
-            rejects.append([seq, e.to_dict()])
+            rejects.append([_batch_seq(data), e.to_dict()])
     _publish_key(conn, a.get("key"), device, member, role, now)
     for g in a.get("grants", []):
         _store_grant(conn, g, device, role, now)
@@ -416,13 +482,30 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
     result: dict[str, Any] = {"acks": acks, "rejects": rejects}
     if a.get("snapshot") and refused is not None:  # a value, not an error: the sync goes on (§18)
         result["snapshot_refused"] = refused
+    return result, role
+
+
+def sync_pull(conn: Txn, ident: RelayIdentity, req: envelope.Request, result: dict[str, Any], role: str,
+              by_bundle: bool = False) -> dict[str, Any]:
+    """What a sync hands out (batches past the cursor, roster, keys, grants, a snapshot): reads only.
+
+    So it may run in a transaction of its own without the team's lock (``apply_pull``): rseq is
+    given and committed under that lock, in order, so a reader that sees rseq N sees every rseq
+    below it, committed earlier.
+    """
+    a = req.args
+    device = req.device
     cursor = int(a.get("cursor", 0))
     budget = min(max(int(a.get("budget", DEFAULT_BUDGET)), 1024), MAX_BUDGET)
     reply_max = a.get("reply_max") if by_bundle else None
     if reply_max is not None:  # a reply bundle in parts of at most reply_max bytes (bundle_replies)
         budget = bundle_replies.batch_budget(reply_max)
-    snap = conn.execute("SELECT cursor, device, data FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
-    oldest = conn.execute("SELECT MIN(rseq) FROM batches").fetchone()[0]
+    # The oldest rseq held and the newest snapshot's head, in one statement; its bytes are read
+    # only when it is served (``_servable_snapshot``), not on every sync.
+    oldest, *head = conn.execute(
+        "SELECT (SELECT MIN(rseq) FROM batches), s.cursor, s.device, s.size FROM (SELECT 1 AS one) o LEFT JOIN"
+        " (SELECT cursor, device, length(data) AS size FROM snapshots ORDER BY id DESC LIMIT 1) s ON 1 = 1").fetchone()
+    snap = None if head[0] is None else (head[0], head[1], head[2])  # (cursor, device, size)
     if (snap is not None and a.get("no_snapshot") is not True
             and (cursor == 0 or (oldest is not None and cursor < oldest - 1))):
         served = _servable_snapshot(conn, ident, cursor)
@@ -436,8 +519,8 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
     out, used = [], 0
     rows = conn.execute(
         "SELECT rseq, device, received_ms, size FROM batches WHERE rseq > ? ORDER BY rseq LIMIT 2000", (cursor,)
-    )
-    more = False
+    ).fetchall()
+    more, first = False, cursor
     for rseq, dev, rcv, size in rows:
         if dev == device:
             cursor = rseq  # own batches are acknowledged, not sent back
@@ -448,14 +531,20 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
             more = True
             break
         if inline:
-            data = conn.execute("SELECT data FROM batches WHERE rseq = ?", (rseq,)).fetchone()[0]
-            out.append([rseq, dev, rcv, data])
+            out.append([rseq, dev, rcv, b""])  # its bytes come below, with the others', in one statement
         else:
             out.append([rseq, dev, rcv, None, size])  # fetched with 'download', resumable
         used += cost
         cursor = rseq
     else:
         more = conn.execute("SELECT 1 FROM batches WHERE rseq > ? LIMIT 1", (cursor,)).fetchone() is not None
+    inline_at = {b[0]: b for b in out if len(b) == 4}
+    if inline_at:
+        limit = codec.DEFAULT_LIMITS.max_message if by_bundle else INLINE_MAX
+        for rseq, data in conn.execute("SELECT rseq, data FROM batches WHERE rseq > ? AND rseq <= ? AND device != ?"
+                                       " AND size <= ?", (first, cursor, device, limit)):
+            if rseq in inline_at:
+                inline_at[rseq][3] = data
     result.update(batches=out, cursor=cursor, more=more)
     rv = meta(conn, "roster_v", 0)
     known = a.get("roster_v")
@@ -465,10 +554,17 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
         result["roster_full"] = not partial
         result["roster_v"] = rv
         result["relay_x25519"] = enroll_mod.x25519_public(bundle.relay_x25519(ident.key))
-    result["keys"] = team_keys(conn)
-    result["grants"] = [
-        list(r) for r in conn.execute("SELECT epoch, data FROM grants WHERE device = ? AND length(data) > 0", (device,))
-    ]
+    # The team's key ids and this device's grants, in one statement.
+    keys, grants = {}, []
+    for kind, epoch, value in conn.execute(
+            "SELECT 0, epoch, key_id FROM keys UNION ALL"
+            " SELECT 1, epoch, data FROM grants WHERE device = ? AND length(data) > 0", (device,)):
+        if kind == 0:
+            keys[epoch] = value
+        else:
+            grants.append([epoch, value])
+    result["keys"] = keys
+    result["grants"] = grants
     if role == "supervisor":
         result["pending"] = _pending_grants(conn, device)
         result["rotate"] = bool(meta(conn, "rotation_wanted", False))
@@ -482,13 +578,14 @@ def sync(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int,
 
 
 def _want_snapshot(conn: Txn, snap: tuple | None, cursor: int) -> tuple[bool, int]:
+    # snap: (cursor, device, size in bytes) of the newest snapshot, or None
     """By count (``SNAPSHOT_EVERY`` batches) or by bytes of history since the newest snapshot (§18).
 
     Also returns what a late joiner would download now (that snapshot and the history after
     it): the device builds a snapshot to see its size and sends it only if it saves bytes.
     """
     last_snap = snap[0] if snap else 0
-    size = len(snap[2]) if snap else 0
+    size = snap[2] if snap else 0
     history = conn.execute("SELECT COALESCE(SUM(size), 0) FROM batches WHERE rseq > ? AND rseq <= ?",
                            (last_snap, cursor)).fetchone()[0]
     if cursor - last_snap >= SNAPSHOT_EVERY:
@@ -811,14 +908,123 @@ def _transport_key(conn: Txn, device: bytes) -> bytes | None:
     return None if row is None else row[0]
 
 
-def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
-    """One request envelope in, one signed response envelope out (errors raise), plus figures for metrics."""
-    req = open_request(body, now, lambda device: _transport_key(conn, device))
-    result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
+# -- the request entry: checked before the transaction, applied in it, signed after it --------------
+
+
+@dataclass(frozen=True)
+class DeviceKeys:
+    """An enrolled device's public keys: fixed at enrollment, so a process may keep them (``app.KeyCache``)."""
+
+    transport: bytes
+    author: bytes
+
+
+def device_keys(conn: Txn, device: bytes) -> DeviceKeys | None:
+    """The keys of an enrolled device (revoked or not: that is checked in the transaction), or None."""
+    row = conn.execute("SELECT transport_pub, author_pub FROM devices WHERE device = ?", (device,)).fetchone()
+    return None if row is None else DeviceKeys(bytes(row[0]), bytes(row[1]))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request whose signature, freshness, args and batches were checked before its transaction.
+
+    ``batches`` (sync only): per entry of ``args["batches"]``, (author key used, (frame, routing ops)
+    or the error that batch earns), or None for an entry that is not bytes (``sync`` refuses it).
+    """
+
+    req: envelope.Request
+    batches: list[Any] | None = None
+
+
+def prepare(body: bytes | bytearray, now: int, keys: DeviceKeys | None, team: bytes) -> Prepared:
+    """Everything about a request that needs no transaction: the CPU of a request, off the writer.
+
+    ``keys``: the enrolled keys of the device the request's header names (``device_keys``), or None.
+    Runs ``open_request`` (so the order of ``envelopes.json`` "relay_order" holds), checks an
+    enrollment's own signature, and parses and verifies each batch of a sync. Inside the transaction
+    ``apply`` then re-checks only what may have changed since: the device still enrolled and not
+    revoked, with these keys; the nonce unused; the invite unused; (device, seq) not stored yet.
+    """
+    req = open_request(body, now, lambda device: keys.transport if keys is not None else None)
+    if req.action == "enroll":
+        _enroll_args(req, now)  # its signature, by the keys it brings
+        return Prepared(replace(req, verified_with=req.args["transport_pub"]))
+    if req.action != "sync" or keys is None:
+        return Prepared(req)
+    checked: list[Any] = []
+    for data in req.args.get("batches", []):
+        if not isinstance(data, bytes):
+            checked.append(None)
+            continue
+        try:
+            frame, ops = check_batch(team, req.device, keys.author, data)
+            checked.append((keys.author, (CheckedBatch(frame.seq, frame.epoch), ops)))
+        except HbwError as e:
+            checked.append((keys.author, e))
+    return Prepared(req, checked)
+
+
+@dataclass(frozen=True)
+class CheckedBatch:
+    """What the transaction needs of a checked batch's frame (a ``Frame`` holds views into the body)."""
+
+    seq: int
+    epoch: int
+
+
+def prepare_detached(body: bytes, now: int, keys: DeviceKeys | None, team: bytes) -> Prepared:
+    """``prepare`` in a checker process (``app`` with ``check_processes``): its result crosses a pipe.
+
+    The request's signed bytes (a view into the body, already verified) stay behind; what goes
+    back is plain data: the args, the checked batches' seq, epoch and routing ops, or their errors.
+    """
+    prep = prepare(body, now, keys, team)
+    return Prepared(replace(prep.req, signed=b""), prep.batches)
+
+
+def apply(conn: Txn, ident: RelayIdentity, prep: Prepared, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A prepared request's action in one transaction: its result, and figures for metrics."""
+    req = prep.req
+    if req.action == "sync":
+        result = _guarded("sync", lambda: sync(conn, ident, req, now, checked=prep.batches))
+    else:
+        result = _guarded(req.action, lambda: ACTIONS[req.action](conn, ident, req, now))
     acks = result.get("acks", [result["ack"]] if result.get("ack") else [])
     stats = {"action": req.action, "device": req.device.hex(), "batches_in": len(acks),
              "batches_out": len(result.get("batches", ()))}
-    return envelope.make_response(ident.key, req.nonce, result, now), stats
+    return result, stats
+
+
+def apply_push(conn: Txn, ident: RelayIdentity, prep: Prepared, now: int) -> tuple[dict[str, Any], str]:
+    """A prepared sync's writes (``sync_push``), for a backend that runs its reads apart (``apply_pull``)."""
+    return _guarded("sync", lambda: sync_push(conn, ident, prep.req, now, checked=prep.batches))
+
+
+def apply_pull(conn: Txn, ident: RelayIdentity, prep: Prepared,
+               pushed: tuple[dict[str, Any], str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A prepared sync's reads (``sync_pull``) after its writes committed: its result and figures."""
+    result = _guarded("sync", lambda: sync_pull(conn, ident, prep.req, dict(pushed[0]), pushed[1]))
+    stats = {"action": "sync", "device": prep.req.device.hex(), "batches_in": len(result["acks"]),
+             "batches_out": len(result.get("batches", ()))}
+    return result, stats
+
+
+def answer(ident: RelayIdentity, prep: Prepared, result: dict[str, Any], now: int) -> bytes:
+    """The signed response envelope: made after the commit, outside the writer and the team's lock."""
+    return envelope.make_response(ident.key, prep.req.nonce, result, now)
+
+
+def handle(conn: Txn, ident: RelayIdentity, body: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
+    """One request envelope in, one signed response envelope out (errors raise), all in one transaction.
+
+    The server splits this in three (``prepare`` before, ``apply`` in, ``answer`` after the
+    transaction: ``app._rpc``); this whole form is for in-process callers (benchmarks, tests).
+    """
+    head = envelope.peek_request(body)
+    prep = prepare(body, now, device_keys(conn, head.device), ident.team)
+    result, stats = apply(conn, ident, prep, now)
+    return answer(ident, prep, result, now), stats
 
 
 def load_identity(data_dir: Path, conn: Txn, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:

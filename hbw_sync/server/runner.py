@@ -54,13 +54,14 @@ def steady_memory() -> None:
         pass
 
 
-async def _start(config: RelayConfig, ssl_context: ssl.SSLContext | None) -> tuple[web.AppRunner, str]:
+async def _start(config: RelayConfig, ssl_context: ssl.SSLContext | None,
+                 reuse_port: bool = False) -> tuple[web.AppRunner, str]:
     # keepalive_timeout also bounds a connection that never sends a request (aiohttp >= 3.10);
     # auto_decompress=False: a compressed body is refused from its header, never inflated.
     runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False,
                            keepalive_timeout=config.connections.idle_timeout_s, auto_decompress=False)
     await runner.setup()
-    site = GuardedSite(runner, config.host, config.port, ssl_context=ssl_context)
+    site = GuardedSite(runner, config.host, config.port, ssl_context=ssl_context, reuse_port=reuse_port or None)
     await site.start()
     sock = site._server.sockets[0]  # type: ignore[union-attr]
     host, port = sock.getsockname()[:2]
@@ -89,10 +90,19 @@ async def _start_office(runner: web.AppRunner, config: RelayConfig,
     return office_runner, url, token if new else None
 
 
+def log_to_stderr() -> None:
+    """The relay's log: one stamped line per record on stderr (``serve``, and the parent of its workers)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(StampedFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
 def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
           ready: Callable[[str], None] | None = None, office_cfg: OfficeConfig | None = None,
-          office_ready: Callable[[str, str | None], None] | None = None) -> None:
+          office_ready: Callable[[str, str | None], None] | None = None, reuse_port: bool = False) -> None:
     """Serve until SIGINT or SIGTERM; in-flight requests finish, the writer commits, then it stops.
+
+    ``reuse_port``: bind with SO_REUSEPORT, beside other processes on the same port (``workers``).
 
     With ``office_cfg``, the office page also listens (``server/office``); ``office_ready`` gets
     its URL and the admin token when it was made just now (shown once), else None.
@@ -101,13 +111,11 @@ def serve(config: RelayConfig, ssl_context: ssl.SSLContext | None = None,
         from .office import check_bind
 
         check_bind(office_cfg)  # refuse before anything listens
-    handler = logging.StreamHandler()
-    handler.setFormatter(StampedFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    log_to_stderr()
     steady_memory()
 
     async def main() -> None:
-        runner, url = await _start(config, ssl_context)
+        runner, url = await _start(config, ssl_context, reuse_port)
         if ready:
             ready(url)
         office_runner = None

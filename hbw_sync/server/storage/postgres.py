@@ -119,13 +119,16 @@ def _pg_sql(sql: str) -> str:
 class PgTxn:
     """A ``Txn`` over a psycopg connection in a transaction: the relay's portable SQL, ``?`` placeholders."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "ran")
 
     def __init__(self, conn: Any):
         self.conn = conn
+        self.ran = False  # a statement succeeded (``_transaction``: a dead connection before that may be redone)
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
-        return self.conn.execute(_pg_sql(sql), parameters or None)
+        cur = self.conn.execute(_pg_sql(sql), parameters or None)
+        self.ran = True
+        return cur
 
 
 def schema_of(conn: Any) -> int | None:
@@ -193,12 +196,27 @@ def _check(conn: Any, url: str) -> None:
                           f"{SCHEMA_VERSION}", hint="use the hbw-relay version that created it")
 
 
+class StaleConnection(Exception):
+    """A pooled connection found dead at a transaction's first statement: nothing ran, so it may be redone."""
+
+
 def _transaction(conn: Any, lock: int | None, fn: TxnFn, args: tuple[Any, ...]) -> Any:
     """One transaction: the team's lock first (when writing), then ``fn``; commit, or roll back on any error."""
     try:
         if lock is not None:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-        out = fn(PgTxn(conn), *args)
+            try:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            except Exception as e:  # noqa: BLE001 - only a dead connection is told apart
+                if getattr(conn, "broken", False) or getattr(conn, "closed", False):
+                    raise StaleConnection() from e
+                raise
+        txn = PgTxn(conn)
+        try:
+            out = fn(txn, *args)
+        except Exception as e:  # noqa: BLE001 - only a dead connection is told apart
+            if lock is None and not txn.ran and (getattr(conn, "broken", False) or getattr(conn, "closed", False)):
+                raise StaleConnection() from e
+            raise
         conn.commit()
         return out
     except BaseException:
@@ -255,6 +273,9 @@ class PgRunner:
     transaction, and requests of different teams, or in other processes, run at once.
     """
 
+    #: ``read`` runs without the team's lock (``app._rpc`` then runs a sync's reads apart from its writes).
+    reads_apart = True
+
     def __init__(self, url: str, lock: int, size: int = POOL_SIZE):
         self.url = url
         self.lock = lock
@@ -286,9 +307,20 @@ class PgRunner:
                 self._conns.append(conn)
         return conn
 
-    def _txn(self, fn: TxnFn, args: tuple[Any, ...]) -> Any:
+    def _txn(self, fn: TxnFn, args: tuple[Any, ...], lock: Any = True) -> Any:
+        lock = self.lock if lock is True else None
         try:
-            out = _transaction(self._conn(), self.lock, fn, args)
+            try:
+                out = _transaction(self._conn(), lock, fn, args)
+            except StaleConnection as stale:
+                # This thread's connection died while idle (PostgreSQL restarted): nothing of the
+                # transaction ran, so run it once more on a new connection instead of failing a
+                # request per pooled connection after every restart.
+                self._local.conn = None
+                try:
+                    out = _transaction(self._conn(), lock, fn, args)
+                except StaleConnection:
+                    raise stale.__cause__ from None  # type: ignore[misc]
         except Exception as e:
             err = storage_error(e)
             if err is not None:
@@ -308,6 +340,11 @@ class PgRunner:
 
     async def run(self, fn: TxnFn, *args: Any) -> Any:
         return await asyncio.wrap_future(self.submit(fn, *args))
+
+    async def read(self, fn: TxnFn, *args: Any) -> Any:
+        """``fn`` in a transaction without the team's lock: for reads only (it must write nothing)."""
+        assert self._pool is not None, "start() first"
+        return await asyncio.wrap_future(self._pool.submit(self._txn, fn, args, False))
 
     def call(self, fn: TxnFn, *args: Any) -> Any:
         return self.submit(fn, *args).result()
