@@ -169,6 +169,8 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "usage.same_passphrase": N_("the new passphrase is the same as the old one; nothing was changed"),
     "usage.too_large": N_("the changes in this range are too large for one evidence file"),
     "usage.weak_passphrase": N_("this passphrase cannot be used; nothing was changed"),
+    "usage.workers": N_("this number of relay worker processes cannot be used here"),
+    "relay.workers_crashed": N_("the relay's worker processes stopped; every worker was stopped"),
     # -- notices, problems and conflicts kept in the store (client/notices.py) ------------------------
     "notice.reassigned": N_("task {task} was reassigned to {to} by {by}; what you wrote on it is kept"),
     "notice.new_task": N_("new task {task} \"{title}\" for you, from {by}"),
