@@ -20,6 +20,7 @@ from . import timefmt
 from .click_words import adopt_click
 from .errors import HbwError, exit_code_for
 from .i18n import N_, _, pick_language, set_language
+from .messages import words
 
 EX_SOFTWARE = 70
 
@@ -128,9 +129,12 @@ def wants_json(ctx: click.Context) -> bool:
 def report_error(ctx: click.Context, e: HbwError) -> None:
     if wants_json(ctx):
         click.echo(json.dumps(e.to_dict()))
-    click.echo(_("error: {message}").format(message=e.message), err=True)
-    if e.hint:
-        click.echo(_("hint: {hint}").format(hint=e.hint), err=True)
+    # Words rendered now, in the person's language, from the code (messages.py); the root group's
+    # ``hints`` table (client/cli_hints.py) gives the hints that name this CLI's commands.
+    message, hint = words(e, getattr(ctx.find_root().command, "hints", None))
+    click.echo(_("error: {message}").format(message=message), err=True)
+    if hint:
+        click.echo(_("hint: {hint}").format(hint=hint), err=True)
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:

@@ -49,7 +49,7 @@ def _doc_name(dev: Device, passphrase: str | None, did: bytes) -> str:
 def _require_relay(dev: Device) -> tuple[bytes, bytes]:
     s = dev.store
     if s.meta("relay_public") is None or s.meta("relay_x25519") is None:
-        raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
+        raise ConfigError(_("this device has not joined a relay"), code="config.not_joined")
     return s.meta("relay_public"), s.meta("relay_x25519")
 
 

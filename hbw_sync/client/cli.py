@@ -65,6 +65,15 @@ def parse_size(text: str) -> int:
 human_bytes = timefmt.human_bytes
 
 
+def changes_words(n: int) -> str:
+    """"1 change" / "3 changes" in the person's language (never "change(s)")."""
+    return ngettext("{n} change", "{n} changes", n).format(n=n)
+
+
+def batches_words(n: int) -> str:
+    return ngettext("{n} batch", "{n} batches", n).format(n=n)
+
+
 def emit(ctx: click.Context, data: Any, text: Any = None) -> None:
     """``cli_common.emit`` with every time in JSON in the one form (``timefmt.machine_form``)."""
     _emit(ctx, timefmt.machine_form(data), text)
@@ -585,12 +594,13 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
             return
         for line in plan.problem_lines():
             click.echo(_("  left out, {line}").format(line=line))
-        parts = [_("Imported: {created} task(s) created, {updated} updated").format(
+        parts = [ngettext("Imported: {created} task created, {updated} updated",
+                          "Imported: {created} tasks created, {updated} updated", plan.count("create")).format(
             created=plan.count("create"), updated=plan.count("update"))]
         if plan.count("unchanged"):
             parts.append(_("{n} already up to date").format(n=plan.count("unchanged")))
         if plan.bad:
-            parts.append(_("{n} bad row(s) left out").format(n=len(plan.bad)))
+            parts.append(ngettext("{n} bad row left out", "{n} bad rows left out", len(plan.bad)).format(n=len(plan.bad)))
         click.echo(", ".join(parts) + ".")
 
     emit(ctx, result, text)
@@ -616,7 +626,7 @@ def task_export(ctx: click.Context, file: Path, fmt: str | None, mine: bool, ass
     """
     tasks = _replica(ctx).tasks(mine=mine, assignee=assignee, archived=archived)
     r = exporter.export_tasks(tasks, file, fmt, separator="\t" if separator == "tab" else separator, force=force)
-    emit(ctx, r, _("Wrote {tasks} task(s) to {file} ({human_bytes}).").format(tasks=r['tasks'], file=file, human_bytes=human_bytes(r['bytes'])))
+    emit(ctx, r, ngettext("Wrote {tasks} task to {file} ({human_bytes}).", "Wrote {tasks} tasks to {file} ({human_bytes}).", r['tasks']).format(tasks=r['tasks'], file=file, human_bytes=human_bytes(r['bytes'])))
 
 
 # -- documents -------------------------------------------------------------------------------------
@@ -804,14 +814,17 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
         else:
             click.echo(_("{member} on device {device}, no team yet").format(member=s["member"], device=s["device"][:8]))
         if o["changes"]:
-            click.echo(_("Waiting to be sent: {changes} change(s) in {batches} batch(es), {human_bytes}.").format(changes=o['changes'], batches=o['batches'], human_bytes=human_bytes(o['bytes'])))
+            click.echo(_("Waiting to be sent: {changes} in {batches}, {human_bytes}.").format(changes=changes_words(o['changes']), batches=batches_words(o['batches']), human_bytes=human_bytes(o['bytes'])))
         elif not o["document_bytes"]:
             click.echo(_("Nothing waiting to be sent."))
         if o["document_bytes"]:
             click.echo(_("Documents waiting to be sent: {size}.").format(size=human_bytes(o["document_bytes"])))
         if s["waiting_for_team_key"]:
-            click.echo(_("{waiting_for_team_key} change(s) wait for the team key: they are kept here, "
-                  "and sealed and sent once this device holds the new key.").format(waiting_for_team_key=s['waiting_for_team_key']))
+            click.echo(ngettext("{waiting_for_team_key} change waits for the team key: it is kept here, "
+                                "and sealed and sent once this device holds the new key.",
+                                "{waiting_for_team_key} changes wait for the team key: they are kept here, "
+                                "and sealed and sent once this device holds the new key.",
+                                s['waiting_for_team_key']).format(waiting_for_team_key=s['waiting_for_team_key']))
         print_waiting(s["key_flow"])
         got = s["received"]
         if got:
@@ -837,8 +850,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
         elif not got:
             click.echo(_("No new conflicts."))
         if s["rejected_batches"]:
-            click.echo(_("{rejected_batches} batch(es) were refused by the relay; see 'hbw-sync sync' "
-                  "output.").format(rejected_batches=s['rejected_batches']))
+            click.echo(ngettext("{rejected_batches} batch was refused by the relay; see 'hbw-sync sync' output.",
+                                "{rejected_batches} batches were refused by the relay; see 'hbw-sync sync' output.",
+                                s['rejected_batches']).format(rejected_batches=s['rejected_batches']))
 
     emit(ctx, s, text)
     if not wants_json(ctx) and not mark_seen_off:
@@ -946,11 +960,13 @@ def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, 
         if quiet:
             return
         click.echo(
-            _("Sent {sent_batches} batch(es) ({sent_bytes}), received {received_batches} "
-                  "({received_bytes}) in {round_trips} round trip(s), {duration_s:.1f} s.").format(sent_batches=r.sent_batches, sent_bytes=human_bytes(r.sent_bytes), received_batches=r.received_batches, received_bytes=human_bytes(r.received_bytes), round_trips=r.round_trips, duration_s=r.duration_s)
+            _("Sent {sent_batches} ({sent_bytes}), received {received_batches} "
+                  "({received_bytes}) in {round_trips}, {duration_s:.1f} s.").format(sent_batches=batches_words(r.sent_batches), sent_bytes=human_bytes(r.sent_bytes), received_batches=r.received_batches, received_bytes=human_bytes(r.received_bytes), round_trips=ngettext("{n} round trip", "{n} round trips", r.round_trips).format(n=r.round_trips), duration_s=r.duration_s)
         )
         if r.waiting_to_apply:
-            click.echo(_("{waiting_to_apply} received batch(es) will be applied at your next command.").format(waiting_to_apply=r.waiting_to_apply))
+            click.echo(ngettext("{waiting_to_apply} received batch will be applied at your next command.",
+                                "{waiting_to_apply} received batches will be applied at your next command.",
+                                r.waiting_to_apply).format(waiting_to_apply=r.waiting_to_apply))
         for n in r.notes:
             click.echo(n)
         print_waiting(r.waiting)
@@ -980,8 +996,8 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
     with progress_for(progress) as on_progress:
         r = bundles.export_bundle(_home(ctx), file, parse_size(max_size), passphrase=env_passphrase(),
                                   on_progress=on_progress)
-    msg = _("Wrote {file} ({size}): {changes} change(s) in {batches} batch(es).").format(
-        file=file, size=human_bytes(r["bytes"]), changes=r["changes"], batches=r["batches"])
+    msg = _("Wrote {file} ({size}): {changes} in {batches}.").format(
+        file=file, size=human_bytes(r["bytes"]), changes=changes_words(r["changes"]), batches=batches_words(r["batches"]))
     if r["parts"] > 1:
         doc = r["split_document"] or {}
         msg = ngettext("Wrote {n} bundle ({size}):", "Wrote {n} bundles ({size}):", r["parts"]).format(
@@ -991,10 +1007,13 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
                         "in any order.").format(name=doc.get("name", "?"), size=human_bytes(doc.get("bytes", 0)),
                                                 n=r["parts"])
     if r["doc_chunks"] and r["parts"] == 1:
-        msg += "\n" + _("It carries {n} document part(s) ({size}) for the office.").format(
+        msg += "\n" + ngettext("It carries {n} document part ({size}) for the office.",
+                               "It carries {n} document parts ({size}) for the office.", r["doc_chunks"]).format(
             n=r["doc_chunks"], size=human_bytes(r["doc_chunk_bytes"]))
     if r["left_in_outbox"]:
-        msg += "\n" + _("{n} more batch(es) did not fit: export again after the reply.").format(n=r["left_in_outbox"])
+        msg += "\n" + ngettext("{n} more batch did not fit: export again after the reply.",
+                               "{n} more batches did not fit: export again after the reply.",
+                               r["left_in_outbox"]).format(n=r["left_in_outbox"])
     if r["parts"] > 1:
         msg += "\n" + _("Send them to the office; import each reply with 'hbw-sync bundle import REPLY'.")
     else:

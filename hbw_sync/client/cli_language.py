@@ -15,6 +15,7 @@ from ..cli_common import emit, json_option
 from ..errors import UsageError
 from ..i18n import LANGUAGES, _, pick_language, set_language
 from .cli_config import client_config
+from .cli_hints import CLI_HINTS
 
 SETTING_FILE = "language"
 
@@ -46,6 +47,7 @@ def language_setting(argv: list[str]) -> str | None:
 
 def register(cli: click.Group) -> None:
     cli.language_setting = language_setting  # type: ignore[attr-defined]  # read by HbwGroup.main
+    cli.hints = CLI_HINTS  # type: ignore[attr-defined]  # read by cli_common.report_error
 
     @cli.group("config", cls=type(cli))
     def config() -> None:

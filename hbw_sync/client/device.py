@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import clock, crypto, enroll, hlc
 from ..errors import ConfigError, UsageError, WrongKeyError
 from ..ops import is_member_name
-from . import received, vault
+from . import notices, received, vault
 from .passphrase import require_strong
 from .store import Store
 from ..i18n import _
@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 
 #: store keys already derived in this process (``Device._store_key``)
 _STORE_KEYS: dict[bytes, bytes] = {}
+
+
+def forget_store_keys() -> None:
+    """Drop every store key derived in this process (the app calls it when it locks).
+
+    Why: the cache lets ``watch`` skip scrypt on every sync, but a locked app must not keep, in
+    memory, a key that reads the whole store: after this, opening the store needs the passphrase.
+    """
+    _STORE_KEYS.clear()
 
 
 now_ms = clock.now_ms  # the one wall clock (hbw_sync/clock.py); callers import it from here too
@@ -141,8 +150,7 @@ class Device:
         team = self.store.meta("team_id")
         if team is None:
             raise ConfigError(
-                _("this device is not in a team yet"),
-                hint=_("run 'hbw-sync team create NAME' (first official) or 'hbw-sync join INVITE'"),
+                _("this device is not in a team yet"), code="config.no_team",
             )
         return team
 
@@ -157,11 +165,14 @@ class Device:
                         " COALESCE(SUM(n_ops), 0), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         inbox = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
         conflicts = s.execute("SELECT COUNT(*) FROM conflicts WHERE seen = 0").fetchone()[0]
-        notices = [r[0] for r in s.execute("SELECT text FROM notices WHERE seen = 0 ORDER BY id")]
+        # Stored as (code, params) and worded now, in the language of this moment (notices.py).
+        said = [notices.shown(r[1], r[2], r[0])
+                for r in s.execute("SELECT text, code, params FROM notices WHERE seen = 0 ORDER BY id")]
         rejected = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'rejected'").fetchone()[0]
         unsealed = s.execute("SELECT COUNT(*) FROM oplog WHERE device = ? AND batch_seq IS NULL",
                              (s.meta("device_id"),)).fetchone()[0]
-        last = s.execute("SELECT finished_ms, ok, how, detail FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
+        last = s.execute("SELECT finished_ms, ok, how, detail, code, params FROM sync_log ORDER BY id DESC LIMIT 1"
+                         ).fetchone()
         last_ok = s.execute("SELECT MAX(finished_ms) FROM sync_log WHERE ok = 1").fetchone()[0]
         ident = self.identity
         from . import docchunks, keyflow  # here: keyflow imports this module
@@ -177,14 +188,15 @@ class Device:
             "inbox_batches": inbox,
             "received": received.locked_preview(s) if inbox else None,
             "conflicts": conflicts,
-            "conflict_details": [r[0] for r in s.execute("SELECT detail FROM conflicts WHERE seen = 0 ORDER BY id")],
-            "notices": notices,
+            "conflict_details": [notices.shown(r[1], r[2], r[0]) for r in s.execute(
+                "SELECT detail, code, params FROM conflicts WHERE seen = 0 ORDER BY id")],
+            "notices": said,
             "rejected_batches": rejected,
             "waiting_for_team_key": unsealed,
             "key_flow": keyflow.waiting(s),
             "last_sync": None
             if last is None
-            else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": last[3]},
+            else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": notices.shown(last[4], last[5], last[3])},
             "last_successful_sync_ms": last_ok,
             # A scheduler's HBW_PASSPHRASE that no longer opens the store: its syncs run locked, and
             # nobody reads cron's output, so status says it.

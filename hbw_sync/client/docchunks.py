@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from .. import chunks, crypto
 from ..errors import UsageError
+from ..i18n import _
 from .store import Store
 
 POLICIES = ("mine", "all", "none")
@@ -120,7 +121,7 @@ class LocalChunks:
                     sealed = self.sealed(cid)
                     if sealed is None:
                         raise UsageError("a part of this document is not on this device",
-                                         code="usage.doc_not_local", hint="sync, or run 'doc get' when online")
+                                         code="usage.doc_not_local", params={})
                     f.write(joiner.open(cid, sealed))
                 joiner.finish()
                 f.flush()
@@ -231,5 +232,5 @@ def keys_by_epoch(team_keys: dict[int, crypto.TeamKey]) -> dict[int, chunks.Chun
 def check_policy(value: str) -> str:
     v = value.strip().lower()
     if v not in POLICIES:
-        raise UsageError(f"unknown document policy {value!r}", hint="one of: mine, all, none")
+        raise UsageError(_("unknown document policy {value!r}").format(value=value), hint=_("one of: mine, all, none"))
     return v

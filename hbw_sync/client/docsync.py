@@ -126,10 +126,10 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
         pieces = res.get("chunks") or []
         if not isinstance(pieces, list) or any(not isinstance(p, list) or len(p) != 2 or p[0] not in wanted
                                                or not isinstance(p[1], bytes) for p in pieces):
-            raise ProtocolError("the relay answered chunks that were not asked for", code="protocol.chunk")
+            raise ProtocolError("the relay answered chunks that were not asked for", code="protocol.chunk", params={})
         absent = set(_ids(res.get("missing"), wanted))
         if not pieces and not absent:
-            raise ProtocolError("the relay answered no chunk and no reason", code="protocol.chunk")
+            raise ProtocolError("the relay answered no chunk and no reason", code="protocol.chunk", params={})
         with session.s.transaction():
             for cid, sealed in pieces:
                 local.keep_fetched(keys, epoch_of.get(cid, 0), [(cid, sealed)])
@@ -198,7 +198,7 @@ def _ids(value: Any, allowed: set[bytes]) -> list[bytes]:
     if not isinstance(value, list) or any(cid not in allowed for cid in value):
         if value is None:
             return []
-        raise ProtocolError("the relay named chunks that were not asked about", code="protocol.chunk")
+        raise ProtocolError("the relay named chunks that were not asked about", code="protocol.chunk", params={})
     return value
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from .. import chunks, delta, fileio, merge
 from ..errors import AccessError, IntegrityError, ProtocolError, UsageError
-from ..i18n import _
+from ..i18n import _, ngettext
 from ..ops import MAX_REASON, NAMES, Kind, Op, split_op_id
-from . import docchunks, docdelta, views
+from . import docchunks, docdelta, notices, views
 from .device import now_ms
 
 # A mixin's ``self`` is the whole Replica, which inherits from the mixin: a cycle mypy cannot
@@ -131,8 +131,9 @@ class DocumentsMixin(_Base):
     def _chunk_keys_for(self, m: chunks.Manifest) -> chunks.ChunkKeys:
         key = self.team_keys().get(m.epoch)
         if key is None:
-            raise IntegrityError(f"this device does not hold the team key of epoch {m.epoch} this document was "
-                                 "sealed with", code="integrity.chain", hint="sync: a supervisor's device shares it")
+            raise IntegrityError(_("this device does not hold the team key of epoch {epoch} this document was "
+                                   "sealed with").format(epoch=m.epoch), code="integrity.chain",
+                                 hint=_("sync: a supervisor's device shares it"))
         return chunks.ChunkKeys.of(key)
 
     def missing_chunks(self, did: bytes, digest: bytes) -> list[bytes]:
@@ -261,7 +262,8 @@ class DocumentsMixin(_Base):
                 # Refuse the version, not the batch: a tampered delta and a receiver whose zlib
                 # re-deflates differently look alike here, and the rest of the batch is sound.
                 self._problem(f"document {op.entity.hex()[:6]}: a version does not rebuild to its recorded hash "
-                              f"and was refused ({e.message}); it will be readable after the next full version")
+                              f"and was refused ({e.message}); it will be readable after the next full version",
+                              code="problem.doc_refused", params={"doc": op.entity.hex()[:6], **notices.why_params(e)})
                 return
         self._store_blob(data)
 
@@ -305,7 +307,7 @@ class DocumentsMixin(_Base):
             chunked = self._chunked_values(path, size)
             if chunked is not None:
                 if chunked["sha256"] == base_sha:  # rolled back with the transaction: nothing kept
-                    raise UsageError("this file is the same as the document's current version: nothing to record")
+                    raise UsageError(_("this file is the same as the document's current version: nothing to record"))
                 if self._versions_since_full(did) < CHAIN_FULL_EVERY - 1:  # every 8th version uploads its chunks
                     docdelta.offer(self, did, base_sha, chunked, st.values().get("name", ""))
                 self.change([(Kind.DOC, did, chunked)])
@@ -444,7 +446,8 @@ class DocumentsMixin(_Base):
         else:
             versions = self._version_ops(did)
             if not 1 <= version <= len(versions):
-                raise UsageError(_("document has {n} version(s); no version {version}").format(n=len(versions), version=version))
+                raise UsageError(ngettext("document has {n} version; no version {version}", "document has {n} versions; no version {version}",
+                                          len(versions)).format(n=len(versions), version=version))
             digest = _digest(versions[version - 1][2])
         return view, did, digest
 
@@ -473,8 +476,7 @@ class DocumentsMixin(_Base):
         if m is not None:
             data = self.local_chunks.read_all(self._chunk_keys_for(m), m)
             if data is None:
-                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
-                                 hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
             return view, data
         data = self._blob(digest)
         if data is None:
@@ -501,8 +503,7 @@ class DocumentsMixin(_Base):
         m = self.version_manifest(did, digest)
         if m is not None:
             if self.local_chunks.missing(m.ids):
-                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
-                                 hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
             view = self._record_export(view, reason)
             return view, self.local_chunks.write(self._chunk_keys_for(m), m, Path(out))
         view, data = self.export_doc(prefix, version, reason)
@@ -612,10 +613,11 @@ class DocumentsMixin(_Base):
         name = st.values().get("name", "") if st else ""
         who = self._device_names().get(device, device.hex()[:8])
         reason = (op.content or {}).get(_EXPORT_REASON, "")
-        text = (f"{who} exported confidential document {op.entity.hex()[:6]} ({name}) from device {device.hex()[:8]}"
-                f" at {views.hlc_iso(op.hlc)}; reason: {reason}")
-        self.store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)",
-                           (now_ms(), text))
+        params = {"who": who, "doc": op.entity.hex()[:6], "name": name, "device": device.hex()[:8],
+                  "at": views.hlc_iso(op.hlc), "reason": reason}
+        text = ("{who} exported confidential document {doc} ({name}) from device {device} at {at}; "
+                "reason: {reason}").format(**params)
+        notices.add_notice(self.store, text, code="notice.exported", params=params, when_ms=now_ms())
 
 
 _CONFIDENTIAL = NAMES[Kind.DOC]["confidential"].tag

@@ -23,7 +23,7 @@ from .. import batch as wire
 from .. import codec, crypto, hlc, merge
 from ..errors import ConfigError, IntegrityError, UsageError
 from ..ops import FIELDS, NAMES, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
-from . import docdelta, keyflow, received, views
+from . import docdelta, keyflow, notices, received, views
 from .documents import CHAIN_FULL_EVERY, MAX_DOC_BYTES, DocumentsMixin  # noqa: F401 - re-exported
 from .incoming import IncomingMixin
 from .device import Device, now_ms
@@ -152,15 +152,20 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             for c in st.conflicts():
                 who_w = names.get(c.winner[8:], c.winner[8:].hex()[:8])
                 who_l = names.get(c.loser[8:], c.loser[8:].hex()[:8])
+                # English for logs and --json; (code, params) for the words shown later (notices.py).
                 if st.kind is Kind.DOC:
                     detail = (f"document {st.entity.hex()[:6]}: {who_l} and {who_w} saved versions at the same "
                               f"time; {who_w}'s is current, {who_l}'s is kept as a conflict copy (see 'doc list')")
+                    code, params = "conflict.doc", {"doc": st.entity.hex()[:6], "loser": who_l, "winner": who_w}
                 else:
                     detail = f"{c.field} {c.loser_value!r} by {who_l} lost to {c.winner_value!r} by {who_w}: {c.rule}"
+                    code, params = "conflict.field", {
+                        "case": merge.RULE_CODES.get(c.rule, "rule.later").split(".")[1], "field": c.field,
+                        "lost": repr(c.loser_value), "loser": who_l, "won": repr(c.winner_value), "winner": who_w}
                 self.store.execute(
-                    "INSERT OR IGNORE INTO conflicts (kind, entity, field, winner, loser, detail, created_ms, seen)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                    (int(st.kind), st.entity, c.field, c.winner, c.loser, detail, now_ms()),
+                    "INSERT OR IGNORE INTO conflicts (kind, entity, field, winner, loser, detail, created_ms, seen,"
+                    " code, params) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                    (int(st.kind), st.entity, c.field, c.winner, c.loser, detail, now_ms(), code, notices.pack(params)),
                 )
 
     def _log(self, op: Op, device: bytes, received_ms: int | None, batch_seq: int | None) -> bool:
@@ -434,8 +439,8 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         """Write the notices of an apply run, from the tasks' merged state now (received.py)."""
         states = {e: st for e in settler.before if (st := self._load(Kind.TASK, e)) is not None}
         with self.store.transaction():
-            for text in settler.notices(states, self._device_names(), self.relay_device()):
-                self.store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)", (now_ms(), text))
+            for text, code, params in settler.notices(states, self._device_names(), self.relay_device()):
+                notices.add_notice(self.store, text, code=code, params=params, when_ms=now_ms())
 
     def rebuild(self, kind: Kind, entity: bytes) -> merge.EntityState | None:
         """Recompute an entity from its op log (after a relay capped a clock, or to verify the store)."""
@@ -528,7 +533,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         if "assignee" in values:
             self._check_member(values["assignee"])
         if not values:
-            raise UsageError(_("nothing to change"), hint=_("give at least one option, see --help"))
+            raise UsageError(_("nothing to change"), code="usage.nothing_to_change")
         if "title" in values and not (values["title"] or "").strip():
             raise UsageError(_("a task's title must not be empty"))
         st = self._load(Kind.TASK, tid)
@@ -573,9 +578,10 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             if doc and doc.values().get("task") == tid:
                 view.docs.append(did.hex())
         view.conflicts = [
-            {"field": f, "detail": d, "at": views.iso_ms(t)}
-            for f, d, t in self.store.execute(
-                "SELECT field, detail, created_ms FROM conflicts WHERE kind = ? AND entity = ?", (int(Kind.TASK), tid)
+            {"field": f, "detail": notices.shown(code, params, d), "at": views.iso_ms(t)}
+            for f, d, t, code, params in self.store.execute(
+                "SELECT field, detail, created_ms, code, params FROM conflicts WHERE kind = ? AND entity = ?",
+                (int(Kind.TASK), tid)
             ).fetchall()
         ]
         return view
@@ -785,5 +791,5 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             "SELECT COUNT(*) FROM oplog WHERE device = ? AND batch_seq IS NULL", (self.author.device_id,)
         ).fetchone()[0]
         if unbatched and self.current_key_or_none() is not None:
-            problems.append(f"{unbatched} local change(s) are not in any outbox batch")
+            problems.append(f"local changes not in any outbox batch: {unbatched}")
         return problems

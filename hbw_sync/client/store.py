@@ -28,7 +28,10 @@ from .. import fileio
 from ..errors import ConfigError, StorageError, StoreError
 from ..i18n import _
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Tables whose rows keep words as (code, params) since schema 2; their sentence column stays for
+#: rows of schema 1 and for logs (English).
+NOTICE_TABLES = ("conflicts", "notices", "sync_log")
 DB_NAME = "store.db"
 
 
@@ -107,10 +110,13 @@ class Store:
         path = home / DB_NAME
         if not path.exists():
             raise ConfigError(
-                _("no hbw-sync store in {home}").format(home=home), hint=_("run 'hbw-sync init --name YOUR-NAME' first")
+                _("no hbw-sync store in {home}").format(home=home), code="config.no_store"
             )
         store = cls(home, cls._connect(path))
         version = store.meta("schema")
+        if version == 1:
+            store._migrate_1_to_2()
+            version = store.meta("schema")
         if version != SCHEMA_VERSION:
             raise StoreError(_("store {path} has schema version {version}; this hbw-sync knows {SCHEMA_VERSION}").format(path=path, version=version, SCHEMA_VERSION=SCHEMA_VERSION))
         return store
@@ -137,6 +143,21 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _migrate_1_to_2(self) -> None:
+        """Schema 2: notices, conflicts and sync-log entries keep a ``code`` and JSON ``params``.
+
+        Why: their words are rendered when shown, in the language of that moment (``notices.py``),
+        not stored as a sentence in the language of the moment they happened. Rows written by
+        schema 1 keep their sentence (``code`` NULL) and are shown as they are.
+        """
+        with self.transaction():
+            for table in NOTICE_TABLES:
+                have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                for column in ("code", "params"):
+                    if column not in have:
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            self.set_meta("schema", 2)
 
     def _create_schema(self) -> None:
         db = self.db
@@ -191,14 +212,18 @@ class Store:
                     "detail": str,
                     "created_ms": int,
                     "seen": int,
+                    "code": str,
+                    "params": str,
                 },
                 pk="id",
             )
             db.table("conflicts").create_index(["entity", "field", "loser"], unique=True)
             db.table("blobs").create({"sha256": bytes, "size": int, "nonce": bytes, "sealed": bytes}, pk="sha256")
-            db.table("notices").create({"id": int, "created_ms": int, "text": str, "seen": int}, pk="id")
+            db.table("notices").create({"id": int, "created_ms": int, "text": str, "seen": int, "code": str,
+                                        "params": str}, pk="id")
             db.table("sync_log").create(
-                {"id": int, "started_ms": int, "finished_ms": int, "ok": int, "how": str, "detail": str}, pk="id"
+                {"id": int, "started_ms": int, "finished_ms": int, "ok": int, "how": str, "detail": str, "code": str,
+                 "params": str}, pk="id"
             )
             self.set_meta("schema", SCHEMA_VERSION)
 

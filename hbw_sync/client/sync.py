@@ -34,12 +34,12 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
-from .. import codec, crypto, envelope, hlc, wordcode
+from .. import codec, crypto, envelope, hlc, messages, wordcode
 from ..enroll import Invite
 from ..i18n import _, ngettext
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
-                      from_peer)
-from . import keyflow
+                      from_dict, from_peer)
+from . import keyflow, notices
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
@@ -162,9 +162,9 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         ) from e
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         _log_cause(url, e)
-        what = ("the relay did not answer in time" if isinstance(e, asyncio.TimeoutError)
-                else "the link to the relay dropped before the answer was complete")
-        raise TransientError(f"{what} ({url})", hint=_("nothing was lost; sync again when the link is back")) from e
+        what = (_("the relay did not answer in time ({url})") if isinstance(e, asyncio.TimeoutError)
+                else _("the link to the relay dropped before the answer was complete ({url})"))
+        raise TransientError(what.format(url=url), hint=_("nothing was lost; sync again when the link is back")) from e
 
 
 _SKIP_HEADERS = ("User-Agent", "Accept-Encoding")
@@ -508,7 +508,7 @@ class _Session:
             for seq, err in res.get("rejects", []):
                 s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                 self.report.rejected += 1
-                self.report.notes.append(f"batch {seq} refused by the relay: {err.get('message')}")
+                self.report.notes.append(_("batch {seq} refused by the relay: {why}").format(seq=seq, why=_refusal(err)))
             for rseq, device, rcv, data, *size in res.get("batches", []):
                 if data is None:  # a large batch: fetched in resumable pieces after this response
                     s.execute("INSERT OR IGNORE INTO downloads (rseq, device, received_ms, size) VALUES (?, ?, ?, ?)",
@@ -546,9 +546,9 @@ class _Session:
                 self.report.notes.append(snapshots.relay_refused_mine(s, res["snapshot_refused"], now_ms()))
         if refused and replaying:
             self.report.ok = False
-            self.report.notes.append("The relay sent a summary of the history again although this device asked it "
-                                     "not to; this sync stopped there. Nothing was lost. If it happens again, tell "
-                                     "office IT: the relay may not be the office's.")
+            self.report.notes.append(_("The relay sent a summary of the history again although this device asked "
+                                       "it not to; this sync stopped there. Nothing was lost. If it happens again, "
+                                       "tell office IT: the relay may not be the office's."))
         more = bool(res.get("more")) or (refused and not replaying)
         if self.rep is not None:
             more |= self.rep_duties(res)
@@ -632,7 +632,8 @@ class _Session:
                 else:
                     s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                     self.report.rejected += 1
-                    self.report.notes.append(f"batch {seq} refused by the relay: {res['reject'].get('message')}")
+                    self.report.notes.append(_("batch {seq} refused by the relay: {why}").format(
+                        seq=seq, why=_refusal(res["reject"])))
             self._show_progress()
 
     async def send_stream(self, seq: int, data: bytes, pack: bool = False) -> dict[str, Any]:
@@ -804,7 +805,7 @@ class _Session:
             with self.s.transaction():
                 rep.add_team_key(new)
                 self.s.set_meta("publish_key", [new.epoch, new.key_id])
-            self.report.notes.append(f"rotated the team key to epoch {new.epoch} after a revocation")
+            self.report.notes.append(_("rotated the team key to epoch {epoch} after a revocation").format(epoch=new.epoch))
             need = True
         need |= keyflow.grant_duties(rep, res, self.outgoing_grants, self.report.notes)
         if res.get("want_snapshot") and not self.snapshot and not res.get("more"):
@@ -826,7 +827,7 @@ class _Session:
         url = self.s.meta("relay_url")
         relay_pub = self.s.meta("relay_public")
         if not url or relay_pub is None:
-            raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE'"))
+            raise ConfigError(_("this device has not joined a relay"), code="config.not_joined")
         self.up_total = 0 if not self.meter.active else self.report.sent_bytes + self.s.execute(
             "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
         self._show_progress()
@@ -983,7 +984,7 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
                 asyncio.run(session.fetch_wanted())  # documents by policy, once task changes are in
         except HbwError as e:
             session.report.ok = False
-            _log(dev, session.report, t0, str(e))
+            _log(dev, session.report, t0, e)
             raise
         session.report.waiting_to_apply = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
         session.report.waiting = keyflow.waiting(s)
@@ -991,16 +992,22 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
         return session.report
 
 
-def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
+def _refusal(err: Any) -> str:
+    """A relay's refusal of one batch (a JSON error in a sync answer), in the person's words."""
+    if not isinstance(err, dict):
+        return str(err)
+    return messages.words(from_dict(err))[0]
+
+
+def _log(dev: Device, report: SyncReport, t0: float, failure: BaseException | str | None) -> None:
     report.duration_s = round(time.monotonic() - t0, 3)
+    error, code, params = notices.error_row(failure)  # the error's code: 'status' words it when shown
     if error is None and not report.ok:  # stopped short without an error (a relay serving a refused snapshot)
         error = report.notes[-1] if report.notes else "the sync stopped short"
     detail = json.dumps({k: v for k, v in report.to_dict().items() if k != "notes"} | ({"error": error} if error else {}))
     with dev.store.transaction():
-        dev.store.execute(
-            "INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, ?, ?, ?)",
-            (now_ms() - int(report.duration_s * 1000), now_ms(), int(error is None), "relay", error or detail),
-        )
+        notices.add_log(dev.store, now_ms() - int(report.duration_s * 1000), now_ms(), error is None, "relay",
+                        error or detail, code, params)
 
 
 def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transport: Transport = post,
@@ -1017,7 +1024,7 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
         return 0
     if not rep.store.meta("relay_url"):
         raise ConfigError(_("this document is not on this device, and this device has not joined a relay"),
-                          hint=_("run 'hbw-sync join INVITE'"))
+                          code="config.not_joined")
     session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
     got, lacking = asyncio.run(session.connected(lambda: docdelta.ensure(session, rep, did, digest)))
     if lacking:

@@ -59,7 +59,7 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
     with Device.open(home) as dev:
         url = dev.store.meta("relay_url")
     if not url:
-        raise AccessError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
+        raise AccessError(_("this device has not joined a relay"), code="access.not_joined")
     log(f"{iso_ms(now_ms())} watching {url} (sync every {interval:.0f} s or when changes wait)")
     backoff = min_backoff
     last_ok = 0.0
@@ -97,8 +97,9 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
                     log(f"{now} warning: HBW_PASSPHRASE does not open this device; syncing without it "
                         "(received changes wait until a command with the right passphrase)")
                     said_wrong_passphrase = True
-                log(f"{now} sync ok: sent {r.sent_batches} batch(es) ({r.sent_bytes} B), received "
-                    f"{r.received_batches} ({r.received_bytes} B), {r.round_trips} round trip(s), {r.duration_s:.1f} s")
+                log(f"{now} sync ok: sent_batches={r.sent_batches} sent_bytes={r.sent_bytes} "
+                    f"received_batches={r.received_batches} received_bytes={r.received_bytes} "
+                    f"round_trips={r.round_trips} seconds={r.duration_s:.1f}")
             except TransientError as e:
                 # The relay may say how long (a full disk: minutes): retrying sooner would only resend bytes.
                 wait = backoff * random.uniform(0.8, 1.2)

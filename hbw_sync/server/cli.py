@@ -382,7 +382,9 @@ def rebalance(ctx: click.Context, data: Path, apply: bool, to: str | None, exclu
                 _("{member} {open} of {capacity}").format(member=x["member"], open=x["open"], capacity=x["capacity"])
                 for x in r["loads"])))
         if r["moves_left"]:
-            click.echo(_("Stopped at --max-moves: at least {moves_left} more move(s) would help; run again.").format(moves_left=r['moves_left']))
+            click.echo(ngettext("Stopped at --max-moves: at least {moves_left} more move would help; run again.",
+                                  "Stopped at --max-moves: at least {moves_left} more moves would help; run again.",
+                                  r['moves_left']).format(moves_left=r['moves_left']))
         if r["moves"]:
             click.echo(_("Moves issued; devices learn them at their next sync.") if r["applied"]
                        else _("Dry run: nothing changed. Run again with --apply to issue these moves."))
@@ -479,10 +481,12 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     refused; the same bundle again gets its reply again (for one lost in the mail).
     """
     r = admin.ingest_bundle(data, file, reply_dir)
-    text = _("Bundle {counter} from {member}: {inn} batch(es) accepted, {out} to send back.").format(
+    text = ngettext("Bundle {counter} from {member}: {inn} batch accepted, {out} to send back.",
+                    "Bundle {counter} from {member}: {inn} batches accepted, {out} to send back.", r["batches_in"]).format(
         counter=r["counter"], member=r["member"], inn=r["batches_in"], out=r["batches_out"])
     if r["chunks_in"]:
-        text += "\n" + _("{n} document chunk(s) received with it.").format(n=r["chunks_in"])
+        text += "\n" + ngettext("{n} document chunk received with it.", "{n} document chunks received with it.",
+                                 r["chunks_in"]).format(n=r["chunks_in"])
     if len(r["replies"]) == 1:
         text += "\n" + _("Reply: {file} ({size}).").format(file=r["reply"], size=timefmt.human_bytes(r["reply_bytes"]))
     else:  # each file fits the device's --max-size (an email attachment): send them all, any order

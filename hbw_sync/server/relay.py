@@ -32,7 +32,7 @@ from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
                       TransientError, UsageError)
-from ..i18n import _
+from ..i18n import _, ngettext
 from ..ops import is_member_name
 from . import chunk_actions, limits
 from .chunkstore import FileChunkStore
@@ -214,7 +214,8 @@ def fetch_code(conn: Txn, ident: RelayIdentity, body: bytes,
     if row is None or row[2] < now:  # counted too: trying numbers is guessing as well
         conn.execute("INSERT INTO code_failures (time_ms) VALUES (?)", (now,))
         return AccessError(f"no invite waits under code {slot}: it was used, it expired, or the number is wrong",
-                           code="access.code", hint="ask office IT for a new code"), stats
+                           code="access.code", hint="ask office IT for a new code",
+                           params={"case": "no_invite", "slot": slot}), stats
     digest, sealed, _exp, failures = row
     if not hmac.compare_digest(digest, wordcode.proof_digest(proof)):
         conn.execute("INSERT INTO code_failures (time_ms) VALUES (?)", (now,))
@@ -226,7 +227,8 @@ def fetch_code(conn: Txn, ident: RelayIdentity, body: bytes,
         audit(conn, None, "code_failed", slot=slot, tries_left=max(left, 0))
         return AccessError(f"the words do not match code {slot}" +
                            (f" ({left} tries left)" if left > 0 else "; the code is now cancelled"),
-                           code="access.code", hint="check the words with office IT"), stats
+                           code="access.code", hint="check the words with office IT",
+                           params={"case": "words" if left > 0 else "cancelled", "slot": slot, "left": max(left, 0)}), stats
     return codec.pack(sealed), stats
 
 
@@ -261,14 +263,15 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
         "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(token),)
     ).fetchone()
     if inv is None:
-        raise AccessError("this invite is not valid for this relay", code="access.invite")
+        raise AccessError("this invite is not valid for this relay", code="access.invite", params={"case": "other_relay"})
     member, role, expires_ms, used_ms, used_by = inv
     if used_ms is not None:
         same = used_by == req.device and conn.execute(
             "SELECT 1 FROM devices WHERE device = ? AND author_pub = ? AND transport_pub = ? AND x25519_pub = ?"
             " AND revoked_ms IS NULL", (req.device, author_pub, transport_pub, x_pub)).fetchone()
         if not same:
-            raise AccessError("this invite was already used; ask for a new one", code="access.invite")
+            raise AccessError("this invite was already used; ask for a new one", code="access.invite",
+                              params={"case": "used"})
         _use_nonce(conn, req, now)  # the same device and keys again: its answer was lost on the way
         again = {"team": ident.team, "team_name": ident.team_name, "member": member, "role": role,
                  "relay_x25519": enroll_mod.x25519_public(bundle.relay_x25519(ident.key)),
@@ -277,16 +280,16 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
             again["welcome"] = w
         return again
     if expires_ms < now:
-        raise AccessError("this invite has expired; ask for a new one", code="access.invite")
+        raise AccessError("this invite has expired; ask for a new one", code="access.invite", params={"case": "expired"})
     if conn.execute("SELECT 1 FROM devices WHERE device = ?", (req.device,)).fetchone():
-        raise AccessError("this device is already enrolled", code="access.invite")
+        raise AccessError("this device is already enrolled", code="access.invite", params={"case": "enrolled"})
     _use_nonce(conn, req, now)
     # The one-time use is one conditional update, its row count the verdict: two devices enrolling
     # with one invite at once (two relay processes, or a transaction that read before the other
     # committed) cannot both see it unused and both succeed.
     if conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ? AND used_ms IS NULL"
                     " AND expires_ms >= ?", (now, req.device, token_hash(token), now)).rowcount != 1:
-        raise AccessError("this invite was already used; ask for a new one", code="access.invite")
+        raise AccessError("this invite was already used; ask for a new one", code="access.invite", params={"case": "used"})
     conn.execute("INSERT INTO members (name, role, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
                  (member, role, now))
     if role == "supervisor":
@@ -420,8 +423,11 @@ def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: s
         if e.code != "protocol.quota":
             raise
         size = sum(len(p[1]) for p in pieces)
-        raise LimitError(_("the bundle from {member} carries {n} document chunk(s) ({size} bytes) that would take the "
-                           "team past its document quota at this relay: nothing of this bundle was applied").format(
+        raise LimitError(ngettext("the bundle from {member} carries {n} document chunk ({size} bytes) that would take the "
+                                  "team past its document quota at this relay: nothing of this bundle was applied",
+                                  "the bundle from {member} carries {n} document chunks ({size} bytes) that would take "
+                                  "the team past its document quota at this relay: nothing of this bundle was applied",
+                                  len(pieces)).format(
                                member=member, n=len(pieces), size=size),
                          code="protocol.quota", hint=e.hint) from None
 

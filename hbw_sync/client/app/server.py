@@ -8,17 +8,21 @@ The pages themselves live in ``pages/`` (one module per group), registered in ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
 from ...i18n import _
-from ..device import Device
+from ..device import Device, forget_store_keys
 from .layout import COOKIE, FLASH, GATE, HOME, ROLE_CACHE, Handler, unlock_form
 from .pages import documents, importing, profile, syncing, team, work
 from .security import Gate
+
+#: Seconds between checks of the idle lock: the app locks within this of its idle limit (a cheap check).
+IDLE_CHECK_S = 1.0
 
 STATIC = Path(__file__).parent / "static"
 #: Largest request body: a document (32 MiB, the library's cap) or a bundle, plus form overhead.
@@ -84,7 +88,27 @@ def create_app(home: Path | None, gate: Gate, *, locale_day_first: bool = True) 
     app.router.add_static("/static", STATIC)
     for group in (work, documents, syncing, profile, team, importing):
         group.register(app)
+    if gate.on_lock is None:
+        gate.on_lock = forget_store_keys
+    app.cleanup_ctx.append(_idle_lock)
     return app
+
+
+async def _idle_lock(app: web.Application) -> AsyncIterator[None]:
+    """Lock on time even when no request comes: the passphrase and the derived key leave memory."""
+    gate = app[GATE]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            gate.expire(time.monotonic())
+
+    task = asyncio.create_task(tick())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    gate.lock()  # the app is stopping: forget what it held
 
 
 async def serve(home: Path | None, port: int = 0, on_ready: Callable[[str], None] | None = None,

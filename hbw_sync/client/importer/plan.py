@@ -24,7 +24,7 @@ from ...ops import Priority, Status, day_to_date
 from .. import views
 from . import values as V
 from .tables import MAX_COLUMNS, SPREADSHEETS, Cell, Table
-from ...i18n import N_, _
+from ...i18n import N_, _, ngettext
 
 #: The code of "assignee is not in the team": the CLI offers --new-member for it, in any language.
 UNKNOWN_MEMBER = "usage.unknown_member"
@@ -84,7 +84,7 @@ class ImportPlan:
         if self.count("skip"):
             parts.append(_("{n} skipped").format(n=self.count("skip")))
         parts.append(_("{n} bad").format(n=len(self.bad)))
-        return _("{source}: {n} task row(s): {parts}.").format(source=self.source, n=len(self.rows),
+        return ngettext("{source}: {n} task row: {parts}.", "{source}: {n} task rows: {parts}.", len(self.rows)).format(source=self.source, n=len(self.rows),
                                                               parts=", ".join(parts))
 
     def describe(self) -> list[str]:
@@ -193,7 +193,8 @@ def _columns(headers: list[Cell], mapping: Mapping[str, str], unit: str, line: i
                          hint=_("name the column of task titles 'title' (or 'titre', 'task'), or "
                                "--map 'HEADER=title'"))
     if unknown:
-        raise UsageError(_("{unit} {line}: unknown column(s) {unknown}; task fields are: {COLUMNS}").format(unit=unit, line=line, unknown=', '.join(unknown), COLUMNS=', '.join(V.COLUMNS)),
+        raise UsageError(ngettext("{unit} {line}: unknown column {unknown}; task fields are: {COLUMNS}",
+                                  "{unit} {line}: unknown columns {unknown}; task fields are: {COLUMNS}", len(unknown)).format(unit=unit, line=line, unknown=', '.join(unknown), COLUMNS=', '.join(V.COLUMNS)),
                          hint=_("rename the column, or map it: --map 'HEADER=FIELD' ('-' ignores it)"))
     return cols
 

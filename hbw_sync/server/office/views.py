@@ -16,6 +16,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from ... import clock, timefmt
+from ...messages import words
 from ...errors import HbwError
 from ...i18n import _, ngettext
 from .. import admin
@@ -62,7 +63,8 @@ def render(request: web.Request, title: str, body: str, status: int = 200) -> we
 
 
 def failure(err: HbwError) -> str:
-    text = err.message + (f" ({err.hint})" if err.hint else "")
+    message, hint = words(err)  # in the page's language, from the code when the raise site gave English
+    text = message + (f" ({hint})" if hint else "")
     return note(_("Nothing changed: {reason}").format(reason=text), "error")
 
 

@@ -95,8 +95,16 @@ async def list_docs(request: web.Request, pp: str) -> web.StreamResponse:
         body += f'<p class="muted">{esc(_("Every version of every document is kept on this computer, encrypted: opening one needs no link."))}</p>'
     else:
         body = f"<p>{esc(_('No documents yet.'))}</p>"
-    body += f'<h2>{esc(_("Add a document"))}</h2>' + upload_form(
-        request, "/docs", _("File (up to 32 MiB)"), _("Add"))
+    # The drop zone: the same form, outlined; drop.js puts a file dragged onto the page in its field.
+    drop = (f'<div id="drop-form-box" class="dropzone"><p class="muted">'
+            f'{esc(_("Choose a file, or drag one from your folders onto this page."))}</p>'
+            + upload_form(request, "/docs", _("File (up to 32 MiB)"), _("Add"))
+            + '<p id="drop-state" role="status" aria-live="polite"></p></div>')
+    drop = drop.replace('<form method="post" action="/docs"', (
+        f'<form id="drop-form" data-drop-here="{esc(_("Drop the file to add it."))}" '
+        f'data-one-file="{esc(_("Drop one file at a time."))}" '
+        f'data-adding="{esc(_("Adding {name}…"))}" method="post" action="/docs"'), 1)
+    body += f'<h2>{esc(_("Add a document"))}</h2>' + drop + '<script src="/static/drop.js" defer></script>'
     return page(request, _("Documents"), body)
 
 
