@@ -112,7 +112,8 @@ def invite_welcome_key(secret: bytes) -> bytes:
 def _raw(public: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw: bytes = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return raw
 
 
 def code_welcome_key(code: str, author_pub: bytes, shared: bytes, eph_pub: bytes, x_pub: bytes) -> bytes:

@@ -20,7 +20,7 @@ from . import __version__, crypto, evidence, timefmt
 from .cli_common import HbwGroup, emit, json_option, wants_json
 from .errors import IntegrityError, UsageError, exit_code_for
 from .fileio import reading
-from .i18n import _
+from .i18n import _, ngettext
 from .ops import Priority, Status, day_to_date
 
 MAX_KEY_FILE = 1024 * 1024
@@ -135,7 +135,7 @@ def print_report(r: evidence.Report, path: Path) -> None:
     if r.ok:
         echo(_("Result: every signature, certificate and receipt holds; nothing within the range is missing."))
     else:
-        echo(_("Result: {n} problem(s) found:").format(n=len(r.problems)))
+        echo(ngettext("Result: {n} problem found:", "Result: {n} problems found:", len(r.problems)).format(n=len(r.problems)))
         for p in r.problems:
             echo(f"  [{p.code}] {p.message}")
 
@@ -186,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from . import codec, crypto
 from .errors import IntegrityError, LimitError, ProtocolError, VersionError, WrongKeyError
@@ -94,7 +94,7 @@ class Frame:
         """The ops without content: what the relay sees."""
         return _ops(self._routing_rows(limits), None, limits)
 
-    def _routing_rows(self, limits: codec.Limits) -> list:
+    def _routing_rows(self, limits: codec.Limits) -> list[Any]:
         rows = codec.unpack(codec.decompress(self.routing, cap=limits.max_plain, dict_id=self.dict_id), limits)
         if not isinstance(rows, list) or not rows:
             raise ProtocolError("a batch must hold a non-empty array of ops", code="protocol.schema")
@@ -121,7 +121,7 @@ class Frame:
         return Batch(self.team, self.device, self.seq, self.epoch, tuple(_ops(rows, content, limits)))
 
 
-def _ops(rows: list, content: list | None, limits: codec.Limits) -> list[Op]:
+def _ops(rows: list[Any], content: list[Any] | None, limits: codec.Limits) -> list[Op]:
     ops = []
     last = 0
     for i, row in enumerate(rows):
@@ -181,7 +181,7 @@ def encode_batch(
     team_key: crypto.TeamKey,
     *,
     dict_id: int = 0,
-    level: int = 19,
+    level: int = codec.BATCH_LEVEL,
     nonce: bytes | None = None,
 ) -> bytes:
     """Frame, compress, seal and sign a batch. ``nonce`` is fixed only by the vector generator."""

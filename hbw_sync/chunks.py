@@ -72,10 +72,10 @@ class ChunkKeys:
     def of(cls, key: crypto.TeamKey) -> "ChunkKeys":
         return cls(key.epoch, key.subkey(b"chunk id"), key.subkey(b"chunk seal"))
 
-    def _mac(self, data: bytes | memoryview) -> bytes:
+    def _mac(self, data: bytes | bytearray | memoryview) -> bytes:
         return hmac.new(self.id_key, data, "sha256").digest()
 
-    def chunk_id(self, data: bytes | memoryview) -> bytes:
+    def chunk_id(self, data: bytes | bytearray | memoryview) -> bytes:
         """The 16-byte id of a chunk's plain bytes (the relay cannot compute it)."""
         return self._mac(data)[:ID_LEN]
 
@@ -232,3 +232,41 @@ class Joiner:
         if self._next != len(self.manifest.ids) or self._sha.digest() != self.manifest.sha256:
             raise IntegrityError("a document rebuilt from its chunks does not match its recorded hash",
                                  code="integrity.doc")
+
+
+# -- chunk packs: sealed chunks streamed to the relay (PROTOCOL.md §18e, "Streamed chunk packs") --
+
+#: The smallest sealed chunk: nonce, method byte, tag (an empty file has no chunk at all).
+SEALED_MIN = crypto.NONCE_LEN + 1 + crypto.TAG_LEN
+_LEN = 4
+
+
+def pack_chunks(pieces: list[tuple[bytes, bytes]] | list[list[bytes]]) -> bytes:
+    """``id (16) | u32 length (big-endian) | sealed chunk``, one after the other: bytes a stream can resume in."""
+    return b"".join(cid + len(sealed).to_bytes(_LEN, "big") + sealed for cid, sealed in pieces)
+
+
+def unpack_chunks(data: bytes | memoryview, max_count: int) -> list[tuple[bytes, bytes]]:
+    """The (id, sealed chunk) pairs of a pack; each length checked before its bytes are taken.
+
+    Raises:
+        ProtocolError ``protocol.truncated``: a pack that ends inside an entry.
+        ProtocolError ``protocol.schema``: a length no sealed chunk can have, or over ``max_count`` entries.
+    """
+    view = memoryview(data)
+    out: list[tuple[bytes, bytes]] = []
+    at = 0
+    while at < len(view):
+        if len(out) >= max_count:
+            raise ProtocolError(f"a chunk pack of more than {max_count} chunks", code="protocol.schema")
+        if at + ID_LEN + _LEN > len(view):
+            raise ProtocolError("a chunk pack ends inside an entry's header", code="protocol.truncated")
+        n = int.from_bytes(view[at + ID_LEN:at + ID_LEN + _LEN], "big")
+        if not SEALED_MIN <= n <= SEALED_MAX:
+            raise ProtocolError(f"a sealed chunk of {n} bytes cannot be a chunk", code="protocol.schema")
+        start = at + ID_LEN + _LEN
+        if start + n > len(view):
+            raise ProtocolError("a chunk pack ends inside a chunk", code="protocol.truncated")
+        out.append((bytes(view[at:at + ID_LEN]), bytes(view[start:start + n])))
+        at = start + n
+    return out

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 
@@ -20,6 +20,7 @@ from . import timefmt
 from .click_words import adopt_click
 from .errors import HbwError, exit_code_for
 from .i18n import N_, _, pick_language, set_language
+from .messages import words
 
 EX_SOFTWARE = 70
 
@@ -34,7 +35,8 @@ class HbwGroup(click.Group):
 
     translate: Callable[[BaseException], HbwError | None] | None = None
 
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
         """Choose the language before click parses anything (``--help`` is printed while parsing).
 
         A front end may give the root group a ``language_setting(argv) -> str | None`` attribute
@@ -51,7 +53,8 @@ class HbwGroup(click.Group):
         set_language(pick_language(os.environ, setting))
         adopt_click()
         translate_help(self)
-        return super().main(args=args, prog_name=prog_name, **extra)
+        return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                            standalone_mode=standalone_mode, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -60,7 +63,8 @@ class HbwGroup(click.Group):
             except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, HbwError, KeyboardInterrupt):
                 raise
             except Exception as e:
-                mapped = type(self).translate(e) if type(self).translate else None
+                translate = type(self).translate
+                mapped = translate(e) if translate is not None else None
                 if mapped is None:
                     raise
                 raise mapped from e
@@ -125,9 +129,12 @@ def wants_json(ctx: click.Context) -> bool:
 def report_error(ctx: click.Context, e: HbwError) -> None:
     if wants_json(ctx):
         click.echo(json.dumps(e.to_dict()))
-    click.echo(_("error: {message}").format(message=e.message), err=True)
-    if e.hint:
-        click.echo(_("hint: {hint}").format(hint=e.hint), err=True)
+    # Words rendered now, in the person's language, from the code (messages.py); the root group's
+    # ``hints`` table (client/cli_hints.py) gives the hints that name this CLI's commands.
+    message, hint = words(e, getattr(ctx.find_root().command, "hints", None))
+    click.echo(_("error: {message}").format(message=message), err=True)
+    if hint:
+        click.echo(_("hint: {hint}").format(hint=hint), err=True)
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:

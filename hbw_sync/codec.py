@@ -42,7 +42,8 @@ DEFAULT_LIMITS = Limits()
 
 def pack(obj: Any) -> bytes:
     """msgpack with bin/str kept apart (use_bin_type) so decoding is unambiguous."""
-    return msgpack.packb(obj, use_bin_type=True)
+    out: bytes = msgpack.packb(obj, use_bin_type=True)  # msgpack ships no type hints
+    return out
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -136,7 +137,12 @@ def dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
     return d
 
 
-def compress(data: bytes, *, level: int = 19, dict_id: int = 0) -> bytes:
+#: The zstd level of batches and of "plain zstd" everywhere (client, delta baseline, vectors, benchmarks):
+#: small batches on a slow link are worth level 19's CPU. One knob, so they cannot drift apart.
+BATCH_LEVEL = 19
+
+
+def compress(data: bytes, *, level: int = BATCH_LEVEL, dict_id: int = 0) -> bytes:
     """One zstd frame as PROTOCOL.md §7 requires: content size and content checksum, no dict id.
 
     The checksum is not for integrity (signature and AEAD cover that) but for agreement: two

@@ -84,11 +84,11 @@ class DeviceKey:
     def device_id(self) -> bytes:
         return device_id_for(self.public)
 
-    def sign(self, message: bytes) -> bytes:
+    def sign(self, message: bytes | bytearray | memoryview) -> bytes:
         return self._key.sign(message)
 
 
-def verify(public_key: bytes, signature: bytes, message: bytes, what: str = "message") -> None:
+def verify(public_key: bytes, signature: bytes, message: bytes | bytearray | memoryview, what: str = "message") -> None:
     """Check an Ed25519 signature; IntegrityError when it does not hold."""
     try:
         _public(bytes(public_key)).verify(signature, message)

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -48,7 +49,7 @@ class Invite:
     secret: bytes | None = None
 
     def encode(self) -> str:
-        fields: list = [self.url, self.relay_public, self.team, self.token, self.member, self.role]
+        fields: list[Any] = [self.url, self.relay_public, self.team, self.token, self.member, self.role]
         if self.tls_sha256 is not None or self.secret is not None:
             fields.append(self.tls_sha256)
         if self.secret is not None:

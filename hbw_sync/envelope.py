@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import codec, crypto, schema
 from .errors import AccessError, LimitError, ProtocolError, VersionError
@@ -70,7 +70,10 @@ def _frame(kind: bytes, body: Any, key: crypto.DeviceKey) -> bytes:
     return signed + key.sign(signed)
 
 
-def _split_raw(data: bytes, kind: bytes, max_message: int) -> tuple[bytes, bytes]:
+_B = TypeVar("_B", bytes, memoryview)  # a view in gives views out: a 30 MiB request is not copied
+
+
+def _split_raw(data: _B, kind: bytes, max_message: int) -> tuple[_B, _B]:
     if len(data) > max_message:
         raise LimitError(f"message of {len(data)} bytes is over the limit", code="protocol.limit")
     if len(data) < 5 + crypto.SIG_LEN or bytes(data[:3]) != MAGIC:
@@ -132,8 +135,8 @@ def peek_request(data: bytes | bytearray, max_message: int = codec.DEFAULT_LIMIT
     decodes anything only an authenticated peer may send (the args). Reading this
     header costs at most about 80 bytes, whatever the request holds.
     """
-    signed, sig = _split_raw(memoryview(data), TYPE_REQUEST, max_message)  # a view: a 30 MiB body is not copied
-    sig = bytes(sig)
+    signed, sig_view = _split_raw(memoryview(data), TYPE_REQUEST, max_message)  # a view: a 30 MiB body is not copied
+    sig = bytes(sig_view)
     kind, n, at = schema.header(signed, 5)
     if kind != "array" or n != 5:
         raise ProtocolError("malformed request", code="protocol.schema")

@@ -34,10 +34,17 @@ Each error also carries a stable dotted ``code`` (``protocol.truncated``,
 ``integrity.signature``...) that JSON output and the wire use, and that the
 protocol test vectors name, so another implementation can be checked against
 the same expectations without sharing class names.
+
+The ``code`` is also the key of the words a person reads (``hbw_sync/messages.py``): an error may
+carry ``params`` (names → short values) that fill that code's template, and a front end renders
+``(code, params)`` in the person's language when it shows the error. ``message`` stays English for
+logs and the wire; ``params`` travel in the relay's error body beside it, bounded on arrival
+(``MAX_PARAMS``...) because error bodies are not signed.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -45,23 +52,33 @@ class HbwError(Exception):
     """Root of every error hbw-sync raises on purpose.
 
     ``message`` says what went wrong in words a non-engineer can act on;
-    ``hint`` (optional) says what to do about it.
+    ``hint`` (optional) says what to do about it. ``params`` (optional) are the values the
+    code's template in ``messages.MESSAGES`` names: given (even empty), they ask front ends to
+    render the code's words in the person's language instead of ``message``. ``from_peer`` is
+    True for an error rebuilt from a relay's answer (its ``message`` and ``hint`` are English and
+    may name the relay's commands).
     """
 
     code = "error"
+    from_peer = False
+    peer_hint: str | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None,
+                 params: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.hint = hint
+        self.params: dict[str, str | int] | None = None if params is None else clean_params(params)
 
     def to_dict(self) -> dict[str, Any]:
         """The error as a JSON-friendly dict, for ``--json`` output and wire responses."""
         d: dict[str, Any] = {"error": type(self).__name__, "code": self.code, "message": self.message}
         if self.hint:
             d["hint"] = self.hint
+        if self.params:
+            d["params"] = dict(self.params)
         return d
 
     def __str__(self) -> str:
@@ -178,7 +195,7 @@ _BY_NAME: dict[str, type[HbwError]] = {cls.__name__: cls for cls in EXIT_CODES}
 def _lookup(table: dict[type[HbwError], int], exc: BaseException) -> int:
     for cls in type(exc).__mro__:
         if cls in table:
-            return table[cls]  # type: ignore[index]
+            return table[cls]
     return table[HbwError]
 
 
@@ -199,10 +216,55 @@ def retry_after_for(exc: BaseException) -> int | None:
     return RETRY_AFTER_S.get(getattr(exc, "code", ""), DEFAULT_RETRY_AFTER_S)
 
 
+MAX_PARAMS = 8  # names in an error's params
+MAX_PARAM_NAME = 32
+MAX_PARAM_TEXT = 200  # characters of one text value; longer ones are cut
+_PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,%d}\Z" % (MAX_PARAM_NAME - 1))
+
+
+def clean_params(params: Any) -> dict[str, str | int]:
+    """An error's params, bounded: at most ``MAX_PARAMS`` names of ``[a-z][a-z0-9_]*``, each an int
+    (|n| < 2**53) or text of at most ``MAX_PARAM_TEXT`` characters; anything else is dropped.
+
+    Why drop instead of refuse: params only fill words on a screen. An error body from the relay is
+    not signed (§13a), so a forged or future one may carry anything; the error itself must still be
+    reported, and a template whose value was dropped falls back to the English ``message``.
+    """
+    out: dict[str, str | int] = {}
+    if not isinstance(params, dict):
+        return out
+    for k, v in params.items():
+        if len(out) >= MAX_PARAMS:
+            break
+        if not isinstance(k, str) or not _PARAM_NAME.match(k):
+            continue
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int) and abs(v) < 2**53:
+            out[k] = v
+        elif isinstance(v, str):
+            out[k] = v[:MAX_PARAM_TEXT]
+    return out
+
+
 def from_dict(d: dict[str, Any]) -> HbwError:
-    """Rebuild an error sent by a peer (the relay's JSON error body), unknown names as ``HbwError``."""
+    """Rebuild an error sent by a peer (the relay's JSON error body), unknown names as ``HbwError``.
+
+    Every field is type- and size-checked here: the body is not signed. The result is marked
+    ``from_peer`` so a front end shows the code's words, not the peer's English.
+    """
     cls = _BY_NAME.get(str(d.get("error")), HbwError)
-    return cls(str(d.get("message", "unknown error")), code=d.get("code"), hint=d.get("hint"))
+    code = d.get("code")
+    code = code[:64] if isinstance(code, str) and code else None
+    hint = d.get("hint")
+    hint = hint[:1000] if isinstance(hint, str) and hint else None
+    message = d.get("message", "unknown error")
+    message = message[:2000] if isinstance(message, str) else "unknown error"
+    params = d.get("params")
+    e = cls(message, code=code, hint=hint, params=params if isinstance(params, dict) else None)
+    e.from_peer = True
+    e.peer_hint = hint  # a hint changed on this side after this (more said about what it means here) is ours
+    return e
 
 
 MAX_RETRY_AFTER_S = 3600  # error bodies are unsigned: a forged Retry-After may delay a device this long at most
@@ -219,7 +281,8 @@ def from_peer(d: dict[str, Any], status: int, retry_after: str | None = None) ->
     """
     e = from_dict(d)
     if status == 503 and not isinstance(e, TransientError):
-        e = TransientError(e.message, code=e.code, hint=e.hint)
+        e = TransientError(e.message, code=e.code, hint=e.hint, params=e.params)
+        e.from_peer, e.peer_hint = True, e.hint
     if isinstance(e, TransientError) and retry_after and len(retry_after) <= 10 and retry_after.isdigit():
         e.retry_after_s = min(int(retry_after), MAX_RETRY_AFTER_S)
     return e

@@ -333,6 +333,7 @@ def verify(data: bytes, relay_pub: bytes | None = None, keys: Mapping[int, crypt
                                                 "role": role} for d, t, role in approved.get(e.device, [])]})
 
     last = -1
+    r: Receipt | None  # a receipt here; below, the one a batch names, if any
     for r in rc.receipts:
         if r.rseq <= last or not rc.first_rseq <= r.rseq <= rc.last_rseq:
             problems.append(Problem("integrity.order", _("the relay's receipts are not in team order"), r.rseq))

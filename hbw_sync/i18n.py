@@ -48,6 +48,12 @@ def _current() -> _gettext.NullTranslations:
     return _translation
 
 
+def speaks_english() -> bool:
+    """Whether the current catalog is English (the msgids themselves): no catalog, or an English one."""
+    t = _current()
+    return not isinstance(t, _gettext.GNUTranslations) or t.info().get("language", "en").startswith("en")
+
+
 def _(message: str) -> str:
     """The message in the person's language (English when no catalog has it)."""
     return _current().gettext(message)
@@ -61,3 +67,8 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 def N_(message: str) -> str:
     """Mark a string for extraction where it is defined (a table at import time); ``_()`` it where shown."""
     return message
+
+
+def N_plural(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a singular/plural pair in a table (extracted like ``ngettext``); ``ngettext`` it where shown."""
+    return (singular, plural)

@@ -100,7 +100,7 @@ def _raw(op_id: bytes) -> int:
 
 def _saw(later: list[Any], earlier_id: bytes) -> bool:
     """Had the author of ``later`` seen the op ``earlier_id``? (Its base revision is at least as new.)"""
-    return later[2] >= _raw(earlier_id)
+    return bool(later[2] >= _raw(earlier_id))
 
 
 def _frontier(hist: dict[bytes, list[Any]]) -> list[bytes]:
@@ -108,7 +108,7 @@ def _frontier(hist: dict[bytes, list[Any]]) -> list[bytes]:
     return [k for k, v in hist.items() if not any(o != k and _saw(w, k) for o, w in hist.items())]
 
 
-def _key(tag_name: str, op_id: bytes, entry: list[Any]) -> tuple:
+def _key(tag_name: str, op_id: bytes, entry: list[Any]) -> tuple[Any, ...]:
     if tag_name == "sha256":  # document versions: the later one wins whoever wrote it
         return (0, 0, entry[1], op_id)
     done_first = 1 if tag_name == "status" and entry[0] == int(Status.DONE) else 0
@@ -121,20 +121,33 @@ def policy_winner(kind: Kind, tag: int, hist: dict[bytes, list[Any]]) -> bytes:
     return max(_frontier(hist), key=lambda k: _key(name, k, hist[k]))
 
 
+#: Each rule that settles a conflict: a stable code → its English words (``Conflict.rule``, in the
+#: policy vectors). Front ends word the code in the person's language (``hbw_sync/messages.py``).
+RULES: dict[str, str] = {
+    "rule.versions": "both versions kept: the later is current, the other is a conflict copy",
+    "rule.done_stays": "a task marked done stays done",
+    "rule.supervisor": "a supervisor's change beats a member's",
+    "rule.person": "a person's change beats automatic rebalancing",
+    "rule.role": "higher role wins",
+    "rule.later": "the later change wins (same role)",
+}
+RULE_CODES: dict[str, str] = {text: code for code, text in RULES.items()}
+
+
 def _rule(name: str, w: list[Any], lo: list[Any]) -> str:
     if name == "sha256":
-        return "both versions kept: the later is current, the other is a conflict copy"
+        return RULES["rule.versions"]
     if name == "status" and w[0] == int(Status.DONE) and lo[0] != int(Status.DONE):
-        return "a task marked done stays done"
+        return RULES["rule.done_stays"]
     if w[3] != lo[3]:
         # By the pair of ranks, not the winner's alone: a supervisor over the relay is a person
         # beating rebalancing, not "a supervisor's change beats a member's" (PROTOCOL.md §11).
         if lo[3] == RANK_RELAY:
-            return "a person's change beats automatic rebalancing"
+            return RULES["rule.person"]
         if w[3] == RANK_SUPERVISOR and lo[3] == RANK_MEMBER:
-            return "a supervisor's change beats a member's"
-        return "higher role wins"
-    return "the later change wins (same role)"
+            return RULES["rule.supervisor"]
+        return RULES["rule.role"]
+    return RULES["rule.later"]
 
 
 def _conflicts(kind: Kind, tag: int, hist: dict[bytes, list[Any]]) -> list[Conflict]:

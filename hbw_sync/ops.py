@@ -174,6 +174,9 @@ _register(
     # without reading content; the manifest (ids, sizes, whole-file SHA-256) for devices.
     FieldSpec(5, "chunks", ROUTING, lambda v: isinstance(v, bytes) and len(v) % 16 == 0 and len(v) <= MAX_DOC_CHUNKS * 16),
     FieldSpec(38, "manifest", CONTENT, _is_bytes(1, MAX_MANIFEST)),
+    # A delta version's manifest as SHA-256 of it + a delta against its base version's (§18e): the
+    # ids of a 20 MB file's manifest are ~5 KB that do not compress; the few that changed cost bytes.
+    FieldSpec(39, "manifest_delta", CONTENT, _is_bytes(33, MAX_MANIFEST)),
     # -- end of chunked versions
 )
 _register(

@@ -92,15 +92,18 @@ class Refused:
 
 Spec = Union[Bin, Str, Int, Bool, ListOf, Tuple, Opt, Soft]
 
+#: What the decoders read: a memoryview too, so that a large request is read in place, not copied.
+Buffer = Union[bytes, bytearray, memoryview]
+
 _ERR = "protocol.schema"
 
 
-def _need(buf: bytes, pos: int, n: int) -> None:
+def _need(buf: Buffer, pos: int, n: int) -> None:
     if pos + n > len(buf):
         raise ProtocolError("truncated msgpack", code="protocol.msgpack")
 
 
-def header(buf: bytes, pos: int) -> tuple[str, int, int]:
+def header(buf: Buffer, pos: int) -> tuple[str, int, int]:
     """(kind, value or length, position after the header) of the msgpack object at ``pos``.
 
     kind is one of int, nil, bool, float, bin, str, array, map, ext. For int and
@@ -141,7 +144,7 @@ def header(buf: bytes, pos: int) -> tuple[str, int, int]:
     return "ext", 0, pos  # ext types (0xC7-0xC9, 0xD4-0xD8) and 0xC1 are never valid here
 
 
-def skip(buf: bytes, pos: int, max_objects: int = 100_000) -> int:
+def skip(buf: Buffer, pos: int, max_objects: int = 100_000) -> int:
     """Position after the object at ``pos``, walked header by header: nothing is built or copied.
 
     A bin or str is skipped by its length; containers count their items. An unknown arg
@@ -170,7 +173,7 @@ def skip(buf: bytes, pos: int, max_objects: int = 100_000) -> int:
     return pos
 
 
-def decode(spec: Spec, buf: bytes, pos: int, what: str) -> tuple[Any, int]:
+def decode(spec: Spec, buf: Buffer, pos: int, what: str) -> tuple[Any, int]:
     """Decode one value of ``spec`` at ``pos``: (value, position after it)."""
     if isinstance(spec, Soft):
         try:
@@ -239,7 +242,7 @@ def decode(spec: Spec, buf: bytes, pos: int, what: str) -> tuple[Any, int]:
     raise TypeError(f"unknown spec {spec!r}")  # a programming error, not a peer's
 
 
-def decode_map(fields: dict[str, Spec], buf: bytes, pos: int, what: str, max_keys: int = 64) -> tuple[dict[str, Any], int]:
+def decode_map(fields: dict[str, Spec], buf: Buffer, pos: int, what: str, max_keys: int = 64) -> tuple[dict[str, Any], int]:
     """A map with str keys: known keys decoded by their spec, unknown ones skipped unbuilt."""
     kind, n, at = header(buf, pos)
     if kind != "map":

@@ -11,7 +11,7 @@ is an argument (default: this computer's), so tests pin it.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, overload
 
 from .i18n import N_, _, ngettext
 
@@ -35,6 +35,12 @@ def _local(ms: int, tz: dt.tzinfo | None) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, UTC).astimezone(tz)
 
 
+@overload
+def iso_utc(ms: int, *, millis: bool = False) -> str: ...
+@overload
+def iso_utc(ms: None, *, millis: bool = False) -> None: ...
+@overload
+def iso_utc(ms: int | None, *, millis: bool = False) -> str | None: ...
 def iso_utc(ms: int | None, *, millis: bool = False) -> str | None:
     """``2026-12-02T14:05:09Z`` (with ``millis``: ``...09.123Z``): for logs and machine output."""
     if ms is None:

@@ -24,7 +24,7 @@ for p in (_ROOT, _ROOT / "scripts"):
 
 from hbw_sync import batch as wire  # noqa: E402
 from hbw_sync import codec, crypto, enroll  # noqa: E402
-from hbw_sync.client.replica import BATCH_LEVEL  # noqa: E402
+from hbw_sync.codec import BATCH_LEVEL  # noqa: E402
 from hbw_sync.ops import Op, canonical, routing_row  # noqa: E402
 
 import workload  # noqa: E402

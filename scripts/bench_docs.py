@@ -72,6 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hbw_sync import codec, delta  # noqa: E402
+import _benchkit  # noqa: E402  (scripts/: what every --json records)
 
 BATCH_FRAMING = 138
 OP_OVERHEAD = 40
@@ -379,6 +380,66 @@ def measure_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
     }
 
 
+# -- chunked documents (1 MiB and more, PROTOCOL.md §18d-e) ---------------------------------------------
+
+def chunked_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None) -> dict:
+    """What a one-place edit of a chunked document costs: as whole chunks (the previous release) and as a
+    delta version (manifest delta + delta, PROTOCOL.md §18e), beside zstd --patch-from, rsync -z and zstd."""
+    from hbw_sync import chunks, crypto
+    from hbw_sync.client.docdelta import manifest_delta
+    from hbw_sync.delta.chunked import DELTA_MAX, aligned_recipe, chunked_delta
+
+    keys = chunks.ChunkKeys.of(crypto.TeamKey(1, bytes(range(32))))
+    m_old, _ = chunks.split_bytes(keys, old)
+    m_new, parts = chunks.split_bytes(keys, new)
+    have = set(m_old.ids)
+    novel = [(cid, data) for cid, data in parts if cid not in have]
+    sealed = sum(len(chunks.seal_chunk(keys, data)[1]) for _cid, data in dict(novel).items())
+    manifest = m_new.encode()
+    framing = BATCH_FRAMING + OP_OVERHEAD
+    before = sealed + len(manifest) + 16 * len(m_new.ids) + framing  # chunks + manifest + routing ids
+    t = time.perf_counter()
+    # As the client chooses (client/docdelta.offer): office zips up to 32 MiB through make_delta's recipes;
+    # anything else a chunk-aligned recipe; a whole-file patch as a last resort; at most half the chunks.
+    def read(data: bytes):
+        return lambda off, n: data[off:off + n]
+
+    zips = old[:4] == new[:4] == b"PK\x03\x04"
+    d = None
+    if not (zips and max(len(old), len(new)) <= DELTA_MAX):
+        d = aligned_recipe(m_old, m_new, read(old), read(new))
+    if d is None:
+        d = chunked_delta(old, new, name=name, worth=sealed)
+    if d is not None and 2 * len(d) > sealed:
+        d = None
+    t_make = time.perf_counter() - t
+    md = manifest_delta(m_old.encode(), manifest) if d is not None else None
+    after = before if d is None else len(d) + len(md if md is not None else manifest) + framing
+    return {
+        "document": label, "name": name, "old_size": len(old), "new_size": len(new),
+        "chunks_total": len(m_new.ids), "chunks_new": len(novel),
+        "before": before, "after": after, "delta": None if d is None else len(d),
+        "method": None if d is None else d[0], "manifest": len(manifest),
+        "manifest_delta": None if md is None else len(md),
+        "zstd19": len(codec.compress(new)), "patch_from": patch_from_bytes(old, new),
+        "rsync": rsync_bytes(rsync, old, new, name), "make_s": round(t_make, 2),
+    }  # fmt: skip
+
+
+def large_office_docs(folder: Path | None) -> list[tuple[str, str, bytes, bytes]]:
+    """LibreOffice-made pairs of 1 MiB and more in ``folder`` (``make_office_docs.py --rows 150000 --paras 2000
+    --images 12``), as chunked bench rows."""
+    if folder is None:
+        return []
+    out = []
+    for stem, ext in OFFICE_DOCS:
+        v1, v2 = folder / f"{stem}-v1.{ext}", folder / f"{stem}-v2.{ext}"
+        if v1.exists() and v2.exists() and v2.stat().st_size >= 1 << 20:
+            out.append((f"LibreOffice .{ext} {v2.stat().st_size / 1e6:.1f} MB", f"{stem}.{ext}", v1.read_bytes(),
+                        v2.read_bytes()))
+    return out
+
+
 def _hwm_mb() -> float:
     try:
         with open("/proc/self/status") as f:
@@ -458,13 +519,19 @@ def main() -> int:
     ap.add_argument("--office-dir", type=Path, default=OFFICE_DIR,
                     help="LibreOffice-made pairs (default tests/data/office; make more with scripts/make_office_docs.py)")
     ap.add_argument("--no-memory", action="store_true", help="skip the 20 MB memory scenarios")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: no 20 MB memory scenarios, no chunked documents, rsync only if already installed")
+    ap.add_argument("--large-office-dir", type=Path, default=None,
+                    help="LibreOffice-made pairs of 1 MiB and more (scripts/make_office_docs.py DIR --rows 150000 "
+                         "--paras 2000 --images 12): rows for chunked documents")
+    ap.add_argument("--no-chunked", action="store_true", help="skip the chunked documents (1 MiB and more)")
     ap.add_argument("--memory-child", choices=["middle", "ends"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child == "ends")
         return 0
     started = time.perf_counter()
-    rsync = find_rsync()
+    rsync = shutil.which("rsync") if args.quick else find_rsync()
     docs = [
         ("text 20 KB", "notes.txt", *text_doc(20_000, 1)),
         ("text 2 MB", "report.txt", *text_doc(2_000_000, 2)),
@@ -473,7 +540,13 @@ def main() -> int:
         *office_docs(args.office_dir),
     ]
     rows = [measure_row(label, name, old, new, rsync) for label, name, old, new in docs]
-    memory = [] if args.no_memory else measure_memory()
+    chunked_docs = [] if args.no_chunked or args.quick else [
+        ("text 5 MB", "minutes.txt", *text_doc(5_000_000, 5)),
+        ("PDF-like 20 MB", "scan.pdf", *pdf_doc(20_000_000, 6)),
+        *large_office_docs(args.large_office_dir),
+    ]
+    chunked = [chunked_row(label, name, old, new, rsync) for label, name, old, new in chunked_docs]
+    memory = [] if args.no_memory or args.quick else measure_memory()
     by = {r["document"]: r for r in rows}
     targets = [
         {"target": "2 MB text edit, hbw-sync <= 4 KB", "value": by["text 2 MB"]["hbw_sync"],
@@ -490,14 +563,21 @@ def main() -> int:
             "target": f"{r['document']}: hbw-sync < rsync", "value": r["hbw_sync"],
             "pass": None if r["rsync"] is None else r["hbw_sync"] < r["rsync"],
         })  # fmt: skip
+    for r in chunked:
+        targets.append({"target": f"chunked {r['document']} edit: hbw-sync <= 4 KB", "value": r["after"],
+                        "pass": r["after"] <= TARGET_OFFICE})
+        targets.append({"target": f"chunked {r['document']}: hbw-sync < rsync", "value": r["after"],
+                        "pass": None if r["rsync"] is None else r["after"] < r["rsync"]})
     for m in memory:
         peak = m.get("peak_rss_mb")
         targets.append({"target": f"20 MB document, edit {m['edit']}: peak RSS < {TARGET_PEAK_MB} MB",
                         "value": peak, "pass": False if peak is None else peak < TARGET_PEAK_MB})  # fmt: skip
     elapsed = round(time.perf_counter() - started, 1)
     if args.json:
-        print(json.dumps({"rows": rows, "memory_20mb": memory, "targets": targets, "rsync": rsync,
-                          "elapsed_s": elapsed}, indent=2))  # fmt: skip
+        print(json.dumps(_benchkit.stamp({"rows": rows, "chunked": chunked, "memory_20mb": memory, "targets": targets,
+                                          "rsync": rsync, "elapsed_s": elapsed},
+                                         all(t["pass"] is not False for t in targets), quick=args.quick),
+                         indent=2))  # fmt: skip
         return 0 if all(t["pass"] is not False for t in targets) else 1
     print("One-paragraph edit: bytes on the wire (hbw-sync = payload + 138 batch framing + 40 op overhead)\n")
     head = ("document", "size", "hbw-sync", "payload [method]", "zstd-19 whole", "zstd --patch-from", "rsync -z",
@@ -508,6 +588,17 @@ def main() -> int:
         pl = "none (whole file)" if r["payload"] is None else f"{r['payload']:,} [{r['method']}]"
         print(f"| {r['document']} | {r['new_size']:,} | {r['hbw_sync']:,} | {pl} | {r['zstd19']:,} | "
               f"{_fmt(r['patch_from'])} | {_fmt(r['rsync'])} | {r['cdc']:,} | {r['plain']:,} | {r['make_s']} |")  # fmt: skip
+    if chunked:
+        print("\nChunked documents (1 MiB and more): a one-place edit, bytes on the wire (+178 framing, op)\n")
+        head = ("document", "size", "chunks new/all", "before: whole chunks", "now: delta version",
+                "delta [method]", "manifest / its delta", "zstd-19 whole", "zstd --patch-from", "rsync -z", "make s")
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for r in chunked:
+            dl = "none" if r["delta"] is None else f"{r['delta']:,} [{r['method']}]"
+            print(f"| {r['document']} | {r['new_size']:,} | {r['chunks_new']}/{r['chunks_total']} | {r['before']:,} | "
+                  f"{r['after']:,} | {dl} | {r['manifest']:,} / {_fmt(r['manifest_delta'])} | {r['zstd19']:,} | "
+                  f"{_fmt(r['patch_from'])} | {_fmt(r['rsync'])} | {r['make_s']} |")  # fmt: skip
     if rsync is None:
         print("\nrsync: not found and could not be installed (n/a)")
     if memory:

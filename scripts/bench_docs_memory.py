@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+import _benchkit  # noqa: E402  (scripts/: what every --json records)
 
 TARGET_MB = 100
 PA, PB, PC = "amina orchid lantern 52 ferry", "chidi quartz meadow 17 kettle", "bosco velvet harbour 88 prism"
@@ -53,6 +53,7 @@ def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
 
     if path == "old":
         documents.CHUNKED_FROM = 1 << 62  # the whole version inside the batch, as before §18e
+    moved = 0  # bytes the step moved over the link (sync: sent + received; doc get: fetched)
     try:
         if name == "add":
             with Device.open(Path(home)) as d:
@@ -62,21 +63,23 @@ def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
                 rep = d.unlock(pw)
                 rep.update_doc(rep.docs()[-1].id, Path(extra))
         elif name == "sync-locked":
-            syncing.sync(Path(home), None)
+            r = syncing.sync(Path(home), None)
+            moved = r.sent_bytes + r.received_bytes
         elif name == "sync":
-            syncing.sync(Path(home), pw)
+            r = syncing.sync(Path(home), pw)
+            moved = r.sent_bytes + r.received_bytes
         elif name == "get":
             with Device.open(Path(home)) as d:
                 rep = d.unlock(pw)
                 doc = rep.docs()[-1]
-                syncing.fetch_doc(rep, doc.id)
+                moved = syncing.fetch_doc(rep, doc.id)
                 rep.save_doc(doc.id, Path(extra))
     except UsageError as e:
         if e.code == "usage.doc_too_large":
             print(-2)
             return
         raise
-    print(hwm_mb())
+    print(hwm_mb(), moved)
 
 
 def run_size(py: str, mb: int, path: str) -> list[tuple[str, int]]:
@@ -85,11 +88,16 @@ def run_size(py: str, mb: int, path: str) -> list[tuple[str, int]]:
     from hbw_sync.server import admin
     from relay_helpers import FAST_KDF
 
+    moved: dict[str, int] = {}
+
     def step(*a: str) -> int:
         out = subprocess.run([py, __file__, "--phase", *a, path], capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"step {a[0]} ({path}, {mb} MB) failed:\n{out.stderr[-3000:]}")
-        return int(out.stdout.strip().splitlines()[-1])
+        last = out.stdout.strip().splitlines()[-1].split()
+        if len(last) > 1:
+            moved[a[0] + ":" + a[1]] = int(last[1])
+        return int(last[0])
 
     with tempfile.TemporaryDirectory() as t:
         t = Path(t)
@@ -125,13 +133,15 @@ def run_size(py: str, mb: int, path: str) -> list[tuple[str, int]]:
                 out.write(b"an edited paragraph of minutes" * 10)
             # (Synced before the update: on the old path a delta sent in the same sync as its large
             # base is applied before the base arrives and refused; see the report of this change.)
-            rows += [
-                ("update it: 300 bytes edited mid-file (sender)", step("update", str(a), PA, str(f))),
-                ("sync the update up, unattended (sender)", step("sync-locked", str(a), PA, "")),
-                ("sync down both versions and apply, policy all (receiver)", step("sync", str(b), PB, "")),
-            ]
+            rows.append(("update it: 300 bytes edited mid-file (sender)", step("update", str(a), PA, str(f))))
+            up = step("sync-locked", str(a), PA, "")
+            rows.append((f"sync the update up, unattended (sender; {moved['sync-locked:' + str(a)]:,} bytes went)", up))
+            down = step("sync", str(b), PB, "")
+            rows.append((f"sync down both versions and apply, policy all (receiver; {moved['sync:' + str(b)]:,} bytes)",
+                         down))
             step("sync", str(c), PC, "")  # policy none: the manifest only
-            rows.append(("doc get on a policy-none device (fetch + write)", step("get", str(c), PC, str(t / "out.bin"))))
+            get = step("get", str(c), PC, str(t / "out.bin"))
+            rows.append((f"doc get on a policy-none device (fetch + write; {moved['get:' + str(c)]:,} bytes)", get))
             rows.append(("relay process (whole run)", hwm_mb(str(srv.pid))))
         finally:
             srv.terminate()
@@ -164,9 +174,8 @@ def main() -> int:
         results.append({"mb": mb, "rows": [{"step": n, "chunked_mb": x, "old_mb": o} for (n, x), (_n, o) in zip(new, old)]})
     ok = all(r["chunked_mb"] <= TARGET_MB for res in results for r in res["rows"] if r["chunked_mb"] >= 0)
     if args.json:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        print(json.dumps({"commit": rev.stdout.strip(), "machine": platform.machine(), "python": platform.python_version(),
-                          "baseline_mb": base, "target_mb": TARGET_MB, "results": results, "ok": ok}, indent=1))
+        print(json.dumps(_benchkit.stamp({"baseline_mb": base, "target_mb": TARGET_MB, "results": results, "ok": ok},
+                                         ok, quick=args.quick), indent=1))
         return 0 if ok else 1
 
     def cell(v: int) -> str:

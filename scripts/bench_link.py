@@ -53,6 +53,7 @@ from hbw_sync.client.sync import CHUNK  # noqa: E402
 from hbw_sync.timefmt import human_bytes  # noqa: E402
 from netem import LinkProxy, Toxics  # noqa: E402
 from relay_helpers import Team, set_relay_url  # noqa: E402
+import _benchkit  # noqa: E402  (scripts/: what every --json records)
 
 JOINER_TARGET = 1.5
 JOINER_ROUNDS = 80
@@ -161,8 +162,8 @@ def main() -> int:
         b = run(payload, cut, deadline=600, manual=True)
         r["baseline"] = {"manual_runs": b["attempts"], "wall_s": b["wall_s"], "ratio": b["ratio"]}
     if a.json:
-        print(json.dumps({**r, "target_ratio": TARGET, "target_joiner_ratio": JOINER_TARGET, "ok": ok,
-                          **machine()}))
+        print(json.dumps(_benchkit.stamp({**r, "target_ratio": TARGET, "target_joiner_ratio": JOINER_TARGET, "ok": ok,
+                                          **machine()}, ok, quick=a.quick)))
     else:
         print(f"One sync, {human_bytes(payload)} outbox, {RATE_BITS // 1000} kbit/s, {RTT_S * 1000:.0f} ms round "
               f"trip, cut every {human_bytes(cut)}:")

@@ -69,6 +69,7 @@ import aiohttp  # noqa: E402
 import _bench_devices as bd  # noqa: E402
 from hbw_sync import codec, crypto, envelope  # noqa: E402
 from hbw_sync.server import admin, db, relay  # noqa: E402
+import _benchkit  # noqa: E402  (scripts/: what every --json records)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -812,7 +813,8 @@ def main() -> int:
     res["total_s"] = round(time.perf_counter() - t0, 1)
     res["verdicts"] = [{"target": n, "pass": ok, "measured": m} for n, ok, m in verdicts(res, cfg)]
     if a.json:
-        print(json.dumps(res, indent=2, default=str))
+        print(json.dumps(_benchkit.stamp(res, all(v["pass"] for v in res["verdicts"]), quick=a.quick), indent=2,
+                         default=str))
     else:
         print(markdown(res, cfg))
         if "profile" in res:

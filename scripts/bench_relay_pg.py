@@ -50,6 +50,7 @@ import _bench_devices as bd  # noqa: E402
 import bench_relay as br  # noqa: E402
 from hbw_sync import crypto  # noqa: E402
 from hbw_sync.server import admin  # noqa: E402
+import _benchkit  # noqa: E402  (scripts/: what every --json records)
 
 FULL = {"devices": 100, "seconds": 20.0, "rounds": 400, "templates": 24}
 QUICK = {"devices": 20, "seconds": 4.0, "rounds": 60, "templates": 8}
@@ -268,8 +269,9 @@ def main() -> int:
             res = asyncio.run(bench(cfg, Path(tmp), log))
     finally:
         cfg["pg"].stop()
-    print(json.dumps(res, indent=2, default=str) if a.json else markdown(res))
-    return 0 if all(r["errors"] == 0 and r["enroll_errors"] == 0 for r in res["rows"]) else 1
+    ok = all(r["errors"] == 0 and r["enroll_errors"] == 0 for r in res["rows"])
+    print(json.dumps(_benchkit.stamp(res, ok, quick=a.quick), indent=2, default=str) if a.json else markdown(res))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

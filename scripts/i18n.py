@@ -68,7 +68,7 @@ def extract_source(src: str, ref: str) -> list[Entry]:
             name = node.func.id if isinstance(node.func, ast.Name) else None
             if name in FUNCS and node.args and _const(node.args[0]):
                 out.append(Entry(_const(node.args[0]), refs=[f"{ref}:{node.lineno}"]))
-            elif name == "ngettext" and len(node.args) >= 2 and _const(node.args[0]) and _const(node.args[1]):
+            elif name in ("ngettext", "N_plural") and len(node.args) >= 2 and _const(node.args[0]) and _const(node.args[1]):
                 out.append(Entry(_const(node.args[0]), _const(node.args[1]), ["", ""], [f"{ref}:{node.lineno}"]))
             if uses_click:
                 for kw in node.keywords:

@@ -15,7 +15,7 @@ The sources are generated from a fixed seed, so only the timestamps LibreOffice 
 differ between runs. Each conversion runs with its own throw-away LibreOffice profile, so
 it never clashes with another LibreOffice on the machine.
 
-    python scripts/make_office_docs.py OUTDIR [--rows 4000] [--paras 300] [--slides 12]
+    python scripts/make_office_docs.py OUTDIR [--rows 4000] [--paras 300] [--slides 12] [--images 0]
 
 tests/data/office/ holds the files this made with LibreOffice 7.4 (Debian 12) at the
 default sizes; tests/test_office_docs.py checks them and, where LibreOffice is installed,
@@ -25,6 +25,8 @@ makes a fresh set with this script.
 from __future__ import annotations
 
 import argparse
+import base64
+import functools
 import random
 import shutil
 import subprocess
@@ -61,14 +63,32 @@ def sheet_csv(rows: int, edited: bool) -> str:
     return "\n".join(out) + "\n"
 
 
-def report_fodt(paras: int, edited: bool) -> str:
+def photo_jpeg(seed: int, width: int = 1200, height: int = 900) -> bytes:
+    """A JPEG of noise (a photographed form compresses about as badly): Pillow, fixed seed."""
+    import io
+
+    from PIL import Image
+
+    img = Image.frombytes("RGB", (width, height), random.Random(seed).randbytes(width * height * 3))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def report_fodt(paras: int, edited: bool, images: int = 0) -> str:
     rng = random.Random(13)
     body = ['<text:h text:outline-level="1">District finance office: quarterly report</text:h>']
+    every = max(1, paras // images) if images else 0
     for i in range(paras):
         text = " ".join(sentence(rng) for _ in range(rng.randint(3, 7)))
         if edited and i == paras // 2:
             text = EDIT_TEXT
         body.append(f"<text:p>{escape(text)}</text:p>")
+        if every and i % every == every - 1 and i // every < images:
+            data = base64.b64encode(photo_jpeg(100 + i // every)).decode()
+            body.append(f'<text:p><draw:frame draw:name="photo{i // every}" text:anchor-type="as-char" '
+                        f'svg:width="15cm" svg:height="11.25cm"><draw:image><office:binary-data>{data}'
+                        f'</office:binary-data></draw:image></draw:frame></text:p>')
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             f'<office:document {ODF_NS} office:mimetype="application/vnd.oasis.opendocument.text">'
             f'<office:body><office:text>{"".join(body)}</office:text></office:body></office:document>\n')
@@ -115,9 +135,12 @@ def convert(soffice: str, sources: list[Path], target: str, outdir: Path, profil
         sys.exit(f"LibreOffice failed ({res.returncode}): {res.stderr.strip()}")
 
 
-def make(outdir: Path, *, rows: int = 4000, paras: int = 300, slides: int = 12,
+def make(outdir: Path, *, rows: int = 4000, paras: int = 300, slides: int = 12, images: int = 0,
          formats: tuple[str, ...] = ("xlsx", "ods", "docx", "odt", "pptx", "odp")) -> list[Path]:
-    """Write NAME-v1.EXT and NAME-v2.EXT for each requested format; return the paths written."""
+    """Write NAME-v1.EXT and NAME-v2.EXT for each requested format; return the paths written.
+
+    ``images``: photos (noise JPEGs of about 1 MB each) spread through the report, for documents
+    of several MB, which travel as chunks (PROTOCOL.md §18e)."""
     soffice = soffice_path()
     outdir.mkdir(parents=True, exist_ok=True)
     sizes = {"sheet": rows, "report": paras, "slides": slides}
@@ -132,7 +155,8 @@ def make(outdir: Path, *, rows: int = 4000, paras: int = 300, slides: int = 12,
             sources = []
             for v, edited in (("v1", False), ("v2", True)):
                 src = work / f"{name}-{v}.{src_ext}"
-                src.write_text(maker(sizes[name], edited), encoding="utf-8")
+                make_src = functools.partial(report_fodt, images=images) if name == "report" else maker
+                src.write_text(make_src(sizes[name], edited), encoding="utf-8")
                 sources.append(src)
             for ext, filt in wanted.items():
                 convert(soffice, sources, filt, work, profile)
@@ -152,9 +176,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=4000, help="sheet rows (default 4000)")
     ap.add_argument("--paras", type=int, default=300, help="report paragraphs (default 300)")
     ap.add_argument("--slides", type=int, default=12, help="presentation slides (default 12)")
+    ap.add_argument("--images", type=int, default=0, help="photos (~1 MB each) in the report (default 0)")
     ap.add_argument("--formats", default="xlsx,ods,docx,odt,pptx,odp", help="comma-separated target formats")
     args = ap.parse_args()
-    for path in make(args.outdir, rows=args.rows, paras=args.paras, slides=args.slides,
+    for path in make(args.outdir, rows=args.rows, paras=args.paras, slides=args.slides, images=args.images,
                      formats=tuple(f.strip() for f in args.formats.split(",") if f.strip())):
         print(f"{path}  {path.stat().st_size:,} bytes")
 

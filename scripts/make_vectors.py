@@ -32,8 +32,8 @@ for _p in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(_p))
 
 from vectors import (  # noqa: E402  (scripts/vectors/: one module per family)
-    approval, batches, bundles, chunks, delta, enroll, envelopes, evidence, hlc, invalid, keys, merge, policy,
-    snapshot, sync, zstd,
+    approval, batches, bundles, chunk_delta, chunks, delta, enroll, envelopes, evidence, hlc, invalid, keys, merge,
+    policy, snapshot, sync, zstd,
 )
 from vectors._kit import T0, jval, op_from_json, untjson  # noqa: E402,F401  (the tests use these)
 
@@ -52,13 +52,14 @@ FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "approval.json": approval.build,
     "delta.json": delta.build,
     "chunks.json": chunks.build,
+    "chunk_delta.json": chunk_delta.build,
     "evidence.json": evidence.build,
     "zstd.json": zstd.build,
     "policy.json": policy.build,
     "sync.json": sync.build,
 }
 ZSTD_DEPENDENT = ("batches.json", "invalid.json", "snapshot.json", "delta.json", "chunks.json", "evidence.json",
-                  "sync.json")
+                  "sync.json", "chunk_delta.json")
 
 
 def render(obj: Any) -> str:

@@ -335,3 +335,52 @@ def test_chidi_syncs_by_email_with_a_saved_file_and_the_office_reply(browser, tm
         off_loop(dana.sync)
         with dana.open() as rep:
             assert "Ward 4 inspection report" in {t.title for t in rep.tasks()}
+
+
+def test_a_file_dropped_on_the_documents_page_is_added_and_choosing_one_still_works(browser, tmp_path):
+    """Issue 14: a drop zone on Documents; the keyboard's "choose a file" stays. Real drag events, real store."""
+    home, pp = solo(tmp_path)
+    (tmp_path / "minutes.txt").write_text("chosen with the keyboard\n")
+    with AppThread(home) as app:
+        page = open_app(browser, app, pp)
+        page.get_by_role("link", name="Documents").click()
+        page.get_by_role("heading", name="Add a document").wait_for()
+        assert "drag one from your folders" in page.locator("main").inner_text()
+
+        # A file dragged from the desktop: a DataTransfer holding it, over the page, then dropped.
+        data = page.evaluate_handle("""() => {
+            const dt = new DataTransfer();
+            dt.items.add(new File(["signed form, scanned\\n"], "leave-form.pdf", {type: "application/pdf"}));
+            return dt; }""")
+        page.dispatch_event("main", "dragenter", {"dataTransfer": data})
+        page.dispatch_event("main", "dragover", {"dataTransfer": data})
+        assert page.evaluate("() => document.body.classList.contains('dragging')")
+        assert page.locator("#drop-state").inner_text() == "Drop the file to add it."
+        check_page(page, keyboard=False)  # the highlighted zone keeps its contrast
+        shot(page, tmp_path, "documents-drop")
+        page.dispatch_event("main", "drop", {"dataTransfer": data})
+        page.wait_for_url(re.compile(r"/docs/[0-9a-f]+$"))
+        assert "leave-form.pdf" in page.locator("main").inner_text()
+
+        # Two files at once: one at a time, nothing added.
+        page.get_by_role("link", name="Documents").click()
+        page.get_by_role("heading", name="Add a document").wait_for()
+        two = page.evaluate_handle("""() => {
+            const dt = new DataTransfer();
+            dt.items.add(new File(["a"], "a.txt")); dt.items.add(new File(["b"], "b.txt"));
+            return dt; }""")
+        page.dispatch_event("main", "drop", {"dataTransfer": two})
+        assert page.locator("#drop-state").inner_text() == "Drop one file at a time."
+
+        # The keyboard way, unchanged.
+        page.get_by_label("File (up to 32 MiB)").set_input_files(str(tmp_path / "minutes.txt"))
+        page.get_by_role("button", name="Add", exact=True).click()
+        page.wait_for_url(re.compile(r"/docs/[0-9a-f]+$"))
+        page.get_by_role("link", name="Documents").click()
+        check_page(page)
+
+    with Device.open(home) as dev:
+        rep = dev.unlock(pp)
+        assert sorted(d.name for d in rep.docs()) == ["leave-form.pdf", "minutes.txt"]
+        pdf = next(d for d in rep.docs() if d.name == "leave-form.pdf")
+        assert rep.doc_bytes(pdf.id)[1] == b"signed form, scanned\n"

@@ -59,3 +59,51 @@ async def test_documents_page_shows_the_mark_and_a_download_needs_a_reason(tmp_p
             assert [(e.by, e.reason) for e in rep.doc(secret).exports] == [("dana", "Printing for the hearing")]
             assert rep.doc(plain).exports == []
 
+
+
+async def test_download_fetches_a_missing_document_from_the_relay_and_streams_it(team, tmp_path: Path) -> None:
+    """Issue 12 item 5: a chunked document not on this computer is fetched (as ``doc get``), then sent
+    to the browser one chunk at a time; a confidential one without a reason fetches nothing."""
+    import random
+
+    import asyncio
+
+    scan = random.Random(5).randbytes(3_000_000)
+    (tmp_path / "scan.pdf").write_bytes(scan)
+    (tmp_path / "secret.pdf").write_bytes(scan[::-1])
+
+    def setup():  # syncs run their own event loop: in a thread, off this test's loop
+        dana, chidi = team.pair("dana", "chidi")
+        with dana.open() as rep:
+            doc = rep.add_doc(tmp_path / "scan.pdf").id
+            secret = rep.add_doc(tmp_path / "secret.pdf").id
+            rep.mark_confidential(secret)
+        dana.sync()
+        chidi.sync()
+        return chidi, doc, secret
+
+    chidi, doc, secret = await asyncio.to_thread(setup)
+
+    def held() -> int:
+        with Device.open(chidi.home) as dev:
+            return dev.store.execute("SELECT COUNT(*) FROM doc_chunks").fetchone()[0]
+
+    assert held() == 0  # policy mine: neither is on chidi's computer
+    async with Running(chidi.home, chidi.passphrase) as app:
+        async with app.http.post(app.base + "/docs/download", data={"doc": secret, "csrf": app.csrf},
+                                 headers=app.me) as r:
+            assert r.status == 400 and b"needs a reason" in await r.read()
+        assert held() == 0, "a refused download fetches nothing"
+        pieces = []
+        async with app.http.post(app.base + "/docs/download", data={"doc": doc, "csrf": app.csrf},
+                                 headers=app.me) as r:
+            assert r.status == 200 and r.headers["Content-Length"] == str(len(scan))
+            async for piece in r.content.iter_any():
+                pieces.append(piece)
+        assert b"".join(pieces) == scan
+        assert held() > 10  # fetched, and kept: the next download reads the store
+        async with app.http.post(app.base + "/docs/download", data={"doc": secret, "reason": "hearing",
+                                                                      "csrf": app.csrf}, headers=app.me) as r:
+            assert r.status == 200 and await r.read() == scan[::-1]
+    with chidi.open() as rep:
+        assert [e.reason for e in rep.doc(secret).exports] == ["hearing"]

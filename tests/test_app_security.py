@@ -1,5 +1,7 @@
 """The local app's gate (hbw_sync/client/app/security.py): hostile requests are refused."""
 
+import pytest
+
 from hbw_sync.client.app.security import Gate
 
 
@@ -126,3 +128,49 @@ def test_hbw_sync_app_prints_an_address_that_opens_the_locked_app(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_locking_calls_on_lock_once_and_only_when_it_locks():
+    called = []
+    g = Gate(port=1, idle_s=900, on_lock=lambda: called.append(1))
+    assert not g.expire(5000) and called == []  # locked already: nothing to forget
+    g.unlock("pp", now=1000)
+    assert not g.expire(1900) and called == []  # 900 s idle: still open
+    assert g.expire(1901) and called == [1] and g.passphrase is None
+    assert not g.expire(9999) and called == [1]
+
+
+async def test_the_locked_app_holds_no_store_key_and_needs_the_passphrase_again(tmp_path):
+    """Issue 14: the store key derived at unlock leaves the process when the app locks (on its own timer)."""
+    import asyncio
+
+    from app_helpers import Running
+    from hbw_sync.client import device
+    from hbw_sync.client.device import Device
+    from hbw_sync.client.vault import KdfParams
+    from hbw_sync.errors import WrongKeyError
+
+    pp = "orchid lantern 52 ferry"
+    home = tmp_path / "dana"
+    Device.init(home, "dana", pp, kdf=KdfParams(n=2**10)).close()
+    with Device.open(home) as dev:
+        dev.unlock(pp).create_team("District Finance")
+    async with Running(home, pp) as app:
+        async with app.http.get(app.base + "/") as r:
+            assert "My work" in await r.text()
+        assert device._STORE_KEYS  # unlocked: derived once, kept for the next page
+        app.gate.idle_s = 0.2  # nobody touches the page: the timer locks it (checks every second here)
+        for _ in range(50):
+            if app.gate.passphrase is None:
+                break
+            await asyncio.sleep(0.1)
+        assert app.gate.passphrase is None and device._STORE_KEYS == {}
+        async with app.http.get(app.base + "/") as r:
+            text = await r.text()
+            assert "Passphrase" in text and "My work" not in text
+        # the store opens only with the passphrase again
+        with Device.open(home) as dev:
+            with pytest.raises(WrongKeyError):
+                dev.unlock("not the passphrase")
+        status, text = await app.post("/unlock", {"passphrase": pp})
+        assert "My work" in text and device._STORE_KEYS

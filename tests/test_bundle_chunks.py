@@ -17,9 +17,10 @@ from click.testing import CliRunner
 
 from relay_helpers import Member, Team
 from hbw_sync.client import bundles
+from hbw_sync.client import sync as syncing
 from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import LimitError
-from hbw_sync.server import admin, relay
+from hbw_sync.server import admin, limits, relay
 from hbw_sync.server.cli import cli as relay_cli
 
 # Every test here runs against each relay storage backend (SQLite: chunk files; PostgreSQL: rows).
@@ -63,11 +64,18 @@ def test_a_document_added_offline_reaches_the_office_by_bundle(team: Team, tmp_p
     res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(tmp_path / "c.hbw"),
                                          "--reply-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert "document chunk(s) received" in res.output
+    assert "document chunks received" in res.output
     assert relay_chunk_bytes(team) >= 2 * MB
     reply = next(tmp_path.glob("hbw-reply-*.hbw"))
+    assert syncing.pending_bytes(chidi.home) >= 2 * MB  # the scan's chunks wait to be confirmed
+    code, out = cli(chidi, "status")
+    assert code == 0 and "Documents waiting to be sent: 2." in out, out
     code, out = cli(chidi, "bundle", "import", str(reply))
-    assert code == 0 and "1 of your batch(es) confirmed" in out, out
+    assert code == 0 and "1 of your batches confirmed" in out, out
+    # The reply confirms the chunks too (the relay kept them before it answered): nothing waits any more.
+    assert syncing.pending_bytes(chidi.home) == 0
+    code, out = cli(chidi, "status", "--json")
+    assert code == 0 and json.loads(out)["outbox"]["document_bytes"] == 0, out
     assert dana.sync().ok
     code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
     assert code == 0, out
@@ -78,16 +86,56 @@ def test_a_document_added_offline_reaches_the_office_by_bundle(team: Team, tmp_p
     assert relay_chunk_bytes(team) == before and batch_count(team) >= 1
 
 
-def test_a_bundle_too_small_for_a_document_says_so_and_writes_nothing(team: Team, tmp_path: Path) -> None:
+def test_a_document_larger_than_a_bundle_is_written_as_numbered_bundles(team: Team, tmp_path: Path) -> None:
     _dana, chidi = team.pair("dana", "chidi")
     add_scan(chidi, tmp_path)
-    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--max-size", "1MB")
+    # No bundle can hold a part of 64 KiB and more: refused, with the name and the size; nothing written.
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--max-size", "64KiB")
     assert code == 2, out  # a usage error: the --max-size asked for
     assert "'scan.pdf'" in out and "2.0 MB" in out and "--max-size" in out and "online" in out, out
-    assert not (tmp_path / "c.hbw").exists()
-    # A larger one carries it.
-    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--max-size", "3MB")
-    assert code == 0 and (tmp_path / "c.hbw").exists(), out
+    assert not list(tmp_path.glob("c*.hbw"))
+    # 1 MB bundles: the 2 MB scan is spread over numbered files, in one export.
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"), "--max-size", "1MB", "--json")
+    assert code == 0, out
+    r = json.loads(out)
+    assert r["parts"] == 3 and [Path(f).name for f in r["files"]] == ["c-1of3.hbw", "c-2of3.hbw", "c-3of3.hbw"]
+    assert r["split_document"]["name"] == "'scan.pdf'" and r["batches"] == 1
+    assert all(Path(f).stat().st_size <= 1_000_000 + 4096 for f in r["files"])
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "d.hbw"), "--max-size", "1MB")
+    assert code == 0 and "Wrote 3 bundles" in out and "Take all of them to the office, in any order." in out, out
+
+
+def test_a_25_mb_document_crosses_in_3_bundles_taken_in_any_order(team: Team, tmp_path: Path) -> None:
+    """Issue 11: a document larger than a bundle travels in pieces across bundles. The relay takes the
+    parts in any order (the one naming the document first, here); the other device never shows a
+    version whose parts are missing, and gets the file byte-exact once all are in."""
+    dana, chidi = team.pair("dana", "chidi")
+    data, did = add_scan(chidi, tmp_path, 25 * MB)
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "scan.hbw"), "--max-size", "10MB", "--json")
+    assert code == 0, out
+    files = [Path(f) for f in json.loads(out)["files"]]
+    assert len(files) == 3 and all(f.stat().st_size <= 10 * MB + 4096 for f in files)
+    assert syncing.pending_bytes(chidi.home) >= 25 * MB
+    replies = []
+    for i, f in enumerate((files[2], files[0], files[1])):  # the part with the document's change first
+        out_dir = tmp_path / f"r{i}"
+        res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(f),
+                                             "--reply-dir", str(out_dir)])
+        assert res.exit_code == 0, res.output
+        replies += sorted(out_dir.glob("hbw-reply-*.hbw"))
+        if i == 0:  # the version is known, not its bytes: Dana is told they are not at the relay yet
+            assert dana.sync().ok
+            code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "early.pdf"))
+            assert code != 0 and "not at the relay yet" in out, out
+            assert not (tmp_path / "early.pdf").exists()
+    assert dana.sync().ok
+    code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0, out
+    assert (tmp_path / "copy.pdf").read_bytes() == data
+    for reply in reversed(replies):  # and Chidi's replies, in any order
+        code, out = cli(chidi, "bundle", "import", str(reply))
+        assert code == 0, out
+    assert syncing.pending_bytes(chidi.home) == 0
 
 
 def test_a_bundle_over_the_document_quota_is_refused_whole(team: Team, tmp_path: Path,
@@ -96,14 +144,20 @@ def test_a_bundle_over_the_document_quota_is_refused_whole(team: Team, tmp_path:
     add_scan(chidi, tmp_path)
     bundles.export_bundle(chidi.home, tmp_path / "c.hbw", passphrase=chidi.passphrase)
     before = batch_count(team)
-    small = lambda conn, data: relay.load_identity(Path(data), conn, chunk_quota=MB)  # noqa: E731
-    monkeypatch.setattr(admin, "_identity", small)
+    # The quota 'serve --chunk-quota-gb' keeps in the relay's settings; 'bundle ingest' (its own process,
+    # without serve's options) applies it too.
+    assert admin.chunk_quota(team.data) == limits.CHUNK_QUOTA  # nothing kept yet: the default
+    admin.set_chunk_quota(team.data, MB)
+    assert admin.chunk_quota(team.data) == MB
+    res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(tmp_path / "c.hbw"),
+                                         "--reply-dir", str(tmp_path / "replies")])
+    assert res.exit_code == 65 and "nothing of this bundle was applied" in res.output, res.output
     with pytest.raises(LimitError) as e:
         admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")
     assert e.value.code == "protocol.quota" and "nothing of this bundle was applied" in e.value.message
     assert batch_count(team) == before and relay_chunk_bytes(team) == 0
     assert not (tmp_path / "replies").exists() or not any((tmp_path / "replies").iterdir())
-    monkeypatch.undo()
+    admin.set_chunk_quota(team.data, 20 * 1024**3)  # serve started again with the default
     r = admin.ingest_bundle(team.data, tmp_path / "c.hbw", tmp_path / "replies")  # the same bundle, room now
     assert r["batches_in"] == 1 and r["chunks_in"] >= 8
 
@@ -172,3 +226,21 @@ def test_a_bundle_over_http_carries_its_chunks(team: Team, tmp_path: Path) -> No
     assert dana.sync().ok
     code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
     assert code == 0 and (tmp_path / "copy.pdf").read_bytes() == data, out
+
+
+def test_a_reply_carrying_only_a_document_counts_its_change(team: Team, tmp_path: Path) -> None:
+    """A batch holding nothing but a document is a change like any other, and the words say so."""
+    dana, chidi = team.pair("dana", "chidi")
+    doc = tmp_path / "minutes.pdf"
+    doc.write_bytes(random.Random(3).randbytes(100_000))
+    assert cli(dana, "doc", "add", str(doc))[0] == 0
+    assert dana.sync().ok
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "c.hbw"))
+    assert code == 0, out
+    res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), str(tmp_path / "c.hbw"),
+                                         "--reply-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    code, out = cli(chidi, "bundle", "import", str(next(tmp_path.glob("hbw-reply-*.hbw"))))
+    assert code == 0 and "0 of your batches confirmed, 1 received (1 change)." in out, out
+    with chidi.open() as rep:
+        assert [d.name for d in rep.docs()] == ["minutes.pdf"]

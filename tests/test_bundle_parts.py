@@ -88,7 +88,7 @@ def test_a_reply_over_the_cap_comes_in_files_within_it_and_says_what_is_to_come(
     assert all(re.search(rf"-{i}of{len(files)}\.hbw$", f) for i, f in enumerate(files, 1))
     outs = [c.imp(f) for f in files]
     # Each import says which part it was and what is still to come, in words and human sizes.
-    assert outs[0].startswith(f"Part 1 of {len(files)} imported: 1 of your batch(es) confirmed")
+    assert outs[0].startswith(f"Part 1 of {len(files)} imported: 1 of your batches confirmed")
     first_left = re.search(r"(\d+) more bundles to come: ([\d.]+ (?:KB|MB))\. Import them as they arrive", outs[0])
     assert first_left and int(first_left.group(1)) == len(files) - 1, outs[0]
     assert "1 more bundle to come: " in outs[-2]
@@ -102,7 +102,7 @@ def test_a_reply_over_the_cap_comes_in_files_within_it_and_says_what_is_to_come(
         rep.add_task("Second visit")
     again = c.round("b2")
     assert again["parts"] == 1 and again["batches_out"] == 0
-    assert "Imported: 1 of your batch(es) confirmed, 0 received" in c.imp(again["reply"])
+    assert "Imported: 1 of your batches confirmed, 0 received" in c.imp(again["reply"])
 
 
 def test_parts_out_of_order_and_twice_converge_with_nothing_lost(team: Team, tmp_path: Path) -> None:

@@ -157,7 +157,7 @@ def test_bundle_cli_both_sides(team: Team, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     reply = json.loads(res.stdout)["reply"]
     res = CliRunner().invoke(client_cli, ["bundle", "import", reply], env=env)
-    assert res.exit_code == 0 and "1 of your batch(es) confirmed" in res.output
+    assert res.exit_code == 0 and "1 of your batches confirmed" in res.output
     res = CliRunner().invoke(client_cli, ["bundle", "import", reply], env=env)
     assert res.exit_code == 0 and "already imported" in res.output
     (tmp_path / "junk.hbw").write_bytes(b"garbage")

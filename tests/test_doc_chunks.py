@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from relay_helpers import Member, Team
+from test_transfer import cut_stream
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
 from hbw_sync.client.cli import cli as client_cli
@@ -143,29 +144,41 @@ def test_an_edit_resends_only_the_chunks_it_touched(team: Team, tmp_path: Path) 
         assert rep.doc_bytes(doc.id, version=1)[1] == data  # the first version is still whole here
 
 
+def local_sealed_bytes(m) -> int:
+    with Device.open(m.home) as dev:
+        return dev.store.execute("SELECT COALESCE(SUM(length(sealed)), 0) FROM doc_chunks").fetchone()[0]
+
+
 def test_a_cut_upload_goes_on_where_it_stopped(team: Team, tmp_path: Path) -> None:
     dana, chidi = team.pair("dana", "chidi")
     f = tmp_path / "recording.bin"
     f.write_bytes(pdf_like(4 * MB, 6))
     with dana.open() as rep:
         doc = rep.add_doc(f)
-    puts = [0]
+    packs, streamed = [0], []
 
-    async def cut_after_two_puts(url: str, body: bytes, timeout: float, **kw) -> bytes:
-        if b"chunk_put" in body[:200]:
-            puts[0] += 1
-            if puts[0] > 2:
+    async def cut_in_the_third_pack(url: str, body: bytes, timeout: float, **kw) -> bytes:
+        if kw.get("path") == "/v1/stream":  # a pack of sealed chunks, streamed (§18e)
+            packs[0] += 1
+            head_end = 2 + int.from_bytes(body[:2], "big")
+            if packs[0] == 3:  # cut 300,000 bytes into the third pack: the relay keeps them
+                await cut_stream(url, body, head_end + 300_000)
                 raise TransientError("the link dropped")
+            streamed.append(len(body) - head_end)
         return await syncing.post(url, body, timeout, **kw)
 
     with pytest.raises(TransientError):
-        dana.sync(transport=cut_after_two_puts)
+        dana.sync(transport=cut_in_the_third_pack)
     held = relay_chunk_bytes(team)
     assert 0 < held < 4 * MB
     with Device.open(dana.home) as dev:  # the batch naming the chunks did not go before them
         assert dev.store.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] >= 1
-    again = dana.sync()
-    assert again.ok and again.sent_bytes < 4.2 * MB - held + 100_000
+    streamed.clear()
+    again = dana.sync(transport=cut_in_the_third_pack)
+    assert again.ok
+    # Only what the relay lacked went: not the chunks it kept, nor the 300,000 bytes of the cut pack.
+    sealed_total = local_sealed_bytes(dana)
+    assert sum(streamed) <= sealed_total - held - 300_000 + 4096 * (len(streamed) + 1), (streamed, held)
     chidi.sync()
     code, out = cli(chidi, "doc", "get", doc.id, "-o", str(tmp_path / "out.bin"))
     assert code == 0 and (tmp_path / "out.bin").read_bytes() == f.read_bytes()
@@ -287,3 +300,44 @@ def test_chunks_the_relay_collected_before_their_batch_went_are_sent_again(team:
     chidi.sync()
     code, out = cli(chidi, "doc", "get", doc.id, "-o", str(tmp_path / "x.pdf"))
     assert code == 0 and (tmp_path / "x.pdf").read_bytes() == f.read_bytes()
+
+
+def test_progress_counts_chunk_bytes_both_ways(team: Team, tmp_path: Path) -> None:
+    """Issue 12: a chunked document's upload and download show in the progress events (``--progress json``)."""
+    import json
+
+    from hbw_sync.client.progress import Progress
+
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    f = tmp_path / "scan.pdf"
+    f.write_bytes(pdf_like(3 * MB, 41))
+    with dana.open() as rep:
+        rep.add_doc(f)
+    up: list[Progress] = []
+    r = dana.sync(on_progress=up.append)
+    sent = [e for e in up if e.phase == "upload"]
+    assert len(sent) >= 3, sent  # the chunk puts show, not only the end
+    assert all(a.done <= b.done for a, b in zip(sent, sent[1:]))
+    assert sent[-1].done == sent[-1].total == r.sent_bytes > 3 * MB
+    assert all(e.total is not None and e.total > 3 * MB for e in sent if e.done), \
+        "the total counts the chunks from the first byte sent"
+
+    down: list[Progress] = []
+    r = chidi.sync(on_progress=down.append)
+    got = [e for e in down if e.phase == "download"]
+    assert all(a.done <= b.done for a, b in zip(got, got[1:]))
+    assert got[-1].done == got[-1].total == r.received_bytes > 3 * MB
+    assert any(e.total is not None and e.total > 3 * MB and e.done < MB for e in got), \
+        "while chunks come, the total already counts them"
+
+    # the CLI's JSON lines carry the same counts
+    f.write_bytes(pdf_like(3 * MB, 42))
+    with dana.open() as rep:
+        rep.add_doc(f, name="second.pdf")
+    env = {"HBW_SYNC_HOME": str(dana.home), "HBW_PASSPHRASE": dana.passphrase}
+    res = CliRunner().invoke(client_cli, ["sync", "--progress", "json", "--json"], env=env, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.stderr.splitlines() if x.startswith("{")]
+    ups = [x for x in lines if x.get("event") == "progress" and x["phase"] == "upload"]
+    assert ups and ups[-1]["done_bytes"] == ups[-1]["total_bytes"] > 3 * MB

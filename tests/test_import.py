@@ -161,7 +161,7 @@ def test_bad_rows_are_listed_and_nothing_is_imported(tmp_path: Path) -> None:
                      "Returns,amina,09/12/2026,low\n")
         res = run(dana.home, "task", "import", str(f), ok=False, passphrase=pw)
         assert res.exit_code == 2
-        assert "3 bad row(s), nothing imported" in res.output
+        assert "3 bad rows, nothing imported" in res.output
         assert "line 3: assignee 'amnia' is not in the team (did you mean 'amina'?)" in res.output
         assert "line 4: due '31/11/2026' is not a real date" in res.output
         assert "line 5: bad priority 'top'" in res.output
@@ -176,7 +176,7 @@ def test_bad_rows_are_listed_and_nothing_is_imported(tmp_path: Path) -> None:
         assert tasks(dana.home, pw) == {}
         # --skip-bad imports the good rows and says what it left out.
         out = run(dana.home, "task", "import", str(f), "--skip-bad", passphrase=pw).stdout
-        assert "left out, line 3" in out and "2 task(s) created" in out
+        assert "left out, line 3" in out and "2 tasks created" in out
         assert set(tasks(dana.home, pw)) == {"Permits", "Returns"}
 
 
@@ -224,7 +224,7 @@ def test_map_and_unknown_columns(home: Path, tmp_path: Path) -> None:
     f = tmp_path / "week.csv"
     f.write_text("Activité,Personne chargée,Bureau n°\nPermits,bosco,12\n")
     res = run(home, "task", "import", str(f), "--new-member", "bosco", ok=False)
-    assert "unknown column(s) 'Personne chargée', 'Bureau n°'" in res.output
+    assert "unknown columns 'Personne chargée', 'Bureau n°'" in res.output
     run(home, "task", "import", str(f), "--new-member", "bosco", "--map", "personne chargee=assignee", "--map", "Bureau n°=-")
     assert tasks(home)["Permits"]["assignee"] == "bosco"
     res = run(home, "task", "import", str(f), "--map", "Personne chargée=owner", ok=False)
@@ -377,7 +377,7 @@ def test_monday_forty_tasks_from_a_workbook_and_a_windows_csv_reach_every_device
             sent = dev.status()["outbox"]
         for name in ("week-50.xlsx", "registre.csv"):
             out = run(dana.home, "task", "import", str(tmp_path / name), passphrase=pw).stdout
-            assert "0 task(s) created, 0 updated" in out
+            assert "0 tasks created, 0 updated" in out
         with Device.open(dana.home) as dev:
             assert dev.status()["outbox"] == sent  # nothing new to send
         for m in members.values():

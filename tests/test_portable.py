@@ -103,7 +103,7 @@ def test_client_commands_work_without_fcntl(no_posix: dict[str, str], tmp_path: 
         assert res.exit_code == 0, res.output
         reply = json.loads(res.stdout)["reply"]
         p = hbw(no_posix, chidi_home, "bundle", "import", reply, passphrase=chidi_pw)
-        assert "1 of your batch(es) confirmed" in p.stdout
+        assert "1 of your batches confirmed" in p.stdout
 
 
 def test_the_sync_lock_holds_without_fcntl(no_posix: dict[str, str], tmp_path: Path) -> None:

@@ -204,3 +204,108 @@ def test_tray_command_without_a_store_says_so_in_words(tmp_path: Path) -> None:
 
     r = CliRunner().invoke(cli, ["--home", str(tmp_path / "none"), "tray"])
     assert r.exit_code == 78 and "no hbw-sync store" in r.output
+
+
+# -- notifications: one seam, real services or the fallback --------------------------------------------
+
+
+def _plain_display(*a: Any, **kw: Any) -> Any:
+    """pystray's dummy backend as it is: no notifications, like pystray's xorg backend on plain X11."""
+    icon = RecordingDisplay(*a, **kw)
+    icon.HAS_NOTIFICATION = False
+    return icon
+
+
+def test_notifier_tries_the_next_backend_and_never_retries_a_broken_one() -> None:
+    from hbw_sync.client.tray import Notifier
+
+    calls: list[str] = []
+
+    def broken(title: str, body: str) -> bool:
+        calls.append("broken")
+        raise OSError("no service")
+
+    def works(title: str, body: str) -> bool:
+        calls.append(f"works:{title}:{body}")
+        return True
+
+    n = Notifier([("a", broken), ("b", works)])
+    assert n.send("T", "B") and n.send("T2", "B2")
+    assert calls == ["broken", "works:T:B", "works:T2:B2"] and n.broken == {"a"}
+    assert not Notifier([("a", lambda t, b: False)]).send("T", "B")
+    slow = Notifier([("slow", lambda t, b: time.sleep(5) or True)], timeout=0.2)
+    assert not slow.send("T", "B")  # a service that hangs counts as absent; the caller goes on
+    for x in (n, slow):
+        x.close()
+
+
+def test_without_a_desktop_service_notifications_fall_back_quietly_even_inside_a_running_loop(
+        tmp_path: Path, monkeypatch) -> None:
+    """No D-Bus session here (or one with no notification service): send says False, raises nothing."""
+    import asyncio
+
+    from hbw_sync.client.tray import Notifier, default_backends
+
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no notify-send either
+    icon = _plain_display("t", tray_icon.draw(TrayState.ALL_SENT), "t")
+    n = Notifier(default_backends(icon))
+    assert [name for name, _b in n.backends] == ["desktop-notifier"]
+
+    async def inside_a_loop() -> bool:  # the watch loop calls the tray from inside asyncio.run
+        return n.send("Task moved to you", "Task abc123 is yours now")
+
+    assert asyncio.run(inside_a_loop()) is False and "desktop-notifier" in n.broken
+    n.close()
+
+
+def test_desktop_notifier_shows_it_through_a_real_dbus_session(tmp_path: Path, monkeypatch) -> None:
+    """Plain X11 has no pystray notifications: desktop-notifier talks to the session's notification service."""
+    import asyncio
+    import shutil as sh
+
+    if sh.which("dbus-daemon") is None:
+        import pytest
+        pytest.skip("dbus-daemon is not installed (Debian package dbus-daemon)")
+    from dbus_helpers import NotificationService, SessionBus
+
+    from hbw_sync.client.tray import Notifier, default_backends
+
+    with SessionBus(tmp_path) as bus, NotificationService(bus.address) as service:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus.address)
+        icon = _plain_display("t", tray_icon.draw(TrayState.ALL_SENT), "t")
+        n = Notifier(default_backends(icon))
+
+        async def inside_a_loop() -> bool:
+            return n.send("Conflict settled", "Task abc123: assignee is chidi (by dana).")
+
+        assert asyncio.run(inside_a_loop())
+        assert n.send("A device waits for approval", "bosco's device waits for your approval.")
+        assert service.shown == [("Conflict settled", "Task abc123: assignee is chidi (by dana)."),
+                                 ("A device waits for approval", "bosco's device waits for your approval.")]
+        n.close()
+
+
+def test_a_notification_no_desktop_shows_turns_the_tray_to_needs_attention_until_the_app_opens(
+        tmp_path: Path) -> None:
+    from hbw_sync.client.tray import Notifier
+
+    with Team(tmp_path) as team:
+        dana, chidi = team.pair()
+        opened: list[list[str]] = []
+        tray = Tray(dana.home, dana.passphrase, interval=3600, icon_factory=_plain_display, poll_s=3600,
+                    launcher=opened.append, notifier=Notifier([("none here", lambda t, b: False)]))
+        assert tray.refresh().state is TrayState.ALL_SENT
+        with chidi.open() as rep:
+            rep.add_task("Site visit", assignee="dana")
+        chidi.sync()
+        dana.sync()  # the notice "new task ... for you" waits in dana's store
+        view_now = tray.refresh()
+        assert view_now.state is TrayState.ATTENTION and "Site visit" in view_now.tooltip
+        assert "open hbw-sync" in view_now.tooltip
+        with dana.open() as rep:  # the app's notices list still has it
+            assert any("Site visit" in x for x in rep.status()["notices"])
+        tray.open_app()
+        assert opened and tray.refresh().state is TrayState.ALL_SENT
+        tray.stop()

@@ -21,7 +21,7 @@ from . import docchunks, docsync, reply_parts, snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
-from ..i18n import _
+from ..i18n import _, ngettext
 
 DEFAULT_MAX_BYTES = 10_000_000  # what most mail servers accept as one attachment
 REPLY_BUDGET = 5_000_000
@@ -49,7 +49,7 @@ def _doc_name(dev: Device, passphrase: str | None, did: bytes) -> str:
 def _require_relay(dev: Device) -> tuple[bytes, bytes]:
     s = dev.store
     if s.meta("relay_public") is None or s.meta("relay_x25519") is None:
-        raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
+        raise ConfigError(_("this device has not joined a relay"), code="config.not_joined")
     return s.meta("relay_public"), s.meta("relay_x25519")
 
 
@@ -57,6 +57,13 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
                   reply_budget: int = REPLY_BUDGET, *, passphrase: str | None = None,
                   on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Write the outbox and pull cursor as one bundle sealed to the relay. Needs no passphrase.
+
+    A document whose chunks do not fit in one bundle of ``max_bytes`` is written as several
+    numbered bundles in one export (``FILE-1of3.hbw``...): its chunks spread over them, the batch
+    that names them in the last. Why files rather than "export again for the rest": a person
+    carrying a USB stick copies them all at once, in one trip; each is a bundle the relay takes in
+    any order (they share one counter), and a device that has not all of a version's chunks does
+    not show it until they come. The result's ``files`` lists them, ``split_document`` says which.
 
     With one that opens the store, the open batch's pieces are built into one batch first
     (fewer bytes); without, they travel as the separate signed batches they already are.
@@ -72,10 +79,14 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         s = dev.store
         rep = dev.try_unlock(passphrase)
         close_outbox(dev, rep)
-        batches, seqs, changes, size = [], [], 0, 0
+        batches: list[bytes] = []
+        seqs: list[int] = []
+        changes, size = 0, 0
         # Sealed document chunks the exported batches name travel with them (§18f): the relay keeps
         # them before it accepts the batches, as an online sync uploads them first (§18e).
         carried: dict[bytes, bytes] = {}
+        split_doc: tuple[bytes, int] | None = None
+        parts: list[list[tuple[bytes, bytes]]] = []
         local = docchunks.LocalChunks(s)
         room = min(max_bytes, bundle_fmt.MAX_BUNDLE - _OVERHEAD)
         waiting = s.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
@@ -93,14 +104,21 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
                         per_doc[did] = per_doc.get(did, 0) + len(sealed) + _PER_CHUNK
             cost = len(data) + sum(per_doc.values())
             if per_doc and (cost > room or len(extra) > bundle_fmt.MAX_CHUNKS) and not batches:
-                # Never dropped silently: its version would reach the team with bytes nobody can read.
-                did = max(per_doc, key=per_doc.__getitem__)
-                raise UsageError(
-                    _("the document {name} ({size} sealed) does not fit in a bundle of at most {max}: "
-                      "nothing was written").format(name=_doc_name(dev, passphrase, did),
-                                                    size=human_bytes(per_doc[did]), max=human_bytes(room)),
-                    code="usage.bundle_too_small",
-                    hint=_("sync online once, or export again with a larger --max-size"))
+                # A document larger than one bundle: its chunks go in as many numbered bundles as it
+                # takes, the batch that names them in the last (the relay keeps chunks it gets early).
+                biggest = max(len(v) for v in extra.values()) + _PER_CHUNK
+                if biggest > room:  # one part cannot hold it, however many parts
+                    did = max(per_doc, key=per_doc.__getitem__)
+                    raise UsageError(
+                        _("the document {name} ({size} sealed) has parts larger than a bundle of at most {max}: "
+                          "nothing was written").format(name=_doc_name(dev, passphrase, did),
+                                                        size=human_bytes(per_doc[did]), max=human_bytes(room)),
+                        code="usage.bundle_too_small",
+                        hint=_("sync online once, or export again with a larger --max-size"))
+                parts = _split(list(extra.items()), len(data), room)
+                split_doc = (max(per_doc, key=per_doc.__getitem__), sum(per_doc.values()))
+                batches, seqs, changes, size = [data], [seq], n_ops, cost
+                break
             if batches and (size + cost > room or len(carried) + len(extra) > bundle_fmt.MAX_CHUNKS):
                 break
             carried.update(extra)
@@ -115,8 +133,6 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
         reply_max = min(max_bytes, MAX_REPLY)
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
                 "roster_v": s.meta("roster_v"), "bundle": counter, "reply_max": reply_max}
-        if carried:
-            args["chunks"] = [[cid, sealed] for cid, sealed in carried.items()]
         # The document chunks this device's fetch policy wants (needs the store open), bounded (§18f).
         want = rep.wanted_chunks()[:WANT_MAX] if rep is not None else []
         if want:
@@ -125,22 +141,77 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
             args["key"] = s.meta("publish_key")
         if snapshots.refused_recently(s):  # replaying the history a refused snapshot would have skipped
             args["no_snapshot"] = True
+        if split_doc is None:
+            parts = [list(carried.items())]
+        n = len(parts)
+        # One counter for all parts: the relay takes them in any order (an equal counter is not an
+        # older bundle), and the next export's counter is above them all.
+        plan = []
+        for i, part in enumerate(parts, 1):
+            last = i == n
+            part_args = dict(args) if last else {  # only the last part carries the batch and asks for replies
+                "cursor": args["cursor"], "budget": MIN_PART_BUDGET, "batches": [], "roster_v": args["roster_v"],
+                "bundle": counter, "reply_max": reply_max}
+            if part:
+                part_args["chunks"] = [[cid, sealed] for cid, sealed in part]
+            plan.append((_part_path(path, i, n), part_args, part, seqs if last else []))
         device = s.meta("device_id")
-        env, nonce = envelope.make_request(dev.transport_key(), device, "sync", args, now_ms())
-        sealed = bundle_fmt.seal(bundle_fmt.TO_RELAY, s.meta("team_id"), crypto.device_id_for(relay_pub), relay_x, env)
+        written: list[tuple[Path, bytes, bytes, list[Any]]] = []
+        for out, part_args, part, part_seqs in plan:
+            env, nonce = envelope.make_request(dev.transport_key(), device, "sync", part_args, now_ms())
+            sealed = bundle_fmt.seal(bundle_fmt.TO_RELAY, s.meta("team_id"), crypto.device_id_for(relay_pub),
+                                     relay_x, env)
+            written.append((out, sealed, nonce, part_seqs))
         try:
-            fileio.write_private(path, sealed)  # sealed, but who sent how much when is nobody else's business
+            for out, sealed, _nonce, _seqs in written:
+                fileio.write_private(out, sealed)  # sealed, but who sent how much when is nobody else's business
         except OSError as e:
-            raise UsageError(_("cannot write {path}: {v}").format(path=path, v=e.strerror or e)) from None
+            for out, *_rest in written:
+                out.unlink(missing_ok=True)
+            raise UsageError(_("cannot write {path}: {v}").format(path=out, v=e.strerror or e)) from None
         with s.transaction():
             s.set_meta("bundle_counter", counter)
             pending = s.meta("bundle_nonces") or {}
-            pending[nonce.hex()] = [counter, now_ms(), seqs, reply_max]
+            for (out, sealed, nonce, part_seqs), part in zip(written, parts):
+                # The chunks it carries: marked sent when a reply to it is imported (the relay kept them
+                # before it answered), so that 'status' stops counting them as waiting.
+                pending[nonce.hex()] = [counter, now_ms(), part_seqs, reply_max, [c[0] for c in part]]
             s.set_meta("bundle_nonces", pending)
-        meter("export", len(sealed), len(sealed))
-        return {"file": str(path), "bytes": len(sealed), "batches": len(batches), "changes": changes,
-                "counter": counter, "left_in_outbox": left, "doc_chunks": len(carried),
-                "doc_chunk_bytes": sum(map(len, carried.values()))}
+        total = sum(len(w[1]) for w in written)
+        meter("export", total, total)
+        chunks_out = [c for part in parts for c in part]
+        result: dict[str, Any] = {"file": str(written[-1][0]), "files": [str(w[0]) for w in written], "bytes": total,
+               "batches": len(batches), "changes": changes, "counter": counter, "left_in_outbox": left,
+               "doc_chunks": len(chunks_out), "doc_chunk_bytes": sum(len(c[1]) for c in chunks_out),
+               "parts": n, "split_document": None}
+        if split_doc is not None:
+            result["split_document"] = {"name": _doc_name(dev, passphrase, split_doc[0]), "bytes": split_doc[1]}
+        return result
+
+
+#: The reply budget of a part that only carries chunks (the relay's least): the last part asks for the rest.
+MIN_PART_BUDGET = 1024
+
+
+def _split(pieces: list[tuple[bytes, bytes]], batch_size: int, room: int) -> list[list[tuple[bytes, bytes]]]:
+    """Chunks into parts that each fit ``room``; the last also has room for the batch (``batch_size``)."""
+    parts: list[list[tuple[bytes, bytes]]] = [[]]
+    used = 0
+    for cid, sealed in pieces:
+        cost = len(sealed) + _PER_CHUNK
+        if parts[-1] and (used + cost > room or len(parts[-1]) >= bundle_fmt.MAX_CHUNKS):
+            parts.append([])
+            used = 0
+        parts[-1].append((cid, sealed))
+        used += cost
+    if used + batch_size > room:
+        parts.append([])  # the batch goes alone in one more part
+    return parts
+
+
+def _part_path(path: Path, i: int, n: int) -> Path:
+    """``scan.hbw`` for one part; ``scan-1of3.hbw``... for several (the order a person reads, as reply parts)."""
+    return path if n == 1 else path.with_name(f"{path.stem}-{i}of{n}{path.suffix or '.hbw'}")
 
 
 def import_bundle(home: Path | None, path: Path, passphrase: str, *,
@@ -187,7 +258,10 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         session = _Session(dev, rep, REPLY_BUDGET, None, 0)  # type: ignore[arg-type]
         session.apply_response({**result, "cursor": s.meta("pull_cursor", 0)} if held else result, [])
         with s.transaction():
-            if held:
+            carried = pending[nonce][4] if len(pending[nonce]) > 4 else []
+            if carried:  # the relay answered: it kept the bundle's chunks (before any of its batches, §18f)
+                docchunks.LocalChunks(s).mark_sent(c for c in carried if isinstance(c, bytes))
+            if held and frm is not None:
                 reply_parts.hold(s, frm, int(result.get("cursor", 0)))
             reply_parts.settle(s)
             still = reply_parts.record(s, nonce, part, n, sizes)
@@ -242,6 +316,8 @@ def _keep_chunks(rep: Any, pieces: Any, notes: list[str]) -> int:
             except (IntegrityError, ProtocolError):
                 bad += 1
     if bad:
-        notes.append(_("{n} document part(s) in the reply did not match their id and were not kept; "
-                       "'doc get' fetches them online").format(n=bad))
+        notes.append(ngettext("{n} document part in the reply did not match its id and was not kept; "
+                              "'doc get' fetches it online",
+                              "{n} document parts in the reply did not match their ids and were not kept; "
+                              "'doc get' fetches them online", bad).format(n=bad))
     return kept

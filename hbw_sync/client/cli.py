@@ -8,7 +8,6 @@ content need the passphrase (``HBW_PASSPHRASE``, or a prompt at a terminal);
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from . import bundles, exporter, importer, retry, sync as syncing, views
 from . import team as teams
 from . import watch as watching
 from .cli_progress import Tally, json_event, progress_for, progress_option
+from .cli_config import client_config, from_environment
 from .cli_passphrase import current_passphrase, env_passphrase, new_passphrase
 from .cli_passphrase import register as register_passphrase
 from .cli_app import register_app
@@ -63,6 +63,15 @@ def parse_size(text: str) -> int:
 
 
 human_bytes = timefmt.human_bytes
+
+
+def changes_words(n: int) -> str:
+    """"1 change" / "3 changes" in the person's language (never "change(s)")."""
+    return ngettext("{n} change", "{n} changes", n).format(n=n)
+
+
+def batches_words(n: int) -> str:
+    return ngettext("{n} batch", "{n} batches", n).format(n=n)
 
 
 def emit(ctx: click.Context, data: Any, text: Any = None) -> None:
@@ -111,7 +120,8 @@ def _replica(ctx: click.Context) -> Replica:
     envvar="HBW_SYNC_HOME",
     help="Directory of the local store (default: your user data directory; env HBW_SYNC_HOME).",
 )
-def cli(home: Path | None) -> None:
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
     """Work on your team's tasks and documents offline; sync when a link allows.
 
     Everything works with no network. Changes wait in the outbox, signed and
@@ -126,6 +136,7 @@ def cli(home: Path | None) -> None:
     disk problem, 75 try again later, 76 needs a newer version, 77 not allowed
     (wrong passphrase, revoked device), 78 not set up yet.
     """
+    ctx.obj = from_environment(home)  # built once, passed down (client/config.py)
 
 
 @cli.command()
@@ -163,7 +174,7 @@ def team_create(ctx: click.Context, name: str) -> None:
     """Start team NAME on this device (you become its supervisor)."""
     rep = _replica(ctx)
     rep.create_team(name)
-    emit(ctx, {"team": name, "team_id": rep.identity.team_id.hex()}, _("Team {name!r} created. You can add tasks now.").format(name=name))
+    emit(ctx, {"team": name, "team_id": rep.require_team().hex()}, _("Team {name!r} created. You can add tasks now.").format(name=name))
 
 
 @team.command("invite")
@@ -558,7 +569,7 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
             raise UsageError(_("--map {m!r}: expected HEADER=FIELD").format(m=m), hint=_("e.g. --map 'Agent=assignee'"))
         mapping[header.strip()] = name.strip().lower()
     opts = importer.ImportOptions(mapping=mapping, day_first=day_first,
-                                  locale_day_first=importer.locale_day_first(os.environ, _system_locale()),
+                                  locale_day_first=importer.locale_day_first(client_config(ctx).locale_env, _system_locale()),
                                   new_members=frozenset(n.strip().lower() for n in new_members))
     rep = _replica(ctx)
     try:
@@ -583,12 +594,13 @@ def task_import(ctx: click.Context, file: Path, fmt: str | None, sheet: str | No
             return
         for line in plan.problem_lines():
             click.echo(_("  left out, {line}").format(line=line))
-        parts = [_("Imported: {created} task(s) created, {updated} updated").format(
+        parts = [ngettext("Imported: {created} task created, {updated} updated",
+                          "Imported: {created} tasks created, {updated} updated", plan.count("create")).format(
             created=plan.count("create"), updated=plan.count("update"))]
         if plan.count("unchanged"):
             parts.append(_("{n} already up to date").format(n=plan.count("unchanged")))
         if plan.bad:
-            parts.append(_("{n} bad row(s) left out").format(n=len(plan.bad)))
+            parts.append(ngettext("{n} bad row left out", "{n} bad rows left out", len(plan.bad)).format(n=len(plan.bad)))
         click.echo(", ".join(parts) + ".")
 
     emit(ctx, result, text)
@@ -614,7 +626,7 @@ def task_export(ctx: click.Context, file: Path, fmt: str | None, mine: bool, ass
     """
     tasks = _replica(ctx).tasks(mine=mine, assignee=assignee, archived=archived)
     r = exporter.export_tasks(tasks, file, fmt, separator="\t" if separator == "tab" else separator, force=force)
-    emit(ctx, r, _("Wrote {tasks} task(s) to {file} ({human_bytes}).").format(tasks=r['tasks'], file=file, human_bytes=human_bytes(r['bytes'])))
+    emit(ctx, r, ngettext("Wrote {tasks} task to {file} ({human_bytes}).", "Wrote {tasks} tasks to {file} ({human_bytes}).", r['tasks']).format(tasks=r['tasks'], file=file, human_bytes=human_bytes(r['bytes'])))
 
 
 # -- documents -------------------------------------------------------------------------------------
@@ -802,12 +814,17 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
         else:
             click.echo(_("{member} on device {device}, no team yet").format(member=s["member"], device=s["device"][:8]))
         if o["changes"]:
-            click.echo(_("Waiting to be sent: {changes} change(s) in {batches} batch(es), {human_bytes}.").format(changes=o['changes'], batches=o['batches'], human_bytes=human_bytes(o['bytes'])))
-        else:
+            click.echo(_("Waiting to be sent: {changes} in {batches}, {human_bytes}.").format(changes=changes_words(o['changes']), batches=batches_words(o['batches']), human_bytes=human_bytes(o['bytes'])))
+        elif not o["document_bytes"]:
             click.echo(_("Nothing waiting to be sent."))
+        if o["document_bytes"]:
+            click.echo(_("Documents waiting to be sent: {size}.").format(size=human_bytes(o["document_bytes"])))
         if s["waiting_for_team_key"]:
-            click.echo(_("{waiting_for_team_key} change(s) wait for the team key: they are kept here, "
-                  "and sealed and sent once this device holds the new key.").format(waiting_for_team_key=s['waiting_for_team_key']))
+            click.echo(ngettext("{waiting_for_team_key} change waits for the team key: it is kept here, "
+                                "and sealed and sent once this device holds the new key.",
+                                "{waiting_for_team_key} changes wait for the team key: they are kept here, "
+                                "and sealed and sent once this device holds the new key.",
+                                s['waiting_for_team_key']).format(waiting_for_team_key=s['waiting_for_team_key']))
         print_waiting(s["key_flow"])
         got = s["received"]
         if got:
@@ -833,8 +850,9 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
         elif not got:
             click.echo(_("No new conflicts."))
         if s["rejected_batches"]:
-            click.echo(_("{rejected_batches} batch(es) were refused by the relay; see 'hbw-sync sync' "
-                  "output.").format(rejected_batches=s['rejected_batches']))
+            click.echo(ngettext("{rejected_batches} batch was refused by the relay; see 'hbw-sync sync' output.",
+                                "{rejected_batches} batches were refused by the relay; see 'hbw-sync sync' output.",
+                                s['rejected_batches']).format(rejected_batches=s['rejected_batches']))
 
     emit(ctx, s, text)
     if not wants_json(ctx) and not mark_seen_off:
@@ -881,11 +899,11 @@ def join(ctx: click.Context, invite: tuple[str, ...], relay_url: str | None, lab
     if not r.get("synced"):
         msg += "\n" + _("First sync did not complete: {note}").format(note=r.get("note") or _("try hbw-sync sync later"))
 
-    def text() -> None:
+    def show() -> None:
         click.echo(msg)
         print_waiting(r.get("waiting", []))
 
-    emit(ctx, r, text)
+    emit(ctx, r, show)
 
 
 @cli.command()
@@ -942,11 +960,13 @@ def sync(ctx: click.Context, budget: str, timeout: float, deadline: str | None, 
         if quiet:
             return
         click.echo(
-            _("Sent {sent_batches} batch(es) ({sent_bytes}), received {received_batches} "
-                  "({received_bytes}) in {round_trips} round trip(s), {duration_s:.1f} s.").format(sent_batches=r.sent_batches, sent_bytes=human_bytes(r.sent_bytes), received_batches=r.received_batches, received_bytes=human_bytes(r.received_bytes), round_trips=r.round_trips, duration_s=r.duration_s)
+            _("Sent {sent_batches} ({sent_bytes}), received {received_batches} "
+                  "({received_bytes}) in {round_trips}, {duration_s:.1f} s.").format(sent_batches=batches_words(r.sent_batches), sent_bytes=human_bytes(r.sent_bytes), received_batches=r.received_batches, received_bytes=human_bytes(r.received_bytes), round_trips=ngettext("{n} round trip", "{n} round trips", r.round_trips).format(n=r.round_trips), duration_s=r.duration_s)
         )
         if r.waiting_to_apply:
-            click.echo(_("{waiting_to_apply} received batch(es) will be applied at your next command.").format(waiting_to_apply=r.waiting_to_apply))
+            click.echo(ngettext("{waiting_to_apply} received batch will be applied at your next command.",
+                                "{waiting_to_apply} received batches will be applied at your next command.",
+                                r.waiting_to_apply).format(waiting_to_apply=r.waiting_to_apply))
         for n in r.notes:
             click.echo(n)
         print_waiting(r.waiting)
@@ -976,14 +996,28 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
     with progress_for(progress) as on_progress:
         r = bundles.export_bundle(_home(ctx), file, parse_size(max_size), passphrase=env_passphrase(),
                                   on_progress=on_progress)
-    msg = _("Wrote {file} ({size}): {changes} change(s) in {batches} batch(es).").format(
-        file=file, size=human_bytes(r["bytes"]), changes=r["changes"], batches=r["batches"])
-    if r["doc_chunks"]:
-        msg += "\n" + _("It carries {n} document part(s) ({size}) for the office.").format(
+    msg = _("Wrote {file} ({size}): {changes} in {batches}.").format(
+        file=file, size=human_bytes(r["bytes"]), changes=changes_words(r["changes"]), batches=batches_words(r["batches"]))
+    if r["parts"] > 1:
+        doc = r["split_document"] or {}
+        msg = ngettext("Wrote {n} bundle ({size}):", "Wrote {n} bundles ({size}):", r["parts"]).format(
+            n=r["parts"], size=human_bytes(r["bytes"])) + "\n" + "\n".join("  " + f for f in r["files"])
+        msg += "\n" + _("The document {name} ({size}) is larger than one bundle: its parts are spread over "
+                        "these {n} files, and its change is in the last. Take all of them to the office, "
+                        "in any order.").format(name=doc.get("name", "?"), size=human_bytes(doc.get("bytes", 0)),
+                                                n=r["parts"])
+    if r["doc_chunks"] and r["parts"] == 1:
+        msg += "\n" + ngettext("It carries {n} document part ({size}) for the office.",
+                               "It carries {n} document parts ({size}) for the office.", r["doc_chunks"]).format(
             n=r["doc_chunks"], size=human_bytes(r["doc_chunk_bytes"]))
     if r["left_in_outbox"]:
-        msg += "\n" + _("{n} more batch(es) did not fit: export again after the reply.").format(n=r["left_in_outbox"])
-    msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")
+        msg += "\n" + ngettext("{n} more batch did not fit: export again after the reply.",
+                               "{n} more batches did not fit: export again after the reply.",
+                               r["left_in_outbox"]).format(n=r["left_in_outbox"])
+    if r["parts"] > 1:
+        msg += "\n" + _("Send them to the office; import each reply with 'hbw-sync bundle import REPLY'.")
+    else:
+        msg += "\n" + _("Send it to the office; import the reply with 'hbw-sync bundle import REPLY'.")
     emit(ctx, r, msg)
 
 
@@ -1005,14 +1039,19 @@ def bundle_import(ctx: click.Context, file: Path, progress: str) -> None:
 
 def bundle_import_words(r: dict[str, Any]) -> str:
     """What a person reads after importing one reply file: what came, what waits, what is still to come."""
-    done = _("{acks} of your batch(es) confirmed, {got} received ({ops} change(s)).").format(
-        acks=r["acks"], got=r["received_batches"], ops=r["applied_ops"])
+    changes = ngettext("{n} change", "{n} changes", r["applied_ops"]).format(n=r["applied_ops"])
+    done = _("{confirmed}, {received}.").format(
+        confirmed=ngettext("{n} of your batches confirmed", "{n} of your batches confirmed", r["acks"]).format(
+            n=r["acks"]),
+        received=ngettext("{n} received ({changes})", "{n} received ({changes})", r["received_batches"]).format(
+            n=r["received_batches"], changes=changes))
     if r["parts"] > 1:
         msg = _("Part {part} of {parts} imported: ").format(part=r["part"], parts=r["parts"]) + done
     else:
         msg = _("Imported: ") + done
     if r.get("doc_chunks"):
-        msg += "\n" + _("{n} document part(s) received.").format(n=r["doc_chunks"])
+        msg += "\n" + ngettext("{n} document part received.", "{n} document parts received.",
+                               r["doc_chunks"]).format(n=r["doc_chunks"])
     if r["waits_for_earlier_part"]:
         msg += "\n" + _("Its changes wait for the part before it (mail can come out of order); nothing is lost.")
     if r["parts_left"]:

@@ -8,6 +8,8 @@ import webbrowser
 import click
 
 from ..i18n import _
+from . import importer
+from .cli_config import client_config
 
 
 def register_app(cli: click.Group) -> None:
@@ -29,6 +31,8 @@ def register_app(cli: click.Group) -> None:
                 webbrowser.open(url)
 
         try:
-            asyncio.run(serve(ctx.find_root().params.get("home"), port, ready))
+            cfg = client_config(ctx)
+            asyncio.run(serve(cfg.home, port, ready,
+                              locale_day_first=importer.locale_day_first(cfg.locale_env, None)))
         except KeyboardInterrupt:
             pass

@@ -7,7 +7,6 @@ and without the passphrase. ``HBW_LANG`` overrides it; "auto" follows the system
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -15,7 +14,8 @@ import click
 from ..cli_common import emit, json_option
 from ..errors import UsageError
 from ..i18n import LANGUAGES, _, pick_language, set_language
-from .store import default_home
+from .cli_config import client_config
+from .cli_hints import CLI_HINTS
 
 SETTING_FILE = "language"
 
@@ -27,7 +27,7 @@ def home_from_argv(argv: list[str]) -> Path:
             return Path(argv[i + 1])
         if a.startswith("--home="):
             return Path(a.split("=", 1)[1])
-    return default_home()
+    return client_config().store_home
 
 
 def saved_language(home: Path) -> str | None:
@@ -47,6 +47,7 @@ def language_setting(argv: list[str]) -> str | None:
 
 def register(cli: click.Group) -> None:
     cli.language_setting = language_setting  # type: ignore[attr-defined]  # read by HbwGroup.main
+    cli.hints = CLI_HINTS  # type: ignore[attr-defined]  # read by cli_common.report_error
 
     @cli.group("config", cls=type(cli))
     def config() -> None:
@@ -61,10 +62,11 @@ def register(cli: click.Group) -> None:
 
         HBW_LANG, when set, wins over this setting.
         """
-        home = ctx.find_root().params.get("home") or default_home()
+        cfg = client_config(ctx)
+        home = cfg.store_home
         if language is None:
             saved = saved_language(home) or "auto"
-            emit(ctx, {"language": saved, "hbw_lang": os.environ.get("HBW_LANG")},
+            emit(ctx, {"language": saved, "hbw_lang": cfg.language},
                  _("Language: {language}.").format(language=saved))
             return
         try:
@@ -72,6 +74,6 @@ def register(cli: click.Group) -> None:
             (home / SETTING_FILE).write_text(language + "\n", encoding="utf-8")
         except OSError as e:
             raise UsageError(_("cannot save the language in {home}: {why}").format(home=home, why=e.strerror or e))
-        set_language(pick_language(os.environ, language))
-        emit(ctx, {"language": language, "hbw_lang": os.environ.get("HBW_LANG")},
+        set_language(pick_language(cfg.locale_env, language))
+        emit(ctx, {"language": language, "hbw_lang": cfg.language},
              _("Language set to {language}.").format(language=language))

@@ -15,7 +15,6 @@ one with the reason before asking to confirm, and asks twice.
 
 from __future__ import annotations
 
-import os
 from typing import Iterable
 
 import click
@@ -23,6 +22,7 @@ import click
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..errors import AccessError, UsageError, WrongKeyError
 from . import passphrase as pp
+from .cli_config import client_config
 from .device import Device
 from ..i18n import _
 
@@ -32,8 +32,8 @@ CHOOSE_TRIES = 5
 
 
 def env_passphrase() -> str | None:
-    """The current passphrase from the environment, or None."""
-    return os.environ.get(ENV_CURRENT)
+    """The current passphrase from the environment (HBW_PASSPHRASE, via ClientConfig), or None."""
+    return client_config().passphrase
 
 
 def current_passphrase(prompt: str = "Passphrase") -> str:
@@ -56,8 +56,8 @@ def new_passphrase(known: Iterable[str] = (), *, current_env_too: bool = False) 
     the library checks again (``Device.init``, ``passphrase.change``).
     """
     known = list(known)
-    for var in (ENV_NEW, ENV_CURRENT) if current_env_too else (ENV_NEW,):
-        p = os.environ.get(var)
+    cfg = client_config()
+    for p in (cfg.new_passphrase, cfg.passphrase) if current_env_too else (cfg.new_passphrase,):
         if p is not None:
             pp.require_strong(p, known)
             return p

@@ -8,6 +8,7 @@ import click
 
 from ..cli_common import HbwGroup, emit, json_option
 from . import schedule as sched
+from .cli_config import client_config
 from ..i18n import _
 
 KIND = click.option("--kind", type=click.Choice(sched.KINDS), default=None,
@@ -42,7 +43,8 @@ def install_cmd(ctx: click.Context, kind: str | None, interval: str, watch: bool
     """
     kind = kind or sched.detect_kind()
     launcher = sched.windowless() if kind == "windows" and not binary else None
-    p = sched.plan(kind, binary or sched.find_binary(), _home(ctx), int(interval), watch, launcher=launcher)
+    p = sched.plan(kind, binary or sched.find_binary(), _home(ctx), int(interval), watch,
+                   env=client_config(ctx).scheduler_env, launcher=launcher)
     if dry_run:
         emit(ctx, {**p.to_dict(), "dry_run": True}, p.describe() + "\n" + _("(dry run: nothing was changed)"))
         return
@@ -62,7 +64,7 @@ def install_cmd(ctx: click.Context, kind: str | None, interval: str, watch: bool
 def show_cmd(ctx: click.Context, kind: str | None) -> None:
     """Show the scheduled sync as it is installed now."""
     kind = kind or sched.detect_kind()
-    r = sched.show(kind)
+    r = sched.show(kind, client_config(ctx).scheduler_env)
 
     def text() -> None:
         if not r["installed"]:
@@ -85,7 +87,7 @@ def show_cmd(ctx: click.Context, kind: str | None) -> None:
 def remove_cmd(ctx: click.Context, kind: str | None) -> None:
     """Stop the scheduled sync and delete its entry. Your store and outbox are not touched."""
     kind = kind or sched.detect_kind()
-    done = sched.remove(kind)
+    done = sched.remove(kind, client_config(ctx).scheduler_env)
     emit(ctx, {"kind": kind, "removed": done},
          ("\n".join(s[0].upper() + s[1:] + "." for s in done) if done else _("No scheduled sync in {kind}: nothing to remove.").format(kind=kind)))
 

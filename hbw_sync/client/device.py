@@ -10,15 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import crypto, enroll, hlc
+from .. import clock, crypto, enroll, hlc
 from ..errors import ConfigError, UsageError, WrongKeyError
 from ..ops import is_member_name
-from . import received, vault
+from . import notices, received, vault
 from .passphrase import require_strong
 from .store import Store
 from ..i18n import _
@@ -31,8 +30,16 @@ if TYPE_CHECKING:
 _STORE_KEYS: dict[bytes, bytes] = {}
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+def forget_store_keys() -> None:
+    """Drop every store key derived in this process (the app calls it when it locks).
+
+    Why: the cache lets ``watch`` skip scrypt on every sync, but a locked app must not keep, in
+    memory, a key that reads the whole store: after this, opening the store needs the passphrase.
+    """
+    _STORE_KEYS.clear()
+
+
+now_ms = clock.now_ms  # the one wall clock (hbw_sync/clock.py); callers import it from here too
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,12 @@ class Device:
 
     @classmethod
     def open(cls, home: Path | None = None) -> "Device":
+        """The store in ``home`` (None: the platform's user data folder), without the passphrase.
+
+        Raises:
+            ConfigError: no store there yet (``hbw-sync init`` or ``join`` makes one).
+            StoreError: a store of another schema version, or one the disk cannot open (``store.*``).
+        """
         return cls(Store.open(home))
 
     def close(self) -> None:
@@ -137,45 +150,53 @@ class Device:
         team = self.store.meta("team_id")
         if team is None:
             raise ConfigError(
-                _("this device is not in a team yet"),
-                hint=_("run 'hbw-sync team create NAME' (first official) or 'hbw-sync join INVITE'"),
+                _("this device is not in a team yet"), code="config.no_team",
             )
         return team
 
     def status(self) -> dict[str, Any]:
-        """What waits to be sent, what came in, the last sync, and conflicts; no passphrase needed."""
+        """What waits to be sent, what came in, the last sync, and conflicts; no passphrase needed.
+
+        Raises nothing but ``StoreError`` from a failing disk.
+        """
         s = self.store
         # The open batch's pieces count as the one batch they become when it closes (Replica._queue).
         out = s.execute("SELECT COUNT(DISTINCT CASE WHEN state = 'open' THEN -1 ELSE seq END),"
                         " COALESCE(SUM(n_ops), 0), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         inbox = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
         conflicts = s.execute("SELECT COUNT(*) FROM conflicts WHERE seen = 0").fetchone()[0]
-        notices = [r[0] for r in s.execute("SELECT text FROM notices WHERE seen = 0 ORDER BY id")]
+        # Stored as (code, params) and worded now, in the language of this moment (notices.py).
+        said = [notices.shown(r[1], r[2], r[0])
+                for r in s.execute("SELECT text, code, params FROM notices WHERE seen = 0 ORDER BY id")]
         rejected = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'rejected'").fetchone()[0]
         unsealed = s.execute("SELECT COUNT(*) FROM oplog WHERE device = ? AND batch_seq IS NULL",
                              (s.meta("device_id"),)).fetchone()[0]
-        last = s.execute("SELECT finished_ms, ok, how, detail FROM sync_log ORDER BY id DESC LIMIT 1").fetchone()
+        last = s.execute("SELECT finished_ms, ok, how, detail, code, params FROM sync_log ORDER BY id DESC LIMIT 1"
+                         ).fetchone()
         last_ok = s.execute("SELECT MAX(finished_ms) FROM sync_log WHERE ok = 1").fetchone()[0]
         ident = self.identity
-        from . import keyflow  # here: keyflow imports this module
+        from . import docchunks, keyflow  # here: keyflow imports this module
 
         return {
             "member": ident.member,
             "device": ident.device_id.hex(),
             "team": ident.team_name,
             "relay": ident.relay_url,
-            "outbox": {"batches": out[0], "changes": out[1], "bytes": out[2]},
+            "outbox": {"batches": out[0], "changes": out[1], "bytes": out[2],
+                       # sealed document chunks not yet confirmed at the relay (a sync or a bundle's reply does)
+                       "document_bytes": docchunks.LocalChunks(s).unsent_bytes()},
             "inbox_batches": inbox,
             "received": received.locked_preview(s) if inbox else None,
             "conflicts": conflicts,
-            "conflict_details": [r[0] for r in s.execute("SELECT detail FROM conflicts WHERE seen = 0 ORDER BY id")],
-            "notices": notices,
+            "conflict_details": [notices.shown(r[1], r[2], r[0]) for r in s.execute(
+                "SELECT detail, code, params FROM conflicts WHERE seen = 0 ORDER BY id")],
+            "notices": said,
             "rejected_batches": rejected,
             "waiting_for_team_key": unsealed,
             "key_flow": keyflow.waiting(s),
             "last_sync": None
             if last is None
-            else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": last[3]},
+            else {"at_ms": last[0], "ok": bool(last[1]), "how": last[2], "detail": notices.shown(last[4], last[5], last[3])},
             "last_successful_sync_ms": last_ok,
             # A scheduler's HBW_PASSPHRASE that no longer opens the store: its syncs run locked, and
             # nobody reads cron's output, so status says it.

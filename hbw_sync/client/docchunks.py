@@ -18,14 +18,16 @@ desk machine), ``none`` (only what ``doc get`` asks for).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .. import chunks, crypto
 from ..errors import UsageError
+from ..i18n import _
 from .store import Store
 
 POLICIES = ("mine", "all", "none")
@@ -73,7 +75,28 @@ class LocalChunks:
             n += 1
         return n
 
+    def keep_rebuilt(self, keys: chunks.ChunkKeys, cid: bytes, plain: bytes | memoryview) -> None:
+        """Keep a chunk rebuilt from a delta version (already checked against its id by the caller).
+
+        Marked sent: this device never uploads it for that version (its author did not either);
+        a later version naming it in its routing gets it checked with the relay again (``docsync.push``).
+        """
+        if self.store.execute("SELECT 1 FROM doc_chunks WHERE cid = ?", (cid,)).fetchone():
+            return
+        sealed_id, sealed = chunks.seal_chunk(keys, plain)
+        assert sealed_id == cid
+        self.store.execute("INSERT INTO doc_chunks (cid, epoch, sealed, sent) VALUES (?, ?, ?, 1)",
+                           (cid, keys.epoch, sealed))
+
     # -- reading -------------------------------------------------------------------------------
+
+    def is_unsent(self, cid: bytes) -> bool:
+        row = self.store.execute("SELECT sent FROM doc_chunks WHERE cid = ?", (cid,)).fetchone()
+        return row is not None and row[0] == 0
+
+    def sealed_size(self, cid: bytes) -> int:
+        row = self.store.execute("SELECT length(sealed) FROM doc_chunks WHERE cid = ?", (cid,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def missing(self, ids: Iterable[bytes]) -> list[bytes]:
         """Those of ``ids`` not held here, in order, each once."""
@@ -98,7 +121,7 @@ class LocalChunks:
                     sealed = self.sealed(cid)
                     if sealed is None:
                         raise UsageError("a part of this document is not on this device",
-                                         code="usage.doc_not_local", hint="sync, or run 'doc get' when online")
+                                         code="usage.doc_not_local", params={})
                     f.write(joiner.open(cid, sealed))
                 joiner.finish()
                 f.flush()
@@ -109,6 +132,63 @@ class LocalChunks:
                 tmp.unlink()
             raise
         return manifest.size
+
+    def iter_plain(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> Iterator[bytes]:
+        """A version's plain bytes one opened chunk at a time (the app streams a download with it).
+
+        Raises ``usage.doc_not_local`` at a missing part and ``IntegrityError`` after the last chunk
+        if the whole does not hash to the manifest's SHA-256: a caller that already passed bytes on
+        must abort what it sent (a download cut short, never a wrong file taken for whole).
+        """
+        joiner = chunks.Joiner(keys, manifest)
+        for cid in manifest.ids:
+            sealed = self.sealed(cid)
+            if sealed is None:
+                raise UsageError("a part of this document is not on this device", code="usage.doc_not_local",
+                                 hint="sync, or run 'doc get' when online")
+            yield joiner.open(cid, sealed)
+        joiner.finish()
+
+    def range_reader(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> Callable[[int, int], bytes]:
+        """``read(off, n)``: bytes of a version held here, opening only the chunks that range covers (the
+        last one is kept open: a delta reads forward). Raises ``usage.doc_not_local`` at a missing part."""
+        starts = [off for _cid, off, _n in manifest.offsets()]
+        last: list[Any] = [None, b""]  # index, plain bytes
+
+        def chunk(i: int) -> bytes:
+            if last[0] != i:
+                cid = manifest.ids[i]
+                sealed = self.sealed(cid)
+                if sealed is None:
+                    raise UsageError("a part of this document is not on this device", code="usage.doc_not_local",
+                                     hint="sync, or run 'doc get' when online")
+                last[0], last[1] = i, chunks.open_chunk(keys, cid, sealed, manifest.sizes[i])
+            return last[1]
+
+        def read(off: int, n: int) -> bytes:
+            out = bytearray()
+            i = max(0, bisect.bisect_right(starts, off) - 1)
+            while len(out) < n and i < len(starts):
+                data = chunk(i)
+                a = off + len(out) - starts[i]
+                out += data[a:a + n - len(out)]
+                i += 1
+            return bytes(out)
+
+        return read
+
+    def read_into(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> bytearray | None:
+        """A whole version in one buffer of its size (no second copy while it is assembled); None if a
+        part is missing. For the delta path (``docdelta``), where the version must be whole in memory."""
+        joiner = chunks.Joiner(keys, manifest)
+        out = bytearray(manifest.size)
+        for cid, off, n in manifest.offsets():
+            sealed = self.sealed(cid)
+            if sealed is None:
+                return None
+            out[off:off + n] = joiner.open(cid, sealed)
+        joiner.finish()
+        return out
 
     def read_all(self, keys: chunks.ChunkKeys, manifest: chunks.Manifest) -> bytes | None:
         """A whole version in memory (for callers that want bytes, e.g. small documents); None if a part is missing."""
@@ -152,5 +232,5 @@ def keys_by_epoch(team_keys: dict[int, crypto.TeamKey]) -> dict[int, chunks.Chun
 def check_policy(value: str) -> str:
     v = value.strip().lower()
     if v not in POLICIES:
-        raise UsageError(f"unknown document policy {value!r}", hint="one of: mine, all, none")
+        raise UsageError(_("unknown document policy {value!r}").format(value=value), hint=_("one of: mine, all, none"))
     return v

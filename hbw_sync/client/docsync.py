@@ -2,9 +2,10 @@
 
 Upload (``push``), at the start of every sync, locked or not (chunks are sealed already):
 ask the relay which of the chunks not yet confirmed it lacks (``chunk_missing``), mark the
-others sent, and upload the missing ones (``chunk_put``) a few at a time, marking each put
-sent once the relay's signed answer comes. A sync cut in the middle goes on from the first
-chunk not confirmed; a batch that names chunks is sent only after this step finished, so the
+others sent, and stream the missing ones as packs of about 1 MiB (``POST /v1/stream`` with
+``chunks``, PROTOCOL.md §18e), marking a pack's chunks sent once the relay's signed answer comes.
+A pack cut in the middle resumes at the byte the relay holds (the relay keeps what arrived);
+a sync cut in the middle goes on from the first chunk not confirmed; a batch that names chunks is sent only after this step finished, so the
 relay never holds a version whose chunks it lacks (unless their author never syncs again).
 
 Download (``fetch``): the ids the fetch policy wants (``Replica.wanted_chunks``) or one
@@ -18,10 +19,12 @@ pinned relay key, the link's piece size).
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from .. import batch as wire
-from ..errors import HbwError, ProtocolError
+from .. import chunks
+from ..errors import HbwError, ProtocolError, from_dict
 from ..ops import NAMES, Kind
 from . import docchunks
 
@@ -37,8 +40,12 @@ BODY_TARGET = 1024 * 1024
 
 
 def _target(session: "_Session") -> int:
-    # A link that keeps dropping shrinks its piece (sync._Link); one put or get then carries one chunk.
+    # A link that keeps dropping shrinks its piece (sync._Link); one get then carries one chunk.
     return min(BODY_TARGET, session.link.piece * 16)
+
+
+#: A chunk pack's seq is at least this (the relay's ``limits.PACK_SEQ``): never a batch's.
+PACK_SEQ = 1 << 62
 
 
 async def push(session: "_Session") -> int:
@@ -51,6 +58,9 @@ async def push(session: "_Session") -> int:
     if refs:
         with session.s.transaction():
             local.mark_unsent(refs)
+    if session.meter.active:  # the upload's total: the batches (counted by the caller) and these chunks
+        session.up_total += local.unsent_bytes()
+        session._show_progress()
     sent = 0
     while True:
         ids = local.unsent(IDS_PER_CALL)
@@ -58,15 +68,19 @@ async def push(session: "_Session") -> int:
             return sent
         res = await session._call("chunk_missing", {"ids": ids})
         missing = _ids(res.get("missing"), set(ids))
+        held = set(ids) - set(missing)
+        if session.meter.active and held:  # the relay has these already: they will not move
+            session.up_total -= sum(local.sealed_size(cid) for cid in held)
         with session.s.transaction():
-            local.mark_sent(set(ids) - set(missing))
+            local.mark_sent(held)
         batch: list[list[Any]] = []
         size = 0
         for cid in missing:
             sealed = local.sealed(cid)
             if sealed is None:
                 continue
-            if batch and size + len(sealed) > _target(session):
+            # A fixed size, not the link's: the same pack again resumes where the relay holds it.
+            if batch and size + len(sealed) > BODY_TARGET:
                 sent += await _put(session, local, batch, size)
                 batch, size = [], 0
             batch.append([cid, sealed])
@@ -76,12 +90,22 @@ async def push(session: "_Session") -> int:
 
 
 async def _put(session: "_Session", local: docchunks.LocalChunks, batch: list[list[Any]], size: int) -> int:
-    await session._call("chunk_put", {"chunks": batch})
+    """Stream one pack of sealed chunks (``POST /v1/stream``); a cut resumes at the byte the relay holds.
+
+    The pack's ``seq`` comes from its SHA-256, so the next attempt, which asks again which chunks
+    the relay lacks and packs the same ones in the same order, resumes the same upload.
+    """
+    data = chunks.pack_chunks(batch)
+    seq = PACK_SEQ | int.from_bytes(hashlib.sha256(data).digest()[:7], "big")
+    res = await session.send_stream(seq, data, pack=True)
+    session.link.held.pop(seq, None)
+    if "reject" in res:
+        err = res["reject"] if isinstance(res["reject"], dict) else {}
+        raise from_dict(err)
     with session.s.transaction():
         local.mark_sent(cid for cid, _ in batch)
-    session.link.moved += size
-    session.link.grow()
     session.report.sent_bytes += size
+    session._show_progress()
     return size
 
 
@@ -92,6 +116,9 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
     epoch_of = _epochs(rep, ids)
     got_bytes = lacking = 0
     todo = local.missing(ids)
+    sizes = _plain_sizes(rep, todo) if session.meter.active else {}
+    session.chunks_to_fetch = sum(sizes.values())  # the download's total, as the manifests give it
+    session._show_progress()
     while todo:
         ask = todo[:IDS_PER_CALL]
         res = await session._call("chunk_get", {"ids": ask, "budget": _target(session)})
@@ -99,10 +126,10 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
         pieces = res.get("chunks") or []
         if not isinstance(pieces, list) or any(not isinstance(p, list) or len(p) != 2 or p[0] not in wanted
                                                or not isinstance(p[1], bytes) for p in pieces):
-            raise ProtocolError("the relay answered chunks that were not asked for", code="protocol.chunk")
+            raise ProtocolError("the relay answered chunks that were not asked for", code="protocol.chunk", params={})
         absent = set(_ids(res.get("missing"), wanted))
         if not pieces and not absent:
-            raise ProtocolError("the relay answered no chunk and no reason", code="protocol.chunk")
+            raise ProtocolError("the relay answered no chunk and no reason", code="protocol.chunk", params={})
         with session.s.transaction():
             for cid, sealed in pieces:
                 local.keep_fetched(keys, epoch_of.get(cid, 0), [(cid, sealed)])
@@ -114,7 +141,26 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
         lacking += len(absent)
         done = {cid for cid, _ in pieces} | absent
         todo = [cid for cid in todo if cid not in done]
+        session.chunks_to_fetch = sum(sizes.get(cid, 0) for cid in todo)
+        session._show_progress()
     return got_bytes, lacking
+
+
+def _plain_sizes(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
+    """Each id's plain size, as the manifests of the document versions give it (an estimate of the
+    sealed bytes to come: those are at most 29 bytes more, or smaller when compressed)."""
+    from ..chunks import decode_manifest
+
+    want = set(ids)
+    out: dict[bytes, int] = {}
+    for (did,) in rep.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
+        for _oid, _dev, op in rep._version_ops(did):
+            raw = (op.content or {}).get(NAMES[Kind.DOC]["manifest"].tag)
+            if raw:
+                for cid, _off, n in decode_manifest(raw).offsets():
+                    if cid in want:
+                        out[cid] = n
+    return out
 
 
 def batch_refs(data: bytes) -> list[tuple[bytes, list[bytes]]]:
@@ -142,8 +188,8 @@ def outbox_refs(store: Any) -> list[bytes]:
         except HbwError:
             continue  # the relay refuses it and says so; nothing to upload for it
         for op in ops:
-            ids = op.fields.get(_CHUNKS) if op.kind is Kind.DOC else None
-            for i in range(0, len(ids or b""), 16):
+            ids = (op.fields.get(_CHUNKS) if op.kind is Kind.DOC else None) or b""
+            for i in range(0, len(ids), 16):
                 out[ids[i:i + 16]] = None
     return list(out)
 
@@ -152,7 +198,7 @@ def _ids(value: Any, allowed: set[bytes]) -> list[bytes]:
     if not isinstance(value, list) or any(cid not in allowed for cid in value):
         if value is None:
             return []
-        raise ProtocolError("the relay named chunks that were not asked about", code="protocol.chunk")
+        raise ProtocolError("the relay named chunks that were not asked about", code="protocol.chunk", params={})
     return value
 
 

@@ -14,20 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import chunks, delta, fileio, merge
 from ..errors import AccessError, IntegrityError, ProtocolError, UsageError
-from ..i18n import _
+from ..i18n import _, ngettext
 from ..ops import MAX_REASON, NAMES, Kind, Op, split_op_id
-from . import docchunks, views
+from . import docchunks, docdelta, notices, views
 from .device import now_ms
 
-if TYPE_CHECKING:
-    from .replica import Replica as _Base
-else:
-    _Base = object
+# A mixin's ``self`` is the whole Replica, which inherits from the mixin: a cycle mypy cannot
+# follow, so the base is Any to it (STYLE.md §3: composing the parts ends this).
+_Base: Any = object
+
+
+def _digest(version: Op) -> bytes:
+    """A document version's SHA-256 (field 34): every version op carries its content (``_version_ops``)."""
+    return bytes((version.content or {})[34])
 
 # The largest document hbw-sync carries: 4 GiB (4,294,967,296 bytes). Why a limit at all: a
 # version's manifest lists every chunk (at most ops.MAX_DOC_CHUNKS, at the smallest chunk 4 GiB)
@@ -126,8 +131,9 @@ class DocumentsMixin(_Base):
     def _chunk_keys_for(self, m: chunks.Manifest) -> chunks.ChunkKeys:
         key = self.team_keys().get(m.epoch)
         if key is None:
-            raise IntegrityError(f"this device does not hold the team key of epoch {m.epoch} this document was "
-                                 "sealed with", code="integrity.chain", hint="sync: a supervisor's device shares it")
+            raise IntegrityError(_("this device does not hold the team key of epoch {epoch} this document was "
+                                   "sealed with").format(epoch=m.epoch), code="integrity.chain",
+                                 hint=_("sync: a supervisor's device shares it"))
         return chunks.ChunkKeys.of(key)
 
     def missing_chunks(self, did: bytes, digest: bytes) -> list[bytes]:
@@ -155,6 +161,13 @@ class DocumentsMixin(_Base):
 
     def wanted_chunks(self) -> list[bytes]:
         """Chunk ids the policy wants here and this device lacks: current versions of wanted documents."""
+        out: list[bytes] = []
+        for did, digest in self.wanted_versions():
+            out += self.missing_chunks(did, digest)
+        return list(dict.fromkeys(out))
+
+    def wanted_versions(self) -> list[tuple[bytes, bytes]]:
+        """(document id, version SHA-256) of the current versions the policy wants here and this device lacks."""
         policy = self.doc_policy()
         if policy == "none":
             return []
@@ -162,7 +175,7 @@ class DocumentsMixin(_Base):
         names = self._device_names()
         mine_tasks = {r[0] for r in self.store.execute(
             "SELECT id FROM entities WHERE kind = ? AND assignee = ?", (int(Kind.TASK), me))}
-        out: list[bytes] = []
+        out: list[tuple[bytes, bytes]] = []
         for (did,) in self.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
             st = self._load(Kind.DOC, did)
             if st is None or st.values().get("sha256") is None:
@@ -172,8 +185,9 @@ class DocumentsMixin(_Base):
                 versions = self._version_ops(did)
                 if not versions or names.get(versions[0][1]) != me:
                     continue
-            out += self.missing_chunks(did, v["sha256"])
-        return list(dict.fromkeys(out))
+            if self.missing_chunks(did, v["sha256"]):
+                out.append((did, v["sha256"]))
+        return out
 
     # Versions: every document version's bytes are kept once, sealed, in `blobs` by their
     # SHA-256; the `sha256` field points at the current one. A new version travels as a delta
@@ -187,7 +201,32 @@ class DocumentsMixin(_Base):
             nonce, sealed = self.sealer.seal_parts(data, b"blob:" + digest)
             self.store.execute("INSERT INTO blobs (sha256, size, nonce, sealed) VALUES (?, ?, ?, ?)",
                                (digest, len(data), nonce, sealed))
+            self._apply_waiting(digest)
         return digest
+
+    # A delta version can arrive before its base: its author's sync sends small batches before
+    # large ones (a base over 64 KiB goes up in pieces after them, so the relay hands the delta out
+    # first). The version then waits here, by hashes only (its bytes stay sealed in the op log),
+    # and is rebuilt as soon as its base is stored.
+
+    def _waiting_table(self) -> None:
+        self.store.execute("CREATE TABLE IF NOT EXISTS doc_waiting (entity BLOB NOT NULL, sha256 BLOB NOT NULL,"
+                           " base BLOB NOT NULL, PRIMARY KEY (entity, sha256))")
+
+    def _wait_for_base(self, did: bytes, digest: bytes, base: bytes) -> None:
+        self._waiting_table()
+        self.store.execute("INSERT OR IGNORE INTO doc_waiting (entity, sha256, base) VALUES (?, ?, ?)",
+                           (did, digest, base))
+
+    def _apply_waiting(self, base: bytes) -> None:
+        """Rebuild the versions that waited for ``base`` (each may be the base another waits for)."""
+        self._waiting_table()
+        rows = self.store.execute("SELECT entity, sha256 FROM doc_waiting WHERE base = ?", (base,)).fetchall()
+        for did, digest in rows:
+            self.store.execute("DELETE FROM doc_waiting WHERE entity = ? AND sha256 = ?", (did, digest))
+            op = docdelta.version_op(self, did, digest)
+            if op is not None:
+                self._materialize_version(op)
 
     def _blob(self, digest: bytes) -> bytes | None:
         row = self.store.execute("SELECT nonce, sealed FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
@@ -197,6 +236,10 @@ class DocumentsMixin(_Base):
         """Keep the bytes of a document version an op carries (in full, or as a delta)."""
         c = op.content or {}
         digest = c.get(34)
+        if op.kind is Kind.DOC and c.get(_MANIFEST):
+            if self.doc_policy() != "none":  # a delta version: rebuilt now if its base is here (no bytes to fetch)
+                docdelta.rebuild(self, op.entity, op)
+            return
         if op.kind is not Kind.DOC or digest is None or (33 not in c and 35 not in c):
             return
         if self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
@@ -208,10 +251,10 @@ class DocumentsMixin(_Base):
         else:
             base = self._blob(c.get(36) or b"")
             if base is None:
-                # Not tampering (signatures hold): a version we never got in full. Say so; the next
-                # full version of the chain repairs the document. Other ops of the batch still apply.
-                self._problem(f"document {op.entity.hex()[:6]}: a version's base is missing; "
-                              "it will be readable after the next full version")
+                # Not tampering (signatures hold): its base has not arrived yet (see _wait_for_base),
+                # or never will (the next full version of the chain repairs the document then).
+                # Other ops of the batch still apply.
+                self._wait_for_base(op.entity, digest, c.get(36) or b"")
                 return
             try:
                 data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_INLINE_BYTES)
@@ -219,7 +262,8 @@ class DocumentsMixin(_Base):
                 # Refuse the version, not the batch: a tampered delta and a receiver whose zlib
                 # re-deflates differently look alike here, and the rest of the batch is sound.
                 self._problem(f"document {op.entity.hex()[:6]}: a version does not rebuild to its recorded hash "
-                              f"and was refused ({e.message}); it will be readable after the next full version")
+                              f"and was refused ({e.message}); it will be readable after the next full version",
+                              code="problem.doc_refused", params={"doc": op.entity.hex()[:6], **notices.why_params(e)})
                 return
         self._store_blob(data)
 
@@ -247,6 +291,12 @@ class DocumentsMixin(_Base):
         return self.doc(did.hex())
 
     def update_doc(self, prefix: str, path: Path) -> views.DocView:
+        """Record the file at ``path`` as the document's next version (a delta when that is smaller).
+
+        Raises:
+            UsageError: no such document, no such file, unreadable, over the limit
+                (``usage.doc_too_large``), or the same bytes as the current version. Nothing was changed.
+        """
         did = self.resolve(Kind.DOC, prefix)
         path = Path(path)
         size = self._file_size(path)
@@ -257,7 +307,9 @@ class DocumentsMixin(_Base):
             chunked = self._chunked_values(path, size)
             if chunked is not None:
                 if chunked["sha256"] == base_sha:  # rolled back with the transaction: nothing kept
-                    raise UsageError("this file is the same as the document's current version: nothing to record")
+                    raise UsageError(_("this file is the same as the document's current version: nothing to record"))
+                if self._versions_since_full(did) < CHAIN_FULL_EVERY - 1:  # every 8th version uploads its chunks
+                    docdelta.offer(self, did, base_sha, chunked, st.values().get("name", ""))
                 self.change([(Kind.DOC, did, chunked)])
                 return self.doc(did.hex())
         data = self._read_file(path)
@@ -291,7 +343,8 @@ class DocumentsMixin(_Base):
     def _versions_since_full(self, did: bytes) -> int:
         n = 0
         for _oid, _dev, op in reversed(self._version_ops(did)):
-            if 33 in (op.content or {}) or _MANIFEST in (op.content or {}):  # whole, or chunked: a chain starts
+            c = op.content or {}
+            if 33 in c or (_MANIFEST in c and 35 not in c):  # whole, or all chunks uploaded: a chain starts
                 return n
             n += 1
         return n
@@ -341,6 +394,11 @@ class DocumentsMixin(_Base):
         return out
 
     def doc(self, prefix: str) -> views.DocView:
+        """One document as listed.
+
+        Raises:
+            UsageError: no such document, or an ambiguous prefix.
+        """
         st = self._load(Kind.DOC, self.resolve(Kind.DOC, prefix))
         assert st is not None
         return self._doc_view(st)
@@ -360,10 +418,10 @@ class DocumentsMixin(_Base):
                 stem, dot, ext = view.name.rpartition(".")
                 date = (views.hlc_iso(op.hlc) or "")[:10]
                 name = f"{stem or ext} (conflict copy by {who} {date}){dot + ext if stem else ''}"
-                out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), op.content[34].hex(), 1,
+                out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), _digest(op).hex(), 1,
                                          view.task, views.hlc_iso(op.hlc), conflict_of=view.id,
                                          confidential=view.confidential, confidential_by=view.confidential_by,
-                                         local=self._is_local(d, op.content[34])))
+                                         local=self._is_local(d, _digest(op))))
         return out
 
     def _version_op(self, did: bytes, op_id: bytes) -> Op:
@@ -388,8 +446,9 @@ class DocumentsMixin(_Base):
         else:
             versions = self._version_ops(did)
             if not 1 <= version <= len(versions):
-                raise UsageError(_("document has {n} version(s); no version {version}").format(n=len(versions), version=version))
-            digest = versions[version - 1][2].content[34]
+                raise UsageError(ngettext("document has {n} version; no version {version}", "document has {n} versions; no version {version}",
+                                          len(versions)).format(n=len(versions), version=version))
+            digest = _digest(versions[version - 1][2])
         return view, did, digest
 
     def doc_missing(self, prefix: str, version: int | None = None) -> list[bytes]:
@@ -417,8 +476,7 @@ class DocumentsMixin(_Base):
         if m is not None:
             data = self.local_chunks.read_all(self._chunk_keys_for(m), m)
             if data is None:
-                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
-                                 hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
             return view, data
         data = self._blob(digest)
         if data is None:
@@ -445,8 +503,7 @@ class DocumentsMixin(_Base):
         m = self.version_manifest(did, digest)
         if m is not None:
             if self.local_chunks.missing(m.ids):
-                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
-                                 hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
             view = self._record_export(view, reason)
             return view, self.local_chunks.write(self._chunk_keys_for(m), m, Path(out))
         view, data = self.export_doc(prefix, version, reason)
@@ -454,6 +511,29 @@ class DocumentsMixin(_Base):
         tmp.write_bytes(data)
         os.replace(tmp, out)
         return view, len(data)
+
+    def export_stream(self, prefix: str, version: int | None = None,
+                      reason: str | None = None) -> tuple[views.DocView, int, Iterator[bytes]]:
+        """(view, size, plain bytes piece by piece) of a version to write outside the store: ``export_doc``
+        for a front end that streams (the app's download). A chunked version comes one chunk at a time
+        (flat memory); an inline one (under 1 MiB, or older) in one piece.
+
+        Raises:
+            UsageError ``usage.doc_not_local``: parts are not on this device (``sync.fetch_doc`` gets them).
+            UsageError ``usage.reason_required`` / ``usage.reason_too_long``: as ``export_doc``.
+            IntegrityError: stored bytes do not match the recorded hash (for a chunked version: at the end).
+        """
+        view, did, digest = self.locate_version(prefix, version)
+        m = self.version_manifest(did, digest)
+        if m is None:
+            view, data = self.export_doc(prefix, version, reason)
+            return view, len(data), iter((data,))
+        if self.local_chunks.missing(m.ids):
+            raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
+                             hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+        keys = self._chunk_keys_for(m)
+        view = self._record_export(view, reason)
+        return view, m.size, self.local_chunks.iter_plain(keys, m)
 
     # -- confidential documents (issue 17 item 3; PROTOCOL.md §5a) --------------------------------------
     # The mark and every export are signed changes like any other, so every device converges on the
@@ -533,10 +613,11 @@ class DocumentsMixin(_Base):
         name = st.values().get("name", "") if st else ""
         who = self._device_names().get(device, device.hex()[:8])
         reason = (op.content or {}).get(_EXPORT_REASON, "")
-        text = (f"{who} exported confidential document {op.entity.hex()[:6]} ({name}) from device {device.hex()[:8]}"
-                f" at {views.hlc_iso(op.hlc)}; reason: {reason}")
-        self.store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)",
-                           (now_ms(), text))
+        params = {"who": who, "doc": op.entity.hex()[:6], "name": name, "device": device.hex()[:8],
+                  "at": views.hlc_iso(op.hlc), "reason": reason}
+        text = ("{who} exported confidential document {doc} ({name}) from device {device} at {at}; "
+                "reason: {reason}").format(**params)
+        notices.add_notice(self.store, text, code="notice.exported", params=params, when_ms=now_ms())
 
 
 _CONFIDENTIAL = NAMES[Kind.DOC]["confidential"].tag

@@ -8,22 +8,21 @@ relay's team id). A mixin of ``Replica``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import batch as wire
 from .. import hlc, merge, snapshot
 from ..enroll import grant_sender, open_grant
 from ..errors import IntegrityError, ProtocolError, WrongKeyError
 from ..ops import Kind, Op
-from . import keyflow
+from . import docdelta, keyflow
 from .device import now_ms
-from . import received, reply_parts, snapshots
+from . import notices, received, reply_parts, snapshots
 from ..i18n import _
 
-if TYPE_CHECKING:
-    from .replica import Replica as _Base
-else:
-    _Base = object
+# A mixin's ``self`` is the whole Replica, which inherits from the mixin: a cycle mypy cannot
+# follow, so the base is Any to it (STYLE.md §3: composing the parts ends this).
+_Base: Any = object
 
 
 class IncomingMixin(_Base):
@@ -73,7 +72,8 @@ class IncomingMixin(_Base):
             except WrongKeyError:
                 continue  # wait for the grant of that epoch
             except (IntegrityError, ProtocolError) as e:
-                self._problem(f"dropped batch {rseq} from device {device.hex()[:8]}: {e}")
+                self._problem(f"dropped batch {rseq} from device {device.hex()[:8]}: {e}", code="problem.dropped_batch",
+                              params={"rseq": rseq, "device": device.hex()[:8], **notices.why_params(e)})
             with s.transaction():
                 s.execute("DELETE FROM inbox WHERE rseq = ?", (rseq,))
         self.settle(settler)
@@ -85,10 +85,10 @@ class IncomingMixin(_Base):
                 s.set_meta("rebuild", None)
         return applied
 
-    def _problem(self, text: str) -> None:
+    def _problem(self, text: str, *, code: str | None = None, params: dict[str, Any] | None = None) -> None:
+        """Log a problem of an apply run: ``text`` in English, ``(code, params)`` worded when shown."""
         with self.store.transaction():
-            self.store.execute("INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, 0, ?, ?)",
-                               (now_ms(), now_ms(), "apply", text))
+            notices.add_log(self.store, now_ms(), now_ms(), False, "apply", text, code, params)
 
     def _apply_grants(self) -> None:
         s = self.store
@@ -109,11 +109,13 @@ class IncomingMixin(_Base):
                 pub = entry[0]
                 key = open_grant(data, self.author.device_id, x_private, pub)
             except (IntegrityError, ProtocolError) as e:
-                self._problem(f"refused a key grant for epoch {epoch}: {e}")
+                self._problem(f"refused a key grant for epoch {epoch}: {e}", code="problem.grant_refused",
+                              params={"epoch": epoch, **notices.why_params(e)})
                 continue
             relay_ids = s.meta("relay_keys") or {}
             if relay_ids.get(key.epoch) not in (None, key.key_id):
-                self._problem(f"refused a key grant for epoch {epoch}: it is not the team's key")
+                self._problem(f"refused a key grant for epoch {epoch}: it is not the team's key",
+                              code="problem.grant_not_team", params={"epoch": epoch})
                 continue
             self.add_team_key(key)
         with s.transaction():
@@ -135,7 +137,8 @@ class IncomingMixin(_Base):
         except WrongKeyError:
             return 0  # applied once the key arrives
         except (IntegrityError, ProtocolError) as e:
-            self._problem(f"dropped a snapshot from device {device.hex()[:8]}: {e}")
+            self._problem(f"dropped a snapshot from device {device.hex()[:8]}: {e}", code="problem.snapshot_dropped",
+                          params={"device": device.hex()[:8], **notices.why_params(e)})
             with s.transaction():
                 if jumped_from is not None:  # the cursor jumped on its word: fetch what it skipped
                     s.set_meta("pull_cursor", min(jumped_from, s.meta("pull_cursor", 0)))
@@ -175,6 +178,9 @@ class IncomingMixin(_Base):
                 c = o.content or {}
                 if o.kind is Kind.DOC and c.get(33, b"") is None:  # logged by reference: put the bytes back
                     c = {**c, 33: self._blob(c[34])}
+                    o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
+                if o.kind is Kind.DOC and c.get(39) is not None:  # a joiner gets the whole manifest
+                    c = docdelta.snapshot_content(c)
                     o = Op(o.kind, o.entity, o.hlc, o.base, o.fields, c)
                 if o.kind is Kind.DOC and 35 in c:
                     # A joiner has no base to apply a delta to: the snapshot carries the version in full.

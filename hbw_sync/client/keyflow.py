@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..i18n import _
+from ..i18n import _, ngettext
 from .. import approval, crypto
 from ..approval import Trusted
 from ..enroll import Invite, make_grant
 from ..errors import IntegrityError, ProtocolError
 from .device import now_ms
+from . import notices
 from .store import Store
 
 if TYPE_CHECKING:
@@ -112,7 +113,8 @@ def open_welcome(rep: "Replica") -> None:
             x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
             w = approval.open_code_welcome(wait["code"], rep.author.public, x_private, data, rep.require_team())
     except (IntegrityError, ProtocolError) as e:
-        rep._problem(f"refused a welcome that was not made with this device's secret: {e}")
+        rep._problem(f"refused a welcome that was not made with this device's secret: {e}",
+                     code="problem.welcome_refused", params=notices.why_params(e))
         with s.transaction():
             s.set_meta(WELCOME_IN, None)
         return
@@ -200,7 +202,7 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
     for dev, _x, _epochs, info in [p for p in pending if len(p) > 3]:
         th = info.get("token_hash")
         th = th.hex() if isinstance(th, bytes) else None
-        if th not in invites or dev.hex() in failed or dev in trust(s):
+        if th is None or th not in invites or dev.hex() in failed or dev in trust(s):
             continue
         sealed, member, role, _expires = invites[th]
         secret = rep.sealer.open(sealed, b"invite:" + bytes.fromhex(th))
@@ -209,7 +211,8 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
                 admit(rep, info["author_pub"], _x, member, role)
                 del invites[th]
                 s.set_meta(INVITES, invites)
-            notes.append(f"admitted {member}'s device {dev.hex()[:8]}: it proved it holds your invite")
+            notes.append(_("admitted {member}'s device {device}: it proved it holds your invite").format(
+                member=member, device=dev.hex()[:8]))
             need = True
         else:
             failed.add(dev.hex())
@@ -227,7 +230,8 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
                 grants.append([dev, epoch, make_grant(keys[epoch], dev, entry[2], rep.author)])
         n += 1
     if grants:
-        notes.append(f"shared the team key with {n} approved device(s)")
+        notes.append(ngettext("shared the team key with {n} approved device",
+                              "shared the team key with {n} approved devices", n).format(n=n))
         need = True
     return need
 
@@ -289,8 +293,11 @@ def waiting(s: Store) -> list[dict[str, Any]]:
             seen = s.meta(PENDING_SEEN) or {}
             out.append({"waits_for": "your unlocked sync", "who": "you",
                         "since_ms": min(seen.get(p[0].hex(), now_ms()) for p in owed), "devices": len(owed),
-                        "todo": _("{n} approved device(s) wait for a key this device holds: sync with your "
-                                  "passphrase (HBW_PASSPHRASE set, or 'hbw-sync team pending')").format(n=len(owed))})
+                        "todo": ngettext("{n} approved device waits for a key this device holds: sync with your "
+                                         "passphrase (HBW_PASSPHRASE set, or 'hbw-sync team pending')",
+                                         "{n} approved devices wait for a key this device holds: sync with your "
+                                         "passphrase (HBW_PASSPHRASE set, or 'hbw-sync team pending')",
+                                         len(owed)).format(n=len(owed))})
         for dev, _x, _e, info in untrusted_pending(s):
             out.append({"waits_for": "your approval", "who": "you", "since_ms": info.get("enrolled_ms"),
                         "device": dev.hex(), "member": info.get("member"), "label": info.get("label"),

@@ -167,7 +167,7 @@ def change(dev: "Device", old: str, new: str, *, kdf: vault.KdfParams | None = N
     with s.transaction():
         if s.meta("store_key") != before:  # another 'passphrase change' won the race: keep its result
             raise UsageError(_("the passphrase was changed by another command meanwhile; nothing was changed"),
-                             code="usage.changed_meanwhile", hint=_("run 'hbw-sync passphrase check'"))
+                             code="usage.changed_meanwhile")
         s.set_meta("kdf", params.to_list())
         s.set_meta("store_key", wrapped)
         step("written")

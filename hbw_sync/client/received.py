@@ -27,6 +27,7 @@ from .. import merge
 from ..errors import HbwError
 from ..i18n import _, ngettext
 from ..ops import NAMES, Kind, Status, day_to_date
+from .notices import WORDS
 from .store import Store
 
 _ASSIGNEE = NAMES[Kind.TASK]["assignee"].tag
@@ -37,6 +38,13 @@ def assignee_setter(st: merge.EntityState) -> bytes | None:
     """The device whose change gave the task its current assignee (the POLICY winner)."""
     reg = st.registers.get(_ASSIGNEE)
     return None if reg is None else reg[1].op_id[8:]
+
+
+def who_key(device: bytes | None, names: dict[bytes, str], relay_device: bytes | None) -> str:
+    """Who set a value, as a notice param: a member's name, or a word (``notices.WORDS``) said when shown."""
+    if device is not None and device == relay_device:
+        return "@relay"
+    return names.get(device, "@colleague") if device is not None else "@colleague"
 
 
 def who(device: bytes | None, names: dict[bytes, str], relay_device: bytes | None) -> str:
@@ -63,7 +71,8 @@ class Settler:
             self.new.add(entity)
 
     def notices(self, states: dict[bytes, merge.EntityState], names: dict[bytes, str],
-                relay_device: bytes | None) -> list[str]:
+                relay_device: bytes | None) -> list[tuple[str, str, dict[str, Any]]]:
+        """(English sentence, code, params) of each notice: stored so, worded when shown (notices.py)."""
         out, mine = [], []
         for entity, was in self.before.items():
             st = states.get(entity)
@@ -72,18 +81,20 @@ class Settler:
             now = st.values().get("assignee")
             if now == was:
                 continue
-            by = who(assignee_setter(st), names, relay_device)
+            by = who_key(assignee_setter(st), names, relay_device)
+            task, by_en = entity.hex()[:6], WORDS.get(by, by)
             if was == self.me:
-                out.append(_("task {task} was reassigned to {to} by {by}; what you wrote on it is kept").format(
-                    task=entity.hex()[:6], to=now or _("nobody"), by=by))
+                params: dict[str, Any] = {"task": task, "to": now or "@nobody", "by": by}
+                out.append((f"task {task} was reassigned to {now or 'nobody'} by {by_en}; what you wrote on it is kept",
+                            "notice.reassigned", params))
             elif now == self.me:
                 title = st.values().get("title") or ""
-                text = (_("new task {task} \"{title}\" for you, from {by}") if entity in self.new
-                        else _("task {task} \"{title}\" was given to you by {by}"))
-                mine.append(text.format(task=entity.hex()[:6], title=title, by=by))
+                code = "notice.new_task" if entity in self.new else "notice.given"
+                english = (f'new task {task} "{title}" for you, from {by_en}' if entity in self.new
+                           else f'task {task} "{title}" was given to you by {by_en}')
+                mine.append((english, code, {"task": task, "title": title, "by": by}))
         if len(mine) > MAX_EACH:  # a first sync may bring a whole list of work: one line, not fifty
-            mine = [ngettext("{n} task was given to you; see 'hbw-sync task list --mine'",
-                             "{n} tasks were given to you; see 'hbw-sync task list --mine'", len(mine)).format(n=len(mine))]
+            mine = [(f"{len(mine)} tasks were given to you", "notice.many_given", {"n": len(mine)})]
         return out + mine
 
 

@@ -20,10 +20,10 @@ import os
 from typing import Any, Iterable, Sequence
 
 from .. import batch as wire
-from .. import crypto, hlc, merge
+from .. import codec, crypto, hlc, merge
 from ..errors import ConfigError, IntegrityError, UsageError
 from ..ops import FIELDS, NAMES, Kind, Op, Status, is_member_name, make_op, make_op_id, routing_row, split_op_id, validate_op
-from . import keyflow, received, views
+from . import docdelta, keyflow, notices, received, views
 from .documents import CHAIN_FULL_EVERY, MAX_DOC_BYTES, DocumentsMixin  # noqa: F401 - re-exported
 from .incoming import IncomingMixin
 from .device import Device, now_ms
@@ -34,7 +34,7 @@ from ..i18n import _
 OPEN_MAX_OPS = 200
 BATCH_MAX_OPS = 1000
 BATCH_MAX_PLAIN = 768 * 1024  # keeps a sealed batch under the 1 MB many proxies refuse
-BATCH_LEVEL = 19
+BATCH_LEVEL = codec.BATCH_LEVEL  # one knob, in the core (STYLE.md §8)
 OPEN_MAX_BYTES = 256 * 1024
 
 NAMES_TASK = NAMES[Kind.TASK]
@@ -65,7 +65,13 @@ def _short_hex(b: bytes) -> str:
 
 
 class Replica(DocumentsMixin, IncomingMixin, Device):
-    """A device unlocked with its passphrase: reads and writes content."""
+    """A device unlocked with its passphrase: reads and writes content.
+
+    The front ends (CLI, app, tray) code against the ``Raises:`` sections below. Besides them,
+    every method that writes may raise ``StoreError`` when this computer's disk fails
+    (``store.disk_full``, ``store.io``, ``store.read_only``, ``store.busy``: nothing was changed),
+    and ``ConfigError`` when the device is in no team yet. Any other exception is a bug.
+    """
 
     def __init__(self, store: Store, store_key: bytes):
         super().__init__(store)
@@ -133,7 +139,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         drop = frozenset({33}) if st.kind is Kind.DOC else frozenset()
         blob = self.sealer.seal(_pack(merge.state_to_wire(st, drop)), self._where(st.kind, st.entity))
         vals = st.values()
-        clear = [vals.get(f) for f in _TASK_LIST] if st.kind is Kind.TASK else [None] * len(_TASK_LIST)
+        clear: list[Any] = [vals.get(f) for f in _TASK_LIST] if st.kind is Kind.TASK else [None] * len(_TASK_LIST)
         if clear[5] is not None:
             clear[5] = int(clear[5])
         self.store.execute(
@@ -146,15 +152,20 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             for c in st.conflicts():
                 who_w = names.get(c.winner[8:], c.winner[8:].hex()[:8])
                 who_l = names.get(c.loser[8:], c.loser[8:].hex()[:8])
+                # English for logs and --json; (code, params) for the words shown later (notices.py).
                 if st.kind is Kind.DOC:
                     detail = (f"document {st.entity.hex()[:6]}: {who_l} and {who_w} saved versions at the same "
                               f"time; {who_w}'s is current, {who_l}'s is kept as a conflict copy (see 'doc list')")
+                    code, params = "conflict.doc", {"doc": st.entity.hex()[:6], "loser": who_l, "winner": who_w}
                 else:
                     detail = f"{c.field} {c.loser_value!r} by {who_l} lost to {c.winner_value!r} by {who_w}: {c.rule}"
+                    code, params = "conflict.field", {
+                        "case": merge.RULE_CODES.get(c.rule, "rule.later").split(".")[1], "field": c.field,
+                        "lost": repr(c.loser_value), "loser": who_l, "won": repr(c.winner_value), "winner": who_w}
                 self.store.execute(
-                    "INSERT OR IGNORE INTO conflicts (kind, entity, field, winner, loser, detail, created_ms, seen)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                    (int(st.kind), st.entity, c.field, c.winner, c.loser, detail, now_ms()),
+                    "INSERT OR IGNORE INTO conflicts (kind, entity, field, winner, loser, detail, created_ms, seen,"
+                    " code, params) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                    (int(st.kind), st.entity, c.field, c.winner, c.loser, detail, now_ms(), code, notices.pack(params)),
                 )
 
     def _log(self, op: Op, device: bytes, received_ms: int | None, batch_seq: int | None) -> bool:
@@ -168,6 +179,9 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             return False
         content = dict(op.content or {})
         if op.kind is Kind.DOC:
+            content = docdelta.expand(self, op.entity, content)  # a manifest sent as a delta (§18e)
+            if content.get(38) is not None and (op.content or {}).get(38) is None:
+                op = Op(op.kind, op.entity, op.hlc, op.base, op.fields, content)
             self._materialize_version(op)
             if content.get(33) is not None:
                 content[33] = None
@@ -188,12 +202,19 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             if data is None:
                 raise IntegrityError(_("a document version's bytes are missing from the store"), code="integrity.store")
             content[33] = data
+        if with_data and kind == Kind.DOC:
+            content = docdelta.wire_content(content)  # sealed again as sent: the manifest as its delta
         return Op(Kind(kind), entity, ts, base, fields, content)
 
     # -- making changes ----------------------------------------------------------------------------
 
     def change(self, edits: Sequence[tuple[Kind, bytes, dict[str, Any]]]) -> list[Op]:
-        """Apply a list of (kind, entity, {field name: value}) edits as one atomic command."""
+        """Apply a list of (kind, entity, {field name: value}) edits as one atomic command.
+
+        Raises:
+            UsageError: a value the op format refuses ("invalid change: ..."); nothing was changed.
+            ConfigError: this device is in no team yet.
+        """
         team = self.require_team()
         key = self.current_key_or_none()
         me = self.author.device_id
@@ -418,8 +439,8 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         """Write the notices of an apply run, from the tasks' merged state now (received.py)."""
         states = {e: st for e in settler.before if (st := self._load(Kind.TASK, e)) is not None}
         with self.store.transaction():
-            for text in settler.notices(states, self._device_names(), self.relay_device()):
-                self.store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)", (now_ms(), text))
+            for text, code, params in settler.notices(states, self._device_names(), self.relay_device()):
+                notices.add_notice(self.store, text, code=code, params=params, when_ms=now_ms())
 
     def rebuild(self, kind: Kind, entity: bytes) -> merge.EntityState | None:
         """Recompute an entity from its op log (after a relay capped a clock, or to verify the store)."""
@@ -437,7 +458,11 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
     # -- resolving ids -----------------------------------------------------------------------------
 
     def resolve(self, kind: Kind, prefix: str) -> bytes:
-        """An entity id from an unambiguous hex prefix (as git does); UsageError otherwise."""
+        """An entity id from an unambiguous hex prefix (as git does).
+
+        Raises:
+            UsageError: not at least 2 hex digits, no such entity, or a prefix of several.
+        """
         p = prefix.strip().lower()
         what = kind.name.lower()
         if len(p) < 2 or any(c not in "0123456789abcdef" for c in p):
@@ -463,6 +488,11 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         priority: int = 1,
         needs: int = 0,
     ) -> views.TaskView:
+        """Create one task (its own transaction) and return it as listed.
+
+        Raises:
+            UsageError: an empty title, an invalid member name, or a value out of range.
+        """
         tid = self.add_tasks([dict(title=title, description=description, assignee=assignee, due=due, priority=priority, needs=needs)])[0]
         return self.task(tid.hex())
 
@@ -492,13 +522,18 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             raise UsageError(_("{name!r} is not a valid member name").format(name=name), hint=_("use 1-32 lowercase letters, digits, '.', '_' or '-'"))
 
     def edit_task(self, prefix: str, **values: Any) -> views.TaskView:
-        """Change any task fields by name (title, description, assignee, status, due, priority, needs, pinned)."""
+        """Change any task fields by name (title, description, assignee, status, due, priority, needs, pinned).
+
+        Raises:
+            UsageError: no such task (see ``resolve``), nothing to change, an empty title, an invalid
+                member name or value, or a deleted task (``usage.deleted``). Nothing was changed.
+        """
         tid = self.resolve(Kind.TASK, prefix)
         values = {k: v for k, v in values.items()}
         if "assignee" in values:
             self._check_member(values["assignee"])
         if not values:
-            raise UsageError(_("nothing to change"), hint=_("give at least one option, see --help"))
+            raise UsageError(_("nothing to change"), code="usage.nothing_to_change")
         if "title" in values and not (values["title"] or "").strip():
             raise UsageError(_("a task's title must not be empty"))
         st = self._load(Kind.TASK, tid)
@@ -510,17 +545,29 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         return self.task(tid.hex())
 
     def assign(self, prefix: str, member: str | None) -> views.TaskView:
+        """Give the task to ``member`` (None: nobody). Raises as ``edit_task``."""
         return self.edit_task(prefix, assignee=member)
 
     def set_status(self, prefix: str, status: Status) -> views.TaskView:
+        """Move the task to ``status``. Raises as ``edit_task``."""
         return self.edit_task(prefix, status=int(status))
 
     def note(self, prefix: str, text: str) -> views.TaskView:
+        """Add a note to the task's history.
+
+        Raises:
+            UsageError: an empty note; otherwise as ``edit_task``.
+        """
         if not text.strip():
             raise UsageError(_("a note must not be empty"))
         return self.edit_task(prefix, note=text)
 
     def task(self, prefix: str) -> views.TaskView:
+        """One task with its documents and conflicts.
+
+        Raises:
+            UsageError: no such task, or an ambiguous prefix (see ``resolve``).
+        """
         tid = self.resolve(Kind.TASK, prefix)
         st = self._load(Kind.TASK, tid)
         assert st is not None
@@ -531,9 +578,10 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             if doc and doc.values().get("task") == tid:
                 view.docs.append(did.hex())
         view.conflicts = [
-            {"field": f, "detail": d, "at": views.iso_ms(t)}
-            for f, d, t in self.store.execute(
-                "SELECT field, detail, created_ms FROM conflicts WHERE kind = ? AND entity = ?", (int(Kind.TASK), tid)
+            {"field": f, "detail": notices.shown(code, params, d), "at": views.iso_ms(t)}
+            for f, d, t, code, params in self.store.execute(
+                "SELECT field, detail, created_ms, code, params FROM conflicts WHERE kind = ? AND entity = ?",
+                (int(Kind.TASK), tid)
             ).fetchall()
         ]
         return view
@@ -667,7 +715,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         ids = []
         for r in creates:
             tid = os.urandom(8)
-            values = {"status": int(Status.OPEN), "priority": 1, "needs": 0}
+            values: dict[str, Any] = {"status": int(Status.OPEN), "priority": 1, "needs": 0}
             values.update({k: v for k, v in r.items() if v is not None and v != ""})
             if not (values.get("title") or "").strip():
                 raise UsageError(_("a task needs a title"))
@@ -686,7 +734,11 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
 
     def set_profile(self, **values: Any) -> dict[str, Any]:
         """The member's working conditions (laptop, internet, office_days, away_until, capacity, takes_work),
-        synced for rebalancing."""
+        synced for rebalancing.
+
+        Raises:
+            UsageError: a value out of range ("invalid change: ..."); nothing was changed.
+        """
         values = {k: v for k, v in values.items()}
         if not values:
             return self.profile()
@@ -695,6 +747,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         return self.profile()
 
     def profile(self, member: str | None = None) -> dict[str, Any]:
+        """A member's working conditions and role (this device's member by default); raises nothing."""
         name = member or self.store.meta("member")
         st = self._load(Kind.MEMBER, name.encode())
         v = st.values() if st else {}
@@ -710,6 +763,7 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
         }
 
     def members(self) -> list[dict[str, Any]]:
+        """The profile of every member this device has heard of; raises nothing."""
         names = {r[0].decode() for r in self.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.MEMBER),))}
         names |= {r[0] for r in self.store.execute("SELECT DISTINCT assignee FROM entities WHERE assignee IS NOT NULL")}
         names.add(self.store.meta("member"))
@@ -737,5 +791,5 @@ class Replica(DocumentsMixin, IncomingMixin, Device):
             "SELECT COUNT(*) FROM oplog WHERE device = ? AND batch_seq IS NULL", (self.author.device_id,)
         ).fetchone()[0]
         if unbatched and self.current_key_or_none() is not None:
-            problems.append(f"{unbatched} local change(s) are not in any outbox batch")
+            problems.append(f"local changes not in any outbox batch: {unbatched}")
         return problems

@@ -68,6 +68,12 @@ def parse_duration(text: str) -> float:
     return secs
 
 
+def _sleep(s: float) -> bool:
+    """The plain wait: sleeps, and is never told to stop."""
+    time.sleep(s)
+    return False
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to wait between attempts, and when to call the relay unreachable."""
@@ -82,7 +88,7 @@ class RetryPolicy:
     #: its own words; the next scheduled sync tries again. A short ask (busy: 5 s) is waited out.
     max_relay_wait_s: float = 10.0
     #: Waits ``s`` seconds; returns True if told to stop meanwhile (``watch``'s SIGTERM).
-    wait: Callable[[float], bool] = field(default=lambda s: bool(time.sleep(s)))
+    wait: Callable[[float], bool] = field(default=_sleep)
     #: Jitter factor range, so many laptops cut by one outage do not all return in step.
     jitter: tuple[float, float] = (0.8, 1.2)
 
@@ -197,10 +203,14 @@ def _deadline_error(deadline_s: float, went: int, left: int) -> TransientError:
 
 
 def _unreachable_error(where: str, tries: int, spent_s: float, went: int, left: int) -> TransientError:
+    # English for logs; (code, params) for the person's words when shown (hbw_sync/messages.py).
     if went:
-        msg = (f"The link to {where} dropped after {human_bytes(went)} of {human_bytes(went + left)}, and "
-               f"{tries} tries since moved nothing; {human_bytes(left)} is left.")
+        params: dict[str, str | int] = {"case": "dropped", "where": where, "went": human_bytes(went),
+                                        "total": human_bytes(went + left), "n": tries, "left": human_bytes(left)}
+        msg = ("The link to {where} dropped after {went} of {total}, and {n} tries since moved nothing; "
+               "{left} is left.").format(**params)
     else:
-        msg = f"Could not reach {where} ({tries} tries in {_minutes(spent_s)})."
-    return TransientError(msg, code="transient.no_progress",
+        params = {"case": "unreachable", "where": where, "n": tries, "spent": _minutes(spent_s)}
+        msg = "Could not reach {where} ({n} tries in {spent}).".format(**params)
+    return TransientError(msg, code="transient.no_progress", params=params,
                           hint=_("nothing was lost; sync again when the link is back"))

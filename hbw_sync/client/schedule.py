@@ -16,7 +16,6 @@ systemd unit counts as success and cron does not mail.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ConfigError, UsageError
 from ..i18n import _
@@ -126,9 +125,9 @@ def _systemd_arg(arg: str) -> str:
     return arg
 
 
-def systemd_dir(env: dict[str, str] | None = None) -> Path:
+def systemd_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where systemd looks for a user's units: $XDG_CONFIG_HOME/systemd/user (default ~/.config)."""
-    env = os.environ if env is None else env
+    env = {} if env is None else env  # the front end passes XDG_CONFIG_HOME (ClientConfig.scheduler_env)
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "systemd" / "user"
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import snapshot
-from ..errors import AccessError, HbwError, IntegrityError, ProtocolError
-from . import keyflow
+from .. import messages, snapshot
+from ..errors import AccessError, HbwError, IntegrityError, ProtocolError, from_dict
+from . import keyflow, notices
 from .device import now_ms
 from .store import Store
 from ..i18n import _
@@ -138,15 +138,17 @@ def refuse(store: Store, cursor: int, author: bytes, reason: HbwError) -> str:
     store.set_meta("snapshot_refused", {"cursor": cursor, "author": author, "code": reason.code,
                                         "reason": reason.message, "text": text, "at_ms": now_ms()})
     store.set_meta("snapshot_in", None)
-    store.execute("INSERT INTO notices (created_ms, text, seen) VALUES (?, ?, 0)", (now_ms(), text))
-    return text
+    params = {"who": who, **notices.why_params(reason)}
+    notices.add_notice(store, text, code="notice.snapshot_refused", params=params, when_ms=now_ms())
+    return notices.shown("notice.snapshot_refused", notices.pack(params), text)  # said now, in today's words
 
 
 def relay_refused_mine(store: Store, error: dict[str, Any], now: int) -> str:
     """The relay did not keep this device's snapshot: remember when (see ``may_build``); the words to say."""
     store.set_meta("snapshot_mine_refused", {"at_ms": now, "code": str(error.get("code"))})
-    return (f"the relay did not keep this device's summary of the history ({error.get('message')}); nothing is "
-            "lost: new devices fetch the full history instead. This device tries again tomorrow.")
+    why = messages.words(from_dict(error))[0]
+    return _("the relay did not keep this device's summary of the history ({why}); nothing is lost: new devices "
+             "fetch the full history instead. This device tries again tomorrow.").format(why=why)
 
 
 def may_build(store: Store, now: int) -> bool:

@@ -16,7 +16,6 @@ at any point leaves either the whole command or none of it.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,14 +28,20 @@ from .. import fileio
 from ..errors import ConfigError, StorageError, StoreError
 from ..i18n import _
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Tables whose rows keep words as (code, params) since schema 2; their sentence column stays for
+#: rows of schema 1 and for logs (English).
+NOTICE_TABLES = ("conflicts", "notices", "sync_log")
 DB_NAME = "store.db"
 
 
 def default_home() -> Path:
-    """Where the store lives: $HBW_SYNC_HOME, else the platform's user data dir."""
-    env = os.environ.get("HBW_SYNC_HOME")
-    return Path(env) if env else Path(platformdirs.user_data_dir("hbw-sync", appauthor=False))
+    """Where the store lives when no home is given: the platform's user data dir.
+
+    HBW_SYNC_HOME is the front end's business (``--home``'s envvar, ``ClientConfig``): the
+    library reads no environment variable (STYLE.md §12).
+    """
+    return Path(platformdirs.user_data_dir("hbw-sync", appauthor=False))
 
 
 # What a full or failing disk means, in the words of the person at this computer (fileio.fault_code's codes).
@@ -105,10 +110,13 @@ class Store:
         path = home / DB_NAME
         if not path.exists():
             raise ConfigError(
-                _("no hbw-sync store in {home}").format(home=home), hint=_("run 'hbw-sync init --name YOUR-NAME' first")
+                _("no hbw-sync store in {home}").format(home=home), code="config.no_store"
             )
         store = cls(home, cls._connect(path))
         version = store.meta("schema")
+        if version == 1:
+            store._migrate_1_to_2()
+            version = store.meta("schema")
         if version != SCHEMA_VERSION:
             raise StoreError(_("store {path} has schema version {version}; this hbw-sync knows {SCHEMA_VERSION}").format(path=path, version=version, SCHEMA_VERSION=SCHEMA_VERSION))
         return store
@@ -136,12 +144,27 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _migrate_1_to_2(self) -> None:
+        """Schema 2: notices, conflicts and sync-log entries keep a ``code`` and JSON ``params``.
+
+        Why: their words are rendered when shown, in the language of that moment (``notices.py``),
+        not stored as a sentence in the language of the moment they happened. Rows written by
+        schema 1 keep their sentence (``code`` NULL) and are shown as they are.
+        """
+        with self.transaction():
+            for table in NOTICE_TABLES:
+                have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                for column in ("code", "params"):
+                    if column not in have:
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            self.set_meta("schema", 2)
+
     def _create_schema(self) -> None:
         db = self.db
         with self.transaction():
-            db["meta"].create({"key": str, "value": bytes}, pk="key")
-            db["team_keys"].create({"epoch": int, "key_id": bytes, "sealed": bytes}, pk="epoch")
-            db["entities"].create(
+            db.table("meta").create({"key": str, "value": bytes}, pk="key")
+            db.table("team_keys").create({"epoch": int, "key_id": bytes, "sealed": bytes}, pk="epoch")
+            db.table("entities").create(
                 {
                     "kind": int,
                     "id": bytes,
@@ -156,7 +179,7 @@ class Store:
                 },
                 pk=("kind", "id"),
             )
-            db["oplog"].create(
+            db.table("oplog").create(
                 {
                     "op_id": bytes,
                     "kind": int,
@@ -169,16 +192,16 @@ class Store:
                 },
                 pk="op_id",
             )
-            db["oplog"].create_index(["kind", "entity"])
-            db["oplog"].create_index(["batch_seq"])
-            db["outbox"].create(
+            db.table("oplog").create_index(["kind", "entity"])
+            db.table("oplog").create_index(["batch_seq"])
+            db.table("outbox").create(
                 {"seq": int, "state": str, "n_ops": int, "size": int, "data": bytes, "created_ms": int, "closed_ms": int},
                 pk="seq",
             )
-            db["inbox"].create({"rseq": int, "device": bytes, "received_ms": int, "data": bytes}, pk="rseq")
-            db["downloads"].create({"rseq": int, "device": bytes, "received_ms": int, "size": int}, pk="rseq")
-            db["download_chunks"].create({"rseq": int, "offset": int, "data": bytes}, pk=("rseq", "offset"))
-            db["conflicts"].create(
+            db.table("inbox").create({"rseq": int, "device": bytes, "received_ms": int, "data": bytes}, pk="rseq")
+            db.table("downloads").create({"rseq": int, "device": bytes, "received_ms": int, "size": int}, pk="rseq")
+            db.table("download_chunks").create({"rseq": int, "offset": int, "data": bytes}, pk=("rseq", "offset"))
+            db.table("conflicts").create(
                 {
                     "id": int,
                     "kind": int,
@@ -189,14 +212,18 @@ class Store:
                     "detail": str,
                     "created_ms": int,
                     "seen": int,
+                    "code": str,
+                    "params": str,
                 },
                 pk="id",
             )
-            db["conflicts"].create_index(["entity", "field", "loser"], unique=True)
-            db["blobs"].create({"sha256": bytes, "size": int, "nonce": bytes, "sealed": bytes}, pk="sha256")
-            db["notices"].create({"id": int, "created_ms": int, "text": str, "seen": int}, pk="id")
-            db["sync_log"].create(
-                {"id": int, "started_ms": int, "finished_ms": int, "ok": int, "how": str, "detail": str}, pk="id"
+            db.table("conflicts").create_index(["entity", "field", "loser"], unique=True)
+            db.table("blobs").create({"sha256": bytes, "size": int, "nonce": bytes, "sealed": bytes}, pk="sha256")
+            db.table("notices").create({"id": int, "created_ms": int, "text": str, "seen": int, "code": str,
+                                        "params": str}, pk="id")
+            db.table("sync_log").create(
+                {"id": int, "started_ms": int, "finished_ms": int, "ok": int, "how": str, "detail": str, "code": str,
+                 "params": str}, pk="id"
             )
             self.set_meta("schema", SCHEMA_VERSION)
 

@@ -30,20 +30,20 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
-from .. import codec, crypto, envelope, hlc, wordcode
+from .. import codec, crypto, envelope, hlc, messages, wordcode
 from ..enroll import Invite
 from ..i18n import _, ngettext
 from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
-                      from_peer)
-from . import keyflow
+                      from_dict, from_peer)
+from . import keyflow, notices
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
 from .replica import Replica
-from . import docsync, retry, snapshots
+from . import docdelta, docsync, retry, snapshots
 from .progress import Meter, OnProgress
 from .vault import KdfParams
 from .synclock import sync_lock  # the one OS lock, behind its seam (bundles and tests import it from here)
@@ -56,6 +56,8 @@ MIN_UPLOAD_RATE = 2_000
 #: Batches above this size travel in resumable pieces instead of inside a sync request.
 INLINE_MAX = 64 * 1024
 CHUNK = 64 * 1024
+#: Bytes of a streamed download gathered before they are written to the store (and on a drop).
+FETCH_FLUSH = 64 * 1024
 
 
 @dataclass
@@ -87,7 +89,9 @@ class SyncReport:
 # -- transport ---------------------------------------------------------------------------------------
 
 
-async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False) -> bytes:
+async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unverified_tls: bool = False,
+               on_sent: Callable[[int], None] | None = None,
+               on_chunk: Callable[[bytes], None] | None = None) -> bytes:
     """POST one envelope; transport failures become TransientError, relay errors their own class.
 
     ``timeout`` bounds a stall, not the transfer: a total bound would fail a batch
@@ -95,6 +99,11 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
     request's bytes may still be on their way long after the socket took them, so
     the wait for the answer, and for each of its bytes, allows ``timeout`` plus the
     request's size at ``MIN_UPLOAD_RATE``.
+
+    ``on_sent(n)`` (a stream) hears how many bytes of ``body`` were handed to the socket so far,
+    as they go: a large upload shows progress while it moves, not only when it ends.
+    ``on_chunk(data)`` (a streamed download) is handed a ``200`` answer's bytes as they arrive, and
+    ``b""`` is returned: what came before a drop is the caller's to keep.
     """
     try:
         stall = timeout + len(body) / MIN_UPLOAD_RATE
@@ -108,9 +117,19 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
             async with asyncio.timeout(stall):
                 # unverified_tls: only for a word-code fetch, whose answer is authenticated by the words (§14a).
                 ssl_arg: Any = False if unverified_tls else (tls if tls else True)
-                resp = await session.post(url.rstrip("/") + path, data=body, timeout=to, ssl=ssl_arg,
-                                          headers={"Content-Type": "application/x-hbw"})
+                headers = {"Content-Type": "application/x-hbw"}
+                data: Any = body
+                if on_sent is not None:  # sized, so that the relay sees a Content-Length (it needs one)
+                    data, headers["Content-Length"] = _slices(body, on_sent), str(len(body))
+                # No User-Agent or Accept-Encoding: ~70 bytes a request that a link cut every few KB
+                # pays on every attempt (the relay never compresses, and knows who asks from the envelope).
+                resp = await session.post(url.rstrip("/") + path, data=data, timeout=to, ssl=ssl_arg,
+                                          headers=headers, skip_auto_headers=_SKIP_HEADERS)
             async with resp:
+                if resp.status == 200 and on_chunk is not None:
+                    async for piece in resp.content.iter_any():
+                        on_chunk(piece)
+                    return b""
                 data = await resp.read()
                 if resp.status == 200:
                     return data
@@ -143,9 +162,22 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         ) from e
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         _log_cause(url, e)
-        what = ("the relay did not answer in time" if isinstance(e, asyncio.TimeoutError)
-                else "the link to the relay dropped before the answer was complete")
-        raise TransientError(f"{what} ({url})", hint=_("nothing was lost; sync again when the link is back")) from e
+        what = (_("the relay did not answer in time ({url})") if isinstance(e, asyncio.TimeoutError)
+                else _("the link to the relay dropped before the answer was complete ({url})"))
+        raise TransientError(what.format(url=url), hint=_("nothing was lost; sync again when the link is back")) from e
+
+
+_SKIP_HEADERS = ("User-Agent", "Accept-Encoding")
+#: Bytes a stream hands to the socket at a time (and between two progress reports).
+SEND_SLICE = 16 * 1024
+
+
+async def _slices(body: bytes, on_sent: Callable[[int], None]) -> Any:
+    view = memoryview(body)
+    for at in range(0, len(body), SEND_SLICE):
+        part = view[at:at + SEND_SLICE]
+        yield bytes(part)
+        on_sent(at + len(part))
 
 
 def _log_cause(url: str, e: BaseException) -> None:
@@ -153,7 +185,14 @@ def _log_cause(url: str, e: BaseException) -> None:
     logging.getLogger(__name__).info("link to %s failed: %s: %s", url, type(e).__name__, e)
 
 
-Transport = Callable[[str, bytes, float], Any]
+class Transport(Protocol):
+    """How a request reaches the relay: ``post`` in real use; tests wrap it to cut or count the link."""
+
+    def __call__(self, url: str, body: bytes, timeout: float, *, path: str = ...,
+                 on_sent: Callable[[int], None] | None = ...,
+                 on_chunk: Callable[[bytes], None] | None = ...) -> Awaitable[bytes]: ...
+
+
 _SESSION: contextvars.ContextVar[aiohttp.ClientSession | None] = contextvars.ContextVar("hbw_session", default=None)
 #: SHA-256 of the relay's TLS certificate as the invite pinned it (None: plain http, or system CAs).
 TLS_PIN: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("hbw_tls_pin", default=None)
@@ -402,6 +441,9 @@ class _Session:
         self.up_total = 0
         #: The relay said more waits than it sent: the download's total is not known yet.
         self.more_waiting = True
+        #: Plain bytes of document chunks still to fetch in this run (set by ``docsync.fetch``): part of the
+        #: download's total while it fetches.
+        self.chunks_to_fetch = 0
         self.outgoing_grants: list[list[Any]] = []
         self.admission_sent: dict[str, Any] = {}
         self.snapshot: list[Any] | None = None
@@ -466,7 +508,7 @@ class _Session:
             for seq, err in res.get("rejects", []):
                 s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                 self.report.rejected += 1
-                self.report.notes.append(f"batch {seq} refused by the relay: {err.get('message')}")
+                self.report.notes.append(_("batch {seq} refused by the relay: {why}").format(seq=seq, why=_refusal(err)))
             for rseq, device, rcv, data, *size in res.get("batches", []):
                 if data is None:  # a large batch: fetched in resumable pieces after this response
                     s.execute("INSERT OR IGNORE INTO downloads (rseq, device, received_ms, size) VALUES (?, ?, ?, ?)",
@@ -504,9 +546,9 @@ class _Session:
                 self.report.notes.append(snapshots.relay_refused_mine(s, res["snapshot_refused"], now_ms()))
         if refused and replaying:
             self.report.ok = False
-            self.report.notes.append("The relay sent a summary of the history again although this device asked it "
-                                     "not to; this sync stopped there. Nothing was lost. If it happens again, tell "
-                                     "office IT: the relay may not be the office's.")
+            self.report.notes.append(_("The relay sent a summary of the history again although this device asked "
+                                       "it not to; this sync stopped there. Nothing was lost. If it happens again, "
+                                       "tell office IT: the relay may not be the office's."))
         more = bool(res.get("more")) or (refused and not replaying)
         if self.rep is not None:
             more |= self.rep_duties(res)
@@ -520,8 +562,10 @@ class _Session:
         r = self.report
         if self.up_total:
             self.meter("upload", r.sent_bytes + up_extra, self.up_total)
-        if r.received_bytes or down_extra or self.s.execute("SELECT 1 FROM downloads").fetchone():
+        if (r.received_bytes or down_extra or self.chunks_to_fetch
+                or self.s.execute("SELECT 1 FROM downloads").fetchone()):
             pending = self.s.execute("SELECT COALESCE(SUM(size), 0) FROM downloads").fetchone()[0]
+            pending += self.chunks_to_fetch
             done = r.received_bytes + down_extra
             self.meter("download", done, None if self.more_waiting else r.received_bytes + pending)
 
@@ -562,35 +606,22 @@ class _Session:
         return envelope.parse_response(raw, s.meta("relay_public"), nonce).result
 
     async def upload_large(self) -> None:
-        """Send each large batch in pieces, resuming at the offset the relay already holds.
+        """Send each large batch as a stream, resuming at the byte the relay already holds.
 
-        A cut resumes at the last whole piece, not at the byte (issue 11 asked for the byte): a piece
-        is one signed request, and the relay checks the signature only once the whole body is in.
-        Keeping the bytes of a half-received request would store what nobody has vouched for yet
-        (anyone could fill the relay's disk with halves). What a cut costs is bounded instead: at
-        most one piece, and after a drop that let no piece through the pieces shrink (``_Link``),
-        down to 2 KiB.
+        First the question "where are we?" (``upload`` without a piece): the answer is the
+        offset the relay holds, or the batch's ack if it is in already. Then one stream
+        (``POST /v1/stream``, PROTOCOL.md §13a): a signed head, then the bytes from that
+        offset. The relay checks the head before it reads a body byte, then keeps every byte
+        that arrives, even when the link drops in the middle: the next attempt asks again
+        and sends only what the relay lacks. So a cut costs no resent bytes, whatever the
+        gap between two drops.
         """
         s = self.s
         for seq, size in s.execute(
             "SELECT seq, size FROM outbox WHERE state = 'closed' AND size > ? ORDER BY seq", (INLINE_MAX,)
         ).fetchall():
-            digest = hashlib.sha256(s.execute("SELECT data FROM outbox WHERE seq = ?", (seq,)).fetchone()[0]).digest()
-            res = await self._call("upload", {"seq": seq, "total": size, "sha256": digest})
-            while "ack" not in res and "reject" not in res:
-                offset = res["offset"]
-                self.link.held[seq] = offset
-                blob = s.conn.blobopen("outbox", "data", seq, readonly=True)
-                try:
-                    blob.seek(offset)
-                    chunk = blob.read(self.link.piece)
-                finally:
-                    blob.close()
-                res = await self._call("upload", {"seq": seq, "total": size, "offset": offset, "chunk": chunk,
-                                                  "sha256": digest})
-                self.link.moved += len(chunk)
-                self.link.grow()
-                self._show_progress(up_extra=offset + len(chunk))
+            data = s.execute("SELECT data FROM outbox WHERE seq = ?", (seq,)).fetchone()[0]
+            res = await self.send_stream(seq, data)
             self.link.held.pop(seq, None)
             with s.transaction():
                 if "ack" in res:
@@ -601,26 +632,107 @@ class _Session:
                 else:
                     s.execute("UPDATE outbox SET state = 'rejected' WHERE seq = ?", (seq,))
                     self.report.rejected += 1
-                    self.report.notes.append(f"batch {seq} refused by the relay: {res['reject'].get('message')}")
+                    self.report.notes.append(_("batch {seq} refused by the relay: {why}").format(
+                        seq=seq, why=_refusal(res["reject"])))
+            self._show_progress()
+
+    async def send_stream(self, seq: int, data: bytes, pack: bool = False) -> dict[str, Any]:
+        """Stream ``data`` (a batch, or with ``pack`` a chunk pack) until the relay holds all of it.
+
+        Asks where the upload stands, then streams the rest from there; a dropped link raises
+        (the next attempt asks again). Returns the relay's last answer: ``ack`` or ``reject`` for
+        a batch, ``stored`` or ``reject`` for a pack.
+        """
+        size, digest = len(data), hashlib.sha256(data).digest()
+        res = await self._call("upload", {"seq": seq, "total": size, "sha256": digest})
+        restarts = stuck = 0
+        while "ack" not in res and "reject" not in res and "stored" not in res:
+            offset = res["offset"]
+            if type(offset) is not int or not 0 <= offset < size:
+                raise ProtocolError(_("the relay answered an upload with an offset out of range"),
+                                    code="protocol.upload")
+            if res.get("restart"):  # the bytes it held were not these: it dropped them
+                restarts += 1
+                if restarts > 1:
+                    raise IntegrityError(_("the relay keeps receiving other bytes than this device sends"),
+                                         code="integrity.sha256",
+                                         hint=_("the link may be altering data; tell office IT"))
+            self._relay_holds(seq, offset)
+            res = await self._stream(seq, size, offset, digest, data, pack)
+            stuck = stuck + 1 if res.get("offset") == offset and "ack" not in res else 0
+            if stuck >= 3:  # the relay took none of three streams: something else uploads the same
+                raise TransientError(_("the relay did not take this device's upload; try again later"),
+                                     code="transient.upload")
+        return res
+
+    def _relay_holds(self, seq: int, offset: int) -> None:
+        """The relay said it holds ``offset`` bytes of batch ``seq``: what a cut stream left there is progress."""
+        before = self.link.held.get(seq)
+        if before is not None and offset > before:
+            self.link.moved += offset - before
+            self.link.grow()
+        self.link.held[seq] = offset
+        self._show_progress(up_extra=offset)
+
+    async def _stream(self, seq: int, size: int, offset: int, digest: bytes, data: bytes,
+                      pack: bool = False) -> dict[str, Any]:
+        """One stream of ``data`` from ``offset`` to its end; the relay's verified answer."""
+        s = self.s
+        args: dict[str, Any] = {"seq": seq, "total": size, "offset": offset, "sha256": digest}
+        if pack:
+            args["chunks"] = True
+        head, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "stream", args, now_ms())
+        body = len(head).to_bytes(2, "big") + head + data[offset:]
+        start = len(body) - (size - offset)
+        try:
+            raw = await self.transport(s.meta("relay_url"), body, self.timeout, path="/v1/stream",
+                                       on_sent=lambda n: self._show_progress(up_extra=offset + max(0, n - start)))
+        except TransientError:
+            # Handed to the socket is not received: until the relay says how much it kept (the next
+            # attempt asks), count only what it confirmed before this stream.
+            self._show_progress(up_extra=offset)
+            raise
+        self.report.round_trips += 1
+        res = envelope.parse_response(raw, s.meta("relay_public"), nonce).result
+        got = res.get("offset")
+        if type(got) is int and got > offset:
+            self.link.moved += got - offset
+            self.link.grow()
+            self.link.held[seq] = got
+        return res
 
     async def download_large(self) -> None:
-        """Fetch large batches piece by piece; pieces already here are kept across runs."""
+        """Fetch large batches as streams kept as they arrive; what came is kept across drops and runs.
+
+        Each fetch (``POST /v1/fetch``, PROTOCOL.md §17) asks for the batch from the bytes this
+        device holds; the relay answers a signed head (size, offset, the batch's SHA-256), then the
+        raw bytes. They are written to the store as they come (``FETCH_FLUSH`` at a time, and what
+        came when the link drops), so a cut costs nothing already received. The whole batch must
+        have the head's SHA-256, else its bytes are dropped and fetched again.
+        """
         s = self.s
         for rseq, device, rcv, size in s.execute("SELECT rseq, device, received_ms, size FROM downloads").fetchall():
             have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks WHERE rseq = ?",
                              (rseq,)).fetchone()[0]
+            restarts = 0
             while have < size:
-                res = await self._call("download", {"rseq": rseq, "offset": have, "length": self.link.piece})
-                self.link.moved += len(res.get("chunk") or b"")
-                self.link.grow()
-                chunk = res["chunk"]
-                if not chunk:
+                before = have
+                digest = await self._fetch(rseq, have, size)
+                have = s.execute("SELECT COALESCE(SUM(length(data)), 0) FROM download_chunks WHERE rseq = ?",
+                                 (rseq,)).fetchone()[0]
+                if have >= size:
+                    data = b"".join(r[0] for r in s.execute(
+                        "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
+                    if len(data) != size or hashlib.sha256(data).digest() != digest:
+                        with s.transaction():
+                            s.execute("DELETE FROM download_chunks WHERE rseq = ?", (rseq,))
+                        have, restarts = 0, restarts + 1
+                        if restarts > 1:
+                            raise IntegrityError(_("the bytes received for a large batch keep differing from "
+                                                   "what the relay vouched for"), code="integrity.sha256",
+                                                 hint=_("the link may be altering data; tell office IT"))
+                elif have == before:
                     raise ProtocolError(_("the relay sent an empty piece"), code="protocol.download")
-                with s.transaction():
-                    s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
-                              (rseq, have, chunk))
-                have += len(chunk)
-                self._show_progress(down_extra=have)
             with s.transaction():
                 data = b"".join(r[0] for r in s.execute(
                     "SELECT data FROM download_chunks WHERE rseq = ? ORDER BY offset", (rseq,)))
@@ -632,6 +744,54 @@ class _Session:
             self.report.received_batches += 1
             self.report.received_bytes += size
             self._show_progress()
+
+    async def _fetch(self, rseq: int, offset: int, size: int) -> bytes:
+        """One streamed fetch of batch ``rseq`` from ``offset``; keeps what arrives; the SHA-256 the relay signed."""
+        s = self.s
+        body, nonce = envelope.make_request(self.dev.transport_key(), s.meta("device_id"), "fetch",
+                                            {"rseq": rseq, "offset": offset}, now_ms())
+        st: dict[str, Any] = {"buf": bytearray(), "head": None, "at": offset, "pending": bytearray()}
+
+        def keep() -> None:
+            if st["pending"]:
+                with s.transaction():
+                    s.execute("INSERT OR REPLACE INTO download_chunks (rseq, offset, data) VALUES (?, ?, ?)",
+                              (rseq, st["at"], bytes(st["pending"])))
+                n = len(st["pending"])
+                st["at"] += n
+                self.link.moved += n
+                st["pending"] = bytearray()
+                self._show_progress(down_extra=st["at"])
+
+        def on_chunk(data: bytes) -> None:
+            if st["head"] is None:
+                st["buf"] += data
+                buf = st["buf"]
+                if len(buf) < 2 or len(buf) < 2 + int.from_bytes(buf[:2], "big"):
+                    return
+                n = int.from_bytes(buf[:2], "big")
+                res = envelope.parse_response(bytes(buf[2:2 + n]), s.meta("relay_public"), nonce).result
+                if res.get("size") != size or res.get("offset") != offset or not isinstance(res.get("sha256"), bytes):
+                    raise ProtocolError(_("the relay answered a fetch for other bytes than asked"),
+                                        code="protocol.download")
+                st["head"] = res["sha256"]
+                data = bytes(buf[2 + n:])
+            if st["at"] + len(st["pending"]) + len(data) > size:
+                raise ProtocolError(_("the relay sent more bytes than the batch holds"), code="protocol.download")
+            st["pending"] += data
+            if len(st["pending"]) >= FETCH_FLUSH:
+                keep()
+
+        try:
+            await self.transport(s.meta("relay_url"), body, self.timeout, path="/v1/fetch", on_chunk=on_chunk)
+        finally:
+            if st["head"] is not None:
+                keep()  # what arrived before a drop (after a head the relay signed) is kept
+        self.report.round_trips += 1
+        self.link.grow()
+        if st["head"] is None:
+            raise ProtocolError(_("the relay's answer to a fetch has no head"), code="protocol.download")
+        return st["head"]
 
     def rep_duties(self, res: dict[str, Any]) -> bool:
         """What only an unlocked device can do: check keys, rotate, grant, snapshot. True if it has more to send."""
@@ -645,7 +805,7 @@ class _Session:
             with self.s.transaction():
                 rep.add_team_key(new)
                 self.s.set_meta("publish_key", [new.epoch, new.key_id])
-            self.report.notes.append(f"rotated the team key to epoch {new.epoch} after a revocation")
+            self.report.notes.append(_("rotated the team key to epoch {epoch} after a revocation").format(epoch=new.epoch))
             need = True
         need |= keyflow.grant_duties(rep, res, self.outgoing_grants, self.report.notes)
         if res.get("want_snapshot") and not self.snapshot and not res.get("more"):
@@ -667,7 +827,7 @@ class _Session:
         url = self.s.meta("relay_url")
         relay_pub = self.s.meta("relay_public")
         if not url or relay_pub is None:
-            raise ConfigError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE'"))
+            raise ConfigError(_("this device has not joined a relay"), code="config.not_joined")
         self.up_total = 0 if not self.meter.active else self.report.sent_bytes + self.s.execute(
             "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
         self._show_progress()
@@ -690,11 +850,12 @@ class _Session:
 
     async def fetch_wanted(self) -> None:
         """Download the chunks the fetch policy wants (after what arrived was applied); say what the relay lacks."""
-        assert self.rep is not None
-        ids = self.rep.wanted_chunks()
-        if not ids:
+        rep = self.rep
+        assert rep is not None
+        versions = rep.wanted_versions()
+        if not versions:
             return
-        _got, lacking = await self.connected(lambda: docsync.fetch(self, self.rep, ids))
+        _got, lacking = await self.connected(lambda: docdelta.fetch_versions(self, rep, versions))
         if lacking:
             self.report.notes.append(ngettext(
                 "{n} part of a document is not at the relay yet (its author has not synced since adding it); "
@@ -823,7 +984,7 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
                 asyncio.run(session.fetch_wanted())  # documents by policy, once task changes are in
         except HbwError as e:
             session.report.ok = False
-            _log(dev, session.report, t0, str(e))
+            _log(dev, session.report, t0, e)
             raise
         session.report.waiting_to_apply = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
         session.report.waiting = keyflow.waiting(s)
@@ -831,16 +992,22 @@ def _sync_once(home: Path | None, passphrase: str | None, link: _Link, timeout: 
         return session.report
 
 
-def _log(dev: Device, report: SyncReport, t0: float, error: str | None) -> None:
+def _refusal(err: Any) -> str:
+    """A relay's refusal of one batch (a JSON error in a sync answer), in the person's words."""
+    if not isinstance(err, dict):
+        return str(err)
+    return messages.words(from_dict(err))[0]
+
+
+def _log(dev: Device, report: SyncReport, t0: float, failure: BaseException | str | None) -> None:
     report.duration_s = round(time.monotonic() - t0, 3)
+    error, code, params = notices.error_row(failure)  # the error's code: 'status' words it when shown
     if error is None and not report.ok:  # stopped short without an error (a relay serving a refused snapshot)
         error = report.notes[-1] if report.notes else "the sync stopped short"
     detail = json.dumps({k: v for k, v in report.to_dict().items() if k != "notes"} | ({"error": error} if error else {}))
     with dev.store.transaction():
-        dev.store.execute(
-            "INSERT INTO sync_log (started_ms, finished_ms, ok, how, detail) VALUES (?, ?, ?, ?, ?)",
-            (now_ms() - int(report.duration_s * 1000), now_ms(), int(error is None), "relay", error or detail),
-        )
+        notices.add_log(dev.store, now_ms() - int(report.duration_s * 1000), now_ms(), error is None, "relay",
+                        error or detail, code, params)
 
 
 def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transport: Transport = post,
@@ -852,14 +1019,14 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
         UsageError ``usage.doc_not_at_relay``: the relay lacks parts (their author has not synced).
         ConfigError: this device has not joined a relay.
     """
-    ids = rep.doc_missing(prefix, version)
-    if not ids:
+    _view, did, digest = rep.locate_version(prefix, version)
+    if not rep.missing_chunks(did, digest):
         return 0
     if not rep.store.meta("relay_url"):
         raise ConfigError(_("this document is not on this device, and this device has not joined a relay"),
-                          hint=_("run 'hbw-sync join INVITE'"))
+                          code="config.not_joined")
     session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
-    got, lacking = asyncio.run(session.connected(lambda: docsync.fetch(session, rep, ids)))
+    got, lacking = asyncio.run(session.connected(lambda: docdelta.ensure(session, rep, did, digest)))
     if lacking:
         raise UsageError(ngettext("{n} part of this document is not at the relay yet: its author has not synced "
                                   "since saving it",

@@ -84,9 +84,7 @@ def pending(home: Path | None, passphrase: str, **kw: Any) -> dict[str, Any]:
 def _one_device(rep: Replica, code: str) -> list[Any]:
     found = keyflow.devices_for_code(rep, code)
     if not found:
-        raise UsageError(_("no device waiting for approval shows this code"), code="usage.code",
-                         hint=_("check the digits with the person at the device; 'hbw-sync team "
-                               "pending' lists the devices that wait"))
+        raise UsageError(_("no device waiting for approval shows this code"), code="usage.code")
     return found[0]
 
 

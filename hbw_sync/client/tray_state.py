@@ -6,7 +6,7 @@ once and which never) lives here and is tested directly; ``tray.py`` only feeds 
 ``Device.status()`` and the watch loop report, and hands the result to pystray.
 
 States, strongest first: syncing, needs attention (a key wait, an unseen conflict, a refused
-batch, a failed or refused sync), paused, offline (the relay cannot be reached), N waiting
+batch, a failed or refused sync, a notification this desktop could not show), paused, offline (the relay cannot be reached), N waiting
 (changes in the outbox), all sent.
 """
 
@@ -47,6 +47,7 @@ class Observation:
     paused: bool = False
     error: str | None = None  # the last sync's failure in words, cleared by a sync that worked
     stopped: str | None = None  # the watch loop ended for good (revoked, refused): why
+    unshown: tuple[str, ...] = ()  # notifications no desktop service could show, since the app was last opened
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ def _attention(obs: Observation) -> str | None:
         return _("the saved passphrase does not open this device")
     if obs.error:
         return _("the last sync failed: {why}").format(why=obs.error)
+    if obs.unshown:  # this desktop shows no notifications: the tray itself carries the news
+        n = len(obs.unshown)
+        return ngettext("{last} (open hbw-sync to see it again)",
+                        "{n} messages for you, the last: {last} (open hbw-sync to see them)", n).format(
+                            n=n, last=obs.unshown[-1])
     return None
 
 

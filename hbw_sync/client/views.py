@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import hlc
+from .. import clock, hlc
 from ..errors import UsageError
 from ..ops import WEEKDAYS, Need, Priority, Status, date_to_day, day_to_date, days_to_names, needs_to_names
 from ..i18n import _
@@ -107,7 +107,7 @@ _REL = re.compile(r"^\+(\d{1,4})d$")
 def parse_date(text: str, today: dt.date | None = None) -> int | None:
     """A due date as days since 1970: YYYY-MM-DD, 'today', 'tomorrow', '+3d', or '' / 'none' to clear."""
     t = text.strip().lower()
-    today = today or dt.date.today()
+    today = today or dt.date.fromtimestamp(clock.now_ms() / 1000)
     if t in ("", "none", "-"):
         return None
     if t == "today":

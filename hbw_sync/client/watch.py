@@ -22,7 +22,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from ..errors import AccessError, HbwError, TransientError, VersionError, exit_code_for
-from .device import Device
+from .device import Device, now_ms
 from .retry import PERSON_DEADLINE_S, RetryPolicy
 from .sync import sync
 from .views import iso_ms
@@ -59,8 +59,8 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
     with Device.open(home) as dev:
         url = dev.store.meta("relay_url")
     if not url:
-        raise AccessError(_("this device has not joined a relay"), hint=_("run 'hbw-sync join INVITE' first"))
-    log(f"{iso_ms(int(time.time() * 1000))} watching {url} (sync every {interval:.0f} s or when changes wait)")
+        raise AccessError(_("this device has not joined a relay"), code="access.not_joined")
+    log(f"{iso_ms(now_ms())} watching {url} (sync every {interval:.0f} s or when changes wait)")
     backoff = min_backoff
     last_ok = 0.0
     said_unreachable = False
@@ -69,7 +69,7 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
         if not reachable(url):
             tell("unreachable", None)
             if not said_unreachable:
-                log(f"{iso_ms(int(time.time() * 1000))} relay unreachable; will keep trying")
+                log(f"{iso_ms(now_ms())} relay unreachable; will keep trying")
                 said_unreachable = True
             stop.wait(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, max_backoff)
@@ -83,22 +83,23 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
         if waiting or asked or time.monotonic() - last_ok >= interval or last_ok == 0:
             if sync_now is not None:
                 sync_now.clear()
-            now = iso_ms(int(time.time() * 1000))
+            now = iso_ms(now_ms())
             tell("syncing", None)
             try:
                 # The same loop as 'hbw-sync sync': a link that drops mid-way is resumed at once, not at
                 # the next probe; SIGTERM ends the wait between attempts.
                 r = sync(home, passphrase, deadline=min(max(interval, 60.0), PERSON_DEADLINE_S),
                          policy=RetryPolicy(max_wait_s=max_backoff, wait=stop.wait),
-                         on_retry=lambda n: log(f"{iso_ms(int(time.time() * 1000))} {n.text()}"))
+                         on_retry=lambda n: log(f"{iso_ms(now_ms())} {n.text()}"))
                 last_ok = time.monotonic()
                 tell("synced", None)
                 if r.wrong_passphrase and not said_wrong_passphrase:
                     log(f"{now} warning: HBW_PASSPHRASE does not open this device; syncing without it "
                         "(received changes wait until a command with the right passphrase)")
                     said_wrong_passphrase = True
-                log(f"{now} sync ok: sent {r.sent_batches} batch(es) ({r.sent_bytes} B), received "
-                    f"{r.received_batches} ({r.received_bytes} B), {r.round_trips} round trip(s), {r.duration_s:.1f} s")
+                log(f"{now} sync ok: sent_batches={r.sent_batches} sent_bytes={r.sent_bytes} "
+                    f"received_batches={r.received_batches} received_bytes={r.received_bytes} "
+                    f"round_trips={r.round_trips} seconds={r.duration_s:.1f}")
             except TransientError as e:
                 # The relay may say how long (a full disk: minutes): retrying sooner would only resend bytes.
                 wait = backoff * random.uniform(0.8, 1.2)
@@ -121,5 +122,5 @@ def watch(home: Path | None, passphrase: str | None = None, *, interval: float =
                 continue
         # "Sync now" ends this wait early; whoever sets ``stop`` with a ``sync_now`` sets both.
         (sync_now if sync_now is not None else stop).wait(min(5.0, interval))
-    log(f"{iso_ms(int(time.time() * 1000))} stopped")
+    log(f"{iso_ms(now_ms())} stopped")
     return 0

@@ -14,11 +14,11 @@ import zstandard
 
 import xxhash
 
-from ..codec import WINDOW_FLOOR, check_frame
+from ..codec import BATCH_LEVEL, WINDOW_FLOOR, check_frame
 from ..errors import IntegrityError, ProtocolError
 from .wire import MIN_DICT, Buf
 
-PLAIN_LEVEL = 19  # what "plain zstd of new" means: codec.compress's level
+PLAIN_LEVEL = BATCH_LEVEL  # what "plain zstd of new" means: codec.compress's level
 SMALL_TOTAL = 4 << 20  # base + new up to this: level 19 patch frames; above: level 9 + LDM
 
 def window_log(dict_len: int, src_len: int) -> int:
@@ -66,7 +66,8 @@ def _patch_frame_prefix(dictionary: Buf, src: Buf, level: int, wlog: int) -> byt
         n = lib.ZSTD_compress2(cctx, out, cap, ffi.from_buffer(src), len(src))
         if lib.ZSTD_isError(n):
             raise zstandard.ZstdError(ffi.string(lib.ZSTD_getErrorName(n)).decode())
-        return ffi.buffer(out, n)[:]
+        frame: bytes = ffi.buffer(out, n)[:]  # zstandard's cffi backend has no type hints
+        return frame
     finally:
         lib.ZSTD_freeCCtx(cctx)
 

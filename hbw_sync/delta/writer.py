@@ -6,6 +6,8 @@ contiguous copies merge, and the literal stream is one patch frame. PROTOCOL.md 
 
 from __future__ import annotations
 
+from typing import Any
+
 from .patch import patch_frame
 from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_RECIPE, OP_COPY, OP_LIT, OP_MEMBER, Buf,
                    uvarint)
@@ -16,7 +18,7 @@ class RecipeWriter:
 
     def __init__(self) -> None:
         self.lits = bytearray()
-        self.ops: list[tuple] = []  # ("lit", n) | ("copy", off, n) | ("member", bytes)
+        self.ops: list[tuple[Any, ...]] = []  # ("lit", n) | ("copy", off, n) | ("member", bytes)
 
     def lit(self, data: Buf) -> None:
         if not len(data):

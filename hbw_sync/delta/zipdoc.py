@@ -74,6 +74,7 @@ def zip_recipe(base: bytes, new: bytes) -> bytes | None:
     cap = plain_cap(len(new))
     by_name: dict[str, Member] = {}
     by_hash: dict[bytes, Member] = {}
+    bm: Member | None  # a base member here; below, the one a new member matches, if any
     for bm in base_members:
         by_name.setdefault(bm.name, bm)
         by_hash.setdefault(hashlib.sha256(base[bm.ds : bm.de]).digest(), bm)

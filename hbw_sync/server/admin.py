@@ -144,6 +144,20 @@ def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: 
     return inv, _write(data, make)
 
 
+def set_chunk_quota(data: Path, quota: int, database: str | None = None) -> None:
+    """Keep ``serve --chunk-quota-gb`` (bytes) in the relay's settings: ``bundle ingest`` applies it too."""
+    store = storage.open_store(Path(data), database)
+    try:
+        store.transact(relay.set_meta, relay.CHUNK_QUOTA_SETTING, int(quota))
+    finally:
+        store.close()
+
+
+def chunk_quota(data: Path) -> int:
+    """The chunk quota this relay applies (bytes): the one ``serve`` last kept, else the default."""
+    return _read(data, lambda conn: relay.load_identity(Path(data), conn).chunks.quota)
+
+
 def set_tls_certificate(data: Path, cert_file: Path) -> bytes:
     """Remember the SHA-256 of the relay's TLS certificate, so invites can pin it."""
     from cryptography import x509

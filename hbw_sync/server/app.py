@@ -19,13 +19,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from .. import __version__, allocation, envelope, timefmt, wordcode
 from ..errors import HbwError, LimitError, ProtocolError, StorageError, TransientError, http_status_for, retry_after_for
-from . import board, db, limits, relay, storage
+from . import board, db, limits, relay, storage, stream
 from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
@@ -283,8 +283,7 @@ async def _rpc(app: web.Application, body: bytearray, now: int) -> tuple[bytes, 
         keys = app[KEYS].get(head.device)
         if keys is None:  # a read: on PostgreSQL without the team's lock (junk device ids must not queue on it)
             runner = app[WRITER]
-            read = runner.read if getattr(runner, "reads_apart", False) else runner.run  # type: ignore[attr-defined]
-            keys = await read(relay.device_keys, head.device)
+            keys = await _reader(runner)(relay.device_keys, head.device)
             if keys is not None:
                 app[KEYS].put(head.device, keys)
     checkers = app.get(CHECKERS)
@@ -300,7 +299,7 @@ async def _rpc(app: web.Application, body: bytearray, now: int) -> tuple[bytes, 
         # PostgreSQL: the writes under the team's lock, the reads after it in a transaction of their
         # own, so that one team's syncs wait for each other only for their writes.
         pushed = await runner.run(relay.apply_push, ident, prep, now)
-        result, stats = await runner.read(relay.apply_pull, ident, prep, pushed)
+        result, stats = await _reader(runner)(relay.apply_pull, ident, prep, pushed)
     else:
         result, stats = await runner.run(relay.apply, ident, prep, now)
     return relay.answer(ident, prep, result, now), stats
@@ -374,6 +373,22 @@ async def rpc(request: web.Request) -> web.StreamResponse:
     return await _serve(request, None, "application/x-hbw", "?", cap_for=_cap_for_head, flow=_rpc)
 
 
+@routes.post("/v1/stream")
+async def stream_upload(request: web.Request) -> web.StreamResponse:
+    """A large batch streamed at the byte: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §13a)."""
+    app = request.app
+    deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
+    return await stream.serve(request, deps, _error_response)
+
+
+@routes.post("/v1/fetch")
+async def stream_download(request: web.Request) -> web.StreamResponse:
+    """A large batch streamed from an offset: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §17)."""
+    app = request.app
+    deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
+    return await stream.serve_fetch(request, deps, _error_response)
+
+
 @routes.post("/v1/bundle")
 async def bundle_upload(request: web.Request) -> web.StreamResponse:
     """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle."""
@@ -384,6 +399,12 @@ async def bundle_upload(request: web.Request) -> web.StreamResponse:
 async def code_fetch(request: web.Request) -> web.StreamResponse:
     """A word-code invite (PROTOCOL.md §14a): [1, slot, proof] in, the invite sealed with the words out."""
     return await _serve(request, relay.fetch_code, "application/x-hbw", "code", max_body=wordcode.MAX_FETCH_BODY)
+
+
+def _reader(runner: storage.Runner) -> Callable[..., Awaitable[Any]]:
+    """``runner.read`` where reads run apart from the writes (PostgreSQL: without the team's lock), else ``run``."""
+    read: Callable[..., Awaitable[Any]] | None = getattr(runner, "read", None) if getattr(runner, "reads_apart", False) else None
+    return read if read is not None else runner.run
 
 
 def health(config: RelayConfig, writer: storage.Runner) -> StorageError | None:

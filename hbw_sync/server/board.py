@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from .. import allocation, batch as wire, codec, crypto, hlc, merge
-from ..ops import Kind, Status, make_op
+from ..ops import Kind, Status, day_to_date, make_op
 from . import relay
 from .storage import Txn
 
@@ -178,7 +178,7 @@ def workload(conn: Txn, ident: relay.RelayIdentity, now: int,
             "laptop": m.laptop,
             "internet": m.internet,
             "office_days": allocation.weekday_names(m.office_days),
-            "away_until": None if m.away_until is None else allocation.day_to_date(m.away_until).isoformat(),
+            "away_until": None if m.away_until is None else day_to_date(m.away_until).isoformat(),
             "active_devices": m.active,
             "last_seen_ms": m.last_seen_ms,
             "needs_blocked": sum(1 for t in mine if allocation.blocker(m, t, today, now, 1 << 62) is not None),

@@ -101,7 +101,8 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None, database: s
 @click.option("--admin", "with_admin", is_flag=True, help="Also serve the office page for IT (devices, invites, "
               "equipment, backups, audit) on --admin-port, behind the admin token.")
 @click.option("--chunk-quota-gb", default=limits.CHUNK_QUOTA / 1024**3, show_default=True, type=click.FloatRange(0.001),
-              help="GiB of document chunks the team may keep at this relay; uploads past it are refused.")
+              help="GiB of document chunks the team may keep at this relay; uploads past it are refused. "
+                   "Kept in the relay's settings: 'bundle ingest' applies the same quota.")
 @click.option("--admin-host", default="127.0.0.1", show_default=True,
               help="Address of the office page; only loopback unless --admin-remote.")
 @click.option("--admin-port", default=8766, show_default=True, type=int, help="Port of the office page (0: any free).")
@@ -138,6 +139,8 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         ctx.load_cert_chain(tls_cert, tls_key)
         # Invites made from now on pin this certificate (a self-signed one is fine).
         admin.set_tls_certificate(data, Path(tls_cert))
+    # Kept in the relay's settings, so that 'bundle ingest' (another process) refuses at the same quota.
+    admin.set_chunk_quota(data, int(chunk_quota_gb * 1024**3), database)
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
@@ -171,7 +174,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         check_bind(office_cfg)  # refuse before anything listens
     storage.open_store(data, database).close()  # no relay there, or PostgreSQL down: say so before any worker
     log_to_stderr()
-    WorkerPool(cfg, n_workers, (tls_cert, tls_key) if ctx else None, office_cfg).run(ready, office_ready)
+    WorkerPool(cfg, n_workers, (tls_cert, tls_key) if ctx and tls_cert and tls_key else None, office_cfg).run(ready, office_ready)
 
 
 @cli.command()
@@ -379,7 +382,9 @@ def rebalance(ctx: click.Context, data: Path, apply: bool, to: str | None, exclu
                 _("{member} {open} of {capacity}").format(member=x["member"], open=x["open"], capacity=x["capacity"])
                 for x in r["loads"])))
         if r["moves_left"]:
-            click.echo(_("Stopped at --max-moves: at least {moves_left} more move(s) would help; run again.").format(moves_left=r['moves_left']))
+            click.echo(ngettext("Stopped at --max-moves: at least {moves_left} more move would help; run again.",
+                                  "Stopped at --max-moves: at least {moves_left} more moves would help; run again.",
+                                  r['moves_left']).format(moves_left=r['moves_left']))
         if r["moves"]:
             click.echo(_("Moves issued; devices learn them at their next sync.") if r["applied"]
                        else _("Dry run: nothing changed. Run again with --apply to issue these moves."))
@@ -481,10 +486,12 @@ def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | 
     refused; the same bundle again gets its reply again (for one lost in the mail).
     """
     r = admin.ingest_bundle(data, file, reply_dir)
-    text = _("Bundle {counter} from {member}: {inn} batch(es) accepted, {out} to send back.").format(
+    text = ngettext("Bundle {counter} from {member}: {inn} batch accepted, {out} to send back.",
+                    "Bundle {counter} from {member}: {inn} batches accepted, {out} to send back.", r["batches_in"]).format(
         counter=r["counter"], member=r["member"], inn=r["batches_in"], out=r["batches_out"])
     if r["chunks_in"]:
-        text += "\n" + _("{n} document chunk(s) received with it.").format(n=r["chunks_in"])
+        text += "\n" + ngettext("{n} document chunk received with it.", "{n} document chunks received with it.",
+                                 r["chunks_in"]).format(n=r["chunks_in"])
     if len(r["replies"]) == 1:
         text += "\n" + _("Reply: {file} ({size}).").format(file=r["reply"], size=timefmt.human_bytes(r["reply_bytes"]))
     else:  # each file fits the device's --max-size (an email attachment): send them all, any order

@@ -134,6 +134,32 @@ ACTIONS["sync"].args["chunks"] = ListOf(Tuple((_CID, _SEALED_CHUNK)), bundle_fmt
 # The chunks a bundle's device wants in the reply (its fetch policy's, bounded like ``chunk_get``'s ids).
 ACTIONS["sync"].args["want_chunks"] = ListOf(_CID, CHUNK_IDS_MAX)
 
+# -- streamed uploads (PROTOCOL.md §13a, ``stream.py``): a signed head, then the batch's raw bytes --
+#: Largest stream head (its 2-byte length prefix excluded): a request envelope of four small args.
+STREAM_HEAD_MAX = 1024
+#: Body bytes a stream gathers before writing them to the partial upload (a cut loses none of them:
+#: what is gathered is written when the connection drops too); also what it holds of the BodyBudget.
+STREAM_FLUSH = 64 * 1024
+#: The stream head's args; the head is an ordinary request envelope with the action ``stream``, accepted
+#: only on ``POST /v1/stream`` (not in ``ACTIONS``: it has no body of its own on ``/v1``).
+STREAM = Action(body=STREAM_HEAD_MAX, args={
+    "seq": _U63,
+    "total": Int(1, _MSG),
+    "offset": Int(0, _MSG),
+    "sha256": Bin(32, 32),
+    "chunks": Bool(),  # true: the bytes are a pack of sealed document chunks, not a batch (§18e)
+})
+#: A streamed download's request (``POST /v1/fetch``, ``stream.serve_fetch``): a large batch from an offset.
+FETCH = Action(body=4096, args={
+    "rseq": _U63,
+    "offset": _U63,
+})
+#: A chunk pack's ``seq`` is at least this (a batch's never is): its upload never meets a batch's.
+PACK_SEQ = 1 << 62
+#: Largest chunk pack (what one ``chunk_put`` may carry).
+PACK_MAX = 4 * 1024 * 1024
+
+
 #: Largest body before the action is known (the first bytes name it; see ``body_limit``).
 HEAD_BYTES = 128
 

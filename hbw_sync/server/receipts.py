@@ -17,7 +17,7 @@ a larger one asks the supervisor to narrow the period.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Iterable
 
 from .. import batch as wire
 from .. import envelope, evidence
@@ -55,7 +55,7 @@ def evidence_action(conn: Txn, ident: relay.RelayIdentity, req: envelope.Request
     first, last = (span[0], span[1]) if span[0] is not None else (0, 0)
     devices = {d: m for d, m in conn.execute("SELECT device, member FROM devices")}
     receipts, out, size = [], [], 0
-    rows = conn.execute("SELECT rseq, device, seq, received_ms FROM batches WHERE rseq >= ? AND rseq <= ? "
+    rows: Iterable[Any] = conn.execute("SELECT rseq, device, seq, received_ms FROM batches WHERE rseq >= ? AND rseq <= ? "
                         "ORDER BY rseq", (first, last)) if span[0] is not None else []
     for rseq, device, seq, received in rows:
         data = conn.execute("SELECT data FROM batches WHERE rseq = ?", (rseq,)).fetchone()[0]

@@ -25,14 +25,14 @@ from typing import Any, Callable
 
 from .. import batch as wire
 from .. import snapshot as snap_fmt
-from .. import codec, crypto, envelope
+from .. import clock, codec, crypto, envelope
 from .. import bundle, wordcode
 from . import admission, bundle_replies, receipts
 from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
                       TransientError, UsageError)
-from ..i18n import _
+from ..i18n import _, ngettext
 from ..ops import is_member_name
 from . import chunk_actions, limits
 from . import chunkstore
@@ -57,8 +57,7 @@ CHUNK_MAX = limits.CHUNK_MAX
 BOARD_LIMITS = codec.Limits(max_container=1_000_000)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+now_ms = clock.now_ms  # the one wall clock (hbw_sync/clock.py); callers import it from here too
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def set_meta(conn: Txn, key: str, value: Any) -> None:
                  (key, codec.pack(value)))
 
 
-def audit(conn: Txn, actor: str, action: str, **detail: Any) -> None:
+def audit(conn: Txn, actor: str | None, action: str, **detail: Any) -> None:
     conn.execute(
         "INSERT INTO audit (time_ms, actor, action, detail) VALUES (?, ?, ?, ?)",
         (now_ms(), actor, action, json.dumps(detail, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))),
@@ -209,7 +208,8 @@ def fetch_code(conn: Txn, ident: RelayIdentity, body: bytes,
     if row is None or row[2] < now:  # counted too: trying numbers is guessing as well
         conn.execute("INSERT INTO code_failures (time_ms) VALUES (?)", (now,))
         return AccessError(f"no invite waits under code {slot}: it was used, it expired, or the number is wrong",
-                           code="access.code", hint="ask office IT for a new code"), stats
+                           code="access.code", hint="ask office IT for a new code",
+                           params={"case": "no_invite", "slot": slot}), stats
     digest, sealed, _exp, failures = row
     if not hmac.compare_digest(digest, wordcode.proof_digest(proof)):
         conn.execute("INSERT INTO code_failures (time_ms) VALUES (?)", (now,))
@@ -221,7 +221,8 @@ def fetch_code(conn: Txn, ident: RelayIdentity, body: bytes,
         audit(conn, None, "code_failed", slot=slot, tries_left=max(left, 0))
         return AccessError(f"the words do not match code {slot}" +
                            (f" ({left} tries left)" if left > 0 else "; the code is now cancelled"),
-                           code="access.code", hint="check the words with office IT"), stats
+                           code="access.code", hint="check the words with office IT",
+                           params={"case": "words" if left > 0 else "cancelled", "slot": slot, "left": max(left, 0)}), stats
     return codec.pack(sealed), stats
 
 
@@ -256,14 +257,15 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
         "SELECT member, role, expires_ms, used_ms, device FROM invites WHERE token_hash = ?", (token_hash(token),)
     ).fetchone()
     if inv is None:
-        raise AccessError("this invite is not valid for this relay", code="access.invite")
+        raise AccessError("this invite is not valid for this relay", code="access.invite", params={"case": "other_relay"})
     member, role, expires_ms, used_ms, used_by = inv
     if used_ms is not None:
         same = used_by == req.device and conn.execute(
             "SELECT 1 FROM devices WHERE device = ? AND author_pub = ? AND transport_pub = ? AND x25519_pub = ?"
             " AND revoked_ms IS NULL", (req.device, author_pub, transport_pub, x_pub)).fetchone()
         if not same:
-            raise AccessError("this invite was already used; ask for a new one", code="access.invite")
+            raise AccessError("this invite was already used; ask for a new one", code="access.invite",
+                              params={"case": "used"})
         _use_nonce(conn, req, now)  # the same device and keys again: its answer was lost on the way
         again = {"team": ident.team, "team_name": ident.team_name, "member": member, "role": role,
                  "relay_x25519": enroll_mod.x25519_public(bundle.relay_x25519(ident.key)),
@@ -272,16 +274,16 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
             again["welcome"] = w
         return again
     if expires_ms < now:
-        raise AccessError("this invite has expired; ask for a new one", code="access.invite")
+        raise AccessError("this invite has expired; ask for a new one", code="access.invite", params={"case": "expired"})
     if conn.execute("SELECT 1 FROM devices WHERE device = ?", (req.device,)).fetchone():
-        raise AccessError("this device is already enrolled", code="access.invite")
+        raise AccessError("this device is already enrolled", code="access.invite", params={"case": "enrolled"})
     _use_nonce(conn, req, now)
     # The one-time use is one conditional update, its row count the verdict: two devices enrolling
     # with one invite at once (two relay processes, or a transaction that read before the other
     # committed) cannot both see it unused and both succeed.
     if conn.execute("UPDATE invites SET used_ms = ?, device = ? WHERE token_hash = ? AND used_ms IS NULL"
                     " AND expires_ms >= ?", (now, req.device, token_hash(token), now)).rowcount != 1:
-        raise AccessError("this invite was already used; ask for a new one", code="access.invite")
+        raise AccessError("this invite was already used; ask for a new one", code="access.invite", params={"case": "used"})
     conn.execute("INSERT INTO members (name, role, created_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
                  (member, role, now))
     if role == "supervisor":
@@ -411,8 +413,11 @@ def _bundle_chunks(conn: Txn, ident: RelayIdentity, pieces: list[Any], member: s
         if e.code != "protocol.quota":
             raise
         size = sum(len(p[1]) for p in pieces)
-        raise LimitError(_("the bundle from {member} carries {n} document chunk(s) ({size} bytes) that would take the "
-                           "team past its document quota at this relay: nothing of this bundle was applied").format(
+        raise LimitError(ngettext("the bundle from {member} carries {n} document chunk ({size} bytes) that would take the "
+                                  "team past its document quota at this relay: nothing of this bundle was applied",
+                                  "the bundle from {member} carries {n} document chunks ({size} bytes) that would take "
+                                  "the team past its document quota at this relay: nothing of this bundle was applied",
+                                  len(pieces)).format(
                                member=member, n=len(pieces), size=size),
                          code="protocol.quota", hint=e.hint) from None
 
@@ -500,7 +505,8 @@ def sync_pull(conn: Txn, ident: RelayIdentity, req: envelope.Request, result: di
         if served is not None:
             result["snapshot"] = list(served)
             cursor = served[0]
-    out, used = [], 0
+    out: list[Any] = []
+    used = 0
     rt = relay_txn(conn)
     more, first = False, cursor
     for rseq, dev, rcv, size in ((b.rseq, b.device, b.received_ms, b.size) for b in rt.batches_after(cursor, 2000)):
@@ -689,43 +695,68 @@ def upload(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
     """One piece of a large batch, at an offset (tus-style). Answers the offset the relay holds.
 
     A piece at the wrong offset is not an error: the answer tells the device
-    where to go on from, so a link that dropped at 90 % resumes at 90 %.
+    where to go on from, so a link that dropped at 90 % resumes at 90 %. Without a
+    piece it is the question "where are we?" that a streamed upload (``stream.py``,
+    PROTOCOL.md §13a) asks first; pieces remain for devices that do not stream.
     """
     _member, _role, author_pub = authenticate(conn, req, now)
-    rt = relay_txn(conn)
-    # Unfinished uploads expire: a device resumes within hours; pieces left for a day are abandoned.
-    rt.upload_expire(now - limits.UPLOAD_EXPIRE_MS)
     a = req.args
     seq, total, offset, chunk = a.get("seq"), a.get("total"), a.get("offset", 0), a.get("chunk")
     if type(seq) is not int or type(total) is not int or type(offset) is not int:
         raise ProtocolError("malformed upload", code="protocol.schema")
-    if total > codec.DEFAULT_LIMITS.max_message:
-        raise LimitError(f"a batch of {total} bytes is over the limit", code="protocol.limit")
-    done = rt.batch_by_seq(req.device, seq)
-    if done:
-        if hashlib.sha256(done.data).digest() != a.get("sha256"):
-            return {"offset": 0, "reject": ProtocolError(f"batch {seq} was already received with other content",
-                                                         code="protocol.seq_reuse").to_dict()}
-        return {"offset": total, "ack": [seq, done.rseq, done.received_ms]}
-    have = rt.upload_held(req.device, seq, total)
+    state = upload_state(conn, req.device, seq, total, a.get("sha256"), now)
+    if isinstance(state, dict):
+        return state
+    have = state
     if chunk is None or offset != have:
         return {"offset": have}
     if not isinstance(chunk, bytes) or not chunk or len(chunk) > CHUNK_MAX or have + len(chunk) > total:
         raise ProtocolError("malformed upload piece", code="protocol.schema")
-    _make_room(conn, req.device, seq, len(chunk))
-    rt.upload_add(req.device, seq, offset, total, chunk, now)
+    make_upload_room(conn, req.device, seq, len(chunk))
+    relay_txn(conn).upload_add(req.device, seq, offset, total, chunk, now)
     have += len(chunk)
     if have < total:
         return {"offset": have}
-    data = rt.upload_take(req.device, seq)
+    return finish_upload(conn, ident, req.device, author_pub, seq, now)
+
+
+def upload_state(conn: Txn, device: bytes, seq: int, total: int, sha256: Any, now: int) -> dict[str, Any] | int:
+    """Where an upload of batch ``seq`` stands: the answer if it is already a batch, else the bytes held.
+
+    Also drops what expired (unfinished uploads older than a day) and what was held for
+    another ``total`` (the device rebuilt that batch).
+    """
+    if total > codec.DEFAULT_LIMITS.max_message:
+        raise LimitError(f"a batch of {total} bytes is over the limit", code="protocol.limit")
+    rt = relay_txn(conn)
+    # Unfinished uploads expire: a device resumes within hours; pieces left for a day are abandoned.
+    rt.upload_expire(now - limits.UPLOAD_EXPIRE_MS)
+    done = rt.batch_by_seq(device, seq)
+    if done:
+        if hashlib.sha256(done.data).digest() != sha256:
+            return {"offset": 0, "reject": ProtocolError(f"batch {seq} was already received with other content",
+                                                         code="protocol.seq_reuse").to_dict()}
+        return {"offset": total, "ack": [seq, done.rseq, done.received_ms]}
+    return rt.upload_held(device, seq, total)
+
+
+def upload_bytes(conn: Txn, device: bytes, seq: int) -> bytes:
+    """The bytes held of an unfinished upload, in order."""
+    return relay_txn(conn).upload_bytes(device, seq)
+
+
+def finish_upload(conn: Txn, ident: RelayIdentity, device: bytes, author_pub: bytes, seq: int,
+                  now: int) -> dict[str, Any]:
+    """Ingest a whole upload as a batch, exactly as one sent inline; the answer for the device."""
+    data = relay_txn(conn).upload_take(device, seq)
     try:
-        ack = _accept_batch(conn, ident, req.device, author_pub, data, now)
+        ack = _accept_batch(conn, ident, device, author_pub, data, now)
     except HbwError as e:
         return {"offset": 0, "reject": e.to_dict()}
-    return {"offset": total, "ack": ack}
+    return {"offset": len(data), "ack": ack}
 
 
-def _make_room(conn: Txn, device: bytes, seq: int, size: int) -> None:
+def make_upload_room(conn: Txn, device: bytes, seq: int, size: int) -> None:
     """Keep a device's unfinished uploads under ``limits.UPLOAD_QUOTA``: its oldest other uploads go first.
 
     Why evict rather than refuse: an honest device uploads one batch at a time (at most
@@ -1016,8 +1047,20 @@ def stage(ident: RelayIdentity, prep: Prepared, now: int) -> Callable[[Txn], Any
 apply.stage = stage  # type: ignore[attr-defined]
 
 
-def load_identity(data_dir: Path, conn: Txn, chunk_quota: int = limits.CHUNK_QUOTA) -> RelayIdentity:
+#: The relay's setting (``meta``) that keeps ``serve --chunk-quota-gb``, in bytes.
+CHUNK_QUOTA_SETTING = "chunk_quota"
+
+
+def load_identity(data_dir: Path, conn: Txn, chunk_quota: int | None = None) -> RelayIdentity:
+    """The relay's team, key and chunk store. ``chunk_quota`` None: the quota ``serve`` last kept.
+
+    Why kept: ``hbw-relay bundle ingest`` runs in its own process, without serve's options, and
+    must refuse a bundle's chunks at the same quota as the online path (PROTOCOL.md §18f).
+    """
     key = crypto.DeviceKey((data_dir / "relay.key").read_bytes())
+    if chunk_quota is None:
+        kept = meta(conn, CHUNK_QUOTA_SETTING)
+        chunk_quota = kept if type(kept) is int and kept > 0 else limits.CHUNK_QUOTA
     kind = getattr(conn, "kind", "sqlite")  # storage.postgres.PgTxn says "postgres"; sqlite3's connection nothing
     return RelayIdentity(meta(conn, "team"), meta(conn, "team_name"), key,
                          chunkstore.for_backend(kind, data_dir, chunk_quota))

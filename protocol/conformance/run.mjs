@@ -9,6 +9,7 @@ import { checkHlc, checkKeys, checkZstd } from "./lib/simple.mjs";
 import { CHECKERS as WIRE } from "./lib/wire.mjs";
 import { checkDelta } from "./lib/delta.mjs";
 import { checkEvidence } from "./lib/evidence.mjs";
+import { checkChunkDelta } from "./lib/chunkdelta.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dir = process.argv[2] || path.join(here, "..", "vectors");
@@ -18,6 +19,7 @@ const CHECKERS = {
   "zstd.json": checkZstd,
   "delta.json": checkDelta,
   "evidence.json": checkEvidence,
+  "chunk_delta.json": checkChunkDelta,
 };
 const extra = WIRE;
 Object.assign(CHECKERS, extra);

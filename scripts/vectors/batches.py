@@ -31,6 +31,9 @@ E_DOC2 = bytes.fromhex("646f630000000002")
 # A chunked version: the manifest of a deterministic 300 KB "scan" cut under the epoch-1 team key.
 _SCAN = b"".join(hashlib.sha256(b"scan %d" % i).digest() for i in range(300_000 // 32))
 CHUNKED_MANIFEST = chunks_mod.split_bytes(chunks_mod.ChunkKeys.of(TEAM_KEYS["t1"]), _SCAN)[0]
+# Its next version as a delta version (§18e): one place edited; the manifest as a delta against the first's.
+_SCAN2 = _SCAN[:150_000] + b"signed by the director" + _SCAN[150_022:]
+CHUNKED_MANIFEST2 = chunks_mod.split_bytes(chunks_mod.ChunkKeys.of(TEAM_KEYS["t1"]), _SCAN2)[0]
 E_MEMBER = b"amina"
 
 
@@ -104,12 +107,19 @@ def _valid_batch_specs() -> list[dict[str, Any]]:
         {
             "name": "chunked_doc",
             "description": "A document version whose bytes travel as chunks outside the batch (PROTOCOL.md §18d-e): "
-                           "content carries the manifest, routing the chunk ids (for the relay's garbage collection).",
+                           "content carries the manifest, routing the chunk ids (for the relay's garbage collection). "
+                           "Then its next version as a delta version (§18e): a delta against the first, the manifest "
+                           "as SHA-256 + a delta against the first's, and no chunk ids in routing.",
             "device": "d2", "key": "t1", "seq": 2, "keys": ("t1",),
             "ops": [
                 make_op(Kind.DOC, E_DOC2, P(T0 + 11 * MIN, 0), None,
                         size=CHUNKED_MANIFEST.size, name="scan.pdf", sha256=CHUNKED_MANIFEST.sha256,
                         manifest=CHUNKED_MANIFEST.encode(), chunks=b"".join(CHUNKED_MANIFEST.ids)),
+                make_op(Kind.DOC, E_DOC2, P(T0 + 11 * MIN, 1), None,
+                        size=CHUNKED_MANIFEST2.size, sha256=CHUNKED_MANIFEST2.sha256,
+                        delta=delta_mod.make_delta(_SCAN, _SCAN2), base_sha256=CHUNKED_MANIFEST.sha256,
+                        manifest_delta=hashlib.sha256(CHUNKED_MANIFEST2.encode()).digest() + bytes([1])
+                        + delta_mod.patch.patch_frame(CHUNKED_MANIFEST.encode(), CHUNKED_MANIFEST2.encode())),
             ],
         },
         {

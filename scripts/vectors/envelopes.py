@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgpack
@@ -42,6 +43,12 @@ def build() -> dict[str, Any]:
         ("download", "d1 resumes a by-reference batch at offset 65 536, asking for up to 64 KiB.", "d1", T0 + 9000,
          "download",
          {"rseq": 1040, "offset": 65536, "length": 65536}),
+        ("stream", "The head of a streamed upload (POST /v1/stream, §17): d1 sends batch 14 (200 000 bytes) from "
+         "byte 70 000. On the wire it follows its length as 2 bytes big-endian, and the batch's bytes "
+         "[70 000, 200 000) follow it.", "d1", T0 + 9100, "stream",
+         {"seq": 14, "total": 200_000, "offset": 70_000, "sha256": hashlib.sha256(b"batch 14").digest()}),
+        ("fetch", "A streamed download (POST /v1/fetch, §17): d1 asks for batch 1040 from byte 65 536.", "d1",
+         T0 + 9400, "fetch", {"rseq": 1040, "offset": 65536}),
     ]  # fmt: skip
     requests, by_name = [], {}
     for name, desc, dev, t, action, args in requests_in:
@@ -81,6 +88,12 @@ def build() -> dict[str, Any]:
         ("download", "The last piece of batch 1040 (65 792 bytes): the 256 bytes from offset 65 536 (a stand-in "
          "pattern, not real batch bytes).", "download", T0 + 9010,
          {"size": 65_792, "offset": 65536, "chunk": bytes(range(256))}),
+        ("stream", "The relay's answer to d1's stream once all 200 000 bytes of batch 14 are in and their SHA-256 "
+         "is the head's: the batch is acknowledged as rseq 1043.", "stream", T0 + 9300,
+         {"offset": 200_000, "ack": [14, 1043, T0 + 9300]}),
+        ("fetch", "The signed head of the relay's answer to d1's fetch: the batch's size and SHA-256, the offset "
+         "echoed; on the wire it follows its length as 2 bytes big-endian, and bytes [65 536, 65 792) follow it.",
+         "fetch", T0 + 9410, {"size": 65_792, "offset": 65536, "sha256": hashlib.sha256(b"batch 1040").digest()}),
     ]  # fmt: skip
     responses = []
     for name, desc, req_name, t, result in responses_in:

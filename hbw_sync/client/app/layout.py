@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from aiohttp import web
 
 from ...errors import HbwError, UsageError, http_status_for
+from .hints import app_words
 from ...i18n import _
 from .security import Gate
 
@@ -173,7 +174,8 @@ async def call(request: web.Request, passphrase: str, fn: Callable[[Any], T]) ->
 
 
 def error_words(e: HbwError) -> str:
-    return alert(e.message, e.hint)
+    """The error in the person's language, from its code (``messages.py``), with the app's own hint."""
+    return alert(*app_words(e))
 
 
 async def in_worker(fn: Callable[[], T]) -> T:

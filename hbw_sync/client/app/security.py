@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import Callable
 
 #: Minutes without a request after which the app locks (issue 14: "locks after inactivity").
 IDLE_LOCK_S = 15 * 60
@@ -42,6 +43,9 @@ class Gate:
     sessions: dict[str, str] = field(default_factory=dict)  # session cookie -> its CSRF token
     last_active: float = 0.0
     passphrase: str | None = None  # held only while unlocked
+    #: Called when the app locks: the server forgets the store keys derived in this process
+    #: (``device.forget_store_keys``), or the key would outlive the passphrase it came from.
+    on_lock: Callable[[], None] | None = None
 
     def host_ok(self, host: str | None) -> bool:
         return host in (f"127.0.0.1:{self.port}", f"localhost:{self.port}")
@@ -70,12 +74,25 @@ class Gate:
         self.last_active = now
 
     def lock(self) -> None:
+        """Forget the passphrase and, through ``on_lock``, what was derived from it."""
         self.passphrase = None
+        if self.on_lock is not None:
+            self.on_lock()
+
+    def expire(self, now: float) -> bool:
+        """Lock if idle for longer than ``idle_s`` at ``now``; True if it locked just now.
+
+        The server calls it on a timer too: without a request the passphrase and the store key would
+        otherwise stay in memory past the idle limit, until someone came back to the page.
+        """
+        if self.passphrase is not None and now - self.last_active > self.idle_s:
+            self.lock()
+            return True
+        return False
 
     def touch(self, now: float) -> str | None:
         """A request at ``now``: the passphrase if still unlocked (and the idle clock restarts), else None."""
-        if self.passphrase is not None and now - self.last_active > self.idle_s:
-            self.lock()
+        self.expire(now)
         if self.passphrase is not None:
             self.last_active = now
         return self.passphrase

@@ -8,17 +8,21 @@ The pages themselves live in ``pages/`` (one module per group), registered in ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
 from ...i18n import _
-from ..device import Device
+from ..device import Device, forget_store_keys
 from .layout import COOKIE, FLASH, GATE, HOME, ROLE_CACHE, Handler, unlock_form
 from .pages import documents, importing, profile, syncing, team, work
 from .security import Gate
+
+#: Seconds between checks of the idle lock: the app locks within this of its idle limit (a cheap check).
+IDLE_CHECK_S = 1.0
 
 STATIC = Path(__file__).parent / "static"
 #: Largest request body: a document (32 MiB, the library's cap) or a bundle, plus form overhead.
@@ -39,7 +43,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(status=403, text=_("Open the app with the address hbw-sync app printed."))
     if request.method == "POST":
         form = await request.post()  # only after the session is known: a stranger's body is never read
-        if not gate.csrf_ok(sid, form.get("csrf") if isinstance(form.get("csrf"), str) else None):
+        sent = form.get("csrf")
+        if not gate.csrf_ok(sid, sent if isinstance(sent, str) else None):
             return web.Response(status=403, text=_("Refused: the form is stale; reload the page."))
     return await handler(request)
 
@@ -70,8 +75,10 @@ async def unlock(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/")
 
 
-def create_app(home: Path | None, gate: Gate) -> web.Application:
+def create_app(home: Path | None, gate: Gate, *, locale_day_first: bool = True) -> web.Application:
+    """The app; ``locale_day_first``: how to read 05/12 in an import when the file does not tell."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app[importing.LOCALE_DAY_FIRST] = locale_day_first
     app[GATE] = gate
     app[HOME] = home
     app[ROLE_CACHE] = {}
@@ -81,18 +88,38 @@ def create_app(home: Path | None, gate: Gate) -> web.Application:
     app.router.add_static("/static", STATIC)
     for group in (work, documents, syncing, profile, team, importing):
         group.register(app)
+    if gate.on_lock is None:
+        gate.on_lock = forget_store_keys
+    app.cleanup_ctx.append(_idle_lock)
     return app
 
 
+async def _idle_lock(app: web.Application) -> AsyncIterator[None]:
+    """Lock on time even when no request comes: the passphrase and the derived key leave memory."""
+    gate = app[GATE]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            gate.expire(time.monotonic())
+
+    task = asyncio.create_task(tick())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    gate.lock()  # the app is stopping: forget what it held
+
+
 async def serve(home: Path | None, port: int = 0, on_ready: Callable[[str], None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, *, locale_day_first: bool = True) -> None:
     """Serve the app on 127.0.0.1 until ``stop`` is set (or forever); ``on_ready`` gets the URL to open."""
     import socket
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", port))
     gate = Gate(port=sock.getsockname()[1])
-    runner = web.AppRunner(create_app(home, gate), access_log=None)
+    runner = web.AppRunner(create_app(home, gate, locale_day_first=locale_day_first), access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     try:

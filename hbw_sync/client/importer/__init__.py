@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import UsageError
-from ...i18n import _
+from ...i18n import _, ngettext
 from .plan import ImportOptions, ImportPlan, RowPlan, plan_import
 from .tables import FORMATS, MAX_IMPORT_BYTES, Table, read_table
 from .values import COLUMNS, locale_day_first
@@ -42,7 +42,7 @@ def import_file(rep: "Replica", path: Path, opts: ImportOptions = ImportOptions(
         lines = plan.problem_lines()
         shown = lines[:20] + ([_("... and {n} more").format(n=len(lines) - 20)] if len(lines) > 20 else [])
         unknown = any(r.unknown_member for r in plan.bad)
-        err = UsageError(_("{n} bad row(s), nothing imported:").format(n=len(plan.bad)) + "\n  " + "\n  ".join(shown),
+        err = UsageError(ngettext("{n} bad row, nothing imported:", "{n} bad rows, nothing imported:", len(plan.bad)).format(n=len(plan.bad)) + "\n  " + "\n  ".join(shown),
                          code="usage.import_bad_rows",
                          hint=(_("a colleague whose device joined since this one last synced is known after a "
                                  "sync.") + " " if unknown else "") + _("Fix the rows and import again: it never "

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 from ...errors import HbwError, UsageError
-from ...ops import Status, day_to_date
+from ...ops import Priority, Status, day_to_date
 from .. import views
 from . import values as V
 from .tables import MAX_COLUMNS, SPREADSHEETS, Cell, Table
-from ...i18n import N_, _
+from ...i18n import N_, _, ngettext
 
 #: The code of "assignee is not in the team": the CLI offers --new-member for it, in any language.
 UNKNOWN_MEMBER = "usage.unknown_member"
@@ -84,7 +84,7 @@ class ImportPlan:
         if self.count("skip"):
             parts.append(_("{n} skipped").format(n=self.count("skip")))
         parts.append(_("{n} bad").format(n=len(self.bad)))
-        return _("{source}: {n} task row(s): {parts}.").format(source=self.source, n=len(self.rows),
+        return ngettext("{source}: {n} task row: {parts}.", "{source}: {n} task rows: {parts}.", len(self.rows)).format(source=self.source, n=len(self.rows),
                                                               parts=", ".join(parts))
 
     def describe(self) -> list[str]:
@@ -123,7 +123,7 @@ def _show(name: str, v: Any) -> Any:
     if name == "due":
         return day_to_date(v).isoformat() if isinstance(v, int) else v
     if name == "priority":
-        return views.PRIORITY_NAMES[v] if isinstance(v, int) else v
+        return views.PRIORITY_NAMES[Priority(v)] if isinstance(v, int) else v
     if name == "status":
         return views.STATUS_NAMES[Status(v)] if isinstance(v, int) else v
     if name == "needs":
@@ -167,7 +167,8 @@ def _columns(headers: list[Cell], mapping: Mapping[str, str], unit: str, line: i
              data_in: set[int], need_title: bool = True) -> dict[int, str]:
     """Column index -> field; raises one UsageError naming every unknown or doubled column."""
     cols: dict[int, str] = {}
-    unknown, seen = [], {}
+    unknown: list[str] = []
+    seen: dict[str, str] = {}
     for i, h in enumerate(headers):
         text = V.cell_text(h)
         if not text:
@@ -192,7 +193,8 @@ def _columns(headers: list[Cell], mapping: Mapping[str, str], unit: str, line: i
                          hint=_("name the column of task titles 'title' (or 'titre', 'task'), or "
                                "--map 'HEADER=title'"))
     if unknown:
-        raise UsageError(_("{unit} {line}: unknown column(s) {unknown}; task fields are: {COLUMNS}").format(unit=unit, line=line, unknown=', '.join(unknown), COLUMNS=', '.join(V.COLUMNS)),
+        raise UsageError(ngettext("{unit} {line}: unknown column {unknown}; task fields are: {COLUMNS}",
+                                  "{unit} {line}: unknown columns {unknown}; task fields are: {COLUMNS}", len(unknown)).format(unit=unit, line=line, unknown=', '.join(unknown), COLUMNS=', '.join(V.COLUMNS)),
                          hint=_("rename the column, or map it: --map 'HEADER=FIELD' ('-' ignores it)"))
     return cols
 

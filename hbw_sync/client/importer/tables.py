@@ -86,7 +86,7 @@ def sniff_separator(text: str) -> str:
     lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
     if not lines:
         return ","
-    best, best_score = ",", (0, 0.0)
+    best, best_score = ",", (0, 0.0, 0)
     for sep in SEPARATORS:
         rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=sep))
         if not rows:

@@ -191,8 +191,8 @@ def parse_due(v: Any, day_first: bool, today: dt.date | None = None) -> int | No
         months = [w for w in words if w in _MONTHS]
         nums = [w for w in words if w.isdigit()]
         if len(words) == 3 and len(months) == 1 and len(nums) == 2:
-            d, y = (nums[1], nums[0]) if len(nums[0]) == 4 else (nums[0], nums[1])
-            return date_to_day(dt.date(_year(y), _MONTHS[months[0]], int(d)))
+            dd, yy = (nums[1], nums[0]) if len(nums[0]) == 4 else (nums[0], nums[1])
+            return date_to_day(dt.date(_year(yy), _MONTHS[months[0]], int(dd)))
     except ValueError:
         raise UsageError(_("due {text!r} is not a real date").format(text=text)) from None
     try:

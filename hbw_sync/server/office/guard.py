@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 COOKIE = "hbw_office"
 IDLE_S = 30 * 60
@@ -115,7 +116,7 @@ def refusal(status: int, text: str) -> web.Response:
                         headers=SECURITY_HEADERS)
 
 
-def middleware(refuse_words: Callable[[str], str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def middleware(refuse_words: Callable[[str], str]) -> Middleware:
     """The checks above, in order, before any handler runs; ``refuse_words`` translates the refusals."""
 
     @web.middleware

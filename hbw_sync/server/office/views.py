@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
 
-from ... import timefmt
+from ... import clock, timefmt
+from ...messages import words
 from ...errors import HbwError
 from ...i18n import _, ngettext
 from .. import admin
@@ -34,8 +34,7 @@ async def call(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     return await asyncio.to_thread(functools.partial(fn, *args, **kw))
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+now_ms = clock.now_ms  # the one wall clock (hbw_sync/clock.py); callers import it from here too
 
 
 DAYS_RANGE = ' min="1" max="365"'
@@ -64,7 +63,8 @@ def render(request: web.Request, title: str, body: str, status: int = 200) -> we
 
 
 def failure(err: HbwError) -> str:
-    text = err.message + (f" ({err.hint})" if err.hint else "")
+    message, hint = words(err)  # in the page's language, from the code when the raise site gave English
+    text = message + (f" ({hint})" if hint else "")
     return note(_("Nothing changed: {reason}").format(reason=text), "error")
 
 

@@ -125,6 +125,10 @@ class RelayTxn(Protocol):
         """Keep one piece at ``offset``."""
         ...
 
+    def upload_bytes(self, device: bytes, seq: int) -> bytes:
+        """The bytes held of an unfinished upload, its pieces joined in order."""
+        ...
+
     def upload_take(self, device: bytes, seq: int) -> bytes:
         """The whole upload, its pieces joined in order, and forget them."""
         ...
@@ -217,9 +221,12 @@ class SqlRelayTxn:
         self.t.execute('INSERT INTO upload_chunks (device, seq, "offset", total, data, created_ms)'
                        " VALUES (?, ?, ?, ?, ?, ?)", (device, seq, offset, total, data, now))
 
-    def upload_take(self, device: bytes, seq: int) -> bytes:
-        data = b"".join(bytes(r[0]) for r in self.t.execute(
+    def upload_bytes(self, device: bytes, seq: int) -> bytes:
+        return b"".join(bytes(r[0]) for r in self.t.execute(
             'SELECT data FROM upload_chunks WHERE device = ? AND seq = ? ORDER BY "offset"', (device, seq)))
+
+    def upload_take(self, device: bytes, seq: int) -> bytes:
+        data = self.upload_bytes(device, seq)
         self.upload_drop(device, seq)
         return data
 

@@ -55,9 +55,9 @@ def create_schema(path: Path) -> None:
     conn = connect(path)
     db = sqlite_utils.Database(conn)
     conn.execute("BEGIN IMMEDIATE")
-    db["meta"].create({"key": str, "value": bytes}, pk="key")
-    db["members"].create({"name": str, "role": str, "created_ms": int}, pk="name")
-    db["devices"].create(
+    db.table("meta").create({"key": str, "value": bytes}, pk="key")
+    db.table("members").create({"name": str, "role": str, "created_ms": int}, pk="name")
+    db.table("devices").create(
         {
             "device": bytes,
             "member": str,
@@ -73,32 +73,32 @@ def create_schema(path: Path) -> None:
         },
         pk="device",
     )
-    db["invites"].create(
+    db.table("invites").create(
         {"token_hash": bytes, "member": str, "role": str, "created_ms": int, "expires_ms": int, "used_ms": int,
          "device": bytes},
         pk="token_hash",
     )
-    db["batches"].create(
+    db.table("batches").create(
         {"rseq": int, "device": bytes, "seq": int, "received_ms": int, "size": int, "n_ops": int, "epoch": int,
          "data": bytes},
         pk="rseq",
     )
     conn.execute("CREATE UNIQUE INDEX batches_device_seq ON batches (device, seq)")
-    db["keys"].create({"epoch": int, "key_id": bytes, "created_ms": int, "created_by": bytes}, pk="epoch")
-    db["grants"].create({"device": bytes, "epoch": int, "data": bytes, "created_ms": int}, pk=("device", "epoch"))
-    db["snapshots"].create({"id": int, "cursor": int, "device": bytes, "created_ms": int, "data": bytes}, pk="id")
-    db["upload_chunks"].create({"device": bytes, "seq": int, "offset": int, "total": int, "data": bytes,
+    db.table("keys").create({"epoch": int, "key_id": bytes, "created_ms": int, "created_by": bytes}, pk="epoch")
+    db.table("grants").create({"device": bytes, "epoch": int, "data": bytes, "created_ms": int}, pk=("device", "epoch"))
+    db.table("snapshots").create({"id": int, "cursor": int, "device": bytes, "created_ms": int, "data": bytes}, pk="id")
+    db.table("upload_chunks").create({"device": bytes, "seq": int, "offset": int, "total": int, "data": bytes,
                                 "created_ms": int}, pk=("device", "seq", "offset"))
-    db["board"].create({"kind": int, "entity": bytes, "assignee": str, "status": int, "head": bytes, "state": bytes},
+    db.table("board").create({"kind": int, "entity": bytes, "assignee": str, "status": int, "head": bytes, "state": bytes},
                        pk=("kind", "entity"))
-    db["conflicts"].create(
+    db.table("conflicts").create(
         {"entity": bytes, "field": str, "winner": bytes, "loser": bytes, "winner_value": bytes, "loser_value": bytes,
          "rule": str, "created_ms": int},
         pk=("entity", "field", "loser"),
     )
-    db["nonces"].create({"nonce": bytes, "time_ms": int}, pk="nonce")
-    db["nonces"].create_index(["time_ms"])
-    db["audit"].create({"id": int, "time_ms": int, "actor": str, "action": str, "detail": str}, pk="id")
+    db.table("nonces").create({"nonce": bytes, "time_ms": int}, pk="nonce")
+    db.table("nonces").create_index(["time_ms"])
+    db.table("audit").create({"id": int, "time_ms": int, "actor": str, "action": str, "detail": str}, pk="id")
     _tables_since_1(conn)
     _tables_since_2(conn)
     conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION).encode(),))

@@ -5,7 +5,8 @@ copied under a temporary directory with a safe name and handed to ``Replica.add_
 ``update_doc``, the calls ``hbw-sync doc add`` and ``doc update`` make, which enforce the 32 MiB
 cap with nothing added.
 
-A download is ``Replica.export_doc``, the same call as ``hbw-sync doc get`` (issue 17 item 3): a
+A download is ``Replica.export_stream``, the call ``hbw-sync doc get`` makes (issue 17 item 3), after
+fetching a version that is not on this computer from the relay, as ``doc get`` does: a
 confidential document needs a reason, typed in the download's form; without one nothing is sent
 and nothing is recorded; with one the export is recorded (who, device, when, why) before the
 bytes leave. So every download is a POST with the CSRF token, never a link another page could
@@ -14,9 +15,13 @@ make the browser follow.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -90,8 +95,16 @@ async def list_docs(request: web.Request, pp: str) -> web.StreamResponse:
         body += f'<p class="muted">{esc(_("Every version of every document is kept on this computer, encrypted: opening one needs no link."))}</p>'
     else:
         body = f"<p>{esc(_('No documents yet.'))}</p>"
-    body += f'<h2>{esc(_("Add a document"))}</h2>' + upload_form(
-        request, "/docs", _("File (up to 32 MiB)"), _("Add"))
+    # The drop zone: the same form, outlined; drop.js puts a file dragged onto the page in its field.
+    drop = (f'<div id="drop-form-box" class="dropzone"><p class="muted">'
+            f'{esc(_("Choose a file, or drag one from your folders onto this page."))}</p>'
+            + upload_form(request, "/docs", _("File (up to 32 MiB)"), _("Add"))
+            + '<p id="drop-state" role="status" aria-live="polite"></p></div>')
+    drop = drop.replace('<form method="post" action="/docs"', (
+        f'<form id="drop-form" data-drop-here="{esc(_("Drop the file to add it."))}" '
+        f'data-one-file="{esc(_("Drop one file at a time."))}" '
+        f'data-adding="{esc(_("Adding {name}…"))}" method="post" action="/docs"'), 1)
+    body += f'<h2>{esc(_("Add a document"))}</h2>' + drop + '<script src="/static/drop.js" defer></script>'
     return page(request, _("Documents"), body)
 
 
@@ -168,9 +181,26 @@ def download_form(request: web.Request, d: views.DocView, key: str, version: int
                 cls="inline")
 
 
+#: Pieces (chunks of at most 256 KiB) between the store and the browser: memory stays flat.
+STREAM_QUEUE = 4
+
+
+class _Stopped(Exception):
+    """The browser went away: the worker stops reading the store."""
+
+
 @unlocked
 async def download(request: web.Request, pp: str) -> web.StreamResponse:
-    """The bytes as an attachment, through ``export_doc``; a refusal is a page in words, with nothing sent."""
+    """The bytes as an attachment, streamed from the store; a refusal is a page in words, with nothing sent.
+
+    As ``hbw-sync doc get``: a version not on this computer is fetched from the relay first
+    (``sync.fetch_doc``; a confidential one only once its reason is given), then sent one
+    chunk at a time through ``Replica.export_stream``, which records a confidential export
+    before the first byte. The worker thread holds the store open and hands pieces over a small
+    queue: a 2 GiB scan never sits whole in memory, and if the browser goes away the worker
+    stops. A version whose bytes do not match its hash is cut short (the browser reports a
+    failed download), never completed with wrong bytes.
+    """
     f = await request.post()
     did = text_of(f, "doc", max_len=64, required=True) or ""
     if not DOC_ID.match(did):
@@ -179,10 +209,65 @@ async def download(request: web.Request, pp: str) -> web.StreamResponse:
     if v is not None and not v.isdigit():
         raise UsageError(_("That is not a version number."))
     reason = text_of(f, "reason", max_len=MAX_REASON_FIELD)
-    d, data = await call(request, pp, lambda rep: rep.export_doc(did, int(v) if v else None, reason=reason))
-    name = views.safe_filename(d.name)
-    return web.Response(body=data, content_type="application/octet-stream", headers={
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}", "Cache-Control": "no-store"})
+    version = int(v) if v else None
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=STREAM_QUEUE)
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        while True:
+            try:
+                fut.result(timeout=0.5)
+                return
+            except concurrent.futures.TimeoutError:
+                if stop.is_set():
+                    fut.cancel()
+                    raise _Stopped from None
+
+    def produce(rep: Any) -> None:
+        from ...sync import fetch_doc
+
+        try:
+            rep.check_export_reason(rep.doc_info(did, version), reason)  # no fetch for a refused download
+            if rep.doc_missing(did, version):
+                fetch_doc(rep, did, version)
+            d, size, parts = rep.export_stream(did, version, reason=reason)
+            put(("head", d, size))
+            for part in parts:
+                put(part)
+            put(None)
+        except _Stopped:
+            pass
+        except BaseException as e:  # told to the handler: a page before the head, a cut stream after it
+            with contextlib.suppress(_Stopped):
+                put(("error", e))
+
+    work = asyncio.ensure_future(call(request, pp, produce))
+    try:
+        first = await queue.get()
+        if first[0] == "error":
+            raise first[1]
+        _tag, d, size = first
+        resp = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream", "Cache-Control": "no-store",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(views.safe_filename(d.name))}"})
+        resp.content_length = size
+        await resp.prepare(request)
+        while (item := await queue.get()) is not None:
+            if isinstance(item, tuple):  # an error after bytes went: cut the download short
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
+            await resp.write(item)
+        await resp.write_eof()
+        return resp
+    finally:
+        stop.set()
+        while not queue.empty():
+            queue.get_nowait()
+        with contextlib.suppress(Exception):
+            await work
 
 
 @unlocked

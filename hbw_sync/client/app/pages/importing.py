@@ -9,7 +9,6 @@ computer; only the tasks it makes are synced, signed and encrypted, like any oth
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import tempfile
@@ -46,8 +45,12 @@ def action_words() -> dict[str, str]:
             "skip": _("left as it is"), "bad": _("cannot be imported")}
 
 
-def options(p: Pending) -> importer.ImportOptions:
-    return importer.ImportOptions(day_first=p.day_first, locale_day_first=importer.locale_day_first(os.environ, None),
+#: Whether this computer's locale writes the day first (from ClientConfig, at the app's start).
+LOCALE_DAY_FIRST = web.AppKey("locale_day_first", bool)
+
+
+def options(p: Pending, locale_day_first: bool) -> importer.ImportOptions:
+    return importer.ImportOptions(day_first=p.day_first, locale_day_first=locale_day_first,
                                   new_members=p.new_members)
 
 
@@ -115,7 +118,7 @@ async def preview(request: web.Request, pp: str) -> web.StreamResponse:
     while len(pending) >= MAX_PENDING:
         _drop(pending, next(iter(pending)))
     pending[key] = pend
-    plan = await call(request, pp, lambda rep: importer.import_file(rep, path, options(pend), dry_run=True))
+    plan = await call(request, pp, lambda rep: importer.import_file(rep, path, options(pend, request.app[LOCALE_DAY_FIRST]), dry_run=True))
     counts = ngettext("{n} row", "{n} rows", len(plan.rows)).format(n=len(plan.rows))
     body = (f"<p>{esc(_('{file}: {rows}: {new} new, {upd} to update, {same} already up to date, {bad} that cannot be imported. Dates read {order}.').format(file=Path(up.filename).name, rows=counts, new=plan.count('create'), upd=plan.count('update'), same=plan.count('unchanged'), bad=len(plan.bad), order=plan.date_order))}</p>"
             + preview_table(plan))
@@ -149,7 +152,7 @@ async def run(request: web.Request, pp: str) -> web.StreamResponse:
     skip = f.get("skip_bad") == "1"
 
     def go(rep: Any) -> importer.ImportPlan:
-        return importer.import_file(rep, pend.path, options(pend), skip_bad=skip)
+        return importer.import_file(rep, pend.path, options(pend, request.app[LOCALE_DAY_FIRST]), skip_bad=skip)
 
     plan = await call(request, pp, go)
     _drop(request.app[PENDING], key)
@@ -164,6 +167,7 @@ async def _cleanup(app: web.Application) -> None:
 
 def register(app: web.Application) -> None:
     app[PENDING] = {}
+    app.setdefault(LOCALE_DAY_FIRST, True)  # create_app sets it from the locale
     app[SPOOL] = tempfile.mkdtemp(prefix="hbw-app-import-")
     app.on_cleanup.append(_cleanup)
     app.router.add_get("/import", show)

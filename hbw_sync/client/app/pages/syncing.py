@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from ....errors import HbwError
+from ..hints import app_words
 from ....i18n import _, ngettext
 from ....timefmt import ago, human_bytes, when
 from ... import bundles, sync as syncing
@@ -86,9 +87,10 @@ def run_sync(home: Path | None, passphrase: str, job: SyncJob) -> None:
         job.ok, job.words = not r.rejected, report_words(r)
     except HbwError as e:
         job.ok = False
-        job.words = [_("Sync did not finish: {what}").format(what=e.message)]
-        if e.hint:
-            job.words.append(_("What to do: {hint}").format(hint=e.hint))
+        what, hint = app_words(e)
+        job.words = [_("Sync did not finish: {what}").format(what=what)]
+        if hint:
+            job.words.append(_("What to do: {hint}").format(hint=hint))
         job.words.append(_("Nothing is lost: what did not go waits here for the next sync."))
     finally:
         job.finished_ms = now_ms()
@@ -103,7 +105,9 @@ def waiting_words(status: dict[str, Any]) -> list[str]:
     else:
         lines = [_("Nothing waits to be sent.")]
     if status["waiting_for_team_key"]:
-        lines.append(_("{n} change(s) wait for the team key: they are kept here and sent once this device holds it.")
+        lines.append(ngettext("{n} change waits for the team key: it is kept here and sent once this device holds it.",
+                              "{n} changes wait for the team key: they are kept here and sent once this device holds it.",
+                              status["waiting_for_team_key"])
                      .format(n=status["waiting_for_team_key"]))
     return lines
 
@@ -224,11 +228,11 @@ async def bundle_import(request: web.Request, pp: str) -> web.StreamResponse:
     return page(request, _("Sync"), f'<p class="ok" role="status">{esc(words)}</p><p><a href="/sync">{esc(_("Back to Sync"))}</a></p>')
 
 
-TASKS = web.AppKey("sync_tasks", set)
+TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("sync_tasks", set)
 
 
 async def _wait_for_sync(app: web.Application) -> None:
-    for t in list(app[TASKS]):
+    for t in app[TASKS].copy():
         await asyncio.wait([t], timeout=30)
 
 

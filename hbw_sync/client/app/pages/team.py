@@ -151,7 +151,7 @@ async def check(request: web.Request, pp: str) -> web.StreamResponse:
 @unlocked
 async def apply(request: web.Request, pp: str) -> web.StreamResponse:
     f = await request.post()
-    task, src, dst = (text_of(f, k, max_len=64, required=True) for k in ("task", "from", "to"))
+    task, src, dst = (text_of(f, k, max_len=64, required=True) or "" for k in ("task", "from", "to"))
     if not TASK_ID.match(task or "") or not MEMBER.match(dst or "") or not (src == "-" or MEMBER.match(src or "")):
         raise UsageError(_("That suggestion is not one this page made."))
     done = await call(request, pp, lambda rep: workload.apply_suggestion(rep, task, None if src == "-" else src, dst))

@@ -1,0 +1,342 @@
+"""Delta versions of chunked documents on a device: make them, rebuild them, fetch along a chain.
+
+A chunked version of at most 32 MiB whose delta against the version its author started from
+is smaller than the chunks it would upload travels as that delta (PROTOCOL.md §18c, §18e;
+core: ``hbw_sync.delta.chunked``). Its author keeps every chunk, as for any version, but
+uploads none of those the delta rebuilds (they are marked as not to be sent), and the op's
+routing names no chunks. A reader rebuilds the version:
+
+* at once when the op is applied, if it holds the base (the usual case: the team's devices
+  that had the document); nothing is downloaded;
+* otherwise when its policy or ``doc get`` wants it: it first makes the base local (fetching
+  its chunks, or rebuilding it along its own chain; at most ``CHAIN_FULL_EVERY`` versions,
+  since every 8th version of a chain uploads all its chunks), then rebuilds.
+
+Memory: both versions are in memory while a delta is made or applied, so only files up to
+``DELTA_MAX`` take this path; larger ones keep whole-chunk dedup (flat memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import hashlib
+
+from .. import chunks
+from ..delta import apply_delta, make_delta
+from ..delta.writer import RecipeWriter
+from ..delta.chunked import (DELTA_MAX, NotStreamable, aligned_recipe, check, chunked_delta, rebuild_chunks,
+                              rebuild_needed, streams_in_place)
+from ..errors import HbwError, IntegrityError, ProtocolError
+from ..ops import MAX_MANIFEST, NAMES, Kind, Op
+from . import docsync
+
+if TYPE_CHECKING:
+    from .replica import Replica
+    from .sync import _Session
+
+_DATA, _SHA, _DELTA, _BASE = 33, 34, 35, 36
+_MANIFEST = NAMES[Kind.DOC]["manifest"].tag
+_MANIFEST_DELTA = NAMES[Kind.DOC]["manifest_delta"].tag
+#: How far back a reader follows bases to rebuild a version (a chain is at most 8 long, §18c).
+MAX_CHAIN = 16
+
+
+def is_delta_version(op: Op) -> bool:
+    c = op.content or {}
+    return bool(c.get(_MANIFEST)) and c.get(_DELTA) is not None and c.get(_BASE) is not None
+
+
+def version_op(rep: "Replica", did: bytes, digest: bytes) -> Op | None:
+    """The latest op that recorded version ``digest`` of a document."""
+    for _oid, _dev, op in reversed(rep._version_ops(did)):
+        if (op.content or {}).get(_SHA) == digest:
+            return op
+    return None
+
+
+def version_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | bytearray | None:
+    """A version whole in memory if this device holds it and it is at most ``DELTA_MAX``; else None."""
+    data = rep._blob(digest)
+    if data is not None:
+        return data
+    m = rep.version_manifest(did, digest)
+    if m is None or m.size > DELTA_MAX:
+        return None
+    try:
+        return rep.local_chunks.read_into(rep._chunk_keys_for(m), m)
+    except HbwError:
+        return None
+
+
+def offer(rep: "Replica", did: bytes, base_sha: bytes | None, values: dict[str, Any], name: str) -> bool:
+    """Turn a chunked version's fields into a delta version when that pays (inside the caller's transaction).
+
+    ``values`` are ``_chunked_values``' (its chunks already kept here, unsent). True if it became
+    a delta version: then ``values`` carries ``delta`` and ``base_sha256`` and no ``chunks``, and the
+    chunks only the delta rebuilds are marked as not to be uploaded.
+
+    Which delta: for two zip containers (office files) of at most ``DELTA_MAX``, ``make_delta``'s
+    recipes, in memory; otherwise a chunk-aligned recipe (``delta.chunked.aligned_recipe``), any
+    size, a run of changed chunks at a time; as a last resort, in memory, a whole-file patch.
+    """
+    if base_sha is None:
+        return False
+    m = chunks.decode_manifest(values["manifest"])
+    local = rep.local_chunks
+    base_m = rep.version_manifest(did, base_sha)
+    base_ids = set(base_m.ids) if base_m is not None else set()
+    spared = [cid for cid in dict.fromkeys(m.ids) if cid not in base_ids and local.is_unsent(cid)]
+    worth = sum(local.sealed_size(cid) for cid in spared)
+    keys = rep._chunk_keys()
+    assert keys is not None and keys.epoch == m.epoch
+    if worth <= 0:
+        return False
+    new_read = local.range_reader(keys, m)
+    d: bytes | None = None
+    base_read = _reader(rep, did, base_sha, base_m)
+    if base_read is None:
+        return False
+    base_size = base_m.size if base_m is not None else len(base_read(0, DELTA_MAX + 1))
+    both_zip = _zipish(base_read, base_size) and _zipish(new_read, m.size)
+    if not (both_zip and max(base_size, m.size) <= DELTA_MAX):
+        try:
+            d = aligned_recipe(base_m or _one_piece(base_sha, base_size), m, base_read, new_read)
+            if d is not None:
+                for _cid, _piece in rebuild_needed(d, base_size, base_read, m, keys, set(spared)):
+                    pass  # each piece checked against its id: the recipe rebuilds this version
+        except HbwError:
+            d = None
+    if d is None and max(base_size, m.size) <= DELTA_MAX:
+        base = version_bytes(rep, did, base_sha)
+        new = local.read_into(keys, m)  # as kept, not the file again: it may have changed since it was read
+        if base is None or new is None:
+            return False
+        in_place = streams_in_place(base, new)
+        d = chunked_delta(base, new, name=name, worth=worth)
+        del new  # checked without it: the base and the rebuilt file are all the check holds
+        if d is not None and in_place and not check(base, d, expected_sha256=m.sha256, size=m.size):
+            d = None  # (make_delta checked its own payloads)
+    if d is None or 2 * len(d) > worth:
+        return False  # a delta near the chunks' size buys little and loses what chunks give (dedup, resume)
+    values.update(delta=d, base_sha256=base_sha)
+    values.pop("chunks", None)  # the relay gets none of them for this version: nothing new to reference
+    local.mark_sent(spared)
+    base_raw = _manifest_bytes(rep, did, base_sha)
+    if base_raw is not None:
+        md = manifest_delta(base_raw, values["manifest"])
+        if md is not None:
+            values["manifest_delta"] = md
+            del values["manifest"]
+    return True
+
+
+def _one_piece(digest: bytes, size: int) -> chunks.Manifest:
+    """An inline base seen as one piece (its id never matches a chunk: every chunk is new)."""
+    return chunks.Manifest(1, size, digest, (b"\x00" * 16,) if size else (), (size,) if size else ())
+
+
+def _zipish(read: Callable[[int, int], bytes], size: int) -> bool:
+    """Starts like a zip and has an end-of-central-directory record near its end."""
+    return read(0, 4) == b"PK\x03\x04" and b"PK\x05\x06" in read(max(0, size - 65558), 65558)
+
+
+def _reader(rep: "Replica", did: bytes, digest: bytes,
+            m: chunks.Manifest | None) -> Callable[[int, int], bytes] | None:
+    """``read(off, n)`` over a version held here (chunked: a chunk at a time; inline: its blob); None if not here."""
+    if m is not None:
+        if rep.local_chunks.missing(m.ids):
+            return None
+        try:
+            return rep.local_chunks.range_reader(rep._chunk_keys_for(m), m)
+        except HbwError:
+            return None
+    blob = rep._blob(digest)
+    if blob is None:
+        return None
+    return lambda off, n: blob[off:off + n]
+
+
+#: Manifests up to this size get ``make_delta``'s best; larger ones (files of ~200 MB and more) a
+#: block-matching recipe, since a level-19 patch frame over a 700 KB manifest costs ~35 MB of memory.
+MANIFEST_SMALL = 64 * 1024
+_BLOCK = 32
+
+
+def manifest_delta(base_manifest: bytes, manifest: bytes) -> bytes | None:
+    """SHA-256 of ``manifest`` + a delta rebuilding it from the base version's manifest, if smaller."""
+    if len(manifest) <= MANIFEST_SMALL and len(base_manifest) <= MANIFEST_SMALL:
+        d = make_delta(base_manifest, manifest)
+    else:
+        d = block_recipe(base_manifest, manifest)
+        try:
+            apply_delta(base_manifest, d, expected_sha256=hashlib.sha256(manifest).digest(), max_size=len(manifest))
+        except HbwError:
+            d = None
+    if d is None or 32 + len(d) >= len(manifest):
+        return None
+    return hashlib.sha256(manifest).digest() + d
+
+
+def block_recipe(base: bytes, new: bytes) -> bytes:
+    """A §18c recipe of COPY ops for the runs of ``new`` found in ``base`` (by 32-byte blocks) and
+    literals for the rest: what two manifests a few chunk ids apart need, in memory proportional
+    to the manifest (an index of its blocks), not to a compressor's tables."""
+    index: dict[bytes, int] = {}
+    for at in range(0, len(base) - _BLOCK + 1, _BLOCK):
+        index.setdefault(base[at:at + _BLOCK], at)
+    w = RecipeWriter()
+    i = lit_start = 0
+    while i + _BLOCK <= len(new):
+        j = index.get(new[i:i + _BLOCK])
+        if j is None:
+            i += 1
+            continue
+        while i > lit_start and j > 0 and new[i - 1] == base[j - 1]:  # the match may start earlier
+            i, j = i - 1, j - 1
+        k = _BLOCK
+        while i + k < len(new) and j + k < len(base):
+            step = min(4096, len(new) - i - k, len(base) - j - k)
+            if new[i + k:i + k + step] == base[j + k:j + k + step]:
+                k += step
+            elif new[i + k] == base[j + k]:
+                k += 1
+            else:
+                break
+        w.lit(new[lit_start:i])
+        w.copy(j, k)
+        i = lit_start = i + k
+    w.lit(new[lit_start:])
+    return w.encode(base, (0, 0))
+
+
+def _manifest_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | None:
+    op = version_op(rep, did, digest)
+    raw = (op.content or {}).get(_MANIFEST) if op is not None else None
+    return raw if isinstance(raw, bytes) else None
+
+
+def expand(rep: "Replica", did: bytes, content: dict[Any, Any]) -> dict[Any, Any]:
+    """A received version's content with its manifest rebuilt from ``manifest_delta`` (kept beside it).
+
+    The manifest must come out of the delta with the SHA-256 the field names, decode, and describe
+    the version the op names (its field 4 equal to ``sha256``); otherwise the version is refused
+    (logged, no manifest: it cannot be read) and the rest of the batch applies.
+    """
+    md = content.get(_MANIFEST_DELTA)
+    if md is None or _MANIFEST in content:
+        return content
+    try:
+        if content.get(_BASE) is None or content.get(_DELTA) is None or len(md) < 33:
+            raise ProtocolError("a manifest delta outside a delta version", code="protocol.manifest")
+        base_raw = _manifest_bytes(rep, did, content[_BASE])
+        if base_raw is None:
+            raise IntegrityError("the base version of a manifest delta is not a chunked version held here",
+                                 code="integrity.chain")
+        raw = apply_delta(base_raw, md[32:], expected_sha256=md[:32], max_size=MAX_MANIFEST)
+        if chunks.decode_manifest(raw).sha256 != content.get(_SHA):
+            raise IntegrityError("a manifest rebuilt from its delta names another file", code="integrity.doc")
+    except HbwError as e:
+        rep._problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
+                     f"refused ({e.message}); it will be readable after the next full version")
+        return content
+    return {**content, _MANIFEST: raw}
+
+
+def wire_content(content: dict[Any, Any]) -> dict[Any, Any]:
+    """The content a version op was sent with: a manifest rebuilt from ``manifest_delta`` dropped again."""
+    if content.get(_MANIFEST_DELTA) is not None and _MANIFEST in content:
+        return {k: v for k, v in content.items() if k != _MANIFEST}
+    return content
+
+
+def snapshot_content(content: Mapping[Any, Any]) -> dict[Any, Any]:
+    """A version op's content for a snapshot: the whole manifest, never the delta against it."""
+    if content.get(_MANIFEST_DELTA) is not None and _MANIFEST in content:
+        return {k: v for k, v in content.items() if k != _MANIFEST_DELTA}
+    return dict(content)
+
+
+def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
+    """Make a delta version local from its base, if this device holds the base; True if it is local now.
+
+    Only the chunks this device lacks are rebuilt, a run at a time, when the delta is a
+    chunk-aligned recipe; other deltas (office files' zip recipes, at most ``DELTA_MAX``) are
+    applied to the whole base in memory. A delta that does not rebuild to the manifest (a
+    tampered op, a zlib that deflates differently) refuses the version, not the batch: it is
+    logged, and the version can still be read once a later version uploads its chunks.
+    """
+    if not is_delta_version(op):
+        return False
+    c = op.content or {}
+    try:
+        m = chunks.decode_manifest(c[_MANIFEST])
+    except HbwError as e:
+        rep._problem(f"document {did.hex()[:6]}: a version's manifest is malformed ({e.message})")
+        return False
+    local = rep.local_chunks
+    missing = local.missing(m.ids)
+    if not missing:
+        return True
+    base_m = rep.version_manifest(did, c[_BASE])
+    base_read = _reader(rep, did, c[_BASE], base_m)
+    if base_read is None:
+        return False
+    base_size = base_m.size if base_m is not None else len(base_read(0, DELTA_MAX + 1))
+    try:
+        keys = rep._chunk_keys_for(m)
+        with rep.store.transaction():
+            try:
+                for cid, piece in rebuild_needed(c[_DELTA], base_size, base_read, m, keys, set(missing)):
+                    local.keep_rebuilt(keys, cid, piece)
+            except NotStreamable:
+                base = version_bytes(rep, did, c[_BASE])
+                if base is None:
+                    return False
+                for cid, view in rebuild_chunks(keys, m, base, c[_DELTA]):
+                    local.keep_rebuilt(keys, cid, view)
+    except HbwError as e:
+        rep._problem(f"document {did.hex()[:6]}: a version does not rebuild from its delta and was refused "
+                     f"({e.message}); it will be readable after the next full version")
+        return False
+    return True
+
+
+async def ensure(session: "_Session", rep: "Replica", did: bytes, digest: bytes, depth: int = 0) -> tuple[int, int]:
+    """Make one version local: rebuild it along its chain, else fetch its chunks; (bytes fetched, ids lacking)."""
+    missing = rep.missing_chunks(did, digest)
+    if not missing:
+        return 0, 0
+    got = 0
+    op = version_op(rep, did, digest)
+    if op is not None and is_delta_version(op) and depth < MAX_CHAIN:
+        if rebuild(rep, did, op):
+            return 0, 0
+        got, _lacking = await ensure(session, rep, did, (op.content or {})[_BASE], depth + 1)
+        if rebuild(rep, did, op):
+            return got, 0
+        missing = rep.missing_chunks(did, digest)  # the base could not be had: ask the relay for what it holds
+    more, lacking = await docsync.fetch(session, rep, missing)
+    return got + more, lacking
+
+
+async def fetch_versions(session: "_Session", rep: "Replica",
+                         versions: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """Make these (document id, version) local: delta versions by rebuilding, the rest in one fetch."""
+    plain: list[bytes] = []
+    chained: list[tuple[bytes, bytes]] = []
+    for did, digest in versions:
+        op = version_op(rep, did, digest)
+        if op is not None and is_delta_version(op):
+            if not rebuild(rep, did, op):
+                chained.append((did, digest))
+        else:
+            plain += rep.missing_chunks(did, digest)
+    got = lacking = 0
+    if plain:
+        got, lacking = await docsync.fetch(session, rep, list(dict.fromkeys(plain)))
+    for did, digest in chained:
+        g, n = await ensure(session, rep, did, digest)
+        got, lacking = got + g, lacking + n
+    return got, lacking
