@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ...errors import ConfigError
-from .base import SCHEMA_VERSION, Txn
+from .base import SCHEMA_VERSION
 
 #: Every table of the relay's schema (tests/test_storage.py checks it against both backends' schemas).
 TABLES = ("meta", "members", "devices", "invites", "batches", "keys", "grants", "snapshots", "upload_chunks",
@@ -40,7 +40,7 @@ ReadChunk = Callable[[bytes, bytes, Any], "bytes | None"]
 WriteChunk = Callable[[bytes, bytes, bytes], "bytes | None"]
 
 
-def rows(txn: Txn, sql: str, batch: int = 200) -> tuple[list[str], Iterator[Any]]:
+def rows(txn: Any, sql: str, batch: int = 200) -> tuple[list[str], Iterator[Any]]:
     """(column names, rows) of ``sql``, streamed: PostgreSQL through a server-side cursor of ``batch`` rows."""
     stream = getattr(txn, "stream", None)
     if stream is not None:
@@ -49,10 +49,12 @@ def rows(txn: Txn, sql: str, batch: int = 200) -> tuple[list[str], Iterator[Any]
     return [d[0] for d in cur.description], iter(cur)
 
 
-def copy(src: Txn, dst: Txn, read_chunk: ReadChunk, write_chunk: WriteChunk) -> dict[str, int]:
+def copy(src: Any, dst: Any, read_chunk: ReadChunk, write_chunk: WriteChunk) -> dict[str, int]:
     """Copy every table of ``src`` into ``dst`` (whose tables are empty but for its schema mark).
 
     Returns rows copied per table. ``meta`` comes whole from ``src`` (its schema mark included).
+    ``src`` and ``dst`` are a ``Txn`` each, or a backup file's ``sqlite3.Connection`` (typed ``Any``:
+    its ``execute`` takes wider parameters than ``Txn`` states).
     """
     counts: dict[str, int] = {}
     dst.execute("DELETE FROM meta")
