@@ -97,6 +97,8 @@ async def _put(session: "_Session", local: docchunks.LocalChunks, batch: list[li
     """
     data = chunks.pack_chunks(batch)
     seq = PACK_SEQ | int.from_bytes(hashlib.sha256(data).digest()[:7], "big")
+    if session.meter.active:  # the pack's framing travels too: count it, so progress never steps back
+        session.up_total += len(data) - size
     res = await session.send_stream(seq, data, pack=True)
     session.link.held.pop(seq, None)
     if "reject" in res:
@@ -104,9 +106,9 @@ async def _put(session: "_Session", local: docchunks.LocalChunks, batch: list[li
         raise from_dict(err)
     with session.s.transaction():
         local.mark_sent(cid for cid, _ in batch)
-    session.report.sent_bytes += size
+    session.report.sent_bytes += len(data)
     session._show_progress()
-    return size
+    return len(data)
 
 
 async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[int, int]:
