@@ -87,6 +87,8 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "integrity.recipient": N_("this bundle is addressed to another device"),
     "integrity.relay_key": N_("the file's receipts are signed by another relay key than the one given"),
     "integrity.relay_scope": N_("a change signed by the relay touches more than a task's assignee; refused"),
+    "integrity.sha256": N_("the bytes of a large transfer did not match the hash vouched for them; they were "
+                           "dropped and are sent again"),
     "integrity.signature": N_("a signature does not match its author's key: the data was altered or forged"),
     "integrity.store": N_("a record in the local store does not decrypt: the file was altered or damaged"),
     "integrity.team": N_("this belongs to another team"),
@@ -101,7 +103,9 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "protocol.download": N_("the relay sent a malformed piece"),
     "protocol.encoding": N_("compressed requests are not accepted; nothing was read"),
     "protocol.http": N_("the relay answered {status} {reason}"),
+    "protocol.length": N_("a transfer came without its length; nothing of it was read"),
     "protocol.limit": N_("this is over a size limit; it was refused whole and nothing changed"),
+    "protocol.upload": N_("the relay answered an upload in a way this device does not understand"),
     "protocol.version": N_("this uses a format version this hbw-sync does not know"),
     "protocol.magic": N_("this is not an hbw-sync file or message"),
     "protocol.manifest": N_("a document's list of parts is malformed; it was not used"),
@@ -135,6 +139,7 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
                                                   "Could not reach {where} ({n} tries in {spent})."),
     "transient.slow_body": N_("the request arrived too slowly; the relay stopped waiting and stored nothing of it"),
     "transient.stopped": N_("the sync was stopped before it finished"),
+    "transient.upload": N_("the relay did not take this device's upload; try again later"),
     "transient.unreachable": N_("could not reach the relay at {url}"),
     # -- usage ----------------------------------------------------------------------------------------
     "usage.admin_bind": N_("the office page listens on this computer only (127.0.0.1)"),

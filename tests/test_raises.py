@@ -50,7 +50,7 @@ def _code(exc: pytest.ExceptionInfo[BaseException]) -> str:
 def test_device_open_and_unlock(tmp_path: Path, rep: Replica) -> None:
     with pytest.raises(ConfigError) as e:
         Device.open(tmp_path / "nothing-here")
-    assert _code(e) == "config"
+    assert _code(e) == "config.no_store"
     with Device.open(rep.store.home) as dev, pytest.raises(WrongKeyError) as e:
         dev.unlock("not the passphrase at all")
     assert _code(e) == "access.wrong_key"

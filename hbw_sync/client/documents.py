@@ -529,8 +529,8 @@ class DocumentsMixin(_Base):
             view, data = self.export_doc(prefix, version, reason)
             return view, len(data), iter((data,))
         if self.local_chunks.missing(m.ids):
-            raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local",
-                             hint=_("run 'hbw-sync doc get' when online: it fetches it"))
+            # The way to fetch it depends on the front end: cli_hints / app hints, keyed by the code.
+            raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
         keys = self._chunk_keys_for(m)
         view = self._record_export(view, reason)
         return view, m.size, self.local_chunks.iter_plain(keys, m)
