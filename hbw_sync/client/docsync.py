@@ -20,6 +20,7 @@ pinned relay key, the link's piece size).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import batch as wire
@@ -151,18 +152,23 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
 def _plain_sizes(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
     """Each id's plain size, as the manifests of the document versions give it (an estimate of the
     sealed bytes to come: those are at most 29 bytes more, or smaller when compressed)."""
-    from ..chunks import decode_manifest
-
     want = set(ids)
     out: dict[bytes, int] = {}
+    for m in _manifests(rep):
+        for cid, _off, n in m.offsets():
+            if cid in want:
+                out[cid] = n
+    return out
+
+
+def _manifests(rep: "Replica") -> Iterator[chunks.Manifest]:
+    """The manifest of every chunked document version this device knows of (locked or not: routing and
+    content it holds), for what ids alone cannot say: their sizes and key epochs."""
     for (did,) in rep.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
         for _oid, _dev, op in rep._version_ops(did):
             raw = (op.content or {}).get(NAMES[Kind.DOC]["manifest"].tag)
             if raw:
-                for cid, _off, n in decode_manifest(raw).offsets():
-                    if cid in want:
-                        out[cid] = n
-    return out
+                yield chunks.decode_manifest(raw)
 
 
 def batch_refs(data: bytes) -> list[tuple[bytes, list[bytes]]]:
@@ -208,14 +214,8 @@ def _epochs(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
     """Which epoch's keys check each id: from the manifests of every chunked version (ids are per epoch)."""
     want = set(ids)
     out: dict[bytes, int] = {}
-    from ..chunks import decode_manifest
-
-    for (did,) in rep.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
-        for _oid, _dev, op in rep._version_ops(did):
-            raw = (op.content or {}).get(NAMES[Kind.DOC]["manifest"].tag)
-            if raw:
-                m = decode_manifest(raw)
-                for cid in m.ids:
-                    if cid in want:
-                        out[cid] = m.epoch
+    for m in _manifests(rep):
+        for cid in m.ids:
+            if cid in want:
+                out[cid] = m.epoch
     return out

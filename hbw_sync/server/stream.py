@@ -77,18 +77,8 @@ def begin(conn: Txn, ident: relay.RelayIdentity, head_bytes: bytes, body_len: in
         ProtocolError / LimitError / AccessError with their codes; nothing is stored then
         (a refused head's nonce is not kept either: the transaction rolls back).
     """
-    head = envelope.peek_request(head_bytes, limits.STREAM_HEAD_MAX)
-    if head.action != ACTION:
-        raise ProtocolError(f"a stream's head must be a {ACTION!r} request, not {head.action!r}",
-                            code="protocol.action")
-    key = _transport_key(conn, head.device)
-    envelope.check_fresh(head, now)
-    if key is None:
-        raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
-                          hint="join with an invite: hbw-sync join INVITE")
-    head.verify(key)
-    req = envelope.open_request(head, limits.STREAM.args, verified_with=key)
-    _member, _role, author_pub = relay.authenticate(conn, req, now)  # revoked? replayed? (uses the nonce)
+    req, (_member, _role, author_pub) = _open_signed(conn, head_bytes, limits.STREAM_HEAD_MAX, ACTION,
+                                                     limits.STREAM.args, now)
     a = req.args
     seq, total, offset, sha256 = a.get("seq"), a.get("total"), a.get("offset"), a.get("sha256")
     if seq is None or total is None or offset is None or sha256 is None:
@@ -110,6 +100,22 @@ def begin(conn: Txn, ident: relay.RelayIdentity, head_bytes: bytes, body_len: in
                          f"batch {seq}", code="protocol.limit")
     relay.make_upload_room(conn, req.device, seq, body_len)  # raises protocol.quota
     return Go(req.device, author_pub, req.nonce, seq, total, offset, sha256, pack)
+
+
+def _open_signed(conn: Txn, raw: bytes, cap: int, action: str, args: Any, now: int) -> tuple[Any, Any]:
+    """A stream's or fetch's request opened as every request: frame, action, freshness, the enrolled
+    device's key and signature, args within ``args``, then ``relay.authenticate`` (revoked? replayed?
+    uses the nonce). Returns the request and what ``authenticate`` says of its author."""
+    head = envelope.peek_request(raw, cap)
+    if head.action != action:
+        raise ProtocolError(f"this route takes a {action!r} request, not {head.action!r}", code="protocol.action")
+    key = _transport_key(conn, head.device)
+    envelope.check_fresh(head, now)
+    if key is None:
+        raise AccessError("this device is not enrolled in the team", code="access.unknown_device")
+    head.verify(key)
+    req = envelope.open_request(head, args, verified_with=key)
+    return req, relay.authenticate(conn, req, now)
 
 
 def _transport_key(conn: Txn, device: bytes) -> bytes | None:
@@ -349,17 +355,7 @@ def fetch_begin(conn: Txn, ident: relay.RelayIdentity, body: bytes, now: int) ->
         The errors of every request; ``usage.not_found`` (no such batch), ``protocol.schema``
         (an offset past the batch's end).
     """
-    head = envelope.peek_request(body, limits.FETCH.body)
-    if head.action != FETCH:
-        raise ProtocolError(f"a fetch must be a {FETCH!r} request, not {head.action!r}", code="protocol.action")
-    key = _transport_key(conn, head.device)
-    envelope.check_fresh(head, now)
-    if key is None:
-        raise AccessError("this device is not enrolled in the team", code="access.unknown_device",
-                          hint="join with an invite: hbw-sync join INVITE")
-    head.verify(key)
-    req = envelope.open_request(head, limits.FETCH.args, verified_with=key)
-    relay.authenticate(conn, req, now)
+    req, _who = _open_signed(conn, body, limits.FETCH.body, FETCH, limits.FETCH.args, now)
     a = req.args
     rseq, offset = a.get("rseq"), a.get("offset", 0)
     if rseq is None:
