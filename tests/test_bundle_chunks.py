@@ -244,3 +244,52 @@ def test_a_reply_carrying_only_a_document_counts_its_change(team: Team, tmp_path
     assert code == 0 and "0 of your batches confirmed, 1 received (1 change)." in out, out
     with chidi.open() as rep:
         assert [d.name for d in rep.docs()] == ["minutes.pdf"]
+
+
+def test_a_bundle_only_device_gets_a_document_edited_twice_as_delta_versions(team: Team, tmp_path: Path) -> None:
+    """Issue 12 item 1: Dana edits a 2 MB document twice online; each edit travels as a delta, so the
+    relay never holds the chunks only those deltas rebuild. Chidi, who syncs only by bundle and never
+    had the document, asks in his bundle for the chain's base too, and rebuilds both edits byte-exact."""
+    dana, chidi = team.pair("dana", "chidi")
+    code, out = cli(chidi, "doc", "policy", "all")
+    assert code == 0, out
+    f = tmp_path / "minutes.pdf"
+    versions = [random.Random(11).randbytes(2 * MB)]
+    f.write_bytes(versions[0])
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    assert dana.sync().ok
+    for i in range(2):
+        v = versions[-1]
+        at = 500_000 * (i + 1)
+        versions.append(v[:at] + f"edit {i} of the minutes ".encode() * 6 + v[at + 100:])
+        f.write_bytes(versions[-1])
+        with dana.open() as rep:
+            rep.update_doc(doc.id, f)
+        up = dana.sync()
+        assert up.ok and up.sent_bytes < 8_000, f"edit {i} sent {up.sent_bytes} bytes: not a delta version"
+    def round_trip(n: int) -> dict:
+        code, out = cli(chidi, "bundle", "export", str(tmp_path / f"c{n}.hbw"), "--json")
+        assert code == 0, out
+        exported = json.loads(out)
+        res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data),
+                                             str(tmp_path / f"c{n}.hbw"), "--reply-dir", str(tmp_path / f"r{n}")])
+        assert res.exit_code == 0, res.output
+        (reply,) = (tmp_path / f"r{n}").glob("hbw-reply-*.hbw")
+        code, out = cli(chidi, "bundle", "import", str(reply), "--json")
+        assert code == 0, out
+        return {"exported": exported, "imported": json.loads(out)}
+
+    round_trip(1)  # the document's versions arrive (their ops); not its bytes: the bundle did not know to ask
+    with chidi.open() as rep:
+        assert not rep.doc(doc.id).local
+    r = round_trip(2)  # the want-list now names the base's chunks: the reply carries them, the edits are rebuilt
+    assert r["imported"]["doc_chunks"] >= 8, r
+    with chidi.open() as rep:
+        assert rep.doc(doc.id).local
+        assert rep.doc_bytes(doc.id)[1] == versions[2]
+        assert rep.doc_bytes(doc.id, version=2)[1] == versions[1]
+        assert rep.doc_bytes(doc.id, version=1)[1] == versions[0]
+    code, out = cli(chidi, "doc", "get", doc.id, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0, out
+    assert (tmp_path / "copy.pdf").read_bytes() == versions[2]

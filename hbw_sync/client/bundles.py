@@ -17,7 +17,7 @@ from .. import bundle as bundle_fmt
 from .. import chunks, crypto, envelope, fileio
 from ..timefmt import human_bytes
 from ..errors import ConfigError, IntegrityError, LimitError, ProtocolError, UsageError
-from . import docchunks, docsync, reply_parts, snapshots
+from . import docchunks, docdelta, docsync, reply_parts, snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
@@ -271,6 +271,9 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
                 s.set_meta("bundle_replies", (done + [nonce])[-200:])
         applied = rep.apply_incoming()
         got_chunks = _keep_chunks(rep, result.get("chunks"), session.report.notes)
+        if got_chunks:  # a delta version whose chain's base just arrived is rebuilt now (§18f)
+            for did, digest in rep.wanted_versions():
+                docdelta.rebuild_chain(rep, did, digest)
         meter("import", len(raw), len(raw))
         report: SyncReport = session.report
         report.applied_ops = applied

@@ -303,6 +303,50 @@ def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
     return True
 
 
+def chain_wants(rep: "Replica", did: bytes, digest: bytes) -> list[bytes]:
+    """Chunk ids to ask for so this version can be made local with no session: a bundle's want-list (§18f).
+
+    The relay never holds the chunks only a delta rebuilds (their author uploads none of them),
+    so asking for a delta version's missing chunks alone never makes it local on a device that
+    syncs only by bundle and lacks its base. The list is each version's missing chunks along the
+    chain, down to the first version that is held here or is not a delta (one that uploaded its
+    chunks), at most ``MAX_CHAIN`` deep: the deepest base's first, so a want-list cut at its bound
+    still brings the base whole; ids the relay lacks it leaves out of the reply.
+    """
+    levels: list[list[bytes]] = []
+    for _step in range(MAX_CHAIN):
+        missing = rep.missing_chunks(did, digest)
+        if not missing:
+            break
+        levels.append(missing)
+        op = version_op(rep, did, digest)
+        if op is None or not is_delta_version(op):
+            break
+        digest = (op.content or {})[_BASE]
+    return list(dict.fromkeys(cid for level in reversed(levels) for cid in level))
+
+
+def rebuild_chain(rep: "Replica", did: bytes, digest: bytes) -> bool:
+    """Make a version local from what is held here, rebuilding its chain's delta versions, base first.
+
+    No session: what a bundle import calls once the reply's chunks are kept (the chunks of a
+    chain's base that ``chain_wants`` asked for). True if the version is local now; False if some
+    version of the chain is neither held nor rebuildable (its chunks come with a later reply).
+    """
+    todo: list[Op] = []
+    for _step in range(MAX_CHAIN):
+        if not rep.missing_chunks(did, digest):
+            break
+        op = version_op(rep, did, digest)
+        if op is None or not is_delta_version(op):
+            return False
+        todo.append(op)
+        digest = (op.content or {})[_BASE]
+    else:
+        return False
+    return all(rebuild(rep, did, op) for op in reversed(todo))
+
+
 async def ensure(session: "_Session", rep: "Replica", did: bytes, digest: bytes, depth: int = 0) -> tuple[int, int]:
     """Make one version local: rebuild it along its chain, else fetch its chunks; (bytes fetched, ids lacking)."""
     missing = rep.missing_chunks(did, digest)

@@ -160,10 +160,11 @@ class DocumentsMixin(_Base):
         return value
 
     def wanted_chunks(self) -> list[bytes]:
-        """Chunk ids the policy wants here and this device lacks: current versions of wanted documents."""
+        """Chunk ids the policy wants here and this device lacks: current versions of wanted documents,
+        and for a delta version the chunks of its chain's base (``docdelta.chain_wants``)."""
         out: list[bytes] = []
         for did, digest in self.wanted_versions():
-            out += self.missing_chunks(did, digest)
+            out += docdelta.chain_wants(self, did, digest)
         return list(dict.fromkeys(out))
 
     def wanted_versions(self) -> list[tuple[bytes, bytes]]:
