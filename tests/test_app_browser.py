@@ -373,7 +373,7 @@ def test_a_file_dropped_on_the_documents_page_is_added_and_choosing_one_still_wo
         assert page.locator("#drop-state").inner_text() == "Drop one file at a time."
 
         # The keyboard way, unchanged.
-        page.get_by_label("File (up to 32 MiB)").set_input_files(str(tmp_path / "minutes.txt"))
+        page.get_by_label("File (up to 4.3 GB)").set_input_files(str(tmp_path / "minutes.txt"))
         page.get_by_role("button", name="Add", exact=True).click()
         page.wait_for_url(re.compile(r"/docs/[0-9a-f]+$"))
         page.get_by_role("link", name="Documents").click()

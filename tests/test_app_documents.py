@@ -107,3 +107,48 @@ async def test_download_fetches_a_missing_document_from_the_relay_and_streams_it
             assert r.status == 200 and await r.read() == scan[::-1]
     with chidi.open() as rep:
         assert [e.reason for e in rep.doc(secret).exports] == ["hearing"]
+
+
+async def test_the_add_form_says_the_real_limit_and_takes_a_document_over_the_old_cap(tmp_path: Path) -> None:
+    """Issue 12 (docdelta gaps) item 2: the label said 'up to 32 MiB' while documents may be 4 GiB. It now
+    says the library's limit in words, translated, and a 45 MB document added through the form arrives
+    whole (the app's body cap was 40 MiB); other forms keep the small cap."""
+    import random
+
+    import aiohttp
+
+    from hbw_sync import i18n
+    from hbw_sync.client.app.pages.documents import takes_upload, upload_label
+    from hbw_sync.client.documents import MAX_DOC_BYTES
+
+    assert MAX_DOC_BYTES == 4 * 1024**3 and upload_label() == "File (up to 4.3 GB)"
+    i18n.set_language("fr")
+    try:
+        assert upload_label() == "Fichier (jusqu'à 4.3 Go)"
+    finally:
+        i18n.set_language("en")
+    assert takes_upload("/docs") and takes_upload("/docs/0a1b2c3d4e5f6071/update")
+    assert not any(takes_upload(p) for p in ("/docs/download", "/docs/x/update", "/docs/", "/import/run", "/docsx"))
+
+    home, pp = tmp_path / "dana", f"dana {STRONG}"
+    Device.init(home, "dana", pp, kdf=FAST_KDF).close()
+    with Device.open(home) as dev:
+        dev.unlock(pp).create_team("District Finance")
+    scan = random.Random(3).randbytes(45_000_000)
+    async with Running(home, pp) as app:
+        async with app.http.get(app.base + "/docs") as r:
+            text = await r.text()
+        assert "File (up to 4.3 GB)" in text and "32 MiB" not in text
+        form = aiohttp.FormData()
+        form.add_field("csrf", app.csrf)
+        form.add_field("file", scan, filename="minutes-scan.pdf", content_type="application/pdf")
+        async with app.http.post(app.base + "/docs", data=form, headers=app.me) as r:
+            page = await r.text()
+            assert r.status == 200 and "minutes-scan.pdf" in page, page[-3000:]
+        big = {"doc": "0" * 16, "csrf": app.csrf, "reason": "x" * (41 * 1024 * 1024)}
+        async with app.http.post(app.base + "/docs/download", data=big, headers=app.me) as r:
+            assert r.status == 413  # not a document's form: the 40 MiB cap stands
+    with Device.open(home) as dev:
+        rep = dev.unlock(pp)
+        (doc,) = [d for d in rep.docs() if d.name == "minutes-scan.pdf"]
+        assert doc.size == len(scan) and rep.doc_bytes(doc.id)[1] == scan

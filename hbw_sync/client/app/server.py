@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ...i18n import _
 from ..device import Device, forget_store_keys
+from ..documents import MAX_DOC_BYTES
 from .layout import COOKIE, FLASH, GATE, HOME, ROLE_CACHE, Handler, unlock_form
 from .pages import documents, importing, profile, syncing, team, work
 from .security import Gate
@@ -25,8 +26,11 @@ from .security import Gate
 IDLE_CHECK_S = 1.0
 
 STATIC = Path(__file__).parent / "static"
-#: Largest request body: a document (32 MiB, the library's cap) or a bundle, plus form overhead.
+#: Largest request body but a document's upload: a bundle or a spreadsheet to import, plus form overhead.
 MAX_BODY = 40 * 1024 * 1024
+#: Largest body of a document's upload (add, new version): the library's cap (``MAX_DOC_BYTES``, 4 GiB)
+#: plus form overhead. aiohttp spools the file field to a temporary file, so memory stays flat.
+MAX_UPLOAD_BODY = MAX_DOC_BYTES + 1024 * 1024
 
 
 @web.middleware
@@ -42,6 +46,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if gate.csrf_for(sid) is None:
         return web.Response(status=403, text=_("Open the app with the address hbw-sync app printed."))
     if request.method == "POST":
+        if documents.takes_upload(request.path):  # only the two forms that carry a document take up to 4 GiB
+            request = request.clone(client_max_size=MAX_UPLOAD_BODY)
         form = await request.post()  # only after the session is known: a stranger's body is never read
         sent = form.get("csrf")
         if not gate.csrf_ok(sid, sent if isinstance(sent, str) else None):

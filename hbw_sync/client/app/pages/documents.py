@@ -2,8 +2,8 @@
 
 Uploads arrive as multipart form fields (aiohttp spools them to a temporary file); the file is
 copied under a temporary directory with a safe name and handed to ``Replica.add_doc`` or
-``update_doc``, the calls ``hbw-sync doc add`` and ``doc update`` make, which enforce the 32 MiB
-cap with nothing added.
+``update_doc``, the calls ``hbw-sync doc add`` and ``doc update`` make, which enforce the 4 GiB
+cap (``MAX_DOC_BYTES``) with nothing added; the form's label says that cap, from the constant.
 
 A download is ``Replica.export_stream``, the call ``hbw-sync doc get`` makes (issue 17 item 3), after
 fetching a version that is not on this computer from the relay, as ``doc get`` does: a
@@ -31,6 +31,7 @@ from aiohttp import web
 from ....errors import UsageError
 from ....i18n import _, ngettext
 from ....timefmt import human_bytes
+from ...documents import MAX_DOC_BYTES
 from ... import views
 from ..layout import call, esc, flash, form, human_time, page, text_of, unlocked
 
@@ -62,6 +63,19 @@ def with_upload(up: web.FileField, fn: Any) -> Any:
         with open(path, "wb") as out:
             shutil.copyfileobj(up.file, out)
         return fn(path)
+
+
+def upload_label() -> str:
+    """The add form's label, with the largest document hbw-sync carries as people read sizes (4.3 GB)."""
+    return _("File (up to {size})").format(size=human_bytes(MAX_DOC_BYTES))
+
+
+_UPLOAD_PATH = re.compile(r"/docs(/[0-9a-f]{1,64}/update)?")
+
+
+def takes_upload(path: str) -> bool:
+    """Whether a POST to ``path`` carries a document (so its body may be as large as a document)."""
+    return _UPLOAD_PATH.fullmatch(path) is not None
 
 
 def upload_form(request: web.Request, action: str, label: str, button: str, task: str | None = None) -> str:
@@ -98,7 +112,7 @@ async def list_docs(request: web.Request, pp: str) -> web.StreamResponse:
     # The drop zone: the same form, outlined; drop.js puts a file dragged onto the page in its field.
     drop = (f'<div id="drop-form-box" class="dropzone"><p class="muted">'
             f'{esc(_("Choose a file, or drag one from your folders onto this page."))}</p>'
-            + upload_form(request, "/docs", _("File (up to 32 MiB)"), _("Add"))
+            + upload_form(request, "/docs", upload_label(), _("Add"))
             + '<p id="drop-state" role="status" aria-live="polite"></p></div>')
     drop = drop.replace('<form method="post" action="/docs"', (
         f'<form id="drop-form" data-drop-here="{esc(_("Drop the file to add it."))}" '
