@@ -293,3 +293,31 @@ def test_a_bundle_only_device_gets_a_document_edited_twice_as_delta_versions(tea
     code, out = cli(chidi, "doc", "get", doc.id, "-o", str(tmp_path / "copy.pdf"))
     assert code == 0, out
     assert (tmp_path / "copy.pdf").read_bytes() == versions[2]
+
+
+def test_the_parts_of_one_export_ingested_at_once_get_a_reply_each(team: Team, tmp_path: Path) -> None:
+    """Office IT ingests every part of an export in one command into one folder: each part gets its
+    own reply (they share the export's counter, so a name by counter alone let the last overwrite
+    the others and lose the reply that acknowledges the batch), and once all are imported nothing
+    waits on the device."""
+    dana, chidi = team.pair("dana", "chidi")
+    data, did = add_scan(chidi, tmp_path, 3 * MB)
+    code, out = cli(chidi, "bundle", "export", str(tmp_path / "scan.hbw"), "--max-size", "1MB", "--json")
+    assert code == 0, out
+    files = [Path(f) for f in json.loads(out)["files"]]
+    assert len(files) >= 3
+    out_dir = tmp_path / "replies"
+    res = CliRunner().invoke(relay_cli, ["bundle", "ingest", "--data", str(team.data), *map(str, reversed(files)),
+                                         "--reply-dir", str(out_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.output.splitlines() if x.startswith("{")]
+    assert len(lines) == len(files) and sum(x["batches_in"] for x in lines) == 1
+    replies = sorted(out_dir.glob("hbw-reply-*.hbw"))
+    assert len(replies) == len(files), replies
+    for reply in replies:
+        code, out = cli(chidi, "bundle", "import", str(reply))
+        assert code == 0, out
+    assert syncing.pending_bytes(chidi.home) == 0
+    assert dana.sync().ok
+    code, out = cli(dana, "doc", "get", did, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0 and (tmp_path / "copy.pdf").read_bytes() == data, out

@@ -300,7 +300,10 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
     # write fails, ingesting the same bundle again writes the same reply (see relay.ingest_bundle).
     replies, stats = _write(data, lambda conn: relay.ingest_bundle_parts(conn, _identity(conn, data), raw,
                                                                          relay.now_ms()))
-    stem = f"hbw-reply-{stats['member']}-{stats['device'][:8]}-{stats['counter']}"
+    # The request's nonce in the name: the parts of one export share its counter, and each part's
+    # reply must not overwrite another's (the last carries the batches' acknowledgements). The same
+    # bundle again gets the same name, so an ingest repeated after a failed write still replaces it.
+    stem = f"hbw-reply-{stats['member']}-{stats['device'][:8]}-{stats['counter']}-{stats['request'][:6]}"
     n = len(replies)
     # One file per part, each within the device's --max-size; "2of3" says the order to a person.
     outs = [out_dir / (f"{stem}.hbw" if n == 1 else f"{stem}-{i}of{n}.hbw") for i in range(1, n + 1)]

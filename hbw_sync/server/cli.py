@@ -473,18 +473,28 @@ def bundle() -> None:
 
 @bundle.command("ingest")
 @data_option
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reply-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write the reply bundle (default: next to FILE).")
 @json_option
 @click.pass_context
-def bundle_ingest(ctx: click.Context, data: Path, file: Path, reply_dir: Path | None) -> None:
+def bundle_ingest(ctx: click.Context, data: Path, files: tuple[Path, ...], reply_dir: Path | None) -> None:
     """Apply a device's bundle exactly as an online sync would, and write its sealed reply.
 
     Send the reply file back the way the bundle came (email, USB stick). Only
     that device can open it. An older bundle than one already ingested is
     refused; the same bundle again gets its reply again (for one lost in the mail).
+
+    Several files at once (FILE...): the parts of one export (name-1of3.hbw, ...) or
+    bundles of several officials, in any order; each is ingested and answered on its
+    own, and a file that fails stops the run (those before it are kept: ingesting
+    them again only writes their replies again). With --json, one line per file.
     """
+    for file in files:
+        _ingest_one(ctx, data, file, reply_dir)
+
+
+def _ingest_one(ctx: click.Context, data: Path, file: Path, reply_dir: Path | None) -> None:
     r = admin.ingest_bundle(data, file, reply_dir)
     text = ngettext("Bundle {counter} from {member}: {inn} batch accepted, {out} to send back.",
                     "Bundle {counter} from {member}: {inn} batches accepted, {out} to send back.", r["batches_in"]).format(

@@ -847,7 +847,7 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     replies = [bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub,
                            envelope.make_response(ident.key, req.nonce, r, now)) for r in results]
     stats = {"action": "bundle", "device": req.device.hex(), "member": member, "counter": counter,
-             "chunks_in": len(req.args.get("chunks") or []),
+             "request": req.nonce.hex(), "chunks_in": len(req.args.get("chunks") or []),
              "chunks_out": chunks_out,
              "batches_in": len(result["acks"]), "batches_out": batches_out, "parts": len(replies),
              "more_waiting": bool(results[-1].get("more")), "oversize_bytes": results[-1].get("oversize"),
