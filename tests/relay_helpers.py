@@ -7,9 +7,12 @@ invites. Only the KDF cost is lowered (the store records it), to keep the suite 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from click.testing import CliRunner
 
 from hbw_sync.client import Device, Replica
 from hbw_sync.client import sync as syncing
@@ -28,6 +31,22 @@ NEW_DATABASE: Callable[[], str] | None = None
 def init_relay(data: Path, name: str, url: str | None = None) -> dict:
     """``admin.init`` on the backend under test (SQLite, or a fresh PostgreSQL schema)."""
     return admin.init(data, name, url, database=NEW_DATABASE() if NEW_DATABASE else None)
+
+
+def member_cli(m: "Member", *args: str) -> tuple[int, str]:
+    """The real ``hbw-sync`` CLI run as member ``m`` (their home and passphrase): (exit code, output)."""
+    from hbw_sync.client.cli import cli as client_cli
+
+    env = {"HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase}
+    res = CliRunner().invoke(client_cli, list(args), env=env, catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+def incompressible(size: int, seed: int = 1) -> bytes:
+    """Bytes no compressor shrinks, as a scan or a PDF's images are; the same for the same seed."""
+    return random.Random(seed).randbytes(size)
+
+
 # A passphrase strong enough for the rule in client/passphrase.py (zxcvbn score 4); member m uses f"{m} {STRONG}".
 STRONG = "orchid lantern 52 ferry"
 

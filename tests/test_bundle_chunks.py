@@ -16,9 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from relay_helpers import Member, Team
+from relay_helpers import incompressible
+from relay_helpers import member_cli as cli
 from hbw_sync.client import bundles
 from hbw_sync.client import sync as syncing
-from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.errors import LimitError
 from hbw_sync.server import admin, limits, relay
 from hbw_sync.server.cli import cli as relay_cli
@@ -28,11 +29,6 @@ pytestmark = pytest.mark.usefixtures("backend")
 
 MB = 1_000_000
 
-
-def cli(m: Member, *args: str) -> tuple[int, str]:
-    env = {"HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase}
-    res = CliRunner().invoke(client_cli, list(args), env=env, catch_exceptions=False)
-    return res.exit_code, res.output
 
 
 def relay_chunk_bytes(team: Team) -> int:
@@ -44,7 +40,7 @@ def batch_count(team: Team) -> int:
 
 
 def add_scan(m: Member, tmp_path: Path, size: int = 2 * MB) -> tuple[bytes, str]:
-    data = random.Random(7).randbytes(size)  # incompressible, as a scan is
+    data = incompressible(size, 7)  # as a scan is
     scan = tmp_path / "scan.pdf"
     scan.write_bytes(data)
     code, out = cli(m, "doc", "add", str(scan))

@@ -12,30 +12,21 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from relay_helpers import Member, Team
+from relay_helpers import incompressible as pdf_like  # the name these tests use
+from relay_helpers import member_cli as cli
 from hbw_sync import chunks
 from hbw_sync.client import Device
-from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.delta.chunked import rebuild_chunks
 from hbw_sync.errors import IntegrityError, LimitError
 
 MB = 1_000_000
 
 
-def pdf_like(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
 
 def edit(data: bytes, at: int, text: bytes) -> bytes:
     return data[:at] + text + data[at + 100:]
 
-
-def cli(m: Member, *args: str) -> tuple[int, str]:
-    env = {"HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase}
-    res = CliRunner().invoke(client_cli, list(args), env=env, catch_exceptions=False)
-    return res.exit_code, res.output
 
 
 def relay_chunk_count(team: Team) -> int:

@@ -10,13 +10,14 @@ it touched; a cut upload goes on where it stopped; old (inline) documents still 
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from relay_helpers import Member, Team
+from relay_helpers import incompressible as pdf_like  # the name these tests use
+from relay_helpers import member_cli as cli
 from test_transfer import cut_stream
 from hbw_sync.client import Device
 from hbw_sync.client import sync as syncing
@@ -30,10 +31,6 @@ pytestmark = pytest.mark.usefixtures("backend")
 MB = 1_000_000
 
 
-def pdf_like(size: int, seed: int = 1) -> bytes:
-    """Incompressible bytes, as a scan or a PDF's images are."""
-    return random.Random(seed).randbytes(size)
-
 
 def relay_chunk_bytes(team: Team) -> int:
     return team.chunk_bytes()
@@ -45,11 +42,6 @@ def local_chunk_count(m: Member) -> int:
             return 0
         return dev.store.execute("SELECT COUNT(*) FROM doc_chunks").fetchone()[0]
 
-
-def cli(m: Member, *args: str) -> tuple[int, str]:
-    env = {"HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase}
-    res = CliRunner().invoke(client_cli, list(args), env=env, catch_exceptions=False)
-    return res.exit_code, res.output
 
 
 def test_mine_policy_downloads_nothing_until_doc_get(team: Team, tmp_path: Path) -> None:
