@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from relay_helpers import Member, Team
+from relay_helpers import Team
 from relay_helpers import incompressible as pdf_like  # the name these tests use
 from relay_helpers import member_cli as cli
 from hbw_sync import chunks
