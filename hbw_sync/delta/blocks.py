@@ -14,6 +14,7 @@ codec, the member's *compressed* bytes were patched: about 207 KB for a one-cell
 from __future__ import annotations
 
 import zlib
+from typing import Callable
 
 from .wire import Buf
 
@@ -31,17 +32,26 @@ def deflate_blocks(content: Buf, level: int, mem_level: int, strategy: int, bloc
     Empty content is one empty block (a single Z_FINISH), as for a single zlib stream.
     """
     view = memoryview(content)
-    n = len(view)
+    return deflate_blocks_read(lambda a, b: view[a:b], len(view), level, mem_level, strategy, block_size, window)
+
+
+def deflate_blocks_read(read: Callable[[int, int], Buf], n: int, level: int, mem_level: int, strategy: int,
+                        block_size: int, window: int) -> bytes:
+    """``deflate_blocks`` of content given as ``read(a, b)`` -> bytes [a, b) of its ``n`` bytes.
+
+    Why: a SPLICE member's content is never joined (``splice.Spliced``); each block and its
+    window are read from its parts.
+    """
     parts: list[bytes] = []
     start = 0
     while True:
         end = min(n, start + block_size)
         if start and window:
             co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy,
-                                  zdict=view[max(0, start - window) : start])  # fmt: skip
+                                  zdict=read(max(0, start - window), start))  # fmt: skip
         else:
             co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy)
-        parts.append(co.compress(view[start:end]))
+        parts.append(co.compress(read(start, end)))
         last = end >= n
         parts.append(co.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH))
         if last:

@@ -35,7 +35,8 @@ from ..errors import IntegrityError, LimitError, ProtocolError
 from . import make_delta
 from .patch import CFFI, SMALL_TOTAL, frame_content_size, max_window, patch_frame, unpatch
 from .rebuild import apply_delta, parse_recipe
-from .wire import CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, MIN_DICT, OP_COPY, OP_LIT, Buf, Reader, plain_cap
+from .wire import (CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, MIN_DICT, OP_COPY, OP_LIT, OP_SPLICE, Buf, Reader,
+                   plain_cap)
 from .writer import RecipeWriter
 
 #: Largest base and new version (bytes) a delta version may have: 32 MiB, the inline limit (§18c).
@@ -203,7 +204,7 @@ def rebuild_needed(payload: bytes, base_size: int, base_range: ReadRange, manife
     checked against its id; base bytes are read through ``base_range(off, n)`` as they are needed.
 
     Raises ``NotStreamable`` (before yielding anything) for a payload that is not a recipe of COPY, LIT
-    and raw MEMBER ops with bounded dictionaries and literals (the caller rebuilds it whole instead);
+    and raw MEMBER ops (no SPLICE) with bounded dictionaries and literals (the caller rebuilds it whole instead);
     what ``parse_recipe`` raises for a malformed one; ``IntegrityError`` ``integrity.chunk`` for a
     piece that is not the chunk its id names.
     """
@@ -214,7 +215,7 @@ def rebuild_needed(payload: bytes, base_size: int, base_range: ReadRange, manife
     lit_off, lit_len, lit_frame, total, ops = parse_recipe(r, base_size, manifest.size)
     if total != manifest.size:
         raise IntegrityError("a delta rebuilds another size than its manifest's", code="integrity.delta")
-    if any(op.tag not in (OP_LIT, OP_COPY) and (op.out_codec != CODEC_RAW or op.dict_codec != CODEC_RAW
+    if any(op.tag == OP_SPLICE or op.tag not in (OP_LIT, OP_COPY) and (op.out_codec != CODEC_RAW or op.dict_codec != CODEC_RAW
                                                 or op.dict_len > RUN_MAX or op.frame_size > RUN_MAX)
            for op in ops) or lit_len > RUN_MAX:
         raise NotStreamable

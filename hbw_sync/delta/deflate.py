@@ -9,6 +9,7 @@ PROTOCOL.md §18c.
 from __future__ import annotations
 
 import zlib
+from typing import Callable
 
 from .wire import Buf
 
@@ -31,9 +32,14 @@ DEFLATE_TRIES: tuple[tuple[int, int, int], ...] = (
 
 
 def deflate(content: Buf, level: int, mem_level: int, strategy: int) -> bytes:
-    co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy)
     view = memoryview(content)
-    parts = [co.compress(view[i : i + DEFLATE_PIECE]) for i in range(0, len(view), DEFLATE_PIECE)]
+    return deflate_read(lambda a, b: view[a:b], len(view), level, mem_level, strategy)
+
+
+def deflate_read(read: Callable[[int, int], Buf], n: int, level: int, mem_level: int, strategy: int) -> bytes:
+    """``deflate`` of content given as ``read(a, b)`` (a SPLICE member's parts, never joined)."""
+    co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy)
+    parts = [co.compress(read(i, min(n, i + DEFLATE_PIECE))) for i in range(0, n, DEFLATE_PIECE)]
     parts.append(co.flush())
     return b"".join(parts)
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from typing import Callable
 
 import zstandard
 
 from ..errors import IntegrityError, LimitError, ProtocolError
-from .blocks import MAX_BLOCK, MAX_WINDOW, MIN_BLOCK, deflate_blocks
-from .deflate import deflate, inflate_exact
+from .blocks import MAX_BLOCK, MAX_WINDOW, MIN_BLOCK, deflate_blocks_read
+from .deflate import deflate_read, inflate_exact
 from .patch import frame_content_size, unpatch
+from .splice import Spliced
 from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, OP_COPY, OP_LIT,
-                   OP_MEMBER, Buf, Op, Reader, plain_cap)
+                   OP_MEMBER, OP_SPLICE, Buf, Op, Reader, plain_cap)
 
 
 def _base_range(base_len: int, off: int, n: int) -> None:
@@ -50,8 +52,8 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
             op = Op(OP_COPY)
             op.off, op.n = r.uvarint(), r.uvarint()
             _base_range(base_len, op.off, op.n)
-        elif tag == OP_MEMBER:
-            op = Op(OP_MEMBER)
+        elif tag in (OP_MEMBER, OP_SPLICE):
+            op = Op(tag)
             op.dict_off, op.dict_len = r.uvarint(), r.uvarint()
             _base_range(base_len, op.dict_off, op.dict_len)
             op.dict_codec = r.u8()
@@ -63,10 +65,20 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
                 raise ProtocolError(f"unknown dictionary codec {op.dict_codec} in delta", code="protocol.delta")
             if op.dict_len == 0 and (op.dict_off or op.dict_codec != CODEC_RAW):
                 raise ProtocolError("empty dictionary range with an offset or codec", code="protocol.delta")
+            content = 0  # SPLICE: the kept head and tail, beside the frame's content
+            if tag == OP_SPLICE:
+                op.head, op.tail = r.uvarint(), r.uvarint()
+                have = op.dict_plain if op.dict_codec == CODEC_DEFLATE else op.dict_len
+                if op.head > have or op.tail > have - op.head:
+                    raise ProtocolError("splice keeps more than its dictionary holds", code="protocol.delta")
+                content = op.head + op.tail
             op.frame = r.take(r.uvarint())
             op.frame_size = frame_content_size(op.frame, cap)
+            content += op.frame_size
+            if content > cap:
+                raise LimitError("spliced member would be larger than the cap", code="protocol.bomb")
             dict_total += op.dict_len
-            plain_total += op.dict_plain + op.frame_size
+            plain_total += op.dict_plain + content
             if dict_total > base_len or plain_total > cap:
                 raise LimitError("delta members would decode more than the caps allow", code="protocol.limit")
             op.out_codec = r.u8()
@@ -86,7 +98,7 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
             elif op.out_codec != CODEC_RAW:
                 raise ProtocolError(f"unknown output codec {op.out_codec} in delta", code="protocol.delta")
             op.n = r.uvarint()
-            if op.out_codec == CODEC_RAW and op.n != op.frame_size:
+            if op.out_codec == CODEC_RAW and op.n != content:
                 raise ProtocolError("member size does not match its frame", code="protocol.delta")
         else:
             raise ProtocolError(f"unknown delta op {tag}", code="protocol.delta")
@@ -121,30 +133,47 @@ def run_recipe(base: memoryview, parsed: tuple[int, int, memoryview | None, int,
         elif op.tag == OP_COPY:
             parts.append(base[op.off : op.off + op.n])
         else:
-            dictionary: Buf = base[op.dict_off : op.dict_off + op.dict_len]
-            if op.dict_codec == CODEC_DEFLATE:
-                inflated = inflate_exact(dictionary, op.dict_plain)
-                if inflated is None or len(inflated) != op.dict_plain:
-                    raise ProtocolError("delta dictionary is not the declared deflate stream", code="protocol.delta")
-                dictionary = inflated
-            assert op.frame is not None
-            content = unpatch(dictionary, op.frame, op.frame_size, cap)
-            del dictionary
-            if op.out_codec in (CODEC_DEFLATE, CODEC_BLOCKS):
-                if op.out_codec == CODEC_DEFLATE:
-                    content = deflate(content, *op.deflate)
-                else:
-                    content = deflate_blocks(content, *op.deflate, *op.blocks)
-                if len(content) != op.n:
-                    raise IntegrityError(
-                        "recompressed member differs from the sender's (different zlib?)",
-                        code="integrity.delta",
-                        hint="fetch the whole version",
-                    )
-            parts.append(content)
+            parts.append(_member(base, op, cap))
     out = b"".join(parts)
     if len(out) != total:  # cannot happen: every op's length was checked
         raise ProtocolError("rebuilt size does not match the delta", code="protocol.delta")
+    return out
+
+
+def _member(base: memoryview, op: Op, cap: int) -> Buf:
+    """What one MEMBER or SPLICE op appends; its inflated dictionary and content die on return.
+
+    A SPLICE's content is read by ranges (``Spliced``), never joined before it is deflated, so a
+    large sheet is held once (its inflated dictionary) plus the recompressed member.
+    """
+    dictionary: Buf = base[op.dict_off : op.dict_off + op.dict_len]
+    if op.dict_codec == CODEC_DEFLATE:
+        inflated = inflate_exact(dictionary, op.dict_plain)
+        if inflated is None or len(inflated) != op.dict_plain:
+            raise ProtocolError("delta dictionary is not the declared deflate stream", code="protocol.delta")
+        dictionary = inflated
+    assert op.frame is not None
+    read: Callable[[int, int], Buf]
+    if op.tag == OP_SPLICE:
+        view = memoryview(dictionary)
+        middle = unpatch(view[op.head : len(view) - op.tail], op.frame, op.frame_size, cap)
+        spliced = Spliced(view, op.head, middle, op.tail)
+        read, n = spliced.read, len(spliced)
+    else:
+        plain = memoryview(unpatch(dictionary, op.frame, op.frame_size, cap))
+        read, n = (lambda a, b: plain[a:b]), len(plain)
+    if op.out_codec == CODEC_RAW:
+        return read(0, n)
+    if op.out_codec == CODEC_DEFLATE:
+        out = deflate_read(read, n, *op.deflate)
+    else:
+        out = deflate_blocks_read(read, n, *op.deflate, *op.blocks)
+    if len(out) != op.n:
+        raise IntegrityError(
+            "recompressed member differs from the sender's (different zlib?)",
+            code="integrity.delta",
+            hint="fetch the whole version",
+        )
     return out
 
 

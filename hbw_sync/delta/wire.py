@@ -19,6 +19,7 @@ METHOD_RECIPE = 2
 OP_LIT = 0x00
 OP_COPY = 0x01
 OP_MEMBER = 0x02
+OP_SPLICE = 0x03  # a MEMBER whose content keeps the dictionary's head and tail (splice.py)
 
 CODEC_RAW = 0
 CODEC_DEFLATE = 8  # one raw deflate stream, zlib parameters (deflate.py)
@@ -96,7 +97,7 @@ def plain_cap(max_size: int) -> int:
 
 @dataclass
 class Op:
-    """One parsed recipe op (LIT, COPY or MEMBER)."""
+    """One parsed recipe op (LIT, COPY, MEMBER or SPLICE)."""
 
     tag: int
     n: int = 0  # LIT/COPY length, MEMBER out_len
@@ -110,3 +111,5 @@ class Op:
     out_codec: int = CODEC_RAW
     deflate: tuple[int, int, int] = (0, 0, 0)  # level, mem_level, strategy (codecs 8 and 9)
     blocks: tuple[int, int] = (0, 0)  # block_size, window (codec 9)
+    head: int = 0  # SPLICE: bytes of the dictionary's content kept before the patched middle
+    tail: int = 0  # SPLICE: and after it

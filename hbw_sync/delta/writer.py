@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .patch import patch_frame
-from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_RECIPE, OP_COPY, OP_LIT, OP_MEMBER, Buf,
-                   uvarint)
+from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_RECIPE, OP_COPY, OP_LIT, OP_MEMBER,
+                   OP_SPLICE, Buf, uvarint)
 
 
 class RecipeWriter:
@@ -18,7 +18,7 @@ class RecipeWriter:
 
     def __init__(self) -> None:
         self.lits = bytearray()
-        self.ops: list[tuple[Any, ...]] = []  # ("lit", n) | ("copy", off, n) | ("member", bytes)
+        self.ops: list[tuple[Any, ...]] = []  # ("lit", n) | ("copy", off, n) | ("member", bytes): MEMBER or SPLICE
 
     def lit(self, data: Buf) -> None:
         if not len(data):
@@ -44,13 +44,20 @@ class RecipeWriter:
         out_len: int,
         deflate: tuple[int, int, int] | None,
         blocks: tuple[int, int] | None = None,
+        splice: tuple[int, int] | None = None,
     ) -> None:
-        """A MEMBER op; ``deflate`` alone is codec 8, with ``blocks`` (block_size, window) codec 9."""
+        """A MEMBER op; ``deflate`` alone is codec 8, with ``blocks`` (block_size, window) codec 9.
+
+        With ``splice`` (head, tail) it is a SPLICE op: the frame holds only the content between
+        the dictionary content's first ``head`` and last ``tail`` bytes (splice.py).
+        """
         dict_off, dict_len, dict_codec, dict_plain = dict_range
-        enc = bytearray([OP_MEMBER])
+        enc = bytearray([OP_MEMBER if splice is None else OP_SPLICE])
         enc += uvarint(dict_off) + uvarint(dict_len) + bytes([dict_codec])
         if dict_codec == CODEC_DEFLATE:
             enc += uvarint(dict_plain)
+        if splice is not None:
+            enc += uvarint(splice[0]) + uvarint(splice[1])
         enc += uvarint(len(frame)) + frame
         if deflate is None:
             enc.append(CODEC_RAW)

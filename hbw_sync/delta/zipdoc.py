@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .blocks import find_blocks
 from .deflate import find_deflate, inflate_exact
-from .patch import patch_frame
+from .splice import spliced_frame
 from .wire import CODEC_DEFLATE, CODEC_RAW, Buf, plain_cap
 from .writer import RecipeWriter
 
@@ -123,17 +123,21 @@ def _member_op(w: RecipeWriter, base: bytes, bm: Member | None, nm: Member, data
         if content is not None:
             params = find_deflate(content, data)
             if params is not None:
-                w.member(plain_dict, patch_frame(plain_bytes, content), len(data), params)
+                frame, splice = spliced_frame(plain_bytes, content)
+                w.member(plain_dict, frame, len(data), params, splice=splice)
                 return
             found = find_blocks(content, data)
             if found is not None:
-                w.member(plain_dict, patch_frame(plain_bytes, content), len(data), found[:3], found[3:])
+                frame, splice = spliced_frame(plain_bytes, content)
+                w.member(plain_dict, frame, len(data), found[:3], found[3:], splice=splice)
                 return
     elif not encrypted and nm.method == zipfile.ZIP_STORED:
-        w.member(plain_dict, patch_frame(plain_bytes, data), len(data), None)
+        frame, splice = spliced_frame(plain_bytes, data)
+        w.member(plain_dict, frame, len(data), None, splice=splice)
         return
     # Not reproducible here: patch the compressed bytes against the base's compressed bytes.
-    w.member(raw_dict, patch_frame(raw_bytes, data), len(data), None)
+    frame, splice = spliced_frame(raw_bytes, data)
+    w.member(raw_dict, frame, len(data), None, splice=splice)
 
 
 def looks_like_zip(data: bytes) -> bool:

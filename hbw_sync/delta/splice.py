@@ -1,0 +1,139 @@
+"""SPLICE (op 0x03): a changed member whose content keeps its old head and tail, only the middle patched.
+
+Why: a one-cell edit of a large sheet shifts everything after the cell, and a MEMBER frame over
+the whole inflated sheet (56 MB for 150,000 rows) pays zstd's few bytes per 128 KiB block even
+where nothing changed: 6.7 KB for one cell. SPLICE says "keep ``head`` bytes of the dictionary's
+content, then the frame's bytes, then its last ``tail`` bytes", so the frame covers only what
+changed: content = D[:head] + patch(D[head:len(D)-tail], middle) + D[len(D)-tail:].
+
+The writer picks SPLICE only when it is smaller than the MEMBER frame. It usually knows without
+building that frame: any zstd frame of n bytes has at least ceil(n / 128 KiB) blocks of 3 header
+bytes each (``frame_floor``), so a spliced frame under that floor always wins, and the costly
+whole-content patch (a 56 MB prefix indexed by zstd) is skipped. Byte layout and limits:
+PROTOCOL.md §18c.
+"""
+
+from __future__ import annotations
+
+from .patch import patch_frame
+from .wire import Buf, uvarint
+
+ZSTD_BLOCK = 1 << 17  # zstd's largest block: a frame of n bytes has at least ceil(n / ZSTD_BLOCK) blocks
+
+
+def common_prefix(a: Buf, b: Buf) -> int:
+    """Length of the common prefix, compared in growing slices (C speed, no copy)."""
+    a, b = memoryview(a), memoryview(b)
+    n = min(len(a), len(b))
+    lo, step = 0, 1 << 16
+    while lo < n:
+        hi = min(n, lo + step)
+        if a[lo:hi] == b[lo:hi]:
+            lo, step = hi, min(step * 2, 1 << 22)
+            continue
+        while hi - lo > 64:  # the first difference is inside [lo, hi): bisect
+            mid = (lo + hi) // 2
+            if a[lo:mid] == b[lo:mid]:
+                lo = mid
+            else:
+                hi = mid
+        while lo < hi and a[lo] == b[lo]:
+            lo += 1
+        return lo
+    return n
+
+
+def common_suffix(a: Buf, b: Buf, limit: int) -> int:
+    """Length of the common suffix, at most ``limit``; forward slices from the ends (no reversed copy)."""
+    a, b = memoryview(a), memoryview(b)
+    la, lb = len(a), len(b)
+    n = max(0, min(la, lb, limit))
+    lo, step = 0, 1 << 16  # lo: a suffix of this length is known to match
+    while lo < n:
+        hi = min(n, lo + step)
+        if a[la - hi : la - lo] == b[lb - hi : lb - lo]:
+            lo, step = hi, min(step * 2, 1 << 22)
+            continue
+        while hi - lo > 64:  # the difference nearest the end is inside (lo, hi]: bisect
+            mid = (lo + hi) // 2
+            if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+                lo = mid
+            else:
+                hi = mid
+        while lo < hi and a[la - lo - 1] == b[lb - lo - 1]:
+            lo += 1
+        return lo
+    return n
+
+
+def common_ends(old: Buf, new: Buf) -> tuple[int, int]:
+    """(head, tail): shared prefix and suffix that do not overlap in either buffer."""
+    head = common_prefix(old, new)
+    return head, common_suffix(old, new, min(len(old), len(new)) - head)
+
+
+def frame_floor(n: int) -> int:
+    """The fewest bytes any checksummed zstd frame holding ``n`` bytes can take.
+
+    Magic (4), frame header descriptor (1), at least one byte of window or size (1), a 3-byte
+    header per block (a block holds at most 128 KiB; empty content is one block) and the
+    checksum (4). Our patch frames always carry the checksum (§18c).
+    """
+    return 4 + 1 + 1 + 3 * max(1, -(-n // ZSTD_BLOCK)) + 4
+
+
+def spliced_frame(old: Buf, new: Buf) -> tuple[bytes, tuple[int, int] | None]:
+    """The smaller of a MEMBER frame of ``new`` against ``old`` and a SPLICE of it: (frame, (head, tail) or None).
+
+    Builds the whole-content frame only when the spliced one is not already under its floor,
+    so a small edit of a large member never pays for patching the whole member.
+    """
+    old, new = memoryview(old), memoryview(new)
+    head, tail = common_ends(old, new)
+    if head + tail == 0:
+        return patch_frame(old, new), None
+    mid = patch_frame(old[head : len(old) - tail], new[head : len(new) - tail])
+    cost = len(mid) + len(uvarint(head)) + len(uvarint(tail))
+    if cost < frame_floor(len(new)):
+        return mid, (head, tail)
+    whole = patch_frame(old, new)
+    return (mid, (head, tail)) if cost < len(whole) else (whole, None)
+
+
+class Spliced:
+    """A SPLICE op's content, D[:head] + middle + D[len(D)-tail:], read by ranges without joining it.
+
+    The reader deflates the content a block at a time from here, so a 56 MB sheet is never held
+    twice (the inflated dictionary and the joined content) while it is recompressed.
+    """
+
+    __slots__ = ("parts", "starts", "size")
+
+    def __init__(self, dictionary: Buf, head: int, middle: Buf, tail: int):
+        d = memoryview(dictionary)
+        self.parts = [p for p in (d[:head], memoryview(middle), d[len(d) - tail :]) if len(p)]
+        self.starts: list[int] = []
+        pos = 0
+        for p in self.parts:
+            self.starts.append(pos)
+            pos += len(p)
+        self.size = pos
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, a: int, b: int) -> Buf:
+        """Bytes [a, b): a view when they lie in one part, else a joined copy (at most one block)."""
+        b = min(b, self.size)
+        if a >= b:
+            return b""
+        out: list[Buf] = []
+        for start, p in zip(self.starts, self.parts):
+            end = start + len(p)
+            if end <= a or start >= b:
+                continue
+            out.append(p[max(a, start) - start : min(b, end) - start])
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def join(self) -> bytes:
+        return b"".join(self.parts)
