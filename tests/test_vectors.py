@@ -356,7 +356,8 @@ def test_delta_vectors_cover_every_method_and_codec() -> None:
     from hbw_sync.delta import wire
 
     names = {v["name"] for v in DELTA["valid"]}
-    assert {"patch", "span", "zip", "member_codec8", "member_codec9"} <= names
+    assert {"patch", "span", "zip", "member_codec8", "member_codec9", "splice_codec9", "splice_inflated_dict",
+            "zip_splice"} <= names
     payloads = [bytes.fromhex(v["payload"]) for v in DELTA["valid"]]
     assert {p[0] for p in payloads} == {wire.METHOD_PATCH, wire.METHOD_RECIPE}
     codes = {v["expected_code"] for v in DELTA["invalid"]}
@@ -376,6 +377,8 @@ def test_delta_numbers_in_the_spec_match_the_code() -> None:
     assert f"window (0 - {blocks.MAX_WINDOW:,})".replace(",", " ") in section
     assert (wire.CODEC_RAW, wire.CODEC_DEFLATE, wire.CODEC_BLOCKS) == (0, 8, 9)
     assert "9 = append C deflated in blocks" in section and "8 = append raw deflate of C" in section
+    for name in ("LIT", "COPY", "MEMBER", "SPLICE"):
+        assert f"0x{getattr(wire, 'OP_' + name):02x} {name}" in section, name
 
 
 # -- the generator and the spec -----------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import zstandard
 
 from hbw_sync import delta
-from hbw_sync.delta import blocks, patch, wire
+from hbw_sync.delta import blocks, patch, splice, wire
 from hbw_sync.errors import HbwError
 
 MAX = 1 << 20  # max_size of every vector unless it names its own
@@ -65,6 +65,31 @@ def _member_payload(base: bytes, content: bytes, out_codec: int, params: tuple[i
     return bytes(body), out
 
 
+def _splice_payload(base: bytes, old: bytes, content: bytes, out_codec: int, params: tuple[int, ...],
+                    dict_plain: int | None = None) -> tuple[bytes, bytes]:
+    """A recipe with one SPLICE op: ``content`` as ``old``'s shared head and tail and a patched middle.
+
+    ``old`` is the dictionary's content: the whole base, or (``dict_plain`` given) the base
+    inflated as one raw deflate stream (dict codec 8).
+    """
+    head, tail = splice.common_ends(old, content)
+    frame = patch.patch_frame(old[head : len(old) - tail], content[head : len(content) - tail])
+    if out_codec == wire.CODEC_BLOCKS:
+        out = blocks.deflate_blocks(content, *params)
+        codec_tail = bytes(params[:3]) + wire.uvarint(params[3]) + wire.uvarint(params[4])
+    else:
+        out, codec_tail = content, b""
+    body = bytearray([wire.METHOD_RECIPE]) + wire.uvarint(0) + wire.uvarint(0) + wire.uvarint(0) + wire.uvarint(1)
+    body += bytes([wire.OP_SPLICE]) + wire.uvarint(0) + wire.uvarint(len(base))
+    if dict_plain is None:
+        body.append(wire.CODEC_RAW)
+    else:
+        body += bytes([wire.CODEC_DEFLATE]) + wire.uvarint(dict_plain)
+    body += wire.uvarint(head) + wire.uvarint(tail)
+    body += wire.uvarint(len(frame)) + frame + bytes([out_codec]) + codec_tail + wire.uvarint(len(out))
+    return bytes(body), out
+
+
 def _good() -> list[dict[str, Any]]:
     text = _text(6000, 1)
     text2 = text[:3000] + b"The council approved the revised clinic schedule. " + text[3050:]
@@ -77,6 +102,16 @@ def _good() -> list[dict[str, Any]]:
     codec8, out8 = _member_payload(sheet, sheet2, wire.CODEC_DEFLATE, (6, 8, 0))
     codec9, out9 = _member_payload(sheet, sheet2, wire.CODEC_BLOCKS, (6, 8, 0, 4096, 1024))
     lo_like, out_lo = _member_payload(sheet, sheet2 * 12, wire.CODEC_BLOCKS, (6, 8, 0, 128 << 10, 32 << 10))
+    mid = sheet * 3  # nine 4,096-byte blocks; the edit lands in the fifth
+    mid2 = mid[:18000] + b"<c><v>7.5</v></c>" + mid[18017:]
+    splice9, out_s9 = _splice_payload(mid, mid, mid2, wire.CODEC_BLOCKS, (6, 8, 0, 4096, 1024))
+    big = sheet * 24  # a sheet member of three LibreOffice blocks (128 KiB); the edit lands in the second
+    big2 = big[:200000] + b"<c><v>7.5</v></c>" + big[200017:]
+    co = zlib.compressobj(6, zlib.DEFLATED, -15)
+    deflated = co.compress(text) + co.flush()
+    splice8, out_s8 = _splice_payload(deflated, text, text2, wire.CODEC_RAW, (), dict_plain=len(text))
+    wzip1 = _zip({"[Content_Types].xml": b"<Types/>", "xl/worksheets/sheet1.xml": big})
+    wzip2 = _zip({"[Content_Types].xml": b"<Types/>", "xl/worksheets/sheet1.xml": big2})
     cases = [
         ("patch", "Method 1: one zstd frame with the whole base as raw-content prefix.",
          other, text2, bytes([wire.METHOD_PATCH]) + patch.patch_frame(other, text2)),
@@ -91,6 +126,14 @@ def _good() -> list[dict[str, Any]]:
          "before it.", sheet, out9, codec9),
         ("member_codec9_libreoffice", "One MEMBER op, codec 9 with LibreOffice's parameters: level 6, "
          "128 KiB blocks, 32 KiB window (three blocks).", sheet, out_lo, lo_like),
+        ("splice_codec9", "One SPLICE op: the whole base is the dictionary's content D; the result keeps "
+         "D's shared head and tail, the frame holds only the changed middle (against D's middle), "
+         "and the content is deflated with codec 9 (4,096-byte blocks, 1,024-byte window).", mid, out_s9, splice9),
+        ("splice_inflated_dict", "One SPLICE op whose dictionary is a raw deflate stream (dict codec 8): "
+         "D is the inflated base, head and tail count D's bytes, output codec 0.", deflated, out_s8, splice8),
+        ("zip_splice", "Method 2 as a zip recipe (the writer's) of a large sheet: the changed member goes as "
+         "a SPLICE of its inflated content, recompressed with codec 8.", wzip1, wzip2,
+         delta.zipdoc.zip_recipe(wzip1, wzip2)),
     ]
     out = []
     for name, desc, base, result, payload in cases:
@@ -111,6 +154,26 @@ def _expected(payload: bytes, base: bytes, want: bytes, max_size: int) -> tuple[
     except HbwError as e:
         return type(e).__name__, str(e.code)
     raise AssertionError(f"a bad delta vector was accepted: {payload[:16].hex()}")
+
+
+def _splice_fields(payload: bytes) -> tuple[int, int]:
+    """(head, tail) of the one SPLICE op of a raw-dictionary vector built by ``_splice_payload``."""
+    r = wire.Reader(memoryview(payload))
+    r.u8()
+    for _ in range(4):
+        r.uvarint()
+    assert r.u8() == wire.OP_SPLICE
+    r.uvarint(), r.uvarint()
+    assert r.u8() == wire.CODEC_RAW
+    return r.uvarint(), r.uvarint()
+
+
+def _head_of(payload: bytes) -> int:
+    return _splice_fields(payload)[0]
+
+
+def _tail_of(payload: bytes) -> int:
+    return _splice_fields(payload)[1]
 
 
 def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -138,6 +201,32 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
         zdict = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
         return zstandard.ZstdCompressor(compression_params=params, dict_data=zdict).compress(bytes.fromhex(good["result"]))
 
+    def splice_with(name: str, head: int | None = None, tail: int | None = None, cut_after_head: bool = False,
+                    dict_plain: int | None = None) -> bytes:
+        """The SPLICE vector ``name`` with its head, tail or declared inflated size replaced, or cut after its head."""
+        base, payload, _ = of(name)
+        r = wire.Reader(memoryview(payload))
+        r.u8()
+        for _ in range(4):  # lit_dict_off, lit_dict_len, lit_frame_len (0), op_count
+            r.uvarint()
+        assert r.u8() == wire.OP_SPLICE
+        r.uvarint(), r.uvarint()
+        codec = r.u8()
+        at_plain = r.pos
+        plain = r.uvarint() if codec == wire.CODEC_DEFLATE else None
+        at_head = r.pos
+        h, t = r.uvarint(), r.uvarint()
+        rest = payload[r.pos:]
+        if cut_after_head:
+            return payload[:at_head] + wire.uvarint(h)
+        fields = wire.uvarint(h if head is None else head) + wire.uvarint(t if tail is None else tail)
+        if plain is None:
+            return payload[:at_head] + fields + rest
+        return payload[:at_plain] + wire.uvarint(plain if dict_plain is None else dict_plain) + fields + rest
+
+    s9_base, s9_payload, s9_sha = of("splice_codec9")
+    s9_len = len(s9_base)
+    s8_plain = len(_text(6000, 1))
     span_base, span_payload, span_sha = of("span")
     patch_base, patch_payload, patch_sha = of("patch")
     c9_base, c9_payload, c9_sha = of("member_codec9")
@@ -173,6 +262,29 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
          lambda: (c9_base, codec9_with(4095, 1024), c9_sha, MAX)),
         ("codec9_window_too_large", "The codec 9 vector with a 32,769-byte window (zlib's is 32,768).",
          lambda: (c9_base, codec9_with(4096, 32769), c9_sha, MAX)),
+        ("splice_head_tail_over_dict", "The splice_codec9 vector with head + tail one byte longer than its "
+         "dictionary's content (head = len(D) - tail + 1).",
+         lambda: (s9_base, splice_with("splice_codec9", head=s9_len - _tail_of(s9_payload) + 1), s9_sha, MAX)),
+        ("splice_tail_over_dict", "The splice_codec9 vector with head 0 and tail len(D) + 1.",
+         lambda: (s9_base, splice_with("splice_codec9", head=0, tail=s9_len + 1), s9_sha, MAX)),
+        ("splice_head_huge", "The splice_codec9 vector with head 2^62: refused from the numbers, nothing decoded.",
+         lambda: (s9_base, splice_with("splice_codec9", head=1 << 62), s9_sha, MAX)),
+        ("splice_over_inflated_dict", "The splice_inflated_dict vector with head + tail past the declared "
+         "inflated size (head = dict_plain_len + 1).",
+         lambda: (of("splice_inflated_dict")[0], splice_with("splice_inflated_dict", head=s8_plain + 1, tail=0),
+                  of("splice_inflated_dict")[2], MAX)),
+        ("splice_oversize", "The splice_inflated_dict vector declaring a dictionary of plain_cap(max_size) bytes "
+         "and keeping all of it as head: head + frame content passes plain_cap, refused before inflating.",
+         lambda: (of("splice_inflated_dict")[0],
+                  splice_with("splice_inflated_dict", head=wire.plain_cap(MAX), tail=0, dict_plain=wire.plain_cap(MAX)),
+                  of("splice_inflated_dict")[2], MAX)),
+        ("splice_truncated", "The splice_codec9 vector cut right after its head field.",
+         lambda: (s9_base, splice_with("splice_codec9", cut_after_head=True), s9_sha, MAX)),
+        ("splice_trailing_byte", "The splice_codec9 vector with one byte appended after the last op.",
+         lambda: (s9_base, s9_payload + b"\x00", s9_sha, MAX)),
+        ("splice_wrong_middle", "The splice_codec9 vector with head one byte shorter: the frame's dictionary "
+         "(D's middle) moves, so the frame decodes to other bytes or fails its checksum.",
+         lambda: (s9_base, splice_with("splice_codec9", head=_head_of(s9_payload) - 1), s9_sha, MAX)),
         ("codec9_other_blocks", "The codec 9 vector rebuilt with 8,192-byte blocks: a different "
          "deflate stream, so the member length differs (another deflater).",
          lambda: (c9_base, codec9_with(8192, 1024), c9_sha, MAX)),

@@ -1,6 +1,6 @@
 // delta.json: document delta payloads (PROTOCOL.md §18c), applied from the spec alone.
-// Method 1 (one patch frame against the whole base) and method 2 (a recipe of LIT, COPY and
-// MEMBER ops); patch frames through the vendored fzstd with the base as raw-content history.
+// Method 1 (one patch frame against the whole base) and method 2 (a recipe of LIT, COPY,
+// MEMBER and SPLICE ops); patch frames through the vendored fzstd with the base as raw-content history.
 // Deflate (codecs 8 and 9) must be zlib's own, byte for byte: Node's built-in zlib is Chromium's
 // fork, which picks other matches (1,989 bytes where zlib 1.2.13 writes 1,988 for the codec 8
 // vector), so it would refuse every such delta with integrity.delta. pako is a line-by-line port
@@ -104,8 +104,8 @@ function parseRecipe(r, baseLen, max) {
     } else if (tag === 1) {
       op = { tag, off: r.uvarint(), n: r.uvarint() };
       inside(baseLen, op.off, op.n);
-    } else if (tag === 2) {
-      op = { tag, dictOff: r.uvarint(), dictLen: r.uvarint(), dictPlain: 0 };
+    } else if (tag === 2 || tag === 3) { // MEMBER, or SPLICE: the same with head and tail kept from D
+      op = { tag, dictOff: r.uvarint(), dictLen: r.uvarint(), dictPlain: 0, head: 0, tail: 0 };
       inside(baseLen, op.dictOff, op.dictLen);
       op.dictCodec = r.u8();
       if (op.dictCodec === 8) {
@@ -113,10 +113,17 @@ function parseRecipe(r, baseLen, max) {
         if (op.dictPlain > cap) LE("protocol.bomb", "dictionary inflates past plain_cap");
       } else if (op.dictCodec !== 0) PE("protocol.delta", "unknown dictionary codec");
       if (op.dictLen === 0 && (op.dictOff || op.dictCodec !== 0)) PE("protocol.delta", "empty range with offset or codec");
+      if (tag === 3) {
+        op.head = r.uvarint(); op.tail = r.uvarint();
+        const have = op.dictCodec === 8 ? op.dictPlain : op.dictLen;
+        if (op.head > have || op.tail > have - op.head) PE("protocol.delta", "splice keeps more than its dictionary");
+      }
       op.frame = r.take(r.uvarint());
       op.frameSize = patchSize(op.frame, cap);
+      op.size = op.head + op.tail + op.frameSize; // the member's content C
+      if (op.size > cap) LE("protocol.bomb", "spliced member over plain_cap");
       dictTotal += op.dictLen;
-      plainTotal += op.dictPlain + op.frameSize;
+      plainTotal += op.dictPlain + op.size;
       if (dictTotal > baseLen || plainTotal > cap) LE("protocol.limit", "members over the caps");
       op.outCodec = r.u8();
       if (op.outCodec === 8 || op.outCodec === 9) {
@@ -130,7 +137,7 @@ function parseRecipe(r, baseLen, max) {
         if (bad) PE("protocol.delta", "deflate parameters out of range");
       } else if (op.outCodec !== 0) PE("protocol.delta", "unknown output codec");
       op.n = r.uvarint();
-      if (op.outCodec === 0 && op.n !== op.frameSize) PE("protocol.delta", "member size differs from its frame");
+      if (op.outCodec === 0 && op.n !== op.size) PE("protocol.delta", "member size differs from its frame");
     } else PE("protocol.delta", `unknown op ${tag}`);
     total += op.n;
     if (total > max) LE("protocol.limit", "result over max_size");
@@ -153,7 +160,10 @@ function runRecipe(base, p, max) {
     else {
       let dict = base.subarray(op.dictOff, op.dictOff + op.dictLen);
       if (op.dictCodec === 8) dict = inflateExact(dict, op.dictPlain);
-      let content = unpatch(op.frame, dict, cap);
+      let content = op.tag === 3
+        ? new Uint8Array(Buffer.concat([dict.subarray(0, op.head),
+            unpatch(op.frame, dict.subarray(op.head, dict.length - op.tail), cap), dict.subarray(dict.length - op.tail)]))
+        : unpatch(op.frame, dict, cap);
       if (op.outCodec !== 0) {
         content = op.outCodec === 8 ? deflate(content, op.params) : deflateBlocks(content, op.params, op.blockSize, op.window);
         if (content.length !== op.n) fail("IntegrityError", "integrity.delta", "recompressed member differs");
