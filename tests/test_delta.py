@@ -423,7 +423,117 @@ def test_member_beyond_the_plain_cap_falls_back_but_roundtrips() -> None:
     assert roundtrip(old, new) is not None
 
 
+# --------------------------------------------------------------------------- SPLICE (op 0x03)
+
+
+def _sheet_zip(content: str) -> bytes:
+    return docx([], {"xl/worksheets/sheet1.xml": content})
+
+
+def test_one_cell_of_a_large_sheet_goes_as_a_splice_smaller_than_a_member() -> None:
+    """The old recipe patched the whole inflated sheet and paid zstd's bytes per 128 KiB block."""
+    old_c, new_c = _sheet(150_000, 40), _sheet(150_000, 40, edit_row=75_000)
+    old, new = _sheet_zip(old_c), _sheet_zip(new_c)
+    payload = roundtrip(old, new, "book.xlsx")
+    assert payload is not None
+    assert delta.wire.OP_SPLICE in _op_tags(payload, len(old))
+    member = delta.patch.patch_frame(old_c.encode(), new_c.encode())  # what MEMBER carried before
+    assert len(payload) < 400 < len(member), (len(payload), len(member))
+
+
+def test_splice_is_kept_only_when_smaller() -> None:
+    """A middle that repeats the kept head: only a whole-content frame can match it."""
+    head = "\n".join(paragraphs(400, 41)).encode()
+    old = head + b"\n--\n" + bytes(random.Random(42).randbytes(3000))
+    new = head + b"\n--\n" + head  # shares the head, then repeats it
+    frame, splice = delta.splice.spliced_frame(old, new)
+    assert splice is None and frame == delta.patch.patch_frame(old, new)
+    # and an edit in place: the splice, under the floor of any whole-content frame
+    new = old[:5000] + b"X" + old[5001:]
+    frame, splice = delta.splice.spliced_frame(old, new)
+    assert splice == (5000, len(old) - 5001) and len(frame) < delta.splice.frame_floor(len(new))
+
+
+@settings(max_examples=scaled_examples(80))
+@given(a=st.binary(max_size=300), b=st.binary(max_size=300), shared=st.binary(max_size=200_000))
+def test_common_ends_match_a_plain_scan(a: bytes, b: bytes, shared: bytes) -> None:
+    old, new = shared + a + shared[::-1], shared + b + shared[::-1]
+    head, tail = delta.splice.common_ends(old, new)
+    want_head = next((i for i, (x, y) in enumerate(zip(old, new)) if x != y), min(len(old), len(new)))
+    assert head == want_head
+    limit = min(len(old), len(new)) - head
+    want_tail = next((i for i in range(limit) if old[-1 - i] != new[-1 - i]), limit)
+    assert tail == want_tail
+
+
+@settings(max_examples=scaled_examples(80))
+@given(d=st.binary(max_size=600), mid=st.binary(max_size=300), data=st.data())
+def test_spliced_ranges_read_as_the_joined_content(d: bytes, mid: bytes, data: st.DataObject) -> None:
+    head = data.draw(st.integers(0, len(d)))
+    tail = data.draw(st.integers(0, len(d) - head))
+    s = delta.splice.Spliced(d, head, mid, tail)
+    joined = d[:head] + mid + d[len(d) - tail:]
+    assert s.join() == joined and len(s) == len(joined)
+    a = data.draw(st.integers(0, len(joined) + 5))
+    b = data.draw(st.integers(0, len(joined) + 5))
+    assert bytes(s.read(a, b)) == joined[a:b]
+
+
+def _splice_op(dict_len: int, head: int, tail: int, frame: bytes, *, dict_plain: int | None = None,
+               out: bytes = b"\x00", out_len: int | None = None) -> bytes:
+    body = bytearray(b"\x02\x00\x00\x00\x01") + bytes([delta.wire.OP_SPLICE]) + b"\x00" + delta.wire.uvarint(dict_len)
+    body += bytes([delta.wire.CODEC_RAW]) if dict_plain is None else bytes([delta.wire.CODEC_DEFLATE]) + delta.wire.uvarint(dict_plain)
+    body += delta.wire.uvarint(head) + delta.wire.uvarint(tail) + delta.wire.uvarint(len(frame)) + frame + out
+    return bytes(body + delta.wire.uvarint(min(head + tail + 3, delta.wire.MAX_VARINT) if out_len is None else out_len))
+
+
+def test_hand_built_splice_rebuilds_and_hostile_lengths_are_refused() -> None:
+    base = b"0123456789" * 100
+    frame = delta.patch.patch_frame(base[400:600], b"new")
+    new = base[:400] + b"new" + base[600:]
+    good = _splice_op(len(base), 400, 400, frame)
+    assert apply_delta(base, good, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new)) == new
+    want = hashlib.sha256(new).digest()
+    for head, tail in ((601, 400), (0, 1001), (1001, 0), (1 << 62, 0), (500, (1 << 63) - 1)):
+        with pytest.raises(ProtocolError) as e:
+            apply_delta(base, _splice_op(len(base), head, tail, frame), expected_sha256=want, max_size=len(new))
+        assert e.value.code == "protocol.delta", (head, tail)
+    with pytest.raises(ProtocolError) as e:  # the size a raw output must have: head + tail + frame
+        apply_delta(base, _splice_op(len(base), 400, 400, frame, out_len=804), expected_sha256=want, max_size=len(new))
+    assert e.value.code == "protocol.delta"
+    with pytest.raises(ProtocolError) as e:
+        apply_delta(base, good + b"\x00", expected_sha256=want, max_size=len(new))
+    assert e.value.code == "protocol.trailing"
+    for cut in range(len(good)):
+        with pytest.raises(OUR_ERRORS):
+            apply_delta(base, good[:cut], expected_sha256=want, max_size=len(new))
+
+
+def test_splice_declaring_a_huge_inflated_dictionary_is_refused_before_allocating() -> None:
+    """head + tail may equal a declared inflated size: the member's content is capped before inflating."""
+    co = zlib.compressobj(6, zlib.DEFLATED, -15)
+    base = co.compress(b"x" * 1000) + co.flush()
+    frame = delta.patch.patch_frame(b"", b"y")
+    cap = delta.wire.plain_cap(1 << 20)
+    for dict_plain, head, code in ((cap, cap, "protocol.bomb"), (cap + 1, 0, "protocol.bomb"),
+                                   (cap // 2 + 10, cap // 2, "protocol.limit")):  # fmt: skip
+        payload = _splice_op(len(base), head, 0, frame, dict_plain=dict_plain, out_len=head + 1)
+
+        def run() -> None:
+            with pytest.raises(LimitError) as e:
+                apply_delta(base, payload, expected_sha256=bytes(32), max_size=1 << 20)
+            assert e.value.code == code, (dict_plain, head)
+
+        assert _peak_during(run) < 256 * 1024
+
+
 # --------------------------------------------------------------------------- hostile payloads
+
+
+def _op_tags(payload: bytes, base_len: int) -> list[int]:
+    r = delta.wire.Reader(memoryview(payload))
+    assert r.u8() == delta.METHOD_RECIPE
+    return [op.tag for op in delta.rebuild.parse_recipe(r, base_len, 1 << 30)[4]]
 
 
 def _sample_payloads() -> list[tuple[bytes, bytes, bytes]]:
@@ -438,6 +548,7 @@ def _sample_payloads() -> list[tuple[bytes, bytes, bytes]]:
     x_old, x_new = (ROOT / "tests/data/office/sheet-v1.xlsx").read_bytes(), (ROOT / "tests/data/office/sheet-v2.xlsx").read_bytes()
     x_recipe = delta.zipdoc.zip_recipe(x_old, x_new)
     assert x_recipe is not None and bytes([delta.wire.CODEC_BLOCKS, 6, 8, 0]) in x_recipe
+    assert delta.wire.OP_SPLICE in _op_tags(x_recipe, len(x_old))  # so the fuzzers below reach SPLICE too
     return [
         (old, new, b"\x01" + delta.patch.patch_frame(old, new)),
         (old, new, span),
@@ -542,7 +653,7 @@ def test_fuzz_random_payloads(method: int, body: bytes, max_size: int) -> None:
 
 
 @settings(max_examples=scaled_examples(100))
-@given(ops=st.lists(st.tuples(st.sampled_from([0, 1, 2, 7]), st.lists(st.integers(0, 1 << 20), max_size=5)), max_size=6))
+@given(ops=st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 7]), st.lists(st.integers(0, 1 << 20), max_size=5)), max_size=6))
 def test_fuzz_structured_recipes(ops: list[tuple[int, list[int]]]) -> None:
     """Well-formed varints in random op shapes: reaches the checks behind the parser."""
     base = b"0123456789abcdef" * 64
