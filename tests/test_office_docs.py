@@ -28,7 +28,7 @@ from hbw_sync.delta import blocks
 
 from external import need
 from netem import LinkProxy
-from relay_helpers import Team, set_relay_url
+from relay_helpers import Team, member_cli, set_relay_url
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFICE = ROOT / "tests" / "data" / "office"
@@ -88,9 +88,14 @@ def test_without_the_block_codec_the_sheet_edit_costs_kilobytes(monkeypatch: pyt
     assert with_blocks * 10 < without, (with_blocks, without)
 
 
-def synced_bytes(team: Team, doc: str, old: bytes, new: bytes, tmp: Path) -> tuple[int, int]:
-    """Bytes on the wire (both directions, HTTP included) for the sync that sends the edit and the one that gets it."""
+def synced_bytes(team: Team, doc: str, old: bytes, new: bytes, tmp: Path, policy: str = "") -> tuple[int, int]:
+    """Bytes on the wire (both directions, HTTP included) for the sync that sends the edit and the one that gets it.
+
+    ``policy``: the receiver's document policy (``all`` for a chunked document it must hold).
+    """
     a, b = team.pair("dana", "amina")
+    if policy:
+        member_cli(b, "doc", "policy", policy)
     path = tmp / doc
     path.write_bytes(old)
     with a.open() as rep:
@@ -142,6 +147,40 @@ def test_fresh_libreoffice_edit_arrives_byte_exact_under_4kb(doc: str, fresh: Pa
     with Team(tmp_path) as team:
         send, receive = synced_bytes(team, doc, old, new, tmp_path)
     assert send <= WIRE_TARGET and receive <= WIRE_TARGET, (doc, send, receive)
+
+
+LARGE_ROWS = 40_000  # a 1.5 MB .xlsx (chunked, §18e) whose sheet inflates to about 15 MB
+LARGE_PAYLOAD = 1024  # the delta alone: 342 bytes; before SPLICE 1,995 (zstd's bytes per 128 KiB block of the sheet)
+# Each sync, HTTP included: 1,537 to send and 1,529 to receive (before SPLICE 1,768 and 1,760: the batch's
+# own zstd squeezes the old frame's repeated block headers, so the wire gap is smaller than the payload's).
+LARGE_WIRE = 2048
+
+
+@pytest.fixture(scope="module")
+def large_sheet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sheet large enough that patching its whole inflated XML costs more than the edit (issue 12)."""
+    need("libreoffice")
+    out = tmp_path_factory.mktemp("office-large")
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_office_docs.py"), str(out),
+                          "--rows", str(LARGE_ROWS), "--formats", "xlsx"],
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_large_libreoffice_sheet_one_cell_is_spliced_and_arrives_byte_exact(large_sheet: Path, tmp_path: Path) -> None:
+    """One cell shifts the rest of the sheet; SPLICE keeps the old head and tail, so only the cell travels."""
+    old, new = pair(large_sheet, "sheet.xlsx")
+    assert len(new) > 1 << 20  # a chunked document: the delta-version path through the relay
+    payload = delta_roundtrip(old, new)
+    assert len(payload) <= LARGE_PAYLOAD, len(payload)
+    r = delta.wire.Reader(memoryview(payload))
+    assert r.u8() == delta.METHOD_RECIPE
+    ops = delta.rebuild.parse_recipe(r, len(old), len(new))[4]
+    assert delta.wire.CODEC_BLOCKS in [op.out_codec for op in ops if op.tag == delta.wire.OP_SPLICE]  # the sheet
+    with Team(tmp_path) as team:
+        send, receive = synced_bytes(team, "sheet.xlsx", old, new, tmp_path, policy="all")  # checks it arrived byte-exact
+    assert send <= LARGE_WIRE and receive <= LARGE_WIRE, (send, receive)
 
 
 # --------------------------------------------------------------------------- the size limit
