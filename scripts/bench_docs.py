@@ -32,6 +32,9 @@ Columns (bytes):
   of a batch carrying only this op) + 40 bytes of op overhead (an estimate: op
   id, entity, hlc, base version, hash, field tags). The payload is counted
   uncompressed: it is already zstd inside.
+* without SPLICE: the same as hbw-sync, measured in the same run with the zip recipe as it was
+  before SPLICE (PROTOCOL.md §18c: every changed member one MEMBER frame over its whole
+  content): the baseline the SPLICE op is measured against. The chunked table has it too.
 * payload: ``make_delta``'s payload alone (method in brackets: 1 patch, 2 recipe).
 * zstd-19: the whole new file as ``codec.compress`` (level 19), bare.
 * zstd --patch-from: ``zstd -19 --patch-from=OLD NEW`` (the zstd command line), bare.
@@ -52,6 +55,7 @@ Each phase peak includes both versions held in memory (40 MB) and the interprete
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import itertools
@@ -66,6 +70,7 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -350,10 +355,25 @@ def cdc_bytes(old: bytes, new: bytes) -> int:
     return 16 * len(chunks) + (len(codec.compress(missing)) if missing else 0) + BATCH_FRAMING + OP_OVERHEAD
 
 
+@contextlib.contextmanager
+def without_splice() -> Iterator[None]:
+    """The baseline of the same run: the zip recipe as before SPLICE (every changed member one MEMBER frame)."""
+    from hbw_sync.delta import patch, zipdoc
+
+    kept = zipdoc.spliced_frame
+    zipdoc.spliced_frame = lambda old, new: (patch.patch_frame(old, new), None)
+    try:
+        yield
+    finally:
+        zipdoc.spliced_frame = kept
+
+
 def measure_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None) -> dict:
     t = time.perf_counter()
     payload = delta.make_delta(old, new, name=name)
     t_make = time.perf_counter() - t
+    with without_splice():
+        baseline = delta.make_delta(old, new, name=name)
     whole = codec.compress(new)
     if payload is not None:
         t = time.perf_counter()
@@ -368,6 +388,7 @@ def measure_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
         "old_size": len(old),
         "new_size": len(new),
         "hbw_sync": sent + BATCH_FRAMING + OP_OVERHEAD,
+        "hbw_sync_no_splice": (len(baseline) if baseline is not None else len(whole)) + BATCH_FRAMING + OP_OVERHEAD,
         "payload": None if payload is None else len(payload),
         "method": None if payload is None else payload[0],
         "zstd19": len(whole),
@@ -405,20 +426,26 @@ def chunked_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
         return lambda off, n: data[off:off + n]
 
     zips = old[:4] == new[:4] == b"PK\x03\x04"
-    d = None
-    if not (zips and max(len(old), len(new)) <= DELTA_MAX):
-        d = aligned_recipe(m_old, m_new, read(old), read(new))
-    if d is None:
-        d = chunked_delta(old, new, name=name, worth=sealed)
-    if d is not None and 2 * len(d) > sealed:
+
+    def offer() -> bytes | None:
         d = None
+        if not (zips and max(len(old), len(new)) <= DELTA_MAX):
+            d = aligned_recipe(m_old, m_new, read(old), read(new))
+        if d is None:
+            d = chunked_delta(old, new, name=name, worth=sealed)
+        return None if d is not None and 2 * len(d) > sealed else d
+
+    d = offer()
     t_make = time.perf_counter() - t
     md = manifest_delta(m_old.encode(), manifest) if d is not None else None
     after = before if d is None else len(d) + len(md if md is not None else manifest) + framing
+    with without_splice():
+        d0 = offer()
+    after_no_splice = before if d0 is None else len(d0) + len(md if md is not None else manifest) + framing
     return {
         "document": label, "name": name, "old_size": len(old), "new_size": len(new),
         "chunks_total": len(m_new.ids), "chunks_new": len(novel),
-        "before": before, "after": after, "delta": None if d is None else len(d),
+        "before": before, "after": after, "after_no_splice": after_no_splice, "delta": None if d is None else len(d),
         "method": None if d is None else d[0], "manifest": len(manifest),
         "manifest_delta": None if md is None else len(md),
         "zstd19": len(codec.compress(new)), "patch_from": patch_from_bytes(old, new),
@@ -580,24 +607,24 @@ def main() -> int:
                          indent=2))  # fmt: skip
         return 0 if all(t["pass"] is not False for t in targets) else 1
     print("One-paragraph edit: bytes on the wire (hbw-sync = payload + 138 batch framing + 40 op overhead)\n")
-    head = ("document", "size", "hbw-sync", "payload [method]", "zstd-19 whole", "zstd --patch-from", "rsync -z",
+    head = ("document", "size", "hbw-sync", "without SPLICE", "payload [method]", "zstd-19 whole", "zstd --patch-from", "rsync -z",
             "CDC 8 KiB", "plain", "make s")
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for r in rows:
         pl = "none (whole file)" if r["payload"] is None else f"{r['payload']:,} [{r['method']}]"
-        print(f"| {r['document']} | {r['new_size']:,} | {r['hbw_sync']:,} | {pl} | {r['zstd19']:,} | "
+        print(f"| {r['document']} | {r['new_size']:,} | {r['hbw_sync']:,} | {r['hbw_sync_no_splice']:,} | {pl} | {r['zstd19']:,} | "
               f"{_fmt(r['patch_from'])} | {_fmt(r['rsync'])} | {r['cdc']:,} | {r['plain']:,} | {r['make_s']} |")  # fmt: skip
     if chunked:
         print("\nChunked documents (1 MiB and more): a one-place edit, bytes on the wire (+178 framing, op)\n")
-        head = ("document", "size", "chunks new/all", "before: whole chunks", "now: delta version",
+        head = ("document", "size", "chunks new/all", "before: whole chunks", "now: delta version", "without SPLICE",
                 "delta [method]", "manifest / its delta", "zstd-19 whole", "zstd --patch-from", "rsync -z", "make s")
         print("| " + " | ".join(head) + " |")
         print("|" + "|".join("---" for _ in head) + "|")
         for r in chunked:
             dl = "none" if r["delta"] is None else f"{r['delta']:,} [{r['method']}]"
             print(f"| {r['document']} | {r['new_size']:,} | {r['chunks_new']}/{r['chunks_total']} | {r['before']:,} | "
-                  f"{r['after']:,} | {dl} | {r['manifest']:,} / {_fmt(r['manifest_delta'])} | {r['zstd19']:,} | "
+                  f"{r['after']:,} | {r['after_no_splice']:,} | {dl} | {r['manifest']:,} / {_fmt(r['manifest_delta'])} | {r['zstd19']:,} | "
                   f"{_fmt(r['patch_from'])} | {_fmt(r['rsync'])} | {r['make_s']} |")  # fmt: skip
     if rsync is None:
         print("\nrsync: not found and could not be installed (n/a)")
