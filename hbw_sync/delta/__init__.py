@@ -23,6 +23,7 @@ One module per job:
     writer.py   the recipe writer
     span.py     the span recipe (shared ends copied)
     splice.py   SPLICE: a changed member's shared head and tail kept, only its middle patched
+    stream.py   inflating and deflating a member a piece at a time (SPLICE never holds a whole sheet)
     zipdoc.py   the zip recipe (office containers member by member)
 
 The writer builds every candidate that applies, decodes each with ``apply_delta`` itself and
@@ -36,7 +37,7 @@ import hashlib
 from typing import Callable
 
 from ..errors import IntegrityError, ProtocolError
-from . import blocks, deflate, patch, span, splice, wire, zipdoc
+from . import blocks, deflate, patch, span, splice, stream, wire, zipdoc
 from .patch import SMALL_TOTAL, patch_frame, plain_at_least
 from .rebuild import apply_delta
 from .span import span_recipe
@@ -44,7 +45,7 @@ from .wire import METHOD_PATCH, METHOD_RECIPE
 from .zipdoc import looks_like_zip, zip_recipe
 
 __all__ = ["make_delta", "apply_delta", "METHOD_PATCH", "METHOD_RECIPE",
-           "blocks", "deflate", "patch", "span", "splice", "wire", "zipdoc"]
+           "blocks", "deflate", "patch", "span", "splice", "stream", "wire", "zipdoc"]
 
 
 def make_delta(base: bytes, new: bytes, *, name: str = "") -> bytes | None:

@@ -19,6 +19,7 @@ from .blocks import MAX_BLOCK, MAX_WINDOW, MIN_BLOCK, deflate_blocks_read
 from .deflate import deflate_read, inflate_exact
 from .patch import frame_content_size, unpatch
 from .splice import Spliced
+from .stream import BlockSink, NotExact, RawSink, ZlibSink, inflate_pieces
 from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, OP_COPY, OP_LIT,
                    OP_MEMBER, OP_SPLICE, Buf, Op, Reader, plain_cap)
 
@@ -147,6 +148,8 @@ def _member(base: memoryview, op: Op, cap: int) -> Buf:
     large sheet is held once (its inflated dictionary) plus the recompressed member.
     """
     dictionary: Buf = base[op.dict_off : op.dict_off + op.dict_len]
+    if op.tag == OP_SPLICE and op.dict_codec == CODEC_DEFLATE:
+        return _splice_streamed(dictionary, op, cap)
     if op.dict_codec == CODEC_DEFLATE:
         inflated = inflate_exact(dictionary, op.dict_plain)
         if inflated is None or len(inflated) != op.dict_plain:
@@ -174,6 +177,59 @@ def _member(base: memoryview, op: Op, cap: int) -> Buf:
             code="integrity.delta",
             hint="fetch the whole version",
         )
+    return out
+
+
+def _sink(op: Op) -> RawSink | ZlibSink | BlockSink:
+    if op.out_codec == CODEC_DEFLATE:
+        return ZlibSink(*op.deflate)
+    if op.out_codec == CODEC_BLOCKS:
+        return BlockSink(*op.deflate, *op.blocks)
+    return RawSink()
+
+
+def _splice_streamed(raw: Buf, op: Op, cap: int) -> bytes:
+    """A SPLICE over a deflated dictionary, inflated once a piece at a time, never held whole.
+
+    The head goes to the deflater as it is inflated, the old middle is kept (the frame's
+    dictionary), the patched middle follows it, then the tail as it is inflated: the member is
+    rebuilt holding one piece, the old middle, the new middle and what the deflater wrote.
+    """
+    sink = _sink(op)
+    mid_end = op.dict_plain - op.tail
+    old_middle = bytearray()
+    done = False  # the patched middle was written
+
+    def middle() -> None:
+        nonlocal done
+        assert op.frame is not None
+        sink.write(unpatch(old_middle, op.frame, op.frame_size, cap))
+        done = True
+
+    pos = 0
+    try:
+        for piece in inflate_pieces(raw, op.dict_plain):
+            end = pos + len(piece)
+            if pos < op.head:
+                sink.write(piece[: min(end, op.head) - pos])
+            a, b = max(pos, op.head), min(end, mid_end)
+            if a < b:
+                old_middle += piece[a - pos : b - pos]
+            if end > mid_end:
+                if not done:
+                    middle()
+                sink.write(piece[max(pos, mid_end) - pos :])
+            pos = end
+    except NotExact:
+        raise ProtocolError("delta dictionary is not the declared deflate stream", code="protocol.delta") from None
+    if pos != op.dict_plain:
+        raise ProtocolError("delta dictionary is not the declared deflate stream", code="protocol.delta")
+    if not done:
+        middle()
+    out = sink.finish()
+    if len(out) != op.n:
+        raise IntegrityError("recompressed member differs from the sender's (different zlib?)",
+                             code="integrity.delta", hint="fetch the whole version")
     return out
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from .blocks import find_blocks
 from .deflate import find_deflate, inflate_exact
-from .splice import spliced_frame
+from .patch import patch_frame
+from .splice import frame_floor, scan_deflated, splice_cost, spliced_frame
 from .wire import CODEC_DEFLATE, CODEC_RAW, Buf, plain_cap
 from .writer import RecipeWriter
 
@@ -106,38 +107,64 @@ def _member_op(w: RecipeWriter, base: bytes, bm: Member | None, nm: Member, data
     encrypted = bool(nm.flags & 1)
     raw_dict: tuple[int, int, int, int] = (0, 0, CODEC_RAW, 0)
     raw_bytes: Buf = b""
-    plain_dict, plain_bytes = raw_dict, raw_bytes
+    old_deflated = bm is not None and bm.method == zipfile.ZIP_DEFLATED and not bm.flags & 1
+    old_plain = bm is None or (bm.method == zipfile.ZIP_STORED and not bm.flags & 1)  # its bytes are its content
     if bm is not None:
         raw_dict = (bm.ds, bm.de - bm.ds, CODEC_RAW, 0) if bm.de > bm.ds else raw_dict
         raw_bytes = memoryview(base)[bm.ds : bm.de]
-        plain_dict, plain_bytes = raw_dict, raw_bytes
-        if bm.method == zipfile.ZIP_DEFLATED and not bm.flags & 1:
-            inflated = inflate_exact(raw_bytes, cap)
-            if inflated is not None:
-                plain_dict = (bm.ds, bm.de - bm.ds, CODEC_DEFLATE, len(inflated)) if len(inflated) else (0, 0, CODEC_RAW, 0)
-                plain_bytes = inflated
-        elif bm.method != zipfile.ZIP_STORED or bm.flags & 1:
-            plain_dict, plain_bytes = (0, 0, CODEC_RAW, 0), b""
+
+    def content_frame(content: Buf) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None]:
+        """The dictionary, frame and splice for a member whose new *content* is rebuilt by the reader."""
+        if old_deflated:
+            return _against_deflated(raw_dict, raw_bytes, content, cap)
+        if old_plain:
+            return (raw_dict, *spliced_frame(raw_bytes, content))
+        return ((0, 0, CODEC_RAW, 0), *spliced_frame(b"", content))  # encrypted or another method: no dictionary
+
     if not encrypted and nm.method == zipfile.ZIP_DEFLATED:
         content = inflate_exact(data, cap)
         if content is not None:
             params = find_deflate(content, data)
             if params is not None:
-                frame, splice = spliced_frame(plain_bytes, content)
-                w.member(plain_dict, frame, len(data), params, splice=splice)
+                dict_range, frame, splice = content_frame(content)
+                w.member(dict_range, frame, len(data), params, splice=splice)
                 return
             found = find_blocks(content, data)
             if found is not None:
-                frame, splice = spliced_frame(plain_bytes, content)
-                w.member(plain_dict, frame, len(data), found[:3], found[3:], splice=splice)
+                dict_range, frame, splice = content_frame(content)
+                w.member(dict_range, frame, len(data), found[:3], found[3:], splice=splice)
                 return
     elif not encrypted and nm.method == zipfile.ZIP_STORED:
-        frame, splice = spliced_frame(plain_bytes, data)
-        w.member(plain_dict, frame, len(data), None, splice=splice)
+        dict_range, frame, splice = content_frame(data)
+        w.member(dict_range, frame, len(data), None, splice=splice)
         return
     # Not reproducible here: patch the compressed bytes against the base's compressed bytes.
     frame, splice = spliced_frame(raw_bytes, data)
     w.member(raw_dict, frame, len(data), None, splice=splice)
+
+
+def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Buf, content: Buf,
+                      cap: int) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None]:
+    """``content`` against a base member deflated as one stream: its inflated content is the dictionary.
+
+    The shared head and tail are found while inflating the old member a piece at a time
+    (``scan_deflated``); only when the spliced frame is not surely the smaller one is the old
+    content inflated whole, to build the MEMBER frame too.
+    """
+    scanned = scan_deflated(raw, content, cap)
+    if scanned is None:  # not one exact stream: its compressed bytes are the dictionary
+        return (raw_dict, *spliced_frame(raw, content))
+    old_len, head, tail, old_middle = scanned
+    dict_range = (raw_dict[0], raw_dict[1], CODEC_DEFLATE, old_len) if old_len else (0, 0, CODEC_RAW, 0)
+    if head + tail:
+        view = memoryview(content)
+        mid = patch_frame(old_middle, view[head : len(view) - tail])
+        if splice_cost(mid, head, tail) < frame_floor(len(view)):
+            return dict_range, mid, (head, tail)
+    inflated = inflate_exact(raw, cap)
+    if inflated is None:  # cannot happen: the scan inflated it exactly
+        return (raw_dict, *spliced_frame(raw, content))
+    return (dict_range, *spliced_frame(inflated, content))
 
 
 def looks_like_zip(data: bytes) -> bool:

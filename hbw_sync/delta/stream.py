@@ -1,0 +1,122 @@
+"""Members a piece at a time: inflate in bounded pieces, and deflate (codecs 0, 8, 9) as bytes arrive.
+
+Why: a SPLICE of a large sheet keeps most of the old content as it is, so neither its writer nor
+its reader needs the whole inflated sheet at once. The writer scans the old member for the shared
+head and tail while inflating it (``splice.scan_deflated``); the reader inflates the old member
+once and passes the head, the patched middle and the tail straight to the deflater
+(``rebuild.py``). The sinks write exactly the bytes ``deflate.deflate`` and
+``blocks.deflate_blocks`` write for the same content, however it is fed (PROTOCOL.md §18c: codec
+8 feeds zlib 65,536-byte pieces; codec 9 cuts blocks of ``block_size``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+
+from .deflate import DEFLATE_PIECE
+from .wire import Buf
+
+PIECE = 1 << 20  # inflated bytes per piece, and compressed bytes fed per step
+
+
+class NotExact(ValueError):
+    """The range is not one raw deflate stream ending at its end, or it inflates past its bound."""
+
+
+def inflate_pieces(raw: Buf, bound: int) -> Iterator[bytes]:
+    """The inflated bytes of ``raw`` in pieces of at most ``PIECE``; raises ``NotExact`` (at the end, or as
+    soon as more than ``bound`` bytes come out) unless ``raw`` is exactly one raw deflate stream."""
+    src = memoryview(raw)
+    d = zlib.decompressobj(-15)
+    pos = total = 0
+    while not d.eof:
+        try:
+            if d.unconsumed_tail:
+                out = d.decompress(d.unconsumed_tail, PIECE)
+            elif pos < len(src):
+                out = d.decompress(src[pos : pos + PIECE], PIECE)
+                pos = min(len(src), pos + PIECE)
+            else:
+                break
+        except zlib.error as e:
+            raise NotExact(str(e)) from None
+        total += len(out)
+        if total > bound:
+            raise NotExact("inflates past its bound")
+        if out:
+            yield out
+    if not d.eof or d.unused_data or d.unconsumed_tail or pos < len(src):
+        raise NotExact("not one deflate stream ending at the end of its range")
+
+
+class RawSink:
+    """Codec 0: the content as it is."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: Buf) -> None:
+        if len(data):
+            self.parts.append(bytes(data))
+
+    def finish(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class ZlibSink:
+    """Codec 8: one raw zlib stream, fed in ``DEFLATE_PIECE`` pieces exactly as ``deflate.deflate`` feeds it."""
+
+    def __init__(self, level: int, mem_level: int, strategy: int) -> None:
+        self.co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy)
+        self.pending = bytearray()
+        self.parts: list[bytes] = []
+
+    def write(self, data: Buf) -> None:
+        self.pending += data
+        if len(self.pending) >= DEFLATE_PIECE:
+            cut = len(self.pending) - len(self.pending) % DEFLATE_PIECE
+            for i in range(0, cut, DEFLATE_PIECE):
+                self.parts.append(self.co.compress(bytes(self.pending[i : i + DEFLATE_PIECE])))
+            del self.pending[:cut]
+
+    def finish(self) -> bytes:
+        if self.pending:
+            self.parts.append(self.co.compress(bytes(self.pending)))
+        self.parts.append(self.co.flush())
+        return b"".join(self.parts)
+
+
+class BlockSink:
+    """Codec 9: ``blocks.deflate_blocks`` as bytes arrive, holding one block and the window before it."""
+
+    def __init__(self, level: int, mem_level: int, strategy: int, block_size: int, window: int) -> None:
+        self.params = (level, mem_level, strategy)
+        self.block_size, self.window = block_size, window
+        self.pending = bytearray()  # the block being filled
+        self.history = b""  # the last ``window`` bytes before it
+        self.started = False  # a block was written already (the next gets a preset dictionary)
+        self.parts: list[bytes] = []
+
+    def _block(self, block: Buf, last: bool) -> None:
+        level, mem_level, strategy = self.params
+        if self.started and self.window:
+            co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy, zdict=self.history)
+        else:
+            co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy)
+        self.parts.append(co.compress(block))
+        self.parts.append(co.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH))
+        self.started = True
+        if self.window:
+            self.history = (self.history + bytes(block))[-self.window :]
+
+    def write(self, data: Buf) -> None:
+        self.pending += data
+        # A block is written only once a byte after it is known: the last block ends with Z_FINISH.
+        while len(self.pending) > self.block_size:
+            self._block(bytes(self.pending[: self.block_size]), last=False)
+            del self.pending[: self.block_size]
+
+    def finish(self) -> bytes:
+        self._block(bytes(self.pending), last=True)
+        return b"".join(self.parts)
