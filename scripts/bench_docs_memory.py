@@ -15,6 +15,10 @@ Steps: add the document (sender); sync it up without the passphrase (a scheduler
 write the file); and the relay process's own peak over the whole run. Each figure is the
 process's VmHWM (Linux /proc); the baseline is a process that only imported hbw-sync.
 Target (issue 12): every step ≤ 100 MB for 20 MB, 200 MB and (``--huge``) 2 GiB files.
+
+``--office DIR``: the same steps for the LibreOffice pairs ``NAME-v1.EXT`` / ``NAME-v2.EXT`` in DIR
+(``scripts/make_office_docs.py DIR --rows 150000 ...``), each run twice: as now, and with the zip
+recipe as before SPLICE (PROTOCOL.md §18c), the baseline measured in the same run.
 Exits 1 when a chunked step misses the target.
 """
 
@@ -45,6 +49,24 @@ def hwm_mb(pid: str = "self") -> int:
     return -1
 
 
+def no_splice() -> None:
+    """The baseline of ``--office``: the zip recipe as before SPLICE (both inflated members held, one MEMBER
+    frame over the whole content), so that the writer, the relay and the reader run the old way."""
+    from hbw_sync.delta import patch, zipdoc
+    from hbw_sync.delta.deflate import inflate_exact
+    from hbw_sync.delta.wire import CODEC_DEFLATE, CODEC_RAW
+
+    def against_deflated(raw_dict, raw, content, cap):  # type: ignore[no-untyped-def]
+        inflated = inflate_exact(raw, cap)
+        if inflated is None:
+            return raw_dict, patch.patch_frame(raw, content), None
+        d = (raw_dict[0], raw_dict[1], CODEC_DEFLATE, len(inflated)) if len(inflated) else (0, 0, CODEC_RAW, 0)
+        return d, patch.patch_frame(inflated, content), None
+
+    zipdoc.spliced_frame = lambda old, new: (patch.patch_frame(old, new), None)
+    zipdoc._against_deflated = against_deflated
+
+
 def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
     """One step in this (fresh) process; prints its peak RSS in MB, or -2 when the step was refused."""
     from hbw_sync.client import Device, documents
@@ -53,6 +75,8 @@ def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
 
     if path == "old":
         documents.CHUNKED_FROM = 1 << 62  # the whole version inside the batch, as before §18e
+    if path == "nosplice":
+        no_splice()
     moved = 0  # bytes the step moved over the link (sync: sent + received; doc get: fetched)
     try:
         if name == "add":
@@ -82,7 +106,8 @@ def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
     print(hwm_mb(), moved)
 
 
-def run_size(py: str, mb: int, path: str) -> list[tuple[str, int]]:
+def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None) -> list[tuple[str, int]]:
+    """Each step's peak for an ``mb`` MB incompressible file, or (``pair``) an office file and its edit."""
     from hbw_sync.client import sync as syncing
     from hbw_sync.client import team as teams
     from hbw_sync.server import admin
@@ -119,21 +144,28 @@ def run_size(py: str, mb: int, path: str) -> list[tuple[str, int]]:
                 from hbw_sync.client import Device
                 with Device.open(home) as d:
                     d.unlock(pw).set_doc_policy(policy)
-            f = t / "big.bin"
-            with f.open("wb") as out:  # written in pieces: the bench itself stays small too
-                for _ in range(mb):
-                    out.write(os.urandom(1_000_000))
+            f = t / ("big.bin" if pair is None else pair[0].name.replace("-v1", ""))
+            if pair is not None:
+                f.write_bytes(pair[0].read_bytes())
+            else:
+                with f.open("wb") as out:  # written in pieces: the bench itself stays small too
+                    for _ in range(mb):
+                        out.write(os.urandom(1_000_000))
             rows = [("add the document (sender)", step("add", str(a), PA, str(f)))]
             if rows[0][1] == -2:
                 return rows + [(n, -2) for n in ("sync up", "update it", "sync the update up", "sync down", "doc get",
                                                  "relay")]
             rows.append(("sync it up, unattended (sender)", step("sync-locked", str(a), PA, "")))
-            with f.open("r+b") as out:  # a 300-byte edit in the middle
-                out.seek(mb * 500_000)
-                out.write(b"an edited paragraph of minutes" * 10)
+            if pair is not None:  # the edit LibreOffice saved
+                f.write_bytes(pair[1].read_bytes())
+            else:
+                with f.open("r+b") as out:  # a 300-byte edit in the middle
+                    out.seek(mb * 500_000)
+                    out.write(b"an edited paragraph of minutes" * 10)
             # (Synced before the update: on the old path a delta sent in the same sync as its large
             # base is applied before the base arrives and refused; see the report of this change.)
-            rows.append(("update it: 300 bytes edited mid-file (sender)", step("update", str(a), PA, str(f))))
+            what = "300 bytes edited mid-file" if pair is None else "the one-place edit"
+            rows.append((f"update it: {what} (sender)", step("update", str(a), PA, str(f))))
             up = step("sync-locked", str(a), PA, "")
             rows.append((f"sync the update up, unattended (sender; {moved['sync-locked:' + str(a)]:,} bytes went)", up))
             down = step("sync", str(b), PB, "")
@@ -149,18 +181,47 @@ def run_size(py: str, mb: int, path: str) -> list[tuple[str, int]]:
     return rows
 
 
+def office(py: str, folder: Path, as_json: bool, quick: bool) -> int:
+    """``--office``: each step's peak for the LibreOffice pairs in ``folder``, with SPLICE and without it."""
+    pairs = sorted((v1, v1.with_name(v1.name.replace("-v1.", "-v2."))) for v1 in folder.glob("*-v1.*"))
+    pairs = [p for p in pairs if p[1].exists()]
+    results = []
+    for v1, v2 in pairs:
+        now = run_size(py, 0, "chunked", (v1, v2))
+        before = run_size(py, 0, "nosplice", (v1, v2))
+        results.append({"document": v2.name, "size": v2.stat().st_size,
+                        "rows": [{"step": n, "now_mb": x, "without_splice_mb": o}
+                                 for (n, x), (_n, o) in zip(now, before)]})  # fmt: skip
+    ok = all(r["now_mb"] <= TARGET_MB for res in results for r in res["rows"])
+    if as_json:
+        print(json.dumps(_benchkit.stamp({"target_mb": TARGET_MB, "results": results, "ok": ok}, ok, quick=quick),
+                         indent=1))
+        return 0 if ok else 1
+    for res in results:
+        print(f"\n| step ({res['document']}, {res['size']:,} bytes) | now | without SPLICE (same run) |")
+        print("|---|---:|---:|")
+        for r in res["rows"]:
+            print(f"| {r['step']} | {r['now_mb']} MB | {r['without_splice_mb']} MB |")
+    return 0 if ok else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="20,200", help="document sizes in MB, comma-separated (default 20,200)")
     ap.add_argument("--huge", action="store_true", help="also a 2 GiB (2,147 MB) document: minutes, and 6 GB of disk")
     ap.add_argument("--quick", action="store_true", help="20 MB only")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--office", type=Path, default=None, metavar="DIR",
+                    help="instead: the LibreOffice pairs NAME-v1/-v2 in DIR (scripts/make_office_docs.py), each step "
+                         "with SPLICE and, as the baseline in the same run, without it")
     ap.add_argument("--phase", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
         phase(*args.phase)
         return 0
     py = sys.executable
+    if args.office is not None:
+        return office(py, args.office, args.json, args.quick)
     sizes = [20] if args.quick else [int(s) for s in args.sizes.split(",")]
     if args.huge:
         sizes.append(2148)

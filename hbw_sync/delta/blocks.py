@@ -59,7 +59,7 @@ def deflate_blocks_read(read: Callable[[int, int], Buf], n: int, level: int, mem
         start = end
 
 
-def find_blocks(content: bytes, target: Buf) -> tuple[int, int, int, int, int] | None:
+def find_blocks(content: Buf, target: Buf) -> tuple[int, int, int, int, int] | None:
     """The block parameters that rebuild ``target`` from ``content`` exactly, if any.
 
     Compares block by block and gives up at the first block that differs, so a member

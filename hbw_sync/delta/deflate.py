@@ -9,11 +9,13 @@ PROTOCOL.md §18c.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from typing import Callable
 
 from .wire import Buf
 
 DEFLATE_PIECE = 1 << 16
+PIECE = 1 << 20  # inflated bytes per piece, and compressed bytes fed per step (inflate_pieces)
 
 DEFLATE_TRIES: tuple[tuple[int, int, int], ...] = (
     (6, 8, 0),  # zlib default: Python's zipfile, LibreOffice, most tools
@@ -44,7 +46,7 @@ def deflate_read(read: Callable[[int, int], Buf], n: int, level: int, mem_level:
     return b"".join(parts)
 
 
-def find_deflate(content: bytes, target: bytes) -> tuple[int, int, int] | None:
+def find_deflate(content: Buf, target: Buf) -> tuple[int, int, int] | None:
     """The zlib parameters whose raw deflate of ``content`` is exactly ``target``, if any."""
     view = memoryview(content)
     for level, mem_level, strategy in DEFLATE_TRIES:
@@ -62,13 +64,46 @@ def find_deflate(content: bytes, target: bytes) -> tuple[int, int, int] | None:
     return None
 
 
-def inflate_exact(data: Buf, cap: int) -> bytes | None:
-    """Inflate a raw deflate stream that must end exactly at the end of ``data``; None if not."""
+class NotExact(ValueError):
+    """The range is not one raw deflate stream ending at its end, or it inflates past its bound."""
+
+
+def inflate_pieces(raw: Buf, bound: int) -> Iterator[bytes]:
+    """The inflated bytes of ``raw`` in pieces of at most ``PIECE``; raises ``NotExact`` (at the end, or as
+    soon as more than ``bound`` bytes come out) unless ``raw`` is exactly one raw deflate stream."""
+    src = memoryview(raw)
     d = zlib.decompressobj(-15)
+    pos = total = 0
+    while not d.eof:
+        try:
+            if d.unconsumed_tail:
+                out = d.decompress(d.unconsumed_tail, PIECE)
+            elif pos < len(src):
+                out = d.decompress(src[pos : pos + PIECE], PIECE)
+                pos = min(len(src), pos + PIECE)
+            else:
+                break
+        except zlib.error as e:
+            raise NotExact(str(e)) from None
+        total += len(out)
+        if total > bound:
+            raise NotExact("inflates past its bound")
+        if out:
+            yield out
+    if not d.eof or d.unused_data or d.unconsumed_tail or pos < len(src):
+        raise NotExact("not one deflate stream ending at the end of its range")
+
+
+def inflate_exact(data: Buf, cap: int) -> bytearray | None:
+    """Inflate a raw deflate stream that must end exactly at the end of ``data``; None if not.
+
+    A piece at a time into one growing buffer: zlib's one-shot output is built in blocks and then
+    joined, so a 56 MB sheet held 112 MB for a moment.
+    """
+    out = bytearray()
     try:
-        out = d.decompress(data, cap + 1)
-    except zlib.error:
-        return None
-    if len(out) > cap or not d.eof or d.unused_data or d.unconsumed_tail:
+        for piece in inflate_pieces(data, cap):
+            out += piece
+    except NotExact:
         return None
     return out

@@ -12,42 +12,11 @@ once and passes the head, the patched middle and the tail straight to the deflat
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 
-from .deflate import DEFLATE_PIECE
+from .deflate import DEFLATE_PIECE, NotExact, inflate_pieces
 from .wire import Buf
 
-PIECE = 1 << 20  # inflated bytes per piece, and compressed bytes fed per step
-
-
-class NotExact(ValueError):
-    """The range is not one raw deflate stream ending at its end, or it inflates past its bound."""
-
-
-def inflate_pieces(raw: Buf, bound: int) -> Iterator[bytes]:
-    """The inflated bytes of ``raw`` in pieces of at most ``PIECE``; raises ``NotExact`` (at the end, or as
-    soon as more than ``bound`` bytes come out) unless ``raw`` is exactly one raw deflate stream."""
-    src = memoryview(raw)
-    d = zlib.decompressobj(-15)
-    pos = total = 0
-    while not d.eof:
-        try:
-            if d.unconsumed_tail:
-                out = d.decompress(d.unconsumed_tail, PIECE)
-            elif pos < len(src):
-                out = d.decompress(src[pos : pos + PIECE], PIECE)
-                pos = min(len(src), pos + PIECE)
-            else:
-                break
-        except zlib.error as e:
-            raise NotExact(str(e)) from None
-        total += len(out)
-        if total > bound:
-            raise NotExact("inflates past its bound")
-        if out:
-            yield out
-    if not d.eof or d.unused_data or d.unconsumed_tail or pos < len(src):
-        raise NotExact("not one deflate stream ending at the end of its range")
+__all__ = ["NotExact", "inflate_pieces", "RawSink", "ZlibSink", "BlockSink"]
 
 
 class RawSink:
