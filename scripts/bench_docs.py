@@ -357,15 +357,26 @@ def cdc_bytes(old: bytes, new: bytes) -> int:
 
 @contextlib.contextmanager
 def without_splice() -> Iterator[None]:
-    """The baseline of the same run: the zip recipe as before SPLICE (every changed member one MEMBER frame)."""
+    """The baseline of the same run: the zip recipe as before SPLICE (both inflated members held, every changed
+    member one MEMBER frame over its whole content). Also used by bench_docs_memory.py --office."""
     from hbw_sync.delta import patch, zipdoc
+    from hbw_sync.delta.wire import CODEC_DEFLATE, CODEC_RAW
 
-    kept = zipdoc.spliced_frame
+    def against_deflated(raw_dict, raw, content, cap):  # type: ignore[no-untyped-def]
+        z = zlib.decompressobj(-15)
+        inflated = z.decompress(raw)  # as before: one-shot, whole
+        if not z.eof or z.unused_data:
+            return raw_dict, patch.patch_frame(raw, content), None
+        d = (raw_dict[0], raw_dict[1], CODEC_DEFLATE, len(inflated)) if len(inflated) else (0, 0, CODEC_RAW, 0)
+        return d, patch.patch_frame(inflated, content), None
+
+    kept = zipdoc.spliced_frame, zipdoc._against_deflated
     zipdoc.spliced_frame = lambda old, new: (patch.patch_frame(old, new), None)
+    zipdoc._against_deflated = against_deflated
     try:
         yield
     finally:
-        zipdoc.spliced_frame = kept
+        zipdoc.spliced_frame, zipdoc._against_deflated = kept
 
 
 def measure_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None) -> dict:

@@ -50,21 +50,15 @@ def hwm_mb(pid: str = "self") -> int:
 
 
 def no_splice() -> None:
-    """The baseline of ``--office``: the zip recipe as before SPLICE (both inflated members held, one MEMBER
-    frame over the whole content), so that the writer, the relay and the reader run the old way."""
-    from hbw_sync.delta import patch, zipdoc
-    from hbw_sync.delta.deflate import inflate_exact
-    from hbw_sync.delta.wire import CODEC_DEFLATE, CODEC_RAW
+    """The baseline of ``--office``: the zip recipe as before SPLICE, for the rest of this (step) process."""
+    from bench_docs import without_splice
 
-    def against_deflated(raw_dict, raw, content, cap):  # type: ignore[no-untyped-def]
-        inflated = inflate_exact(raw, cap)
-        if inflated is None:
-            return raw_dict, patch.patch_frame(raw, content), None
-        d = (raw_dict[0], raw_dict[1], CODEC_DEFLATE, len(inflated)) if len(inflated) else (0, 0, CODEC_RAW, 0)
-        return d, patch.patch_frame(inflated, content), None
+    global _NO_SPLICE  # kept: a context manager collected would close its generator, and restore SPLICE
+    _NO_SPLICE = without_splice()
+    _NO_SPLICE.__enter__()
 
-    zipdoc.spliced_frame = lambda old, new: (patch.patch_frame(old, new), None)
-    zipdoc._against_deflated = against_deflated
+
+_NO_SPLICE: object = None
 
 
 def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
