@@ -70,11 +70,19 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return resp
 
 
+#: Seconds a cut-off sender gets to read the refusal before the connection is dropped.
+CUT_GRACE_S = 1.0
+
+
 async def _cut(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
     """Send ``resp`` and close the connection, leaving the rest of the body unread.
 
     Why not let aiohttp drain it: it would read (and throw away) up to ten seconds of whatever the
-    sender keeps sending; an endless body would cost that much of the loop on every request.
+    sender keeps sending; an endless body would cost that much of the loop on every request. Why
+    not close at once: closing a socket with unread bytes sends a reset, and a reset makes the
+    sender's system throw away the refusal it had not read yet, so the person would see "connection
+    reset" instead of the reason. So: the refusal, then end of stream (FIN), then ``CUT_GRACE_S``
+    during which nothing is read (the sender's window fills and it stops), then the close.
     """
     if request.content.is_eof() or not request.body_exists:
         return resp
@@ -82,6 +90,10 @@ async def _cut(request: web.Request, resp: web.StreamResponse) -> web.StreamResp
     if not resp.prepared:
         await resp.prepare(request)
         await resp.write_eof()
+    transport = request.transport
+    if transport is not None and transport.can_write_eof():
+        transport.write_eof()
+        await asyncio.sleep(CUT_GRACE_S)
     request.protocol.force_close()
     return resp
 

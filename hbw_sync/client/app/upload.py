@@ -258,12 +258,19 @@ _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\
 def document_name(raw: str | None) -> str:
     """The uploaded file's name as a person should read it, safe to show and to store.
 
-    Percent-escapes decoded (some browsers and tools send ``rapport%20final.pdf``), NFC (a name
+    Percent-escapes decoded, up to three times (browsers escape quotes and line ends, some tools
+    escape everything, some twice; decoding comes before the checks, so a name cannot hide a
+    separator from them), NFC (a name
     typed on a Mac and on Windows is the same name), control characters, line separators and bidi
     controls removed, only the last path part kept (``../../x`` and ``C:\\a\\x`` are ``x``), at most
     200 characters keeping the extension, and never empty ("document").
     """
-    name = unquote(raw or "", errors="replace")
+    name = raw or ""
+    for _round in range(3):  # a client that escaped an already escaped name: "%252F" -> "%2F" -> "/"
+        decoded = unquote(name, errors="replace")
+        if decoded == name:
+            break
+        name = decoded
     name = unicodedata.normalize("NFC", name)
     name = "".join(c for c in name if not (c in _BIDI or unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")))
     name = name.replace("\\", "/").rsplit("/", 1)[-1].strip().rstrip(". ")
