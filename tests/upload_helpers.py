@@ -32,10 +32,11 @@ class Sent:
 
 
 async def send(port: int, path: str, cookie: str, body: bytes, *, endless: bool = False,
-               filler: bytes = b"A" * 65536, length: int | None = None) -> Sent:
-    """POST ``body`` (then ``filler`` for ever if ``endless``) and return the app's answer."""
+               filler: bytes = b"A" * 65536, repeat: int = 0, tail: bytes = b"") -> Sent:
+    """POST ``body``, then ``filler`` ``repeat`` times and ``tail`` (or ``filler`` for ever if ``endless``),
+    and return the app's answer. A large body is never held whole: it is made as it is sent."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    declared = length if length is not None else (len(body) if not endless else 1 << 40)
+    declared = 1 << 40 if endless else len(body) + repeat * len(filler) + len(tail)
     head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n"
             f"Cookie: hbw_app={cookie}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
             f"Content-Length: {declared}\r\nConnection: close\r\n\r\n").encode()
@@ -47,10 +48,15 @@ async def send(port: int, path: str, cookie: str, body: bytes, *, endless: bool 
             writer.write(head + body)
             await writer.drain()
             sent += len(body)
-            while endless:
+            n = 0
+            while endless or n < repeat:
                 writer.write(filler)
                 await writer.drain()
                 sent += len(filler)
+                n += 1
+            writer.write(tail)
+            await writer.drain()
+            sent += len(tail)
         except (ConnectionError, OSError):
             pass
 

@@ -21,7 +21,6 @@ import concurrent.futures
 import contextlib
 import re
 import threading
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
