@@ -217,3 +217,20 @@ async def test_the_form_pages_put_the_token_first(tmp_path: Path) -> None:
             for f in re.findall(r'<form[^>]*multipart/form-data[^>]*>(.*?)</form>', html, re.S):
                 first = re.search(r"<(input|select|textarea)\b[^>]*>", f)
                 assert first and 'name="csrf"' in first.group(0), (path, f[:200])
+
+
+async def test_an_app_starting_removes_what_a_crashed_one_left_and_only_that(tmp_path: Path) -> None:
+    import os
+    import time
+
+    home, pp = store(tmp_path)
+    old, fresh, other = home / ".hbw-upload-crashed", home / ".hbw-upload-busy", home / "keep-me"
+    for d in (old, fresh, other):
+        d.mkdir()
+        (d / "scan.pdf").write_bytes(b"%PDF")
+    day_ago = time.time() - upload.LEFTOVER_AGE_S - 60
+    os.utime(old, (day_ago, day_ago))
+    os.utime(other, (day_ago, day_ago))
+    async with Running(home, pp):
+        pass
+    assert not old.exists() and fresh.exists() and other.exists()

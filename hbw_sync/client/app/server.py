@@ -144,8 +144,13 @@ def create_app(home: Path | None, gate: Gate, *, locale_day_first: bool = True) 
 
 
 async def _idle_lock(app: web.Application) -> AsyncIterator[None]:
-    """Lock on time even when no request comes: the passphrase and the derived key leave memory."""
+    """Lock on time even when no request comes: the passphrase and the derived key leave memory.
+
+    At start it also removes upload folders a crashed app left in the store's folder (``upload.sweep``).
+    """
     gate = app[GATE]
+    home = app[HOME]
+    await asyncio.to_thread(upload.sweep, home, time.time())  # type: ignore[arg-type]
 
     async def tick() -> None:
         while True:

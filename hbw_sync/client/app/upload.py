@@ -139,6 +139,34 @@ def folder(home: Path | None) -> Path:
     return Path(home) if home is not None else default_home()
 
 
+#: Prefixes of the app's private folders in the store's directory (uploads waiting, import previews).
+LEFT_BEHIND = (".hbw-upload-", ".hbw-import-")
+#: Age past which such a folder is a crashed app's leftover, removed when an app starts.
+LEFTOVER_AGE_S = 24 * 3600
+
+
+def sweep(home: Path | None, now: float) -> int:
+    """Remove what an app that did not stop cleanly left in the store's folder; how many folders went.
+
+    Why: a refused or finished upload removes its own folder, but a killed process (power cut,
+    OOM) cannot, and the folder may hold a person's document. Only folders untouched for a day go,
+    so a second app running on the same store keeps what it is using.
+    """
+    base = folder(home)
+    gone = 0
+    if not base.is_dir():
+        return 0
+    for p in base.iterdir():
+        try:
+            old = p.name.startswith(LEFT_BEHIND) and p.is_dir() and now - p.stat().st_mtime > LEFTOVER_AGE_S
+        except OSError:
+            continue
+        if old:
+            shutil.rmtree(p, ignore_errors=True)
+            gone += 1
+    return gone
+
+
 def is_multipart(request: web.Request) -> bool:
     return request.content_type == "multipart/form-data"
 
@@ -164,6 +192,7 @@ async def open_form(request: web.Request, csrf_ok: Callable[[str | None], bool])
         if not isinstance(part, BodyPartReader) or part.name != "csrf" or part.filename is not None:
             return None
         token = await _read_text(part, MAX_TOKEN)
+    # AssertionError: aiohttp's reader asserts on some malformed bodies; here any of these is "no token".
     except (_Overrun, ValueError, KeyError, LimitError, UsageError, HttpProcessingError, AssertionError):
         return None
     return Form(reader, meter) if csrf_ok(token) else None
