@@ -15,6 +15,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ...clock import now_ms
 from ...i18n import _
 from ..device import Device, forget_store_keys
 from .layout import COOKIE, FLASH, GATE, HOME, ROLE_CACHE, Handler, unlock_form
@@ -150,7 +151,7 @@ async def _idle_lock(app: web.Application) -> AsyncIterator[None]:
     """
     gate = app[GATE]
     home = app[HOME]
-    await asyncio.to_thread(upload.sweep, home, time.time())  # type: ignore[arg-type]
+    await asyncio.to_thread(upload.sweep, home, now_ms() / 1000)  # type: ignore[arg-type]
 
     async def tick() -> None:
         while True:
