@@ -95,6 +95,7 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "integrity.tls": N_("the relay's TLS certificate is not trusted: this may not be your office's relay"),
     # -- protocol -------------------------------------------------------------------------------------
     "protocol.action": N_("the relay does not know this request (is it an older version?)"),
+    "protocol.answer_size": N_("the relay's answer is longer than hbw-sync reads; nothing of it was used"),
     "protocol.bomb": N_("a message would unpack to more than the size limit; it was refused"),
     "protocol.bundle": N_("this bundle carries no valid sync request"),
     "protocol.bundle_type": N_("this bundle goes the other way (a request where a reply was expected, or back)"),

@@ -81,12 +81,29 @@ def ago(ms: int | None, now_ms: int, *, never: str | None = None) -> str:
     return ngettext("{n} day ago", "{n} days ago", days).format(n=days)
 
 
+def decimal(x: float, places: int = 1) -> str:
+    """``x`` rounded to ``places`` decimals, with the language's decimal sign (``4.2``; French ``4,2``).
+
+    Why a catalog entry and not ``locale``: the app and the CLI follow the person's chosen language
+    (``HBW_LANG``, ``config language``), which need not be the process's C locale, and ``locale``
+    is process-wide state a web server must not flip per request.
+    """
+    # translators: the decimal sign of your language (French: ",")
+    return f"{x:.{places}f}".replace(".", _("."))
+
+
 def human_bytes(n: int) -> str:
-    """``812 B``, ``4.2 KB``, ``1.3 MB`` (decimal units, as file managers on the officials' laptops show)."""
+    """``812 B``, ``4.2 KB``, ``1.3 MB`` (decimal units, as file managers on the officials' laptops show).
+
+    In the person's language: French says ``945,8\u00a0ko`` (its decimal sign, and a no-break space
+    so that a number is never wrapped away from its unit). JSON and ``--json`` keep integer bytes.
+    """
     x = float(n)
     for unit in (N_("B"), N_("KB"), N_("MB"), N_("GB")):
         if x < 1000 or unit == "GB":
-            return f"{x:.0f} {_(unit)}" if unit == "B" else f"{x:.1f} {_(unit)}"
+            number = f"{x:.0f}" if unit == "B" else decimal(x)
+            # translators: a size: {number} then {unit} (French puts a no-break space between them)
+            return _("{number} {unit}").format(number=number, unit=_(unit))
         x /= 1000
     return f"{n} {_('B')}"
 

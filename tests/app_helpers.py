@@ -40,11 +40,15 @@ class Running:
         await self.http.close()
         await self.runner.cleanup()
 
+    def form(self) -> aiohttp.FormData:
+        """A multipart form that starts, as the app's own forms do, with the CSRF token (it must come first)."""
+        form = aiohttp.FormData()
+        form.add_field("csrf", self.csrf)
+        return form
+
     async def post(self, path: str, data: dict | aiohttp.FormData | None = None, csrf: bool = True) -> tuple[int, str]:
-        if isinstance(data, aiohttp.FormData):
-            if csrf:
-                data.add_field("csrf", self.csrf)
-        else:
+        """POST ``data``; a dict gets the CSRF token, a FormData is sent as made (``form()`` puts it first)."""
+        if not isinstance(data, aiohttp.FormData):
             data = dict(data or {}, **({"csrf": self.csrf} if csrf else {}))
         async with self.http.post(self.base + path, data=data, headers=self.me) as r:
             return r.status, await r.text()

@@ -124,7 +124,7 @@ async def test_the_add_form_says_the_real_limit_and_takes_a_document_over_the_ol
     assert MAX_DOC_BYTES == 4 * 1024**3 and upload_label() == "File (up to 4.3 GB)"
     i18n.set_language("fr")
     try:
-        assert upload_label() == "Fichier (jusqu'à 4.3 Go)"
+        assert upload_label() == "Fichier (jusqu'à 4,3\u00a0Go)"
     finally:
         i18n.set_language("en")
     assert takes_upload("/docs") and takes_upload("/docs/0a1b2c3d4e5f6071/update")

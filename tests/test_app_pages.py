@@ -80,11 +80,11 @@ async def test_bad_input_gets_words_and_changes_nothing(tmp_path):
             status, text = await app.post(path, data)
             assert status == 400 and "That did not work" in text and words in text, (path, status, text[-400:])
             assert "<script>" not in text
-        form = aiohttp.FormData()
+        form = app.form()
         form.add_field("file", b"\x00not a spreadsheet", filename="week.exe")
         status, text = await app.post("/import/preview", form)
         assert status == 400 and ".xlsx" in text
-        form = aiohttp.FormData()
+        form = app.form()
         form.add_field("file", b"garbage", filename="reply.hbw")
         status, text = await app.post("/bundle/import", form)
         assert "That did not work" in text and "join" in text and status >= 400  # no relay yet: says what to do

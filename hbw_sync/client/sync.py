@@ -37,8 +37,9 @@ import aiohttp
 from .. import codec, crypto, envelope, hlc, messages, wordcode
 from ..enroll import Invite
 from ..i18n import _, ngettext
-from ..errors import (ConfigError, HbwError, IntegrityError, ProtocolError, TransientError, UsageError, WrongKeyError,
-                      from_dict, from_peer)
+from ..errors import (ConfigError, HbwError, IntegrityError, LimitError, ProtocolError, TransientError, UsageError,
+                      WrongKeyError, from_dict, from_peer)
+from ..timefmt import human_bytes
 from . import keyflow, notices
 from .device import Device, now_ms
 from .store import DB_NAME, default_home
@@ -125,12 +126,16 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
                 # pays on every attempt (the relay never compresses, and knows who asks from the envelope).
                 resp = await session.post(url.rstrip("/") + path, data=data, timeout=to, ssl=ssl_arg,
                                           headers=headers, skip_auto_headers=_SKIP_HEADERS)
-            async with resp:
+            async with resp:  # leaving it unread closes the connection: an over-long answer is not drained
                 if resp.status == 200 and on_chunk is not None:
+                    got = 0
                     async for piece in resp.content.iter_any():
+                        got += len(piece)
+                        if got > MAX_STREAMED_ANSWER:
+                            raise answer_too_large(MAX_STREAMED_ANSWER)
                         on_chunk(piece)
                     return b""
-                data = await resp.read()
+                data = await read_capped(resp, MAX_ANSWER if resp.status == 200 else MAX_ERROR_BODY)
                 if resp.status == 200:
                     return data
                 try:
@@ -165,6 +170,40 @@ async def post(url: str, body: bytes, timeout: float, *, path: str = "/v1", unve
         what = (_("the relay did not answer in time ({url})") if isinstance(e, asyncio.TimeoutError)
                 else _("the link to the relay dropped before the answer was complete ({url})"))
         raise TransientError(what.format(url=url), hint=_("nothing was lost; sync again when the link is back")) from e
+
+
+#: Largest answer read from the relay: a response envelope is at most ``max_message`` (32 MiB, §10, §12).
+MAX_ANSWER = codec.DEFAULT_LIMITS.max_message
+#: Largest streamed answer (``/v1/fetch``, §17): a head (2 + at most 65 535 bytes) and one batch.
+MAX_STREAMED_ANSWER = MAX_ANSWER + 2 + 0xFFFF
+#: Largest error body read from the relay: a JSON code, its words and a few bounded params (§13).
+MAX_ERROR_BODY = 64 * 1024
+
+
+def answer_too_large(cap: int) -> LimitError:
+    """The error for an answer longer than a client reads: plain words, nothing of the answer used."""
+    return LimitError(_("the relay's answer is longer than {size}, the most hbw-sync reads; nothing of it was used")
+                      .format(size=human_bytes(cap)), code="protocol.answer_size",
+                      hint=_("this is not a relay hbw-sync can work with; ask office IT"))
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body of ``resp``, refused with ``protocol.answer_size`` as soon as it passes ``cap`` bytes.
+
+    Why: the relay's answers are read before their signature is checked, and an error body is not
+    signed at all. Without a bound a broken or hostile server (or anything between) sending an
+    endless body would fill this device's memory. A declared ``Content-Length`` over the cap is
+    refused before a byte is read; otherwise the count is checked at every piece that arrives, so
+    at most ``cap`` plus one piece is held.
+    """
+    if resp.content_length is not None and resp.content_length > cap:
+        raise answer_too_large(cap)
+    buf = bytearray()
+    async for piece in resp.content.iter_chunked(64 * 1024):
+        buf += piece
+        if len(buf) > cap:
+            raise answer_too_large(cap)
+    return bytes(buf)
 
 
 _SKIP_HEADERS = ("User-Agent", "Accept-Encoding")

@@ -15,10 +15,11 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ...clock import now_ms
 from ...i18n import _
 from ..device import Device, forget_store_keys
-from ..documents import MAX_DOC_BYTES
 from .layout import COOKIE, FLASH, GATE, HOME, ROLE_CACHE, Handler, unlock_form
+from . import upload
 from .pages import documents, importing, profile, syncing, team, work
 from .security import Gate
 
@@ -26,11 +27,13 @@ from .security import Gate
 IDLE_CHECK_S = 1.0
 
 STATIC = Path(__file__).parent / "static"
-#: Largest request body but a document's upload: a bundle or a spreadsheet to import, plus form overhead.
-MAX_BODY = 40 * 1024 * 1024
-#: Largest body of a document's upload (add, new version): the library's cap (``MAX_DOC_BYTES``, 4 GiB)
-#: plus form overhead. aiohttp spools the file field to a temporary file, so memory stays flat.
-MAX_UPLOAD_BODY = MAX_DOC_BYTES + 1024 * 1024
+#: Largest body of a form that is not an upload (urlencoded: a note, a reason, a passphrase). Upload
+#: forms are multipart and never buffered: ``upload.py`` reads them part by part, each with its cap.
+MAX_BODY = 1024 * 1024
+
+
+def _upload_path(path: str) -> bool:
+    return documents.takes_upload(path) or path in (syncing.UPLOAD_PATH, importing.UPLOAD_PATH)
 
 
 @web.middleware
@@ -39,20 +42,61 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not gate.host_ok(request.headers.get("Host")):
         return web.Response(status=421, text=_("This address is not the app's."))
     if request.method == "POST" and not gate.origin_ok(request.headers.get("Origin")):
-        return web.Response(status=403, text=_("Refused: this request came from another site."))
+        return await _cut(request, web.Response(status=403, text=_("Refused: this request came from another site.")))
     if request.path == "/start":
         return await handler(request)
     sid = request.cookies.get(COOKIE)
     if gate.csrf_for(sid) is None:
-        return web.Response(status=403, text=_("Open the app with the address hbw-sync app printed."))
+        return await _cut(request, web.Response(
+            status=403, text=_("Open the app with the address hbw-sync app printed.")))
     if request.method == "POST":
-        if documents.takes_upload(request.path):  # only the two forms that carry a document take up to 4 GiB
-            request = request.clone(client_max_size=MAX_UPLOAD_BODY)
-        form = await request.post()  # only after the session is known: a stranger's body is never read
-        sent = form.get("csrf")
-        if not gate.csrf_ok(sid, sent if isinstance(sent, str) else None):
-            return web.Response(status=403, text=_("Refused: the form is stale; reload the page."))
-    return await handler(request)
+        stale = web.Response(status=403, text=_("Refused: the form is stale; reload the page."))
+        if upload.is_multipart(request):
+            # Only the upload forms are multipart; their CSRF token is the first part, checked before
+            # any other byte of the body is read (a stranger's gigabyte costs a few kilobytes).
+            if not _upload_path(request.path):
+                return await _cut(request, web.Response(status=415, text=_("This form takes no file.")))
+            opened = await upload.open_form(request, lambda sent: gate.csrf_ok(sid, sent))
+            if opened is None:
+                return await _cut(request, stale)
+            request[upload.FORM] = opened
+        else:
+            form = await request.post()  # at most MAX_BODY, and only after the session is known
+            sent = form.get("csrf")
+            if not gate.csrf_ok(sid, sent if isinstance(sent, str) else None):
+                return stale
+    resp = await handler(request)
+    if request.method == "POST" and (request.get(upload.CUT) or not request.content.is_eof()):
+        return await _cut(request, resp)
+    return resp
+
+
+#: Seconds a cut-off sender gets to read the refusal before the connection is dropped.
+CUT_GRACE_S = 1.0
+
+
+async def _cut(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    """Send ``resp`` and close the connection, leaving the rest of the body unread.
+
+    Why not let aiohttp drain it: it would read (and throw away) up to ten seconds of whatever the
+    sender keeps sending; an endless body would cost that much of the loop on every request. Why
+    not close at once: closing a socket with unread bytes sends a reset, and a reset makes the
+    sender's system throw away the refusal it had not read yet, so the person would see "connection
+    reset" instead of the reason. So: the refusal, then end of stream (FIN), then ``CUT_GRACE_S``
+    during which nothing is read (the sender's window fills and it stops), then the close.
+    """
+    if request.content.is_eof() or not request.body_exists:
+        return resp
+    resp.force_close()
+    if not resp.prepared:
+        await resp.prepare(request)
+        await resp.write_eof()
+    transport = request.transport
+    if transport is not None and transport.can_write_eof():
+        transport.write_eof()
+        await asyncio.sleep(CUT_GRACE_S)
+    request.protocol.force_close()
+    return resp
 
 
 async def start(request: web.Request) -> web.StreamResponse:
@@ -101,8 +145,13 @@ def create_app(home: Path | None, gate: Gate, *, locale_day_first: bool = True) 
 
 
 async def _idle_lock(app: web.Application) -> AsyncIterator[None]:
-    """Lock on time even when no request comes: the passphrase and the derived key leave memory."""
+    """Lock on time even when no request comes: the passphrase and the derived key leave memory.
+
+    At start it also removes upload folders a crashed app left in the store's folder (``upload.sweep``).
+    """
     gate = app[GATE]
+    home = app[HOME]
+    await asyncio.to_thread(upload.sweep, home, now_ms() / 1000)  # type: ignore[arg-type]
 
     async def tick() -> None:
         while True:

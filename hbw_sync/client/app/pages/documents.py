@@ -1,9 +1,10 @@
 """Documents: the list, add by upload, a document's versions, download any version, a new version.
 
-Uploads arrive as multipart form fields (aiohttp spools them to a temporary file); the file is
-copied under a temporary directory with a safe name and handed to ``Replica.add_doc`` or
-``update_doc``, the calls ``hbw-sync doc add`` and ``doc update`` make, which enforce the 4 GiB
-cap (``MAX_DOC_BYTES``) with nothing added; the form's label says that cap, from the constant.
+Uploads are read part by part by ``upload.receive`` (CSRF token first, the file streamed to a
+private temporary directory in the store's folder, refused past 4 GiB, ``MAX_DOC_BYTES``, before
+it is all read) and handed to ``Replica.add_doc`` or ``update_doc``, the calls ``hbw-sync doc add``
+and ``doc update`` make; the form's label says that cap, from the constant. The name a person sees
+is ``upload.document_name`` of what the browser sent.
 
 A download is ``Replica.export_stream``, the call ``hbw-sync doc get`` makes (issue 17 item 3), after
 fetching a version that is not on this computer from the relay, as ``doc get`` does: a
@@ -19,10 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import re
-import shutil
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -33,7 +31,8 @@ from ....i18n import _, ngettext
 from ....timefmt import human_bytes
 from ...documents import MAX_DOC_BYTES
 from ... import views
-from ..layout import call, esc, flash, form, human_time, page, text_of, unlocked
+from .. import upload
+from ..layout import call, esc, flash, form, home_of, human_time, page, text_of, unlocked
 
 DOC_ID = re.compile(r"^[0-9a-f]{16}$")
 TASK_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -48,21 +47,8 @@ def doc_id(request: web.Request) -> str:
     return did
 
 
-def uploaded(f: Any, name: str = "file") -> web.FileField:
-    v = f.get(name)
-    if not isinstance(v, web.FileField) or not v.filename:
-        raise UsageError(_("Choose a file first."))
-    return v
-
-
-def with_upload(up: web.FileField, fn: Any) -> Any:
-    """Copy the upload to a file named as the person's file (the library reads a path), run ``fn(path)``."""
-    with tempfile.TemporaryDirectory(prefix="hbw-app-") as tmp:
-        path = Path(tmp) / views.safe_filename(Path(up.filename).name or "document")
-        up.file.seek(0)
-        with open(path, "wb") as out:
-            shutil.copyfileobj(up.file, out)
-        return fn(path)
+#: The document forms (add, new version): a document up to the library's cap (4 GiB), and a task to attach to.
+DOC_FORM = upload.Spec(file_cap=MAX_DOC_BYTES, texts=frozenset({"task"}))
 
 
 def upload_label() -> str:
@@ -124,13 +110,12 @@ async def list_docs(request: web.Request, pp: str) -> web.StreamResponse:
 
 @unlocked
 async def add_doc(request: web.Request, pp: str) -> web.StreamResponse:
-    f = await request.post()
-    up = uploaded(f)
-    task = text_of(f, "task", max_len=16)
-    if task is not None and not TASK_ID.match(task):
-        raise UsageError(_("That is not a task's address."))
-    name = Path(up.filename).name[:200]
-    d = await call(request, pp, lambda rep: with_upload(up, lambda p: rep.add_doc(p, task=task, name=name)))
+    async with upload.receive(request, DOC_FORM, upload.folder(home_of(request))) as up:
+        task = text_of(up, "task", max_len=16)
+        if task is not None and not TASK_ID.match(task):
+            raise UsageError(_("That is not a task's address."))
+        path = up.file()
+        d = await call(request, pp, lambda rep: rep.add_doc(path, task=task, name=up.name))
     raise web.HTTPSeeOther(f"/tasks/{task}" if task else f"/docs/{d.id}")
 
 
@@ -176,8 +161,9 @@ async def show_doc(request: web.Request, pp: str) -> web.StreamResponse:
 @unlocked
 async def update_doc(request: web.Request, pp: str) -> web.StreamResponse:
     did = doc_id(request)
-    up = uploaded(await request.post())
-    await call(request, pp, lambda rep: with_upload(up, lambda p: rep.update_doc(did, p)))
+    async with upload.receive(request, DOC_FORM, upload.folder(home_of(request))) as up:
+        path = up.file()
+        await call(request, pp, lambda rep: rep.update_doc(did, path))
     raise web.HTTPSeeOther(f"/docs/{did}")
 
 

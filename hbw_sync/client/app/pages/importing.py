@@ -21,9 +21,14 @@ from aiohttp import web
 from ....errors import UsageError
 from ....i18n import _, ngettext
 from ... import importer
-from ..layout import call, esc, flash, form, page, select, text_of, unlocked
+from ...importer.tables import MAX_IMPORT_BYTES
+from ..layout import HOME, call, esc, flash, form, page, select, text_of, unlocked
 from ...importer.plan import show_value
-from .documents import uploaded
+from .. import upload
+
+#: Where the spreadsheet is posted; the form takes one file up to the importer's cap, and two text fields.
+UPLOAD_PATH = "/import/preview"
+SHEET_FORM = upload.Spec(file_cap=MAX_IMPORT_BYTES, texts=frozenset({"dates", "new_members"}))
 
 #: Previews kept at once; the oldest is dropped past this (each is one uploaded file on disk).
 MAX_PENDING = 8
@@ -96,22 +101,20 @@ def preview_table(plan: importer.ImportPlan) -> str:
 
 @unlocked
 async def preview(request: web.Request, pp: str) -> web.StreamResponse:
-    f = await request.post()
-    up = uploaded(f)
-    dates = text_of(f, "dates", max_len=10) or "auto"
-    if dates not in ("auto", "day", "month"):
-        raise UsageError(_("Pick how dates are written from the list."))
-    names = text_of(f, "new_members", max_len=2000) or ""
-    ext = Path(up.filename).suffix.lower()
-    if ext not in (".xlsx", ".ods", ".csv", ".json", ".tsv", ".txt"):
-        raise UsageError(_("hbw-sync reads .xlsx, .ods, .csv and .json files."))
-    key = secrets.token_urlsafe(16)
-    folder = Path(request.app[SPOOL]) / key
-    folder.mkdir()
-    path = folder / f"upload{ext}"
-    up.file.seek(0)
-    with open(path, "wb") as out:
-        shutil.copyfileobj(up.file, out)
+    async with upload.receive(request, SHEET_FORM, Path(request.app[SPOOL])) as up:
+        dates = text_of(up, "dates", max_len=10) or "auto"
+        if dates not in ("auto", "day", "month"):
+            raise UsageError(_("Pick how dates are written from the list."))
+        names = text_of(up, "new_members", max_len=2000) or ""
+        ext = Path(up.name).suffix.lower()
+        src = up.file()
+        if ext not in (".xlsx", ".ods", ".csv", ".json", ".tsv", ".txt"):
+            raise UsageError(_("hbw-sync reads .xlsx, .ods, .csv and .json files."))
+        key = secrets.token_urlsafe(16)
+        folder = Path(request.app[SPOOL]) / key
+        folder.mkdir()
+        path = folder / f"upload{ext}"
+        src.rename(path)  # the same folder's disk: kept for "Import these tasks", under a random key
     pend = Pending(path, None if dates == "auto" else dates == "day",
                    frozenset(n.strip().lower() for n in names.split(",") if n.strip()))
     pending = request.app[PENDING]
@@ -120,7 +123,7 @@ async def preview(request: web.Request, pp: str) -> web.StreamResponse:
     pending[key] = pend
     plan = await call(request, pp, lambda rep: importer.import_file(rep, path, options(pend, request.app[LOCALE_DAY_FIRST]), dry_run=True))
     counts = ngettext("{n} row", "{n} rows", len(plan.rows)).format(n=len(plan.rows))
-    body = (f"<p>{esc(_('{file}: {rows}: {new} new, {upd} to update, {same} already up to date, {bad} that cannot be imported. Dates read {order}.').format(file=Path(up.filename).name, rows=counts, new=plan.count('create'), upd=plan.count('update'), same=plan.count('unchanged'), bad=len(plan.bad), order=plan.date_order))}</p>"
+    body = (f"<p>{esc(_('{file}: {rows}: {new} new, {upd} to update, {same} already up to date, {bad} that cannot be imported. Dates read {order}.').format(file=up.name, rows=counts, new=plan.count('create'), upd=plan.count('update'), same=plan.count('unchanged'), bad=len(plan.bad), order=plan.date_order))}</p>"
             + preview_table(plan))
     go = f'<input type="hidden" name="key" value="{key}">'
     if plan.bad:
@@ -168,8 +171,10 @@ async def _cleanup(app: web.Application) -> None:
 def register(app: web.Application) -> None:
     app[PENDING] = {}
     app.setdefault(LOCALE_DAY_FIRST, True)  # create_app sets it from the locale
-    app[SPOOL] = tempfile.mkdtemp(prefix="hbw-app-import-")
+    # In the store's folder when it exists (its disk, its owner's permissions; mkdtemp makes it 0700).
+    home = upload.folder(app[HOME])  # type: ignore[arg-type]
+    app[SPOOL] = tempfile.mkdtemp(prefix=".hbw-import-", dir=home if home.is_dir() else None)
     app.on_cleanup.append(_cleanup)
     app.router.add_get("/import", show)
-    app.router.add_post("/import/preview", preview)
+    app.router.add_post(UPLOAD_PATH, preview)
     app.router.add_post("/import/run", run)

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ....bundle import MAX_BUNDLE
 from ....errors import HbwError
 from ..hints import app_words
 from ....i18n import _, ngettext
@@ -28,7 +29,7 @@ from ... import bundles, sync as syncing
 from ...device import Device, now_ms
 from ...progress import Progress
 from ..layout import GATE, esc, form, home_of, in_worker, page, unlocked
-from .documents import uploaded, with_upload
+from .. import upload
 
 #: How long Sync now keeps going after a dropped link (the CLI's default on a terminal).
 SYNC_DEADLINE_S = 600.0
@@ -213,11 +214,17 @@ async def bundle_export(request: web.Request, pp: str) -> web.StreamResponse:
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+#: Where the reply file is posted; the form takes one file, up to the largest bundle either side opens.
+UPLOAD_PATH = "/bundle/import"
+BUNDLE_FORM = upload.Spec(file_cap=MAX_BUNDLE)
+
+
 @unlocked
 async def bundle_import(request: web.Request, pp: str) -> web.StreamResponse:
-    up = uploaded(await request.post())
     home = home_of(request)
-    r = await in_worker(lambda: with_upload(up, lambda p: bundles.import_bundle(home, p, pp)))
+    async with upload.receive(request, BUNDLE_FORM, upload.folder(home)) as up:
+        path = up.file()
+        r = await in_worker(lambda: bundles.import_bundle(home, path, pp))
     if r["already_imported"]:
         words = _("This reply was already opened; nothing changed.")
     else:
@@ -244,4 +251,4 @@ def register(app: web.Application) -> None:
     app.router.add_post("/sync", sync_now)
     app.router.add_get("/sync/progress", progress)
     app.router.add_post("/bundle/export", bundle_export)
-    app.router.add_post("/bundle/import", bundle_import)
+    app.router.add_post(UPLOAD_PATH, bundle_import)
