@@ -218,7 +218,7 @@ def _check_header(header: bytes, kind: bytes, team: bytes, recipient: bytes) -> 
 
 
 def open_stream(read: Callable[[int], bytes], kind: bytes, team: bytes, recipient: bytes, my_x25519: bytes,
-                body_sink: Callable[[bytes], None], *, max_envelope: int = MAX_BUNDLE,
+                body_sink: Callable[[bytes], object], *, max_envelope: int = MAX_BUNDLE,
                 max_total: int = MAX_STREAM) -> Opened:
     """Read a bundle of either version from ``read(n)``, checking each segment before using it.
 
@@ -231,8 +231,8 @@ def open_stream(read: Callable[[int], bytes], kind: bytes, team: bytes, recipien
     version = _check_header(header, kind, team, recipient)
     if version == VERSION:
         rest = read(MAX_BUNDLE - HEADER.size + 1)
-        env = open_bundle(header + rest, kind, team, recipient, my_x25519)
-        return Opened(env, hashlib.sha256(b"").digest(), 0, 0, VERSION)
+        return Opened(open_bundle(header + rest, kind, team, recipient, my_x25519), hashlib.sha256(b"").digest(),
+                      0, 0, VERSION)
     me = X25519PrivateKey.from_private_bytes(my_x25519)
     try:
         shared = me.exchange(X25519PublicKey.from_public_bytes(header[HEADER.size - 32:]))
@@ -275,6 +275,8 @@ def open_stream(read: Callable[[int], bytes], kind: bytes, team: bytes, recipien
             body_len += len(view)
             body_sink(bytes(view))
         if final:
+            if len(cur) < SEGMENT_SEALED and read(1):  # a short segment is the last: nothing may follow it
+                raise ProtocolError("this bundle has bytes after its final segment", code="protocol.trailing")
             break
         cur = nxt
     if need is None or len(env) < 4 + need:
@@ -337,5 +339,3 @@ def named_envelope(make_env: Callable[[list[Any]], bytes], body_sha256: bytes, b
         segs = want
     raise AssertionError("the segment count did not settle")  # cannot happen: the length grows monotonically
 
-#: SHA-256 of an empty body (a reply's, or a bundle without document chunks).
-EMPTY_SHA256 = hashlib.sha256(b"").digest()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +348,7 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         rep = dev.unlock(passphrase)
         s = dev.store
         x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
-        env, opened = _open_reply(path, rep.require_team(), s.meta("device_id"), x_private, meter, size)
+        env, opened, body = _open_reply(path, rep.require_team(), s.meta("device_id"), x_private, meter, size)
         res = envelope.open_response(env, relay_pub)
         result = res.result
         opened.check_named(result.get("body"))  # a version 2 reply names its (empty) body, signed
@@ -377,7 +379,8 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
                 s.set_meta("bundle_nonces", pending)
                 s.set_meta("bundle_replies", (done + [nonce])[-200:])
         applied = rep.apply_incoming()
-        got_chunks = _keep_chunks(rep, result.get("chunks"), session.report.notes)
+        got_chunks = _keep_chunks(rep, body.records if opened.body_length else result.get("chunks"),
+                                  session.report.notes)
         if got_chunks:  # a delta version whose chain's base just arrived is rebuilt now (§18f)
             for did, digest in rep.wanted_versions():
                 docdelta.rebuild_chain(rep, did, digest)
@@ -398,16 +401,24 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
                 "max_bytes": asked, "doc_chunks": got_chunks}
 
 
+class _Body:
+    """A reply's body (its document chunks, format 2), spooled to an anonymous temporary file."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="hbw-reply-")
+
+    def records(self) -> Iterator[tuple[bytes, bytes]]:
+        self.file.seek(0)
+        yield from bundle_fmt.body_records(self.file.read)
+
+
 def _open_reply(path: Path, team: bytes, device: bytes, x_private: bytes, meter: Meter,
-                size: int) -> tuple[bytes, bundle_fmt.Opened]:
-    """A reply's envelope, read segment by segment from the file (format 1 or 2).
+                size: int) -> tuple[bytes, bundle_fmt.Opened, _Body]:
+    """A reply's envelope, read segment by segment from the file (format 1 or 2), its body spooled.
 
-    A reply's body is empty (its chunks are in its signed result, each part within ``reply_max``):
-    the reader refuses any body byte rather than hold it.
+    The body is trusted only once the signed result's ``body`` named it (``Opened.check_named``).
     """
-    def no_body(piece: bytes) -> None:
-        raise ProtocolError(_("this reply bundle carries data this version does not know"), code="protocol.bundle")
-
+    body = _Body()
     done = 0
 
     def read(n: int) -> bytes:
@@ -419,34 +430,44 @@ def _open_reply(path: Path, team: bytes, device: bytes, x_private: bytes, meter:
 
     try:
         with open(path, "rb") as fh:
-            opened = bundle_fmt.open_stream(read, bundle_fmt.TO_DEVICE, team, device, x_private, no_body,
+            opened = bundle_fmt.open_stream(read, bundle_fmt.TO_DEVICE, team, device, x_private, body.file.write,
                                             max_envelope=codec.DEFAULT_LIMITS.max_message)
     except OSError as e:
+        body.file.close()
         raise UsageError(_("cannot read {path}: {v}").format(path=path, v=e.strerror or e)) from None
-    return opened.envelope, opened
+    except BaseException:
+        body.file.close()
+        raise
+    return opened.envelope, opened, body
 
 
 def _keep_chunks(rep: Any, pieces: Any, notes: list[str]) -> int:
     """Keep the document chunks a reply carries (§18f), each checked against its id; returns how many.
 
+    ``pieces``: the signed result's ``chunks`` (format 1), or a function that walks the spooled
+    body's records afresh (format 2: read twice, ids first, so only ids are ever held).
     Only ids a manifest this device holds names are kept (their epoch's keys check them); a chunk
     that does not open under its id is left out and said, the rest of the reply stands.
     """
     if pieces is None:
         return 0
-    if (not isinstance(pieces, list) or len(pieces) > bundle_fmt.MAX_CHUNKS
+    if callable(pieces):
+        walk = pieces
+    elif (not isinstance(pieces, list) or len(pieces) > bundle_fmt.MAX_CHUNKS
             or any(not isinstance(p, list) or len(p) != 2 or not isinstance(p[0], bytes) or len(p[0]) != chunks.ID_LEN
                    or not isinstance(p[1], bytes) or len(p[1]) > chunks.SEALED_MAX for p in pieces)):
         raise ProtocolError(_("the reply bundle's document chunks are malformed"), code="protocol.chunk")
+    else:
+        walk = lambda: iter(pieces)  # noqa: E731
     local = rep.local_chunks
-    ids = local.missing(cid for cid, _sealed in pieces)
+    ids = local.missing(cid for cid, _sealed in walk())
     if not ids:
         return 0
     epochs = docsync._epochs(rep, ids)
     keys = docchunks.keys_by_epoch(rep.team_keys())
     kept = bad = 0
     with rep.store.transaction():
-        for cid, sealed in pieces:
+        for cid, sealed in walk():
             if cid not in epochs or epochs[cid] not in keys:
                 continue
             try:

@@ -14,6 +14,7 @@ See PROTOCOL.md §18b (format 2) and §18f (chunks in bundles).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tempfile
 from collections.abc import Iterator
@@ -128,8 +129,13 @@ def seal_reply(version: int, ident: Any, req: envelope.Request, x_pub: bytes, re
     if version == bundle.VERSION:
         return bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub,
                            envelope.make_response(ident.key, req.nonce, result, now))
-    empty = bundle.EMPTY_SHA256
+    # The reply's document chunks go in its body, not its signed result: the device spools them
+    # and keeps them one at a time (§18f); the result names the body it must find.
+    pieces = result.get("chunks") or []
+    result = {k: v for k, v in result.items() if k != "chunks"}
+    body = b"".join(bundle.body_record(cid, sealed) for cid, sealed in pieces)
     env = bundle.named_envelope(lambda named: envelope.make_response(ident.key, req.nonce, {**result, "body": named},
-                                                                      now), empty, 0)
+                                                                      now), hashlib.sha256(body).digest(), len(body))
     sealer = bundle.StreamSealer(bundle.TO_DEVICE, ident.team, req.device, x_pub)
-    return sealer.header + sealer.feed(len(env).to_bytes(4, "big") + env) + sealer.finish()
+    return b"".join((sealer.header, sealer.feed(len(env).to_bytes(4, "big") + env), sealer.feed(body),
+                     sealer.finish()))
