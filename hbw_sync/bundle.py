@@ -74,7 +74,7 @@ def peek(data: bytes) -> tuple[bytes, bytes, bytes]:
         raise ProtocolError("this file is not an hbw-sync bundle", code="protocol.magic")
     if len(data) < HEADER.size + crypto.NONCE_LEN + crypto.TAG_LEN:
         raise ProtocolError("this bundle is truncated (an incomplete download or copy?)", code="protocol.truncated")
-    _, kind, version, flags, team, recipient, _eph = HEADER.unpack_from(data)
+    _magic, kind, version, flags, team, recipient, _eph = HEADER.unpack_from(data)
     if version != VERSION:
         raise VersionError(f"bundle format version {version} is not known", hint="upgrade hbw-sync")
     if flags:
@@ -202,7 +202,7 @@ def _check_header(header: bytes, kind: bytes, team: bytes, recipient: bytes) -> 
         raise ProtocolError("this file is not an hbw-sync bundle", code="protocol.magic")
     if len(header) < HEADER.size:
         raise ProtocolError("this bundle is truncated (an incomplete download or copy?)", code="protocol.truncated")
-    _, k, version, flags, t, r, _eph = HEADER.unpack_from(header)
+    _magic, k, version, flags, t, r, _eph = HEADER.unpack_from(header)
     if version not in (VERSION, VERSION_STREAM):
         raise VersionError(f"bundle format version {version} is not known", hint="upgrade hbw-sync")
     if flags:
@@ -329,7 +329,7 @@ def named_envelope(make_env: Callable[[list[Any]], bytes], body_sha256: bytes, b
     the two agree (msgpack's integer widths change the length by a few bytes at most).
     """
     segs = segments_for(4 + body_length)
-    for _ in range(8):
+    for _attempt in range(8):
         env = make_env([body_sha256, segs, body_length])
         want = segments_for(4 + len(env) + body_length)
         if want == segs:
