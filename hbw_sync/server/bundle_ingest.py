@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .. import bundle, codec, envelope
-from ..errors import LimitError, ProtocolError, RevokedError, UsageError
+from .. import bundle, codec, crypto, envelope
+from ..errors import LimitError, ProtocolError, RevokedError, StorageError, UsageError
 from ..i18n import _, ngettext
 from . import chunk_actions
 from .storage import Txn
@@ -124,18 +124,47 @@ def keep_body(conn: Txn, ident: Any, sp: Spooled, req: envelope.Request, member:
 
 
 def seal_reply(version: int, ident: Any, req: envelope.Request, x_pub: bytes, result: dict[str, Any],
-               now: int) -> bytes:
-    """One reply part, sealed in the format the device's bundle came in (it reads what it writes)."""
+               now: int, fetch: Callable[[bytes], bytes | None]) -> bytes | bytearray:
+    """One reply part, sealed in the format the device's bundle came in (it reads what it writes).
+
+    Format 2: the part's chunks (``[id, size]``, ``bundle_replies.add_chunks(keep_bytes=False)``)
+    go in its body, fetched one at a time, twice (to name the body, then to seal it), into a
+    buffer of the reply's exact size: only the reply itself is held.
+    """
     if version == bundle.VERSION:
         return bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub,
-                           envelope.make_response(ident.key, req.nonce, result, now))
-    # The reply's document chunks go in its body, not its signed result: the device spools them
-    # and keeps them one at a time (§18f); the result names the body it must find.
+                       envelope.make_response(ident.key, req.nonce, result, now))
     pieces = result.get("chunks") or []
     result = {k: v for k, v in result.items() if k != "chunks"}
-    body = b"".join(bundle.body_record(cid, sealed) for cid, sealed in pieces)
+
+    def records() -> Iterator[bytes]:
+        for cid, _size in pieces:
+            sealed = fetch(cid)
+            if sealed is None:  # held a moment ago, in this transaction: the store lost it
+                raise StorageError(f"chunk {cid.hex()} vanished from the relay's store while a reply was sealed")
+            yield bundle.body_record(cid, sealed)
+
+    h = hashlib.sha256()
+    length = 0
+    for rec in records():
+        h.update(rec)
+        length += len(rec)
     env = bundle.named_envelope(lambda named: envelope.make_response(ident.key, req.nonce, {**result, "body": named},
-                                                                      now), hashlib.sha256(body).digest(), len(body))
+                                                                      now), h.digest(), length)
     sealer = bundle.StreamSealer(bundle.TO_DEVICE, ident.team, req.device, x_pub)
-    return b"".join((sealer.header, sealer.feed(len(env).to_bytes(4, "big") + env), sealer.feed(body),
-                     sealer.finish()))
+    plain = 4 + len(env) + length
+    out = bytearray(len(sealer.header) + plain + bundle.segments_for(plain) * crypto.TAG_LEN)
+    at = 0
+
+    def put(piece: bytes) -> None:
+        nonlocal at
+        out[at:at + len(piece)] = piece
+        at += len(piece)
+
+    put(sealer.header)
+    put(sealer.feed(len(env).to_bytes(4, "big") + env))
+    for rec in records():
+        put(sealer.feed(rec))
+    put(sealer.finish())
+    assert at == len(out)
+    return out

@@ -798,7 +798,7 @@ def _guarded(action: str, fn: Any) -> Any:
 
 def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path, now: int,
                         max_parts: int = bundle_replies.MAX_REPLY_BYTES // bundle_replies.MIN_REPLY,
-                        ) -> tuple[list[bytes], dict[str, Any]]:
+                        ) -> tuple[list[bytes | bytearray], dict[str, Any]]:
     """Apply a device's bundle exactly as an online sync, and seal the reply (in parts) to that device.
 
     Replays: each bundle carries a counter. An older bundle than the last ingested for its
@@ -842,12 +842,14 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     if reply_max is not None and req.args.get("want_chunks") and ident.chunks is not None:
         # The document chunks its policy wants, in the reply's room left (§18f); the rest next time.
         chunks_out = bundle_replies.add_chunks(results, lambda cid: ident.chunks.get(conn, ident.team, cid),
-                                               req.args["want_chunks"], reply_max)
+                                               req.args["want_chunks"], reply_max,
+                                               keep_bytes=sp.opened.version == bundle.VERSION)
     conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
     batches_out = sum(len(r["batches"]) for r in results)
     audit(conn, member, "bundle", device=req.device, counter=counter, acks=len(result["acks"]),
           batches_out=batches_out)
-    replies = [bundle_ingest.seal_reply(sp.opened.version, ident, req, x_pub, r, now) for r in results]
+    replies = [bundle_ingest.seal_reply(sp.opened.version, ident, req, x_pub, r, now,
+                                        lambda cid: ident.chunks.get(conn, ident.team, cid)) for r in results]
     stats = {"action": "bundle", "device": req.device.hex(), "member": member, "counter": counter,
              "request": req.nonce.hex(), "chunks_in": len(req.args.get("chunks") or []) + chunks_in,
              "chunks_out": chunks_out,
@@ -858,7 +860,8 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     return replies, stats
 
 
-def ingest_bundle(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path, now: int) -> tuple[bytes, dict[str, Any]]:
+def ingest_bundle(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path,
+                  now: int) -> tuple[bytes | bytearray, dict[str, Any]]:
     """``ingest_bundle_parts`` answering with one file (the HTTP drop point): the rest comes with the next bundle."""
     replies, stats = ingest_bundle_parts(conn, ident, data, now, max_parts=1)
     return replies[0], stats
