@@ -18,6 +18,10 @@ Layout (big-endian)::
 type "X" goes to the relay (recipient = relay device id; envelope = a signed sync
 request with a ``bundle`` counter), type "Y" comes back (recipient = device id;
 envelope = the relay's signed response to that request).
+
+That is format 1, still read. Writers use format 2 (version byte 2, below): the same header,
+then the plaintext ``u32 len || envelope || body`` sealed in 64 KiB segments, so neither side
+holds a bundle whole. See PROTOCOL.md §18b "Bundle format 2".
 """
 
 from __future__ import annotations
