@@ -31,7 +31,8 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE = Path(os.environ.get("HBW_BENCH_CODE", str(ROOT)))  # the code base a --phase process runs
+# The code base a --phase process runs (``--code DIR``: the old one, extracted by ``git archive``).
+CODE = Path(sys.argv[sys.argv.index("--code") + 1]) if "--code" in sys.argv else ROOT
 sys.path.insert(0, str(CODE))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -102,10 +103,11 @@ def phase(name: str, arg: str) -> None:
 
 
 def run_size(py: str, mb: int, code: Path, max_bytes: int | None, label: str) -> dict:
-    env = {**os.environ, "HBW_BENCH_CODE": str(code), "PYTHONPATH": str(code)}
+    env = {**os.environ, "PYTHONPATH": str(code)}
 
     def step(name: str, **a: object) -> dict:
-        p = subprocess.run([py, __file__, "--phase", name, json.dumps(a)], capture_output=True, text=True, env=env)
+        p = subprocess.run([py, __file__, "--code", str(code), "--phase", name, json.dumps(a)], capture_output=True,
+                           text=True, env=env)
         if p.returncode:
             raise SystemExit(f"step {name} ({label}, {mb} MB) failed:\n{p.stderr[-3000:]}")
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -142,6 +144,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="20 MB only")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--phase", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--code", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
         phase(*args.phase)
