@@ -72,6 +72,7 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     # -- integrity ------------------------------------------------------------------------------------
     "integrity.aead": N_("something sealed does not open: it was altered, or sealed with another team key"),
     "integrity.bundle": N_("this reply answers a bundle this device never exported"),
+    "integrity.body": N_("a bundle's contents are not the ones its sender signed; it was not used"),
     "integrity.chain": N_("a document version cannot be rebuilt here (a part of its history is missing)"),
     "integrity.chunk": N_("a part of a document does not match its id; it was not used"),
     "integrity.code": N_("the invite this relay holds for the code does not open with these words: it is "

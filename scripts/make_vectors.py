@@ -32,7 +32,7 @@ for _p in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(_p))
 
 from vectors import (  # noqa: E402  (scripts/vectors/: one module per family)
-    approval, batches, bundles, chunk_delta, chunks, delta, enroll, envelopes, evidence, hlc, invalid, keys, merge,
+    approval, batches, bundle_stream, bundles, chunk_delta, chunks, delta, enroll, envelopes, evidence, hlc, invalid, keys, merge,
     policy, snapshot, sync, zstd,
 )
 from vectors._kit import T0, jval, op_from_json, untjson  # noqa: E402,F401  (the tests use these)
@@ -49,6 +49,7 @@ FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "enroll.json": enroll.build,
     "snapshot.json": snapshot.build,
     "bundles.json": bundles.build,
+    "bundle_stream.json": bundle_stream.build,
     "approval.json": approval.build,
     "delta.json": delta.build,
     "chunks.json": chunks.build,

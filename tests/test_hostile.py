@@ -281,18 +281,28 @@ def test_unknown_args_are_skipped_unbuilt_and_bounded(team: Team) -> None:
 
 
 def test_a_huge_file_given_as_a_bundle_is_not_read_whole(team: Team, tmp_path: Path) -> None:
-    """A bundle comes by email or USB stick: a 1 GiB file (sparse here) is refused after 64 MiB + 1 byte."""
+    """A bundle comes by email or USB stick: a file over the largest bundle (4 GiB, sparse here) is refused
+    by its size, unread; a 1 GiB file that is not a bundle is refused at its first bytes (format 2 bundles
+    are read segment by segment, PROTOCOL.md §18b)."""
+    from hbw_sync import bundle
     from hbw_sync.client import bundles
-    from hbw_sync.errors import LimitError
+    from hbw_sync.errors import LimitError, ProtocolError
 
     amina = team.join("amina", "supervisor")
     huge = tmp_path / "huge.hbw"
     with open(huge, "wb") as f:
-        f.truncate(1 << 30)
+        f.truncate(bundle.MAX_STREAM + 1)
     with pytest.raises(LimitError) as e:
         admin.ingest_bundle(team.data, huge, tmp_path / "out")
     assert "nothing changed" in e.value.message
     with pytest.raises(LimitError):
+        bundles.import_bundle(amina.home, huge, amina.passphrase)
+    with open(huge, "r+b") as f:
+        f.truncate(1 << 30)
+    with pytest.raises(ProtocolError) as p:
+        admin.ingest_bundle(team.data, huge, tmp_path / "out")
+    assert p.value.code == "protocol.magic"
+    with pytest.raises(ProtocolError):
         bundles.import_bundle(amina.home, huge, amina.passphrase)
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir())  # no reply written

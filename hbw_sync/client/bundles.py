@@ -9,15 +9,19 @@ often they arrive, and bundles mix freely with online syncs.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import bundle as bundle_fmt
-from .. import chunks, crypto, envelope, fileio
+from .. import chunks, codec, crypto, envelope, fileio
 from ..timefmt import human_bytes
-from ..errors import ConfigError, IntegrityError, LimitError, ProtocolError, UsageError
-from . import docchunks, docdelta, docsync, reply_parts, snapshots
+from ..errors import ConfigError, IntegrityError, LimitError, ProtocolError, RevokedError, UsageError
+from . import docchunks, docdelta, docsync, keyflow, reply_parts, snapshots
 from .progress import Meter, OnProgress
 from .device import Device, now_ms
 from .sync import SyncReport, _Session, close_outbox, sync_lock
@@ -53,7 +57,7 @@ def _require_relay(dev: Device) -> tuple[bytes, bytes]:
     return s.meta("relay_public"), s.meta("relay_x25519")
 
 
-def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BYTES,
+def export_bundle(home: Path | None, path: Path, max_bytes: int | None = DEFAULT_MAX_BYTES,
                   reply_budget: int = REPLY_BUDGET, *, passphrase: str | None = None,
                   on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Write the outbox and pull cursor as one bundle sealed to the relay. Needs no passphrase.
@@ -64,49 +68,64 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
     carrying a USB stick copies them all at once, in one trip; each is a bundle the relay takes in
     any order (they share one counter), and a device that has not all of a version's chunks does
     not show it until they come. The result's ``files`` lists them, ``split_document`` says which.
+    ``max_bytes`` None: no cap but the format's (one file, however large its documents).
+
+    Bundles are written in format 2 (PROTOCOL.md §18b): the chunks stream from the store into
+    64 KiB sealed segments of a ``.part`` file, fsynced and renamed, so memory stays flat whatever
+    the documents' size and a crash or a full disk leaves no half-written bundle.
 
     With one that opens the store, the open batch's pieces are built into one batch first
     (fewer bytes); without, they travel as the separate signed batches they already are.
     ``on_progress`` gets ``export`` events: bytes of batches gathered, then the bundle written.
+
+    Raises:
+        RevokedError: the office revoked this device (its bundles would be refused).
+        UsageError ``usage.bundle_too_small``: a document's part cannot fit ``max_bytes``.
     """
     path = Path(path)
-    if max_bytes < MIN_REPLY:
+    if max_bytes is not None and max_bytes < MIN_REPLY:
         raise UsageError(_("a bundle of at most {max_bytes} bytes is too small to carry anything").format(max_bytes=max_bytes),
                          hint=_("give --max-size of at least {v} KB").format(v=MIN_REPLY // 1024))
     meter = Meter(on_progress)
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, relay_x = _require_relay(dev)
         s = dev.store
+        _refuse_if_revoked(dev)
         rep = dev.try_unlock(passphrase)
         close_outbox(dev, rep)
         batches: list[bytes] = []
         seqs: list[int] = []
-        changes, size = 0, 0
-        # Sealed document chunks the exported batches name travel with them (§18f): the relay keeps
-        # them before it accepts the batches, as an online sync uploads them first (§18e).
-        carried: dict[bytes, bytes] = {}
+        changes, size, batch_bytes = 0, 0, 0
+        # Sealed document chunks the exported batches name travel with them (§18f), in the bundle's
+        # body: the relay keeps them before it accepts the batches, as an online sync uploads them
+        # first (§18e). Only their ids and sizes are held here; the bytes stream when written.
+        carried: dict[bytes, int] = {}
         split_doc: tuple[bytes, int] | None = None
-        parts: list[list[tuple[bytes, bytes]]] = []
+        parts: list[list[tuple[bytes, int]]] = []
         local = docchunks.LocalChunks(s)
-        room = min(max_bytes, bundle_fmt.MAX_BUNDLE - _OVERHEAD)
+        room = (max_bytes if max_bytes is not None else bundle_fmt.MAX_STREAM) - _OVERHEAD
+        # Batches travel inside the signed envelope, which the relay reads whole (§12's max_message):
+        # a bundle's batches stay below it whatever --max-size says (over it, the relay refused them).
+        env_room = ENVELOPE_ROOM
         waiting = s.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state = 'closed'").fetchone()[0]
-        meter("export", 0, min(waiting, max_bytes))
+        cap = waiting if max_bytes is None else min(waiting, max_bytes)
+        meter("export", 0, cap)
         for seq, n_ops, data in s.execute("SELECT seq, n_ops, data FROM outbox WHERE state = 'closed' ORDER BY seq"):
-            extra: dict[bytes, bytes] = {}
+            extra: dict[bytes, int] = {}
             per_doc: dict[bytes, int] = {}
             for did, ids in docsync.batch_refs(data):
                 for cid in ids:
                     if cid in carried or cid in extra:
                         continue
-                    sealed = local.sealed(cid)
-                    if sealed is not None:  # not here: an online sync of its author's device sent it
-                        extra[cid] = sealed
-                        per_doc[did] = per_doc.get(did, 0) + len(sealed) + _PER_CHUNK
+                    n = local.sealed_size(cid)
+                    if n:  # not here: an online sync of its author's device sent it
+                        extra[cid] = n
+                        per_doc[did] = per_doc.get(did, 0) + n + _PER_CHUNK
             cost = len(data) + sum(per_doc.values())
-            if per_doc and (cost > room or len(extra) > bundle_fmt.MAX_CHUNKS) and not batches:
+            if per_doc and (cost > room or len(extra) > bundle_fmt.MAX_RECORDS) and not batches:
                 # A document larger than one bundle: its chunks go in as many numbered bundles as it
                 # takes, the batch that names them in the last (the relay keeps chunks it gets early).
-                biggest = max(len(v) for v in extra.values()) + _PER_CHUNK
+                biggest = max(extra.values()) + _PER_CHUNK
                 if biggest > room:  # one part cannot hold it, however many parts
                     did = max(per_doc, key=per_doc.__getitem__)
                     raise UsageError(
@@ -119,18 +138,20 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
                 split_doc = (max(per_doc, key=per_doc.__getitem__), sum(per_doc.values()))
                 batches, seqs, changes, size = [data], [seq], n_ops, cost
                 break
-            if batches and (size + cost > room or len(carried) + len(extra) > bundle_fmt.MAX_CHUNKS):
+            if batches and (size + cost > room or batch_bytes + len(data) > env_room
+                            or len(carried) + len(extra) > bundle_fmt.MAX_RECORDS):
                 break
             carried.update(extra)
             batches.append(data)
             seqs.append(seq)
             changes += n_ops
             size += cost
-            meter("export", size, min(waiting, max_bytes))
+            batch_bytes += len(data)
+            meter("export", size, cap)
         left = s.execute("SELECT COUNT(*) FROM outbox WHERE state = 'closed'").fetchone()[0] - len(batches)
         counter = (s.meta("bundle_counter") or 0) + 1
         # reply_max: the relay answers in files of at most this size each (the same email limit).
-        reply_max = min(max_bytes, MAX_REPLY)
+        reply_max = MAX_REPLY if max_bytes is None else min(max_bytes, MAX_REPLY)
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
                 "roster_v": s.meta("roster_v"), "bundle": counter, "reply_max": reply_max}
         # The document chunks this device's fetch policy wants (needs the store open), bounded (§18f).
@@ -152,57 +173,145 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int = DEFAULT_MAX_BY
             part_args = dict(args) if last else {  # only the last part carries the batch and asks for replies
                 "cursor": args["cursor"], "budget": MIN_PART_BUDGET, "batches": [], "roster_v": args["roster_v"],
                 "bundle": counter, "reply_max": reply_max}
-            if part:
-                part_args["chunks"] = [[cid, sealed] for cid, sealed in part]
-            plan.append((_part_path(path, i, n), part_args, part, seqs if last else []))
+            plan.append((_part_path(path, i, n), part_args, [cid for cid, _n in part], seqs if last else []))
         device = s.meta("device_id")
-        written: list[tuple[Path, bytes, bytes, list[Any]]] = []
-        for out, part_args, part, part_seqs in plan:
-            env, nonce = envelope.make_request(dev.transport_key(), device, "sync", part_args, now_ms())
-            sealed = bundle_fmt.seal(bundle_fmt.TO_RELAY, s.meta("team_id"), crypto.device_id_for(relay_pub),
-                                     relay_x, env)
-            written.append((out, sealed, nonce, part_seqs))
+        relay_id = crypto.device_id_for(relay_pub)
+        written: list[tuple[Path, int, bytes, list[Any]]] = []
         try:
-            for out, sealed, _nonce, _seqs in written:
-                fileio.write_private(out, sealed)  # sealed, but who sent how much when is nobody else's business
+            for out, part_args, ids, part_seqs in plan:
+                def make_env(named: list[Any], a: dict[str, Any] = part_args) -> bytes:
+                    env, nonce = envelope.make_request(dev.transport_key(), device, "sync", {**a, "body": named},
+                                                       now_ms())
+                    nonces[env] = nonce
+                    return env
+                nonces: dict[bytes, bytes] = {}
+                sha, length = _body_name(local, ids)
+                env = bundle_fmt.named_envelope(make_env, sha, length)
+                nbytes = _write_stream(out, bundle_fmt.StreamSealer(bundle_fmt.TO_RELAY, s.meta("team_id"), relay_id,
+                                                                    relay_x), env, local, ids, sha, meter)
+                written.append((out, nbytes, nonces[env], part_seqs))
         except OSError as e:
             for out, *_rest in written:
                 out.unlink(missing_ok=True)
-            raise UsageError(_("cannot write {path}: {v}").format(path=out, v=e.strerror or e)) from None
+            raise UsageError(_("cannot write {path}: {v}").format(path=out, v=e.strerror or e),
+                             hint=_("free some space or choose another place; nothing was exported")) from None
+        except BaseException:
+            for out, *_rest in written:
+                out.unlink(missing_ok=True)
+            raise
         with s.transaction():
             s.set_meta("bundle_counter", counter)
             pending = s.meta("bundle_nonces") or {}
-            for (out, sealed, nonce, part_seqs), part in zip(written, parts):
+            for (out, _nbytes, nonce, part_seqs), part in zip(written, parts):
                 # The chunks it carries: marked sent when a reply to it is imported (the relay kept them
                 # before it answered), so that 'status' stops counting them as waiting.
                 pending[nonce.hex()] = [counter, now_ms(), part_seqs, reply_max, [c[0] for c in part]]
             s.set_meta("bundle_nonces", pending)
-        total = sum(len(w[1]) for w in written)
+        total = sum(w[1] for w in written)
         meter("export", total, total)
         chunks_out = [c for part in parts for c in part]
         result: dict[str, Any] = {"file": str(written[-1][0]), "files": [str(w[0]) for w in written], "bytes": total,
                "batches": len(batches), "changes": changes, "counter": counter, "left_in_outbox": left,
-               "doc_chunks": len(chunks_out), "doc_chunk_bytes": sum(len(c[1]) for c in chunks_out),
-               "parts": n, "split_document": None}
+               "doc_chunks": len(chunks_out), "doc_chunk_bytes": sum(c[1] for c in chunks_out),
+               "parts": n, "split_document": None, "format": bundle_fmt.VERSION_STREAM}
         if split_doc is not None:
             result["split_document"] = {"name": _doc_name(dev, passphrase, split_doc[0]), "bytes": split_doc[1]}
         return result
+
+
+#: Batch bytes one bundle's signed envelope may carry: the relay reads an envelope whole, up to
+#: §12's max_message (32 MiB); a bundle whose batches passed it was refused at the office.
+ENVELOPE_ROOM = codec.DEFAULT_LIMITS.max_message - _OVERHEAD
+
+
+def _refuse_if_revoked(dev: Device) -> None:
+    """Refuse at once on a device the office revoked: every bundle it wrote would be refused there.
+
+    A device learns it from the relay: an online sync refused with ``access.revoked`` (the sync
+    log keeps its code), or a roster that marks this device revoked.
+    """
+    s = dev.store
+    me = s.meta("device_id")
+    refused, ok = s.execute(
+        "SELECT MAX(CASE WHEN code = ? THEN id END), COALESCE(MAX(CASE WHEN ok = 1 THEN id END), 0) "
+        "FROM sync_log WHERE how = 'relay'", (RevokedError.code,)).fetchone()
+    if me in keyflow.revoked_devices(s) or (refused is not None and refused > ok):
+        raise RevokedError(_("this device was revoked by the office: a bundle from it would be refused, "
+                             "so none was written"),
+                           hint=_("ask office IT to enroll this device again; what is in its outbox stays here"))
+
+
+def _body_name(local: docchunks.LocalChunks, ids: list[bytes]) -> tuple[bytes, int]:
+    """SHA-256 and length of the body these chunks make, read one chunk at a time."""
+    h = hashlib.sha256()
+    n = 0
+    for cid in ids:
+        rec = bundle_fmt.body_record(cid, _sealed(local, cid))
+        h.update(rec)
+        n += len(rec)
+    return h.digest(), n
+
+
+def _sealed(local: docchunks.LocalChunks, cid: bytes) -> bytes:
+    sealed = local.sealed(cid)
+    if sealed is None:  # held when the export began, under the sync lock: the store changed under us
+        raise IntegrityError(_("a document part vanished from this device's store during the export"),
+                             code="integrity.store")
+    return sealed
+
+
+def _write_stream(out: Path, sealer: bundle_fmt.StreamSealer, env: bytes, local: docchunks.LocalChunks,
+                  ids: list[bytes], sha: bytes, meter: Meter) -> int:
+    """Stream one bundle into ``out.part``, fsync, rename; returns its size. Nothing is left on failure."""
+    tmp = out.with_name(out.name + ".part")
+    tmp.unlink(missing_ok=True)
+    h = hashlib.sha256()
+    done = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | fileio.O_BINARY, fileio.FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(sealer.header)
+            done += len(sealer.header)
+            piece = sealer.feed(len(env).to_bytes(4, "big") + env)
+            f.write(piece)
+            done += len(piece)
+            for cid in ids:
+                rec = bundle_fmt.body_record(cid, _sealed(local, cid))
+                h.update(rec)
+                piece = sealer.feed(rec)
+                if piece:
+                    f.write(piece)
+                    done += len(piece)
+                    meter("export", done, None)
+            piece = sealer.finish()
+            f.write(piece)
+            done += len(piece)
+            if h.digest() != sha:
+                raise IntegrityError(_("a document part changed in this device's store during the export"),
+                                     code="integrity.store")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return done
 
 
 #: The reply budget of a part that only carries chunks (the relay's least): the last part asks for the rest.
 MIN_PART_BUDGET = 1024
 
 
-def _split(pieces: list[tuple[bytes, bytes]], batch_size: int, room: int) -> list[list[tuple[bytes, bytes]]]:
-    """Chunks into parts that each fit ``room``; the last also has room for the batch (``batch_size``)."""
-    parts: list[list[tuple[bytes, bytes]]] = [[]]
+def _split(pieces: list[tuple[bytes, int]], batch_size: int, room: int) -> list[list[tuple[bytes, int]]]:
+    """Chunks (id, sealed size) into parts that each fit ``room``; the last also has room for the batch."""
+    parts: list[list[tuple[bytes, int]]] = [[]]
     used = 0
-    for cid, sealed in pieces:
-        cost = len(sealed) + _PER_CHUNK
-        if parts[-1] and (used + cost > room or len(parts[-1]) >= bundle_fmt.MAX_CHUNKS):
+    for cid, n in pieces:
+        cost = n + _PER_CHUNK
+        if parts[-1] and (used + cost > room or len(parts[-1]) >= bundle_fmt.MAX_RECORDS):
             parts.append([])
             used = 0
-        parts[-1].append((cid, sealed))
+        parts[-1].append((cid, n))
         used += cost
     if used + batch_size > room:
         parts.append([])  # the batch goes alone in one more part
@@ -226,23 +335,23 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
     t0 = time.monotonic()
     meter = Meter(on_progress)
     try:
-        with open(path, "rb") as fh:  # read at most one byte past the largest bundle: never a whole huge file
-            raw = fh.read(bundle_fmt.MAX_BUNDLE + 1)
+        size = os.path.getsize(path)
     except OSError as e:
         raise UsageError(_("cannot read {path}: {v}").format(path=path, v=e.strerror or e)) from None
-    if len(raw) > bundle_fmt.MAX_BUNDLE:
+    if size > bundle_fmt.MAX_STREAM:
         raise LimitError(_("{path} is larger than any bundle ({v} MiB): it was not read further and nothing "
-              "changed").format(path=path, v=bundle_fmt.MAX_BUNDLE // (1024 * 1024)), code="protocol.limit",
+              "changed").format(path=path, v=bundle_fmt.MAX_STREAM // (1024 * 1024)), code="protocol.limit",
                          hint=_("check that this is the right file"))
-    meter("import", 0, len(raw))
+    meter("import", 0, size)
     with Device.open(home) as dev, sync_lock(dev.store.home):
         relay_pub, _relay_id = _require_relay(dev)
         rep = dev.unlock(passphrase)
         s = dev.store
         x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
-        env = bundle_fmt.open_bundle(raw, bundle_fmt.TO_DEVICE, rep.require_team(), s.meta("device_id"), x_private)
+        env, opened, body = _open_reply(path, rep.require_team(), s.meta("device_id"), x_private, meter, size)
         res = envelope.open_response(env, relay_pub)
         result = res.result
+        opened.check_named(result.get("body"))  # a version 2 reply names its (empty) body, signed
         part, n, frm, sizes = reply_parts.check_part(result)
         nonce = res.nonce.hex()
         pending = s.meta("bundle_nonces") or {}
@@ -270,11 +379,12 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
                 s.set_meta("bundle_nonces", pending)
                 s.set_meta("bundle_replies", (done + [nonce])[-200:])
         applied = rep.apply_incoming()
-        got_chunks = _keep_chunks(rep, result.get("chunks"), session.report.notes)
+        got_chunks = _keep_chunks(rep, body.records if opened.body_length else result.get("chunks"),
+                                  session.report.notes)
         if got_chunks:  # a delta version whose chain's base just arrived is rebuilt now (§18f)
             for did, digest in rep.wanted_versions():
                 docdelta.rebuild_chain(rep, did, digest)
-        meter("import", len(raw), len(raw))
+        meter("import", size, size)
         report: SyncReport = session.report
         report.applied_ops = applied
         report.duration_s = round(time.monotonic() - t0, 3)
@@ -291,27 +401,73 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
                 "max_bytes": asked, "doc_chunks": got_chunks}
 
 
+class _Body:
+    """A reply's body (its document chunks, format 2), spooled to an anonymous temporary file."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="hbw-reply-")
+
+    def records(self) -> Iterator[tuple[bytes, bytes]]:
+        self.file.seek(0)
+        yield from bundle_fmt.body_records(self.file.read)
+
+
+def _open_reply(path: Path, team: bytes, device: bytes, x_private: bytes, meter: Meter,
+                size: int) -> tuple[bytes, bundle_fmt.Opened, _Body]:
+    """A reply's envelope, read segment by segment from the file (format 1 or 2), its body spooled.
+
+    The body is trusted only once the signed result's ``body`` named it (``Opened.check_named``).
+    """
+    body = _Body()
+    done = 0
+
+    def read(n: int) -> bytes:
+        nonlocal done
+        data = fh.read(n)
+        done += len(data)
+        meter("import", done, size)
+        return data
+
+    try:
+        with open(path, "rb") as fh:
+            opened = bundle_fmt.open_stream(read, bundle_fmt.TO_DEVICE, team, device, x_private, body.file.write,
+                                            max_envelope=codec.DEFAULT_LIMITS.max_message)
+    except OSError as e:
+        body.file.close()
+        raise UsageError(_("cannot read {path}: {v}").format(path=path, v=e.strerror or e)) from None
+    except BaseException:
+        body.file.close()
+        raise
+    return opened.envelope, opened, body
+
+
 def _keep_chunks(rep: Any, pieces: Any, notes: list[str]) -> int:
     """Keep the document chunks a reply carries (§18f), each checked against its id; returns how many.
 
+    ``pieces``: the signed result's ``chunks`` (format 1), or a function that walks the spooled
+    body's records afresh (format 2: read twice, ids first, so only ids are ever held).
     Only ids a manifest this device holds names are kept (their epoch's keys check them); a chunk
     that does not open under its id is left out and said, the rest of the reply stands.
     """
     if pieces is None:
         return 0
-    if (not isinstance(pieces, list) or len(pieces) > bundle_fmt.MAX_CHUNKS
+    if callable(pieces):
+        walk = pieces
+    elif (not isinstance(pieces, list) or len(pieces) > bundle_fmt.MAX_CHUNKS
             or any(not isinstance(p, list) or len(p) != 2 or not isinstance(p[0], bytes) or len(p[0]) != chunks.ID_LEN
                    or not isinstance(p[1], bytes) or len(p[1]) > chunks.SEALED_MAX for p in pieces)):
         raise ProtocolError(_("the reply bundle's document chunks are malformed"), code="protocol.chunk")
+    else:
+        walk = lambda: iter(pieces)  # noqa: E731
     local = rep.local_chunks
-    ids = local.missing(cid for cid, _sealed in pieces)
+    ids = local.missing(cid for cid, _sealed in walk())
     if not ids:
         return 0
     epochs = docsync._epochs(rep, ids)
     keys = docchunks.keys_by_epoch(rep.team_keys())
     kept = bad = 0
     with rep.store.transaction():
-        for cid, sealed in pieces:
+        for cid, sealed in walk():
             if cid not in epochs or epochs[cid] not in keys:
                 continue
             try:

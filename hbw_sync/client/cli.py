@@ -983,7 +983,8 @@ def bundle() -> None:
 
 @bundle.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--max-size", default="10MB", show_default=True, help="Largest bundle to write (email limits).")
+@click.option("--max-size", default="10MB", show_default=True,
+              help="Largest bundle to write (email limits); 'none': one bundle whatever its size (USB stick).")
 @progress_option
 @json_option
 @click.pass_context
@@ -994,7 +995,8 @@ def bundle_export(ctx: click.Context, file: Path, max_size: str, progress: str) 
     until the relay's reply (or a later online sync) confirms it arrived.
     """
     with progress_for(progress) as on_progress:
-        r = bundles.export_bundle(_home(ctx), file, parse_size(max_size), passphrase=env_passphrase(),
+        cap = None if max_size.strip().lower() == "none" else parse_size(max_size)
+        r = bundles.export_bundle(_home(ctx), file, cap, passphrase=env_passphrase(),
                                   on_progress=on_progress)
     msg = _("Wrote {file} ({size}): {changes} in {batches}.").format(
         file=file, size=human_bytes(r["bytes"]), changes=changes_words(r["changes"]), batches=batches_words(r["batches"]))

@@ -281,14 +281,13 @@ def conflicts(data: Path) -> list[dict[str, Any]]:
 
 def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict[str, Any]:
     """Apply a bundle brought by email or USB stick and write the reply bundle to send back."""
-    try:
-        with open(file, "rb") as fh:  # read at most one byte past the largest bundle: never a whole huge file
-            raw = fh.read(bundle_fmt.MAX_BUNDLE + 1)
+    try:  # read segment by segment by relay.ingest_bundle_parts: never a whole huge file in memory
+        size = Path(file).stat().st_size
     except OSError as e:
         raise UsageError(_("cannot read {file}: {v}").format(file=file, v=e.strerror or e)) from None
-    if len(raw) > bundle_fmt.MAX_BUNDLE:
+    if size > bundle_fmt.MAX_STREAM:
         raise LimitError(_("{file} is larger than any bundle ({v} MiB): it was not read further and nothing "
-              "changed").format(file=file, v=bundle_fmt.MAX_BUNDLE // (1024 * 1024)), code="protocol.limit",
+              "changed").format(file=file, v=bundle_fmt.MAX_STREAM // (1024 * 1024)), code="protocol.limit",
                          hint=_("check that this is the right file"))
     out_dir = Path(reply_dir) if reply_dir else Path(file).parent
     try:
@@ -298,7 +297,7 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
         raise UsageError(_("cannot create {out_dir}: {v}").format(out_dir=out_dir, v=e.strerror or e)) from None
     # Committed first, written second: a reply must never acknowledge what is not durable. If the
     # write fails, ingesting the same bundle again writes the same reply (see relay.ingest_bundle).
-    replies, stats = _write(data, lambda conn: relay.ingest_bundle_parts(conn, _identity(conn, data), raw,
+    replies, stats = _write(data, lambda conn: relay.ingest_bundle_parts(conn, _identity(conn, data), Path(file),
                                                                          relay.now_ms()))
     # The request's nonce in the name: the parts of one export share its counter, and each part's
     # reply must not overwrite another's (the last carries the batches' acknowledgements). The same

@@ -48,18 +48,21 @@ def payload(part: dict[str, Any]) -> int:
     """The bytes a part carries for the device: its batches and its snapshot, if any."""
     snap = part.get("snapshot")
     return (sum(len(b[3]) for b in part.get("batches", ())) + (len(snap[2]) if snap else 0)
-            + sum(len(c[1]) for c in part.get("chunks", ())))
+            + sum(c[1] if isinstance(c[1], int) else len(c[1]) for c in part.get("chunks", ())))
 
 
 #: msgpack framing of one [id, sealed] chunk entry (counted generously).
 CHUNK_OVERHEAD = 32
 
 
-def add_chunks(parts: list[dict[str, Any]], get: Any, ids: list[bytes], reply_max: int) -> int:
+def add_chunks(parts: list[dict[str, Any]], get: Any, ids: list[bytes], reply_max: int,
+               keep_bytes: bool = True) -> int:
     """Put the wanted sealed chunks (``get(id)`` -> bytes or None) in the last part, within ``reply_max``.
 
     What does not fit (or the relay lacks) is not promised: the device asks again with its next bundle.
-    Returns how many were added; ``parts_bytes`` is recomputed.
+    Returns how many were added; ``parts_bytes`` is recomputed. ``keep_bytes=False`` (format 2
+    replies) holds ``[id, size]`` only: ``bundle_ingest.seal_reply`` streams each chunk into the
+    reply's body when it seals it, so a 32 MiB reply is not held twice.
     """
     last = parts[-1]
     fixed = len(codec.pack({k: v for k, v in last.items() if k not in ("batches", "snapshot")}))
@@ -74,7 +77,7 @@ def add_chunks(parts: list[dict[str, Any]], get: Any, ids: list[bytes], reply_ma
         cost = len(sealed) + CHUNK_OVERHEAD
         if cost > room or total + len(sealed) > MAX_REPLY_BYTES:
             break
-        out.append([cid, sealed])
+        out.append([cid, sealed if keep_bytes else len(sealed)])
         room -= cost
         total += len(sealed)
     if out:

@@ -131,6 +131,8 @@ ACTIONS.update({
 # A bundle's sealed chunks (PROTOCOL.md §18f): only inside a bundle (online, ``chunk_put`` carries them);
 # the list is bounded here and by the bundle's size (``bundle.MAX_BUNDLE``), each chunk like ``chunk_put``'s.
 ACTIONS["sync"].args["chunks"] = ListOf(Tuple((_CID, _SEALED_CHUNK)), bundle_fmt.MAX_CHUNKS)
+# A format 2 bundle's body, named by its signed request: [SHA-256, segment count, byte length] (§18b).
+ACTIONS["sync"].args["body"] = Tuple((Bin(32, 32), Int(1, bundle_fmt.MAX_STREAM), Int(0, bundle_fmt.MAX_STREAM)))
 # The chunks a bundle's device wants in the reply (its fetch policy's, bounded like ``chunk_get``'s ids).
 ACTIONS["sync"].args["want_chunks"] = ListOf(_CID, CHUNK_IDS_MAX)
 

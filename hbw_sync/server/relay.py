@@ -27,7 +27,7 @@ from .. import batch as wire
 from .. import snapshot as snap_fmt
 from .. import clock, codec, crypto, envelope
 from .. import bundle, wordcode
-from . import admission, bundle_replies, receipts
+from . import admission, bundle_ingest, bundle_replies, receipts
 from .. import enroll as enroll_mod
 from ..enroll import token_hash
 from ..errors import (AccessError, HbwError, IntegrityError, LimitError, ProtocolError, RevokedError,
@@ -796,9 +796,9 @@ def _guarded(action: str, fn: Any) -> Any:
         raise ProtocolError(f"malformed {action} arguments ({type(e).__name__})", code="protocol.schema") from None
 
 
-def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray, now: int,
+def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path, now: int,
                         max_parts: int = bundle_replies.MAX_REPLY_BYTES // bundle_replies.MIN_REPLY,
-                        ) -> tuple[list[bytes], dict[str, Any]]:
+                        ) -> tuple[list[bytes | bytearray], dict[str, Any]]:
     """Apply a device's bundle exactly as an online sync, and seal the reply (in parts) to that device.
 
     Replays: each bundle carries a counter. An older bundle than the last ingested for its
@@ -806,8 +806,10 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     batches are acknowledged idempotently): a reply lost in the mail, or a reply file that could
     not be written, must not strand the device.
     """
-    data = bytes(data)  # the AEAD wants bytes; the HTTP edge hands over its buffer
-    env = bundle.open_bundle(data, bundle.TO_RELAY, ident.team, ident.key.device_id, bundle.relay_x25519(ident.key))
+    # Format 1 or 2 (PROTOCOL.md §18b), from a file or the HTTP body: the body (document chunks) is
+    # checked segment by segment into a spool file; only the envelope is held (bundle_ingest).
+    sp = bundle_ingest.spool(data, ident.team, ident.key.device_id, bundle.relay_x25519(ident.key))
+    env = sp.envelope
     head = envelope.peek_request(env)
     # Only the counter is read before the signature; every other arg is skipped unbuilt.
     try:
@@ -829,6 +831,7 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     if last is not None and counter < last:
         raise AccessError(f"bundle {counter} from {member} is older than one already ingested: nothing changed",
                           code="access.old_bundle", hint="ingest the newest bundle from this device instead")
+    chunks_in = bundle_ingest.keep_body(conn, ident, sp, req, member, now)  # before its batches (§18f)
     result = _guarded("bundle", lambda: sync(conn, ident, req, now, by_bundle=True))
     reply_max = req.args.get("reply_max")
     # A device that names its largest reply gets it in parts of at most that size (bundle_replies);
@@ -839,15 +842,16 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     if reply_max is not None and req.args.get("want_chunks") and ident.chunks is not None:
         # The document chunks its policy wants, in the reply's room left (§18f); the rest next time.
         chunks_out = bundle_replies.add_chunks(results, lambda cid: ident.chunks.get(conn, ident.team, cid),
-                                               req.args["want_chunks"], reply_max)
+                                               req.args["want_chunks"], reply_max,
+                                               keep_bytes=sp.opened.version == bundle.VERSION)
     conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
     batches_out = sum(len(r["batches"]) for r in results)
     audit(conn, member, "bundle", device=req.device, counter=counter, acks=len(result["acks"]),
           batches_out=batches_out)
-    replies = [bundle.seal(bundle.TO_DEVICE, ident.team, req.device, x_pub,
-                           envelope.make_response(ident.key, req.nonce, r, now)) for r in results]
+    replies = [bundle_ingest.seal_reply(sp.opened.version, ident, req, x_pub, r, now,
+                                        lambda cid: ident.chunks.get(conn, ident.team, cid)) for r in results]
     stats = {"action": "bundle", "device": req.device.hex(), "member": member, "counter": counter,
-             "request": req.nonce.hex(), "chunks_in": len(req.args.get("chunks") or []),
+             "request": req.nonce.hex(), "chunks_in": len(req.args.get("chunks") or []) + chunks_in,
              "chunks_out": chunks_out,
              "batches_in": len(result["acks"]), "batches_out": batches_out, "parts": len(replies),
              "more_waiting": bool(results[-1].get("more")), "oversize_bytes": results[-1].get("oversize"),
@@ -856,7 +860,8 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     return replies, stats
 
 
-def ingest_bundle(conn: Txn, ident: RelayIdentity, data: bytes | bytearray, now: int) -> tuple[bytes, dict[str, Any]]:
+def ingest_bundle(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path,
+                  now: int) -> tuple[bytes | bytearray, dict[str, Any]]:
     """``ingest_bundle_parts`` answering with one file (the HTTP drop point): the rest comes with the next bundle."""
     replies, stats = ingest_bundle_parts(conn, ident, data, now, max_parts=1)
     return replies[0], stats

@@ -10,6 +10,7 @@ import { CHECKERS as WIRE } from "./lib/wire.mjs";
 import { checkDelta } from "./lib/delta.mjs";
 import { checkEvidence } from "./lib/evidence.mjs";
 import { checkChunkDelta } from "./lib/chunkdelta.mjs";
+import { checkBundleStream } from "./lib/stream.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dir = process.argv[2] || path.join(here, "..", "vectors");
@@ -20,6 +21,7 @@ const CHECKERS = {
   "delta.json": checkDelta,
   "evidence.json": checkEvidence,
   "chunk_delta.json": checkChunkDelta,
+  "bundle_stream.json": checkBundleStream,
 };
 const extra = WIRE;
 Object.assign(CHECKERS, extra);
