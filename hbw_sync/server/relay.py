@@ -490,10 +490,11 @@ def sync_pull(conn: Txn, ident: RelayIdentity, req: envelope.Request, result: di
     reply_max = a.get("reply_max") if by_bundle else None
     if reply_max is not None:  # a reply bundle in parts of at most reply_max bytes (bundle_replies)
         budget = bundle_replies.batch_budget(reply_max)
-    # The oldest rseq held and the newest snapshot's head, in one statement; its bytes are read
-    # only when it is served (``_servable_snapshot``), not on every sync.
-    oldest, *head = conn.execute(
-        "SELECT (SELECT MIN(rseq) FROM batches), s.cursor, s.device, s.size FROM (SELECT 1 AS one) o LEFT JOIN"
+    # The oldest rseq held, the roster's version and the newest snapshot's head, in one statement;
+    # the snapshot's bytes are read only when it is served (``_servable_snapshot``), not on every sync.
+    oldest, roster_v, *head = conn.execute(
+        "SELECT (SELECT MIN(rseq) FROM batches), (SELECT value FROM meta WHERE key = 'roster_v'),"
+        " s.cursor, s.device, s.size FROM (SELECT 1 AS one) o LEFT JOIN"
         " (SELECT cursor, device, length(data) AS size FROM snapshots ORDER BY id DESC LIMIT 1) s ON 1 = 1").fetchone()
     snap = None if head[0] is None else (head[0], head[1], head[2])  # (cursor, device, size)
     if (snap is not None and a.get("no_snapshot") is not True
@@ -534,7 +535,7 @@ def sync_pull(conn: Txn, ident: RelayIdentity, req: envelope.Request, result: di
             if rseq in inline_at:
                 inline_at[rseq][3] = data
     result.update(batches=out, cursor=cursor, more=more)
-    rv = meta(conn, "roster_v", 0)
+    rv = 0 if roster_v is None else codec.unpack(roster_v)
     known = a.get("roster_v")
     if known != rv:
         partial = type(known) is int and 0 <= known < rv
