@@ -12,7 +12,8 @@ worker is still refused.
 
 Why SQLite gains from this although it has one writer: the writer's share of a sync is small
 (about 0.3 ms of statements and commit); the rest (HTTP, signatures, decoding, signing the
-answer, about 0.7 ms) runs in parallel in each worker. See the README's "Measured".
+answer, about 0.7 ms) runs in parallel in each worker. See the README's "Sizing a national
+deployment".
 
 Why SO_REUSEPORT rather than a parent that accepts: every worker binds the same address and
 the kernel spreads new connections over them. No process sits on the data path, so a

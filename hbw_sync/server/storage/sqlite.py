@@ -316,15 +316,15 @@ class WriteLock:
         self.path = db_path.with_name(db_path.name + ".lock")
         self._fd: int | None = None
 
-    def __enter__(self) -> "WriteLock":
+    def acquire(self) -> None:
+        """Wait for the turn (no-op without ``fcntl``)."""
         if fcntl is not None:
             if self._fd is None:
                 with faults(where=self.path.parent):
                     self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, fileio.FILE_MODE)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         if fcntl is not None and self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -440,7 +440,7 @@ class Writer:
                 items.append(nxt)
             outcomes: list[tuple[bool, Any]] = []
             try:
-                self._lock.__enter__()
+                self._lock.acquire()
                 conn.execute("BEGIN IMMEDIATE")
                 for fn, args, _fut in items:
                     conn.execute("SAVEPOINT item")
@@ -466,7 +466,7 @@ class Writer:
                     self.fault = err
                 outcomes = [(False, err or e)] * len(items)
             finally:
-                self._lock.__exit__()
+                self._lock.release()
             for (_fn, _args, fut), (ok, value) in zip(items, outcomes):
                 if ok:
                     fut.set_result(value)
