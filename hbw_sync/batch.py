@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 from . import codec, crypto
 from .errors import IntegrityError, LimitError, ProtocolError, VersionError, WrongKeyError
-from .ops import DEVICE_ID_LEN, Op, canonical, op_from_row, routing_row
+from .ops import DEVICE_ID_LEN, Op, canonical, check_routing_rows, op_from_row, routing_row
 
 MAGIC = b"HBW"
 TYPE_BATCH = b"B"
@@ -93,6 +93,11 @@ class Frame:
     def routing_ops(self, limits: codec.Limits = codec.DEFAULT_LIMITS) -> list[Op]:
         """The ops without content: what the relay sees."""
         return _ops(self._routing_rows(limits), None, limits)
+
+    def routing_summary(self, limits: codec.Limits = codec.DEFAULT_LIMITS) -> tuple[int, list[bytes]]:
+        """The routing section checked as ``routing_ops`` checks it, without its ops: (number of ops,
+        the document versions' chunk id lists). The relay's form (``ops.check_routing_rows``)."""
+        return check_routing_rows(self._routing_rows(limits))
 
     def _routing_rows(self, limits: codec.Limits) -> list[Any]:
         rows = codec.unpack(codec.decompress(self.routing, cap=limits.max_plain, dict_id=self.dict_id), limits)

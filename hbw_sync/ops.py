@@ -22,6 +22,7 @@ ids are unique per team, so the pair is unique, time-ordered, and free.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Callable, Mapping
@@ -109,13 +110,16 @@ def _is_bool(v: Any) -> bool:
     return type(v) is bool
 
 
+_MEMBER_NAME = re.compile(r"[a-z0-9._-]{1,32}")
+
+
 def is_member_name(v: Any) -> bool:
-    """Member handles: 1-32 of a-z, 0-9, '.', '_', '-'; they name people in routing fields."""
-    return (
-        isinstance(v, str)
-        and 1 <= len(v) <= 32
-        and all(c.isascii() and (c.islower() or c.isdigit() or c in "._-") for c in v)
-    )
+    """Member handles: 1-32 of a-z, 0-9, '.', '_', '-'; they name people in routing fields.
+
+    One precompiled regex (``fullmatch``, so no trailing newline slips through): the relay checks
+    the assignee of every op of every batch, and a per-character generator cost it 4 us each.
+    """
+    return isinstance(v, str) and _MEMBER_NAME.fullmatch(v) is not None
 
 
 _DAY_MAX = 2_932_896  # 9999-12-31 in days since 1970-01-01
@@ -297,6 +301,48 @@ def op_from_row(row: Any, content: Any = None, *, with_content: bool) -> Op:
     op = Op(kind, entity, hlc, base, fields, content if with_content else None)
     validate_op(op)
     return op
+
+
+_KINDS = {int(k): k for k in Kind}
+_HLC_END = 1 << 64
+
+
+def check_routing_rows(rows: list[Any]) -> tuple[int, list[bytes]]:
+    """Validate a batch's routing rows in one pass, as ``op_from_row`` + ``validate_op`` and the
+    increasing-timestamp rule would, without building an ``Op`` per row.
+
+    Returns (number of ops, the ``chunks`` values of its document versions): all the relay keeps
+    of them. Why apart from ``op_from_row``: the relay checks every op of every batch it stores
+    and never reads the ops themselves, and 100 ``Op`` objects a batch were a third of its CPU
+    per sync. Same checks, same errors, in the same order (``tests/test_ops_rows.py`` holds the
+    two against each other).
+    """
+    chunk_lists: list[bytes] = []
+    last = 0
+    doc = Kind.DOC
+    chunks_tag = NAMES[doc]["chunks"].tag
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 5:
+            raise ProtocolError("an op must be a 5-element array", code="protocol.schema")
+        kind_v, entity, hlc, base, fields = row
+        kind = _KINDS.get(kind_v) if type(kind_v) is int else None
+        if kind is None:
+            raise ProtocolError(f"unknown entity kind {kind_v!r}", code="protocol.schema")
+        if not isinstance(entity, bytes) or not 1 <= len(entity) <= MAX_ENTITY_LEN:
+            raise ProtocolError("entity id must be 1-32 bytes", code="protocol.schema")
+        if type(hlc) is not int or not 0 < hlc < _HLC_END:
+            raise ProtocolError("op timestamp out of range", code="protocol.schema")
+        if base is not None and (not isinstance(base, bytes) or len(base) != OP_ID_LEN):
+            raise ProtocolError("base revision must be a 16-byte op id", code="protocol.schema")
+        _check_values(kind, fields, ROUTING)
+        if hlc <= last:
+            raise ProtocolError("ops in a batch must have strictly increasing timestamps", code="protocol.order")
+        last = hlc
+        if kind is doc:
+            ids = fields.get(chunks_tag)
+            if ids:
+                chunk_lists.append(ids)
+    return len(rows), chunk_lists
 
 
 # -- small value helpers shared by the CLI and import ------------------------------------

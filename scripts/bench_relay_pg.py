@@ -1,6 +1,7 @@
 """Relay benchmark by storage backend: SQLite beside PostgreSQL with 1 and 2 workers, 1 or K teams.
 
 Run: .venv/bin/python scripts/bench_relay_pg.py [--quick] [--json] [--devices N] [--seconds S] [--teams K]
+     [--sqlite-workers N]
 
 What it measures (issue 16 item 5), in one run, with the same load generator and
 the same kind of requests as ``bench_relay.py`` (whose helpers it uses): devices
@@ -11,7 +12,9 @@ and the CPU the relay processes and the load generator used.
 
 * ``aiohttp echo``: the ceiling of this load generator on this machine (same signed requests).
 * ``sqlite, 1 process``: the embedded default (one writer thread, group commit); and with one
-  checker process (``serve --check-processes 1``: signatures and batches checked beside it).
+  checker process (``serve --check-processes 1``: signatures and batches checked beside it);
+  and ``x N workers`` (``--sqlite-workers``, default 2): N processes on one relay.db taking the
+  writer's turn (``storage/sqlite.WriteLock``), everything else in parallel.
 * ``postgres, 1 team x 1 worker`` and ``x 2 workers``: ``hbw-relay serve --workers N`` on one
   throwaway PostgreSQL cluster (``tests/pg.py``: initdb + pg_ctl, unix socket, fsync off, so
   the database's disk is not what is measured); the kernel spreads connections (SO_REUSEPORT).
@@ -204,7 +207,8 @@ async def echo_row(cfg: dict, tmp: Path, log: Any) -> dict[str, Any]:
 
 async def bench(cfg: dict, tmp: Path, log: Any) -> dict[str, Any]:
     cfg["templates_built"] = bd.make_templates(cfg["templates"], OPS_PER_BATCH)
-    plan = [("sqlite", 1, 1, 0), ("sqlite", 1, 1, 1), ("postgres", 1, 1, 0), ("postgres", 2, 1, 0)]
+    plan = [("sqlite", 1, 1, 0), ("sqlite", 1, 1, 1), ("sqlite", cfg["sqlite_workers"], 1, 0),
+            ("postgres", 1, 1, 0), ("postgres", 2, 1, 0)]
     if cfg["teams"] > 1:
         plan += [("postgres", 1, cfg["teams"], 0), ("postgres", 2, cfg["teams"], 0)]
     rows = [await echo_row(cfg, tmp, log)]
@@ -235,6 +239,10 @@ def markdown(res: dict[str, Any]) -> str:
     L.append("")
     if echo["ops_s"]:
         L.append(f"SQLite relay / echo ceiling: {lite['ops_s'] / echo['ops_s']:.0%} (target >= 50%)")
+        for (b, t, w), r in sorted(by.items()):
+            if b == "sqlite" and w > 1:
+                L.append(f"SQLite relay, {w} workers / echo ceiling: {r['ops_s'] / echo['ops_s']:.0%}; "
+                         f"x{r['ops_s'] / max(lite['ops_s'], 1):.2f} of 1 process")
         for r in checked:
             L.append(f"SQLite relay with {r['check']} checker process / echo ceiling: {r['ops_s'] / echo['ops_s']:.0%}")
     for teams in sorted({t for _b, t, _w in by if _b == "postgres"}):
@@ -253,6 +261,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--teams", type=int, default=1,
                     help="also rows with K teams (one relay, schema and lock each), devices spread over them")
+    ap.add_argument("--sqlite-workers", type=int, default=2,
+                    help="the row of one SQLite relay with this many workers (serve --workers N; default 2)")
     a = ap.parse_args()
     cfg = dict(QUICK if a.quick else FULL)
     if a.devices:
@@ -260,6 +270,7 @@ def main() -> int:
     if a.seconds:
         cfg["seconds"] = a.seconds
     cfg["teams"] = max(1, a.teams)
+    cfg["sqlite_workers"] = max(2, a.sqlite_workers)
     from pg import PgServer  # tests/pg.py: a throwaway cluster
 
     cfg["pg"] = PgServer()

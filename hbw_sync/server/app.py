@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -120,6 +121,85 @@ class Metrics:
             metric = f"hbw_connections_{name}" + ("_total" if kind == "counter" else "")
             lines += [f"# HELP {metric} Connections: {_CONN_HELP[name]}.", f"# TYPE {metric} {kind}", f"{metric} {value}"]
         return "\n".join(lines) + "\n"
+
+
+    def to_dict(self, commits: int, connections: dict[str, int]) -> dict[str, Any]:
+        """The counters as JSON-able data (``SharedMetrics``)."""
+        return {"requests": [[a, st, n] for (a, st), n in self.requests.items()], "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "batches_in": self.batches_in, "batches_out": self.batches_out,
+                "devices_seen": sorted(self.devices_seen), "latency_sum": self.latency_sum,
+                "latency_count": self.latency_count, "buckets": [[b, n] for b, n in self.buckets.items()],
+                "commits": commits, "connections": connections}
+
+    def add(self, d: dict[str, Any]) -> None:
+        """Add another worker's counters (``to_dict``) to these."""
+        for a, st, n in d["requests"]:
+            self.requests[(str(a), int(st))] += int(n)
+        for k in ("bytes_in", "bytes_out", "batches_in", "batches_out", "latency_count"):
+            setattr(self, k, getattr(self, k) + int(d[k]))
+        self.latency_sum += float(d["latency_sum"])
+        self.devices_seen.update(str(x) for x in d["devices_seen"])
+        for b, n in d["buckets"]:
+            self.buckets[float(b)] += int(n)
+
+
+class SharedMetrics:
+    """``/metrics`` for the whole relay under ``serve --workers N``: each worker's counters in a file.
+
+    Why files: workers share nothing but the data directory and the database, and a counter
+    row in the database would cost every request a write under the one writer. Each worker
+    writes its counters (``DATA/metrics/worker-I.json``, 0600, replaced whole) every
+    ``FLUSH_S`` seconds and whenever it answers ``/metrics``; the worker asked adds the others'
+    files to its own live counters. So the whole relay's figures lag by at most ``FLUSH_S``
+    for the other workers. A restarted worker starts from its file's counts, so the relay's
+    counters never go backwards when the OOM killer takes a worker (at most ``FLUSH_S`` of its
+    requests are lost to them).
+    """
+
+    DIR = "metrics"
+    FLUSH_S = 1.0
+    MAX_FILE = 4 * 1024 * 1024  # our own files; one of another size is not ours to trust
+
+    def __init__(self, data: Path, worker: int):
+        self.dir = Path(data) / self.DIR
+        self.worker = worker
+        self.path = self.dir / f"worker-{worker}.json"
+
+    @classmethod
+    def forget(cls, data: Path) -> None:
+        """Remove the files of an earlier serve (the parent, before it starts its workers)."""
+        for f in (Path(data) / cls.DIR).glob("worker-*.json"):
+            with contextlib.suppress(OSError):
+                f.unlink()
+
+    @classmethod
+    def _read(cls, f: Path) -> dict[str, Any] | None:
+        try:
+            if f.stat().st_size > cls.MAX_FILE:
+                return None
+            d = json.loads(f.read_bytes())
+            return d if isinstance(d, dict) else None
+        except (OSError, ValueError):
+            return None  # being replaced, or cut by a crash: the next read gets it
+
+    def own(self) -> dict[str, Any] | None:
+        """This worker's counts from before a restart, or None."""
+        return self._read(self.path)
+
+    def save(self, d: dict[str, Any]) -> None:
+        from .. import fileio
+
+        with contextlib.suppress(OSError):
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, fileio.FILE_MODE)
+            with os.fdopen(fd, "w") as f:
+                json.dump(d, f)
+            os.replace(tmp, self.path)
+
+    def others(self) -> list[dict[str, Any]]:
+        return [d for f in sorted(self.dir.glob("worker-*.json")) if f != self.path
+                and (d := self._read(f)) is not None]
 
 
 _CONN_HELP = {"open": "open now", "cap": "most held at once (under the descriptor limit)",
@@ -264,6 +344,8 @@ class KeyCache:
 
 
 KEYS = web.AppKey("keys", KeyCache)
+SHARED = web.AppKey("shared_metrics", SharedMetrics)
+COMMITS_BEFORE = web.AppKey("commits_before", int)
 CHECKERS = web.AppKey("checkers", concurrent.futures.Executor)
 #: Bodies up to this size are checked on the event loop (about a millisecond for a 100-op sync);
 #: larger ones in a thread, so that a 30 MiB upload does not hold up the other devices' requests.
@@ -458,11 +540,62 @@ def _storage_metrics(app: web.Application) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _own_counts(app: web.Application) -> dict[str, Any]:
+    """This process's counters as data, its writer's commits counted from before a restart."""
+    return app[METRICS].to_dict(app[WRITER].commits + app[COMMITS_BEFORE], app[GUARD].stats())
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(request.app[WRITER].commits, request.app[GUARD].stats())
-                        + _storage_metrics(request.app),
-                        content_type="text/plain", charset="utf-8")
+    """The relay's counters; under ``--workers N`` those of every worker, summed (``SharedMetrics``)."""
+    app = request.app
+    shared = app.get(SHARED)
+    if shared is None:
+        text = app[METRICS].render(app[WRITER].commits, app[GUARD].stats())
+    else:
+        own = _own_counts(app)
+        shared.save(own)
+        total, commits, conns = Metrics(), own["commits"], dict(own["connections"])
+        total.add(own)
+        others = shared.others()
+        for d in others:
+            try:
+                total.add(d)
+                commits += int(d.get("commits", 0))
+                for k, v in (d.get("connections") or {}).items():
+                    if k in conns:
+                        conns[k] += int(v)
+            except (KeyError, TypeError, ValueError):
+                continue  # not a file this relay wrote whole
+        text = (total.render(commits, conns) + "# HELP hbw_workers Relay worker processes counted in these figures.\n"
+                f"# TYPE hbw_workers gauge\nhbw_workers {1 + len(others)}\n")
+    return web.Response(text=text + _storage_metrics(app), content_type="text/plain", charset="utf-8")
+
+
+async def _shared_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Under ``--workers N``: start from this worker's earlier counts, and write them every ``FLUSH_S``."""
+    cfg = app[CONFIG]
+    if cfg.worker is None:
+        yield
+        return
+    shared = app[SHARED] = SharedMetrics(cfg.data, cfg.worker)
+    before = shared.own()
+    if before is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            app[METRICS].add(before)
+            app[COMMITS_BEFORE] = int(before.get("commits", 0))
+
+    async def flush() -> None:
+        while True:
+            await asyncio.sleep(SharedMetrics.FLUSH_S)
+            shared.save(_own_counts(app))
+
+    task = asyncio.create_task(flush())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    shared.save(_own_counts(app))
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -533,6 +666,8 @@ def create_app(config: RelayConfig) -> web.Application:
     app.cleanup_ctx.append(_guard_ctx)
     app[METRICS] = Metrics()
     app[KEYS] = KeyCache()
+    app[COMMITS_BEFORE] = 0
     app.cleanup_ctx.append(_writer_ctx)
+    app.cleanup_ctx.append(_shared_metrics_ctx)
     app.add_routes(routes)
     return app

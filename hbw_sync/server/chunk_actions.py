@@ -35,11 +35,13 @@ CHUNKS_TAG = NAMES[Kind.DOC]["chunks"].tag
 
 def record_refs(conn: Txn, rseq: int, ops: list[Op]) -> int:
     """Note the chunk ids the document versions of an accepted batch use; returns how many."""
-    rows = []
-    for op in ops:
-        ids = op.fields.get(CHUNKS_TAG) if op.kind is Kind.DOC else None
-        if ids:
-            rows += [(ids[i:i + ID_LEN], rseq) for i in range(0, len(ids), ID_LEN)]
+    return record_ref_ids(conn, rseq, [ids for op in ops
+                                       if op.kind is Kind.DOC and (ids := op.fields.get(CHUNKS_TAG))])
+
+
+def record_ref_ids(conn: Txn, rseq: int, chunk_lists: list[bytes]) -> int:
+    """``record_refs`` from the ``chunks`` values themselves (``ops.check_routing_rows``); returns how many."""
+    rows = [(ids[i:i + ID_LEN], rseq) for ids in chunk_lists for i in range(0, len(ids), ID_LEN)]
     for row in rows:  # the table is made at init (schema 2, storage/); a few ids per version
         conn.execute("INSERT INTO chunk_refs (cid, rseq) VALUES (?, ?) ON CONFLICT (cid, rseq) DO NOTHING", row)
     return len(rows)

@@ -158,9 +158,11 @@ class FileChunkStore(_Index):
     file some other request indexed meanwhile is never removed.
     """
 
-    def __init__(self, root: Path, quota: int):
+    def __init__(self, root: Path, quota: int, db_path: Path | None = None):
         super().__init__(quota)
         self.root = Path(root)
+        #: The relay's SQLite database: ``unstage`` looks there, under its write lock, before removing a file.
+        self.db_path = db_path
         self._staged: dict[Path, bytes] = {}
         self._mu = threading.Lock()
 
@@ -241,12 +243,36 @@ class FileChunkStore(_Index):
         return path
 
     def unstage(self, paths: Iterable[Path]) -> None:
-        """After the request: remove the staged files no ``put`` indexed (refused, or never reached)."""
+        """After the request: remove the staged files no ``put`` indexed (refused, or never reached).
+
+        A mark only says what *this* process did. Under ``serve --workers N`` another process
+        (or ``bundle ingest``) may have indexed the same id from this very file meanwhile (its
+        ``put`` finds the file in place), so each file is removed only after a look at the index
+        made while holding the database's write lock (``BEGIN IMMEDIATE``): then no writer is
+        between writing a file and committing its row. Rare: only a refused ``chunk_put`` leaves marks.
+        """
         with self._mu:
-            for path in paths:
-                if self._staged.pop(path, None) is not None:
+            left = [path for path in paths if self._staged.pop(path, None) is not None]
+        if not left:
+            return
+        if self.db_path is None:
+            for path in left:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            return
+        from .storage.sqlite import under_write_lock
+
+        def remove(conn: Txn) -> None:
+            for path in left:
+                try:
+                    team, cid = bytes.fromhex(path.parent.parent.name), bytes.fromhex(path.name)
+                except ValueError:
+                    continue
+                if not self._held(conn, team, cid):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
+
+        under_write_lock(self.db_path, remove)
 
 
 def usage_key(team: bytes) -> str:
@@ -284,7 +310,9 @@ def for_backend(kind: str, data_dir: Path, quota: int) -> ChunkStore:
     """The chunk store of a relay whose database is ``kind`` ("sqlite" or "postgres")."""
     if kind == "postgres":
         return DbChunkStore(quota)
-    return FileChunkStore(Path(data_dir) / "chunks", quota)
+    from .storage.sqlite import DB_NAME
+
+    return FileChunkStore(Path(data_dir) / "chunks", quota, Path(data_dir) / DB_NAME)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -21,7 +21,7 @@ from .office import OfficeConfig
 from .relay import now_ms as relay_now_ms
 from .runner import log_to_stderr
 from .runner import serve as run_server
-from .workers import WorkerPool, check_workers, worker_count
+from .workers import WorkerPool, worker_count
 
 
 class RelayGroup(HbwGroup):
@@ -110,7 +110,7 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None, database: s
               "to loopback is safer: the page has no TLS).")
 @cli_storage.database_option
 @click.option("--workers", default="1", show_default=True, metavar="N|auto",
-              help="Relay processes sharing the port (auto: one per core). More than 1 needs PostgreSQL (--database).")
+              help="Relay processes sharing the port (auto: one per core), on SQLite or PostgreSQL.")
 @click.option("--check-processes", default=0, show_default=True, type=click.IntRange(0, 64),
               help="Processes that check signatures and batches beside each relay process (0: it checks them "
                    "itself). For a SQLite relay on a machine with idle cores.")
@@ -126,7 +126,7 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
     With --admin, the office page also runs, on 127.0.0.1:8766 by default. Its
     admin token is printed the first time and kept in DATA/admin.token (0600).
 
-    With --workers N (PostgreSQL only), N relay processes share the port and
+    With --workers N (SQLite or PostgreSQL), N relay processes share the port and
     every core is used; a worker that dies is started again, and SIGTERM stops
     them all.
     """
@@ -167,7 +167,6 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
     if n_workers == 1:
         run_server(cfg, ctx, ready=ready, office_cfg=office_cfg, office_ready=office_ready)
         return
-    check_workers(cfg, n_workers)
     if office_cfg is not None:
         from .office import check_bind
 

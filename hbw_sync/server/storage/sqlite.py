@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import queue
 import sqlite3
 import threading
@@ -29,6 +30,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import sqlite_utils
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; BEGIN IMMEDIATE and the busy timeout alone (``WriteLock``)
+    fcntl = None  # type: ignore[assignment]
 
 from ... import fileio
 from ...errors import ConfigError, StorageError
@@ -276,11 +282,71 @@ def open_checked(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def under_write_lock(path: Path, fn: TxnFn) -> Any:
+    """``fn(conn)`` while holding the database's write lock (``BEGIN IMMEDIATE``), then roll back.
+
+    For a look that must not race any writer of any process (``FileChunkStore.unstage``): while
+    it runs, no transaction is between its first write and its commit. Changes nothing itself.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        with faults(where=path.parent):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+class WriteLock:
+    """The relay's writers across processes take turns through one lock file (``relay.db.lock``).
+
+    Why, when ``BEGIN IMMEDIATE`` already lets one writer in at a time: a writer that finds
+    the database locked sleeps in SQLite's busy handler (1, 2, 5, 10... ms) and tries again,
+    so with ``serve --workers 2`` each turn would cost a sleep. ``flock`` wakes the waiting
+    process as soon as the other commits. The kernel releases it when a process dies, so a
+    killed worker never strands the others. The busy timeout (30 s) stays for the writers
+    that do not take this lock (admin commands, ``bundle ingest``). Not on Windows (no
+    ``fcntl``): there the busy handler alone keeps it correct.
+    """
+
+    def __init__(self, db_path: Path):
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Wait for the turn (no-op without ``fcntl``)."""
+        if fcntl is not None:
+            if self._fd is None:
+                with faults(where=self.path.parent):
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, fileio.FILE_MODE)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if fcntl is not None and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Writer:
-    """One thread, one connection, a queue of write functions; group commit."""
+    """One thread, one connection, a queue of write functions; group commit.
+
+    Several processes may each run a Writer on one database (``serve --workers N``): WAL lets
+    their readers go on, ``BEGIN IMMEDIATE`` makes each group one writer's at a time, and
+    ``WriteLock`` passes the turn between processes without the busy handler's sleeps. What
+    must be shared between them is in the database: ``rseq`` is MAX + 1 inside the
+    transaction, nonces and word-code failures are rows.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self._lock = WriteLock(path)
         self._q: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="hbw-relay-writer", daemon=True)
         self._started = threading.Event()
@@ -374,6 +440,7 @@ class Writer:
                 items.append(nxt)
             outcomes: list[tuple[bool, Any]] = []
             try:
+                self._lock.acquire()
                 conn.execute("BEGIN IMMEDIATE")
                 for fn, args, _fut in items:
                     conn.execute("SAVEPOINT item")
@@ -398,6 +465,8 @@ class Writer:
                 if err is not None:
                     self.fault = err
                 outcomes = [(False, err or e)] * len(items)
+            finally:
+                self._lock.release()
             for (_fn, _args, fut), (ok, value) in zip(items, outcomes):
                 if ok:
                     fut.set_result(value)
@@ -407,6 +476,7 @@ class Writer:
             # must not outlive its answer while the relay waits.
             first = items = outcomes = fn = args = _fut = _fn = _args = fut = value = err = None  # type: ignore[assignment]
         conn.close()
+        self._lock.close()
 
 
 class SqliteStore:
