@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,9 +25,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from .. import __version__, allocation, envelope, timefmt, wordcode
+from .. import __version__, allocation, bundle, envelope, timefmt, wordcode
 from ..errors import HbwError, LimitError, ProtocolError, StorageError, TransientError, http_status_for, retry_after_for
-from . import board, db, limits, relay, storage, stream
+from ..i18n import _
+from . import board, bundle_ingest, db, limits, relay, storage, stream
 from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
@@ -63,6 +65,8 @@ class RelayConfig:
     bodies_per_address: int = 48 * 1024 * 1024
     #: Bytes of document chunks the team may keep (``limits.CHUNK_QUOTA``, PROTOCOL.md §18e).
     chunk_quota: int = limits.CHUNK_QUOTA
+    #: Largest bundle ``POST /v1/bundle`` takes, read as a stream (format 1 keeps ``limits.BUNDLE_V1_MAX``).
+    bundle_max: int = limits.BUNDLE_MAX
     #: A ``postgresql://`` URL; None: the data directory's own (``relay.db``, or its ``database.url``).
     database: str | None = None
     #: Which of ``serve --workers N`` this process is (0..N-1), named in its log lines; None: the only one.
@@ -320,6 +324,144 @@ async def read_body(request: web.Request, max_body: int, cap_for: Any = None,
     return body
 
 
+class _BundleBody:
+    """A ``/v1/bundle`` request body read as it arrives, for ``bundle_ingest.spool_stream`` in a thread.
+
+    Why: a bundle may be gigabytes (format 2). Its bytes are never gathered: ``read(n)`` hands the
+    verifier at most one segment's worth at a time, and only the bytes handed over and not yet
+    checked count in the relay's ``BodyBudget`` (a format 1 bundle, read whole, holds all of its
+    own, at most ``limits.BUNDLE_V1_MAX``). The pace rules are ``read_body``'s; ``cap`` is
+    checked on every read, so an endless body stops at it.
+    """
+
+    def __init__(self, request: web.Request, cap: int):
+        self.request, self.cap = request, cap
+        self.cfg: RelayConfig = request.app[CONFIG]
+        self.loop = asyncio.get_running_loop()
+        self.t0 = self.loop.time()
+        self.got = 0
+        self.held = 0  # of the BodyBudget, now
+        self.hold_all = False  # format 1: read whole, so its bytes are held until the answer
+        self.head = b""  # the bytes read before the thread starts, handed to it first
+
+    def _take(self, n: int) -> None:
+        if not self.hold_all and self.held:
+            self._give()
+        self.request.app[BODIES].take(self.request.remote or "?", n)
+        self.held += n
+
+    def _give(self) -> None:
+        self.request.app[BODIES].give(self.request.remote or "?", self.held)
+        self.held = 0
+
+    async def read(self, n: int) -> bytes:
+        """``n`` bytes, fewer only at the end of the body; each piece within the cap and the pace."""
+        pieces: list[bytes] = []
+        want = n
+        if self.head:
+            pieces.append(self.head[:want])
+            self.head = self.head[want:]
+            want -= len(pieces[0])
+        cfg = self.cfg
+        while want > 0:
+            deadline = self.t0 + cfg.body_grace_s + self.got / cfg.min_body_rate
+            wait = min(cfg.body_stall_s, deadline - self.loop.time())
+            if wait <= 0:
+                raise TransientError(_("the bundle arrived too slowly ({n} bytes in {s} s); the relay stopped waiting "
+                                       "and stored nothing of it").format(n=self.got, s=round(self.loop.time() - self.t0)),
+                                     code="transient.slow_body", hint=_("send the bundle again"))
+            try:
+                chunk = await asyncio.wait_for(self.request.content.read(min(want, limits.STREAM_FLUSH)), wait)
+            except asyncio.TimeoutError:
+                raise TransientError(_("the bundle stopped arriving after {n} bytes; the relay stopped waiting "
+                                       "and stored nothing of it").format(n=self.got),
+                                     code="transient.slow_body", hint=_("send the bundle again")) from None
+            if not chunk:
+                break
+            if self.got + len(chunk) > self.cap:
+                raise LimitError(_("the bundle is over the relay's {cap}-byte limit; nothing of it was stored")
+                                 .format(cap=self.cap), code="protocol.limit",
+                                 hint=_("ask office IT to raise the relay's bundle limit, or export smaller bundles"))
+            self._take(len(chunk))
+            self.got += len(chunk)
+            pieces.append(chunk)
+            want -= len(chunk)
+        return b"".join(pieces)
+
+    def read_blocking(self, n: int) -> bytes:
+        """``read`` from the verifier's thread: the event loop does the reading."""
+        return asyncio.run_coroutine_threadsafe(self.read(n), self.loop).result()
+
+
+async def read_bundle(request: web.Request, held: list[int]) -> "bundle_ingest.Spooled":
+    """A ``/v1/bundle`` body checked segment by segment as it arrives, its document parts spooled to disk.
+
+    Order: a compressed body or a declared length over the cap is refused before any byte is read;
+    then the bundle's header (54 bytes: magic, version, team, relay) is checked before anything
+    grows; a format 1 bundle gets the old 40 MiB cap. The spool file is in the relay's data
+    directory, anonymous (gone on a crash), closed by the caller. ``held`` is ``_serve``'s: what
+    this body still holds of the ``BodyBudget`` when it returns (format 1: all of it).
+    """
+    cfg: RelayConfig = request.app[CONFIG]
+    enc = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if enc not in ("", "identity"):
+        raise ProtocolError(f"compressed request bodies ({enc}) are not accepted; nothing was read",
+                            code="protocol.encoding", hint="send the body as is: hbw-sync compresses inside it")
+    cap = min(cfg.bundle_max, bundle.MAX_STREAM)
+    declared = request.content_length
+
+    def over(limit: int) -> LimitError:
+        return LimitError(_("a bundle of {n} bytes is over the relay's {cap}-byte limit; nothing of it was read")
+                          .format(n=declared, cap=limit), code="protocol.limit",
+                          hint=_("ask office IT to raise the relay's bundle limit, or export smaller bundles"))
+
+    if declared is not None and declared > cap:
+        raise over(cap)
+    body = _BundleBody(request, cap)
+    ident = request.app[IDENTITY]
+    try:
+        head = await body.read(bundle.HEADER.size)
+        if len(head) < 5 or head[:3] != bundle.MAGIC:
+            raise ProtocolError(_("this is not an hbw-sync bundle"), code="protocol.magic")
+        if head[4] == bundle.VERSION:  # one AEAD message, read whole: the old cap
+            body.hold_all = True
+            body.cap = min(cap, limits.BUNDLE_V1_MAX)
+            if declared is not None and declared > body.cap:
+                raise over(body.cap)
+        body.head = head
+        spool_dir = Path(cfg.data)
+        done: asyncio.Future[bundle_ingest.Spooled] = body.loop.create_future()
+
+        def failed(e: BaseException) -> None:
+            if not done.cancelled():
+                done.set_exception(e)
+
+        def finished(sp: bundle_ingest.Spooled) -> None:
+            if done.cancelled():
+                sp.close()
+            else:
+                done.set_result(sp)
+
+        def work() -> None:  # its own thread: a slow upload must not hold one of the loop's pooled threads
+            try:
+                sp = bundle_ingest.spool_stream(body.read_blocking, ident.team, ident.key.device_id,
+                                                bundle.relay_x25519(ident.key), spool_dir, max_total=cap)
+            except BaseException as e:  # noqa: BLE001 - handed to the handler, which maps it
+                body.loop.call_soon_threadsafe(failed, e)
+            else:
+                body.loop.call_soon_threadsafe(finished, sp)
+
+        threading.Thread(target=work, name="hbw-bundle-upload", daemon=True).start()
+        sp = await done
+        sp.wire_bytes = body.got
+        return sp
+    finally:
+        if body.hold_all:
+            held[0] += body.held  # given back by ``_serve`` once the answer is sent
+        else:
+            body._give()
+
+
 class KeyCache:
     """Enrolled devices' public keys, kept by this process so a request's signature is checked before its
     transaction (``relay.prepare``) without a database round trip.
@@ -388,16 +530,21 @@ async def _rpc(app: web.Application, body: bytearray, now: int) -> tuple[bytes, 
 
 
 async def _serve(request: web.Request, handler: Any, content_type: str, default_action: str,
-                 max_body: int | None = None, cap_for: Any = None, flow: Any = None) -> web.StreamResponse:
+                 max_body: int | None = None, cap_for: Any = None, flow: Any = None,
+                 reader: Any = None) -> web.StreamResponse:
     """Read a body, run ``handler`` in the writer (or the whole ``flow``), answer its bytes; one error
-    mapping, metrics and log line."""
+    mapping, metrics and log line. ``reader(request, held)``: reads the body instead of ``read_body``
+    (``read_bundle``: a stream, not bytes in memory)."""
     app = request.app
     m = app[METRICS]
     t0 = time.perf_counter()
     action, status, device = default_action, 200, "-"
     held = [0]  # body bytes taken from the BodyBudget, given back below
     try:
-        body = await read_body(request, max_body or app[CONFIG].max_body, cap_for, held)
+        if reader is not None:
+            body = await reader(request, held)
+        else:
+            body = await read_body(request, max_body or app[CONFIG].max_body, cap_for, held)
         m.bytes_in += len(body)
         if flow is not None:
             out, stats = await flow(app, body, relay.now_ms())
@@ -417,7 +564,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if isinstance(e, StorageError):  # office IT must hear of it, not only the device
             log.warning(json.dumps({"action": action, "error": e.code, "message": e.message, "hint": e.hint}))
         resp = _error_response(e)  # a 503 carries Retry-After (errors.RETRY_AFTER_S)
-        if e.code in ("transient.slow_body", "transient.busy"):
+        if e.code in ("transient.slow_body", "transient.busy") or (reader is not None and e.code == "protocol.limit"):
             resp.force_close()  # the rest of such a body is not waited for, not even to discard it
         return resp
     except web.HTTPException as e:
@@ -473,8 +620,20 @@ async def stream_download(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/v1/bundle")
 async def bundle_upload(request: web.Request) -> web.StreamResponse:
-    """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle."""
-    return await _serve(request, relay.ingest_bundle, "application/x-hbw-bundle", "bundle")
+    """The office's drop point for a bundle file: the body is the bundle, the answer its reply bundle.
+
+    The body is checked as it arrives and never held (``read_bundle``): the writer gets the
+    checked bundle (its envelope, its document parts in a spool file) and only decides.
+    """
+    return await _serve(request, None, "application/x-hbw-bundle", "bundle", flow=_bundle_flow, reader=read_bundle)
+
+
+async def _bundle_flow(app: web.Application, sp: bundle_ingest.Spooled, now: int) -> tuple[Any, dict[str, Any]]:
+    try:
+        # ``relay.ingest_bundle`` takes the bundle already spooled as it is (``bundle_ingest.spool``).
+        return await app[WRITER].run(relay.ingest_bundle, app[IDENTITY], sp, now)  # type: ignore[no-any-return]
+    finally:
+        sp.close()
 
 
 @routes.post("/v1/code")

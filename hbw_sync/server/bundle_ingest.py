@@ -39,6 +39,10 @@ class Spooled:
         self.envelope = opened.envelope
         self._body = body
         self.records = 0  # chunk records kept or found held, once ``keep_body`` ran
+        self.wire_bytes = 0  # the bundle's size as it arrived (``spool_stream``): the relay's metrics
+
+    def __len__(self) -> int:
+        return self.wire_bytes
 
     def close(self) -> None:
         self._body.close()
@@ -48,13 +52,20 @@ class Spooled:
         yield from bundle.body_records(self._body.read)
 
 
-def spool(data: bytes | bytearray | Path, team: bytes, relay_id: bytes, relay_x25519: bytes) -> Spooled:
+def spool(data: bytes | bytearray | Path | Spooled, team: bytes, relay_id: bytes, relay_x25519: bytes,
+          spool_dir: Path | None = None) -> Spooled:
     """Open a bundle to the relay (format 1 or 2), its body checked segment by segment into a spool file.
 
-    Raises the opening errors of PROTOCOL.md §18b (``protocol.*``, ``integrity.aead`` ...); on any,
-    the spool is gone and nothing was kept.
+    ``data`` may already be ``Spooled`` (``spool_stream``: the HTTP drop point checks the body as it
+    arrives, outside the writer): it is returned as it is. ``spool_dir``: where the spool file goes
+    (the relay's data directory; None: the system's temporary directory). Raises the opening errors
+    of PROTOCOL.md §18b (``protocol.*``, ``integrity.aead`` ...); on any, the spool is gone and
+    nothing was kept.
     """
-    body = tempfile.TemporaryFile(prefix="hbw-bundle-")  # anonymous: a crash leaves nothing behind
+    if isinstance(data, Spooled):
+        return data
+    # Anonymous: a crash leaves nothing behind.
+    body = tempfile.TemporaryFile(prefix="hbw-bundle-", dir=spool_dir)
     try:
         if isinstance(data, Path):
             try:
@@ -64,6 +75,25 @@ def spool(data: bytes | bytearray | Path, team: bytes, relay_id: bytes, relay_x2
                 raise UsageError(_("cannot read {file}: {v}").format(file=data, v=e.strerror or e)) from None
         else:
             opened = _open(io.BytesIO(data).read, team, relay_id, relay_x25519, body)
+    except BaseException:
+        body.close()
+        raise
+    return Spooled(opened, body)
+
+
+def spool_stream(read: Callable[[int], bytes], team: bytes, relay_id: bytes, relay_x25519: bytes,
+                 spool_dir: Path, max_total: int = bundle.MAX_STREAM) -> Spooled:
+    """``spool`` from ``read(n)`` (n bytes, fewer only at the end): the HTTP body, read as it arrives.
+
+    Why: a bundle posted to ``/v1/bundle`` may be gigabytes; it is never held, only checked a
+    segment at a time, its document parts written to a spool file in ``spool_dir`` (the relay's
+    data directory: a 4 GiB bundle must not fill the system's temporary directory). The caller
+    bounds ``read`` (cap, pace); ``max_total`` is the bundle's own limit (§18b).
+    """
+    body = tempfile.TemporaryFile(prefix="hbw-bundle-", dir=spool_dir)
+    try:
+        opened = bundle.open_stream(read, bundle.TO_RELAY, team, relay_id, relay_x25519, body.write,
+                                    max_envelope=codec.DEFAULT_LIMITS.max_message, max_total=max_total)
     except BaseException:
         body.close()
         raise

@@ -26,6 +26,11 @@ from ..schema import Bin, Bool, Int, ListOf, Opt, Soft, Spec, Str, Tuple
 
 #: Largest HTTP request body (40 MiB): a sync carrying inline batches, or a bundle's batches.
 MAX_BODY = 40 * 1024 * 1024
+#: Largest bundle ``POST /v1/bundle`` takes (``RelayConfig.bundle_max`` overrides): the largest a device
+#: writes in format 2 (``bundle.MAX_STREAM``, 4 GiB). It is read as a stream, never held (``app.read_bundle``).
+BUNDLE_MAX = bundle_fmt.MAX_STREAM
+#: A format 1 bundle is one AEAD message, read whole: it keeps the old request body limit.
+BUNDLE_V1_MAX = MAX_BODY
 #: Largest upload or download piece.
 CHUNK_MAX = 256 * 1024
 #: Unfinished uploads older than this are dropped (a device resumes within hours, not days).
