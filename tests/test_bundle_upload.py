@@ -293,3 +293,14 @@ def test_a_signed_bundle_from_an_unknown_device_stores_nothing(team: Team, expor
     got, err = post(team, data)
     assert (got, err["code"]) == (403, "access.unknown_device"), err
     assert relay_state(team) == before and spool_fds(team) == [] and budget(team) == 0
+
+
+def test_a_compressed_bundle_is_refused_from_its_header(team: Team, exported) -> None:
+    """Never inflated: a gzip body of a few KB could be gigabytes once inflated."""
+    _chidi, good = exported
+    before = relay_state(team)
+    with connect(team) as s:
+        s.sendall(head(len(good)).replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n", 1) + good)
+        got, err = answer(s)
+    assert (got, err["code"]) == (400, "protocol.encoding"), err
+    assert relay_state(team) == before and spool_fds(team) == [] and budget(team) == 0

@@ -343,12 +343,20 @@ class _BundleBody:
         self.held = 0  # of the BodyBudget, now
         self.hold_all = False  # format 1: read whole, so its bytes are held until the answer
         self.head = b""  # the bytes read before the thread starts, handed to it first
+        self.over = False  # the handler is done (or was cancelled): the thread's next read fails, taking nothing
 
     def _take(self, n: int) -> None:
+        if self.over:  # a read that was waiting when the handler ended: it holds nothing more
+            raise self._stopped()
         if not self.hold_all and self.held:
             self._give()
         self.request.app[BODIES].take(self.request.remote or "?", n)
         self.held += n
+
+    def _stopped(self) -> TransientError:
+        return TransientError(_("the bundle stopped arriving after {n} bytes; the relay stopped waiting "
+                                "and stored nothing of it").format(n=self.got),
+                              code="transient.slow_body", hint=_("send the bundle again"))
 
     def _give(self) -> None:
         self.request.app[BODIES].give(self.request.remote or "?", self.held)
@@ -356,6 +364,8 @@ class _BundleBody:
 
     async def read(self, n: int) -> bytes:
         """``n`` bytes, fewer only at the end of the body; each piece within the cap and the pace."""
+        if self.over:
+            raise self._stopped()
         pieces: list[bytes] = []
         want = n
         if self.head:
@@ -373,9 +383,7 @@ class _BundleBody:
             try:
                 chunk = await asyncio.wait_for(self.request.content.read(min(want, limits.STREAM_FLUSH)), wait)
             except asyncio.TimeoutError:
-                raise TransientError(_("the bundle stopped arriving after {n} bytes; the relay stopped waiting "
-                                       "and stored nothing of it").format(n=self.got),
-                                     code="transient.slow_body", hint=_("send the bundle again")) from None
+                raise self._stopped() from None
             if not chunk:
                 break
             if self.got + len(chunk) > self.cap:
@@ -405,8 +413,8 @@ async def read_bundle(request: web.Request, held: list[int]) -> "bundle_ingest.S
     cfg: RelayConfig = request.app[CONFIG]
     enc = request.headers.get("Content-Encoding", "identity").strip().lower()
     if enc not in ("", "identity"):
-        raise ProtocolError(f"compressed request bodies ({enc}) are not accepted; nothing was read",
-                            code="protocol.encoding", hint="send the body as is: hbw-sync compresses inside it")
+        raise ProtocolError(_("compressed bundles ({enc}) are not accepted; nothing was read").format(enc=enc),
+                            code="protocol.encoding", hint=_("send the bundle file as it is: it is compressed inside"))
     cap = min(cfg.bundle_max, bundle.MAX_STREAM)
     declared = request.content_length
 
@@ -456,6 +464,7 @@ async def read_bundle(request: web.Request, held: list[int]) -> "bundle_ingest.S
         sp.wire_bytes = body.got
         return sp
     finally:
+        body.over = True
         if body.hold_all:
             held[0] += body.held  # given back by ``_serve`` once the answer is sent
         else:
