@@ -27,6 +27,7 @@ import pytest
 from hbw_sync import bundle as B
 from hbw_sync import crypto, envelope
 from hbw_sync.client import Device
+from hbw_sync.client import sync as syncing
 from hbw_sync.client.device import now_ms
 from hbw_sync.server import app as relay_app
 
@@ -304,3 +305,32 @@ def test_a_compressed_bundle_is_refused_from_its_header(team: Team, exported) ->
         got, err = answer(s)
     assert (got, err["code"]) == (400, "protocol.encoding"), err
     assert relay_state(team) == before and spool_fds(team) == [] and budget(team) == 0
+
+
+def test_a_format_1_bundle_is_still_taken_over_http(team: Team, tmp_path: Path) -> None:
+    """An older device's bundle (one AEAD message, read whole within 40 MiB): taken, answered in format 1."""
+    dana, chidi = team.pair("dana", "chidi")
+    with chidi.open() as rep:
+        rep.add_task("posted by an older version")
+    with Device.open(chidi.home) as dev:
+        s = dev.store
+        syncing.close_outbox(dev, None)
+        seqs, batches = zip(*s.execute("SELECT seq, data FROM outbox WHERE state = 'closed' ORDER BY seq"))
+        args = {"cursor": s.meta("pull_cursor", 0), "budget": 5 * MB, "batches": list(batches),
+                "roster_v": s.meta("roster_v"), "bundle": 1, "reply_max": 10 * MB}
+        env, nonce = envelope.make_request(dev.transport_key(), s.meta("device_id"), "sync", args, now_ms())
+        data = B.seal(B.TO_RELAY, s.meta("team_id"), crypto.device_id_for(s.meta("relay_public")),
+                      s.meta("relay_x25519"), env)
+        with s.transaction():  # what the older export remembered
+            s.set_meta("bundle_counter", 1)
+            s.set_meta("bundle_nonces", {nonce.hex(): [1, now_ms(), list(seqs), 10 * MB, []]})
+    assert data[4] == B.VERSION
+    got, reply = post(team, data)
+    assert got == 200 and reply["raw"][4] == B.VERSION, reply
+    assert spool_fds(team) == [] and budget(team) == 0
+    (tmp_path / "reply.hbw").write_bytes(reply["raw"])
+    code, out = cli(chidi, "bundle", "import", str(tmp_path / "reply.hbw"))
+    assert code == 0 and "1 of your batches confirmed" in out, out
+    assert dana.sync().ok
+    with dana.open() as rep:
+        assert "posted by an older version" in {t.title for t in rep.tasks()}
