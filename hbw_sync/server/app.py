@@ -70,6 +70,9 @@ class RelayConfig:
     #: Processes that check requests' signatures and batches (``relay.prepare``) beside the event loop;
     #: 0: the event loop checks them itself. For a SQLite relay on a machine with idle cores.
     check_processes: int = 0
+    #: A multi-team data directory (``teams.py``): teams open at once, and idle seconds before one is closed.
+    max_open_teams: int = 256
+    team_idle_s: float = 600.0
 
 
 @dataclass
@@ -600,13 +603,18 @@ async def _shared_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    store = storage.open_store(cfg.data, cfg.database)
-    try:
-        app[IDENTITY] = store.read(lambda conn: relay.load_identity(cfg.data, conn, cfg.chunk_quota))
-        writer = store.runner()
-    finally:
-        store.close()
-    writer.start()
+    shared = app.get(SHARED_PARTS)
+    if shared is not None and shared.pg_runner is not None:  # a team of a multi-team relay on PostgreSQL
+        writer = await shared.pg_runner(cfg.data)
+        app[IDENTITY] = await writer.read(lambda t: relay.load_identity(cfg.data, t, cfg.chunk_quota))
+    else:
+        store = storage.open_store(cfg.data, cfg.database)
+        try:
+            app[IDENTITY] = store.read(lambda conn: relay.load_identity(cfg.data, conn, cfg.chunk_quota))
+            writer = store.runner()
+        finally:
+            store.close()
+        writer.start()
     app[WRITER] = writer
     checkers = None
     if cfg.check_processes > 0:
@@ -658,13 +666,42 @@ async def _guard_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[GUARD].stop()
 
 
-def create_app(config: RelayConfig) -> web.Application:
+@dataclass
+class Shared:
+    """What a multi-team relay's team apps share with its root app (``teampool``): one connection
+    guard, one body budget and one set of counters for the process, and on PostgreSQL the one pool."""
+
+    guard: ConnectionGuard
+    bodies: limits.BodyBudget
+    metrics: Metrics
+    #: A team's started runner on the shared PostgreSQL pool, from its data directory; None: SQLite.
+    pg_runner: Callable[[Path], Awaitable[Any]] | None = None
+
+
+SHARED_PARTS = web.AppKey("shared_parts", Shared)
+
+
+def create_root(config: RelayConfig) -> web.Application:
+    """An app with the process-wide parts: the connection guard (and its middleware), body budget, counters."""
     app = web.Application(client_max_size=config.max_body, middlewares=[_busy])
     app[CONFIG] = config
     app[GUARD] = ConnectionGuard(config.connections)
     app[BODIES] = limits.BodyBudget(config.bodies_total, config.bodies_per_address)
     app.cleanup_ctx.append(_guard_ctx)
     app[METRICS] = Metrics()
+    return app
+
+
+def create_app(config: RelayConfig, shared: Shared | None = None) -> web.Application:
+    """A one-team relay app; with ``shared``, one team of a multi-team relay (``teampool``), served under
+    its root app (which holds the guard, and whose middleware marks connections busy)."""
+    if shared is None:
+        app = create_root(config)
+    else:
+        app = web.Application(client_max_size=config.max_body)
+        app[CONFIG] = config
+        app[GUARD], app[BODIES], app[METRICS] = shared.guard, shared.bodies, shared.metrics
+        app[SHARED_PARTS] = shared
     app[KEYS] = KeyCache()
     app[COMMITS_BEFORE] = 0
     app.cleanup_ctx.append(_writer_ctx)
