@@ -89,8 +89,9 @@ def register(cli: click.Group, group_cls: type, data_flag: Any) -> None:
     def team_remove(ctx: click.Context, data: Path, team_id: str, force: bool) -> None:
         """Stop serving team ID. Nothing is deleted: its directory is moved aside, its schema kept."""
         r = teams.remove_team(data, teams.check_id(team_id), force)
-        text = _("Team {id} is no longer served; its devices are refused from now on.\nKept: its data "
-                 "directory, moved to {kept} (relay key and database").format(id=r["id"], kept=r["kept"])
-        text += (_("; its PostgreSQL schema {schema} is kept too: drop it once you no longer need it).").format(
-            schema=r["schema"]) if r["schema"] else ").")
+        text = _("Team {id} is no longer served; its devices are refused from now on.").format(id=r["id"])
+        text += "\n" + _("Kept: its data directory (relay key and database), moved to {kept}.").format(kept=r["kept"])
+        if r["schema"]:
+            text += "\n" + _("Kept: its PostgreSQL schema {schema}; drop it once you no longer need it.").format(
+                schema=r["schema"])
         emit(ctx, r, text)

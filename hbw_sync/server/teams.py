@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import fileio
 from ..errors import ConfigError, UsageError
-from ..i18n import _
+from ..i18n import _, ngettext
 from . import db, relay, storage
 
 MARKER = "multi.json"
@@ -190,8 +190,9 @@ def remove_team(data: Path, team_id: str, force: bool = False) -> dict[str, Any]
             id=team_id, data=data, teams=", ".join(known(data)) or _("none")))
     row = _summary(data, team_id)
     if row["devices"] and not force:
-        raise UsageError(_("team {id} still has {n} enrolled devices; revoke them first, or add --force").format(
-            id=team_id, n=row["devices"]))
+        raise UsageError(ngettext("team {id} still has {n} enrolled device; revoke it first, or add --force",
+                                  "team {id} still has {n} enrolled devices; revoke them first, or add --force",
+                                  row["devices"]).format(id=team_id, n=row["devices"]))
     dest = Path(data) / REMOVED / f"{team_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     with db.faults(where=data):
         fileio.private_dir(Path(data) / REMOVED)
