@@ -15,7 +15,8 @@ warm-up sync each (so every team is open), then a closed loop for S seconds wher
 one new 100-op batch and pulls (budget 20 KB), as in ``bench_relay_pg.py``. Per row: resident
 memory of the relay processes after the timed phase (PSS summed: shared pages counted once; RSS
 summed beside it), PostgreSQL client connections the relays hold (``pg_stat_activity``), syncs/s,
-p50/p99, errors, and CPU per sync. No target is enforced (exit 0 unless a row had errors); on a
+p50/p99, errors, and CPU per sync. Then what one open team costs a multi-team process: its PSS with
+no team open and with ``open_teams`` (500; quick 50) opened. No target is enforced (exit 0 unless a row had errors); on a
 shared 2-core machine throughput is the share of CPU the relay was given (``machine busy`` says).
 """
 
@@ -45,8 +46,8 @@ from bench_relay_pg import BUDGET, OPS_PER_BATCH, pg_cpu, tree_cpu  # noqa: E402
 from hbw_sync import crypto  # noqa: E402
 from hbw_sync.server import admin, teams  # noqa: E402
 
-FULL = {"teams": 50, "per_team": 2, "seconds": 20.0, "rounds": 200, "templates": 16}
-QUICK = {"teams": 50, "per_team": 1, "seconds": 3.0, "rounds": 20, "templates": 4}
+FULL = {"teams": 50, "per_team": 2, "seconds": 20.0, "rounds": 200, "templates": 16, "open_teams": 500}
+QUICK = {"teams": 50, "per_team": 1, "seconds": 3.0, "rounds": 20, "templates": 4, "open_teams": 50}
 
 
 def pss(pid: int) -> int:
@@ -178,11 +179,48 @@ async def one_row(kind: str, tmp: Path, cfg: dict, log: Any) -> dict[str, Any]:
     return res
 
 
+def open_cost(cfg: dict, tmp: Path, log: Any) -> dict[str, Any]:
+    """What an open team costs a multi-team process: PSS with none open, then with ``open_teams`` open
+    (each opened by one junk request: the team is opened before its body is read, then refused 400)."""
+    import urllib.error
+    import urllib.request
+
+    k = cfg["open_teams"]
+    database = new_database(cfg["pg"], "bench_open")
+    root = tmp / "open"
+    teams.init_multi(root, database, None)
+    for i in range(k):
+        teams.add_team(root, f"Team {i}", f"t{i:04d}")
+    server = br.Server(serve_argv(root) + ["--max-open-teams", str(k)], tmp / "open.log")
+    url = server.start(120)
+    try:
+        pid = server.proc.pid  # type: ignore[union-attr]
+        time.sleep(1.0)
+        before = pss(pid)
+        for i in range(k):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{url}/t/t{i:04d}/v1", data=bytes(200)), timeout=60)
+            except urllib.error.HTTPError:
+                pass  # 400: not an hbw-sync message; the team was opened to say so
+        time.sleep(1.0)
+        after = pss(pid)
+        with urllib.request.urlopen(url + "/healthz", timeout=60) as r:
+            opened = json.loads(r.read())["teams"]["open"]
+        conns = pg_connections(cfg["pg"], "bench_open")
+    finally:
+        server.stop()
+    res = {"teams_open": opened, "pss_mb_none_open": round(before / 2**20, 1), "pss_mb_all_open": round(after / 2**20, 1),
+           "kb_per_open_team": round((after - before) / 1024 / max(opened, 1), 1), "pg_connections": conns}
+    log(f"open teams: {opened} open, PSS {res['pss_mb_none_open']} -> {res['pss_mb_all_open']} MB, "
+        f"{res['kb_per_open_team']} KB per open team, {conns} PG connections")
+    return res
+
+
 async def bench(cfg: dict, tmp: Path, log: Any) -> dict[str, Any]:
     cfg["templates_built"] = bd.make_templates(cfg["templates"], OPS_PER_BATCH)
     rows = [await one_row("one-team", tmp, cfg, log), await one_row("multi-team", tmp, cfg, log)]
     return {"cpus": os.cpu_count(), "teams": cfg["teams"], "per_team": cfg["per_team"], "seconds": cfg["seconds"],
-            "rows": rows}
+            "rows": rows, "open_cost": open_cost(cfg, tmp, log)}
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -200,6 +238,9 @@ def markdown(res: dict[str, Any]) -> str:
         L += ["", f"memory: x{one['pss_mb'] / multi['pss_mb']:.1f} less with one multi-team process; "
                   f"PG connections {one['pg_connections']} -> {multi['pg_connections']}; "
                   f"syncs/s x{multi['syncs_s'] / max(one['syncs_s'], 0.1):.2f}"]
+    oc = res["open_cost"]
+    L += [f"one multi-team process, {oc['teams_open']} teams opened: PSS {oc['pss_mb_none_open']} -> "
+          f"{oc['pss_mb_all_open']} MB ({oc['kb_per_open_team']} KB per open team), {oc['pg_connections']} PG connections"]
     return "\n".join(L)
 
 

@@ -73,6 +73,8 @@ class RelayConfig:
     #: A multi-team data directory (``teams.py``): teams open at once, and idle seconds before one is closed.
     max_open_teams: int = 256
     team_idle_s: float = 600.0
+    #: The team id of one team's app in a multi-team relay (named in its log lines); None: a one-team relay.
+    team: str | None = None
 
 
 @dataclass
@@ -447,7 +449,9 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if action == "sync":
             m.observe(dt)
         if app[CONFIG].access_log:
-            extra = {} if app[CONFIG].worker is None else {"worker": app[CONFIG].worker}
+            extra: dict[str, Any] = {} if app[CONFIG].worker is None else {"worker": app[CONFIG].worker}
+            if app[CONFIG].team is not None:
+                extra["team"] = app[CONFIG].team
             log.info(log_line(action=action, device=device, status=status, ms=round(dt * 1000, 1),
                               bytes_in=request.content_length or 0, **extra))
 

@@ -173,7 +173,7 @@ class TeamPool:
 
     async def _open(self, tid: str) -> OpenTeam:
         cfg = dataclasses.replace(self.config, data=teams.team_dir(self.config.data, tid), database=None,
-                                  worker=None, check_processes=0)
+                                  worker=None, check_processes=0, team=tid)
         shared = relay_app.Shared(self.root[relay_app.GUARD], self.root[relay_app.BODIES],
                                   self.root[relay_app.METRICS], self.pg.runner if self.pg else None)
         app = relay_app.create_app(cfg, shared)
