@@ -333,3 +333,18 @@ def relay_meta(t: Any) -> str:
     from hbw_sync.server import relay as r
 
     return r.meta(t, "team_name")
+
+
+@pytest.mark.sqlite_only("a damaged team file is a SQLite matter")
+def test_a_team_that_cannot_open_is_told_in_json_and_the_others_keep_serving(tmp_path: Path) -> None:
+    with Multi(tmp_path, None) as multi:
+        good = multi.add("good", "Good")
+        multi.add("broken", "Broken")
+        (teams.team_dir(multi.data, "broken") / "relay.db").write_bytes(b"not a database at all" * 100)
+        status, body = raw_request(multi.port, "POST /t/broken/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+                                   b"hello")
+        assert status >= 400 and json.loads(body)["code"]  # words the device can show, not a bare 500 page
+        sup, _mem = good.pair()
+        assert sup.sync().ok
+        status, health = multi.get("/healthz")
+        assert status == 200 and health["teams"]["open"] == 1

@@ -222,7 +222,8 @@ BODIES = web.AppKey("bodies", limits.BodyBudget)
 routes = web.RouteTableDef()
 
 
-def _error_response(e: HbwError) -> web.Response:
+def error_response(e: HbwError) -> web.Response:
+    """An error as the relay answers it: its class's status, a JSON body, Retry-After when it has one."""
     if isinstance(e, StorageError):  # the relay's disk, not the device's: tell the device what it means for it
         e = db.for_device(e)
     body = e.to_dict()
@@ -421,7 +422,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         status = http_status_for(e)
         if isinstance(e, StorageError):  # office IT must hear of it, not only the device
             log.warning(json.dumps({"action": action, "error": e.code, "message": e.message, "hint": e.hint}))
-        resp = _error_response(e)  # a 503 carries Retry-After (errors.RETRY_AFTER_S)
+        resp = error_response(e)  # a 503 carries Retry-After (errors.RETRY_AFTER_S)
         if e.code in ("transient.slow_body", "transient.busy"):
             resp.force_close()  # the rest of such a body is not waited for, not even to discard it
         return resp
@@ -436,11 +437,11 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if fault is not None:
             status = http_status_for(fault)
             log.warning(json.dumps({"action": action, "error": fault.code, "detail": str(e)}))
-            return _error_response(fault)
+            return error_response(fault)
         status = 500
         log.exception(log_line(action=action, device=device, error="internal error"))
         # The device shows this to a person: words, not the exception's class (the log above has it).
-        return _error_response(HbwError("the relay met an internal error; office IT finds the details in its log",
+        return error_response(HbwError("the relay met an internal error; office IT finds the details in its log",
                                         code="internal"))
     finally:
         app[BODIES].give(request.remote or "?", held[0])
@@ -467,7 +468,7 @@ async def stream_upload(request: web.Request) -> web.StreamResponse:
     """A large batch streamed at the byte: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §13a)."""
     app = request.app
     deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
-    return await stream.serve(request, deps, _error_response)
+    return await stream.serve(request, deps, error_response)
 
 
 @routes.post("/v1/fetch")
@@ -475,7 +476,7 @@ async def stream_download(request: web.Request) -> web.StreamResponse:
     """A large batch streamed from an offset: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §17)."""
     app = request.app
     deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
-    return await stream.serve_fetch(request, deps, _error_response)
+    return await stream.serve_fetch(request, deps, error_response)
 
 
 @routes.post("/v1/bundle")

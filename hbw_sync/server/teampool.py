@@ -33,7 +33,7 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from .. import __version__
-from ..errors import AccessError, ConfigError, StorageError, http_status_for
+from ..errors import AccessError, ConfigError, HbwError, StorageError, http_status_for
 from . import app as relay_app
 from . import relay, storage, teams
 from .storage import postgres
@@ -221,9 +221,8 @@ class TeamPool:
 POOL = web.AppKey("team_pool", TeamPool)
 
 
-def _refuse(tid: str) -> web.Response:
-    e = AccessError("this relay serves no such team", code="access.unknown_team")
-    return web.Response(status=http_status_for(e), text=json.dumps(e.to_dict()), content_type="application/json")
+def _refuse() -> web.Response:
+    return relay_app.error_response(AccessError("this relay serves no such team", code="access.unknown_team"))
 
 
 def team_of(raw_path: str) -> tuple[str, str] | None:
@@ -245,12 +244,16 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     pool = request.app[POOL]
     found = team_of(request.raw_path)
     if found is None:
-        return _refuse("")
+        return _refuse()
     tid, rest = found
     if not pool.exists(tid):
         await pool.forget(tid)
-        return _refuse(tid)
-    t = await pool.acquire(tid)
+        return _refuse()
+    try:
+        t = await pool.acquire(tid)
+    except HbwError as e:  # its schema of another version, PostgreSQL down...: the device hears why, in JSON
+        log.warning(relay_app.log_line(action="open-team", team=tid, error=e.code, message=e.message))
+        return relay_app.error_response(e)
     try:
         sub = request.clone(rel_url="/" + rest)
         return await t.app._handle(sub)  # the team's own routes, as for a one-team relay

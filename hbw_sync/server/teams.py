@@ -132,7 +132,7 @@ def add_team(data: Path, name: str, team_id: str | None = None) -> dict[str, Any
     marker = read_marker(data)
     tid = check_id(team_id) if team_id else id_for(name)
     where = team_dir(data, tid)
-    if where.exists():
+    if storage.holds_relay(where):
         raise ConfigError(_("team {id} already exists in {data}").format(id=tid, data=data),
                           hint=_("choose another id with --id"))
     base = marker.get("url")
