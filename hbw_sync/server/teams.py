@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import fileio
+from ..clock import now_ms
 from ..errors import ConfigError, UsageError
 from ..i18n import _, ngettext
 from . import db, relay, storage
@@ -193,7 +194,7 @@ def remove_team(data: Path, team_id: str, force: bool = False) -> dict[str, Any]
         raise UsageError(ngettext("team {id} still has {n} enrolled device; revoke it first, or add --force",
                                   "team {id} still has {n} enrolled devices; revoke them first, or add --force",
                                   row["devices"]).format(id=team_id, n=row["devices"]))
-    dest = Path(data) / REMOVED / f"{team_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    dest = Path(data) / REMOVED / f"{team_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now_ms() / 1000))}"
     with db.faults(where=data):
         fileio.private_dir(Path(data) / REMOVED)
         shutil.move(str(where), str(dest))
