@@ -42,6 +42,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("HBW_RELAY_DATA", "none: `--data` is then required", "the relay's data folder; same as `--data`", "relay"),
     EnvVar("HBW_RELAY_DATABASE", "unset: SQLite in the data folder",
            "a PostgreSQL URL for the relay; same as `--database`", "relay"),
+    EnvVar("HBW_RELAY_TEAM", "none: `--team` is then required on a multi-team folder",
+           "the team an admin command is for, in a multi-team relay folder; same as `--team`", "relay"),
     EnvVar("HBW_SLOW_TESTS", "unset: the quick suite", "`1`: long fuzz runs and the benchmark smoke runs", "tests"),
     EnvVar("HBW_REQUIRE", "unset: tests needing a missing program skip",
            "comma-separated programs the tests must find, not skip (`.ci/run` sets `libreoffice,tmpfs,node,chromium,postgres`)", "tests"),

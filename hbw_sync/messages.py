@@ -47,6 +47,8 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     # -- access ---------------------------------------------------------------------------------------
     "access.wrong_key": N_("the passphrase or the key is wrong"),
     "access.revoked": N_("this device was revoked by the office; it can no longer sync"),
+    "access.unknown_team": N_("this relay serves no such team: the relay address in the invite is wrong, or "
+                              "the team was removed"),
     "access.clock": N_("this computer's clock is too far from the relay's"),
     "access.code": N_("the word code was not accepted"),
     "access.code/no_invite": N_("no invite waits under code {slot}: it was used, it expired, or the "

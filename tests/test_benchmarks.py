@@ -31,7 +31,7 @@ DEFAULT = ["bench_app_upload.py", "bench_chunkstore.py", "bench_client.py", "ben
            "bench_snapshot.py", "bench_sync_cost.py", "bench_wire.py"]
 #: Minutes (a slowed link, relay load levels, 20 MB documents) or PostgreSQL.
 SLOW_ONLY = ["bench_bundles_memory.py", "bench_docs.py", "bench_docs_memory.py", "bench_link.py", "bench_relay.py",
-             "bench_relay_pg.py"]
+             "bench_relay_pg.py", "bench_teams.py"]
 
 slow = [pytest.mark.slow, pytest.mark.skipif(not SLOW, reason="benchmark smoke run of minutes: HBW_SLOW_TESTS=1")]
 
@@ -52,7 +52,7 @@ def test_bench_script_takes_quick_and_json(script: str) -> None:
 @pytest.mark.parametrize("script", [pytest.param(s, id=s) for s in DEFAULT]
                          + [pytest.param(s, id=s, marks=slow) for s in SLOW_ONLY])
 def test_bench_script_runs_quick(script: str) -> None:
-    if script == "bench_relay_pg.py":
+    if script in ("bench_relay_pg.py", "bench_teams.py"):
         from external import need
 
         need("postgres")

@@ -258,6 +258,13 @@ def test_every_relay_json_output_has_the_same_one_form(team: Team, tmp_path: Pat
                                          "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     seen["init"] = json.loads(res.stdout)
+    multi = tmp_path / "multi"  # the multi-team commands, on a multi-team directory
+    res = CliRunner().invoke(relay_cli, ["init", "--multi", str(multi), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    for args in (["team", "add", "Water Office", "--id", "water"], ["team", "list"], ["team", "remove", "water"]):
+        res = CliRunner().invoke(relay_cli, [*args, "--data", str(multi), "--json"], catch_exceptions=False)
+        assert res.exit_code == 0, (args, res.output)
+        seen[" ".join(args[:2])] = json.loads(res.stdout)
 
     assert json_commands(relay_cli) - set(seen) == set(), "a relay --json command this test does not walk"
     problems = {cmd: bad_forms(out) for cmd, out in seen.items()}

@@ -74,6 +74,11 @@ class RelayConfig:
     #: Processes that check requests' signatures and batches (``relay.prepare``) beside the event loop;
     #: 0: the event loop checks them itself. For a SQLite relay on a machine with idle cores.
     check_processes: int = 0
+    #: A multi-team data directory (``teams.py``): teams open at once, and idle seconds before one is closed.
+    max_open_teams: int = 256
+    team_idle_s: float = 600.0
+    #: The team id of one team's app in a multi-team relay (named in its log lines); None: a one-team relay.
+    team: str | None = None
 
 
 @dataclass
@@ -221,7 +226,8 @@ BODIES = web.AppKey("bodies", limits.BodyBudget)
 routes = web.RouteTableDef()
 
 
-def _error_response(e: HbwError) -> web.Response:
+def error_response(e: HbwError) -> web.Response:
+    """An error as the relay answers it: its class's status, a JSON body, Retry-After when it has one."""
     if isinstance(e, StorageError):  # the relay's disk, not the device's: tell the device what it means for it
         e = db.for_device(e)
     body = e.to_dict()
@@ -572,7 +578,7 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         status = http_status_for(e)
         if isinstance(e, StorageError):  # office IT must hear of it, not only the device
             log.warning(json.dumps({"action": action, "error": e.code, "message": e.message, "hint": e.hint}))
-        resp = _error_response(e)  # a 503 carries Retry-After (errors.RETRY_AFTER_S)
+        resp = error_response(e)  # a 503 carries Retry-After (errors.RETRY_AFTER_S)
         if e.code in ("transient.slow_body", "transient.busy") or (reader is not None and e.code == "protocol.limit"):
             resp.force_close()  # the rest of such a body is not waited for, not even to discard it
         return resp
@@ -587,11 +593,11 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if fault is not None:
             status = http_status_for(fault)
             log.warning(json.dumps({"action": action, "error": fault.code, "detail": str(e)}))
-            return _error_response(fault)
+            return error_response(fault)
         status = 500
         log.exception(log_line(action=action, device=device, error="internal error"))
         # The device shows this to a person: words, not the exception's class (the log above has it).
-        return _error_response(HbwError("the relay met an internal error; office IT finds the details in its log",
+        return error_response(HbwError("the relay met an internal error; office IT finds the details in its log",
                                         code="internal"))
     finally:
         app[BODIES].give(request.remote or "?", held[0])
@@ -600,7 +606,9 @@ async def _serve(request: web.Request, handler: Any, content_type: str, default_
         if action == "sync":
             m.observe(dt)
         if app[CONFIG].access_log:
-            extra = {} if app[CONFIG].worker is None else {"worker": app[CONFIG].worker}
+            extra: dict[str, Any] = {} if app[CONFIG].worker is None else {"worker": app[CONFIG].worker}
+            if app[CONFIG].team is not None:
+                extra["team"] = app[CONFIG].team
             log.info(log_line(action=action, device=device, status=status, ms=round(dt * 1000, 1),
                               bytes_in=request.content_length or 0, **extra))
 
@@ -616,7 +624,7 @@ async def stream_upload(request: web.Request) -> web.StreamResponse:
     """A large batch streamed at the byte: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §13a)."""
     app = request.app
     deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
-    return await stream.serve(request, deps, _error_response)
+    return await stream.serve(request, deps, error_response)
 
 
 @routes.post("/v1/fetch")
@@ -624,7 +632,7 @@ async def stream_download(request: web.Request) -> web.StreamResponse:
     """A large batch streamed from an offset: a signed head, then raw bytes (``stream.py``, PROTOCOL.md §17)."""
     app = request.app
     deps = stream.Deps(app[WRITER], app[IDENTITY], app[CONFIG], app[BODIES], app[METRICS])
-    return await stream.serve_fetch(request, deps, _error_response)
+    return await stream.serve_fetch(request, deps, error_response)
 
 
 @routes.post("/v1/bundle")
@@ -768,13 +776,18 @@ async def _shared_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    store = storage.open_store(cfg.data, cfg.database)
-    try:
-        app[IDENTITY] = store.read(lambda conn: relay.load_identity(cfg.data, conn, cfg.chunk_quota))
-        writer = store.runner()
-    finally:
-        store.close()
-    writer.start()
+    shared = app.get(SHARED_PARTS)
+    if shared is not None and shared.pg_runner is not None:  # a team of a multi-team relay on PostgreSQL
+        writer = await shared.pg_runner(cfg.data)
+        app[IDENTITY] = await writer.read(lambda t: relay.load_identity(cfg.data, t, cfg.chunk_quota))
+    else:
+        store = storage.open_store(cfg.data, cfg.database)
+        try:
+            app[IDENTITY] = store.read(lambda conn: relay.load_identity(cfg.data, conn, cfg.chunk_quota))
+            writer = store.runner()
+        finally:
+            store.close()
+        writer.start()
     app[WRITER] = writer
     checkers = None
     if cfg.check_processes > 0:
@@ -826,13 +839,42 @@ async def _guard_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[GUARD].stop()
 
 
-def create_app(config: RelayConfig) -> web.Application:
+@dataclass
+class Shared:
+    """What a multi-team relay's team apps share with its root app (``teampool``): one connection
+    guard, one body budget and one set of counters for the process, and on PostgreSQL the one pool."""
+
+    guard: ConnectionGuard
+    bodies: limits.BodyBudget
+    metrics: Metrics
+    #: A team's started runner on the shared PostgreSQL pool, from its data directory; None: SQLite.
+    pg_runner: Callable[[Path], Awaitable[Any]] | None = None
+
+
+SHARED_PARTS = web.AppKey("shared_parts", Shared)
+
+
+def create_root(config: RelayConfig) -> web.Application:
+    """An app with the process-wide parts: the connection guard (and its middleware), body budget, counters."""
     app = web.Application(client_max_size=config.max_body, middlewares=[_busy])
     app[CONFIG] = config
     app[GUARD] = ConnectionGuard(config.connections)
     app[BODIES] = limits.BodyBudget(config.bodies_total, config.bodies_per_address)
     app.cleanup_ctx.append(_guard_ctx)
     app[METRICS] = Metrics()
+    return app
+
+
+def create_app(config: RelayConfig, shared: Shared | None = None) -> web.Application:
+    """A one-team relay app; with ``shared``, one team of a multi-team relay (``teampool``), served under
+    its root app (which holds the guard, and whose middleware marks connections busy)."""
+    if shared is None:
+        app = create_root(config)
+    else:
+        app = web.Application(client_max_size=config.max_body)
+        app[CONFIG] = config
+        app[GUARD], app[BODIES], app[METRICS] = shared.guard, shared.bodies, shared.metrics
+        app[SHARED_PARTS] = shared
     app[KEYS] = KeyCache()
     app[COMMITS_BEFORE] = 0
     app.cleanup_ctx.append(_writer_ctx)

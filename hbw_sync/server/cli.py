@@ -14,7 +14,7 @@ from .. import __version__, allocation, timefmt
 from ..cli_common import HbwGroup, emit, is_interactive, json_option
 from ..i18n import N_, _, ngettext
 from ..ops import MAX_CAPACITY
-from . import admin, cli_equipment, cli_storage, db, limits, storage
+from . import admin, cli_equipment, cli_storage, cli_teams, db, limits, storage, teams
 from .app import MIN_FREE_MB, RelayConfig
 from .connections import ConnectionLimits
 from .office import OfficeConfig
@@ -44,7 +44,7 @@ def _data_flag(required: bool = False) -> Any:
                         required=required, callback=_remember_data, is_eager=True, help=DATA_HELP)
 
 
-def data_option(f: Callable[..., Any]) -> Callable[..., Any]:
+def dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """--data, accepted wherever a person puts it: 'hbw-relay --data X devices revoke ID', 'hbw-relay
     devices --data X revoke ID', '... revoke ID --data X', or HBW_RELAY_DATA in the environment."""
     @functools.wraps(f)
@@ -54,6 +54,15 @@ def data_option(f: Callable[..., Any]) -> Callable[..., Any]:
             raise click.UsageError(_("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA)."))
         return f(*args, data=data, **kw)
     return _data_flag()(wrapper)
+
+
+def data_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``dir_option`` and ``--team ID``: on a multi-team directory, the command works on that team's
+    one-team directory (``cli_teams.resolve_data``), and is refused without it."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, data: Path, team_id: str | None = None, **kw: Any) -> Any:
+        return f(*args, data=cli_teams.resolve_data(data, team_id), **kw)
+    return cli_teams.team_flag(dir_option(wrapper))
 
 
 @click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,21 +80,38 @@ def cli(data: Path | None) -> None:
 
 
 @cli.command()
-@data_option
-@click.option("--team", required=True, help="The team's name, e.g. 'District Finance Office'.")
+@_data_flag()
+@click.option("--team", help="The team's name, e.g. 'District Finance Office'.")
 @click.option("--url", help="The URL devices will use to reach this relay (put into invites).")
+@click.option("--multi", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Make DIR a multi-team relay directory instead: one relay process serves many teams "
+                   "('hbw-relay team add NAME'), each under URL/t/ID.")
 @cli_storage.database_option
 @json_option
 @click.pass_context
-def init(ctx: click.Context, data: Path, team: str, url: str | None, database: str | None) -> None:
+def init(ctx: click.Context, data: Path | None, team: str | None, url: str | None, multi: Path | None,
+         database: str | None) -> None:
     """Create a relay for a team in a new data directory (and, with --database, in PostgreSQL)."""
+    if multi is not None:
+        if team:
+            raise click.UsageError(_("--multi makes a directory for many teams: add each with 'hbw-relay team add "
+                                     "NAME', not --team"))
+        r = teams.init_multi(multi, database, url)
+        emit(ctx, r, _("Multi-team relay directory made in {data}.\nNext: 'hbw-relay team add --data {data} NAME', "
+                       "then 'hbw-relay serve --data {data}'.").format(data=multi))
+        return
+    data = data or ctx.meta.get("hbw_relay_data")
+    if data is None:
+        raise click.UsageError(_("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA)."))
+    if not team:
+        raise click.UsageError(_("Missing option '--team': the team's name."))
     r = admin.init(data, team, url, database)
     emit(ctx, r, f"Relay for {r['team']!r} created in {data}.\nRelay key: {r['relay_key']}\n"
                  f"Next: 'hbw-relay serve --data {data}' and 'hbw-relay invite --data {data} NAME'.")
 
 
 @cli.command()
-@data_option
+@dir_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM).")
@@ -114,10 +140,15 @@ def init(ctx: click.Context, data: Path, team: str, url: str | None, database: s
 @click.option("--check-processes", default=0, show_default=True, type=click.IntRange(0, 64),
               help="Processes that check signatures and batches beside each relay process (0: it checks them "
                    "itself). For a SQLite relay on a machine with idle cores.")
+@click.option("--max-open-teams", default=256, show_default=True, type=click.IntRange(1),
+              help="Multi-team directory: teams kept open at once (the least recently used idle one is closed).")
+@click.option("--team-idle", default=600.0, show_default=True, type=click.FloatRange(1),
+              help="Multi-team directory: seconds without a request before a team is closed.")
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
           stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int, with_admin: bool,
           admin_host: str, admin_port: int, admin_remote: bool, chunk_quota_gb: float,
-          database: str | None = None, workers: str = "1", check_processes: int = 0) -> None:
+          database: str | None = None, workers: str = "1", check_processes: int = 0, max_open_teams: int = 256,
+          team_idle: float = 600.0) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
@@ -131,6 +162,10 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
     them all.
     """
     n_workers = worker_count(workers)
+    multi = teams.is_multi(data)
+    if multi and (with_admin or tls_cert or tls_key or auto_rebalance):
+        raise click.UsageError(_("a multi-team relay does not yet take --admin, --tls-cert/--tls-key or "
+                                 "--auto-rebalance: put TLS in front of it (a reverse proxy)"))
     ctx = None
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
@@ -140,12 +175,14 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         # Invites made from now on pin this certificate (a self-signed one is fine).
         admin.set_tls_certificate(data, Path(tls_cert))
     # Kept in the relay's settings, so that 'bundle ingest' (another process) refuses at the same quota.
-    admin.set_chunk_quota(data, int(chunk_quota_gb * 1024**3), database)
+    if not multi:
+        admin.set_chunk_quota(data, int(chunk_quota_gb * 1024**3), database)
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
                       min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address),
-                      chunk_quota=int(chunk_quota_gb * 1024**3), database=database, check_processes=check_processes)
+                      chunk_quota=int(chunk_quota_gb * 1024**3), database=database, check_processes=check_processes,
+                      max_open_teams=max_open_teams, team_idle_s=team_idle)
     office_cfg = OfficeConfig(admin_host, admin_port, admin_remote) if with_admin else None
 
     def office_ready(url: str, token: str | None) -> None:
@@ -171,7 +208,10 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
         from .office import check_bind
 
         check_bind(office_cfg)  # refuse before anything listens
-    storage.open_store(data, database).close()  # no relay there, or PostgreSQL down: say so before any worker
+    if multi:
+        teams.read_marker(data)
+    else:
+        storage.open_store(data, database).close()  # no relay there, or PostgreSQL down: say so before any worker
     log_to_stderr()
     WorkerPool(cfg, n_workers, (tls_cert, tls_key) if ctx and tls_cert and tls_key else None, office_cfg).run(ready, office_ready)
 
@@ -239,16 +279,17 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
 
 @cli.group(cls=RelayGroup, invoke_without_command=True)
 @_data_flag()
+@cli_teams.team_flag
 @json_option
 @click.pass_context
-def devices(ctx: click.Context, data: Path | None) -> None:
+def devices(ctx: click.Context, data: Path | None, team_id: str | None = None) -> None:
     """List enrolled devices: whose, enrolled and revoked when, last seen ('devices revoke' to revoke)."""
     if ctx.invoked_subcommand:
         return
     data = data or ctx.meta.get("hbw_relay_data")
     if data is None:
         raise click.UsageError(_("Missing option '--data': the relay's data directory (or set HBW_RELAY_DATA)."))
-    rows = admin.devices(data)
+    rows = admin.devices(cli_teams.resolve_data(data, team_id))
 
     def text() -> None:
         if not rows:
@@ -517,6 +558,7 @@ def _ingest_one(ctx: click.Context, data: Path, file: Path, reply_dir: Path | No
 
 cli_equipment.register(cli, RelayGroup, data_option)
 cli_storage.register(cli, data_option)
+cli_teams.register(cli, RelayGroup, dir_option)
 
 
 def main() -> None:

@@ -58,7 +58,10 @@ async def _start(config: RelayConfig, ssl_context: ssl.SSLContext | None,
                  reuse_port: bool = False) -> tuple[web.AppRunner, str]:
     # keepalive_timeout also bounds a connection that never sends a request (aiohttp >= 3.10);
     # auto_decompress=False: a compressed body is refused from its header, never inflated.
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False,
+    from . import teampool, teams
+
+    app = teampool.create_multi_app(config) if teams.is_multi(config.data) else create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=config.connections.idle_timeout_s, auto_decompress=False)
     await runner.setup()
     site = GuardedSite(runner, config.host, config.port, ssl_context=ssl_context, reuse_port=reuse_port or None)

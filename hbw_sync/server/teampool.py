@@ -1,0 +1,343 @@
+"""One relay process, many teams: ``/t/<id>/v1/...`` routed to that team's own relay app (issue 16).
+
+Why this shape. Each team keeps its one-team relay app (``app.create_app``: its key, its
+writer, its chunk store, its routes), so the sync path is the one-team code, unchanged;
+this module only finds the team. A request's path is checked first (the team id by
+``teams.ID_RE``, the path as sent, not decoded, so ``%2F`` or ``..`` tricks name no team),
+then the team must exist: an unknown or malformed id gets 403 ``access.unknown_team``
+before one byte of the body is read.
+
+Open teams are kept in an LRU (``--max-open-teams``); one idle for ``--team-idle`` seconds
+is closed (its writer committed and stopped). A team in use is never closed; the cap may be
+passed for a moment while every open team is busy. On PostgreSQL all teams share ONE pool of
+connections (``SharedPgPool``): each transaction first sets its team's schema with
+``set_config('search_path', ..., true)``, which lasts only until that transaction ends, so
+a pooled connection carries nothing of one team into the next team's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+
+from .. import __version__
+from ..errors import AccessError, ConfigError, HbwError, StorageError, http_status_for
+from . import app as relay_app
+from . import relay, storage, teams
+from .storage import postgres
+
+log = logging.getLogger("hbw.relay")
+
+#: What follows ``/t/<id>/`` on a multi-team relay: the one-team routes, nothing else.
+TEAM_ROUTES = frozenset({"v1", "v1/stream", "v1/fetch", "v1/bundle", "v1/code"})
+MAX_OPEN_TEAMS = 256
+TEAM_IDLE_S = 600.0
+
+
+class SharedPgPool:
+    """One pool of PostgreSQL connections (one per thread) for every team of this process."""
+
+    def __init__(self, url: str, size: int = postgres.POOL_SIZE):
+        self.url = url
+        self.size = size
+        self.local = threading.local()
+        self.conns: list[Any] = []
+        self.mu = threading.Lock()
+        self.executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        postgres.connect(self.url).close()  # fail at start, with words, when the server is unreachable
+        self.executor = concurrent.futures.ThreadPoolExecutor(self.size, thread_name_prefix="hbw-relay-pg")
+
+    def stop(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+        with self.mu:
+            for c in self.conns:
+                c.close()
+            self.conns.clear()
+
+    async def runner(self, data: Path) -> "TeamPgRunner":
+        """The started runner of the team whose data directory is ``data`` (schema checked, lock key read)."""
+        tid = data.name
+        r = TeamPgRunner(self, teams.schema_for(tid))
+        r.lock = await r.read(_team_lock, r.schema)
+        return r
+
+
+def _in_schema(txn: postgres.PgTxn, schema: str, fn: Any, args: tuple[Any, ...]) -> Any:
+    # Transaction-local (is_local = true): gone at COMMIT or ROLLBACK, so never another team's.
+    txn.conn.execute("SELECT set_config('search_path', %s, true)", (schema,))
+    return fn(txn, *args)
+
+
+def _team_lock(txn: postgres.PgTxn, schema: str) -> int:
+    """The team's advisory lock key (its 8-byte id), after checking its schema holds a relay of ours."""
+    if not txn.conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]:
+        raise ConfigError(f"no relay in the PostgreSQL schema {schema}")
+    row = txn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    found = int(bytes(row[0]).decode()) if row else None
+    if found != postgres.SCHEMA_VERSION:
+        raise ConfigError(f"the PostgreSQL schema {schema} has relay schema {found}; this hbw-relay knows "
+                          f"{postgres.SCHEMA_VERSION}", hint="run 'hbw-relay migrate --data DIR --team ID'")
+    team = relay.meta(txn, "team")
+    return int.from_bytes(team, "big", signed=True) if isinstance(team, bytes) and len(team) == 8 else 0
+
+
+class TeamPgRunner(postgres.PgRunner):
+    """A team's ``PgRunner`` on the process's shared pool: its threads and connections are the pool's."""
+
+    def __init__(self, shared: SharedPgPool, schema: str):
+        super().__init__(shared.url, 0, shared.size)
+        self.schema = schema
+        self._local, self._conns, self._mu, self._pool = shared.local, shared.conns, shared.mu, shared.executor
+
+    def start(self) -> None:
+        pass  # the pool is started once, for all teams
+
+    def stop(self) -> None:
+        pass  # ...and stopped once
+
+    def _txn(self, fn: Any, args: tuple[Any, ...], lock: Any = True) -> Any:
+        return super()._txn(_in_schema, (self.schema, fn, args), lock)
+
+
+@dataclasses.dataclass
+class OpenTeam:
+    id: str
+    app: web.Application
+    busy: int = 0
+    used: float = 0.0
+
+
+class TeamPool:
+    """The teams open in this process, least recently used first."""
+
+    def __init__(self, root: web.Application, config: relay_app.RelayConfig, pg: SharedPgPool | None):
+        self.root = root
+        self.config = config
+        self.pg = pg
+        self.open: OrderedDict[str, OpenTeam] = OrderedDict()
+        self._opening: dict[str, asyncio.Future[OpenTeam]] = {}
+        self.opened = 0
+        self.closed = 0
+        self.commits_closed = 0
+
+    def exists(self, tid: str) -> bool:
+        """Whether the team is in the directory now (asked per request: ``team remove`` takes effect at once)."""
+        return storage.holds_relay(teams.team_dir(self.config.data, tid))
+
+    async def forget(self, tid: str) -> None:
+        """Close a team that was removed while open (at once when idle; else by the next sweep)."""
+        t = self.open.get(tid)
+        if t is not None and t.busy == 0:
+            await self._close(t)
+
+    async def acquire(self, tid: str) -> OpenTeam:
+        t = self.open.get(tid)
+        if t is None:
+            fut = self._opening.get(tid)
+            if fut is None:
+                fut = self._opening[tid] = asyncio.get_running_loop().create_future()
+                try:
+                    t = await self._open(tid)
+                    fut.set_result(t)
+                except BaseException as e:
+                    fut.set_exception(e)
+                    fut.exception()  # retrieved: waiters, if any, get it too
+                    raise
+                finally:
+                    del self._opening[tid]
+            else:
+                t = await asyncio.shield(fut)
+        self.open.move_to_end(tid)
+        t.busy += 1
+        t.used = time.monotonic()
+        return t
+
+    def release(self, t: OpenTeam) -> None:
+        t.busy -= 1
+        t.used = time.monotonic()
+
+    async def _open(self, tid: str) -> OpenTeam:
+        cfg = dataclasses.replace(self.config, data=teams.team_dir(self.config.data, tid), database=None,
+                                  worker=None, check_processes=0, team=tid)
+        shared = relay_app.Shared(self.root[relay_app.GUARD], self.root[relay_app.BODIES],
+                                  self.root[relay_app.METRICS], self.pg.runner if self.pg else None)
+        app = relay_app.create_app(cfg, shared)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        t = OpenTeam(tid, app)
+        self.open[tid] = t
+        self.opened += 1
+        await self._trim()
+        return t
+
+    async def _close(self, t: OpenTeam) -> None:
+        self.open.pop(t.id, None)
+        self.commits_closed += t.app[relay_app.WRITER].commits
+        self.closed += 1
+        await t.app.shutdown()
+        await t.app.cleanup()
+
+    async def _trim(self) -> None:
+        """Close least recently used idle teams while more than ``max_open_teams`` are open."""
+        for t in list(self.open.values()):
+            if len(self.open) <= self.config.max_open_teams:
+                break
+            if t.busy == 0:
+                await self._close(t)
+
+    async def close_idle(self) -> None:
+        now = time.monotonic()
+        for t in list(self.open.values()):
+            if t.busy == 0 and (now - t.used >= self.config.team_idle_s or not self.exists(t.id)):
+                await self._close(t)
+
+    async def close_all(self) -> None:
+        for t in list(self.open.values()):
+            await self._close(t)
+
+    def commits(self) -> int:
+        return self.commits_closed + sum(t.app[relay_app.WRITER].commits for t in self.open.values())
+
+    def faults(self) -> list[StorageError]:
+        return [f for t in self.open.values() if (f := t.app[relay_app.WRITER].fault) is not None]
+
+
+POOL = web.AppKey("team_pool", TeamPool)
+
+
+def _refuse() -> web.Response:
+    return relay_app.error_response(AccessError("this relay serves no such team", code="access.unknown_team"))
+
+
+def team_of(raw_path: str) -> tuple[str, str] | None:
+    """(team id, route after it) of a path as sent, or None: ``/t/<id>/<route>`` with a valid id and route.
+
+    The raw path, before any decoding or normalising: ``/t/a%2Fb/v1`` or ``/t/../v1`` name no team.
+    """
+    path = raw_path.split("?", 1)[0]
+    if not path.startswith("/t/") or len(path) > 64:
+        return None
+    tid, sep, rest = path[3:].partition("/")
+    if not sep or not teams.valid_id(tid) or rest not in TEAM_ROUTES:
+        return None
+    return tid, rest
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """A device request for one team: checked, then handed whole to that team's app (body unread)."""
+    pool = request.app[POOL]
+    found = team_of(request.raw_path)
+    if found is None:
+        return _refuse()
+    tid, rest = found
+    if not pool.exists(tid):
+        await pool.forget(tid)
+        return _refuse()
+    try:
+        t = await pool.acquire(tid)
+    except HbwError as e:  # its schema of another version, PostgreSQL down...: the device hears why, in JSON
+        log.warning(relay_app.log_line(action="open-team", team=tid, error=e.code, message=e.message))
+        return relay_app.error_response(e)
+    try:
+        sub = request.clone(rel_url="/" + rest)
+        return await t.app._handle(sub)  # the team's own routes, as for a one-team relay
+    finally:
+        pool.release(t)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the relay can take writes (disk, and every open team's last write), with team counts."""
+    app = request.app
+    pool = app[POOL]
+    cfg = app[relay_app.CONFIG]
+    body: dict[str, Any] = {"ok": True, "version": __version__, "multi_team": True,
+                            "teams": {"open": len(pool.open), "known": len(teams.known(cfg.data))}}
+    fault: StorageError | None = None
+    try:
+        free = shutil.disk_usage(cfg.data).free
+        body["free_bytes"] = free
+        if free < cfg.min_free_mb * 2**20:
+            fault = StorageError(f"the relay's disk is nearly full: {free / 2**20:.1f} MB free, below the "
+                                 f"{cfg.min_free_mb:g} MB floor", code="store.disk_full")
+    except OSError as e:
+        fault = StorageError(f"cannot read the relay's data directory: {e}", code="store.io")
+    faults = pool.faults()
+    if fault is None and faults:
+        fault = faults[0]
+    if fault is None:
+        return web.json_response(body)
+    body.update(ok=False, code=fault.code, reason=fault.message, teams_failing=len(faults))
+    return web.json_response(body, status=503, headers={"Retry-After": "30"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The process's counters over all its teams, and how many teams are open and known."""
+    app = request.app
+    pool = app[POOL]
+    text = app[relay_app.METRICS].render(pool.commits(), app[relay_app.GUARD].stats())
+    known = len(teams.known(app[relay_app.CONFIG].data))
+    for name, kind, value, help_ in (
+            ("hbw_teams_open", "gauge", len(pool.open), "Teams open in this relay process now."),
+            ("hbw_teams_known", "gauge", known, "Teams in this relay's data directory."),
+            ("hbw_teams_opened_total", "counter", pool.opened, "Times a team was opened."),
+            ("hbw_teams_closed_total", "counter", pool.closed, "Times a team was closed (idle, or over the cap)."),
+            ("hbw_storage_healthy", "gauge", 0 if pool.faults() else 1, "1 when no open team's last write failed."),
+    ):
+        text += f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {value}\n"
+    if pool.pg is not None:
+        text += ("# HELP hbw_pg_connections PostgreSQL connections this process holds, for all teams.\n"
+                 f"# TYPE hbw_pg_connections gauge\nhbw_pg_connections {len(pool.pg.conns)}\n")
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[relay_app.CONFIG]
+    marker = teams.read_marker(cfg.data)
+    database = cfg.database or marker.get("database")
+    pg = SharedPgPool(storage.check_url(database)) if database else None
+    if pg is not None:
+        pg.start()
+    pool = app[POOL] = TeamPool(app, cfg, pg)
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(min(30.0, max(0.5, cfg.team_idle_s / 4)))
+            try:
+                await pool.close_idle()
+            except Exception as e:  # noqa: BLE001 - a team that fails to close must not stop the sweeps
+                log.warning(relay_app.log_line(action="close-team", error=str(e)))
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await pool.close_all()
+    if pg is not None:
+        pg.stop()
+
+
+def create_multi_app(config: relay_app.RelayConfig) -> web.Application:
+    """The root app of a multi-team relay: ``/t/<id>/v1...`` per team, ``/healthz`` and ``/metrics`` for all."""
+    app = relay_app.create_root(config)
+    app.cleanup_ctx.append(_pool_ctx)
+    app.router.add_route("*", "/t/{tail:.*}", dispatch)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
