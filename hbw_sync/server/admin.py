@@ -298,7 +298,7 @@ def ingest_bundle(data: Path, file: Path, reply_dir: Path | None = None) -> dict
     # Committed first, written second: a reply must never acknowledge what is not durable. If the
     # write fails, ingesting the same bundle again writes the same reply (see relay.ingest_bundle).
     replies, stats = _write(data, lambda conn: relay.ingest_bundle_parts(conn, _identity(conn, data), Path(file),
-                                                                         relay.now_ms()))
+                                                                         relay.now_ms(), spool_dir=Path(data)))
     # The request's nonce in the name: the parts of one export share its counter, and each part's
     # reply must not overwrite another's (the last carries the batches' acknowledgements). The same
     # bundle again gets the same name, so an ingest repeated after a failed write still replaces it.

@@ -824,9 +824,9 @@ def _guarded(action: str, fn: Any) -> Any:
         raise ProtocolError(f"malformed {action} arguments ({type(e).__name__})", code="protocol.schema") from None
 
 
-def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path, now: int,
-                        max_parts: int = bundle_replies.MAX_REPLY_BYTES // bundle_replies.MIN_REPLY,
-                        ) -> tuple[list[bytes | bytearray], dict[str, Any]]:
+def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path | bundle_ingest.Spooled,
+                        now: int, max_parts: int = bundle_replies.MAX_REPLY_BYTES // bundle_replies.MIN_REPLY,
+                        spool_dir: Path | None = None) -> tuple[list[bytes | bytearray], dict[str, Any]]:
     """Apply a device's bundle exactly as an online sync, and seal the reply (in parts) to that device.
 
     Replays: each bundle carries a counter. An older bundle than the last ingested for its
@@ -836,7 +836,17 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     """
     # Format 1 or 2 (PROTOCOL.md §18b), from a file or the HTTP body: the body (document chunks) is
     # checked segment by segment into a spool file; only the envelope is held (bundle_ingest).
-    sp = bundle_ingest.spool(data, ident.team, ident.key.device_id, bundle.relay_x25519(ident.key))
+    # ``spool_dir``: the relay's data directory (a 4 GiB bundle must not fill the system's /tmp).
+    sp = bundle_ingest.spool(data, ident.team, ident.key.device_id, bundle.relay_x25519(ident.key), spool_dir)
+    try:
+        return _ingest_spooled(conn, ident, sp, now, max_parts)
+    finally:
+        if sp is not data:  # a spool opened here is closed here (the HTTP drop point closes its own)
+            sp.close()
+
+
+def _ingest_spooled(conn: Txn, ident: RelayIdentity, sp: bundle_ingest.Spooled, now: int,
+                    max_parts: int) -> tuple[list[bytes | bytearray], dict[str, Any]]:
     env = sp.envelope
     head = envelope.peek_request(env)
     # Only the counter is read before the signature; every other arg is skipped unbuilt.
@@ -888,7 +898,7 @@ def ingest_bundle_parts(conn: Txn, ident: RelayIdentity, data: bytes | bytearray
     return replies, stats
 
 
-def ingest_bundle(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path,
+def ingest_bundle(conn: Txn, ident: RelayIdentity, data: bytes | bytearray | Path | bundle_ingest.Spooled,
                   now: int) -> tuple[bytes | bytearray, dict[str, Any]]:
     """``ingest_bundle_parts`` answering with one file (the HTTP drop point): the rest comes with the next bundle."""
     replies, stats = ingest_bundle_parts(conn, ident, data, now, max_parts=1)
