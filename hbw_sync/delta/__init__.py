@@ -27,9 +27,9 @@ One module per job:
     search.py   a member's deflater found as it inflates, its content spooled (never held whole)
     zipdoc.py   the zip recipe (office containers member by member)
 
-The writer builds every candidate that applies, decodes each with ``apply_delta`` itself and
-keeps the smallest one that reproduces ``new`` exactly (hash), so a reader with the same zlib
-always succeeds.
+The writer builds every candidate that applies, decodes each with the reader itself
+(``check_delta``: ``apply_delta`` hashing as it rebuilds) and keeps the smallest one that
+reproduces ``new`` exactly (hash), so a reader with the same zlib always succeeds.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ where nothing changed: 6.7 KB for one cell. SPLICE says "keep ``head`` bytes of 
 content, then the frame's bytes, then its last ``tail`` bytes", so the frame covers only what
 changed: content = D[:head] + patch(D[head:len(D)-tail], middle) + D[len(D)-tail:].
 
-The writer picks SPLICE only when it is smaller than the MEMBER frame. It usually knows without
-building that frame: any zstd frame of n bytes has at least ceil(n / 128 KiB) blocks of 3 header
+The writer picks SPLICE only when it is smaller than the MEMBER frame, or when it is a few
+hundred bytes of a large member (``surely_enough``). It usually knows without building that frame: any zstd frame of n bytes has at least ceil(n / 128 KiB) blocks of 3 header
 bytes each (``frame_floor``), so a spliced frame under that floor always wins, and the costly
 whole-content patch (a 56 MB prefix indexed by zstd) is skipped. Byte layout and limits:
 PROTOCOL.md §18c.
