@@ -111,7 +111,7 @@ def zip_recipe(base: Buf, new: Buf) -> bytes | None:
     if bl is None or nl is None:
         return None
     base_members, base_cd = bl
-    new_members, _ = nl
+    new_members, _new_cd = nl
     cap = plain_cap(len(new))
     by_name: dict[str, Member] = {}
     by_hash: dict[bytes, Member] = {}
