@@ -363,6 +363,8 @@ def without_splice() -> Iterator[None]:
     from hbw_sync.delta.wire import CODEC_DEFLATE, CODEC_RAW
 
     def against_deflated(raw_dict, raw, content, cap):  # type: ignore[no-untyped-def]
+        if hasattr(content, "join"):  # the new content, spooled by the deflater search (delta/search.py)
+            content = content.join()
         z = zlib.decompressobj(-15)
         inflated = z.decompress(raw)  # as before: one-shot, whole
         if not z.eof or z.unused_data:

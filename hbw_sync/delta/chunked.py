@@ -68,7 +68,7 @@ def chunked_delta(base: Buf, new: Buf, *, name: str = "", worth: int) -> bytes |
     if streams_in_place(base, new):
         d = bytes([METHOD_PATCH]) + patch_frame(base, new)
     else:
-        d = make_delta(bytes(base), bytes(new), name=name)
+        d = make_delta(base, new, name=name)  # read in place: no bytes copy of either version
     return d if d is not None and len(d) < worth else None
 
 
@@ -81,7 +81,8 @@ def rebuild(base: Buf, payload: bytes, *, expected_sha256: bytes, size: int) -> 
     ``IntegrityError`` ``integrity.delta`` when the result is not ``expected_sha256``.
     """
     if not payload or payload[0] != METHOD_PATCH or CFFI is None:
-        return apply_delta(bytes(base), payload, expected_sha256=expected_sha256, max_size=size)
+        # (apply_delta reads any buffer in place: a bytes copy of the base added its whole size to the peak)
+        return apply_delta(base, payload, expected_sha256=expected_sha256, max_size=size)
     frame = memoryview(payload)[1:]
     declared = frame_content_size(frame, size)
     out = _unpatch_in_place(base, frame, declared)

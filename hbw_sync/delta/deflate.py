@@ -15,7 +15,8 @@ from typing import Callable
 from .wire import Buf
 
 DEFLATE_PIECE = 1 << 16
-PIECE = 1 << 20  # inflated bytes per piece, and compressed bytes fed per step (inflate_pieces)
+PIECE = 1 << 20  # inflated bytes per piece (inflate_pieces)
+FEED = 1 << 16  # compressed bytes fed per step (inflate_pieces)
 
 DEFLATE_TRIES: tuple[tuple[int, int, int], ...] = (
     (6, 8, 0),  # zlib default: Python's zipfile, LibreOffice, most tools
@@ -79,8 +80,10 @@ def inflate_pieces(raw: Buf, bound: int) -> Iterator[bytes]:
             if d.unconsumed_tail:
                 out = d.decompress(d.unconsumed_tail, PIECE)
             elif pos < len(src):
-                out = d.decompress(src[pos : pos + PIECE], PIECE)
-                pos = min(len(src), pos + PIECE)
+                # Compressed input a small piece at a time: zlib copies what one call leaves
+                # unconsumed, and 1 MiB of a sheet inflates to 7 MiB (eight calls, eight copies).
+                out = d.decompress(src[pos : pos + FEED], PIECE)
+                pos = min(len(src), pos + FEED)
             else:
                 break
         except zlib.error as e:

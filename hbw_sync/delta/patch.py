@@ -169,7 +169,7 @@ def unpatch(dictionary: Buf, frame: Buf, size: int, cap: int) -> bytes:
     return out
 
 
-def plain_at_least(data: bytes, limit: int) -> bool:
+def plain_at_least(data: Buf, limit: int) -> bool:
     """Is plain zstd (level 19, as the whole-version path sends) of ``data`` >= ``limit`` bytes?
 
     Streams and stops as soon as the output reaches ``limit``, so the usual case

@@ -7,7 +7,7 @@ parts that did not change.
 from __future__ import annotations
 
 from .patch import patch_frame
-from .wire import CODEC_RAW
+from .wire import CODEC_RAW, Buf
 from .writer import RecipeWriter
 
 
@@ -35,7 +35,7 @@ def common_prefix(a: memoryview, b: memoryview) -> int:
     return n
 
 
-def span_recipe(base: bytes, new: bytes) -> bytes | None:
+def span_recipe(base: Buf, new: Buf) -> bytes | None:
     """COPY common prefix + MEMBER(changed middle, whole base as dictionary) + COPY common suffix.
 
     None when the files share neither a prefix nor a suffix: that would be

@@ -6,8 +6,8 @@ where nothing changed: 6.7 KB for one cell. SPLICE says "keep ``head`` bytes of 
 content, then the frame's bytes, then its last ``tail`` bytes", so the frame covers only what
 changed: content = D[:head] + patch(D[head:len(D)-tail], middle) + D[len(D)-tail:].
 
-The writer picks SPLICE only when it is smaller than the MEMBER frame. It usually knows without
-building that frame: any zstd frame of n bytes has at least ceil(n / 128 KiB) blocks of 3 header
+The writer picks SPLICE only when it is smaller than the MEMBER frame, or when it is a few
+hundred bytes of a large member (``surely_enough``). It usually knows without building that frame: any zstd frame of n bytes has at least ceil(n / 128 KiB) blocks of 3 header
 bytes each (``frame_floor``), so a spliced frame under that floor always wins, and the costly
 whole-content patch (a 56 MB prefix indexed by zstd) is skipped. Byte layout and limits:
 PROTOCOL.md §18c.
@@ -15,7 +15,10 @@ PROTOCOL.md §18c.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .patch import patch_frame
+from .search import Spool
 from .stream import NotExact, inflate_pieces
 from .wire import Buf, uvarint
 
@@ -83,6 +86,26 @@ def frame_floor(n: int) -> int:
     return 4 + 1 + 1 + 3 * max(1, -(-n // ZSTD_BLOCK)) + 4
 
 
+#: A SPLICE at most this size is kept without building the whole-content frame (``surely_enough``)...
+SPLICE_ENOUGH = 512
+#: ...when the two contents together pass this: where a level-19 frame's tables reach tens of MB.
+LEVEL19_BIG = 1 << 20
+
+
+def surely_enough(cost: int, old_len: int, new_len: int) -> bool:
+    """Keep a SPLICE of ``cost`` bytes without building the whole-content frame to compare?
+
+    Always when it is under ``frame_floor``: no whole frame can be smaller. Also when it is at
+    most ``SPLICE_ENOUGH`` bytes and the contents are large (together over ``LEVEL19_BIG``):
+    the whole frame could save at most those few hundred bytes, and building it costs a
+    level-19 pass whose tables grow with the content (about 50 MB for the 1.3 MB body of a
+    2,000-paragraph .docx: what kept ``doc update`` of that file at 148 MB).
+    """
+    if cost < frame_floor(new_len):
+        return True
+    return cost <= SPLICE_ENOUGH and old_len + new_len > LEVEL19_BIG
+
+
 def splice_cost(frame: bytes, head: int, tail: int) -> int:
     """What a SPLICE carries beyond a MEMBER with the same fields: its frame and the two lengths."""
     return len(frame) + len(uvarint(head)) + len(uvarint(tail))
@@ -91,8 +114,8 @@ def splice_cost(frame: bytes, head: int, tail: int) -> int:
 def spliced_frame(old: Buf, new: Buf) -> tuple[bytes, tuple[int, int] | None]:
     """The smaller of a MEMBER frame of ``new`` against ``old`` and a SPLICE of it: (frame, (head, tail) or None).
 
-    Builds the whole-content frame only when the spliced one is not already under its floor,
-    so a small edit of a large member never pays for patching the whole member.
+    Builds the whole-content frame only when the spliced one is not surely kept already
+    (``surely_enough``), so a small edit of a large member never pays for patching the whole member.
     """
     old, new = memoryview(old), memoryview(new)
     head, tail = common_ends(old, new)
@@ -100,41 +123,50 @@ def spliced_frame(old: Buf, new: Buf) -> tuple[bytes, tuple[int, int] | None]:
         return patch_frame(old, new), None
     mid = patch_frame(old[head : len(old) - tail], new[head : len(new) - tail])
     cost = splice_cost(mid, head, tail)
-    if cost < frame_floor(len(new)):
+    if surely_enough(cost, len(old), len(new)):
         return mid, (head, tail)
     whole = patch_frame(old, new)
     return (mid, (head, tail)) if cost < len(whole) else (whole, None)
 
 
-def scan_deflated(old_raw: Buf, new: Buf, bound: int) -> tuple[int, int, int, bytes] | None:
+def ranges(content: Buf | Spool) -> Callable[[int, int], Buf]:
+    """``read(a, b)`` -> bytes [a, b) of a buffer (a view, no copy) or of a ``Spool`` (read back)."""
+    if isinstance(content, Spool):
+        return content.read
+    view = memoryview(content)
+    return lambda a, b: view[max(0, a) : max(0, b)]
+
+
+def scan_deflated(old_raw: Buf, new: Buf | Spool, bound: int) -> tuple[int, int, int, bytes] | None:
     """``common_ends`` of the content a raw deflate stream holds and ``new``, inflating it twice a piece at a
     time instead of holding it: (old length, head, tail, old middle), or None if it is not exactly one
     stream of at most ``bound`` bytes.
 
-    Why: the writer already holds the new member's content; holding the old one too doubled its
-    peak (both inflated sheets, 112 MB for 150,000 rows). The old middle, usually a few bytes, is
-    the only part kept.
+    Why: holding the old content beside the new one doubled the writer's peak (both inflated
+    sheets, 112 MB for 150,000 rows). The old middle, usually a few bytes, is the only part kept.
+    ``new`` may be a ``Spool`` (the writer's new content, on disk): it is read a piece at a time.
     """
-    new = memoryview(new)
+    read = ranges(new)
+    new_len = len(new)
     try:
         head = old_len = 0
         differs = False
         for piece in inflate_pieces(old_raw, bound):
             if not differs:
-                same = common_prefix(piece, new[old_len : old_len + len(piece)])
+                same = common_prefix(piece, read(old_len, old_len + len(piece)))
                 head += same
                 differs = same < len(piece)
             old_len += len(piece)
         # The tail, comparing old[old_len - m + i] with new[len(new) - m + i] as the old content streams by.
-        m = min(old_len, len(new)) - head
+        m = min(old_len, new_len) - head
         start = old_len - m
-        shift = len(new) - old_len
+        shift = new_len - old_len
         last_diff = -1  # offset in the old content of the last byte that differs, inside the compared range
         pos = 0
         for piece in inflate_pieces(old_raw, bound):
             a, b = max(pos, start), pos + len(piece)
             if a < b:
-                mine, theirs = piece[a - pos : b - pos], new[a + shift : b + shift]
+                mine, theirs = memoryview(piece)[a - pos : b - pos], read(a + shift, b + shift)
                 if mine != theirs:
                     last_diff = b - 1 - common_suffix(mine, theirs, b - a)
             pos = b

@@ -13,59 +13,75 @@ from __future__ import annotations
 
 import zlib
 
+from typing import Callable
+
 from .deflate import DEFLATE_PIECE, NotExact, inflate_pieces
 from .wire import Buf
+
+Emit = Callable[[Buf], object]  # where rebuilt bytes go as they are made (list.append, a hash's update)
 
 __all__ = ["NotExact", "inflate_pieces", "RawSink", "ZlibSink", "BlockSink"]
 
 
-class RawSink:
+class _Out:
+    """Where a sink's bytes go: kept for ``finish`` to join, or handed to ``emit`` as they come (then
+    ``finish`` returns b"": the writer's check hashes a rebuilt member without holding it)."""
+
+    def __init__(self, emit: Emit | None = None) -> None:
+        self.parts: list[Buf] = []
+        self.emit: Emit = self.parts.append if emit is None else emit
+        self.written = 0
+
+    def put(self, data: bytes) -> None:
+        if data:
+            self.emit(data)
+            self.written += len(data)
+
+
+class RawSink(_Out):
     """Codec 0: the content as it is."""
 
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
     def write(self, data: Buf) -> None:
-        if len(data):
-            self.parts.append(bytes(data))
+        self.put(bytes(data))
 
     def finish(self) -> bytes:
         return b"".join(self.parts)
 
 
-class ZlibSink:
+class ZlibSink(_Out):
     """Codec 8: one raw zlib stream, fed in ``DEFLATE_PIECE`` pieces exactly as ``deflate.deflate`` feeds it."""
 
-    def __init__(self, level: int, mem_level: int, strategy: int) -> None:
+    def __init__(self, level: int, mem_level: int, strategy: int, emit: Emit | None = None) -> None:
+        super().__init__(emit)
         self.co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy)
         self.pending = bytearray()
-        self.parts: list[bytes] = []
 
     def write(self, data: Buf) -> None:
         self.pending += data
         if len(self.pending) >= DEFLATE_PIECE:
             cut = len(self.pending) - len(self.pending) % DEFLATE_PIECE
             for i in range(0, cut, DEFLATE_PIECE):
-                self.parts.append(self.co.compress(bytes(self.pending[i : i + DEFLATE_PIECE])))
+                self.put(self.co.compress(bytes(self.pending[i : i + DEFLATE_PIECE])))
             del self.pending[:cut]
 
     def finish(self) -> bytes:
         if self.pending:
-            self.parts.append(self.co.compress(bytes(self.pending)))
-        self.parts.append(self.co.flush())
+            self.put(self.co.compress(bytes(self.pending)))
+        self.put(self.co.flush())
         return b"".join(self.parts)
 
 
-class BlockSink:
+class BlockSink(_Out):
     """Codec 9: ``blocks.deflate_blocks`` as bytes arrive, holding one block and the window before it."""
 
-    def __init__(self, level: int, mem_level: int, strategy: int, block_size: int, window: int) -> None:
+    def __init__(self, level: int, mem_level: int, strategy: int, block_size: int, window: int,
+                 emit: Emit | None = None) -> None:
+        super().__init__(emit)
         self.params = (level, mem_level, strategy)
         self.block_size, self.window = block_size, window
         self.pending = bytearray()  # the block being filled
         self.history = b""  # the last ``window`` bytes before it
         self.started = False  # a block was written already (the next gets a preset dictionary)
-        self.parts: list[bytes] = []
 
     def _block(self, block: Buf, last: bool) -> None:
         level, mem_level, strategy = self.params
@@ -73,8 +89,8 @@ class BlockSink:
             co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy, zdict=self.history)
         else:
             co = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level, strategy)
-        self.parts.append(co.compress(block))
-        self.parts.append(co.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH))
+        self.put(co.compress(block))
+        self.put(co.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH))
         self.started = True
         if self.window:
             self.history = (self.history + bytes(block))[-self.window :]

@@ -70,7 +70,7 @@ class RecipeWriter:
         enc += uvarint(out_len)
         self.ops.append(("member", bytes(enc)))
 
-    def encode(self, base: bytes, lit_dict: tuple[int, int]) -> bytes:
+    def encode(self, base: Buf, lit_dict: tuple[int, int]) -> bytes:
         lit_off, lit_len = lit_dict if self.lits else (0, 0)
         out = bytearray([METHOD_RECIPE])
         out += uvarint(lit_off) + uvarint(lit_len)

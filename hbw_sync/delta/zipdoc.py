@@ -15,11 +15,12 @@ import io
 import struct
 import zipfile
 from dataclasses import dataclass
+from typing import IO, Any
 
-from .blocks import find_blocks
-from .deflate import find_deflate, inflate_exact
+from .deflate import inflate_exact
 from .patch import patch_frame
-from .splice import frame_floor, scan_deflated, splice_cost, spliced_frame
+from .search import Spool, find_deflater
+from .splice import ranges, scan_deflated, splice_cost, spliced_frame, surely_enough
 from .wire import CODEC_DEFLATE, CODEC_RAW, Buf, plain_cap
 from .writer import RecipeWriter
 
@@ -35,10 +36,49 @@ class Member:
     rec_end: int = 0  # start of the next record, or of the central directory
 
 
-def zip_layout(data: bytes) -> tuple[list[Member], int] | None:
+class ViewFile(io.RawIOBase):
+    """A read-only file over a buffer, so that zipfile reads a bytearray where it lies.
+
+    Why: ``io.BytesIO`` shares a ``bytes`` object but copies any other buffer, and the writer
+    gets the versions as the chunk store assembles them (bytearrays, 5.8 MB each for the
+    150,000-row sheet); copying them to bytes for ``make_delta`` cost the sender 11 MB of peak.
+    """
+
+    def __init__(self, data: Buf) -> None:
+        super().__init__()
+        self.view = memoryview(data).cast("B")
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.view)}[whence]
+        self.pos = max(0, start + offset)
+        return self.pos
+
+    def readinto(self, b: Any) -> int:
+        n = max(0, min(len(b), len(self.view) - self.pos))
+        b[:n] = self.view[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+def as_file(data: Buf) -> IO[bytes]:
+    """``data`` as a file for zipfile, without a copy."""
+    return io.BytesIO(data) if isinstance(data, bytes) else ViewFile(data)  # type: ignore[return-value]
+
+
+def zip_layout(data: Buf) -> tuple[list[Member], int] | None:
     """Members sorted by offset, and the central directory's offset; None if not a plain zip."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        with zipfile.ZipFile(as_file(data)) as zf:
             infos = zf.infolist()
             start_dir = int(getattr(zf, "start_dir"))
     except Exception:  # any archive zipfile cannot read is simply not rebuilt member by member
@@ -65,21 +105,21 @@ def zip_layout(data: bytes) -> tuple[list[Member], int] | None:
     return members, start_dir
 
 
-def zip_recipe(base: bytes, new: bytes) -> bytes | None:
+def zip_recipe(base: Buf, new: Buf) -> bytes | None:
     bl = zip_layout(base)
     nl = zip_layout(new)
     if bl is None or nl is None:
         return None
     base_members, base_cd = bl
-    new_members, _ = nl
+    new_members, _new_cd = nl
     cap = plain_cap(len(new))
     by_name: dict[str, Member] = {}
     by_hash: dict[bytes, Member] = {}
     bm: Member | None  # a base member here; below, the one a new member matches, if any
+    bv, nv = memoryview(base), memoryview(new)
     for bm in base_members:
         by_name.setdefault(bm.name, bm)
-        by_hash.setdefault(hashlib.sha256(base[bm.ds : bm.de]).digest(), bm)
-    bv, nv = memoryview(base), memoryview(new)
+        by_hash.setdefault(hashlib.sha256(bv[bm.ds : bm.de]).digest(), bm)
     w = RecipeWriter()
     pos = 0
     for nm in new_members:
@@ -91,7 +131,7 @@ def zip_recipe(base: bytes, new: bytes) -> bytes | None:
             pos = nm.rec_end
             continue
         w.lit(nv[nm.hoff : nm.ds])
-        data = new[nm.ds : nm.de]
+        data = nv[nm.ds : nm.de]  # a view: the compressed member is not copied
         same = by_hash.get(hashlib.sha256(data).digest())
         if same is not None and bv[same.ds : same.de] == data:
             w.copy(same.ds, len(data))
@@ -103,7 +143,7 @@ def zip_recipe(base: bytes, new: bytes) -> bytes | None:
     return w.encode(base, (base_cd, len(base) - base_cd))
 
 
-def _member_op(w: RecipeWriter, base: bytes, bm: Member | None, nm: Member, data: bytes, cap: int) -> None:
+def _member_op(w: RecipeWriter, base: Buf, bm: Member | None, nm: Member, data: Buf, cap: int) -> None:
     encrypted = bool(nm.flags & 1)
     raw_dict: tuple[int, int, int, int] = (0, 0, CODEC_RAW, 0)
     raw_bytes: Buf = b""
@@ -113,27 +153,27 @@ def _member_op(w: RecipeWriter, base: bytes, bm: Member | None, nm: Member, data
         raw_dict = (bm.ds, bm.de - bm.ds, CODEC_RAW, 0) if bm.de > bm.ds else raw_dict
         raw_bytes = memoryview(base)[bm.ds : bm.de]
 
-    def content_frame(content: Buf) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None]:
+    def content_frame(content: Buf | Spool) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None]:
         """The dictionary, frame and splice for a member whose new *content* is rebuilt by the reader."""
         if old_deflated:
             return _against_deflated(raw_dict, raw_bytes, content, cap)
+        whole = _whole(content)
         if old_plain:
-            return (raw_dict, *spliced_frame(raw_bytes, content))
-        return ((0, 0, CODEC_RAW, 0), *spliced_frame(b"", content))  # encrypted or another method: no dictionary
+            return (raw_dict, *spliced_frame(raw_bytes, whole))
+        return ((0, 0, CODEC_RAW, 0), *spliced_frame(b"", whole))  # encrypted or another method: no dictionary
 
     if not encrypted and nm.method == zipfile.ZIP_DEFLATED:
-        content = inflate_exact(data, cap)
-        if content is not None:
-            params = find_deflate(content, data)
-            if params is not None:
-                dict_range, frame, splice = content_frame(content)
-                w.member(dict_range, frame, len(data), params, splice=splice)
-                return
-            found = find_blocks(content, data)
+        # The deflater is searched while the member inflates, its content spooled, never held (search.py).
+        spool = Spool()
+        try:
+            found = find_deflater(data, cap, spool)
             if found is not None:
-                dict_range, frame, splice = content_frame(content)
-                w.member(dict_range, frame, len(data), found[:3], found[3:], splice=splice)
+                params, blocks = found
+                dict_range, frame, splice = content_frame(spool)
+                w.member(dict_range, frame, len(data), params, blocks, splice=splice)
                 return
+        finally:
+            spool.close()
     elif not encrypted and nm.method == zipfile.ZIP_STORED:
         dict_range, frame, splice = content_frame(data)
         w.member(dict_range, frame, len(data), None, splice=splice)
@@ -143,35 +183,40 @@ def _member_op(w: RecipeWriter, base: bytes, bm: Member | None, nm: Member, data
     w.member(raw_dict, frame, len(data), None, splice=splice)
 
 
-def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Buf, content: Buf,
+def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Buf, content: Buf | Spool,
                       cap: int) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None]:
     """``content`` against a base member deflated as one stream: its inflated content is the dictionary.
 
     The shared head and tail are found while inflating the old member a piece at a time
-    (``scan_deflated``); only when the spliced frame is not surely the smaller one is the old
-    content inflated whole, to build the MEMBER frame too.
+    (``scan_deflated``), the new content read back from its spool a piece at a time; only when
+    the spliced frame is not surely kept (``splice.surely_enough``) are both contents
+    materialised whole, to build the MEMBER frame too.
     """
     scanned = scan_deflated(raw, content, cap)
     if scanned is None:  # not one exact stream: its compressed bytes are the dictionary
-        return (raw_dict, *spliced_frame(raw, content))
+        return (raw_dict, *spliced_frame(raw, _whole(content)))
     old_len, head, tail, old_middle = scanned
     dict_range = (raw_dict[0], raw_dict[1], CODEC_DEFLATE, old_len) if old_len else (0, 0, CODEC_RAW, 0)
     if head + tail:
-        view = memoryview(content)
-        mid = patch_frame(old_middle, view[head : len(view) - tail])
-        if splice_cost(mid, head, tail) < frame_floor(len(view)):
+        n = len(content)
+        mid = patch_frame(old_middle, ranges(content)(head, n - tail))
+        if surely_enough(splice_cost(mid, head, tail), old_len, n):
             return dict_range, mid, (head, tail)
     inflated = inflate_exact(raw, cap)
     if inflated is None:  # cannot happen: the scan inflated it exactly
-        return (raw_dict, *spliced_frame(raw, content))
-    return (dict_range, *spliced_frame(inflated, content))
+        return (raw_dict, *spliced_frame(raw, _whole(content)))
+    return (dict_range, *spliced_frame(inflated, _whole(content)))
 
 
-def looks_like_zip(data: bytes) -> bool:
-    if len(data) < 22 or b"PK\x05\x06" not in data[-(65536 + 22) :]:
+def _whole(content: Buf | Spool) -> Buf:
+    return content.join() if isinstance(content, Spool) else content
+
+
+def looks_like_zip(data: Buf) -> bool:
+    if len(data) < 22 or b"PK\x05\x06" not in bytes(memoryview(data)[-(65536 + 22) :]):
         return False
     try:
-        return zipfile.is_zipfile(io.BytesIO(data))
+        return zipfile.is_zipfile(as_file(data))
     except (OSError, ValueError):
         return False
 
