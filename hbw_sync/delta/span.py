@@ -11,19 +11,17 @@ from .wire import CODEC_RAW, Buf
 from .writer import RecipeWriter
 
 
-def common_prefix(a: memoryview, b: memoryview) -> int:
-    """Length of the common prefix, comparing in C-speed chunks."""
+def common_prefix(a: Buf, b: Buf) -> int:
+    """Length of the common prefix, compared in growing slices (C speed, no copy); SPLICE uses it too."""
+    a, b = memoryview(a), memoryview(b)
     n = min(len(a), len(b))
-    lo = 0
-    step = 1 << 16
+    lo, step = 0, 1 << 16
     while lo < n:
         hi = min(n, lo + step)
         if a[lo:hi] == b[lo:hi]:
-            lo = hi
-            step = min(step * 2, 1 << 22)
+            lo, step = hi, min(step * 2, 1 << 22)
             continue
-        # the first difference is inside [lo, hi): bisect
-        while hi - lo > 64:
+        while hi - lo > 64:  # the first difference is inside [lo, hi): bisect
             mid = (lo + hi) // 2
             if a[lo:mid] == b[lo:mid]:
                 lo = mid

@@ -19,32 +19,11 @@ from typing import Callable
 
 from .patch import patch_frame
 from .search import Spool
+from .span import common_prefix
 from .stream import NotExact, inflate_pieces
 from .wire import Buf, uvarint
 
 ZSTD_BLOCK = 1 << 17  # zstd's largest block: a frame of n bytes has at least ceil(n / ZSTD_BLOCK) blocks
-
-
-def common_prefix(a: Buf, b: Buf) -> int:
-    """Length of the common prefix, compared in growing slices (C speed, no copy)."""
-    a, b = memoryview(a), memoryview(b)
-    n = min(len(a), len(b))
-    lo, step = 0, 1 << 16
-    while lo < n:
-        hi = min(n, lo + step)
-        if a[lo:hi] == b[lo:hi]:
-            lo, step = hi, min(step * 2, 1 << 22)
-            continue
-        while hi - lo > 64:  # the first difference is inside [lo, hi): bisect
-            mid = (lo + hi) // 2
-            if a[lo:mid] == b[lo:mid]:
-                lo = mid
-            else:
-                hi = mid
-        while lo < hi and a[lo] == b[lo]:
-            lo += 1
-        return lo
-    return n
 
 
 def common_suffix(a: Buf, b: Buf, limit: int) -> int:
