@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 from relay_helpers import Team
-from test_storage import Serve
+from test_storage import Serve, assert_converged_gapless, join_and_sync_at_once
 
 from hbw_sync.server import chunkstore, relay
 from hbw_sync.server.storage import sqlite as sq
@@ -50,31 +49,7 @@ def test_two_sqlite_workers_converge_gapless_and_count_the_whole_relay(tmp_path:
     serve = Serve(team.data, "2")
     try:
         team.url = serve.url
-        pids = {e["worker"]: e["pid"] for e in serve.events("listening")}
-        assert sorted(pids) == [0, 1]
-        dana = team.join("dana", "supervisor", url=serve.url)
-        assert dana.sync().ok
-        members = [team.join(n, url=serve.url) for n in ["amina", "bosco", "chidi"]]
-        everyone = [dana, *members]
-        for m in everyone:
-            assert m.sync().ok
-        rounds, errors = 4, []
-
-        def work(m) -> None:
-            try:
-                for r in range(rounds):
-                    with m.open() as rep:
-                        rep.add_tasks([{"title": f"{m.name} {r} {k}"} for k in range(2)])
-                    assert m.sync().ok
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, args=(m,)) for m in everyone]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        pids, everyone = join_and_sync_at_once(team, serve)
         text = _metrics_catch_up(serve)
         assert _metric(text, "hbw_workers") == 2
         assert _metric(text, "hbw_devices_seen") == len(everyone)  # a union across workers, not a sum
@@ -91,18 +66,7 @@ def test_two_sqlite_workers_converge_gapless_and_count_the_whole_relay(tmp_path:
         text = _metrics_catch_up(serve)
         assert _metric(text, "hbw_requests_total", 'action="sync",status="200"') >= before + 2 * len(everyone)
 
-        want = {f"{m.name} {r} {k}" for m in everyone for r in range(rounds) for k in range(2)}
-        for m in everyone:
-            with m.open() as rep:
-                assert {t.title for t in rep.tasks()} >= want, m.name
-        rows = team.sql("SELECT rseq, device, seq FROM batches ORDER BY rseq")
-        assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
-        seqs: dict[bytes, list[int]] = {}
-        for _r, d, s in rows:
-            seqs.setdefault(d, []).append(s)
-        for d, ss in seqs.items():  # each device's batches: once each, none missing
-            assert sorted(ss) == list(range(1, len(ss) + 1)), d.hex()
-        assert len(seqs) == len(everyone)
+        assert_converged_gapless(team, everyone)
         answered = {x.split('"worker": ')[1][0] for x in serve.lines if '"action": "sync"' in x and '"worker"' in x}
         assert answered == {"0", "1"}
     finally:

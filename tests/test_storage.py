@@ -358,6 +358,58 @@ class Serve:
         return self.proc.wait(60)
 
 
+ROUNDS = 4  # each device adds two tasks and syncs, this many times, all devices at once
+
+
+def join_and_sync_at_once(team: Team, serve: Serve) -> tuple[dict[int, int], list]:
+    """Four devices join through ``serve``'s two workers, then sync ROUNDS times at once, in threads.
+
+    Returns the workers' pids by index and the devices. Shared by the SQLite and PostgreSQL workers tests."""
+    pids = {e["worker"]: e["pid"] for e in serve.events("listening")}
+    assert sorted(pids) == [0, 1]
+    dana = team.join("dana", "supervisor", url=serve.url)
+    assert dana.sync().ok
+    members = [team.join(n, url=serve.url) for n in ["amina", "bosco", "chidi"]]
+    everyone = [dana, *members]
+    for m in everyone:
+        assert m.sync().ok
+    errors: list[BaseException] = []
+
+    def work(m) -> None:
+        try:
+            for r in range(ROUNDS):
+                with m.open() as rep:
+                    rep.add_tasks([{"title": f"{m.name} {r} {k}"} for k in range(2)])
+                assert m.sync().ok
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in everyone]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    return pids, everyone
+
+
+def assert_converged_gapless(team: Team, everyone: list) -> None:
+    """Every device holds every task; team sequence numbers have no gap or duplicate; each device's
+    batches are stored once each, none missing."""
+    want = {f"{m.name} {r} {k}" for m in everyone for r in range(ROUNDS) for k in range(2)}
+    for m in everyone:
+        with m.open() as rep:
+            assert {t.title for t in rep.tasks()} >= want, m.name
+    rows = team.sql("SELECT rseq, device, seq FROM batches ORDER BY rseq")
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    seqs: dict[bytes, list[int]] = {}
+    for _r, d, s in rows:
+        seqs.setdefault(d, []).append(s)
+    for d, ss in seqs.items():
+        assert sorted(ss) == list(range(1, len(ss) + 1)), d.hex()
+    assert len(seqs) == len(everyone)
+
+
 def test_serve_workers_share_one_port_on_postgres(tmp_path: Path, pg_server) -> None:
     """``serve --workers 2``: devices sync at once through both workers of one port on one PostgreSQL:
     everyone converges, team sequence numbers have no gap or duplicate, no batch is lost or stored twice.
@@ -372,31 +424,7 @@ def test_serve_workers_share_one_port_on_postgres(tmp_path: Path, pg_server) -> 
     serve = Serve(team.data, "2")
     try:
         team.url = serve.url
-        pids = {e["worker"]: e["pid"] for e in serve.events("listening")}
-        assert sorted(pids) == [0, 1]
-        dana = team.join("dana", "supervisor", url=serve.url)
-        assert dana.sync().ok
-        members = [team.join(n, url=serve.url) for n in ["amina", "bosco", "chidi"]]
-        everyone = [dana, *members]
-        for m in everyone:
-            assert m.sync().ok
-        rounds, errors = 4, []
-
-        def work(m) -> None:
-            try:
-                for r in range(rounds):
-                    with m.open() as rep:
-                        rep.add_tasks([{"title": f"{m.name} {r} {k}"} for k in range(2)])
-                    assert m.sync().ok
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, args=(m,)) for m in everyone]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        pids, everyone = join_and_sync_at_once(team, serve)
         # A worker dies (the OOM killer, say): serve starts another; devices go on syncing.
         mark = len(serve.lines)
         os.kill(pids[1], signal.SIGKILL)
@@ -404,18 +432,7 @@ def test_serve_workers_share_one_port_on_postgres(tmp_path: Path, pg_server) -> 
         for _ in range(2):
             for m in everyone:
                 assert m.sync().ok
-        want = {f"{m.name} {r} {k}" for m in everyone for r in range(rounds) for k in range(2)}
-        for m in everyone:
-            with m.open() as rep:
-                assert {t.title for t in rep.tasks()} >= want, m.name
-        rows = team.sql("SELECT rseq, device, seq FROM batches ORDER BY rseq")
-        assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
-        seqs: dict[bytes, list[int]] = {}
-        for _r, d, s in rows:
-            seqs.setdefault(d, []).append(s)
-        for d, ss in seqs.items():  # each device's batches: once each, none missing
-            assert sorted(ss) == list(range(1, len(ss) + 1)), d.hex()
-        assert len(seqs) == len(everyone)
+        assert_converged_gapless(team, everyone)
         # Both workers answered syncs: the kernel spread the connections over them.
         answered = {x.split('"worker": ')[1][0] for x in serve.lines if '"action": "sync"' in x and '"worker"' in x}
         assert answered == {"0", "1"}
