@@ -88,14 +88,7 @@ def peek(data: bytes) -> tuple[bytes, bytes, bytes]:
 
 def open_bundle(data: bytes, kind: bytes, team: bytes, recipient: bytes, my_x25519: bytes) -> bytes:
     """The envelope inside a bundle addressed to us; clear errors for each way it can be wrong."""
-    k, t, r = peek(data)
-    if k != kind:
-        raise ProtocolError("this bundle goes the other way (a request where a reply was expected, or back)",
-                            code="protocol.bundle_type")
-    if t != team:
-        raise IntegrityError("this bundle belongs to another team", code="integrity.team")
-    if r != recipient:
-        raise IntegrityError("this bundle is addressed to another device", code="integrity.recipient")
+    _check_address(*peek(data), kind, team, recipient)
     eph_pub = data[HEADER.size - 32: HEADER.size]
     me = X25519PrivateKey.from_private_bytes(my_x25519)
     my_pub = me.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -211,6 +204,12 @@ def _check_header(header: bytes, kind: bytes, team: bytes, recipient: bytes) -> 
         raise VersionError(f"bundle format version {version} is not known", hint="upgrade hbw-sync")
     if flags:
         raise VersionError("bundle uses features this version does not know", hint="upgrade hbw-sync")
+    _check_address(k, t, r, kind, team, recipient)
+    return int(version)
+
+
+def _check_address(k: bytes, t: bytes, r: bytes, kind: bytes, team: bytes, recipient: bytes) -> None:
+    """The header's direction, team and recipient are the ones expected (both formats)."""
     if k != kind:
         raise ProtocolError("this bundle goes the other way (a request where a reply was expected, or back)",
                             code="protocol.bundle_type")
@@ -218,7 +217,6 @@ def _check_header(header: bytes, kind: bytes, team: bytes, recipient: bytes) -> 
         raise IntegrityError("this bundle belongs to another team", code="integrity.team")
     if r != recipient:
         raise IntegrityError("this bundle is addressed to another device", code="integrity.recipient")
-    return int(version)
 
 
 def open_stream(read: Callable[[int], bytes], kind: bytes, team: bytes, recipient: bytes, my_x25519: bytes,
