@@ -71,3 +71,26 @@ def environment() -> dict[str, Any]:
 def stamp(result: dict[str, Any], targets_met: bool, *, quick: bool) -> dict[str, Any]:
     """``result`` with the run's environment, whether it was ``--quick``, and ``targets_met``."""
     return {**result, "quick": quick, "targets_met": bool(targets_met), "environment": environment()}
+
+
+def run_on_throwaway_pg(bench: Any, cfg: dict[str, Any], prefix: str, quick: bool, as_json: bool,
+                        markdown: Any) -> int:
+    """Run an async ``bench(cfg, tmp, log)`` against a throwaway PostgreSQL (tests/pg.py), print its
+    figures (JSON stamped, or markdown) and return the exit code: 0 when every row had no errors."""
+    import asyncio
+    import json
+    import sys
+    import tempfile
+
+    from pg import PgServer  # tests/pg.py: a throwaway cluster
+
+    cfg["pg"] = PgServer()
+    log = (lambda *x: print(*x, file=sys.stderr, flush=True))
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            res = asyncio.run(bench(cfg, Path(tmp), log))
+    finally:
+        cfg["pg"].stop()
+    ok = all(r["errors"] == 0 and r["enroll_errors"] == 0 for r in res["rows"])
+    print(json.dumps(stamp(res, ok, quick=quick), indent=2, default=str) if as_json else markdown(res))
+    return 0 if ok else 1

@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -271,18 +269,7 @@ def main() -> int:
         cfg["seconds"] = a.seconds
     cfg["teams"] = max(1, a.teams)
     cfg["sqlite_workers"] = max(2, a.sqlite_workers)
-    from pg import PgServer  # tests/pg.py: a throwaway cluster
-
-    cfg["pg"] = PgServer()
-    log = (lambda *x: print(*x, file=sys.stderr, flush=True))
-    try:
-        with tempfile.TemporaryDirectory(prefix="hbw-bench-pg-") as tmp:
-            res = asyncio.run(bench(cfg, Path(tmp), log))
-    finally:
-        cfg["pg"].stop()
-    ok = all(r["errors"] == 0 and r["enroll_errors"] == 0 for r in res["rows"])
-    print(json.dumps(_benchkit.stamp(res, ok, quick=a.quick), indent=2, default=str) if a.json else markdown(res))
-    return 0 if ok else 1
+    return _benchkit.run_on_throwaway_pg(bench, cfg, "hbw-bench-pg-", a.quick, a.json, markdown)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import concurrent.futures
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -256,18 +255,7 @@ def main() -> int:
     for key in ("teams", "per_team", "seconds"):
         if getattr(a, key):
             cfg[key] = getattr(a, key)
-    from pg import PgServer  # tests/pg.py: a throwaway cluster
-
-    cfg["pg"] = PgServer()
-    log = (lambda *x: print(*x, file=sys.stderr, flush=True))
-    try:
-        with tempfile.TemporaryDirectory(prefix="hbw-bench-teams-") as tmp:
-            res = asyncio.run(bench(cfg, Path(tmp), log))
-    finally:
-        cfg["pg"].stop()
-    ok = all(r["errors"] == 0 and r["enroll_errors"] == 0 for r in res["rows"])
-    print(json.dumps(_benchkit.stamp(res, ok, quick=a.quick), indent=2, default=str) if a.json else markdown(res))
-    return 0 if ok else 1
+    return _benchkit.run_on_throwaway_pg(bench, cfg, "hbw-bench-teams-", a.quick, a.json, markdown)
 
 
 if __name__ == "__main__":
