@@ -187,6 +187,27 @@ def test_a_declared_length_over_the_cap_is_refused_before_a_byte_is_read(tmp_pat
         assert relay_state(team)[0] == before[0]
 
 
+def test_serve_bundle_max_gb_sets_the_cap_office_it_chose(tmp_path: Path) -> None:
+    """``hbw-relay serve --bundle-max-gb``, as office IT runs it: a bundle over the chosen cap is refused
+    from its declared length, one under it is read (and refused here only as not-a-bundle)."""
+    from test_storage import Serve
+
+    team = Team(tmp_path)
+    serve = Serve(team.data, "1", "--bundle-max-gb", "0.001")  # 1 MiB: a small disk
+    try:
+        team.url = serve.url
+        cap = int(0.001 * 1024**3)
+        with connect(team) as s:
+            s.sendall(head(cap + 1))
+            got, err = answer(s)
+        assert (got, err["code"]) == (413, "protocol.limit"), err
+        assert f"{cap + 1} bytes" in err["message"]
+        got, err = post(team, b"not a bundle" * 100)
+        assert got == 400 and err["code"] == "protocol.magic", err
+    finally:
+        assert serve.stop() == 0
+
+
 def test_an_endless_body_stops_at_the_cap(tmp_path: Path) -> None:
     """Valid segments without end and no declared length (chunked): each read is checked against the cap."""
     with Team(tmp_path, bundle_max=3 * MB) as team:

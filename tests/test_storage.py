@@ -320,12 +320,12 @@ def relay_sql(start: str) -> str:
 class Serve:
     """``hbw-relay serve --workers N`` as a person runs it (a subprocess); its log lines collected as they come."""
 
-    def __init__(self, data: Path, workers: str = "2"):
+    def __init__(self, data: Path, workers: str = "2", *options: str):
         import subprocess
         import sys
 
         self.proc = subprocess.Popen([sys.executable, "-m", "hbw_sync.server.cli", "serve", "--data", str(data),
-                                      "--port", "0", "--workers", workers], stdin=subprocess.DEVNULL,
+                                      "--port", "0", "--workers", workers, *options], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         self.lines: list[str] = []
         self._seen = threading.Condition()

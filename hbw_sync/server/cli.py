@@ -129,6 +129,10 @@ def init(ctx: click.Context, data: Path | None, team: str | None, url: str | Non
 @click.option("--chunk-quota-gb", default=limits.CHUNK_QUOTA / 1024**3, show_default=True, type=click.FloatRange(0.001),
               help="GiB of document chunks the team may keep at this relay; uploads past it are refused. "
                    "Kept in the relay's settings: 'bundle ingest' applies the same quota.")
+@click.option("--bundle-max-gb", default=limits.BUNDLE_MAX / 1024**3, show_default=True,
+              type=click.FloatRange(0.001, limits.BUNDLE_MAX / 1024**3),
+              help="GiB: the largest bundle POST /v1/bundle takes (read as a stream, spooled in the data "
+                   "directory, so keep that much disk free); a larger one is refused before it is read.")
 @click.option("--admin-host", default="127.0.0.1", show_default=True,
               help="Address of the office page; only loopback unless --admin-remote.")
 @click.option("--admin-port", default=8766, show_default=True, type=int, help="Port of the office page (0: any free).")
@@ -147,7 +151,7 @@ def init(ctx: click.Context, data: Path | None, team: str | None, url: str | Non
 def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str | None, auto_rebalance: str | None,
           stale_after: str, default_capacity: int, min_free_mb: float, max_per_address: int, with_admin: bool,
           admin_host: str, admin_port: int, admin_remote: bool, chunk_quota_gb: float,
-          database: str | None = None, workers: str = "1", check_processes: int = 0, max_open_teams: int = 256,
+          bundle_max_gb: float = limits.BUNDLE_MAX / 1024**3, database: str | None = None, workers: str = "1", check_processes: int = 0, max_open_teams: int = 256,
           team_idle: float = 600.0) -> None:
     """Run the relay until stopped (Ctrl-C or SIGTERM). One JSON log line per request.
 
@@ -181,7 +185,8 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,
                       stale_hours=parse_hours(stale_after), default_capacity=default_capacity,
                       min_free_mb=min_free_mb, connections=ConnectionLimits(per_address=max_per_address),
-                      chunk_quota=int(chunk_quota_gb * 1024**3), database=database, check_processes=check_processes,
+                      chunk_quota=int(chunk_quota_gb * 1024**3), bundle_max=int(bundle_max_gb * 1024**3),
+                      database=database, check_processes=check_processes,
                       max_open_teams=max_open_teams, team_idle_s=team_idle)
     office_cfg = OfficeConfig(admin_host, admin_port, admin_remote) if with_admin else None
 
