@@ -80,8 +80,14 @@ def generate(out_dir: Path | str = DEFAULT_OUT) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    for path in generate(args[0] if args else DEFAULT_OUT):
+    import argparse
+
+    p = argparse.ArgumentParser(description="Write the protocol test vectors (deterministically); the files "
+                                "written are printed, one per line.")
+    p.add_argument("out_dir", nargs="?", default=str(DEFAULT_OUT),
+                   help="where to write them (default: protocol/vectors/)")
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)  # '--help' is help, never a directory's name
+    for path in generate(a.out_dir):
         print(path)
     return 0
 

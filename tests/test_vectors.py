@@ -384,6 +384,15 @@ def test_delta_numbers_in_the_spec_match_the_code() -> None:
 # -- the generator and the spec -----------------------------------------------------------
 
 
+def test_generator_help_is_help_not_a_directory(tmp_path, monkeypatch, capsys):
+    """``make_vectors.py --help`` once wrote the vectors into a new directory named ``--help``."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        _load_generator().main(["--help"])
+    assert e.value.code == 0 and "out_dir" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_generator_writes_every_committed_file(tmp_path):
     paths = gen.generate(tmp_path)
     assert sorted(p.name for p in paths) == sorted(gen.FILES)
