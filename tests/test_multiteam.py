@@ -238,6 +238,16 @@ def test_cli_teams_invites_carry_the_team_url_and_removal_keeps_data(tmp_path: P
         assert r.exit_code == 0, r.output
         inv = json.loads(r.output)
         assert inv["relay"] == f"{multi.base}/t/finance"
+        # Office IT gives the server's address: the team's path is added, once (a device given the root
+        # would reach no team).
+        for given in (multi.base, multi.base + "/", f"{multi.base}/t/health"):
+            r = relay("invite", "--data", d, "--team", "health", "erin", "--url", given, "--json")
+            assert r.exit_code == 0, r.output
+            assert json.loads(r.output)["relay"] == f"{multi.base}/t/health", given
+        r = relay("init", "--multi", "--data", str(tmp_path / "flagged"))
+        assert r.exit_code == 0 and teams.is_multi(tmp_path / "flagged"), r.output
+        r = relay("team", "list", "--data", str(tmp_path / "dana_missing"))
+        assert r.exit_code != 0 and "init --multi" in r.output
         dana = Member("dana", tmp_path / "dana", f"dana {relay_helpers.STRONG}", "supervisor")
         syncing.join(dana.home, inv["invite"], dana.passphrase, kdf=relay_helpers.FAST_KDF)
         code, out = member_cli(dana, "sync")

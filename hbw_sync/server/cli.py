@@ -83,9 +83,10 @@ def cli(data: Path | None) -> None:
 @_data_flag()
 @click.option("--team", help="The team's name, e.g. 'District Finance Office'.")
 @click.option("--url", help="The URL devices will use to reach this relay (put into invites).")
-@click.option("--multi", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Make DIR a multi-team relay directory instead: one relay process serves many teams "
-                   "('hbw-relay team add NAME'), each under URL/t/ID.")
+@click.option("--multi", type=click.Path(file_okay=False, path_type=Path), metavar="[DIR]", is_flag=False,
+              flag_value=Path(""),
+              help="Make DIR (or the --data directory) a multi-team relay directory instead: one relay process "
+                   "serves many teams ('hbw-relay team add NAME'), each under URL/t/ID.")
 @cli_storage.database_option
 @json_option
 @click.pass_context
@@ -93,6 +94,11 @@ def init(ctx: click.Context, data: Path | None, team: str | None, url: str | Non
          database: str | None) -> None:
     """Create a relay for a team in a new data directory (and, with --database, in PostgreSQL)."""
     if multi is not None:
+        if multi == Path(""):  # '--multi' alone: the --data directory (or HBW_RELAY_DATA)
+            multi = data or ctx.meta.get("hbw_relay_data")
+            if multi is None:
+                raise click.UsageError(_("Missing option '--data': the relay's data directory (or set "
+                                         "HBW_RELAY_DATA)."))
         if team:
             raise click.UsageError(_("--multi makes a directory for many teams: add each with 'hbw-relay team add "
                                      "NAME', not --team"))
@@ -106,8 +112,9 @@ def init(ctx: click.Context, data: Path | None, team: str | None, url: str | Non
     if not team:
         raise click.UsageError(_("Missing option '--team': the team's name."))
     r = admin.init(data, team, url, database)
-    emit(ctx, r, f"Relay for {r['team']!r} created in {data}.\nRelay key: {r['relay_key']}\n"
-                 f"Next: 'hbw-relay serve --data {data}' and 'hbw-relay invite --data {data} NAME'.")
+    emit(ctx, r, _("Relay for {team!r} created in {data}.\nRelay key: {key}\n"
+                   "Next: 'hbw-relay serve --data {data}' and 'hbw-relay invite --data {data} NAME'.")
+         .format(team=r["team"], data=data, key=r["relay_key"]))
 
 
 @cli.command()
@@ -244,6 +251,7 @@ def invite(ctx: click.Context, data: Path, member: str, role: str, url: str | No
     then joins with 'hbw-sync join --relay URL CODE'. The code only unlocks the full invite, which
     still pins this relay's key, so it is as safe to use as the full invite.
     """
+    url = cli_teams.team_relay_url(url)
     if words:
         inv, code = admin.invite_with_code(data, member, role, url, days, asset=asset)
     else:

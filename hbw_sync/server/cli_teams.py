@@ -37,6 +37,18 @@ def resolve_data(data: Path, team_id: str | None) -> Path:
     return teams.resolve(data, team_id)
 
 
+def team_relay_url(url: str | None) -> str | None:
+    """A relay URL given on a team's command line, with that team's ``/t/<id>`` added when missing.
+
+    Office IT types the server's address (``--url http://office:8765``); a device given it without the
+    team's path would reach the multi-team relay's root, which serves no team."""
+    tid = click.get_current_context().meta.get("hbw_relay_team")
+    if not url or not tid:
+        return url
+    base = url.rstrip("/")
+    return base if base.endswith(f"/t/{tid}") else f"{base}/t/{tid}"
+
+
 def register(cli: click.Group, group_cls: type, data_flag: Any) -> None:
     """Add the ``team`` group to ``cli`` (the relay's root command)."""
 

@@ -71,6 +71,10 @@ def read_marker(data: Path) -> dict[str, Any]:
         if not isinstance(d, dict) or d.get("kind") != "hbw-relay multi-team":
             raise ValueError("not ours")
         return d
+    except FileNotFoundError:
+        raise ConfigError(_("{data} is not a multi-team relay directory (it has no {marker})").format(
+            data=data, marker=MARKER), hint=_("make one with 'hbw-relay init --multi --data DIR'; a one-team "
+                                               "relay needs no team commands")) from None
     except (OSError, ValueError) as e:
         raise ConfigError(_("{path} is not a multi-team relay directory: {why}").format(path=path, why=e)) from None
 
