@@ -372,3 +372,27 @@ def test_a_team_that_cannot_open_is_told_in_json_and_the_others_keep_serving(tmp
         assert sup.sync().ok
         status, health = multi.get("/healthz")
         assert status == 200 and health["teams"]["open"] == 1
+
+
+@pytest.mark.sqlite_only("the team listing is files in the data directory on both backends")
+def test_the_team_count_is_cached_yet_a_team_added_or_removed_while_serving_is_seen(tmp_path: Path) -> None:
+    with Multi(tmp_path, None) as multi:
+        multi.add("finance", "Finance")
+        _s, health = multi.get("/healthz")
+        assert isinstance(health, dict) and health["teams"]["known"] == 1
+        health_t = multi.add("health", "Health Office")  # by the CLI, another "process", while serving
+        _s, health = multi.get("/healthz")
+        assert isinstance(health, dict) and health["teams"]["known"] == 2
+        assert metric(str(multi.get("/metrics")[1]), "hbw_teams_known") == 2
+        sup, _mem = health_t.pair()
+        assert sup.sync().ok  # and it serves
+        # The count is read once and reused while the teams directory is unchanged.
+        pool = teampool.TeamPool(teampool.web.Application(), RelayConfig(data=multi.data), None)
+        assert pool.known_count() == 2 and pool.known_count() == 2 and pool.known_scans == 1
+        multi.add("audit", "Audit")
+        assert pool.known_count() == 3 and pool.known_scans == 2
+        r = relay("team", "remove", "--data", str(multi.data), "audit")
+        assert r.exit_code == 0, r.output
+        assert pool.known_count() == 2 and pool.known_scans == 3
+        _s, health = multi.get("/healthz")
+        assert isinstance(health, dict) and health["teams"]["known"] == 2
