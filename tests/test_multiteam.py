@@ -182,7 +182,15 @@ def test_three_teams_sync_at_once_through_one_process_gapless_and_apart(
 
 
 @pytest.mark.sqlite_only("the refusals are decided before any storage is touched")
-def test_hostile_paths_are_refused_before_the_body_and_change_nothing(tmp_path: Path) -> None:
+def refused(text: str) -> dict[str, float]:
+    """The hbw_root_refused_total series of a /metrics page, by reason label."""
+    return {line.split('"')[1]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith("hbw_root_refused_total{")}
+
+
+def test_hostile_paths_are_refused_before_the_body_and_change_nothing(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="hbw.relay")
     with Multi(tmp_path, None) as multi:
         t = multi.add("finance", "Finance")
         sup, _mem = t.pair()
@@ -190,6 +198,7 @@ def test_hostile_paths_are_refused_before_the_body_and_change_nothing(tmp_path: 
         bad = ["/t/nope/v1", "/t/Finance/v1", "/t/f/v1", "/t/" + "a" * 33 + "/v1", "/t/finance%2Fv1/v1",
                "/t/fin%61nce/v1", "/t/../v1", "/t/%2e%2e/finance/v1", "/t/finance/../v1", "/t/finance/v2",
                "/t/finance//v1", "/t/finance/v1/", "/t//v1", "/t/finance", "/t/" + "a" * 5000 + "/v1"]
+        answered: list[str] = []  # the paths refused by the relay itself (403), not by aiohttp's router (404)
         for path in bad:
             # Declares 40 MB and sends 5 bytes: an answer at all shows the body was never waited for.
             status, body = raw_request(multi.port, f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 40000000\r\n"
@@ -197,11 +206,26 @@ def test_hostile_paths_are_refused_before_the_body_and_change_nothing(tmp_path: 
             assert status in (403, 404), path
             if status == 403:
                 assert json.loads(body)["code"] == "access.unknown_team", path
+                answered.append(path)
         # The one-team routes do not exist on a multi-team relay: a device must name its team.
         status, _body = raw_request(multi.port, "POST /v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", b"hello")
         assert status == 404
         assert state(t) == before
         assert sup.sync().ok  # the team itself is untouched and serving
+        # Each refusal under /t/ is counted by reason (two fixed labels, never the path) and logged as one
+        # JSON line; the 5,000-character path is logged cut short.
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
+        lines = [x for x in lines if x.get("action") == "refuse"]
+        counts = refused(str(multi.get("/metrics")[1]))
+        assert set(counts) == set(teampool.REFUSALS)
+        well_formed = [x for x in answered if teampool.team_of(x) is not None]
+        assert "/t/nope/v1" in well_formed and len(answered) >= 10
+        assert counts == {"unknown_team": len(well_formed), "malformed": len(answered) - len(well_formed)}
+        assert len(lines) == len(answered)
+        assert all(x["error"] == "access.unknown_team" and len(x["path"]) <= 80 for x in lines)
+        assert any(x["path_len"] > 5000 for x in lines)
+        status, _body = multi.get("/t/nope2/v1")
+        assert status == 403 and refused(str(multi.get("/metrics")[1]))["unknown_team"] == 2
 
 
 @pytest.mark.sqlite_only("who may sign where is decided the same way on both backends")
@@ -358,3 +382,27 @@ def test_a_team_that_cannot_open_is_told_in_json_and_the_others_keep_serving(tmp
         assert sup.sync().ok
         status, health = multi.get("/healthz")
         assert status == 200 and health["teams"]["open"] == 1
+
+
+@pytest.mark.sqlite_only("the team listing is files in the data directory on both backends")
+def test_the_team_count_is_cached_yet_a_team_added_or_removed_while_serving_is_seen(tmp_path: Path) -> None:
+    with Multi(tmp_path, None) as multi:
+        multi.add("finance", "Finance")
+        _s, health = multi.get("/healthz")
+        assert isinstance(health, dict) and health["teams"]["known"] == 1
+        health_t = multi.add("health", "Health Office")  # by the CLI, another "process", while serving
+        _s, health = multi.get("/healthz")
+        assert isinstance(health, dict) and health["teams"]["known"] == 2
+        assert metric(str(multi.get("/metrics")[1]), "hbw_teams_known") == 2
+        sup, _mem = health_t.pair()
+        assert sup.sync().ok  # and it serves
+        # The count is read once and reused while the teams directory is unchanged.
+        pool = teampool.TeamPool(teampool.web.Application(), RelayConfig(data=multi.data), None)
+        assert pool.known_count() == 2 and pool.known_count() == 2 and pool.known_scans == 1
+        multi.add("audit", "Audit")
+        assert pool.known_count() == 3 and pool.known_scans == 2
+        r = relay("team", "remove", "--data", str(multi.data), "audit")
+        assert r.exit_code == 0, r.output
+        assert pool.known_count() == 2 and pool.known_scans == 3
+        _s, health = multi.get("/healthz")
+        assert isinstance(health, dict) and health["teams"]["known"] == 2

@@ -122,6 +122,13 @@ class OpenTeam:
     used: float = 0.0
 
 
+# Why a request was refused at the root: ``malformed`` (not ``/t/<valid id>/<team route>``) or ``unknown_team``
+# (well formed, but no such team in the directory). The only label values of hbw_root_refused_total.
+REFUSALS = ("malformed", "unknown_team")
+# Longest a cached team count is trusted even when the teams directory's mtime has not moved.
+KNOWN_MAX_AGE_S = 10.0
+
+
 class TeamPool:
     """The teams open in this process, least recently used first."""
 
@@ -134,6 +141,39 @@ class TeamPool:
         self.opened = 0
         self.closed = 0
         self.commits_closed = 0
+        # Requests refused before any team is chosen, by reason: a fixed label set, never the path itself,
+        # so a scanner sending a million distinct paths adds no series to /metrics.
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        self._known: tuple[int, float, int] | None = None  # (teams dir mtime_ns, when read, count)
+        self.known_scans = 0
+
+    def known_count(self) -> int:
+        """How many teams the directory holds, for /healthz and /metrics without listing 5,000 entries per call.
+
+        ``team add`` and ``team remove`` (another process) create or rename an entry of ``teams/``, which moves
+        its mtime: one stat says whether the cached count still holds. ``KNOWN_MAX_AGE_S`` bounds how stale the
+        count can be where mtimes are coarse (a second on some filesystems).
+        """
+        root = Path(self.config.data) / teams.TEAMS
+        try:
+            mtime = root.stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        now = time.monotonic()
+        c = self._known
+        if c is None or c[0] != mtime or now - c[1] >= KNOWN_MAX_AGE_S:
+            self.known_scans += 1
+            c = self._known = (mtime, now, len(teams.known(self.config.data)))
+        return c[2]
+
+    def refuse(self, request: web.Request, reason: str) -> web.Response:
+        """Count, log as one JSON line, and answer 403 ``access.unknown_team`` (one answer for both reasons:
+        a prober learns nothing about which ids exist)."""
+        self.refused[reason] += 1
+        log.warning(relay_app.log_line(action="refuse", reason=reason, error="access.unknown_team",
+                                       method=request.method[:16], path=request.raw_path[:80],
+                                       path_len=len(request.raw_path)))
+        return _refuse()
 
     def exists(self, tid: str) -> bool:
         """Whether the team is in the directory now (asked per request: ``team remove`` takes effect at once)."""
@@ -244,11 +284,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     pool = request.app[POOL]
     found = team_of(request.raw_path)
     if found is None:
-        return _refuse()
+        return pool.refuse(request, "malformed")
     tid, rest = found
     if not pool.exists(tid):
         await pool.forget(tid)
-        return _refuse()
+        return pool.refuse(request, "unknown_team")
     try:
         t = await pool.acquire(tid)
     except HbwError as e:  # its schema of another version, PostgreSQL down...: the device hears why, in JSON
@@ -267,7 +307,7 @@ async def healthz(request: web.Request) -> web.Response:
     pool = app[POOL]
     cfg = app[relay_app.CONFIG]
     body: dict[str, Any] = {"ok": True, "version": __version__, "multi_team": True,
-                            "teams": {"open": len(pool.open), "known": len(teams.known(cfg.data))}}
+                            "teams": {"open": len(pool.open), "known": pool.known_count()}}
     fault: StorageError | None = None
     try:
         free = shutil.disk_usage(cfg.data).free
@@ -291,7 +331,7 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     pool = app[POOL]
     text = app[relay_app.METRICS].render(pool.commits(), app[relay_app.GUARD].stats())
-    known = len(teams.known(app[relay_app.CONFIG].data))
+    known = pool.known_count()
     for name, kind, value, help_ in (
             ("hbw_teams_open", "gauge", len(pool.open), "Teams open in this relay process now."),
             ("hbw_teams_known", "gauge", known, "Teams in this relay's data directory."),
@@ -300,6 +340,9 @@ async def metrics(request: web.Request) -> web.Response:
             ("hbw_storage_healthy", "gauge", 0 if pool.faults() else 1, "1 when no open team's last write failed."),
     ):
         text += f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {value}\n"
+    text += ("# HELP hbw_root_refused_total Requests refused before reaching a team, by reason.\n"
+             "# TYPE hbw_root_refused_total counter\n")
+    text += "".join(f'hbw_root_refused_total{{reason="{r}"}} {n}\n' for r, n in pool.refused.items())
     if pool.pg is not None:
         text += ("# HELP hbw_pg_connections PostgreSQL connections this process holds, for all teams.\n"
                  f"# TYPE hbw_pg_connections gauge\nhbw_pg_connections {len(pool.pg.conns)}\n")
