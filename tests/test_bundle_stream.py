@@ -229,12 +229,12 @@ def test_a_body_its_signed_request_does_not_name_is_refused_at_the_relay(team: T
     assert relay_state(team) == before
 
 
-def test_a_version_1_bundle_from_an_older_device_is_still_ingested(team: Team, tmp_path: Path) -> None:
-    """An older hbw-sync wrote format 1 (one AEAD message): the relay takes it and answers in format 1."""
-    dana, chidi = team.pair("dana", "chidi")
-    with chidi.open() as rep:
-        rep.add_task("written by an older version")
-    with Device.open(chidi.home) as dev:
+def format_1_bundle(member, title: str) -> bytes:
+    """A format 1 bundle (one AEAD message) of ``member``'s outbox with a new task, as an older hbw-sync
+    exported it: sealed by hand here, and the device's memory of it recorded as that export did."""
+    with member.open() as rep:
+        rep.add_task(title)
+    with Device.open(member.home) as dev:
         s = dev.store
         syncing.close_outbox(dev, None)
         seqs, batches = zip(*s.execute("SELECT seq, data FROM outbox WHERE state = 'closed' ORDER BY seq"))
@@ -246,6 +246,13 @@ def test_a_version_1_bundle_from_an_older_device_is_still_ingested(team: Team, t
         with s.transaction():  # what the older export remembered
             s.set_meta("bundle_counter", 1)
             s.set_meta("bundle_nonces", {nonce.hex(): [1, now_ms(), list(seqs), 10 * MB, []]})
+    return data
+
+
+def test_a_version_1_bundle_from_an_older_device_is_still_ingested(team: Team, tmp_path: Path) -> None:
+    """An older hbw-sync wrote format 1 (one AEAD message): the relay takes it and answers in format 1."""
+    dana, chidi = team.pair("dana", "chidi")
+    data = format_1_bundle(chidi, "written by an older version")
     (tmp_path / "old.hbw").write_bytes(data)
     assert data[4] == 1
     code, out = ingest(team, tmp_path / "old.hbw", tmp_path)

@@ -29,13 +29,12 @@ import pytest
 from hbw_sync import bundle as B
 from hbw_sync import crypto, envelope
 from hbw_sync.client import Device
-from hbw_sync.client import sync as syncing
 from hbw_sync.client.device import now_ms
 from hbw_sync.server import app as relay_app
 
 from relay_helpers import Team
 from relay_helpers import member_cli as cli
-from test_bundle_stream import add_doc, relay_state
+from test_bundle_stream import add_doc, format_1_bundle, relay_state
 
 MB = 1_000_000
 SS = B.SEGMENT_SEALED
@@ -342,20 +341,7 @@ def test_a_compressed_bundle_is_refused_from_its_header(team: Team, exported) ->
 def test_a_format_1_bundle_is_still_taken_over_http(team: Team, tmp_path: Path) -> None:
     """An older device's bundle (one AEAD message, read whole within 40 MiB): taken, answered in format 1."""
     dana, chidi = team.pair("dana", "chidi")
-    with chidi.open() as rep:
-        rep.add_task("posted by an older version")
-    with Device.open(chidi.home) as dev:
-        s = dev.store
-        syncing.close_outbox(dev, None)
-        seqs, batches = zip(*s.execute("SELECT seq, data FROM outbox WHERE state = 'closed' ORDER BY seq"))
-        args = {"cursor": s.meta("pull_cursor", 0), "budget": 5 * MB, "batches": list(batches),
-                "roster_v": s.meta("roster_v"), "bundle": 1, "reply_max": 10 * MB}
-        env, nonce = envelope.make_request(dev.transport_key(), s.meta("device_id"), "sync", args, now_ms())
-        data = B.seal(B.TO_RELAY, s.meta("team_id"), crypto.device_id_for(s.meta("relay_public")),
-                      s.meta("relay_x25519"), env)
-        with s.transaction():  # what the older export remembered
-            s.set_meta("bundle_counter", 1)
-            s.set_meta("bundle_nonces", {nonce.hex(): [1, now_ms(), list(seqs), 10 * MB, []]})
+    data = format_1_bundle(chidi, "posted by an older version")
     assert data[4] == B.VERSION
     got, reply = post(team, data)
     assert got == 200 and reply["raw"][4] == B.VERSION, reply
