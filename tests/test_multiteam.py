@@ -406,3 +406,97 @@ def test_the_team_count_is_cached_yet_a_team_added_or_removed_while_serving_is_s
         assert pool.known_count() == 2 and pool.known_scans == 3
         _s, health = multi.get("/healthz")
         assert isinstance(health, dict) and health["teams"]["known"] == 2
+
+
+def test_two_worker_processes_serve_many_teams_converged_gapless_and_apart(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """``serve --workers 2`` on a multi-team directory: each worker keeps its own open teams (and, on
+    PostgreSQL, its own pool), so two teams' devices syncing at once through both workers must still
+    converge per team, with gapless sequences, each batch stored once and nothing crossing teams; a
+    worker killed mid-way is started again and the teams go on."""
+    import os
+    import signal
+
+    from test_storage import ROUNDS, Serve, assert_converged_gapless
+
+    multi = Multi(tmp_path, multi_database(request))
+    names = {"finance": ["dana", "amina", "bosco"], "health": ["eve", "femi", "gita"]}
+    for tid in names:
+        multi.add(tid, tid.title())
+    serve = Serve(multi.data, "2")
+    try:
+        pids = {e["worker"]: e["pid"] for e in serve.events("listening")}
+        assert sorted(pids) == [0, 1]
+        groups: dict[str, list[Member]] = {}
+        for tid, (sup, *rest) in names.items():
+            t = multi.teams[tid]
+            t.url = f"{serve.url}/t/{tid}"
+            groups[tid] = [t.join(sup, "supervisor")]
+            assert groups[tid][0].sync().ok
+            groups[tid] += [t.join(n) for n in rest]
+        everyone = [m for ms in groups.values() for m in ms]
+        for m in everyone:
+            assert m.sync().ok
+        errors: list[BaseException] = []
+
+        def work(m: Member) -> None:
+            try:
+                for r in range(ROUNDS):
+                    with m.open() as rep:
+                        rep.add_tasks([{"title": f"{m.name} {r} {k}"} for k in range(2)])
+                    assert m.sync().ok
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(m,)) for m in everyone]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert errors == []
+
+        # /metrics, whichever worker answers, counts the whole relay: every worker's syncs and teams
+        # (a worker's counts reach the others' within FLUSH_S; nothing syncs between this and the kill).
+        def answered(action: str = "") -> set[tuple[str, int]]:
+            """(team, worker) pairs in the access log: which worker served which team (any request)."""
+            return {(json.loads(x)["team"], json.loads(x)["worker"]) for x in list(serve.lines)
+                    if f'"action": "{action}' in x and '"team"' in x}
+
+        def whole_relay_metrics() -> str:
+            syncs = sum(1 for x in list(serve.lines) if '"action": "sync"' in x and '"status": 200' in x)
+            deadline = time.monotonic() + 60
+            while True:
+                text = urllib.request.urlopen(serve.url + "/metrics", timeout=30).read().decode()
+                got = sum(float(line.split()[1]) for line in text.splitlines()
+                          if line.startswith('hbw_requests_total{action="sync",status="200"}'))
+                if got == syncs or time.monotonic() > deadline:
+                    assert got == syncs
+                    return text
+                time.sleep(0.2)
+
+        text = whole_relay_metrics()
+        assert metric(text, "hbw_workers") == 2
+        assert metric(text, "hbw_teams_known") == 2
+        assert metric(text, "hbw_devices_seen") == len(everyone)
+        assert metric(text, "hbw_teams_opened_total") == len(answered())  # each worker opened each team it served once
+
+        mark = len(serve.lines)
+        os.kill(pids[1], signal.SIGKILL)
+        serve.wait_for('"state": "restarted"', after=mark)
+        for _ in range(2):
+            for m in everyone:
+                assert m.sync().ok
+        text = whole_relay_metrics()  # the restarted worker went on from its file's counts
+        assert metric(text, "hbw_workers") == 2
+
+        for tid, ms in groups.items():
+            assert_converged_gapless(multi.teams[tid], ms)
+            others = {n for t2, ns in names.items() if t2 != tid for n in ns}
+            for m in ms:
+                with m.open() as rep:
+                    assert not {x.title.split()[0] for x in rep.tasks()} & others, (tid, m.name)
+        synced = answered("sync")
+        assert {w for _t, w in synced} == {0, 1} and {t for t, _w in synced} == set(names)
+    finally:
+        code = serve.stop()
+    assert code == 0

@@ -503,6 +503,9 @@ class KeyCache:
 KEYS = web.AppKey("keys", KeyCache)
 SHARED = web.AppKey("shared_metrics", SharedMetrics)
 COMMITS_BEFORE = web.AppKey("commits_before", int)
+#: This process's counters as data (``Metrics.to_dict``), for ``SharedMetrics``: a one-team relay's
+#: ``_own_counts``; a multi-team relay's adds its teams' counters (``teampool``).
+OWN_COUNTS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("own_counts")
 CHECKERS = web.AppKey("checkers", concurrent.futures.Executor)
 #: Bodies up to this size are checked on the event loop (about a millisecond for a 100-op sync);
 #: larger ones in a thread, so that a 30 MiB upload does not hold up the other devices' requests.
@@ -721,37 +724,51 @@ def _own_counts(app: web.Application) -> dict[str, Any]:
     return app[METRICS].to_dict(app[WRITER].commits + app[COMMITS_BEFORE], app[GUARD].stats())
 
 
+def summed_counts(app: web.Application) -> tuple[Metrics, int, dict[str, int], list[dict[str, Any]]]:
+    """The whole relay's counters under ``--workers N``: this worker's (``OWN_COUNTS``, saved for the
+    others first) plus every other worker's file. Returns the summed counters, commits and connection
+    figures, and each worker's data (this one's first), for counters a caller adds itself."""
+    own = app[OWN_COUNTS]()
+    app[SHARED].save(own)
+    total, commits, conns = Metrics(), own["commits"], dict(own["connections"])
+    total.add(own)
+    workers = [own]
+    for d in app[SHARED].others():
+        workers.append(d)
+        try:
+            total.add(d)
+            commits += int(d.get("commits", 0))
+            for k, v in (d.get("connections") or {}).items():
+                if k in conns:
+                    conns[k] += int(v)
+        except (KeyError, TypeError, ValueError):
+            continue  # not a file this relay wrote whole
+    return total, commits, conns, workers
+
+
+def workers_gauge(n: int) -> str:
+    return (f"# HELP hbw_workers Relay worker processes counted in these figures.\n"
+            f"# TYPE hbw_workers gauge\nhbw_workers {n}\n")
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """The relay's counters; under ``--workers N`` those of every worker, summed (``SharedMetrics``)."""
     app = request.app
-    shared = app.get(SHARED)
-    if shared is None:
+    if app.get(SHARED) is None:
         text = app[METRICS].render(app[WRITER].commits, app[GUARD].stats())
     else:
-        own = _own_counts(app)
-        shared.save(own)
-        total, commits, conns = Metrics(), own["commits"], dict(own["connections"])
-        total.add(own)
-        others = shared.others()
-        for d in others:
-            try:
-                total.add(d)
-                commits += int(d.get("commits", 0))
-                for k, v in (d.get("connections") or {}).items():
-                    if k in conns:
-                        conns[k] += int(v)
-            except (KeyError, TypeError, ValueError):
-                continue  # not a file this relay wrote whole
-        text = (total.render(commits, conns) + "# HELP hbw_workers Relay worker processes counted in these figures.\n"
-                f"# TYPE hbw_workers gauge\nhbw_workers {1 + len(others)}\n")
+        total, commits, conns, workers = summed_counts(app)
+        text = total.render(commits, conns) + workers_gauge(len(workers))
     return web.Response(text=text + _storage_metrics(app), content_type="text/plain", charset="utf-8")
 
 
-async def _shared_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Under ``--workers N``: start from this worker's earlier counts, and write them every ``FLUSH_S``."""
+async def shared_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Under ``--workers N``: start from this worker's earlier counts, and write them every ``FLUSH_S``.
+
+    Only in a process's root app: a team of a multi-team relay counts into its root's ``METRICS``."""
     cfg = app[CONFIG]
-    if cfg.worker is None:
+    if cfg.worker is None or cfg.team is not None:
         yield
         return
     shared = app[SHARED] = SharedMetrics(cfg.data, cfg.worker)
@@ -764,14 +781,14 @@ async def _shared_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     async def flush() -> None:
         while True:
             await asyncio.sleep(SharedMetrics.FLUSH_S)
-            shared.save(_own_counts(app))
+            shared.save(app[OWN_COUNTS]())
 
     task = asyncio.create_task(flush())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    shared.save(_own_counts(app))
+    shared.save(app[OWN_COUNTS]())
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -862,6 +879,7 @@ def create_root(config: RelayConfig) -> web.Application:
     app[BODIES] = limits.BodyBudget(config.bodies_total, config.bodies_per_address)
     app.cleanup_ctx.append(_guard_ctx)
     app[METRICS] = Metrics()
+    app[COMMITS_BEFORE] = 0
     return app
 
 
@@ -875,9 +893,10 @@ def create_app(config: RelayConfig, shared: Shared | None = None) -> web.Applica
         app[CONFIG] = config
         app[GUARD], app[BODIES], app[METRICS] = shared.guard, shared.bodies, shared.metrics
         app[SHARED_PARTS] = shared
+        app[COMMITS_BEFORE] = 0
     app[KEYS] = KeyCache()
-    app[COMMITS_BEFORE] = 0
+    app[OWN_COUNTS] = lambda: _own_counts(app)
     app.cleanup_ctx.append(_writer_ctx)
-    app.cleanup_ctx.append(_shared_metrics_ctx)
+    app.cleanup_ctx.append(shared_metrics_ctx)
     app.add_routes(routes)
     return app

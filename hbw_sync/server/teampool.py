@@ -213,7 +213,7 @@ class TeamPool:
 
     async def _open(self, tid: str) -> OpenTeam:
         cfg = dataclasses.replace(self.config, data=teams.team_dir(self.config.data, tid), database=None,
-                                  worker=None, check_processes=0, team=tid)
+                                  check_processes=0, team=tid)
         shared = relay_app.Shared(self.root[relay_app.GUARD], self.root[relay_app.BODIES],
                                   self.root[relay_app.METRICS], self.pg.runner if self.pg else None)
         app = relay_app.create_app(cfg, shared)
@@ -326,26 +326,59 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503, headers={"Retry-After": "30"})
 
 
+def _own_counts(app: web.Application) -> dict[str, Any]:
+    """This process's counters over all its teams, and its teams' own counters (``SharedMetrics``)."""
+    pool = app[POOL]
+    d = app[relay_app.METRICS].to_dict(pool.commits() + app[relay_app.COMMITS_BEFORE], app[relay_app.GUARD].stats())
+    d["teams"] = {"open": len(pool.open), "opened": pool.opened, "closed": pool.closed,
+                  "refused": dict(pool.refused), "pg_connections": len(pool.pg.conns) if pool.pg else 0}
+    return d
+
+
+def _teams_sum(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The teams' counters of every worker, summed (a file another relay wrote is skipped)."""
+    total: dict[str, Any] = {"open": 0, "opened": 0, "closed": 0, "pg_connections": 0,
+                             "refused": dict.fromkeys(REFUSALS, 0)}
+    for d in workers:
+        try:
+            t = d["teams"]
+            add = {k: int(t[k]) for k in ("open", "opened", "closed", "pg_connections")}
+            refused = {r: int(t["refused"].get(r, 0)) for r in REFUSALS}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        for k, v in add.items():
+            total[k] += v
+        for r, v in refused.items():
+            total["refused"][r] += v
+    return total
+
+
 async def metrics(request: web.Request) -> web.Response:
-    """The process's counters over all its teams, and how many teams are open and known."""
+    """The relay's counters over all its teams (under ``--workers N``, all its processes'), and how many
+    teams are open and known."""
     app = request.app
     pool = app[POOL]
-    text = app[relay_app.METRICS].render(pool.commits(), app[relay_app.GUARD].stats())
-    known = pool.known_count()
+    if app.get(relay_app.SHARED) is None:
+        own = _own_counts(app)
+        text, t = app[relay_app.METRICS].render(own["commits"], own["connections"]), own["teams"]
+    else:
+        total, commits, conns, workers = relay_app.summed_counts(app)
+        text, t = total.render(commits, conns) + relay_app.workers_gauge(len(workers)), _teams_sum(workers)
     for name, kind, value, help_ in (
-            ("hbw_teams_open", "gauge", len(pool.open), "Teams open in this relay process now."),
-            ("hbw_teams_known", "gauge", known, "Teams in this relay's data directory."),
-            ("hbw_teams_opened_total", "counter", pool.opened, "Times a team was opened."),
-            ("hbw_teams_closed_total", "counter", pool.closed, "Times a team was closed (idle, or over the cap)."),
-            ("hbw_storage_healthy", "gauge", 0 if pool.faults() else 1, "1 when no open team's last write failed."),
+            ("hbw_teams_open", "gauge", t["open"], "Teams open in the relay's processes now."),
+            ("hbw_teams_known", "gauge", pool.known_count(), "Teams in this relay's data directory."),
+            ("hbw_teams_opened_total", "counter", t["opened"], "Times a team was opened."),
+            ("hbw_teams_closed_total", "counter", t["closed"], "Times a team was closed (idle, or over the cap)."),
+            ("hbw_storage_healthy", "gauge", 0 if pool.faults() else 1,
+             "1 when no open team's last write failed (in the process that answered)."),
     ):
         text += f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {value}\n"
     text += ("# HELP hbw_root_refused_total Requests refused before reaching a team, by reason.\n"
              "# TYPE hbw_root_refused_total counter\n")
-    text += "".join(f'hbw_root_refused_total{{reason="{r}"}} {n}\n' for r, n in pool.refused.items())
+    text += "".join(f'hbw_root_refused_total{{reason="{r}"}} {n}\n' for r, n in t["refused"].items())
     if pool.pg is not None:
-        text += ("# HELP hbw_pg_connections PostgreSQL connections this process holds, for all teams.\n"
-                 f"# TYPE hbw_pg_connections gauge\nhbw_pg_connections {len(pool.pg.conns)}\n")
+        text += ("# HELP hbw_pg_connections PostgreSQL connections the relay's processes hold, for all teams.\n"
+                 f"# TYPE hbw_pg_connections gauge\nhbw_pg_connections {t['pg_connections']}\n")
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -357,6 +390,12 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     if pg is not None:
         pg.start()
     pool = app[POOL] = TeamPool(app, cfg, pg)
+    shared = app.get(relay_app.SHARED)
+    before = shared.own() if shared is not None else None
+    if before is not None:  # a restarted worker goes on from its counts (its METRICS: shared_metrics_ctx)
+        with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+            pool.opened, pool.closed = int(before["teams"]["opened"]), int(before["teams"]["closed"])
+            pool.refused.update({r: int(before["teams"]["refused"].get(r, 0)) for r in REFUSALS})
 
     async def sweep() -> None:
         while True:
@@ -379,6 +418,8 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_multi_app(config: relay_app.RelayConfig) -> web.Application:
     """The root app of a multi-team relay: ``/t/<id>/v1...`` per team, ``/healthz`` and ``/metrics`` for all."""
     app = relay_app.create_root(config)
+    app[relay_app.OWN_COUNTS] = lambda: _own_counts(app)
+    app.cleanup_ctx.append(relay_app.shared_metrics_ctx)  # before the pool: it is flushed after the pool closes
     app.cleanup_ctx.append(_pool_ctx)
     app.router.add_route("*", "/t/{tail:.*}", dispatch)
     app.router.add_get("/healthz", healthz)
