@@ -8,6 +8,7 @@ name arrives as a person can read it and as a folder can hold it.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -234,3 +235,40 @@ async def test_an_app_starting_removes_what_a_crashed_one_left_and_only_that(tmp
     async with Running(home, pp):
         pass
     assert not old.exists() and fresh.exists() and other.exists()
+
+
+def test_saving_changes_with_a_document_over_the_mail_cap_gives_one_whole_file(team, tmp_path: Path) -> None:
+    """The Sync page's "Save changes to a file" with a 12 MB scan waiting: one download (a browser gets
+    one file per click; the CLI's 10 MB mail split would leave the person with a part), streamed, that
+    the office ingests whole, and Dana then holds the scan byte for byte. No file is left behind."""
+    from hbw_sync.server import admin
+    from relay_helpers import incompressible, member_cli
+
+    dana, chidi = team.pair("dana", "chidi")
+    scan = incompressible(12_000_000, 3)
+    (tmp_path / "scan.pdf").write_bytes(scan)
+    code, out = member_cli(chidi, "doc", "add", str(tmp_path / "scan.pdf"))
+    assert code == 0, out
+    saved = tmp_path / "saved.hbw"
+
+    async def save_changes() -> None:  # the app in this test's own loop (syncs call asyncio.run, so not here)
+        async with Running(chidi.home, chidi.passphrase) as app:
+            async with app.http.get(app.base + "/sync") as r:
+                assert "more than most mail servers take" in await r.text()  # said before the person saves
+            async with app.http.post(app.base + "/bundle/export", data={"csrf": app.csrf}, headers=app.me) as r:
+                assert r.status == 200, await r.text()
+                assert r.headers["Content-Disposition"].startswith('attachment; filename="hbw-changes-')
+                with saved.open("wb") as f:
+                    async for piece in r.content.iter_chunked(1 << 16):
+                        f.write(piece)
+            assert int(r.headers["Content-Length"]) == saved.stat().st_size > 12_000_000
+
+    asyncio.run(save_changes())
+    assert not list(chidi.home.glob(".hbw-upload-*"))
+    admin.ingest_bundle(team.data, saved, tmp_path / "replies")
+    assert dana.sync().ok
+    with dana.open() as rep:
+        (doc,) = [d for d in rep.docs() if d.name == "scan.pdf"]
+    code, out = member_cli(dana, "doc", "get", doc.id, "-o", str(tmp_path / "copy.pdf"))
+    assert code == 0, out
+    assert (tmp_path / "copy.pdf").read_bytes() == scan

@@ -11,6 +11,7 @@ second click while one runs just shows it.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import threading
 import time
@@ -113,6 +114,17 @@ def waiting_words(status: dict[str, Any]) -> list[str]:
     return lines
 
 
+def mail_cap_words(status: dict[str, Any]) -> str:
+    """A warning before saving a file most mail servers would refuse (the app saves one file, whatever its size)."""
+    o = status["outbox"]
+    size = o["bytes"] + o["document_bytes"]
+    if size <= bundles.DEFAULT_MAX_BYTES:
+        return ""
+    return '<p class="alert">' + esc(_("The file will be about {size}: more than most mail servers take ({cap}). "
+                                       "Carry it to the office on a USB stick, or sync online.").format(
+        size=human_bytes(size), cap=human_bytes(bundles.DEFAULT_MAX_BYTES))) + "</p>"
+
+
 def key_flow_words(w: dict[str, Any]) -> str:
     """What the key flow waits for, said for this app (the library's ``todo`` names CLI commands)."""
     said = {
@@ -169,6 +181,7 @@ async def sync_page(request: web.Request, pp: str) -> web.StreamResponse:
              + '<script src="/static/sync.js" defer></script>')
     body += (f'<h2>{esc(_("No link? Sync by file"))}</h2>'
              f'<p>{esc(_("Save your changes as a file, send it to the office by email or on a USB stick, and open the reply they send back here."))}</p>'
+             + mail_cap_words(s)
              + form(request, "/bundle/export", f'<p><button>{esc(_("Save changes to a file"))}</button></p>')
              + form(request, "/bundle/import", (
                  f'<p class="field"><label for="bundle">{esc(_("Reply file from the office"))}</label>'
@@ -196,22 +209,37 @@ async def progress(request: web.Request) -> web.StreamResponse:
     return web.json_response(request.app[JOB].to_dict())
 
 
+#: Pieces of a saved bundle sent to the browser at a time.
+EXPORT_PIECE = 1 << 20
+
+
 @unlocked
 async def bundle_export(request: web.Request, pp: str) -> web.StreamResponse:
+    """The outbox as one bundle file to download, whatever its size, streamed from disk.
+
+    Why one file with no size cap (the CLI's ``bundle export`` splits at 10 MB for mail): a browser
+    download is one file per click, and a split export would leave the person with a part and no
+    way to get the others. The file is written in the store's own folder (``.hbw-upload-``, swept
+    if the app is killed) and removed once sent; the outbox stays as it is until the relay's reply
+    confirms the bundle arrived, so a download that never reaches the office loses nothing.
+    """
     home = home_of(request)
-
-    def export() -> bytes:
-        # The outbox stays as it is until the relay's reply confirms the bundle arrived: a file that is
-        # never sent loses nothing.
-        with tempfile.TemporaryDirectory(prefix="hbw-app-") as tmp:
-            path = Path(tmp) / "bundle.hbw"
-            bundles.export_bundle(home, path, passphrase=pp)
-            return path.read_bytes()
-
-    data = await in_worker(export)
-    name = f"hbw-changes-{time.strftime('%Y-%m-%d-%H%M')}.hbw"
-    return web.Response(body=data, content_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    tmp = Path(tempfile.mkdtemp(prefix=".hbw-upload-", dir=upload.folder(home)))
+    try:
+        path = tmp / "bundle.hbw"
+        await in_worker(lambda: bundles.export_bundle(home, path, None, passphrase=pp))
+        name = f"hbw-changes-{time.strftime('%Y-%m-%d-%H%M')}.hbw"
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
+                                           "Content-Disposition": f'attachment; filename="{name}"',
+                                           "Content-Length": str(path.stat().st_size), "Cache-Control": "no-store"})
+        await resp.prepare(request)
+        with path.open("rb") as f:
+            while piece := await in_worker(lambda: f.read(EXPORT_PIECE)):
+                await resp.write(piece)
+        await resp.write_eof()
+        return resp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 #: Where the reply file is posted; the form takes one file, up to the largest bundle either side opens.
