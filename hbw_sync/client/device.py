@@ -160,7 +160,7 @@ class Device:
         Raises nothing but ``StoreError`` from a failing disk.
         """
         s = self.store
-        # The open batch's pieces count as the one batch they become when it closes (Replica._queue).
+        # The open batch's pieces count as the one batch they become when it closes (ChangeLog._queue).
         out = s.execute("SELECT COUNT(DISTINCT CASE WHEN state = 'open' THEN -1 ELSE seq END),"
                         " COALESCE(SUM(n_ops), 0), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         inbox = s.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
@@ -270,5 +270,5 @@ class Device:
             rep.apply_incoming()  # what an unattended sync brought in, now that content can be opened
         from . import keyflow  # here: keyflow imports this module
 
-        keyflow.rotate_if_wanted(rep)
+        keyflow.rotate_if_wanted(rep.ledger)
         return rep
