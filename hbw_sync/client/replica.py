@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from .. import batch as wire
 from .. import crypto, merge
@@ -27,7 +27,7 @@ from ..errors import UsageError
 from ..ops import FIELDS, NAMES, Kind, Op, Status, is_member_name, split_op_id, validate_op
 from . import notices, views
 from .changes import OPEN_MAX_OPS, ChangeLog, Edit  # noqa: F401 - OPEN_MAX_OPS re-exported (tests)
-from .device import Device
+from .locked import LockedDevice
 from .documents import CHAIN_FULL_EVERY, MAX_DOC_BYTES, Documents  # noqa: F401 - re-exported
 from .incoming import RELAY_KEY, Incoming  # noqa: F401 - RELAY_KEY re-exported (tests)
 from .ledger import Ledger
@@ -37,9 +37,18 @@ from .versions import Versions
 from ..i18n import _
 
 NAMES_TASK = NAMES[Kind.TASK]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-class Replica(Device):
+def _forwards(target: Callable[..., Any]) -> Callable[[_F], _F]:
+    """A forwarding method shows its part's docstring (what it does, what it raises): one text, by the code."""
+    def mark(method: _F) -> _F:
+        method.__doc__ = target.__doc__
+        return method
+    return mark
+
+
+class Replica(LockedDevice):
     """A device unlocked with its passphrase: reads and writes content.
 
     The front ends (CLI, app, tray) code against the ``Raises:`` sections below. Besides them,
@@ -77,97 +86,98 @@ class Replica(Device):
             self.store.set_meta("role", "supervisor")
             self.ledger.add_team_key(key)
 
-    # Forwarded to the ledger: sync, team and the tests hold keys through the replica.
+    # -- forwarded to the parts: the library's public calls that the CLI, the app, sync, the tests
+    # and the benchmarks make on a Replica. New code may call the part itself.
 
+    @_forwards(Ledger.resolve)
+    def resolve(self, kind: Kind, prefix: str) -> bytes:
+        return self.ledger.resolve(kind, prefix)
+
+    @_forwards(Ledger.add_team_key)
     def add_team_key(self, key: crypto.TeamKey) -> None:
-        """Keep a team key (``Ledger.add_team_key``)."""
         self.ledger.add_team_key(key)
 
+    @_forwards(Ledger.team_keys)
     def team_keys(self) -> dict[int, crypto.TeamKey]:
-        """Every team key this device holds, by epoch (``Ledger.team_keys``)."""
         return self.ledger.team_keys()
 
+    @_forwards(Ledger.current_key)
     def current_key(self) -> crypto.TeamKey:
-        """The key new changes are sealed with. Raises ConfigError when there is none (``Ledger.current_key``)."""
         return self.ledger.current_key()
 
-    # -- changes (forwarded to the change log: the tests and bench_client make raw changes) -----------
-
+    @_forwards(ChangeLog.change)
     def change(self, edits: Sequence[Edit]) -> list[Op]:
-        """Apply (kind, entity, {field: value}) edits as one atomic command (``ChangeLog.change``)."""
         return self.changes.change(edits)
 
+    @_forwards(ChangeLog.close_outbox)
     def close_outbox(self) -> None:
-        """Close the open batch before it travels (``ChangeLog.close_outbox``)."""
         self.changes.close_outbox()
 
+    @_forwards(Incoming.apply_batch)
     def apply_batch(self, data: bytes, public_key: bytes, received_ms: int | None = None) -> int:
-        """Verify, open and merge another device's batch; new ops applied (``Incoming.apply_batch``)."""
         return self.incoming.apply_batch(data, public_key, received_ms=received_ms)
 
+    @_forwards(Incoming.apply_incoming)
     def apply_incoming(self) -> int:
-        """Apply what earlier syncs received (``Incoming.apply_incoming``); new ops applied."""
         return self.incoming.apply_incoming()
 
-    # -- documents (forwarded: the calls the CLI, the app and the tests make; see ``Documents``) -------
-
+    @_forwards(Documents.add_doc)
     def add_doc(self, path: Path, task: str | None = None, name: str | None = None) -> views.DocView:
-        """``Documents.add_doc``."""
         return self.documents.add_doc(path, task, name)
 
+    @_forwards(Documents.update_doc)
     def update_doc(self, prefix: str, path: Path) -> views.DocView:
-        """``Documents.update_doc``."""
         return self.documents.update_doc(prefix, path)
 
+    @_forwards(Documents.doc)
     def doc(self, prefix: str) -> views.DocView:
-        """``Documents.doc``."""
         return self.documents.doc(prefix)
 
+    @_forwards(Documents.docs)
     def docs(self) -> list[views.DocView]:
-        """``Documents.docs``."""
         return self.documents.docs()
 
+    @_forwards(Documents.doc_info)
     def doc_info(self, prefix: str, version: int | None = None) -> views.DocView:
-        """``Documents.doc_info``."""
         return self.documents.doc_info(prefix, version)
 
+    @_forwards(Documents.doc_bytes)
     def doc_bytes(self, prefix: str, version: int | None = None) -> tuple[views.DocView, bytes]:
-        """``Documents.doc_bytes``."""
         return self.documents.doc_bytes(prefix, version)
 
+    @_forwards(Documents.save_doc)
     def save_doc(self, prefix: str, out: Path, version: int | None = None,
                  reason: str | None = None) -> tuple[views.DocView, int]:
-        """``Documents.save_doc``."""
         return self.documents.save_doc(prefix, out, version, reason)
 
+    @_forwards(Documents.export_doc)
     def export_doc(self, prefix: str, version: int | None = None,
                    reason: str | None = None) -> tuple[views.DocView, bytes]:
-        """``Documents.export_doc``."""
         return self.documents.export_doc(prefix, version, reason)
 
+    @_forwards(Documents.export_stream)
     def export_stream(self, prefix: str, version: int | None = None,
                       reason: str | None = None) -> tuple[views.DocView, int, Iterator[bytes]]:
-        """``Documents.export_stream``."""
         return self.documents.export_stream(prefix, version, reason)
 
+    @_forwards(Documents.mark_confidential)
     def mark_confidential(self, prefix: str, confidential: bool = True) -> views.DocView:
-        """``Documents.mark_confidential``."""
         return self.documents.mark_confidential(prefix, confidential)
 
+    @_forwards(Documents.check_export_reason)
     def check_export_reason(self, view: views.DocView, reason: str | None) -> str:
-        """``Documents.check_export_reason``."""
         return self.documents.check_export_reason(view, reason)
 
+    @_forwards(Documents.doc_missing)
     def doc_missing(self, prefix: str, version: int | None = None) -> list[bytes]:
-        """``Documents.doc_missing``."""
         return self.documents.doc_missing(prefix, version)
 
+    @_forwards(Versions.doc_policy)
     def doc_policy(self) -> str:
-        """Which documents this device downloads after a sync (``Versions.doc_policy``)."""
         return self.versions.doc_policy()
 
+    @_forwards(Versions.set_doc_policy)
     def set_doc_policy(self, policy: str) -> str:
-        """``Versions.set_doc_policy``."""
         return self.versions.set_doc_policy(policy)
 
     # -- tasks ----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 from .. import messages, snapshot
 from ..errors import AccessError, HbwError, IntegrityError, ProtocolError, from_dict
 from . import keyflow, notices
-from .device import now_ms
+from ..clock import now_ms
 from .store import Store
 from ..i18n import _
 

@@ -42,6 +42,7 @@ from ..errors import (ConfigError, HbwError, IntegrityError, LimitError, Protoco
 from ..timefmt import human_bytes
 from . import keyflow, notices
 from .device import Device, now_ms
+from .locked import LockedDevice
 from .store import DB_NAME, default_home
 from .replica import Replica
 from . import docdelta, docsync, retry, snapshots
@@ -469,7 +470,7 @@ class _Link:
 class _Session:
     """State of one sync run over one store."""
 
-    def __init__(self, dev: Device, rep: Replica | None, link: _Link | int, transport: Transport, timeout: float,
+    def __init__(self, dev: LockedDevice, rep: Replica | None, link: _Link | int, transport: Transport, timeout: float,
                  on_progress: OnProgress | None = None):
         self.dev, self.rep, self.s = dev, rep, dev.store
         self.link = link if isinstance(link, _Link) else _Link(link)  # an int: a fixed budget (a reply bundle)
