@@ -48,7 +48,8 @@ class Incoming:
         if device == self.ledger.author.device_id:
             return self.ledger.author.public
         if device == self.ledger.relay_device():
-            return self.store.meta("relay_public")
+            pub: bytes | None = self.store.meta("relay_public")
+            return pub
         entry = (self.store.meta("roster_keys") or {}).get(device.hex())
         return entry[1] if entry else None
 

@@ -39,7 +39,7 @@ class Ledger:
         team = self.store.meta("team_id")
         if team is None:
             raise ConfigError(_("this device is not in a team yet"), code="config.no_team")
-        return team
+        return bytes(team)
 
     def add_team_key(self, key: crypto.TeamKey) -> None:
         """Keep a team key sealed; the newest epoch becomes the one new changes are sealed with."""
@@ -173,7 +173,7 @@ class Ledger:
         if len(rows) > 1:
             ids = ", ".join(r[0].hex()[:8] for r in rows[:5])
             raise UsageError(_("{what} id {prefix!r} is ambiguous: {ids}...").format(what=what, prefix=prefix, ids=ids), hint=_("give more digits"))
-        return rows[0][0]
+        return bytes(rows[0][0])
 
     # -- the op log -------------------------------------------------------------------------------
 
