@@ -36,7 +36,8 @@ from .versions import digest_of as _digest
 # `doc update` from the file's size, before anything is read, and never later.
 MAX_DOC_BYTES = 4 * 1024**3
 # Versions sent whole or as a delta inside a batch (files under CHUNKED_FROM, or any file while
-# this device holds no team key yet) are held whole in memory: ``MAX_INLINE_BYTES`` (32 MiB, versions.py).
+# this device holds no team key yet) are held whole in memory: at most ``versions.MAX_INLINE_BYTES``.
+#
 # Files of at least 1 MiB travel as sealed chunks outside batches, fetched by policy (§18e);
 # smaller ones stay in the batch, where a delta of an office file's edit costs 2-4 KB (one
 # chunk would cost 16-256 KiB), and every device gets them at once.
