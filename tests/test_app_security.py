@@ -145,7 +145,7 @@ async def test_the_locked_app_holds_no_store_key_and_needs_the_passphrase_again(
     import asyncio
 
     from app_helpers import Running
-    from hbw_sync.client import device
+    from hbw_sync.client import locked  # the store-key cache lives with the locked view
     from hbw_sync.client.device import Device
     from hbw_sync.client.vault import KdfParams
     from hbw_sync.errors import WrongKeyError
@@ -158,13 +158,13 @@ async def test_the_locked_app_holds_no_store_key_and_needs_the_passphrase_again(
     async with Running(home, pp) as app:
         async with app.http.get(app.base + "/") as r:
             assert "My work" in await r.text()
-        assert device._STORE_KEYS  # unlocked: derived once, kept for the next page
+        assert locked._STORE_KEYS  # unlocked: derived once, kept for the next page
         app.gate.idle_s = 0.2  # nobody touches the page: the timer locks it (checks every second here)
         for _ in range(50):
             if app.gate.passphrase is None:
                 break
             await asyncio.sleep(0.1)
-        assert app.gate.passphrase is None and device._STORE_KEYS == {}
+        assert app.gate.passphrase is None and locked._STORE_KEYS == {}
         async with app.http.get(app.base + "/") as r:
             text = await r.text()
             assert "Passphrase" in text and "My work" not in text
@@ -173,4 +173,4 @@ async def test_the_locked_app_holds_no_store_key_and_needs_the_passphrase_again(
             with pytest.raises(WrongKeyError):
                 dev.unlock("not the passphrase")
         status, text = await app.post("/unlock", {"passphrase": pp})
-        assert "My work" in text and device._STORE_KEYS
+        assert "My work" in text and locked._STORE_KEYS

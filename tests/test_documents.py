@@ -124,7 +124,7 @@ def test_tampered_chain_is_refused(team: Team, tmp_path: Path) -> None:
     a.sync()
     b.sync()
     with a.open() as rep:  # a version whose delta does not rebuild the hash it claims
-        good = rep._blob(bytes.fromhex(doc.sha256))
+        good = rep.versions.blob(bytes.fromhex(doc.sha256))
         from hbw_sync import delta as delta_mod
 
         other = edit(good, 0.5, b"X" * 50)

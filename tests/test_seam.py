@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from relay_helpers import Team
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "hbw_sync"
@@ -78,3 +79,21 @@ def test_one_wall_clock_function() -> None:
     assert readers == []
     defs = sorted(p.relative_to(ROOT).as_posix() for p in PKG.glob("**/*.py") if "def now_ms(" in p.read_text())
     assert defs == ["hbw_sync/clock.py"]
+
+
+def test_the_relay_audit_and_revoke_take_the_time_they_are_given(team: Team) -> None:
+    """``relay.revoke`` and ``relay.audit`` read no clock: the time is the caller's (the request's, or
+    the admin command's), so the device's ``revoked_ms`` and the audit entry carry exactly it."""
+    from hbw_sync.server import admin, relay, storage
+
+    team.join("chidi")
+    device = admin.devices(team.data)[0]["device"]
+    given = 1_700_000_000_123  # 2023, long before this test runs: a read clock would show
+    store = storage.open_store(team.data)
+    try:
+        store.transact(relay.revoke, device, "admin", given)
+    finally:
+        store.close()
+    assert next(d for d in admin.devices(team.data) if d["device"] == device)["revoked_ms"] == given
+    entry = next(e for e in admin.audit_log(team.data) if e["action"] == "revoke")
+    assert entry["time_ms"] == given and entry["detail"]["device"] == device

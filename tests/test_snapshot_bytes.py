@@ -46,7 +46,7 @@ def late_joiner_ratio(team: Team, rounds: int) -> tuple[int, int]:
         who.sync()
     dana.sync()
     with dana.open() as rep:
-        _, fresh = rep.make_snapshot(rep.store.meta("pull_cursor"), client_snapshots.seen(rep.store))
+        _, fresh = rep.incoming.make_snapshot(rep.store.meta("pull_cursor"), client_snapshots.seen(rep.store))
     late = Member("bosco", team.tmp / "dev-bosco", f"bosco {STRONG}")
     # joining syncs once: its first download, a snapshot if one is held and the batches after it
     res = syncing.join(late.home, team.invite("bosco"), late.passphrase, kdf=FAST_KDF)

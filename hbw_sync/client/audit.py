@@ -42,7 +42,7 @@ def export(home: Path | None, passphrase: str, out: Path, *, member: str | None 
         args: dict[str, Any] = {}
         if member:
             args["member"] = member.strip().lower()
-        task_id = rep.resolve(Kind.TASK, task) if task else None
+        task_id = rep.ledger.resolve(Kind.TASK, task) if task else None
         if task_id is not None:
             args["task"] = task_id
         if since_ms is not None:

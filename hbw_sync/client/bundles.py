@@ -155,7 +155,7 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int | None = DEFAULT
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
                 "roster_v": s.meta("roster_v"), "bundle": counter, "reply_max": reply_max}
         # The document chunks this device's fetch policy wants (needs the store open), bounded (§18f).
-        want = rep.wanted_chunks()[:WANT_MAX] if rep is not None else []
+        want = rep.versions.wanted_chunks()[:WANT_MAX] if rep is not None else []
         if want:
             args["want_chunks"] = want
         if s.meta("publish_key"):  # a supervisor who syncs only by bundle still publishes a rotated key
@@ -382,8 +382,8 @@ def import_bundle(home: Path | None, path: Path, passphrase: str, *,
         got_chunks = _keep_chunks(rep, body.records if opened.body_length else result.get("chunks"),
                                   session.report.notes)
         if got_chunks:  # a delta version whose chain's base just arrived is rebuilt now (§18f)
-            for did, digest in rep.wanted_versions():
-                docdelta.rebuild_chain(rep, did, digest)
+            for did, digest in rep.versions.wanted_versions():
+                docdelta.rebuild_chain(rep.versions, did, digest)
         meter("import", size, size)
         report: SyncReport = session.report
         report.applied_ops = applied
@@ -459,11 +459,11 @@ def _keep_chunks(rep: Any, pieces: Any, notes: list[str]) -> int:
         raise ProtocolError(_("the reply bundle's document chunks are malformed"), code="protocol.chunk")
     else:
         walk = lambda: iter(pieces)  # noqa: E731
-    local = rep.local_chunks
+    local = rep.versions.local_chunks
     ids = local.missing(cid for cid, _sealed in walk())
     if not ids:
         return 0
-    epochs = docsync._epochs(rep, ids)
+    epochs = docsync._epochs(rep.versions, ids)
     keys = docchunks.keys_by_epoch(rep.team_keys())
     kept = bad = 0
     with rep.store.transaction():

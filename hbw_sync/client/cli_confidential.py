@@ -1,6 +1,6 @@
 """``hbw-sync doc confidential`` and the words ``doc list``/``doc get`` use for confidential documents.
 
-The rules live in the library (``DocumentsMixin.mark_confidential``, ``export_doc``); this module
+The rules live in the library (``Documents.mark_confidential``, ``export_doc``); this module
 only parses, calls and prints. Kept out of ``cli.py`` so the document commands there gain a line
 each, not a block.
 """

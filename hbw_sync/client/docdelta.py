@@ -33,7 +33,8 @@ from ..ops import MAX_MANIFEST, NAMES, Kind, Op
 from . import docsync
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    # ``rep`` is the replica's document-versions part (STYLE.md §3), no longer the whole Replica.
+    from .versions import Versions as Replica
     from .sync import _Session
 
 _DATA, _SHA, _DELTA, _BASE = 33, 34, 35, 36

@@ -30,7 +30,8 @@ from ..ops import NAMES, Kind
 from . import docchunks
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    # ``rep`` is the replica's document-versions part (STYLE.md §3), no longer the whole Replica.
+    from .versions import Versions as Replica
     from .sync import _Session
 
 _CHUNKS = NAMES[Kind.DOC]["chunks"].tag

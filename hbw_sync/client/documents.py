@@ -1,13 +1,15 @@
-"""Documents in the replica: versions kept once as sealed blobs, sent as deltas, conflict copies.
+"""Documents in the replica: the commands people run on them (add, update, list, get, confidential).
 
-Every document version's bytes are kept once, sealed, in `blobs` by their SHA-256; the
-`sha256` field points at the current one. A new version travels as a delta against the version
-its author started from (``hbw_sync.delta``), or in full every ``CHAIN_FULL_EVERY`` versions and
-whenever a delta would not be smaller, so chains stay short and every rebuilt version is checked
-against its hash. Two versions saved offline at the same time are both kept: the later is
-current, the other is listed as a conflict copy, the same on every device.
+Every document version's bytes are kept once, sealed (``versions``); the `sha256` field points at
+the current one. A new version travels as a delta against the version its author started from
+(``hbw_sync.delta``), or in full every ``CHAIN_FULL_EVERY`` versions and whenever a delta would
+not be smaller, so chains stay short and every rebuilt version is checked against its hash. Two
+versions saved offline at the same time are both kept: the later is current, the other is listed
+as a conflict copy, the same on every device.
 
-A mixin of ``Replica``: it uses the replica's store, sealer and change machinery.
+A part of the replica, given what it uses in its constructor: the ``Ledger`` (sealed rows,
+ids, names), ``Versions`` (the bytes of versions held here) and the ``ChangeLog`` (every
+change it records goes through ``ChangeLog.change``, as a task's does).
 """
 
 from __future__ import annotations
@@ -18,21 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import chunks, delta, fileio, merge
-from ..errors import AccessError, IntegrityError, ProtocolError, UsageError
+from .. import delta, fileio, merge
+from ..errors import AccessError, IntegrityError, UsageError
 from ..i18n import _, ngettext
 from ..ops import MAX_REASON, NAMES, Kind, Op, split_op_id
-from . import docchunks, docdelta, notices, views
-from .device import now_ms
-
-# A mixin's ``self`` is the whole Replica, which inherits from the mixin: a cycle mypy cannot
-# follow, so the base is Any to it (STYLE.md §3: composing the parts ends this).
-_Base: Any = object
-
-
-def _digest(version: Op) -> bytes:
-    """A document version's SHA-256 (field 34): every version op carries its content (``_version_ops``)."""
-    return bytes((version.content or {})[34])
+from . import docdelta, views
+from .changes import ChangeLog
+from .ledger import Ledger
+from .versions import MAX_INLINE_BYTES, Versions
+from .versions import digest_of as _digest
 
 # The largest document hbw-sync carries: 4 GiB (4,294,967,296 bytes). Why a limit at all: a
 # version's manifest lists every chunk (at most ops.MAX_DOC_CHUNKS, at the smallest chunk 4 GiB)
@@ -40,8 +36,8 @@ def _digest(version: Op) -> bytes:
 # `doc update` from the file's size, before anything is read, and never later.
 MAX_DOC_BYTES = 4 * 1024**3
 # Versions sent whole or as a delta inside a batch (files under CHUNKED_FROM, or any file while
-# this device holds no team key yet) are held whole in memory: those stay under 32 MiB.
-MAX_INLINE_BYTES = 32 * 1024 * 1024
+# this device holds no team key yet) are held whole in memory: at most ``versions.MAX_INLINE_BYTES``.
+#
 # Files of at least 1 MiB travel as sealed chunks outside batches, fetched by policy (§18e);
 # smaller ones stay in the batch, where a delta of an office file's edit costs 2-4 KB (one
 # chunk would cost 16-256 KiB), and every device gets them at once.
@@ -64,7 +60,14 @@ def human_size(n: int) -> str:
 CHAIN_FULL_EVERY = 8  # every 8th version of a document travels in full: chains stay short
 
 
-class DocumentsMixin(_Base):
+class Documents:
+    """The documents of the team as this device holds them, and the commands that change them."""
+
+    def __init__(self, ledger: Ledger, versions: Versions, changes: ChangeLog):
+        self.ledger = ledger
+        self.versions = versions
+        self.changes = changes
+        self.store = ledger.store
 
     def _file_size(self, path: Path) -> int:
         """The file's size, refused at once (nothing read) over what hbw-sync carries."""
@@ -72,7 +75,7 @@ class DocumentsMixin(_Base):
             size = path.stat().st_size
             if path.is_dir():
                 raise IsADirectoryError
-        limit = MAX_DOC_BYTES if self._chunk_keys() is not None else MAX_INLINE_BYTES
+        limit = MAX_DOC_BYTES if self.versions.chunk_keys() is not None else MAX_INLINE_BYTES
         if size > limit:
             text = (_("{name} is {size}, larger than the {limit} hbw-sync can carry as a document; "
                       "nothing was added or changed") if limit == MAX_DOC_BYTES else
@@ -95,178 +98,17 @@ class DocumentsMixin(_Base):
                 name=path.name, limit=human_size(MAX_INLINE_BYTES)), code="usage.doc_too_large", hint=_("add it again"))
         return data
 
-    # -- chunked versions (PROTOCOL.md §18d-e) ---------------------------------------------------
-
-    @property
-    def local_chunks(self) -> docchunks.LocalChunks:
-        lc = self.__dict__.get("_local_chunks")
-        if lc is None:
-            lc = self.__dict__["_local_chunks"] = docchunks.LocalChunks(self.store)
-        return lc
-
-    def _chunk_keys(self) -> chunks.ChunkKeys | None:
-        key = self.current_key_or_none()
-        return None if key is None else chunks.ChunkKeys.of(key)
-
     def _chunked_values(self, path: Path, size: int) -> dict[str, Any] | None:
         """Split, seal and keep the file's chunks (in the caller's transaction); the version's fields.
 
         None when the file travels inside the batch instead (small, or no team key yet).
         """
-        keys = self._chunk_keys()
+        keys = self.versions.chunk_keys()
         if keys is None or size < CHUNKED_FROM:
             return None
         with fileio.reading(path), open(path, "rb") as f:
-            m = self.local_chunks.split_file(keys, f, MAX_DOC_BYTES)
+            m = self.versions.local_chunks.split_file(keys, f, MAX_DOC_BYTES)
         return {"sha256": m.sha256, "size": m.size, "manifest": m.encode(), "chunks": b"".join(m.ids)}
-
-    def version_manifest(self, did: bytes, digest: bytes) -> chunks.Manifest | None:
-        """The manifest of a document's chunked version ``digest``; None if that version is not chunked."""
-        for _oid, _dev, op in reversed(self._version_ops(did)):
-            c = op.content or {}
-            if c.get(34) == digest and c.get(_MANIFEST):
-                return chunks.decode_manifest(c[_MANIFEST])
-        return None
-
-    def _chunk_keys_for(self, m: chunks.Manifest) -> chunks.ChunkKeys:
-        key = self.team_keys().get(m.epoch)
-        if key is None:
-            raise IntegrityError(_("this device does not hold the team key of epoch {epoch} this document was "
-                                   "sealed with").format(epoch=m.epoch), code="integrity.chain",
-                                 hint=_("sync: a supervisor's device shares it"))
-        return chunks.ChunkKeys.of(key)
-
-    def missing_chunks(self, did: bytes, digest: bytes) -> list[bytes]:
-        """Ids of the version's chunks not on this device (empty when it is whole here, or not chunked)."""
-        m = self.version_manifest(did, digest)
-        return [] if m is None else self.local_chunks.missing(m.ids)
-
-    def _is_local(self, did: bytes, digest: bytes | None) -> bool:
-        if digest is None:
-            return True
-        if self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
-            return True
-        m = self.version_manifest(did, digest)
-        return m is not None and not self.local_chunks.missing(m.ids)
-
-    def doc_policy(self) -> str:
-        """Which documents this device downloads after a sync: mine (default), all, none (see ``docchunks``)."""
-        return self.store.meta("doc_policy") or docchunks.DEFAULT_POLICY
-
-    def set_doc_policy(self, policy: str) -> str:
-        value = docchunks.check_policy(policy)
-        with self.store.transaction():
-            self.store.set_meta("doc_policy", value)
-        return value
-
-    def wanted_chunks(self) -> list[bytes]:
-        """Chunk ids the policy wants here and this device lacks: current versions of wanted documents,
-        and for a delta version the chunks of its chain's base (``docdelta.chain_wants``)."""
-        out: list[bytes] = []
-        for did, digest in self.wanted_versions():
-            out += docdelta.chain_wants(self, did, digest)
-        return list(dict.fromkeys(out))
-
-    def wanted_versions(self) -> list[tuple[bytes, bytes]]:
-        """(document id, version SHA-256) of the current versions the policy wants here and this device lacks."""
-        policy = self.doc_policy()
-        if policy == "none":
-            return []
-        me = self.store.meta("member")
-        names = self._device_names()
-        mine_tasks = {r[0] for r in self.store.execute(
-            "SELECT id FROM entities WHERE kind = ? AND assignee = ?", (int(Kind.TASK), me))}
-        out: list[tuple[bytes, bytes]] = []
-        for (did,) in self.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
-            st = self._load(Kind.DOC, did)
-            if st is None or st.values().get("sha256") is None:
-                continue
-            v = st.values()
-            if policy == "mine" and v.get("task") not in mine_tasks:
-                versions = self._version_ops(did)
-                if not versions or names.get(versions[0][1]) != me:
-                    continue
-            if self.missing_chunks(did, v["sha256"]):
-                out.append((did, v["sha256"]))
-        return out
-
-    # Versions: every document version's bytes are kept once, sealed, in `blobs` by their
-    # SHA-256; the `sha256` field points at the current one. A new version travels as a delta
-    # against the version its author started from (hbw_sync.delta), or in full every
-    # CHAIN_FULL_EVERY versions and whenever a delta would not be smaller, so a chain is short
-    # and every rebuilt version is checked against its hash.
-
-    def _store_blob(self, data: bytes) -> bytes:
-        digest = hashlib.sha256(data).digest()
-        if not self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
-            nonce, sealed = self.sealer.seal_parts(data, b"blob:" + digest)
-            self.store.execute("INSERT INTO blobs (sha256, size, nonce, sealed) VALUES (?, ?, ?, ?)",
-                               (digest, len(data), nonce, sealed))
-            self._apply_waiting(digest)
-        return digest
-
-    # A delta version can arrive before its base: its author's sync sends small batches before
-    # large ones (a base over 64 KiB goes up in pieces after them, so the relay hands the delta out
-    # first). The version then waits here, by hashes only (its bytes stay sealed in the op log),
-    # and is rebuilt as soon as its base is stored.
-
-    def _waiting_table(self) -> None:
-        self.store.execute("CREATE TABLE IF NOT EXISTS doc_waiting (entity BLOB NOT NULL, sha256 BLOB NOT NULL,"
-                           " base BLOB NOT NULL, PRIMARY KEY (entity, sha256))")
-
-    def _wait_for_base(self, did: bytes, digest: bytes, base: bytes) -> None:
-        self._waiting_table()
-        self.store.execute("INSERT OR IGNORE INTO doc_waiting (entity, sha256, base) VALUES (?, ?, ?)",
-                           (did, digest, base))
-
-    def _apply_waiting(self, base: bytes) -> None:
-        """Rebuild the versions that waited for ``base`` (each may be the base another waits for)."""
-        self._waiting_table()
-        rows = self.store.execute("SELECT entity, sha256 FROM doc_waiting WHERE base = ?", (base,)).fetchall()
-        for did, digest in rows:
-            self.store.execute("DELETE FROM doc_waiting WHERE entity = ? AND sha256 = ?", (did, digest))
-            op = docdelta.version_op(self, did, digest)
-            if op is not None:
-                self._materialize_version(op)
-
-    def _blob(self, digest: bytes) -> bytes | None:
-        row = self.store.execute("SELECT nonce, sealed FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
-        return None if row is None else self.sealer.open_parts(row[0], row[1], b"blob:" + digest)
-
-    def _materialize_version(self, op: Op) -> None:
-        """Keep the bytes of a document version an op carries (in full, or as a delta)."""
-        c = op.content or {}
-        digest = c.get(34)
-        if op.kind is Kind.DOC and c.get(_MANIFEST):
-            if self.doc_policy() != "none":  # a delta version: rebuilt now if its base is here (no bytes to fetch)
-                docdelta.rebuild(self, op.entity, op)
-            return
-        if op.kind is not Kind.DOC or digest is None or (33 not in c and 35 not in c):
-            return
-        if self.store.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone():
-            return
-        if 33 in c:
-            data = c[33]
-            if hashlib.sha256(data).digest() != digest:
-                raise IntegrityError(_("a document version does not match its recorded hash"), code="integrity.doc")
-        else:
-            base = self._blob(c.get(36) or b"")
-            if base is None:
-                # Not tampering (signatures hold): its base has not arrived yet (see _wait_for_base),
-                # or never will (the next full version of the chain repairs the document then).
-                # Other ops of the batch still apply.
-                self._wait_for_base(op.entity, digest, c.get(36) or b"")
-                return
-            try:
-                data = delta.apply_delta(base, c[35], expected_sha256=digest, max_size=MAX_INLINE_BYTES)
-            except (IntegrityError, ProtocolError) as e:
-                # Refuse the version, not the batch: a tampered delta and a receiver whose zlib
-                # re-deflates differently look alike here, and the rest of the batch is sound.
-                self._problem(f"document {op.entity.hex()[:6]}: a version does not rebuild to its recorded hash "
-                              f"and was refused ({e.message}); it will be readable after the next full version",
-                              code="problem.doc_refused", params={"doc": op.entity.hex()[:6], **notices.why_params(e)})
-                return
-        self._store_blob(data)
 
     def add_doc(self, path: Path, task: str | None = None, name: str | None = None) -> views.DocView:
         """Add a file as a new document: as sealed chunks (1 MiB and more), or inside the batch.
@@ -276,7 +118,7 @@ class DocumentsMixin(_Base):
         """
         path = Path(path)
         size = self._file_size(path)
-        tid = self.resolve(Kind.TASK, task) if task else None
+        tid = self.ledger.resolve(Kind.TASK, task) if task else None
         did = os.urandom(8)
         values: dict[str, Any] = {"name": name or path.name}
         if tid is not None:
@@ -288,7 +130,7 @@ class DocumentsMixin(_Base):
                 values.update(data=data, sha256=hashlib.sha256(data).digest(), size=len(data))
             else:
                 values.update(chunked)
-            self.change([(Kind.DOC, did, values)])
+            self.changes.change([(Kind.DOC, did, values)])
         return self.doc(did.hex())
 
     def update_doc(self, prefix: str, path: Path) -> views.DocView:
@@ -298,10 +140,10 @@ class DocumentsMixin(_Base):
             UsageError: no such document, no such file, unreadable, over the limit
                 (``usage.doc_too_large``), or the same bytes as the current version. Nothing was changed.
         """
-        did = self.resolve(Kind.DOC, prefix)
+        did = self.ledger.resolve(Kind.DOC, prefix)
         path = Path(path)
         size = self._file_size(path)
-        st = self._load(Kind.DOC, did)
+        st = self.ledger.load(Kind.DOC, did)
         assert st is not None
         base_sha = st.values().get("sha256")
         with self.store.transaction():
@@ -309,50 +151,29 @@ class DocumentsMixin(_Base):
             if chunked is not None:
                 if chunked["sha256"] == base_sha:  # rolled back with the transaction: nothing kept
                     raise UsageError(_("this file is the same as the document's current version: nothing to record"))
-                if self._versions_since_full(did) < CHAIN_FULL_EVERY - 1:  # every 8th version uploads its chunks
-                    docdelta.offer(self, did, base_sha, chunked, st.values().get("name", ""))
-                self.change([(Kind.DOC, did, chunked)])
+                if self.versions.versions_since_full(did) < CHAIN_FULL_EVERY - 1:  # every 8th version uploads its chunks
+                    docdelta.offer(self.versions, did, base_sha, chunked, st.values().get("name", ""))
+                self.changes.change([(Kind.DOC, did, chunked)])
                 return self.doc(did.hex())
         data = self._read_file(path)
         digest = hashlib.sha256(data).digest()
         if digest == base_sha:
             raise UsageError(_("this file is the same as the document's current version: nothing to record"))
         values: dict[str, Any] = {"sha256": digest, "size": len(data)}
-        base = self._blob(base_sha) if base_sha else None
-        since_full = self._versions_since_full(did)
+        base = self.versions.blob(base_sha) if base_sha else None
+        since_full = self.versions.versions_since_full(did)
         d = delta.make_delta(base, data, name=st.values().get("name", "")) \
             if base is not None and since_full < CHAIN_FULL_EVERY - 1 else None
         if d is not None:
             values.update(delta=d, base_sha256=base_sha)
         else:
             values["data"] = data
-        self.change([(Kind.DOC, did, values)])
+        self.changes.change([(Kind.DOC, did, values)])
         return self.doc(did.hex())
-
-    def _version_ops(self, did: bytes) -> list[tuple[bytes, bytes, Op]]:
-        """(op id, author device, op) of every version of a document, oldest first."""
-        rows = self.store.execute(
-            "SELECT op_id, body, device FROM oplog WHERE kind = ? AND entity = ? ORDER BY hlc, op_id", (int(Kind.DOC), did)
-        ).fetchall()
-        out = []
-        for oid, body, device in rows:
-            op = self._op_from_log(oid, body)
-            if 34 in (op.content or {}):
-                out.append((oid, device, op))
-        return out
-
-    def _versions_since_full(self, did: bytes) -> int:
-        n = 0
-        for _oid, _dev, op in reversed(self._version_ops(did)):
-            c = op.content or {}
-            if 33 in c or (_MANIFEST in c and 35 not in c):  # whole, or all chunks uploaded: a chain starts
-                return n
-            n += 1
-        return n
 
     def _conflict_copies(self, did: bytes) -> list[tuple[bytes, bytes, str]]:
         """(copy id, loser version op id, author) of each conflict copy of a document."""
-        names = self._device_names()
+        names = self.ledger.device_names()
         out = []
         for (loser,) in self.store.execute(
             "SELECT DISTINCT loser FROM conflicts WHERE kind = ? AND entity = ? AND field = 'sha256'", (int(Kind.DOC), did)
@@ -368,24 +189,24 @@ class DocumentsMixin(_Base):
             name=v.get("name", ""),
             size=v.get("size", 0),
             sha256=(v.get("sha256") or b"").hex(),
-            versions=len(self._version_ops(st.entity)),
+            versions=len(self.versions.version_ops(st.entity)),
             task=v["task"].hex() if v.get("task") else None,
             updated=views.hlc_iso(st.head.ts if st.head else None),
             confidential=bool(v.get("confidential", False)),
             confidential_by=self._doc_who_when(st, _CONFIDENTIAL),
             exports=self._exports(st),
-            local=self._is_local(st.entity, v.get("sha256")),
+            local=self.versions.is_local(st.entity, v.get("sha256")),
         )
 
     def _doc_who_when(self, st: merge.EntityState, tag: int) -> str | None:
         if tag not in st.registers:
             return None
         ts, dev = split_op_id(st.registers[tag][1].op_id)
-        return f"{self._device_names().get(dev, dev.hex()[:8])} at {views.hlc_iso(ts)}"
+        return f"{self.ledger.device_names().get(dev, dev.hex()[:8])} at {views.hlc_iso(ts)}"
 
     def _exports(self, st: merge.EntityState) -> list[views.ExportView]:
         """Every recorded export of a document, oldest first (APPEND fields keyed by op id: device and time)."""
-        names = self._device_names()
+        names = self.ledger.device_names()
         reasons = st.appends.get(_EXPORT_REASON, {})
         out = []
         for op_id in sorted(st.appends.get(_EXPORTED, {})):
@@ -400,7 +221,7 @@ class DocumentsMixin(_Base):
         Raises:
             UsageError: no such document, or an ambiguous prefix.
         """
-        st = self._load(Kind.DOC, self.resolve(Kind.DOC, prefix))
+        st = self.ledger.load(Kind.DOC, self.ledger.resolve(Kind.DOC, prefix))
         assert st is not None
         return self._doc_view(st)
 
@@ -409,7 +230,7 @@ class DocumentsMixin(_Base):
         out = []
         rows = self.store.execute("SELECT id FROM entities WHERE kind = ? ORDER BY id", (int(Kind.DOC),)).fetchall()
         for (d,) in rows:
-            st = self._load(Kind.DOC, d)
+            st = self.ledger.load(Kind.DOC, d)
             if st is None:
                 continue
             view = self._doc_view(st)
@@ -422,12 +243,12 @@ class DocumentsMixin(_Base):
                 out.append(views.DocView(copy_id.hex(), name, op.fields.get(2, 0), _digest(op).hex(), 1,
                                          view.task, views.hlc_iso(op.hlc), conflict_of=view.id,
                                          confidential=view.confidential, confidential_by=view.confidential_by,
-                                         local=self._is_local(d, _digest(op))))
+                                         local=self.versions.is_local(d, _digest(op))))
         return out
 
     def _version_op(self, did: bytes, op_id: bytes) -> Op:
         row = self.store.execute("SELECT body FROM oplog WHERE op_id = ?", (op_id,)).fetchone()
-        return self._op_from_log(op_id, row[0])
+        return self.ledger.op_from_log(op_id, row[0])
 
     def locate_version(self, prefix: str, version: int | None) -> tuple[views.DocView, bytes, bytes]:
         """(view, document id, version SHA-256) of a document's current version, version N (from 1), or a conflict copy."""
@@ -436,8 +257,8 @@ class DocumentsMixin(_Base):
         if copies:
             view = copies[0]
             return view, bytes.fromhex(view.conflict_of or ""), bytes.fromhex(view.sha256)
-        did = self.resolve(Kind.DOC, prefix)
-        st = self._load(Kind.DOC, did)
+        did = self.ledger.resolve(Kind.DOC, prefix)
+        st = self.ledger.load(Kind.DOC, did)
         assert st is not None
         view = self._doc_view(st)
         if version is None:
@@ -445,7 +266,7 @@ class DocumentsMixin(_Base):
             if digest is None:
                 raise UsageError(_("this document has no content yet"))
         else:
-            versions = self._version_ops(did)
+            versions = self.versions.version_ops(did)
             if not 1 <= version <= len(versions):
                 raise UsageError(ngettext("document has {n} version; no version {version}", "document has {n} versions; no version {version}",
                                           len(versions)).format(n=len(versions), version=version))
@@ -455,7 +276,7 @@ class DocumentsMixin(_Base):
     def doc_missing(self, prefix: str, version: int | None = None) -> list[bytes]:
         """Chunk ids a version still needs from the relay before it can be read here (``sync.fetch_doc``)."""
         _view, did, digest = self.locate_version(prefix, version)
-        return self.missing_chunks(did, digest)
+        return self.versions.missing_chunks(did, digest)
 
     def _find_version(self, prefix: str, version: int | None) -> tuple[views.DocView, bytes]:
         """(view, SHA-256) of a document's current version, version N (from 1), or a conflict copy."""
@@ -473,13 +294,13 @@ class DocumentsMixin(_Base):
         outside the store goes through ``save_doc`` (streams) or ``export_doc``.
         """
         view, did, digest = self.locate_version(prefix, version)
-        m = self.version_manifest(did, digest)
+        m = self.versions.version_manifest(did, digest)
         if m is not None:
-            data = self.local_chunks.read_all(self._chunk_keys_for(m), m)
+            data = self.versions.local_chunks.read_all(self.versions.chunk_keys_for(m), m)
             if data is None:
                 raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
             return view, data
-        data = self._blob(digest)
+        data = self.versions.blob(digest)
         if data is None:
             raise IntegrityError(_("this version's bytes are missing (its delta chain is broken); a later full "
                   "version will repair it"), code="integrity.chain")
@@ -501,12 +322,12 @@ class DocumentsMixin(_Base):
             IntegrityError: stored bytes do not match the recorded hash.
         """
         view, did, digest = self.locate_version(prefix, version)
-        m = self.version_manifest(did, digest)
+        m = self.versions.version_manifest(did, digest)
         if m is not None:
-            if self.local_chunks.missing(m.ids):
+            if self.versions.local_chunks.missing(m.ids):
                 raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
             view = self._record_export(view, reason)
-            return view, self.local_chunks.write(self._chunk_keys_for(m), m, Path(out))
+            return view, self.versions.local_chunks.write(self.versions.chunk_keys_for(m), m, Path(out))
         view, data = self.export_doc(prefix, version, reason)
         tmp = Path(out).with_name(Path(out).name + ".hbw-part")
         tmp.write_bytes(data)
@@ -525,16 +346,16 @@ class DocumentsMixin(_Base):
             IntegrityError: stored bytes do not match the recorded hash (for a chunked version: at the end).
         """
         view, did, digest = self.locate_version(prefix, version)
-        m = self.version_manifest(did, digest)
+        m = self.versions.version_manifest(did, digest)
         if m is None:
             view, data = self.export_doc(prefix, version, reason)
             return view, len(data), iter((data,))
-        if self.local_chunks.missing(m.ids):
+        if self.versions.local_chunks.missing(m.ids):
             # The way to fetch it depends on the front end: cli_hints / app hints, keyed by the code.
             raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
-        keys = self._chunk_keys_for(m)
+        keys = self.versions.chunk_keys_for(m)
         view = self._record_export(view, reason)
-        return view, m.size, self.local_chunks.iter_plain(keys, m)
+        return view, m.size, self.versions.local_chunks.iter_plain(keys, m)
 
     # -- confidential documents (issue 17 item 3; PROTOCOL.md §5a) --------------------------------------
     # The mark and every export are signed changes like any other, so every device converges on the
@@ -543,8 +364,8 @@ class DocumentsMixin(_Base):
 
     def doc_author(self, did: bytes) -> str | None:
         """The member whose device recorded the document's first version (None if not known here)."""
-        versions = self._version_ops(did)
-        return self._device_names().get(versions[0][1]) if versions else None
+        versions = self.versions.version_ops(did)
+        return self.ledger.device_names().get(versions[0][1]) if versions else None
 
     def mark_confidential(self, prefix: str, confidential: bool = True) -> views.DocView:
         """Mark a document confidential (or clear the mark) for the whole team, as a signed change.
@@ -556,13 +377,13 @@ class DocumentsMixin(_Base):
             UsageError: no such document.
             AccessError (``access.not_author``): this device is neither the author's nor a supervisor's.
         """
-        did = self.resolve(Kind.DOC, prefix)
+        did = self.ledger.resolve(Kind.DOC, prefix)
         author = self.doc_author(did)
         if self.store.meta("role") != "supervisor" and author != self.store.meta("member"):
             raise AccessError(_("only the document's author ({author}) or a supervisor can mark it confidential "
                                 "or clear the mark; nothing changed").format(author=author or _("unknown")),
                               code="access.not_author", hint=_("ask your supervisor"))
-        self.change([(Kind.DOC, did, {"confidential": bool(confidential)})])
+        self.changes.change([(Kind.DOC, did, {"confidential": bool(confidential)})])
         return self.doc(did.hex())
 
     def export_doc(self, prefix: str, version: int | None = None,
@@ -588,7 +409,7 @@ class DocumentsMixin(_Base):
             return view
         why = self.check_export_reason(view, reason)
         did = bytes.fromhex(view.conflict_of or view.id)
-        self.change([(Kind.DOC, did, {"exported": True, "export_reason": why})])
+        self.changes.change([(Kind.DOC, did, {"exported": True, "export_reason": why})])
         fresh = self.doc(did.hex())
         return view if view.conflict_of else fresh
 
@@ -606,22 +427,7 @@ class DocumentsMixin(_Base):
                 n=len(why), max=MAX_REASON), code="usage.reason_too_long")
         return why
 
-    def _export_notice(self, op: Op, device: bytes) -> None:
-        """Tell a supervisor, in ``status``, that someone else exported a confidential document."""
-        if _EXPORTED not in op.fields or self.store.meta("role") != "supervisor" or device == self.author.device_id:
-            return
-        st = self._load(Kind.DOC, op.entity)
-        name = st.values().get("name", "") if st else ""
-        who = self._device_names().get(device, device.hex()[:8])
-        reason = (op.content or {}).get(_EXPORT_REASON, "")
-        params = {"who": who, "doc": op.entity.hex()[:6], "name": name, "device": device.hex()[:8],
-                  "at": views.hlc_iso(op.hlc), "reason": reason}
-        text = ("{who} exported confidential document {doc} ({name}) from device {device} at {at}; "
-                "reason: {reason}").format(**params)
-        notices.add_notice(self.store, text, code="notice.exported", params=params, when_ms=now_ms())
-
 
 _CONFIDENTIAL = NAMES[Kind.DOC]["confidential"].tag
-_MANIFEST = NAMES[Kind.DOC]["manifest"].tag
 _EXPORTED = NAMES[Kind.DOC]["exported"].tag
 _EXPORT_REASON = NAMES[Kind.DOC]["export_reason"].tag

@@ -22,12 +22,12 @@ from .. import approval, crypto
 from ..approval import Trusted
 from ..enroll import Invite, make_grant
 from ..errors import IntegrityError, ProtocolError
-from .device import now_ms
+from ..clock import now_ms
 from . import notices
 from .store import Store
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from .ledger import Ledger
 
 ANCHORS = "trust_anchors"  # {device hex: [author pub, role, x25519 pub or None]}
 RECORDS = "approval_records"  # [approval record bytes] as the relay handed them
@@ -82,13 +82,13 @@ def join_proof(inv: Invite, author_pub: bytes, transport_pub: bytes, x_pub: byte
     return approval.make_proof(approval.code_secret(code), author_pub, transport_pub, x_pub), code
 
 
-def joined(rep: "Replica", inv: Invite, res: dict[str, Any], code: str | None, first_device: bool) -> None:
+def joined(led: "Ledger", inv: Invite, res: dict[str, Any], code: str | None, first_device: bool) -> None:
     """Record how this device is admitted (inside join's transaction)."""
-    s = rep.store
+    s = led.store
     if first_device:
         return  # it made the team key: it trusts itself, and waits for nobody
     if inv.secret is not None:
-        s.set_meta(INVITE_SECRET, rep.sealer.seal(inv.secret, b"meta:invite_secret"))
+        s.set_meta(INVITE_SECRET, led.sealer.seal(inv.secret, b"meta:invite_secret"))
         s.set_meta(WAIT, {"how": "invite", "code": None, "since": now_ms()})
     else:
         s.set_meta(WAIT, {"how": "code", "code": code, "since": now_ms()})
@@ -96,9 +96,9 @@ def joined(rep: "Replica", inv: Invite, res: dict[str, Any], code: str | None, f
         s.set_meta(WELCOME_IN, res["welcome"])
 
 
-def open_welcome(rep: "Replica") -> None:
+def open_welcome(led: "Ledger") -> None:
     """Open a welcome received with our own secret: its keys, and the supervisor device that admitted us."""
-    s = rep.store
+    s = led.store
     data, wait = s.meta(WELCOME_IN), s.meta(WAIT)
     if not data or not wait:
         if data:
@@ -107,13 +107,13 @@ def open_welcome(rep: "Replica") -> None:
         return
     try:
         if wait["how"] == "invite":
-            key = approval.invite_welcome_key(rep.sealer.open(s.meta(INVITE_SECRET), b"meta:invite_secret"))
-            w = approval.open_welcome(key, data, rep.require_team())
+            key = approval.invite_welcome_key(led.sealer.open(s.meta(INVITE_SECRET), b"meta:invite_secret"))
+            w = approval.open_welcome(key, data, led.require_team())
         else:
-            x_private = rep.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
-            w = approval.open_code_welcome(wait["code"], rep.author.public, x_private, data, rep.require_team())
+            x_private = led.sealer.open(s.meta("x25519_key"), b"meta:x25519_key")
+            w = approval.open_code_welcome(wait["code"], led.author.public, x_private, data, led.require_team())
     except (IntegrityError, ProtocolError) as e:
-        rep._problem(f"refused a welcome that was not made with this device's secret: {e}",
+        led.problem(f"refused a welcome that was not made with this device's secret: {e}",
                      code="problem.welcome_refused", params=notices.why_params(e))
         with s.transaction():
             s.set_meta(WELCOME_IN, None)
@@ -122,7 +122,7 @@ def open_welcome(rep: "Replica") -> None:
     with s.transaction():
         for k in w.keys:
             if relay_ids.get(k.epoch) in (None, k.key_id):
-                rep.add_team_key(k)
+                led.add_team_key(k)
         add_anchor(s, w.granter, w.granter_pub, "supervisor")
         s.set_meta(WELCOME_IN, None)
         s.set_meta(WAIT, None)
@@ -190,9 +190,9 @@ def untrusted_pending(s: Store) -> list[list[Any]]:
     return [p for p in s.meta(PENDING) or [] if len(p) > 3 and p[0] not in t]
 
 
-def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], notes: list[str]) -> bool:
+def grant_duties(led: "Ledger", res: dict[str, Any], grants: list[list[Any]], notes: list[str]) -> bool:
     """Admit pending devices whose proof matches one of our team invites; grant trusted ones. True: more to send."""
-    s = rep.store
+    s = led.store
     need = False
     invites = dict(s.meta(INVITES) or {})
     # One proof check (scrypt) per device that names one of our invites, never retried: a relay that
@@ -205,10 +205,10 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
         if th is None or th not in invites or dev.hex() in failed or dev in trust(s):
             continue
         sealed, member, role, _expires = invites[th]
-        secret = rep.sealer.open(sealed, b"invite:" + bytes.fromhex(th))
+        secret = led.sealer.open(sealed, b"invite:" + bytes.fromhex(th))
         if approval.check_proof(secret, info.get("proof"), info["author_pub"], info["transport_pub"], _x):
             with s.transaction():
-                admit(rep, info["author_pub"], _x, member, role)
+                admit(led, info["author_pub"], _x, member, role)
                 del invites[th]
                 s.set_meta(INVITES, invites)
             notes.append(_("admitted {member}'s device {device}: it proved it holds your invite").format(
@@ -219,7 +219,7 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
             with s.transaction():
                 s.set_meta(PROOF_FAILED, sorted(failed))
     t = trust(s)
-    keys = rep.team_keys()
+    keys = led.team_keys()
     n = 0
     for dev, _x, epochs, *_info in pending:
         entry = t.get(dev)
@@ -227,7 +227,7 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
             continue  # not approved by a person: no key (the relay's word is not enough)
         for epoch in epochs:
             if epoch in keys:
-                grants.append([dev, epoch, make_grant(keys[epoch], dev, entry[2], rep.author)])
+                grants.append([dev, epoch, make_grant(keys[epoch], dev, entry[2], led.author)])
         n += 1
     if grants:
         notes.append(ngettext("shared the team key with {n} approved device",
@@ -236,10 +236,10 @@ def grant_duties(rep: "Replica", res: dict[str, Any], grants: list[list[Any]], n
     return need
 
 
-def admit(rep: "Replica", author_pub: bytes, x_pub: bytes, member: str, role: str) -> bytes:
+def admit(led: "Ledger", author_pub: bytes, x_pub: bytes, member: str, role: str) -> bytes:
     """Sign an approval record for a device and queue it for the relay; returns it."""
-    rec = approval.make_approval(rep.author, author_pub, x_pub, member, role, now_ms())
-    s = rep.store
+    rec = approval.make_approval(led.author, author_pub, x_pub, member, role, now_ms())
+    s = led.store
     s.set_meta(RECORDS, (s.meta(RECORDS) or []) + [rec])
     queue_out(s, "approvals", rec)
     return rec
@@ -331,11 +331,11 @@ def key_added(s: Store, epoch: int) -> None:
         s.set_meta(ROTATION, None)
 
 
-def devices_for_code(rep: "Replica", code: str) -> list[list[Any]]:
+def devices_for_code(led: "Ledger", code: str) -> list[list[Any]]:
     """The pending device whose proof was made with this code, if any (a list of at most one)."""
     secret = approval.code_secret(code)
     # Newest first, stopping at the first match: one scrypt per device tried.
-    for p in sorted(untrusted_pending(rep.store), key=lambda p: -(p[3].get("enrolled_ms") or 0)):
+    for p in sorted(untrusted_pending(led.store), key=lambda p: -(p[3].get("enrolled_ms") or 0)):
         if approval.check_proof(secret, p[3].get("proof"), p[3]["author_pub"], p[3]["transport_pub"], p[1]):
             return [p]
     return []
@@ -345,23 +345,23 @@ def new_invite_secret() -> bytes:
     return os.urandom(approval.INVITE_SECRET_LEN)
 
 
-def rotate(rep: "Replica") -> crypto.TeamKey:
+def rotate(led: "Ledger") -> crypto.TeamKey:
     """Make the next epoch here, seal with it from now on, and publish it with the next sync (locked or not)."""
-    s = rep.store
-    epoch = max(set((s.meta("relay_keys") or {}).keys()) | {rep.current_key().epoch}) + 1
+    s = led.store
+    epoch = max(set((s.meta("relay_keys") or {}).keys()) | {led.current_key().epoch}) + 1
     new = crypto.TeamKey.generate(epoch=epoch)
     with s.transaction():
-        rep.add_team_key(new)
+        led.add_team_key(new)
         s.set_meta("publish_key", [new.epoch, new.key_id])
     return new
 
 
-def rotate_if_wanted(rep: "Replica") -> crypto.TeamKey | None:
+def rotate_if_wanted(led: "Ledger") -> crypto.TeamKey | None:
     """On a supervisor's device, any unlock after a revocation makes the new epoch: nothing waits for a
     supervisor to remember 'team rotate'. Members' devices wait for it (their grants follow its sync)."""
-    s = rep.store
+    s = led.store
     if s.meta("role") != "supervisor" or hold_epoch(s) is None or s.meta("publish_key"):
         return None
-    if not rep.team_keys():
+    if not led.team_keys():
         return None
-    return rotate(rep)
+    return rotate(led)

@@ -33,8 +33,8 @@ from ..errors import UsageError
 from . import vault
 from ..i18n import _
 
-if TYPE_CHECKING:  # device.py imports this module for the strength rule
-    from .device import Device
+if TYPE_CHECKING:  # locked.py imports this module for the strength rule
+    from .locked import LockedDevice
 
 # zxcvbn's scores run 0..4; 4 means an estimated 10^10 guesses or more.
 MIN_SCORE = 4
@@ -129,14 +129,14 @@ class CheckResult:
         return {"opens": self.opens, "strength": None if self.strength is None else self.strength.to_dict()}
 
 
-def check(dev: "Device", passphrase: str) -> CheckResult:
+def check(dev: "LockedDevice", passphrase: str) -> CheckResult:
     """Does ``passphrase`` open ``dev``'s store? A wrong one is a value here, not an error."""
     if not dev.opens_with(passphrase):
         return CheckResult(opens=False, strength=None)
     return CheckResult(opens=True, strength=strength(passphrase, [dev.identity.member, dev.identity.team_name or ""]))
 
 
-def change(dev: "Device", old: str, new: str, *, kdf: vault.KdfParams | None = None,
+def change(dev: "LockedDevice", old: str, new: str, *, kdf: vault.KdfParams | None = None,
            on_step: Callable[[str], None] | None = None) -> None:
     """Re-wrap the store key under ``new``: one transaction, so a kill -9 leaves exactly one passphrase working.
 

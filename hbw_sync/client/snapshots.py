@@ -24,7 +24,7 @@ from typing import Any
 from .. import messages, snapshot
 from ..errors import AccessError, HbwError, IntegrityError, ProtocolError, from_dict
 from . import keyflow, notices
-from .device import now_ms
+from ..clock import now_ms
 from .store import Store
 from ..i18n import _
 
@@ -103,7 +103,7 @@ def check_served(store: Store, entry: Any) -> tuple[snapshot.Claim, str] | HbwEr
             # so it can hold the snapshot only provisionally on the roster's word. It stays sealed
             # until the key arrives with an approval, and is opened only with the key the device
             # then trusts; if that fails, the cursor goes back and the history is replayed
-            # (``Replica._apply_snapshot``).
+            # (``Incoming._apply_snapshot``).
             t = (e[1], e[4] if len(e) > 4 else "member", None)
         if t is None:
             raise IntegrityError(_("it comes from {member}'s device, which no supervisor of this team approved").format(member=member),

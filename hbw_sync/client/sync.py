@@ -42,6 +42,7 @@ from ..errors import (ConfigError, HbwError, IntegrityError, LimitError, Protoco
 from ..timefmt import human_bytes
 from . import keyflow, notices
 from .device import Device, now_ms
+from .locked import LockedDevice
 from .store import DB_NAME, default_home
 from .replica import Replica
 from . import docdelta, docsync, retry, snapshots
@@ -299,7 +300,7 @@ def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Tr
                 s.set_meta("publish_key", [key.epoch, key.key_id])
                 s.set_meta("team_id", res["team"])
                 if local_team is not None and local_team != res["team"]:
-                    rep.reseal_outbox()
+                    rep.changes.reseal_outbox()
             elif local_team is not None:
                 raise UsageError(
                     _("this device holds work of a team started offline; only the team's "
@@ -309,9 +310,9 @@ def _enroll(dev: Device, inv: Invite, passphrase: str, label: str, transport: Tr
                 )
             else:
                 s.set_meta("team_id", res["team"])
-            keyflow.joined(rep, inv, res, code, first_device=not relay_keys and res["role"] == "supervisor")
+            keyflow.joined(rep.ledger, inv, res, code, first_device=not relay_keys and res["role"] == "supervisor")
         if res.get("welcome"):
-            keyflow.open_welcome(rep)
+            keyflow.open_welcome(rep.ledger)
     return res, relay_keys
 
 
@@ -469,7 +470,7 @@ class _Link:
 class _Session:
     """State of one sync run over one store."""
 
-    def __init__(self, dev: Device, rep: Replica | None, link: _Link | int, transport: Transport, timeout: float,
+    def __init__(self, dev: LockedDevice, rep: Replica | None, link: _Link | int, transport: Transport, timeout: float,
                  on_progress: OnProgress | None = None):
         self.dev, self.rep, self.s = dev, rep, dev.store
         self.link = link if isinstance(link, _Link) else _Link(link)  # an int: a fixed budget (a reply bundle)
@@ -846,7 +847,7 @@ class _Session:
                 self.s.set_meta("publish_key", [new.epoch, new.key_id])
             self.report.notes.append(_("rotated the team key to epoch {epoch} after a revocation").format(epoch=new.epoch))
             need = True
-        need |= keyflow.grant_duties(rep, res, self.outgoing_grants, self.report.notes)
+        need |= keyflow.grant_duties(rep.ledger, res, self.outgoing_grants, self.report.notes)
         if res.get("want_snapshot") and not self.snapshot and not res.get("more"):
             # Only from a state that includes everything up to the cursor: nothing waiting to apply.
             rep.apply_incoming()
@@ -856,7 +857,7 @@ class _Session:
             if (not waiting and coverage is not None and not self.s.meta("snapshot_in")
                     and self.s.meta("role") == "supervisor" and snapshots.may_build(self.s, now_ms())
                     and snapshots.worth_building(self.s, res.get("joiner_bytes"))):
-                snap = rep.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
+                snap = rep.incoming.make_snapshot(self.s.meta("pull_cursor", 0), coverage)
                 if snapshots.worth_sending(self.s, res.get("joiner_bytes"), len(snap[1])):
                     self.snapshot = snap
                     need = True
@@ -891,10 +892,10 @@ class _Session:
         """Download the chunks the fetch policy wants (after what arrived was applied); say what the relay lacks."""
         rep = self.rep
         assert rep is not None
-        versions = rep.wanted_versions()
+        versions = rep.versions.wanted_versions()
         if not versions:
             return
-        _got, lacking = await self.connected(lambda: docdelta.fetch_versions(self, rep, versions))
+        _got, lacking = await self.connected(lambda: docdelta.fetch_versions(self, rep.versions, versions))
         if lacking:
             self.report.notes.append(ngettext(
                 "{n} part of a document is not at the relay yet (its author has not synced since adding it); "
@@ -1058,14 +1059,14 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
         UsageError ``usage.doc_not_at_relay``: the relay lacks parts (their author has not synced).
         ConfigError: this device has not joined a relay.
     """
-    _view, did, digest = rep.locate_version(prefix, version)
-    if not rep.missing_chunks(did, digest):
+    _view, did, digest = rep.documents.locate_version(prefix, version)
+    if not rep.versions.missing_chunks(did, digest):
         return 0
     if not rep.store.meta("relay_url"):
         raise ConfigError(_("this document is not on this device, and this device has not joined a relay"),
                           code="config.not_joined")
     session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
-    got, lacking = asyncio.run(session.connected(lambda: docdelta.ensure(session, rep, did, digest)))
+    got, lacking = asyncio.run(session.connected(lambda: docdelta.ensure(session, rep.versions, did, digest)))
     if lacking:
         raise UsageError(ngettext("{n} part of this document is not at the relay yet: its author has not synced "
                                   "since saving it",

@@ -82,7 +82,7 @@ def pending(home: Path | None, passphrase: str, **kw: Any) -> dict[str, Any]:
 
 
 def _one_device(rep: Replica, code: str) -> list[Any]:
-    found = keyflow.devices_for_code(rep, code)
+    found = keyflow.devices_for_code(rep.ledger, code)
     if not found:
         raise UsageError(_("no device waiting for approval shows this code"), code="usage.code")
     return found[0]
@@ -106,9 +106,9 @@ def approve(home: Path | None, passphrase: str, code: str, role: str = "member",
         dev_id, x_pub, _epochs, info = _one_device(rep, code)
         with s.transaction():
             if keyflow.hold_epoch(s) is not None:
-                keyflow.rotate(rep)
+                keyflow.rotate(rep.ledger)
             keys = list(rep.team_keys().values())
-            keyflow.admit(rep, info["author_pub"], x_pub, info["member"], role)
+            keyflow.admit(rep.ledger, info["author_pub"], x_pub, info["member"], role)
             welcome = approval.seal_code_welcome(code, info["author_pub"], x_pub, rep.author, keys, rep.require_team())
             keyflow.queue_out(s, "welcomes", [dev_id, sorted(k.epoch for k in keys), welcome])
     note = _try_sync(home, passphrase, **kw) or note
@@ -138,6 +138,6 @@ def rotate(home: Path | None, passphrase: str, **kw: Any) -> dict[str, Any]:
         if dev.store.meta("publish_key"):
             new_epoch = dev.store.meta("publish_key")[0]  # made already, not yet published
         else:
-            new_epoch = keyflow.rotate(rep).epoch
+            new_epoch = keyflow.rotate(rep.ledger).epoch
     note = _try_sync(home, passphrase, **kw)
     return {"epoch": new_epoch, "note": note}

@@ -84,7 +84,7 @@ def init(data: Path, team: str, url: str | None = None, database: str | None = N
         relay.set_meta(conn, "team_name", team.strip())
         relay.set_meta(conn, "url", url)
         relay.set_meta(conn, "roster_v", 0)
-        relay.audit(conn, "admin", "init", team=team.strip())
+        relay.audit(conn, "admin", "init", now=relay.now_ms(), team=team.strip())
 
     _write(data, setup)
     return {"team": team.strip(), "team_id": team_id.hex(), "relay_key": key.public.hex(), "data": str(data)}
@@ -133,7 +133,7 @@ def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: 
 
     def make(conn: Txn) -> str | None:
         now = relay.now_ms()
-        relay.create_invite(conn, name, role, token, ttl_days, "admin", words=words)
+        relay.create_invite(conn, name, role, token, ttl_days, "admin", now, words=words)
         if tag is not None:
             _tie_invite(conn, tag, name, token, now)
         if not words:
@@ -194,7 +194,7 @@ def find_device(data: Path, device: str) -> dict[str, Any]:
 
 def revoke(data: Path, device: str) -> dict[str, Any]:
     """Revoke a device: every later request from it is refused; supervisors are asked to rotate the key."""
-    dev, member = _write(data, relay.revoke, device.strip().lower(), "admin")
+    dev, member = _write(data, relay.revoke, device.strip().lower(), "admin", relay.now_ms())
     return {"device": dev.hex(), "member": member, "revoked": True}
 
 
@@ -466,7 +466,7 @@ def _tie_invite(conn: Txn, tag: str, member: str, token: bytes, now: int) -> Non
         equipment.bind_invite(conn, _team(conn), tag, th)
     else:
         equipment.lend(conn, _team(conn), tag, member, now, invite_hash=th)
-    relay.audit(conn, "admin", "equipment_invite", asset=tag, member=member)
+    relay.audit(conn, "admin", "equipment_invite", now=now, asset=tag, member=member)
 
 
 def equipment_add(data: Path, asset: str, serial: str | None = None, model: str | None = None,
@@ -481,10 +481,11 @@ def equipment_add(data: Path, asset: str, serial: str | None = None, model: str 
     serial, model, note = _text(serial, _("serial number")), _text(model, _("model")), _text(note, _("note"))
 
     def run(conn: Txn) -> dict[str, Any]:
-        if not equipment.add(conn, _team(conn), tag, serial, model, note, relay.now_ms()):
+        now = relay.now_ms()
+        if not equipment.add(conn, _team(conn), tag, serial, model, note, now):
             raise UsageError(_("asset tag {tag!r} is already in the register").format(tag=tag),
                              code="usage.asset_exists", hint=_("see 'hbw-relay equipment list'"))
-        relay.audit(conn, "admin", "equipment_add", asset=tag, serial=serial, model=model)
+        relay.audit(conn, "admin", "equipment_add", now=now, asset=tag, serial=serial, model=model)
         return _public(_item(conn, tag))
     return _write(data, run)
 
@@ -518,8 +519,9 @@ def equipment_lend(data: Path, asset: str, member: str, device: str | None = Non
             if owner != name:
                 raise UsageError(_("device {device} is {owner}'s, not {member}'s").format(
                     device=dev.hex()[:8], owner=owner, member=name))
-        equipment.lend(conn, _team(conn), tag, name, relay.now_ms(), device=dev)
-        relay.audit(conn, "admin", "equipment_lend", asset=tag, member=name,
+        now = relay.now_ms()
+        equipment.lend(conn, _team(conn), tag, name, now, device=dev)
+        relay.audit(conn, "admin", "equipment_lend", now=now, asset=tag, member=name,
                     **({"device": dev.hex()} if dev else {}))
         return _public(_item(conn, tag))
     return _write(data, run)
@@ -538,8 +540,9 @@ def equipment_return(data: Path, asset: str) -> dict[str, Any]:
         if _state(row) != "lent":
             raise UsageError(_("asset {tag} is not lent out; nothing changed").format(tag=tag),
                              code="usage.asset_not_lent")
-        equipment.mark_returned(conn, _team(conn), tag, relay.now_ms())
-        relay.audit(conn, "admin", "equipment_return", asset=tag, member=row["holder"])
+        now = relay.now_ms()
+        equipment.mark_returned(conn, _team(conn), tag, now)
+        relay.audit(conn, "admin", "equipment_return", now=now, asset=tag, member=row["holder"])
         out = _public(_item(conn, tag))
         out["device_active"] = bool(row["device"]) and conn.execute(
             "SELECT revoked_ms IS NULL FROM devices WHERE device = ?", (row["device"],)).fetchone() == (1,)
@@ -563,15 +566,16 @@ def equipment_lost(data: Path, asset: str) -> dict[str, Any]:
         if row["lost_ms"]:
             raise UsageError(_("asset {tag} is already marked lost; nothing changed").format(tag=tag),
                              code="usage.asset_lost")
-        equipment.mark_lost(conn, _team(conn), tag, relay.now_ms())
+        now = relay.now_ms()
+        equipment.mark_lost(conn, _team(conn), tag, now)
         revoked = None
         if row["device"]:
             active = conn.execute("SELECT revoked_ms IS NULL FROM devices WHERE device = ?",
                                   (row["device"],)).fetchone()
             if active == (1,):
-                relay.revoke(conn, row["device"].hex(), "admin")
+                relay.revoke(conn, row["device"].hex(), "admin", now)
                 revoked = row["device"].hex()
-        relay.audit(conn, "admin", "equipment_lost", asset=tag, member=row["holder"],
+        relay.audit(conn, "admin", "equipment_lost", now=now, asset=tag, member=row["holder"],
                     **({"device": revoked} if revoked else {}))
         return {**_public(_item(conn, tag)), "revoked": revoked}
     return _write(data, run)

@@ -73,7 +73,7 @@ def invite(conn: Txn, ident: relay.RelayIdentity, req: envelope.Request, now: in
                  (th, name, new_role, now, now + days * 86_400_000))
     conn.execute("INSERT INTO invite_welcomes (token_hash, data, epochs, made_by) VALUES (?, ?, ?, ?)",
                  (th, welcome, codec.pack(epochs), req.device))
-    relay.audit(conn, member, "team_invite", member=name, role=new_role, ttl_days=days, device=req.device)
+    relay.audit(conn, member, "team_invite", now=now, member=name, role=new_role, ttl_days=days, device=req.device)
     return {"expires_ms": now + days * 86_400_000}
 
 
@@ -124,7 +124,7 @@ def take_args(conn: Txn, a: dict[str, Any], device: bytes, author_pub: bytes, me
         if not conn.execute("SELECT 1 FROM approvals WHERE data = ?", (r,)).fetchone():
             conn.execute("INSERT INTO approvals (device, approver, data, created_ms) VALUES (?, ?, ?, ?)",
                          (rec.device, device, r, now))
-            relay.audit(conn, member, "approve", device=rec.device, member=rec.member, role=rec.role)
+            relay.audit(conn, member, "approve", now=now, device=rec.device, member=rec.member, role=rec.role)
     for w in welcomes:
         if not isinstance(w, list) or len(w) != 3:
             raise ProtocolError("malformed welcome entry", code="protocol.schema")
@@ -143,7 +143,7 @@ def take_args(conn: Txn, a: dict[str, Any], device: bytes, author_pub: bytes, me
         if row:
             conn.execute("UPDATE devices SET revoked_ms = ? WHERE device = ?", (now, target))
             relay.bump_roster(conn, device=target)
-            relay.audit(conn, member, "reject", device=target, member=row[0])
+            relay.audit(conn, member, "reject", now=now, device=target, member=row[0])
 
 
 def pending(conn: Txn, me: bytes) -> list[list[Any]]:

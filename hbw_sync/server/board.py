@@ -152,7 +152,7 @@ def rebalance(conn: Txn, ident: relay.RelayIdentity, now: int, opts: allocation.
         relay.insert_batch(conn, dev, seq, now, len(ops), 0, data)
         relay.set_meta(conn, "relay_hlc", clock)
         relay.set_meta(conn, "relay_batch_seq", seq)
-        relay.audit(conn, "relay", "rebalance", moves=result["moves"])
+        relay.audit(conn, "relay", "rebalance", now=now, moves=result["moves"])
         materialize(conn, ident)
         result["applied"] = True
     return result

@@ -73,5 +73,5 @@ def evidence_action(conn: Txn, ident: relay.RelayIdentity, req: envelope.Request
         " JOIN members m ON m.name = d.member ORDER BY d.enrolled_ms, d.device")]
     signed = evidence.make_receipts(ident.key, ident.team, now, scope, first, last, receipts, roster)
     approvals = [r[0] for r in conn.execute("SELECT data FROM approvals ORDER BY id")]
-    relay.audit(conn, _member, "evidence", device=req.device, batches=len(out), first=first, last=last)
+    relay.audit(conn, _member, "evidence", now=now, device=req.device, batches=len(out), first=first, last=last)
     return {"receipts": signed, "batches": out, "approvals": approvals}

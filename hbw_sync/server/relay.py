@@ -81,10 +81,12 @@ def set_meta(conn: Txn, key: str, value: Any) -> None:
                  (key, codec.pack(value)))
 
 
-def audit(conn: Txn, actor: str | None, action: str, **detail: Any) -> None:
+def audit(conn: Txn, actor: str | None, action: str, *, now: int, **detail: Any) -> None:
+    """Record who did what at ``now`` (the request's time, or the admin command's: the clock is read
+    at the edge, STYLE.md §2), with ``detail`` as JSON (bytes as hex)."""
     conn.execute(
         "INSERT INTO audit (time_ms, actor, action, detail) VALUES (?, ?, ?, ?)",
-        (now_ms(), actor, action, json.dumps(detail, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))),
+        (now, actor, action, json.dumps(detail, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))),
     )
 
 
@@ -155,18 +157,17 @@ def authenticate(conn: Txn, req: envelope.Request, now: int, fresh: bool = True)
 # -- enrollment --------------------------------------------------------------------------------------
 
 
-def create_invite(conn: Txn, member: str, role: str, token: bytes, ttl_days: int, actor: str,
+def create_invite(conn: Txn, member: str, role: str, token: bytes, ttl_days: int, actor: str, now: int,
                   *, words: bool = False) -> None:
     if not is_member_name(member):
         raise UsageError(f"{member!r} is not a valid member name", hint="1-32 of a-z, 0-9, '.', '_', '-'")
     if role not in ("member", "supervisor"):
         raise UsageError("role must be 'member' or 'supervisor'")
-    t = now_ms()
     conn.execute(
         "INSERT INTO invites (token_hash, member, role, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
-        (token_hash(token), member, role, t, t + ttl_days * 86_400_000),
+        (token_hash(token), member, role, now, now + ttl_days * 86_400_000),
     )
-    audit(conn, actor, "invite", member=member, role=role, ttl_days=ttl_days, **({"words": True} if words else {}))
+    audit(conn, actor, "invite", now=now, member=member, role=role, ttl_days=ttl_days, **({"words": True} if words else {}))
 
 
 def create_code(conn: Txn, invite_text: str, token: bytes, invite_expires_ms: int,
@@ -218,7 +219,7 @@ def fetch_code(conn: Txn, ident: RelayIdentity, body: bytes,
             conn.execute("DELETE FROM invite_codes WHERE slot = ?", (slot,))
         else:
             conn.execute("UPDATE invite_codes SET failures = failures + 1 WHERE slot = ?", (slot,))
-        audit(conn, None, "code_failed", slot=slot, tries_left=max(left, 0))
+        audit(conn, None, "code_failed", now=now, slot=slot, tries_left=max(left, 0))
         return AccessError(f"the words do not match code {slot}" +
                            (f" ({left} tries left)" if left > 0 else "; the code is now cancelled"),
                            code="access.code", hint="check the words with office IT",
@@ -295,7 +296,7 @@ def enroll(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int) -> 
     )
     conn.execute("DELETE FROM invite_codes WHERE token_hash = ?", (token_hash(token),))  # one-time
     bump_roster(conn, member=member)  # this device, and a role change of the member's other devices
-    audit(conn, member, "enroll", device=req.device, label=label)
+    audit(conn, member, "enroll", now=now, device=req.device, label=label)
     welcome = admission.enrolled(conn, req.device, token, proof, now)
     out = {
         "team": ident.team,
@@ -323,16 +324,17 @@ def find_device(conn: Txn, device_prefix: str) -> bytes:
     return rows[0][0]
 
 
-def revoke(conn: Txn, device_prefix: str, actor: str) -> tuple[bytes, str]:
+def revoke(conn: Txn, device_prefix: str, actor: str, now: int) -> tuple[bytes, str]:
+    """Revoke a device at ``now``: later requests from it are refused, supervisors are asked to rotate the key."""
     device = find_device(conn, device_prefix)
     member, revoked = conn.execute("SELECT member, revoked_ms FROM devices WHERE device = ?", (device,)).fetchone()
     if revoked is None:
-        conn.execute("UPDATE devices SET revoked_ms = ? WHERE device = ?", (now_ms(), device))
+        conn.execute("UPDATE devices SET revoked_ms = ? WHERE device = ?", (now, device))
         set_meta(conn, "rotation_wanted", True)
         if not meta(conn, "rotation_since"):
-            set_meta(conn, "rotation_since", now_ms())
+            set_meta(conn, "rotation_since", now)
         bump_roster(conn, device=device)
-        audit(conn, actor, "revoke", device=device, member=member)
+        audit(conn, actor, "revoke", now=now, device=device, member=member)
     return device, member
 
 
@@ -625,7 +627,7 @@ def _publish_key(conn: Txn, key: Any, device: bytes, member: str, role: str, now
                  " DO UPDATE SET data = excluded.data, created_ms = excluded.created_ms", (device, epoch, b"", now))
     set_meta(conn, "rotation_wanted", False)
     set_meta(conn, "rotation_since", None)
-    audit(conn, member, "key", epoch=epoch, device=device)
+    audit(conn, member, "key", now=now, epoch=epoch, device=device)
 
 
 def _store_grant(conn: Txn, g: Any, device: bytes, role: str, now: int) -> None:
@@ -694,7 +696,7 @@ def _store_snapshot(conn: Txn, ident: RelayIdentity, snap: Any, device: bytes, m
             return None  # sent again after a lost answer
         check_snapshot(conn, ident, device, cursor, data)
     except HbwError as e:
-        audit(conn, member, "snapshot_refused", device=device, code=e.code)
+        audit(conn, member, "snapshot_refused", now=now, device=device, code=e.code)
         return e.to_dict()
     conn.execute("INSERT INTO snapshots (cursor, device, created_ms, data) VALUES (?, ?, ?, ?)",
                  (cursor, device, now, data))
@@ -884,7 +886,7 @@ def _ingest_spooled(conn: Txn, ident: RelayIdentity, sp: bundle_ingest.Spooled, 
                                                keep_bytes=sp.opened.version == bundle.VERSION)
     conn.execute("UPDATE devices SET last_bundle = ? WHERE device = ?", (counter, req.device))
     batches_out = sum(len(r["batches"]) for r in results)
-    audit(conn, member, "bundle", device=req.device, counter=counter, acks=len(result["acks"]),
+    audit(conn, member, "bundle", now=now, device=req.device, counter=counter, acks=len(result["acks"]),
           batches_out=batches_out)
     replies = [bundle_ingest.seal_reply(sp.opened.version, ident, req, x_pub, r, now,
                                         lambda cid: ident.chunks.get(conn, ident.team, cid)) for r in results]
