@@ -362,9 +362,10 @@ def without_splice() -> Iterator[None]:
     from hbw_sync.delta import patch, zipdoc
     from hbw_sync.delta.wire import CODEC_DEFLATE, CODEC_RAW
 
-    def against_deflated(raw_dict, raw, content, cap):  # type: ignore[no-untyped-def]
+    def against_deflated(raw_dict, raw, content, cap, member_max=None):  # type: ignore[no-untyped-def]
         if hasattr(content, "join"):  # the new content, spooled by the deflater search (delta/search.py)
             content = content.join()
+        raw = delta.ranged.whole(raw)  # a range of a version read by ranges (delta.Source): read it whole
         z = zlib.decompressobj(-15)
         inflated = z.decompress(raw)  # as before: one-shot, whole
         if not z.eof or z.unused_data:

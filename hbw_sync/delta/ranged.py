@@ -55,7 +55,7 @@ class Source:
     def __getitem__(self, key: slice) -> Buf:
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError("a Source is read by plain ranges only")
-        a, b, _ = key.indices(self.size)
+        a, b, _step = key.indices(self.size)
         return self.read(a, b - a)
 
     def sub(self, off: int, n: int) -> "Source":

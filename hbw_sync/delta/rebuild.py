@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import zstandard
@@ -281,18 +282,19 @@ def check_delta(base: Readable, delta: bytes, *, expected_sha256: bytes, max_siz
     _rebuild(base, delta, expected_sha256, max_size, hashlib.sha256())
 
 
+@dataclass
 class _Tee:
     """A hash that also passes every piece on: ``apply_delta_to``'s output, hashed as it is written."""
 
-    def __init__(self, emit: Emit) -> None:
-        self.h, self.emit = hashlib.sha256(), emit
+    emit: Emit
+    h: Any = field(default_factory=hashlib.sha256)
 
     def update(self, data: Buf) -> None:
         self.h.update(data)
         self.emit(data)
 
     def digest(self) -> bytes:
-        return self.h.digest()
+        return bytes(self.h.digest())
 
 
 def apply_delta_to(base: Readable, delta: bytes, emit: Emit, *, expected_sha256: bytes, max_size: int) -> None:
