@@ -193,8 +193,8 @@ def office(py: str, folder: Path, as_json: bool, quick: bool, before: Path | Non
         base = run_size(py, 0, "nosplice" if before is None else f"before:{before}", (v1, v2))
         key = "without_splice_mb" if before is None else "before_mb"
         results.append({"document": v2.name, "size": v2.stat().st_size,
-                        "rows": [{"step": n, "now_mb": x, key: o}
-                                 for (n, x), (_n, o) in zip(now, base)]})  # fmt: skip
+                        "rows": [{"step": n, "now_mb": x, key: o, "baseline_step": bn}
+                                 for (n, x), (bn, o) in zip(now, base)]})  # fmt: skip
     ok = all(r["now_mb"] <= TARGET_MB for res in results for r in res["rows"])
     if as_json:
         print(json.dumps(_benchkit.stamp({"target_mb": TARGET_MB, "results": results, "ok": ok,
