@@ -10,7 +10,6 @@ that costs.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import zipfile
