@@ -362,9 +362,10 @@ def without_splice() -> Iterator[None]:
     from hbw_sync.delta import patch, zipdoc
     from hbw_sync.delta.wire import CODEC_DEFLATE, CODEC_RAW
 
-    def against_deflated(raw_dict, raw, content, cap):  # type: ignore[no-untyped-def]
+    def against_deflated(raw_dict, raw, content, cap, member_max=None):  # type: ignore[no-untyped-def]
         if hasattr(content, "join"):  # the new content, spooled by the deflater search (delta/search.py)
             content = content.join()
+        raw = delta.ranged.whole(raw)  # a range of a version read by ranges (delta.Source): read it whole
         z = zlib.decompressobj(-15)
         inflated = z.decompress(raw)  # as before: one-shot, whole
         if not z.eof or z.unused_data:
@@ -433,8 +434,9 @@ def chunked_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
     framing = BATCH_FRAMING + OP_OVERHEAD
     before = sealed + len(manifest) + 16 * len(m_new.ids) + framing  # chunks + manifest + routing ids
     t = time.perf_counter()
-    # As the client chooses (client/docdelta.offer): office zips up to 32 MiB through make_delta's recipes;
-    # anything else a chunk-aligned recipe; a whole-file patch as a last resort; at most half the chunks.
+    # As the client chooses (client/docdelta.offer): office zips up to 32 MiB through make_delta's recipes,
+    # both versions read by ranges (delta.Source, as from the chunk store); anything else a chunk-aligned
+    # recipe; a whole-file patch as a last resort; at most half the chunks.
     def read(data: bytes):
         return lambda off, n: data[off:off + n]
 
@@ -442,10 +444,13 @@ def chunked_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
 
     def offer() -> bytes | None:
         d = None
-        if not (zips and max(len(old), len(new)) <= DELTA_MAX):
+        if zips and max(len(old), len(new)) <= DELTA_MAX:
+            d = delta.make_delta(delta.Source(read(old), len(old)), delta.Source(read(new), len(new)), name=name)
+            d = d if d is not None and len(d) < sealed else None
+        else:
             d = aligned_recipe(m_old, m_new, read(old), read(new))
-        if d is None:
-            d = chunked_delta(old, new, name=name, worth=sealed)
+            if d is None:
+                d = chunked_delta(old, new, name=name, worth=sealed)
         return None if d is not None and 2 * len(d) > sealed else d
 
     d = offer()

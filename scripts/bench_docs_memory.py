@@ -18,7 +18,10 @@ Target (issue 12): every step ≤ 100 MB for 20 MB, 200 MB and (``--huge``) 2 Gi
 
 ``--office DIR``: the same steps for the LibreOffice pairs ``NAME-v1.EXT`` / ``NAME-v2.EXT`` in DIR
 (``scripts/make_office_docs.py DIR --rows 150000 ...``), each run twice: as now, and with the zip
-recipe as before SPLICE (PROTOCOL.md §18c), the baseline measured in the same run.
+recipe as before SPLICE (PROTOCOL.md §18c), the baseline measured in the same run. With
+``--before TREE`` (another checkout of hbw-sync, e.g. ``git archive main | tar -x -C TREE``) the
+baseline is instead each step run by that tree's code (the relay and the setup stay this tree's:
+the stores are the same format), so a change's before and after come from one run.
 Exits 1 when a chunked step misses the target.
 """
 
@@ -109,8 +112,12 @@ def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None)
 
     moved: dict[str, int] = {}
 
+    script, how = __file__, path
+    if path.startswith("before:"):  # the same step, run by another tree's code (--before)
+        script, how = str(Path(path[len("before:"):]) / "scripts" / "bench_docs_memory.py"), "chunked"
+
     def step(*a: str) -> int:
-        out = subprocess.run([py, __file__, "--phase", *a, path], capture_output=True, text=True)
+        out = subprocess.run([py, script, "--phase", *a, how], capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"step {a[0]} ({path}, {mb} MB) failed:\n{out.stderr[-3000:]}")
         last = out.stdout.strip().splitlines()[-1].split()
@@ -175,27 +182,32 @@ def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None)
     return rows
 
 
-def office(py: str, folder: Path, as_json: bool, quick: bool) -> int:
-    """``--office``: each step's peak for the LibreOffice pairs in ``folder``, with SPLICE and without it."""
+def office(py: str, folder: Path, as_json: bool, quick: bool, before: Path | None = None) -> int:
+    """``--office``: each step's peak for the LibreOffice pairs in ``folder``, with SPLICE and without it
+    (or, with ``before``, as that tree's code does it)."""
     pairs = sorted((v1, v1.with_name(v1.name.replace("-v1.", "-v2."))) for v1 in folder.glob("*-v1.*"))
     pairs = [p for p in pairs if p[1].exists()]
     results = []
     for v1, v2 in pairs:
         now = run_size(py, 0, "chunked", (v1, v2))
-        before = run_size(py, 0, "nosplice", (v1, v2))
+        base = run_size(py, 0, "nosplice" if before is None else f"before:{before}", (v1, v2))
+        key = "without_splice_mb" if before is None else "before_mb"
         results.append({"document": v2.name, "size": v2.stat().st_size,
-                        "rows": [{"step": n, "now_mb": x, "without_splice_mb": o}
-                                 for (n, x), (_n, o) in zip(now, before)]})  # fmt: skip
+                        "rows": [{"step": n, "now_mb": x, key: o, "baseline_step": bn}
+                                 for (n, x), (bn, o) in zip(now, base)]})  # fmt: skip
     ok = all(r["now_mb"] <= TARGET_MB for res in results for r in res["rows"])
     if as_json:
-        print(json.dumps(_benchkit.stamp({"target_mb": TARGET_MB, "results": results, "ok": ok}, ok, quick=quick),
+        print(json.dumps(_benchkit.stamp({"target_mb": TARGET_MB, "results": results, "ok": ok,
+                                          "before": None if before is None else str(before)}, ok, quick=quick),
                          indent=1))
         return 0 if ok else 1
+    head = "without SPLICE (same run)" if before is None else f"before ({before}, same run)"
     for res in results:
-        print(f"\n| step ({res['document']}, {res['size']:,} bytes) | now | without SPLICE (same run) |")
+        print(f"\n| step ({res['document']}, {res['size']:,} bytes) | now | {head} |")
         print("|---|---:|---:|")
         for r in res["rows"]:
-            print(f"| {r['step']} | {r['now_mb']} MB | {r['without_splice_mb']} MB |")
+            was = r["without_splice_mb"] if before is None else r["before_mb"]
+            print(f"| {r['step']} | {r['now_mb']} MB | {was} MB |")
     return 0 if ok else 1
 
 
@@ -208,6 +220,9 @@ def main() -> int:
     ap.add_argument("--office", type=Path, default=None, metavar="DIR",
                     help="instead: the LibreOffice pairs NAME-v1/-v2 in DIR (scripts/make_office_docs.py), each step "
                          "with SPLICE and, as the baseline in the same run, without it")
+    ap.add_argument("--before", type=Path, default=None, metavar="TREE",
+                    help="with --office: the baseline is each step run by the hbw-sync code in TREE (another "
+                         "checkout), instead of without SPLICE")
     ap.add_argument("--phase", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
@@ -215,7 +230,7 @@ def main() -> int:
         return 0
     py = sys.executable
     if args.office is not None:
-        return office(py, args.office, args.json, args.quick)
+        return office(py, args.office, args.json, args.quick, args.before)
     sizes = [20] if args.quick else [int(s) for s in args.sizes.split(",")]
     if args.huge:
         sizes.append(2148)

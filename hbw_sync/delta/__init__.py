@@ -24,6 +24,7 @@ One module per job:
     span.py     the span recipe (shared ends copied)
     splice.py   SPLICE: a changed member's shared head and tail kept, only its middle patched
     stream.py   inflating and deflating a member a piece at a time (SPLICE never holds a whole sheet)
+    ranged.py   a file read by ranges (a version in the chunk store), sliced like a buffer
     search.py   a member's deflater found as it inflates, its content spooled (never held whole)
     zipdoc.py   the zip recipe (office containers member by member)
 
@@ -38,9 +39,10 @@ import hashlib
 from typing import Callable
 
 from ..errors import IntegrityError, ProtocolError
-from . import blocks, deflate, patch, search, span, splice, stream, wire, zipdoc
+from . import blocks, deflate, patch, ranged, search, span, splice, stream, wire, zipdoc
 from .patch import SMALL_TOTAL, patch_frame, plain_at_least
-from .rebuild import apply_delta, check_delta
+from .ranged import Readable, Source
+from .rebuild import apply_delta, apply_delta_to, check_delta
 from .span import span_recipe
 from .wire import METHOD_PATCH, METHOD_RECIPE, Buf
 from .zipdoc import looks_like_zip, zip_recipe
@@ -49,18 +51,29 @@ from .zipdoc import looks_like_zip, zip_recipe
 #: is kept without trying the span and whole-file candidates on large files.
 ZIP_ENOUGH = 4096
 
-__all__ = ["make_delta", "apply_delta", "check_delta", "METHOD_PATCH", "METHOD_RECIPE",
-           "blocks", "deflate", "patch", "search", "span", "splice", "stream", "wire", "zipdoc"]
+__all__ = ["make_delta", "apply_delta", "apply_delta_to", "check_delta", "Source", "METHOD_PATCH", "METHOD_RECIPE",
+           "blocks", "deflate", "patch", "ranged", "search", "span", "splice", "stream", "wire", "zipdoc"]
 
 
-def make_delta(base: Buf, new: Buf, *, name: str = "") -> bytes | None:
+def make_delta(base: Readable, new: Readable, *, name: str = "") -> bytes | None:
     """A payload that rebuilds ``new`` from ``base``, or None if it would not beat plain zstd of ``new``.
 
     ``name`` (the document's file name) is only a hint: the zip container recipe is
     tried when both files *are* zip archives, whatever their names. Every candidate
     is verified by decoding it here; only one that reproduces ``new`` exactly is
     returned.
+
+    Either file may be a ``ranged.Source`` (read by ranges, never whole: a version in the chunk
+    store). Two such files together up to ``SMALL_TOTAL`` are read whole and get every candidate;
+    larger ones get the zip recipe only, built and checked by ranges: the span and whole-file
+    candidates patch against the whole base, which must then be in memory (what held ``doc
+    update`` of a 32.8 MB report at 142 MB). Over buffers nothing changes.
     """
+    if isinstance(base, Source) or isinstance(new, Source):
+        if len(base) + len(new) <= SMALL_TOTAL:
+            base, new = ranged.whole(base), ranged.whole(new)
+        else:
+            return _make_ranged(Source.of(base), Source.of(new))
     # Any buffer, read where it lies: the sender's versions come from the chunk store as bytearrays,
     # and a bytes copy of both was 11 MB of its peak for a 5.8 MB sheet.
     base, new = memoryview(base).cast("B"), memoryview(new).cast("B")
@@ -108,3 +121,27 @@ def make_delta(base: Buf, new: Buf, *, name: str = "") -> bytes | None:
         return None  # plain zstd of new is no bigger: send the whole version
     return best
 
+
+
+def _make_ranged(base: Source, new: Source) -> bytes | None:
+    """``make_delta`` of two large files read by ranges: the zip recipe alone, checked by ranges.
+
+    For a zip whose recipe is at most ``ZIP_ENOUGH`` this is the payload the buffer path returns
+    (it skips the other candidates then too); otherwise there is no whole-file fallback, and the
+    caller keeps its chunks (``client/docdelta.offer``).
+    """
+    if not (looks_like_zip(new) and looks_like_zip(base)):
+        return None
+    try:
+        payload = zip_recipe(base, new, member_max=zipdoc.MEMBER_WHOLE)
+    except Exception:  # as make_delta: a candidate that cannot be built is skipped
+        return None
+    if payload is None:
+        return None
+    try:
+        check_delta(base, payload, expected_sha256=new.sha256(), max_size=len(new))
+    except (ProtocolError, IntegrityError):
+        return None
+    if not plain_at_least(new, len(payload) + 1):
+        return None
+    return payload

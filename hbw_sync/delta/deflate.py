@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Callable
 
+from .ranged import Source
 from .wire import Buf
 
 DEFLATE_PIECE = 1 << 16
@@ -69,10 +70,11 @@ class NotExact(ValueError):
     """The range is not one raw deflate stream ending at its end, or it inflates past its bound."""
 
 
-def inflate_pieces(raw: Buf, bound: int) -> Iterator[bytes]:
+def inflate_pieces(raw: Buf | Source, bound: int) -> Iterator[bytes]:
     """The inflated bytes of ``raw`` in pieces of at most ``PIECE``; raises ``NotExact`` (at the end, or as
-    soon as more than ``bound`` bytes come out) unless ``raw`` is exactly one raw deflate stream."""
-    src = memoryview(raw)
+    soon as more than ``bound`` bytes come out) unless ``raw`` is exactly one raw deflate stream.
+    ``raw`` may be a ``ranged.Source``: it is read ``FEED`` bytes at a time, never whole."""
+    src = raw if isinstance(raw, Source) else memoryview(raw)
     d = zlib.decompressobj(-15)
     pos = total = 0
     while not d.eof:
@@ -97,7 +99,7 @@ def inflate_pieces(raw: Buf, bound: int) -> Iterator[bytes]:
         raise NotExact("not one deflate stream ending at the end of its range")
 
 
-def inflate_exact(data: Buf, cap: int) -> bytearray | None:
+def inflate_exact(data: Buf | Source, cap: int) -> bytearray | None:
     """Inflate a raw deflate stream that must end exactly at the end of ``data``; None if not.
 
     A piece at a time into one growing buffer: zlib's one-shot output is built in blocks and then

@@ -16,6 +16,7 @@ import xxhash
 
 from ..codec import BATCH_LEVEL, WINDOW_FLOOR, check_frame
 from ..errors import IntegrityError, ProtocolError
+from .ranged import Source
 from .wire import MIN_DICT, Buf
 
 PLAIN_LEVEL = BATCH_LEVEL  # what "plain zstd of new" means: codec.compress's level
@@ -169,7 +170,7 @@ def unpatch(dictionary: Buf, frame: Buf, size: int, cap: int) -> bytes:
     return out
 
 
-def plain_at_least(data: Buf, limit: int) -> bool:
+def plain_at_least(data: Buf | Source, limit: int) -> bool:
     """Is plain zstd (level 19, as the whole-version path sends) of ``data`` >= ``limit`` bytes?
 
     Streams and stops as soon as the output reaches ``limit``, so the usual case
@@ -189,7 +190,7 @@ def plain_at_least(data: Buf, limit: int) -> bool:
         PLAIN_LEVEL, source_size=len(data), write_content_size=1, write_checksum=1, **caps
     )
     cobj = zstandard.ZstdCompressor(compression_params=params).compressobj(size=len(data))
-    view = memoryview(data)
+    view = data if isinstance(data, Source) else memoryview(data)  # a Source is read a block at a time
     total = 0
     for i in range(0, len(data), 1 << 17):
         total += len(cobj.compress(view[i : i + (1 << 17)]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import zstandard
@@ -18,6 +19,7 @@ from ..errors import IntegrityError, LimitError, ProtocolError
 from .blocks import MAX_BLOCK, MAX_WINDOW, MIN_BLOCK, deflate_blocks_read
 from .deflate import deflate_read, inflate_exact
 from .patch import frame_content_size, unpatch
+from .ranged import Readable, Source
 from .splice import Spliced
 from .stream import BlockSink, Emit, NotExact, RawSink, ZlibSink, inflate_pieces
 from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, OP_COPY, OP_LIT,
@@ -117,12 +119,14 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
     return lit_off, lit_len, lit_frame, total, ops
 
 
-def run_recipe(base: memoryview, parsed: tuple[int, int, memoryview | None, int, list[Op]], max_size: int,
+def run_recipe(base: memoryview | Source, parsed: tuple[int, int, memoryview | None, int, list[Op]], max_size: int,
                emit: Emit | None = None) -> bytes:
     """Rebuild from a recipe ``parse_recipe`` accepted; a recompressed member of the wrong length is integrity.delta.
 
     With ``emit`` the rebuilt bytes go to it in order as they are made and b"" is returned: the
     writer's own check (``check_delta``) hashes them without holding the file or a whole member.
+    ``base`` may be a ``ranged.Source`` (a version in the chunk store): a COPY is then read and
+    passed on a piece at a time, and a member's dictionary is read as that member is rebuilt.
     """
     lit_off, lit_len, lit_frame, total, ops = parsed
     cap = plain_cap(max_size)
@@ -140,7 +144,11 @@ def run_recipe(base: memoryview, parsed: tuple[int, int, memoryview | None, int,
             lit_pos += op.n
             made += op.n
         elif op.tag == OP_COPY:
-            put(base[op.off : op.off + op.n])
+            if isinstance(base, Source):
+                for piece in base.pieces(op.off, op.off + op.n):
+                    put(piece)
+            else:
+                put(base[op.off : op.off + op.n])
             made += op.n
         else:
             made += _member(base, op, cap, emit, parts)
@@ -149,16 +157,19 @@ def run_recipe(base: memoryview, parsed: tuple[int, int, memoryview | None, int,
     return b"".join(parts)
 
 
-def _member(base: memoryview, op: Op, cap: int, emit: Emit | None, parts: list[Buf]) -> int:
+def _member(base: memoryview | Source, op: Op, cap: int, emit: Emit | None, parts: list[Buf]) -> int:
     """Append what one MEMBER or SPLICE op rebuilds (to ``parts``, or to ``emit`` as it is made) and return
     its length; its inflated dictionary and content die on return.
 
     A SPLICE's content is read by ranges (``Spliced``), never joined before it is deflated, so a
     large sheet is held once (its inflated dictionary) plus the recompressed member.
     """
-    dictionary: Buf = base[op.dict_off : op.dict_off + op.dict_len]
     if op.tag == OP_SPLICE and op.dict_codec == CODEC_DEFLATE:
-        return _splice_streamed(dictionary, op, cap, emit, parts)
+        # Over a Source the old member is inflated from its range as it is read, never whole.
+        raw: Readable = (base.sub(op.dict_off, op.dict_len) if isinstance(base, Source)
+                         else base[op.dict_off : op.dict_off + op.dict_len])
+        return _splice_streamed(raw, op, cap, emit, parts)
+    dictionary: Buf = base[op.dict_off : op.dict_off + op.dict_len]
     if op.dict_codec == CODEC_DEFLATE:
         inflated = inflate_exact(dictionary, op.dict_plain)
         if inflated is None or len(inflated) != op.dict_plain:
@@ -203,7 +214,7 @@ def _sink(op: Op, emit: Emit | None) -> RawSink | ZlibSink | BlockSink:
     return RawSink(emit)
 
 
-def _splice_streamed(raw: Buf, op: Op, cap: int, emit: Emit | None, parts: list[Buf]) -> int:
+def _splice_streamed(raw: Readable, op: Op, cap: int, emit: Emit | None, parts: list[Buf]) -> int:
     """A SPLICE over a deflated dictionary, inflated once a piece at a time, never held whole.
 
     The head goes to the deflater as it is inflated, the old middle is kept (the frame's
@@ -250,7 +261,7 @@ def _splice_streamed(raw: Buf, op: Op, cap: int, emit: Emit | None, parts: list[
     return sink.written
 
 
-def apply_delta(base: Buf, delta: bytes, *, expected_sha256: bytes, max_size: int) -> bytes:
+def apply_delta(base: Readable, delta: bytes, *, expected_sha256: bytes, max_size: int) -> bytes:
     """Rebuild the new version from ``base`` and a payload from ``make_delta``.
 
     Raises ``ProtocolError`` (malformed or unknown method), ``LimitError`` (the
@@ -261,7 +272,7 @@ def apply_delta(base: Buf, delta: bytes, *, expected_sha256: bytes, max_size: in
     return _rebuild(base, delta, expected_sha256, max_size, None)
 
 
-def check_delta(base: Buf, delta: bytes, *, expected_sha256: bytes, max_size: int) -> None:
+def check_delta(base: Readable, delta: bytes, *, expected_sha256: bytes, max_size: int) -> None:
     """``apply_delta``'s checks and errors, the rebuilt file hashed as it is made and never held.
 
     Why: ``make_delta`` verifies every payload it returns; rebuilding the file to hash it added
@@ -271,13 +282,40 @@ def check_delta(base: Buf, delta: bytes, *, expected_sha256: bytes, max_size: in
     _rebuild(base, delta, expected_sha256, max_size, hashlib.sha256())
 
 
-def _rebuild(base: Buf, delta: bytes, expected_sha256: bytes, max_size: int, hasher: Any) -> bytes:
+@dataclass
+class _Tee:
+    """A hash that also passes every piece on: ``apply_delta_to``'s output, hashed as it is written."""
+
+    emit: Emit
+    h: Any = field(default_factory=hashlib.sha256)
+
+    def update(self, data: Buf) -> None:
+        self.h.update(data)
+        self.emit(data)
+
+    def digest(self) -> bytes:
+        return bytes(self.h.digest())
+
+
+def apply_delta_to(base: Readable, delta: bytes, emit: Emit, *, expected_sha256: bytes, max_size: int) -> None:
+    """``apply_delta``, the rebuilt file handed to ``emit`` in order as it is made and hashed as it goes.
+
+    Why: the receiver and ``doc get`` rebuilt a near-32 MiB office file whole beside its base
+    (130 MB); with ``base`` a ``ranged.Source`` over the chunk store and ``emit`` cutting chunks,
+    a zip recipe is rebuilt holding one member at a time. Same errors as ``apply_delta``; the
+    hash is checked after the last byte, so what ``emit`` took is only trusted once this returns
+    (a chunk store keeps only pieces that match their ids, inside one transaction).
+    """
+    _rebuild(base, delta, expected_sha256, max_size, _Tee(emit))
+
+
+def _rebuild(base: Readable, delta: bytes, expected_sha256: bytes, max_size: int, hasher: Any) -> bytes:
     """``apply_delta`` (``hasher`` None), or ``check_delta`` (the bytes go to ``hasher``; b"" is returned)."""
     if not isinstance(max_size, int) or isinstance(max_size, bool):
         raise ProtocolError("max_size must be an integer", code="protocol.delta")
     max_size = max(0, max_size)
     try:
-        base_view = memoryview(base).cast("B")
+        base_view = base if isinstance(base, Source) else memoryview(base).cast("B")
         view = memoryview(delta).cast("B")
         expected = bytes(memoryview(expected_sha256).cast("B"))
     except (TypeError, ValueError):
@@ -290,7 +328,7 @@ def _rebuild(base: Buf, delta: bytes, expected_sha256: bytes, max_size: int, has
         if method == METHOD_PATCH:
             frame = r.take(len(view) - 1)
             size = frame_content_size(frame, max_size)
-            out = unpatch(base_view, frame, size, max_size)
+            out = unpatch(base_view.whole() if isinstance(base_view, Source) else base_view, frame, size, max_size)
             if hasher is not None:
                 hasher.update(out)
         elif method == METHOD_RECIPE:

@@ -9,8 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from .patch import patch_frame
+from .ranged import Source
 from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_RECIPE, OP_COPY, OP_LIT, OP_MEMBER,
                    OP_SPLICE, Buf, uvarint)
+
+
+def _range(base: Buf | Source, off: int, n: int) -> Buf:
+    """base[off:off+n] without copying a buffer; a ``ranged.Source`` is read (the literals' dictionary)."""
+    return base.read(off, n) if isinstance(base, Source) else memoryview(base)[off : off + n]
 
 
 class RecipeWriter:
@@ -70,12 +76,12 @@ class RecipeWriter:
         enc += uvarint(out_len)
         self.ops.append(("member", bytes(enc)))
 
-    def encode(self, base: Buf, lit_dict: tuple[int, int]) -> bytes:
+    def encode(self, base: Buf | Source, lit_dict: tuple[int, int]) -> bytes:
         lit_off, lit_len = lit_dict if self.lits else (0, 0)
         out = bytearray([METHOD_RECIPE])
         out += uvarint(lit_off) + uvarint(lit_len)
         if self.lits:
-            frame = patch_frame(memoryview(base)[lit_off : lit_off + lit_len], bytes(self.lits))
+            frame = patch_frame(_range(base, lit_off, lit_len), bytes(self.lits))
             out += uvarint(len(frame)) + frame
         else:
             out += uvarint(0)

@@ -10,15 +10,15 @@ that costs.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import zipfile
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .deflate import inflate_exact
 from .patch import patch_frame
+from .ranged import Readable, Source, same, whole
 from .search import Spool, find_deflater
 from .splice import ranges, scan_deflated, splice_cost, spliced_frame, surely_enough
 from .wire import CODEC_DEFLATE, CODEC_RAW, Buf, plain_cap
@@ -75,10 +75,13 @@ def as_file(data: Buf) -> IO[bytes]:
     return io.BytesIO(data) if isinstance(data, bytes) else ViewFile(data)  # type: ignore[return-value]
 
 
-def zip_layout(data: Buf) -> tuple[list[Member], int] | None:
-    """Members sorted by offset, and the central directory's offset; None if not a plain zip."""
+def zip_layout(data: Readable) -> tuple[list[Member], int] | None:
+    """Members sorted by offset, and the central directory's offset; None if not a plain zip.
+
+    ``data`` may be a ``ranged.Source``: the directory and each local header are read, nothing else.
+    """
     try:
-        with zipfile.ZipFile(as_file(data)) as zf:
+        with zipfile.ZipFile(data.file() if isinstance(data, Source) else as_file(data)) as zf:
             infos = zf.infolist()
             start_dir = int(getattr(zf, "start_dir"))
     except Exception:  # any archive zipfile cannot read is simply not rebuilt member by member
@@ -88,9 +91,12 @@ def zip_layout(data: Buf) -> tuple[list[Member], int] | None:
     members: list[Member] = []
     for zi in infos:
         h = zi.header_offset
-        if h < 0 or h + 30 > len(data) or data[h : h + 4] != b"PK\x03\x04":
+        if h < 0 or h + 30 > len(data):
             return None
-        n, m = struct.unpack_from("<HH", data, h + 26)
+        header = bytes(data[h : h + 30])
+        if header[:4] != b"PK\x03\x04":
+            return None
+        n, m = struct.unpack_from("<HH", header, 26)
         ds = h + 30 + n + m
         de = ds + zi.compress_size
         if de > start_dir:
@@ -105,7 +111,38 @@ def zip_layout(data: Buf) -> tuple[list[Member], int] | None:
     return members, start_dir
 
 
-def zip_recipe(base: Buf, new: Buf) -> bytes | None:
+#: With ``member_max`` set (``make_delta`` over two large ``ranged.Source``), a changed member whose
+#: frame would need a range over this many bytes whole (a member no known deflater reproduces, a
+#: stored one, an inflated one whose SPLICE is not surely kept) ends the zip recipe: None.
+MEMBER_WHOLE = 4 << 20
+
+
+class TooLarge(Exception):
+    """A changed member that would be held whole, over ``member_max`` (the recipe is given up)."""
+
+
+def _fits(member_max: int | None, *sizes: int) -> None:
+    if member_max is not None and max(sizes, default=0) > member_max:
+        raise TooLarge
+
+
+def zip_recipe(base: Readable, new: Readable, *, member_max: int | None = None) -> bytes | None:
+    """The zip recipe of ``new`` against ``base``; None when either is not a plain zip.
+
+    Either may be a ``ranged.Source`` (a version read from the chunk store a chunk at a time):
+    members are then hashed and compared a piece at a time, and only a changed member's
+    compressed bytes are read whole; the base's member is inflated from its range as it is read.
+    Over buffers, the same reads are views: the payload is the same byte for byte. With
+    ``member_max`` a changed member that would have to be held whole over that size gives None
+    (flat memory over payload size: the caller then sends the changed chunks).
+    """
+    try:
+        return _zip_recipe(base, new, member_max)
+    except TooLarge:
+        return None
+
+
+def _zip_recipe(base: Readable, new: Readable, member_max: int | None) -> bytes | None:
     bl = zip_layout(base)
     nl = zip_layout(new)
     if bl is None or nl is None:
@@ -113,54 +150,60 @@ def zip_recipe(base: Buf, new: Buf) -> bytes | None:
     base_members, base_cd = bl
     new_members, _new_cd = nl
     cap = plain_cap(len(new))
+    bs, ns = Source.of(base), Source.of(new)
     by_name: dict[str, Member] = {}
     by_hash: dict[bytes, Member] = {}
     bm: Member | None  # a base member here; below, the one a new member matches, if any
-    bv, nv = memoryview(base), memoryview(new)
     for bm in base_members:
         by_name.setdefault(bm.name, bm)
-        by_hash.setdefault(hashlib.sha256(bv[bm.ds : bm.de]).digest(), bm)
+        by_hash.setdefault(bs.sub(bm.ds, bm.de - bm.ds).sha256(), bm)
     w = RecipeWriter()
     pos = 0
     for nm in new_members:
-        w.lit(nv[pos : nm.hoff])
+        w.lit(ns.read(pos, nm.hoff - pos))
         bm = by_name.get(nm.name)
-        record = nv[nm.hoff : nm.rec_end]
-        if bm is not None and bv[bm.hoff : bm.rec_end] == record:
-            w.copy(bm.hoff, len(record))
+        if bm is not None and bm.rec_end - bm.hoff == nm.rec_end - nm.hoff \
+                and same(bs, bm.hoff, ns, nm.hoff, nm.rec_end - nm.hoff):
+            w.copy(bm.hoff, nm.rec_end - nm.hoff)
             pos = nm.rec_end
             continue
-        w.lit(nv[nm.hoff : nm.ds])
-        data = nv[nm.ds : nm.de]  # a view: the compressed member is not copied
-        same = by_hash.get(hashlib.sha256(data).digest())
-        if same is not None and bv[same.ds : same.de] == data:
-            w.copy(same.ds, len(data))
+        w.lit(ns.read(nm.hoff, nm.ds - nm.hoff))
+        size = nm.de - nm.ds
+        same_as = by_hash.get(ns.sub(nm.ds, size).sha256())
+        if same_as is not None and same_as.de - same_as.ds == size and same(bs, same_as.ds, ns, nm.ds, size):
+            w.copy(same_as.ds, size)
         else:
-            _member_op(w, base, bm, nm, data, cap)
-        w.lit(nv[nm.de : nm.rec_end])
+            # A changed member: its compressed bytes are read whole (a view over a buffer).
+            _member_op(w, base, bm, nm, ns.read(nm.ds, size), cap, member_max)
+        w.lit(ns.read(nm.de, nm.rec_end - nm.de))
         pos = nm.rec_end
-    w.lit(nv[pos:])
+    w.lit(ns.read(pos, len(ns) - pos))
     return w.encode(base, (base_cd, len(base) - base_cd))
 
 
-def _member_op(w: RecipeWriter, base: Buf, bm: Member | None, nm: Member, data: Buf, cap: int) -> None:
+def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, data: Buf, cap: int,
+               member_max: int | None = None) -> None:
     encrypted = bool(nm.flags & 1)
     raw_dict: tuple[int, int, int, int] = (0, 0, CODEC_RAW, 0)
-    raw_bytes: Buf = b""
+    raw_bytes: Readable = b""
     old_deflated = bm is not None and bm.method == zipfile.ZIP_DEFLATED and not bm.flags & 1
     old_plain = bm is None or (bm.method == zipfile.ZIP_STORED and not bm.flags & 1)  # its bytes are its content
     if bm is not None:
         raw_dict = (bm.ds, bm.de - bm.ds, CODEC_RAW, 0) if bm.de > bm.ds else raw_dict
-        raw_bytes = memoryview(base)[bm.ds : bm.de]
+        # Over a Source the old member is a range, inflated as it is read (never whole); over a buffer, a view.
+        raw_bytes = base.sub(bm.ds, bm.de - bm.ds) if isinstance(base, Source) else memoryview(base)[bm.ds : bm.de]
 
     def content_frame(content: Buf | Spool) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None]:
         """The dictionary, frame and splice for a member whose new *content* is rebuilt by the reader."""
         if old_deflated:
-            return _against_deflated(raw_dict, raw_bytes, content, cap)
-        whole = _whole(content)
+            if member_max is None:
+                return _against_deflated(raw_dict, raw_bytes, content, cap)
+            return _against_deflated(raw_dict, raw_bytes, content, cap, member_max=member_max)
+        _fits(member_max, len(raw_bytes), len(content))
+        whole_content = _whole(content)
         if old_plain:
-            return (raw_dict, *spliced_frame(raw_bytes, whole))
-        return ((0, 0, CODEC_RAW, 0), *spliced_frame(b"", whole))  # encrypted or another method: no dictionary
+            return (raw_dict, *spliced_frame(whole(raw_bytes), whole_content))
+        return ((0, 0, CODEC_RAW, 0), *spliced_frame(b"", whole_content))  # encrypted or another method: no dictionary
 
     if not encrypted and nm.method == zipfile.ZIP_DEFLATED:
         # The deflater is searched while the member inflates, its content spooled, never held (search.py).
@@ -179,12 +222,14 @@ def _member_op(w: RecipeWriter, base: Buf, bm: Member | None, nm: Member, data: 
         w.member(dict_range, frame, len(data), None, splice=splice)
         return
     # Not reproducible here: patch the compressed bytes against the base's compressed bytes.
-    frame, splice = spliced_frame(raw_bytes, data)
+    _fits(member_max, len(raw_bytes), len(data))
+    frame, splice = spliced_frame(whole(raw_bytes), data)
     w.member(raw_dict, frame, len(data), None, splice=splice)
 
 
-def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Buf, content: Buf | Spool,
-                      cap: int) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None]:
+def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Readable, content: Buf | Spool,
+                      cap: int, member_max: int | None = None) -> tuple[tuple[int, int, int, int], bytes,
+                                                                         tuple[int, int] | None]:
     """``content`` against a base member deflated as one stream: its inflated content is the dictionary.
 
     The shared head and tail are found while inflating the old member a piece at a time
@@ -192,9 +237,11 @@ def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Buf, content: Bu
     the spliced frame is not surely kept (``splice.surely_enough``) are both contents
     materialised whole, to build the MEMBER frame too.
     """
-    scanned = scan_deflated(raw, content, cap)
+    # (scan_deflated only passes ``raw`` to inflate_pieces, which reads a Source a piece at a time)
+    scanned = scan_deflated(cast(Buf, raw), content, cap)
     if scanned is None:  # not one exact stream: its compressed bytes are the dictionary
-        return (raw_dict, *spliced_frame(raw, _whole(content)))
+        _fits(member_max, len(raw), len(content))
+        return (raw_dict, *spliced_frame(whole(raw), _whole(content)))
     old_len, head, tail, old_middle = scanned
     dict_range = (raw_dict[0], raw_dict[1], CODEC_DEFLATE, old_len) if old_len else (0, 0, CODEC_RAW, 0)
     if head + tail:
@@ -202,9 +249,10 @@ def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Buf, content: Bu
         mid = patch_frame(old_middle, ranges(content)(head, n - tail))
         if surely_enough(splice_cost(mid, head, tail), old_len, n):
             return dict_range, mid, (head, tail)
+    _fits(member_max, old_len, len(content))
     inflated = inflate_exact(raw, cap)
     if inflated is None:  # cannot happen: the scan inflated it exactly
-        return (raw_dict, *spliced_frame(raw, _whole(content)))
+        return (raw_dict, *spliced_frame(whole(raw), _whole(content)))
     return (dict_range, *spliced_frame(inflated, _whole(content)))
 
 
@@ -212,11 +260,11 @@ def _whole(content: Buf | Spool) -> Buf:
     return content.join() if isinstance(content, Spool) else content
 
 
-def looks_like_zip(data: Buf) -> bool:
-    if len(data) < 22 or b"PK\x05\x06" not in bytes(memoryview(data)[-(65536 + 22) :]):
+def looks_like_zip(data: Readable) -> bool:
+    if len(data) < 22 or b"PK\x05\x06" not in bytes(data[max(0, len(data) - (65536 + 22)) :]):
         return False
     try:
-        return zipfile.is_zipfile(as_file(data))
+        return zipfile.is_zipfile(data.file() if isinstance(data, Source) else as_file(data))
     except (OSError, ValueError):
         return False
 
