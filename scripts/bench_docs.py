@@ -362,7 +362,7 @@ def without_splice() -> Iterator[None]:
     from hbw_sync.delta import patch, zipdoc
     from hbw_sync.delta.wire import CODEC_DEFLATE, CODEC_RAW
 
-    def against_deflated(raw_dict, raw, content, cap):  # type: ignore[no-untyped-def]
+    def against_deflated(raw_dict, raw, content, cap, *_):  # type: ignore[no-untyped-def]
         if hasattr(content, "join"):  # the new content, spooled by the deflater search (delta/search.py)
             content = content.join()
         z = zlib.decompressobj(-15)
