@@ -121,17 +121,24 @@ def test_a_sheet_over_plain_cap_is_rebuilt_streaming_from_a_small_splice(monkeyp
 def test_a_large_change_of_a_sheet_over_plain_cap_patches_the_compressed_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Over plain_cap the writer never holds a whole content: when the changed middle is itself over it, the
     member goes as its compressed bytes patched (as before), and the file still arrives byte-exact."""
-    old = sheet_xml(40_000)
+    old = sheet_xml(80_000)
     new = old.replace(b"<v>10</v>", b"<v>11</v>")  # every row: the middle is the whole sheet
     base, newzip = xlsx(old), xlsx(new)
     monkeypatch.setattr(wire, "PLAIN_CEILING", 1 << 20)
     assert len(new) > 4 * wire.plain_cap(len(newzip))
-    payload = make_delta(base, newzip, name="register.xlsx")
-    if payload is not None:  # (None: plain zstd of the file is smaller, and it goes whole)
-        assert apply_delta(base, payload, expected_sha256=hashlib.sha256(newzip).digest(), max_size=len(newzip)) == newzip
-        assert all(op.dict_codec != wire.CODEC_DEFLATE for op in member_ops(payload, len(base), len(newzip))
-                   ) if payload[0] == delta.METHOD_RECIPE else True
-
+    tracemalloc.start()
+    try:
+        recipe = delta.zipdoc.zip_recipe(base, newzip)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert recipe is not None and peak < len(new) // 2  # neither 24 MB content held (the spool is on disk)
+    (op,) = member_ops(recipe, len(base), len(newzip))
+    assert (op.dict_codec, op.out_codec) == (wire.CODEC_RAW, wire.CODEC_RAW)  # its compressed bytes, patched
+    assert apply_delta(base, recipe, expected_sha256=hashlib.sha256(newzip).digest(), max_size=len(newzip)) == newzip
+    payload = make_delta(base, newzip, name="register.xlsx")  # the smallest candidate (a whole-file patch here)
+    assert payload is not None and len(payload) <= len(recipe)
+    assert apply_delta(base, payload, expected_sha256=hashlib.sha256(newzip).digest(), max_size=len(newzip)) == newzip
 
 OFFICE = Path(__file__).resolve().parent / "data" / "office"
 
