@@ -169,7 +169,8 @@ def _member_op(w: RecipeWriter, base: Buf, bm: Member | None, nm: Member, data: 
         # The deflater is searched while the member inflates, its content spooled, never held (search.py).
         spool = Spool()
         try:
-            found = find_deflater(data, scap, spool)  # spooled to disk: bounded by the streamed cap
+            # Spooled to disk, so bounded by the streamed cap, but only where a streamed SPLICE can follow.
+            found = find_deflater(data, scap if old_deflated else cap, spool)
             made = None if found is None else content_frame(spool)
             if found is not None and made is not None:
                 params, blocks = found
