@@ -362,7 +362,7 @@ def without_splice() -> Iterator[None]:
     from hbw_sync.delta import patch, zipdoc
     from hbw_sync.delta.wire import CODEC_DEFLATE, CODEC_RAW
 
-    def against_deflated(raw_dict, raw, content, cap, member_max=None):  # type: ignore[no-untyped-def]
+    def against_deflated(raw_dict, raw, content, cap, *_):  # type: ignore[no-untyped-def]
         if hasattr(content, "join"):  # the new content, spooled by the deflater search (delta/search.py)
             content = content.join()
         raw = delta.ranged.whole(raw)  # a range of a version read by ranges (delta.Source): read it whole
@@ -380,6 +380,32 @@ def without_splice() -> Iterator[None]:
         yield
     finally:
         zipdoc.spliced_frame, zipdoc._against_deflated = kept
+
+
+@contextlib.contextmanager
+def tree_at(ref: str) -> Iterator[Path]:
+    """This repository as it is at git ``ref``, unpacked in a temporary directory: the *before* of a
+    before/after measured in one run (``--before``). Its scripts put their own tree first on
+    ``sys.path``, so run with this venv's Python they measure that tree's hbw_sync."""
+    with tempfile.TemporaryDirectory(prefix="hbw-before-") as tmp:
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=tar, check=True)
+        yield Path(tmp)
+
+
+def run_before(ref: str, argv: list[str]) -> dict:
+    """This bench's ``--json`` result as the code is at ``ref`` (``tree_at``), for the same documents."""
+    with tree_at(ref) as tree:
+        out = subprocess.run([sys.executable, str(tree / "scripts" / "bench_docs.py"), *argv, "--json"],
+                             capture_output=True, text=True)
+    try:
+        result: dict = json.loads(out.stdout)
+    except ValueError:
+        raise SystemExit(f"the bench at {ref} failed:\n{out.stderr[-3000:]}") from None
+    result["ref"] = ref
+    result["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", ref], capture_output=True,
+                                      text=True).stdout.strip()
+    return result
 
 
 def measure_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None) -> dict:
@@ -570,12 +596,21 @@ def main() -> int:
                     help="LibreOffice-made pairs of 1 MiB and more (scripts/make_office_docs.py DIR --rows 150000 "
                          "--paras 2000 --images 12): rows for chunked documents")
     ap.add_argument("--no-chunked", action="store_true", help="skip the chunked documents (1 MiB and more)")
+    ap.add_argument("--before", metavar="REF", default=None,
+                    help="also measure the same documents with the code at git REF (e.g. main), in the same run, "
+                         "and print both (tree_at)")
     ap.add_argument("--memory-child", choices=["middle", "ends"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child == "ends")
         return 0
     started = time.perf_counter()
+    before = None
+    if args.before:  # first, so that both runs meet the same load as nearly as can be
+        argv = [*(["--quick"] if args.quick else []), *(["--no-memory"] if args.no_memory else []),
+                *(["--no-chunked"] if args.no_chunked else []), "--office-dir", str(args.office_dir),
+                *(["--large-office-dir", str(args.large_office_dir)] if args.large_office_dir else [])]
+        before = run_before(args.before, argv)
     rsync = shutil.which("rsync") if args.quick else find_rsync()
     docs = [
         ("text 20 KB", "notes.txt", *text_doc(20_000, 1)),
@@ -620,7 +655,7 @@ def main() -> int:
     elapsed = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(_benchkit.stamp({"rows": rows, "chunked": chunked, "memory_20mb": memory, "targets": targets,
-                                          "rsync": rsync, "elapsed_s": elapsed},
+                                          "rsync": rsync, "elapsed_s": elapsed, "before": before},
                                          all(t["pass"] is not False for t in targets), quick=args.quick),
                          indent=2))  # fmt: skip
         return 0 if all(t["pass"] is not False for t in targets) else 1
@@ -644,6 +679,20 @@ def main() -> int:
             print(f"| {r['document']} | {r['new_size']:,} | {r['chunks_new']}/{r['chunks_total']} | {r['before']:,} | "
                   f"{r['after']:,} | {r['after_no_splice']:,} | {dl} | {r['manifest']:,} / {_fmt(r['manifest_delta'])} | {r['zstd19']:,} | "
                   f"{_fmt(r['patch_from'])} | {_fmt(r['rsync'])} | {r['make_s']} |")  # fmt: skip
+    if before is not None:
+        print(f"\nBefore and now, same run (before: the code at {before['ref']}, {before['commit'][:10]}); bytes on "
+              "the wire, the delta payload, make_delta's time\n")
+        print("| document | before | now | before: delta [method] | now: delta [method] | before: make s | now: make s |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        then = {r["document"]: r for r in before.get("chunked", []) + before.get("rows", [])}
+        for r in chunked + rows:
+            b = then.get(r["document"])
+            if b is None:
+                continue
+            sent, was = r.get("after", r.get("hbw_sync")), b.get("after", b.get("hbw_sync"))
+            d_now, d_was = r.get("delta", r.get("payload")), b.get("delta", b.get("payload"))
+            print(f"| {r['document']} | {was:,} | {sent:,} | {_fmt(d_was)} [{b['method']}] | {_fmt(d_now)} [{r['method']}] "
+                  f"| {b['make_s']} | {r['make_s']} |")
     if rsync is None:
         print("\nrsync: not found and could not be installed (n/a)")
     if memory:

@@ -18,10 +18,7 @@ Target (issue 12): every step ≤ 100 MB for 20 MB, 200 MB and (``--huge``) 2 Gi
 
 ``--office DIR``: the same steps for the LibreOffice pairs ``NAME-v1.EXT`` / ``NAME-v2.EXT`` in DIR
 (``scripts/make_office_docs.py DIR --rows 150000 ...``), each run twice: as now, and with the zip
-recipe as before SPLICE (PROTOCOL.md §18c), the baseline measured in the same run. With
-``--before TREE`` (another checkout of hbw-sync, e.g. ``git archive main | tar -x -C TREE``) the
-baseline is instead each step run by that tree's code (the relay and the setup stay this tree's:
-the stores are the same format), so a change's before and after come from one run.
+recipe as before SPLICE (PROTOCOL.md §18c), the baseline measured in the same run.
 Exits 1 when a chunked step misses the target.
 """
 
@@ -103,8 +100,12 @@ def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
     print(hwm_mb(), moved)
 
 
-def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None) -> list[tuple[str, int]]:
-    """Each step's peak for an ``mb`` MB incompressible file, or (``pair``) an office file and its edit."""
+def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None,
+             script: str = __file__) -> list[tuple[str, int]]:
+    """Each step's peak for an ``mb`` MB incompressible file, or (``pair``) an office file and its edit.
+
+    ``script``: the copy of this file whose steps run (``--before``: the one in another tree, which
+    imports that tree's hbw_sync)."""
     from hbw_sync.client import sync as syncing
     from hbw_sync.client import team as teams
     from hbw_sync.server import admin
@@ -112,12 +113,8 @@ def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None)
 
     moved: dict[str, int] = {}
 
-    script, how = __file__, path
-    if path.startswith("before:"):  # the same step, run by another tree's code (--before)
-        script, how = str(Path(path[len("before:"):]) / "scripts" / "bench_docs_memory.py"), "chunked"
-
     def step(*a: str) -> int:
-        out = subprocess.run([py, script, "--phase", *a, how], capture_output=True, text=True)
+        out = subprocess.run([py, script, "--phase", *a, path], capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"step {a[0]} ({path}, {mb} MB) failed:\n{out.stderr[-3000:]}")
         last = out.stdout.strip().splitlines()[-1].split()
@@ -182,32 +179,38 @@ def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None)
     return rows
 
 
-def office(py: str, folder: Path, as_json: bool, quick: bool, before: Path | None = None) -> int:
+def office(py: str, folder: Path, as_json: bool, quick: bool, before_ref: str | None = None) -> int:
     """``--office``: each step's peak for the LibreOffice pairs in ``folder``, with SPLICE and without it
-    (or, with ``before``, as that tree's code does it)."""
+    (``before_ref``: instead of without SPLICE, the code at that git ref, ``bench_docs.tree_at``)."""
+    from bench_docs import tree_at
+
     pairs = sorted((v1, v1.with_name(v1.name.replace("-v1.", "-v2."))) for v1 in folder.glob("*-v1.*"))
     pairs = [p for p in pairs if p[1].exists()]
     results = []
+    key = "without_splice_mb" if before_ref is None else "before_mb"
     for v1, v2 in pairs:
-        now = run_size(py, 0, "chunked", (v1, v2))
-        base = run_size(py, 0, "nosplice" if before is None else f"before:{before}", (v1, v2))
-        key = "without_splice_mb" if before is None else "before_mb"
+        if before_ref is None:
+            now = run_size(py, 0, "chunked", (v1, v2))
+            before = run_size(py, 0, "nosplice", (v1, v2))
+        else:
+            with tree_at(before_ref) as tree:
+                before = run_size(py, 0, "chunked", (v1, v2), str(tree / "scripts" / "bench_docs_memory.py"))
+            now = run_size(py, 0, "chunked", (v1, v2))
         results.append({"document": v2.name, "size": v2.stat().st_size,
                         "rows": [{"step": n, "now_mb": x, key: o, "baseline_step": bn}
-                                 for (n, x), (bn, o) in zip(now, base)]})  # fmt: skip
+                                 for (n, x), (bn, o) in zip(now, before)]})  # fmt: skip
     ok = all(r["now_mb"] <= TARGET_MB for res in results for r in res["rows"])
     if as_json:
         print(json.dumps(_benchkit.stamp({"target_mb": TARGET_MB, "results": results, "ok": ok,
-                                          "before": None if before is None else str(before)}, ok, quick=quick),
-                         indent=1))
+                                          "baseline": before_ref or "without SPLICE"}, ok, quick=quick), indent=1))
         return 0 if ok else 1
-    head = "without SPLICE (same run)" if before is None else f"before ({before}, same run)"
+    then = "without SPLICE" if before_ref is None else f"before: {before_ref}"
     for res in results:
-        print(f"\n| step ({res['document']}, {res['size']:,} bytes) | now | {head} |")
+        print(f"\n| step ({res['document']}, {res['size']:,} bytes) | now | {then} (same run) |")
         print("|---|---:|---:|")
         for r in res["rows"]:
-            was = r["without_splice_mb"] if before is None else r["before_mb"]
-            print(f"| {r['step']} | {r['now_mb']} MB | {was} MB |")
+            was = "" if r["baseline_step"] == r["step"] else f" ({r['baseline_step']})"
+            print(f"| {r['step']} | {r['now_mb']} MB | {r[key]} MB{was} |")
     return 0 if ok else 1
 
 
@@ -220,9 +223,9 @@ def main() -> int:
     ap.add_argument("--office", type=Path, default=None, metavar="DIR",
                     help="instead: the LibreOffice pairs NAME-v1/-v2 in DIR (scripts/make_office_docs.py), each step "
                          "with SPLICE and, as the baseline in the same run, without it")
-    ap.add_argument("--before", type=Path, default=None, metavar="TREE",
-                    help="with --office: the baseline is each step run by the hbw-sync code in TREE (another "
-                         "checkout), instead of without SPLICE")
+    ap.add_argument("--before", metavar="REF", default=None,
+                    help="with --office: the baseline is the code at git REF (e.g. main), run in the same run, "
+                         "instead of the zip recipe without SPLICE")
     ap.add_argument("--phase", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:

@@ -648,14 +648,21 @@ def test_hand_built_splice_rebuilds_and_hostile_lengths_are_refused() -> None:
 
 
 def test_splice_declaring_a_huge_inflated_dictionary_is_refused_before_allocating() -> None:
-    """head + tail may equal a declared inflated size: the member's content is capped before inflating."""
+    """A SPLICE over a deflated dictionary is streamed: its dictionary and content are bounded by stream_cap
+    (together, over the payload), its old and new middles (what the reader holds) by plain_cap; each edge
+    is refused from the numbers, before inflating, and a MEMBER's dictionary keeps plain_cap."""
     co = zlib.compressobj(6, zlib.DEFLATED, -15)
     base = co.compress(b"x" * 1000) + co.flush()
     frame = delta.patch.patch_frame(b"", b"y")
-    cap = delta.wire.plain_cap(1 << 20)
-    for dict_plain, head, code in ((cap, cap, "protocol.bomb"), (cap + 1, 0, "protocol.bomb"),
-                                   (cap // 2 + 10, cap // 2, "protocol.limit")):  # fmt: skip
-        payload = _splice_op(len(base), head, 0, frame, dict_plain=dict_plain, out_len=head + 1)
+    cap, scap = delta.wire.plain_cap(1 << 20), delta.wire.stream_cap(1 << 20)
+    assert cap < scap  # 64 and 128 MiB: the two bounds differ here
+    cases = ((scap, scap, 0, "protocol.bomb"),  # content scap + 1
+             (scap + 1, 0, scap + 1, "protocol.bomb"),  # the dictionary itself
+             (scap // 2 + 10, scap // 2, 0, "protocol.limit"),  # dictionary + content: scap + 11
+             (cap + 1, 0, cap + 1, "protocol.limit"),  # the old middle is held: past plain_cap
+             (cap + 1, cap // 2, cap // 2 + 1, "protocol.limit"))  # old middle cap // 2 + 1, tail kept
+    for dict_plain, head, tail, code in cases:
+        payload = _splice_op(len(base), head, tail if head else 0, frame, dict_plain=dict_plain, out_len=head + 1)
 
         def run() -> None:
             with pytest.raises(LimitError) as e:
@@ -663,6 +670,22 @@ def test_splice_declaring_a_huge_inflated_dictionary_is_refused_before_allocatin
             assert e.value.code == code, (dict_plain, head)
 
         assert _peak_during(run) < 256 * 1024
+    # At the edge, accepted by the numbers: inflating the real 1,000 bytes shows the declared size is false.
+    payload = _splice_op(len(base), scap // 2 - 1, 0, frame, dict_plain=scap // 2, out=b"\x08\x06\x08\x00", out_len=1)
+
+    def inflates_and_fails() -> None:
+        with pytest.raises(ProtocolError) as e:
+            apply_delta(base, payload, expected_sha256=bytes(32), max_size=1 << 20)
+        assert e.value.code == "protocol.delta"
+
+    assert _peak_during(inflates_and_fails) < 2 << 20
+    member = bytearray(_splice_op(len(base), 0, 0, frame, dict_plain=cap + 1, out_len=1))
+    member[5] = delta.wire.OP_MEMBER
+    member = member[: member.index(delta.wire.uvarint(cap + 1)) + len(delta.wire.uvarint(cap + 1))] + \
+        member[member.index(delta.wire.uvarint(cap + 1)) + len(delta.wire.uvarint(cap + 1)) + 2:]  # no head, tail
+    with pytest.raises(LimitError) as e:  # a MEMBER's inflated dictionary is held: plain_cap
+        apply_delta(base, bytes(member), expected_sha256=bytes(32), max_size=1 << 20)
+    assert e.value.code == "protocol.bomb"
 
 
 # --------------------------------------------------------------------------- hostile payloads

@@ -373,6 +373,11 @@ def test_delta_numbers_in_the_spec_match_the_code() -> None:
     section = spec[spec.index("## 18c."):spec.index("## 19.")]
     assert f"`MAX_INLINE_BYTES` = {MAX_INLINE_BYTES:,}".replace(",", " ") in section
     assert f"min({wire.PLAIN_FACTOR} × max_size, max(max_size, {wire.PLAIN_CEILING >> 20} MiB))" in section
+    assert f"stream_cap(max_size) = min({wire.STREAM_FACTOR} × max_size, max(max_size, {wire.STREAM_CEILING >> 30} GiB))" \
+        in section
+    assert wire.STREAM_FACTOR >= 2 * wire.PLAIN_FACTOR and wire.STREAM_CEILING >= 2 * wire.PLAIN_CEILING  # see below
+    for m in (1, 1 << 20, 5 << 20, 32 << 20, 1 << 30, 4 << 30):  # stream_cap never refuses what plain_cap let through
+        assert wire.stream_cap(m) >= 2 * wire.plain_cap(m) or m > 1 << 30, m
     assert f"block_size ({blocks.MIN_BLOCK:,} - {blocks.MAX_BLOCK:,})".replace(",", " ") in section
     assert f"window (0 - {blocks.MAX_WINDOW:,})".replace(",", " ") in section
     assert (wire.CODEC_RAW, wire.CODEC_DEFLATE, wire.CODEC_BLOCKS) == (0, 8, 9)

@@ -1,8 +1,9 @@
 """Reading a delta: parse a payload, check every declared size against the caps, rebuild, verify.
 
 Everything that arrives is bounded before it is trusted: ranges must lie inside the base,
-and every size a frame or op declares is checked against ``max_size`` and ``plain_cap``
-before anything that grows with it is allocated. PROTOCOL.md §18c holds the byte layout
+and every size a frame or op declares is checked against ``max_size``, ``plain_cap`` (what
+is held) and ``stream_cap`` (what a SPLICE over a deflated dictionary streams) before anything
+that grows with it is allocated. PROTOCOL.md §18c holds the byte layout
 and the limits; this module enforces them.
 """
 
@@ -23,7 +24,7 @@ from .ranged import Readable, Source
 from .splice import Spliced
 from .stream import BlockSink, Emit, NotExact, RawSink, ZlibSink, inflate_pieces
 from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, OP_COPY, OP_LIT,
-                   OP_MEMBER, OP_SPLICE, Buf, Op, Reader, plain_cap)
+                   OP_MEMBER, OP_SPLICE, Buf, Op, Reader, plain_cap, stream_cap)
 
 
 def _base_range(base_len: int, off: int, n: int) -> None:
@@ -34,6 +35,7 @@ def _base_range(base_len: int, off: int, n: int) -> None:
 def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, memoryview | None, int, list[Op]]:
     """Read a method-2 body and check every range and declared size before anything is decoded."""
     cap = plain_cap(max_size)
+    scap = stream_cap(max_size)  # a SPLICE over a deflated dictionary: streamed, not held (wire.py)
     lit_off, lit_len = r.uvarint(), r.uvarint()
     _base_range(base_len, lit_off, lit_len)
     lit_frame_len = r.uvarint()
@@ -45,7 +47,8 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
     total = 0
     lit_total = 0
     dict_total = 0  # bounds the work as well as the memory: see the format's limits
-    plain_total = 0
+    plain_total = 0  # what the reader holds whole
+    stream_total = 0  # what streamed SPLICE ops inflate and rebuild a piece at a time
     for _ in range(op_count):
         tag = r.u8()
         if tag == OP_LIT:
@@ -60,9 +63,10 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
             op.dict_off, op.dict_len = r.uvarint(), r.uvarint()
             _base_range(base_len, op.dict_off, op.dict_len)
             op.dict_codec = r.u8()
+            streamed = tag == OP_SPLICE and op.dict_codec == CODEC_DEFLATE  # as _splice_streamed rebuilds it
             if op.dict_codec == CODEC_DEFLATE:
                 op.dict_plain = r.uvarint()
-                if op.dict_plain > cap:
+                if op.dict_plain > (scap if streamed else cap):
                     raise LimitError("delta dictionary would inflate past the cap", code="protocol.bomb")
             elif op.dict_codec != CODEC_RAW:
                 raise ProtocolError(f"unknown dictionary codec {op.dict_codec} in delta", code="protocol.delta")
@@ -78,11 +82,15 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
             op.frame = r.take(r.uvarint())
             op.frame_size = frame_content_size(op.frame, cap)
             content += op.frame_size
-            if content > cap:
+            if content > (scap if streamed else cap):
                 raise LimitError("spliced member would be larger than the cap", code="protocol.bomb")
             dict_total += op.dict_len
-            plain_total += op.dict_plain + content
-            if dict_total > base_len or plain_total > cap:
+            if streamed:  # held: the old middle (the frame's dictionary) and the new one
+                plain_total += op.dict_plain - op.head - op.tail + op.frame_size
+                stream_total += op.dict_plain + content
+            else:
+                plain_total += op.dict_plain + content
+            if dict_total > base_len or plain_total > cap or stream_total > scap:
                 raise LimitError("delta members would decode more than the caps allow", code="protocol.limit")
             op.out_codec = r.u8()
             if op.out_codec == CODEC_DEFLATE:

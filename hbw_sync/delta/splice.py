@@ -116,10 +116,11 @@ def ranges(content: Buf | Spool) -> Callable[[int, int], Buf]:
     return lambda a, b: view[max(0, a) : max(0, b)]
 
 
-def scan_deflated(old_raw: Buf, new: Buf | Spool, bound: int) -> tuple[int, int, int, bytes] | None:
+def scan_deflated(old_raw: Buf, new: Buf | Spool, bound: int,
+                  keep: int | None = None) -> tuple[int, int, int, bytes] | None:
     """``common_ends`` of the content a raw deflate stream holds and ``new``, inflating it twice a piece at a
     time instead of holding it: (old length, head, tail, old middle), or None if it is not exactly one
-    stream of at most ``bound`` bytes.
+    stream of at most ``bound`` bytes, or if its middle is longer than ``keep`` (the middle is held).
 
     Why: holding the old content beside the new one doubled the writer's peak (both inflated
     sheets, 112 MB for 150,000 rows). The old middle, usually a few bytes, is the only part kept.
@@ -150,6 +151,8 @@ def scan_deflated(old_raw: Buf, new: Buf | Spool, bound: int) -> tuple[int, int,
                     last_diff = b - 1 - common_suffix(mine, theirs, b - a)
             pos = b
         tail = m if last_diff < 0 else old_len - 1 - last_diff
+        if keep is not None and old_len - head - tail > keep:
+            return None
         middle = bytearray()
         pos = 0
         for piece in inflate_pieces(old_raw, bound):

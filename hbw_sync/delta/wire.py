@@ -30,6 +30,13 @@ MIN_DICT = 8  # libzstd ignores dictionaries under 8 bytes; the format says so e
 # deflates 10-30:1, so its content is much bigger than the whole file)...
 PLAIN_FACTOR = 64
 PLAIN_CEILING = 256 << 20  # ...but no more than this, unless max_size itself is larger
+# A SPLICE over a deflated dictionary (OP_SPLICE, dict codec 8) is rebuilt streaming: the reader
+# holds its old and new middles, never its dictionary's or its content's head and tail
+# (rebuild.py ``_splice_streamed``). Those streamed bytes bound the reader's work, not its memory,
+# so they get their own cap: the dictionary and the content of every such op together may be
+# this many times max_size (64 each)...
+STREAM_FACTOR = 128
+STREAM_CEILING = 2 << 30  # ...but no more than this, unless max_size itself is larger
 MAX_VARINT = (1 << 63) - 1
 
 Buf = Union[bytes, bytearray, memoryview]
@@ -93,6 +100,18 @@ class Reader:
 def plain_cap(max_size: int) -> int:
     """How big a member's uncompressed content or inflated dictionary may be."""
     return min(PLAIN_FACTOR * max_size, max(max_size, PLAIN_CEILING))
+
+
+def stream_cap(max_size: int) -> int:
+    """How many bytes the streamed SPLICE ops of one payload may inflate and rebuild together.
+
+    Why a second cap: a one-cell edit of a 400,000-row sheet is a SPLICE whose dictionary and
+    content are 150 MB each; counted against ``plain_cap`` as if held, they passed it, and the
+    writer's own check dropped the 352-byte recipe for a 4.7 MB one. The reader holds none of
+    those bytes (one inflated piece, one block and its window at a time), so only the work needs a
+    bound; what it holds (the two middles) still counts against ``plain_cap``.
+    """
+    return min(STREAM_FACTOR * max_size, max(max_size, STREAM_CEILING))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from .patch import patch_frame
 from .ranged import Readable, Source, same, whole
 from .search import Spool, find_deflater
 from .splice import ranges, scan_deflated, splice_cost, spliced_frame, surely_enough
-from .wire import CODEC_DEFLATE, CODEC_RAW, Buf, plain_cap
+from .wire import CODEC_DEFLATE, CODEC_RAW, Buf, plain_cap, stream_cap
 from .writer import RecipeWriter
 
 
@@ -149,7 +149,7 @@ def _zip_recipe(base: Readable, new: Readable, member_max: int | None) -> bytes 
         return None
     base_members, base_cd = bl
     new_members, _new_cd = nl
-    cap = plain_cap(len(new))
+    cap, scap = plain_cap(len(new)), stream_cap(len(new))
     bs, ns = Source.of(base), Source.of(new)
     by_name: dict[str, Member] = {}
     by_hash: dict[bytes, Member] = {}
@@ -174,14 +174,14 @@ def _zip_recipe(base: Readable, new: Readable, member_max: int | None) -> bytes 
             w.copy(same_as.ds, size)
         else:
             # A changed member: its compressed bytes are read whole (a view over a buffer).
-            _member_op(w, base, bm, nm, ns.read(nm.ds, size), cap, member_max)
+            _member_op(w, base, bm, nm, ns.read(nm.ds, size), cap, scap, member_max)
         w.lit(ns.read(nm.de, nm.rec_end - nm.de))
         pos = nm.rec_end
     w.lit(ns.read(pos, len(ns) - pos))
     return w.encode(base, (base_cd, len(base) - base_cd))
 
 
-def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, data: Buf, cap: int,
+def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, data: Buf, cap: int, scap: int,
                member_max: int | None = None) -> None:
     encrypted = bool(nm.flags & 1)
     raw_dict: tuple[int, int, int, int] = (0, 0, CODEC_RAW, 0)
@@ -193,12 +193,13 @@ def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, d
         # Over a Source the old member is a range, inflated as it is read (never whole); over a buffer, a view.
         raw_bytes = base.sub(bm.ds, bm.de - bm.ds) if isinstance(base, Source) else memoryview(base)[bm.ds : bm.de]
 
-    def content_frame(content: Buf | Spool) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None]:
-        """The dictionary, frame and splice for a member whose new *content* is rebuilt by the reader."""
+    def content_frame(content: Buf | Spool) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None] | None:
+        """The dictionary, frame and splice for a member whose new *content* is rebuilt by the reader, or
+        None if no reader may rebuild it (its content is over what a reader holds and no SPLICE fits)."""
         if old_deflated:
-            if member_max is None:
-                return _against_deflated(raw_dict, raw_bytes, content, cap)
-            return _against_deflated(raw_dict, raw_bytes, content, cap, member_max=member_max)
+            return _against_deflated(raw_dict, raw_bytes, content, cap, scap, member_max)
+        if len(content) > cap:
+            return None  # only a SPLICE over a deflated member streams more than a reader holds
         _fits(member_max, len(raw_bytes), len(content))
         whole_content = _whole(content)
         if old_plain:
@@ -209,47 +210,60 @@ def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, d
         # The deflater is searched while the member inflates, its content spooled, never held (search.py).
         spool = Spool()
         try:
-            found = find_deflater(data, cap, spool)
-            if found is not None:
+            # Spooled to disk, so bounded by the streamed cap, but only where a streamed SPLICE can follow.
+            found = find_deflater(data, scap if old_deflated else cap, spool)
+            made = None if found is None else content_frame(spool)
+            if found is not None and made is not None:
                 params, blocks = found
-                dict_range, frame, splice = content_frame(spool)
+                dict_range, frame, splice = made
                 w.member(dict_range, frame, len(data), params, blocks, splice=splice)
                 return
         finally:
             spool.close()
     elif not encrypted and nm.method == zipfile.ZIP_STORED:
-        dict_range, frame, splice = content_frame(data)
-        w.member(dict_range, frame, len(data), None, splice=splice)
-        return
+        made = content_frame(data)
+        if made is not None:
+            dict_range, frame, splice = made
+            w.member(dict_range, frame, len(data), None, splice=splice)
+            return
     # Not reproducible here: patch the compressed bytes against the base's compressed bytes.
     _fits(member_max, len(raw_bytes), len(data))
     frame, splice = spliced_frame(whole(raw_bytes), data)
     w.member(raw_dict, frame, len(data), None, splice=splice)
 
 
-def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Readable, content: Buf | Spool,
-                      cap: int, member_max: int | None = None) -> tuple[tuple[int, int, int, int], bytes,
-                                                                         tuple[int, int] | None]:
+def _against_deflated(raw_dict: tuple[int, int, int, int], raw: Readable, content: Buf | Spool, cap: int,
+                      scap: int, member_max: int | None = None) -> tuple[tuple[int, int, int, int], bytes,
+                                                                         tuple[int, int] | None] | None:
     """``content`` against a base member deflated as one stream: its inflated content is the dictionary.
 
     The shared head and tail are found while inflating the old member a piece at a time
     (``scan_deflated``), the new content read back from its spool a piece at a time; only when
     the spliced frame is not surely kept (``splice.surely_enough``) are both contents
     materialised whole, to build the MEMBER frame too.
+
+    Contents over ``cap`` (a sheet of 800,000 rows is 302 MB inflated) are never materialised:
+    they go as a SPLICE, which a reader rebuilds streaming within ``scap`` (PROTOCOL.md §18c), when
+    their middles fit under ``cap``; otherwise None (the caller patches the compressed bytes).
     """
+    n = len(content)
     # (scan_deflated only passes ``raw`` to inflate_pieces, which reads a Source a piece at a time)
-    scanned = scan_deflated(cast(Buf, raw), content, cap)
-    if scanned is None:  # not one exact stream: its compressed bytes are the dictionary
-        _fits(member_max, len(raw), len(content))
+    scanned = scan_deflated(cast(Buf, raw), content, scap, keep=cap)
+    if scanned is None:  # not one exact stream (or a middle too long to hold): its compressed bytes are the dictionary
+        if n > cap:
+            return None
+        _fits(member_max, len(raw), n)
         return (raw_dict, *spliced_frame(whole(raw), _whole(content)))
     old_len, head, tail, old_middle = scanned
+    held = old_len <= cap and n <= cap  # the whole-content MEMBER is an option only then
     dict_range = (raw_dict[0], raw_dict[1], CODEC_DEFLATE, old_len) if old_len else (0, 0, CODEC_RAW, 0)
-    if head + tail:
-        n = len(content)
+    if head + tail and n - head - tail <= cap and old_len + n <= scap:
         mid = patch_frame(old_middle, ranges(content)(head, n - tail))
-        if surely_enough(splice_cost(mid, head, tail), old_len, n):
+        if not held or surely_enough(splice_cost(mid, head, tail), old_len, n):
             return dict_range, mid, (head, tail)
-    _fits(member_max, old_len, len(content))
+    if not held:
+        return None
+    _fits(member_max, old_len, n)
     inflated = inflate_exact(raw, cap)
     if inflated is None:  # cannot happen: the scan inflated it exactly
         return (raw_dict, *spliced_frame(whole(raw), _whole(content)))

@@ -273,10 +273,26 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
          "inflated size (head = dict_plain_len + 1).",
          lambda: (of("splice_inflated_dict")[0], splice_with("splice_inflated_dict", head=s8_plain + 1, tail=0),
                   of("splice_inflated_dict")[2], MAX)),
-        ("splice_oversize", "The splice_inflated_dict vector declaring a dictionary of plain_cap(max_size) bytes "
-         "and keeping all of it as head: head + frame content passes plain_cap, refused before inflating.",
+        ("splice_oversize", "The splice_inflated_dict vector declaring a dictionary of stream_cap(max_size) bytes "
+         "and keeping all of it as head: head + frame content passes stream_cap, refused before inflating.",
          lambda: (of("splice_inflated_dict")[0],
-                  splice_with("splice_inflated_dict", head=wire.plain_cap(MAX), tail=0, dict_plain=wire.plain_cap(MAX)),
+                  splice_with("splice_inflated_dict", head=wire.stream_cap(MAX), tail=0, dict_plain=wire.stream_cap(MAX)),
+                  of("splice_inflated_dict")[2], MAX)),
+        ("splice_dict_over_stream_cap", "The splice_inflated_dict vector declaring a dictionary of stream_cap(max_size) "
+         "+ 1 bytes: refused as soon as the size is read.",
+         lambda: (of("splice_inflated_dict")[0],
+                  splice_with("splice_inflated_dict", head=0, tail=0, dict_plain=wire.stream_cap(MAX) + 1),
+                  of("splice_inflated_dict")[2], MAX)),
+        ("splice_streamed_total", "The splice_inflated_dict vector declaring a dictionary of stream_cap / 2 + 10 "
+         "bytes and keeping stream_cap / 2 of it as head: each under stream_cap, dictionary + content over it.",
+         lambda: (of("splice_inflated_dict")[0],
+                  splice_with("splice_inflated_dict", head=wire.stream_cap(MAX) // 2, tail=0,
+                              dict_plain=wire.stream_cap(MAX) // 2 + 10),
+                  of("splice_inflated_dict")[2], MAX)),
+        ("splice_held_middle", "The splice_inflated_dict vector declaring a dictionary of plain_cap(max_size) + 1 "
+         "bytes and keeping none of it: the old middle, which a reader holds, passes plain_cap.",
+         lambda: (of("splice_inflated_dict")[0],
+                  splice_with("splice_inflated_dict", head=0, tail=0, dict_plain=wire.plain_cap(MAX) + 1),
                   of("splice_inflated_dict")[2], MAX)),
         ("splice_truncated", "The splice_codec9 vector cut right after its head field.",
          lambda: (s9_base, splice_with("splice_codec9", cut_after_head=True), s9_sha, MAX)),

@@ -5,16 +5,18 @@
 // fork, which picks other matches (1,989 bytes where zlib 1.2.13 writes 1,988 for the codec 8
 // vector), so it would refuse every such delta with integrity.delta. pako is a line-by-line port
 // of zlib's deflate and writes the same bytes; Node's zlib still inflates (any inflater agrees).
-// Every declared size is checked against max_size and plain_cap(max_size) before anything that
-// grows with it is allocated.
+// Every declared size is checked against max_size, plain_cap(max_size) (what a reader holds) and
+// stream_cap(max_size) (what a SPLICE over a deflated dictionary streams) before anything that
+// grows with it is allocated. (This runner holds everything: the vectors are small.)
 import zlib from "node:zlib";
 import pako from "pako";
 import { eq, fail, hex, PE, sha256, Tally, toHex, WireError } from "./base.mjs";
 import { patchSize, unpatch } from "./zstd.mjs";
 
-const PLAIN_FACTOR = 64, PLAIN_CEILING = 256 * 2 ** 20;
+const PLAIN_FACTOR = 64, PLAIN_CEILING = 256 * 2 ** 20, STREAM_FACTOR = 128, STREAM_CEILING = 2 * 2 ** 30;
 const MIN_BLOCK = 4096, MAX_BLOCK = 2 ** 24, MAX_WINDOW = 32768, DEFLATE_PIECE = 65536;
 const plainCap = (max) => Math.min(PLAIN_FACTOR * max, Math.max(max, PLAIN_CEILING));
+const streamCap = (max) => Math.min(STREAM_FACTOR * max, Math.max(max, STREAM_CEILING));
 const LE = (code, msg) => fail("LimitError", code, msg);
 
 /** §18c's integers: u8 and minimal uvarint (at most 9 bytes, < 2^63); a short read is truncated. */
@@ -86,7 +88,7 @@ function inflateExact(range, plain) {
 }
 
 function parseRecipe(r, baseLen, max) {
-  const cap = plainCap(max);
+  const cap = plainCap(max), scap = streamCap(max);
   const litOff = r.uvarint(), litLen = r.uvarint();
   inside(baseLen, litOff, litLen);
   const litFrameLen = r.uvarint();
@@ -94,7 +96,7 @@ function parseRecipe(r, baseLen, max) {
   const opCount = r.uvarint();
   if (opCount > r.data.length) PE("protocol.delta", "more ops than the payload can hold");
   const ops = [];
-  let total = 0, litTotal = 0, dictTotal = 0, plainTotal = 0;
+  let total = 0, litTotal = 0, dictTotal = 0, plainTotal = 0, streamTotal = 0;
   for (let i = 0; i < opCount; i++) {
     const tag = r.u8();
     let op;
@@ -108,9 +110,10 @@ function parseRecipe(r, baseLen, max) {
       op = { tag, dictOff: r.uvarint(), dictLen: r.uvarint(), dictPlain: 0, head: 0, tail: 0 };
       inside(baseLen, op.dictOff, op.dictLen);
       op.dictCodec = r.u8();
+      const streamed = tag === 3 && op.dictCodec === 8; // a SPLICE over a deflated dictionary: streamed, not held
       if (op.dictCodec === 8) {
         op.dictPlain = r.uvarint();
-        if (op.dictPlain > cap) LE("protocol.bomb", "dictionary inflates past plain_cap");
+        if (op.dictPlain > (streamed ? scap : cap)) LE("protocol.bomb", "dictionary inflates past its cap");
       } else if (op.dictCodec !== 0) PE("protocol.delta", "unknown dictionary codec");
       if (op.dictLen === 0 && (op.dictOff || op.dictCodec !== 0)) PE("protocol.delta", "empty range with offset or codec");
       if (tag === 3) {
@@ -121,10 +124,13 @@ function parseRecipe(r, baseLen, max) {
       op.frame = r.take(r.uvarint());
       op.frameSize = patchSize(op.frame, cap);
       op.size = op.head + op.tail + op.frameSize; // the member's content C
-      if (op.size > cap) LE("protocol.bomb", "spliced member over plain_cap");
+      if (op.size > (streamed ? scap : cap)) LE("protocol.bomb", "spliced member over its cap");
       dictTotal += op.dictLen;
-      plainTotal += op.dictPlain + op.size;
-      if (dictTotal > baseLen || plainTotal > cap) LE("protocol.limit", "members over the caps");
+      if (streamed) { // held: the old middle and the new one; streamed: the dictionary and the content
+        plainTotal += op.dictPlain - op.head - op.tail + op.frameSize;
+        streamTotal += op.dictPlain + op.size;
+      } else plainTotal += op.dictPlain + op.size;
+      if (dictTotal > baseLen || plainTotal > cap || streamTotal > scap) LE("protocol.limit", "members over the caps");
       op.outCodec = r.u8();
       if (op.outCodec === 8 || op.outCodec === 9) {
         op.params = [r.u8(), r.u8(), r.u8()];
