@@ -350,15 +350,21 @@ def _tokens(bits: _Bits, lt: list[int], lb: int, dt: list[int], db: int, c: byte
 
 
 class _Out:
-    """Bit writer for ``encode``: LSB first, stops once the output would pass ``limit`` bytes."""
+    """Bit writer for ``encode``, LSB first. Past ``limit`` bytes it keeps counting but writes nothing.
 
-    __slots__ = ("out", "acc", "n", "limit")
+    Why count on: so that a malformed transcript fails with the same code whether or not its output
+    has passed the member's length before the fault (``ProtocolError`` first, ``integrity.delta`` only
+    for a well-formed transcript of the wrong length), in every reader.
+    """
+
+    __slots__ = ("out", "acc", "n", "limit", "dropped")
 
     def __init__(self, limit: int) -> None:
         self.out = bytearray()
         self.acc = 0
         self.n = 0
         self.limit = limit
+        self.dropped = 0  # bytes counted but not kept, past the limit
 
     def put(self, value: int, nbits: int) -> None:
         self.acc |= value << self.n
@@ -373,20 +379,30 @@ class _Out:
             self.acc >>= whole * 8
             self.n -= whole * 8
         if len(self.out) > self.limit:
-            raise IntegrityError("deflate transcript encodes past the member's length", code="integrity.delta",
-                                 hint="fetch the whole version")
+            self.dropped += len(self.out)
+            self.out.clear()
+            self.limit = -1
+
+    def write(self, data: Buf) -> None:
+        """Whole bytes, at a byte boundary (a stored block's)."""
+        self.flush()
+        if self.limit < 0:
+            self.dropped += len(data)
+        else:
+            self.out += data
+            self.flush()
 
     def bytes_used(self) -> int:
-        return len(self.out) * 8 + self.n
+        return (self.dropped + len(self.out)) * 8 + self.n
 
 
 def encode(transcript: Buf, max_out: int) -> bytes:
     """The raw deflate stream a transcript describes (at most ``max_out`` bytes).
 
     Raises ``ProtocolError`` (``protocol.delta`` for a malformed transcript, ``protocol.trailing`` for
-    bytes left in a stream, ``protocol.truncated`` for a stream that ends inside a field) or
-    ``IntegrityError`` (``integrity.delta``: the output would pass ``max_out``). Nothing grows past
-    ``max_out`` output bytes and the transcript itself.
+    bytes left in a stream, ``protocol.truncated`` for a stream that ends inside a field) or, for a
+    well-formed transcript only, ``IntegrityError`` (``integrity.delta``: the output passes
+    ``max_out``). Nothing grows past ``max_out`` output bytes and the transcript itself.
     """
     view = memoryview(transcript).cast("B")
     head = Reader(view)
@@ -420,9 +436,7 @@ def encode(transcript: Buf, max_out: int) -> bytes:
             if plain + size > plain_len:
                 raise _bad("tokens pass the declared size")
             out.put(size | (size ^ 0xFFFF) << 16, 32)
-            out.flush()
-            out.out += lits[lp : lp + size]
-            out.flush()
+            out.write(lits[lp : lp + size])
             lp += size
             plain += size
         else:
@@ -446,6 +460,9 @@ def encode(transcript: Buf, max_out: int) -> bytes:
         raise ProtocolError("deflate transcript: bytes left after the final block", code="protocol.trailing")
     if plain != plain_len:
         raise _bad("tokens do not add up to the declared size")
+    if out.limit < 0:
+        raise IntegrityError("deflate transcript encodes past the member's length", code="integrity.delta",
+                             hint="fetch the whole version")
     return bytes(out.out)
 
 
