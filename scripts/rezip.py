@@ -27,7 +27,7 @@ DEFLATERS: dict[str, Callable[[bytes], bytes]] = {}
 def _zopfli(data: bytes) -> bytes:
     import zopfli.zlib  # type: ignore[import-untyped]
 
-    return bytes(zopfli.zlib.compress(data, numiterations=5)[2:-4])  # zlib header and adler32 off
+    return bytes(zopfli.zlib.compress(data, numiterations=1)[2:-4])  # zlib header and adler32 off
 
 
 def _libdeflate(data: bytes) -> bytes:
