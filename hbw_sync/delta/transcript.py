@@ -105,7 +105,7 @@ def _codes(lengths: list[int] | tuple[int, ...], kind: str) -> list[int]:
             c = nxt[n]
             nxt[n] += 1
             r = 0
-            for _ in range(n):
+            for _bit in range(n):
                 r = (r << 1) | (c & 1)
                 c >>= 1
             out[sym] = r
