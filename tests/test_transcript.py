@@ -249,3 +249,16 @@ def test_a_libdeflate_docx_edit_crosses_a_real_relay_in_a_few_kilobytes(tmp_path
     with Team(tmp_path) as team:
         send, receive = synced_bytes(team, "report.docx", old, new, tmp_path)
     assert send <= WIRE_TARGET and receive <= WIRE_TARGET, (send, receive)
+
+
+def test_libreoffice_blocks_transcribe_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codec 10 needs no model of the deflater: with the block codec off, LibreOffice's sheet still travels small."""
+    from hbw_sync.delta import blocks
+
+    old, new = pair(OFFICE, "sheet.xlsx")
+    monkeypatch.setattr(blocks, "BLOCK_TRIES", ())
+    payload = delta.make_delta(old, new)
+    assert payload is not None
+    assert delta.apply_delta(old, payload, expected_sha256=hashlib.sha256(new).digest(), max_size=len(new)) == new
+    assert wire.CODEC_TRANSCRIPT in _out_codecs(old, payload)
+    assert len(payload) <= 1000  # the compressed bytes patched: 29,555
