@@ -20,7 +20,7 @@ from .deflate import deflate_read, inflate_exact
 from .patch import frame_content_size, unpatch
 from .splice import Spliced
 from .stream import BlockSink, Emit, NotExact, RawSink, ZlibSink, inflate_pieces
-from .transcript import MAX_DEFLATED, encode as transcript_encode, parse as transcript_parse
+from .transcript import MAX_DEFLATED, PER_BYTE, SLACK, encode as transcript_encode, parse as transcript_parse
 from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, CODEC_TRANSCRIPT, METHOD_PATCH, METHOD_RECIPE, OP_COPY,
                    OP_LIT, OP_MEMBER, OP_SPLICE, Buf, Op, Reader, plain_cap)
 
@@ -104,6 +104,8 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
             op.n = r.uvarint()
             if op.out_codec == CODEC_TRANSCRIPT and op.n > MAX_DEFLATED:
                 raise LimitError("transcribed member too large", code="protocol.limit")
+            if op.out_codec == CODEC_TRANSCRIPT and content > PER_BYTE * op.n + SLACK:
+                raise ProtocolError("transcript longer than any stream of its length", code="protocol.delta")
             if op.out_codec == CODEC_RAW and op.n != content:
                 raise ProtocolError("member size does not match its frame", code="protocol.delta")
         else:

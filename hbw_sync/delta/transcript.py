@@ -39,6 +39,11 @@ from .wire import Buf, Reader, uvarint
 
 #: The largest deflated member that is transcribed (either side); larger ones keep today's paths.
 MAX_DEFLATED = 4 << 20
+#: A transcript of a stream of n bytes is at most PER_BYTE * n + SLACK bytes: a match is 4 bytes of C
+#: and at least 2 bits of output, so no well-formed transcript is longer. Checked from the numbers
+#: (rebuild.py), it bounds the reader's work by out_len, not by what the frame declares.
+PER_BYTE = 16
+SLACK = 64
 #: Decoding tables may cost this much work per compressed byte, plus a floor (``parse`` only).
 TABLE_WORK = 64
 TABLE_FLOOR = 1 << 22

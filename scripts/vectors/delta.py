@@ -408,6 +408,8 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
          "well-formed and encodes one byte more.", codec10_with(out_len=len(t_out) - 1)),
         ("codec10_out_over_cap", "The member_codec10 vector with out_len 4 MiB + 1, over codec 10's cap.",
          codec10_with(out_len=transcript.MAX_DEFLATED + 1)),
+        ("codec10_transcript_too_long", "The member_codec10 vector with out_len 16: its transcript is longer than "
+         "16 x 16 + 64 bytes, more than any stream of 16 bytes has.", codec10_with(out_len=16)),
         ("codec10_dict_plain_wrong", "The member_codec10 vector declaring its dictionary's transcript one "
          "byte longer.", codec10_with(dict_plain=t_len + 1)),
         ("codec10_dict_not_deflate", "The member_codec10 vector whose dictionary range stops one byte short "

@@ -11,7 +11,7 @@
 import zlib from "node:zlib";
 import pako from "pako";
 import { eq, fail, hex, PE, sha256, Tally, toHex, WireError } from "./base.mjs";
-import { encode as transcriptEncode, MAX_DEFLATED, parse as transcriptParse } from "./transcript.mjs";
+import { encode as transcriptEncode, MAX_DEFLATED, parse as transcriptParse, PER_BYTE, SLACK } from "./transcript.mjs";
 import { patchSize, unpatch } from "./zstd.mjs";
 
 const PLAIN_FACTOR = 64, PLAIN_CEILING = 256 * 2 ** 20;
@@ -141,6 +141,7 @@ function parseRecipe(r, baseLen, max) {
       } else if (op.outCodec !== 0 && op.outCodec !== 10) PE("protocol.delta", "unknown output codec");
       op.n = r.uvarint();
       if (op.outCodec === 10 && op.n > MAX_DEFLATED) LE("protocol.limit", "transcribed member too large");
+      if (op.outCodec === 10 && op.size > PER_BYTE * op.n + SLACK) PE("protocol.delta", "transcript longer than any stream of its length");
       if (op.outCodec === 0 && op.n !== op.size) PE("protocol.delta", "member size differs from its frame");
     } else PE("protocol.delta", `unknown op ${tag}`);
     total += op.n;

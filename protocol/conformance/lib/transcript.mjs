@@ -7,6 +7,7 @@
 import { fail, PE } from "./base.mjs";
 
 export const MAX_DEFLATED = 4 * 2 ** 20;
+export const PER_BYTE = 16, SLACK = 64; // no well-formed transcript of an n-byte stream is over 16 n + 64
 const TABLE_WORK = 64, TABLE_FLOOR = 2 ** 22;
 const CLEN_ORDER = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
 const LBASE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
