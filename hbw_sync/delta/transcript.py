@@ -25,9 +25,10 @@ C per Huffman block: uvarint run, then per match (u8 length-3, u16le distance-1,
 ``run`` literals (the next bytes of L) before the first match, between matches and after the last.
 
 Sans-IO and bounded: ``parse`` reads only a member the caller holds, up to ``MAX_DEFLATED`` bytes
-and ``cap`` inflated bytes; ``encode`` reads a transcript that arrived in a delta, so every field
-is checked (codes complete as zlib requires, no symbol without a code, no distance beyond the
-output, no token past ``plain_len``, no trailing byte) and its output is stopped at ``max_out``.
+and ``cap`` inflated bytes; ``encode`` reads a transcript that arrived in a delta (at most
+``PER_BYTE`` * out_len + ``SLACK`` bytes, checked by rebuild.py before decoding), so every field is
+checked (codes complete as zlib requires, no symbol without a code, no distance beyond the output,
+no token past ``plain_len``, no trailing byte) and it keeps at most ``max_out`` output bytes.
 """
 
 from __future__ import annotations
