@@ -24,6 +24,11 @@ Documents (generated, fixed seeds, so every byte count is reproducible):
   LibreOffice (7.4 for the committed files). Large members are deflated by LibreOffice's
   own block deflater, which hbw_sync/delta/blocks.py rebuilds.
 
+* zopfli / libdeflate .docx, .xlsx (codec 10): the LibreOffice-made report and sheet re-zipped
+  by zopfli and by libdeflate (``scripts/rezip.py``): deflaters that, like Word's, no zlib
+  parameters reproduce. Own table, with "without codec 10": the same run with the transcript
+  off (``zipdoc.MAX_DEFLATED = 0``), i.e. the changed member's compressed bytes patched.
+
 Columns (bytes):
 
 * hbw-sync: what the document costs inside a sync batch: ``delta.make_delta``'s
@@ -441,6 +446,40 @@ def measure_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
     }
 
 
+# -- codec 10: documents another deflater wrote (zopfli and libdeflate stand in for Word) ------------
+
+TRANSCRIPT_DOCS = (("report", "docx"), ("sheet", "xlsx"))
+
+
+def rezipped_docs(folder: Path) -> list[tuple[str, str, bytes, bytes]]:
+    """The LibreOffice-made report and sheet in ``folder``, re-zipped by zopfli and by libdeflate."""
+    from rezip import rezip  # scripts/rezip.py; zopfli and deflate are in the test extras
+
+    out = []
+    for deflater in ("zopfli", "libdeflate"):
+        for stem, ext in TRANSCRIPT_DOCS:
+            v1, v2 = folder / f"{stem}-v1.{ext}", folder / f"{stem}-v2.{ext}"
+            if v1.exists() and v2.exists():
+                out.append((f"{deflater} .{ext}", f"{stem}.{ext}",
+                            rezip(v1.read_bytes(), deflater), rezip(v2.read_bytes(), deflater)))
+    return out
+
+
+def transcript_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None) -> dict:
+    """``measure_row``, and the same edit without codec 10 (the baseline of the same run)."""
+    from hbw_sync.delta import zipdoc
+
+    row = measure_row(label, name, old, new, rsync)
+    kept = zipdoc.MAX_DEFLATED
+    zipdoc.MAX_DEFLATED = 0  # no member is transcribed: the compressed bytes are patched, as before codec 10
+    try:
+        baseline = delta.make_delta(old, new, name=name)
+    finally:
+        zipdoc.MAX_DEFLATED = kept
+    row["hbw_sync_no_codec10"] = (len(baseline) if baseline is not None else row["zstd19"]) + BATCH_FRAMING + OP_OVERHEAD
+    return row
+
+
 # -- chunked documents (1 MiB and more, PROTOCOL.md §18d-e) ---------------------------------------------
 
 def chunked_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None) -> dict:
@@ -620,6 +659,7 @@ def main() -> int:
         *office_docs(args.office_dir),
     ]
     rows = [measure_row(label, name, old, new, rsync) for label, name, old, new in docs]
+    transcribed = [transcript_row(label, name, old, new, rsync) for label, name, old, new in rezipped_docs(args.office_dir)]
     chunked_docs = [] if args.no_chunked or args.quick else [
         ("text 5 MB", "minutes.txt", *text_doc(5_000_000, 5)),
         ("PDF-like 20 MB", "scan.pdf", *pdf_doc(20_000_000, 6)),
@@ -643,6 +683,9 @@ def main() -> int:
             "target": f"{r['document']}: hbw-sync < rsync", "value": r["hbw_sync"],
             "pass": None if r["rsync"] is None else r["hbw_sync"] < r["rsync"],
         })  # fmt: skip
+    for r in transcribed:
+        targets.append({"target": f"{r['document']} edit (codec 10): hbw-sync <= 1/4 of without codec 10",
+                        "value": r["hbw_sync"], "pass": r["hbw_sync"] * 4 <= r["hbw_sync_no_codec10"]})
     for r in chunked:
         targets.append({"target": f"chunked {r['document']} edit: hbw-sync <= 4 KB", "value": r["after"],
                         "pass": r["after"] <= TARGET_OFFICE})
@@ -654,8 +697,9 @@ def main() -> int:
                         "value": peak, "pass": False if peak is None else peak < TARGET_PEAK_MB})  # fmt: skip
     elapsed = round(time.perf_counter() - started, 1)
     if args.json:
-        print(json.dumps(_benchkit.stamp({"rows": rows, "chunked": chunked, "memory_20mb": memory, "targets": targets,
-                                          "rsync": rsync, "elapsed_s": elapsed, "before": before},
+        print(json.dumps(_benchkit.stamp({"rows": rows, "transcribed": transcribed, "chunked": chunked,
+                                          "memory_20mb": memory, "targets": targets, "rsync": rsync,
+                                          "elapsed_s": elapsed, "before": before},
                                          all(t["pass"] is not False for t in targets), quick=args.quick),
                          indent=2))  # fmt: skip
         return 0 if all(t["pass"] is not False for t in targets) else 1
@@ -668,6 +712,16 @@ def main() -> int:
         pl = "none (whole file)" if r["payload"] is None else f"{r['payload']:,} [{r['method']}]"
         print(f"| {r['document']} | {r['new_size']:,} | {r['hbw_sync']:,} | {r['hbw_sync_no_splice']:,} | {pl} | {r['zstd19']:,} | "
               f"{_fmt(r['patch_from'])} | {_fmt(r['rsync'])} | {r['cdc']:,} | {r['plain']:,} | {r['make_s']} |")  # fmt: skip
+    if transcribed:
+        print("\nDocuments another deflater wrote (codec 10, the deflate transcript): one-place edit, bytes on the wire\n")
+        head = ("document", "size", "hbw-sync", "without codec 10", "payload [method]", "zstd --patch-from", "rsync -z",
+                "make s", "apply s")
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for r in transcribed:
+            pl = "none (whole file)" if r["payload"] is None else f"{r['payload']:,} [{r['method']}]"
+            print(f"| {r['document']} | {r['new_size']:,} | {r['hbw_sync']:,} | {r['hbw_sync_no_codec10']:,} | {pl} | "
+                  f"{_fmt(r['patch_from'])} | {_fmt(r['rsync'])} | {r['make_s']} | {r['apply_s']} |")  # fmt: skip
     if chunked:
         print("\nChunked documents (1 MiB and more): a one-place edit, bytes on the wire (+178 framing, op)\n")
         head = ("document", "size", "chunks new/all", "before: whole chunks", "now: delta version", "without SPLICE",

@@ -28,7 +28,7 @@ SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("bench_*.py"))
 
 #: Quick runs of a few seconds to ~20 s each on this machine.
 DEFAULT = ["bench_app_upload.py", "bench_chunkstore.py", "bench_client.py", "bench_hostile.py", "bench_import.py",
-           "bench_snapshot.py", "bench_sync_cost.py", "bench_wire.py"]
+           "bench_snapshot.py", "bench_sync_cost.py", "bench_transcript.py", "bench_wire.py"]
 #: Minutes (a slowed link, relay load levels, 20 MB documents) or PostgreSQL.
 SLOW_ONLY = ["bench_bundles_memory.py", "bench_docs.py", "bench_docs_memory.py", "bench_link.py", "bench_relay.py",
              "bench_relay_pg.py", "bench_teams.py"]

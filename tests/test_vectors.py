@@ -357,7 +357,7 @@ def test_delta_vectors_cover_every_method_and_codec() -> None:
 
     names = {v["name"] for v in DELTA["valid"]}
     assert {"patch", "span", "zip", "member_codec8", "member_codec9", "splice_codec9", "splice_inflated_dict",
-            "zip_splice"} <= names
+            "zip_splice", "member_codec10", "zip_codec10"} <= names
     payloads = [bytes.fromhex(v["payload"]) for v in DELTA["valid"]]
     assert {p[0] for p in payloads} == {wire.METHOD_PATCH, wire.METHOD_RECIPE}
     codes = {v["expected_code"] for v in DELTA["invalid"]}
@@ -367,7 +367,7 @@ def test_delta_vectors_cover_every_method_and_codec() -> None:
 
 def test_delta_numbers_in_the_spec_match_the_code() -> None:
     from hbw_sync.client.documents import MAX_INLINE_BYTES
-    from hbw_sync.delta import blocks, wire
+    from hbw_sync.delta import blocks, transcript, wire
 
     spec = SPEC.read_text(encoding="utf-8")
     section = spec[spec.index("## 18c."):spec.index("## 19.")]
@@ -380,7 +380,9 @@ def test_delta_numbers_in_the_spec_match_the_code() -> None:
         assert wire.stream_cap(m) >= 2 * wire.plain_cap(m) or m > 1 << 30, m
     assert f"block_size ({blocks.MIN_BLOCK:,} - {blocks.MAX_BLOCK:,})".replace(",", " ") in section
     assert f"window (0 - {blocks.MAX_WINDOW:,})".replace(",", " ") in section
-    assert (wire.CODEC_RAW, wire.CODEC_DEFLATE, wire.CODEC_BLOCKS) == (0, 8, 9)
+    assert (wire.CODEC_RAW, wire.CODEC_DEFLATE, wire.CODEC_BLOCKS, wire.CODEC_TRANSCRIPT) == (0, 8, 9, 10)
+    assert "10 = append the deflate stream C transcribes" in section
+    assert f"MAX_DEFLATED` = {transcript.MAX_DEFLATED:,}".replace(",", " ") in section
     assert "9 = append C deflated in blocks" in section and "8 = append raw deflate of C" in section
     for name in ("LIT", "COPY", "MEMBER", "SPLICE"):
         assert f"0x{getattr(wire, 'OP_' + name):02x} {name}" in section, name

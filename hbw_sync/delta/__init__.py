@@ -19,6 +19,7 @@ One module per job:
     patch.py    zstd patch frames (method 1, literals, every MEMBER)
     deflate.py  one zlib stream rebuilt (codec 8)
     blocks.py   LibreOffice's block deflate rebuilt (codec 9)
+    transcript.py  any deflate stream as its transcript, re-encoded bit for bit (codec 10)
     rebuild.py  apply_delta: parse, bound, rebuild, verify
     writer.py   the recipe writer
     span.py     the span recipe (shared ends copied)
@@ -39,7 +40,7 @@ import hashlib
 from typing import Callable
 
 from ..errors import IntegrityError, ProtocolError
-from . import blocks, deflate, patch, ranged, search, span, splice, stream, wire, zipdoc
+from . import blocks, deflate, patch, ranged, search, span, splice, stream, transcript, wire, zipdoc
 from .patch import SMALL_TOTAL, patch_frame, plain_at_least
 from .ranged import Readable, Source
 from .rebuild import apply_delta, apply_delta_to, check_delta
@@ -52,7 +53,8 @@ from .zipdoc import looks_like_zip, zip_recipe
 ZIP_ENOUGH = 4096
 
 __all__ = ["make_delta", "apply_delta", "apply_delta_to", "check_delta", "Source", "METHOD_PATCH", "METHOD_RECIPE",
-           "blocks", "deflate", "patch", "ranged", "search", "span", "splice", "stream", "wire", "zipdoc"]
+           "blocks", "deflate", "patch", "ranged", "search", "span", "splice", "stream", "transcript", "wire",
+           "zipdoc"]
 
 
 def make_delta(base: Readable, new: Readable, *, name: str = "") -> bytes | None:

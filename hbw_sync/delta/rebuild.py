@@ -23,8 +23,9 @@ from .patch import frame_content_size, unpatch
 from .ranged import Readable, Source
 from .splice import Spliced
 from .stream import BlockSink, Emit, NotExact, RawSink, ZlibSink, inflate_pieces
-from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_PATCH, METHOD_RECIPE, OP_COPY, OP_LIT,
-                   OP_MEMBER, OP_SPLICE, Buf, Op, Reader, plain_cap, stream_cap)
+from .transcript import MAX_DEFLATED, PER_BYTE, SLACK, encode as transcript_encode, parse as transcript_parse
+from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, CODEC_TRANSCRIPT, METHOD_PATCH, METHOD_RECIPE, OP_COPY,
+                   OP_LIT, OP_MEMBER, OP_SPLICE, Buf, Op, Reader, plain_cap, stream_cap)
 
 
 def _base_range(base_len: int, off: int, n: int) -> None:
@@ -64,10 +65,12 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
             _base_range(base_len, op.dict_off, op.dict_len)
             op.dict_codec = r.u8()
             streamed = tag == OP_SPLICE and op.dict_codec == CODEC_DEFLATE  # as _splice_streamed rebuilds it
-            if op.dict_codec == CODEC_DEFLATE:
+            if op.dict_codec in (CODEC_DEFLATE, CODEC_TRANSCRIPT):
                 op.dict_plain = r.uvarint()
                 if op.dict_plain > (scap if streamed else cap):
                     raise LimitError("delta dictionary would inflate past the cap", code="protocol.bomb")
+                if op.dict_codec == CODEC_TRANSCRIPT and op.dict_len > MAX_DEFLATED:
+                    raise LimitError("delta dictionary too large to transcribe", code="protocol.limit")
             elif op.dict_codec != CODEC_RAW:
                 raise ProtocolError(f"unknown dictionary codec {op.dict_codec} in delta", code="protocol.delta")
             if op.dict_len == 0 and (op.dict_off or op.dict_codec != CODEC_RAW):
@@ -75,7 +78,7 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
             content = 0  # SPLICE: the kept head and tail, beside the frame's content
             if tag == OP_SPLICE:
                 op.head, op.tail = r.uvarint(), r.uvarint()
-                have = op.dict_plain if op.dict_codec == CODEC_DEFLATE else op.dict_len
+                have = op.dict_len if op.dict_codec == CODEC_RAW else op.dict_plain
                 if op.head > have or op.tail > have - op.head:
                     raise ProtocolError("splice keeps more than its dictionary holds", code="protocol.delta")
                 content = op.head + op.tail
@@ -106,9 +109,15 @@ def parse_recipe(r: Reader, base_len: int, max_size: int) -> tuple[int, int, mem
                     raise ProtocolError("invalid block deflate parameters in delta", code="protocol.delta")
                 op.deflate = (level, mem_level, strategy)
                 op.blocks = (block_size, window)
-            elif op.out_codec != CODEC_RAW:
+            elif op.out_codec not in (CODEC_RAW, CODEC_TRANSCRIPT):
                 raise ProtocolError(f"unknown output codec {op.out_codec} in delta", code="protocol.delta")
+            if streamed and op.out_codec == CODEC_TRANSCRIPT:  # a streamed SPLICE is not held, so never transcribed
+                raise ProtocolError("a SPLICE over a deflated dictionary cannot be transcribed", code="protocol.delta")
             op.n = r.uvarint()
+            if op.out_codec == CODEC_TRANSCRIPT and op.n > MAX_DEFLATED:
+                raise LimitError("transcribed member too large", code="protocol.limit")
+            if op.out_codec == CODEC_TRANSCRIPT and content > PER_BYTE * op.n + SLACK:
+                raise ProtocolError("transcript longer than any stream of its length", code="protocol.delta")
             if op.out_codec == CODEC_RAW and op.n != content:
                 raise ProtocolError("member size does not match its frame", code="protocol.delta")
         else:
@@ -172,13 +181,21 @@ def _member(base: memoryview | Source, op: Op, cap: int, emit: Emit | None, part
     A SPLICE's content is read by ranges (``Spliced``), never joined before it is deflated, so a
     large sheet is held once (its inflated dictionary) plus the recompressed member.
     """
-    if op.tag == OP_SPLICE and op.dict_codec == CODEC_DEFLATE:
+    if op.tag == OP_SPLICE and op.dict_codec == CODEC_DEFLATE:  # never a transcript's (parse_recipe)
         # Over a Source the old member is inflated from its range as it is read, never whole.
         raw: Readable = (base.sub(op.dict_off, op.dict_len) if isinstance(base, Source)
                          else base[op.dict_off : op.dict_off + op.dict_len])
         return _splice_streamed(raw, op, cap, emit, parts)
     dictionary: Buf = base[op.dict_off : op.dict_off + op.dict_len]
-    if op.dict_codec == CODEC_DEFLATE:
+    if op.dict_codec == CODEC_TRANSCRIPT:  # the base member's transcript (codec 10, transcript.py)
+        try:
+            transcribed: bytes | None = transcript_parse(dictionary, cap)
+        except ProtocolError:  # LimitError too: the writer's base member was transcribed within them
+            transcribed = None
+        if transcribed is None or len(transcribed) != op.dict_plain:
+            raise ProtocolError("delta dictionary is not the declared deflate stream", code="protocol.delta")
+        dictionary = transcribed
+    elif op.dict_codec == CODEC_DEFLATE:
         inflated = inflate_exact(dictionary, op.dict_plain)
         if inflated is None or len(inflated) != op.dict_plain:
             raise ProtocolError("delta dictionary is not the declared deflate stream", code="protocol.delta")
@@ -199,6 +216,8 @@ def _member(base: memoryview | Source, op: Op, cap: int, emit: Emit | None, part
     else:
         if op.out_codec == CODEC_DEFLATE:
             out = deflate_read(read, n, *op.deflate)
+        elif op.out_codec == CODEC_TRANSCRIPT:
+            out = transcript_encode(read(0, n), op.n)
         else:
             out = deflate_blocks_read(read, n, *op.deflate, *op.blocks)
         if len(out) != op.n:

@@ -24,6 +24,7 @@ OP_SPLICE = 0x03  # a MEMBER whose content keeps the dictionary's head and tail 
 CODEC_RAW = 0
 CODEC_DEFLATE = 8  # one raw deflate stream, zlib parameters (deflate.py)
 CODEC_BLOCKS = 9  # independent deflate blocks with a preset window, as LibreOffice writes (blocks.py)
+CODEC_TRANSCRIPT = 10  # any raw deflate stream, as its deflate transcript (transcript.py)
 
 MIN_DICT = 8  # libzstd ignores dictionaries under 8 bytes; the format says so explicitly
 # A zip member's uncompressed content may be this many times max_size (an .xlsx sheet

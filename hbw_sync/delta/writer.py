@@ -10,7 +10,7 @@ from typing import Any
 
 from .patch import patch_frame
 from .ranged import Source
-from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, METHOD_RECIPE, OP_COPY, OP_LIT, OP_MEMBER,
+from .wire import (CODEC_BLOCKS, CODEC_DEFLATE, CODEC_RAW, CODEC_TRANSCRIPT, METHOD_RECIPE, OP_COPY, OP_LIT, OP_MEMBER,
                    OP_SPLICE, Buf, uvarint)
 
 
@@ -51,21 +51,25 @@ class RecipeWriter:
         deflate: tuple[int, int, int] | None,
         blocks: tuple[int, int] | None = None,
         splice: tuple[int, int] | None = None,
+        transcript: bool = False,
     ) -> None:
         """A MEMBER op; ``deflate`` alone is codec 8, with ``blocks`` (block_size, window) codec 9.
 
         With ``splice`` (head, tail) it is a SPLICE op: the frame holds only the content between
-        the dictionary content's first ``head`` and last ``tail`` bytes (splice.py).
+        the dictionary content's first ``head`` and last ``tail`` bytes (splice.py). With
+        ``transcript`` the content is a deflate transcript and the output codec 10 (transcript.py).
         """
         dict_off, dict_len, dict_codec, dict_plain = dict_range
         enc = bytearray([OP_MEMBER if splice is None else OP_SPLICE])
         enc += uvarint(dict_off) + uvarint(dict_len) + bytes([dict_codec])
-        if dict_codec == CODEC_DEFLATE:
+        if dict_codec in (CODEC_DEFLATE, CODEC_TRANSCRIPT):
             enc += uvarint(dict_plain)
         if splice is not None:
             enc += uvarint(splice[0]) + uvarint(splice[1])
         enc += uvarint(len(frame)) + frame
-        if deflate is None:
+        if transcript:
+            enc.append(CODEC_TRANSCRIPT)
+        elif deflate is None:
             enc.append(CODEC_RAW)
         elif blocks is None:
             enc.append(CODEC_DEFLATE)

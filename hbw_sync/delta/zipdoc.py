@@ -4,8 +4,9 @@ A member whose record did not change is copied from the base; a changed member i
 a patch of its *uncompressed* content and recompressed by the reader with the deflater
 that reproduces the sender's bytes exactly: one zlib stream (``deflate.py``) or
 LibreOffice's blocks (``blocks.py``). A member that no known deflater reproduces (Word,
-other suites) has its compressed bytes patched instead; PROTOCOL.md §18c says why and what
-that costs.
+zopfli, libdeflate...) goes as a patch of its deflate transcript (codec 10, ``transcript.py``)
+when that is smaller than patching its compressed bytes; PROTOCOL.md §18c says why and what
+each costs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from .patch import patch_frame
 from .ranged import Readable, Source, same, whole
 from .search import Spool, find_deflater
 from .splice import ranges, scan_deflated, splice_cost, spliced_frame, surely_enough
-from .wire import CODEC_DEFLATE, CODEC_RAW, Buf, plain_cap, stream_cap
+from .transcript import MAX_DEFLATED, transcribe
+from .wire import CODEC_DEFLATE, CODEC_RAW, CODEC_TRANSCRIPT, Buf, plain_cap, stream_cap
 from .writer import RecipeWriter
 
 
@@ -226,9 +228,21 @@ def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, d
             dict_range, frame, splice = made
             w.member(dict_range, frame, len(data), None, splice=splice)
             return
-    # Not reproducible here: patch the compressed bytes against the base's compressed bytes.
+    # Not reproducible here: patch the compressed bytes against the base's compressed bytes,
+    # or the member's deflate transcript against the base member's, whichever is smaller.
     _fits(member_max, len(raw_bytes), len(data))
-    frame, splice = spliced_frame(whole(raw_bytes), data)
+    old = whole(raw_bytes)
+    frame, splice = spliced_frame(old, data)
+    if (not encrypted and nm.method == zipfile.ZIP_DEFLATED and old_deflated
+            and 0 < len(old) <= MAX_DEFLATED and len(data) <= MAX_DEFLATED):
+        new_t = transcribe(data, cap)
+        old_t = transcribe(old, cap) if new_t is not None else None
+        if new_t is not None and old_t is not None:
+            t_frame, t_splice = spliced_frame(old_t, new_t)
+            if len(t_frame) < len(frame):
+                w.member((raw_dict[0], raw_dict[1], CODEC_TRANSCRIPT, len(old_t)), t_frame, len(data), None,
+                         splice=t_splice, transcript=True)
+                return
     w.member(raw_dict, frame, len(data), None, splice=splice)
 
 

@@ -1,8 +1,10 @@
 """protocol/vectors/delta.json: document delta payloads (PROTOCOL.md §18c), good and bad.
 
 Good vectors: one per method and codec (method 1 patch, span recipe, zip recipe as the
-writer makes it, and hand-assembled MEMBER ops with codec 8 and codec 9 so a reader can
-check each rebuild on a few kilobytes). A reader MUST rebuild ``result`` from ``base`` and
+writer makes it, and hand-assembled MEMBER ops with codecs 8, 9 and 10 so a reader can
+check each rebuild on a few kilobytes). Codec 10's deflate streams are zlib's output spliced
+by hand (a dynamic block, a fixed-Huffman block, stored blocks, sync and full flushes: a stream no
+single deflater call writes), so the vectors need no deflater but zlib. A reader MUST rebuild ``result`` from ``base`` and
 ``payload`` under ``max_size`` and check ``result_sha256`` (and ``result``, where given). Bad
 vectors each change one thing from a good one, use the base of the good vector named in
 ``base_of``, and name the error class and stable code a reader must fail with. ``flips``: the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import struct
 import zipfile
 import zlib
 from typing import Any, Callable
@@ -25,7 +28,7 @@ from typing import Any, Callable
 import zstandard
 
 from hbw_sync import delta
-from hbw_sync.delta import blocks, patch, splice, wire
+from hbw_sync.delta import blocks, patch, splice, transcript, wire
 from hbw_sync.errors import HbwError
 
 MAX = 1 << 20  # max_size of every vector unless it names its own
@@ -90,6 +93,42 @@ def _splice_payload(base: bytes, old: bytes, content: bytes, out_codec: int, par
     return bytes(body), out
 
 
+def _mixed_deflate(content: bytes) -> bytes:
+    """``content`` as one raw deflate stream no zlib call writes: three zlib streams spliced by hand.
+
+    The first 40 % as dynamic blocks ended by Z_SYNC_FLUSH (an empty stored block), the next 40 % as
+    fixed-Huffman blocks primed with what came before and ended by Z_FULL_FLUSH, the rest stored
+    (level 0) and final. Each part ends on a byte boundary, so the parts concatenate into a valid
+    stream whose matches may reach back into earlier parts.
+    """
+    a, b = len(content) * 2 // 5, len(content) * 4 // 5
+    co = zlib.compressobj(6, zlib.DEFLATED, -15)
+    one = co.compress(content[:a]) + co.flush(zlib.Z_SYNC_FLUSH)
+    co = zlib.compressobj(6, zlib.DEFLATED, -15, 8, zlib.Z_FIXED, zdict=content[:a]) if a else \
+        zlib.compressobj(6, zlib.DEFLATED, -15, 8, zlib.Z_FIXED)
+    two = co.compress(content[a:b]) + co.flush(zlib.Z_FULL_FLUSH)
+    co = zlib.compressobj(0, zlib.DEFLATED, -15)
+    return one + two + co.compress(content[b:]) + co.flush()
+
+
+def _transcript_payload(base: bytes, t_new: bytes, out_len: int, dict_plain: int | None = None,
+                        dict_len: int | None = None) -> bytes:
+    """A recipe with one MEMBER op, dict codec 10 (the whole base, a raw deflate stream) and output codec 10:
+    the frame holds the transcript ``t_new`` patched against the base's transcript."""
+    t_old = transcript.parse(base, wire.plain_cap(MAX))
+    frame = patch.patch_frame(t_old, t_new)
+    body = bytearray([wire.METHOD_RECIPE]) + wire.uvarint(0) + wire.uvarint(0) + wire.uvarint(0) + wire.uvarint(1)
+    body += bytes([wire.OP_MEMBER]) + wire.uvarint(0) + wire.uvarint(len(base) if dict_len is None else dict_len)
+    body += bytes([wire.CODEC_TRANSCRIPT]) + wire.uvarint(len(t_old) if dict_plain is None else dict_plain)
+    body += wire.uvarint(len(frame)) + frame + bytes([wire.CODEC_TRANSCRIPT]) + wire.uvarint(out_len)
+    return bytes(body)
+
+
+def _t(plain: int, b: bytes, c: bytes, lits: bytes) -> bytes:
+    """A transcript from its streams (PROTOCOL.md §18c, codec 10)."""
+    return wire.uvarint(plain) + wire.uvarint(len(b)) + wire.uvarint(len(c)) + b + c + lits
+
+
 def _good() -> list[dict[str, Any]]:
     text = _text(6000, 1)
     text2 = text[:3000] + b"The council approved the revised clinic schedule. " + text[3050:]
@@ -112,6 +151,12 @@ def _good() -> list[dict[str, Any]]:
     splice8, out_s8 = _splice_payload(deflated, text, text2, wire.CODEC_RAW, (), dict_plain=len(text))
     wzip1 = _zip({"[Content_Types].xml": b"<Types/>", "xl/worksheets/sheet1.xml": big})
     wzip2 = _zip({"[Content_Types].xml": b"<Types/>", "xl/worksheets/sheet1.xml": big2})
+    report = _text(7000, 5)
+    report2 = report[:3500] + b"The clinic opens on Saturdays from March. " + report[3520:]
+    t_base, t_out = _mixed_deflate(report), _mixed_deflate(report2)
+    codec10 = _transcript_payload(t_base, transcript.parse(t_out, wire.plain_cap(MAX)), len(t_out))
+    xzip1 = _zip_raw({"[Content_Types].xml": b"<Types/>", "word/document.xml": report * 3})
+    xzip2 = _zip_raw({"[Content_Types].xml": b"<Types/>", "word/document.xml": report2 * 3})
     cases = [
         ("patch", "Method 1: one zstd frame with the whole base as raw-content prefix.",
          other, text2, bytes([wire.METHOD_PATCH]) + patch.patch_frame(other, text2)),
@@ -134,6 +179,13 @@ def _good() -> list[dict[str, Any]]:
         ("zip_splice", "Method 2 as a zip recipe (the writer's) of a large sheet: the changed member goes as "
          "a SPLICE of its inflated content, recompressed with codec 8.", wzip1, wzip2,
          delta.zipdoc.zip_recipe(wzip1, wzip2)),
+        ("member_codec10", "One MEMBER op, dict codec 10 and output codec 10 (the deflate transcript): the "
+         "base is a raw deflate stream (dynamic, fixed and stored blocks, no single deflater call writes it), "
+         "the frame holds the new stream's transcript patched against the base's transcript.",
+         t_base, t_out, codec10),
+        ("zip_codec10", "Method 2 as a zip recipe (the writer's) of a document whose changed member no zlib "
+         "parameters reproduce: it goes as its deflate transcript against the base member's (codec 10).",
+         xzip1, xzip2, delta.zipdoc.zip_recipe(xzip1, xzip2)),
     ]
     out = []
     for name, desc, base, result, payload in cases:
@@ -146,6 +198,31 @@ def _good() -> list[dict[str, Any]]:
             vec["result"] = result.hex()
         out.append(vec)
     return out
+
+
+def _zip_raw(members: dict[str, bytes]) -> bytes:
+    """``_zip``, with each member deflated by ``_mixed_deflate`` (the local headers and central directory
+    as zipfile writes them for the same names, dates and sizes)."""
+    plain = _zip({name: data for name, data in members.items()})
+    out = bytearray()
+    central = bytearray()
+    with zipfile.ZipFile(io.BytesIO(plain)) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            data = members[info.filename]
+            raw = _mixed_deflate(data)
+            name = info.filename.encode()
+            dostime = (info.date_time[3] << 11) | (info.date_time[4] << 5) | (info.date_time[5] // 2)
+            dosdate = ((info.date_time[0] - 1980) << 9) | (info.date_time[1] << 5) | info.date_time[2]
+            crc = zlib.crc32(data)
+            offset = len(out)
+            out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, dostime, dosdate, crc, len(raw), len(data),
+                               len(name), 0) + name + raw
+            central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, dostime, dosdate, crc, len(raw),
+                                   len(data), len(name), 0, 0, 0, 0, 0, offset) + name
+    cd = len(out)
+    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(infos), len(infos), len(central), cd, 0)
+    return bytes(out)
 
 
 def _expected(payload: bytes, base: bytes, want: bytes, max_size: int) -> tuple[str, str]:
@@ -230,6 +307,25 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
     span_base, span_payload, span_sha = of("span")
     patch_base, patch_payload, patch_sha = of("patch")
     c9_base, c9_payload, c9_sha = of("member_codec9")
+    t_base, t_payload, t_sha = of("member_codec10")
+    t_len = len(transcript.parse(t_base, wire.plain_cap(MAX)))
+    t_out = delta.apply_delta(t_base, t_payload, expected_sha256=t_sha, max_size=MAX)
+    # A tiny fixed-Huffman transcript: "abc", then a match of 9 bytes 3 back; 46 bits, 2 bits of padding.
+    fb, fc, fl = bytes([3]) + wire.uvarint(1) + b"\x00", bytes([3, 6, 2, 0, 0]), b"abc"
+    # A zlib dynamic block's transcript: the content has no byte 0xff, so 0xff has no code.
+    co = zlib.compressobj(6, zlib.DEFLATED, -15)
+    dyn = transcript.parse(co.compress(_text(2000, 6)) + co.flush(), 1 << 20)
+    dr = wire.Reader(memoryview(dyn))
+    _plain, d_lb, d_lc = dr.uvarint(), dr.uvarint(), dr.uvarint()
+    d_b, d_lit = dr.pos, dr.pos + d_lb + d_lc  # where B and L start
+
+    def hostile(t: bytes, out_len: int = 64) -> Callable[[], tuple[bytes, bytes, bytes, int]]:
+        return lambda: (t_base, _transcript_payload(t_base, t, out_len), t_sha, MAX)
+
+    def codec10_with(**kw: int) -> Callable[[], tuple[bytes, bytes, bytes, int]]:
+        return lambda: (t_base, _transcript_payload(t_base, transcript.parse(t_out, wire.plain_cap(MAX)),
+                                                    kw.pop("out_len", len(t_out)), **kw), t_sha, MAX)
+
     cases: list[tuple[str, str, Callable[[], tuple[bytes, bytes, bytes, int]]]] = [
         ("trailing_byte", "The span vector with one byte appended after the last op.",
          lambda: (span_base, span_payload + b"\x00", span_sha, MAX)),
@@ -304,6 +400,36 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ("codec9_other_blocks", "The codec 9 vector rebuilt with 8,192-byte blocks: a different "
          "deflate stream, so the member length differs (another deflater).",
          lambda: (c9_base, codec9_with(8192, 1024), c9_sha, MAX)),
+        ("codec10_distance_beyond_output", "Codec 10: a transcript whose first match reaches 4 bytes back after "
+         "3 bytes of output.", hostile(_t(12, fb, bytes([3, 6, 3, 0, 0]), fl))),
+        ("codec10_past_declared_size", "Codec 10: a transcript whose tokens make 12 bytes where it declares 11.",
+         hostile(_t(11, fb, fc, fl))),
+        ("codec10_trailing_literal", "Codec 10: a transcript with one literal byte no token uses.",
+         hostile(_t(12, fb, fc, fl + b"x"))),
+        ("codec10_bad_padding", "Codec 10: a final padding value of 4 where 2 bits remain.",
+         hostile(_t(12, fb[:-1] + b"\x04", fc, fl))),
+        ("codec10_truncated_blocks", "Codec 10: the block stream ends before the final padding byte.",
+         hostile(_t(12, fb[:-1], fc, fl))),
+        ("codec10_stream_lengths", "Codec 10: the block stream's length is declared 100 bytes longer than the "
+         "transcript.", hostile(wire.uvarint(12) + wire.uvarint(len(fb) + 100) + wire.uvarint(len(fc)) + fb + fc + fl)),
+        ("codec10_header_counts", "Codec 10: a dynamic block header with HLIT 30 (at most 29).",
+         hostile(_t(0, bytes([5, 30, 0, 0]), b"", b""))),
+        ("codec10_literal_without_code", "Codec 10: a zlib dynamic block's transcript with its first literal "
+         "replaced by 0xff, which its code does not cover.",
+         hostile(dyn[:d_lit] + b"\xff" + dyn[d_lit + 1:], 4096)),
+        ("codec10_oversubscribed", "Codec 10: the same transcript with its first three code length code "
+         "lengths set to 1 (three codes of one bit).",
+         hostile(dyn[:d_b + 4] + b"\x01\x01\x01" + dyn[d_b + 7:], 4096)),
+        ("codec10_wrong_length", "The member_codec10 vector with out_len one byte short: the transcript is "
+         "well-formed and encodes one byte more.", codec10_with(out_len=len(t_out) - 1)),
+        ("codec10_out_over_cap", "The member_codec10 vector with out_len 4 MiB + 1, over codec 10's cap.",
+         codec10_with(out_len=transcript.MAX_DEFLATED + 1)),
+        ("codec10_transcript_too_long", "The member_codec10 vector with out_len 16: its transcript is longer than "
+         "16 x 16 + 64 bytes, more than any stream of 16 bytes has.", codec10_with(out_len=16)),
+        ("codec10_dict_plain_wrong", "The member_codec10 vector declaring its dictionary's transcript one "
+         "byte longer.", codec10_with(dict_plain=t_len + 1)),
+        ("codec10_dict_not_deflate", "The member_codec10 vector whose dictionary range stops one byte short "
+         "of the base's deflate stream.", codec10_with(dict_len=len(t_base) - 1)),
     ]
     out = []
     for name, desc, make in cases:

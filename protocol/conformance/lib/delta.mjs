@@ -1,6 +1,7 @@
 // delta.json: document delta payloads (PROTOCOL.md §18c), applied from the spec alone.
 // Method 1 (one patch frame against the whole base) and method 2 (a recipe of LIT, COPY,
 // MEMBER and SPLICE ops); patch frames through the vendored fzstd with the base as raw-content history.
+// Codec 10 (a deflate transcript, any deflater) is written from the spec in ./transcript.mjs.
 // Deflate (codecs 8 and 9) must be zlib's own, byte for byte: Node's built-in zlib is Chromium's
 // fork, which picks other matches (1,989 bytes where zlib 1.2.13 writes 1,988 for the codec 8
 // vector), so it would refuse every such delta with integrity.delta. pako is a line-by-line port
@@ -11,6 +12,7 @@
 import zlib from "node:zlib";
 import pako from "pako";
 import { eq, fail, hex, PE, sha256, Tally, toHex, WireError } from "./base.mjs";
+import { encode as transcriptEncode, MAX_DEFLATED, parse as transcriptParse, PER_BYTE, SLACK } from "./transcript.mjs";
 import { patchSize, unpatch } from "./zstd.mjs";
 
 const PLAIN_FACTOR = 64, PLAIN_CEILING = 256 * 2 ** 20, STREAM_FACTOR = 128, STREAM_CEILING = 2 * 2 ** 30;
@@ -111,14 +113,15 @@ function parseRecipe(r, baseLen, max) {
       inside(baseLen, op.dictOff, op.dictLen);
       op.dictCodec = r.u8();
       const streamed = tag === 3 && op.dictCodec === 8; // a SPLICE over a deflated dictionary: streamed, not held
-      if (op.dictCodec === 8) {
+      if (op.dictCodec === 8 || op.dictCodec === 10) {
         op.dictPlain = r.uvarint();
         if (op.dictPlain > (streamed ? scap : cap)) LE("protocol.bomb", "dictionary inflates past its cap");
+        if (op.dictCodec === 10 && op.dictLen > MAX_DEFLATED) LE("protocol.limit", "dictionary too large to transcribe");
       } else if (op.dictCodec !== 0) PE("protocol.delta", "unknown dictionary codec");
       if (op.dictLen === 0 && (op.dictOff || op.dictCodec !== 0)) PE("protocol.delta", "empty range with offset or codec");
       if (tag === 3) {
         op.head = r.uvarint(); op.tail = r.uvarint();
-        const have = op.dictCodec === 8 ? op.dictPlain : op.dictLen;
+        const have = op.dictCodec === 0 ? op.dictLen : op.dictPlain;
         if (op.head > have || op.tail > have - op.head) PE("protocol.delta", "splice keeps more than its dictionary");
       }
       op.frame = r.take(r.uvarint());
@@ -141,8 +144,11 @@ function parseRecipe(r, baseLen, max) {
           bad ||= op.blockSize < MIN_BLOCK || op.blockSize > MAX_BLOCK || op.window > MAX_WINDOW;
         }
         if (bad) PE("protocol.delta", "deflate parameters out of range");
-      } else if (op.outCodec !== 0) PE("protocol.delta", "unknown output codec");
+      } else if (op.outCodec !== 0 && op.outCodec !== 10) PE("protocol.delta", "unknown output codec");
+      if (streamed && op.outCodec === 10) PE("protocol.delta", "a streamed SPLICE is never transcribed");
       op.n = r.uvarint();
+      if (op.outCodec === 10 && op.n > MAX_DEFLATED) LE("protocol.limit", "transcribed member too large");
+      if (op.outCodec === 10 && op.size > PER_BYTE * op.n + SLACK) PE("protocol.delta", "transcript longer than any stream of its length");
       if (op.outCodec === 0 && op.n !== op.size) PE("protocol.delta", "member size differs from its frame");
     } else PE("protocol.delta", `unknown op ${tag}`);
     total += op.n;
@@ -166,12 +172,20 @@ function runRecipe(base, p, max) {
     else {
       let dict = base.subarray(op.dictOff, op.dictOff + op.dictLen);
       if (op.dictCodec === 8) dict = inflateExact(dict, op.dictPlain);
+      else if (op.dictCodec === 10) { // the base member's deflate transcript (codec 10)
+        let t = null;
+        try { t = transcriptParse(dict, cap); } catch (e) { if (!(e instanceof WireError)) throw e; }
+        if (t === null || t.length !== op.dictPlain) PE("protocol.delta", "dictionary is not the declared deflate stream");
+        dict = t;
+      }
       let content = op.tag === 3
         ? new Uint8Array(Buffer.concat([dict.subarray(0, op.head),
             unpatch(op.frame, dict.subarray(op.head, dict.length - op.tail), cap), dict.subarray(dict.length - op.tail)]))
         : unpatch(op.frame, dict, cap);
       if (op.outCodec !== 0) {
-        content = op.outCodec === 8 ? deflate(content, op.params) : deflateBlocks(content, op.params, op.blockSize, op.window);
+        content = op.outCodec === 8 ? deflate(content, op.params)
+          : op.outCodec === 10 ? transcriptEncode(content, op.n)
+            : deflateBlocks(content, op.params, op.blockSize, op.window);
         if (content.length !== op.n) fail("IntegrityError", "integrity.delta", "recompressed member differs");
       }
       parts.push(content);
