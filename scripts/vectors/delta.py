@@ -279,8 +279,9 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return zstandard.ZstdCompressor(compression_params=params, dict_data=zdict).compress(bytes.fromhex(good["result"]))
 
     def splice_with(name: str, head: int | None = None, tail: int | None = None, cut_after_head: bool = False,
-                    dict_plain: int | None = None) -> bytes:
-        """The SPLICE vector ``name`` with its head, tail or declared inflated size replaced, or cut after its head."""
+                    dict_plain: int | None = None, out_codec: int | None = None) -> bytes:
+        """The SPLICE vector ``name`` with its head, tail, declared inflated size or output codec (its
+        parameters dropped) replaced, or cut after its head."""
         base, payload, _ = of(name)
         r = wire.Reader(memoryview(payload))
         r.u8()
@@ -294,6 +295,14 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
         at_head = r.pos
         h, t = r.uvarint(), r.uvarint()
         rest = payload[r.pos:]
+        if out_codec is not None:
+            r.take(r.uvarint())  # the frame
+            at_out, was = r.pos, r.u8()
+            if was in (wire.CODEC_DEFLATE, wire.CODEC_BLOCKS):
+                r.u8(), r.u8(), r.u8()
+                if was == wire.CODEC_BLOCKS:
+                    r.uvarint(), r.uvarint()
+            rest = payload[len(payload) - len(rest):at_out] + bytes([out_codec]) + payload[r.pos:]
         if cut_after_head:
             return payload[:at_head] + wire.uvarint(h)
         fields = wire.uvarint(h if head is None else head) + wire.uvarint(t if tail is None else tail)
@@ -389,6 +398,10 @@ def _bad(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
          "bytes and keeping none of it: the old middle, which a reader holds, passes plain_cap.",
          lambda: (of("splice_inflated_dict")[0],
                   splice_with("splice_inflated_dict", head=0, tail=0, dict_plain=wire.plain_cap(MAX) + 1),
+                  of("splice_inflated_dict")[2], MAX)),
+        ("splice_streamed_transcribed", "The splice_inflated_dict vector (a streamed SPLICE: dict codec 8) with "
+         "output codec 10: a transcript is re-encoded whole, a streamed SPLICE is never held whole.",
+         lambda: (of("splice_inflated_dict")[0], splice_with("splice_inflated_dict", out_codec=wire.CODEC_TRANSCRIPT),
                   of("splice_inflated_dict")[2], MAX)),
         ("splice_truncated", "The splice_codec9 vector cut right after its head field.",
          lambda: (s9_base, splice_with("splice_codec9", cut_after_head=True), s9_sha, MAX)),
