@@ -414,10 +414,7 @@ def test_two_worker_processes_serve_many_teams_converged_gapless_and_apart(
     PostgreSQL, its own pool), so two teams' devices syncing at once through both workers must still
     converge per team, with gapless sequences, each batch stored once and nothing crossing teams; a
     worker killed mid-way is started again and the teams go on."""
-    import os
-    import signal
-
-    from test_storage import ROUNDS, Serve, assert_converged_gapless
+    from test_storage import Serve, assert_converged_gapless, sync_at_once
 
     multi = Multi(tmp_path, multi_database(request))
     names = {"finance": ["dana", "amina", "bosco"], "health": ["eve", "femi", "gita"]}
@@ -437,23 +434,7 @@ def test_two_worker_processes_serve_many_teams_converged_gapless_and_apart(
         everyone = [m for ms in groups.values() for m in ms]
         for m in everyone:
             assert m.sync().ok
-        errors: list[BaseException] = []
-
-        def work(m: Member) -> None:
-            try:
-                for r in range(ROUNDS):
-                    with m.open() as rep:
-                        rep.add_tasks([{"title": f"{m.name} {r} {k}"} for k in range(2)])
-                    assert m.sync().ok
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, args=(m,)) for m in everyone]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        assert errors == []
+        sync_at_once(everyone)
 
         # /metrics, whichever worker answers, counts the whole relay: every worker's syncs and teams
         # (a worker's counts reach the others' within FLUSH_S; nothing syncs between this and the kill).
@@ -480,12 +461,7 @@ def test_two_worker_processes_serve_many_teams_converged_gapless_and_apart(
         assert metric(text, "hbw_devices_seen") == len(everyone)
         assert metric(text, "hbw_teams_opened_total") == len(answered())  # each worker opened each team it served once
 
-        mark = len(serve.lines)
-        os.kill(pids[1], signal.SIGKILL)
-        serve.wait_for('"state": "restarted"', after=mark)
-        for _ in range(2):
-            for m in everyone:
-                assert m.sync().ok
+        serve.kill_worker(pids[1], then_sync=everyone)
         text = whole_relay_metrics()  # the restarted worker went on from its file's counts
         assert metric(text, "hbw_workers") == 2
 

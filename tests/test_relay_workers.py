@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -57,12 +56,7 @@ def test_two_sqlite_workers_converge_gapless_and_count_the_whole_relay(tmp_path:
         before = _metric(text, "hbw_requests_total", 'action="sync",status="200"')
 
         # A worker dies: serve starts another, which goes on from its counts; devices go on syncing.
-        mark = len(serve.lines)
-        os.kill(pids[1], signal.SIGKILL)
-        serve.wait_for('"state": "restarted"', after=mark)
-        for _ in range(2):
-            for m in everyone:
-                assert m.sync().ok
+        serve.kill_worker(pids[1], then_sync=everyone)
         text = _metrics_catch_up(serve)
         assert _metric(text, "hbw_requests_total", 'action="sync",status="200"') >= before + 2 * len(everyone)
 

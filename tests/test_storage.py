@@ -353,6 +353,18 @@ class Serve:
         return [json.loads(x[x.index("{"):]) for x in list(self.lines) if '"action": "worker"' in x
                 and f'"state": "{state}"' in x]
 
+    def kill_worker(self, pid: int, then_sync: list = ()) -> None:
+        """SIGKILL a worker (as the OOM killer would), wait until serve has started another, then sync
+        each of ``then_sync`` twice: devices go on."""
+        import signal
+
+        mark = len(self.lines)
+        os.kill(pid, signal.SIGKILL)
+        self.wait_for('"state": "restarted"', after=mark)
+        for _ in range(2):
+            for m in then_sync:
+                assert m.sync().ok
+
     def stop(self) -> int:
         self.proc.terminate()
         return self.proc.wait(60)
@@ -361,18 +373,8 @@ class Serve:
 ROUNDS = 4  # each device adds two tasks and syncs, this many times, all devices at once
 
 
-def join_and_sync_at_once(team: Team, serve: Serve) -> tuple[dict[int, int], list]:
-    """Four devices join through ``serve``'s two workers, then sync ROUNDS times at once, in threads.
-
-    Returns the workers' pids by index and the devices. Shared by the SQLite and PostgreSQL workers tests."""
-    pids = {e["worker"]: e["pid"] for e in serve.events("listening")}
-    assert sorted(pids) == [0, 1]
-    dana = team.join("dana", "supervisor", url=serve.url)
-    assert dana.sync().ok
-    members = [team.join(n, url=serve.url) for n in ["amina", "bosco", "chidi"]]
-    everyone = [dana, *members]
-    for m in everyone:
-        assert m.sync().ok
+def sync_at_once(everyone: list) -> None:
+    """Each device adds two tasks ("NAME ROUND K") and syncs, ROUNDS times, all devices at once in threads."""
     errors: list[BaseException] = []
 
     def work(m) -> None:
@@ -390,6 +392,21 @@ def join_and_sync_at_once(team: Team, serve: Serve) -> tuple[dict[int, int], lis
     for t in threads:
         t.join()
     assert errors == []
+
+
+def join_and_sync_at_once(team: Team, serve: Serve) -> tuple[dict[int, int], list]:
+    """Four devices join through ``serve``'s two workers, then sync ROUNDS times at once, in threads.
+
+    Returns the workers' pids by index and the devices. Shared by the SQLite and PostgreSQL workers tests."""
+    pids = {e["worker"]: e["pid"] for e in serve.events("listening")}
+    assert sorted(pids) == [0, 1]
+    dana = team.join("dana", "supervisor", url=serve.url)
+    assert dana.sync().ok
+    members = [team.join(n, url=serve.url) for n in ["amina", "bosco", "chidi"]]
+    everyone = [dana, *members]
+    for m in everyone:
+        assert m.sync().ok
+    sync_at_once(everyone)
     return pids, everyone
 
 
@@ -414,8 +431,6 @@ def test_serve_workers_share_one_port_on_postgres(tmp_path: Path, pg_server) -> 
     """``serve --workers 2``: devices sync at once through both workers of one port on one PostgreSQL:
     everyone converges, team sequence numbers have no gap or duplicate, no batch is lost or stored twice.
     A worker killed mid-way is started again; SIGTERM stops them all and serve exits 0."""
-    import signal
-
     relay_helpers.NEW_DATABASE = pg_server.url
     try:
         team = Team(tmp_path)
@@ -426,12 +441,7 @@ def test_serve_workers_share_one_port_on_postgres(tmp_path: Path, pg_server) -> 
         team.url = serve.url
         pids, everyone = join_and_sync_at_once(team, serve)
         # A worker dies (the OOM killer, say): serve starts another; devices go on syncing.
-        mark = len(serve.lines)
-        os.kill(pids[1], signal.SIGKILL)
-        serve.wait_for('"state": "restarted"', after=mark)
-        for _ in range(2):
-            for m in everyone:
-                assert m.sync().ok
+        serve.kill_worker(pids[1], then_sync=everyone)
         assert_converged_gapless(team, everyone)
         # Both workers answered syncs: the kernel spread the connections over them.
         answered = {x.split('"worker": ')[1][0] for x in serve.lines if '"action": "sync"' in x and '"worker"' in x}

@@ -11,11 +11,10 @@ each costs.
 
 from __future__ import annotations
 
-import io
 import struct
 import zipfile
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from .deflate import inflate_exact
 from .patch import patch_frame
@@ -38,52 +37,13 @@ class Member:
     rec_end: int = 0  # start of the next record, or of the central directory
 
 
-class ViewFile(io.RawIOBase):
-    """A read-only file over a buffer, so that zipfile reads a bytearray where it lies.
-
-    Why: ``io.BytesIO`` shares a ``bytes`` object but copies any other buffer, and the writer
-    gets the versions as the chunk store assembles them (bytearrays, 5.8 MB each for the
-    150,000-row sheet); copying them to bytes for ``make_delta`` cost the sender 11 MB of peak.
-    """
-
-    def __init__(self, data: Buf) -> None:
-        super().__init__()
-        self.view = memoryview(data).cast("B")
-        self.pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        start = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.view)}[whence]
-        self.pos = max(0, start + offset)
-        return self.pos
-
-    def readinto(self, b: Any) -> int:
-        n = max(0, min(len(b), len(self.view) - self.pos))
-        b[:n] = self.view[self.pos : self.pos + n]
-        self.pos += n
-        return n
-
-
-def as_file(data: Buf) -> IO[bytes]:
-    """``data`` as a file for zipfile, without a copy."""
-    return io.BytesIO(data) if isinstance(data, bytes) else ViewFile(data)  # type: ignore[return-value]
-
-
 def zip_layout(data: Readable) -> tuple[list[Member], int] | None:
     """Members sorted by offset, and the central directory's offset; None if not a plain zip.
 
     ``data`` may be a ``ranged.Source``: the directory and each local header are read, nothing else.
     """
     try:
-        with zipfile.ZipFile(data.file() if isinstance(data, Source) else as_file(data)) as zf:
+        with zipfile.ZipFile(Source.of(data).file()) as zf:
             infos = zf.infolist()
             start_dir = int(getattr(zf, "start_dir"))
     except Exception:  # any archive zipfile cannot read is simply not rebuilt member by member
@@ -292,7 +252,7 @@ def looks_like_zip(data: Readable) -> bool:
     if len(data) < 22 or b"PK\x05\x06" not in bytes(data[max(0, len(data) - (65536 + 22)) :]):
         return False
     try:
-        return zipfile.is_zipfile(data.file() if isinstance(data, Source) else as_file(data))
+        return zipfile.is_zipfile(Source.of(data).file())
     except (OSError, ValueError):
         return False
 

@@ -95,3 +95,32 @@ export class Tally {
     this.check(name, false, `accepted, want ${cls} ${code}`);
   }
 }
+
+/** §18c's integers: u8 and minimal uvarint (at most 9 bytes, < 2^63); a short read is truncated. */
+export class Reader {
+  constructor(data) { this.data = data; this.pos = 0; }
+  u8() {
+    if (this.pos >= this.data.length) PE("protocol.truncated");
+    return this.data[this.pos++];
+  }
+  uvarint() {
+    let v = 0n;
+    for (let i = 0; i < 9; i++) {
+      const b = this.u8();
+      v |= BigInt(b & 0x7f) << BigInt(7 * i);
+      if (!(b & 0x80)) {
+        if (b === 0 && i > 0) PE("protocol.delta", "non-minimal varint");
+        if (v >= 1n << 63n) PE("protocol.delta", "varint out of range");
+        return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : Infinity; // beyond any length here
+      }
+    }
+    PE("protocol.delta", "varint too long");
+  }
+  atEnd() { return this.pos === this.data.length; }
+  take(n) {
+    if (n > this.data.length - this.pos) PE("protocol.truncated");
+    const out = this.data.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+}

@@ -11,7 +11,7 @@
 // grows with it is allocated. (This runner holds everything: the vectors are small.)
 import zlib from "node:zlib";
 import pako from "pako";
-import { eq, fail, hex, PE, sha256, Tally, toHex, WireError } from "./base.mjs";
+import { eq, fail, hex, PE, Reader, sha256, Tally, toHex, WireError } from "./base.mjs";
 import { encode as transcriptEncode, MAX_DEFLATED, parse as transcriptParse, PER_BYTE, SLACK } from "./transcript.mjs";
 import { patchSize, unpatch } from "./zstd.mjs";
 
@@ -20,34 +20,6 @@ const MIN_BLOCK = 4096, MAX_BLOCK = 2 ** 24, MAX_WINDOW = 32768, DEFLATE_PIECE =
 const plainCap = (max) => Math.min(PLAIN_FACTOR * max, Math.max(max, PLAIN_CEILING));
 const streamCap = (max) => Math.min(STREAM_FACTOR * max, Math.max(max, STREAM_CEILING));
 const LE = (code, msg) => fail("LimitError", code, msg);
-
-/** §18c's integers: u8 and minimal uvarint (at most 9 bytes, < 2^63); a short read is truncated. */
-class Reader {
-  constructor(data) { this.data = data; this.pos = 0; }
-  u8() {
-    if (this.pos >= this.data.length) PE("protocol.truncated");
-    return this.data[this.pos++];
-  }
-  uvarint() {
-    let v = 0n;
-    for (let i = 0; i < 9; i++) {
-      const b = this.u8();
-      v |= BigInt(b & 0x7f) << BigInt(7 * i);
-      if (!(b & 0x80)) {
-        if (b === 0 && i > 0) PE("protocol.delta", "non-minimal varint");
-        if (v >= 1n << 63n) PE("protocol.delta", "varint out of range");
-        return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : Infinity; // beyond any length here
-      }
-    }
-    PE("protocol.delta", "varint too long");
-  }
-  take(n) {
-    if (n > this.data.length - this.pos) PE("protocol.truncated");
-    const out = this.data.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return out;
-  }
-}
 
 const inside = (baseLen, off, n) => { if (off > baseLen || n > baseLen - off) PE("protocol.delta", "range outside the base"); };
 

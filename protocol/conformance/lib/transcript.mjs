@@ -4,7 +4,7 @@
 // padding bits as §18c lays them out, codes checked as zlib's inflate checks them. Every error
 // is a WireError with the spec's code; encode checks every field before it writes, keeps at most
 // maxOut bytes and fails a well-formed transcript of another length with integrity.delta.
-import { fail, PE } from "./base.mjs";
+import { fail, PE, Reader } from "./base.mjs";
 
 export const MAX_DEFLATED = 4 * 2 ** 20;
 export const PER_BYTE = 16, SLACK = 64; // no well-formed transcript of an n-byte stream is over 16 n + 64
@@ -34,29 +34,6 @@ function uvarint(n) {
     if (n) out.push(b | 0x80);
     else { out.push(b); return out; }
   }
-}
-
-/** §18c's integers over one stream: u8 and minimal uvarint; a short read is protocol.truncated. */
-class Reader {
-  constructor(data) { this.data = data; this.pos = 0; }
-  u8() {
-    if (this.pos >= this.data.length) PE("protocol.truncated");
-    return this.data[this.pos++];
-  }
-  uvarint() {
-    let v = 0n;
-    for (let i = 0; i < 9; i++) {
-      const b = this.u8();
-      v |= BigInt(b & 0x7f) << BigInt(7 * i);
-      if (!(b & 0x80)) {
-        if (b === 0 && i > 0) PE("protocol.delta", "non-minimal varint");
-        if (v >= 1n << 63n) PE("protocol.delta", "varint out of range");
-        return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : Infinity;
-      }
-    }
-    PE("protocol.delta", "varint too long");
-  }
-  atEnd() { return this.pos === this.data.length; }
 }
 
 /** Canonical codes, bit-reversed; kind "codes" must be complete, "lens"/"dists" complete or one
