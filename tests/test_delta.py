@@ -894,3 +894,32 @@ def test_block_deflate_exact_multiple_and_libreoffice_parameters_are_found() -> 
     assert delta.blocks.find_blocks(content, zlib.compress(content)[2:-4]) is None  # one zlib stream is not blocks
     assert delta.blocks.find_blocks(content, out[:-1]) is None
     assert delta.blocks.find_blocks(content[:1000], delta.deflate.deflate(content[:1000], 6, 8, 0)) is None
+
+
+def test_a_spooled_member_is_never_on_disk_readable() -> None:
+    """The deflater search spools a member's inflated content (search.Spool) to a temp file once it is
+    over SPOOL_IN_MEMORY: what reaches the disk must not be the content (a shared computer's /tmp keeps
+    an unlinked file's blocks), while any range reads back exactly, from any offset."""
+    import os
+    import random
+
+    from hbw_sync.delta.search import SPOOL_IN_MEMORY, Spool
+
+    content = b"Tenant 14: arrears plan, 3 instalments. " * (3 * SPOOL_IN_MEMORY // 40)
+    spool = Spool()
+    try:
+        for i in range(0, len(content), 65521):  # pieces that do not fall on ChaCha20's 64-byte blocks
+            spool.write(content[i : i + 65521])
+        assert len(spool) == len(content)
+        spool.file.flush()
+        on_disk = os.pread(spool.file.fileno(), len(content) + 1, 0)  # the file itself, not through Spool
+        assert len(on_disk) == len(content)
+        assert b"Tenant 14" not in on_disk and b"arrears" not in on_disk
+        rng = random.Random(7)
+        for _ in range(300):
+            a = rng.randrange(len(content))
+            b = rng.randrange(a, len(content) + 100)
+            assert spool.read(a, b) == content[a:b]
+        assert spool.join() == content
+    finally:
+        spool.close()

@@ -13,9 +13,12 @@ reader, ``rebuild.py``) reproduce: the same choice, in the same order, as the on
 
 from __future__ import annotations
 
+import os
 import tempfile
 import zlib
 from typing import IO
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from . import blocks, deflate
 from .deflate import DEFLATE_PIECE, NotExact, inflate_pieces
@@ -26,14 +29,30 @@ SPOOL_IN_MEMORY = 1 << 20
 
 
 class Spool:
-    """Bytes written once, in order, then read by ranges: in memory up to ``SPOOL_IN_MEMORY``, else a temp file."""
+    """Bytes written once, in order, then read by ranges: in memory up to ``SPOOL_IN_MEMORY``, else a temp
+    file; either way encrypted (ChaCha20) under a key only this object holds.
+
+    Why encrypted: the spool holds a document's inflated content (a sheet's cells, a report's
+    text), and the temp file lies on the shared computer's disk (/tmp, or wherever TMPDIR
+    points), where an unlinked file's blocks stay readable after it is closed. Content is never
+    on disk readable without the user (the README's promise); the key dies with the object, so
+    the blocks left behind are noise. ChaCha20's block counter lets a range be read from its
+    64-byte block, so reading back a piece costs what it reads. No authentication: whatever is
+    read back is checked by the delta's own hashes (``check_delta``), and nothing else writes
+    the file.
+    """
 
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
         self.size = 0
+        self._key, self._nonce = os.urandom(32), os.urandom(12)
+        self._enc = self._cipher(0).encryptor()
+
+    def _cipher(self, block: int) -> Cipher[None]:
+        return Cipher(algorithms.ChaCha20(self._key, block.to_bytes(4, "little") + self._nonce), mode=None)
 
     def write(self, data: Buf) -> None:
-        self.file.write(data)
+        self.file.write(self._enc.update(data))
         self.size += len(data)
 
     def __len__(self) -> int:
@@ -44,8 +63,10 @@ class Spool:
         a, b = max(0, a), min(b, self.size)
         if a >= b:
             return b""
-        self.file.seek(a)
-        return self.file.read(b - a)
+        start = a - a % 64
+        self.file.seek(start)
+        plain = self._cipher(start // 64).decryptor().update(self.file.read(b - start))
+        return plain[a - start :]
 
     def join(self) -> bytes:
         """The whole content: only where a frame must see all of it (a whole-content MEMBER)."""
