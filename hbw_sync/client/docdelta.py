@@ -37,8 +37,7 @@ from ..ops import MAX_MANIFEST, NAMES, Kind, Op
 from . import docsync
 
 if TYPE_CHECKING:
-    # ``rep`` is the replica's document-versions part (STYLE.md §3), no longer the whole Replica.
-    from .versions import Versions as Replica
+    from .versions import Versions
     from .sync import _Session
 
 _DATA, _SHA, _DELTA, _BASE = 33, 34, 35, 36
@@ -53,29 +52,29 @@ def is_delta_version(op: Op) -> bool:
     return bool(c.get(_MANIFEST)) and c.get(_DELTA) is not None and c.get(_BASE) is not None
 
 
-def version_op(rep: "Replica", did: bytes, digest: bytes) -> Op | None:
+def version_op(rep: "Versions", did: bytes, digest: bytes) -> Op | None:
     """The latest op that recorded version ``digest`` of a document."""
-    for _oid, _dev, op in reversed(rep._version_ops(did)):
+    for _oid, _dev, op in reversed(rep.version_ops(did)):
         if (op.content or {}).get(_SHA) == digest:
             return op
     return None
 
 
-def version_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | bytearray | None:
+def version_bytes(rep: "Versions", did: bytes, digest: bytes) -> bytes | bytearray | None:
     """A version whole in memory if this device holds it and it is at most ``DELTA_MAX``; else None."""
-    data = rep._blob(digest)
+    data = rep.blob(digest)
     if data is not None:
         return data
     m = rep.version_manifest(did, digest)
     if m is None or m.size > DELTA_MAX:
         return None
     try:
-        return rep.local_chunks.read_into(rep._chunk_keys_for(m), m)
+        return rep.local_chunks.read_into(rep.chunk_keys_for(m), m)
     except HbwError:
         return None
 
 
-def offer(rep: "Replica", did: bytes, base_sha: bytes | None, values: dict[str, Any], name: str) -> bool:
+def offer(rep: "Versions", did: bytes, base_sha: bytes | None, values: dict[str, Any], name: str) -> bool:
     """Turn a chunked version's fields into a delta version when that pays (inside the caller's transaction).
 
     ``values`` are ``_chunked_values``' (its chunks already kept here, unsent). True if it became
@@ -96,7 +95,7 @@ def offer(rep: "Replica", did: bytes, base_sha: bytes | None, values: dict[str, 
     base_ids = set(base_m.ids) if base_m is not None else set()
     spared = [cid for cid in dict.fromkeys(m.ids) if cid not in base_ids and local.is_unsent(cid)]
     worth = sum(local.sealed_size(cid) for cid in spared)
-    keys = rep._chunk_keys()
+    keys = rep.chunk_keys()
     assert keys is not None and keys.epoch == m.epoch
     if worth <= 0:
         return False
@@ -157,17 +156,17 @@ def _zipish(read: Callable[[int, int], bytes], size: int) -> bool:
     return read(0, 4) == b"PK\x03\x04" and b"PK\x05\x06" in read(max(0, size - 65558), 65558)
 
 
-def _reader(rep: "Replica", did: bytes, digest: bytes,
+def _reader(rep: "Versions", did: bytes, digest: bytes,
             m: chunks.Manifest | None) -> Callable[[int, int], bytes] | None:
     """``read(off, n)`` over a version held here (chunked: a chunk at a time; inline: its blob); None if not here."""
     if m is not None:
         if rep.local_chunks.missing(m.ids):
             return None
         try:
-            return rep.local_chunks.range_reader(rep._chunk_keys_for(m), m)
+            return rep.local_chunks.range_reader(rep.chunk_keys_for(m), m)
         except HbwError:
             return None
-    blob = rep._blob(digest)
+    blob = rep.blob(digest)
     if blob is None:
         return None
     return lambda off, n: blob[off:off + n]
@@ -226,13 +225,13 @@ def block_recipe(base: bytes, new: bytes) -> bytes:
     return w.encode(base, (0, 0))
 
 
-def _manifest_bytes(rep: "Replica", did: bytes, digest: bytes) -> bytes | None:
+def _manifest_bytes(rep: "Versions", did: bytes, digest: bytes) -> bytes | None:
     op = version_op(rep, did, digest)
     raw = (op.content or {}).get(_MANIFEST) if op is not None else None
     return raw if isinstance(raw, bytes) else None
 
 
-def expand(rep: "Replica", did: bytes, content: dict[Any, Any]) -> dict[Any, Any]:
+def expand(rep: "Versions", did: bytes, content: dict[Any, Any]) -> dict[Any, Any]:
     """A received version's content with its manifest rebuilt from ``manifest_delta`` (kept beside it).
 
     The manifest must come out of the delta with the SHA-256 the field names, decode, and describe
@@ -253,7 +252,7 @@ def expand(rep: "Replica", did: bytes, content: dict[Any, Any]) -> dict[Any, Any
         if chunks.decode_manifest(raw).sha256 != content.get(_SHA):
             raise IntegrityError("a manifest rebuilt from its delta names another file", code="integrity.doc")
     except HbwError as e:
-        rep._problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
+        rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
                      f"refused ({e.message}); it will be readable after the next full version")
         return content
     return {**content, _MANIFEST: raw}
@@ -273,7 +272,7 @@ def snapshot_content(content: Mapping[Any, Any]) -> dict[Any, Any]:
     return dict(content)
 
 
-def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
+def rebuild(rep: "Versions", did: bytes, op: Op) -> bool:
     """Make a delta version local from its base, if this device holds the base; True if it is local now.
 
     Only the chunks this device lacks are rebuilt, a run at a time, when the delta is a
@@ -289,7 +288,7 @@ def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
     try:
         m = chunks.decode_manifest(c[_MANIFEST])
     except HbwError as e:
-        rep._problem(f"document {did.hex()[:6]}: a version's manifest is malformed ({e.message})")
+        rep.problem(f"document {did.hex()[:6]}: a version's manifest is malformed ({e.message})")
         return False
     local = rep.local_chunks
     missing = local.missing(m.ids)
@@ -301,7 +300,7 @@ def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
         return False
     base_size = base_m.size if base_m is not None else len(base_read(0, DELTA_MAX + 1))
     try:
-        keys = rep._chunk_keys_for(m)
+        keys = rep.chunk_keys_for(m)
         with rep.store.transaction():
             try:
                 for cid, piece in rebuild_needed(c[_DELTA], base_size, base_read, m, keys, set(missing)):
@@ -319,7 +318,7 @@ def rebuild(rep: "Replica", did: bytes, op: Op) -> bool:
                 for cid, view in rebuild_chunks(keys, m, base, c[_DELTA]):
                     local.keep_rebuilt(keys, cid, view)
     except HbwError as e:
-        rep._problem(f"document {did.hex()[:6]}: a version does not rebuild from its delta and was refused "
+        rep.problem(f"document {did.hex()[:6]}: a version does not rebuild from its delta and was refused "
                      f"({e.message}); it will be readable after the next full version")
         return False
     return True
@@ -365,7 +364,7 @@ class _Cutter:
             raise IntegrityError("a delta did not rebuild every chunk of its manifest", code="integrity.delta")
 
 
-def chain_wants(rep: "Replica", did: bytes, digest: bytes) -> list[bytes]:
+def chain_wants(rep: "Versions", did: bytes, digest: bytes) -> list[bytes]:
     """Chunk ids to ask for so this version can be made local with no session: a bundle's want-list (§18f).
 
     The relay never holds the chunks only a delta rebuilds (their author uploads none of them),
@@ -388,7 +387,7 @@ def chain_wants(rep: "Replica", did: bytes, digest: bytes) -> list[bytes]:
     return list(dict.fromkeys(cid for level in reversed(levels) for cid in level))
 
 
-def rebuild_chain(rep: "Replica", did: bytes, digest: bytes) -> bool:
+def rebuild_chain(rep: "Versions", did: bytes, digest: bytes) -> bool:
     """Make a version local from what is held here, rebuilding its chain's delta versions, base first.
 
     No session: what a bundle import calls once the reply's chunks are kept (the chunks of a
@@ -409,7 +408,7 @@ def rebuild_chain(rep: "Replica", did: bytes, digest: bytes) -> bool:
     return all(rebuild(rep, did, op) for op in reversed(todo))
 
 
-async def ensure(session: "_Session", rep: "Replica", did: bytes, digest: bytes, depth: int = 0) -> tuple[int, int]:
+async def ensure(session: "_Session", rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> tuple[int, int]:
     """Make one version local: rebuild it along its chain, else fetch its chunks; (bytes fetched, ids lacking)."""
     missing = rep.missing_chunks(did, digest)
     if not missing:
@@ -427,7 +426,7 @@ async def ensure(session: "_Session", rep: "Replica", did: bytes, digest: bytes,
     return got + more, lacking
 
 
-async def fetch_versions(session: "_Session", rep: "Replica",
+async def fetch_versions(session: "_Session", rep: "Versions",
                          versions: list[tuple[bytes, bytes]]) -> tuple[int, int]:
     """Make these (document id, version) local: delta versions by rebuilding, the rest in one fetch."""
     plain: list[bytes] = []

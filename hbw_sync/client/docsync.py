@@ -8,7 +8,7 @@ A pack cut in the middle resumes at the byte the relay holds (the relay keeps wh
 a sync cut in the middle goes on from the first chunk not confirmed; a batch that names chunks is sent only after this step finished, so the
 relay never holds a version whose chunks it lacks (unless their author never syncs again).
 
-Download (``fetch``): the ids the fetch policy wants (``Replica.wanted_chunks``) or one
+Download (``fetch``): the ids the fetch policy wants (``Versions.wanted_chunks``) or one
 document needs (``doc get``), asked for in groups, each chunk checked against its id before it
 is kept; each answer is one transaction, so a cut download keeps what came. Chunks the relay
 does not hold (their author has not synced yet) are counted and told, not an error.
@@ -30,8 +30,7 @@ from ..ops import NAMES, Kind
 from . import docchunks
 
 if TYPE_CHECKING:
-    # ``rep`` is the replica's document-versions part (STYLE.md §3), no longer the whole Replica.
-    from .versions import Versions as Replica
+    from .versions import Versions
     from .sync import _Session
 
 _CHUNKS = NAMES[Kind.DOC]["chunks"].tag
@@ -113,7 +112,7 @@ async def _put(session: "_Session", local: docchunks.LocalChunks, batch: list[li
     return len(data)
 
 
-async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[int, int]:
+async def fetch(session: "_Session", rep: "Versions", ids: list[bytes]) -> tuple[int, int]:
     """Download chunks by id (each checked, each answer kept at once); (bytes fetched, ids the relay lacks)."""
     local = rep.local_chunks
     keys = docchunks.keys_by_epoch(rep.team_keys())
@@ -150,7 +149,7 @@ async def fetch(session: "_Session", rep: "Replica", ids: list[bytes]) -> tuple[
     return got_bytes, lacking
 
 
-def _plain_sizes(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
+def _plain_sizes(rep: "Versions", ids: list[bytes]) -> dict[bytes, int]:
     """Each id's plain size, as the manifests of the document versions give it (an estimate of the
     sealed bytes to come: those are at most 29 bytes more, or smaller when compressed)."""
     want = set(ids)
@@ -162,11 +161,11 @@ def _plain_sizes(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
     return out
 
 
-def _manifests(rep: "Replica") -> Iterator[chunks.Manifest]:
+def _manifests(rep: "Versions") -> Iterator[chunks.Manifest]:
     """The manifest of every chunked document version this device knows of (locked or not: routing and
     content it holds), for what ids alone cannot say: their sizes and key epochs."""
     for (did,) in rep.store.execute("SELECT id FROM entities WHERE kind = ?", (int(Kind.DOC),)).fetchall():
-        for _oid, _dev, op in rep._version_ops(did):
+        for _oid, _dev, op in rep.version_ops(did):
             raw = (op.content or {}).get(NAMES[Kind.DOC]["manifest"].tag)
             if raw:
                 yield chunks.decode_manifest(raw)
@@ -211,7 +210,7 @@ def _ids(value: Any, allowed: set[bytes]) -> list[bytes]:
     return value
 
 
-def _epochs(rep: "Replica", ids: list[bytes]) -> dict[bytes, int]:
+def _epochs(rep: "Versions", ids: list[bytes]) -> dict[bytes, int]:
     """Which epoch's keys check each id: from the manifests of every chunked version (ids are per epoch)."""
     want = set(ids)
     out: dict[bytes, int] = {}

@@ -233,11 +233,3 @@ class Versions:
     def problem(self, text: str, *, code: str | None = None, params: dict[str, Any] | None = None) -> None:
         """Log a problem with a received version (``Ledger.problem``)."""
         self.ledger.problem(text, code=code, params=params)
-
-    # docdelta.py and docsync.py (the flatmem engineer's files this stop) call these by the names
-    # they had on the Replica; rename their call sites once that work has merged.
-    _version_ops = version_ops
-    _blob = blob
-    _chunk_keys = chunk_keys
-    _chunk_keys_for = chunk_keys_for
-    _problem = problem
