@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ import pytest
 import relay_helpers
 from click.testing import CliRunner
 from relay_helpers import Member, Team, member_cli, set_relay_url
+from test_storage import sync_at_once
 
 from hbw_sync.client import sync as syncing
 from hbw_sync.errors import AccessError
@@ -145,23 +145,8 @@ def test_three_teams_sync_at_once_through_one_process_gapless_and_apart(
         everyone = [m for ms in groups.values() for m in ms]
         for m in everyone:
             assert m.sync().ok
-        rounds, errors = 3, []
-
-        def work(tid: str, m: Member) -> None:
-            try:
-                for r in range(rounds):
-                    with m.open() as rep:
-                        rep.add_tasks([{"title": f"{tid} {m.name} {r} {k}"} for k in range(2)])
-                    assert m.sync().ok
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, args=(tid, m)) for tid, ms in groups.items() for m in ms]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        assert errors == []
+        rounds = 3
+        sync_at_once(everyone, rounds, prefix={m.home: tid for tid, ms in groups.items() for m in ms})
         for m in everyone:
             assert m.sync().ok
         for tid, ms in groups.items():
@@ -414,7 +399,7 @@ def test_two_worker_processes_serve_many_teams_converged_gapless_and_apart(
     PostgreSQL, its own pool), so two teams' devices syncing at once through both workers must still
     converge per team, with gapless sequences, each batch stored once and nothing crossing teams; a
     worker killed mid-way is started again and the teams go on."""
-    from test_storage import Serve, assert_converged_gapless, sync_at_once
+    from test_storage import Serve, assert_converged_gapless
 
     multi = Multi(tmp_path, multi_database(request))
     names = {"finance": ["dana", "amina", "bosco"], "health": ["eve", "femi", "gita"]}

@@ -373,15 +373,17 @@ class Serve:
 ROUNDS = 4  # each device adds two tasks and syncs, this many times, all devices at once
 
 
-def sync_at_once(everyone: list) -> None:
-    """Each device adds two tasks ("NAME ROUND K") and syncs, ROUNDS times, all devices at once in threads."""
+def sync_at_once(everyone: list, rounds: int = ROUNDS, prefix: dict | None = None) -> None:
+    """Each device adds two tasks ("[PREFIX ]NAME ROUND K", ``prefix`` by device home) and syncs, ``rounds``
+    times, all devices at once in threads."""
     errors: list[BaseException] = []
 
     def work(m) -> None:
+        lead = f"{prefix[m.home]} " if prefix else ""
         try:
-            for r in range(ROUNDS):
+            for r in range(rounds):
                 with m.open() as rep:
-                    rep.add_tasks([{"title": f"{m.name} {r} {k}"} for k in range(2)])
+                    rep.add_tasks([{"title": f"{lead}{m.name} {r} {k}"} for k in range(2)])
                 assert m.sync().ok
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
