@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+import tracemalloc
 from typing import Any, Callable
 
 import pytest
@@ -294,3 +295,13 @@ def team(tmp_path: Path):
     """A real relay on a loopback port with its data in tmp_path (see relay_helpers.Team)."""
     with Team(tmp_path) as t:
         yield t
+
+
+def peak(fn: Callable[[], object]) -> int:
+    """Peak bytes Python allocated while ``fn`` ran (tracemalloc): memory bounds without timing."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import tracemalloc
 
 import pytest
 import zstandard
-from conftest import TEAM_ID, rle_bomb, sample_ops, scaled_examples
+from conftest import TEAM_ID, peak, rle_bomb, sample_ops, scaled_examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -319,15 +318,6 @@ def test_section_over_plain_cap_is_a_bomb(make_batch, encode, device_key, team_k
     _expect_code(ei, "protocol.bomb")
 
 
-def _peak(fn):
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("where", ["routing", "content"])
 def test_zstd_bomb_in_a_validly_signed_batch(where, build_frame, device_key, team_key):
     bomb = rle_bomb(1 << 30)  # really inflates to 1 GiB, and says so
@@ -347,7 +337,7 @@ def test_zstd_bomb_in_a_validly_signed_batch(where, build_frame, device_key, tea
             with pytest.raises(LimitError):
                 frame.routing_ops()
 
-    assert _peak(attempt) < 50 * 1024 * 1024
+    assert peak(attempt) < 50 * 1024 * 1024
 
 
 # -- version, flags, dictionaries -------------------------------------------------------------------------------

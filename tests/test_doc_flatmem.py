@@ -16,13 +16,13 @@ import hashlib
 import io
 import os
 import random
-import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from conftest import peak
 from relay_helpers import Team
 from relay_helpers import member_cli as cli
 from hbw_sync import chunks, crypto, delta
@@ -66,15 +66,6 @@ def file_source(f: io.BufferedReader) -> Source:
     """An open file read by ranges (os.pread): nothing of it is in the Python heap but the range asked for."""
     fd = f.fileno()
     return Source(lambda off, n: os.pread(fd, n, off), os.fstat(fd).st_size)
-
-
-def peak(fn: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_make_and_apply_by_ranges_hold_a_small_part_of_the_file(pair: tuple[bytes, bytes], tmp_path: Path) -> None:
