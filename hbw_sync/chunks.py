@@ -198,6 +198,66 @@ class Splitter:
         return Manifest(self.keys.epoch, sum(self._sizes), self._sha.digest(), tuple(self._ids), tuple(self._sizes))
 
 
+class PushSplitter:
+    """``Splitter`` fed by its producer: ``feed(data)`` hands back the chunks it completes.
+
+    Why: a reader that works out a delta version's manifest (PROTOCOL.md §18e, derived manifests)
+    gets the rebuilt file from a callback (``delta.apply_delta_to``), not as a stream to read. A
+    FastCDC cut depends only on the ``CHUNK_MAX`` bytes from the chunk's start, so cutting a
+    chunk as soon as that much is buffered (and the rest at ``finish``) gives exactly
+    ``Splitter``'s boundaries. At most ``2 x CHUNK_MAX`` bytes are held.
+    """
+
+    def __init__(self, keys: ChunkKeys, max_size: int = MANIFEST_MAX_SIZE):
+        self.keys, self.max_size = keys, max_size
+        self._cdc = _cdc()
+        self._buf = bytearray()
+        self._sha = hashlib.sha256()
+        self._ids: list[bytes] = []
+        self._sizes: list[int] = []
+        self._total = 0
+        self._done = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[bytes, bytes]]:
+        """(id, plain bytes) of the chunks ``data`` completes; raises LimitError past ``max_size``."""
+        view = memoryview(data).cast("B")
+        self._total += len(view)
+        if self._total > self.max_size:
+            raise LimitError(f"the file is larger than {self.max_size} bytes", code="protocol.limit")
+        out: list[tuple[bytes, bytes]] = []
+        while len(view):
+            take = min(len(view), 2 * CHUNK_MAX - len(self._buf))
+            self._buf += view[:take]
+            view = view[take:]
+            while len(self._buf) >= CHUNK_MAX:
+                out.append(self._cut(CHUNK_MAX))
+        return out
+
+    def finish(self) -> list[tuple[bytes, bytes]]:
+        """The last chunks; ``manifest()`` may be asked after this."""
+        out: list[tuple[bytes, bytes]] = []
+        while self._buf:
+            out.append(self._cut(len(self._buf)))
+        self._done = True
+        return out
+
+    def _cut(self, window: int) -> tuple[bytes, bytes]:
+        with memoryview(self._buf) as whole:
+            n = next(iter(self._cdc.cut_buf(whole[:window]))).length
+        piece = bytes(self._buf[:n])
+        del self._buf[:n]
+        self._sha.update(piece)
+        cid = self.keys.chunk_id(piece)
+        self._ids.append(cid)
+        self._sizes.append(n)
+        return cid, piece
+
+    def manifest(self) -> Manifest:
+        if not self._done:
+            raise RuntimeError("finish() was not called")
+        return Manifest(self.keys.epoch, self._total, self._sha.digest(), tuple(self._ids), tuple(self._sizes))
+
+
 def split_bytes(keys: ChunkKeys, data: bytes) -> tuple[Manifest, list[tuple[bytes, bytes]]]:
     """Manifest and (id, plain bytes) of every chunk of a small in-memory file (tests, vectors)."""
     import io
