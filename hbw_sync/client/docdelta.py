@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import hashlib
 import hmac
 
-from .. import chunks
+from .. import chunks, derived, features
 from ..delta import Source, apply_delta, apply_delta_to, make_delta
 from ..delta.wire import METHOD_RECIPE
 from ..delta.writer import RecipeWriter
@@ -140,6 +140,9 @@ def offer(rep: "Versions", did: bytes, base_sha: bytes | None, values: dict[str,
     base_raw = _manifest_bytes(rep, did, base_sha)
     if base_raw is not None:
         md = manifest_delta(base_raw, values["manifest"])
+        if (max(base_size, m.size) <= DELTA_MAX and (md is None or len(md) > derived.FORM_LEN)
+                and rep.ledger.everyone_reads(features.READS_DERIVED_MANIFEST)):
+            md = derived.encode(values["manifest"], m.epoch)  # the readers cut the ids themselves
         if md is not None:
             values["manifest_delta"] = md
             del values["manifest"]
@@ -236,26 +239,109 @@ def expand(rep: "Versions", did: bytes, content: dict[Any, Any]) -> dict[Any, An
 
     The manifest must come out of the delta with the SHA-256 the field names, decode, and describe
     the version the op names (its field 4 equal to ``sha256``); otherwise the version is refused
-    (logged, no manifest: it cannot be read) and the rest of the batch applies.
+    (logged, no manifest: it cannot be read) and the rest of the batch applies. A derived manifest
+    (``hbw_sync.derived``) is worked out from the rebuilt file when the base is held here, its
+    chunks kept on the way; otherwise, and when the base's own manifest is not known yet, the
+    version is *pending* (``Versions.mark_pending``) and made local later (``resolve``).
     """
     md = content.get(_MANIFEST_DELTA)
     if md is None or _MANIFEST in content:
         return content
     try:
-        if content.get(_BASE) is None or content.get(_DELTA) is None or len(md) < 33:
-            raise ProtocolError("a manifest delta outside a delta version", code="protocol.manifest")
-        base_raw = _manifest_bytes(rep, did, content[_BASE])
-        if base_raw is None:
-            raise IntegrityError("the base version of a manifest delta is not a chunked version held here",
-                                 code="integrity.chain")
-        raw = apply_delta(base_raw, md[32:], expected_sha256=md[:32], max_size=MAX_MANIFEST)
-        if chunks.decode_manifest(raw).sha256 != content.get(_SHA):
-            raise IntegrityError("a manifest rebuilt from its delta names another file", code="integrity.doc")
+        raw = _manifest_of(rep, did, content)
     except HbwError as e:
         rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
                      f"refused ({e.message}); it will be readable after the next full version")
         return content
+    if raw is None:
+        rep.mark_pending(did, content[_SHA], content[_BASE])
+        return content
     return {**content, _MANIFEST: raw}
+
+
+def _manifest_of(rep: "Versions", did: bytes, content: Mapping[Any, Any]) -> bytes | None:
+    """The manifest ``manifest_delta`` stands for; None if it cannot be had yet (its base is not here).
+
+    Raises ProtocolError or IntegrityError for a field that is malformed or does not rebuild: the
+    version is refused then.
+    """
+    md = content[_MANIFEST_DELTA]
+    sha, base = content.get(_SHA), content.get(_BASE)
+    if base is None or content.get(_DELTA) is None or not isinstance(md, bytes) or len(md) < 33:
+        raise ProtocolError("a manifest delta outside a delta version", code="protocol.manifest")
+    if derived.is_derived(md):
+        return _derive(rep, did, derived.parse(md), content)
+    base_raw = _manifest_bytes(rep, did, base)
+    if base_raw is None:
+        if rep.is_pending(did, base):
+            return None  # its base's manifest is itself still to be worked out
+        raise IntegrityError("the base version of a manifest delta is not a chunked version held here",
+                             code="integrity.chain")
+    raw = apply_delta(base_raw, md[32:], expected_sha256=md[:32], max_size=MAX_MANIFEST)
+    if chunks.decode_manifest(raw).sha256 != sha:
+        raise IntegrityError("a manifest rebuilt from its delta names another file", code="integrity.doc")
+    return raw
+
+
+def _derive(rep: "Versions", did: bytes, want: derived.Derived, content: Mapping[Any, Any]) -> bytes | None:
+    """Rebuild the version from its base held here and cut it with chunker 1 (§18d), keeping its chunks
+    (inside one transaction: nothing is kept if the manifest so made is not the author's); None when the
+    base is not local yet."""
+    base = content[_BASE]
+    base_m = rep.version_manifest(did, base)
+    base_read = _reader(rep, did, base, base_m)
+    if base_read is None:
+        return None
+    base_size = base_m.size if base_m is not None else len(base_read(0, DELTA_MAX + 1))
+    if base_size > DELTA_MAX:
+        raise ProtocolError("a derived manifest's base is larger than a whole-file delta may be",
+                            code="protocol.limit")
+    keys = rep.chunk_keys_of(want.epoch)
+    local = rep.local_chunks
+    d = derived.Deriver(keys, want, content[_SHA], DELTA_MAX, lambda cid, plain: local.keep_rebuilt(keys, cid, plain))
+    with rep.store.savepoint("derive"):
+        apply_delta_to(Source(base_read, base_size), content[_DELTA], d.write,
+                       expected_sha256=content[_SHA], max_size=DELTA_MAX)
+        d.finish()
+    return d.raw
+
+
+def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | None:
+    """Work out a pending version's manifest now, if its base is local (making the base's own manifest
+    known first, down its chain); the op as logged with it, or None if still pending or refused.
+
+    The logged op is sealed again with the manifest beside its delta (as ``expand`` does on arrival),
+    and the versions pending on this one are tried next.
+    """
+    if not rep.is_pending(did, digest):
+        return None
+    row = next(((oid, op) for oid, _dev, op in reversed(rep.version_ops(did))
+                if (op.content or {}).get(_SHA) == digest), None)
+    if row is None:
+        return None
+    oid, op = row
+    c = dict(op.content or {})
+    base = c.get(_BASE)
+    if depth < MAX_CHAIN and base is not None and rep.is_pending(did, base):
+        resolve(rep, did, base, depth + 1)
+    try:
+        raw = _manifest_of(rep, did, c)
+    except HbwError as e:
+        rep.unmark_pending(did, digest)
+        rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
+                     f"refused ({e.message}); it will be readable after the next full version")
+        return None
+    if raw is None:
+        return None
+    c[_MANIFEST] = raw
+    op = Op(op.kind, op.entity, op.hlc, op.base, op.fields, c)
+    with rep.store.transaction():
+        rep.ledger.rewrite_log(oid, op, c)
+        rep.unmark_pending(did, digest)
+    if depth == 0:
+        for later in rep.pending_on(did, digest):
+            resolve(rep, did, later, depth + 1)
+    return op
 
 
 def wire_content(content: dict[Any, Any]) -> dict[Any, Any]:
@@ -283,7 +369,13 @@ def rebuild(rep: "Versions", did: bytes, op: Op) -> bool:
     logged, and the version can still be read once a later version uploads its chunks.
     """
     if not is_delta_version(op):
-        return False
+        sha = (op.content or {}).get(_SHA)
+        if sha is None or not rep.is_pending(did, sha):
+            return False
+        resolved = resolve(rep, did, sha)  # a derived manifest's chunks are kept as it is worked out
+        if resolved is None:
+            return False
+        op = resolved
     c = op.content or {}
     try:
         m = chunks.decode_manifest(c[_MANIFEST])
@@ -377,11 +469,12 @@ def chain_wants(rep: "Versions", did: bytes, digest: bytes) -> list[bytes]:
     levels: list[list[bytes]] = []
     for _step in range(MAX_CHAIN):
         missing = rep.missing_chunks(did, digest)
-        if not missing:
+        pending = rep.is_pending(did, digest)  # its ids unknown yet: none of them is at the relay anyway
+        if not missing and not pending:
             break
         levels.append(missing)
         op = version_op(rep, did, digest)
-        if op is None or not is_delta_version(op):
+        if op is None or not (pending or is_delta_version(op)):
             break
         digest = (op.content or {})[_BASE]
     return list(dict.fromkeys(cid for level in reversed(levels) for cid in level))
@@ -396,10 +489,11 @@ def rebuild_chain(rep: "Versions", did: bytes, digest: bytes) -> bool:
     """
     todo: list[Op] = []
     for _step in range(MAX_CHAIN):
-        if not rep.missing_chunks(did, digest):
+        pending = rep.is_pending(did, digest)
+        if not pending and not rep.missing_chunks(did, digest):
             break
         op = version_op(rep, did, digest)
-        if op is None or not is_delta_version(op):
+        if op is None or not (pending or is_delta_version(op)):
             return False
         todo.append(op)
         digest = (op.content or {})[_BASE]
@@ -411,17 +505,20 @@ def rebuild_chain(rep: "Versions", did: bytes, digest: bytes) -> bool:
 async def ensure(session: "_Session", rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> tuple[int, int]:
     """Make one version local: rebuild it along its chain, else fetch its chunks; (bytes fetched, ids lacking)."""
     missing = rep.missing_chunks(did, digest)
-    if not missing:
+    pending = rep.is_pending(did, digest)
+    if not missing and not pending:
         return 0, 0
     got = 0
     op = version_op(rep, did, digest)
-    if op is not None and is_delta_version(op) and depth < MAX_CHAIN:
+    if op is not None and (pending or is_delta_version(op)) and depth < MAX_CHAIN:
         if rebuild(rep, did, op):
             return 0, 0
         got, _lacking = await ensure(session, rep, did, (op.content or {})[_BASE], depth + 1)
         if rebuild(rep, did, op):
             return got, 0
         missing = rep.missing_chunks(did, digest)  # the base could not be had: ask the relay for what it holds
+        if not missing and rep.is_pending(did, digest):
+            return got, 1  # its chunks are only ever rebuilt from a base the relay could not give
     more, lacking = await docsync.fetch(session, rep, missing)
     return got + more, lacking
 
@@ -433,7 +530,7 @@ async def fetch_versions(session: "_Session", rep: "Versions",
     chained: list[tuple[bytes, bytes]] = []
     for did, digest in versions:
         op = version_op(rep, did, digest)
-        if op is not None and is_delta_version(op):
+        if op is not None and (is_delta_version(op) or rep.is_pending(did, digest)):
             if not rebuild(rep, did, op):
                 chained.append((did, digest))
         else:

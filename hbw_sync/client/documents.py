@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import delta, fileio, merge
+from .. import chunks, delta, fileio, merge
 from ..errors import AccessError, IntegrityError, UsageError
 from ..i18n import _, ngettext
 from ..ops import MAX_REASON, NAMES, Kind, Op, split_op_id
@@ -276,7 +276,22 @@ class Documents:
     def doc_missing(self, prefix: str, version: int | None = None) -> list[bytes]:
         """Chunk ids a version still needs from the relay before it can be read here (``sync.fetch_doc``)."""
         _view, did, digest = self.locate_version(prefix, version)
+        if self.versions.is_pending(did, digest):
+            docdelta.resolve(self.versions, did, digest)  # its base may be here by now
+            if self.versions.is_pending(did, digest):
+                return docdelta.chain_wants(self.versions, did, digest)
         return self.versions.missing_chunks(did, digest)
+
+    def _manifest(self, did: bytes, digest: bytes) -> chunks.Manifest | None:
+        """A version's manifest (None: an inline version); a derived one worked out now if its base is here.
+
+        Raises UsageError ``usage.doc_not_local`` while it cannot be (``sync.fetch_doc`` makes it local).
+        """
+        if self.versions.is_pending(did, digest):
+            docdelta.resolve(self.versions, did, digest)
+            if self.versions.is_pending(did, digest):
+                raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
+        return self.versions.version_manifest(did, digest)
 
     def _find_version(self, prefix: str, version: int | None) -> tuple[views.DocView, bytes]:
         """(view, SHA-256) of a document's current version, version N (from 1), or a conflict copy."""
@@ -294,7 +309,7 @@ class Documents:
         outside the store goes through ``save_doc`` (streams) or ``export_doc``.
         """
         view, did, digest = self.locate_version(prefix, version)
-        m = self.versions.version_manifest(did, digest)
+        m = self._manifest(did, digest)
         if m is not None:
             data = self.versions.local_chunks.read_all(self.versions.chunk_keys_for(m), m)
             if data is None:
@@ -322,7 +337,7 @@ class Documents:
             IntegrityError: stored bytes do not match the recorded hash.
         """
         view, did, digest = self.locate_version(prefix, version)
-        m = self.versions.version_manifest(did, digest)
+        m = self._manifest(did, digest)
         if m is not None:
             if self.versions.local_chunks.missing(m.ids):
                 raise UsageError(_("this document is not on this device yet"), code="usage.doc_not_local")
@@ -346,7 +361,7 @@ class Documents:
             IntegrityError: stored bytes do not match the recorded hash (for a chunked version: at the end).
         """
         view, did, digest = self.locate_version(prefix, version)
-        m = self.versions.version_manifest(did, digest)
+        m = self._manifest(did, digest)
         if m is None:
             view, data = self.export_doc(prefix, version, reason)
             return view, len(data), iter((data,))

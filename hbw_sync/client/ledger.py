@@ -196,6 +196,12 @@ class Ledger:
             (op_id, int(op.kind), op.entity, device, op.hlc, received_ms, batch_seq, body),
         )
 
+    def rewrite_log(self, op_id: bytes, op: Op, content: dict[Any, Any]) -> None:
+        """Seal a logged op again with new local content: a derived manifest worked out after the op was
+        logged (``docdelta.resolve``). The op's id, routing and place in the log do not change."""
+        body = self.sealer.seal(_pack([routing_row(op), content]), b"op:" + op_id)
+        self.store.execute("UPDATE oplog SET body = ? WHERE op_id = ?", (body, op_id))
+
     def op_from_log(self, op_id: bytes, body: bytes, with_data: bool = False) -> Op:
         """An op from the log; ``with_data`` restores a document version's bytes (to seal it again)."""
         row, content = _unpack(self.sealer.open(body, b"op:" + op_id))

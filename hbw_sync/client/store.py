@@ -255,6 +255,24 @@ class Store:
                 self.conn.execute("ROLLBACK")
             raise storage_error(e, self.home) or StoreError(_("could not save the change (nothing was changed): {e}").format(e=e)) from None
 
+    @contextlib.contextmanager
+    def savepoint(self, name: str = "part") -> Iterator[None]:
+        """A part of the current transaction undone alone if it raises (the outer change goes on).
+
+        Why: ``transaction`` joins an outer one, so a step that may fail halfway inside a sync's
+        apply (a derived manifest's chunks, kept as they are cut) needs its own undo.
+        """
+        with self.transaction():
+            self.conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                raise
+            self.conn.execute(f"RELEASE {name}")
+
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else _unpack(row[0])

@@ -1060,7 +1060,7 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
         ConfigError: this device has not joined a relay.
     """
     _view, did, digest = rep.documents.locate_version(prefix, version)
-    if not rep.versions.missing_chunks(did, digest):
+    if not rep.versions.missing_chunks(did, digest) and not rep.versions.is_pending(did, digest):
         return 0
     if not rep.store.meta("relay_url"):
         raise ConfigError(_("this document is not on this device, and this device has not joined a relay"),

@@ -26,6 +26,7 @@ from .ledger import Ledger
 MAX_INLINE_BYTES = 32 * 1024 * 1024
 
 _MANIFEST = NAMES[Kind.DOC]["manifest"].tag
+_MANIFEST_DELTA = NAMES[Kind.DOC]["manifest_delta"].tag
 
 
 def digest_of(version: Op) -> bytes:
@@ -61,10 +62,14 @@ class Versions:
 
     def chunk_keys_for(self, m: chunks.Manifest) -> chunks.ChunkKeys:
         """The keys a chunked version was sealed with. Raises IntegrityError ``integrity.chain`` without them."""
-        key = self.ledger.team_keys().get(m.epoch)
+        return self.chunk_keys_of(m.epoch)
+
+    def chunk_keys_of(self, epoch: int) -> chunks.ChunkKeys:
+        """The chunk keys of one epoch. Raises IntegrityError ``integrity.chain`` when this device lacks it."""
+        key = self.ledger.team_keys().get(epoch)
         if key is None:
             raise IntegrityError(_("this device does not hold the team key of epoch {epoch} this document was "
-                                   "sealed with").format(epoch=m.epoch), code="integrity.chain",
+                                   "sealed with").format(epoch=epoch), code="integrity.chain",
                                  hint=_("sync: a supervisor's device shares it"))
         return chunks.ChunkKeys.of(key)
 
@@ -130,9 +135,47 @@ class Versions:
                 versions = self.version_ops(did)
                 if not versions or names.get(versions[0][1]) != me:
                     continue
-            if self.missing_chunks(did, v["sha256"]):
+            if self.missing_chunks(did, v["sha256"]) or self.is_pending(did, v["sha256"]):
                 out.append((did, v["sha256"]))
         return out
+
+    # -- versions whose manifest is not known here yet (PROTOCOL.md §18e, derived manifests) ----------
+    #
+    # A delta version may leave its chunk ids for its reader to work out from the rebuilt file
+    # (``hbw_sync.derived``). A device that does not hold the base when the op arrives (policy
+    # ``mine`` or ``none``, a late joiner, a base whose chunks come after) cannot: the version is
+    # *pending* until the base is made local (``docdelta.resolve``). So is a version whose
+    # manifest delta applies to a pending base's manifest. Pending is not refused: a refused
+    # version is logged as a problem and never listed here.
+
+    def _pending_table(self) -> None:
+        self.store.execute("CREATE TABLE IF NOT EXISTS doc_pending (entity BLOB NOT NULL, sha256 BLOB NOT NULL,"
+                           " base BLOB NOT NULL, PRIMARY KEY (entity, sha256))")
+
+    def mark_pending(self, did: bytes, digest: bytes, base: bytes) -> None:
+        """Record a version whose manifest waits for its base to be local."""
+        self._pending_table()
+        self.store.execute("INSERT OR IGNORE INTO doc_pending (entity, sha256, base) VALUES (?, ?, ?)",
+                           (did, digest, base))
+
+    def is_pending(self, did: bytes, digest: bytes | None) -> bool:
+        """Whether a version's manifest is still to be worked out here (see above)."""
+        if digest is None:
+            return False
+        self._pending_table()
+        return self.store.execute("SELECT 1 FROM doc_pending WHERE entity = ? AND sha256 = ?",
+                                  (did, digest)).fetchone() is not None
+
+    def unmark_pending(self, did: bytes, digest: bytes) -> None:
+        """The version's manifest is known now, or the version was refused."""
+        self._pending_table()
+        self.store.execute("DELETE FROM doc_pending WHERE entity = ? AND sha256 = ?", (did, digest))
+
+    def pending_on(self, did: bytes, base: bytes) -> list[bytes]:
+        """The pending versions of a document whose base is ``base``."""
+        self._pending_table()
+        return [r[0] for r in self.store.execute("SELECT sha256 FROM doc_pending WHERE entity = ? AND base = ?",
+                                                 (did, base))]
 
     # -- inline versions: kept once by hash, rebuilt from deltas ------------------------------------
 
@@ -179,6 +222,8 @@ class Versions:
             if self.doc_policy() != "none":  # a delta version: rebuilt now if its base is here (no bytes to fetch)
                 docdelta.rebuild(self, op.entity, op)
             return
+        if op.kind is Kind.DOC and c.get(_MANIFEST_DELTA) is not None:
+            return  # a manifest not known yet (pending, made local later) or refused: nothing to keep now
         if op.kind is not Kind.DOC or digest is None or (33 not in c and 35 not in c):
             return
         if self.ledger.has_blob(digest):
