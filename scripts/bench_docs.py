@@ -521,16 +521,24 @@ def chunked_row(label: str, name: str, old: bytes, new: bytes, rsync: str | None
     d = offer()
     t_make = time.perf_counter() - t
     md = manifest_delta(m_old.encode(), manifest) if d is not None else None
-    after = before if d is None else len(d) + len(md if md is not None else manifest) + framing
+    sent = md if md is not None else manifest  # the manifest as it travels: its delta, or derived (§18e)
+    try:
+        from hbw_sync import derived
+    except ImportError:  # --before a release without derived manifests
+        derived = None  # type: ignore[assignment]
+    if (derived is not None and d is not None and max(len(old), len(new)) <= DELTA_MAX
+            and len(sent) > derived.FORM_LEN):  # as client/docdelta.offer, every device reading the form
+        sent = derived.encode(manifest, m_new.epoch)
+    after = before if d is None else len(d) + len(sent) + framing
     with without_splice():
         d0 = offer()
-    after_no_splice = before if d0 is None else len(d0) + len(md if md is not None else manifest) + framing
+    after_no_splice = before if d0 is None else len(d0) + len(sent) + framing
     return {
         "document": label, "name": name, "old_size": len(old), "new_size": len(new),
         "chunks_total": len(m_new.ids), "chunks_new": len(novel),
         "before": before, "after": after, "after_no_splice": after_no_splice, "delta": None if d is None else len(d),
         "method": None if d is None else d[0], "manifest": len(manifest),
-        "manifest_delta": None if md is None else len(md),
+        "manifest_delta": None if md is None else len(md), "manifest_sent": None if d is None else len(sent),
         "zstd19": len(codec.compress(new)), "patch_from": patch_from_bytes(old, new),
         "rsync": rsync_bytes(rsync, old, new, name), "make_s": round(t_make, 2),
     }  # fmt: skip
@@ -725,13 +733,13 @@ def main() -> int:
     if chunked:
         print("\nChunked documents (1 MiB and more): a one-place edit, bytes on the wire (+178 framing, op)\n")
         head = ("document", "size", "chunks new/all", "before: whole chunks", "now: delta version", "without SPLICE",
-                "delta [method]", "manifest / its delta", "zstd-19 whole", "zstd --patch-from", "rsync -z", "make s")
+                "delta [method]", "manifest / its delta / sent", "zstd-19 whole", "zstd --patch-from", "rsync -z", "make s")
         print("| " + " | ".join(head) + " |")
         print("|" + "|".join("---" for _ in head) + "|")
         for r in chunked:
             dl = "none" if r["delta"] is None else f"{r['delta']:,} [{r['method']}]"
             print(f"| {r['document']} | {r['new_size']:,} | {r['chunks_new']}/{r['chunks_total']} | {r['before']:,} | "
-                  f"{r['after']:,} | {r['after_no_splice']:,} | {dl} | {r['manifest']:,} / {_fmt(r['manifest_delta'])} | {r['zstd19']:,} | "
+                  f"{r['after']:,} | {r['after_no_splice']:,} | {dl} | {r['manifest']:,} / {_fmt(r['manifest_delta'])} / {_fmt(r.get('manifest_sent'))} | {r['zstd19']:,} | "
                   f"{_fmt(r['patch_from'])} | {_fmt(r['rsync'])} | {r['make_s']} |")  # fmt: skip
     if before is not None:
         print(f"\nBefore and now, same run (before: the code at {before['ref']}, {before['commit'][:10]}); bytes on "
