@@ -34,7 +34,7 @@ from ..delta.chunked import (DELTA_MAX, NotStreamable, aligned_recipe, check, ch
                               rebuild_needed, streams_in_place)
 from ..errors import HbwError, IntegrityError, ProtocolError
 from ..ops import MAX_MANIFEST, NAMES, Kind, Op
-from . import docsync
+from . import docsync, notices
 
 if TYPE_CHECKING:
     from .versions import Versions
@@ -251,7 +251,8 @@ def expand(rep: "Versions", did: bytes, content: dict[Any, Any]) -> dict[Any, An
         raw = _manifest_of(rep, did, content)
     except HbwError as e:
         rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
-                     f"refused ({e.message}); it will be readable after the next full version")
+                     f"refused ({e.message}); it will be readable after the next full version",
+                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
         return content
     if raw is None:
         rep.mark_pending(did, content[_SHA], content[_BASE])
@@ -329,7 +330,8 @@ def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | 
     except HbwError as e:
         rep.unmark_pending(did, digest)
         rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
-                     f"refused ({e.message}); it will be readable after the next full version")
+                     f"refused ({e.message}); it will be readable after the next full version",
+                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
         return None
     if raw is None:
         return None
@@ -380,7 +382,8 @@ def rebuild(rep: "Versions", did: bytes, op: Op) -> bool:
     try:
         m = chunks.decode_manifest(c[_MANIFEST])
     except HbwError as e:
-        rep.problem(f"document {did.hex()[:6]}: a version's manifest is malformed ({e.message})")
+        rep.problem(f"document {did.hex()[:6]}: a version's manifest is malformed ({e.message})",
+                    code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
         return False
     local = rep.local_chunks
     missing = local.missing(m.ids)
@@ -411,7 +414,8 @@ def rebuild(rep: "Versions", did: bytes, op: Op) -> bool:
                     local.keep_rebuilt(keys, cid, view)
     except HbwError as e:
         rep.problem(f"document {did.hex()[:6]}: a version does not rebuild from its delta and was refused "
-                     f"({e.message}); it will be readable after the next full version")
+                     f"({e.message}); it will be readable after the next full version",
+                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
         return False
     return True
 
