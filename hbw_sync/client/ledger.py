@@ -101,10 +101,6 @@ class Ledger:
             role = entry[4] if entry and len(entry) > 4 else "member"
         return merge.RANK_SUPERVISOR if role == "supervisor" else merge.RANK_MEMBER
 
-    def everyone_reads(self, bit: int) -> bool:
-        """TEMPORARY stub."""
-        return not (self.store.meta("test_old_reader") or False)
-
     def device_names(self) -> dict[bytes, str]:
         """Member name by device id: the roster's devices and this one."""
         names = {bytes.fromhex(k): v for k, v in (self.store.meta("roster") or {}).items()}
