@@ -198,6 +198,8 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "problem.grant_refused": N_("refused a key grant for epoch {epoch}: {why}"),
     "problem.grant_not_team": N_("refused a key grant for epoch {epoch}: it is not the team's key"),
     "problem.snapshot_dropped": N_("dropped a snapshot from device {device}: {why}"),
+    "problem.reads_malformed": N_("the relay's list of what each device reads was malformed and was not used; "
+                                  "documents keep travelling in the form every device reads"),
     "problem.welcome_refused": N_("refused a welcome that was not made with this device's secret: {why}"),
     "conflict.doc": N_("document {doc}: {loser} and {winner} saved versions at the same time; {winner}'s is "
                        "current, {loser}'s is kept as a conflict copy in the list of documents"),

@@ -87,6 +87,24 @@ def test_grants_and_keys_are_type_checked_and_nothing_is_stored(team: Team) -> N
     assert dana.sync().ok
 
 
+def test_reads_is_type_checked_and_the_device_row_is_unchanged(team: Team) -> None:
+    """``reads`` (PROTOCOL.md §16): a uint32 or nothing; any other value is ``protocol.schema``, nothing kept.
+
+    2^64 has no msgpack form: 2^64 - 1, the largest uint msgpack carries, stands for it."""
+    dana = team.join("dana", "supervisor")
+    assert dana.sync().ok
+    device = Device.open(dana.home).identity.device_id
+    row = "SELECT reads, roster_v FROM devices WHERE device = ?"
+    before = team.sql(row, (device,)), team.sql("SELECT value FROM meta WHERE key = 'roster_v'")
+    for bad in ("1", -1, 2**32, 2**64 - 1, b"\x01", True, 1.0, None, [1] * 100_000, {"a": 1}):
+        status, err = post(team.url, signed(dana, "sync", {"cursor": 0, "reads": bad}))
+        assert status in (400, 413) and err["code"] == "protocol.schema", (repr(bad)[:40], status, err)
+        assert (team.sql(row, (device,)), team.sql("SELECT value FROM meta WHERE key = 'roster_v'")) == before
+    status, _ = post(team.url, signed(dana, "sync", {"cursor": 0, "reads": 2**32 - 1}))  # the largest is taken
+    assert status == 200 and team.sql(row, (device,))[0][0] == 2**32 - 1
+    assert dana.sync().ok and team.sql(row, (device,))[0][0] == 1  # and changed back by the real client
+
+
 def relay_rows(team: Team, sql: str) -> int:
     return team.sql(sql)[0][0]
 

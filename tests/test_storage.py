@@ -150,6 +150,9 @@ def test_migrate_upgrades_a_relay_of_the_previous_schema(tmp_path: Path) -> None
     assert res.exit_code == 0, res.output
     assert '"from": 1' in res.output and f'"to": {SCHEMA_VERSION}' in res.output
     after = table_rows(data / "relay.db")
+    # Schema 4 adds devices.reads, NULL (reads 0) until each device declares at its next sync.
+    assert all(len(r) == len(b) + 1 and r[-1] is None for r, b in zip(after["devices"], before["devices"]))
+    after["devices"] = [r[:-1] for r in after["devices"]]
     for name, rows in before.items():  # every row kept, byte for byte (but the schema mark)
         if name != "meta":
             assert after[name] == rows, name
@@ -171,6 +174,9 @@ def test_migrate_upgrades_a_relay_of_the_previous_schema(tmp_path: Path) -> None
             assert store.read(lambda c: ident.chunks.get(c, team_id, cid)) == sealed
         finally:
             store.close()
+    conn = sqlite3.connect(data / "relay.db")
+    assert conn.execute("SELECT d.reads FROM devices d WHERE d.member = 'amina'").fetchone() == (1,)
+    conn.close()
     rows = table_rows(data / "relay.db")["batches"]
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1))  # rseq goes on from the old ones, no gap
     assert rows[:2] == before["batches"]
@@ -546,8 +552,9 @@ def test_migrate_brings_a_postgres_relay_from_2_to_3_with_its_chunk_files(tmp_pa
     data = tmp_path / "relay"
     admin.init(data, "Ministry HQ", database=pg_url)
     conn = postgres.connect(pg_url)
-    with conn.transaction():  # what schema 2 was: no chunks table
+    with conn.transaction():  # what schema 2 was: no chunks table, no devices.reads
         conn.execute("DROP TABLE chunks")
+        conn.execute("ALTER TABLE devices DROP COLUMN reads")
         conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (b"2",))
     team_id = relay.meta(postgres.PgTxn(conn), "team")
     conn.close()
@@ -564,6 +571,35 @@ def test_migrate_brings_a_postgres_relay_from_2_to_3_with_its_chunk_files(tmp_pa
         assert store.read(lambda c: ident.chunks.get(c, team_id, cid)) == sealed  # from its row now
     finally:
         store.close()
+
+
+def test_migrate_brings_a_postgres_relay_from_3_to_4_and_devices_then_declare_what_they_read(
+        tmp_path: Path, pg_url: str) -> None:
+    """Schema 3 had no ``devices.reads``: 4 adds it, the enrolled devices' rows kept, and a sync fills it."""
+    data = tmp_path / "relay"
+    admin.init(data, "Ministry HQ", database=pg_url)
+    with Team.existing(tmp_path, data) as team:
+        dana = team.join("dana", "supervisor")
+    conn = postgres.connect(pg_url)
+    with conn.transaction():  # what schema 3 was
+        conn.execute("ALTER TABLE devices DROP COLUMN reads")
+        conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (b"3",))
+    before = conn.execute("SELECT device, member, author_pub, roster_v FROM devices").fetchall()
+    conn.close()
+    with pytest.raises(ConfigError, match="schema 3"):
+        storage.open_store(data)
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data), "--json"])
+    assert res.exit_code == 0 and '"from": 3' in res.output and f'"to": {SCHEMA_VERSION}' in res.output, res.output
+    conn = postgres.connect(pg_url)
+    assert conn.execute("SELECT device, member, author_pub, roster_v FROM devices").fetchall() == before
+    assert conn.execute("SELECT reads FROM devices").fetchall() == [(None,)]
+    conn.close()
+    with Team.existing(tmp_path, data) as again:
+        relay_helpers.set_relay_url(dana, again.url)  # a new port
+        assert dana.sync().ok
+        assert again.sql("SELECT reads FROM devices")[0][0] == 1
+    res = CliRunner().invoke(relay_cli, ["migrate", "--data", str(data), "--json"])
+    assert res.exit_code == 0 and f'"from": {SCHEMA_VERSION}' in res.output, res.output
 
 
 def test_the_backup_copies_every_table_of_both_schemas(tmp_path: Path, pg_url: str) -> None:

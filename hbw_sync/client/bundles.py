@@ -154,6 +154,8 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int | None = DEFAULT
         reply_max = MAX_REPLY if max_bytes is None else min(max_bytes, MAX_REPLY)
         args = {"cursor": s.meta("pull_cursor", 0), "budget": reply_budget, "batches": batches,
                 "roster_v": s.meta("roster_v"), "bundle": counter, "reply_max": reply_max}
+        if _Session.reads is not None:  # what this device reads (features.py), as an online sync says it
+            args["reads"] = _Session.reads
         # The document chunks this device's fetch policy wants (needs the store open), bounded (§18f).
         want = rep.versions.wanted_chunks()[:WANT_MAX] if rep is not None else []
         if want:
@@ -172,7 +174,7 @@ def export_bundle(home: Path | None, path: Path, max_bytes: int | None = DEFAULT
             last = i == n
             part_args = dict(args) if last else {  # only the last part carries the batch and asks for replies
                 "cursor": args["cursor"], "budget": MIN_PART_BUDGET, "batches": [], "roster_v": args["roster_v"],
-                "bundle": counter, "reply_max": reply_max}
+                "bundle": counter, "reply_max": reply_max, **({"reads": args["reads"]} if "reads" in args else {})}
             plan.append((_part_path(path, i, n), part_args, [cid for cid, _n in part], seqs if last else []))
         device = s.meta("device_id")
         relay_id = crypto.device_id_for(relay_pub)

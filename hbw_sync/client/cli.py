@@ -849,6 +849,11 @@ def status(ctx: click.Context, mark_seen_off: bool) -> None:
                 click.echo(f"  {c}")
         elif not got:
             click.echo(_("No new conflicts."))
+        if s["older_devices"]:
+            click.echo(ngettext("{n} device runs an older hbw-sync: documents it receives travel in the older, "
+                                "larger form.",
+                                "{n} devices run an older hbw-sync: documents they receive travel in the older, "
+                                "larger form.", s["older_devices"]).format(n=s["older_devices"]))
         if s["rejected_batches"]:
             click.echo(ngettext("{rejected_batches} batch was refused by the relay; see 'hbw-sync sync' output.",
                                 "{rejected_batches} batches were refused by the relay; see 'hbw-sync sync' output.",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .. import crypto, merge
+from .. import crypto, features, merge
 from ..clock import now_ms
 from ..errors import ConfigError, IntegrityError, UsageError
 from ..i18n import _
@@ -106,6 +106,17 @@ class Ledger:
         names = {bytes.fromhex(k): v for k, v in (self.store.meta("roster") or {}).items()}
         names[self.author.device_id] = self.store.meta("member")
         return names
+
+    def everyone_reads(self, bit: int) -> bool:
+        """Whether every other active device of the roster declared ``bit`` (``features.py``): a writer may
+        then send the form that bit names (a derived manifest, PROTOCOL.md §18e) and no device refuses it.
+
+        Revoked devices and this one do not count; a roster of this device alone gives True. A device
+        that never declared (an older hbw-sync, or a relay from before ``reads``) reads 0.
+        """
+        roster = self.store.meta("roster_keys") or {}
+        reads = self.store.meta("roster_reads") or {}
+        return not features.lacking(roster, reads, self.author.device_id.hex(), bit)
 
     # -- entities ---------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import clock, crypto, enroll, hlc
+from .. import clock, crypto, enroll, features, hlc
 from ..errors import ConfigError, UsageError, WrongKeyError
 from ..ops import is_member_name
 from . import docchunks, keyflow, notices, received, vault
@@ -62,6 +62,18 @@ def _wrong_passphrase(last: tuple[Any, ...] | None) -> bool:
 
 
 _D = TypeVar("_D", bound="LockedDevice")
+
+
+def _team_devices(s: Store, me: str) -> dict[str, Any]:
+    """The roster as the last sync left it, with what each device reads (``features.py``), and how many
+    active devices run an older hbw-sync (they lack a bit this one reads): documents they receive go in
+    the older, larger form, and the person may wonder why a small edit still costs a full upload."""
+    roster = s.meta("roster_keys") or {}
+    reads = s.meta("roster_reads") or {}
+    devices = [{"device": d, "member": e[0], "role": e[4] if len(e) > 4 else "member", "revoked": len(e) > 3 and e[3] is not None,
+                "reads": int(reads.get(d, 0)), "this_device": d == me}
+               for d, e in sorted(roster.items(), key=lambda kv: (str(kv[1][0]), kv[0]))]
+    return {"devices": devices, "older_devices": len(features.lacking(roster, reads, me, features.READS))}
 
 
 class LockedDevice:
@@ -202,6 +214,7 @@ class LockedDevice:
             # nobody reads cron's output, so status says it.
             "last_sync_wrong_passphrase": _wrong_passphrase(last),
             "hlc_ms": hlc.wall_ms(s.meta("hlc", 0)),
+            **_team_devices(s, ident.device_id.hex()),
         }
 
     def mark_seen(self) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
-from .. import codec, crypto, envelope, hlc, messages, wordcode
+from .. import codec, crypto, envelope, evidence, features, hlc, messages, wordcode
 from ..enroll import Invite
 from ..i18n import _, ngettext
 from ..errors import (ConfigError, HbwError, IntegrityError, LimitError, ProtocolError, TransientError, UsageError,
@@ -470,6 +470,10 @@ class _Link:
 class _Session:
     """State of one sync run over one store."""
 
+    #: What this device says it reads (sync arg ``reads``, ``features.py``); None sends none, as an
+    #: hbw-sync from before the arg did (tests drive such an older device with it).
+    reads: int | None = features.READS
+
     def __init__(self, dev: LockedDevice, rep: Replica | None, link: _Link | int, transport: Transport, timeout: float,
                  on_progress: OnProgress | None = None):
         self.dev, self.rep, self.s = dev, rep, dev.store
@@ -507,6 +511,8 @@ class _Session:
             "batches": batches,
             "roster_v": s.meta("roster_v"),
         }
+        if self.reads is not None:
+            args["reads"] = self.reads
         if s.meta("publish_key"):
             args["key"] = s.meta("publish_key")
         if snapshots.refused_recently(s):
@@ -538,6 +544,7 @@ class _Session:
                 s.set_meta("roster_keys", keys_now)
                 s.set_meta("roster", {d: v[0] for d, v in keys_now.items()})
                 s.set_meta("roster_v", res["roster_v"])
+                take_reads(s, res)
             if "snapshot" in res:  # checked before its cursor counts, and before this answer's batches are seen
                 refused = self._take_snapshot(res["snapshot"])
             got: dict[bytes, int] = {}  # device -> highest seq received or acked in this answer (counted once)
@@ -920,6 +927,37 @@ class _Session:
                 break
         # Documents after task changes: urgent work is never stuck behind a large file.
         await self.upload_large()
+
+
+def reads_map(value: Any) -> dict[bytes, int] | None:
+    """A result's ``reads`` (device id -> bits) if its shape is right, else None: bin 8 keys, uint32 values,
+    no more entries than a roster may hold. Checked before use: it is the relay's word (PROTOCOL.md §19)."""
+    if not isinstance(value, dict) or len(value) > evidence.MAX_ROSTER:
+        return None
+    for k, v in value.items():
+        if (not isinstance(k, bytes) or len(k) != 8 or not isinstance(v, int) or isinstance(v, bool)
+                or not 0 <= v <= features.READS_MAX):
+            return None
+    return value
+
+
+def take_reads(s: Any, res: dict[str, Any]) -> None:
+    """Keep what each roster device reads (meta ``roster_reads``, device hex -> bits) as the roster is kept:
+    replaced with a whole roster, merged with a delta; a roster device the map leaves out reads 0 (a relay
+    from before ``reads`` sends no map at all). Inside the caller's transaction, with the roster it came with.
+
+    A map of the wrong shape is not used (the values held stay as they were) and is logged as a problem:
+    a sync never fails on it.
+    """
+    got = reads_map(res.get("reads", {}))
+    if got is None:
+        notices.add_log(s, now_ms(), now_ms(), False, "apply", "ignored the relay's malformed 'reads' map",
+                        code="problem.reads_malformed", params={})
+        return
+    held = {} if res.get("roster_full", True) else dict(s.meta("roster_reads") or {})
+    for device in res["roster"]:
+        held[device.hex()] = got.get(device, 0)
+    s.set_meta("roster_reads", held)
 
 
 def check_keys(rep: Replica) -> None:

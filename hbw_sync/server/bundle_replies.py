@@ -7,8 +7,8 @@ waited for ever without a word. So a bundle's request carries ``reply_max`` (the
 device's ``--max-size``), and the relay writes its answer as parts of at most that
 many bytes each (PROTOCOL.md, "Reply bundles in parts"):
 
-* part 1 is the ordinary answer to the request (acknowledgements, roster, keys, a
-  snapshot if one fits, the first batches); parts 2..n carry only batches;
+* part 1 is the ordinary answer to the request (acknowledgements, roster with what each
+  device reads, keys, a snapshot if one fits, the first batches); parts 2..n carry only batches;
 * each part is a complete signed response to the same request, naming the cursor
   it starts from (``from_cursor``) and the one it ends at (``cursor``), its place
   (``part``: [i, n]) and the payload bytes of every part (``parts_bytes``), so the

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import bundle as bundle_fmt
-from .. import chunks, codec
+from .. import chunks, codec, features
 from ..errors import LimitError, TransientError
 from ..schema import Bin, Bool, Int, ListOf, Opt, Soft, Spec, Str, Tuple
 
@@ -78,6 +78,8 @@ ACTIONS: dict[str, Action] = {
         "approvals": ListOf(Bin(512), 256),
         "welcomes": ListOf(Tuple((Bin(8, 8), ListOf(_EPOCH, 4096), Bin(64 * 1024))), 256),
         "reject": ListOf(Bin(8, 8), 256),
+        # What the device's software reads (features.py, a bit set): kept per device, handed out with the roster.
+        "reads": Int(0, features.READS_MAX),
     }),
     "invite": Action(body=80 * 1024, args={  # a supervisor's team invite (§14b)
         "token_hash": Bin(32, 32),

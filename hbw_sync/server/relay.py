@@ -106,11 +106,38 @@ def roster(conn: Txn, since: int | None = None) -> dict[bytes, list[Any]]:
     A team of 1,000 devices has a 98 KB roster: a device that knows version N gets the few
     entries that changed since, not all of them again.
     """
-    sql = ("SELECT d.device, d.member, d.author_pub, d.x25519_pub, d.revoked_ms, m.role FROM devices d"
-           " JOIN members m ON m.name = d.member")
+    return roster_with_reads(conn, since)[0]
+
+
+def roster_with_reads(conn: Txn, since: int | None = None) -> tuple[dict[bytes, list[Any]], dict[bytes, int]]:
+    """``roster`` and, for the same devices, what each declared it reads (0: never declared), in one statement.
+
+    The bits travel beside the entries (result key ``reads``), never inside them: older clients
+    unpack the five-element entries and ignore a key they do not know (PROTOCOL.md §16, §21).
+    """
+    sql = ("SELECT d.device, d.member, d.author_pub, d.x25519_pub, d.revoked_ms, m.role, COALESCE(d.reads, 0)"
+           " FROM devices d JOIN members m ON m.name = d.member")
     rows = conn.execute(sql + (" WHERE COALESCE(d.roster_v, 0) > ?" if since is not None else ""),
                         (() if since is None else (since,))).fetchall()
-    return {d: [m, a, x, r, role] for d, m, a, x, r, role in rows}
+    return ({d: [m, a, x, r, role] for d, m, a, x, r, role, _reads in rows},
+            {d: int(reads) for d, *_entry, reads in rows})
+
+
+def declare_reads(conn: Txn, device: bytes, reads: int | None) -> bool:
+    """Keep what ``device`` says its software reads (sync arg ``reads``, checked by ``limits``); True if it changed.
+
+    A change is a roster change (``bump_roster``), in the same write: every device learns it at
+    its next sync, as a roster delta. Absent (None) leaves the stored value as it was: an older
+    client says nothing, and a device that never declared reads 0. One conditional update, its
+    row count the verdict, so an unchanged value (every sync) writes nothing else.
+    """
+    if reads is None:
+        return False
+    if conn.execute("UPDATE devices SET reads = ? WHERE device = ? AND COALESCE(reads, 0) <> ?",
+                    (reads, device, reads)).rowcount != 1:
+        return False
+    bump_roster(conn, device=device)
+    return True
 
 
 def team_keys(conn: Txn) -> dict[int, bytes]:
@@ -468,6 +495,7 @@ def sync_push(conn: Txn, ident: RelayIdentity, req: envelope.Request, now: int, 
     for g in a.get("grants", []):
         _store_grant(conn, g, device, role, now)
     admission.take_args(conn, a, device, author_pub, member, role, now)
+    declare_reads(conn, device, a.get("reads"))
     if a.get("snapshot"):
         refused = _store_snapshot(conn, ident, a["snapshot"], device, member, role, now)
 
@@ -541,7 +569,7 @@ def sync_pull(conn: Txn, ident: RelayIdentity, req: envelope.Request, result: di
     known = a.get("roster_v")
     if known != rv:
         partial = type(known) is int and 0 <= known < rv
-        result["roster"] = roster(conn, known if partial else None)
+        result["roster"], result["reads"] = roster_with_reads(conn, known if partial else None)
         result["roster_full"] = not partial
         result["roster_v"] = rv
         result["relay_x25519"] = enroll_mod.x25519_public(bundle.relay_x25519(ident.key))

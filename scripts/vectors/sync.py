@@ -3,9 +3,9 @@
 Member device d2 (bosco) sends its outbox batch; the relay (seed 0x41) answers with the ack, two
 inline batches to apply (one by supervisor d1, one relay-authored rebalancing move: epoch 0, the
 all-zero team *secret*, signed by the relay key), the whole roster (five-element entries, with
-the role), the published keys and a rotation in progress. ``apply`` says, for each batch in the
-response, which key verifies it, which team key opens it, the author's rank (§11) and the ops it
-decodes to. The batch bytes depend on the zstd release in ``meta`` (decoding does not).
+the role) and beside it what each device reads (``reads``, §16; d2's request declares it too), the
+published keys and a rotation in progress. ``apply`` says, for each batch in the response, which key
+verifies it, which team key opens it, the author's rank (§11) and the ops it decodes to. The batch bytes depend on the zstd release in ``meta`` (decoding does not).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def build() -> dict[str, Any]:
     d2_batch = wire.encode_batch(wire.Batch(TEAM, d2, 5, 1, (mine,)), AUTHOR["d2"], TEAM_KEY, nonce=b"\x0f" * 12)
 
     nonce = bytes(range(0x40, 0x50))
-    args = {"cursor": 1049, "budget": 200_000, "batches": [d2_batch], "roster_v": None}
+    args = {"cursor": 1049, "budget": 200_000, "batches": [d2_batch], "roster_v": None, "reads": 1}
     request, _ = envelope.make_request(TRANSPORT["d2"], d2, "sync", args, T0 + 5 * MIN, nonce=nonce)
     t_resp = T0 + 5 * MIN + 40
     roster = {
@@ -73,6 +73,7 @@ def build() -> dict[str, Any]:
         "acks": [[5, 1052, t_resp]], "rejects": [],
         "batches": [[1050, d1, T0 + 500, d1_batch], [1051, relay_id, T0 + 3 * MIN, relay_batch]],
         "cursor": 1052, "more": False, "roster": roster, "roster_full": True, "roster_v": 6,
+        "reads": {d1: 1, d2: 0},  # d1 declared bit 0 (derived manifests, §16 ``reads``); d2 never declared
         "relay_x25519": enroll.x25519_public(bundle.relay_x25519(RELAY)),
         "keys": {1: TEAM_KEY.key_id}, "grants": [], "rotation": {"since": T0 - DAY, "epoch": 1},
         "want_snapshot": False,

@@ -46,7 +46,7 @@ from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence
 from ...errors import StorageError
 
 #: The schema this hbw-relay writes; ``migrate`` brings older ones up to it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Cursor(Protocol):

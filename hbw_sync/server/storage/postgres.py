@@ -17,7 +17,7 @@ turns ``?`` into psycopg's ``%s``. Each server worker thread holds one connectio
 The schema has the SQLite one's tables and columns, with PostgreSQL types
 (BYTEA, BIGINT for millisecond times). PostgreSQL relays began at schema 2;
 ``migrate`` brings 2 to 3 (the chunk table, loading the chunk files schema 2
-kept beside the data directory into it).
+kept beside the data directory into it) and 3 to 4 (``devices.reads``).
 
 psycopg 3 is an optional dependency (``pip install 'hbw-sync[postgres]'``):
 imported only when a ``postgresql://`` database is named.
@@ -45,7 +45,7 @@ _SCHEMA = (
     "CREATE TABLE members (name TEXT PRIMARY KEY, role TEXT, created_ms BIGINT)",
     "CREATE TABLE devices (device BYTEA PRIMARY KEY, member TEXT, author_pub BYTEA, transport_pub BYTEA,"
     " x25519_pub BYTEA, enrolled_ms BIGINT, revoked_ms BIGINT, last_seen_ms BIGINT, label TEXT, last_bundle BIGINT,"
-    " roster_v BIGINT)",
+    " roster_v BIGINT, reads BIGINT)",
     "CREATE TABLE invites (token_hash BYTEA PRIMARY KEY, member TEXT, role TEXT, created_ms BIGINT,"
     " expires_ms BIGINT, used_ms BIGINT, device BYTEA)",
     "CREATE TABLE batches (rseq BIGINT PRIMARY KEY, device BYTEA, seq BIGINT, received_ms BIGINT, size INTEGER,"
@@ -85,6 +85,10 @@ _SINCE_2 = (
     "CREATE TABLE chunks (team BYTEA NOT NULL, cid BYTEA NOT NULL, size INTEGER NOT NULL,"
     " stored_ms BIGINT NOT NULL, data BYTEA, PRIMARY KEY (team, cid))",
     "ALTER TABLE chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+)
+#: Schema 4: what each device's software reads (PROTOCOL.md §16 ``reads``); NULL until it next syncs (reads 0).
+_SINCE_3 = (
+    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS reads BIGINT",
 )
 
 
@@ -233,17 +237,18 @@ def create(url: str, fill: TxnFn | None = None) -> Any:
 
 
 def migrate(url: str, data: Path | None = None) -> tuple[int, int]:
-    """Upgrade a PostgreSQL relay (schema 2 or 3) to ``SCHEMA_VERSION`` in one transaction under the team lock.
+    """Upgrade a PostgreSQL relay (schema 2, 3 or 4) to ``SCHEMA_VERSION`` in one transaction under the team lock.
 
     2 -> 3 makes ``chunks`` and loads the chunk files of ``data/chunks`` (where schema 2 kept
     them) into it, one file at a time; the files are left for IT to delete once it works.
+    3 -> 4 adds ``devices.reads`` (NULL: the device reads 0 until it next syncs).
     """
     from .sqlite import chunk_files
 
     conn = connect(url)
     try:
         found = schema_of(conn)
-        if found not in (2, SCHEMA_VERSION):
+        if found not in (2, 3, SCHEMA_VERSION):
             raise ConfigError(f"the PostgreSQL database {redact(url)} has relay schema {found}; this hbw-relay "
                               f"upgrades 2 to {SCHEMA_VERSION}", hint="use the hbw-relay version that created it")
         if found == SCHEMA_VERSION:
@@ -251,13 +256,16 @@ def migrate(url: str, data: Path | None = None) -> tuple[int, int]:
         lock = team_lock_key(conn)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-            for sql in _SINCE_2:
+            if found < 3:
+                for sql in _SINCE_2:
+                    conn.execute(sql)
+                for team, cid, f in chunk_files(data) if data is not None else ():
+                    body = f.read_bytes()
+                    conn.execute("INSERT INTO chunks (team, cid, size, stored_ms, data) VALUES (%s, %s, %s, %s, %s)"
+                                 " ON CONFLICT (team, cid) DO NOTHING",
+                                 (team, cid, len(body), int(f.stat().st_mtime * 1000), body))
+            for sql in _SINCE_3:
                 conn.execute(sql)
-            for team, cid, f in chunk_files(data) if data is not None else ():
-                body = f.read_bytes()
-                conn.execute("INSERT INTO chunks (team, cid, size, stored_ms, data) VALUES (%s, %s, %s, %s, %s)"
-                             " ON CONFLICT (team, cid) DO NOTHING",
-                             (team, cid, len(body), int(f.stat().st_mtime * 1000), body))
             conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (str(SCHEMA_VERSION).encode(),))
         return found, SCHEMA_VERSION
     finally:

@@ -76,6 +76,7 @@ def create_schema(path: Path) -> None:
             "label": str,
             "last_bundle": int,
             "roster_v": int,  # the roster version at which this device's entry last changed
+            "reads": int,  # what its software reads, as it last declared (features.py; NULL: never, reads 0)
         },
         pk="device",
     )
@@ -170,6 +171,14 @@ def chunk_files(data: Path) -> Iterator[tuple[bytes, bytes, Path]]:
                     yield team, cid, f
 
 
+def _migrate_3_to_4(conn: sqlite3.Connection, data: Path) -> None:
+    """Schema 3 -> 4: ``devices.reads`` (what each device's software reads, PROTOCOL.md §16); NULL until
+    the device next syncs, read as 0 (nothing new): a writer keeps the older form until then."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(devices)")}
+    if "reads" not in cols:
+        conn.execute("ALTER TABLE devices ADD COLUMN reads INTEGER")
+
+
 def _migrate_2_to_3(conn: sqlite3.Connection, data: Path) -> None:
     """Schema 2 -> 3: the chunk index, filled from the files schema 2 kept (their mtime as stored time)."""
     _tables_since_2(conn)
@@ -193,7 +202,8 @@ def _migrate_1_to_2(conn: sqlite3.Connection, data: Path) -> None:
 
 
 #: from-version -> step; each step runs in the same transaction as the version bump.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Path], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, Path], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3,
+                                                                    3: _migrate_3_to_4}
 
 
 def schema_of(conn: sqlite3.Connection, path: Path) -> int | None:

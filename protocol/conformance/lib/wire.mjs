@@ -265,6 +265,12 @@ function checkSync(d) {
   t.check("response result", same(toTyped(r), d.response.result));
   const roster = r.get("roster");
   t.check("roster entries carry the role", [...roster.values()].every((e) => e.length === 5 && ["member", "supervisor"].includes(e[4])));
+  // reads (§16): beside the roster, for exactly its devices, uint32 bit sets; the request declares its own
+  const reads = r.get("reads");
+  t.check("reads names the roster's devices with uint32 values", reads instanceof Map && reads.size === roster.size
+    && [...reads.keys()].every((k) => k.length === 8 && [...roster.keys()].some((d) => eq(d, k)))
+    && [...reads.values()].every((v) => big(v) >= 0n && big(v) <= 0xffffffffn));
+  t.check("the request declares what it reads", q.args.has("reads") && big(q.args.get("reads")) <= 0xffffffffn);
   t.check("ack of the sent batch", r.get("acks").length === 1 && big(r.get("acks")[0][0]) === 5n);
   const relayId = deviceId(relayPub);
   for (const [i, [rseq, dev, rcv, data]] of r.get("batches").entries()) {
