@@ -123,6 +123,22 @@ CASES: list[dict[str, Any]] = [
     {"name": "edit: 5 bytes inserted at 1 MiB", "pieces": [
         _rand("cdc edit", MiB), {"kind": "text", "text": "EDIT!", "length": 5}, _rand("cdc edit", MiB, MiB)]},
 ]
+
+
+def _tail_cases() -> list[dict[str, Any]]:
+    """Two cases on §18d's tail rules: the first seed whose first cut ``k`` is even. Its first ``k + 1``
+    bytes are one chunk (an odd remainder's last byte, the one that matches, is never hashed); its
+    first ``k + 2`` bytes cut at ``k``, leaving a 2-byte last chunk."""
+    for n in range(1000):
+        seed = f"cdc tail {n}"
+        k = cut_lengths(stream(seed, 0, MAX))[0]
+        if k < MAX and k % 2 == 0:
+            return [{"name": "odd remainder: its last byte (a match) is not hashed", "pieces": [_rand(seed, k + 1)]},
+                    {"name": "a cut 2 bytes before the end: a 2-byte last chunk", "pieces": [_rand(seed, k + 2)]}]
+    raise AssertionError("no seed with an even first cut")
+
+
+CASES[6:6] = _tail_cases()
 #: The cases whose ids and manifest hash are given (the three largest).
 WITH_IDS = ("3 MiB mixed", "edit base (2 MiB)", "edit: 5 bytes inserted at 1 MiB")
 
