@@ -2,7 +2,7 @@
 
 Keys: the team key of epoch 3 with secret bytes 0..31 (as chunks.json). The good vector is a
 base file and a new file one paragraph apart, each with its manifest (cut by the reference
-writer; a reader never cuts by itself, it cuts the rebuilt file at the manifest's sizes), the
+writer; with a sent manifest a reader cuts the rebuilt file at the manifest's sizes), the
 ``delta`` payload that rebuilds the new file from the base file, and ``manifest_delta`` (SHA-256
 of the new manifest, then a payload rebuilding it from the base manifest). A reader MUST:
 
