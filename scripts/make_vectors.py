@@ -32,7 +32,7 @@ for _p in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(_p))
 
 from vectors import (  # noqa: E402  (scripts/vectors/: one module per family)
-    approval, batches, bundle_stream, bundles, chunk_delta, chunks, delta, enroll, envelopes, evidence, hlc, invalid, keys, merge,
+    approval, batches, bundle_stream, bundles, cdc, chunk_delta, chunks, delta, enroll, envelopes, evidence, hlc, invalid, keys, merge,
     policy, snapshot, sync, zstd,
 )
 from vectors._kit import T0, jval, op_from_json, untjson  # noqa: E402,F401  (the tests use these)
@@ -54,6 +54,7 @@ FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "delta.json": delta.build,
     "chunks.json": chunks.build,
     "chunk_delta.json": chunk_delta.build,
+    "cdc.json": cdc.build,
     "evidence.json": evidence.build,
     "zstd.json": zstd.build,
     "policy.json": policy.build,

@@ -60,6 +60,7 @@ ENROLL = load("enroll.json")
 SNAPSHOT = load("snapshot.json")
 BUNDLES = load("bundles.json")
 DELTA = load("delta.json")
+CHUNK_DELTA = load("chunk_delta.json")
 
 SAME_ZSTD = BATCHES["meta"]["zstandard_version"] == zstandard.__version__
 ZSTD_SKIP = (
@@ -386,6 +387,61 @@ def test_delta_numbers_in_the_spec_match_the_code() -> None:
     assert "9 = append C deflated in blocks" in section and "8 = append raw deflate of C" in section
     for name in ("LIT", "COPY", "MEMBER", "SPLICE"):
         assert f"0x{getattr(wire, 'OP_' + name):02x} {name}" in section, name
+
+
+# -- derived manifests (PROTOCOL.md §18e, chunk_delta.json "derived") ---------------------------
+
+
+def _read_derived(field: bytes, epochs: dict[int, crypto.TeamKey] | None = None) -> Any:
+    """A derived manifest's reader, as chunk_delta.json states it: parse the field, take the key of its
+    epoch (none: ``integrity.chain``, as ``Versions.chunk_keys_for``), rebuild the file from the good
+    vector's delta, cut it with chunker 1 and check the manifest's hash."""
+    from hbw_sync import chunks, derived
+    from hbw_sync.delta import apply_delta_to
+    from hbw_sync.errors import IntegrityError
+
+    d = CHUNK_DELTA["derived"][0]
+    g = next(g for g in CHUNK_DELTA["good"] if g["name"] == d["delta_of"])
+    tk = CHUNK_DELTA["team_key"]
+    epochs = {tk["epoch"]: crypto.TeamKey(tk["epoch"], bytes.fromhex(tk["secret"]))} if epochs is None else epochs
+    want = derived.parse(field)
+    if want.epoch not in epochs:
+        raise IntegrityError("no team key of the derived manifest's epoch", code="integrity.chain")
+    kept: list[tuple[bytes, bytes]] = []
+    deriver = derived.Deriver(chunks.ChunkKeys.of(epochs[want.epoch]), want, bytes.fromhex(g["sha256"]), d["size"],
+                              lambda cid, plain: kept.append((cid, plain)))
+    apply_delta_to(bytes.fromhex(g["base_file"]), bytes.fromhex(g["delta"]), deriver.write,
+                   expected_sha256=bytes.fromhex(g["sha256"]), max_size=d["size"])
+    return deriver.finish(), deriver.raw, kept
+
+
+def test_derived_manifest_vector_is_the_cut_of_the_rebuilt_file() -> None:
+    from hbw_sync import derived
+
+    d = CHUNK_DELTA["derived"][0]
+    g = next(g for g in CHUNK_DELTA["good"] if g["name"] == d["delta_of"])
+    field = bytes.fromhex(d["manifest_delta_derived"])
+    assert len(field) == derived.FORM_LEN == 38 and field[32:34] == bytes([0x80, 1])
+    assert derived.parse(field).digest.hex() == d["manifest_sha256"] == hashlib.sha256(bytes.fromhex(d["manifest"])).hexdigest()
+    m, raw, kept = _read_derived(field)
+    assert raw.hex() == d["manifest"] == g["manifest"]
+    assert [c.hex() for c in m.ids] == g["chunk_ids"] and list(m.sizes) == g["chunk_sizes"]
+    assert hashlib.sha256(b"".join(p for _c, p in kept)).hexdigest() == g["file_sha256"]
+
+
+@pytest.mark.parametrize("v", CHUNK_DELTA["invalid_derived"], ids=lambda v: v["name"])
+def test_derived_manifest_vectors_fail_with_their_code(v: dict[str, Any]) -> None:
+    with pytest.raises(HbwError) as exc:
+        _read_derived(bytes.fromhex(v["manifest_delta_derived"]))
+    assert (type(exc.value).__name__, exc.value.code) == (v["expected_error"], v["expected_code"])
+
+
+def test_derived_manifest_vectors_cover_every_check() -> None:
+    got = {(v["expected_error"], v["expected_code"]) for v in CHUNK_DELTA["invalid_derived"]}
+    assert got == {("IntegrityError", "integrity.delta"), ("ProtocolError", "protocol.manifest"),
+                   ("IntegrityError", "integrity.chain")}
+    lengths = {len(bytes.fromhex(v["manifest_delta_derived"])) for v in CHUNK_DELTA["invalid_derived"]}
+    assert {37, 38, 39} <= lengths
 
 
 # -- the generator and the spec -----------------------------------------------------------

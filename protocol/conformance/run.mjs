@@ -10,6 +10,7 @@ import { CHECKERS as WIRE } from "./lib/wire.mjs";
 import { checkDelta } from "./lib/delta.mjs";
 import { checkEvidence } from "./lib/evidence.mjs";
 import { checkChunkDelta } from "./lib/chunkdelta.mjs";
+import { checkCdc } from "./lib/cdc.mjs";
 import { checkBundleStream } from "./lib/stream.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -21,6 +22,7 @@ const CHECKERS = {
   "delta.json": checkDelta,
   "evidence.json": checkEvidence,
   "chunk_delta.json": checkChunkDelta,
+  "cdc.json": checkCdc,
   "bundle_stream.json": checkBundleStream,
 };
 const extra = WIRE;

@@ -2,7 +2,7 @@
 
 Keys: the team key of epoch 3 with secret bytes 0..31 (as chunks.json). The good vector is a
 base file and a new file one paragraph apart, each with its manifest (cut by the reference
-writer; a reader never cuts by itself, it cuts the rebuilt file at the manifest's sizes), the
+writer; with a sent manifest a reader cuts the rebuilt file at the manifest's sizes), the
 ``delta`` payload that rebuilds the new file from the base file, and ``manifest_delta`` (SHA-256
 of the new manifest, then a payload rebuilding it from the base manifest). A reader MUST:
 
@@ -20,18 +20,28 @@ and MAY rebuild only ``needed_ids`` (the chunks the base lacks), each checked ag
 Bad vectors each change one thing from the good one (``base_file_byte``: [offset, value] set in the
 base file) and name the error class and stable code a
 reader must fail with. Payloads hold zstd frames, reproducible only with the zstd release in ``meta``.
+
+``derived`` is the same edit with a *derived manifest* (§18e): ``manifest_delta_derived`` = SHA-256
+of the new manifest's encoding ‖ 0x80 ‖ chunker 1 ‖ epoch (u32 BE), 38 bytes. A reader MUST parse
+it (``protocol.manifest`` for a wrong length, an unknown chunker or epoch 0), take the team key of
+that epoch (without it: ``integrity.chain``, the reference reader's answer for any chunked version
+whose epoch it lacks), rebuild the file from ``delta`` (``max_size`` = the op's ``size``, its
+SHA-256 = ``sha256``: ``integrity.delta``), cut it with chunker 1 (§18d), compute the ids, encode
+the manifest and check its SHA-256 against the field's (``integrity.delta``); the result is
+exactly ``manifest``. ``invalid_derived`` each change one thing in the field.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import struct
 from typing import Any, Callable
 
 import zstandard
 
-from hbw_sync import chunks, crypto
-from hbw_sync.delta import METHOD_PATCH, apply_delta, make_delta
+from hbw_sync import chunks, crypto, derived
+from hbw_sync.delta import METHOD_PATCH, apply_delta, apply_delta_to, make_delta
 from hbw_sync.delta.patch import patch_frame
 from hbw_sync.delta.chunked import DELTA_MAX, aligned_recipe, rebuild_chunks, rebuild_needed
 from hbw_sync.errors import HbwError, IntegrityError
@@ -74,6 +84,47 @@ def read(keys: chunks.ChunkKeys, base_file: bytes, base_manifest: bytes, sha256:
     if m.sha256 != sha256:
         raise IntegrityError("a manifest rebuilt from its delta names another file", code="integrity.doc")
     return b"".join(bytes(p) for _cid, p in rebuild_chunks(keys, m, base_file, delta))
+
+
+def read_derived(keyring: dict[int, crypto.TeamKey], base_file: bytes, sha256: bytes, size: int, delta: bytes,
+                 field: bytes) -> chunks.Manifest:
+    """A derived manifest's reader, as the vectors state it: the manifest it works out (checked)."""
+    want = derived.parse(field)
+    key = keyring.get(want.epoch)
+    if key is None:
+        raise IntegrityError(f"no team key of epoch {want.epoch} for a derived manifest", code="integrity.chain")
+    deriver = derived.Deriver(chunks.ChunkKeys.of(key), want, sha256, size, lambda _cid, _plain: None)
+    apply_delta_to(base_file, delta, deriver.write, expected_sha256=sha256, max_size=size)
+    return deriver.finish()
+
+
+def _derived(keyring: dict[int, crypto.TeamKey], base: bytes, new: bytes, m_new: chunks.Manifest,
+             delta: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The good derived-manifest vector and the bad ones, each one change in the 38-byte field."""
+    field = derived.encode(m_new.encode(), m_new.epoch)
+    assert len(field) == derived.FORM_LEN
+    got = read_derived(keyring, base, m_new.sha256, m_new.size, delta, field)
+    assert got.encode() == m_new.encode()
+    good = {"name": "one paragraph edited, manifest derived", "delta_of": "one paragraph edited",
+            "manifest_delta_derived": field.hex(), "size": m_new.size, "manifest": m_new.encode().hex(),
+            "manifest_sha256": hashlib.sha256(m_new.encode()).hexdigest()}
+    other_epoch = max(keyring) + 1
+    changes = [
+        ("wrong hash", "the field's SHA-256 is not the derived manifest's (its first byte flipped)",
+         bytes([field[0] ^ 1]) + field[1:]),
+        ("chunker 2", "an unknown chunker", field[:33] + b"\x02" + field[34:]),
+        ("epoch 0", "epoch 0 (only the relay's unsealed changes have it)", field[:34] + bytes(4)),
+        ("37 bytes", "one byte short", field[:37]),
+        ("39 bytes", "one byte more", field + b"\x00"),
+        ("epoch the reader lacks", f"epoch {other_epoch}: the reader holds no team key of it",
+         field[:34] + struct.pack(">I", other_epoch)),
+    ]
+    bad = []
+    for name, what, f in changes:
+        cls, code = _fails(lambda: read_derived(keyring, base, m_new.sha256, m_new.size, delta, f))
+        bad.append({"name": name, "description": what, "manifest_delta_derived": f.hex(),
+                    "expected_error": cls, "expected_code": code})
+    return good, bad
 
 
 def build() -> dict[str, Any]:
@@ -134,10 +185,13 @@ def build() -> dict[str, Any]:
     del flipped["base_file"]
     flipped["base_file_byte"] = [1000, 0x58]
     invalid.append(flipped)
+    good_derived, invalid_derived = _derived({KEY.epoch: KEY}, base, new, m_new, delta)
     return {
         "meta": {"zstandard_version": zstandard.__version__, "spec": "PROTOCOL.md §18e (delta versions)",
                  "delta_max": DELTA_MAX, "max_manifest": MAX_MANIFEST},
         "team_key": {"epoch": KEY.epoch, "secret": KEY.secret.hex(), "id_key": keys.id_key.hex()},
         "good": [good],
         "invalid": invalid,
+        "derived": [good_derived],
+        "invalid_derived": invalid_derived,
     }

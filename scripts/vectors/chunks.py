@@ -8,8 +8,8 @@ library), one compressed with zstd (its sealed bytes are reproducible only with 
 ``manifest`` to the fields given and rebuild ``file`` from the chunks. Bad vectors each change one
 thing and name the error class and stable code a reader must fail with.
 
-Chunk boundaries are the writer's choice (FastCDC 2020 in the reference writer) and are not part
-of these vectors: a reader never cuts, it only concatenates.
+Chunk boundaries are not part of these vectors: a reader of a sent manifest only concatenates.
+Where they are cut (chunker 1, PROTOCOL.md §18d) is vectored in cdc.json.
 """
 
 from __future__ import annotations

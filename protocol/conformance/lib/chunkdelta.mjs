@@ -1,10 +1,12 @@
 // chunk_delta.json: delta versions of chunked documents (PROTOCOL.md §18e), from the spec alone.
 // The manifest is rebuilt from manifest_delta (SHA-256 ‖ a §18c payload against the base
 // manifest), decoded (§18d), and must name the op's file; the file is rebuilt from the delta,
-// cut at the manifest's sizes, and every piece must be the chunk its id names (HMAC, §18d).
+// cut at the manifest's sizes, and every piece must be the chunk its id names (HMAC, §18d). The
+// derived cases: the reader cuts the rebuilt file itself with chunker 1 and hashes its manifest.
 import { eq, fail, hex, hkdf, hmac, PE, sha256, Tally, toHex } from "./base.mjs";
 import { applyDelta } from "./delta.mjs";
 import { unpack } from "./msgpack.mjs";
+import { derive } from "./cdc.mjs";
 
 const MAX_MANIFEST = 262144 * 21 + 64, CHUNK_MAX = 262144;
 
@@ -33,6 +35,38 @@ function rebuild(idKey, baseFile, baseManifest, sha, delta, mdelta) {
   return { file, m };
 }
 
+// A derived manifest (§18e): SHA-256 of the manifest's encoding ‖ 0x80 ‖ chunker ‖ epoch (u32 BE). The
+// reader rebuilds the file, cuts it with chunker 1 (§18d), computes the ids and encodes the manifest.
+function readDerived(secrets, baseFile, sha, size, delta, field) {
+  if (field.length !== 38 || field[32] !== 0x80) PE("protocol.manifest", "a derived manifest field is 38 bytes");
+  if (field[33] !== 1) PE("protocol.manifest", `chunker ${field[33]}`);
+  const epoch = new DataView(field.buffer, field.byteOffset + 34, 4).getUint32(0);
+  if (epoch === 0) PE("protocol.manifest", "epoch 0");
+  if (!secrets.has(epoch)) fail("IntegrityError", "integrity.chain", `no team key of epoch ${epoch}`);
+  const file = applyDelta(baseFile, delta, sha, size);
+  const got = derive(hkdf(secrets.get(epoch), "hbw-sync chunk id v1"), epoch, file);
+  if (!eq(sha256(got.manifest), field.subarray(0, 32))) fail("IntegrityError", "integrity.delta", "not the author's manifest");
+  return got.manifest;
+}
+
+function checkDerived(t, d) {
+  const secrets = new Map([[d.team_key.epoch, hex(d.team_key.secret)]]);
+  for (const v of d.derived) {
+    const g = d.good.find((x) => x.name === v.delta_of);
+    const args = [secrets, hex(g.base_file), hex(g.sha256), v.size, hex(g.delta)];
+    try {
+      const raw = readDerived(...args, hex(v.manifest_delta_derived));
+      t.check(`derived ${v.name} manifest`, toHex(raw) === v.manifest && v.manifest === g.manifest);
+      t.check(`derived ${v.name} names the file`, eq(decodeManifest(raw).sha, hex(g.sha256)));
+    } catch (e) {
+      t.check(`derived ${v.name}`, false, `${e.cls} ${e.code}: ${e.message}`);
+    }
+    for (const b of d.invalid_derived) {
+      t.expectError(`invalid derived ${b.name}`, () => readDerived(...args, hex(b.manifest_delta_derived)), b.expected_error, b.expected_code);
+    }
+  }
+}
+
 export function checkChunkDelta(d) {
   const t = new Tally("chunk_delta.json");
   const idKey = hkdf(hex(d.team_key.secret), "hbw-sync chunk id v1");
@@ -57,6 +91,7 @@ export function checkChunkDelta(d) {
       t.expectError(`invalid ${v.name}`, () => rebuild(idKey, ...a), v.expected_error, v.expected_code);
     }
   }
+  checkDerived(t, d);
   t.notes.push("rebuilding only the needed chunks of aligned_delta (a reader's option) is not checked: the whole file is");
   return t;
 }

@@ -119,3 +119,42 @@ export function same(a, b) {
   }
   return a === b;
 }
+
+/** Canonical msgpack encoding (§6: shortest integers, maps in the given key order) of unsigned
+ *  integers, Uint8Array (bin), arrays and Maps: what a manifest (§18d) needs, since a derived
+ *  manifest (§18e) is checked by the SHA-256 of its encoding. */
+export function pack(v) {
+  const out = [];
+  // a length: its fix form (fix | n, when fix is given and n < 16), else the 8-bit form (t8, when
+  // given), else the 16- and 32-bit forms (t16, t16 + 1)
+  const head = (n, fix, t8, t16) => {
+    if (fix !== null && n < 16) out.push(fix | n);
+    else if (t8 !== null && n < 0x100) out.push(t8, n);
+    else if (n < 0x10000) out.push(t16, n >> 8, n & 0xff);
+    else out.push(t16 + 1, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+  };
+  const put = (x) => {
+    if (typeof x === "number" || typeof x === "bigint") {
+      const n = BigInt(x);
+      if (n < 0n) throw new RangeError("pack: negative integers are not needed here");
+      if (n < 128n) out.push(Number(n));
+      else if (n < 0x100n) out.push(0xcc, Number(n));
+      else if (n < 0x10000n) out.push(0xcd, Number(n >> 8n), Number(n & 0xffn));
+      else if (n < 0x100000000n) out.push(0xce, ...[24n, 16n, 8n, 0n].map((s) => Number((n >> s) & 0xffn)));
+      else out.push(0xcf, ...[56n, 48n, 40n, 32n, 24n, 16n, 8n, 0n].map((s) => Number((n >> s) & 0xffn)));
+    } else if (x instanceof Uint8Array) {
+      head(x.length, null, 0xc4, 0xc5);
+      for (const b of x) out.push(b);
+    } else if (Array.isArray(x)) {
+      head(x.length, 0x90, null, 0xdc);
+      x.forEach(put);
+    } else if (x instanceof Map) {
+      head(x.size, 0x80, null, 0xde);
+      for (const [k, val] of x) { put(k); put(val); }
+    } else {
+      throw new TypeError(`pack: ${typeof x} is not needed here`);
+    }
+  };
+  put(v);
+  return new Uint8Array(out);
+}
