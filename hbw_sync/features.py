@@ -8,8 +8,9 @@ layouts), so each device says what it reads as a bit set, the relay keeps the la
 device and hands it out beside the roster, and a writer asks ``Ledger.everyone_reads(bit)``.
 
 A bit set, not a version number: a later feature takes the next bit, and a device that reads it
-sets it, whatever else it reads. A device that never declared one reads 0 (nothing new); a
-``sync`` without ``reads`` leaves the relay's value as it was (an older client says nothing).
+sets it, whatever else it reads. A device that never declared one reads 0 (nothing new), and so
+does a ``sync`` without ``reads``: an older client says nothing, including one moved back to an
+older release after a newer one declared its bits.
 
 Sans-IO: constants and pure functions over plain values (the client's stored roster), no store.
 """

@@ -93,9 +93,13 @@ def test_everyone_reads_until_an_older_device_joins_and_again_once_it_is_revoked
     code, out = member_cli(dana, "status")
     assert "1 device runs an older hbw-sync" in out, out
 
-    # A relay's row keeps what a device last said: a sync without the arg does not reset it.
+    # A device moved back to an older release says nothing: its bits are reset, so writers stop
+    # sending it what it would refuse; upgraded again, it declares them again.
     with older_client():
         assert chidi.sync().ok
+    assert relay_reads(team, chidi) == 0
+    assert dana.sync().ok and held_reads(dana)[device_id(chidi).hex()] == 0
+    assert chidi.sync().ok
     assert relay_reads(team, chidi) == features.READS
 
     admin.revoke(team.data, device_id(fatou).hex())

@@ -127,12 +127,13 @@ def declare_reads(conn: Txn, device: bytes, reads: int | None) -> bool:
     """Keep what ``device`` says its software reads (sync arg ``reads``, checked by ``limits``); True if it changed.
 
     A change is a roster change (``bump_roster``), in the same write: every device learns it at
-    its next sync, as a roster delta. Absent (None) leaves the stored value as it was: an older
-    client says nothing, and a device that never declared reads 0. One conditional update, its
-    row count the verdict, so an unchanged value (every sync) writes nothing else.
+    its next sync, as a roster delta. Absent (None) is 0: a client that says nothing is an older
+    hbw-sync, and one moved back to an older release after a newer one declared must not keep the
+    newer one's bits (writers would send it forms it refuses). One conditional update, its row
+    count the verdict, so an unchanged value (every sync) writes nothing else.
     """
     if reads is None:
-        return False
+        reads = 0
     if conn.execute("UPDATE devices SET reads = ? WHERE device = ? AND COALESCE(reads, 0) <> ?",
                     (reads, device, reads)).rowcount != 1:
         return False
