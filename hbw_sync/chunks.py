@@ -9,8 +9,8 @@ A document version travels as chunks outside batches; the batch carries only a s
   ``pyfastcdc`` library: a well-kept, Cython-fast port of nlfiedler/fastcdc-rs, with a pure-Python
   fallback), so an edit in the middle of a 500 MB PDF changes the one or two chunks around it;
   every other chunk keeps its id, and a device (or the relay) that holds it is not sent it again.
-  Boundaries are the writer's choice, not part of the protocol: a reader only concatenates the
-  chunks its manifest lists, so another chunker would interoperate (and only dedup less).
+  Boundaries are chunker 1 (PROTOCOL.md §18d, vectors in protocol/vectors/cdc.json): a reader of a
+  derived manifest (§18e, ``derived``) cuts the rebuilt file itself and must find the author's cuts.
 * **Ids reveal nothing to the relay.** A chunk id is HMAC-SHA256 over the chunk's bytes, keyed by
   a key derived from the team key (``TeamKey.subkey(b"chunk id")``), truncated to 16 bytes. The
   relay stores and serves chunks by id but cannot compute the id of a file it knows, so it

@@ -41,7 +41,10 @@ class Derived:
 
 
 def encode(manifest: bytes, epoch: int) -> bytes:
-    """The ``manifest_delta`` field that tells readers to derive ``manifest`` (its encoding, §18d)."""
+    """The ``manifest_delta`` field that tells readers to derive ``manifest`` (its encoding, §18d).
+    Raises ValueError for an epoch outside 1..2^32-1 (a manifest's own bound)."""
+    if not 1 <= epoch < 1 << 32:
+        raise ValueError(f"epoch {epoch} is outside 1..2^32-1")
     return hashlib.sha256(manifest).digest() + bytes([METHOD_DERIVED, CHUNKER_FASTCDC]) + struct.pack(">I", epoch)
 
 

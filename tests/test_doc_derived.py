@@ -24,8 +24,9 @@ import pytest
 
 from relay_helpers import Team
 from relay_helpers import member_cli as cli
+from test_reads import older_client
 from hbw_sync import batch as wire
-from hbw_sync import chunks, derived
+from hbw_sync import chunks, derived, features
 from hbw_sync.client import docdelta
 from hbw_sync.delta import make_delta
 from hbw_sync.errors import IntegrityError, UsageError
@@ -195,3 +196,41 @@ def test_a_derived_field_that_is_not_the_authors_manifest_is_refused_and_keeps_n
         assert rep.doc_bytes(doc.id, version=1)[1] == v1
         problems = [r[0] for r in rep.store.execute("SELECT detail FROM sync_log WHERE how = 'apply'")]
         assert any("manifest does not rebuild" in p for p in problems), problems
+
+
+def test_a_team_with_an_older_device_gets_the_manifests_delta_until_that_device_is_upgraded(
+        team: Team, tmp_path: Path) -> None:
+    """A writer uses the 38-byte form only when every device of the team says it reads it (§16 ``reads``):
+    an older hbw-sync would refuse the version. Upgraded, the device says so, and the next edit is derived."""
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    with older_client():
+        chidi.sync()  # an hbw-sync from before derived manifests
+    dana.sync()
+    f = tmp_path / "plan.xlsx"
+    f.write_bytes(sheet_zip(ROWS))
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+        assert not rep.ledger.everyone_reads(features.READS_DERIVED_MANIFEST)
+    dana.sync()
+    with older_client():
+        chidi.sync()
+    sent = []
+    for edits in ((200,), (200, 300)):
+        f.write_bytes(sheet_zip(ROWS, *edits))
+        with dana.open() as rep:
+            rep.update_doc(doc.id, f)
+            content = _version(rep, doc.id)[2].content or {}
+            assert docdelta.is_delta_version(_version(rep, doc.id)[2]), sorted(content)
+            sent.append(content.get(_MANIFEST_DELTA) or content[_MANIFEST])
+        dana.sync()
+        if len(sent) == 1:
+            chidi.sync()  # upgraded: this sync says what it reads
+            dana.sync()
+    older, upgraded = sent
+    assert not derived.is_derived(older) and len(older) > derived.FORM_LEN, "the manifest or its delta, as before"
+    assert derived.is_derived(upgraded)
+    chidi.sync()
+    with chidi.open() as rep:
+        assert rep.doc_bytes(doc.id, version=2)[1] == sheet_zip(ROWS, 200)
+        assert rep.doc_bytes(doc.id)[1] == sheet_zip(ROWS, 200, 300)
