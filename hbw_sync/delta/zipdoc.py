@@ -11,6 +11,7 @@ each costs.
 
 from __future__ import annotations
 
+import logging
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from .splice import ranges, scan_deflated, splice_cost, spliced_frame, surely_en
 from .transcript import MAX_DEFLATED, transcribe
 from .wire import CODEC_DEFLATE, CODEC_RAW, CODEC_TRANSCRIPT, Buf, plain_cap, stream_cap
 from .writer import RecipeWriter
+
+_log = logging.getLogger("hbw_sync.delta")
 
 
 @dataclass
@@ -92,15 +95,23 @@ def zip_recipe(base: Readable, new: Readable, *, member_max: int | None = None) 
     """The zip recipe of ``new`` against ``base``; None when either is not a plain zip.
 
     Either may be a ``ranged.Source`` (a version read from the chunk store a chunk at a time):
-    members are then hashed and compared a piece at a time, and only a changed member's
-    compressed bytes are read whole; the base's member is inflated from its range as it is read.
+    members are then hashed and compared a piece at a time, a changed member's compressed bytes
+    are read a piece at a time by the deflater search (``search.find_deflater``) and read whole
+    only where a frame needs them whole (a stored member's content, the patch of compressed bytes
+    of a member no known deflater reproduces: both bounded by ``member_max``); the base's member is
+    inflated from its range as it is read.
     Over buffers, the same reads are views: the payload is the same byte for byte. With
     ``member_max`` a changed member that would have to be held whole over that size gives None
-    (flat memory over payload size: the caller then sends the changed chunks).
+    (flat memory over payload size: the caller then sends the changed chunks). So does a temp
+    spool that cannot be written (ENOSPC, TMPDIR gone or read-only): the update goes as its changed
+    chunks, larger but whole, and the log says why.
     """
     try:
         return _zip_recipe(base, new, member_max)
     except TooLarge:
+        return None
+    except OSError as e:  # search.Spool's temp file: the disk, not the document
+        _log.warning("zip recipe given up, the changed chunks go instead: temporary spool failed: %s", e)
         return None
 
 
@@ -135,16 +146,17 @@ def _zip_recipe(base: Readable, new: Readable, member_max: int | None) -> bytes 
         if same_as is not None and same_as.de - same_as.ds == size and same(bs, same_as.ds, ns, nm.ds, size):
             w.copy(same_as.ds, size)
         else:
-            # A changed member: its compressed bytes are read whole (a view over a buffer).
-            _member_op(w, base, bm, nm, ns.read(nm.ds, size), cap, scap, member_max)
+            # A changed member: its compressed bytes as a range, read a piece at a time (views over a buffer).
+            _member_op(w, base, bm, nm, ns.sub(nm.ds, size), cap, scap, member_max)
         w.lit(ns.read(nm.de, nm.rec_end - nm.de))
         pos = nm.rec_end
     w.lit(ns.read(pos, len(ns) - pos))
     return w.encode(base, (base_cd, len(base) - base_cd))
 
 
-def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, data: Buf, cap: int, scap: int,
+def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, data: Source, cap: int, scap: int,
                member_max: int | None = None) -> None:
+    """The ops for changed member ``nm``: ``data`` is its compressed bytes, a range read as needed."""
     encrypted = bool(nm.flags & 1)
     raw_dict: tuple[int, int, int, int] = (0, 0, CODEC_RAW, 0)
     raw_bytes: Readable = b""
@@ -155,15 +167,18 @@ def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, d
         # Over a Source the old member is a range, inflated as it is read (never whole); over a buffer, a view.
         raw_bytes = base.sub(bm.ds, bm.de - bm.ds) if isinstance(base, Source) else memoryview(base)[bm.ds : bm.de]
 
-    def content_frame(content: Buf | Spool) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None] | None:
+    def content_frame(content: Source | Spool) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None] | None:
         """The dictionary, frame and splice for a member whose new *content* is rebuilt by the reader, or
         None if no reader may rebuild it (its content is over what a reader holds and no SPLICE fits)."""
         if old_deflated:
-            return _against_deflated(raw_dict, raw_bytes, content, cap, scap, member_max)
+            # A stored member's content is read whole for the SPLICE scan (which reads buffers and spools),
+            # as before; a deflated one's is its spool.
+            return _against_deflated(raw_dict, raw_bytes, content if isinstance(content, Spool) else whole(content),
+                                     cap, scap, member_max)
         if len(content) > cap:
             return None  # only a SPLICE over a deflated member streams more than a reader holds
         _fits(member_max, len(raw_bytes), len(content))
-        whole_content = _whole(content)
+        whole_content = content.join() if isinstance(content, Spool) else whole(content)
         if old_plain:
             return (raw_dict, *spliced_frame(whole(raw_bytes), whole_content))
         return ((0, 0, CODEC_RAW, 0), *spliced_frame(b"", whole_content))  # encrypted or another method: no dictionary
@@ -189,13 +204,14 @@ def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, d
             w.member(dict_range, frame, len(data), None, splice=splice)
             return
     # Not reproducible here: patch the compressed bytes against the base's compressed bytes,
-    # or the member's deflate transcript against the base member's, whichever is smaller.
+    # or the member's deflate transcript against the base member's, whichever is smaller. Both
+    # frames need the compressed bytes whole: bounded by member_max first.
     _fits(member_max, len(raw_bytes), len(data))
-    old = whole(raw_bytes)
-    frame, splice = spliced_frame(old, data)
+    old, compressed = whole(raw_bytes), whole(data)
+    frame, splice = spliced_frame(old, compressed)
     if (not encrypted and nm.method == zipfile.ZIP_DEFLATED and old_deflated
             and 0 < len(old) <= MAX_DEFLATED and len(data) <= MAX_DEFLATED):
-        new_t = transcribe(data, cap)
+        new_t = transcribe(compressed, cap)
         old_t = transcribe(old, cap) if new_t is not None else None
         if new_t is not None and old_t is not None:
             t_frame, t_splice = spliced_frame(old_t, new_t)
