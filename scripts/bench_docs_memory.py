@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import _benchkit  # noqa: E402  (scripts/: what every --json records)
 
 TARGET_MB = 100
+#: The update's rows that are not peaks (not held to TARGET_MB): its spool's size and its time.
+NOT_PEAKS = ("update it: MB the deflater search spooled (TMPDIR)", "update it: seconds (wall)")
 PA, PB, PC = "amina orchid lantern 52 ferry", "chidi quartz meadow 17 kettle", "bosco velvet harbour 88 prism"
 
 
@@ -61,11 +63,37 @@ def no_splice() -> None:
 _NO_SPLICE: object = None
 
 
+_SPOOLED = [0]  # the most bytes one deflater-search spool held (delta/search.py), this step
+
+
+def watch_spools() -> None:
+    """Record each ``search.Spool``'s size as it is closed: what TMPDIR held for the member (in memory
+    while under ``SPOOL_IN_MEMORY``). Read from its file's end, so it measures any tree's Spool."""
+    try:
+        from hbw_sync.delta import search
+    except ImportError:  # a tree from before the spool
+        return
+    close = search.Spool.close
+
+    def closing(self: "search.Spool") -> None:
+        self.file.seek(0, os.SEEK_END)
+        _SPOOLED[0] = max(_SPOOLED[0], self.file.tell())
+        close(self)
+
+    search.Spool.close = closing  # type: ignore[method-assign]
+
+
 def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
-    """One step in this (fresh) process; prints its peak RSS in MB, or -2 when the step was refused."""
+    """One step in this (fresh) process; prints its peak RSS in MB (or -2 when the step was refused), the
+    bytes it moved, the most bytes a deflater-search spool held and its time in milliseconds."""
+    import time
+
     from hbw_sync.client import Device, documents
     from hbw_sync.client import sync as syncing
     from hbw_sync.errors import UsageError
+
+    watch_spools()
+    started = time.perf_counter()
 
     if path == "old":
         documents.CHUNKED_FROM = 1 << 62  # the whole version inside the batch, as before §18e
@@ -97,7 +125,7 @@ def phase(name: str, home: str, pw: str, extra: str, path: str) -> None:
             print(-2)
             return
         raise
-    print(hwm_mb(), moved)
+    print(hwm_mb(), moved, _SPOOLED[0], round(1000 * (time.perf_counter() - started)))
 
 
 def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None,
@@ -112,6 +140,7 @@ def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None,
     from relay_helpers import FAST_KDF
 
     moved: dict[str, int] = {}
+    spooled: dict[str, tuple[int, int]] = {}  # step -> (spool bytes, ms)
 
     def step(*a: str) -> int:
         out = subprocess.run([py, script, "--phase", *a, path], capture_output=True, text=True)
@@ -120,6 +149,8 @@ def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None,
         last = out.stdout.strip().splitlines()[-1].split()
         if len(last) > 1:
             moved[a[0] + ":" + a[1]] = int(last[1])
+        if len(last) > 3:
+            spooled[a[0]] = (int(last[2]), int(last[3]))
         return int(last[0])
 
     with tempfile.TemporaryDirectory() as t:
@@ -164,6 +195,9 @@ def run_size(py: str, mb: int, path: str, pair: tuple[Path, Path] | None = None,
             # base is applied before the base arrives and refused; see the report of this change.)
             what = "300 bytes edited mid-file" if pair is None else "the one-place edit"
             rows.append((f"update it: {what} (sender)", step("update", str(a), PA, str(f))))
+            if "update" in spooled:  # not a peak: its spool's size and its time, two rows of their own
+                rows.append((NOT_PEAKS[0], round(spooled["update"][0] / 1e6, 1)))  # type: ignore[arg-type]
+                rows.append((NOT_PEAKS[1], round(spooled["update"][1] / 1000, 1)))  # type: ignore[arg-type]
             up = step("sync-locked", str(a), PA, "")
             rows.append((f"sync the update up, unattended (sender; {moved['sync-locked:' + str(a)]:,} bytes went)", up))
             down = step("sync", str(b), PB, "")
@@ -194,12 +228,16 @@ def office(py: str, folder: Path, as_json: bool, quick: bool, before_ref: str | 
             before = run_size(py, 0, "nosplice", (v1, v2))
         else:
             with tree_at(before_ref) as tree:
-                before = run_size(py, 0, "chunked", (v1, v2), str(tree / "scripts" / "bench_docs_memory.py"))
+                # This script's steps over that tree's hbw_sync (it puts its own tree first on sys.path):
+                # the same measures (the spool's size, the update's time) on both sides.
+                script = tree / "scripts" / "bench_docs_memory.py"
+                script.write_bytes(Path(__file__).read_bytes())
+                before = run_size(py, 0, "chunked", (v1, v2), str(script))
             now = run_size(py, 0, "chunked", (v1, v2))
         results.append({"document": v2.name, "size": v2.stat().st_size,
                         "rows": [{"step": n, "now_mb": x, key: o, "baseline_step": bn}
                                  for (n, x), (bn, o) in zip(now, before)]})  # fmt: skip
-    ok = all(r["now_mb"] <= TARGET_MB for res in results for r in res["rows"])
+    ok = all(r["now_mb"] <= TARGET_MB for res in results for r in res["rows"] if not r["step"].startswith(NOT_PEAKS))
     if as_json:
         print(json.dumps(_benchkit.stamp({"target_mb": TARGET_MB, "results": results, "ok": ok,
                                           "baseline": before_ref or "without SPLICE"}, ok, quick=quick), indent=1))
@@ -210,7 +248,8 @@ def office(py: str, folder: Path, as_json: bool, quick: bool, before_ref: str | 
         print("|---|---:|---:|")
         for r in res["rows"]:
             was = "" if r["baseline_step"] == r["step"] else f" ({r['baseline_step']})"
-            print(f"| {r['step']} | {r['now_mb']} MB | {r[key]} MB{was} |")
+            unit = "" if r["step"].startswith(NOT_PEAKS) else " MB"
+            print(f"| {r['step']} | {r['now_mb']}{unit} | {r[key]}{unit}{was} |")
     return 0 if ok else 1
 
 
