@@ -12,10 +12,13 @@ result); the bound is half of it. No timing is asserted.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import logging
 import os
 import random
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -211,3 +214,74 @@ def test_update_receive_and_doc_get_of_a_large_office_file_hold_a_small_part_of_
     assert got < len(v2) // 2, (got, len(v2))
     assert delta.check_delta(v1, make_delta(v1, v2) or b"", expected_sha256=hashlib.sha256(v2).digest(),
                              max_size=len(v2)) is None
+
+
+def sheet(cells: list[bytes], modified: str) -> bytes:
+    """An .xlsx-like zip whose sheet XML is most of it, deflated at zlib's default level (codec 8 rebuilds it)."""
+    rows = b"".join(b'<row r="%d"><c t="inlineStr"><is><t>%s</t></is></c></row>' % (i, c) for i, c in enumerate(cells))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>', zipfile.ZIP_DEFLATED)
+        z.writestr("docProps/core.xml", f"<dcterms:modified>{modified}</dcterms:modified>", zipfile.ZIP_DEFLATED)
+        z.writestr("xl/worksheets/sheet1.xml", b"<worksheet><sheetData>" + rows + b"</sheetData></worksheet>",
+                   zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sheet_pair() -> tuple[bytes, bytes]:
+    """A sheet whose XML deflates to about 10 MB (cells of base64 noise: 15 MB inflated), one cell edited."""
+    noise = base64.b64encode(random.Random(11).randbytes(9_000_000))
+    cells = [noise[i:i + 120] for i in range(0, len(noise), 120)]
+    v1 = sheet(cells, "2026-12-01T09:00:00Z")
+    cells[len(cells) // 2] = b"Paid in full on 2 December."
+    return v1, sheet(cells, "2026-12-02T19:30:00Z")
+
+
+def test_a_large_changed_member_is_searched_by_ranges_never_whole(sheet_pair: tuple[bytes, bytes],
+                                                                   tmp_path: Path) -> None:
+    """The deflater search reads the changed member's compressed bytes from its Source a window at a time
+    (``search._Window``): ``make_delta`` of two files read by ranges holds a fixed few MB (its candidates'
+    zlib states, a spool block), not the member. Before, the member was read whole for the search: its
+    10 MB on top of those."""
+    v1, v2 = sheet_pair
+    layout = zipdoc.zip_layout(v2)
+    assert layout is not None
+    member = max(m.de - m.ds for m in layout[0])
+    assert member > 9_000_000
+    (tmp_path / "v1.xlsx").write_bytes(v1)
+    (tmp_path / "v2.xlsx").write_bytes(v2)
+    got: list[bytes | None] = []
+    with open(tmp_path / "v1.xlsx", "rb") as f1, open(tmp_path / "v2.xlsx", "rb") as f2:
+        made = peak(lambda: got.append(make_delta(file_source(f1), file_source(f2))))
+    assert got[0] is not None and len(got[0]) < 4096, "a SPLICE of the one edited cell (checked by make_delta)"
+    assert made < member, (made, member)  # 7.7 MB here; before, 14.9 MB (the member whole, and the rest)
+
+
+def test_a_spool_that_cannot_be_written_sends_the_changed_chunks(sheet_pair: tuple[bytes, bytes], team: Team,
+                                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """TMPDIR gone (or full, or read-only): ``doc update`` still records the version, through the real CLI;
+    the zip recipe is given up, logged, and the changed chunks go instead (larger, nothing lost)."""
+    v1, v2 = sheet_pair
+    dana, chidi = team.pair("dana", "chidi")
+    cli(chidi, "doc", "policy", "all")
+    f = tmp_path / "rents.xlsx"
+    f.write_bytes(v1)
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    dana.sync()
+    chidi.sync()
+    f.write_bytes(v2)
+    # The spool's content compresses to more than SPOOL_IN_MEMORY: it goes to a temp file, which cannot be made.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    with caplog.at_level(logging.WARNING, logger="hbw_sync"):
+        code, out = cli(dana, "doc", "update", doc.id, str(f))
+    monkeypatch.undo()
+    assert code == 0, out
+    assert any("temporary spool failed" in r.getMessage() for r in caplog.records), caplog.text
+    up = dana.sync()
+    assert up.sent_bytes > 1_000_000, f"the update went as {up.sent_bytes} bytes: a delta, not its chunks"
+    chidi.sync()
+    with chidi.open() as rep:
+        assert rep.doc_bytes(doc.id)[1] == v2
