@@ -5,8 +5,9 @@ Why: the zip recipe needs the deflater that reproduces a changed member's compre
 .xlsx) and deflate it again with each candidate in turn, which kept ``doc update`` of that
 sheet at 145 MB. Here every candidate deflates the inflated pieces as they come out, compares
 its output with the stored compressed bytes as it goes and drops out at its first mismatch;
-the content goes to a temporary file (``Spool``) for the SPLICE scan and the patch frame,
-which read it back a range at a time. A candidate is fed exactly as ``deflate.deflate`` and
+the content goes to a temporary file (``Spool``: zstd blocks, encrypted) for the SPLICE scan
+and the patch frame, which read it back a range at a time. The compressed bytes themselves are
+read from their ``ranged.Source`` a window at a time (``_Window``), never whole. A candidate is fed exactly as ``deflate.deflate`` and
 ``blocks.deflate_blocks`` feed zlib, so the one found is the one those functions (and every
 reader, ``rebuild.py``) reproduce: the same choice, in the same order, as the one-shot search.
 """
