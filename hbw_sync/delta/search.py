@@ -137,8 +137,8 @@ class _Window:
 
     Why: the search used to take the member whole (29 MB for the sheet of an 800,000-row .xlsx, the
     largest part of ``doc update``'s 94 MB). The inflater reads ahead of every candidate that still
-    matches (a deflater's output lags its input), so each byte is read once and a few hundred KiB
-    are held (a codec 9 candidate lags by up to a block).
+    matches (a deflater's output lags its input), so each byte is read once and about 100 KiB are
+    held (measured: 105 KiB for a codec 8 sheet, 76 KiB for LibreOffice's codec 9 blocks).
     """
 
     def __init__(self, src: Source) -> None:
