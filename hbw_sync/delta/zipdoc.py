@@ -97,8 +97,9 @@ def zip_recipe(base: Readable, new: Readable, *, member_max: int | None = None) 
     Either may be a ``ranged.Source`` (a version read from the chunk store a chunk at a time):
     members are then hashed and compared a piece at a time, a changed member's compressed bytes
     are read a piece at a time by the deflater search (``search.find_deflater``) and read whole
-    only where a frame needs them whole (a stored member's content, the patch of compressed bytes
-    of a member no known deflater reproduces: both bounded by ``member_max``); the base's member is
+    only where a frame needs them whole: the patch of compressed bytes of a member no known
+    deflater reproduces and a stored member's content (bounded by ``member_max``, except a stored
+    member against a deflated one, read whole for its SPLICE scan as before); the base's member is
     inflated from its range as it is read.
     Over buffers, the same reads are views: the payload is the same byte for byte. With
     ``member_max`` a changed member that would have to be held whole over that size gives None
@@ -110,8 +111,8 @@ def zip_recipe(base: Readable, new: Readable, *, member_max: int | None = None) 
         return _zip_recipe(base, new, member_max)
     except TooLarge:
         return None
-    except OSError as e:  # search.Spool's temp file: the disk, not the document
-        _log.warning("zip recipe given up, the changed chunks go instead: temporary spool failed: %s", e)
+    except OSError as e:  # search.Spool's temp file (or a read): the disk, not the document
+        _log.warning("zip recipe given up, the changed chunks go instead (temporary spool or read failed: %s)", e)
         return None
 
 
@@ -167,7 +168,8 @@ def _member_op(w: RecipeWriter, base: Readable, bm: Member | None, nm: Member, d
         # Over a Source the old member is a range, inflated as it is read (never whole); over a buffer, a view.
         raw_bytes = base.sub(bm.ds, bm.de - bm.ds) if isinstance(base, Source) else memoryview(base)[bm.ds : bm.de]
 
-    def content_frame(content: Source | Spool) -> tuple[tuple[int, int, int, int], bytes, tuple[int, int] | None] | None:
+    def content_frame(content: Source | Spool) -> tuple[tuple[int, int, int, int], bytes,
+                                                         tuple[int, int] | None] | None:
         """The dictionary, frame and splice for a member whose new *content* is rebuilt by the reader, or
         None if no reader may rebuild it (its content is over what a reader holds and no SPLICE fits)."""
         if old_deflated:
