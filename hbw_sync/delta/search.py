@@ -8,8 +8,9 @@ its output with the stored compressed bytes as it goes and drops out at its firs
 the content goes to a temporary file (``Spool``: zstd blocks, encrypted) for the SPLICE scan
 and the patch frame, which read it back a range at a time. The compressed bytes themselves are
 read from their ``ranged.Source`` a window at a time (``_Window``), never whole. A candidate
-is fed exactly as ``deflate.deflate`` and ``blocks.deflate_blocks`` feed zlib, so the one found is the one those functions (and every
-reader, ``rebuild.py``) reproduce: the same choice, in the same order, as the one-shot search.
+is fed exactly as ``deflate.deflate`` and ``blocks.deflate_blocks`` feed zlib, so the one found
+is the one those functions (and every reader, ``rebuild.py``) reproduce: the same choice, in the
+same order, as the one-shot search.
 """
 
 from __future__ import annotations
