@@ -157,6 +157,8 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "usage.code": N_("no device waiting for approval shows this code"),
     "usage.date": N_("this is not a date hbw-sync understands"),
     "usage.deleted": N_("this task was deleted; nothing changed"),
+    "usage.doc_base_missing": N_("this version is rebuilt from an earlier version that is not on this device and "
+                                 "not at the relay: it cannot be worked out until that version arrives"),
     "usage.doc_not_at_relay": N_("a part of this document is not at the relay yet: its author has not "
                                  "synced since saving it"),
     "usage.doc_not_local": N_("this document is not on this device yet"),

@@ -32,7 +32,8 @@ from ..delta.wire import METHOD_RECIPE
 from ..delta.writer import RecipeWriter
 from ..delta.chunked import (DELTA_MAX, NotStreamable, aligned_recipe, check, chunked_delta, rebuild_chunks,
                               rebuild_needed, streams_in_place)
-from ..errors import HbwError, IntegrityError, ProtocolError
+from ..errors import HbwError, IntegrityError, ProtocolError, UsageError
+from ..i18n import _
 from ..ops import MAX_MANIFEST, NAMES, Kind, Op
 from . import docsync, notices
 
@@ -290,13 +291,21 @@ def _derive(rep: "Versions", did: bytes, want: derived.Derived, content: Mapping
     base is not local yet."""
     base = content[_BASE]
     base_m = rep.version_manifest(did, base)
+    if base_m is None:
+        # Its base may still come (its op not here yet) or be worked out (pending); a base that is here
+        # and has no manifest is an inline version or a refused one: never a chunked base, so this
+        # version could wait for ever (a chain whose middle version was refused): refused too.
+        if version_op(rep, did, base) is None or rep.is_pending(did, base):
+            return None
+        raise IntegrityError("the base of a derived manifest is not a chunked version readable here "
+                             "(an inline version, or one that was refused)", code="integrity.chain")
+    if base_m.size > DELTA_MAX:  # known from its manifest: refused before its chunks are fetched
+        raise ProtocolError("a derived manifest's base is larger than a whole-file delta may be",
+                            code="protocol.limit")
     base_read = _reader(rep, did, base, base_m)
     if base_read is None:
         return None
-    base_size = base_m.size if base_m is not None else len(base_read(0, DELTA_MAX + 1))
-    if base_size > DELTA_MAX:
-        raise ProtocolError("a derived manifest's base is larger than a whole-file delta may be",
-                            code="protocol.limit")
+    base_size = base_m.size
     keys = rep.chunk_keys_of(want.epoch)
     local = rep.local_chunks
     d = derived.Deriver(keys, want, content[_SHA], DELTA_MAX, lambda cid, plain: local.keep_rebuilt(keys, cid, plain))
@@ -325,6 +334,8 @@ def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | 
     base = c.get(_BASE)
     if depth < MAX_CHAIN and base is not None and rep.is_pending(did, base):
         resolve(rep, did, base, depth + 1)
+        if not rep.is_pending(did, digest):
+            return None  # refused with its base (the base's refusal tried the versions built on it)
     try:
         raw = _manifest_of(rep, did, c)
     except HbwError as e:
@@ -332,6 +343,8 @@ def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | 
         rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
                      f"refused ({e.message}); it will be readable after the next full version",
                      code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
+        for later in rep.pending_on(did, digest):  # built on this one: they can never be worked out now
+            resolve(rep, did, later, depth + 1)
         return None
     if raw is None:
         return None
@@ -344,6 +357,17 @@ def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | 
         for later in rep.pending_on(did, digest):
             resolve(rep, did, later, depth + 1)
     return op
+
+
+def base_missing(rep: "Versions", did: bytes, digest: bytes) -> UsageError | None:
+    """The error ``doc get`` raises for a version still pending once its chain was tried: its base is
+    neither here nor at the relay (not synced yet by its author, lost, or never recorded); None otherwise."""
+    if not rep.is_pending(did, digest):
+        return None
+    return UsageError(_("this version is rebuilt from an earlier version that is not on this device and not at "
+                        "the relay: it cannot be worked out until that version arrives"),
+                      code="usage.doc_base_missing",
+                      hint=_("ask its author to sync, or to save the document again as a new version"))
 
 
 def wire_content(content: dict[Any, Any]) -> dict[Any, Any]:
