@@ -190,6 +190,9 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
                                   "{n} tasks were given to you: they are in your list of work"),
     "notice.exported": N_("{who} exported confidential document {doc} ({name}) from device {device} at {at}; "
                           "reason: {reason}"),
+    "notice.doc_base_missing": N_("document {doc} ({name}): one of its versions cannot be worked out on this device: "
+                                  "the earlier version it is rebuilt from is not at the relay any more. The document is "
+                                  "readable again from its next version saved in full (every 8th save at the latest)."),
     "notice.snapshot_refused": N_("Refused a summary of the team's history from {who}'s device: {why}. This device "
                                   "fetches the full history instead; nothing will be missing, it only takes longer."),
     "problem.doc_base_missing": N_("document {doc}: a version's base is missing; it will be readable after the "

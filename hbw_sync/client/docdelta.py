@@ -35,6 +35,7 @@ from ..delta.chunked import (DELTA_MAX, NotStreamable, aligned_recipe, check, ch
 from ..errors import HbwError, IntegrityError, ProtocolError, UsageError
 from ..i18n import _
 from ..ops import MAX_MANIFEST, NAMES, Kind, Op
+from ..clock import now_ms
 from . import docsync, notices
 
 if TYPE_CHECKING:
@@ -367,7 +368,8 @@ def base_missing(rep: "Versions", did: bytes, digest: bytes) -> UsageError | Non
     return UsageError(_("this version is rebuilt from an earlier version that is not on this device and not at "
                         "the relay: it cannot be worked out until that version arrives"),
                       code="usage.doc_base_missing",
-                      hint=_("ask its author to sync, or to save the document again as a new version"))
+                      hint=_("ask its author to sync; if the relay lost it, the document is readable again from "
+                             "its next version saved in full (every 8th save at the latest)"))
 
 
 def wire_content(content: dict[Any, Any]) -> dict[Any, Any]:
@@ -546,9 +548,26 @@ async def ensure(session: "_Session", rep: "Versions", did: bytes, digest: bytes
             return got, 0
         missing = rep.missing_chunks(did, digest)  # the base could not be had: ask the relay for what it holds
         if not missing and rep.is_pending(did, digest):
-            return got, 1  # its chunks are only ever rebuilt from a base the relay could not give
+            # Its chunks are only ever rebuilt from a base the relay could not give: not "not synced yet"
+            # (a derived version's author held its base, uploaded before the version), but lost (GC)
+            # or never recorded. Said once, as a notice ('status'), not as a part the next sync fetches.
+            _notice_base_missing(rep, did)
+            return got, 0
     more, lacking = await docsync.fetch(session, rep, missing)
     return got + more, lacking
+
+
+def _notice_base_missing(rep: "Versions", did: bytes) -> None:
+    """Tell the person, once per document, that a pending version's base is not to be had (``ensure``)."""
+    st = rep.ledger.load(Kind.DOC, did)
+    params = {"doc": did.hex()[:6], "name": str((st.values() if st is not None else {}).get("name", ""))}
+    code = "notice.doc_base_missing"
+    with rep.store.transaction():
+        if rep.store.execute("SELECT 1 FROM notices WHERE code = ? AND params = ?",
+                             (code, notices.pack(params))).fetchone() is None:
+            notices.add_notice(rep.store, f"document {params['doc']} ({params['name']}): one of its versions cannot "
+                               "be worked out on this device: the earlier version it is rebuilt from is not at the "
+                               "relay any more", code=code, params=params, when_ms=now_ms())
 
 
 async def fetch_versions(session: "_Session", rep: "Versions",
