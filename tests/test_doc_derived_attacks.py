@@ -238,3 +238,30 @@ def test_a_pending_version_whose_base_never_arrives_says_so_plainly(team: Team, 
         assert rep.versions.is_pending(did, d2), "still pending: its base may yet come"
     code, out = cli(chidi, "doc", "get", doc.id, "--version", "1", "-o", str(tmp_path / "v1.xlsx"))
     assert code == 0 and (tmp_path / "v1.xlsx").read_bytes() == v1, out
+
+
+def test_a_chain_that_loops_back_on_itself_ends_refused_not_pending(shared, tmp_path: Path) -> None:
+    """v2 names v3 as its base and v3 names v2 (or a version names itself): no base can ever be made
+    local. Each ends refused once asked for (the loop's closing version at once), never pending;
+    the earlier version still reads."""
+    dana, chidi, doc_id, v1 = shared
+    v2, v3 = sheet_zip(ROWS, 200), sheet_zip(ROWS, 200, 300)
+    looped = [forged_version(doc_id, HLC, v3, v2, true_field(dana, v2)),
+              forged_version(doc_id, HLC + 1, v2, v3, true_field(dana, v3)),
+              forged_version(doc_id, HLC + 2, v1 + b"self", v1 + b"self", true_field(dana, v1 + b"self"),
+                             delta=b"\x02" + b"\x00" * 40)]
+    with chidi.open() as rep:
+        before = _chunk_count(rep)
+    task = send(dana, chidi, looped)
+    did = bytes.fromhex(doc_id)
+    for n in (2, 3, 4):
+        code, out = cli(chidi, "doc", "get", doc_id, "--version", str(n), "-o", str(tmp_path / "got.xlsx"))
+        assert code != 0 and not (tmp_path / "got.xlsx").exists(), out
+    with chidi.open() as rep:
+        assert rep.task(task.hex()).title == "call the notary"
+        for data in (v2, v3, v1 + b"self"):
+            digest = hashlib.sha256(data).digest()
+            assert not rep.versions.is_pending(did, digest), "a loop never resolves: refused"
+            assert rep.versions.version_manifest(did, digest) is None
+        assert _chunk_count(rep) == before
+        assert rep.doc_bytes(doc_id, version=1)[1] == v1

@@ -272,6 +272,7 @@ def _manifest_of(rep: "Versions", did: bytes, content: Mapping[Any, Any]) -> byt
     sha, base = content.get(_SHA), content.get(_BASE)
     if base is None or content.get(_DELTA) is None or not isinstance(md, bytes) or len(md) < 33:
         raise ProtocolError("a manifest delta outside a delta version", code="protocol.manifest")
+    _check_no_loop(rep, did, sha, base)
     if derived.is_derived(md):
         return _derive(rep, did, derived.parse(md), content)
     base_raw = _manifest_bytes(rep, did, base)
@@ -284,6 +285,22 @@ def _manifest_of(rep: "Versions", did: bytes, content: Mapping[Any, Any]) -> byt
     if chunks.decode_manifest(raw).sha256 != sha:
         raise IntegrityError("a manifest rebuilt from its delta names another file", code="integrity.doc")
     return raw
+
+
+def _check_no_loop(rep: "Versions", did: bytes, sha: Any, base: bytes) -> None:
+    """Refuse a version whose chain of pending bases leads back to itself (a version named as its own
+    base, or v2 on v3 on v2): its manifest could never be worked out, and it would wait for ever.
+    Raises IntegrityError ``integrity.chain``."""
+    at = base
+    for _step in range(MAX_CHAIN):
+        if at == sha:
+            raise IntegrityError("a delta chain that loops back on itself", code="integrity.chain")
+        if not rep.is_pending(did, at):
+            return
+        op = version_op(rep, did, at)
+        at = (op.content or {}).get(_BASE) if op is not None else None
+        if at is None:
+            return
 
 
 def _derive(rep: "Versions", did: bytes, want: derived.Derived, content: Mapping[Any, Any]) -> bytes | None:
