@@ -36,7 +36,7 @@ def init(self, keys, want, sha256, max_size, keep):
         keep(cid, plain)
         n[0] += 1
         if n[0] == 2:
-            open(os.environ["HBW_TEST_MARK"], "w").close()
+            open(os.environ["DERIVING_MARK"], "w").close()
             time.sleep(600)
     _init(self, keys, want, sha256, max_size, kept)
 derived.Deriver.__init__ = init
@@ -48,7 +48,7 @@ cli.main(sys.argv[1:], prog_name="hbw-sync")
 def killed_mid_derivation(m, tmp_path: Path, *args: str) -> None:
     """Run ``hbw-sync args`` as ``m`` and SIGKILL it once the derivation has kept two chunks."""
     mark = tmp_path / "deriving"
-    env = {**os.environ, "HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase, "HBW_TEST_MARK": str(mark)}
+    env = {**os.environ, "HBW_SYNC_HOME": str(m.home), "HBW_PASSPHRASE": m.passphrase, "DERIVING_MARK": str(mark)}
     proc = subprocess.Popen([sys.executable, "-c", HOOK, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:

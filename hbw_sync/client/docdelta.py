@@ -291,7 +291,7 @@ def _check_no_loop(rep: "Versions", did: bytes, sha: Any, base: bytes) -> None:
     """Refuse a version whose chain of pending bases leads back to itself (a version named as its own
     base, or v2 on v3 on v2): its manifest could never be worked out, and it would wait for ever.
     Raises IntegrityError ``integrity.chain``."""
-    at = base
+    at: Any = base
     for _step in range(MAX_CHAIN):
         if at == sha:
             raise IntegrityError("a delta chain that loops back on itself", code="integrity.chain")
