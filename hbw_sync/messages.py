@@ -157,6 +157,8 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "usage.code": N_("no device waiting for approval shows this code"),
     "usage.date": N_("this is not a date hbw-sync understands"),
     "usage.deleted": N_("this task was deleted; nothing changed"),
+    "usage.doc_base_missing": N_("this version is rebuilt from an earlier version that is not on this device and "
+                                 "not at the relay: it cannot be worked out until that version arrives"),
     "usage.doc_not_at_relay": N_("a part of this document is not at the relay yet: its author has not "
                                  "synced since saving it"),
     "usage.doc_not_local": N_("this document is not on this device yet"),
@@ -188,6 +190,9 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
                                   "{n} tasks were given to you: they are in your list of work"),
     "notice.exported": N_("{who} exported confidential document {doc} ({name}) from device {device} at {at}; "
                           "reason: {reason}"),
+    "notice.doc_base_missing": N_("document {doc} ({name}): one of its versions cannot be worked out on this device: "
+                                  "the earlier version it is rebuilt from is not at the relay any more. The document is "
+                                  "readable again from its next version saved in full (every 8th save at the latest)."),
     "notice.snapshot_refused": N_("Refused a summary of the team's history from {who}'s device: {why}. This device "
                                   "fetches the full history instead; nothing will be missing, it only takes longer."),
     "problem.doc_base_missing": N_("document {doc}: a version's base is missing; it will be readable after the "

@@ -32,8 +32,10 @@ from ..delta.wire import METHOD_RECIPE
 from ..delta.writer import RecipeWriter
 from ..delta.chunked import (DELTA_MAX, NotStreamable, aligned_recipe, check, chunked_delta, rebuild_chunks,
                               rebuild_needed, streams_in_place)
-from ..errors import HbwError, IntegrityError, ProtocolError
+from ..errors import HbwError, IntegrityError, ProtocolError, UsageError
+from ..i18n import _
 from ..ops import MAX_MANIFEST, NAMES, Kind, Op
+from ..clock import now_ms
 from . import docsync, notices
 
 if TYPE_CHECKING:
@@ -270,6 +272,7 @@ def _manifest_of(rep: "Versions", did: bytes, content: Mapping[Any, Any]) -> byt
     sha, base = content.get(_SHA), content.get(_BASE)
     if base is None or content.get(_DELTA) is None or not isinstance(md, bytes) or len(md) < 33:
         raise ProtocolError("a manifest delta outside a delta version", code="protocol.manifest")
+    _check_no_loop(rep, did, sha, base)
     if derived.is_derived(md):
         return _derive(rep, did, derived.parse(md), content)
     base_raw = _manifest_bytes(rep, did, base)
@@ -284,19 +287,43 @@ def _manifest_of(rep: "Versions", did: bytes, content: Mapping[Any, Any]) -> byt
     return raw
 
 
+def _check_no_loop(rep: "Versions", did: bytes, sha: Any, base: bytes) -> None:
+    """Refuse a version whose chain of pending bases leads back to itself (a version named as its own
+    base, or v2 on v3 on v2): its manifest could never be worked out, and it would wait for ever.
+    Raises IntegrityError ``integrity.chain``."""
+    at: Any = base
+    for _step in range(MAX_CHAIN):
+        if at == sha:
+            raise IntegrityError("a delta chain that loops back on itself", code="integrity.chain")
+        if not rep.is_pending(did, at):
+            return
+        op = version_op(rep, did, at)
+        at = (op.content or {}).get(_BASE) if op is not None else None
+        if at is None:
+            return
+
+
 def _derive(rep: "Versions", did: bytes, want: derived.Derived, content: Mapping[Any, Any]) -> bytes | None:
     """Rebuild the version from its base held here and cut it with chunker 1 (§18d), keeping its chunks
     (inside one transaction: nothing is kept if the manifest so made is not the author's); None when the
     base is not local yet."""
     base = content[_BASE]
     base_m = rep.version_manifest(did, base)
+    if base_m is None:
+        # Its base may still come (its op not here yet) or be worked out (pending); a base that is here
+        # and has no manifest is an inline version or a refused one: never a chunked base, so this
+        # version could wait for ever (a chain whose middle version was refused): refused too.
+        if version_op(rep, did, base) is None or rep.is_pending(did, base):
+            return None
+        raise IntegrityError("the base of a derived manifest is not a chunked version readable here "
+                             "(an inline version, or one that was refused)", code="integrity.chain")
+    if base_m.size > DELTA_MAX:  # known from its manifest: refused before its chunks are fetched
+        raise ProtocolError("a derived manifest's base is larger than a whole-file delta may be",
+                            code="protocol.limit")
     base_read = _reader(rep, did, base, base_m)
     if base_read is None:
         return None
-    base_size = base_m.size if base_m is not None else len(base_read(0, DELTA_MAX + 1))
-    if base_size > DELTA_MAX:
-        raise ProtocolError("a derived manifest's base is larger than a whole-file delta may be",
-                            code="protocol.limit")
+    base_size = base_m.size
     keys = rep.chunk_keys_of(want.epoch)
     local = rep.local_chunks
     d = derived.Deriver(keys, want, content[_SHA], DELTA_MAX, lambda cid, plain: local.keep_rebuilt(keys, cid, plain))
@@ -325,6 +352,8 @@ def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | 
     base = c.get(_BASE)
     if depth < MAX_CHAIN and base is not None and rep.is_pending(did, base):
         resolve(rep, did, base, depth + 1)
+        if not rep.is_pending(did, digest):
+            return None  # refused with its base (the base's refusal tried the versions built on it)
     try:
         raw = _manifest_of(rep, did, c)
     except HbwError as e:
@@ -332,6 +361,8 @@ def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | 
         rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
                      f"refused ({e.message}); it will be readable after the next full version",
                      code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
+        for later in rep.pending_on(did, digest):  # built on this one: they can never be worked out now
+            resolve(rep, did, later, depth + 1)
         return None
     if raw is None:
         return None
@@ -344,6 +375,18 @@ def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | 
         for later in rep.pending_on(did, digest):
             resolve(rep, did, later, depth + 1)
     return op
+
+
+def base_missing(rep: "Versions", did: bytes, digest: bytes) -> UsageError | None:
+    """The error ``doc get`` raises for a version still pending once its chain was tried: its base is
+    neither here nor at the relay (not synced yet by its author, lost, or never recorded); None otherwise."""
+    if not rep.is_pending(did, digest):
+        return None
+    return UsageError(_("this version is rebuilt from an earlier version that is not on this device and not at "
+                        "the relay: it cannot be worked out until that version arrives"),
+                      code="usage.doc_base_missing",
+                      hint=_("ask its author to sync; if the relay lost it, the document is readable again from "
+                             "its next version saved in full (every 8th save at the latest)"))
 
 
 def wire_content(content: dict[Any, Any]) -> dict[Any, Any]:
@@ -522,9 +565,26 @@ async def ensure(session: "_Session", rep: "Versions", did: bytes, digest: bytes
             return got, 0
         missing = rep.missing_chunks(did, digest)  # the base could not be had: ask the relay for what it holds
         if not missing and rep.is_pending(did, digest):
-            return got, 1  # its chunks are only ever rebuilt from a base the relay could not give
+            # Its chunks are only ever rebuilt from a base the relay could not give: not "not synced yet"
+            # (a derived version's author held its base, uploaded before the version), but lost (GC)
+            # or never recorded. Said once, as a notice ('status'), not as a part the next sync fetches.
+            _notice_base_missing(rep, did)
+            return got, 0
     more, lacking = await docsync.fetch(session, rep, missing)
     return got + more, lacking
+
+
+def _notice_base_missing(rep: "Versions", did: bytes) -> None:
+    """Tell the person, once per document, that a pending version's base is not to be had (``ensure``)."""
+    st = rep.ledger.load(Kind.DOC, did)
+    params = {"doc": did.hex()[:6], "name": str((st.values() if st is not None else {}).get("name", ""))}
+    code = "notice.doc_base_missing"
+    with rep.store.transaction():
+        if rep.store.execute("SELECT 1 FROM notices WHERE code = ? AND params = ?",
+                             (code, notices.pack(params))).fetchone() is None:
+            notices.add_notice(rep.store, f"document {params['doc']} ({params['name']}): one of its versions cannot "
+                               "be worked out on this device: the earlier version it is rebuilt from is not at the "
+                               "relay any more", code=code, params=params, when_ms=now_ms())
 
 
 async def fetch_versions(session: "_Session", rep: "Versions",

@@ -1105,6 +1105,9 @@ def fetch_doc(rep: Replica, prefix: str, version: int | None = None, *, transpor
                           code="config.not_joined")
     session = _Session(rep, rep, _Link(DEFAULT_BUDGET), transport, timeout)
     got, lacking = asyncio.run(session.connected(lambda: docdelta.ensure(session, rep.versions, did, digest)))
+    stuck = docdelta.base_missing(rep.versions, did, digest)
+    if stuck is not None:
+        raise stuck
     if lacking:
         raise UsageError(ngettext("{n} part of this document is not at the relay yet: its author has not synced "
                                   "since saving it",

@@ -86,6 +86,8 @@ async def list_docs(request: web.Request, pp: str) -> web.StreamResponse:
             task = f'<a href="/tasks/{d.task}">{esc(d.task[:6])}</a>' if d.task else "-"
             if d.confidential:
                 mark += f' <strong class="tag urgent">{esc(_("Confidential"))}</strong>'
+            if not d.local:  # policy 'mine'/'none', or a derived version still to be worked out (§18e)
+                mark += f' <span class="tag">{esc(_("not on this computer yet"))}</span>'
             rows.append(f'<tr><td data-label="{esc(_("Name"))}"><a href="{link}">{esc(d.name)}</a>{mark}</td>'
                         f'<td data-label="{esc(_("Size"))}">{esc(human_bytes(d.size))}</td>'
                         f'<td data-label="{esc(_("Versions"))}">{d.versions}</td>'
@@ -148,7 +150,11 @@ async def show_doc(request: web.Request, pp: str) -> web.StreamResponse:
         f'<input type="hidden" name="mark" value="{"0" if d.confidential else "1"}">'
         f'<p><button class="secondary">{esc(_("Clear the confidential mark") if d.confidential else _("Mark confidential"))}'
         f'</button></p>'))
-    body += f'<p class="muted">{esc(ngettext("Its {n} version is on this computer.", "All {n} versions are on this computer.", d.versions).format(n=d.versions))}</p>'
+    if d.local:
+        body += f'<p class="muted">{esc(ngettext("Its {n} version is on this computer.", "All {n} versions are on this computer.", d.versions).format(n=d.versions))}</p>'
+    else:  # its download fetches it first (as 'doc get'): say so rather than claim it is here
+        note = _("The current version is not on this computer yet: its download fetches it from the relay first.")
+        body += f'<p class="muted">{esc(note)}</p>'
     if copies:
         body += f'<h2>{esc(_("Conflict copies"))}</h2><p>{esc(_("Two people saved a version offline at the same time; both are kept. Compare them and save the right one as a new version."))}</p><ul>'
         body += "".join(f"<li>{esc(c.name)} {download_form(request, c, f'c-{c.id}')}</li>" for c in copies)
