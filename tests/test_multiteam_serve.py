@@ -38,12 +38,13 @@ def relay_batches(t: Team) -> int:
     return len(t.sql("SELECT rseq FROM batches WHERE device = ?", (crypto.DeviceKey(key).device_id,)))
 
 
-def test_tls_serves_every_team_and_invites_for_any_team_pin_it(tmp_path: Path,
-                                                              request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_tls_serves_every_team_and_invites_for_any_team_pin_it(tmp_path: Path, request: pytest.FixtureRequest,
+                                                              workers: str) -> None:
     multi = Multi(tmp_path, multi_database(request))
     finance = multi.add("finance", "Finance")
     cert, key = self_signed(tmp_path, "office")
-    serve = Serve(multi.data, "2", "--tls-cert", str(cert), "--tls-key", str(key))
+    serve = Serve(multi.data, workers, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         assert serve.url.startswith("https://")
         d = str(multi.data)
@@ -142,7 +143,7 @@ def test_auto_rebalance_moves_every_teams_stuck_work_once_from_one_worker(
 
 def test_each_team_has_its_own_quota_online_and_in_bundle_ingest(tmp_path: Path,
                                                                   request: pytest.FixtureRequest) -> None:
-    multi = Multi(tmp_path, multi_database(request), team_idle_s=2.0)
+    multi = Multi(tmp_path, multi_database(request), team_idle_s=8.0)  # an idle sweep every 2 s
     d = str(multi.data)
     finance, health, roads = multi.add("finance", "Finance"), multi.add("health", "Health"), multi.add("roads", "Roads")
     r = relay("team", "quota", "--data", d, "finance", "0.001", "--json")
@@ -167,7 +168,9 @@ def test_each_team_has_its_own_quota_online_and_in_bundle_ingest(tmp_path: Path,
         assert (status, err["code"]) == (413, "protocol.quota")
         assert finance.chunk_ids() == []
         assert call(health, health_dana, "chunk_put", {"chunks": [list(p) for p in many]})["stored"] == 30
-        # Raised while serving: the running relay applies it (an open team re-reads it at its next sweep).
+        # Raised while serving: the open team re-reads it at the next idle sweep. It is asked every 0.5 s,
+        # so it is never idle long enough to be closed: the sweep's reading, not a reopening, applies it.
+        opened = metric(str(multi.get("/metrics")[1]), "hbw_teams_opened_total")
         assert relay("team", "quota", "--data", d, "finance", "1").exit_code == 0
         deadline = time.monotonic() + 60
         while True:
@@ -177,6 +180,7 @@ def test_each_team_has_its_own_quota_online_and_in_bundle_ingest(tmp_path: Path,
                 break
             time.sleep(0.5)
         assert status == 200 and len(finance.chunk_ids()) == 30
+        assert metric(str(multi.get("/metrics")[1]), "hbw_teams_opened_total") == opened  # finance not reopened
 
         # bundle ingest --team (its own process, without serve's options) refuses at the team's own quota too.
         roads.url = f"{multi.base}/t/roads"
@@ -212,5 +216,8 @@ def test_a_team_id_in_team_quota_cannot_escape_the_teams_directory(tmp_path: Pat
     assert [x["chunk_quota_own"] for x in rows] == [False]
     r = relay("team", "quota", "--data", str(multi.data), "nope", "1")
     assert r.exit_code == 2 and "no team nope" in r.output
-    r = relay("team", "quota", "--data", str(multi.data), "finance", "0")
-    assert r.exit_code == 2
+    for size in ("0", "nan", "inf", "-1", "1e400"):  # not a size: refused in words, nothing kept
+        r = relay("team", "quota", "--data", str(multi.data), "finance", size)
+        assert r.exit_code == 2 and "SIZE_GB" in r.output, (size, r.output)
+    assert [x["chunk_quota_own"] for x in json.loads(relay("team", "list", "--data", str(multi.data),
+                                                           "--json").output)] == [False]

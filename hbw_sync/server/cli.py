@@ -134,11 +134,12 @@ def init(ctx: click.Context, data: Path | None, team: str | None, url: str | Non
 @click.option("--admin", "with_admin", is_flag=True, help="Also serve the office page for IT (devices, invites, "
               "equipment, backups, audit) on --admin-port, behind the admin token.")
 @click.option("--chunk-quota-gb", default=limits.CHUNK_QUOTA / 1024**3, show_default=True, type=click.FloatRange(0.001),
+              callback=cli_teams.finite_size,
               help="GiB of document chunks the team may keep at this relay; uploads past it are refused. "
                    "Kept in the relay's settings: 'bundle ingest' applies the same quota. On a multi-team "
                    "directory: the default of teams without their own ('hbw-relay team quota').")
 @click.option("--bundle-max-gb", default=limits.BUNDLE_MAX / 1024**3, show_default=True,
-              type=click.FloatRange(0.001, limits.BUNDLE_MAX / 1024**3),
+              type=click.FloatRange(0.001, limits.BUNDLE_MAX / 1024**3), callback=cli_teams.finite_size,
               help="GiB: the largest bundle POST /v1/bundle takes (read as a stream, spooled in the data "
                    "directory, so keep that much disk free); a larger one is refused before it is read.")
 @click.option("--admin-host", default="127.0.0.1", show_default=True,

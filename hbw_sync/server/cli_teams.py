@@ -7,6 +7,7 @@ pointed at one of them, which ``resolve_data`` does in one place for all.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ def resolve_data(data: Path, team_id: str | None) -> Path:
     """The one-team directory a command works on (``teams.resolve``): ``--team`` from anywhere on the line."""
     team_id = team_id or click.get_current_context().meta.get("hbw_relay_team")
     return teams.resolve(data, team_id)
+
+
+def finite_size(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """A size in GiB must be a number: click's FloatRange lets 'nan' through (every comparison with it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(_("{value!r} is not a size: give a number of GiB, e.g. 20").format(value=str(value)))
+    return value
 
 
 def team_relay_url(url: str | None) -> str | None:
@@ -98,7 +106,8 @@ def register(cli: click.Group, group_cls: type, data_flag: Any) -> None:
     @team.command("quota")
     @data_flag
     @click.argument("team_id", metavar="ID")
-    @click.argument("size_gb", metavar="SIZE_GB", type=click.FloatRange(0.001, 1024**2))
+    @click.argument("size_gb", metavar="SIZE_GB", type=click.FloatRange(0.001, 1024**2),
+                    callback=finite_size)
     @json_option
     @click.pass_context
     def team_quota(ctx: click.Context, data: Path, team_id: str, size_gb: float) -> None:
