@@ -261,7 +261,8 @@ def test_every_relay_json_output_has_the_same_one_form(team: Team, tmp_path: Pat
     multi = tmp_path / "multi"  # the multi-team commands, on a multi-team directory
     res = CliRunner().invoke(relay_cli, ["init", "--multi", str(multi), "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    for args in (["team", "add", "Water Office", "--id", "water"], ["team", "list"], ["team", "remove", "water"]):
+    for args in (["team", "add", "Water Office", "--id", "water"], ["team", "quota", "water", "2"], ["team", "list"],
+                 ["team", "remove", "water"]):
         res = CliRunner().invoke(relay_cli, [*args, "--data", str(multi), "--json"], catch_exceptions=False)
         assert res.exit_code == 0, (args, res.output)
         seen[" ".join(args[:2])] = json.loads(res.stdout)

@@ -29,7 +29,7 @@ from ..i18n import _
 from .. import bundle as bundle_fmt
 from ..errors import ConfigError, LimitError, StoreError, UsageError
 from ..ops import MAX_CAPACITY, is_member_name
-from . import board, db, equipment, records, relay, storage
+from . import board, db, equipment, records, relay, storage, teams
 from .storage import Txn
 from .storage import dump
 from .storage import sqlite as store_sqlite
@@ -119,9 +119,14 @@ def _make_invite(data: Path, member: str, role: str, url: str | None, ttl_days: 
     if not 1 <= ttl_days <= 365:
         raise UsageError(_("an invite is valid for 1 to 365 days"))
     tag = _asset_tag(asset) if asset is not None else None
+    # A team of a multi-team relay: the certificate its serve keeps for the whole directory (a team added
+    # after serve started has none of its own).
+    served = teams.served_certificate(Path(data))
+
     def look(conn: Txn) -> tuple[bytes, str | None, bytes | None]:
         u = url or relay.meta(conn, "url")
-        return relay.meta(conn, "team"), u, relay.meta(conn, "tls_sha256") if u and u.startswith("https://") else None
+        pin = served if served is not None else relay.meta(conn, "tls_sha256")
+        return relay.meta(conn, "team"), u, pin if u and u.startswith("https://") else None
 
     team, url, tls = _read(data, look)
     if not url:
@@ -154,12 +159,13 @@ def set_chunk_quota(data: Path, quota: int, database: str | None = None) -> None
 
 
 def chunk_quota(data: Path) -> int:
-    """The chunk quota this relay applies (bytes): the one ``serve`` last kept, else the default."""
-    return _read(data, lambda conn: relay.load_identity(Path(data), conn).chunks.quota)
+    """The chunk quota this relay applies (bytes): the one ``serve`` last kept, else the default; for a team
+    of a multi-team directory, its own (``team quota``), else the one its serve last kept."""
+    return _read(data, lambda conn: _identity(conn, data).chunks.quota)
 
 
-def set_tls_certificate(data: Path, cert_file: Path) -> bytes:
-    """Remember the SHA-256 of the relay's TLS certificate, so invites can pin it."""
+def certificate_digest(cert_file: Path) -> bytes:
+    """The SHA-256 of a PEM certificate's DER form: what an invite pins."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -167,8 +173,19 @@ def set_tls_certificate(data: Path, cert_file: Path) -> bytes:
         cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
     except (OSError, ValueError) as e:
         raise UsageError(_("cannot read the TLS certificate {cert_file}: {e}").format(cert_file=cert_file, e=e)) from None
-    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
-    _write(data, relay.set_meta, "tls_sha256", digest)
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+def set_tls_certificate(data: Path, cert_file: Path) -> bytes:
+    """Remember the SHA-256 of the relay's TLS certificate, so invites can pin it.
+
+    On a multi-team directory it is kept once for all teams (``teams.keep_serve_settings``): invites
+    for any team, and for a team added later, pin it."""
+    digest = certificate_digest(cert_file)
+    if teams.is_multi(Path(data)):
+        teams.keep_serve_settings(Path(data), tls_sha256=digest.hex())
+    else:
+        _write(data, relay.set_meta, "tls_sha256", digest)
     return digest
 
 
@@ -245,7 +262,10 @@ def audit_log(data: Path, limit: int = 100) -> list[dict[str, Any]]:
 
 
 def _identity(conn: Txn, data: Path) -> relay.RelayIdentity:
-    return relay.load_identity(Path(data), conn)
+    """The relay's identity, held to the quota serve applies: a team of a multi-team directory to its own
+    (``team quota``) or else its serve's default, so ``bundle ingest --team`` refuses where serve does."""
+    quota = teams.team_quota(conn, Path(data)) if teams.directory_of(Path(data)) is not None else None
+    return relay.load_identity(Path(data), conn, quota)
 
 
 def rebalance(data: Path, apply: bool = False, stale_hours: float = 72, *, to: str | None = None,

@@ -28,7 +28,7 @@ from aiohttp import web
 from .. import __version__, allocation, bundle, envelope, timefmt, wordcode
 from ..errors import HbwError, LimitError, ProtocolError, StorageError, TransientError, http_status_for, retry_after_for
 from ..i18n import _
-from . import board, bundle_ingest, db, limits, relay, storage, stream
+from . import board, bundle_ingest, db, limits, relay, storage, stream, teams
 from .connections import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger("hbw.relay")
@@ -525,7 +525,7 @@ async def _rpc(app: web.Application, body: bytearray, now: int) -> tuple[bytes, 
         keys = app[KEYS].get(head.device)
         if keys is None:  # a read: on PostgreSQL without the team's lock (junk device ids must not queue on it)
             runner = app[WRITER]
-            keys = await _reader(runner)(relay.device_keys, head.device)
+            keys = await reader_of(runner)(relay.device_keys, head.device)
             if keys is not None:
                 app[KEYS].put(head.device, keys)
     checkers = app.get(CHECKERS)
@@ -541,7 +541,7 @@ async def _rpc(app: web.Application, body: bytearray, now: int) -> tuple[bytes, 
         # PostgreSQL: the writes under the team's lock, the reads after it in a transaction of their
         # own, so that one team's syncs wait for each other only for their writes.
         pushed = await runner.run(relay.apply_push, ident, prep, now)
-        result, stats = await _reader(runner)(relay.apply_pull, ident, prep, pushed)
+        result, stats = await reader_of(runner)(relay.apply_pull, ident, prep, pushed)
     else:
         result, stats = await runner.run(relay.apply, ident, prep, now)
     return relay.answer(ident, prep, result, now), stats
@@ -662,7 +662,7 @@ async def code_fetch(request: web.Request) -> web.StreamResponse:
     return await _serve(request, relay.fetch_code, "application/x-hbw", "code", max_body=wordcode.MAX_FETCH_BODY)
 
 
-def _reader(runner: storage.Runner) -> Callable[..., Awaitable[Any]]:
+def reader_of(runner: storage.Runner) -> Callable[..., Awaitable[Any]]:
     """``runner.read`` where reads run apart from the writes (PostgreSQL: without the team's lock), else ``run``."""
     read: Callable[..., Awaitable[Any]] | None = getattr(runner, "read", None) if getattr(runner, "reads_apart", False) else None
     return read if read is not None else runner.run
@@ -791,16 +791,23 @@ async def shared_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     shared.save(app[OWN_COUNTS]())
 
 
+def _identity(cfg: RelayConfig, txn: Any) -> relay.RelayIdentity:
+    """The team's identity, held to its chunk quota: serve's, or (a team of a multi-team relay) its own
+    when it has one (``team quota``), the serve's default otherwise."""
+    quota = cfg.chunk_quota if cfg.team is None else teams.team_quota(txn, cfg.data, cfg.chunk_quota)
+    return relay.load_identity(cfg.data, txn, quota)
+
+
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     shared = app.get(SHARED_PARTS)
     if shared is not None and shared.pg_runner is not None:  # a team of a multi-team relay on PostgreSQL
         writer = await shared.pg_runner(cfg.data)
-        app[IDENTITY] = await writer.read(lambda t: relay.load_identity(cfg.data, t, cfg.chunk_quota))
+        app[IDENTITY] = await writer.read(lambda t: _identity(cfg, t))
     else:
         store = storage.open_store(cfg.data, cfg.database)
         try:
-            app[IDENTITY] = store.read(lambda conn: relay.load_identity(cfg.data, conn, cfg.chunk_quota))
+            app[IDENTITY] = store.read(lambda conn: _identity(cfg, conn))
             writer = store.runner()
         finally:
             store.close()
@@ -824,6 +831,19 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     writer.stop()
 
 
+def rebalance_options(cfg: RelayConfig) -> allocation.Options:
+    """What ``serve --auto-rebalance`` plans with (``--stale-after``, ``--default-capacity``)."""
+    return allocation.Options(stale_ms=int(cfg.stale_hours * 3_600_000), default_capacity=cfg.default_capacity)
+
+
+async def rebalance_now(app: web.Application) -> dict[str, Any]:
+    """One team's round: the moves a dry run would propose, issued through its writer (the loop never waits
+    on the plan; on SQLite the writer holds the team's write lock, on PostgreSQL its advisory lock, so the
+    plan is made and issued in one transaction: two processes never both move a task)."""
+    return await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), rebalance_options(app[CONFIG]),
+                                 True)
+
+
 async def _auto_rebalance(app: web.Application) -> None:
     """Every interval, issue the moves a dry run would propose (through the one writer)."""
     cfg = app[CONFIG]
@@ -831,9 +851,7 @@ async def _auto_rebalance(app: web.Application) -> None:
     while True:
         await asyncio.sleep(cfg.rebalance_every_s)
         try:
-            opts = allocation.Options(stale_ms=int(cfg.stale_hours * 3_600_000),
-                                      default_capacity=cfg.default_capacity)
-            r = await app[WRITER].run(board.rebalance, app[IDENTITY], relay.now_ms(), opts, True)
+            r = await rebalance_now(app)
             log.info(log_line(action="auto-rebalance", moves=len(r["moves"]), stuck=len(r["stuck"])))
         except Exception as e:  # noqa: BLE001 - a failed round must not stop the relay
             log.warning(log_line(action="auto-rebalance", error=str(e)))

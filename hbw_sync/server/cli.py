@@ -134,10 +134,12 @@ def init(ctx: click.Context, data: Path | None, team: str | None, url: str | Non
 @click.option("--admin", "with_admin", is_flag=True, help="Also serve the office page for IT (devices, invites, "
               "equipment, backups, audit) on --admin-port, behind the admin token.")
 @click.option("--chunk-quota-gb", default=limits.CHUNK_QUOTA / 1024**3, show_default=True, type=click.FloatRange(0.001),
+              callback=cli_teams.finite_size,
               help="GiB of document chunks the team may keep at this relay; uploads past it are refused. "
-                   "Kept in the relay's settings: 'bundle ingest' applies the same quota.")
+                   "Kept in the relay's settings: 'bundle ingest' applies the same quota. On a multi-team "
+                   "directory: the default of teams without their own ('hbw-relay team quota').")
 @click.option("--bundle-max-gb", default=limits.BUNDLE_MAX / 1024**3, show_default=True,
-              type=click.FloatRange(0.001, limits.BUNDLE_MAX / 1024**3),
+              type=click.FloatRange(0.001, limits.BUNDLE_MAX / 1024**3), callback=cli_teams.finite_size,
               help="GiB: the largest bundle POST /v1/bundle takes (read as a stream, spooled in the data "
                    "directory, so keep that much disk free); a larger one is refused before it is read.")
 @click.option("--admin-host", default="127.0.0.1", show_default=True,
@@ -165,6 +167,12 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
     With --tls-cert/--tls-key (a self-signed certificate is fine), invites made
     afterwards for an https URL pin the certificate, so devices trust exactly it.
 
+    On a multi-team directory ('init --multi'): --tls-cert/--tls-key serve every
+    team over TLS and invites for any team pin it; --auto-rebalance rebalances
+    every team in turn (with --workers N, worker 0 alone); --chunk-quota-gb is
+    the default of teams without their own ('team quota'). --admin is not yet
+    served there.
+
     With --admin, the office page also runs, on 127.0.0.1:8766 by default. Its
     admin token is printed the first time and kept in DATA/admin.token (0600).
 
@@ -174,19 +182,24 @@ def serve(data: Path, host: str, port: int, tls_cert: str | None, tls_key: str |
     """
     n_workers = worker_count(workers)
     multi = teams.is_multi(data)
-    if multi and (with_admin or tls_cert or tls_key or auto_rebalance):
-        raise click.UsageError(_("a multi-team relay does not yet take --admin, --tls-cert/--tls-key or "
-                                 "--auto-rebalance: put TLS in front of it (a reverse proxy)"))
+    if multi and with_admin:
+        raise click.UsageError(_("the office page (--admin) does not yet serve a multi-team relay: serve without "
+                                 "--admin, and use each team's commands with --team ID instead ('hbw-relay "
+                                 "devices --team ID', 'invite --team ID', 'audit --team ID', 'backup --team ID')"))
     ctx = None
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
             raise click.UsageError(_("--tls-cert and --tls-key go together"))
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(tls_cert, tls_key)
-        # Invites made from now on pin this certificate (a self-signed one is fine).
+        # Invites made from now on pin this certificate (a self-signed one is fine); on a multi-team
+        # directory, invites for every team, including teams added later.
         admin.set_tls_certificate(data, Path(tls_cert))
-    # Kept in the relay's settings, so that 'bundle ingest' (another process) refuses at the same quota.
-    if not multi:
+    # Kept in the relay's settings, so that 'bundle ingest' (another process) refuses at the same quota;
+    # on a multi-team directory, once for all teams, as the default of those without their own ('team quota').
+    if multi:
+        teams.keep_serve_settings(data, chunk_quota=int(chunk_quota_gb * 1024**3))
+    else:
         admin.set_chunk_quota(data, int(chunk_quota_gb * 1024**3), database)
     cfg = RelayConfig(data=data, host=host, port=port,
                       rebalance_every_s=parse_hours(auto_rebalance) * 3600 if auto_rebalance else None,

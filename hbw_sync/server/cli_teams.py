@@ -7,6 +7,7 @@ pointed at one of them, which ``resolve_data`` does in one place for all.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ def resolve_data(data: Path, team_id: str | None) -> Path:
     """The one-team directory a command works on (``teams.resolve``): ``--team`` from anywhere on the line."""
     team_id = team_id or click.get_current_context().meta.get("hbw_relay_team")
     return teams.resolve(data, team_id)
+
+
+def finite_size(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """A size in GiB must be a number: click's FloatRange lets 'nan' through (every comparison with it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(_("{value!r} is not a size: give a number of GiB, e.g. 20").format(value=str(value)))
+    return value
 
 
 def team_relay_url(url: str | None) -> str | None:
@@ -77,7 +85,7 @@ def register(cli: click.Group, group_cls: type, data_flag: Any) -> None:
     @json_option
     @click.pass_context
     def team_list(ctx: click.Context, data: Path) -> None:
-        """The teams, with how many devices each has enrolled."""
+        """The teams, with how many devices each has enrolled and the documents each may keep (its quota)."""
         rows = teams.list_teams(data)
 
         def text() -> None:
@@ -89,8 +97,25 @@ def register(cli: click.Group, group_cls: type, data_flag: Any) -> None:
                 else:
                     click.echo(ngettext("{id:24}  {name}  ({n} device)", "{id:24}  {name}  ({n} devices)",
                                         r["devices"]).format(id=r["id"], name=r["name"], n=r["devices"]))
+                    quota = r["chunk_quota"] / 1024**3
+                    click.echo("    " + (_("documents: up to {gb:g} GiB (its own quota)") if r["chunk_quota_own"]
+                                         else _("documents: up to {gb:g} GiB (the relay's default)")).format(gb=quota))
 
         emit(ctx, rows, text)
+
+    @team.command("quota")
+    @data_flag
+    @click.argument("team_id", metavar="ID")
+    @click.argument("size_gb", metavar="SIZE_GB", type=click.FloatRange(0.001, 1024**2),
+                    callback=finite_size)
+    @json_option
+    @click.pass_context
+    def team_quota(ctx: click.Context, data: Path, team_id: str, size_gb: float) -> None:
+        """Let team ID keep SIZE_GB GiB of document chunks at the relay (its own quota; others keep the
+        default of 'serve --chunk-quota-gb'). Uploads and 'bundle ingest --team ID' past it are refused."""
+        r = teams.set_quota(data, team_id, int(size_gb * 1024**3))
+        emit(ctx, r, _("Team {id} may now keep {gb:g} GiB of documents at the relay; uploads past that are "
+                       "refused. A running relay applies it within a minute.").format(id=r["id"], gb=size_gb))
 
     @team.command("remove")
     @data_flag

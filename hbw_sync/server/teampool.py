@@ -125,6 +125,8 @@ class OpenTeam:
 # Why a request was refused at the root: ``malformed`` (not ``/t/<valid id>/<team route>``) or ``unknown_team``
 # (well formed, but no such team in the directory). The only label values of hbw_root_refused_total.
 REFUSALS = ("malformed", "unknown_team")
+# serve --auto-rebalance's counters (``TeamPool.rebalance``), as hbw_rebalance_<name>_total.
+REBALANCE = ("rounds", "moves", "failed")
 # Longest a cached team count is trusted even when the teams directory's mtime has not moved.
 KNOWN_MAX_AGE_S = 10.0
 
@@ -146,6 +148,8 @@ class TeamPool:
         self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
         self._known: tuple[int, float, int] | None = None  # (teams dir mtime_ns, when read, count)
         self.known_scans = 0
+        # serve --auto-rebalance: rounds done (each over every known team), moves issued, team rounds failed.
+        self.rebalance: dict[str, int] = dict.fromkeys(REBALANCE, 0)
 
     def known_count(self) -> int:
         """How many teams the directory holds, for /healthz and /metrics without listing 5,000 entries per call.
@@ -212,8 +216,9 @@ class TeamPool:
         t.used = time.monotonic()
 
     async def _open(self, tid: str) -> OpenTeam:
+        # rebalance_every_s None: the pool runs the rounds for all teams (``rebalance_round``), not each open team.
         cfg = dataclasses.replace(self.config, data=teams.team_dir(self.config.data, tid), database=None,
-                                  check_processes=0, team=tid)
+                                  check_processes=0, team=tid, rebalance_every_s=None)
         shared = relay_app.Shared(self.root[relay_app.GUARD], self.root[relay_app.BODIES],
                                   self.root[relay_app.METRICS], self.pg.runner if self.pg else None)
         app = relay_app.create_app(cfg, shared)
@@ -246,6 +251,48 @@ class TeamPool:
         for t in list(self.open.values()):
             if t.busy == 0 and (now - t.used >= self.config.team_idle_s or not self.exists(t.id)):
                 await self._close(t)
+
+    async def rebalance_round(self) -> None:
+        """Rebalance every known team once, one at a time, as a one-team relay's ``--auto-rebalance`` does.
+
+        Every known team, not only the open ones: a team whose devices are all away (the case
+        rebalancing is for) sends no requests. A team is opened for its turn through the pool (its
+        writer, its lock) and closed again after it when nothing else opened it. Each plan runs in the
+        team's writer thread, so the event loop serves other requests between and during turns. One
+        team's failure is logged and counted; the others are still done.
+        """
+        worker = self.config.worker
+        where = {} if worker is None else {"worker": worker}
+        for tid in await asyncio.to_thread(teams.known, self.config.data):
+            was_open = tid in self.open
+            try:
+                t = await self.acquire(tid)
+            except Exception as e:  # noqa: BLE001 - one team that cannot open must not stop the round
+                self.rebalance["failed"] += 1
+                log.warning(relay_app.log_line(action="auto-rebalance", team=tid, **where, error=str(e)))
+                continue
+            try:
+                r = await relay_app.rebalance_now(t.app)
+                self.rebalance["moves"] += len(r["moves"])
+                log.info(relay_app.log_line(action="auto-rebalance", team=tid, **where, moves=len(r["moves"]),
+                                            stuck=len(r["stuck"])))
+            except Exception as e:  # noqa: BLE001 - as above: logged, the next team goes on
+                self.rebalance["failed"] += 1
+                log.warning(relay_app.log_line(action="auto-rebalance", team=tid, **where, error=str(e)))
+            finally:
+                self.release(t)
+                if not was_open and t.busy == 0 and self.open.get(tid) is t:
+                    await self._close(t)
+        self.rebalance["rounds"] += 1
+
+    async def refresh_quotas(self) -> None:
+        """Apply ``team quota`` to open teams (another process changed their settings): one read each."""
+        for t in list(self.open.values()):
+            ident, cfg = t.app[relay_app.IDENTITY], t.app[relay_app.CONFIG]
+            if ident.chunks is None:
+                continue
+            own = await relay_app.reader_of(t.app[relay_app.WRITER])(teams.own_quota)
+            ident.chunks.quota = own or cfg.chunk_quota
 
     async def close_all(self) -> None:
         for t in list(self.open.values()):
@@ -331,25 +378,29 @@ def _own_counts(app: web.Application) -> dict[str, Any]:
     pool = app[POOL]
     d = app[relay_app.METRICS].to_dict(pool.commits() + app[relay_app.COMMITS_BEFORE], app[relay_app.GUARD].stats())
     d["teams"] = {"open": len(pool.open), "opened": pool.opened, "closed": pool.closed,
-                  "refused": dict(pool.refused), "pg_connections": len(pool.pg.conns) if pool.pg else 0}
+                  "refused": dict(pool.refused), "pg_connections": len(pool.pg.conns) if pool.pg else 0,
+                  "rebalance": dict(pool.rebalance)}
     return d
 
 
 def _teams_sum(workers: list[dict[str, Any]]) -> dict[str, Any]:
     """The teams' counters of every worker, summed (a file another relay wrote is skipped)."""
     total: dict[str, Any] = {"open": 0, "opened": 0, "closed": 0, "pg_connections": 0,
-                             "refused": dict.fromkeys(REFUSALS, 0)}
+                             "refused": dict.fromkeys(REFUSALS, 0), "rebalance": dict.fromkeys(REBALANCE, 0)}
     for d in workers:
         try:
             t = d["teams"]
             add = {k: int(t[k]) for k in ("open", "opened", "closed", "pg_connections")}
             refused = {r: int(t["refused"].get(r, 0)) for r in REFUSALS}
+            rebalance = {r: int(t.get("rebalance", {}).get(r, 0)) for r in REBALANCE}
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
         for k, v in add.items():
             total[k] += v
         for r, v in refused.items():
             total["refused"][r] += v
+        for r, v in rebalance.items():
+            total["rebalance"][r] += v
     return total
 
 
@@ -371,6 +422,12 @@ async def metrics(request: web.Request) -> web.Response:
             ("hbw_teams_closed_total", "counter", t["closed"], "Times a team was closed (idle, or over the cap)."),
             ("hbw_storage_healthy", "gauge", 0 if pool.faults() else 1,
              "1 when no open team's last write failed (in the process that answered)."),
+            ("hbw_rebalance_rounds_total", "counter", t["rebalance"]["rounds"],
+             "Automatic rebalancing rounds done (each over every known team)."),
+            ("hbw_rebalance_moves_total", "counter", t["rebalance"]["moves"],
+             "Tasks moved by automatic rebalancing, all teams."),
+            ("hbw_rebalance_failed_total", "counter", t["rebalance"]["failed"],
+             "Teams whose automatic rebalancing failed in a round (logged with the team)."),
     ):
         text += f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {value}\n"
     text += ("# HELP hbw_root_refused_total Requests refused before reaching a team, by reason.\n"
@@ -396,6 +453,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
             pool.opened, pool.closed = int(before["teams"]["opened"]), int(before["teams"]["closed"])
             pool.refused.update({r: int(before["teams"]["refused"].get(r, 0)) for r in REFUSALS})
+            pool.rebalance.update({r: int(before["teams"].get("rebalance", {}).get(r, 0)) for r in REBALANCE})
 
     async def sweep() -> None:
         while True:
@@ -404,12 +462,27 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
                 await pool.close_idle()
             except Exception as e:  # noqa: BLE001 - a team that fails to close must not stop the sweeps
                 log.warning(relay_app.log_line(action="close-team", error=str(e)))
+            try:
+                await pool.refresh_quotas()
+            except Exception as e:  # noqa: BLE001 - the quota stays as it was; the next sweep tries again
+                log.warning(relay_app.log_line(action="team-quota", error=str(e)))
 
-    task = asyncio.create_task(sweep())
+    async def rounds(every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await pool.rebalance_round()
+            except Exception as e:  # noqa: BLE001 - a failed round (the teams directory unreadable) must not stop the relay
+                log.warning(relay_app.log_line(action="auto-rebalance", error=str(e)))
+
+    tasks = [asyncio.create_task(sweep())]
+    if cfg.rebalance_every_s:  # under --workers N, only worker 0's config has it (workers.WorkerPool._spec)
+        tasks.append(asyncio.create_task(rounds(cfg.rebalance_every_s)))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await pool.close_all()
     if pg is not None:
         pg.stop()

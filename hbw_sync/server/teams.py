@@ -27,7 +27,7 @@ from .. import fileio
 from ..clock import now_ms
 from ..errors import ConfigError, UsageError
 from ..i18n import _, ngettext
-from . import db, relay, storage
+from . import db, limits, relay, storage
 
 MARKER = "multi.json"
 TEAMS = "teams"
@@ -77,6 +77,90 @@ def read_marker(data: Path) -> dict[str, Any]:
                                                "relay needs no team commands")) from None
     except (OSError, ValueError) as e:
         raise ConfigError(_("{path} is not a multi-team relay directory: {why}").format(path=path, why=e)) from None
+
+
+#: A team's own chunk quota (bytes, ``team quota``), in that team's settings (``meta``). Beside, not instead of,
+#: ``relay.CHUNK_QUOTA_SETTING``: that one is what a one-team ``serve`` last kept; this one outranks the
+#: multi-team serve's default, so it must survive every serve.
+TEAM_QUOTA_SETTING = "chunk_quota_team"
+#: What a multi-team ``serve`` keeps in ``multi.json`` for the commands it does not run itself (``invite``,
+#: ``bundle ingest``, ``team add``): its ``--chunk-quota-gb`` in bytes, and its certificate's SHA-256 (hex).
+SERVE_SETTINGS = ("chunk_quota", "tls_sha256")
+
+
+def keep_serve_settings(data: Path, **settings: Any) -> None:
+    """Keep what ``serve`` was given in ``multi.json`` (replaced whole, atomically), for the other commands.
+
+    Why the directory's file and not every team's settings: a ministry's directory holds thousands of
+    teams, and one write per team at each start would cost minutes; a team looks here when it has no
+    setting of its own (``serve_setting``), so a team added later gets it too."""
+    marker = read_marker(data)
+    for k, v in settings.items():
+        if k not in SERVE_SETTINGS:
+            raise ValueError(k)
+        marker[k] = v
+    with db.faults(where=data):
+        fileio.write_private(Path(data) / MARKER, json.dumps(marker).encode())
+
+
+def directory_of(team_data: Path) -> Path | None:
+    """The multi-team directory ``team_data`` is a team of (``DIR/teams/<id>``), or None for a one-team relay."""
+    d = Path(team_data)
+    if d.parent.name == TEAMS and valid_id(d.name) and is_multi(d.parent.parent):
+        return d.parent.parent
+    return None
+
+
+def serve_setting(team_data: Path, key: str) -> Any:
+    """What the multi-team ``serve`` kept (``keep_serve_settings``) for the team in ``team_data``; None when
+    it is no team of a multi-team directory or nothing was kept."""
+    parent = directory_of(team_data)
+    return read_marker(parent).get(key) if parent is not None else None
+
+
+def served_certificate(team_data: Path) -> bytes | None:
+    """The SHA-256 of the certificate the multi-team ``serve`` of ``team_data`` serves with, or None."""
+    h = serve_setting(team_data, "tls_sha256")
+    if isinstance(h, str) and len(h) == 64:
+        try:
+            return bytes.fromhex(h)
+        except ValueError:
+            return None
+    return None
+
+
+def own_quota(txn: Any) -> int | None:
+    """The team's own chunk quota (``team quota``) in bytes, or None when it takes the serve's default."""
+    q = relay.meta(txn, TEAM_QUOTA_SETTING)
+    return q if type(q) is int and q > 0 else None
+
+
+def team_quota(txn: Any, team_data: Path, serve_default: int | None = None) -> int | None:
+    """The chunk quota a team of a multi-team directory is held to: its own, else the serve's default
+    (``serve_default``, or the one the last serve kept), else None (``relay.load_identity`` decides)."""
+    own = own_quota(txn)
+    if own is not None:
+        return own
+    if serve_default is not None:
+        return serve_default
+    kept = serve_setting(team_data, "chunk_quota")
+    return kept if type(kept) is int and kept > 0 else None
+
+
+def set_quota(data: Path, team_id: str, quota: int) -> dict[str, Any]:
+    """Give team ``team_id`` its own chunk quota (bytes), kept in its settings: ``serve`` (at the team's
+    next opening, or within a minute for an open team) and ``bundle ingest --team`` both refuse at it."""
+    read_marker(data)
+    where = team_dir(data, check_id(team_id))  # the id is checked before it names any path
+    if not storage.holds_relay(where):
+        raise UsageError(_("no team {id} in {data}; teams: {teams}").format(
+            id=team_id, data=data, teams=", ".join(known(data)) or _("none")))
+    store = storage.open_store(where)
+    try:
+        store.transact(relay.set_meta, TEAM_QUOTA_SETTING, int(quota))
+    finally:
+        store.close()
+    return {"id": team_id, "chunk_quota": int(quota), "chunk_quota_own": True}
 
 
 def schema_for(team_id: str) -> str:
@@ -168,11 +252,14 @@ def _summary(data: Path, tid: str) -> dict[str, Any]:
         row["devices"] = sum(1 for d in rows if not d["revoked_ms"])
         store = storage.open_store(where)
         try:
-            row["name"] = store.read(lambda t: relay.meta(t, "team_name"))
+            row["name"], own = store.read(lambda t: (relay.meta(t, "team_name"), own_quota(t)))
         finally:
             store.close()
+        kept = serve_setting(where, "chunk_quota")
+        row["chunk_quota"] = own or (kept if type(kept) is int and kept > 0 else limits.CHUNK_QUOTA)
+        row["chunk_quota_own"] = own is not None
     except Exception as e:  # noqa: BLE001 - one broken team must not hide the others in the list
-        row.update(devices=None, name=None, error=str(e))
+        row.update(devices=None, name=None, chunk_quota=None, chunk_quota_own=None, error=str(e))
     return row
 
 
