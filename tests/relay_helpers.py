@@ -173,3 +173,26 @@ def set_relay_url(member: Member, url: str) -> None:
     with Device.open(member.home) as dev:
         with dev.store.transaction():
             dev.store.set_meta("relay_url", url)
+
+
+def shared_doc(team: Team, tmp_path: Path, data: bytes, *, policy: str = "all",
+               name: str = "plan.xlsx") -> tuple[Member, Member, Any, Path]:
+    """A supervisor's document a member's device has heard of: dana adds ``data`` as ``name`` and syncs,
+    then chidi (fetch policy ``policy``) syncs. Returns (dana, chidi, the document's view, the file)."""
+    dana, chidi = team.pair("dana", "chidi")
+    member_cli(chidi, "doc", "policy", policy)
+    f = tmp_path / name
+    f.write_bytes(data)
+    with dana.open() as rep:
+        doc = rep.add_doc(f)
+    dana.sync()
+    chidi.sync()
+    return dana, chidi, doc, f
+
+
+def save_version(m: Member, doc: Any, f: Path, data: bytes) -> None:
+    """``data`` saved as the next version of ``doc`` on member ``m``'s device, then synced up."""
+    f.write_bytes(data)
+    with m.open() as rep:
+        rep.update_doc(doc.id, f)
+    m.sync()

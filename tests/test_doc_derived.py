@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from relay_helpers import Team
+from relay_helpers import Team, save_version, shared_doc
 from relay_helpers import member_cli as cli
 from test_reads import older_client
 from hbw_sync import batch as wire
@@ -160,15 +160,8 @@ def test_devices_without_the_base_work_the_manifests_out_when_asked_down_a_chain
 @pytest.mark.parametrize("wrong", ["hash", "chunker"])
 def test_a_derived_field_that_is_not_the_authors_manifest_is_refused_and_keeps_nothing(
         team: Team, tmp_path: Path, wrong: str) -> None:
-    dana, chidi = team.pair("dana", "chidi")
-    cli(chidi, "doc", "policy", "all")
-    f = tmp_path / "plan.xlsx"
     v1, v2 = sheet_zip(ROWS), sheet_zip(ROWS, 200)
-    f.write_bytes(v1)
-    with dana.open() as rep:
-        doc = rep.add_doc(f)
-    dana.sync()
-    chidi.sync()
+    dana, chidi, doc, _f = shared_doc(team, tmp_path, v1)
     with dana.open() as rep:  # a member's device that sends a field no reader can confirm
         key = rep.current_key()
         keys = chunks.ChunkKeys.of(key)

@@ -17,7 +17,7 @@ import pytest
 from app_browser import AppThread, check_page, launch, open_app, sync_api
 from test_app_browser import off_loop
 from test_doc_derived import ROWS, _version, sheet_zip
-from relay_helpers import Team
+from relay_helpers import Team, save_version, shared_doc
 from relay_helpers import member_cli as cli
 
 
@@ -35,17 +35,8 @@ def test_a_pending_document_shows_as_not_here_and_its_download_works_it_out(brow
     v1, v2 = sheet_zip(ROWS), sheet_zip(ROWS, 200)
 
     def setup(team: Team):
-        dana, chidi = team.pair("dana", "chidi")
-        cli(chidi, "doc", "policy", "none")
-        f = tmp_path / "plan.xlsx"
-        f.write_bytes(v1)
-        with dana.open() as rep:
-            doc = rep.add_doc(f)
-        dana.sync()
-        f.write_bytes(v2)
-        with dana.open() as rep:
-            rep.update_doc(doc.id, f)
-        dana.sync()
+        dana, chidi, doc, f = shared_doc(team, tmp_path, v1, policy="none")
+        save_version(dana, doc, f, v2)
         chidi.sync()
         with chidi.open() as rep:
             assert rep.versions.is_pending(*_version(rep, doc.id)[:2])

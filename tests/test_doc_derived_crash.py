@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from relay_helpers import Team
+from relay_helpers import Team, save_version, shared_doc
 from relay_helpers import member_cli as cli
 from hbw_sync.client.store import DB_NAME
 from test_doc_derived import ROWS, _version, sheet_zip
@@ -69,19 +69,9 @@ def killed_mid_derivation(m, tmp_path: Path, *args: str) -> None:
 @pytest.mark.parametrize("how", ["doc get", "sync"])
 def test_a_device_killed_while_deriving_is_consistent_and_the_next_try_succeeds(
         team: Team, tmp_path: Path, how: str) -> None:
-    dana, chidi = team.pair("dana", "chidi")
-    cli(chidi, "doc", "policy", "none" if how == "doc get" else "all")
-    f = tmp_path / "plan.xlsx"
     v1, v2 = sheet_zip(ROWS), sheet_zip(ROWS, 200)
-    f.write_bytes(v1)
-    with dana.open() as rep:
-        doc = rep.add_doc(f)
-    dana.sync()
-    chidi.sync()
-    f.write_bytes(v2)
-    with dana.open() as rep:
-        rep.update_doc(doc.id, f)
-    dana.sync()
+    dana, chidi, doc, f = shared_doc(team, tmp_path, v1, policy="none" if how == "doc get" else "all")
+    save_version(dana, doc, f, v2)
     if how == "doc get":
         chidi.sync()  # the version arrives pending: no base here
         killed_mid_derivation(chidi, tmp_path, "doc", "get", doc.id, "-o", str(tmp_path / "got.xlsx"))

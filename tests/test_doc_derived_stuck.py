@@ -16,7 +16,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from relay_helpers import Team
+from relay_helpers import Team, save_version, shared_doc
 from relay_helpers import member_cli as cli
 from test_doc_derived import ROWS, _version, sheet_zip
 from hbw_sync import i18n, messages
@@ -26,19 +26,11 @@ from hbw_sync.client.documents import CHAIN_FULL_EVERY
 
 
 def test_a_version_whose_base_the_relay_lost_is_said_plainly(team: Team, tmp_path: Path) -> None:
-    dana, chidi = team.pair("dana", "chidi")
-    cli(chidi, "doc", "policy", "none")
-    f = tmp_path / "plan.xlsx"
     v1, v2 = sheet_zip(ROWS), sheet_zip(ROWS, 200)
-    f.write_bytes(v1)
+    dana, chidi, doc, f = shared_doc(team, tmp_path, v1, policy="none")
     with dana.open() as rep:
-        doc = rep.add_doc(f)
         base_ids = rep.versions.version_manifest(*_version(rep, doc.id, 1)[:2]).ids
-    dana.sync()
-    f.write_bytes(v2)
-    with dana.open() as rep:
-        rep.update_doc(doc.id, f)
-    dana.sync()
+    save_version(dana, doc, f, v2)
     chidi.sync()
     for cid in base_ids:  # lost at the relay (as a garbage collection that went wrong would)
         team.sql("DELETE FROM chunks WHERE cid = ?", (cid,))

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import peak
-from relay_helpers import Team
+from relay_helpers import Team, shared_doc
 from relay_helpers import member_cli as cli
 from hbw_sync import chunks, crypto, delta
 from hbw_sync.client.docdelta import _Cutter
@@ -264,14 +264,7 @@ def test_a_spool_that_cannot_be_written_sends_the_changed_chunks(sheet_pair: tup
     """TMPDIR gone (or full, or read-only): ``doc update`` still records the version, through the real CLI;
     the zip recipe is given up, logged, and the changed chunks go instead (larger, nothing lost)."""
     v1, v2 = sheet_pair
-    dana, chidi = team.pair("dana", "chidi")
-    cli(chidi, "doc", "policy", "all")
-    f = tmp_path / "rents.xlsx"
-    f.write_bytes(v1)
-    with dana.open() as rep:
-        doc = rep.add_doc(f)
-    dana.sync()
-    chidi.sync()
+    dana, chidi, doc, f = shared_doc(team, tmp_path, v1, name="rents.xlsx")
     f.write_bytes(v2)
     # The spool's content compresses to more than SPOOL_IN_MEMORY: it goes to a temp file, which cannot be made.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
