@@ -14,21 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from app_browser import AppThread, check_page, launch, open_app, sync_api
+from app_browser import AppThread, check_page, open_app
 from test_app_browser import off_loop
 from test_doc_derived import ROWS, _version, sheet_zip
 from relay_helpers import Team, save_version, shared_doc
-from relay_helpers import member_cli as cli
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api().sync_playwright() as p:
-        b = launch(p)
-        try:
-            yield b
-        finally:
-            b.close()
+from test_app_browser import browser  # noqa: F401 - the module's one Chromium, shared
 
 
 def test_a_pending_document_shows_as_not_here_and_its_download_works_it_out(browser, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from relay_helpers import Team
+from relay_helpers import Team, shared_doc
 from relay_helpers import member_cli as cli
 from test_doc_derived import ROWS, _version, sheet_zip
 from hbw_sync import batch as wire
@@ -79,15 +79,8 @@ def _chunk_count(rep) -> int:
 @pytest.fixture
 def shared(team: Team, tmp_path: Path):
     """Dana's sheet, version 1, held by Chidi (policy all)."""
-    dana, chidi = team.pair("dana", "chidi")
-    cli(chidi, "doc", "policy", "all")
-    f = tmp_path / "plan.xlsx"
     v1 = sheet_zip(ROWS)
-    f.write_bytes(v1)
-    with dana.open() as rep:
-        doc = rep.add_doc(f)
-    dana.sync()
-    chidi.sync()
+    dana, chidi, doc, _f = shared_doc(team, tmp_path, v1)
     with chidi.open() as rep:
         assert rep.doc(doc.id).local
     return dana, chidi, doc.id, v1
@@ -214,15 +207,8 @@ def test_a_chain_whose_middle_version_is_refused_leaves_nothing_pending(
 def test_a_pending_version_whose_base_never_arrives_says_so_plainly(team: Team, tmp_path: Path) -> None:
     """A derived version from a base no device ever recorded (or one lost at the relay): it waits, since
     the base could still come, but ``doc get`` says plainly that it is not to be had, and the code."""
-    dana, chidi = team.pair("dana", "chidi")
-    cli(chidi, "doc", "policy", "all")
-    f = tmp_path / "plan.xlsx"
     v1 = sheet_zip(ROWS)
-    f.write_bytes(v1)
-    with dana.open() as rep:
-        doc = rep.add_doc(f)
-    dana.sync()
-    chidi.sync()
+    dana, chidi, doc, _f = shared_doc(team, tmp_path, v1)
     ghost, v2 = sheet_zip(ROWS, 7), sheet_zip(ROWS, 200)
     task = send(dana, chidi, [forged_version(doc.id, HLC, ghost, v2, true_field(dana, v2))])
     did, d2 = bytes.fromhex(doc.id), hashlib.sha256(v2).digest()
