@@ -193,6 +193,10 @@ MESSAGES: dict[str, str | tuple[str, str]] = {
     "notice.doc_base_missing": N_("document {doc} ({name}): one of its versions cannot be worked out on this device: "
                                   "the earlier version it is rebuilt from is not at the relay any more. The document is "
                                   "readable again from its next version saved in full (every 8th save at the latest)."),
+    "notice.doc_refused": N_("document {doc} ({name}): a version that arrived could not be read on this device and "
+                             "was refused. Its earlier versions stay readable, and the document is readable again "
+                             "from its next version saved in full (every 8th save at the latest). If this happens "
+                             "often, tell the office: a device of the team may run another hbw-sync."),
     "notice.snapshot_refused": N_("Refused a summary of the team's history from {who}'s device: {why}. This device "
                                   "fetches the full history instead; nothing will be missing, it only takes longer."),
     "problem.doc_base_missing": N_("document {doc}: a version's base is missing; it will be readable after the "

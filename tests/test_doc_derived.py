@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from relay_helpers import Team, save_version, shared_doc
 from relay_helpers import member_cli as cli
@@ -28,6 +29,7 @@ from test_reads import older_client
 from hbw_sync import batch as wire
 from hbw_sync import chunks, derived, features
 from hbw_sync.client import docdelta
+from hbw_sync.client.cli import cli as client_cli
 from hbw_sync.delta import make_delta
 from hbw_sync.errors import IntegrityError, UsageError
 from hbw_sync.ops import NAMES, Kind, make_op
@@ -189,6 +191,12 @@ def test_a_derived_field_that_is_not_the_authors_manifest_is_refused_and_keeps_n
         assert rep.doc_bytes(doc.id, version=1)[1] == v1
         problems = [r[0] for r in rep.store.execute("SELECT detail FROM sync_log WHERE how = 'apply'")]
         assert any("manifest does not rebuild" in p for p in problems), problems
+    # What the person sees: 'status' says it, in their language, with the document's name.
+    code, out = cli(chidi, "status", "--keep-unseen")
+    assert code == 0 and "could not be read on this device and was refused" in out and "plan.xlsx" in out, out
+    env = {"HBW_SYNC_HOME": str(chidi.home), "HBW_PASSPHRASE": chidi.passphrase, "HBW_LANG": "fr"}
+    fr = CliRunner().invoke(client_cli, ["status"], env=env)
+    assert "a été refusée" in fr.output and doc.id[:6] in fr.output, fr.output
 
 
 def test_a_team_with_an_older_device_gets_the_manifests_delta_until_that_device_is_upgraded(

@@ -196,6 +196,8 @@ def test_a_chain_whose_middle_version_is_refused_leaves_nothing_pending(
             assert rep.versions.version_manifest(did, digest) is None
         logged = problems(rep)
         assert sum(code == "problem.doc_refused" for _d, code in logged) >= 2, logged
+        notes = rep.store.execute("SELECT count(*) FROM notices WHERE code = 'notice.doc_refused'").fetchone()[0]
+        assert notes == 1, "two versions refused at once: the person is told once"
         assert any("was refused" in detail and "base" in detail for detail, _c in logged), logged
         with pytest.raises(IntegrityError):
             rep.doc_bytes(doc.id)

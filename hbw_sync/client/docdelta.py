@@ -254,7 +254,7 @@ def expand(rep: "Versions", did: bytes, content: dict[Any, Any]) -> dict[Any, An
     except HbwError as e:
         rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
                      f"refused ({e.message}); it will be readable after the next full version",
-                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
+                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)}, doc=did)
         return content
     if raw is None:
         rep.mark_pending(did, content[_SHA], content[_BASE])
@@ -360,7 +360,7 @@ def resolve(rep: "Versions", did: bytes, digest: bytes, depth: int = 0) -> Op | 
         rep.unmark_pending(did, digest)
         rep.problem(f"document {did.hex()[:6]}: a version's manifest does not rebuild from its delta and was "
                      f"refused ({e.message}); it will be readable after the next full version",
-                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
+                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)}, doc=did)
         for later in rep.pending_on(did, digest):  # built on this one: they can never be worked out now
             resolve(rep, did, later, depth + 1)
         return None
@@ -426,7 +426,7 @@ def rebuild(rep: "Versions", did: bytes, op: Op) -> bool:
         m = chunks.decode_manifest(c[_MANIFEST])
     except HbwError as e:
         rep.problem(f"document {did.hex()[:6]}: a version's manifest is malformed ({e.message})",
-                    code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
+                    code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)}, doc=did)
         return False
     local = rep.local_chunks
     missing = local.missing(m.ids)
@@ -458,7 +458,7 @@ def rebuild(rep: "Versions", did: bytes, op: Op) -> bool:
     except HbwError as e:
         rep.problem(f"document {did.hex()[:6]}: a version does not rebuild from its delta and was refused "
                      f"({e.message}); it will be readable after the next full version",
-                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)})
+                     code="problem.doc_refused", params={"doc": did.hex()[:6], **notices.why_params(e)}, doc=did)
         return False
     return True
 

@@ -15,6 +15,7 @@ import hashlib
 from typing import Any
 
 from .. import chunks, crypto, delta
+from ..clock import now_ms
 from ..errors import IntegrityError, ProtocolError
 from ..i18n import _
 from ..ops import NAMES, Kind, Op
@@ -247,7 +248,8 @@ class Versions:
                 # re-deflates differently look alike here, and the rest of the batch is sound.
                 self.problem(f"document {op.entity.hex()[:6]}: a version does not rebuild to its recorded hash "
                              f"and was refused ({e.message}); it will be readable after the next full version",
-                             code="problem.doc_refused", params={"doc": op.entity.hex()[:6], **notices.why_params(e)})
+                             code="problem.doc_refused", params={"doc": op.entity.hex()[:6], **notices.why_params(e)},
+                             doc=op.entity)
                 return
         self.store_blob(data)
 
@@ -275,6 +277,23 @@ class Versions:
             n += 1
         return n
 
-    def problem(self, text: str, *, code: str | None = None, params: dict[str, Any] | None = None) -> None:
-        """Log a problem with a received version (``Ledger.problem``)."""
+    def problem(self, text: str, *, code: str | None = None, params: dict[str, Any] | None = None,
+                doc: bytes | None = None) -> None:
+        """Log a problem with a received version (``Ledger.problem``); a refused version of document ``doc``
+        also leaves a notice for the person.
+
+        Why: ``status`` shows the last sync-log row only, so a refused version was in practice silent: the
+        person saw the document's version count grow and could not open the new one. One notice per
+        document while it is unseen (a chain refused at once says it once).
+        """
         self.ledger.problem(text, code=code, params=params)
+        if code != "problem.doc_refused" or doc is None:
+            return
+        st = self.ledger.load(Kind.DOC, doc)
+        said = {"doc": doc.hex()[:6], "name": str((st.values() if st is not None else {}).get("name", ""))}
+        with self.store.transaction():
+            if self.store.execute("SELECT 1 FROM notices WHERE code = 'notice.doc_refused' AND params = ? AND seen = 0",
+                                  (notices.pack(said),)).fetchone() is None:
+                notices.add_notice(self.store, f"document {said['doc']} ({said['name']}): a version that arrived could "
+                                   "not be read on this device and was refused", code="notice.doc_refused",
+                                   params=said, when_ms=now_ms())
