@@ -150,13 +150,23 @@ class Versions:
     # version is logged as a problem and never listed here.
 
     def _pending_table(self) -> None:
-        self.store.execute("CREATE TABLE IF NOT EXISTS doc_pending (entity BLOB NOT NULL, sha256 BLOB NOT NULL,"
-                           " base BLOB NOT NULL, PRIMARY KEY (entity, sha256))")
+        self._by_base_table("doc_pending")
 
     def mark_pending(self, did: bytes, digest: bytes, base: bytes) -> None:
         """Record a version whose manifest waits for its base to be local."""
-        self._pending_table()
-        self.store.execute("INSERT OR IGNORE INTO doc_pending (entity, sha256, base) VALUES (?, ?, ?)",
+        self._record_by_base("doc_pending", did, digest, base)
+
+    # Both kinds of waiting version (``doc_pending`` above, ``doc_waiting`` below) are rows of
+    # (document, version, base), made on first use: stores from before either kind lack the table.
+
+    def _by_base_table(self, table: str) -> None:
+        assert table in ("doc_pending", "doc_waiting")
+        self.store.execute(f"CREATE TABLE IF NOT EXISTS {table} (entity BLOB NOT NULL, sha256 BLOB NOT NULL,"
+                           " base BLOB NOT NULL, PRIMARY KEY (entity, sha256))")
+
+    def _record_by_base(self, table: str, did: bytes, digest: bytes, base: bytes) -> None:
+        self._by_base_table(table)
+        self.store.execute(f"INSERT OR IGNORE INTO {table} (entity, sha256, base) VALUES (?, ?, ?)",
                            (did, digest, base))
 
     def is_pending(self, did: bytes, digest: bytes | None) -> bool:
@@ -197,13 +207,10 @@ class Versions:
     # and is rebuilt as soon as its base is stored.
 
     def _waiting_table(self) -> None:
-        self.store.execute("CREATE TABLE IF NOT EXISTS doc_waiting (entity BLOB NOT NULL, sha256 BLOB NOT NULL,"
-                           " base BLOB NOT NULL, PRIMARY KEY (entity, sha256))")
+        self._by_base_table("doc_waiting")
 
     def _wait_for_base(self, did: bytes, digest: bytes, base: bytes) -> None:
-        self._waiting_table()
-        self.store.execute("INSERT OR IGNORE INTO doc_waiting (entity, sha256, base) VALUES (?, ?, ?)",
-                           (did, digest, base))
+        self._record_by_base("doc_waiting", did, digest, base)
 
     def _apply_waiting(self, base: bytes) -> None:
         """Rebuild the versions that waited for ``base`` (each may be the base another waits for)."""
